@@ -1,0 +1,257 @@
+"""The peak table: its columns, their dtypes and units, and the flag bits.
+
+This module is the single source of truth for the peak table described in
+``DESIGN.md``.  Every stage adds columns from :data:`COLUMNS`; none renames
+them.  A test keeps the table in ``README.md`` and this module in sync.
+
+The peak table is a :class:`pandas.DataFrame` with one row per peak per frame,
+in the spirit of trackpy's feature tables.  An empty result is an empty table
+with these dtypes (:func:`empty_peak_table`), never ``None``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Column",
+    "COLUMNS",
+    "Flag",
+    "empty_peak_table",
+    "new_peak_table",
+    "conform",
+    "validate_peak_table",
+    "describe_flags",
+]
+
+
+class Flag(enum.IntFlag):
+    """Bits of the ``flags`` column (uint32).
+
+    A peak may carry several flags; ``flags == 0`` means nothing to report.
+    """
+
+    EDGE = 1 << 0
+    """The peak's patch reaches past the detector edge (padded, not dropped)."""
+    SATURATED = 1 << 1
+    """At least one pixel of the peak is at or above the saturation level."""
+    MASKED_NEIGHBOUR = 1 << 2
+    """A masked pixel lies inside the peak's patch."""
+    OVERLAPPING = 1 << 3
+    """Pixels of another peak were inside the patch and were removed."""
+    FIT_FAILED = 1 << 4
+    """The localizer did not converge; positions are NaN or the detection guess."""
+    LOW_SNR = 1 << 5
+    """Integrated intensity below three times its error."""
+    BAD_BACKGROUND = 1 << 6
+    """Too few pixels to estimate the local background."""
+    OUT_OF_RANGE = 1 << 7
+    """A geometry or phase value could not be computed for this peak."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the peak table.
+
+    Attributes
+    ----------
+    name : str
+        Column name (frozen: never renamed).
+    dtype : str
+        pandas dtype string.
+    unit : str
+        Physical unit ("" for dimensionless).
+    description : str
+        One-line meaning.
+    default : object
+        Fill value for rows a stage has not reached yet.
+    """
+
+    name: str
+    dtype: str
+    unit: str
+    description: str
+    default: object
+
+
+_NAN = float("nan")
+
+COLUMNS: dict[str, Column] = {
+    c.name: c
+    for c in [
+        Column("frame", "int64", "", "index of the frame in its series", 0),
+        Column("omega", "float64", "deg", "rotation angle at the frame's centre, NaN when the series has none", _NAN),
+        Column("row", "float64", "px", "sub-pixel peak centre, numpy axis 0; pixel centres are integers", _NAN),
+        Column("col", "float64", "px", "sub-pixel peak centre, numpy axis 1; pixel centres are integers", _NAN),
+        Column("row_err", "float64", "px", "1-sigma uncertainty of row", _NAN),
+        Column("col_err", "float64", "px", "1-sigma uncertainty of col", _NAN),
+        Column("rc_cov", "float64", "px^2", "row-col covariance of the centre (0 where the method gives none)", 0.0),
+        Column("sigma_row", "float64", "px", "peak width along rows (Gaussian sigma or equivalent)", _NAN),
+        Column("sigma_col", "float64", "px", "peak width along columns (Gaussian sigma or equivalent)", _NAN),
+        Column("peak_value", "float64", "counts", "highest pixel value", _NAN),
+        Column("intensity", "float64", "counts", "background-subtracted integrated intensity", _NAN),
+        Column("intensity_err", "float64", "counts", "1-sigma error of intensity", _NAN),
+        Column("background", "float64", "counts/px", "local background level", _NAN),
+        Column("snr", "float64", "", "intensity / intensity_err", _NAN),
+        Column("score", "float64", "", "the finder's score at detection (persistence, or SNR)", _NAN),
+        Column("npix", "int64", "", "pixels in the peak's region", 0),
+        Column("method", "category", "", "localization method used", None),
+        Column("flags", "uint32", "", "bit mask of braggflow.schema.Flag", 0),
+        Column("track_id", "int64", "", "trajectory id after linking, -1 unlinked", -1),
+        Column("two_theta", "float64", "deg", "scattering angle", _NAN),
+        Column("eta", "float64", "deg", "azimuthal angle (pyFAI's chi)", _NAN),
+        Column("q", "float64", "1/Å", "momentum transfer 4 pi sin(theta) / lambda", _NAN),
+        Column("q_xy", "float64", "1/Å", "in-plane momentum transfer (signed), grazing incidence", _NAN),
+        Column("q_z", "float64", "1/Å", "out-of-plane momentum transfer, positive above the sample horizon", _NAN),
+        Column("d", "float64", "Å", "d-spacing 2 pi / q", _NAN),
+        Column("two_theta_err", "float64", "deg", "1-sigma error of two_theta, propagated from the centre", _NAN),
+        Column("q_err", "float64", "1/Å", "1-sigma error of q, propagated from the centre", _NAN),
+        Column("d_err", "float64", "Å", "1-sigma error of d, propagated from the centre", _NAN),
+        Column("phase", "category", "", "assigned phase after identification (missing: unassigned)", None),
+        Column("h", "Int32", "", "Miller index h of the assigned reflection", pd.NA),
+        Column("k", "Int32", "", "Miller index k of the assigned reflection", pd.NA),
+        Column("l", "Int32", "", "Miller index l of the assigned reflection", pd.NA),
+    ]
+}
+
+
+def _column_series(col: Column, n: int) -> pd.Series:
+    if col.dtype == "category":
+        return pd.Series(pd.Categorical([None] * n))
+    if col.dtype == "Int32":
+        return pd.Series(pd.array([pd.NA] * n, dtype="Int32"))
+    return pd.Series(np.full(n, col.default, dtype=col.dtype))
+
+
+def new_peak_table(n: int = 0, **values) -> pd.DataFrame:
+    """Make a peak table of ``n`` rows, every column present with its default.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows.
+    **values : array_like of length n
+        Initial values for named columns; they are cast to the schema dtype.
+
+    Returns
+    -------
+    table : pandas.DataFrame, (n rows, all of :data:`COLUMNS`)
+
+    Raises
+    ------
+    KeyError
+        If a keyword is not a column of the schema.
+    ValueError
+        If a value's length is not ``n``.
+    """
+    for name in values:
+        if name not in COLUMNS:
+            raise KeyError(f"{name!r} is not a peak-table column; known: {', '.join(COLUMNS)}")
+    data = {}
+    for name, col in COLUMNS.items():
+        if name in values:
+            v = values[name]
+            if np.ndim(v) == 0:
+                v = [v] * n
+            if len(v) != n:
+                raise ValueError(f"column {name!r} has {len(v)} values, expected {n}")
+            data[name] = pd.Series(v).astype(col.dtype) if col.dtype != "category" else pd.Series(pd.Categorical(v))
+        else:
+            data[name] = _column_series(col, n)
+    table = pd.DataFrame(data)
+    return table
+
+
+def empty_peak_table() -> pd.DataFrame:
+    """Return an empty peak table with every schema column and dtype.
+
+    Returns
+    -------
+    table : pandas.DataFrame, (0 rows, all of :data:`COLUMNS`)
+    """
+    return new_peak_table(0)
+
+
+def conform(table: pd.DataFrame) -> pd.DataFrame:
+    """Return ``table`` with every schema column present and cast to its dtype.
+
+    Missing columns are added with their defaults; extra columns are kept at the
+    end (stages may add documented columns of their own).  The row order and
+    index are reset to 0..n-1.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+
+    Returns
+    -------
+    table : pandas.DataFrame
+
+    Raises
+    ------
+    ValueError
+        If a column cannot be cast to its schema dtype.
+    """
+    n = len(table)
+    table = table.reset_index(drop=True)
+    out = {}
+    for name, col in COLUMNS.items():
+        if name in table.columns:
+            s = table[name]
+            try:
+                if col.dtype == "category":
+                    out[name] = s.astype("category")
+                else:
+                    out[name] = s.astype(col.dtype)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"peak-table column {name!r} cannot be cast to {col.dtype}: {exc}") from exc
+        else:
+            out[name] = _column_series(col, n)
+    extra = [c for c in table.columns if c not in COLUMNS]
+    result = pd.DataFrame(out)
+    for c in extra:
+        result[c] = table[c].to_numpy()
+    return result
+
+
+def validate_peak_table(table: pd.DataFrame, *, required: tuple[str, ...] = ("frame", "row", "col")) -> None:
+    """Check that ``table`` is a peak table usable by a later stage.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    required : tuple of str
+        Columns that must be present.
+
+    Raises
+    ------
+    TypeError
+        If ``table`` is not a DataFrame.
+    ValueError
+        If a required column is missing; the message names it.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"expected a peak table (pandas.DataFrame), got {type(table).__name__}")
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise ValueError(f"peak table lacks required column(s) {', '.join(missing)}")
+
+
+def describe_flags(flags: int) -> list[str]:
+    """Names of the flag bits set in ``flags``.
+
+    Parameters
+    ----------
+    flags : int
+        Value of the ``flags`` column.
+
+    Returns
+    -------
+    names : list of str
+        Lower-case names, e.g. ``["edge", "saturated"]``.
+    """
+    return [f.name.lower() for f in Flag if int(flags) & int(f)]

@@ -1,0 +1,1 @@
+"""Synthetic frames and patches with ground truth."""
