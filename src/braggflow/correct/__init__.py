@@ -1,0 +1,234 @@
+"""Frame corrections: dark, flat, masks, minimum value, binning.
+
+Pure functions on arrays.  The static mask (user mask file, detector gap mask,
+the file's own pixel mask) is built once with :func:`build_static_mask`; the
+per-frame :func:`correct_frame` adds the pixels that are bad in this frame
+(NaN/inf and the detector's flag values).  Zero and negative values are real
+data (photon-counting zeros, dark-subtracted noise) and are never masked.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from braggflow.errors import BraggflowError, ConfigError, InputFileError
+from braggflow.pipeline.config import CorrectConfig
+
+__all__ = ["build_static_mask", "detector_gap_mask", "correct_frame", "bin2x2", "saturation_level"]
+
+log = logging.getLogger(__name__)
+
+
+def detector_gap_mask(shape: tuple[int, int], detector: str | None = "auto") -> np.ndarray | None:
+    """Module-gap mask of a pyFAI detector definition.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Frame shape (H, W), px.
+    detector : str or None
+        A pyFAI detector name (``"Pilatus1M"``, ``"Eiger4M"``, ...); ``"auto"``
+        picks the pyFAI detector with module gaps whose shape is ``shape`` (only
+        when exactly one such family matches); ``None`` gives no mask.
+
+    Returns
+    -------
+    mask : (H, W) ndarray of bool or None
+        True on gaps; None when no detector applies.
+
+    Raises
+    ------
+    ConfigError
+        If ``detector`` is not a pyFAI detector name or its shape differs from ``shape``.
+    """
+    if detector is None:
+        return None
+    import pyFAI.detectors
+
+    if detector == "auto":
+        # detectors with module gaps and this shape, grouped by gap layout (Pilatus1M and
+        # PilatusCdTe1M share one): use it only when the layout is unambiguous
+        layouts = {}
+        for cls in pyFAI.detectors.ALL_DETECTORS.values():
+            if getattr(cls, "MAX_SHAPE", None) == tuple(shape) and getattr(cls, "MODULE_GAP", None):
+                layouts.setdefault((tuple(cls.MODULE_SIZE), tuple(cls.MODULE_GAP)), cls)
+        if len(layouts) != 1:
+            return None
+        det = next(iter(layouts.values()))()
+    else:
+        try:
+            det = pyFAI.detectors.detector_factory(detector)
+        except Exception:
+            raise ConfigError(f"correct.detector: {detector!r} is not a pyFAI detector name") from None
+        if tuple(det.max_shape) != tuple(shape):
+            raise ConfigError(f"correct.detector: {detector} frames are {det.max_shape}, but the frames are {tuple(shape)}")
+    mask = det.calc_mask()
+    return None if mask is None else mask.astype(bool)
+
+
+def build_static_mask(
+    shape: tuple[int, int],
+    *,
+    mask: np.ndarray | None = None,
+    detector: str | None = "auto",
+    detector_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Combine the user mask, the detector's gap mask and the file's pixel mask.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Frame shape (H, W), px.
+    mask : (H, W) array_like, optional
+        User mask; nonzero/True = bad pixel.
+    detector : str or None
+        pyFAI detector name or ``"auto"`` (see :func:`detector_gap_mask`).
+    detector_mask : (H, W) array_like, optional
+        Bad pixels the frame file declares (e.g. NeXus ``pixel_mask``).
+
+    Returns
+    -------
+    mask : (H, W) ndarray of bool
+        True = bad pixel.
+
+    Raises
+    ------
+    InputFileError
+        If ``mask`` or ``detector_mask`` does not have the frame shape.
+    """
+    out = np.zeros(shape, dtype=bool)
+    for name, m in (("mask", mask), ("detector pixel_mask", detector_mask)):
+        if m is None:
+            continue
+        m = np.asarray(m)
+        if m.shape != tuple(shape):
+            raise InputFileError(f"{name} has shape {m.shape}, expected the frame shape {tuple(shape)}")
+        out |= m.astype(bool)
+    gaps = detector_gap_mask(shape, detector)
+    if gaps is not None:
+        out |= gaps
+    return out
+
+
+def saturation_level(dtype: np.dtype, configured: float | None) -> float:
+    """Counts at which a pixel saturates: the configured level, else the integer dtype's maximum.
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        Pixel type of the raw frames.
+    configured : float or None
+        ``correct.saturation``.
+
+    Returns
+    -------
+    level : float
+        ``inf`` for float frames without a configured level.
+    """
+    if configured is not None:
+        return float(configured)
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return float("inf")
+
+
+def bin2x2(frame: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum 2 x 2 blocks of pixels; a block with any bad pixel is bad.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+    mask : (H, W) ndarray of bool
+
+    Returns
+    -------
+    frame : (H // 2, W // 2) ndarray of float32
+        Summed counts (an odd last row/column is dropped).
+    mask : (H // 2, W // 2) ndarray of bool
+    """
+    h, w = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
+    f = frame[:h, :w].reshape(h // 2, 2, w // 2, 2)
+    m = mask[:h, :w].reshape(h // 2, 2, w // 2, 2)
+    return f.sum(axis=(1, 3), dtype=np.float32), m.any(axis=(1, 3))
+
+
+def correct_frame(
+    frame: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    dark: np.ndarray | None = None,
+    flat: np.ndarray | None = None,
+    config: CorrectConfig | None = None,
+    name: str = "frame",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Correct one raw frame and build its mask.
+
+    Steps: flag-value and non-finite pixels are masked; ``dark`` is subtracted;
+    the frame is divided by ``flat`` (normalised to mean 1 over good pixels);
+    values below ``config.minval`` are set to 0; masked pixels are set to 0;
+    optional 2 x 2 binning.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Raw counts (ADU).
+    mask : (H, W) ndarray of bool, optional
+        Static mask, True = bad (see :func:`build_static_mask`).
+    dark : (H, W) ndarray, optional
+        Dark frame, ADU.
+    flat : (H, W) ndarray, optional
+        Flat field (relative response); pixels with flat <= 0 are masked.
+    config : CorrectConfig, optional
+    name : str
+        How to name the frame in error messages.
+
+    Returns
+    -------
+    frame : (H', W') ndarray of float32
+        Corrected counts (H' = H / binning).
+    mask : (H', W') ndarray of bool
+        True = bad pixel.
+
+    Raises
+    ------
+    BraggflowError
+        If a frame is not 2D, has no finite pixel, or an auxiliary array has
+        another shape; the message names ``name`` or the array.
+    """
+    config = config or CorrectConfig()
+    frame = np.asarray(frame)
+    if frame.ndim != 2:
+        raise BraggflowError(f"{name}: expected a 2D frame, got shape {frame.shape}")
+    shape = frame.shape
+    for what, arr in (("mask", mask), ("dark", dark), ("flat", flat)):
+        if arr is not None and np.shape(arr) != shape:
+            raise InputFileError(f"{what} has shape {np.shape(arr)}, expected the frame shape {shape}")
+    out = frame.astype(np.float32, copy=True)
+    bad = np.zeros(shape, dtype=bool) if mask is None else np.array(mask, dtype=bool, copy=True)
+    if np.issubdtype(frame.dtype, np.floating):
+        finite = np.isfinite(out)
+        if not finite.any():
+            raise BraggflowError(f"{name}: every pixel is NaN or inf")
+        bad |= ~finite
+    for value in config.flag_values:
+        if value < 0 and np.issubdtype(frame.dtype, np.unsignedinteger):
+            continue  # an unsigned frame cannot hold a negative flag value
+        bad |= frame == value
+    if dark is not None:
+        out -= np.asarray(dark, dtype=np.float32)
+    if flat is not None:
+        flat = np.asarray(flat, dtype=np.float32)
+        good_flat = (flat > 0) & np.isfinite(flat)
+        bad |= ~good_flat
+        norm = float(np.mean(flat[good_flat & ~bad])) if (good_flat & ~bad).any() else 1.0
+        np.divide(out, flat / norm, out=out, where=good_flat)
+    if config.minval is not None:
+        out[out < config.minval] = 0.0
+    out[bad] = 0.0
+    if bad.all():
+        raise BraggflowError(f"{name}: every pixel is masked")
+    if config.binning == 2:
+        out, bad = bin2x2(out, bad)
+    return out, bad

@@ -1,0 +1,1 @@
+"""Readers of detector frames and writers of results."""
