@@ -1,0 +1,267 @@
+"""Rotation series: merging a spot seen on several frames into one 3D spot.
+
+While a crystal rotates (omega), a reflection crosses the Ewald sphere over one
+or a few frames.  Its peaks on those frames are one spot, with a centroid in
+(row, col, omega).  Frames are neighbours when their omega ranges touch, not
+when their indices are consecutive: a series may jump (the HEXRD Zr example
+goes from -65 to 65 degrees between frames 49 and 50), and a full 360 degree
+series closes on itself.  The per-frame linking is trackpy's, run on a
+"rotation time" that advances by one between touching frames and by two across
+a jump, so no spot is carried over a gap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from braggflow.errors import BraggflowError
+from braggflow.link.tracks import _check_link_options, _trackpy_link
+from braggflow.schema import validate_peak_table
+
+__all__ = ["link_rotation", "merge_rotation_spots", "SPOT_COLUMNS"]
+
+SPOT_COLUMNS = ("spot_id", "row", "col", "omega", "intensity", "first_frame", "last_frame", "n_peaks")
+"""Columns of the table returned by :func:`merge_rotation_spots`."""
+
+
+def _omega_ranges(omega_ranges: Any, n_needed: int) -> np.ndarray:
+    ranges = np.asarray(omega_ranges, dtype=float)
+    if ranges.ndim != 2 or ranges.shape[1] != 2:
+        raise BraggflowError(f"omega_ranges must have shape (n_frames, 2) (start, stop in deg), got {ranges.shape}")
+    if not np.isfinite(ranges).all():
+        raise BraggflowError("omega_ranges holds NaN or infinite values; every frame needs a start and stop angle")
+    if len(ranges) < n_needed:
+        raise BraggflowError(
+            f"omega_ranges has {len(ranges)} frames but the peak table refers to frame {n_needed - 1}"
+        )
+    if np.any(ranges[:, 0] == ranges[:, 1]):
+        raise BraggflowError("omega_ranges has a frame with zero width (start == stop)")
+    return ranges
+
+
+def _rotation_order(ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Order frames along the rotation and find where touching chains break.
+
+    Returns
+    -------
+    order : (N,) int, frame indices sorted by their lower omega bound
+    rtime : (N,) int, rotation time per frame index: +1 between touching
+        frames, +2 across a gap
+    closed : bool, whether the last frame touches the first modulo 360 deg
+    """
+    low = ranges.min(axis=1)
+    high = ranges.max(axis=1)
+    tol = 1e-3 * float(np.median(high - low))
+    order = np.argsort(low, kind="stable")
+    steps = np.ones(len(order), dtype=np.int64)
+    steps[0] = 0
+    touching = low[order][1:] <= high[order][:-1] + tol
+    steps[1:][~touching] = 2
+    rtime = np.empty(len(order), dtype=np.int64)
+    rtime[order] = np.cumsum(steps)
+    closed = len(order) > 1 and abs(high[order[-1]] - 360.0 - low[order[0]]) <= tol
+    return order, rtime, closed
+
+
+def link_rotation(
+    table: pd.DataFrame,
+    omega_ranges: Any,
+    *,
+    search_range: float = 3.0,
+    **trackpy_options: Any,
+) -> pd.DataFrame:
+    """Give the peaks of one rotation spot a common ``track_id``.
+
+    Peaks on frames whose omega ranges touch (or overlap) are linked when they
+    lie within ``search_range`` of each other on the detector; frames that do
+    not touch are never linked, whatever their indices.  When the ranges cover
+    a full turn, the last frame is linked to the first.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Peak table with ``frame``, ``row``, ``col`` (px).  ``frame`` indexes
+        ``omega_ranges``.  Rows with NaN position get ``track_id`` -1.
+    omega_ranges : (N, 2) array_like of float, deg
+        Start and stop rotation angle of each frame of the series (as
+        ``FrameSeries.omega``).
+    search_range : float, optional
+        Largest distance between the peaks of one spot on touching frames, px.
+    **trackpy_options
+        Passed to :func:`trackpy.link` (not ``memory``).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        A copy of ``table`` with ``track_id`` (int64) = spot id, numbered
+        0, 1, ... along the rotation; -1 for rows with NaN position.
+
+    Raises
+    ------
+    BraggflowError
+        If ``omega_ranges`` is not (N, 2), not finite, has zero-width frames or
+        fewer frames than the table refers to; if ``search_range`` is not positive.
+    ValueError
+        If a required column is missing.
+
+    References
+    ----------
+    J. C. Crocker and D. G. Grier, J. Colloid Interface Sci. 179, 298 (1996)
+    (the linker, via trackpy).
+    """
+    validate_peak_table(table, required=("frame", "row", "col"))
+    _check_link_options(search_range, 0)
+    if "memory" in trackpy_options:
+        raise BraggflowError("memory is not used for rotation series: a spot ends on the first frame without it")
+    frames = table["frame"].to_numpy(dtype=np.int64)
+    if len(frames) and frames.min() < 0:
+        raise BraggflowError(f"frame indices must be non-negative, got {frames.min()}")
+    ranges = _omega_ranges(omega_ranges, int(frames.max()) + 1 if len(frames) else 0)
+    order, rtime, closed = _rotation_order(ranges)
+    out = table.copy()
+    ok = np.isfinite(out["row"].to_numpy(dtype=float)) & np.isfinite(out["col"].to_numpy(dtype=float))
+    ids = np.full(len(out), -1, dtype=np.int64)
+    if not ok.any():
+        out["track_id"] = ids
+        return out
+    t = rtime[frames[ok]]
+    pos = out.loc[ok, ["row", "col"]]
+    raw = _trackpy_link(pos, t, search_range=search_range, memory=0, **trackpy_options)
+    if closed:
+        raw = _close_seam(pos, frames[ok], raw, order, search_range, trackpy_options)
+    # number spots 0, 1, ... by first appearance along the rotation
+    first_t = pd.Series(t).groupby(raw).transform("min").to_numpy()
+    key = np.lexsort((raw, first_t))
+    codes = np.empty(len(raw), dtype=np.int64)
+    codes[key] = pd.factorize(raw[key])[0]
+    ids[ok] = codes
+    out["track_id"] = ids
+    return out
+
+
+def _close_seam(
+    pos: pd.DataFrame, frames: np.ndarray, raw: np.ndarray, order: np.ndarray, search_range: float, options: dict
+) -> np.ndarray:
+    """Join spots on the last frame of a full turn to those on the first frame."""
+    last, first = order[-1], order[0]
+    on_last = np.flatnonzero(frames == last)
+    on_first = np.flatnonzero(frames == first)
+    if len(on_last) == 0 or len(on_first) == 0:
+        return raw
+    both = np.concatenate([on_last, on_first])
+    t = np.r_[np.zeros(len(on_last)), np.ones(len(on_first))].astype(np.int64)
+    pair = _trackpy_link(pos.iloc[both], t, search_range=search_range, memory=0, **options)
+    raw = raw.copy()
+    for p in np.unique(pair):
+        members = both[pair == p]
+        if len(members) == 2:  # one peak on each side of the seam
+            raw[raw == raw[members[1]]] = raw[members[0]]
+    return raw
+
+
+def merge_rotation_spots(
+    table: pd.DataFrame,
+    omega_ranges: Any,
+    *,
+    search_range: float = 3.0,
+    return_table: bool = False,
+    **trackpy_options: Any,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+    """Merge the peaks of a rotation series into 3D spots.
+
+    The peaks of one spot are found by :func:`link_rotation`.  Each spot's
+    centroid is the intensity-weighted mean of its peaks' ``row``, ``col`` and
+    omega (each frame's omega is the centre of its range), and its intensity
+    is the sum of theirs.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Peak table with ``frame``, ``row``, ``col`` (px) and ``intensity``
+        (counts; ``peak_value`` is used when ``intensity`` is absent or NaN).
+    omega_ranges : (N, 2) array_like of float, deg
+        Start and stop rotation angle of each frame.
+    search_range : float, optional
+        Largest distance between the peaks of one spot on touching frames, px.
+    return_table : bool, optional
+        Also return the peak table with ``track_id`` set to the spot id.
+    **trackpy_options
+        Passed to :func:`trackpy.link`.
+
+    Returns
+    -------
+    spots : pandas.DataFrame
+        One row per spot, columns :data:`SPOT_COLUMNS`: ``spot_id`` (int64,
+        equal to the peaks' ``track_id``), ``row``, ``col`` (px), ``omega``
+        (deg, within the series' range), ``intensity`` (counts, summed),
+        ``first_frame``, ``last_frame`` (frame indices of the spot's first and
+        last peak along the rotation), ``n_peaks``.  Peaks with negative
+        intensity weigh nothing in the centroid; a spot whose weights are all
+        zero gets the unweighted mean.
+    table : pandas.DataFrame
+        Only with ``return_table``: the linked peak table.
+
+    Raises
+    ------
+    BraggflowError
+        As :func:`link_rotation`.
+    ValueError
+        If a required column is missing.
+    """
+    linked = link_rotation(table, omega_ranges, search_range=search_range, **trackpy_options)
+    ranges = np.asarray(omega_ranges, dtype=float)
+    closed = _rotation_order(ranges)[2]
+    sel = linked["track_id"].to_numpy() >= 0
+    frames = linked.loc[sel, "frame"].to_numpy(dtype=np.int64)
+    intensity = (
+        linked.loc[sel, "intensity"].to_numpy(dtype=float) if "intensity" in linked.columns else np.full(sel.sum(), np.nan)
+    )
+    if "peak_value" in linked.columns:
+        intensity = np.where(np.isfinite(intensity), intensity, linked.loc[sel, "peak_value"].to_numpy(dtype=float))
+    w = np.clip(np.nan_to_num(intensity, nan=0.0), 0.0, None)
+    work = pd.DataFrame(
+        {
+            "spot_id": linked.loc[sel, "track_id"].to_numpy(dtype=np.int64),
+            "row": linked.loc[sel, "row"].to_numpy(dtype=float),
+            "col": linked.loc[sel, "col"].to_numpy(dtype=float),
+            "omega": ranges.mean(axis=1)[frames],
+            "intensity": intensity,
+            "frame": frames,
+            "w": w,
+        }
+    )
+    if len(work) == 0:
+        spots = pd.DataFrame({c: pd.Series(dtype="int64" if c in ("spot_id", "first_frame", "last_frame", "n_peaks") else "float64")
+                              for c in SPOT_COLUMNS})
+        return (spots, linked) if return_table else spots
+    g = work.groupby("spot_id", sort=True)
+    if closed:  # a spot across the seam: bring its omegas within 180 deg of its strongest peak
+        ref = work.loc[g["w"].idxmax(), ["spot_id", "omega"]].set_index("spot_id")["omega"]
+        delta = work["omega"] - work["spot_id"].map(ref)
+        work["omega"] = work["omega"] - 360.0 * np.round(delta / 360.0)
+    work["along"] = work["omega"]  # position along the rotation, unwrapped across a seam
+    wsum = g["w"].transform("sum")
+    n = g["w"].transform("size")
+    eff = np.where(wsum > 0, work["w"] / wsum.where(wsum > 0, 1.0), 1.0 / n)
+    work[["row", "col", "omega"]] = work[["row", "col", "omega"]].mul(eff, axis=0)
+    g = work.sort_values(["spot_id", "along"], kind="stable").groupby("spot_id", sort=True)
+    spots = pd.DataFrame(
+        {
+            "row": g["row"].sum(),
+            "col": g["col"].sum(),
+            "omega": g["omega"].sum(),
+            "intensity": g["intensity"].sum(min_count=1),
+            "first_frame": g["frame"].first(),
+            "last_frame": g["frame"].last(),
+            "n_peaks": g["frame"].size(),
+        }
+    ).reset_index()
+    if closed:
+        low = ranges.min()
+        spots["omega"] = low + np.mod(spots["omega"] - low, 360.0)
+    spots = spots.astype({"spot_id": np.int64, "first_frame": np.int64, "last_frame": np.int64, "n_peaks": np.int64})
+    spots = spots[list(SPOT_COLUMNS)]
+    return (spots, linked) if return_table else spots
