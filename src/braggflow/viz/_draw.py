@@ -1,0 +1,175 @@
+"""Shared drawing helpers: Agg figures, the log-scaled frame image, peak markers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from braggflow.errors import BraggflowError
+
+CMAP = "magma"
+MASK_COLOUR = "#3b82f6"
+PEAK_COLOUR = "#00e5ff"
+FLAGGED_COLOUR = "#ffb000"
+SIZE_COLUMNS = ("intensity", "score", "peak_value", "snr", "npix")
+
+
+def new_figure(figsize: tuple[float, float], dpi: float) -> Figure:
+    """A matplotlib figure on the Agg canvas (no GUI backend involved)."""
+    if len(figsize) != 2 or min(figsize) <= 0:
+        raise BraggflowError(f"figsize must be two positive lengths in inches, got {figsize!r}")
+    if dpi <= 0:
+        raise BraggflowError(f"dpi must be positive, got {dpi!r}")
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, output: str | Path | None) -> Path | Figure:
+    """Write ``fig`` to ``output`` (format from the suffix); without output return the figure.
+
+    The figure keeps its size (no tight bounding box), so the image is exactly
+    figsize x dpi pixels.
+    """
+    if output is None:
+        return fig
+    output = Path(output)
+    if not output.parent.exists():
+        raise BraggflowError(f"cannot write {output}: folder {output.parent} does not exist")
+    fig.savefig(output, dpi=fig.dpi)
+    return output
+
+
+def frame_norm(images: list[np.ndarray], *, mask: np.ndarray | None = None) -> LogNorm:
+    """A log colour scale from the 1st to the 99.9th percentile of positive pixels."""
+    values = []
+    for image in images:
+        v = np.asarray(image, dtype=float)
+        if mask is not None:
+            v = v[~mask]
+        v = v[np.isfinite(v) & (v > 0)]
+        if v.size > 200_000:  # a regular subsample is enough for percentiles
+            v = v[:: v.size // 200_000]
+        values.append(v)
+    v = np.concatenate(values) if values else np.zeros(0)
+    if v.size == 0:
+        return LogNorm(vmin=0.1, vmax=1.0, clip=True)
+    vmin, vmax = np.percentile(v, [1.0, 99.9])
+    vmin = max(float(vmin), float(v.min()), 1e-6)
+    vmax = max(float(vmax), vmin * 10)
+    return LogNorm(vmin=vmin, vmax=vmax, clip=True)
+
+
+def check_frame(frame: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate a (H, W) frame and optional (H, W) bool mask."""
+    frame = np.asarray(frame)
+    if frame.ndim != 2:
+        raise BraggflowError(f"frame must be a 2D (H, W) array, got shape {frame.shape}")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != frame.shape:
+            raise BraggflowError(f"mask has shape {mask.shape}, expected the frame's {frame.shape}")
+    return frame, mask
+
+
+def masked_image(frame: np.ndarray, mask: np.ndarray | None, norm: LogNorm) -> np.ma.MaskedArray:
+    """The frame clipped to the colour scale, with masked pixels as 'bad' values."""
+    image = np.clip(np.asarray(frame, dtype=np.float32), norm.vmin, None)
+    bad = ~np.isfinite(image)
+    if mask is not None:
+        bad |= mask
+    return np.ma.masked_array(image, mask=bad)
+
+
+def show_frame(ax, frame: np.ndarray, mask: np.ndarray | None, norm: LogNorm):
+    """Draw a frame on ``ax`` with the log scale; masked pixels in MASK_COLOUR."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[CMAP].with_extremes(bad=MASK_COLOUR)
+    im = ax.imshow(masked_image(frame, mask, norm), cmap=cmap, norm=norm, origin="upper", interpolation="antialiased")
+    ax.set_xlabel("col (px)")
+    ax.set_ylabel("row (px)")
+    return im
+
+
+def marker_sizes(values: np.ndarray, *, smallest: float = 4.0, largest: float = 16.0,
+                 limits: tuple[float, float] | None = None) -> np.ndarray:
+    """Marker areas (points^2) growing with sqrt(value) between two radii in points.
+
+    Values at or below the low limit (or non-finite) get the smallest radius.
+    ``limits`` (low, high) fixes the scale (e.g. over a whole series).
+    """
+    v = np.asarray(values, dtype=float)
+    if limits is None:
+        limits = value_limits(v)
+    lo, hi = np.sqrt(np.clip(limits, 0, None))
+    s = np.sqrt(np.clip(np.nan_to_num(v, nan=0.0), 0, None))
+    frac = np.clip((s - lo) / (hi - lo), 0, 1) if hi > lo else np.full(v.shape, 0.5)
+    radius = smallest + (largest - smallest) * frac
+    return radius**2
+
+
+def value_limits(values: np.ndarray) -> tuple[float, float]:
+    """Robust (2nd, 98th percentile) limits of the finite positive values."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(v, [2.0, 98.0])
+    return float(lo), float(max(hi, lo))
+
+
+def size_column(table: pd.DataFrame, size_by: str | None) -> np.ndarray:
+    """Values that set the marker size ('intensity', 'score', ...; None: all equal)."""
+    if size_by is None:
+        return np.ones(len(table))
+    if size_by not in SIZE_COLUMNS:
+        raise BraggflowError(f"size_by must be one of {', '.join(SIZE_COLUMNS)} or None, got {size_by!r}")
+    if size_by not in table.columns:
+        raise BraggflowError(f"the peak table has no {size_by!r} column to size markers by")
+    return table[size_by].to_numpy(dtype=float)
+
+
+def peak_colours(table: pd.DataFrame) -> np.ndarray:
+    """Marker edge colours: flagged peaks in FLAGGED_COLOUR, the others in PEAK_COLOUR."""
+    flagged = table["flags"].to_numpy() != 0 if "flags" in table.columns else np.zeros(len(table), bool)
+    return np.where(flagged, FLAGGED_COLOUR, PEAK_COLOUR)
+
+
+def draw_peaks(ax, table: pd.DataFrame, sizes: np.ndarray):
+    """Open circles at (col, row) of each peak; returns the PathCollection."""
+    return ax.scatter(
+        table["col"].to_numpy(dtype=float), table["row"].to_numpy(dtype=float), s=sizes,
+        facecolors="none", edgecolors=peak_colours(table), linewidths=0.8,
+    )
+
+
+def legend_handles(with_mask: bool):
+    """Legend entries for peaks, flagged peaks and (optionally) masked pixels."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [
+        Line2D([], [], marker="o", ls="", mfc="none", mec=PEAK_COLOUR, label="peak"),
+        Line2D([], [], marker="o", ls="", mfc="none", mec=FLAGGED_COLOUR, label="flagged peak"),
+    ]
+    if with_mask:
+        handles.append(Patch(color=MASK_COLOUR, label="masked"))
+    return handles
+
+
+def frame_peaks(table: pd.DataFrame | None, frame_index: int | None) -> pd.DataFrame:
+    """The rows of ``table`` on one frame (all rows when ``frame_index`` is None)."""
+    if table is None:
+        return pd.DataFrame({"row": [], "col": []})
+    missing = [c for c in ("row", "col") if c not in table.columns]
+    if missing:
+        raise BraggflowError(f"the peak table lacks column(s) {', '.join(missing)}")
+    if frame_index is None or "frame" not in table.columns:
+        return table
+    return table[table["frame"].to_numpy() == frame_index]
