@@ -1,0 +1,349 @@
+"""The per-frame pipeline and the runners that map it over a series.
+
+:func:`process_frame` is a pure function of (frame, static inputs, config): it
+corrects the frame, finds peaks, localizes and integrates them, and maps them
+to angles and q when a geometry is known.  Static inputs (mask, dark, flat,
+geometry, model) are loaded once at the edge by :func:`prepare` into a
+:class:`Context` and passed in, so :func:`run` can map the same function over
+frames on one core or on Dask workers (a local cluster or one on Slurm through
+dask-jobqueue) without changing stage code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from braggflow.errors import BraggflowError, ConfigError
+from braggflow.pipeline.config import Config
+from braggflow.schema import conform, empty_peak_table
+
+__all__ = ["Context", "prepare", "process_frame", "run", "parse_frame_range"]
+
+
+@dataclass
+class Context:
+    """Static inputs of the per-frame function, loaded once.
+
+    Attributes
+    ----------
+    mask : (H, W) ndarray of bool or None
+        Static mask (user mask, detector gaps, file pixel mask); True = bad.
+    dark, flat : (H, W) ndarray or None
+        Dark frame (ADU) and flat field.
+    saturation : float
+        Raw counts at which a pixel saturates (inf: never).
+    geometry : braggflow.geometry.Geometry or None
+        Detector geometry for two_theta, eta, q, d.
+    shape : (int, int) or None
+        Expected raw frame shape.
+    """
+
+    mask: np.ndarray | None = None
+    dark: np.ndarray | None = None
+    flat: np.ndarray | None = None
+    saturation: float = float("inf")
+    geometry: Any = None
+    shape: tuple[int, int] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(config: Config, *, shape: tuple[int, int], dtype=np.float32, detector_mask: np.ndarray | None = None,
+            mask: np.ndarray | None = None, dark: np.ndarray | None = None, flat: np.ndarray | None = None) -> Context:
+    """Load the static inputs named in ``config`` (mask, dark, flat, geometry) into a :class:`Context`.
+
+    Parameters
+    ----------
+    config : Config
+    shape : (int, int)
+        Raw frame shape (H, W), px.
+    dtype : numpy.dtype
+        Raw pixel type (for the default saturation level).
+    detector_mask : (H, W) ndarray of bool, optional
+        Bad pixels declared by the frame file.
+    mask, dark, flat : (H, W) ndarray, optional
+        Arrays given directly (they take precedence over files named in the config).
+
+    Returns
+    -------
+    context : Context
+
+    Raises
+    ------
+    InputFileError
+        If a named file is missing or has the wrong shape.
+    ConfigError
+        If the geometry section is incomplete.
+    """
+    from braggflow.correct import build_static_mask, saturation_level
+    from braggflow.io.frames import read_image
+
+    c = config.correct
+    if mask is None and c.mask:
+        mask = read_image(c.mask, what="mask") != 0
+    if dark is None and c.dark:
+        dark = read_image(c.dark, what="dark")
+    if flat is None and c.flat:
+        flat = read_image(c.flat, what="flat")
+    for what, arr, name in (("dark", dark, c.dark), ("flat", flat, c.flat)):
+        if arr is not None and np.shape(arr) != tuple(shape):
+            raise ConfigError(f"{what} {name or ''}: shape {np.shape(arr)}, expected the frame shape {tuple(shape)}".replace("  ", " "))
+    if mask is not None and np.shape(mask) != tuple(shape):
+        raise ConfigError(f"mask {c.mask or ''}: shape {np.shape(mask)}, expected the frame shape {tuple(shape)}".replace("  ", " "))
+    static = build_static_mask(shape, mask=mask, detector=c.detector, detector_mask=detector_mask)
+    geometry = None
+    if config.geometry is not None:
+        from braggflow.geometry import Geometry
+
+        geometry = Geometry.from_config(config.geometry)
+    return Context(mask=static, dark=dark, flat=flat, saturation=saturation_level(np.dtype(dtype), c.saturation),
+                   geometry=geometry, shape=tuple(shape))
+
+
+def process_frame(
+    frame: np.ndarray,
+    *,
+    config: Config | None = None,
+    context: Context | None = None,
+    frame_index: int = 0,
+    omega: float = float("nan"),
+    name: str | None = None,
+) -> pd.DataFrame:
+    """Run the whole per-frame pipeline on one raw frame.
+
+    correct -> find -> locate -> integrate -> geometry (when known).
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Raw frame, ADU.
+    config : Config, optional
+        Pipeline options (defaults adapt to the frame).
+    context : Context, optional
+        Static inputs from :func:`prepare`; built from ``config`` when None.
+    frame_index : int
+        Index of the frame in its series (the ``frame`` column).
+    omega : float
+        Rotation angle at the frame's centre, degrees (NaN: none).
+    name : str, optional
+        How to name the frame in error messages.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Peak table (schema of :mod:`braggflow.schema`), one row per peak; an
+        empty table when the frame has none.
+
+    Raises
+    ------
+    BraggflowError
+        For a frame of the wrong shape, an all-NaN or all-masked frame.
+    """
+    from braggflow.correct import correct_frame
+    from braggflow.find import find_peaks
+    from braggflow.integrate import integrate
+    from braggflow.locate import locate
+
+    config = config or Config()
+    frame = np.asarray(frame)
+    name = name or f"frame {frame_index}"
+    if context is None:
+        context = prepare(config, shape=frame.shape, dtype=frame.dtype)
+    if context.shape is not None and frame.shape != context.shape:
+        raise BraggflowError(f"{name}: shape {frame.shape}, expected {context.shape}")
+    c = config.correct
+    corrected, mask = correct_frame(frame, mask=context.mask, dark=context.dark, flat=context.flat, config=c, name=name)
+    saturated = None
+    if math.isfinite(context.saturation):
+        saturated = frame >= context.saturation
+        if c.binning == 2:
+            from braggflow.correct import bin2x2
+
+            saturated = bin2x2(saturated.astype(np.float32), np.zeros(frame.shape, bool))[0] > 0
+    table, labels = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain, return_labels=True)
+    if len(table):
+        lc = config.locate
+        table = locate(corrected, table, method=lc.method, mask=mask, labels=labels, patch_size=lc.patch_size,
+                       gain=c.gain, model=lc.model, device=lc.device, batch_size=lc.batch_size)
+        ic = config.integrate
+        table = integrate(corrected, table, mask=mask, labels=labels, gain=c.gain, radius=ic.radius,
+                          background_width=ic.background_width, saturated=saturated)
+        if c.binning == 2:  # report positions in unbinned pixels: binned pixel k covers raw 2k, 2k + 1
+            for col in ("row", "col"):
+                table[col] = 2 * table[col] + 0.5
+            for col in ("row_err", "col_err", "sigma_row", "sigma_col"):
+                table[col] = 2 * table[col]
+            table["rc_cov"] = 4 * table["rc_cov"]
+        if context.geometry is not None:
+            from braggflow.geometry import add_geometry_columns
+
+            table = add_geometry_columns(table, context.geometry)
+    else:
+        table = empty_peak_table()
+    table["frame"] = np.int64(frame_index)
+    table["omega"] = float(omega)
+    return conform(table)
+
+
+def parse_frame_range(text: str | None, n: int) -> range:
+    """Parse ``START:STOP`` (Python slice semantics, either may be empty) into a range of frame indices.
+
+    Raises
+    ------
+    ConfigError
+        If the text is not ``START:STOP`` with integers.
+    """
+    if text is None or text == "":
+        return range(n)
+    if ":" not in text:
+        raise ConfigError(f"--frames {text!r}: expected START:STOP (for example 0:100)")
+    a, b = text.split(":", 1)
+    try:
+        start = int(a) if a.strip() else None
+        stop = int(b) if b.strip() else None
+    except ValueError:
+        raise ConfigError(f"--frames {text!r}: START and STOP must be integers") from None
+    return range(*slice(start, stop).indices(n))
+
+
+def _process_batch(series, indices, config, context) -> list[tuple[int, pd.DataFrame]]:
+    """Worker task: read and process some frames of a (picklable) series."""
+    out = []
+    for i in indices:
+        out.append((i, process_frame(series[i], config=config, context=context, frame_index=i,
+                                     omega=series.omega_centre(i), name=series.describe_frame(i))))
+    return out
+
+
+def run(
+    frames,
+    *,
+    config: Config | None = None,
+    output=None,
+    frames_range: range | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int, int], None] | None = None,
+    workers: int = 0,
+    scheduler_address: str | None = None,
+    mask: np.ndarray | None = None,
+    dark: np.ndarray | None = None,
+    flat: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Run the pipeline over a series and write (or return) the peak table.
+
+    Parameters
+    ----------
+    frames : FrameSeries or anything :func:`braggflow.io.frames.open_frames` takes
+    config : Config, optional
+    output : str or Path, optional
+        Results file (HDF5/NeXus).  Frames are journaled as they finish, so a
+        crash keeps them; with ``resume`` the frames already in it are skipped.
+    frames_range : range, optional
+        Frame indices to process (default: all).
+    resume : bool
+        Continue an unfinished results file.
+    progress : callable(done, total, peaks), optional
+        Called after every frame.
+    workers : int
+        0: process in this process; N > 0: a Dask LocalCluster of N worker
+        processes (call from under ``if __name__ == "__main__":``).
+    scheduler_address : str, optional
+        Address of an existing Dask scheduler (e.g. a dask-jobqueue SLURMCluster's).
+    mask, dark, flat : (H, W) ndarray, optional
+        Static arrays (override the files named in ``config.correct``).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Peaks of all processed frames (and, with ``resume``, the earlier ones).
+
+    Raises
+    ------
+    BraggflowError
+        For bad input; frames finished before the error stay in ``output``,
+        which is then marked ``incomplete``.
+    """
+    from braggflow.io.frames import FrameSeries, open_frames
+
+    config = config or Config()
+    series = frames if isinstance(frames, FrameSeries) else open_frames(frames)
+    indices = list(frames_range if frames_range is not None else range(len(series)))
+    context = prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask,
+                      mask=mask, dark=dark, flat=flat)
+    writer = None
+    if output is not None:
+        from braggflow.io.results import ResultsWriter
+
+        geometry = context.geometry.to_dict() if context.geometry is not None and hasattr(context.geometry, "to_dict") else None
+        writer = ResultsWriter(output, config=config, sources=series.sources, resume=resume, geometry=geometry,
+                               extra_process={"frames_total": len(series), "frame_shape": list(series.shape)})
+        indices = [i for i in indices if i not in writer.done_frames]
+    collected: list[pd.DataFrame] = []
+    n_peaks = 0
+    done = 0
+
+    def record(i: int, table: pd.DataFrame) -> None:
+        nonlocal n_peaks, done
+        if writer is not None:
+            writer.add(i, table)
+        else:
+            collected.append(table)
+        n_peaks += len(table)
+        done += 1
+        if progress is not None:
+            progress(done, len(indices), n_peaks)
+
+    complete = False
+    try:
+        if workers or scheduler_address:
+            _run_dask(series, indices, config, context, record, workers, scheduler_address)
+        else:
+            for i in indices:
+                record(i, process_frame(series[i], config=config, context=context, frame_index=i,
+                                        omega=series.omega_centre(i), name=series.describe_frame(i)))
+        complete = True
+    finally:
+        if writer is not None:
+            all_requested = complete and (frames_range is None or set(range(len(series))) <= writer.done_frames)
+            writer.close(complete=all_requested)
+    if writer is not None:
+        from braggflow.io.results import read_peaks
+
+        return read_peaks(output)
+    return conform(pd.concat(collected, ignore_index=True)) if collected else empty_peak_table()
+
+
+def _run_dask(series, indices, config, context, record, workers, scheduler_address, batch: int = 4) -> None:
+    """Map :func:`_process_batch` over Dask workers, in order of completion, with bounded memory."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler_address:
+        client = Client(scheduler_address)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    try:
+        ctx = client.scatter(context, broadcast=True)
+        chunks = [indices[k : k + batch] for k in range(0, len(indices), batch)]
+        limit = 2 * max(1, len(client.scheduler_info()["workers"]))
+        pending = as_completed()
+        it = iter(chunks)
+        for chunk in [next(it, None) for _ in range(limit)]:
+            if chunk is not None:
+                pending.add(client.submit(_process_batch, series, chunk, config, ctx))
+        for fut in pending:
+            for i, table in fut.result():
+                record(i, table)
+            chunk = next(it, None)
+            if chunk is not None:
+                pending.add(client.submit(_process_batch, series, chunk, config, ctx))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
