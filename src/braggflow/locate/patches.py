@@ -1,0 +1,286 @@
+"""Square patches around found peaks, with the pixels that must not be used.
+
+A patch is the (s, s) block of the frame centred on the pixel nearest a peak's
+(row, col); the finder puts the peak's highest pixel there.  Pixels outside the
+detector, masked pixels and pixels of other peaks are marked in ``mask`` and
+replaced in ``data`` by the patch's local background, so that every localizer
+(centre of mass, fits, the CNN) sees a complete array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from braggflow.errors import BraggflowError
+from braggflow.schema import Flag
+
+__all__ = ["Patches", "extract_patches", "patch_background", "check_patch_size"]
+
+# 8-connectivity inside each patch, none across the patch axis.
+_STRUCTURE_2D = np.zeros((3, 3, 3), dtype=bool)
+_STRUCTURE_2D[1] = True
+
+
+@dataclass
+class Patches:
+    """Patches cut from a frame around a table of peaks.
+
+    Attributes
+    ----------
+    data : (N, s, s) ndarray of float32
+        Pixel values, counts; unusable pixels (``mask``) hold the patch's local
+        background estimate.
+    mask : (N, s, s) ndarray of bool
+        True where a pixel is unusable: outside the detector, masked, not finite,
+        or belonging to another peak.
+    origin : (N, 2) ndarray of int64
+        Frame (row, col) of patch pixel [0, 0]; frame coordinate = origin + patch
+        coordinate.
+    flags : (N,) ndarray of uint32
+        :class:`braggflow.schema.Flag` bits: EDGE, MASKED_NEIGHBOUR, OVERLAPPING,
+        SATURATED, BAD_BACKGROUND.
+    background : (N,) ndarray of float64
+        The local background estimate used for the replaced pixels, counts/px.
+    """
+
+    data: np.ndarray
+    mask: np.ndarray
+    origin: np.ndarray
+    flags: np.ndarray
+    background: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def size(self) -> int:
+        """Patch side s, px."""
+        return int(self.data.shape[-1])
+
+
+def check_patch_size(size) -> int:
+    """Return ``size`` as an int if it is an odd integer >= 3, else raise BraggflowError."""
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) or size < 3 or size % 2 != 1:
+        raise BraggflowError(f"size (patch side) must be an odd integer >= 3, got {size!r}")
+    return int(size)
+
+
+def _border(size: int) -> np.ndarray:
+    b = np.zeros((size, size), dtype=bool)
+    b[0, :] = b[-1, :] = b[:, 0] = b[:, -1] = True
+    return b
+
+
+def patch_background(data: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Local background of each patch: median of its usable border pixels.
+
+    Patches without a usable border pixel fall back to the median of all their
+    usable pixels, and to 0 when none is usable.
+
+    Parameters
+    ----------
+    data : (N, s, s) ndarray
+        Patch pixels, counts.
+    mask : (N, s, s) ndarray of bool, optional
+        True = unusable pixel.
+
+    Returns
+    -------
+    background : (N,) ndarray of float64
+        Counts per pixel.
+    """
+    data = np.asarray(data, dtype=float)
+    n, s = data.shape[0], data.shape[-1]
+    if n == 0:
+        return np.zeros(0)
+    good = np.isfinite(data) if mask is None else (~np.asarray(mask, dtype=bool) & np.isfinite(data))
+    border = _border(s)
+    bg = _masked_median(data[:, border], good[:, border])
+    missing = np.isnan(bg)
+    if missing.any():
+        bg[missing] = _masked_median(data[missing].reshape(missing.sum(), -1), good[missing].reshape(missing.sum(), -1))
+    return np.nan_to_num(bg, nan=0.0)
+
+
+def _masked_median(values: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Row-wise median of ``values`` over ``good`` entries; NaN for rows without any."""
+    v = np.sort(np.where(good, values, np.inf), axis=1)
+    count = good.sum(axis=1)
+    lo = np.maximum((count - 1) // 2, 0)[:, None]
+    hi = np.maximum(count // 2, 0)[:, None]
+    med = 0.5 * (np.take_along_axis(v, lo, axis=1) + np.take_along_axis(v, hi, axis=1))[:, 0]
+    return np.where(count > 0, med, np.nan)
+
+
+def select_central_component(region: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split each patch's ``region`` into 8-connected components; keep the central one.
+
+    The kept component is the one holding the centre pixel or, failing that, the
+    one with a pixel nearest the centre.
+
+    Parameters
+    ----------
+    region : (N, s, s) ndarray of bool
+
+    Returns
+    -------
+    keep : (N, s, s) ndarray of bool
+        The central component of each patch (all False where ``region`` is empty).
+    labels : (N, s, s) ndarray of int
+        Component labels, unique over all patches (0 = not in ``region``).
+    keep_label : (N,) ndarray of int
+        Label of the kept component, 0 when none.
+    """
+    n, s = region.shape[0], region.shape[-1]
+    labels, _ = ndimage.label(region, structure=_STRUCTURE_2D)
+    h = s // 2
+    rr, cc = np.indices((s, s))
+    dist2 = ((rr - h) ** 2 + (cc - h) ** 2).reshape(-1)
+    nearest = np.argmin(np.where(region.reshape(n, -1), dist2, np.iinfo(np.int64).max), axis=1)
+    keep_label = labels.reshape(n, -1)[np.arange(n), nearest].astype(np.int64)
+    keep = (labels == keep_label[:, None, None]) & region
+    return keep, labels, keep_label
+
+
+def _other_peaks(data: np.ndarray, bad: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Pixels of peaks other than the central one, from a local threshold (no labels).
+
+    A component above ``background + 3 noise`` that is not the central one counts
+    as another peak when it has at least 2 pixels and reaches ``background + 5
+    noise``; its pixels and their 8-neighbours (outside the central component) are
+    returned.  ``noise`` is the larger of the border pixels' robust spread and
+    ``sqrt(background)`` (Poisson at unit gain).
+    """
+    s = data.shape[-1]
+    border = _border(s)
+    spread = _masked_median(np.abs(data[:, border] - background[:, None]), ~bad[:, border])
+    noise = np.maximum(np.nan_to_num(1.4826 * spread, nan=0.0), np.sqrt(np.maximum(np.abs(background), 1.0)))
+    excess = np.where(bad, -np.inf, data - background[:, None, None])
+    region = excess > 3.0 * noise[:, None, None]
+    keep, labels, keep_label = select_central_component(region)
+    others = region & ~keep
+    if not others.any():
+        return np.zeros_like(region)
+    nlab = int(labels.max())
+    lab = labels[others]
+    patch_of = np.zeros(nlab + 1, dtype=np.int64)
+    patch_of[lab] = np.nonzero(others)[0]
+    npix = np.bincount(lab, minlength=nlab + 1)
+    peak = np.full(nlab + 1, -np.inf)
+    np.maximum.at(peak, lab, excess[others])
+    is_peak = (npix >= 2) & (peak >= 5.0 * noise[patch_of])
+    is_peak[0] = False
+    other = is_peak[labels]
+    hit = other.any(axis=(1, 2))
+    if hit.any():
+        other[hit] = ndimage.binary_dilation(other[hit], structure=_STRUCTURE_2D) & ~keep[hit]
+    return other
+def extract_patches(
+    frame: np.ndarray,
+    table: pd.DataFrame,
+    *,
+    size: int = 11,
+    mask: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    saturation: float | None = None,
+) -> Patches:
+    """Cut an (s, s) patch around each peak of ``table``.
+
+    Patches are centred on the pixel nearest ``table.row``, ``table.col``.
+    Patches reaching past the detector edge are padded (pixels masked) and
+    flagged EDGE, never dropped.  The work is vectorised over peaks (fancy
+    indexing of the frame; connected components of all patches at once).
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Detector frame, counts.  Non-finite pixels are treated as masked.
+    table : pandas.DataFrame
+        Peak table with ``row`` and ``col`` (px, pixel centres on integers).
+    size : int
+        Patch side s, odd, px.
+    mask : (H, W) ndarray of bool, optional
+        True = bad pixel.
+    labels : (H, W) ndarray of int, optional
+        The finder's label image: label k (1-based) is the region of table row
+        k - 1, 0 is background.  Pixels with another peak's label are removed and
+        the peak is flagged OVERLAPPING.  Without labels each patch is split into
+        connected components above a local threshold (background + 3 noise) and
+        components other than the central one that are clearly peaks (>= 2
+        pixels, reaching background + 5 noise) are removed, grown by one pixel.
+    saturation : float, optional
+        Counts at or above which a pixel is saturated (flag SATURATED).
+
+    Returns
+    -------
+    patches : Patches
+        ``data`` (N, s, s) float32, ``mask`` (N, s, s) bool, ``origin`` (N, 2)
+        int64, ``flags`` (N,) uint32, ``background`` (N,) float64.
+
+    Raises
+    ------
+    BraggflowError
+        If ``size`` is not an odd integer >= 3, ``frame`` is not 2D, ``mask`` or
+        ``labels`` do not match its shape, or the table lacks finite row/col.
+    """
+    size = check_patch_size(size)
+    frame = np.asarray(frame)
+    if frame.ndim != 2:
+        raise BraggflowError(f"frame must be a 2D array (H, W), got shape {frame.shape}")
+    for name, arr in (("mask", mask), ("labels", labels)):
+        if arr is not None and np.shape(arr) != frame.shape:
+            raise BraggflowError(f"{name} has shape {np.shape(arr)}, expected the frame's shape {frame.shape}")
+    if "row" not in table.columns or "col" not in table.columns:
+        raise BraggflowError("table must have 'row' and 'col' columns (peak positions, px)")
+    n = len(table)
+    rows = table["row"].to_numpy(dtype=float)
+    cols = table["col"].to_numpy(dtype=float)
+    if not (np.isfinite(rows).all() and np.isfinite(cols).all()):
+        raise BraggflowError("table row/col must be finite to cut patches")
+    height, width = frame.shape
+    h = size // 2
+    offs = np.arange(size) - h
+    r0 = np.rint(rows).astype(np.int64)
+    c0 = np.rint(cols).astype(np.int64)
+    rr = r0[:, None] + offs  # (N, s)
+    cc = c0[:, None] + offs
+    inside = ((rr >= 0) & (rr < height))[:, :, None] & ((cc >= 0) & (cc < width))[:, None, :]
+    flat = np.clip(rr, 0, height - 1)[:, :, None] * width + np.clip(cc, 0, width - 1)[:, None, :]
+    data = frame.reshape(-1).take(flat).astype(np.float32, copy=False)
+    flags = np.zeros(n, dtype=np.uint32)
+    flags[~inside.all(axis=(1, 2))] |= np.uint32(Flag.EDGE)
+    bad = ~inside | ~np.isfinite(data)
+    if mask is not None:
+        bad |= np.asarray(mask, dtype=bool).reshape(-1).take(flat) & inside
+    masked = bad & inside
+    flags[masked.any(axis=(1, 2))] |= np.uint32(Flag.MASKED_NEIGHBOUR)
+    if n and labels is not None:
+        lab = np.asarray(labels).reshape(-1).take(flat)
+        own = np.arange(1, n + 1)[:, None, None]
+        other = (lab != 0) & (lab != own) & inside & ~bad
+        background = None
+    elif n:
+        background = patch_background(data, bad)
+        other = _other_peaks(data, bad, background)
+    else:
+        other = np.zeros_like(bad)
+        background = np.zeros(0)
+    overlapping = other.any(axis=(1, 2))
+    flags[overlapping] |= np.uint32(Flag.OVERLAPPING)
+    removed = bad | other
+    if saturation is not None:
+        sat = (data >= saturation) & ~removed
+        flags[sat.any(axis=(1, 2))] |= np.uint32(Flag.SATURATED)
+    if background is None:
+        background = patch_background(data, removed)
+    elif overlapping.any():
+        background[overlapping] = patch_background(data[overlapping], removed[overlapping])
+    no_bg = ~(~removed[:, _border(size)]).any(axis=1) if n else np.zeros(0, dtype=bool)
+    flags[no_bg] |= np.uint32(Flag.BAD_BACKGROUND)
+    data = np.where(removed, background[:, None, None].astype(np.float32), data)
+    origin = np.stack([r0 - h, c0 - h], axis=1).astype(np.int64) if n else np.zeros((0, 2), dtype=np.int64)
+    return Patches(data=data, mask=removed, origin=origin, flags=flags, background=background)
