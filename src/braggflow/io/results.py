@@ -159,6 +159,8 @@ def _table_to_npz_dict(table: pd.DataFrame) -> dict[str, np.ndarray]:
 def _table_from_npz(npz) -> pd.DataFrame:
     data = {}
     for key in npz.files:
+        if ":" not in key:
+            continue  # bookkeeping arrays such as frames_done
         kind, name = key.split(":", 1)
         if kind == "s":
             values = npz[key].astype(object)
