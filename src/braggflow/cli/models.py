@@ -1,0 +1,134 @@
+"""Model commands: train, models, convert-weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from braggflow.cli.app import app, console, err_console, friendly_errors
+
+
+def _int_tuple(text: Optional[str], name: str) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.replace("_", ",").split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        from braggflow.errors import ConfigError
+
+        raise ConfigError(f"{name} must be comma-separated positive integers (e.g. 128,128), got {text!r}")
+    return values
+
+
+@app.command("train")
+@friendly_errors
+def train_command(
+    simulated: int = typer.Option(100_000, "--simulated", help="simulated training patches (0: none)"),
+    frames: Optional[list[Path]] = typer.Option(
+        None, "--frames", help="frame file or folder to take labelled patches from (repeat for several)"
+    ),
+    labels: str = typer.Option("pvoigt", "--labels", help="fit that labels patches from frames: pvoigt or gauss"),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="use at most this many frames per source"),
+    arch: str = typer.Option("locnet", "--arch", help="architecture: locnet (braggflow's, with uncertainty) or braggnn (published)"),
+    hidden: Optional[str] = typer.Option(None, "--hidden", help="locnet hidden layer widths, e.g. 256,128"),
+    fcsz: Optional[str] = typer.Option(None, "--fcsz", help="braggnn dense layer widths, e.g. 16,8,4,2"),
+    size: int = typer.Option(11, "--size", help="patch side, px (odd)"),
+    kind: str = typer.Option("mixed", "--kind", help="simulated patch kind (mixed: all kinds)"),
+    epochs: int = typer.Option(40, "--epochs", help="maximum epochs"),
+    batch_size: int = typer.Option(512, "--batch-size"),
+    lr: float = typer.Option(2e-3, "--lr", help="peak learning rate"),
+    patience: int = typer.Option(6, "--patience", help="early stopping: epochs without a better validation loss"),
+    val_fraction: float = typer.Option(0.1, "--val-fraction"),
+    gain: float = typer.Option(1.0, "--gain", help="detector gain, ADU per photon"),
+    seed: int = typer.Option(0, "--seed"),
+    sim_seed: int = typer.Option(1, "--sim-seed", help="seed of the simulated patches"),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads"),
+    out: Path = typer.Option(Path("braggflow-model.pt"), "--out", "-o", help="model file to write"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Train a localizer on simulated patches and/or your own frames (labels from pseudo-Voigt fits)."""
+    from braggflow.models.train import TrainConfig, train_model
+
+    arch_kwargs = {}
+    if hidden is not None:
+        arch_kwargs["hidden"] = _int_tuple(hidden, "--hidden")
+    if fcsz is not None:
+        arch_kwargs["fcsz"] = _int_tuple(fcsz, "--fcsz")
+    config = TrainConfig(
+        arch=arch, arch_kwargs=arch_kwargs, size=size, simulated=simulated, kind=kind, sim_seed=sim_seed,
+        frames=[str(f) for f in (frames or [])], labels=labels, max_frames=max_frames, gain=gain, epochs=epochs,
+        batch_size=batch_size, lr=lr, patience=patience, val_fraction=val_fraction, seed=seed, threads=threads,
+    )
+    result = train_model(config, out=out, progress=not quiet, console=err_console)
+    m = result.metrics
+    console.print(f"wrote {result.path} (sha256 {result.sha256[:16]}...)")
+    line = (f"validation ({m['val_patches']} patches): median {m['val_median_px']:.4f} px, "
+            f"p95 {m['val_p95_px']:.4f} px")
+    if "val_median_ratio_crlb" in m:
+        line += f", median / (1.1774 CRLB) {m['val_median_ratio_crlb']:.2f}"
+    console.print(line)
+    console.print(
+        f"errors: std(err/sigma) row {m['val_z_std_row']:.2f} col {m['val_z_std_col']:.2f}, "
+        f"inside 1-sigma ellipse {m['val_in_ellipse']:.3f} (ideal 0.393); best epoch {m['best_epoch']}, "
+        f"{m['train_seconds']:.0f} s"
+    )
+
+
+@app.command("models")
+@friendly_errors
+def models_command() -> None:
+    """List the shipped localizer models."""
+    from rich.table import Table
+
+    from braggflow.models.files import list_models
+
+    rows = list_models()
+    if not rows:
+        console.print("no shipped models")
+        return
+    table = Table(title="shipped localizer models")
+    for col in ("name", "arch", "params", "size", "sha256", "val median px", "median/CRLB ref", "std(err/sigma)", "in 1-sigma"):
+        table.add_column(col)
+    for r in rows:
+        m = r.get("metrics", {})
+        fmt = lambda k, f="{:.3f}": f.format(m[k]) if k in m else "-"  # noqa: E731
+        zs = f"{m['val_z_std_row']:.2f}/{m['val_z_std_col']:.2f}" if "val_z_std_row" in m else "-"
+        table.add_row(
+            r["name"] + (" (default)" if r.get("default") else ""),
+            r["arch"],
+            str(r["params"]),
+            f"{r['size_bytes'] / 1024:.0f} KiB",
+            r["sha256"][:12],
+            fmt("val_median_px", "{:.4f}"),
+            fmt("val_median_ratio_crlb", "{:.2f}"),
+            zs,
+            fmt("val_in_ellipse"),
+        )
+    console.print(table)
+
+
+@app.command("convert-weights")
+@friendly_errors
+def convert_weights_command(
+    weights: Path = typer.Argument(..., help="published BraggNN weights (.pth state_dict)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="braggflow model file to write (default: WEIGHTS with .pt)"),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="calibrate row_err/col_err on simulated patches"),
+    calibration_patches: int = typer.Option(20000, "--calibration-patches", help="simulated patches for the calibration"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Turn a published BraggNN .pth into a braggflow model file (use with run --method braggnn --model FILE)."""
+    from braggflow.models.files import convert_weights, load_model
+
+    path = convert_weights(weights, out, calibrate=calibrate, n_calibration=calibration_patches, seed=seed)
+    model = load_model(path)
+    console.print(
+        f"wrote {path}: braggnn imgsz={model.arch_kwargs['imgsz']} fcsz={tuple(model.arch_kwargs['fcsz'])}, "
+        f"{model.n_params} parameters, sha256 {model.sha256[:16]}..."
+    )
+    if "calibration_median_px" in model.metrics:
+        console.print(f"calibration on {model.metrics['calibration_patches']} simulated patches: "
+                      f"median radial error {model.metrics['calibration_median_px']:.4f} px")
