@@ -29,3 +29,11 @@ class GeometryConfig(BaseModel):
     rot3_deg: float = Field(0.0, description="pyFAI rot3 detector rotation, degrees")
     incidence_angle_deg: float | None = Field(None, description="grazing-incidence angle of the beam on the sample surface, degrees")
     tilt_angle_deg: float = Field(0.0, description="sample tilt about the beam (grazing incidence), degrees")
+    sample_orientation: int = Field(
+        4, ge=1, le=8,
+        description="pyFAI sample orientation (EXIF code 1-8) of the surface normal on the frame; "
+        "4: normal towards row 0 (up in a frame shown with row 0 on top), q_xy > 0 towards higher columns",
+    )
+    distance_err_mm: float = Field(
+        0.0, ge=0, description="1-sigma uncertainty of the sample-detector distance, mm (propagated into refined lattice parameters)"
+    )
