@@ -204,18 +204,19 @@ def conform(table: pd.DataFrame) -> pd.DataFrame:
             s = table[name]
             try:
                 if col.dtype == "category":
-                    out[name] = s.astype("category")
+                    out[name] = s if isinstance(s.dtype, pd.CategoricalDtype) else s.astype("category")
+                elif str(s.dtype) == col.dtype:
+                    out[name] = s
                 else:
                     out[name] = s.astype(col.dtype)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"peak-table column {name!r} cannot be cast to {col.dtype}: {exc}") from exc
         else:
             out[name] = _column_series(col, n)
-    extra = [c for c in table.columns if c not in COLUMNS]
-    result = pd.DataFrame(out)
-    for c in extra:
-        result[c] = table[c].to_numpy()
-    return result
+    for c in table.columns:
+        if c not in COLUMNS:
+            out[c] = table[c]
+    return pd.DataFrame(out, copy=False)
 
 
 def validate_peak_table(table: pd.DataFrame, *, required: tuple[str, ...] = ("frame", "row", "col")) -> None:

@@ -41,7 +41,7 @@ from braggflow.errors import BraggflowError
 from braggflow.pipeline.config import FindConfig
 from braggflow.schema import empty_peak_table, new_peak_table
 
-__all__ = ["Background", "estimate_background", "find_peaks"]
+__all__ = ["Background", "estimate_background", "find_peaks", "is_sparse"]
 
 _MAD_TO_SIGMA = 1.4826
 #: The persistence method builds its level sets above background + this many noise sigma
@@ -157,6 +157,29 @@ def estimate_background(
     noise = np.maximum(noise, np.sqrt(gain * np.clip(level, 0, None)))
     noise = np.maximum(noise, gain)
     return Background(level=level.astype(np.float64), noise=noise.astype(np.float64), tile=tile, shape=(h, w))
+
+
+def is_sparse(frame: np.ndarray, mask: np.ndarray | None = None, *, fraction: float = 0.5) -> bool:
+    """Whether a frame was thresholded upstream: more than ``fraction`` of its good pixels are exactly 0.
+
+    Sampled on every 7th pixel of every 7th row (cheap).  Photon-counting frames
+    with a very low background can also qualify; for them single-pixel peaks
+    are kept too, which is what a thresholded frame needs.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+    mask : (H, W) ndarray of bool, optional
+    fraction : float
+
+    Returns
+    -------
+    sparse : bool
+    """
+    sub = frame[::7, ::7]
+    good = ~mask[::7, ::7] if mask is not None else np.ones(sub.shape, bool)
+    n = good.sum()
+    return bool(n and ((sub == 0) & good).sum() > fraction * n)
 
 
 def _sparse_components(flat_index: np.ndarray, width: int) -> tuple[np.ndarray, int]:
@@ -361,6 +384,9 @@ def find_peaks(
         table = empty_peak_table()
         return (table, np.zeros((h, w), dtype=np.int32)) if return_labels else table
     comp_of, ncomp = _sparse_components(flat_index, w)
+    min_size, min_snr = config.min_size, config.min_snr
+    if config.sparse == "yes" or (config.sparse == "auto" and is_sparse(frame, mask)):
+        min_size, min_snr = 1, 0.0
     values = frame.ravel()[flat_index].astype(np.float64)
 
     # local maxima, then greedy suppression within min_separation (only where a component has several)
@@ -451,10 +477,10 @@ def find_peaks(
         min_pers = config.min_persistence
         if min_pers is None:
             min_pers = config.threshold_sigma * bg.at(top_r, top_c, values=bg.noise)
-        good = (score >= min_pers) & (npix[reg_ids] >= config.min_size)
+        good = (score >= min_pers) & (npix[reg_ids] >= min_size)
     else:
         score = snr
-        good = (npix[reg_ids] >= config.min_size) & (snr >= config.min_snr)
+        good = (npix[reg_ids] >= min_size) & (snr >= min_snr)
     reg_ids, top_r, top_c, peak_value, score = reg_ids[good], top_r[good], top_c[good], peak_value[good], score[good]
     sort = np.argsort(-score, kind="stable")
     if config.max_peaks is not None:

@@ -73,6 +73,10 @@ class FindConfig(_Section):
     min_separation: float = Field(2.0, ge=1, description="minimum distance between two peaks' maxima, px")
     min_persistence: float | None = Field(None, description="persistence method: minimum persistence, counts; null: threshold")
     min_snr: float = Field(3.0, ge=0, description="minimum score (detection SNR) to keep a peak")
+    sparse: Literal["auto", "yes", "no"] = Field(
+        "auto",
+        description="frames thresholded upstream (most pixels exactly 0, e.g. HEXRD frame-caches): every nonzero pixel already passed a threshold, so single-pixel peaks are kept (min_size 1, min_snr 0); 'auto': when over half the pixels are 0",
+    )
     max_peaks: int | None = Field(None, description="keep at most this many peaks per frame (highest score first), or null")
 
 

@@ -1,0 +1,75 @@
+"""Readers for HEXRD's text outputs (fit-grains spot files), for validation against HEXRD."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from braggflow.errors import InputFileError
+
+__all__ = ["read_spots_file", "spots_to_pixels"]
+
+
+def read_spots_file(path) -> pd.DataFrame:
+    """Read a HEXRD ``spots_NNNNN.out`` file (one row per predicted reflection).
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    spots : pandas.DataFrame
+        Columns ``id, pid, h, k, l, sum_int, max_int, pred_tth, pred_eta, pred_ome,
+        meas_tth, meas_eta, meas_ome`` (radians) and ``pred_x, pred_y, meas_x,
+        meas_y`` (mm, detector frame); unmeasured values are NaN.
+
+    Raises
+    ------
+    InputFileError
+        If the file is missing or does not have the 17 columns of a spots file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file")
+    names = ["id", "pid", "h", "k", "l", "sum_int", "max_int", "pred_tth", "pred_eta", "pred_ome",
+             "meas_tth", "meas_eta", "meas_ome", "pred_x", "pred_y", "meas_x", "meas_y"]
+    try:
+        table = pd.read_csv(path, sep=r"\s+", comment="#", header=None, names=names, na_values=["nan"])
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputFileError(f"{path}: not a HEXRD spots file ({exc})") from None
+    if table.shape[1] != len(names) or table["meas_y"].dtype == object:
+        raise InputFileError(f"{path}: expected 17 numeric columns of a HEXRD spots file")
+    return table
+
+
+def spots_to_pixels(spots: pd.DataFrame, *, pixel_size_mm: float, shape: tuple[int, int]) -> pd.DataFrame:
+    """Convert HEXRD detector-frame positions (mm, origin at the detector centre, Y up) to frame pixels.
+
+    ``col = X / pixel + (W - 1) / 2``, ``row = (H - 1) / 2 - Y / pixel`` (pixel
+    centres on integers).
+
+    Parameters
+    ----------
+    spots : pandas.DataFrame
+        From :func:`read_spots_file`.
+    pixel_size_mm : float
+        Pixel size, mm.
+    shape : (int, int)
+        Frame shape (H, W), px.
+
+    Returns
+    -------
+    spots : pandas.DataFrame
+        Copy with ``meas_row, meas_col, pred_row, pred_col`` (px) and
+        ``meas_ome_deg`` (degrees) added.
+    """
+    h, w = shape
+    out = spots.copy()
+    for kind in ("meas", "pred"):
+        out[f"{kind}_col"] = out[f"{kind}_x"] / pixel_size_mm + (w - 1) / 2
+        out[f"{kind}_row"] = (h - 1) / 2 - out[f"{kind}_y"] / pixel_size_mm
+    out["meas_ome_deg"] = np.degrees(out["meas_ome"])
+    return out
