@@ -1,0 +1,278 @@
+"""Phase commands: identify, azimuthal, remap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from braggflow.cli.app import app, console, friendly_errors
+
+_GEOMETRY_HELP = "geometry (else: stored in the results file)"
+
+
+def _geometry(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence, distance_err, stored=None):
+    """Geometry from --poni or the explicit options, else the stored one; None when nothing is given."""
+    from braggflow.geometry import Geometry, GeometryConfig
+
+    explicit = {k: v for k, v in dict(distance_mm=distance, beam_center_row=beam_row, beam_center_col=beam_col,
+                                      pixel_size_mm=pixel, wavelength_A=wavelength, energy_keV=energy).items()
+                if v is not None}
+    if poni is None and not explicit:
+        if stored is None:
+            return None
+        geo = stored
+        changes = {}
+        if incidence is not None:
+            changes["incidence_angle_deg"] = incidence
+        if distance_err is not None:
+            changes["distance_err_mm"] = distance_err
+        return geo.replace(**changes) if changes else geo
+    cfg = GeometryConfig(poni=str(poni) if poni else None, incidence_angle_deg=incidence,
+                         distance_err_mm=distance_err or 0.0, **explicit)
+    return Geometry.from_config(cfg)
+
+
+def _read_frame(path: str):
+    """First frame of a file (any format braggflow reads) as float64."""
+    import numpy as np
+
+    from braggflow.io.frames import open_frames
+
+    series = open_frames(path)
+    return np.asarray(series[0], dtype=np.float64)
+
+
+def _is_results(path: Path) -> bool:
+    if path.suffix.lower() not in (".h5", ".hdf5", ".nxs"):
+        return False
+    try:
+        from braggflow.io.results import read_process
+
+        read_process(path)
+        return True
+    except Exception:  # not a results file: treat it as frames
+        return False
+
+
+@app.command("identify")
+@friendly_errors
+def identify_command(
+    results: Path = typer.Argument(..., help="results file of 'braggflow run' (or a frame file with --poni)"),
+    cif: list[Path] = typer.Option([], "--cif", help="candidate phase CIF files"),
+    phase: list[Path] = typer.Option([], "--phase", help="candidate phases defined in YAML"),
+    gixd: bool = typer.Option(False, "--gixd", help="grazing incidence: search contact planes on (q_xy, q_z) spots"),
+    incidence_angle: Optional[float] = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
+    rings: bool = typer.Option(False, "--rings", help="force ring (powder) matching on the maxima of I(q)"),
+    spots: bool = typer.Option(False, "--spots", help="force spot matching on the peak table's q values"),
+    frame: Optional[str] = typer.Option(None, "--frame", help="frame file for ring patterns (default: the run's input)"),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="write the ranked table as JSON"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG of observed vs predicted lines"),
+    max_mismatch: float = typer.Option(0.01, "--max-mismatch", help="largest relative lattice mismatch searched"),
+    p_max: float = typer.Option(1e-3, "--p-max", help="largest chance probability of an accepted phase"),
+    refine_distance: bool = typer.Option(False, "--refine-distance", help="refine the sample-detector distance too"),
+    poni: Optional[Path] = typer.Option(None, "--poni", help="pyFAI PONI file; " + _GEOMETRY_HELP),
+    distance: Optional[float] = typer.Option(None, "--distance", help="sample-detector distance, mm"),
+    distance_err: Optional[float] = typer.Option(None, "--distance-err", help="1-sigma distance uncertainty, mm"),
+    beam_row: Optional[float] = typer.Option(None, "--beam-row", help="direct-beam row, px"),
+    beam_col: Optional[float] = typer.Option(None, "--beam-col", help="direct-beam column, px"),
+    pixel: Optional[float] = typer.Option(None, "--pixel-size", help="pixel size, mm"),
+    wavelength: Optional[float] = typer.Option(None, "--wavelength", help="wavelength, Å"),
+    energy: Optional[float] = typer.Option(None, "--energy", help="energy, keV"),
+) -> None:
+    """Rank candidate phases (CIF or YAML) against a results file's peaks, best first."""
+    from braggflow.errors import ConfigError
+    from braggflow.phases.matching import MatchOptions
+    from braggflow.phases.workflow import identify_frame, identify_results, load_phases
+
+    if rings and spots:
+        raise ConfigError("--rings and --spots exclude each other")
+    phases = load_phases(list(cif) + list(phase))
+    if not phases:
+        raise ConfigError("give at least one candidate phase with --cif FILE or --phase FILE")
+    options = MatchOptions(max_mismatch=max_mismatch, refine_distance=refine_distance)
+    mode = "rings" if rings else "spots" if spots else "auto"
+    if _is_results(results):
+        from braggflow.geometry import Geometry
+        from braggflow.io.results import read_process
+
+        stored = read_process(results).get("geometry")
+        stored = Geometry.from_dict(stored) if stored else None
+        geometry = _geometry(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle,
+                             distance_err, stored)
+        outcome = identify_results(results, phases, geometry=geometry, mode=mode, frame_file=frame, gixd=gixd,
+                                   options=options, p_max=p_max)
+    else:
+        if not results.exists():
+            raise FileNotFoundError(f"{results}: no such file")
+        geometry = _geometry(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle,
+                             distance_err)
+        if geometry is None:
+            raise ConfigError(f"{results} is a frame, not a results file: give --poni FILE or the geometry options")
+        outcome = {0: identify_frame(_read_frame(str(results)), geometry, phases, options=options, p_max=p_max)}
+    _print(outcome)
+    if json_file is not None:
+        json_file.write_text(json.dumps({str(k): r.to_json() for k, r in outcome.items()}, indent=1, default=str))
+    if plot is not None:
+        from braggflow.viz.phases import plot_identification
+
+        first = outcome[min(outcome)]
+        plot_identification(first, plot, title=str(results.name))
+        console.print(f"plot written to {plot}")
+
+
+def _print(outcome) -> None:
+    from rich.table import Table
+
+    for i, result in outcome.items():
+        table = Table(title=f"frame {i}: {result.mode}, {len(result.assignment)} observed, "
+                      f"{len(result.unexplained)} unexplained")
+        for col in ("rank", "phase", "ok", "score", "p", "-log10 p", "lines", "cell (Å, deg)", "plane"):
+            table.add_column(col)
+        for row in result.ranked.itertuples():
+            m = result.matches[row.phase]
+            shown, cell = set(), []
+            for name, v, e in zip(("a", "b", "c", "α", "β", "γ"), m.cell, m.cell_err):
+                if (round(v, 6), round(e, 6)) in shown or (name in "αβγ" and e == 0):
+                    continue
+                shown.add((round(v, 6), round(e, 6)))
+                cell.append(f"{name}={v:.4f}±{e:.4f}")
+            cell = " ".join(cell)
+            table.add_row(str(row.rank), row.phase, "yes" if row.accepted else "", f"{row.score:.3f}",
+                          f"{row.chance_probability:.1e}", f"{row.significance:.1f}",
+                          f"{row.n_matched}/{row.n_expected}", cell, row.contact_plane)
+        console.print(table)
+
+
+@app.command("azimuthal")
+@friendly_errors
+def azimuthal_command(
+    source: Path = typer.Argument(..., help="frame file, or a results file (its first input frame)"),
+    output: Path = typer.Option(..., "-o", "--output", help="CSV file for I(q) or I(2theta)"),
+    unit: str = typer.Option("q", "--unit", help="q (1/Å) or 2th (deg)"),
+    npt: Optional[int] = typer.Option(None, "--npt", help="number of bins"),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
+    gain: float = typer.Option(1.0, "--gain", help="ADU per photon (Poisson errors)"),
+    rings_out: Optional[Path] = typer.Option(None, "--rings", help="CSV file for the ring positions (maxima)"),
+    poni: Optional[Path] = typer.Option(None, "--poni", help="pyFAI PONI file; " + _GEOMETRY_HELP),
+    distance: Optional[float] = typer.Option(None, "--distance", help="sample-detector distance, mm"),
+    beam_row: Optional[float] = typer.Option(None, "--beam-row", help="direct-beam row, px"),
+    beam_col: Optional[float] = typer.Option(None, "--beam-col", help="direct-beam column, px"),
+    pixel: Optional[float] = typer.Option(None, "--pixel-size", help="pixel size, mm"),
+    wavelength: Optional[float] = typer.Option(None, "--wavelength", help="wavelength, Å"),
+    energy: Optional[float] = typer.Option(None, "--energy", help="energy, keV"),
+    incidence_angle: Optional[float] = typer.Option(None, "--incidence-angle", help="incidence angle, deg (integrates above the horizon)"),
+) -> None:
+    """Azimuthal integration I(q) / I(2theta) with errors (pyFAI), and ring positions from its maxima."""
+    import numpy as np
+
+    from braggflow.geometry.azimuthal import azimuthal_profile, ring_positions
+
+    geometry, frame = _frame_and_geometry(source, poni, distance, beam_row, beam_col, pixel, wavelength, energy,
+                                          incidence_angle)
+    bad = _read_mask(mask, frame.shape) if mask else None
+    profile = azimuthal_profile(frame, geometry, mask=bad, gain=gain, npt=npt, unit=unit)
+    profile.to_csv(output, index=False)
+    rings = ring_positions(profile)
+    if rings_out:
+        rings.to_csv(rings_out, index=False)
+    col = "q" if unit == "q" else "two_theta"
+    console.print(f"{len(profile)} bins written to {output}; {len(rings)} rings at {col} = "
+                  + ", ".join(f"{v:.4f}±{e:.4f}" for v, e in zip(rings[col], rings[f'{col}_err'])))
+    del np
+
+
+def _read_mask(path, shape):
+    import fabio
+    import numpy as np
+
+    from braggflow.errors import InputFileError
+
+    try:
+        data = fabio.open(str(path)).data
+    except Exception as exc:
+        raise InputFileError(f"{path}: cannot read mask ({exc})") from None
+    if data.shape != shape:
+        raise InputFileError(f"{path}: mask shape {data.shape} differs from the frame shape {shape}")
+    return np.asarray(data) != 0
+
+
+def _frame_and_geometry(source, poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence):
+    from braggflow.errors import ConfigError
+
+    stored = None
+    frame_path = str(source)
+    if _is_results(source):
+        from braggflow.geometry import Geometry
+        from braggflow.io.results import read_process
+
+        process = read_process(source)
+        if process.get("geometry"):
+            stored = Geometry.from_dict(process["geometry"])
+        inputs = process.get("inputs", [])
+        if not inputs:
+            raise ConfigError(f"{source}: no input frames recorded")
+        frame_path = inputs[0]["name"]
+    geometry = _geometry(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence, None, stored)
+    if geometry is None:
+        raise ConfigError("no geometry: give --poni FILE or --distance/--beam-row/--beam-col/--pixel-size/--wavelength")
+    return geometry, _read_frame(frame_path)
+
+
+@app.command("remap")
+@friendly_errors
+def remap_command(
+    source: Path = typer.Argument(..., help="frame file, or a results file (its first input frame)"),
+    to: str = typer.Option("q", "--to", help="q: (eta, q); polar: (eta, 2theta); qxy-qz: grazing-incidence map"),
+    output: Path = typer.Option(..., "-o", "--output", help="output: .npz or .h5 (image and axes), .png (picture)"),
+    npt: int = typer.Option(500, "--npt", help="bins along each axis"),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
+    poni: Optional[Path] = typer.Option(None, "--poni", help="pyFAI PONI file; " + _GEOMETRY_HELP),
+    distance: Optional[float] = typer.Option(None, "--distance", help="sample-detector distance, mm"),
+    beam_row: Optional[float] = typer.Option(None, "--beam-row", help="direct-beam row, px"),
+    beam_col: Optional[float] = typer.Option(None, "--beam-col", help="direct-beam column, px"),
+    pixel: Optional[float] = typer.Option(None, "--pixel-size", help="pixel size, mm"),
+    wavelength: Optional[float] = typer.Option(None, "--wavelength", help="wavelength, Å"),
+    energy: Optional[float] = typer.Option(None, "--energy", help="energy, keV"),
+    incidence_angle: Optional[float] = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
+) -> None:
+    """Rebin a frame to (eta, q), (eta, 2theta) or (q_z, q_xy); empty bins (missing wedge) are NaN."""
+    import numpy as np
+
+    from braggflow.errors import ConfigError
+    from braggflow.geometry.remap import remap
+
+    geometry, frame = _frame_and_geometry(source, poni, distance, beam_row, beam_col, pixel, wavelength, energy,
+                                          incidence_angle)
+    bad = _read_mask(mask, frame.shape) if mask else None
+    image, axis0, axis1 = remap(frame, geometry, to=to, mask=bad, npt=(npt, npt))
+    names = {"q": ("eta_deg", "q_A-1"), "polar": ("eta_deg", "two_theta_deg"), "qxy-qz": ("qz_A-1", "qxy_A-1")}[to]
+    suffix = output.suffix.lower()
+    if suffix == ".npz":
+        np.savez_compressed(output, image=image, **{names[0]: axis0, names[1]: axis1})
+    elif suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(output, "w") as h5:
+            h5.create_dataset("image", data=image, compression="gzip")
+            h5.create_dataset(names[0], data=axis0)
+            h5.create_dataset(names[1], data=axis1)
+            h5["image"].attrs["axes"] = json.dumps(list(names))
+    elif suffix == ".png":
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 5))
+        floor = max(float(np.nanpercentile(image, 5)), 1e-6) if np.isfinite(image).any() else 1.0
+        shown = np.log10(np.clip(image, floor, None))
+        ax.imshow(shown, origin="lower", aspect="auto", extent=[axis1[0], axis1[-1], axis0[0], axis0[-1]])
+        ax.set_xlabel(names[1])
+        ax.set_ylabel(names[0])
+        fig.savefig(output, dpi=100)
+    else:
+        raise ConfigError(f"-o {output}: use .npz, .h5 or .png")
+    console.print(f"{image.shape} image written to {output} ({np.isnan(image).mean():.0%} empty bins)")
