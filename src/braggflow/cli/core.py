@@ -22,7 +22,7 @@ def _progress():
         TimeRemainingColumn(),
         console=err_console,
         transient=False,
-        disable=not err_console.is_terminal and False,
+        disable=not err_console.is_terminal,
     )
 
 

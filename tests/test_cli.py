@@ -1,0 +1,73 @@
+"""Command line: one readable error line and a non-zero exit for bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from braggflow.io.results import read_peaks, read_status
+
+
+def braggflow(*args, cwd=None):
+    return subprocess.run([sys.executable, "-c", "from braggflow.cli import main; main()", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def sim_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "sim.h5"
+    r = braggflow("simulate", path, "--frames", 3, "--shape", 128, 160, "--peaks", 6, "--seed", 1)
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+def test_simulate_and_run_with_csv_parquet(sim_file, tmp_path):
+    out = tmp_path / "r.h5"
+    r = braggflow("run", sim_file, "-o", out, "--csv", tmp_path / "p.csv", "--parquet", tmp_path / "p.parquet",
+                  "--set", "find.threshold_sigma=6", "--method", "gauss")
+    assert r.returncode == 0, r.stderr
+    assert read_status(out) == "complete"
+    table = read_peaks(out)
+    import pandas as pd
+
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(table) == len(pd.read_parquet(tmp_path / "p.parquet"))
+    assert (table["method"].astype(str) == "gauss").all()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "{missing}", "-o", "{out}"], "no such file"),
+        (["run", "{sim}::/entry/nope", "-o", "{out}"], "no dataset '/entry/nope'"),
+        (["run", "{sim}", "-o", "{out}", "--method", "magic"], "locate.method"),
+        (["run", "{sim}", "-o", "{out}", "--mask", "{badmask}"], "mask"),
+        (["run", "{sim}", "-o", "{out}", "--frames", "abc"], "--frames"),
+        (["run", "{sim}", "-o", "{out}", "--set", "find.nope=3"], "unknown config key"),
+    ],
+)
+def test_bad_input_one_line_nonzero_exit(sim_file, tmp_path, args, message):
+    np.save(tmp_path / "badmask.npy", np.zeros((5, 5)))
+    fmt = dict(missing=tmp_path / "none.h5", out=tmp_path / "o.h5", sim=sim_file, badmask=tmp_path / "badmask.npy")
+    r = braggflow(*[a.format(**fmt) for a in args])
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    out = tmp_path / "o.h5"
+    assert not out.exists() or read_status(out) != "complete"
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = braggflow("--debug", "run", tmp_path / "none.h5", "-o", tmp_path / "o.h5")
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_config_default_prints_every_key():
+    r = braggflow("config", "--default")
+    assert r.returncode == 0
+    from braggflow.pipeline.config import Config
+
+    for section in ("correct", "find", "locate", "integrate"):
+        for key in type(getattr(Config(), section)).model_fields:
+            assert f"  {key}: " in r.stdout, key

@@ -1,0 +1,69 @@
+"""Corrections: masks from flags, NaN and detector gaps; zeros and negatives are data."""
+
+import numpy as np
+import pytest
+
+from braggflow.correct import bin2x2, build_static_mask, correct_frame, detector_gap_mask, saturation_level
+from braggflow.errors import BraggflowError, InputFileError
+from braggflow.pipeline.config import CorrectConfig
+
+
+def test_flag_values_nan_and_real_zeros():
+    frame = np.array([[0, -1, 5], [-2, 3, -3]], dtype=np.int32)
+    out, mask = correct_frame(frame, config=CorrectConfig(detector=None))
+    assert mask.tolist() == [[False, True, False], [True, False, False]]
+    assert out[1, 2] == -3  # a negative value that is not a flag stays
+    f = np.array([[np.nan, 1.0], [np.inf, -0.5]], dtype=np.float32)
+    out, mask = correct_frame(f)
+    assert mask.tolist() == [[True, False], [True, False]] and out[1, 1] == -0.5
+
+
+def test_unsigned_frames_do_not_mask_saturated_as_flags():
+    frame = np.array([[65535, 1]], dtype=np.uint16)
+    _, mask = correct_frame(frame)
+    assert not mask.any()
+    assert saturation_level(np.dtype(np.uint16), None) == 65535
+    assert saturation_level(np.dtype(np.float32), 14000) == 14000
+
+
+def test_dark_flat_minval_binning():
+    frame = np.full((4, 4), 10.0)
+    dark = np.full((4, 4), 2.0)
+    flat = np.ones((4, 4))
+    flat[0, 0] = 2.0  # twice as sensitive
+    out, mask = correct_frame(frame, dark=dark, flat=flat, config=CorrectConfig(minval=1.0))
+    norm = flat.mean()
+    assert out[1, 1] == pytest.approx(8.0 * norm)
+    assert out[0, 0] == pytest.approx(8.0 / 2.0 * norm)
+    binned, bmask = bin2x2(out, mask)
+    assert binned.shape == (2, 2) and binned[1, 1] == pytest.approx(4 * 8.0 * norm)
+    out2, _ = correct_frame(np.array([[0.5, 3.0]]), config=CorrectConfig(minval=1.0))
+    assert out2.tolist() == [[0.0, 3.0]]
+
+
+def test_pilatus_gaps_from_pyfai_by_shape():
+    gaps = detector_gap_mask((1043, 981), "auto")
+    assert gaps is not None and gaps.sum() == 73533
+    assert detector_gap_mask((100, 100), "auto") is None
+    m = build_static_mask((1043, 981), mask=np.eye(1043, 981, dtype=bool))
+    assert m.sum() > gaps.sum()
+
+
+def test_bad_input():
+    with pytest.raises(BraggflowError, match="every pixel is NaN"):
+        correct_frame(np.full((3, 3), np.nan))
+    with pytest.raises(InputFileError, match="mask has shape"):
+        correct_frame(np.zeros((3, 3)), mask=np.zeros((2, 2), bool))
+    with pytest.raises(InputFileError, match="mask has shape"):
+        build_static_mask((3, 3), mask=np.zeros((3, 4)))
+
+
+def test_real_pilatus_gaps_are_zero(shared_data):
+    from braggflow.io.frames import open_frames
+
+    s = open_frames(str(shared_data / "giwaxs_gixsgui"))
+    mask = build_static_mask(s.shape)
+    frame = s[0]
+    assert (frame[mask] == 0).all()  # the detector's gaps hold exactly 0
+    _, m = correct_frame(frame, mask=mask)
+    assert m.sum() == mask.sum() + (frame == -2).sum()

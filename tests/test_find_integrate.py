@@ -1,0 +1,91 @@
+"""Finding and integrating peaks on simulated frames with known truth."""
+
+import numpy as np
+import pytest
+
+from braggflow.find import estimate_background, find_peaks
+from braggflow.integrate import integrate
+from braggflow.pipeline.config import FindConfig
+from braggflow.simulate.profiles import peak_profile
+
+
+def _frame(rng, peaks, shape=(256, 256), bg=30.0):
+    lam = np.full(shape, bg)
+    rows, cols = np.arange(shape[0]), np.arange(shape[1])
+    for r, c, n, s in peaks:
+        lam += n * peak_profile(rows, cols, row=r, col=c, sigma_row=s, sigma_col=s)
+    return rng.poisson(lam).astype(np.float32)
+
+
+def test_background_and_noise_estimates(rng):
+    f = rng.poisson(50.0, size=(512, 512)).astype(np.float32)
+    bg = estimate_background(f)
+    assert np.allclose(bg.level, 50, atol=2)
+    assert np.allclose(bg.noise, np.sqrt(50), rtol=0.2)
+
+
+@pytest.mark.parametrize("method", ["components", "persistence"])
+def test_finds_isolated_and_close_peaks(rng, method):
+    truth = [(40.3, 50.7, 3000, 1.2), (120.0, 200.0, 800, 1.0), (200.2, 60.0, 5000, 1.5), (200.2, 66.5, 5000, 1.5)]
+    f = _frame(rng, truth)
+    table, labels = find_peaks(f, config=FindConfig(method=method), return_labels=True)
+    found = table[["row", "col"]].to_numpy()
+    for r, c, *_ in truth:
+        assert np.min(np.hypot(found[:, 0] - r, found[:, 1] - c)) <= 1.0
+    assert len(table) == len(truth)  # no noise peaks on a flat Poisson background
+    assert set(np.unique(labels)) == set(range(len(table) + 1))
+    k = 1 + int(np.argmin(np.hypot(found[:, 0] - 40.3, found[:, 1] - 50.7)))
+    assert labels[40, 51] == k  # label k marks the region of table row k - 1
+    assert (table["score"] > 0).all()
+
+
+def test_no_peaks_on_pure_noise_and_empty_table_dtypes(rng):
+    f = rng.poisson(10.0, size=(300, 300)).astype(np.float32)
+    table = find_peaks(f)
+    assert len(table) == 0 and table["row"].dtype == np.float64 and "flags" in table
+
+
+def test_mask_excludes_pixels_and_single_hot_pixels_are_ignored(rng):
+    f = _frame(rng, [(100.0, 100.0, 4000, 1.2)])
+    f[10, 10] = 60000  # hot pixel
+    mask = np.zeros(f.shape, bool)
+    mask[95:106, 95:106] = True
+    assert len(find_peaks(f, mask=mask)) == 0
+    assert len(find_peaks(f)) == 1
+
+
+def test_sparse_thresholded_frame_keeps_single_pixels():
+    f = np.zeros((128, 128), np.float32)
+    f[30, 40] = 7
+    f[80, 90] = 300
+    f[80, 91] = 120
+    table = find_peaks(f)
+    assert sorted(map(tuple, table[["row", "col"]].to_numpy().tolist())) == [(30.0, 40.0), (80.0, 90.0)]
+    assert len(find_peaks(f, config=FindConfig(sparse="no"))) == 1
+
+
+def test_integrated_intensity_and_error_are_calibrated(rng):
+    n_true = 4000.0
+    results = []
+    for _ in range(40):
+        f = _frame(rng, [(60.2, 60.7, n_true, 1.3)], shape=(120, 120), bg=25.0)
+        table, labels = find_peaks(f, return_labels=True)
+        results.append(integrate(f, table, labels=labels, radius=6.0).iloc[0])
+    intensity = np.array([r.intensity for r in results])
+    err = np.array([r.intensity_err for r in results])
+    assert abs(intensity.mean() - n_true) < 3 * intensity.std() / np.sqrt(len(intensity)) + 0.01 * n_true
+    # the reported error matches the scatter within 25 %
+    assert 0.75 < intensity.std() / err.mean() < 1.25
+    assert all(r.background == pytest.approx(25, abs=2) for r in results)
+
+
+def test_integrate_flags_saturation_and_needs_regions(rng):
+    f = _frame(rng, [(60.0, 60.0, 4000, 1.3)], shape=(120, 120))
+    table, labels = find_peaks(f, return_labels=True)
+    sat = f >= f.max()
+    out = integrate(f, table, labels=labels, saturated=sat)
+    from braggflow.schema import Flag
+
+    assert out["flags"].iloc[0] & Flag.SATURATED
+    with pytest.raises(ValueError, match="labels or an integration radius"):
+        integrate(f, table)

@@ -1,0 +1,150 @@
+"""The per-frame pipeline, the runner, the results file, resume and crash safety."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from braggflow.errors import BraggflowError, ConfigError, InputFileError
+from braggflow.io.results import ResultsWriter, read_config, read_group, read_peaks, read_process, read_status, write_group
+from braggflow.pipeline import parse_frame_range, process_frame, run
+from braggflow.pipeline.config import Config, apply_overrides, config_from_dict, default_config_yaml
+from braggflow.simulate.frames import match_peaks, simulate_series, write_nexus
+
+
+@pytest.fixture(scope="module")
+def small_series():
+    return simulate_series(6, shape=(256, 256), n_peaks=12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def series_file(tmp_path_factory, small_series):
+    path = tmp_path_factory.mktemp("sim") / "frames.h5"
+    write_nexus(path, small_series)
+    return path
+
+
+def test_process_frame_recovers_simulated_peaks(small_series):
+    config = Config()
+    tables = [process_frame(f, config=config, frame_index=i) for i, f in enumerate(small_series.frames)]
+    import pandas as pd
+
+    table = pd.concat(tables, ignore_index=True)
+    m = match_peaks(table, small_series.truth)
+    findable = ~small_series.truth["masked"].to_numpy()
+    assert (m["found_index"].to_numpy()[findable] >= 0).mean() >= 0.9
+    assert m["distance"].median() < 0.15
+    assert (table["intensity"] > 0).all() and table["method"].astype(str).eq("com").all()
+
+
+def test_run_writes_nexus_results_with_provenance(series_file, small_series, tmp_path):
+    out = tmp_path / "res.h5"
+    table = run(str(series_file), config=Config(), output=out)
+    assert read_status(out) == "complete"
+    again = read_peaks(out)
+    assert len(again) == len(table) and set(again["frame"]) == set(range(6))
+    np.testing.assert_allclose(again["row"], table["row"])
+    assert str(again["method"].dtype) == "category"
+    proc = read_process(out)
+    assert proc["program"] == "braggflow" and proc["inputs"][0]["sha256"] and proc["inputs"][0]["size"] > 0
+    assert read_config(out) == Config()
+    assert not (tmp_path / "res.h5.journal").exists()
+    import h5py
+
+    with h5py.File(out) as h5:
+        assert h5["entry"].attrs["NX_class"] == "NXentry"
+        assert h5["entry/peaks"].attrs["NX_class"] == "NXcollection"
+        assert h5["entry/peaks/row"].attrs["units"] == "px"
+    import pandas as pd
+
+    write_group(out, "extra", tables={"t": pd.DataFrame({"a": [1, 2]})}, attrs={"note": "x", "d": {"k": 1}})
+    tables, attrs = read_group(out, "extra")
+    assert tables["t"]["a"].tolist() == [1, 2] and attrs["note"] == "x"
+    assert read_status(out) == "complete" and len(read_peaks(out)) == len(table)
+
+
+def test_frame_range_and_resume_do_not_duplicate(series_file, tmp_path):
+    out = tmp_path / "res.h5"
+    full = run(str(series_file), output=tmp_path / "full.h5")
+    part = run(str(series_file), output=out, frames_range=parse_frame_range("0:3", 6))
+    assert set(part["frame"]) <= {0, 1, 2} and read_status(out) != "complete"
+    resumed = run(str(series_file), output=out, resume=True)
+    assert read_status(out) == "complete"
+    assert len(resumed) == len(full)
+    assert resumed.groupby("frame").size().to_dict() == full.groupby("frame").size().to_dict()
+    with pytest.raises(InputFileError, match="already complete"):
+        run(str(series_file), output=out, resume=True)
+    with pytest.raises(InputFileError, match="different configuration"):
+        run(str(series_file), output=tmp_path / "p2.h5", frames_range=range(2))
+        run(str(series_file), output=tmp_path / "p2.h5", resume=True, config=Config(find={"threshold_sigma": 7}))
+
+
+def test_bad_frame_keeps_finished_frames(tmp_path):
+    frames = np.random.default_rng(0).poisson(5, size=(4, 64, 64)).astype(np.float32)
+    frames[2] = np.nan
+    out = tmp_path / "r.h5"
+    with pytest.raises(BraggflowError, match="frame 2.*NaN"):
+        run(frames, output=out)
+    assert read_status(out) == "incomplete"
+    from braggflow.io.results import read_frames_done
+
+    assert read_frames_done(out) == {0, 1}
+
+
+def test_kill_9_mid_run_then_resume(tmp_path):
+    sim = simulate_series(40, shape=(256, 256), n_peaks=10, seed=5)
+    src = tmp_path / "frames.h5"
+    write_nexus(src, sim)
+    out = tmp_path / "res.h5"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    code = (
+        "import time, braggflow.pipeline as p\n"
+        "orig = p.process_frame\n"
+        "def slow(*a, **k):\n    time.sleep(0.1)\n    return orig(*a, **k)\n"
+        "p.process_frame = slow\n"
+        f"p.run({str(src)!r}, output={str(out)!r})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    journal = tmp_path / "res.h5.journal"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(journal.glob("batch_*.npz"))) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert read_status(out) == "running"  # never marked complete
+    partial = read_peaks(out)  # readable, with the journaled frames
+    assert len(partial) > 0 and partial["frame"].max() < 39
+    resumed = run(str(src), output=out, resume=True)
+    full = run(str(src))
+    assert read_status(out) == "complete"
+    assert resumed.groupby("frame").size().to_dict() == full.groupby("frame").size().to_dict()
+
+
+def test_config_defaults_roundtrip_and_overrides():
+    import yaml
+
+    text = default_config_yaml()
+    assert "threshold_sigma: 5.0  #" in text
+    assert config_from_dict(yaml.safe_load(text)) == Config()
+    c = apply_overrides(Config(), ["find.threshold_sigma=7", "locate.method=gauss"])
+    assert c.find.threshold_sigma == 7 and c.locate.method == "gauss"
+    with pytest.raises(ConfigError, match="unknown config key 'find.nope'"):
+        apply_overrides(Config(), ["find.nope=1"])
+    with pytest.raises(ConfigError, match="locate.method"):
+        apply_overrides(Config(), {"locate.method": "magic"})
+    with pytest.raises(ConfigError, match="--frames"):
+        parse_frame_range("5", 10)
+
+
+def test_resultswriter_empty_frames_count_as_done(tmp_path):
+    from braggflow.schema import empty_peak_table
+
+    w = ResultsWriter(tmp_path / "r.h5")
+    w.add(0, empty_peak_table())
+    w.close(complete=False)
+    w2 = ResultsWriter(tmp_path / "r.h5", resume=True)
+    assert w2.done_frames == {0}
