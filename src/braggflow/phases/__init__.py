@@ -1,35 +1,13 @@
 """Crystal phases: reflections from CIF/YAML (gemmi), matching, ranking and mixtures."""
 
-from __future__ import annotations
+from braggflow.phases.identify import Identification, assign_peaks, identify, lines_from_peaks, pattern_kind
+from braggflow.phases.matching import MatchOptions, PhaseMatch, contact_planes, match_phase
+from braggflow.phases.reflections import lorentz_polarization, powder_lines, reflections
+from braggflow.phases.structure import Phase, load_cif, load_phase, load_phase_yaml
+from braggflow.phases.workflow import identify_frame, identify_results, identify_table
 
-import importlib
-
-_LAZY = {
-    "Phase": "braggflow.phases.structure",
-    "load_cif": "braggflow.phases.structure",
-    "load_phase": "braggflow.phases.structure",
-    "load_phase_yaml": "braggflow.phases.structure",
-    "reflections": "braggflow.phases.reflections",
-    "powder_lines": "braggflow.phases.reflections",
-    "lorentz_polarization": "braggflow.phases.reflections",
-    "MatchOptions": "braggflow.phases.matching",
-    "PhaseMatch": "braggflow.phases.matching",
-    "match_phase": "braggflow.phases.matching",
-    "contact_planes": "braggflow.phases.matching",
-    "Identification": "braggflow.phases.identify",
-    "identify": "braggflow.phases.identify",
-    "lines_from_peaks": "braggflow.phases.identify",
-    "pattern_kind": "braggflow.phases.identify",
-    "assign_peaks": "braggflow.phases.identify",
-    "identify_frame": "braggflow.phases.workflow",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'braggflow.phases' has no attribute {name!r}")
+__all__ = [
+    "Phase", "load_cif", "load_phase", "load_phase_yaml", "reflections", "powder_lines", "lorentz_polarization",
+    "MatchOptions", "PhaseMatch", "match_phase", "contact_planes", "Identification", "identify",
+    "lines_from_peaks", "pattern_kind", "assign_peaks", "identify_frame", "identify_table", "identify_results",
+]
