@@ -13,7 +13,7 @@ from braggflow.locate._locate import METHODS, locate, locate_patches
 from braggflow.locate.centroid import LocateResult, centroid_patches
 from braggflow.locate.crlb import crlb
 from braggflow.locate.fit import fit_gaussian_patches, fit_pvoigt_patches
-from braggflow.locate.patches import Patches, extract_patches, patch_background
+from braggflow.locate.patches import Patches, extract_patches, patch_background, remove_other_peaks
 
 __all__ = [
     "METHODS",
@@ -21,6 +21,7 @@ __all__ = [
     "LocateResult",
     "extract_patches",
     "patch_background",
+    "remove_other_peaks",
     "locate",
     "locate_patches",
     "centroid_patches",

@@ -63,7 +63,7 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
 
     data = np.asarray(data, dtype=np.float32)
     n = len(data)
-    out = predict_patches(data, mask=mask, model=model, device=device, batch_size=batch_size)
+    out = predict_patches(data, mask=mask, model=model, device=device, batch_size=batch_size, gain=gain)
     row = np.asarray(out["row"], dtype=float)
     col = np.asarray(out["col"], dtype=float)
     failed = ~(np.isfinite(row) & np.isfinite(col))

@@ -79,7 +79,7 @@ def cauchy_2d(edges: np.ndarray, row, col, g_row, g_col, *, jac: bool = False):
     return value, d_row, d_col, d_grow, d_gcol
 
 
-def axis_profile(size: int, row, col, sigma_row, sigma_col, eta=0.0, *, jac: bool = False):
+def axis_profile(size: int, row, col, sigma_row, sigma_col, eta=0.0, *, jac: bool = False, lorentz: bool | None = None):
     """Axis-aligned pixel-integrated pseudo-Voigt profiles on an (s, s) patch.
 
     Parameters
@@ -90,6 +90,9 @@ def axis_profile(size: int, row, col, sigma_row, sigma_col, eta=0.0, *, jac: boo
         Centre (patch px), Gaussian sigmas (px) and Lorentzian fraction.
     jac : bool
         Also return derivatives.
+    lorentz : bool, optional
+        Evaluate the Lorentzian part (needed for the eta derivative at eta = 0);
+        default: when some eta > 0.
 
     Returns
     -------
@@ -104,7 +107,7 @@ def axis_profile(size: int, row, col, sigma_row, sigma_col, eta=0.0, *, jac: boo
     eta3 = eta[:, :, None]
     gr = gauss_1d(edges, row, sr, jac=jac)
     gc = gauss_1d(edges, col, sc, jac=jac)
-    has_l = bool(np.any(eta > 0))
+    has_l = bool(np.any(eta > 0)) if lorentz is None else bool(lorentz)
     if not jac:
         prof = gr[:, :, None] * gc[:, None, :]
         if has_l:
@@ -133,10 +136,11 @@ def axis_profile(size: int, row, col, sigma_row, sigma_col, eta=0.0, *, jac: boo
 
 
 def supersampled_profile(size: int, row, col, sigma_row, sigma_col, angle=0.0, eta=0.0, *, supersample: int = 7,
-                         chunk: int = 1024) -> np.ndarray:
+                         jac: bool = False, chunk: int = 512):
     """Rotated pseudo-Voigt profiles by sub-pixel supersampling (as ``peak_profile``).
 
-    Returns (N, s, s) unit-integral pixel fractions.
+    Returns (N, s, s) unit-integral pixel fractions and, with ``jac``, their
+    derivatives with respect to the centre row and col, (2, N, s, s).
     """
     n = int(np.broadcast(*(np.asarray(v) for v in (row, col, sigma_row, sigma_col, angle, eta))).size)
     params = [np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in (row, col, sigma_row, sigma_col, angle, eta)]
@@ -144,7 +148,12 @@ def supersampled_profile(size: int, row, col, sigma_row, sigma_col, angle=0.0, e
     offsets = (np.arange(m) + 0.5) / m - 0.5
     grid = (np.arange(size, dtype=float)[:, None] + offsets[None, :]).reshape(-1)
     out = np.empty((n, size, size))
+    deriv = np.empty((2, n, size, size)) if jac else None
     k = LORENTZ_GAMMA_PER_SIGMA
+
+    def pool(v):
+        return v.reshape(-1, size, m, size, m).mean(axis=(2, 4))
+
     for lo in range(0, n, chunk):
         sl = slice(lo, lo + chunk)
         r0, c0, sr, sc, ang, et = (p[sl][:, None, None] for p in params)
@@ -153,12 +162,30 @@ def supersampled_profile(size: int, row, col, sigma_row, sigma_col, angle=0.0, e
         ca, sa = np.cos(ang), np.sin(ang)
         x = ca * dr + sa * dc
         y = -sa * dr + ca * dc
-        value = (1.0 - et) * np.exp(-0.5 * ((x / sr) ** 2 + (y / sc) ** 2)) / (2 * np.pi * sr * sc)
-        if np.any(et > 0):
-            v2 = (x / (k * sr)) ** 2 + (y / (k * sc)) ** 2
-            value = value + et * (1.0 + v2) ** -1.5 / (2 * np.pi * k * k * sr * sc)
-        out[sl] = value.reshape(-1, size, m, size, m).mean(axis=(2, 4))
-    return out
+        xs, ys = x / (sr * sr), y / (sc * sc)
+        gauss = (1.0 - et) / (2 * np.pi * sr * sc) * np.exp(-0.5 * (x * xs + y * ys))
+        value = gauss
+        if jac:
+            d_row = gauss * (xs * ca - ys * sa)
+            d_col = gauss * (xs * sa + ys * ca)
+        lor_rows = np.nonzero(et[:, 0, 0] > 0)[0]
+        if lor_rows.size:
+            xl, yl = x[lor_rows], y[lor_rows]
+            srl, scl, cal, sal = sr[lor_rows], sc[lor_rows], ca[lor_rows], sa[lor_rows]
+            xls, yls = xl / (k * k * srl * srl), yl / (k * k * scl * scl)
+            q = 1.0 + xl * xls + yl * yls
+            lor = et[lor_rows] / (2 * np.pi * k * k * srl * scl) / (q * np.sqrt(q))
+            value = value.copy()
+            value[lor_rows] += lor
+            if jac:
+                f = 3.0 * lor / q
+                d_row[lor_rows] += f * (xls * cal - yls * sal)
+                d_col[lor_rows] += f * (xls * sal + yls * cal)
+        out[sl] = pool(value)
+        if jac:
+            deriv[0, sl] = pool(d_row)
+            deriv[1, sl] = pool(d_col)
+    return (out, deriv) if jac else out
 
 
 def render_profile(size: int, row, col, sigma_row, sigma_col, angle=0.0, eta=0.0, *, supersample: int = 7) -> np.ndarray:

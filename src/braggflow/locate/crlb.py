@@ -13,7 +13,7 @@ __all__ = ["crlb", "profile_and_centre_derivatives"]
 def profile_and_centre_derivatives(size: int, row, col, sigma_row, sigma_col, angle, eta):
     """Unit-integral pixel profiles (N, s, s) and their derivatives with respect to
     the centre row and col (2, N, s, s): closed form for axis-aligned peaks,
-    central differences of the supersampled profile for rotated ones."""
+    supersampled analytic derivatives for rotated ones."""
     row, col, sr, sc, ang, et = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float))
                                                        for v in (row, col, sigma_row, sigma_col, angle, eta)))
     n = row.size
@@ -28,12 +28,9 @@ def profile_and_centre_derivatives(size: int, row, col, sigma_row, sigma_col, an
         prof[ax] = p
         deriv[:, ax] = d[:2]
     if rot.any():
-        h = 1e-4
-        args = (sr[rot], sc[rot], ang[rot], et[rot])
-        r, c = row[rot], col[rot]
-        prof[rot] = supersampled_profile(size, r, c, *args)
-        deriv[0, rot] = (supersampled_profile(size, r + h, c, *args) - supersampled_profile(size, r - h, c, *args)) / (2 * h)
-        deriv[1, rot] = (supersampled_profile(size, r, c + h, *args) - supersampled_profile(size, r, c - h, *args)) / (2 * h)
+        p, d = supersampled_profile(size, row[rot], col[rot], sr[rot], sc[rot], ang[rot], et[rot], jac=True)
+        prof[rot] = p
+        deriv[:, rot] = d
     return prof, deriv
 
 

@@ -59,15 +59,25 @@ class _PatchModel:
         self.with_eta = with_eta
         self._x = None
 
-    def evaluate(self, x: np.ndarray):
-        if self._x is not None and np.array_equal(x, self._x):
-            return self._cache
+    def _split(self, x):
         if self.with_eta:
-            row, col, sr, sc, eta, inten, bg = x
-        else:
-            row, col, sr, sc, inten, bg = x
-            eta = 0.0
-        prof, d = axis_profile(self.size, row, col, sr, sc, eta, jac=True)
+            return x
+        row, col, sr, sc, inten, bg = x
+        return row, col, sr, sc, 0.0, inten, bg
+
+    def mean(self, x: np.ndarray) -> np.ndarray:
+        """Expected photons of the usable pixels, (M,)."""
+        if self._x is not None and np.array_equal(x, self._x):
+            return self._mu
+        row, col, sr, sc, eta, inten, bg = self._split(x)
+        prof = axis_profile(self.size, row, col, sr, sc, eta, lorentz=self.with_eta)[0][self.good]
+        self._x, self._mu = x.copy(), np.maximum(inten * prof + bg, _MU_FLOOR)
+        return self._mu
+
+    def evaluate(self, x: np.ndarray):
+        """Expected photons (M,) and their derivatives (M, P)."""
+        row, col, sr, sc, eta, inten, bg = self._split(x)
+        prof, d = axis_profile(self.size, row, col, sr, sc, eta, jac=True, lorentz=self.with_eta)
         prof = prof[0][self.good]
         d = d[:, 0][:, self.good]  # (5, M)
         mu = np.maximum(inten * prof + bg, _MU_FLOOR)
@@ -75,13 +85,12 @@ class _PatchModel:
         if self.with_eta:
             grads.append(inten * d[4])
         grads += [prof, np.ones_like(prof)]
-        jmu = np.stack(grads, axis=1)  # (M, P)
-        self._x = x.copy()
-        self._cache = (mu, jmu)
-        return self._cache
+        return mu, np.stack(grads, axis=1)
 
     def residuals(self, x):
-        mu, _ = self.evaluate(x)
+        return self._residuals_of(self.mean(x))
+
+    def _residuals_of(self, mu):
         y = self.y
         ylog = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
         dev = np.maximum(2.0 * (mu - y + ylog), 0.0)
@@ -89,7 +98,7 @@ class _PatchModel:
 
     def jacobian(self, x):
         mu, jmu = self.evaluate(x)
-        r = self.residuals(x)
+        r = self._residuals_of(mu)
         y = self.y
         small = np.abs(r) < 1e-6
         factor = np.where(small, 1.0 / np.sqrt(mu), (1.0 - y / mu) / np.where(small, 1.0, r))

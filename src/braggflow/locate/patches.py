@@ -18,7 +18,7 @@ from scipy import ndimage
 from braggflow.errors import BraggflowError
 from braggflow.schema import Flag
 
-__all__ = ["Patches", "extract_patches", "patch_background", "check_patch_size"]
+__all__ = ["Patches", "extract_patches", "patch_background", "remove_other_peaks", "check_patch_size"]
 
 # 8-connectivity inside each patch, none across the patch axis.
 _STRUCTURE_2D = np.zeros((3, 3, 3), dtype=bool)
@@ -146,39 +146,148 @@ def select_central_component(region: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return keep, labels, keep_label
 
 
+def _noise(data: np.ndarray, bad: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Per-patch background noise, counts: the larger of the border pixels' robust
+    spread and sqrt(background) (Poisson at unit gain)."""
+    border = _border(data.shape[-1])
+    spread = _masked_median(np.abs(data[:, border] - background[:, None]), ~bad[:, border])
+    return np.maximum(np.nan_to_num(1.4826 * spread, nan=0.0), np.sqrt(np.maximum(np.abs(background), 1.0)))
+
+
+_SMOOTH_SIGMA = 0.6  # px, smoothing before the search for merged neighbours
+
+
+def _smooth_noise_factor(sigma: float) -> float:
+    """rms of unit white noise after ``ndimage.gaussian_filter`` with ``sigma``."""
+    delta = np.zeros((15, 15))
+    delta[7, 7] = 1.0
+    return float(np.sqrt((ndimage.gaussian_filter(delta, sigma) ** 2).sum()))
+
+
+_SMOOTH_NOISE = _smooth_noise_factor(_SMOOTH_SIGMA)
+
+
+def _split_merged(excess: np.ndarray, keep: np.ndarray, noise: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Pixels of neighbours merged into the central component at the threshold.
+
+    The excess is smoothed (Gaussian, 0.6 px); local maxima of the central
+    component at least 2 px from its central maximum (the one nearest the patch
+    centre) are neighbours when the smoothed profile dips between them by more
+    than 4 times the noise of the difference (a significance test of the
+    saddle).  The component is then split by a watershed of the smoothed excess
+    from those maxima, and the neighbours' basins are returned.
+    """
+    from skimage.segmentation import watershed
+
+    n, s = excess.shape[0], excess.shape[-1]
+    h = s // 2
+    sm = ndimage.gaussian_filter(excess, sigma=(0, _SMOOTH_SIGMA, _SMOOTH_SIGMA), mode="nearest")
+    cand = (sm == ndimage.maximum_filter(sm, size=(1, 3, 3))) & keep
+    out = np.zeros_like(keep)
+    p, r, c = np.nonzero(cand)
+    if len(p) < 2:
+        return out
+    order = np.lexsort(((r - h) ** 2 + (c - h) ** 2, p))
+    p, r, c = p[order], r[order], c[order]
+    first = np.ones(len(p), dtype=bool)
+    first[1:] = p[1:] != p[:-1]
+    head = np.maximum.accumulate(np.where(first, np.arange(len(p)), 0))  # index of each patch's central maximum
+    cr, cc = r[head], c[head]
+    dist = np.hypot(r - cr, c - cc)
+    val = sm[p, r, c]
+    t = np.linspace(0.0, 1.0, 11)
+    path = np.stack([np.repeat(p, len(t)).astype(float), (cr[:, None] + t * (r - cr)[:, None]).ravel(),
+                     (cc[:, None] + t * (c - cc)[:, None]).ravel()])
+    saddle = ndimage.map_coordinates(sm, path, order=1).reshape(len(p), len(t)).min(axis=1)
+    gain = np.maximum(noise**2 / np.maximum(np.abs(background), 1.0), 1.0)
+    dnoise = _SMOOTH_NOISE * np.sqrt(2.0 * noise[p] ** 2 + gain[p] * (np.maximum(val, 0) + np.maximum(saddle, 0)))
+    split = ~first & (dist >= 2.0) & (val - saddle > 4.0 * dnoise) & (val > 5.0 * _SMOOTH_NOISE * noise[p])
+    if not split.any():
+        return out
+    patches = np.unique(p[split])
+    sel = np.isin(p, patches) & (first | split)
+    local = np.searchsorted(patches, p[sel])
+    markers = np.zeros((len(patches), s, s), dtype=np.int64)
+    ids = np.arange(1, sel.sum() + 1)
+    markers[local, r[sel], c[sel]] = ids
+    central_id = np.zeros(len(patches), dtype=np.int64)
+    central_id[local[first[sel]]] = ids[first[sel]]
+    basins = watershed(-sm[patches], markers, mask=keep[patches], connectivity=_STRUCTURE_2D)
+    out[patches] = (basins > 0) & (basins != central_id[:, None, None])
+    return out
+
+
 def _other_peaks(data: np.ndarray, bad: np.ndarray, background: np.ndarray) -> np.ndarray:
     """Pixels of peaks other than the central one, from a local threshold (no labels).
 
-    A component above ``background + 3 noise`` that is not the central one counts
-    as another peak when it has at least 2 pixels and reaches ``background + 5
-    noise``; its pixels and their 8-neighbours (outside the central component) are
-    returned.  ``noise`` is the larger of the border pixels' robust spread and
-    ``sqrt(background)`` (Poisson at unit gain).
+    Components above ``background + 3 noise`` other than the central one count as
+    peaks when they have at least 2 pixels and reach ``background + 5 noise``;
+    neighbours merged into the central component are split off by
+    :func:`_split_merged`.  Their pixels and 8-neighbours (outside the central
+    peak) are returned.
     """
-    s = data.shape[-1]
-    border = _border(s)
-    spread = _masked_median(np.abs(data[:, border] - background[:, None]), ~bad[:, border])
-    noise = np.maximum(np.nan_to_num(1.4826 * spread, nan=0.0), np.sqrt(np.maximum(np.abs(background), 1.0)))
-    excess = np.where(bad, -np.inf, data - background[:, None, None])
-    region = excess > 3.0 * noise[:, None, None]
+    noise = _noise(data, bad, background)
+    excess = np.where(bad, 0.0, data - background[:, None, None])
+    region = (excess > 3.0 * noise[:, None, None]) & ~bad
     keep, labels, keep_label = select_central_component(region)
     others = region & ~keep
-    if not others.any():
-        return np.zeros_like(region)
-    nlab = int(labels.max())
-    lab = labels[others]
-    patch_of = np.zeros(nlab + 1, dtype=np.int64)
-    patch_of[lab] = np.nonzero(others)[0]
-    npix = np.bincount(lab, minlength=nlab + 1)
-    peak = np.full(nlab + 1, -np.inf)
-    np.maximum.at(peak, lab, excess[others])
-    is_peak = (npix >= 2) & (peak >= 5.0 * noise[patch_of])
-    is_peak[0] = False
-    other = is_peak[labels]
+    other = np.zeros_like(region)
+    if others.any():
+        nlab = int(labels.max())
+        lab = labels[others]
+        patch_of = np.zeros(nlab + 1, dtype=np.int64)
+        patch_of[lab] = np.nonzero(others)[0]
+        npix = np.bincount(lab, minlength=nlab + 1)
+        peak = np.full(nlab + 1, -np.inf)
+        np.maximum.at(peak, lab, excess[others])
+        is_peak = (npix >= 2) & (peak >= 5.0 * noise[patch_of])
+        is_peak[0] = False
+        other = is_peak[labels]
+    merged = _split_merged(excess, keep, noise, background)
+    other |= merged
+    keep &= ~merged
     hit = other.any(axis=(1, 2))
     if hit.any():
         other[hit] = ndimage.binary_dilation(other[hit], structure=_STRUCTURE_2D) & ~keep[hit]
     return other
+
+
+def remove_other_peaks(data, mask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Remove the pixels of peaks other than the central one from patches.
+
+    The same deblending as :func:`extract_patches` without labels: connected
+    components above a local threshold (background + 3 noise), neighbours merged
+    into the central component split off by a significance-tested watershed of
+    the smoothed patch; other peaks' pixels (grown by one pixel) are masked and
+    replaced by the local background.
+
+    Parameters
+    ----------
+    data : (N, s, s) array_like
+        Patches, counts.
+    mask : (N, s, s) array_like of bool, optional
+        True = unusable pixel.
+
+    Returns
+    -------
+    data : (N, s, s) ndarray of float32
+        Patches with removed pixels replaced by the local background.
+    mask : (N, s, s) ndarray of bool
+        The input mask plus the removed pixels.
+    overlapping : (N,) ndarray of bool
+        True where pixels were removed.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    bad = ~np.isfinite(data) if mask is None else (np.asarray(mask, dtype=bool) | ~np.isfinite(data))
+    if len(data) == 0:
+        return data.copy(), bad, np.zeros(0, dtype=bool)
+    other = _other_peaks(data, bad, patch_background(data, bad))
+    removed = bad | other
+    background = patch_background(data, removed)
+    return (np.where(removed, background[:, None, None].astype(np.float32), data), removed,
+            other.any(axis=(1, 2)))
+
+
 def extract_patches(
     frame: np.ndarray,
     table: pd.DataFrame,
@@ -209,9 +318,11 @@ def extract_patches(
         The finder's label image: label k (1-based) is the region of table row
         k - 1, 0 is background.  Pixels with another peak's label are removed and
         the peak is flagged OVERLAPPING.  Without labels each patch is split into
-        connected components above a local threshold (background + 3 noise) and
+        connected components above a local threshold (background + 3 noise);
         components other than the central one that are clearly peaks (>= 2
-        pixels, reaching background + 5 noise) are removed, grown by one pixel.
+        pixels, reaching background + 5 noise) and neighbours merged into the
+        central component (split off by a significance-tested watershed, see
+        :func:`remove_other_peaks`) are removed, grown by one pixel.
     saturation : float, optional
         Counts at or above which a pixel is saturated (flag SATURATED).
 

@@ -1,0 +1,222 @@
+"""Localization: patches, centre of mass, fits, the locate stage."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from braggflow.errors import BraggflowError
+from braggflow.locate import (
+    centroid_patches,
+    extract_patches,
+    fit_gaussian_patches,
+    fit_pvoigt_patches,
+    locate,
+)
+from braggflow.schema import Flag, empty_peak_table, new_peak_table
+from braggflow.simulate.patches import simulate_patches
+from braggflow.simulate.profiles import peak_profile
+
+MEDIAN_RADIAL_PER_SIGMA = 1.1774  # median radial error / per-axis sigma, isotropic 2D normal
+
+
+def _score(res, ps):
+    ok = ~res.failed
+    radial = np.hypot(res.row - ps.row, res.col - ps.col)[ok]
+    ref = MEDIAN_RADIAL_PER_SIGMA * np.median(np.hypot(ps.params.crlb_row, ps.params.crlb_col)[ok] / np.sqrt(2))
+    pulls = np.r_[(res.row - ps.row)[ok] / res.row_err[ok], (res.col - ps.col)[ok] / res.col_err[ok]]
+    return np.median(radial) / ref, np.std(pulls), ok.mean()
+
+
+@pytest.fixture(scope="module")
+def gaussian_patches():
+    # clean isolated Gaussian peaks at fixed brightness, so the CRLB reference is sharp
+    return simulate_patches(250, kind="isotropic", seed=21, intensity=3000.0, background=10.0, sigma=1.2,
+                            pvoigt_fraction=0.0)
+
+
+def test_gaussian_fit_reaches_the_crlb(gaussian_patches):
+    ps = gaussian_patches
+    ratio, pull, ok = _score(fit_gaussian_patches(ps.data, ps.mask), ps)
+    assert ok == 1.0
+    assert 0.85 < ratio < 1.3
+    assert 0.85 < pull < 1.15
+
+
+def test_pvoigt_fit_on_lorentzian_peaks():
+    ps = simulate_patches(150, kind="isotropic", seed=22, intensity=5000.0, background=10.0, sigma=1.0, eta=(0.8, 0.8),
+                          pvoigt_fraction=1.0)
+    ratio, pull, ok = _score(fit_pvoigt_patches(ps.data, ps.mask), ps)
+    assert ok > 0.98
+    assert ratio < 1.3
+    assert 0.85 < pull < 1.15
+    res = fit_pvoigt_patches(ps.data[:40], ps.mask[:40])
+    assert np.median(res.sigma_row) == pytest.approx(1.0, rel=0.1)
+
+
+def test_centroid_recovers_centres_with_honest_errors(gaussian_patches):
+    ps = gaussian_patches
+    res = centroid_patches(ps.data, ps.mask)
+    ratio, pull, ok = _score(res, ps)
+    assert ok == 1.0
+    assert ratio < 2.0  # centre of mass is less precise than the fit, but not by much on clean peaks
+    assert 0.7 < pull < 1.4
+    assert np.median(res.sigma_row) == pytest.approx(1.2, rel=0.15)
+
+
+def test_fits_handle_masked_and_edge_patches():
+    ps = simulate_patches(60, kind="edge", seed=23, intensity=(2000, 20000), background=(1, 20))
+    ratio, pull, ok = _score(fit_gaussian_patches(ps.data, ps.mask), ps)
+    assert ok > 0.95 and ratio < 1.4 and 0.7 < pull < 1.4
+
+
+def test_fit_failure_gives_nan_not_an_exception():
+    data = np.zeros((3, 11, 11), np.float32)
+    data[1] = 5.0  # flat: no peak
+    data[2, 5, 5] = 100.0
+    mask = np.zeros(data.shape, bool)
+    mask[2] = True  # nothing usable
+    for fit in (fit_gaussian_patches, fit_pvoigt_patches, centroid_patches):
+        res = fit(data, mask)
+        assert res.failed[0] and res.failed[2]
+        assert np.isnan(res.row[0]) and np.isnan(res.col[2])
+
+
+def test_extract_patches_origin_edge_and_mask():
+    frame = np.arange(40 * 50, dtype=np.float32).reshape(40, 50)
+    mask = np.zeros(frame.shape, bool)
+    mask[20, 31] = True
+    table = new_peak_table(3, row=[20.0, 0.4, 39.0], col=[30.2, 2.0, 49.0])
+    p = extract_patches(frame, table, size=5, mask=mask)
+    np.testing.assert_array_equal(p.origin, [[18, 28], [-2, 0], [37, 47]])
+    np.testing.assert_array_equal(p.data[0][~p.mask[0]], frame[18:23, 28:33][~p.mask[0]])
+    assert p.mask[0, 2, 3] and p.mask[0].sum() == 1
+    assert p.flags[0] == Flag.MASKED_NEIGHBOUR
+    assert p.flags[1] & Flag.EDGE and p.flags[2] & Flag.EDGE
+    assert p.mask[1, :2].all() and not p.mask[1, 2:].any()  # two rows above the detector
+    assert p.mask[2, 3:].all() and p.mask[2, :, 3:].all()
+    assert np.isfinite(p.data).all()
+    np.testing.assert_allclose(p.data[2][p.mask[2]], p.background[2])
+    with pytest.raises(BraggflowError, match="size"):
+        extract_patches(frame, table, size=4)
+
+
+def _two_peak_frame(rng, separation=4.0):
+    rows, cols = np.arange(32), np.arange(32)
+    truth = [(15.3, 14.8), (15.6, 14.8 + separation)]
+    frame = np.full((32, 32), 5.0)
+    for r, c in truth:
+        frame += 4000 * peak_profile(rows, cols, row=r, col=c, sigma_row=1.0, sigma_col=1.0)
+    return rng.poisson(frame).astype(np.float32), truth
+
+
+def test_overlapping_peak_removed_with_labels(rng):
+    frame, truth = _two_peak_frame(rng)
+    labels = np.zeros(frame.shape, np.int32)
+    labels[12:19, 12:17] = 1
+    labels[12:19, 17:23] = 2
+    table = new_peak_table(2, row=[15, 16], col=[15, 19])
+    p = extract_patches(frame, table, size=11, labels=labels)
+    assert np.all(p.flags & Flag.OVERLAPPING)
+    np.testing.assert_array_equal(p.mask[0], (labels[10:21, 10:21] == 2))
+    out = locate(frame, table, method="gauss", labels=labels)
+    assert np.hypot(out.row[0] - truth[0][0], out.col[0] - truth[0][1]) < 0.15
+
+
+def test_overlapping_peak_removed_without_labels(rng):
+    frame, truth = _two_peak_frame(rng, separation=5.0)
+    table = new_peak_table(1, row=[15], col=[15])
+    p = extract_patches(frame, table, size=11)
+    assert p.flags[0] & Flag.OVERLAPPING
+    assert p.mask[0, 5, 10] and not p.mask[0, 5, 5]  # the neighbour's maximum is removed, ours kept
+    isolated = extract_patches(rng.poisson(np.full((32, 32), 5.0)).astype(np.float32), table, size=11)
+    assert isolated.flags[0] == 0  # noise alone is not a peak
+
+
+def test_locate_on_a_frame_in_frame_coordinates(rng):
+    shape = (64, 80)
+    truth = np.array([[10.3, 12.6], [30.8, 40.1], [50.2, 70.7], [1.2, 40.4]])
+    expected = np.full(shape, 8.0)
+    for r, c in truth:
+        expected += 8000 * peak_profile(np.arange(shape[0]), np.arange(shape[1]), row=r, col=c, sigma_row=1.1,
+                                         sigma_col=1.4)
+    frame = rng.poisson(expected).astype(np.float32)
+    table = new_peak_table(4, frame=3, row=np.rint(truth[:, 0]), col=np.rint(truth[:, 1]), peak_value=1.0)
+    table["flags"] = np.uint32(Flag.LOW_SNR)
+    for method in ("com", "gauss", "pvoigt"):
+        out = locate(frame, table, method=method, saturation=1e9)
+        assert len(out) == 4 and list(out.method.astype(str)) == [method] * 4
+        interior = slice(0, 3)
+        err = np.hypot(out.row - truth[:, 0], out.col - truth[:, 1])[interior]
+        assert np.all(err < 0.1), (method, err)
+        assert np.all(out["flags"] & int(Flag.LOW_SNR))  # existing flags are kept
+        assert out["flags"][3] & Flag.EDGE and not out["flags"][0] & Flag.EDGE
+        assert (out.frame == 3).all() and (out.peak_value == 1.0).all()
+        if method != "com":
+            np.testing.assert_allclose(out.sigma_row[interior], 1.1, rtol=0.1)
+            np.testing.assert_allclose(out.sigma_col[interior], 1.4, rtol=0.1)
+    assert table.row.tolist() == np.rint(truth[:, 0]).tolist()  # the input is not modified
+
+
+def test_locate_flags_failures_and_saturation():
+    frame = np.zeros((30, 30), np.float32)
+    frame[20:23, 20:23] = 500.0
+    table = new_peak_table(2, row=[5, 21], col=[5, 21])
+    out = locate(frame, table, method="gauss", saturation=400.0)
+    assert out["flags"][0] & Flag.FIT_FAILED and np.isnan(out.row[0])
+    assert out["flags"][1] & Flag.SATURATED
+
+
+def test_unknown_method_and_empty_table():
+    frame = np.zeros((10, 10), np.float32)
+    with pytest.raises(BraggflowError, match="method.*'com'.*'braggnn'"):
+        locate(frame, new_peak_table(1, row=5, col=5), method="bogus")
+    out = locate(frame, empty_peak_table(), method="gauss")
+    assert len(out) == 0
+    assert out.dtypes["row"] == np.float64 and out.dtypes["flags"] == np.uint32
+    assert isinstance(out.dtypes["method"], pd.CategoricalDtype)
+
+
+def test_braggnn_branch_maps_patch_to_frame_coordinates(monkeypatch):
+    calls = {}
+
+    def predict_patches(data, *, mask=None, model=None, device="cpu", batch_size=1024, gain=1.0):
+        calls.update(shape=data.shape, model=model, device=device, batch_size=batch_size, gain=gain)
+        n = len(data)
+        return {"row": np.full(n, 5.25), "col": np.full(n, 4.5), "row_err": np.full(n, 0.1), "col_err": np.full(n, 0.2)}
+
+    fake = types.ModuleType("braggflow.models.inference")
+    fake.predict_patches = predict_patches
+    monkeypatch.setitem(sys.modules, "braggflow.models.inference", fake)
+    frame = np.ones((40, 40), np.float32)
+    out = locate(frame, new_peak_table(2, row=[10, 30], col=[12, 20]), method="braggnn", model="m", batch_size=7,
+                 gain=2.0)
+    np.testing.assert_allclose(out.row, [10.25, 30.25])
+    np.testing.assert_allclose(out.col, [11.5, 19.5])
+    np.testing.assert_allclose(out.col_err, 0.2)
+    assert calls == dict(shape=(2, 11, 11), model="m", device="cpu", batch_size=7, gain=2.0)
+
+
+def test_remove_other_peaks_on_simulated_neighbours():
+    from braggflow.locate import remove_other_peaks
+
+    kw = dict(intensity=10000.0, background=10.0, sigma=0.8, neighbour_distance=5.0, neighbour_ratio=(0.3, 1.0))
+    ps = simulate_patches(120, kind="neighbour", seed=31, **kw)
+    data, mask, overlapping = remove_other_peaks(ps.data, ps.mask)
+    assert overlapping.mean() > 0.9
+    rr, cc = np.indices((11, 11))
+    near_truth = np.hypot(rr - ps.row[:, None, None], cc - ps.col[:, None, None]) < 1.5
+    assert not (mask & near_truth).any()  # our own peak is never removed
+    raw = np.hypot(*(np.subtract(a, b) for a, b in zip(_rc(fit_gaussian_patches(ps.data, ps.mask)), (ps.row, ps.col))))
+    clean = np.hypot(*(np.subtract(a, b) for a, b in zip(_rc(fit_gaussian_patches(data, mask)), (ps.row, ps.col))))
+    assert np.nanmedian(clean) < 0.5 * np.nanmedian(raw)
+    iso = simulate_patches(300, kind="isotropic", seed=32)
+    assert remove_other_peaks(iso.data, iso.mask)[2].mean() < 0.02  # isolated peaks are left alone
+
+
+def _rc(res):
+    return res.row, res.col
