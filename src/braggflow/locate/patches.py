@@ -9,6 +9,7 @@ replaced in ``data`` by the patch's local background, so that every localizer
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,17 +94,31 @@ def patch_background(data: np.ndarray, mask: np.ndarray | None = None) -> np.nda
     background : (N,) ndarray of float64
         Counts per pixel.
     """
-    data = np.asarray(data, dtype=float)
+    data = np.asarray(data)
     n, s = data.shape[0], data.shape[-1]
     if n == 0:
         return np.zeros(0)
-    good = np.isfinite(data) if mask is None else (~np.asarray(mask, dtype=bool) & np.isfinite(data))
-    border = _border(s)
-    bg = _masked_median(data[:, border], good[:, border])
+    flat = data.reshape(n, -1)
+    ring = _border_index(s)
+    values = flat[:, ring].astype(float)
+    good = np.isfinite(values)
+    if mask is not None:
+        good &= ~np.asarray(mask, dtype=bool).reshape(n, -1)[:, ring]
+    bg = _masked_median(values, good)
     missing = np.isnan(bg)
     if missing.any():
-        bg[missing] = _masked_median(data[missing].reshape(missing.sum(), -1), good[missing].reshape(missing.sum(), -1))
+        allv = flat[missing].astype(float)
+        allgood = np.isfinite(allv)
+        if mask is not None:
+            allgood &= ~np.asarray(mask, dtype=bool)[missing].reshape(missing.sum(), -1)
+        bg[missing] = _masked_median(allv, allgood)
     return np.nan_to_num(bg, nan=0.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _border_index(size: int) -> np.ndarray:
+    """Flat indices of the border pixels of an (s, s) patch."""
+    return np.flatnonzero(_border(size))
 
 
 def _masked_median(values: np.ndarray, good: np.ndarray) -> np.ndarray:
@@ -149,8 +164,9 @@ def select_central_component(region: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def _noise(data: np.ndarray, bad: np.ndarray, background: np.ndarray) -> np.ndarray:
     """Per-patch background noise, counts: the larger of the border pixels' robust
     spread and sqrt(background) (Poisson at unit gain)."""
-    border = _border(data.shape[-1])
-    spread = _masked_median(np.abs(data[:, border] - background[:, None]), ~bad[:, border])
+    n = len(data)
+    ring = _border_index(data.shape[-1])
+    spread = _masked_median(np.abs(data.reshape(n, -1)[:, ring] - background[:, None]), ~bad.reshape(n, -1)[:, ring])
     return np.maximum(np.nan_to_num(1.4826 * spread, nan=0.0), np.sqrt(np.maximum(np.abs(background), 1.0)))
 
 
@@ -167,6 +183,13 @@ def _smooth_noise_factor(sigma: float) -> float:
 _SMOOTH_NOISE = _smooth_noise_factor(_SMOOTH_SIGMA)
 
 
+def _max3x3(x: np.ndarray) -> np.ndarray:
+    """3 x 3 maximum filter of each (s, s) slice of x (edges: the pixels present)."""
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    rows = np.maximum(np.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
+    return np.maximum(np.maximum(rows[:, :, :-2], rows[:, :, 1:-1]), rows[:, :, 2:])
+
+
 def _split_merged(excess: np.ndarray, keep: np.ndarray, noise: np.ndarray, background: np.ndarray) -> np.ndarray:
     """Pixels of neighbours merged into the central component at the threshold.
 
@@ -181,9 +204,13 @@ def _split_merged(excess: np.ndarray, keep: np.ndarray, noise: np.ndarray, backg
 
     n, s = excess.shape[0], excess.shape[-1]
     h = s // 2
-    sm = ndimage.gaussian_filter(excess, sigma=(0, _SMOOTH_SIGMA, _SMOOTH_SIGMA), mode="nearest")
-    cand = (sm == ndimage.maximum_filter(sm, size=(1, 3, 3))) & keep
     out = np.zeros_like(keep)
+    big = np.flatnonzero(keep.sum(axis=(1, 2)) >= 5)  # room for two maxima 2 px apart
+    if len(big) == 0:
+        return out
+    sm = ndimage.gaussian_filter(excess[big], sigma=(0, _SMOOTH_SIGMA, _SMOOTH_SIGMA), mode="nearest")
+    keep_b = keep[big]
+    cand = (sm == _max3x3(sm)) & keep_b
     p, r, c = np.nonzero(cand)
     if len(p) < 2:
         return out
@@ -193,15 +220,22 @@ def _split_merged(excess: np.ndarray, keep: np.ndarray, noise: np.ndarray, backg
     first[1:] = p[1:] != p[:-1]
     head = np.maximum.accumulate(np.where(first, np.arange(len(p)), 0))  # index of each patch's central maximum
     cr, cc = r[head], c[head]
-    dist = np.hypot(r - cr, c - cc)
     val = sm[p, r, c]
+    noise_p = noise[big][p]
+    test = ~first & (np.hypot(r - cr, c - cc) >= 2.0) & (val > 5.0 * _SMOOTH_NOISE * noise_p)
+    if not test.any():
+        return out
     t = np.linspace(0.0, 1.0, 11)
-    path = np.stack([np.repeat(p, len(t)).astype(float), (cr[:, None] + t * (r - cr)[:, None]).ravel(),
-                     (cc[:, None] + t * (c - cc)[:, None]).ravel()])
-    saddle = ndimage.map_coordinates(sm, path, order=1).reshape(len(p), len(t)).min(axis=1)
-    gain = np.maximum(noise**2 / np.maximum(np.abs(background), 1.0), 1.0)
-    dnoise = _SMOOTH_NOISE * np.sqrt(2.0 * noise[p] ** 2 + gain[p] * (np.maximum(val, 0) + np.maximum(saddle, 0)))
-    split = ~first & (dist >= 2.0) & (val - saddle > 4.0 * dnoise) & (val > 5.0 * _SMOOTH_NOISE * noise[p])
+    pt, rt, ct, crt, cct = p[test], r[test], c[test], cr[test], cc[test]
+    path = np.stack([np.repeat(pt, len(t)).astype(float), (crt[:, None] + t * (rt - crt)[:, None]).ravel(),
+                     (cct[:, None] + t * (ct - cct)[:, None]).ravel()])
+    saddle = ndimage.map_coordinates(sm, path, order=1).reshape(len(pt), len(t)).min(axis=1)
+    background_b = background[big]
+    gain = np.maximum(noise[big] ** 2 / np.maximum(np.abs(background_b), 1.0), 1.0)
+    vt = val[test]
+    dnoise = _SMOOTH_NOISE * np.sqrt(2.0 * noise_p[test] ** 2 + gain[pt] * (np.maximum(vt, 0) + np.maximum(saddle, 0)))
+    split = np.zeros(len(p), dtype=bool)
+    split[np.flatnonzero(test)[vt - saddle > 4.0 * dnoise]] = True
     if not split.any():
         return out
     patches = np.unique(p[split])
@@ -212,8 +246,8 @@ def _split_merged(excess: np.ndarray, keep: np.ndarray, noise: np.ndarray, backg
     markers[local, r[sel], c[sel]] = ids
     central_id = np.zeros(len(patches), dtype=np.int64)
     central_id[local[first[sel]]] = ids[first[sel]]
-    basins = watershed(-sm[patches], markers, mask=keep[patches], connectivity=_STRUCTURE_2D)
-    out[patches] = (basins > 0) & (basins != central_id[:, None, None])
+    basins = watershed(-sm[patches], markers, mask=keep_b[patches], connectivity=_STRUCTURE_2D)
+    out[big[patches]] = (basins > 0) & (basins != central_id[:, None, None])
     return out
 
 
@@ -235,12 +269,9 @@ def _other_peaks(data: np.ndarray, bad: np.ndarray, background: np.ndarray) -> n
     if others.any():
         nlab = int(labels.max())
         lab = labels[others]
-        patch_of = np.zeros(nlab + 1, dtype=np.int64)
-        patch_of[lab] = np.nonzero(others)[0]
         npix = np.bincount(lab, minlength=nlab + 1)
-        peak = np.full(nlab + 1, -np.inf)
-        np.maximum.at(peak, lab, excess[others])
-        is_peak = (npix >= 2) & (peak >= 5.0 * noise[patch_of])
+        strong = others & (excess >= 5.0 * noise[:, None, None])
+        is_peak = (npix >= 2) & (np.bincount(labels[strong], minlength=nlab + 1) > 0)
         is_peak[0] = False
         other = is_peak[labels]
     merged = _split_merged(excess, keep, noise, background)
@@ -390,7 +421,7 @@ def extract_patches(
         background = patch_background(data, removed)
     elif overlapping.any():
         background[overlapping] = patch_background(data[overlapping], removed[overlapping])
-    no_bg = ~(~removed[:, _border(size)]).any(axis=1) if n else np.zeros(0, dtype=bool)
+    no_bg = removed.reshape(n, -1)[:, _border_index(size)].all(axis=1)
     flags[no_bg] |= np.uint32(Flag.BAD_BACKGROUND)
     data = np.where(removed, background[:, None, None].astype(np.float32), data)
     origin = np.stack([r0 - h, c0 - h], axis=1).astype(np.int64) if n else np.zeros((0, 2), dtype=np.int64)
