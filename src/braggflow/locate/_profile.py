@@ -193,16 +193,28 @@ def render_profile(size: int, row, col, sigma_row, sigma_col, angle=0.0, eta=0.0
 
     Returns (N, s, s); rotated peaks (``angle != 0``) are supersampled.
     """
-    arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float)) for v in (row, col, sigma_row, sigma_col, angle, eta)))
-    row, col, sr, sc, ang, et = arrays
+    row, col, sr, sc, ang, et = broadcast_peaks(row, col, sigma_row, sigma_col, angle, eta)
     out = np.empty((row.size, size, size))
-    rot = np.abs(np.sin(2 * ang)) > 1e-12  # angle multiple of pi/2: axis-aligned (swap widths)
-    swap = ~rot & (np.abs(np.cos(ang)) < 0.5)
-    sr_a = np.where(swap, sc, sr)
-    sc_a = np.where(swap, sr, sc)
+    rot, sr_a, sc_a = split_rotated(ang, sr, sc)
     ax = ~rot
     if ax.any():
         out[ax] = axis_profile(size, row[ax], col[ax], sr_a[ax], sc_a[ax], et[ax])
     if rot.any():
         out[rot] = supersampled_profile(size, row[rot], col[rot], sr[rot], sc[rot], ang[rot], et[rot], supersample=supersample)
     return out
+
+
+def broadcast_peaks(*values) -> list[np.ndarray]:
+    """Broadcast peak parameters (scalars or arrays) to 1D float arrays of one length."""
+    return np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float)) for v in values))
+
+
+def split_rotated(angle: np.ndarray, sigma_row: np.ndarray, sigma_col: np.ndarray):
+    """Which peaks need supersampling, and the axis-aligned widths of the others.
+
+    Angles that are multiples of pi/2 are axis-aligned (an odd multiple swaps the
+    widths).  Returns ``rotated`` (N,) bool and the widths along rows and cols.
+    """
+    rotated = np.abs(np.sin(2 * angle)) > 1e-12
+    swap = ~rotated & (np.abs(np.cos(angle)) < 0.5)
+    return rotated, np.where(swap, sigma_col, sigma_row), np.where(swap, sigma_row, sigma_col)

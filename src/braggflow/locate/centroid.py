@@ -102,8 +102,12 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0) -> LocateResult:
     (:func:`~braggflow.locate.patches.patch_background`).  The centroid is taken
     over the central peak region (pixels above background + 2 Poisson sigma,
     connected to the centre, grown by one pixel) with weights
-    ``max(data - background, 0)``.  Errors propagate Poisson noise through the
-    detector gain (variance of a pixel = ``gain * data``), ignoring the
+    ``max(data - background, 0)``.  Masked pixels (detector edges, gaps, removed
+    neighbours) would pull the centroid away from them; they take the weight of
+    their mirror pixel through the current centre when that one is usable
+    (symmetric completion, iterated four times).  Errors propagate Poisson noise
+    through the detector gain (variance of a pixel = ``gain * data``; a pixel
+    copied into masked ones counts with its summed lever arm), ignoring the
     uncertainty of the background and of the region; widths are the
     background-subtracted second moments corrected for pixel integration
     (``sigma^2 = m2 - 1/12``).
@@ -128,23 +132,40 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0) -> LocateResult:
         return LocateResult.empty(0)
     bg = patch_background(data, mask)
     region = peak_region(data, mask, bg, gain=gain)
-    w = np.where(region, np.maximum(data - bg[:, None, None], 0.0), 0.0)
-    var = np.where(region, gain * np.maximum(np.nan_to_num(data), 0.0), 0.0)
-    total = w.sum(axis=(1, 2))
-    failed = ~(total > 0)
-    total = np.where(failed, np.nan, total)
-    idx = np.arange(s, dtype=float)
-    wr = w.sum(axis=2)
-    wc = w.sum(axis=1)
-    row = (wr * idx).sum(axis=1) / total
-    col = (wc * idx).sum(axis=1) / total
-    dr = idx[None, :, None] - row[:, None, None]
-    dc = idx[None, None, :] - col[:, None, None]
-    row_var = (var * dr * dr).sum(axis=(1, 2)) / total**2
-    col_var = (var * dc * dc).sum(axis=(1, 2)) / total**2
-    rc_cov = (var * dr * dc).sum(axis=(1, 2)) / total**2
-    m2r = (w * dr * dr).sum(axis=(1, 2)) / total
-    m2c = (w * dc * dc).sum(axis=(1, 2)) / total
+    w0 = np.where(region, np.maximum(data - bg[:, None, None], 0.0), 0.0).reshape(n, -1)
+    var0 = np.where(region, gain * np.maximum(np.nan_to_num(data), 0.0), 0.0).reshape(n, -1)
+    rr, cc = (g.reshape(-1).astype(float) for g in np.indices((s, s)))
+    flat_mask = mask.reshape(n, -1)
+    source = np.broadcast_to(np.arange(s * s), (n, s * s))  # pixel each weight is read from
+    for _ in range(1 + 4 * bool(flat_mask.any())):
+        w = np.take_along_axis(w0, source, axis=1)
+        total = w.sum(axis=1)
+        failed = ~(total > 0)
+        total = np.where(failed, np.nan, total)
+        row = (w * rr).sum(axis=1) / total
+        col = (w * cc).sum(axis=1) / total
+        if not flat_mask.any():
+            break
+        # symmetric completion: a masked pixel takes the value of its mirror image through the centre
+        mr = np.rint(2 * np.nan_to_num(row, nan=s // 2)[:, None] - rr).astype(np.int64)
+        mc = np.rint(2 * np.nan_to_num(col, nan=s // 2)[:, None] - cc).astype(np.int64)
+        inside = (mr >= 0) & (mr < s) & (mc >= 0) & (mc < s)
+        mirror = np.where(inside, mr * s + mc, 0)
+        usable = inside & ~np.take_along_axis(flat_mask, mirror, axis=1)
+        source = np.where(flat_mask & usable, mirror, np.arange(s * s))
+    dr = rr[None, :] - row[:, None]
+    dc = cc[None, :] - col[:, None]
+    # each measured pixel's lever arm, including the masked pixels that copy it
+    lever_r = np.zeros((n, s * s))
+    lever_c = np.zeros((n, s * s))
+    rows_idx = np.broadcast_to(np.arange(n)[:, None], source.shape)
+    np.add.at(lever_r, (rows_idx, source), dr)
+    np.add.at(lever_c, (rows_idx, source), dc)
+    row_var = (var0 * lever_r**2).sum(axis=1) / total**2
+    col_var = (var0 * lever_c**2).sum(axis=1) / total**2
+    rc_cov = (var0 * lever_r * lever_c).sum(axis=1) / total**2
+    m2r = (w * dr * dr).sum(axis=1) / total
+    m2c = (w * dc * dc).sum(axis=1) / total
     floor = 1e-3
     return LocateResult(
         row=row,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from braggflow.errors import BraggflowError
-from braggflow.locate._profile import axis_profile, supersampled_profile
+from braggflow.locate._profile import axis_profile, broadcast_peaks, split_rotated, supersampled_profile
 
 __all__ = ["crlb", "profile_and_centre_derivatives"]
 
@@ -14,17 +14,14 @@ def profile_and_centre_derivatives(size: int, row, col, sigma_row, sigma_col, an
     """Unit-integral pixel profiles (N, s, s) and their derivatives with respect to
     the centre row and col (2, N, s, s): closed form for axis-aligned peaks,
     supersampled analytic derivatives for rotated ones."""
-    row, col, sr, sc, ang, et = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float))
-                                                       for v in (row, col, sigma_row, sigma_col, angle, eta)))
+    row, col, sr, sc, ang, et = broadcast_peaks(row, col, sigma_row, sigma_col, angle, eta)
     n = row.size
     prof = np.empty((n, size, size))
     deriv = np.empty((2, n, size, size))
-    rot = np.abs(np.sin(2 * ang)) > 1e-12
-    swap = ~rot & (np.abs(np.cos(ang)) < 0.5)
+    rot, sr_a, sc_a = split_rotated(ang, sr, sc)
     ax = ~rot
     if ax.any():
-        p, d = axis_profile(size, row[ax], col[ax], np.where(swap, sc, sr)[ax], np.where(swap, sr, sc)[ax], et[ax],
-                            jac=True)
+        p, d = axis_profile(size, row[ax], col[ax], sr_a[ax], sc_a[ax], et[ax], jac=True)
         prof[ax] = p
         deriv[:, ax] = d[:2]
     if rot.any():
@@ -121,9 +118,7 @@ def crlb(
     h = size // 2
     row = h if row is None else row
     col = h if col is None else col
-    arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float))
-                                   for v in (intensity, background, sigma_row, sigma_col, row, col, eta, angle)))
-    inten, bg, sr, sc, r0, c0, et, ang = arrays
+    inten, bg, sr, sc, r0, c0, et, ang = broadcast_peaks(intensity, background, sigma_row, sigma_col, row, col, eta, angle)
     if not (np.all(inten > 0) and np.all(sr > 0) and np.all(sc > 0)):
         raise BraggflowError("crlb: intensity, sigma_row and sigma_col must be > 0")
     if np.any(bg < 0) or read_noise < 0 or not gain > 0:

@@ -23,10 +23,13 @@ deviance residual is ``(1 - y / mu) / r * dmu/dtheta``, smooth at ``r = 0``
 (limit ``1 / sqrt(mu)``).
 
 Errors: the covariance is the inverse expected Fisher information at the
-solution, ``(J^T W J)^-1`` with ``J = dmu/dtheta`` and ``W = 1 / mu``, scaled by
-the reduced Pearson chi^2 only when that shows a significant misfit (more than
-3 sigma above 1), so that a wrong model or gain widens the errors rather than
-hides.
+solution, ``(J^T W J)^-1`` with ``J = dmu/dtheta`` and ``W = 1 / mu`` (photons),
+i.e. the Cramér-Rao bound of the fitted model at the estimate.  It is not
+scaled by the reduced chi^2: on simulated patches the unscaled errors match the
+scatter of the centre (pull spread 0.95-1.05) also for rotated and Lorentzian
+peaks fitted by the axis-aligned Gaussian, where scaling by the full chi^2
+inflated them up to twofold (a sandwich estimator was erratic).  The errors
+assume the right ``gain``: with the gain 4x too small they are 2x too small.
 
 References
 ----------
@@ -175,10 +178,6 @@ def fit_patches(data, mask=None, *, gain: float = 1.0, profile: str = "gauss", m
             cov = np.linalg.inv(fisher)
         except np.linalg.LinAlgError:
             continue
-        dof = max(len(mu) - npar, 1)
-        chi2 = float(np.sum((model.y - mu) ** 2 / mu)) / dof
-        if chi2 > 1.0 + 3.0 * np.sqrt(2.0 / dof):
-            cov = cov * chi2
         if not (cov[0, 0] > 0 and cov[1, 1] > 0):
             continue
         result.row[i], result.col[i] = x[0], x[1]
