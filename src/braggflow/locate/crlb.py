@@ -7,7 +7,7 @@ import numpy as np
 from braggflow.errors import BraggflowError
 from braggflow.locate._profile import axis_profile, broadcast_peaks, split_rotated, supersampled_profile
 
-__all__ = ["crlb", "profile_and_centre_derivatives"]
+__all__ = ["crlb", "crlb_from_profile", "profile_and_centre_derivatives"]
 
 
 def profile_and_centre_derivatives(size: int, row, col, sigma_row, sigma_col, angle, eta):
@@ -125,9 +125,15 @@ def crlb(
         raise BraggflowError("crlb: background and read_noise must be >= 0 and gain > 0")
     if np.any((et < 0) | (et > 1)):
         raise BraggflowError("crlb: eta (Lorentzian fraction) must be in [0, 1]")
-    n = inten.size
     prof, dpos = profile_and_centre_derivatives(int(size), r0, c0, sr, sc, ang, et)
-    i3 = inten[:, None, None] / gain
+    return crlb_from_profile(prof, dpos, intensity=inten, background=bg, gain=gain, read_noise=read_noise, mask=mask)
+
+
+def crlb_from_profile(prof, dpos, *, intensity, background, gain=1.0, read_noise=0.0, mask=None):
+    """:func:`crlb` from precomputed profiles (N, s, s) and centre derivatives (2, N, s, s)."""
+    n = len(prof)
+    i3 = np.broadcast_to(np.asarray(intensity, dtype=float), (n,))[:, None, None] / gain
+    bg = np.broadcast_to(np.asarray(background, dtype=float), (n,))
     mu = i3 * prof + bg[:, None, None] / gain
     var = np.maximum(mu + (read_noise / gain) ** 2, 1e-12)
     grads = np.stack([i3 * dpos[0], i3 * dpos[1], prof / gain, np.ones_like(prof) / gain])  # d mu / d theta, photons

@@ -21,7 +21,7 @@ import pandas as pd
 
 from braggflow.errors import BraggflowError
 from braggflow.locate._profile import render_profile
-from braggflow.locate.crlb import crlb
+from braggflow.locate.crlb import crlb_from_profile, profile_and_centre_derivatives
 from braggflow.locate.patches import check_patch_size, patch_background
 
 __all__ = ["KINDS", "PatchSet", "simulate_patches"]
@@ -224,7 +224,7 @@ def simulate_patches(
     sc[nb] = sr[nb]
     nb_sc = nb_sigma  # neighbours are round
 
-    prof = render_profile(size, row, col, sr, sc, ang, et)
+    prof, dpos = profile_and_centre_derivatives(size, row, col, sr, sc, ang, et)
     rr, cc = np.indices((size, size), dtype=float)
     plane = 1.0 + slope_mag[:, None, None] * (np.cos(slope_phi)[:, None, None] * (rr - h) + np.sin(slope_phi)[:, None, None] * (cc - h))
     mu = inten[:, None, None] * prof + bg[:, None, None] * np.maximum(plane, 0.0)
@@ -259,11 +259,7 @@ def simulate_patches(
         local = patch_background(data, mask).astype(np.float32)
         data = np.where(mask, local[:, None, None], data)
 
-    if n:
-        cr, cc_ = crlb(intensity=inten, background=bg, sigma_row=sr, sigma_col=sc, size=size, row=row, col=col,
-                       eta=et, angle=ang, gain=gain, read_noise=read_noise, mask=mask)
-    else:
-        cr = cc_ = np.zeros(0)
+    cr, cc_ = crlb_from_profile(prof, dpos, intensity=inten, background=bg, gain=gain, read_noise=read_noise, mask=mask)
     snr = (inten / gain) / np.sqrt(inten / gain + 4 * np.pi * sr * sc * bg / gain)
     params = pd.DataFrame(
         {
