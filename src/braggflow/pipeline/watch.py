@@ -1,0 +1,553 @@
+"""Live mode: process frames while the detector writes them.
+
+:func:`watch` follows a SOURCE that grows during an experiment:
+
+- a folder into which the detector writes numbered files (TIFF, CBF, EDF,
+  HDF5, ... anything :func:`braggflow.io.frames.open_frames` reads), one or
+  more frames per file, taken in natural name order; or
+- one HDF5 file whose frame dataset is being appended by a writer in SWMR
+  (single-writer, multiple-reader) mode.
+
+Each frame is processed once, in order, as soon as it is complete, with the
+same per-frame function as ``braggflow run`` (:func:`braggflow.pipeline.process_frame`),
+and its peaks are appended to the results file through
+:class:`braggflow.io.results.ResultsWriter` (journaled at once, so a crash
+loses nothing).  A file counts as complete when its size and modification time
+have stayed the same for ``settle`` seconds and it parses (for EDF, the data
+block is as long as the header says); an SWMR dataset is refreshed and only
+frames below its current length are read.  The watch stops after
+``idle_timeout`` seconds without a new frame, when ``stop`` is set, or on
+Ctrl-C, and always leaves a complete results file.  Started again on the same
+output, it continues without repeating frames.
+
+Frame indices follow the source: the cumulative frame count over the folder's
+files in natural order (as ``open_frames(folder)`` numbers them), or the index
+in the SWMR dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from braggflow.errors import BraggflowError, InputFileError
+from braggflow.pipeline.config import Config
+
+__all__ = ["watch", "WatchResult", "FrameRecord"]
+
+log = logging.getLogger(__name__)
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs", ".nx5")
+WATCH_GROUP = "watch"
+
+
+@dataclasses.dataclass
+class FrameRecord:
+    """What happened to one frame (one row of the watch log).
+
+    Attributes
+    ----------
+    frame : int
+        Frame index in the series.
+    source : str
+        File the frame came from.
+    t_complete : float
+        When the frame was complete, s since the epoch: the file's last
+        modification (folder) or when the larger SWMR length was first seen.
+    t_written : float
+        When its peaks were journaled in the results file, s since the epoch.
+    n_peaks : int
+        Peaks found on the frame.
+    process_s : float
+        Seconds spent reading and processing the frame.
+    backlog : int
+        Complete frames still waiting when this one was written.
+    """
+
+    frame: int
+    source: str
+    t_complete: float
+    t_written: float
+    n_peaks: int
+    process_s: float
+    backlog: int
+
+    @property
+    def latency(self) -> float:
+        """Seconds from frame complete to results written."""
+        return self.t_written - self.t_complete
+
+
+@dataclasses.dataclass
+class WatchResult:
+    """Summary of one :func:`watch` session.
+
+    Attributes
+    ----------
+    frames : pandas.DataFrame
+        The log of this session, one row per processed frame: the fields of
+        :class:`FrameRecord` and ``latency`` (s).
+    stopped_by : str
+        "idle", "stop", "interrupt" or "max_frames".
+    skipped : list of str
+        Files that never became readable (reported, not processed).
+    elapsed_s : float
+        Duration of the session, s.
+    """
+
+    frames: pd.DataFrame
+    stopped_by: str
+    skipped: list[str]
+    elapsed_s: float
+
+    @property
+    def n_frames(self) -> int:
+        """Frames processed in this session."""
+        return len(self.frames)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _edf_complete(path: str, size: int) -> bool:
+    """Whether an EDF file holds as many data bytes as its first header declares.
+
+    fabio reads a truncated EDF without error (zero-padded), so the header's
+    ``Size`` is checked against the file size.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    end = head.find(b"}")
+    if not head.startswith(b"{") or end < 0:
+        return False
+    header_len = end + 1
+    while header_len < len(head) and head[header_len : header_len + 1] in (b"\n", b"\r"):
+        header_len += 1
+    match = re.search(rb"\bSize\s*=\s*(\d+)", head[:end])
+    if match is None:
+        return True  # fabio will infer it; nothing better to check
+    return size >= header_len + int(match.group(1))
+
+
+class _FolderSource:
+    """Numbered frame files appearing in a folder, taken in natural order."""
+
+    def __init__(self, folder: Path, *, settle: float, give_up: float):
+        from braggflow.io.frames import IMAGE_SUFFIXES
+
+        self.folder = folder
+        self.suffixes = IMAGE_SUFFIXES
+        self.settle = settle
+        self.give_up = give_up
+        self.files: list[str] = []  # names taken into the series, in order
+        self.counts: list[int] = []  # frames per taken file
+        self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, first time seen this way)
+        self._failing: dict[str, float] = {}  # name -> first time it failed to parse when stable
+        self.skipped: list[str] = []
+        self.shape = None
+        self.dtype = None
+        self.detector_mask = None
+
+    def describe(self) -> str:
+        return f"folder {self.folder}"
+
+    def _listing(self) -> list[str]:
+        try:
+            names = [e.name for e in os.scandir(self.folder) if e.is_file() and not e.name.startswith(".")]
+        except FileNotFoundError:
+            raise InputFileError(f"{self.folder}: the watched folder has disappeared") from None
+        return sorted((n for n in names if n.lower().endswith(self.suffixes)), key=_natural_key)
+
+    def _stable(self, name: str, now: float) -> tuple[bool, float]:
+        """Whether the file has not changed for ``settle`` s; also its mtime (s)."""
+        st = os.stat(self.folder / name)
+        key = (st.st_size, st.st_mtime_ns)
+        old = self._seen.get(name)
+        if old is None or old[:2] != key:
+            self._seen[name] = (*key, now)
+            since = now
+        else:
+            since = old[2]
+        unchanged_for = max(now - since, time.time() - st.st_mtime)
+        return st.st_size > 0 and unchanged_for >= self.settle, st.st_mtime
+
+    def poll(self, now: float, *, done: set[int], limit: int = 2) -> list[tuple[int, object, int, float, str]]:
+        """New complete files, in order: [(first frame index, series, n, t_complete, path)].
+
+        Stops at the first file that is not complete yet, so frames keep their
+        order, and after ``limit`` files with frames still to process (files
+        whose frames are all in ``done`` are only counted).
+        """
+        from braggflow.io.frames import open_frames
+
+        names = self._listing()
+        taken = set(self.files) | set(self.skipped)
+        last = self.files[-1] if self.files else None
+        ready = []
+        next_index = int(np.sum(self.counts))
+        for name in names:
+            if len(ready) >= limit:
+                break
+            if name in taken:
+                continue
+            if last is not None and _natural_key(name) < _natural_key(last):
+                log.warning("%s appeared after %s was taken; it is out of order and ignored", name, last)
+                self.skipped.append(name)
+                continue
+            stable, mtime = self._stable(name, now)
+            if not stable:
+                break
+            path = str(self.folder / name)
+            try:
+                if name.lower().endswith(".edf") and not _edf_complete(path, os.path.getsize(path)):
+                    raise InputFileError(f"{path}: EDF data block shorter than its header says")
+                series = open_frames(path)
+                n = len(series)
+                todo = any(i not in done for i in range(next_index, next_index + n))
+                frame0 = series[0] if todo else None  # parse the pixel data, not only the header
+            except Exception as exc:  # not readable yet; after give_up seconds of stable size, give up
+                first = self._failing.setdefault(name, now)
+                if now - first >= self.give_up:
+                    log.warning("%s stayed unreadable for %.0f s and is skipped (%s)", name, self.give_up, exc)
+                    self.skipped.append(name)
+                    continue
+                break
+            self._failing.pop(name, None)
+            if self.shape is None:
+                self.shape, self.dtype, self.detector_mask = tuple(series.shape), series.dtype, series.detector_mask
+            elif tuple(series.shape) != self.shape:
+                log.warning("%s holds frames of shape %s, not %s like the first file; skipped", name, series.shape, self.shape)
+                self.skipped.append(name)
+                continue
+            self.files.append(name)
+            self.counts.append(n)
+            if todo:
+                ready.append((next_index, (series, frame0), n, mtime, path))
+            next_index += n
+            last = name
+        return ready
+
+    def backlog(self, now: float) -> int:
+        """Files in the folder not taken yet (the one being written included)."""
+        taken = set(self.files) | set(self.skipped)
+        return sum(1 for n in self._listing() if n not in taken)
+
+    def frames(self, item, done: set[int]):
+        """(index, frame, omega, name, t_complete, path) for each frame of a ready file not in ``done``."""
+        first, (series, frame0), n, t_complete, path = item
+        for k in range(n):
+            if first + k in done:
+                continue
+            frame = frame0 if k == 0 else series[k]
+            yield first + k, frame, series.omega_centre(k), series.describe_frame(k), t_complete, path
+
+    def close(self) -> None:
+        pass
+
+
+class _SWMRSource:
+    """One HDF5 file whose frame dataset grows (SWMR writer)."""
+
+    def __init__(self, path: Path, dataset: str | None):
+        self.path = path
+        self.dataset_name = dataset
+        self.h5 = None
+        self.ds = None
+        self.next_index = 0
+        self.skipped: list[str] = []
+        self.shape = None
+        self.dtype = None
+        self.detector_mask = None
+        self._length_seen: dict[int, float] = {}
+
+    def describe(self) -> str:
+        return f"HDF5 file {self.path}" + (f"::{self.dataset_name}" if self.dataset_name else "")
+
+    def _open(self) -> bool:
+        import h5py
+        import hdf5plugin  # noqa: F401  (compression filters)
+
+        if not self.path.exists():
+            return False
+        try:
+            self.h5 = h5py.File(self.path, "r", swmr=True, locking=False)
+        except OSError:
+            return False  # still being created
+        name = self.dataset_name or self._default_dataset()
+        if name is None:
+            self.h5.close()
+            self.h5 = None
+            return False
+        if name not in self.h5:
+            raise InputFileError(f"{self.path}: no dataset {name!r} to watch")
+        ds = self.h5[name]
+        if not isinstance(ds, h5py.Dataset) or ds.ndim != 3:
+            raise InputFileError(f"{self.path}::{name}: expected a 3D (frames, H, W) dataset to watch, got shape {getattr(ds, 'shape', None)}")
+        self.dataset_name, self.ds = name, ds
+        self.shape, self.dtype = tuple(ds.shape[1:]), ds.dtype
+        return True
+
+    def _default_dataset(self) -> str | None:
+        """The NeXus default signal, else the largest 3D dataset (the lead's resolution rules)."""
+        from braggflow.io import frames as io_frames
+
+        signal = io_frames._nexus_signal(self.h5)
+        if signal is not None and self.h5[signal].ndim == 3:
+            return signal
+        found = [n for n in io_frames._image_datasets(self.h5) if self.h5[n].ndim == 3]
+        return found[0] if found else None
+
+    def poll(self, now: float, *, done: set[int], limit: int = 2) -> list[tuple[int, int, float]]:
+        """Frames below the dataset's current length not taken yet: [(index, 1, t_seen)]."""
+        if self.ds is None and not self._open():
+            return []
+        self.ds.refresh()
+        n = int(self.ds.shape[0])
+        ready = [(i, 1, time.time()) for i in range(self.next_index, n) if i not in done]
+        self.next_index = max(self.next_index, n)
+        return ready
+
+    def backlog(self, now: float) -> int:
+        """Frames written but not taken yet."""
+        if self.ds is None:
+            return 0
+        self.ds.refresh()
+        return max(0, int(self.ds.shape[0]) - self.next_index)
+
+    def frames(self, item, done: set[int]):
+        index, _, t_complete = item
+        try:
+            frame = self.ds[index]
+        except OSError as exc:
+            raise InputFileError(f"{self.path}::{self.dataset_name} frame {index}: cannot read ({exc})") from None
+        yield index, frame, float("nan"), f"{self.path} frame {index}", t_complete, str(self.path)
+
+    def close(self) -> None:
+        if self.h5 is not None:
+            self.h5.close()
+            self.h5 = None
+
+
+def _make_source(source, *, dataset, settle, give_up):
+    path = Path(source)
+    if path.is_dir():
+        return _FolderSource(path, settle=settle, give_up=give_up)
+    if path.exists() and not path.is_file():
+        raise InputFileError(f"{path}: not a folder or a file")
+    if path.is_file() or path.suffix.lower() in HDF5_SUFFIXES:
+        if path.suffix.lower() not in HDF5_SUFFIXES and path.is_file():
+            with open(path, "rb") as fh:
+                if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                    raise InputFileError(f"{path}: watch needs a folder or an HDF5 file being appended, not a single image file")
+        return _SWMRSource(path, dataset)
+    raise InputFileError(f"{path}: no such folder (watch needs an existing folder, or an HDF5 file that may appear later)")
+
+
+# --------------------------------------------------------------------------- the results file
+
+
+def _reopen_complete(output: Path) -> None:
+    """Let ``ResultsWriter(resume=True)`` continue a results file a previous watch closed as complete.
+
+    A watch has no natural end, so each session closes its file as complete;
+    the next session marks it ``incomplete`` again before resuming.
+    """
+    import h5py
+
+    from braggflow.io.results import read_status
+
+    if output.exists() and read_status(output) == "complete":
+        with h5py.File(output, "r+", locking=False) as h5:
+            h5.attrs["status"] = "incomplete"
+            h5["entry"].attrs["status"] = "incomplete"
+
+
+def _check_same_source(output: Path, source) -> None:
+    """Refuse to continue a results file made from another source."""
+    from braggflow.io.results import read_process
+
+    if Path(source).resolve() == output.resolve():
+        raise InputFileError(f"{output}: the results file cannot be the watched source")
+    earlier = read_process(output).get("source")
+    if earlier and os.path.abspath(earlier) != os.path.abspath(source):
+        raise InputFileError(f"{output}: holds results of {earlier}, not of {source}; choose another output file")
+
+
+def _previous_log(output: Path) -> tuple[pd.DataFrame | None, int]:
+    """The watch log of earlier sessions in ``output`` and their number."""
+    from braggflow.io.results import read_group
+
+    try:
+        tables, attrs = read_group(output, WATCH_GROUP)
+    except InputFileError:
+        return None, 0
+    return tables.get("frames"), int(attrs.get("sessions", 1))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def watch(
+    source,
+    output,
+    *,
+    config: Config | None = None,
+    idle_timeout: float | None = 60.0,
+    poll_interval: float = 0.1,
+    settle: float | None = None,
+    give_up: float = 30.0,
+    dataset: str | None = None,
+    stop: threading.Event | None = None,
+    max_frames: int | None = None,
+    progress: Callable[[FrameRecord], None] | None = None,
+    mask: np.ndarray | None = None,
+    dark: np.ndarray | None = None,
+    flat: np.ndarray | None = None,
+) -> WatchResult:
+    """Process frames as a detector writes them, appending peaks to a results file.
+
+    Parameters
+    ----------
+    source : str or Path
+        A folder receiving numbered frame files, or an HDF5 file whose 3D
+        frame dataset is appended by an SWMR writer (it may not exist yet).
+    output : str or Path
+        Results file (HDF5).  If it exists from an earlier watch or run of the
+        same source and config, frames already in it are not processed again.
+    config : Config, optional
+        Pipeline options (default: ``Config()``).
+    idle_timeout : float or None, optional
+        Stop after this many seconds without a new frame, s; ``None``: never
+        (stop with ``stop`` or Ctrl-C).
+    poll_interval : float, optional
+        Seconds between looks at the source when nothing is waiting.
+    settle : float, optional
+        A file is complete once its size and modification time have not
+        changed for this many seconds (and it parses); default: the poll
+        interval (so two polls see the same size).
+    give_up : float, optional
+        A file whose size is stable but which still cannot be read after
+        this many seconds is skipped with a warning.
+    dataset : str, optional
+        Frame dataset of the HDF5 source (default: the NeXus default signal,
+        else the largest 3D dataset).
+    stop : threading.Event, optional
+        Set it (from another thread) to stop after the current frame.
+    max_frames : int, optional
+        Stop after processing this many frames in this session.
+    progress : callable(FrameRecord), optional
+        Called after each frame is written.
+    mask, dark, flat : (H, W) ndarray, optional
+        Static arrays (override files named in ``config.correct``).
+
+    Returns
+    -------
+    WatchResult
+        The session's per-frame log (latency, peaks, backlog) and why it stopped.
+        The log of every session is also stored in the results file as the
+        group ``/entry/watch`` (table ``frames``).
+
+    Raises
+    ------
+    InputFileError
+        If the source is neither a folder nor an HDF5 file, a frame cannot be
+        read, or ``output`` cannot be resumed (different config).
+    BraggflowError
+        For invalid timing options.  Frames processed before any error stay in
+        ``output``, which is closed complete.
+    """
+    from braggflow.io.results import ResultsWriter, write_group
+    from braggflow.pipeline import prepare, process_frame
+
+    config = config or Config()
+    for name, value in (("poll_interval", poll_interval), ("give_up", give_up)):
+        if not value > 0:
+            raise BraggflowError(f"{name} must be positive seconds, got {value!r}")
+    if idle_timeout is not None and not idle_timeout > 0:
+        raise BraggflowError(f"idle_timeout must be positive seconds or None, got {idle_timeout!r}")
+    settle = poll_interval if settle is None else settle
+    output = Path(output)
+    src = _make_source(source, dataset=dataset, settle=settle, give_up=give_up)
+    if output.exists():
+        _check_same_source(output, source)
+    previous_log, sessions = _previous_log(output) if output.exists() else (None, 0)
+    _reopen_complete(output)
+    # Inputs are recorded by name only: hashing a growing folder or a file still being written means nothing.
+    writer = ResultsWriter(output, config=config, sources=[], resume=True, flush_frames=1,
+                           extra_process={"mode": "watch", "source": os.path.abspath(source)})
+    done = set(writer.done_frames)
+    context = None
+    records: list[FrameRecord] = []
+    pending: deque = deque()
+    start = time.time()
+    last_new = last_poll = time.monotonic()
+    stopped_by = "idle"
+
+    def waiting() -> int:
+        return sum(item[2] for item in pending) + src.backlog(time.monotonic())
+
+    try:
+        first_poll = True
+        while stopped_by not in ("stop", "max_frames"):
+            if stop is not None and stop.is_set():
+                stopped_by = "stop"
+                break
+            now = time.monotonic()
+            if first_poll or not pending or now - last_poll >= poll_interval:
+                new = src.poll(now, done=done)
+                pending.extend(new)
+                last_poll, first_poll = now, False
+                if new:
+                    last_new = now
+            if not pending:
+                if idle_timeout is not None and now - last_new >= idle_timeout:
+                    stopped_by = "idle"
+                    break
+                time.sleep(poll_interval)
+                continue
+            item = pending.popleft()
+            for index, frame, omega, name, t_complete, path in src.frames(item, done):
+                t0 = time.perf_counter()
+                if context is None:
+                    context = prepare(config, shape=src.shape, dtype=src.dtype, detector_mask=src.detector_mask,
+                                      mask=mask, dark=dark, flat=flat)
+                table = process_frame(frame, config=config, context=context, frame_index=index, omega=omega, name=name)
+                writer.add(index, table)
+                done.add(index)
+                record = FrameRecord(index, path, t_complete, time.time(), len(table), time.perf_counter() - t0, waiting())
+                records.append(record)
+                last_new = time.monotonic()
+                if progress is not None:
+                    progress(record)
+                if max_frames is not None and len(records) >= max_frames:
+                    stopped_by = "max_frames"
+                    break
+                if stop is not None and stop.is_set():
+                    stopped_by = "stop"
+                    break
+    except KeyboardInterrupt:
+        stopped_by = "interrupt"
+    finally:
+        src.close()
+        writer.close(complete=True)
+        frames_log = pd.DataFrame([dataclasses.asdict(r) for r in records],
+                                  columns=[f.name for f in dataclasses.fields(FrameRecord)])
+        frames_log["latency"] = frames_log["t_written"] - frames_log["t_complete"]
+        full_log = frames_log if previous_log is None else pd.concat([previous_log, frames_log], ignore_index=True)
+        write_group(output, WATCH_GROUP, tables={"frames": full_log},
+                    attrs={"source": os.path.abspath(source), "sessions": sessions + 1})
+    return WatchResult(frames=frames_log, stopped_by=stopped_by, skipped=list(src.skipped), elapsed_s=time.time() - start)
