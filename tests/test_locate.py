@@ -220,3 +220,32 @@ def test_remove_other_peaks_on_simulated_neighbours():
 
 def _rc(res):
     return res.row, res.col
+
+
+def test_centroid_completes_masked_pixels_symmetrically():
+    ps = simulate_patches(200, kind="edge", seed=33, intensity=(3000, 30000), background=(1, 20))
+    res = centroid_patches(ps.data, ps.mask)
+    ratio, _, ok = _score(res, ps)
+    assert ok == 1.0
+    assert ratio < 2.2  # filling the cut-off side with the background instead biases it to ~3x the CRLB
+    plain = centroid_patches(ps.data)  # masked pixels just hold the background: no completion
+    assert _score(plain, ps)[0] > 1.3 * ratio
+    rr, cc = np.indices((11, 11))
+    to_edge_r = np.sign([(rr[m] - 5).mean() if m.all(axis=1).any() else 0.0 for m in ps.mask])
+    to_edge_c = np.sign([(cc[m] - 5).mean() if m.all(axis=0).any() else 0.0 for m in ps.mask])
+
+    def pull_to_edge(r):
+        return np.median(to_edge_r * (r.row - ps.row) + to_edge_c * (r.col - ps.col))
+
+    assert pull_to_edge(plain) < -0.05  # without completion the centroid is pushed away from the edge
+    assert abs(pull_to_edge(res)) < 0.4 * abs(pull_to_edge(plain))  # completion removes most of that bias
+
+
+def test_evaluate_scores_methods():
+    from braggflow.locate.evaluate import evaluate_methods
+
+    table = evaluate_methods(kinds=("isotropic",), methods=("com", "gauss"), n=60, seed=3, intensity=(3000, 3000),
+                             background=(10, 10), sigma=(1.2, 1.2), pvoigt_fraction=0.0)
+    assert list(table.method) == ["com", "gauss"]
+    gauss = table.set_index("method").loc["gauss"]
+    assert 0.7 < gauss.ratio < 1.4 and 0.7 < gauss.pull_std < 1.3 and gauss.failed == 0
