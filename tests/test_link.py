@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from braggflow.errors import BraggflowError
-from braggflow.link import link, link_rotation, merge_rotation_spots, track_summary
+from braggflow.link import link, link_rotation, merge_rotation_spots, omega_ranges_from_table, track_summary
 from braggflow.schema import new_peak_table
 
 
@@ -189,5 +189,26 @@ def test_merge_rotation_checks_omega_ranges():
         merge_rotation_spots(table, np.stack([np.arange(3.0), np.arange(1.0, 4.0)], 1))
     with pytest.raises(BraggflowError, match="NaN"):
         merge_rotation_spots(table, np.full((4, 2), np.nan))
+    # NaN is fine on frames without peaks
+    ranges = np.full((4, 2), np.nan)
+    ranges[3] = (10.0, 11.0)
+    assert merge_rotation_spots(table, ranges)["omega"].tolist() == [10.5]
     empty = merge_rotation_spots(table.iloc[:0], np.stack([np.arange(3.0), np.arange(1.0, 4.0)], 1))
     assert len(empty) == 0 and "spot_id" in empty.columns
+
+
+def test_omega_ranges_from_table_rebuilds_the_jump():
+    starts = np.r_[np.arange(-115.0, -65.0), np.arange(65.0, 115.0)]
+    omega = np.stack([starts, starts + 1], axis=1)
+    frames = np.array([0, 1, 48, 49, 50, 51, 99])
+    table = new_peak_table(len(frames), frame=frames, row=1.0, col=1.0, omega=omega[frames].mean(axis=1))
+    rebuilt = omega_ranges_from_table(table)
+    np.testing.assert_allclose(rebuilt[frames], omega[frames])
+    assert np.isnan(rebuilt[2]).all() and rebuilt.shape == (100, 2)
+    # merging with rebuilt ranges keeps frames 49 and 50 apart (they do not touch)
+    spots = merge_rotation_spots(table, rebuilt)
+    assert sorted(spots["n_peaks"]) == [1, 2, 2, 2]
+    with pytest.raises(BraggflowError, match="no omega"):
+        omega_ranges_from_table(new_peak_table(2, frame=[0, 1]))
+    with pytest.raises(BraggflowError, match="fewer than two"):
+        omega_ranges_from_table(table[table["frame"] == 0])

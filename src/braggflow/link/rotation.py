@@ -21,23 +21,29 @@ from braggflow.errors import BraggflowError
 from braggflow.link.tracks import _check_link_options, _trackpy_link
 from braggflow.schema import validate_peak_table
 
-__all__ = ["link_rotation", "merge_rotation_spots", "SPOT_COLUMNS"]
+__all__ = ["link_rotation", "merge_rotation_spots", "omega_ranges_from_table", "SPOT_COLUMNS"]
 
 SPOT_COLUMNS = ("spot_id", "row", "col", "omega", "intensity", "first_frame", "last_frame", "n_peaks")
 """Columns of the table returned by :func:`merge_rotation_spots`."""
 
 
-def _omega_ranges(omega_ranges: Any, n_needed: int) -> np.ndarray:
+def _omega_ranges(omega_ranges: Any, frames: np.ndarray) -> np.ndarray:
+    """Validate (N, 2) ranges: finite and of non-zero width on every frame the table uses."""
     ranges = np.asarray(omega_ranges, dtype=float)
     if ranges.ndim != 2 or ranges.shape[1] != 2:
         raise BraggflowError(f"omega_ranges must have shape (n_frames, 2) (start, stop in deg), got {ranges.shape}")
-    if not np.isfinite(ranges).all():
-        raise BraggflowError("omega_ranges holds NaN or infinite values; every frame needs a start and stop angle")
-    if len(ranges) < n_needed:
+    if len(frames) == 0:
+        return ranges
+    if frames.min() < 0:
+        raise BraggflowError(f"frame indices must be non-negative, got {frames.min()}")
+    if len(ranges) <= frames.max():
         raise BraggflowError(
-            f"omega_ranges has {len(ranges)} frames but the peak table refers to frame {n_needed - 1}"
+            f"omega_ranges has {len(ranges)} frames but the peak table refers to frame {frames.max()}"
         )
-    if np.any(ranges[:, 0] == ranges[:, 1]):
+    used = ranges[np.unique(frames)]
+    if not np.isfinite(used).all():
+        raise BraggflowError("omega_ranges holds NaN or infinite values for frames that have peaks")
+    if np.any(used[:, 0] == used[:, 1]):
         raise BraggflowError("omega_ranges has a frame with zero width (start == stop)")
     return ranges
 
@@ -45,25 +51,79 @@ def _omega_ranges(omega_ranges: Any, n_needed: int) -> np.ndarray:
 def _rotation_order(ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """Order frames along the rotation and find where touching chains break.
 
+    Frames whose range is NaN (no omega known, no peaks) are left out.
+
     Returns
     -------
-    order : (N,) int, frame indices sorted by their lower omega bound
+    order : (M,) int, indices of the frames with a range, sorted by lower omega bound
     rtime : (N,) int, rotation time per frame index: +1 between touching
-        frames, +2 across a gap
+        frames, +2 across a gap (-1 for frames without a range)
     closed : bool, whether the last frame touches the first modulo 360 deg
     """
-    low = ranges.min(axis=1)
+    low = ranges.min(axis=1)  # NaN where a frame has no range
     high = ranges.max(axis=1)
-    tol = 1e-3 * float(np.median(high - low))
-    order = np.argsort(low, kind="stable")
+    valid = np.flatnonzero(np.isfinite(low) & np.isfinite(high))
+    rtime = np.full(len(ranges), -1, dtype=np.int64)
+    if len(valid) == 0:
+        return valid, rtime, False
+    tol = 1e-3 * float(np.median(high[valid] - low[valid]))
+    order = valid[np.argsort(low[valid], kind="stable")]
     steps = np.ones(len(order), dtype=np.int64)
     steps[0] = 0
     touching = low[order][1:] <= high[order][:-1] + tol
     steps[1:][~touching] = 2
-    rtime = np.empty(len(order), dtype=np.int64)
     rtime[order] = np.cumsum(steps)
     closed = len(order) > 1 and abs(high[order[-1]] - 360.0 - low[order[0]]) <= tol
     return order, rtime, closed
+
+
+def omega_ranges_from_table(table: pd.DataFrame, *, step: float | None = None) -> np.ndarray:
+    """Rebuild per-frame omega ranges from the ``omega`` (frame centre) column of a peak table.
+
+    For when the frames themselves are not at hand: each frame with peaks gets
+    ``[omega - step / 2, omega + step / 2]``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Peak table with ``frame`` and ``omega`` (deg, the frame's centre).
+    step : float, optional
+        Rotation per frame, deg; default: the median difference between
+        neighbouring frame centres (differences within 1.5 times the
+        smallest; larger ones are gaps).
+
+    Returns
+    -------
+    omega_ranges : (max frame + 1, 2) ndarray of float, deg
+        NaN for frames without peaks.
+
+    Raises
+    ------
+    BraggflowError
+        If the table has no finite omega, a frame has two different omegas,
+        or the step cannot be found (fewer than two frames) and is not given.
+    """
+    validate_peak_table(table, required=("frame", "omega"))
+    per_frame = table.groupby("frame")["omega"].agg(["min", "max"])
+    per_frame = per_frame[np.isfinite(per_frame["min"])]
+    if per_frame.empty:
+        raise BraggflowError("the peak table has no omega values; this is not a rotation series (give omega ranges)")
+    if (per_frame["max"] - per_frame["min"]).abs().max() > 1e-9:
+        raise BraggflowError("a frame has peaks with different omega values; the omega column is inconsistent")
+    centres = per_frame["min"]
+    if step is None:
+        diffs = np.diff(np.sort(centres.unique()))
+        diffs = diffs[diffs > 1e-9]
+        if len(diffs) == 0:
+            raise BraggflowError("cannot infer the omega step from fewer than two frames; give it")
+        step = float(np.median(diffs[diffs <= 1.5 * diffs.min()]))  # neighbours, not gaps
+    if not step > 0:
+        raise BraggflowError(f"omega step must be positive, got {step!r}")
+    ranges = np.full((int(per_frame.index.max()) + 1, 2), np.nan)
+    idx = per_frame.index.to_numpy(dtype=np.int64)
+    ranges[idx, 0] = centres.to_numpy() - step / 2
+    ranges[idx, 1] = centres.to_numpy() + step / 2
+    return ranges
 
 
 def link_rotation(
@@ -87,7 +147,7 @@ def link_rotation(
         ``omega_ranges``.  Rows with NaN position get ``track_id`` -1.
     omega_ranges : (N, 2) array_like of float, deg
         Start and stop rotation angle of each frame of the series (as
-        ``FrameSeries.omega``).
+        ``FrameSeries.omega``); NaN is allowed for frames without peaks.
     search_range : float, optional
         Largest distance between the peaks of one spot on touching frames, px.
     **trackpy_options
@@ -102,8 +162,9 @@ def link_rotation(
     Raises
     ------
     BraggflowError
-        If ``omega_ranges`` is not (N, 2), not finite, has zero-width frames or
-        fewer frames than the table refers to; if ``search_range`` is not positive.
+        If ``omega_ranges`` is not (N, 2), is not finite or has zero width on
+        a frame with peaks, or has fewer frames than the table refers to; if
+        ``search_range`` is not positive.
     ValueError
         If a required column is missing.
 
@@ -117,9 +178,7 @@ def link_rotation(
     if "memory" in trackpy_options:
         raise BraggflowError("memory is not used for rotation series: a spot ends on the first frame without it")
     frames = table["frame"].to_numpy(dtype=np.int64)
-    if len(frames) and frames.min() < 0:
-        raise BraggflowError(f"frame indices must be non-negative, got {frames.min()}")
-    ranges = _omega_ranges(omega_ranges, int(frames.max()) + 1 if len(frames) else 0)
+    ranges = _omega_ranges(omega_ranges, frames)
     order, rtime, closed = _rotation_order(ranges)
     out = table.copy()
     ok = np.isfinite(out["row"].to_numpy(dtype=float)) & np.isfinite(out["col"].to_numpy(dtype=float))
@@ -260,7 +319,7 @@ def merge_rotation_spots(
         }
     ).reset_index()
     if closed:
-        low = ranges.min()
+        low = np.nanmin(ranges[np.isfinite(ranges).all(axis=1)])
         spots["omega"] = low + np.mod(spots["omega"] - low, 360.0)
     spots = spots.astype({"spot_id": np.int64, "first_frame": np.int64, "last_frame": np.int64, "n_peaks": np.int64})
     spots = spots[list(SPOT_COLUMNS)]
