@@ -36,8 +36,9 @@ def frame_statistics(
         Reference peaks (ground truth of a simulation, or another method's
         result) with ``frame``, ``row``, ``col``.
     max_distance : float, optional
-        A reference peak is matched when a peak of ``table`` on the same frame
-        lies within this distance, px; its error is the distance to the nearest.
+        A reference peak is matched to a peak of ``table`` on the same frame
+        within this distance, px, one to one, nearest pairs first
+        (:func:`braggflow.simulate.frames.match_peaks`); its error is their distance.
     n_frames : int, optional
         Report frames 0..n_frames-1 (frames without peaks get a count of 0);
         default: every frame present in either table.
@@ -55,8 +56,6 @@ def frame_statistics(
     BraggflowError
         If a table lacks ``frame``, ``row`` or ``col``, or ``max_distance`` <= 0.
     """
-    from scipy.spatial import cKDTree
-
     _check(table, "peak")
     if reference is not None:
         _check(reference, "reference")
@@ -76,25 +75,16 @@ def frame_statistics(
         stats["mean_intensity"] = np.nan
     if reference is None:
         return stats
-    found_by_frame = g.indices
-    n_ref, n_match, mean_err, median_err = [], [], [], []
-    ref_by_frame = reference.groupby("frame").indices
-    found_xy = table[["row", "col"]].to_numpy(dtype=float)
-    ref_xy = reference[["row", "col"]].to_numpy(dtype=float)
-    for f in frames:
-        r = ref_xy[ref_by_frame.get(f, np.zeros(0, dtype=int))]
-        r = r[np.isfinite(r).all(axis=1)]
-        p = found_xy[found_by_frame.get(f, np.zeros(0, dtype=int))]
-        p = p[np.isfinite(p).all(axis=1)]
-        n_ref.append(len(r))
-        if len(r) and len(p):
-            dist, _ = cKDTree(p).query(r, distance_upper_bound=max_distance)
-            dist = dist[np.isfinite(dist)]
-        else:
-            dist = np.zeros(0)
-        n_match.append(len(dist))
-        mean_err.append(float(dist.mean()) if len(dist) else np.nan)
-        median_err.append(float(np.median(dist)) if len(dist) else np.nan)
+    from braggflow.simulate.frames import match_peaks
+
+    ref = reference[np.isfinite(reference["row"].to_numpy(dtype=float)) & np.isfinite(reference["col"].to_numpy(dtype=float))]
+    matches = match_peaks(table, ref.reset_index(drop=True), max_distance=max_distance)
+    matches["frame"] = ref["frame"].to_numpy()[matches["truth_index"].to_numpy(dtype=np.int64)] if len(matches) else []
+    per = matches.groupby("frame")
+    n_ref = per.size().reindex(frames, fill_value=0).to_numpy()
+    n_match = per["distance"].count().reindex(frames, fill_value=0).to_numpy()
+    mean_err = per["distance"].mean().reindex(frames).to_numpy(dtype=float)
+    median_err = per["distance"].median().reindex(frames).to_numpy(dtype=float)
     stats["n_reference"] = np.asarray(n_ref, dtype=np.int64)
     stats["n_matched"] = np.asarray(n_match, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
