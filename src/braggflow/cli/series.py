@@ -1,0 +1,299 @@
+"""Series commands: link, watch, and plot (frame, animate, tracks, series)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from braggflow.cli.app import app, console, err_console, friendly_errors
+
+plot_app = typer.Typer(
+    name="plot",
+    help="Pictures of a results file, written as files: frame, animate, tracks, series.",
+    no_args_is_help=True,
+)
+app.add_typer(plot_app, name="plot")
+
+_RESULTS = typer.Argument(..., help="results file written by 'braggflow run' or 'braggflow watch'")
+_SOURCE = typer.Option(None, "--source", help="the frames (default: the inputs recorded in RESULTS)")
+
+
+def _open_source(results: Path, source: Optional[str]):
+    """The frame series behind a results file: --source, else what the file records."""
+    from braggflow.errors import InputFileError
+    from braggflow.io.frames import open_frames
+    from braggflow.io.results import read_process
+
+    if source:
+        return open_frames(source)
+    process = read_process(results)
+    if process.get("source"):  # written by 'braggflow watch'
+        return open_frames(process["source"])
+    names = [item["name"] for item in process.get("inputs", []) if item.get("name")]
+    if not names:
+        raise InputFileError(f"{results}: records no input frames; give them with --source")
+    try:
+        return open_frames(names if len(names) > 1 else names[0])
+    except InputFileError as exc:
+        raise InputFileError(f"{exc} (the input recorded in {results}); give the frames with --source") from None
+
+
+def _static_mask(results: Path, series):
+    """The static mask of the run (user mask, detector gaps, file pixel mask)."""
+    from braggflow.io.results import read_config
+    from braggflow.pipeline import prepare
+    from braggflow.pipeline.config import Config
+
+    config = read_config(results) or Config()
+    config = config.model_copy(update={"geometry": None})  # the mask does not need the geometry
+    return prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask).mask
+
+
+def _omega_ranges(results: Path, table, source: Optional[str], step: Optional[float]):
+    """Per-frame omega ranges: from the frames when they know them, else rebuilt from the omega column."""
+    from braggflow.errors import BraggflowError
+    from braggflow.link import omega_ranges_from_table
+
+    if step is None:
+        try:
+            series = _open_source(results, source)
+        except BraggflowError:
+            if source:
+                raise
+            series = None
+        if series is not None and series.omega is not None:
+            return series.omega
+    return omega_ranges_from_table(table, step=step)
+
+
+@app.command("link")
+@friendly_errors
+def link_command(
+    results: Path = _RESULTS,
+    search_range: float = typer.Option(3.0, "--search-range", help="largest move of a peak between frames, px"),
+    memory: int = typer.Option(0, "--memory", help="frames a peak may vanish and keep its track"),
+    omega: bool = typer.Option(False, "--omega", help="rotation series: merge peaks of frames whose omega ranges touch into 3D spots"),
+    omega_step: Optional[float] = typer.Option(None, "--omega-step", help="rotation per frame, deg, when the frames do not record omega ranges"),
+    source: Optional[str] = _SOURCE,
+    csv: Optional[Path] = typer.Option(None, "--csv", help="also write the spots (--omega) or the track summary as CSV"),
+) -> None:
+    """Link peaks across frames: track_id in the peak table, plus a tracks (or spots) table.
+
+    The results file gets the peaks' track_id (for --omega: the spot id) and a
+    group /entry/link with the table 'tracks' (first/last frame, mean
+    position, drift px/frame, mean intensity, d-spacing change) or 'spots'
+    (spot_id, row, col, omega, intensity, first_frame, last_frame).
+    """
+    import numpy as np
+
+    from braggflow.io.results import read_peaks, update_peaks, write_group
+    from braggflow.link import link, merge_rotation_spots, track_summary
+
+    table = read_peaks(results)
+    attrs = {"search_range_px": float(search_range), "memory_frames": int(memory), "mode": "omega" if omega else "time"}
+    if omega:
+        if memory:
+            raise typer.BadParameter("--memory is not used with --omega", param_hint="--memory")
+        ranges = _omega_ranges(results, table, source, omega_step)
+        spots, linked = merge_rotation_spots(table, ranges, search_range=search_range, return_table=True)
+        update_peaks(results, linked)
+        write_group(results, "link", tables={"spots": spots}, attrs=attrs)
+        out = spots
+        counts = np.bincount(spots["n_peaks"].to_numpy(), minlength=5)[1:] if len(spots) else np.zeros(4, int)
+        spread = ", ".join(f"{k} frame{'s' if k > 1 else ''}: {n}" for k, n in enumerate(counts[:4], start=1))
+        more = int(counts[4:].sum())
+        console.print(f"{len(table)} peaks merged into {len(spots)} spots over omega ({spread}"
+                      f"{f', more: {more}' if more else ''}) -> {results}:/entry/link/spots", soft_wrap=True)
+    else:
+        linked = link(table, search_range=search_range, memory=memory)
+        summary = track_summary(linked)
+        update_peaks(results, linked)
+        write_group(results, "link", tables={"tracks": summary}, attrs=attrs)
+        out = summary
+        long = summary[summary["n_frames"] >= 2]
+        drift = f", median drift {long['drift'].median():.3f} px/frame" if len(long) else ""
+        console.print(f"{len(table)} peaks linked into {len(summary)} tracks ({len(long)} on >= 2 frames{drift})"
+                      f" -> {results}:/entry/link/tracks", soft_wrap=True)
+    if csv is not None:
+        out.to_csv(csv, index=False)
+        console.print(f"table written to {csv}")
+
+
+@app.command("watch")
+@friendly_errors
+def watch_command(
+    source: str = typer.Argument(..., help="folder receiving frame files, or an HDF5 file being appended (SWMR)"),
+    output: Path = typer.Option(..., "-o", "--output", help="results file (HDF5); an existing one is continued"),
+    config_file: Optional[Path] = typer.Option(None, "-c", "--config", help="YAML config (see 'braggflow config --default')"),
+    idle_timeout: float = typer.Option(60.0, "--idle-timeout", help="stop after this many seconds without a new frame (0: never)"),
+    poll: float = typer.Option(0.1, "--poll", help="seconds between looks at the source"),
+    method: Optional[str] = typer.Option(None, "--method", help="localization: com, gauss, pvoigt or braggnn"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="frame dataset inside the HDF5 source"),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
+) -> None:
+    """Process frames while the detector writes them; stop after --idle-timeout or with Ctrl-C."""
+    import numpy as np
+
+    from braggflow.cli.core import build_config
+    from braggflow.errors import ConfigError
+    from braggflow.pipeline.watch import watch
+
+    config = build_config(config_file, {"locate.method": method}, sets)
+    if output.suffix.lower() not in (".h5", ".hdf5", ".nxs", ".nx5"):
+        raise ConfigError(f"-o {output}: results are written as HDF5; use a .h5 or .nxs name")
+    recent: list = []
+    last_print = [0.0]
+
+    def show(record) -> None:
+        recent.append(record)
+        del recent[:-50]
+        now = time.monotonic()
+        if now - last_print[0] < 1.0:
+            return
+        last_print[0] = now
+        span = recent[-1].t_written - recent[0].t_written
+        rate = (len(recent) - 1) / span if span > 0 else float("nan")
+        latency = np.median([r.latency for r in recent])
+        peaks = np.mean([r.n_peaks for r in recent])
+        err_console.print(f"frame {record.frame:6d} | {rate:5.1f} frames/s | latency {record.latency:5.2f} s "
+                          f"(median {latency:.2f}) | {peaks:6.1f} peaks/frame | backlog {record.backlog}",
+                          markup=False, highlight=False, soft_wrap=True)
+
+    err_console.print(f"watching {source} -> {output} (Ctrl-C to stop"
+                      f"{f', or {idle_timeout:g} s without a new frame' if idle_timeout > 0 else ''})", soft_wrap=True)
+    result = watch(source, output, config=config, idle_timeout=idle_timeout if idle_timeout > 0 else None,
+                   poll_interval=poll, dataset=dataset, progress=show)
+    log = result.frames
+    if len(log):
+        lat = log["latency"].to_numpy()
+        rate = len(log) / max(log["t_written"].max() - log["t_written"].min(), 1e-9) if len(log) > 1 else float("nan")
+        console.print(f"{len(log)} frames, {int(log['n_peaks'].sum())} peaks -> {output}; stopped: {result.stopped_by}; "
+                      f"{rate:.1f} frames/s; latency median {np.median(lat):.2f} s, p95 {np.percentile(lat, 95):.2f} s",
+                      soft_wrap=True)
+    else:
+        console.print(f"no new frames; stopped: {result.stopped_by}; {output} unchanged", soft_wrap=True)
+    for name in result.skipped:
+        err_console.print(f"skipped (never readable or out of order): {name}", markup=False, soft_wrap=True)
+
+
+def _frame_range(text: Optional[str], n: int) -> range:
+    from braggflow.pipeline import parse_frame_range
+
+    return parse_frame_range(text, n)
+
+
+@plot_app.command("frame")
+@friendly_errors
+def plot_frame_command(
+    results: Path = _RESULTS,
+    frame: int = typer.Option(0, "--frame", help="frame index"),
+    output: Path = typer.Option(Path("frame.png"), "-o", "--output", help="image file (PNG, PDF, SVG)"),
+    source: Optional[str] = _SOURCE,
+    size_by: str = typer.Option("intensity", "--size-by", help="marker size from: intensity, score, peak_value, snr, npix, none"),
+    dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 7 x 6 inches)"),
+) -> None:
+    """One frame on a log colour scale with its peaks (masked pixels in blue)."""
+    from braggflow.io.results import read_peaks
+    from braggflow.viz import plot_frame
+
+    series = _open_source(results, source)
+    if not 0 <= frame < len(series):
+        raise typer.BadParameter(f"frame {frame} is outside the series of {len(series)} frames", param_hint="--frame")
+    table = read_peaks(results)
+    plot_frame(series[frame], table, frame_index=frame, mask=_static_mask(results, series), output=output,
+               size_by=None if size_by == "none" else size_by, dpi=dpi)
+    console.print(f"frame {frame}: {int((table['frame'] == frame).sum())} peaks -> {output}")
+
+
+@plot_app.command("animate")
+@friendly_errors
+def plot_animate_command(
+    results: Path = _RESULTS,
+    output: Path = typer.Option(Path("series.gif"), "-o", "--output", help=".gif, or .mp4 (needs ffmpeg)"),
+    source: Optional[str] = _SOURCE,
+    frames: Optional[str] = typer.Option(None, "--frames", help="frame range START:STOP (Python slice)"),
+    step: int = typer.Option(1, "--step", help="show every STEP-th frame"),
+    fps: float = typer.Option(5.0, "--fps", help="animation frames per second"),
+    size_by: str = typer.Option("intensity", "--size-by", help="marker size from: intensity, score, peak_value, snr, npix, none"),
+    dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 6 x 6 inches)"),
+) -> None:
+    """An animation of the series with the peaks of each frame overlaid."""
+    from braggflow.io.results import read_peaks
+    from braggflow.viz import animate_series
+
+    if step < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--step")
+    series = _open_source(results, source)
+    indices = list(_frame_range(frames, len(series)))[::step]
+    animate_series(series, read_peaks(results), output=output, mask=_static_mask(results, series), indices=indices,
+                   fps=fps, size_by=None if size_by == "none" else size_by, dpi=dpi)
+    console.print(f"{len(indices)} frames -> {output}")
+
+
+@plot_app.command("tracks")
+@friendly_errors
+def plot_tracks_command(
+    results: Path = _RESULTS,
+    output: Path = typer.Option(Path("tracks.png"), "-o", "--output", help="image file"),
+    source: Optional[str] = _SOURCE,
+    frames: Optional[str] = typer.Option(None, "--frames", help="frames summed for the background, START:STOP"),
+    min_length: int = typer.Option(2, "--min-length", help="draw tracks seen on at least this many frames"),
+    dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 7 x 6 inches)"),
+) -> None:
+    """Trajectories (after 'braggflow link') over the summed image of the series."""
+    from braggflow.io.results import read_peaks
+    from braggflow.viz import plot_tracks, summed_image
+
+    table = read_peaks(results)
+    if (table["track_id"] < 0).all():
+        raise typer.BadParameter(f"{results} has no linked peaks: run 'braggflow link {results}' first")
+    series = _open_source(results, source)
+    image = summed_image(series, indices=_frame_range(frames, len(series)))
+    plot_tracks(image, table, output=output, mask=_static_mask(results, series), min_length=min_length, dpi=dpi)
+    console.print(f"{int(table.loc[table['track_id'] >= 0, 'track_id'].nunique())} tracks -> {output}")
+
+
+def _read_reference(path: Path):
+    """A reference peak table: CSV, a simulated NeXus file (/entry/truth), or a results file."""
+    import h5py
+    import pandas as pd
+
+    from braggflow.errors import InputFileError
+    from braggflow.io.results import _read_table, read_peaks
+
+    if not path.exists():
+        raise InputFileError(f"{path}: no such reference file")
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path)
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            if "entry/truth" in h5:
+                return _read_table(h5["entry/truth"])
+    except OSError:
+        raise InputFileError(f"{path}: reference must be a CSV, a simulated NeXus file or a results file") from None
+    return read_peaks(path)
+
+
+@plot_app.command("series")
+@friendly_errors
+def plot_series_command(
+    results: Path = _RESULTS,
+    output: Path = typer.Option(Path("series.png"), "-o", "--output", help="image file"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="reference peaks: CSV (frame,row,col), simulated NeXus (/entry/truth) or results file"),
+    max_distance: float = typer.Option(2.0, "--max-distance", help="matching radius against the reference, px"),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="also write the per-frame statistics as CSV"),
+    dpi: float = typer.Option(100, "--dpi", help="pixels per inch"),
+) -> None:
+    """Peak count, mean intensity and (with --reference) position error per frame."""
+    from braggflow.io.results import read_peaks
+    from braggflow.viz import frame_statistics, plot_series
+
+    table = read_peaks(results)
+    ref = _read_reference(reference) if reference is not None else None
+    plot_series(table, reference=ref, max_distance=max_distance, output=output, dpi=dpi)
+    if csv is not None:
+        frame_statistics(table, reference=ref, max_distance=max_distance).to_csv(csv, index=False)
+    console.print(f"{len(table)} peaks -> {output}")
