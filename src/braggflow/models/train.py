@@ -131,6 +131,10 @@ class TrainConfig:
         return self
 
 
+_ARRAYS = ("data", "mask", "row", "col", "sigma_row", "sigma_col", "crlb_row", "crlb_col")
+_OPTIONAL = ("frame", "origin")
+
+
 @dataclass
 class LabelledPatches:
     """Training patches with their centre labels.
@@ -148,6 +152,10 @@ class LabelledPatches:
         Cramér-Rao bounds, px (NaN: unknown).
     gain : float
         ADU per photon.
+    frame : (N,) ndarray of int64 or None
+        For patches from frames: index of the frame in its series.
+    origin : (N, 2) ndarray of int64 or None
+        For patches from frames: frame (row, col) of patch pixel [0, 0].
     """
 
     data: np.ndarray
@@ -159,6 +167,8 @@ class LabelledPatches:
     crlb_row: np.ndarray
     crlb_col: np.ndarray
     gain: float = 1.0
+    frame: np.ndarray | None = None
+    origin: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -195,18 +205,19 @@ class LabelledPatches:
             raise ConfigError(f"cannot mix patches of {self.data.shape[1:]} and {other.data.shape[1:]} px")
         if other.gain != self.gain:
             raise ConfigError(f"cannot mix patches with gains {self.gain} and {other.gain}")
-        return LabelledPatches(
-            *(np.concatenate([getattr(self, f), getattr(other, f)]) for f in
-              ("data", "mask", "row", "col", "sigma_row", "sigma_col", "crlb_row", "crlb_col")),
-            gain=self.gain,
-        )
+        arrays = {f: np.concatenate([getattr(self, f), getattr(other, f)]) for f in _ARRAYS}
+        for f in _OPTIONAL:
+            a, b = getattr(self, f), getattr(other, f)
+            arrays[f] = None if a is None or b is None else np.concatenate([a, b])
+        return LabelledPatches(**arrays, gain=self.gain)
 
     def subset(self, index) -> "LabelledPatches":
         """The patches at ``index`` (integer or boolean array)."""
-        return LabelledPatches(
-            *(getattr(self, f)[index] for f in ("data", "mask", "row", "col", "sigma_row", "sigma_col", "crlb_row", "crlb_col")),
-            gain=self.gain,
-        )
+        arrays = {f: getattr(self, f)[index] for f in _ARRAYS}
+        for f in _OPTIONAL:
+            a = getattr(self, f)
+            arrays[f] = None if a is None else a[index]
+        return LabelledPatches(**arrays, gain=self.gain)
 
 
 def simulated_training_patches(n: int, *, size: int = 11, kind: str = "mixed", seed: int = 1, gain: float = 1.0,
@@ -267,8 +278,9 @@ def patches_from_frames(
 
     Parameters
     ----------
-    sources : str or Path or list of them
-        Anything :func:`braggflow.io.frames.open_frames` reads.
+    sources : str, Path, ndarray, or a list of them
+        Anything :func:`braggflow.io.frames.open_frames` reads (files,
+        folders, ``(N, H, W)`` arrays).
     size : int
         Patch side, px.
     labels : {"pvoigt", "gauss"}
@@ -285,7 +297,7 @@ def patches_from_frames(
     Returns
     -------
     patches : LabelledPatches
-        CRLB unknown (NaN).
+        With ``frame`` and ``origin`` of each patch; CRLB unknown (NaN).
 
     Raises
     ------
@@ -307,7 +319,7 @@ def patches_from_frames(
     from braggflow.schema import Flag
 
     fit = fit_pvoigt_patches if labels == "pvoigt" else fit_gaussian_patches
-    if isinstance(sources, (str, Path)):
+    if not isinstance(sources, (list, tuple)):
         sources = [sources]
     reject = np.uint32(Flag.EDGE | Flag.OVERLAPPING | Flag.MASKED_NEIGHBOUR | Flag.SATURATED | Flag.BAD_BACKGROUND)
     series = [open_frames(s) for s in sources]
@@ -334,13 +346,17 @@ def patches_from_frames(
                     & (res.row_err < max_error) & (res.col_err < max_error)
                 )
                 if good.any():
-                    nan = np.full(int(good.sum()), np.nan)
-                    parts.append(LabelledPatches(data[good], mask[good], res.row[good], res.col[good],
-                                                 res.sigma_row[good], res.sigma_col[good], nan, nan.copy(), gain=gain))
+                    k = int(good.sum())
+                    parts.append(LabelledPatches(
+                        data[good], mask[good], res.row[good], res.col[good], res.sigma_row[good],
+                        res.sigma_col[good], np.full(k, np.nan), np.full(k, np.nan), gain=gain,
+                        frame=np.full(k, i, np.int64), origin=pt.origin[keep][good],
+                    ))
         if progress is not None:
             progress(done, len(jobs))
     if not parts:
-        raise BraggflowError(f"no isolated, well-fitted peaks found in {', '.join(map(str, sources))} to train on")
+        names = ", ".join(str(s) if isinstance(s, (str, Path)) else "<array>" for s in sources)
+        raise BraggflowError(f"no isolated, well-fitted peaks found in {names} to train on")
     out = parts[0]
     for p in parts[1:]:
         out = out.concat(p)
@@ -589,7 +605,7 @@ def train_model(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(network.parameters(), 10.0)
                 optimizer.step()
-                running += float(loss)
+                running += float(loss.detach())
                 step += 1
                 if bar is not None and (b % 20 == 0 or b == steps_per_epoch - 1):
                     bar.update(task, completed=step, loss=running / (b + 1), epoch=epoch)

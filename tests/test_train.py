@@ -1,0 +1,108 @@
+"""Tests of braggflow.models.train: short training runs, configs, labelled patches from frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from braggflow.errors import ConfigError  # noqa: E402
+from braggflow.models.files import load_model  # noqa: E402
+from braggflow.models.inference import predict_patches  # noqa: E402
+from braggflow.models.train import (  # noqa: E402
+    LabelledPatches,
+    TrainConfig,
+    patches_from_frames,
+    simulated_training_patches,
+    train_model,
+)
+from braggflow.simulate.patches import simulate_patches  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_set():
+    return simulated_training_patches(4000, kind="isotropic", seed=5, chunk=4000)
+
+
+def test_short_training_lowers_the_validation_error(tmp_path, small_set):
+    config = TrainConfig(arch="locnet", arch_kwargs={"hidden": [64]}, epochs=6, batch_size=128, lr=3e-3,
+                         patience=10, warmup_epochs=1, threads=1, seed=0)
+    result = train_model(config, out=tmp_path / "tiny.pt", patches=small_set, progress=False)
+    val = [h["val_median_px"] for h in result.history]
+    assert len(val) == 6
+    assert val[-1] < 0.6 * val[0]
+    # better than the trivial answer (the central pixel) on fresh patches
+    ps = simulate_patches(1000, kind="isotropic", seed=99)
+    res = predict_patches(ps.data, mask=ps.mask, model=result.path)
+    trained = np.median(np.hypot(res["row"] - ps.row, res["col"] - ps.col))
+    trivial = np.median(np.hypot(5 - ps.row, 5 - ps.col))
+    assert trained < 0.5 * trivial
+    assert np.isfinite(res["row_err"]).all() and (res["row_err"] > 0).all()
+    model = load_model(result.path)
+    assert model.train_config["epochs"] == 6 and model.train_config["n_train"] == 3600
+    assert model.calibration["kind"] == "scale"
+    assert result.metrics["val_patches"] == 400
+
+
+def test_braggnn_trains_with_the_published_loss_and_gets_an_error_table(tmp_path, small_set):
+    config = TrainConfig(arch="braggnn", arch_kwargs={"fcsz": [16, 8, 4, 2]}, epochs=2, batch_size=256,
+                         lr=1e-3, threads=1)
+    result = train_model(config, out=tmp_path / "bnn.pt", patches=small_set.subset(np.arange(2000)), progress=False)
+    assert result.history[-1]["val_median_px"] < result.history[0]["val_median_px"] * 1.2
+    model = load_model(result.path)
+    assert model.arch == "braggnn" and model.calibration["kind"] == "table"
+    ps = simulate_patches(50, seed=4)
+    res = predict_patches(ps.data, mask=ps.mask, model=model)
+    assert (res["row_err"] > 0).all() and np.isfinite(res["col_err"]).all()
+
+
+def test_augmentation_keeps_labels_consistent_with_patches():
+    """A flipped / transposed patch must carry the flipped / transposed label (and swapped widths)."""
+    from braggflow.models.train import _augment
+
+    n, c = 256, 5
+    planes = torch.zeros(n, 2, 11, 11)
+    planes[:, 0, c + 1, c + 3] = 1.0  # a single bright pixel at offset (1, 3)
+    planes[:, 1, c + 1, c + 3] = 2.0  # the second plane moves with the first
+    targets = torch.tensor([[1.0, 3.0, 0.0, 0.5]]).repeat(n, 1)
+    aug, t = _augment(planes, targets, torch.Generator().manual_seed(0))
+    for i in range(n):
+        r, cc = np.argwhere(aug[i, 0].numpy() == 1.0)[0]
+        assert (r - c, cc - c) == (t[i, 0].item(), t[i, 1].item())
+        assert aug[i, 1, r, cc] == 2.0
+        transposed = abs(t[i, 0].item()) == 3.0
+        assert (t[i, 2].item(), t[i, 3].item()) == ((0.5, 0.0) if transposed else (0.0, 0.5))
+    seen = {(t[i, 0].item(), t[i, 1].item()) for i in range(n)}
+    assert len(seen) == 8  # all symmetries of the square occur
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="arch"):
+        TrainConfig(arch="resnet").validate()
+    with pytest.raises(ConfigError, match="no training data"):
+        TrainConfig(simulated=0).validate()
+    with pytest.raises(ConfigError, match="size"):
+        TrainConfig(size=10).validate()
+    with pytest.raises(ConfigError, match="labels"):
+        TrainConfig(labels="voigt").validate()
+
+
+def test_labelled_patches_from_frames_follow_the_truth():
+    """The published recipe: isolated peaks of simulated frames, labelled by pseudo-Voigt fits."""
+    from braggflow.simulate.frames import simulate_series
+
+    series = simulate_series(2, shape=(192, 192), n_peaks=30, seed=7, gap=False, n_hot=0, n_dead=0)
+    lp = patches_from_frames(series.frames, size=11, labels="pvoigt")
+    assert len(lp) >= 15
+    assert lp.data.shape[1:] == (11, 11)
+    assert np.isnan(lp.crlb_row).all()
+    # labels in frame coordinates lie on true peak centres of the same frame
+    errors = []
+    for k in range(len(lp)):
+        t = series.truth[series.truth.frame == lp.frame[k]]
+        r, c = lp.origin[k, 0] + lp.row[k], lp.origin[k, 1] + lp.col[k]
+        errors.append(np.min(np.hypot(t.row - r, t.col - c)))
+    assert np.median(errors) < 0.1
+    assert np.percentile(errors, 90) < 0.3
+    assert np.isfinite(lp.sigma_row).all() and (lp.sigma_row > 0.3).all()
