@@ -58,6 +58,8 @@ def test_plot_commands_write_images_of_the_expected_size(drifting, tmp_path):
     results = tmp_path / "results.h5"
     results.write_bytes((folder / "results.h5").read_bytes())
     invoke("plot", "frame", results, "--frame", 2, "-o", tmp_path / "f.png", "--dpi", 50)
+    invoke("plot", "frame", results, "--frame", 2, "-o", tmp_path / "r.png", "--dpi", 50, "--region", "10:70,20:90",
+           "--reference", folder / "sim.h5")
     invoke("plot", "animate", results, "-o", tmp_path / "a.gif", "--dpi", 30, "--step", 2)
     invoke("plot", "series", results, "--reference", folder / "sim.h5", "-o", tmp_path / "s.png", "--dpi", 40,
            "--csv", tmp_path / "s.csv")

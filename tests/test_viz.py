@@ -145,3 +145,30 @@ def test_frame_statistics_and_series_plot(series, tmp_path, rng):
     out = plot_series(found, output=tmp_path / "s2.png", dpi=40)
     with Image.open(out) as im:
         assert im.size == (280, 200)
+
+
+def test_large_sparse_frame_keeps_single_pixel_peaks_visible(tmp_path):
+    import matplotlib
+
+    frame = np.zeros((2048, 2048), np.float32)
+    frame[::7, ::5] = 1.0  # faint sparse pixels set the low end of the colour scale
+    frame[1000, 1500] = 5000.0  # one bright pixel, 1/20 of a screen pixel at this size
+    out = plot_frame(frame, None, output=tmp_path / "big.png", figsize=(3, 3), dpi=50)
+    top = matplotlib.colormaps[_draw.CMAP](1.0)
+    top_hex = "#" + "".join(f"{int(round(255 * v)):02x}" for v in top[:3])
+    pixels = _pixels(out)
+    assert _has_colour(pixels[:, :110], top_hex, tol=20)  # in the image, left of the colour bar
+
+
+def test_plot_frame_region(series, tmp_path):
+    frames, table = series
+    fig = plot_frame(frames[0], table, frame_index=0, region=(10, 40, 5, 45), output=None)
+    ax = fig.axes[0]
+    assert ax.get_xlim() == (4.5, 44.5) and ax.get_ylim() == (39.5, 9.5)
+    assert len(ax.collections[0].get_offsets()) == 1  # only the peak at (20, 20) is inside
+    truth = table.assign(row=table["row"] + 0.2)
+    fig = plot_frame(frames[0], table, frame_index=0, reference=truth, output=None)
+    assert len(fig.axes[0].collections) == 2
+    np.testing.assert_allclose(fig.axes[0].collections[1].get_offsets()[:, 1], truth[truth["frame"] == 0]["row"])
+    with pytest.raises(BraggflowError, match="region"):
+        plot_frame(frames[0], table, region=(50, 40, 0, 10), output=None)

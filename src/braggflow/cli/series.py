@@ -185,6 +185,19 @@ def _frame_range(text: Optional[str], n: int) -> range:
     return parse_frame_range(text, n)
 
 
+def _parse_region(text: Optional[str]):
+    """'R0:R1,C0:C1' -> (r0, r1, c0, c1)."""
+    if text is None:
+        return None
+    try:
+        rows, cols = text.split(",")
+        r0, r1 = (int(v) for v in rows.split(":"))
+        c0, c1 = (int(v) for v in cols.split(":"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected ROW0:ROW1,COL0:COL1 (integers)", param_hint="--region") from None
+    return r0, r1, c0, c1
+
+
 @plot_app.command("frame")
 @friendly_errors
 def plot_frame_command(
@@ -193,6 +206,8 @@ def plot_frame_command(
     output: Path = typer.Option(Path("frame.png"), "-o", "--output", help="image file (PNG, PDF, SVG)"),
     source: Optional[str] = _SOURCE,
     size_by: str = typer.Option("intensity", "--size-by", help="marker size from: intensity, score, peak_value, snr, npix, none"),
+    region: Optional[str] = typer.Option(None, "--region", help="cut-out ROW0:ROW1,COL0:COL1, px"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="reference peaks drawn as +: CSV (frame,row,col), simulated NeXus (/entry/truth) or results file"),
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 7 x 6 inches)"),
 ) -> None:
     """One frame on a log colour scale with its peaks (masked pixels in blue)."""
@@ -204,7 +219,8 @@ def plot_frame_command(
         raise typer.BadParameter(f"frame {frame} is outside the series of {len(series)} frames", param_hint="--frame")
     table = read_peaks(results)
     plot_frame(series[frame], table, frame_index=frame, mask=_static_mask(results, series), output=output,
-               size_by=None if size_by == "none" else size_by, dpi=dpi)
+               size_by=None if size_by == "none" else size_by, region=_parse_region(region),
+               reference=_read_reference(reference) if reference is not None else None, dpi=dpi)
     console.print(f"frame {frame}: {int((table['frame'] == frame).sum())} peaks -> {output}")
 
 

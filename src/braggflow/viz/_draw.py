@@ -16,6 +16,7 @@ CMAP = "magma"
 MASK_COLOUR = "#3b82f6"
 PEAK_COLOUR = "#00e5ff"
 FLAGGED_COLOUR = "#ffb000"
+REFERENCE_COLOUR = "#7cfc00"
 SIZE_COLUMNS = ("intensity", "score", "peak_value", "snr", "npix")
 
 
@@ -46,7 +47,7 @@ def save(fig: Figure, output: str | Path | None) -> Path | Figure:
 
 
 def frame_norm(images: list[np.ndarray], *, mask: np.ndarray | None = None) -> LogNorm:
-    """A log colour scale from the 1st to the 99.9th percentile of positive pixels."""
+    """A log colour scale from half the 1st to the 99.9th percentile of positive pixels."""
     values = []
     for image in images:
         v = np.asarray(image, dtype=float)
@@ -60,7 +61,8 @@ def frame_norm(images: list[np.ndarray], *, mask: np.ndarray | None = None) -> L
     if v.size == 0:
         return LogNorm(vmin=0.1, vmax=1.0, clip=True)
     vmin, vmax = np.percentile(v, [1.0, 99.9])
-    vmin = max(float(vmin), float(v.min()), 1e-6)
+    # half the faintest signal: zero and negative pixels (clipped to vmin) stay darker than any signal
+    vmin = max(0.5 * max(float(vmin), float(v.min())), 1e-6)
     vmax = max(float(vmax), vmin * 10)
     return LogNorm(vmin=vmin, vmax=vmax, clip=True)
 
@@ -77,24 +79,59 @@ def check_frame(frame: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray,
     return frame, mask
 
 
-def masked_image(frame: np.ndarray, mask: np.ndarray | None, norm: LogNorm) -> np.ma.MaskedArray:
-    """The frame clipped to the colour scale, with masked pixels as 'bad' values."""
-    image = np.clip(np.asarray(frame, dtype=np.float32), norm.vmin, None)
+def reduction_factor(ax, shape: tuple[int, int]) -> int:
+    """Image pixels per screen pixel of ``ax``, rounded up (1 when the axes is large enough)."""
+    box = ax.get_window_extent()
+    ratio = min(shape[0] / max(box.height, 1.0), shape[1] / max(box.width, 1.0))
+    return max(1, int(np.ceil(ratio - 1e-9)))
+
+
+def masked_image(frame: np.ndarray, mask: np.ndarray | None, norm: LogNorm, factor: int = 1) -> np.ma.MaskedArray:
+    """The frame clipped to the colour scale, with masked pixels as 'bad' values.
+
+    With ``factor`` > 1 the frame is reduced by the maximum over
+    ``factor x factor`` blocks (padded at the far edges), so that one-pixel
+    peaks stay visible on a screen smaller than the frame; a block is shown as
+    masked when most of its pixels are.
+    """
+    image = np.asarray(frame, dtype=np.float32)
     bad = ~np.isfinite(image)
     if mask is not None:
         bad |= mask
+    if factor > 1:
+        h, w = image.shape
+        ph, pw = -h % factor, -w % factor
+        image = np.pad(np.where(bad, -np.inf, image), ((0, ph), (0, pw)), constant_values=-np.inf)
+        bad = np.pad(bad, ((0, ph), (0, pw)), constant_values=False)
+        hb, wb = image.shape[0] // factor, image.shape[1] // factor
+        image = image.reshape(hb, factor, wb, factor).max(axis=(1, 3))
+        bad = (bad.reshape(hb, factor, wb, factor).mean(axis=(1, 3)) > 0.5) | ~np.isfinite(image)
+    image = np.clip(np.where(bad, norm.vmin, image), norm.vmin, None)
     return np.ma.masked_array(image, mask=bad)
 
 
-def show_frame(ax, frame: np.ndarray, mask: np.ndarray | None, norm: LogNorm):
-    """Draw a frame on ``ax`` with the log scale; masked pixels in MASK_COLOUR."""
+def show_frame(ax, frame: np.ndarray, mask: np.ndarray | None, norm: LogNorm, *, origin: tuple[int, int] = (0, 0)):
+    """Draw a frame on ``ax`` with the log scale; masked pixels in MASK_COLOUR.
+
+    Frames larger than the axes on screen are block-max reduced (see
+    :func:`masked_image`).  ``origin`` is the (row, col) of the frame's first
+    pixel (for a cut-out).  Returns the AxesImage and the reduction factor.
+    """
     import matplotlib
 
     cmap = matplotlib.colormaps[CMAP].with_extremes(bad=MASK_COLOUR)
-    im = ax.imshow(masked_image(frame, mask, norm), cmap=cmap, norm=norm, origin="upper", interpolation="antialiased")
+    factor = reduction_factor(ax, frame.shape)
+    h, w = frame.shape
+    hp, wp = h + (-h % factor), w + (-w % factor)
+    r0, c0 = origin
+    im = ax.imshow(masked_image(frame, mask, norm, factor), cmap=cmap, norm=norm, origin="upper",
+                   interpolation="nearest" if factor > 1 else "antialiased",
+                   extent=(c0 - 0.5, c0 + wp - 0.5, r0 + hp - 0.5, r0 - 0.5))
+    ax.set_xlim(c0 - 0.5, c0 + w - 0.5)
+    ax.set_ylim(r0 + h - 0.5, r0 - 0.5)
     ax.set_xlabel("col (px)")
     ax.set_ylabel("row (px)")
-    return im
+    return im, factor
 
 
 def marker_sizes(values: np.ndarray, *, smallest: float = 4.0, largest: float = 16.0,
@@ -149,8 +186,8 @@ def draw_peaks(ax, table: pd.DataFrame, sizes: np.ndarray):
     )
 
 
-def legend_handles(with_mask: bool):
-    """Legend entries for peaks, flagged peaks and (optionally) masked pixels."""
+def legend_handles(with_mask: bool, with_reference: bool = False):
+    """Legend entries for peaks, flagged peaks and (optionally) reference peaks and masked pixels."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -158,6 +195,8 @@ def legend_handles(with_mask: bool):
         Line2D([], [], marker="o", ls="", mfc="none", mec=PEAK_COLOUR, label="peak"),
         Line2D([], [], marker="o", ls="", mfc="none", mec=FLAGGED_COLOUR, label="flagged peak"),
     ]
+    if with_reference:
+        handles.append(Line2D([], [], marker="+", ls="", mec=REFERENCE_COLOUR, label="reference"))
     if with_mask:
         handles.append(Patch(color=MASK_COLOUR, label="masked"))
     return handles

@@ -114,9 +114,7 @@ def animate_series(
 
     fig = _draw.new_figure(figsize, dpi)
     ax = fig.add_axes((0.1, 0.07, 0.86, 0.86))
-    im = _draw.show_frame(ax, first, mask, norm)
-    ax.set_xlim(-0.5, first.shape[1] - 0.5)
-    ax.set_ylim(first.shape[0] - 0.5, -0.5)
+    im, factor = _draw.show_frame(ax, first, mask, norm)
     scatter = ax.scatter([], [], s=[], facecolors="none", linewidths=0.8)
     title = ax.set_title("")
     by_frame = peaks.groupby("frame").indices if len(peaks) and "frame" in peaks.columns else {}
@@ -124,7 +122,7 @@ def animate_series(
     with writer.saving(fig, str(output), dpi):
         for k, i in enumerate(indices):
             frame = first if k == 0 else frames[i]
-            im.set_data(_draw.masked_image(frame, mask, norm))
+            im.set_data(_draw.masked_image(frame, mask, norm, factor))
             rows = by_frame.get(i, np.zeros(0, dtype=int))
             p = peaks.iloc[rows]
             scatter.set_offsets(np.c_[p["col"].to_numpy(dtype=float), p["row"].to_numpy(dtype=float)] if len(p) else np.zeros((0, 2)))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from braggflow.errors import BraggflowError
 from braggflow.viz import _draw
 
 __all__ = ["plot_frame"]
@@ -20,6 +21,8 @@ def plot_frame(
     mask: np.ndarray | None = None,
     frame_index: int | None = None,
     size_by: str | None = "intensity",
+    region: tuple[int, int, int, int] | None = None,
+    reference: pd.DataFrame | None = None,
     title: str | None = None,
     figsize: tuple[float, float] = (7.0, 6.0),
     dpi: float = 100,
@@ -45,6 +48,11 @@ def plot_frame(
         Draw only the peaks of this frame (default: every row of ``table``).
     size_by : {'intensity', 'score', 'peak_value', 'snr', 'npix'} or None, optional
         Column that sets the marker size; ``None``: equal sizes.
+    region : (row_start, row_stop, col_start, col_stop) of int, optional
+        Draw only this part of the frame, px (axes keep frame coordinates).
+    reference : pandas.DataFrame, optional
+        Reference peaks (``row``, ``col``; ``frame`` selects as for ``table``),
+        e.g. a simulation's truth or another program's spots, drawn as green +.
     title : str, optional
     figsize : (float, float), optional
         Figure size, inches.
@@ -60,21 +68,35 @@ def plot_frame(
     ------
     BraggflowError
         If the frame is not 2D, the mask's shape differs, ``size_by`` is not a
-        column, or the output folder does not exist.
+        column, ``region`` is empty or outside the frame, or the output folder
+        does not exist.
     """
     frame, mask = _draw.check_frame(frame, mask)
     peaks = _draw.frame_peaks(table, frame_index)
+    ref = _draw.frame_peaks(reference, frame_index) if reference is not None else None
+    r0 = c0 = 0
+    if region is not None:
+        r0, r1, c0, c1 = (int(v) for v in region)
+        if not (0 <= r0 < r1 <= frame.shape[0] and 0 <= c0 < c1 <= frame.shape[1]):
+            raise BraggflowError(f"region {region} is empty or outside the frame of shape {frame.shape}")
+        frame = frame[r0:r1, c0:c1]
+        mask = None if mask is None else mask[r0:r1, c0:c1]
+        inside = peaks["row"].between(r0 - 0.5, r1 - 0.5) & peaks["col"].between(c0 - 0.5, c1 - 0.5)
+        peaks = peaks[inside]
+        if ref is not None:
+            ref = ref[ref["row"].between(r0 - 0.5, r1 - 0.5) & ref["col"].between(c0 - 0.5, c1 - 0.5)]
     fig = _draw.new_figure(figsize, dpi)
     ax = fig.add_subplot()
     norm = _draw.frame_norm([frame], mask=mask)
-    im = _draw.show_frame(ax, frame, mask, norm)
+    im, _ = _draw.show_frame(ax, frame, mask, norm, origin=(r0, c0))
     fig.colorbar(im, ax=ax, label="counts", fraction=0.046, pad=0.02)
     if len(peaks):
         _draw.draw_peaks(ax, peaks, _draw.marker_sizes(_draw.size_column(peaks, size_by)))
-    ax.set_xlim(-0.5, frame.shape[1] - 0.5)
-    ax.set_ylim(frame.shape[0] - 0.5, -0.5)
-    ax.legend(handles=_draw.legend_handles(mask is not None and bool(mask.any())), loc="upper right", fontsize=7,
-              framealpha=0.6)
+    if ref is not None and len(ref):
+        ax.scatter(ref["col"].to_numpy(dtype=float), ref["row"].to_numpy(dtype=float), s=30, marker="+",
+                   c=_draw.REFERENCE_COLOUR, linewidths=0.8)
+    ax.legend(handles=_draw.legend_handles(mask is not None and bool(mask.any()), ref is not None), loc="upper right",
+              fontsize=7, framealpha=0.6)
     if title is None:
         title = f"{len(peaks)} peaks" + (f", frame {frame_index}" if frame_index is not None else "")
     ax.set_title(title)

@@ -97,7 +97,7 @@ def plot_tracks(
     t = t[t["track_id"].isin(keep.index)]
     fig = _draw.new_figure(figsize, dpi)
     ax = fig.add_subplot()
-    im = _draw.show_frame(ax, image, mask, _draw.frame_norm([image], mask=mask))
+    im, _ = _draw.show_frame(ax, image, mask, _draw.frame_norm([image], mask=mask))
     fig.colorbar(im, ax=ax, label="summed counts", fraction=0.046, pad=0.02)
     segments = [g[["col", "row"]].to_numpy(dtype=float) for _, g in t.groupby("track_id", sort=True)]
     if segments:
@@ -107,7 +107,5 @@ def plot_tracks(
         ax.add_collection(LineCollection(segments, colors=colours, linewidths=1.2))
         starts = np.array([s[0] for s in segments])
         ax.scatter(starts[:, 0], starts[:, 1], s=6, c=colours, marker="o", linewidths=0)
-    ax.set_xlim(-0.5, image.shape[1] - 0.5)
-    ax.set_ylim(image.shape[0] - 0.5, -0.5)
     ax.set_title(title if title is not None else f"{len(segments)} tracks (>= {min_length} frames; dot: start)")
     return _draw.save(fig, output)
