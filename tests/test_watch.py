@@ -276,3 +276,16 @@ def test_watch_swmr_file_being_appended(tmp_path, frames, config, reference):
     assert result.stopped_by == "max_frames"
     assert result.frames["frame"].tolist() == [0, 1, 2, 3, 4]
     assert_same_peaks(read_peaks(out), reference[reference["frame"] < 5])
+
+
+def test_watch_with_worker_processes_writes_in_frame_order(tmp_path, frames, config, reference):
+    folder = tmp_path / "detector"
+    folder.mkdir()
+    out = tmp_path / "live.h5"
+    writer = Writer(folder, [(".tif", file_bytes(f, ".tif", tmp_path)) for f in frames[:6]], interval=0.02, start_delay=0.0)
+    writer.start()
+    result = watch(folder, out, config=config, idle_timeout=1.0, poll_interval=POLL, workers=2)
+    writer.join()
+    assert result.frames["frame"].tolist() == list(range(6))
+    assert (result.frames["process_s"] > 0).all()
+    assert_same_peaks(read_peaks(out), reference[reference["frame"] < 6])

@@ -132,6 +132,7 @@ def watch_command(
     poll: float = typer.Option(0.1, "--poll", help="seconds between looks at the source"),
     method: Optional[str] = typer.Option(None, "--method", help="localization: com, gauss, pvoigt or braggnn"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="frame dataset inside the HDF5 source"),
+    workers: int = typer.Option(0, "--workers", help="worker processes for the frames (0: this process)"),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
 ) -> None:
     """Process frames while the detector writes them; stop after --idle-timeout or with Ctrl-C."""
@@ -165,7 +166,7 @@ def watch_command(
     err_console.print(f"watching {source} -> {output} (Ctrl-C to stop"
                       f"{f', or {idle_timeout:g} s without a new frame' if idle_timeout > 0 else ''})", soft_wrap=True)
     result = watch(source, output, config=config, idle_timeout=idle_timeout if idle_timeout > 0 else None,
-                   poll_interval=poll, dataset=dataset, progress=show)
+                   poll_interval=poll, dataset=dataset, progress=show, workers=workers)
     log = result.frames
     if len(log):
         lat = log["latency"].to_numpy()

@@ -34,6 +34,7 @@ import re
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import Callable
 
@@ -398,6 +399,39 @@ def _previous_log(output: Path) -> tuple[pd.DataFrame | None, int]:
     return tables.get("frames"), int(attrs.get("sessions", 1))
 
 
+# --------------------------------------------------------------------------- processing
+
+
+def _process(frame, config, context, index, omega, name):
+    """Process one frame; returns (peak table, seconds).  Runs in a worker process when workers > 0."""
+    from braggflow.pipeline import process_frame
+
+    t0 = time.perf_counter()
+    table = process_frame(frame, config=config, context=context, frame_index=index, omega=omega, name=name)
+    return table, time.perf_counter() - t0
+
+
+def _warm_up(method: str) -> None:
+    """Worker initializer: import the pipeline (and torch for BraggNN) before the first frame arrives."""
+    import braggflow.pipeline  # noqa: F401
+    import braggflow.locate  # noqa: F401
+
+    if method == "braggnn":
+        import braggflow.models.inference  # noqa: F401
+
+
+def _start_workers(workers: int, config: Config):
+    """A pool of ``workers`` spawned processes, warmed up."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_warm_up, initargs=(config.locate.method,))
+    for f in [executor.submit(time.sleep, 0) for _ in range(workers)]:
+        f.result()
+    return executor
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -414,6 +448,7 @@ def watch(
     stop: threading.Event | None = None,
     max_frames: int | None = None,
     progress: Callable[[FrameRecord], None] | None = None,
+    workers: int = 0,
     mask: np.ndarray | None = None,
     dark: np.ndarray | None = None,
     flat: np.ndarray | None = None,
@@ -451,6 +486,10 @@ def watch(
         Stop after processing this many frames in this session.
     progress : callable(FrameRecord), optional
         Called after each frame is written.
+    workers : int, optional
+        0: process frames in this process; N > 0: in N worker processes
+        (started once, up to 2 N frames in flight), results still written in
+        frame order.  Call from under ``if __name__ == "__main__":``.
     mask, dark, flat : (H, W) ndarray, optional
         Static arrays (override files named in ``config.correct``).
 
@@ -471,9 +510,11 @@ def watch(
         ``output``, which is closed complete.
     """
     from braggflow.io.results import ResultsWriter, write_group
-    from braggflow.pipeline import prepare, process_frame
+    from braggflow.pipeline import prepare
 
     config = config or Config()
+    if workers < 0:
+        raise BraggflowError(f"workers must be >= 0, got {workers!r}")
     for name, value in (("poll_interval", poll_interval), ("give_up", give_up)):
         if not value > 0:
             raise BraggflowError(f"{name} must be positive seconds, got {value!r}")
@@ -492,19 +533,37 @@ def watch(
     done = set(writer.done_frames)
     context = None
     records: list[FrameRecord] = []
-    pending: deque = deque()
+    pending: deque = deque()  # complete items from the source, not yet submitted
+    inflight: deque = deque()  # (index, future, t_complete, path) in frame order
+    executor = _start_workers(workers, config) if workers else None
     start = time.time()
     last_new = last_poll = time.monotonic()
     stopped_by = "idle"
 
     def waiting() -> int:
-        return sum(item[2] for item in pending) + src.backlog(time.monotonic())
+        return len(inflight) + sum(item[2] for item in pending) + src.backlog(time.monotonic())
+
+    def collect(block: bool) -> None:
+        """Write finished frames in order (all of them when ``block``)."""
+        nonlocal last_new, stopped_by
+        while inflight and (block or inflight[0][1].done()):
+            index, future, t_complete, path = inflight.popleft()
+            table, seconds = future.result()
+            writer.add(index, table)
+            record = FrameRecord(index, path, t_complete, time.time(), len(table), seconds, waiting())
+            records.append(record)
+            last_new = time.monotonic()
+            if progress is not None:
+                progress(record)
 
     try:
         first_poll = True
-        while stopped_by not in ("stop", "max_frames"):
+        while True:
             if stop is not None and stop.is_set():
                 stopped_by = "stop"
+                break
+            if max_frames is not None and len(records) + len(inflight) >= max_frames:
+                stopped_by = "max_frames"
                 break
             now = time.monotonic()
             if first_poll or not pending or now - last_poll >= poll_interval:
@@ -513,7 +572,11 @@ def watch(
                 last_poll, first_poll = now, False
                 if new:
                     last_new = now
+            collect(block=False)
             if not pending:
+                if inflight:
+                    wait([inflight[0][1]], timeout=poll_interval)
+                    continue
                 if idle_timeout is not None and now - last_new >= idle_timeout:
                     stopped_by = "idle"
                     break
@@ -521,27 +584,29 @@ def watch(
                 continue
             item = pending.popleft()
             for index, frame, omega, name, t_complete, path in src.frames(item, done):
-                t0 = time.perf_counter()
                 if context is None:
                     context = prepare(config, shape=src.shape, dtype=src.dtype, detector_mask=src.detector_mask,
                                       mask=mask, dark=dark, flat=flat)
-                table = process_frame(frame, config=config, context=context, frame_index=index, omega=omega, name=name)
-                writer.add(index, table)
                 done.add(index)
-                record = FrameRecord(index, path, t_complete, time.time(), len(table), time.perf_counter() - t0, waiting())
-                records.append(record)
-                last_new = time.monotonic()
-                if progress is not None:
-                    progress(record)
-                if max_frames is not None and len(records) >= max_frames:
-                    stopped_by = "max_frames"
+                if executor is None:
+                    future: Future = Future()
+                    future.set_result(_process(frame, config, context, index, omega, name))
+                else:
+                    future = executor.submit(_process, frame, config, context, index, omega, name)
+                inflight.append((index, future, t_complete, path))
+                collect(block=len(inflight) > 2 * max(workers, 0))
+                if (stop is not None and stop.is_set()) or (max_frames is not None and len(records) + len(inflight) >= max_frames):
                     break
-                if stop is not None and stop.is_set():
-                    stopped_by = "stop"
-                    break
+        collect(block=True)
     except KeyboardInterrupt:
         stopped_by = "interrupt"
+        for _, future, _, _ in inflight:
+            future.cancel()
+        inflight = deque(x for x in inflight if x[1].done() and not x[1].cancelled())
+        collect(block=True)
     finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
         src.close()
         writer.close(complete=True)
         frames_log = pd.DataFrame([dataclasses.asdict(r) for r in records],
