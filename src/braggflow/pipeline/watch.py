@@ -12,7 +12,10 @@ Each frame is processed once, in order, as soon as it is complete, with the
 same per-frame function as ``braggflow run`` (:func:`braggflow.pipeline.process_frame`),
 and its peaks are appended to the results file through
 :class:`braggflow.io.results.ResultsWriter` (journaled at once, so a crash
-loses nothing).  A file counts as complete when its size and modification time
+loses nothing).  Three stages overlap: a reader thread looks at the source and
+reads the next complete frames (at most two ahead), the calling thread (or
+``workers`` processes) processes them, and a writer thread journals the
+results in frame order.  A file counts as complete when its size and modification time
 have stayed the same for ``settle`` seconds and it parses (for EDF, the data
 block is as long as the header says); an SWMR dataset is refreshed and only
 frames below its current length are read.  The watch stops after
@@ -30,11 +33,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import queue
 import re
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
@@ -432,6 +436,54 @@ def _start_workers(workers: int, config: Config):
     return executor
 
 
+class _Reader(threading.Thread):
+    """Looks at the source and reads complete frames ahead of processing (a bounded queue).
+
+    Reading and the completeness checks overlap with the processing of the
+    previous frame.  Errors are passed through the queue to the main thread.
+    """
+
+    def __init__(self, src, *, done: set[int], poll_interval: float, ahead: int = 2):
+        super().__init__(name="braggflow-watch-reader", daemon=True)
+        self.src = src
+        self.done = done
+        self.poll_interval = poll_interval
+        self.frames: queue.Queue = queue.Queue(maxsize=ahead)
+        self.backlog = 0
+        self.first_poll = threading.Event()
+        self._closing = threading.Event()
+
+    def _put(self, item) -> bool:
+        while not self._closing.is_set():
+            try:
+                self.frames.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            while not self._closing.is_set():
+                ready = self.src.poll(time.monotonic(), done=self.done)
+                self.first_poll.set()
+                self.backlog = self.src.backlog(time.monotonic())
+                if not ready:
+                    self._closing.wait(self.poll_interval)
+                    continue
+                for item in ready:
+                    for frame_item in self.src.frames(item, self.done):
+                        if not self._put(frame_item):
+                            return
+        except BaseException as exc:  # handed to the main thread
+            self.first_poll.set()
+            self._put(exc)
+
+    def close(self) -> None:
+        self._closing.set()
+        self.join()
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -446,6 +498,7 @@ def watch(
     give_up: float = 30.0,
     dataset: str | None = None,
     stop: threading.Event | None = None,
+    started: threading.Event | None = None,
     max_frames: int | None = None,
     progress: Callable[[FrameRecord], None] | None = None,
     workers: int = 0,
@@ -482,6 +535,9 @@ def watch(
         else the largest 3D dataset).
     stop : threading.Event, optional
         Set it (from another thread) to stop after the current frame.
+    started : threading.Event, optional
+        Set by the watch once it is ready (results file open, workers
+        started) and looking at the source.
     max_frames : int, optional
         Stop after processing this many frames in this session.
     progress : callable(FrameRecord), optional
@@ -533,70 +589,73 @@ def watch(
     done = set(writer.done_frames)
     context = None
     records: list[FrameRecord] = []
-    pending: deque = deque()  # complete items from the source, not yet submitted
-    inflight: deque = deque()  # (index, future, t_complete, path) in frame order
+    reader = _Reader(src, done=set(done), poll_interval=poll_interval)
+    inflight: deque = deque()  # (index, processing future, t_complete, path), frame order
+    written: deque = deque()  # journal-write futures returning FrameRecord, frame order
     executor = _start_workers(workers, config) if workers else None
+    journal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="braggflow-watch-writer")
     start = time.time()
-    last_new = last_poll = time.monotonic()
+    last_new = time.monotonic()
     stopped_by = "idle"
+    n_taken = 0
 
-    def waiting() -> int:
-        return len(inflight) + sum(item[2] for item in pending) + src.backlog(time.monotonic())
+    def write(index, table, seconds, t_complete, path) -> FrameRecord:  # in the journal thread
+        writer.add(index, table)
+        return FrameRecord(index, path, t_complete, time.time(), len(table), seconds,
+                           reader.frames.qsize() + len(inflight) + reader.backlog)
 
     def collect(block: bool) -> None:
-        """Write finished frames in order (all of them when ``block``)."""
-        nonlocal last_new, stopped_by
+        """Hand processed frames to the journal thread and report written ones, in frame order."""
+        nonlocal last_new
         while inflight and (block or inflight[0][1].done()):
             index, future, t_complete, path = inflight.popleft()
             table, seconds = future.result()
-            writer.add(index, table)
-            record = FrameRecord(index, path, t_complete, time.time(), len(table), seconds, waiting())
+            written.append(journal.submit(write, index, table, seconds, t_complete, path))
+        while written and (block or written[0].done()):
+            record = written.popleft().result()
             records.append(record)
             last_new = time.monotonic()
             if progress is not None:
                 progress(record)
 
+    reader.start()
     try:
-        first_poll = True
+        if started is not None:
+            reader.first_poll.wait()
+            started.set()
         while True:
             if stop is not None and stop.is_set():
                 stopped_by = "stop"
                 break
-            if max_frames is not None and len(records) + len(inflight) >= max_frames:
+            if max_frames is not None and n_taken >= max_frames:
                 stopped_by = "max_frames"
                 break
-            now = time.monotonic()
-            if first_poll or not pending or now - last_poll >= poll_interval:
-                new = src.poll(now, done=done)
-                pending.extend(new)
-                last_poll, first_poll = now, False
-                if new:
-                    last_new = now
             collect(block=False)
-            if not pending:
-                if inflight:
-                    wait([inflight[0][1]], timeout=poll_interval)
+            try:
+                item = reader.frames.get(timeout=poll_interval)
+            except queue.Empty:
+                if inflight or written:
                     continue
-                if idle_timeout is not None and now - last_new >= idle_timeout:
+                if idle_timeout is not None and time.monotonic() - last_new >= idle_timeout:
                     stopped_by = "idle"
                     break
-                time.sleep(poll_interval)
                 continue
-            item = pending.popleft()
-            for index, frame, omega, name, t_complete, path in src.frames(item, done):
-                if context is None:
-                    context = prepare(config, shape=src.shape, dtype=src.dtype, detector_mask=src.detector_mask,
-                                      mask=mask, dark=dark, flat=flat)
-                done.add(index)
-                if executor is None:
-                    future: Future = Future()
-                    future.set_result(_process(frame, config, context, index, omega, name))
-                else:
-                    future = executor.submit(_process, frame, config, context, index, omega, name)
-                inflight.append((index, future, t_complete, path))
-                collect(block=len(inflight) > 2 * max(workers, 0))
-                if (stop is not None and stop.is_set()) or (max_frames is not None and len(records) + len(inflight) >= max_frames):
-                    break
+            if isinstance(item, BaseException):
+                raise item
+            index, frame, omega, name, t_complete, path = item
+            last_new = time.monotonic()
+            if context is None:
+                context = prepare(config, shape=src.shape, dtype=src.dtype, detector_mask=src.detector_mask,
+                                  mask=mask, dark=dark, flat=flat)
+            if executor is None:
+                future: Future = Future()
+                future.set_result(_process(frame, config, context, index, omega, name))
+            else:
+                future = executor.submit(_process, frame, config, context, index, omega, name)
+            inflight.append((index, future, t_complete, path))
+            n_taken += 1
+            if len(inflight) > 2 * workers:
+                wait([inflight[0][1]])
         collect(block=True)
     except KeyboardInterrupt:
         stopped_by = "interrupt"
@@ -605,8 +664,10 @@ def watch(
         inflight = deque(x for x in inflight if x[1].done() and not x[1].cancelled())
         collect(block=True)
     finally:
+        reader.close()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+        journal.shutdown(wait=True)
         src.close()
         writer.close(complete=True)
         frames_log = pd.DataFrame([dataclasses.asdict(r) for r in records],
