@@ -212,3 +212,21 @@ def test_omega_ranges_from_table_rebuilds_the_jump():
         omega_ranges_from_table(new_peak_table(2, frame=[0, 1]))
     with pytest.raises(BraggflowError, match="fewer than two"):
         omega_ranges_from_table(table[table["frame"] == 0])
+
+
+def test_track_summary_fills_d_from_a_geometry_and_gives_strain():
+    # untilted detector, beam at (500, 500), 0.1 mm pixels, 200 mm away, 1 Å: a peak moving
+    # outward along a row has 2 theta = atan(r * 0.1 / 200) and d = lambda / (2 sin theta)
+    from braggflow.geometry.config import GeometryConfig
+
+    geometry = GeometryConfig(distance_mm=200.0, beam_center_row=500.0, beam_center_col=500.0, pixel_size_mm=0.1,
+                              wavelength_A=1.0)
+    radius = 300.0 + 0.5 * np.arange(10)  # px from the beam centre
+    table = new_peak_table(10, frame=np.arange(10), row=500.0, col=500.0 + radius, row_err=0.01, col_err=0.01)
+    linked = link(table, search_range=1.0)
+    summary = track_summary(linked, geometry=geometry)
+    d = 1.0 / (2 * np.sin(0.5 * np.arctan(radius * 0.1 / 200.0)))
+    assert len(summary) == 1
+    np.testing.assert_allclose(summary.loc[0, "d_rel_change"], d[-1] / d[0] - 1, rtol=1e-4)
+    np.testing.assert_allclose(summary.loc[0, "d"], d.mean(), rtol=1e-5)
+    assert summary.loc[0, "drift_col"] == pytest.approx(0.5)

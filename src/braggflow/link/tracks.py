@@ -141,11 +141,10 @@ def track_summary(table: pd.DataFrame, *, geometry: Any = None) -> pd.DataFrame:
     table : pandas.DataFrame
         Linked peak table (``frame``, ``row``, ``col``, ``track_id``; optional
         ``intensity`` and ``d``).  Rows with ``track_id`` -1 are ignored.
-    geometry : optional
-        Detector geometry used to fill ``d`` when the table has no d-spacings:
-        anything :func:`braggflow.geometry.add_geometry` accepts (a
-        ``GeometryConfig`` or a pyFAI integrator).  ``None``: use the table's
-        ``d`` column as it is.
+    geometry : braggflow.geometry.Geometry or GeometryConfig or dict, optional
+        Detector geometry used to fill ``d`` (through
+        :func:`braggflow.geometry.add_geometry_columns`) when the table has
+        no d-spacings.  ``None``: use the table's ``d`` column as it is.
 
     Returns
     -------
@@ -166,9 +165,11 @@ def track_summary(table: pd.DataFrame, *, geometry: Any = None) -> pd.DataFrame:
     """
     validate_peak_table(table, required=("frame", "row", "col", "track_id"))
     if geometry is not None and ("d" not in table.columns or not np.isfinite(table["d"].to_numpy(dtype=float)).any()):
-        from braggflow import geometry as geometry_module  # lazy: pyFAI is heavy
+        from braggflow.geometry import Geometry, add_geometry_columns  # lazy: pyFAI is heavy
 
-        table = geometry_module.add_geometry(table, geometry)
+        if not isinstance(geometry, Geometry):
+            geometry = Geometry.from_config(geometry)
+        table = add_geometry_columns(table, geometry)
     t = table.loc[table["track_id"].to_numpy() >= 0].sort_values(["track_id", "frame"], kind="stable")
     columns = [
         "track_id", "first_frame", "last_frame", "n_frames", "row", "col",
