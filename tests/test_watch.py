@@ -289,3 +289,34 @@ def test_watch_with_worker_processes_writes_in_frame_order(tmp_path, frames, con
     assert result.frames["frame"].tolist() == list(range(6))
     assert (result.frames["process_s"] > 0).all()
     assert_same_peaks(read_peaks(out), reference[reference["frame"] < 6])
+
+
+def test_ctrl_c_leaves_a_complete_results_file(tmp_path, frames, config, reference):
+    import shutil
+    import signal
+
+    folder = tmp_path / "detector"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"scan_{i:05d}.tif").write_bytes(file_bytes(frames[i], ".tif", tmp_path))
+    out = tmp_path / "live.h5"
+    exe = shutil.which("braggflow") or sys.executable
+    cmd = [exe] if exe.endswith("braggflow") else [exe, "-c", "from braggflow.cli import main; main()"]
+    proc = subprocess.Popen(cmd + ["watch", str(folder), "-o", str(out), "--idle-timeout", "0", "--poll", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # wait until both frames are journaled
+            time.sleep(0.2)
+            try:
+                if set(read_peaks(out)["frame"]) == {0, 1}:
+                    break
+            except Exception:
+                continue
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert "stopped: interrupt" in " ".join(output.split()), output
+    assert read_status(out) == "complete"
+    assert_same_peaks(read_peaks(out), reference[reference["frame"] < 2])
