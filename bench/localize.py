@@ -141,12 +141,17 @@ def plot_vs_snr(clean, results: dict, path: Path) -> None:
     centres = np.sqrt(edges[:-1] * edges[1:])
     idx = np.clip(np.searchsorted(edges, snr, side="right") - 1, 0, len(centres) - 1)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(centres, [np.median(ref[idx == i]) for i in range(len(centres))], "k-", lw=2,
-            label="1.1774 x CRLB (ideal median)")
+    counts = np.bincount(idx, minlength=len(centres))
+    keep = counts >= 10  # bins with fewer patches are left out
+
+    def medians(values):
+        return [np.median(values[idx == i]) for i in np.flatnonzero(keep)]
+
+    ax.plot(centres[keep], medians(ref), "k-", lw=2, label="1.1774 x CRLB (ideal median)")
     for name, res in results.items():
         radial = np.hypot(np.asarray(res["row"]) - clean.row, np.asarray(res["col"]) - clean.col)
         radial = np.where(np.isfinite(radial), radial, np.inf)
-        ax.plot(centres, [np.median(radial[idx == i]) for i in range(len(centres))], "o-", ms=4, label=name)
+        ax.plot(centres[keep], medians(radial), "o-", ms=4, label=name)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("SNR (intensity / sqrt(intensity + 4 pi sigma^2 background))")

@@ -38,6 +38,9 @@ def train_command(
     fcsz: Optional[str] = typer.Option(None, "--fcsz", help="braggnn dense layer widths, e.g. 16,8,4,2"),
     size: int = typer.Option(11, "--size", help="patch side, px (odd)"),
     kind: str = typer.Option("mixed", "--kind", help="simulated patch kind (mixed: all kinds)"),
+    extra_kind: Optional[list[str]] = typer.Option(
+        None, "--extra-kind", help="extra simulated patches of one kind, KIND=N (repeat), e.g. elongated=200000"
+    ),
     epochs: int = typer.Option(40, "--epochs", help="maximum epochs"),
     batch_size: int = typer.Option(512, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr", help="peak learning rate"),
@@ -53,13 +56,23 @@ def train_command(
     """Train a localizer on simulated patches and/or your own frames (labels from pseudo-Voigt fits)."""
     from braggflow.models.train import TrainConfig, train_model
 
+    extra = {}
+    for item in extra_kind or []:
+        name, _, count = item.partition("=")
+        try:
+            extra[name.strip()] = int(count)
+        except ValueError:
+            from braggflow.errors import ConfigError
+
+            raise ConfigError(f"--extra-kind expects KIND=N (e.g. elongated=200000), got {item!r}") from None
     arch_kwargs = {}
     if hidden is not None:
         arch_kwargs["hidden"] = _int_tuple(hidden, "--hidden")
     if fcsz is not None:
         arch_kwargs["fcsz"] = _int_tuple(fcsz, "--fcsz")
     config = TrainConfig(
-        arch=arch, arch_kwargs=arch_kwargs, size=size, simulated=simulated, kind=kind, sim_seed=sim_seed,
+        arch=arch, arch_kwargs=arch_kwargs, size=size, simulated=simulated, kind=kind, extra_kinds=extra,
+        sim_seed=sim_seed,
         frames=[str(f) for f in (frames or [])], labels=labels, max_frames=max_frames, gain=gain, epochs=epochs,
         batch_size=batch_size, lr=lr, patience=patience, val_fraction=val_fraction, seed=seed, threads=threads,
     )

@@ -156,7 +156,7 @@ def predict_patches(
     ----------
     Liu et al., IUCrJ 9, 104 (2022) (BraggNN).
     """
-    from braggflow.models.calibration import apply_error_table
+    from braggflow.models.calibration import apply_error_scale, apply_error_table
     from braggflow.models.preprocess import check_patches, patch_snr_width
 
     if int(batch_size) < 1:
@@ -172,8 +172,9 @@ def predict_patches(
     result = raw_predict(localizer, data, mask, gain=gain, batch_size=int(batch_size))
     calibration = localizer.calibration or {}
     if localizer.predicts_error:
-        result["row_err"] = result["row_err"] * calibration.get("row_scale", 1.0)
-        result["col_err"] = result["col_err"] * calibration.get("col_scale", 1.0)
+        cdata, cmask, _ = _crop(data, mask, localizer.size)
+        masked = cmask.reshape(n, -1).any(axis=1)
+        result["row_err"], result["col_err"] = apply_error_scale(calibration, result["row_err"], result["col_err"], masked)
     elif calibration.get("kind") == "table":
         cdata, cmask, _ = _crop(data, mask, localizer.size)
         snr, width = patch_snr_width(cdata, cmask, gain=gain)

@@ -48,6 +48,9 @@ class TrainConfig:
         Number of simulated training patches (0: none).
     kind : str
         Simulated patch kind (``"mixed"`` covers every kind).
+    extra_kinds : dict of str -> int
+        Additional simulated patches of given kinds (e.g.
+        ``{"elongated": 200000}``), to weight hard cases more.
     sim_seed : int
         Seed of the simulation.
     frames : list of str
@@ -83,6 +86,7 @@ class TrainConfig:
     size: int = 11
     simulated: int = 100_000
     kind: str = "mixed"
+    extra_kinds: dict = field(default_factory=dict)
     sim_seed: int = 1
     frames: list = field(default_factory=list)
     labels: str = "pvoigt"
@@ -115,7 +119,13 @@ class TrainConfig:
             raise ConfigError(f"size (patch side) must be odd and >= {7 if self.arch == 'braggnn' else 3}, got {self.size}")
         if self.simulated < 0:
             raise ConfigError(f"simulated must be >= 0, got {self.simulated}")
-        if self.simulated == 0 and not self.frames:
+        from braggflow.simulate.patches import KINDS
+
+        for kind, count in self.extra_kinds.items():
+            if kind not in KINDS or int(count) < 0:
+                raise ConfigError(f"extra_kinds: expected kind=count with kind in {', '.join(KINDS)} and count >= 0, "
+                                  f"got {kind}={count}")
+        if self.simulated == 0 and not self.frames and not any(int(c) > 0 for c in self.extra_kinds.values()):
             raise ConfigError("no training data: give simulated > 0 (--simulated N) and/or frames (--frames FILE)")
         if self.labels not in ("pvoigt", "gauss"):
             raise ConfigError(f"labels must be 'pvoigt' or 'gauss', got {self.labels!r}")
@@ -132,7 +142,7 @@ class TrainConfig:
 
 
 _ARRAYS = ("data", "mask", "row", "col", "sigma_row", "sigma_col", "crlb_row", "crlb_col")
-_OPTIONAL = ("frame", "origin")
+_OPTIONAL = ("frame", "origin", "kind")
 
 
 @dataclass
@@ -156,6 +166,8 @@ class LabelledPatches:
         For patches from frames: index of the frame in its series.
     origin : (N, 2) ndarray of int64 or None
         For patches from frames: frame (row, col) of patch pixel [0, 0].
+    kind : (N,) ndarray of str or None
+        For simulated patches: the simulator's kind of each patch.
     """
 
     data: np.ndarray
@@ -169,6 +181,7 @@ class LabelledPatches:
     gain: float = 1.0
     frame: np.ndarray | None = None
     origin: np.ndarray | None = None
+    kind: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -197,19 +210,33 @@ class LabelledPatches:
             crlb_row=p["crlb_row"].to_numpy(float),
             crlb_col=p["crlb_col"].to_numpy(float),
             gain=gain,
+            kind=p["kind"].astype(str).to_numpy().astype("U16"),
         )
 
     def concat(self, other: "LabelledPatches") -> "LabelledPatches":
         """Both sets together (same patch size and gain)."""
-        if other.data.shape[1:] != self.data.shape[1:]:
-            raise ConfigError(f"cannot mix patches of {self.data.shape[1:]} and {other.data.shape[1:]} px")
-        if other.gain != self.gain:
-            raise ConfigError(f"cannot mix patches with gains {self.gain} and {other.gain}")
-        arrays = {f: np.concatenate([getattr(self, f), getattr(other, f)]) for f in _ARRAYS}
+        return LabelledPatches.join([self, other])
+
+    @staticmethod
+    def join(parts: list) -> "LabelledPatches":
+        """Several sets together (same patch size and gain).
+
+        Raises
+        ------
+        ConfigError
+            If the patch sizes or gains differ.
+        """
+        first = parts[0]
+        for other in parts[1:]:
+            if other.data.shape[1:] != first.data.shape[1:]:
+                raise ConfigError(f"cannot mix patches of {first.data.shape[1:]} and {other.data.shape[1:]} px")
+            if other.gain != first.gain:
+                raise ConfigError(f"cannot mix patches with gains {first.gain} and {other.gain}")
+        arrays = {f: np.concatenate([getattr(p, f) for p in parts]) for f in _ARRAYS}
         for f in _OPTIONAL:
-            a, b = getattr(self, f), getattr(other, f)
-            arrays[f] = None if a is None or b is None else np.concatenate([a, b])
-        return LabelledPatches(**arrays, gain=self.gain)
+            values = [getattr(p, f) for p in parts]
+            arrays[f] = None if any(v is None for v in values) else np.concatenate(values)
+        return LabelledPatches(**arrays, gain=first.gain)
 
     def subset(self, index) -> "LabelledPatches":
         """The patches at ``index`` (integer or boolean array)."""
@@ -250,10 +277,7 @@ def simulated_training_patches(n: int, *, size: int = 11, kind: str = "mixed", s
         m = min(chunk, n - start)
         ps = simulate_patches(m, size=size, kind=kind, seed=seed * 1000003 + k, gain=gain)
         parts.append(LabelledPatches.from_patchset(ps, gain=gain))
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.concat(p)
-    return out
+    return LabelledPatches.join(parts)
 
 
 def patches_from_frames(
@@ -357,10 +381,7 @@ def patches_from_frames(
     if not parts:
         names = ", ".join(str(s) if isinstance(s, (str, Path)) else "<array>" for s in sources)
         raise BraggflowError(f"no isolated, well-fitted peaks found in {names} to train on")
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.concat(p)
-    return out
+    return LabelledPatches.join(parts)
 
 
 @dataclass
@@ -509,10 +530,10 @@ def train_model(
     import torch
 
     from braggflow.models.braggnn import build_network
-    from braggflow.models.calibration import calibration_figures, fit_error_scale, fit_error_table
+    from braggflow.models.calibration import calibrate_predictions, calibration_figures
     from braggflow.models.files import Localizer, save_model
     from braggflow.models.inference import raw_predict
-    from braggflow.models.preprocess import N_SCALARS, check_patches, patch_snr_width
+    from braggflow.models.preprocess import N_SCALARS, check_patches
 
     config = (config or TrainConfig()).validate()
     out = Path(out)
@@ -629,6 +650,10 @@ def train_model(
             history.append(record)
             if bar is not None:
                 bar.update(task, val=vmed)
+                bar.console.print(
+                    f"epoch {epoch}: train loss {record['train_loss']:.4f}, val loss {vloss:.4f}, "
+                    f"val median {vmed:.4f} px ({record['seconds']:.0f} s)"
+                )
             # checkpoint on the likelihood once it is trained on (warm-up epochs compete among themselves)
             score = vloss if (likelihood or arch == "braggnn") else math.inf
             if score < best[0] or best_state is None:
@@ -655,15 +680,8 @@ def train_model(
     raw = raw_predict(loc, vdata, vmask, gain=val.gain)
     er, ec = raw["row"] - val.row, raw["col"] - val.col
     radial = np.hypot(er, ec)
-    if loc.predicts_error:
-        calibration = fit_error_scale(er, ec, raw["row_err"], raw["col_err"])
-        sr, sc = raw["row_err"] * calibration["row_scale"], raw["col_err"] * calibration["col_scale"]
-    else:
-        snr, width = patch_snr_width(vdata, vmask, gain=val.gain)
-        calibration = fit_error_table(er, ec, snr, width)
-        from braggflow.models.calibration import apply_error_table
-
-        sr, sc = apply_error_table(calibration, snr, width)
+    calibration, sr, sc = calibrate_predictions(raw, val.row, val.col, vdata, vmask, predicts_error=loc.predicts_error,
+                                                gain=val.gain, kinds=val.kind)
     metrics = {
         "best_epoch": int(best[1]),
         "epochs_run": len(history),
@@ -677,6 +695,20 @@ def train_model(
     if np.isfinite(ref).any():
         ok = np.isfinite(ref) & (ref > 0)
         metrics["val_median_ratio_crlb"] = float(np.median(radial[ok] / ref[ok]))
+    if val.kind is not None:
+        by_kind = {}
+        for kind in np.unique(val.kind):
+            k = val.kind == kind
+            fig = calibration_figures(er[k], ec[k], sr[k], sc[k])
+            by_kind[str(kind)] = {
+                "n": int(k.sum()),
+                "median_px": float(np.median(radial[k])),
+                "median_ratio_crlb": float(np.median(radial[k] / ref[k])),
+                "z_std_row": fig["z_std_row"],
+                "z_std_col": fig["z_std_col"],
+                "in_ellipse": fig["in_ellipse"],
+            }
+        metrics["val_by_kind"] = by_kind
     sha = save_model(out, network, arch=arch, arch_kwargs=arch_kwargs, train_config=train_config,
                      metrics=metrics, calibration=calibration)
     return TrainResult(path=out, sha256=sha, metrics=metrics, history=history)
@@ -689,15 +721,17 @@ def _collect_patches(config: TrainConfig, *, progress: bool, console) -> Labelle
             patches_from_frames(config.frames, size=config.size, labels=config.labels, gain=config.gain,
                                 max_frames=config.max_frames)
         )
+    if console is not None and progress and (config.simulated or config.extra_kinds):
+        extra = "".join(f" + {n} {k}" for k, n in config.extra_kinds.items())
+        console.print(f"simulating {config.simulated} {config.kind}{extra} training patches ...")
     if config.simulated:
-        if console is not None and progress:
-            console.print(f"simulating {config.simulated} training patches ({config.kind}) ...")
         parts.append(simulated_training_patches(config.simulated, size=config.size, kind=config.kind,
                                                 seed=config.sim_seed, gain=config.gain))
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.concat(p)
-    return out
+    for i, (kind, count) in enumerate(sorted(config.extra_kinds.items()), 1):
+        if int(count) > 0:
+            parts.append(simulated_training_patches(int(count), size=config.size, kind=kind,
+                                                    seed=config.sim_seed + 7919 * i, gain=config.gain))
+    return LabelledPatches.join(parts)
 
 
 def _progress_bar(enabled: bool, console):
