@@ -106,3 +106,27 @@ def test_labelled_patches_from_frames_follow_the_truth():
     assert np.median(errors) < 0.1
     assert np.percentile(errors, 90) < 0.3
     assert np.isfinite(lp.sigma_row).all() and (lp.sigma_row > 0.3).all()
+
+
+def test_recentred_patches_are_cut_around_the_brightest_pixel():
+    """Like the finder: the brightest unmasked pixel near the peak sits at the centre, the label moves along."""
+    from braggflow.models.train import recentre_on_maximum
+
+    ps = simulate_patches(300, size=17, kind="isotropic", seed=8, noise=False, intensity=(5e4, 5e4),
+                          background=(1, 1), sigma=(0.6, 1.2), eta=(0, 0))
+    lp = recentre_on_maximum(ps, size=11)
+    assert lp.data.shape == (300, 11, 11)
+    flat = lp.data.reshape(300, -1)
+    assert (flat.argmax(axis=1) == 60).all()  # noiseless: the pixel holding the centre is the maximum
+    np.testing.assert_array_less(np.abs(lp.row - 5), 0.5 + 1e-9)
+    # the label is the true centre in the new patch: the centroid agrees
+    rr, cc = np.indices((11, 11))
+    net = lp.data - 1.0
+    com_r = (net * rr).sum((1, 2)) / net.sum((1, 2))
+    com_c = (net * cc).sum((1, 2)) / net.sum((1, 2))
+    np.testing.assert_allclose(com_r, lp.row, atol=0.02)
+    np.testing.assert_allclose(com_c, lp.col, atol=0.02)
+    # with noise, broad peaks' brightest pixel wanders further than the simulator's +-0.5 px
+    noisy = recentre_on_maximum(simulate_patches(1000, size=17, kind="broad", seed=9), size=11)
+    off = np.maximum(np.abs(noisy.row - 5), np.abs(noisy.col - 5))
+    assert np.mean(off > 0.5) > 0.3 and off.max() <= 2.5 + 1e-9

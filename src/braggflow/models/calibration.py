@@ -237,21 +237,15 @@ def apply_error_scale(calibration: dict, row_err: np.ndarray, col_err: np.ndarra
 def kind_groups(kinds: np.ndarray | None) -> dict:
     """Calibration groups from simulated patch kinds.
 
-    Every kind but ``"neighbour"`` is a group.  Neighbour patches are left out
-    of the fit altogether by :func:`scale_fit_selection`: when the network takes
-    the wrong one of two close peaks its error is not Gaussian, and fitting
-    it would inflate every other peak's error.
+    Every kind but ``"neighbour"`` is a group that must be calibrated on its
+    own (neighbour patches count in the whole set only: when the network
+    takes the wrong one of two close peaks its error is not Gaussian, and
+    requiring that group to be calibrated would inflate every other peak's
+    error).
     """
     if kinds is None:
         return {}
     return {str(k): kinds == k for k in np.unique(kinds) if k != "neighbour"}
-
-
-def scale_fit_selection(kinds: np.ndarray | None, n: int) -> np.ndarray:
-    """Patches used to fit a scale calibration: all but simulated ``"neighbour"`` ones."""
-    if kinds is None:
-        return np.ones(n, bool)
-    return np.asarray(kinds) != "neighbour"
 
 
 def calibration_figures(err_row, err_col, sig_row, sig_col) -> dict:
@@ -324,10 +318,8 @@ def calibrate_predictions(
     ec = raw["col"] - np.asarray(col)
     if predicts_error:
         masked = mask.reshape(len(mask), -1).any(axis=1)
-        sel = scale_fit_selection(kinds, len(er))
-        groups = {k: g[sel] for k, g in kind_groups(kinds).items()}
-        calibration = fit_error_scale(er[sel], ec[sel], raw["row_err"][sel], raw["col_err"][sel],
-                                      masked=masked[sel], groups=groups)
+        calibration = fit_error_scale(er, ec, raw["row_err"], raw["col_err"], masked=masked,
+                                      groups=kind_groups(kinds))
         sr, sc = apply_error_scale(calibration, raw["row_err"], raw["col_err"], masked)
     else:
         snr, width = patch_snr_width(data, mask, gain=gain)
@@ -336,19 +328,20 @@ def calibrate_predictions(
     return calibration, sr, sc
 
 
-def calibrate_localizer(localizer, *, n: int = 20000, seed: int = 0, kind: str = "mixed", patches=None) -> tuple[dict, dict]:
+def calibrate_localizer(localizer, *, n: int = 40000, seed: int = 0, patches=None) -> tuple[dict, dict]:
     """Measure a localizer's errors on simulated patches and calibrate them.
 
     Parameters
     ----------
     localizer : braggflow.models.files.Localizer
     n : int
-        Number of simulated patches (ignored when ``patches`` is given).
+        Number of simulated patches (ignored when ``patches`` is given): all
+        kinds, peak sigma 0.5-4 px, half of them cut around their brightest
+        pixel like the finder's patches
+        (:func:`braggflow.models.train.simulated_training_patches`).
     seed : int
         Simulation seed.
-    kind : str
-        Patch kind for :func:`braggflow.simulate.patches.simulate_patches`.
-    patches : PatchSet, optional
+    patches : LabelledPatches, optional
         Use these patches instead of simulating.
 
     Returns
@@ -357,22 +350,24 @@ def calibrate_localizer(localizer, *, n: int = 20000, seed: int = 0, kind: str =
         A ``"table"`` calibration for networks without an error output, a
         ``"scale"`` one otherwise.
     metrics : dict
-        Median radial error (px) and the calibration figures after scaling.
+        Median radial error (px) and the calibration figures after
+        calibration, on these patches.
     """
     from braggflow.models.inference import raw_predict
     from braggflow.models.preprocess import check_patches
 
     if patches is None:
-        from braggflow.simulate.patches import simulate_patches
+        from braggflow.models.train import simulated_training_patches
 
-        patches = simulate_patches(n, size=localizer.size, kind=kind, seed=seed)
+        patches = simulated_training_patches(n, size=localizer.size, kind="mixed", seed=seed, recentre=0.5,
+                                             sim_options={"sigma": (0.5, 4.0)})
     data, mask = check_patches(patches.data, patches.mask)
-    raw = raw_predict(localizer, data, mask)
+    raw = raw_predict(localizer, data, mask, gain=patches.gain)
     er = raw["row"] - np.asarray(patches.row)
     ec = raw["col"] - np.asarray(patches.col)
     metrics = {"calibration_patches": int(len(data)), "calibration_median_px": float(np.nanmedian(np.hypot(er, ec)))}
-    kinds = np.asarray(patches.params["kind"].astype(str)) if "kind" in patches.params else None
     calibration, sr, sc = calibrate_predictions(raw, patches.row, patches.col, data, mask,
-                                                predicts_error=localizer.predicts_error, kinds=kinds)
+                                                predicts_error=localizer.predicts_error, gain=patches.gain,
+                                                kinds=patches.kind)
     metrics.update({f"calibration_{k}": v for k, v in calibration_figures(er, ec, sr, sc).items()})
     return calibration, metrics

@@ -29,7 +29,15 @@ import numpy as np
 
 from braggflow.errors import ConfigError
 
-__all__ = ["TrainConfig", "TrainResult", "LabelledPatches", "patches_from_frames", "simulated_training_patches", "train_model"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "LabelledPatches",
+    "patches_from_frames",
+    "recentre_on_maximum",
+    "simulated_training_patches",
+    "train_model",
+]
 
 
 @dataclass
@@ -51,6 +59,11 @@ class TrainConfig:
     extra_kinds : dict of str -> int
         Additional simulated patches of given kinds (e.g.
         ``{"elongated": 200000}``), to weight hard cases more.
+    sim_options : dict
+        Extra arguments of the simulator (e.g. ``{"sigma": [0.5, 4.0]}``).
+    recentre : float
+        Fraction of simulated patches cut around their brightest pixel, as
+        the peak finder does (see :func:`recentre_on_maximum`).
     sim_seed : int
         Seed of the simulation.
     frames : list of str
@@ -87,6 +100,8 @@ class TrainConfig:
     simulated: int = 100_000
     kind: str = "mixed"
     extra_kinds: dict = field(default_factory=dict)
+    sim_options: dict = field(default_factory=dict)
+    recentre: float = 0.5
     sim_seed: int = 1
     frames: list = field(default_factory=list)
     labels: str = "pvoigt"
@@ -132,6 +147,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.recentre <= 1:
+            raise ConfigError(f"recentre (a fraction) must be in [0, 1], got {self.recentre}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not self.lr > 0:
@@ -247,8 +264,87 @@ class LabelledPatches:
         return LabelledPatches(**arrays, gain=self.gain)
 
 
-def simulated_training_patches(n: int, *, size: int = 11, kind: str = "mixed", seed: int = 1, gain: float = 1.0,
-                               chunk: int = 20000) -> LabelledPatches:
+def recentre_on_maximum(patches, *, size: int, radius: float = 2.0, neighbour_radius: float = 1.0,
+                        fraction: float = 1.0, seed: int = 0) -> LabelledPatches:
+    """Cut ``size`` patches from larger simulated ones, centred like the peak finder would.
+
+    The finder puts a peak's highest pixel at the patch centre; with noise,
+    broad or elongated peaks that pixel can be 1-2 px from the true centre,
+    further than the +-0.5 px of the simulator.  Here each patch is re-cut
+    around its brightest unmasked pixel within ``radius`` px of the true
+    centre (``neighbour_radius`` for the neighbour kind, so the window stays
+    on the labelled peak), and the label moves with it.
+
+    Parameters
+    ----------
+    patches : PatchSet
+        Simulated patches of side ``S >= size + 2 * (ceil(radius) + 1)``.
+    size : int
+        Side of the patches to cut, px (odd).
+    radius, neighbour_radius : float
+        Search radius around the true centre, px.
+    fraction : float
+        Fraction of the patches re-cut this way (chosen at random); the others
+        are cut around the larger patch's centre (the simulator's centring).
+    seed : int
+        Seed of that choice.
+
+    Returns
+    -------
+    patches : LabelledPatches
+        With ``kind``; CRLB values are those of the larger patch.
+    """
+    lp = LabelledPatches.from_patchset(patches, gain=1.0)
+    n, big, _ = lp.data.shape
+    h = size // 2
+    r0 = np.rint(lp.row).astype(int)
+    c0 = np.rint(lp.col).astype(int)
+    rad = np.where(lp.kind == "neighbour", neighbour_radius, radius)
+    k = int(np.ceil(max(radius, neighbour_radius)))
+    best = np.full(n, -np.inf)
+    rm, cm = r0.copy(), c0.copy()
+    rows = np.arange(n)
+    for dr in range(-k, k + 1):
+        for dc in range(-k, k + 1):
+            rr, cc = r0 + dr, c0 + dc
+            ok = (dr * dr + dc * dc <= rad * rad) & (rr - h >= 0) & (rr + h < big) & (cc - h >= 0) & (cc + h < big)
+            rr_c, cc_c = np.clip(rr, 0, big - 1), np.clip(cc, 0, big - 1)
+            value = np.where(ok & ~lp.mask[rows, rr_c, cc_c], lp.data[rows, rr_c, cc_c], -np.inf)
+            better = value > best
+            best = np.where(better, value, best)
+            rm = np.where(better, rr, rm)
+            cm = np.where(better, cc, cm)
+    keep_centre = np.random.default_rng(seed).random(n) >= fraction
+    rm = np.where(keep_centre, big // 2, np.clip(rm, h, big - 1 - h))
+    cm = np.where(keep_centre, big // 2, np.clip(cm, h, big - 1 - h))
+    offs = np.arange(size) - h
+    ri = (rm[:, None] + offs)[:, :, None]
+    ci = (cm[:, None] + offs)[:, None, :]
+    return LabelledPatches(
+        data=lp.data[rows[:, None, None], ri, ci],
+        mask=lp.mask[rows[:, None, None], ri, ci],
+        row=lp.row - (rm - h),
+        col=lp.col - (cm - h),
+        sigma_row=lp.sigma_row,
+        sigma_col=lp.sigma_col,
+        crlb_row=lp.crlb_row,
+        crlb_col=lp.crlb_col,
+        gain=lp.gain,
+        kind=lp.kind,
+    )
+
+
+def simulated_training_patches(
+    n: int,
+    *,
+    size: int = 11,
+    kind: str = "mixed",
+    seed: int = 1,
+    gain: float = 1.0,
+    recentre: float = 0.5,
+    sim_options: dict | None = None,
+    chunk: int = 20000,
+) -> LabelledPatches:
     """Simulated labelled patches (in chunks, to bound memory).
 
     Parameters
@@ -263,6 +359,15 @@ def simulated_training_patches(n: int, *, size: int = 11, kind: str = "mixed", s
         Base seed; chunk ``k`` uses ``seed * 1000003 + k``.
     gain : float
         ADU per photon.
+    recentre : float
+        Fraction of the patches cut around their brightest pixel, as the
+        finder does (:func:`recentre_on_maximum`); the others keep the
+        simulator's own centring (true centre within +-0.5 px).  Both kinds
+        of input occur: the pipeline's patches are finder-centred, the
+        benchmark's are simulator-centred.
+    sim_options : dict, optional
+        Extra arguments of :func:`braggflow.simulate.patches.simulate_patches`
+        (e.g. ``{"sigma": (0.5, 4.0)}``).
     chunk : int
         Patches per simulator call.
 
@@ -272,11 +377,18 @@ def simulated_training_patches(n: int, *, size: int = 11, kind: str = "mixed", s
     """
     from braggflow.simulate.patches import simulate_patches
 
+    options = dict(sim_options or {})
     parts = []
     for k, start in enumerate(range(0, n, chunk)):
         m = min(chunk, n - start)
-        ps = simulate_patches(m, size=size, kind=kind, seed=seed * 1000003 + k, gain=gain)
-        parts.append(LabelledPatches.from_patchset(ps, gain=gain))
+        sim_size = size + 6 if recentre > 0 else size
+        ps = simulate_patches(m, size=sim_size, kind=kind, seed=seed * 1000003 + k, gain=gain, **options)
+        if recentre > 0:
+            lp = recentre_on_maximum(ps, size=size, fraction=recentre, seed=seed * 1000003 + k)
+            lp.gain = gain
+            parts.append(lp)
+        else:
+            parts.append(LabelledPatches.from_patchset(ps, gain=gain))
     return LabelledPatches.join(parts)
 
 
@@ -726,11 +838,13 @@ def _collect_patches(config: TrainConfig, *, progress: bool, console) -> Labelle
         console.print(f"simulating {config.simulated} {config.kind}{extra} training patches ...")
     if config.simulated:
         parts.append(simulated_training_patches(config.simulated, size=config.size, kind=config.kind,
-                                                seed=config.sim_seed, gain=config.gain))
+                                                seed=config.sim_seed, gain=config.gain, recentre=config.recentre,
+                                                sim_options=config.sim_options))
     for i, (kind, count) in enumerate(sorted(config.extra_kinds.items()), 1):
         if int(count) > 0:
             parts.append(simulated_training_patches(int(count), size=config.size, kind=kind,
-                                                    seed=config.sim_seed + 7919 * i, gain=config.gain))
+                                                    seed=config.sim_seed + 7919 * i, gain=config.gain,
+                                                    recentre=config.recentre, sim_options=config.sim_options))
     return LabelledPatches.join(parts)
 
 
