@@ -76,11 +76,11 @@ def classical_methods() -> dict:
     return {"com": wrap(centroid_patches), "gauss": wrap(fit_gaussian_patches), "pvoigt": wrap(fit_pvoigt_patches)}
 
 
-def network_method(model):
+def network_method(model, backend: str = "auto"):
     from braggflow.models.inference import predict_patches
 
     def run(data, mask):
-        return predict_patches(data, mask=mask, model=model, batch_size=4096)
+        return predict_patches(data, mask=mask, model=model, batch_size=4096, backend=backend)
 
     return run
 
@@ -192,6 +192,7 @@ def main(argv=None) -> pd.DataFrame:
     if args.published_weights is not None:
         tmp = Path(tempfile.mkdtemp()) / "braggnn-published.pt"
         convert_weights(args.published_weights, tmp, calibrate=True, n_calibration=10000, seed=args.seed + 7)
+        args.published_weights_file = tmp
         methods["braggnn-published"] = network_method(str(tmp))
         is_network["braggnn-published"] = True
     names = args.models if args.models is not None else [m["name"] for m in list_models()]
@@ -211,13 +212,18 @@ def main(argv=None) -> pd.DataFrame:
             per_set[set_name] = run(ps.data, ps.mask)
             seconds += time.perf_counter() - start
         speed[method] = network_speed(run, all_d, all_m) if is_network.get(method) else len(all_d) / seconds
+        if is_network.get(method):
+            model = str(args.published_weights_file) if method == "braggnn-published" else method
+            torch_speed = network_speed(network_method(model, "torch"), all_d, all_m)
+            print(f"{method}: {torch_speed:.0f} patches/s on one core with plain torch (backend='torch')")
         for set_name, ps in sets.items():
             rows.append({"method": method, "set": set_name, **score(ps, per_set[set_name])})
         clean_keys = list(SNR_BINS)
         clean_results[method] = {
             k: np.concatenate([np.asarray(per_set[s][k], float) for s in clean_keys]) for k in ("row", "col")
         }
-        print(f"{method}: {speed[method]:.0f} patches/s on one core")
+        print(f"{method}: {speed[method]:.0f} patches/s on one core"
+              + (" (backend='auto': ONNX Runtime when installed)" if is_network.get(method) else ""))
 
     table = pd.DataFrame(rows)
     table["patches_per_s"] = table["method"].map(speed)

@@ -201,6 +201,20 @@ def test_predict_rejects_bad_input():
         predict_patches(np.zeros((2, 11, 11)), model="nonexistent-model")
 
 
+def test_onnx_backend_gives_the_same_centres():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    ps = simulate_patches(200, kind="mixed", seed=12)
+    for model in ("locnet-sim", "braggnn-sim"):
+        a = predict_patches(ps.data, mask=ps.mask, model=model, backend="torch")
+        b = predict_patches(ps.data, mask=ps.mask, model=model, backend="onnx")
+        np.testing.assert_allclose(a["row"], b["row"], atol=1e-4)
+        np.testing.assert_allclose(a["col"], b["col"], atol=1e-4)
+        np.testing.assert_allclose(a["row_err"], b["row_err"], rtol=1e-3)
+    with pytest.raises(BraggflowError, match="backend"):
+        predict_patches(ps.data, backend="tensorrt")
+
+
 def test_default_model_is_close_to_the_crlb_on_clean_peaks():
     ps = simulate_patches(2000, kind="isotropic", seed=21)
     res = predict_patches(ps.data, mask=ps.mask)
