@@ -27,7 +27,7 @@ def _int_tuple(text: Optional[str], name: str) -> Optional[list[int]]:
 @app.command("train")
 @friendly_errors
 def train_command(
-    simulated: int = typer.Option(100_000, "--simulated", help="simulated training patches (0: none)"),
+    simulated: int = typer.Option(200_000, "--simulated", help="simulated training patches (0: none)"),
     frames: Optional[list[Path]] = typer.Option(
         None, "--frames", help="frame file or folder to take labelled patches from (repeat for several)"
     ),
@@ -41,13 +41,13 @@ def train_command(
     extra_kind: Optional[list[str]] = typer.Option(
         None, "--extra-kind", help="extra simulated patches of one kind, KIND=N (repeat), e.g. elongated=200000"
     ),
-    sim_sigma: Optional[str] = typer.Option(None, "--sim-sigma", help="simulated peak sigma range LO,HI in px (default 0.5,3)"),
+    sim_sigma: str = typer.Option("0.5,4", "--sim-sigma", help="simulated peak sigma range LO,HI, px"),
     recentre: float = typer.Option(0.5, "--recentre",
                                    help="fraction of simulated patches cut around their brightest pixel, as the finder does"),
-    epochs: int = typer.Option(40, "--epochs", help="maximum epochs"),
-    batch_size: int = typer.Option(512, "--batch-size"),
-    lr: float = typer.Option(2e-3, "--lr", help="peak learning rate"),
-    patience: int = typer.Option(6, "--patience", help="early stopping: epochs without a better validation loss"),
+    epochs: int = typer.Option(30, "--epochs", help="maximum epochs"),
+    batch_size: int = typer.Option(1024, "--batch-size"),
+    lr: float = typer.Option(3e-3, "--lr", help="peak learning rate"),
+    patience: int = typer.Option(8, "--patience", help="early stopping: epochs without a better validation loss"),
     val_fraction: float = typer.Option(0.1, "--val-fraction"),
     gain: float = typer.Option(1.0, "--gain", help="detector gain, ADU per photon"),
     seed: int = typer.Option(0, "--seed"),
@@ -69,7 +69,7 @@ def train_command(
 
             raise ConfigError(f"--extra-kind expects KIND=N (e.g. elongated=200000), got {item!r}") from None
     sim_options = {}
-    if sim_sigma is not None:
+    if sim_sigma:
         try:
             lo, hi = (float(v) for v in sim_sigma.split(","))
         except ValueError:

@@ -208,7 +208,7 @@ class LocNet(nn.Module):
     def __init__(
         self,
         size: int = 11,
-        hidden: tuple[int, ...] = (128, 128),
+        hidden: tuple[int, ...] = (256, 256),
         n_scalars: int = 2,
         width_outputs: bool = True,
     ) -> None:

@@ -97,22 +97,22 @@ class TrainConfig:
     arch: str = "locnet"
     arch_kwargs: dict = field(default_factory=dict)
     size: int = 11
-    simulated: int = 100_000
+    simulated: int = 200_000
     kind: str = "mixed"
     extra_kinds: dict = field(default_factory=dict)
-    sim_options: dict = field(default_factory=dict)
+    sim_options: dict = field(default_factory=lambda: {"sigma": [0.5, 4.0]})
     recentre: float = 0.5
     sim_seed: int = 1
     frames: list = field(default_factory=list)
     labels: str = "pvoigt"
     max_frames: int | None = None
     gain: float = 1.0
-    epochs: int = 40
-    batch_size: int = 512
-    lr: float = 2e-3
+    epochs: int = 30
+    batch_size: int = 1024
+    lr: float = 3e-3
     weight_decay: float = 1e-5
     val_fraction: float = 0.1
-    patience: int = 6
+    patience: int = 8
     warmup_epochs: int = 2
     width_weight: float = 0.1
     seed: int = 0
@@ -612,7 +612,7 @@ def train_model(
     Parameters
     ----------
     config : TrainConfig, optional
-        Options; defaults train ``locnet`` on 100,000 simulated patches.
+        Options; defaults train ``locnet`` on 200,000 simulated patches.
     out : str or Path
         Model file to write (rewritten whenever the validation loss improves,
         so an interrupted run leaves its best model).
