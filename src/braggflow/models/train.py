@@ -273,7 +273,9 @@ def recentre_on_maximum(patches, *, size: int, radius: float = 2.0, neighbour_ra
     further than the +-0.5 px of the simulator.  Here each patch is re-cut
     around its brightest unmasked pixel within ``radius`` px of the true
     centre (``neighbour_radius`` for the neighbour kind, so the window stays
-    on the labelled peak), and the label moves with it.
+    on the labelled peak), and the label moves with it.  The re-cut patches
+    go through :func:`braggflow.locate.extract_patches` like the pipeline's,
+    so a neighbouring peak's pixels are removed (masked) as they would be.
 
     Parameters
     ----------
@@ -320,9 +322,16 @@ def recentre_on_maximum(patches, *, size: int, radius: float = 2.0, neighbour_ra
     offs = np.arange(size) - h
     ri = (rm[:, None] + offs)[:, :, None]
     ci = (cm[:, None] + offs)[:, None, :]
+    data = lp.data[rows[:, None, None], ri, ci]
+    mask = lp.mask[rows[:, None, None], ri, ci]
+    cut = ~keep_centre
+    if cut.any():
+        # the re-centred ones are cut exactly as the pipeline cuts them (other peaks' pixels removed)
+        data[cut], mask[cut] = _pipeline_cut(lp.data[cut], lp.mask[cut], rm[cut], cm[cut], size,
+                                             patches.params["background"].to_numpy()[cut])
     return LabelledPatches(
-        data=lp.data[rows[:, None, None], ri, ci],
-        mask=lp.mask[rows[:, None, None], ri, ci],
+        data=data,
+        mask=mask,
         row=lp.row - (rm - h),
         col=lp.col - (cm - h),
         sigma_row=lp.sigma_row,
@@ -332,6 +341,48 @@ def recentre_on_maximum(patches, *, size: int, radius: float = 2.0, neighbour_ra
         gain=lp.gain,
         kind=lp.kind,
     )
+
+
+def _pipeline_cut(big: np.ndarray, big_mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int,
+                  background: np.ndarray, gain: float = 1.0):
+    """Cut patches as the pipeline does, from a mosaic of larger simulated patches.
+
+    The mosaic (one tile per patch) goes through :func:`braggflow.find.find_peaks`
+    (with each tile's true background level) for its label image, and
+    :func:`braggflow.locate.extract_patches` removes the pixels of other
+    peaks' regions, as in :func:`braggflow.pipeline.process_frame`.
+    """
+    from braggflow.find import Background, find_peaks
+    from braggflow.locate import extract_patches
+    from braggflow.schema import new_peak_table
+
+    n, s, _ = big.shape
+    per_row = int(np.ceil(np.sqrt(n)))
+    n_rows = int(np.ceil(n / per_row))
+
+    def mosaic_of(tiles, fill):
+        full = np.full((n_rows * per_row, s, s), fill, tiles.dtype)
+        full[:n] = tiles
+        return full.reshape(n_rows, per_row, s, s).transpose(0, 2, 1, 3).reshape(n_rows * s, per_row * s)
+
+    frame = mosaic_of(big.astype(np.float32), 0.0)
+    frame_mask = mosaic_of(big_mask, False)
+    level = np.zeros(n_rows * per_row)
+    level[:n] = background
+    level = level.reshape(n_rows, per_row)
+    bg = Background(level=level, noise=np.maximum(np.sqrt(gain * np.maximum(level, 0.0)), gain), tile=s,
+                    shape=frame.shape)
+    index = np.arange(n)
+    prow = (index // per_row) * s + rows
+    pcol = (index % per_row) * s + cols
+    _, labels = find_peaks(frame, mask=frame_mask, gain=gain, background=bg, return_labels=True)
+    own = labels[prow, pcol]
+    lut = np.arange(labels.max() + 1, dtype=np.int64) + n + 1  # other peaks: labels no patch owns
+    lut[0] = 0
+    lut[own[own > 0]] = index[own > 0] + 1
+    table = new_peak_table(n, row=prow, col=pcol)
+    cut = extract_patches(frame, table, size=size, mask=frame_mask, labels=lut[labels])
+    return cut.data, cut.mask
 
 
 def simulated_training_patches(
