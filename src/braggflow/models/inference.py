@@ -53,6 +53,7 @@ def _crop(data: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np
 
 
 BACKENDS = ("auto", "torch", "onnx")
+_FEATURE_CHUNK = 65536
 
 
 def _onnx_available() -> bool:
@@ -156,10 +157,17 @@ def raw_predict(localizer, data: np.ndarray, mask: np.ndarray, *, gain: float = 
 
     data, mask, offset = _crop(data, mask, localizer.size)
     size = localizer.size
+
+    def features(d, m):
+        return minmax_normalise(d, m) if localizer.arch == "braggnn" else robust_features(d, m, gain=gain)
+
+    # normalise in chunks so memory stays bounded for millions of patches
+    chunk = max(int(batch_size), _FEATURE_CHUNK)
+    parts = [_run_network(localizer, features(data[i : i + chunk], mask[i : i + chunk]), batch_size, backend)
+             for i in range(0, len(data), chunk)]
+    out = np.concatenate(parts).astype(np.float64)
     if localizer.arch == "braggnn":
-        out = _run_network(localizer, minmax_normalise(data, mask), batch_size, backend).astype(np.float64)
         return {"row": out[:, 1] * size + offset, "col": out[:, 0] * size + offset}
-    out = _run_network(localizer, robust_features(data, mask, gain=gain), batch_size, backend).astype(np.float64)
     c = size // 2 + offset
     result = {
         "row": c + out[:, 0],
