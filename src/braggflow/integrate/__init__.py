@@ -148,8 +148,7 @@ def integrate(
         own = lab == np.arange(1, n + 1)[:, None, None]
         signal = _grow(own) & ((lab == 0) | own)
         occupied = _grow(lab > 0)
-    ring_limit = (np.abs(offs)[None, :, None] <= half) & (np.abs(offs)[None, None, :] <= half)
-    background_px = ~occupied & ~bad & ring_limit
+    background_px = ~occupied & ~bad
     signal &= ~bad
 
     with warnings.catch_warnings():

@@ -376,6 +376,8 @@ class FabioSeries(FrameSeries):
             raise InputFileError("no frame files given")
         self.paths = [str(p) for p in paths]
         first = self._open(self.paths[0])
+        if first.data is None:
+            raise InputFileError(f"{self.paths[0]}: file holds no image data (truncated?)")
         self.shape = tuple(first.data.shape)
         self.dtype = first.data.dtype
         n0 = int(getattr(first, "nframes", 1) or 1)
