@@ -89,3 +89,15 @@ def test_integrate_flags_saturation_and_needs_regions(rng):
     assert out["flags"].iloc[0] & Flag.SATURATED
     with pytest.raises(ValueError, match="labels or an integration radius"):
         integrate(f, table)
+
+
+def test_tile_median_ignoring_masked_pixels_matches_numpy(rng):
+    from braggflow._stats import nanmedian_last as _nanmedian_last
+
+    values = rng.normal(size=(6, 7, 64))
+    values[rng.random(values.shape) < 0.3] = np.nan
+    values[2, 3] = np.nan  # a tile with no good pixel
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanmedian(values, axis=2)
+    np.testing.assert_allclose(_nanmedian_last(values), expected, equal_nan=True)
+    assert np.isnan(_nanmedian_last(values)[2, 3])

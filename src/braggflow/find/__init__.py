@@ -32,11 +32,13 @@ References
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from braggflow._stats import nanmedian_last
 from braggflow.errors import BraggflowError
 from braggflow.pipeline.config import FindConfig
 from braggflow.schema import empty_peak_table, new_peak_table
@@ -139,12 +141,8 @@ def estimate_background(
         level = np.median(blocks, axis=2)
         mad = np.median(np.abs(blocks - level[:, :, None]), axis=2)
     else:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-masked tiles give NaN
-            level = np.nanmedian(blocks, axis=2)
-            mad = np.nanmedian(np.abs(blocks - level[:, :, None]), axis=2)
+        level = nanmedian_last(blocks)
+        mad = nanmedian_last(np.abs(blocks - level[:, :, None]))
     noise = _MAD_TO_SIGMA * mad
     # tiles with no good pixel take the frame's typical values
     fill_level = np.nanmedian(level) if np.isfinite(level).any() else 0.0
@@ -229,6 +227,38 @@ def _local_maxima(values: np.ndarray, flat_index: np.ndarray, frame: np.ndarray)
             else:
                 is_max &= values >= nb
     return is_max
+
+
+def _may_split(sub: np.ndarray, rows: np.ndarray, cols: np.ndarray, peaks: np.ndarray, keep) -> bool:
+    """Whether any but the highest of a component's maxima can survive the elder rule.
+
+    A maximum dies at the highest saddle joining it to a higher maximum; the
+    minimum of ``sub`` along the straight 8-connected line between the two is a
+    lower bound of that saddle (``sub`` is -inf outside the component, so a line
+    leaving it bounds nothing).  ``keep(peak, saddle)`` is monotone: false at a
+    lower bound means false at the saddle itself.  When every maximum fails at
+    its bound no split is possible and the watershed can be skipped.
+
+    Parameters
+    ----------
+    sub : (h, w) ndarray of float
+        Component bounding box, -inf outside the component.
+    rows, cols : (M,) ndarray of int
+        Maxima in ``sub``, in order of descending ``peaks``.
+    peaks : (M,) ndarray of float
+    keep : callable(peak_value, saddle_value) -> bool
+    """
+    for i in range(1, len(peaks)):
+        bound = -np.inf
+        for j in range(i):
+            n = max(abs(int(rows[i]) - int(rows[j])), abs(int(cols[i]) - int(cols[j])))
+            t = np.arange(n + 1) / n
+            rr = np.rint(rows[i] + t * (rows[j] - rows[i])).astype(int)
+            cc = np.rint(cols[i] + t * (cols[j] - cols[i])).astype(int)
+            bound = max(bound, float(sub[rr, cc].min()))
+        if not math.isfinite(bound) or keep(peaks[i], bound):
+            return True
+    return False
 
 
 def _merge_basins(sub: np.ndarray, basins: np.ndarray, peaks: np.ndarray, keep) -> tuple[np.ndarray, np.ndarray]:
@@ -422,12 +452,9 @@ def find_peaks(
                     kept.append(i)
             if len(kept) < 2:
                 continue
-            markers = np.zeros(sub_mask.shape, dtype=np.int32)
-            markers[mr[kept] - r0, mc[kept] - c0] = np.arange(1, len(kept) + 1)
-            basins = watershed(-np.where(sub_mask, sub, 0.0), markers, mask=sub_mask, connectivity=2)
             peaks = values[mx[kept]]
-            lvl = float(np.median(tile_level[members]))
-            nse = float(np.median(tile_noise[members]))
+            lvl = float(tile_level[mx[0]])  # tile background and noise at the component's highest pixel
+            nse = float(tile_noise[mx[0]])
             if config.method == "persistence":
                 h_min = config.min_persistence if config.min_persistence is not None else config.threshold_sigma * nse
 
@@ -440,6 +467,11 @@ def find_peaks(
                     # dip significant against the Poisson noise of the counts at the saddle
                     return peak - saddle >= k * np.sqrt(nse**2 + gain * max(saddle - lvl, 0.0))
 
+            if not _may_split(sub, mr[kept] - r0, mc[kept] - c0, peaks, keep):
+                continue  # most multi-maximum components: noise on a bright peak's top, no watershed needed
+            markers = np.zeros(sub_mask.shape, dtype=np.int32)
+            markers[mr[kept] - r0, mc[kept] - c0] = np.arange(1, len(kept) + 1)
+            basins = watershed(-np.where(sub_mask, sub, 0.0), markers, mask=sub_mask, connectivity=2)
             owner, pers = _merge_basins(np.where(sub_mask, sub, 0.0), basins, peaks, keep)
             survivors = np.unique(owner[1:])
             if len(survivors) < 2:

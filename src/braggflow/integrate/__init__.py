@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from braggflow._stats import nanmedian_last
 from braggflow.errors import BraggflowError
 from braggflow.schema import Flag, conform, validate_peak_table
 
@@ -130,7 +131,7 @@ def integrate(
     ci = np.where(ok, np.rint(np.nan_to_num(cols)), 0).astype(np.intp)
     core = 5 if radius is None else int(np.ceil(radius))
     half = core + int(np.ceil(background_width))
-    win = windows(frame.astype(np.float64, copy=False), ri, ci, half, 0.0)
+    win = windows(frame, ri, ci, half, 0).astype(np.float64)  # cast the windows, not the frame
     offs = np.arange(-half, half + 1)
     if mask is not None:
         bad = windows(mask, ri, ci, half, True)
@@ -154,7 +155,7 @@ def integrate(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         bgvals = np.where(background_px, win, np.nan).reshape(n, -1)
-        b = np.nanmedian(bgvals, axis=1)
+        b = nanmedian_last(bgvals)
         s2 = np.nanvar(bgvals, axis=1, ddof=1)
     n_b = background_px.reshape(n, -1).sum(axis=1)
     b = np.where(n_b > 0, b, 0.0)

@@ -159,7 +159,7 @@ def process_frame(
     c = config.correct
     corrected, mask = correct_frame(frame, mask=context.mask, dark=context.dark, flat=context.flat, config=c, name=name)
     saturated = None
-    if math.isfinite(context.saturation):
+    if math.isfinite(context.saturation) and frame.max() >= context.saturation:  # max() costs a third of the map
         saturated = frame >= context.saturation
         if c.binning == 2:
             from braggflow.correct import bin2x2

