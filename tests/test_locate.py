@@ -201,6 +201,30 @@ def test_braggnn_branch_maps_patch_to_frame_coordinates(monkeypatch):
     assert calls == dict(shape=(2, 11, 11), model="m", device="cpu", batch_size=7, gain=2.0)
 
 
+def test_locate_braggnn_errors_follow_the_gain(rng):
+    """The gain reaches the network through locate: the same photons recorded at gain 4 give the
+    same centres and errors as at gain 1, and the same counts read at gain 4 (4x fewer photons)
+    give errors about sqrt(4) = 2 times larger."""
+    pytest.importorskip("torch")
+    shape = (48, 48)
+    truth = np.array([[10.3, 12.6], [24.8, 30.1], [36.2, 14.7], [30.4, 38.4]])
+    expected = np.full(shape, 4.0)
+    for r, c in truth:
+        expected += 3000 * peak_profile(np.arange(shape[0]), np.arange(shape[1]), row=r, col=c, sigma_row=1.2,
+                                         sigma_col=1.2)
+    photons = rng.poisson(expected).astype(np.float32)
+    table = new_peak_table(len(truth), row=np.rint(truth[:, 0]), col=np.rint(truth[:, 1]))
+    one = locate(photons, table, method="braggnn", gain=1.0)
+    four = locate(4 * photons, table, method="braggnn", gain=4.0)
+    np.testing.assert_allclose(four.row, one.row, atol=1e-4)
+    np.testing.assert_allclose(four.row_err, one.row_err, rtol=1e-3)
+    np.testing.assert_allclose(four.col_err, one.col_err, rtol=1e-3)
+    fewer = locate(photons, table, method="braggnn", gain=4.0)
+    ratio = np.concatenate([fewer.row_err / one.row_err, fewer.col_err / one.col_err])
+    assert np.all((ratio > 1.6) & (ratio < 2.5)), ratio
+    assert np.all(np.hypot(one.row - truth[:, 0], one.col - truth[:, 1]) < 0.1)
+
+
 def test_remove_other_peaks_on_simulated_neighbours():
     from braggflow.locate import remove_other_peaks
 

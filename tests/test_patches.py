@@ -83,6 +83,39 @@ def test_edge_kind_masks_beyond_a_straight_edge():
     assert np.all(np.abs(ps.row - 5) <= 1) and np.all(np.abs(ps.col - 5) <= 1)
 
 
+def test_edge_distance_sets_where_the_edge_cuts():
+    big = simulate_patches(300, size=17, kind="edge", seed=6, edge_distance=(2, 5))
+    # the first masked row/column is 2..5 px from the centre pixel (8, 8): the central 11 x 11 is always cut
+    assert big.mask[:, 3:14, 3:14].any(axis=(1, 2)).all()
+    depth = np.maximum(big.mask.all(axis=2).sum(axis=1), big.mask.all(axis=1).sum(axis=1))
+    assert set(np.unique(17 - 8 - depth)) == {2, 3, 4, 5}
+    with pytest.raises(BraggflowError, match="edge_distance"):
+        simulate_patches(2, kind="edge", edge_distance=(2, 6))
+
+
+def test_patch_background_border_median_and_fallbacks():
+    rng = np.random.default_rng(3)
+    data = rng.poisson(20.0, (3, 7, 7)).astype(np.float32)
+    data[:, 3, 3] = 1000.0  # a peak
+    border = np.ones((7, 7), bool)
+    border[1:-1, 1:-1] = False
+    bg = patch_background(data)
+    np.testing.assert_allclose(bg, [np.median(d[border]) for d in data])
+    assert bg.dtype == np.float64
+    mask = np.zeros(data.shape, bool)
+    mask[0, :, :4] = True  # half the border masked: median of the rest
+    mask[1] = border  # no usable border pixel: lower quartile of the usable pixels, not pulled up by the peak
+    mask[2] = True  # nothing usable
+    data[0, 0, 6] = np.nan  # non-finite pixels are unusable too
+    bg = patch_background(data, mask)
+    usable = border & ~mask[0] & np.isfinite(data[0])
+    assert usable.sum() == 10
+    np.testing.assert_allclose(bg[0], np.median(data[0][usable]))
+    inner = np.sort(data[1][~border])
+    assert bg[1] == inner[len(inner) // 4] and bg[1] < 100
+    assert bg[2] == 0.0
+
+
 def test_masked_kind_and_mixed():
     ps = simulate_patches(300, kind="masked", seed=7, mask_fraction=(0.05, 0.1))
     frac = ps.mask.mean()

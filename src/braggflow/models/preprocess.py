@@ -19,15 +19,13 @@ Two input kinds:
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from braggflow.errors import BraggflowError
+from braggflow.locate.patches import patch_background
 
 __all__ = [
     "check_patches",
-    "background_level",
     "minmax_normalise",
     "robust_features",
     "patch_snr_width",
@@ -77,61 +75,6 @@ def check_patches(data, mask=None) -> tuple[np.ndarray, np.ndarray]:
     return data, mask
 
 
-@functools.lru_cache(maxsize=8)
-def _border_index(size: int) -> np.ndarray:
-    grid = np.arange(size * size).reshape(size, size)
-    return np.concatenate([grid[0], grid[-1], grid[1:-1, 0], grid[1:-1, -1]])
-
-
-def _border(a: np.ndarray) -> np.ndarray:
-    """The 4s - 4 border pixels of each (s, s) patch as an (N, 4s - 4) array."""
-    n, s, _ = a.shape
-    return np.take(a.reshape(n, s * s), _border_index(s), axis=1)
-
-
-def background_level(data: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Background of each patch: median of its unmasked border pixels.
-
-    Parameters
-    ----------
-    data : (N, s, s) ndarray of float
-    mask : (N, s, s) ndarray of bool, optional
-
-    Returns
-    -------
-    background : (N,) ndarray of float32
-        Counts per pixel.  Patches with fewer than 3 unmasked border pixels
-        use the lower quartile of all their unmasked pixels; fully masked
-        patches give 0.
-    """
-    n, s, _ = data.shape
-    if n == 0:
-        return np.zeros(0, np.float32)
-    border = _border(data).astype(np.float32)
-    k = border.shape[1]
-    if mask is None or not mask.any():
-        border.sort(axis=1)
-        return 0.5 * (border[:, (k - 1) // 2] + border[:, k // 2])
-    bmask = _border(mask)
-    np.copyto(border, np.inf, where=bmask)
-    border.sort(axis=1)
-    n_valid = k - bmask.sum(axis=1)
-    rows = np.arange(n)
-    lo = np.clip((n_valid - 1) // 2, 0, k - 1)
-    hi = np.clip(n_valid // 2, 0, k - 1)
-    bg = 0.5 * (border[rows, lo] + border[rows, hi])
-    few = n_valid < 3
-    if few.any():
-        v = data[few].reshape(few.sum(), s * s).astype(np.float32)
-        vm = mask[few].reshape(few.sum(), s * s)
-        np.copyto(v, np.inf, where=vm)
-        v.sort(axis=1)
-        kk = s * s - vm.sum(axis=1)
-        q = v[np.arange(len(v)), np.clip(kk // 4, 0, s * s - 1)]
-        bg[few] = np.where(kk > 0, q, 0.0)
-    return bg.astype(np.float32)
-
-
 def minmax_normalise(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The published BraggNN input: each patch min-max scaled to [0, 1].
 
@@ -151,7 +94,7 @@ def minmax_normalise(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     n, s, _ = data.shape
     if mask.any():
-        bg = background_level(data, mask)
+        bg = patch_background(data, mask).astype(np.float32)
         data = np.where(mask, bg[:, None, None], data)
     lo = data.min(axis=(1, 2), keepdims=True)
     hi = data.max(axis=(1, 2), keepdims=True)
@@ -182,7 +125,7 @@ def robust_features(data: np.ndarray, mask: np.ndarray, *, gain: float = 1.0) ->
     """
     n, s, _ = data.shape
     ss = s * s
-    bg = background_level(data, mask)
+    bg = patch_background(data, mask).astype(np.float32)
     x = data - bg[:, None, None]
     has_mask = bool(mask.any())
     if has_mask:
@@ -226,7 +169,7 @@ def patch_snr_width(data: np.ndarray, mask: np.ndarray, *, gain: float = 1.0) ->
     """
     n, s, _ = data.shape
     counts = data.astype(np.float64) / gain
-    bg = background_level(counts.astype(np.float32), mask).astype(np.float64)
+    bg = patch_background(counts, mask)
     r = np.arange(s) - s // 2
     rr, cc = np.meshgrid(r, r, indexing="ij")
     inside = (rr**2 + cc**2 <= (s / 2) ** 2)[None] & ~mask

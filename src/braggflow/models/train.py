@@ -92,6 +92,10 @@ class TrainConfig:
         Seed of the split, the initialisation and the batches.
     threads : int
         torch CPU threads.
+    init : str or None
+        Start from the weights of this model (a shipped name or a model
+        file; fine-tuning) instead of a random initialisation; its
+        architecture and ``arch_kwargs`` are used and ``arch`` must match.
     """
 
     arch: str = "locnet"
@@ -117,6 +121,7 @@ class TrainConfig:
     width_weight: float = 0.1
     seed: int = 0
     threads: int = 2
+    init: str | None = None
 
     def validate(self) -> "TrainConfig":
         """Check the options; returns self.
@@ -418,7 +423,9 @@ def simulated_training_patches(
         benchmark's are simulator-centred.
     sim_options : dict, optional
         Extra arguments of :func:`braggflow.simulate.patches.simulate_patches`
-        (e.g. ``{"sigma": (0.5, 4.0)}``).
+        (e.g. ``{"sigma": (0.5, 4.0)}``).  When the patches are simulated
+        larger and cut down (``recentre > 0``), the edge kind's
+        ``edge_distance`` defaults to the final patch's ``(2, size // 2)``.
     chunk : int
         Patches per simulator call.
 
@@ -433,6 +440,8 @@ def simulated_training_patches(
     for k, start in enumerate(range(0, n, chunk)):
         m = min(chunk, n - start)
         sim_size = size + 6 if recentre > 0 else size
+        if sim_size > size:  # the detector edge must cut the final patch, not only the larger one
+            options.setdefault("edge_distance", (min(2, size // 2), size // 2))
         ps = simulate_patches(m, size=sim_size, kind=kind, seed=seed * 1000003 + k, gain=gain, **options)
         if recentre > 0:
             lp = recentre_on_maximum(ps, size=size, fraction=recentre, seed=seed * 1000003 + k)
@@ -724,13 +733,24 @@ def train_model(
         arch_kwargs = {"imgsz": size, **config.arch_kwargs}
     else:
         arch_kwargs = {"size": size, "n_scalars": N_SCALARS, **config.arch_kwargs}
-    network = build_network(arch, **arch_kwargs)
-    if arch == "braggnn":
+    if config.init is not None:
+        from braggflow.models.files import load_model
+
+        start = load_model(config.init)
+        if start.arch != arch or start.size != size:
+            raise ConfigError(f"init model {config.init!r} is a {start.arch} for {start.size} px patches, "
+                              f"but arch={arch!r} and size={size}")
+        arch_kwargs = dict(start.arch_kwargs)
+        network = build_network(arch, **arch_kwargs)
+        network.load_state_dict(start.network.state_dict())
+    elif arch == "braggnn":
+        network = build_network(arch, **arch_kwargs)
         for m in network.modules():  # the published initialisation
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
                 torch.nn.init.xavier_uniform_(m.weight)
                 torch.nn.init.zeros_(m.bias)
     else:
+        network = build_network(arch, **arch_kwargs)
         last = network.layers[-1]
         with torch.no_grad():
             last.weight.mul_(0.1)

@@ -101,6 +101,7 @@ def simulate_patches(
     neighbour_distance=(2.0, 6.0),
     neighbour_ratio=(0.1, 1.0),
     mask_fraction=(0.02, 0.15),
+    edge_distance=None,
     slope: float = 0.0,
     saturation: float | None = None,
     noise: bool = True,
@@ -141,6 +142,12 @@ def simulate_patches(
     axis_ratio, broad_sigma, neighbour_distance, neighbour_ratio, mask_fraction : (low, high)
         Ranges for the elongated, broad, neighbour (distance px, intensity ratio
         of the neighbour) and masked kinds.
+    edge_distance : (low, high), optional
+        Distance of the detector edge from the centre pixel for the edge kind,
+        whole px (uniform; the first masked row/column is at this distance);
+        default ``(2, s // 2)`` (``(1, 1)`` for s = 3), so the edge always cuts the patch.  Larger
+        patches that are later cut down (training) pass the final patch's
+        range.
     slope : float
         Largest background gradient, as a fraction of the background per px
         (random direction); 0 gives flat backgrounds.
@@ -178,6 +185,10 @@ def simulate_patches(
     neighbour_distance = _range("neighbour_distance", neighbour_distance)
     neighbour_ratio = _range("neighbour_ratio", neighbour_ratio, positive=True)
     mask_fraction = _range("mask_fraction", mask_fraction)
+    edge_lo, edge_hi = (min(2, size // 2), size // 2) if edge_distance is None else _range("edge_distance", edge_distance)
+    if not 1 <= edge_lo <= edge_hi <= size // 2:
+        raise BraggflowError(f"edge_distance must be a (low, high) range with 1 <= low <= high <= {size // 2} "
+                             f"(half the patch side), got {edge_distance!r}")
 
     rng = np.random.default_rng(seed)
     h = size // 2
@@ -205,7 +216,7 @@ def simulate_patches(
     nb_sigma = rng.uniform(*sigma, n)
     nb_eta = np.where(rng.uniform(size=n) < pvoigt_fraction, rng.uniform(*eta, n), 0.0)
     edge_side = rng.integers(0, 4, n)
-    edge_pos = rng.integers(2, max(h, 2) + 1, n)
+    edge_pos = rng.integers(int(edge_lo), int(edge_hi) + 1, n)
     mfrac = rng.uniform(*mask_fraction, n)
     mrand = rng.uniform(size=(n, size, size))
     slope_mag = rng.uniform(0, slope, n)
