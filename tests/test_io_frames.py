@@ -125,3 +125,106 @@ def test_real_frames_read(shared_data):
     assert s[0].max() > 1000
     g = open_frames(str(shared_data / "giwaxs_gixsgui"))
     assert len(g) == 5 and g.shape == (1043, 981)
+
+
+SWMR_STEPPER = """
+import sys, h5py, numpy as np
+frames = np.load(sys.argv[1])
+with h5py.File(sys.argv[2], "w", libver="latest") as h5:
+    h5.create_dataset("entry/instrument/detector/pixel_mask", data=np.zeros(frames.shape[1:], np.uint32))
+    ds = h5.create_dataset("/entry/data/data", shape=(0,) + frames.shape[1:], maxshape=(None,) + frames.shape[1:],
+                           chunks=(1,) + frames.shape[1:], dtype=frames.dtype)
+    h5.swmr_mode = True
+    print("ready", flush=True)
+    for i, frame in enumerate(frames):
+        sys.stdin.readline()  # one frame per request
+        ds.resize(i + 1, axis=0)
+        ds[i] = frame
+        ds.flush()
+        print("wrote", i, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_hdf5_swmr_series_grows_with_refresh(stack, tmp_path):
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "frames.npy", stack)
+    path = tmp_path / "scan.h5"
+    proc = subprocess.Popen([sys.executable, "-c", SWMR_STEPPER, str(tmp_path / "frames.npy"), str(path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        # the writer still has the file open; the 2D pixel mask is larger than the empty frame stack,
+        # yet a growing series is the 3D dataset
+        series = open_frames(str(path), swmr=True)
+        assert isinstance(series, HDF5Series) and series.datasets == ["/entry/data/data"]
+        assert len(series) == 0 and series.shape == (40, 50) and series.refresh() == 0
+        for i in range(3):
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().split() == ["wrote", str(i)]
+            with pytest.raises(IndexError):  # not seen before refresh
+                series[i]
+            assert series.refresh() == i + 1 and len(series) == i + 1
+            np.testing.assert_array_equal(series[i], stack[i])
+        np.testing.assert_array_equal(series[0], stack[0])
+        series.close()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+    finally:
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    # a 2D dataset cannot grow: refused by name for SWMR, accepted without
+    with pytest.raises(InputFileError, match="3D"):
+        open_frames(f"{path}::/entry/instrument/detector/pixel_mask", swmr=True)
+    assert len(open_frames(f"{path}::/entry/instrument/detector/pixel_mask")) == 1
+
+
+def test_hdf5_refresh_without_swmr_reopens_the_file(stack, tmp_path):
+    import h5py
+
+    path = tmp_path / "grow.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("frames", data=stack[:1], maxshape=(None, 40, 50))
+    series = open_frames(str(path))
+    assert len(series) == 1
+    with h5py.File(path, "a") as h5:
+        h5["frames"].resize(3, axis=0)
+        h5["frames"][1:] = stack[1:]
+    assert len(series) == 1 and series.refresh() == 3
+    np.testing.assert_array_equal(series[2], stack[2])
+    assert open_frames(stack).refresh() == 3  # static series: length unchanged
+
+
+def test_fabio_series_decodes_each_file_once(stack, tmp_path, monkeypatch):
+    import fabio
+
+    paths = []
+    for i, f in enumerate(stack):
+        paths.append(str(tmp_path / f"t_{i}.tif"))
+        fabio.tifimage.TifImage(data=f).write(paths[-1])
+    fabio.edfimage.EdfImage(data=stack[0]).write(str(tmp_path / "multi.edf"))
+    with fabio.open(str(tmp_path / "multi.edf")) as edf:
+        for f in stack[1:]:
+            edf.append_frame(data=f)
+        edf.save(str(tmp_path / "multi.edf"))
+    opened = []
+    real_open = fabio.open
+    monkeypatch.setattr(fabio, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    series = open_frames(paths)
+    frames = [series[i] for i in range(3)]
+    assert opened == paths  # the first file is opened once for its shape and its frame
+    for got, want in zip(frames, stack):
+        np.testing.assert_array_equal(got, want)
+    opened.clear()
+    multi = open_frames(str(tmp_path / "multi.edf"))
+    assert len(multi) == 3
+    for i in (2, 1):  # the frames of a multi-frame file come from the one opened file
+        np.testing.assert_array_equal(multi[i], stack[i])
+    assert opened == [str(tmp_path / "multi.edf")]
+    # frame 0 is handed out, not kept: a second read decodes again and gives the same pixels
+    first = multi[0]
+    first[:] = 0
+    np.testing.assert_array_equal(multi[0], stack[0])

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 import braggflow.cli.core  # noqa: F401  (registers run)
 import braggflow.cli.series  # noqa: F401  (registers link, watch, plot)
 from braggflow.cli.app import app
-from braggflow.io.results import read_group, read_peaks
+from braggflow.errors import InputFileError
+from braggflow.io.results import read_group, read_peaks, read_table
 from braggflow.simulate.frames import simulate_series, write_nexus
 from braggflow.simulate.profiles import peak_profile
 
@@ -51,6 +52,17 @@ def test_link_command_writes_track_ids_and_summary(drifting, tmp_path):
     # the simulated drift is (0.05, -0.03) px/frame for every peak
     assert abs(full["drift_row"].median() - 0.05) < 0.03 and abs(full["drift_col"].median() + 0.03) < 0.03
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "tracks.csv"), tracks, check_dtype=False)
+
+
+def test_read_table_gives_the_simulated_truth(drifting, tmp_path):
+    folder, sim = drifting
+    truth = read_table(folder / "sim.h5", "/entry/truth")
+    assert list(truth.columns) == list(sim.truth.columns)
+    pd.testing.assert_frame_equal(truth, sim.truth, check_dtype=False, check_categorical=False)
+    with pytest.raises(InputFileError, match="no table group '/entry/nothing'"):
+        read_table(folder / "sim.h5", "/entry/nothing")
+    with pytest.raises(InputFileError, match="no such"):
+        read_table(tmp_path / "missing.h5", "/entry/truth")
 
 
 def test_plot_commands_write_images_of_the_expected_size(drifting, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from braggflow.errors import BraggflowError, InputFileError
-from braggflow.io.results import read_group, read_peaks, read_status
+from braggflow.io.results import ResultsWriter, read_group, read_peaks, read_status, write_group
 from braggflow.pipeline import process_frame
 from braggflow.pipeline.config import Config
 from braggflow.pipeline.watch import watch
@@ -127,7 +128,8 @@ def test_watch_processes_files_as_they_appear(tmp_path, frames, config, referenc
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".edf"])
-def test_watch_waits_for_a_half_written_file(tmp_path, frames, config, reference, suffix):
+def test_watch_waits_for_a_half_written_file(tmp_path, frames, config, reference, suffix, caplog):
+    caplog.set_level(logging.WARNING)
     folder = tmp_path / "detector"
     folder.mkdir()
     out = tmp_path / "live.h5"
@@ -141,6 +143,9 @@ def test_watch_waits_for_a_half_written_file(tmp_path, frames, config, reference
     assert result.frames["frame"].tolist() == [0, 1, 2, 3]
     assert result.frames["t_written"].iloc[1] >= writer.completed[1]
     assert_same_peaks(read_peaks(out), reference[reference["frame"] < 4])
+    # a half-written file is expected here: fabio's "Error in opening ... truncated" is not printed
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("fabio")] == []
+    assert logging.getLogger("fabio").level == logging.NOTSET  # its level is restored
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".edf", ".cbf"])
@@ -320,3 +325,32 @@ def test_ctrl_c_leaves_a_complete_results_file(tmp_path, frames, config, referen
     assert "stopped: interrupt" in " ".join(output.split()), output
     assert read_status(out) == "complete"
     assert_same_peaks(read_peaks(out), reference[reference["frame"] < 2])
+
+
+def test_results_writer_append_continues_a_complete_file(tmp_path, config, reference):
+    out = tmp_path / "results.h5"
+    with ResultsWriter(out, config=config) as writer:
+        for f in (0, 1):
+            writer.add(f, reference[reference["frame"] == f])
+    write_group(out, "extra", tables={"t": pd.DataFrame({"a": [1, 2]})}, attrs={"k": 1})
+    assert read_status(out) == "complete"
+    with pytest.raises(InputFileError, match="already complete"):  # resume alone still refuses
+        ResultsWriter(out, config=config, resume=True)
+    with pytest.raises(InputFileError, match="different configuration"):
+        ResultsWriter(out, config=Config(find={"min_size": 3}), append=True)
+    assert read_status(out) == "complete"
+    writer = ResultsWriter(out, config=config, append=True, flush_frames=1)
+    assert writer.done_frames == {0, 1}
+    assert read_status(out) == "running"  # not complete while frames are appended
+    writer.add(2, reference[reference["frame"] == 2])
+    # killed here: the file is not complete, and frame 2 is in the journal
+    assert read_status(out) == "running"
+    assert_same_peaks(read_peaks(out), reference[reference["frame"] < 3])
+    resumed = ResultsWriter(out, config=config, resume=True)
+    assert resumed.done_frames == {0, 1, 2}
+    resumed.add(3, reference[reference["frame"] == 3])
+    resumed.close()
+    assert read_status(out) == "complete"
+    assert_same_peaks(read_peaks(out), reference[reference["frame"] < 4])
+    tables, attrs = read_group(out, "extra")  # groups of later commands are kept
+    assert tables["t"]["a"].tolist() == [1, 2] and attrs["k"] == 1

@@ -279,7 +279,7 @@ def _read_reference(path: Path):
     import pandas as pd
 
     from braggflow.errors import InputFileError
-    from braggflow.io.results import _read_table, read_peaks
+    from braggflow.io.results import read_peaks, read_table
 
     if not path.exists():
         raise InputFileError(f"{path}: no such reference file")
@@ -287,11 +287,10 @@ def _read_reference(path: Path):
         return pd.read_csv(path)
     try:
         with h5py.File(path, "r", locking=False) as h5:
-            if "entry/truth" in h5:
-                return _read_table(h5["entry/truth"])
+            simulated = "entry/truth" in h5
     except OSError:
         raise InputFileError(f"{path}: reference must be a CSV, a simulated NeXus file or a results file") from None
-    return read_peaks(path)
+    return read_table(path, "/entry/truth") if simulated else read_peaks(path)
 
 
 @plot_app.command("series")

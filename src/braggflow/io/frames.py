@@ -4,6 +4,10 @@
 one at a time on access, so a series of thousands of 2048 x 2048 frames never
 sits in memory whole.  Series are picklable (they hold paths, not open
 handles), so Dask workers can read their own frames.
+
+An HDF5 file that a detector is still appending in SWMR (single-writer,
+multiple-reader) mode is read with ``open_frames(path, swmr=True)``;
+:meth:`FrameSeries.refresh` then picks up the frames written since.
 """
 
 from __future__ import annotations
@@ -93,6 +97,19 @@ class FrameSeries:
         for i in range(len(self)):
             yield self[i]
 
+    def refresh(self) -> int:
+        """Look again at the source for frames written since it was opened.
+
+        Only a growing HDF5 dataset (:class:`HDF5Series`) can gain frames;
+        other series return their length unchanged.
+
+        Returns
+        -------
+        n : int
+            Number of frames now in the series.
+        """
+        return len(self)
+
     def omega_centre(self, index: int) -> float:
         """Rotation angle at the centre of frame ``index``, degrees (NaN without omega)."""
         if self.omega is None:
@@ -148,12 +165,12 @@ class ArraySeries(FrameSeries):
 # --------------------------------------------------------------------------- HDF5 / NeXus
 
 
-def _h5_open(path: str):
+def _h5_open(path: str, *, swmr: bool = False):
     import h5py
     import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and other filters)
 
     try:
-        return h5py.File(path, "r", locking=False)
+        return h5py.File(path, "r", swmr=swmr, locking=False)
     except FileNotFoundError:
         raise InputFileError(f"{path}: no such file") from None
     except OSError as exc:
@@ -217,6 +234,10 @@ class HDF5Series(FrameSeries):
     datasets are read as one series.  Compressed datasets (bitshuffle/LZ4 and
     the other hdf5plugin filters) are supported.
 
+    With ``swmr=True`` the file is opened in SWMR read mode and kept open, so
+    a writer may go on appending frames (resizing the first axis of a 3D
+    dataset); :meth:`refresh` re-reads the number of frames.
+
     Parameters
     ----------
     path : str
@@ -224,45 +245,96 @@ class HDF5Series(FrameSeries):
     dataset : str, optional
         Path of the frames inside the file; default: the NeXus default
         ``NXdata`` signal, else the Eiger ``/entry/data/data_*`` sets, else the
-        largest 2D/3D dataset.
+        largest 2D/3D dataset (3D only with ``swmr``).
+    swmr : bool, optional
+        Read a file that is still being written by an SWMR writer.  The
+        frames must be a 3D (N, H, W) dataset; N may be 0 when opened.
 
     Raises
     ------
     InputFileError
-        If the file cannot be read, the dataset does not exist or is not 2D/3D.
+        If the file cannot be read, the dataset does not exist or is not 2D/3D
+        (not 3D with ``swmr``).
     """
 
-    def __init__(self, path: str, dataset: str | None = None):
+    def __init__(self, path: str, dataset: str | None = None, *, swmr: bool = False):
         self.path = str(path)
-        with _h5_open(self.path) as h5:
+        self.swmr = bool(swmr)
+        h5 = _h5_open(self.path, swmr=self.swmr)
+        try:
             names = self._resolve(h5, dataset)
             shapes = [h5[n].shape for n in names]
             self.dtype = h5[names[0]].dtype
             mask_name = "/entry/instrument/detector/pixel_mask"
             self.detector_mask = h5[mask_name][()].astype(bool) if mask_name in h5 else None
+        except BaseException:
+            h5.close()
+            raise
         self.datasets = names
-        self.counts = [1 if len(s) == 2 else s[0] for s in shapes]
         self.shape = tuple(shapes[0][-2:])
-        for name, s in zip(names, shapes):
+        self._set_counts(shapes)
+        self.sources = [self.path]
+        if self.swmr:  # kept open: refresh() needs the SWMR handle
+            self._h5 = h5
+        else:
+            h5.close()
+            self._h5 = None
+
+    def _set_counts(self, shapes) -> None:
+        for name, s in zip(self.datasets, shapes):
             if tuple(s[-2:]) != self.shape:
                 raise InputFileError(f"{self.path}::{name}: frames of shape {s[-2:]}, expected {self.shape}")
-        self._offsets = np.concatenate([[0], np.cumsum(self.counts)])
-        self.sources = [self.path]
-        self._h5 = None
+        self.counts = [1 if len(s) == 2 else int(s[0]) for s in shapes]
+        self._offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+
+    def refresh(self) -> int:
+        """Re-read the number of frames, which an SWMR writer may have increased.
+
+        With ``swmr=True`` each dataset's metadata is refreshed through the
+        open SWMR handle; otherwise the file is opened again (for a file
+        appended between reads by a writer that closed it).
+
+        Returns
+        -------
+        n : int
+            Number of frames now in the series.
+
+        Raises
+        ------
+        InputFileError
+            If the file can no longer be read or its frames changed shape.
+        """
+        if not self.swmr:
+            self.close()
+        if self._h5 is None:
+            self._h5 = _h5_open(self.path, swmr=self.swmr)
+        try:
+            shapes = []
+            for name in self.datasets:
+                dset = self._h5[name]
+                if self.swmr:
+                    dset.refresh()
+                shapes.append(dset.shape)
+        except (KeyError, OSError) as exc:
+            raise InputFileError(f"{self.path}: cannot refresh the frame datasets ({exc})") from None
+        self._set_counts(shapes)
+        return len(self)
 
     def _resolve(self, h5, dataset: str | None) -> list[str]:
         import h5py
 
+        ndims = (3,) if self.swmr else (2, 3)
         if dataset:
             if dataset not in h5:
                 candidates = ", ".join(_image_datasets(h5)[:5]) or "none"
                 raise InputFileError(f"{self.path}: no dataset {dataset!r} (image datasets found: {candidates})")
             obj = h5[dataset]
-            if not isinstance(obj, h5py.Dataset) or obj.ndim not in (2, 3):
-                raise InputFileError(f"{self.path}::{dataset}: expected a 2D or 3D dataset of frames")
+            if not isinstance(obj, h5py.Dataset) or obj.ndim not in ndims:
+                expected = "a 3D (frames, H, W) dataset to read while it grows" if self.swmr else "a 2D or 3D dataset of frames"
+                raise InputFileError(f"{self.path}::{dataset}: expected {expected}, got shape {getattr(obj, 'shape', None)}")
             return [obj.name]
         signal = _nexus_signal(h5)
-        if signal is not None and h5[signal].ndim in (2, 3):
+        if signal is not None and h5[signal].ndim in ndims:
             return [signal]
         if "entry/data" in h5:
             eiger = sorted(k for k in h5["entry/data"] if re.fullmatch(r"data_\d{6}", k))
@@ -275,9 +347,9 @@ class HDF5Series(FrameSeries):
                     raise InputFileError(f"{self.path}: Eiger data file for /entry/data/{k} is missing") from None
             if readable:
                 return readable
-        found = _image_datasets(h5)
+        found = [n for n in _image_datasets(h5) if h5[n].ndim in ndims]
         if not found:
-            raise InputFileError(f"{self.path}: no 2D or 3D dataset of frames found")
+            raise InputFileError(f"{self.path}: no {'3D' if self.swmr else '2D or 3D'} dataset of frames found")
         return [found[0]]
 
     def __len__(self) -> int:
@@ -285,7 +357,7 @@ class HDF5Series(FrameSeries):
 
     def _read(self, index: int) -> np.ndarray:
         if self._h5 is None:
-            self._h5 = _h5_open(self.path)
+            self._h5 = _h5_open(self.path, swmr=self.swmr)
         k = int(np.searchsorted(self._offsets, index, side="right") - 1)
         dset = self._h5[self.datasets[k]]
         try:
@@ -358,7 +430,10 @@ class FabioSeries(FrameSeries):
 
     A multi-frame file (EDF, multi-page TIFF) contributes all its frames.
     The number of frames of each file is taken from its header when the series
-    is opened; pixel data is read on access.
+    is opened; pixel data is read on access.  The file opened last is kept
+    (one file), so the first file, which is decoded to learn the frame shape,
+    is not decoded again when its frame is read, and the frames of a
+    multi-frame file are taken from one opened file.
 
     Parameters
     ----------
@@ -375,7 +450,8 @@ class FabioSeries(FrameSeries):
         if not paths:
             raise InputFileError("no frame files given")
         self.paths = [str(p) for p in paths]
-        first = self._open(self.paths[0])
+        self._last: tuple[str, object] | None = None  # (path, fabio image) opened last
+        first = self._open_cached(self.paths[0])
         if first.data is None:
             raise InputFileError(f"{self.paths[0]}: file holds no image data (truncated?)")
         self.shape = tuple(first.data.shape)
@@ -398,6 +474,20 @@ class FabioSeries(FrameSeries):
         except Exception as exc:  # fabio raises many types for corrupt files
             raise InputFileError(f"{path}: not a readable detector image ({type(exc).__name__}: {exc})") from None
 
+    def _open_cached(self, path: str):
+        """The fabio image of ``path``, decoded once while it is the file read last."""
+        last = self._last  # one read of the attribute: safe when threads share the series
+        if last is not None and last[0] == path:
+            return last[1]
+        img = self._open(path)
+        self._last = (path, img)
+        return img
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_last"] = None
+        return state
+
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
@@ -407,13 +497,15 @@ class FabioSeries(FrameSeries):
 
     def _read(self, index: int) -> np.ndarray:
         path, sub = self._locate(index)
-        img = self._open(path)
+        img = self._open_cached(path)
         try:
             data = img.data if sub == 0 else img.getframe(sub).data
         except Exception as exc:
             raise InputFileError(f"{path}: cannot read frame {sub} ({exc})") from None
         if data is None:
             raise InputFileError(f"{path}: file holds no image data (truncated?)")
+        if sub == 0 and self._last is not None and self._last[1] is img:
+            self._last = None  # its pixels are handed out: neither kept alive nor shared with a later read
         return data
 
     def describe_frame(self, index: int) -> str:
@@ -507,7 +599,7 @@ def _is_framecache(path: str) -> bool:
         return False
 
 
-def open_frames(source, *, dataset: str | None = None, omega=None) -> FrameSeries:
+def open_frames(source, *, dataset: str | None = None, omega=None, swmr: bool = False) -> FrameSeries:
     """Open a series of detector frames, lazily.
 
     Parameters
@@ -523,6 +615,10 @@ def open_frames(source, *, dataset: str | None = None, omega=None) -> FrameSerie
         Dataset path inside an HDF5 file (same as the ``::`` suffix).
     omega : (N, 2) array_like, optional
         Start/stop rotation angles in degrees, for sources that do not store them.
+    swmr : bool, optional
+        Open HDF5 files in SWMR read mode, for a file a detector is still
+        appending (see :class:`HDF5Series`; :meth:`FrameSeries.refresh` gives
+        the new length).  Ignored for other formats.
 
     Returns
     -------
@@ -539,9 +635,9 @@ def open_frames(source, *, dataset: str | None = None, omega=None) -> FrameSerie
     if isinstance(source, (list, tuple)):
         paths = [str(p) for p in source]
         if len(paths) == 1:
-            return open_frames(paths[0], dataset=dataset, omega=omega)
+            return open_frames(paths[0], dataset=dataset, omega=omega, swmr=swmr)
         if all(_is_hdf5(p) for p in paths if os.path.exists(p)) and all(os.path.exists(p) for p in paths):
-            return _ConcatSeries([HDF5Series(p, dataset) for p in paths])
+            return _ConcatSeries([HDF5Series(p, dataset, swmr=swmr) for p in paths])
         series = FabioSeries(paths)
     else:
         path = str(source)
@@ -554,18 +650,18 @@ def open_frames(source, *, dataset: str | None = None, omega=None) -> FrameSerie
             )
             if not files:
                 raise InputFileError(f"{path}: folder holds no detector image files ({', '.join(IMAGE_SUFFIXES[:5])}, ...)")
-            return open_frames(files, dataset=dataset, omega=omega)
+            return open_frames(files, dataset=dataset, omega=omega, swmr=swmr)
         if any(ch in path for ch in "*?["):
             files = sorted(glob.glob(path), key=_natural_key)
             if not files:
                 raise InputFileError(f"{path}: pattern matches no file")
-            return open_frames(files, dataset=dataset, omega=omega)
+            return open_frames(files, dataset=dataset, omega=omega, swmr=swmr)
         if not os.path.exists(path):
             raise InputFileError(f"{path}: no such file")
         if os.path.getsize(path) == 0:
             raise InputFileError(f"{path}: file is empty")
         if _is_hdf5(path):
-            series = HDF5Series(path, dataset)
+            series = HDF5Series(path, dataset, swmr=swmr)
         elif path.endswith(".npz"):
             if not _is_framecache(path):
                 raise InputFileError(f"{path}: .npz is not a HEXRD frame-cache (needs 'shape', 'nframes', '{{i}}_row/col/data')")
@@ -600,6 +696,11 @@ class _ConcatSeries(FrameSeries):
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
+
+    def refresh(self) -> int:
+        """Refresh every part (see :meth:`HDF5Series.refresh`); returns the new number of frames."""
+        self._offsets = np.concatenate([[0], np.cumsum([p.refresh() for p in self.parts])])
+        return len(self)
 
     def _read(self, index: int) -> np.ndarray:
         k = int(np.searchsorted(self._offsets, index, side="right") - 1)

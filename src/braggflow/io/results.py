@@ -21,6 +21,8 @@ temporary file that replaces the old one atomically.  After a crash the file
 holds an earlier snapshot with ``status != "complete"`` and the journal holds
 every finished batch; :func:`read_peaks` merges both, and
 ``ResultsWriter(resume=True)`` continues from their union.
+``ResultsWriter(append=True)`` also continues a file closed as complete (an
+open-ended run such as ``braggflow watch``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "read_process",
     "write_group",
     "read_group",
+    "read_table",
     "update_peaks",
     "file_provenance",
 ]
@@ -193,6 +196,12 @@ class ResultsWriter:
         Continue an earlier, unfinished run: keep its frames (file snapshot and
         journal) and report them in :attr:`done_frames`.  Without ``resume`` an
         existing file is replaced.
+    append : bool
+        Like ``resume``, and also accept a file already closed as
+        ``complete``: its frames are kept and new ones appended, for runs with
+        no natural end (``braggflow watch``).  The file's status goes back to
+        ``running`` at once (so a crash leaves it not complete, with the
+        journal) and becomes ``complete`` again at :meth:`close`.
     flush_frames : int
         Frames buffered before a journal batch is written.
     flush_seconds : float
@@ -207,7 +216,8 @@ class ResultsWriter:
     Raises
     ------
     InputFileError
-        If ``resume`` is asked for a file that is complete or whose config differs.
+        If ``resume`` is asked for a file that is complete (without
+        ``append``), or ``resume``/``append`` for a file whose config differs.
     """
 
     def __init__(
@@ -217,6 +227,7 @@ class ResultsWriter:
         config=None,
         sources: list[str] | None = None,
         resume: bool = False,
+        append: bool = False,
         flush_frames: int = 8,
         flush_seconds: float = 1.0,
         snapshot_seconds: float = 30.0,
@@ -239,9 +250,9 @@ class ResultsWriter:
         self._batch = 0
         self.done_frames: set[int] = set()
         self._closed = False
-        if resume and (self.path.exists() or self.journal.exists()):
+        if (resume or append) and (self.path.exists() or self.journal.exists()):
             status = read_status(self.path) if self.path.exists() else "running"
-            if status == STATUS_COMPLETE:
+            if status == STATUS_COMPLETE and not append:
                 raise InputFileError(f"{self.path}: run is already complete; nothing to resume (remove --resume to start again)")
             if config is not None and self.path.exists():
                 old = read_config(self.path)
@@ -251,6 +262,8 @@ class ResultsWriter:
             self._previous = table
             self.done_frames = set(int(f) for f in done)
             self._batch = 1 + max((int(p.stem.split("_")[1]) for p in self.journal.glob("batch_*.npz")), default=-1)
+            if status == STATUS_COMPLETE:  # append: not complete any more until closed
+                self._write_snapshot("running", table, self.done_frames)
         else:
             if self.journal.exists():
                 for p in self.journal.iterdir():
@@ -607,6 +620,44 @@ def read_group(path, name: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]
         if f"entry/{name}" not in h5:
             raise InputFileError(f"{path}: no group /entry/{name}")
         return _read_group_obj(h5[f"entry/{name}"])
+
+
+def read_table(path, group: str) -> pd.DataFrame:
+    """Read one table stored as one 1D dataset per column in an HDF5 group.
+
+    Reads the tables braggflow writes: ``/entry/peaks`` of a results file (as
+    stored in the snapshot; :func:`read_peaks` adds journaled frames), a table
+    of :func:`write_group` (``/entry/<name>/<table>``), or the ground truth
+    ``/entry/truth`` of a simulated NeXus file.
+
+    Parameters
+    ----------
+    path : str or Path
+        HDF5 file.
+    group : str
+        Path of the table's group inside the file, e.g. ``"/entry/truth"``.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One column per dataset, in the stored column order; categories,
+        nullable integers and strings restored.
+
+    Raises
+    ------
+    InputFileError
+        If the file is not readable HDF5 or ``group`` is not a table group.
+    """
+    import h5py
+
+    with _open_results(path) as h5:
+        node = h5.get(group)
+        if not isinstance(node, h5py.Group):
+            raise InputFileError(f"{path}: no table group {group!r}")
+        try:
+            return _read_table(node)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InputFileError(f"{path}::{group}: not a table of 1D column datasets ({exc})") from None
 
 
 def update_peaks(path, table: pd.DataFrame) -> None:

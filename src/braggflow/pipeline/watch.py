@@ -30,6 +30,7 @@ in the SWMR dataset.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -148,6 +149,38 @@ def _edf_complete(path: str, size: int) -> bool:
     return size >= header_len + int(match.group(1))
 
 
+_fabio_quiet_lock = threading.Lock()
+_fabio_quiet_depth = 0
+_fabio_saved_level = logging.NOTSET
+
+
+@contextlib.contextmanager
+def _fabio_quiet():
+    """fabio's loggers at CRITICAL while a file that may be half written is probed.
+
+    fabio logs an error ("Error in opening ... image file is truncated") for a
+    TIFF still being written and returns no data.  For the watch that only
+    means "not complete yet": the exception still reaches the caller, which
+    tries again and reports a file that stays unreadable after ``give_up``.
+    Thread-safe and re-entrant: the level is restored when the last probe ends.
+    """
+    global _fabio_quiet_depth, _fabio_saved_level
+
+    logger = logging.getLogger("fabio")
+    with _fabio_quiet_lock:
+        if _fabio_quiet_depth == 0:
+            _fabio_saved_level = logger.level
+            logger.setLevel(logging.CRITICAL)
+        _fabio_quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _fabio_quiet_lock:
+            _fabio_quiet_depth -= 1
+            if _fabio_quiet_depth == 0:
+                logger.setLevel(_fabio_saved_level)
+
+
 class _FolderSource:
     """Numbered frame files appearing in a folder, taken in natural order."""
 
@@ -217,13 +250,18 @@ class _FolderSource:
             if not stable:
                 break
             path = str(self.folder / name)
+            failing_since = self._failing.get(name)
+            # fabio's own messages are muted while the file may still be being written; the
+            # attempt that gives up on it lets them through, next to braggflow's warning
+            quiet = _fabio_quiet() if failing_since is None or now - failing_since < self.give_up else contextlib.nullcontext()
             try:
-                if name.lower().endswith(".edf") and not _edf_complete(path, os.path.getsize(path)):
-                    raise InputFileError(f"{path}: EDF data block shorter than its header says")
-                series = open_frames(path)
-                n = len(series)
-                todo = any(i not in done for i in range(next_index, next_index + n))
-                frame0 = series[0] if todo else None  # parse the pixel data, not only the header
+                with quiet:
+                    if name.lower().endswith(".edf") and not _edf_complete(path, os.path.getsize(path)):
+                        raise InputFileError(f"{path}: EDF data block shorter than its header says")
+                    series = open_frames(path)
+                    n = len(series)
+                    todo = any(i not in done for i in range(next_index, next_index + n))
+                    frame0 = series[0] if todo else None  # parse the pixel data, not only the header
             except Exception as exc:  # not readable yet; after give_up seconds of stable size, give up
                 first = self._failing.setdefault(name, now)
                 if now - first >= self.give_up:
@@ -265,86 +303,65 @@ class _FolderSource:
 
 
 class _SWMRSource:
-    """One HDF5 file whose frame dataset grows (SWMR writer)."""
+    """One HDF5 file whose frame dataset grows (SWMR writer), read through ``open_frames(path, swmr=True)``."""
 
-    def __init__(self, path: Path, dataset: str | None):
+    def __init__(self, path: Path, dataset: str | None, *, give_up: float):
         self.path = path
         self.dataset_name = dataset
-        self.h5 = None
-        self.ds = None
+        self.give_up = give_up
+        self.series = None
         self.next_index = 0
         self.skipped: list[str] = []
         self.shape = None
         self.dtype = None
         self.detector_mask = None
-        self._length_seen: dict[int, float] = {}
+        self._failing_since: float | None = None
+        self._warned = False
 
     def describe(self) -> str:
         return f"HDF5 file {self.path}" + (f"::{self.dataset_name}" if self.dataset_name else "")
 
-    def _open(self) -> bool:
-        import h5py
-        import hdf5plugin  # noqa: F401  (compression filters)
+    def _open(self, now: float) -> bool:
+        """Open the file once it exists and holds a 3D frame dataset; False while it does not yet."""
+        from braggflow.io.frames import open_frames
 
         if not self.path.exists():
             return False
         try:
-            self.h5 = h5py.File(self.path, "r", swmr=True, locking=False)
-        except OSError:
-            return False  # still being created
-        name = self.dataset_name or self._default_dataset()
-        if name is None:
-            self.h5.close()
-            self.h5 = None
+            series = open_frames(self.path, dataset=self.dataset_name, swmr=True)
+        except InputFileError as exc:  # still being created, or no frame dataset yet: look again later
+            since = self._failing_since = self._failing_since if self._failing_since is not None else now
+            if now - since >= self.give_up and not self._warned:
+                log.warning("%s: still not readable as a growing frame series after %.0f s (%s); waiting", self.path, now - since, exc)
+                self._warned = True
             return False
-        if name not in self.h5:
-            raise InputFileError(f"{self.path}: no dataset {name!r} to watch")
-        ds = self.h5[name]
-        if not isinstance(ds, h5py.Dataset) or ds.ndim != 3:
-            raise InputFileError(f"{self.path}::{name}: expected a 3D (frames, H, W) dataset to watch, got shape {getattr(ds, 'shape', None)}")
-        self.dataset_name, self.ds = name, ds
-        self.shape, self.dtype = tuple(ds.shape[1:]), ds.dtype
+        self.series, self.dataset_name = series, series.datasets[0]
+        self.shape, self.dtype, self.detector_mask = tuple(series.shape), series.dtype, series.detector_mask
         return True
-
-    def _default_dataset(self) -> str | None:
-        """The NeXus default signal, else the largest 3D dataset (the lead's resolution rules)."""
-        from braggflow.io import frames as io_frames
-
-        signal = io_frames._nexus_signal(self.h5)
-        if signal is not None and self.h5[signal].ndim == 3:
-            return signal
-        found = [n for n in io_frames._image_datasets(self.h5) if self.h5[n].ndim == 3]
-        return found[0] if found else None
 
     def poll(self, now: float, *, done: set[int], limit: int = 2) -> list[tuple[int, int, float]]:
         """Frames below the dataset's current length not taken yet: [(index, 1, t_seen)]."""
-        if self.ds is None and not self._open():
+        if self.series is None and not self._open(now):
             return []
-        self.ds.refresh()
-        n = int(self.ds.shape[0])
+        n = self.series.refresh()
         ready = [(i, 1, time.time()) for i in range(self.next_index, n) if i not in done]
         self.next_index = max(self.next_index, n)
         return ready
 
     def backlog(self, now: float) -> int:
         """Frames written but not taken yet."""
-        if self.ds is None:
+        if self.series is None:
             return 0
-        self.ds.refresh()
-        return max(0, int(self.ds.shape[0]) - self.next_index)
+        return max(0, self.series.refresh() - self.next_index)
 
     def frames(self, item, done: set[int]):
         index, _, t_complete = item
-        try:
-            frame = self.ds[index]
-        except OSError as exc:
-            raise InputFileError(f"{self.path}::{self.dataset_name} frame {index}: cannot read ({exc})") from None
-        yield index, frame, float("nan"), f"{self.path} frame {index}", t_complete, str(self.path)
+        yield index, self.series[index], float("nan"), self.series.describe_frame(index), t_complete, str(self.path)
 
     def close(self) -> None:
-        if self.h5 is not None:
-            self.h5.close()
-            self.h5 = None
+        if self.series is not None:
+            self.series.close()
+            self.series = None
 
 
 def _make_source(source, *, dataset, settle, give_up):
@@ -358,27 +375,11 @@ def _make_source(source, *, dataset, settle, give_up):
             with open(path, "rb") as fh:
                 if fh.read(8) != b"\x89HDF\r\n\x1a\n":
                     raise InputFileError(f"{path}: watch needs a folder or an HDF5 file being appended, not a single image file")
-        return _SWMRSource(path, dataset)
+        return _SWMRSource(path, dataset, give_up=give_up)
     raise InputFileError(f"{path}: no such folder (watch needs an existing folder, or an HDF5 file that may appear later)")
 
 
 # --------------------------------------------------------------------------- the results file
-
-
-def _reopen_complete(output: Path) -> None:
-    """Let ``ResultsWriter(resume=True)`` continue a results file a previous watch closed as complete.
-
-    A watch has no natural end, so each session closes its file as complete;
-    the next session marks it ``incomplete`` again before resuming.
-    """
-    import h5py
-
-    from braggflow.io.results import read_status
-
-    if output.exists() and read_status(output) == "complete":
-        with h5py.File(output, "r+", locking=False) as h5:
-            h5.attrs["status"] = "incomplete"
-            h5["entry"].attrs["status"] = "incomplete"
 
 
 def _check_same_source(output: Path, source) -> None:
@@ -531,8 +532,9 @@ def watch(
         A file whose size is stable but which still cannot be read after
         this many seconds is skipped with a warning.
     dataset : str, optional
-        Frame dataset of the HDF5 source (default: the NeXus default signal,
-        else the largest 3D dataset).
+        Frame dataset of the HDF5 source (default: as
+        ``open_frames(source, swmr=True)`` finds it: the NeXus default signal,
+        else the Eiger data sets, else the largest 3D dataset).
     stop : threading.Event, optional
         Set it (from another thread) to stop after the current frame.
     started : threading.Event, optional
@@ -582,9 +584,9 @@ def watch(
     if output.exists():
         _check_same_source(output, source)
     previous_log, sessions = _previous_log(output) if output.exists() else (None, 0)
-    _reopen_complete(output)
     # Inputs are recorded by name only: hashing a growing folder or a file still being written means nothing.
-    writer = ResultsWriter(output, config=config, sources=[], resume=True, flush_frames=1,
+    # append: each session closes the file complete (a watch has no natural end); the next one continues it.
+    writer = ResultsWriter(output, config=config, sources=[], append=True, flush_frames=1,
                            extra_process={"mode": "watch", "source": os.path.abspath(source)})
     done = set(writer.done_frames)
     context = None
