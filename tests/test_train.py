@@ -43,6 +43,14 @@ def test_short_training_lowers_the_validation_error(tmp_path, small_set):
     assert model.train_config["epochs"] == 6 and model.train_config["n_train"] == 3600
     assert model.calibration["kind"] == "scale"
     assert result.metrics["val_patches"] == 400
+    # fine-tuning starts from the trained weights (and their architecture), not from scratch
+    tuned = train_model(TrainConfig(init=str(result.path), epochs=1, batch_size=128, lr=3e-4, warmup_epochs=0,
+                                    threads=1, seed=1), out=tmp_path / "tuned.pt", patches=small_set, progress=False)
+    assert tuned.history[0]["val_median_px"] < 0.7 * val[0]
+    assert load_model(tuned.path).arch_kwargs["hidden"] == [64]
+    with pytest.raises(ConfigError, match="init model"):
+        train_model(TrainConfig(arch="braggnn", init=str(result.path), epochs=1, threads=1), out=tmp_path / "x.pt",
+                    patches=small_set, progress=False)
 
 
 def test_braggnn_trains_with_the_published_loss_and_gets_an_error_table(tmp_path, small_set):

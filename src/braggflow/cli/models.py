@@ -53,6 +53,10 @@ def train_command(
     seed: int = typer.Option(0, "--seed"),
     sim_seed: int = typer.Option(1, "--sim-seed", help="seed of the simulated patches"),
     threads: int = typer.Option(2, "--threads", help="torch CPU threads"),
+    init: Optional[str] = typer.Option(None, "--init",
+                                       help="start from this model's weights (shipped name or file): fine-tuning"),
+    warmup_epochs: int = typer.Option(2, "--warmup-epochs",
+                                      help="locnet: epochs of squared-error loss before the likelihood (0 to fine-tune)"),
     out: Path = typer.Option(Path("braggflow-model.pt"), "--out", "-o", help="model file to write"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
@@ -87,6 +91,7 @@ def train_command(
         sim_options=sim_options, recentre=recentre, sim_seed=sim_seed,
         frames=[str(f) for f in (frames or [])], labels=labels, max_frames=max_frames, gain=gain, epochs=epochs,
         batch_size=batch_size, lr=lr, patience=patience, val_fraction=val_fraction, seed=seed, threads=threads,
+        init=init, warmup_epochs=warmup_epochs,
     )
     result = train_model(config, out=out, progress=not quiet, console=err_console)
     m = result.metrics

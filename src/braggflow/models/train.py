@@ -149,6 +149,8 @@ class TrainConfig:
             raise ConfigError("no training data: give simulated > 0 (--simulated N) and/or frames (--frames FILE)")
         if self.labels not in ("pvoigt", "gauss"):
             raise ConfigError(f"labels must be 'pvoigt' or 'gauss', got {self.labels!r}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         for name in ("epochs", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
