@@ -101,3 +101,39 @@ def test_tile_median_ignoring_masked_pixels_matches_numpy(rng):
         expected = np.nanmedian(values, axis=2)
     np.testing.assert_allclose(_nanmedian_last(values), expected, equal_nan=True)
     assert np.isnan(_nanmedian_last(values)[2, 3])
+
+
+def test_region_centroid_and_its_error_match_monte_carlo(rng):
+    """region_centroids: unbiased on a symmetric peak and scattering as its reported error says."""
+    from braggflow.find import region_centroids
+
+    true_r, true_c = 31.3, 30.6
+    found = []
+    for _ in range(150):
+        frame = _frame(rng, [(true_r, true_c, 4000, 1.5)], shape=(64, 64), bg=20.0)
+        table, labels, regions = find_peaks(frame, return_labels=True, return_regions=True)
+        assert len(table) == 1
+        pixels = np.argwhere(labels == 1)
+        assert (regions.top[0], regions.left[0]) == tuple(pixels.min(axis=0))
+        assert (regions.height[0], regions.width[0]) == tuple(np.ptp(pixels, axis=0) + 1)
+        c = region_centroids(frame, labels, regions, np.array([0]), background=table["background"].to_numpy())
+        found.append((c["row"][0], c["col"][0], c["row_err"][0], c["col_err"][0], regions.signal[0]))
+    found = np.array(found)
+    assert abs(found[:, 0].mean() - true_r) < 0.02 and abs(found[:, 1].mean() - true_c) < 0.02
+    for axis in (0, 1):
+        ratio = found[:, axis].std(ddof=1) / found[:, axis + 2].mean()
+        assert 0.8 < ratio < 1.25, ratio
+    assert 0.8 * 4000 < np.median(found[:, 4]) <= 4000  # the region holds most of the peak, above background
+
+
+def test_regions_of_an_empty_frame_and_without_labels(rng):
+    frame = rng.poisson(20.0, size=(64, 64)).astype(np.float32)
+    table, regions = find_peaks(frame, return_regions=True)
+    assert len(table) == 0 and len(regions.top) == 0 and regions.signal.dtype == np.float64
+
+
+def test_split_sigma_controls_splitting_of_two_close_peaks(rng):
+    """Two equal peaks 4 px apart with a shallow dip: split at a low split_sigma, one peak at a very high one."""
+    frame = _frame(rng, [(32.0, 30.0, 3000, 1.4), (32.0, 34.0, 3000, 1.4)], shape=(64, 64), bg=20.0)
+    assert len(find_peaks(frame, config=FindConfig(split_sigma=3.0))) == 2
+    assert len(find_peaks(frame, config=FindConfig(split_sigma=50.0))) == 1

@@ -148,3 +148,25 @@ def test_resultswriter_empty_frames_count_as_done(tmp_path):
     w.close(complete=False)
     w2 = ResultsWriter(tmp_path / "r.h5", resume=True)
     assert w2.done_frames == {0}
+
+
+def test_streak_longer_than_the_patch_gets_its_region_centroid(rng):
+    """A streak (sigma 6 x 1 px, rotated) is centred on its whole region, a compact peak by the patch method."""
+    from braggflow.simulate.profiles import peak_profile
+
+    rows = np.arange(128)
+    lam = 20.0 + 30000 * peak_profile(rows, rows, row=40.3, col=60.7, sigma_row=6.0, sigma_col=1.0, angle=0.4)
+    lam += 5000 * peak_profile(rows, rows, row=95.2, col=30.4, sigma_row=1.2, sigma_col=1.2)
+    frame = rng.poisson(lam).astype(np.float32)
+    errors = {}
+    for extended in ("region", "patch"):
+        table = process_frame(frame, config=Config(locate={"method": "com", "extended": extended}))
+        assert len(table) == 2
+        streak = table.iloc[np.argmin(np.hypot(table["row"] - 40.3, table["col"] - 60.7))]
+        compact = table.iloc[np.argmin(np.hypot(table["row"] - 95.2, table["col"] - 30.4))]
+        errors[extended] = np.hypot(streak["row"] - 40.3, streak["col"] - 60.7)
+        assert compact["method"] == "com"
+        assert streak["method"] == ("region" if extended == "region" else "com")
+    # the streak's brightest pixel and an 11 x 11 patch around it miss its wings; the region does not
+    assert errors["region"] < 0.1
+    assert errors["patch"] > 2 * errors["region"]

@@ -45,6 +45,7 @@ def test_hexrd_measured_spots_found_by_default_run(shared_data, tmp_path):
     within = dist < 2.0
     print(f"HEXRD spots within 2 px: {within.mean():.3f}; median distance of those {np.median(dist[within]):.3f} px; "
           f"median over all {np.median(dist):.3f} px")
-    # Measured here: 0.874 within 2 px, median 0.138 px (see README: the 90 % is not reached).
-    assert within.mean() >= 0.85
+    # Measured here: 0.924 within 2 px, median 0.138 px (README). Most of the rest are streaks from the
+    # deformed grains, split differently across frames than HEXRD's 3D spot centroids.
+    assert within.mean() >= 0.90
     assert np.median(dist[within]) <= 0.3

@@ -165,11 +165,15 @@ def process_frame(
             from braggflow.correct import bin2x2
 
             saturated = bin2x2(saturated.astype(np.float32), np.zeros(frame.shape, bool))[0] > 0
-    table, labels = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain, return_labels=True)
+    table, labels, regions = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain, return_labels=True,
+                                        return_regions=True)
     if len(table):
         lc = config.locate
+        top = table[["row", "col"]].to_numpy().astype(np.intp)
         table = locate(corrected, table, method=lc.method, mask=mask, labels=labels, patch_size=lc.patch_size,
                        gain=c.gain, model=lc.model, device=lc.device, batch_size=lc.batch_size)
+        if lc.extended == "region":
+            table = _centre_extended_peaks(table, regions, corrected, labels, top, lc.patch_size, mask, c.gain)
         ic = config.integrate
         table = integrate(corrected, table, mask=mask, labels=labels, gain=c.gain, radius=ic.radius,
                           background_width=ic.background_width, saturated=saturated)
@@ -188,6 +192,52 @@ def process_frame(
     table["frame"] = np.int64(frame_index)
     table["omega"] = float(omega)
     return conform(table)
+
+
+#: A peak whose patch holds less than this fraction of its region's signal is "extended".
+EXTENDED_PATCH_FRACTION = 0.9
+
+
+def _centre_extended_peaks(table: pd.DataFrame, regions, frame: np.ndarray, labels: np.ndarray,
+                           top: np.ndarray, patch_size: int, mask: np.ndarray | None, gain: float) -> pd.DataFrame:
+    """Give peaks that their patch cannot hold the centroid of their whole region.
+
+    A patch-based localizer sees only the part of a streak or large spot that
+    falls in the ``patch_size`` patch centred on the brightest pixel, and
+    returns a centre pulled towards it; the region's intensity-weighted
+    centroid (:func:`braggflow.find.region_centroids`) covers the whole peak.  A peak
+    is extended when its patch holds less than :data:`EXTENDED_PATCH_FRACTION`
+    of its region's signal: the faint wings of a compact peak, or a close
+    neighbour left in its region, do not make it so.  Such rows get method
+    ``"region"``.
+
+    ``top`` is the (N, 2) integer brightest pixel of each peak (the patch
+    centres); row k of ``table`` is label k + 1 of ``labels``.
+    """
+    from braggflow.find import region_centroids
+    from braggflow.integrate import windows
+
+    half = patch_size // 2
+    own = windows(labels, top[:, 0], top[:, 1], half, 0) == np.arange(1, len(table) + 1)[:, None, None]
+    counts = windows(frame, top[:, 0], top[:, 1], half, 0).astype(np.float64)
+    background = table["background"].to_numpy()  # the finder's tile level
+    inside = np.where(own, counts - background[:, None, None], 0.0).sum(axis=(1, 2))
+    extended = np.flatnonzero(inside < EXTENDED_PATCH_FRACTION * regions.signal)
+    if not extended.size:
+        return table
+    centroids = region_centroids(frame, labels, regions, extended, background=background[extended], mask=mask,
+                                 gain=gain)
+    table = table.copy()
+    for name, values in centroids.items():
+        column = table[name].to_numpy(copy=True)
+        column[extended] = values
+        table[name] = column
+    method = table["method"].astype("category")
+    if "region" not in method.cat.categories:
+        method = method.cat.add_categories(["region"])
+    method.iloc[extended] = "region"
+    table["method"] = method
+    return table
 
 
 def parse_frame_range(text: str | None, n: int) -> range:

@@ -71,6 +71,9 @@ class FindConfig(_Section):
     tile: int = Field(64, ge=8, description="tile size in px for the background and noise estimate")
     min_size: int = Field(2, ge=1, description="minimum pixels above threshold for a peak")
     min_separation: float = Field(2.0, ge=1, description="minimum distance between two peaks' maxima, px")
+    split_sigma: float = Field(
+        4.0, gt=0, description="components: two maxima stay separate peaks when the dip between them exceeds this many "
+        "sigma of its noise (tile noise and Poisson at the saddle)")
     min_persistence: float | None = Field(None, description="persistence method: minimum persistence, counts; null: threshold")
     min_snr: float = Field(3.0, ge=0, description="minimum score (detection SNR) to keep a peak")
     sparse: Literal["auto", "yes", "no"] = Field(
@@ -90,6 +93,11 @@ class LocateConfig(_Section):
     model: str | None = Field(None, description="braggnn: shipped model name or model file; null: best shipped model")
     device: str = Field("cpu", description="braggnn: torch device ('cpu', 'cuda')")
     batch_size: int = Field(1024, ge=1, description="braggnn: patches per inference batch")
+    extended: Literal["region", "patch"] = Field(
+        "region",
+        description="peaks whose region does not fit in the patch (streaks, large spots): 'region' = intensity-weighted "
+        "centroid of the whole region (method 'region'); 'patch' = the method above on the truncated patch",
+    )
 
 
 class IntegrateConfig(_Section):
