@@ -170,3 +170,6 @@ def test_streak_longer_than_the_patch_gets_its_region_centroid(rng):
     # the streak's brightest pixel and an 11 x 11 patch around it miss its wings; the region does not
     assert errors["region"] < 0.1
     assert errors["patch"] > 2 * errors["region"]
+    # integration follows the region beyond its default 17 x 17 window: the whole streak is summed
+    assert abs(streak["intensity"] - 30000) < 4 * streak["intensity_err"]
+    assert abs(compact["intensity"] - 5000) < 4 * compact["intensity_err"]
