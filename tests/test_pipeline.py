@@ -173,3 +173,20 @@ def test_streak_longer_than_the_patch_gets_its_region_centroid(rng):
     # integration follows the region beyond its default 17 x 17 window: the whole streak is summed
     assert abs(streak["intensity"] - 30000) < 4 * streak["intensity_err"]
     assert abs(compact["intensity"] - 5000) < 4 * compact["intensity_err"]
+
+
+def test_write_group_keeps_missing_values_of_text_columns(tmp_path):
+    """Text columns with missing entries (None / NaN / NA) round-trip as missing, not as the text 'nan'."""
+    import pandas as pd
+
+    path = tmp_path / "r.h5"
+    writer = ResultsWriter(path, config=Config(), sources=[])
+    writer.close(complete=True)
+    table = pd.DataFrame({"name": ["a", None, "c"], "other": pd.array(["x", pd.NA, "z"], dtype="string"),
+                          "value": [1.0, 2.0, 3.0]})
+    write_group(path, "extra", tables={"t": table}, attrs={"k": 1})
+    tables, attrs = read_group(path, "extra")
+    back = tables["t"]
+    assert back["name"].tolist()[0] == "a" and pd.isna(back["name"].tolist()[1]) and back["name"].tolist()[2] == "c"
+    assert pd.isna(back["other"].tolist()[1]) and back["other"].tolist()[2] == "z"
+    assert back["value"].tolist() == [1.0, 2.0, 3.0]

@@ -115,8 +115,12 @@ def _write_table(group, table: pd.DataFrame) -> None:
             ds.attrs["kind"] = f"nullable:{s.dtype.name}"
             group.create_dataset(f"{key}__missing", data=missing)
         elif s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-            ds = group.create_dataset(key, data=s.astype(str).to_numpy().astype(object), dtype=h5py.string_dtype())
+            missing = s.isna().to_numpy()
+            text = np.array(["" if m else str(v) for v, m in zip(s, missing)], dtype=object)
+            ds = group.create_dataset(key, data=text, dtype=h5py.string_dtype())
             ds.attrs["kind"] = "string"
+            if missing.any():  # missing values (None, NaN, pd.NA) come back as missing, not as text
+                group.create_dataset(f"{key}__missing", data=missing)
         else:
             ds = group.create_dataset(key, data=s.to_numpy(), compression="gzip", compression_opts=1)
         unit = COLUMNS[key].unit if key in COLUMNS else ""
@@ -138,7 +142,10 @@ def _read_table(group) -> pd.DataFrame:
             values[group[f"{name}__missing"][()]] = pd.NA
             data[name] = values
         elif kind == "string":
-            data[name] = [x.decode() if isinstance(x, bytes) else x for x in ds[()]]
+            values = [x.decode() if isinstance(x, bytes) else x for x in ds[()]]
+            if f"{name}__missing" in group:
+                values = [None if m else v for v, m in zip(values, group[f"{name}__missing"][()])]
+            data[name] = values
         else:
             data[name] = ds[()]
     return pd.DataFrame(data)
