@@ -176,3 +176,34 @@ def test_real_gixd_mapbbr3(shared_data, tmp_path):
 
     plot_identification(result, tmp_path / "id.png")
     assert (tmp_path / "id.png").stat().st_size > 1000
+
+
+@pytest.mark.realdata
+def test_run_then_identify_from_the_command_line(shared_data, tmp_path):
+    """End to end: 'braggflow run' with a geometry, then 'braggflow identify' on its results file."""
+    from typer.testing import CliRunner
+
+    import braggflow.cli.core  # noqa: F401  (registers 'run')
+    import braggflow.cli.phases  # noqa: F401  (registers 'identify')
+    from braggflow.cli.app import app
+    from braggflow.io.results import read_group, read_peaks
+
+    folder = shared_data / "gixd_mapbbr3"
+    results = tmp_path / "r.h5"
+    geometry = dict(distance_mm=809.0, beam_center_row=1825.5, beam_center_col=545.0, pixel_size_mm=0.2,
+                    wavelength_A=0.6888, incidence_angle_deg=0.5, distance_err_mm=1.0)
+    sets = [arg for k, v in geometry.items() for arg in ("--set", f"geometry.{k}={v}")]
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", str(folder / "S123_MABr_A2_00865-00000.tif"), "-o", str(results), *sets])
+    assert res.exit_code == 0, res.output
+    peaks = read_peaks(results)
+    assert len(peaks) > 50 and np.isfinite(peaks["q"]).all() and np.isfinite(peaks["q_z"]).all()
+    candidates = ["MAPbBr3", "CsPbBr3", "MAPbCl3", "PbBr2", "PbI2"]
+    args = [a for name in candidates for a in ("--phase", str(PHASES / f"{name}.yaml"))]
+    res = runner.invoke(app, ["identify", str(results), *args, "--cif", str(folder / "MAPbI3.cif"),
+                              "--json", str(tmp_path / "ranked.json")])
+    assert res.exit_code == 0, res.output
+    tables, _ = read_group(results, "phases")
+    ranked = next(t for t in tables.values() if "chance_probability" in t.columns)
+    assert ranked.iloc[0]["phase"] == "MAPbBr3" and ranked.iloc[0]["chance_probability"] < 1e-3
+    assert (tmp_path / "ranked.json").stat().st_size > 100

@@ -65,13 +65,7 @@ def friendly_errors(func: Callable) -> Callable:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``braggflow``)."""
-    # import command modules for their registration side effects
-    from braggflow.cli import core  # noqa: F401
+    # the command modules register their commands on import
+    from braggflow.cli import core, models, phases, series  # noqa: F401
 
-    for name in ("models", "phases", "series"):
-        try:
-            __import__(f"braggflow.cli.{name}")
-        except ModuleNotFoundError as exc:  # a module not written yet must not break the rest
-            if exc.name != f"braggflow.cli.{name}":
-                raise
     app(args=argv if argv is not None else sys.argv[1:], prog_name="braggflow")
