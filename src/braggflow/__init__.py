@@ -12,33 +12,24 @@ Heavy dependencies (torch, dask, pyFAI) are imported lazily, so
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader
 
 __version__ = "0.1.0"
 
-# name -> module that defines it; resolved on first access (PEP 562).
-_LAZY = {
-    "open_frames": "braggflow.io.frames",
-    "read_peaks": "braggflow.io.results",
-    "correct_frame": "braggflow.correct",
-    "find_peaks": "braggflow.find",
-    "extract_patches": "braggflow.locate",
-    "locate": "braggflow.locate",
-    "integrate": "braggflow.integrate",
-    "process_frame": "braggflow.pipeline",
-    "run": "braggflow.pipeline",
-    "Config": "braggflow.pipeline.config",
-    "Flag": "braggflow.schema",
-    "empty_peak_table": "braggflow.schema",
-    "BraggflowError": "braggflow.errors",
-}
-
-__all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'braggflow' has no attribute {name!r}")
+# names resolved on first access (PEP 562), grouped by the module that defines them
+__getattr__, __dir__, _names = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "io.frames": ["open_frames"],
+        "io.results": ["read_peaks"],
+        "correct": ["correct_frame"],
+        "find": ["find_peaks"],
+        "locate": ["extract_patches", "locate"],
+        "integrate": ["integrate"],
+        "pipeline": ["process_frame", "run"],
+        "pipeline.config": ["Config"],
+        "schema": ["Flag", "empty_peak_table"],
+        "errors": ["BraggflowError"],
+    },
+)
+__all__ = ["__version__", *_names]

@@ -7,26 +7,17 @@ so that importing the config section stays cheap.
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader
 
 from braggflow.geometry.config import GeometryConfig
 
-_LAZY = {
-    "Geometry": "braggflow.geometry.core",
-    "HC_KEV_ANGSTROM": "braggflow.geometry.core",
-    "add_geometry_columns": "braggflow.geometry.columns",
-    "geometry_values": "braggflow.geometry.columns",
-    "azimuthal_profile": "braggflow.geometry.azimuthal",
-    "ring_positions": "braggflow.geometry.azimuthal",
-    "remap": "braggflow.geometry.remap",
-}
-
-__all__ = ["GeometryConfig", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'braggflow.geometry' has no attribute {name!r}")
+__getattr__, __dir__, _names = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "core": ["Geometry", "HC_KEV_ANGSTROM"],
+        "columns": ["add_geometry_columns", "geometry_values"],
+        "azimuthal": ["azimuthal_profile", "ring_positions"],
+        "remap": ["remap"],
+    },
+)
+__all__ = ["GeometryConfig", *_names]
