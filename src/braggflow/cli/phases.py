@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from braggflow.cli.app import app, console, friendly_errors
 
 _GEOMETRY_HELP = "geometry (else: stored in the results file)"
+
+# geometry options shared by identify, azimuthal and remap (typer's Annotated form: declared once)
+Poni = Annotated[Optional[Path], typer.Option("--poni", help="pyFAI PONI file; " + _GEOMETRY_HELP)]
+Distance = Annotated[Optional[float], typer.Option("--distance", help="sample-detector distance, mm")]
+BeamRow = Annotated[Optional[float], typer.Option("--beam-row", help="direct-beam row, px")]
+BeamCol = Annotated[Optional[float], typer.Option("--beam-col", help="direct-beam column, px")]
+PixelSize = Annotated[Optional[float], typer.Option("--pixel-size", help="pixel size, mm")]
+Wavelength = Annotated[Optional[float], typer.Option("--wavelength", help="wavelength, Å")]
+Energy = Annotated[Optional[float], typer.Option("--energy", help="energy, keV")]
 
 
 def _geometry(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence, distance_err, stored=None):
@@ -73,14 +82,14 @@ def identify_command(
     max_mismatch: float = typer.Option(0.01, "--max-mismatch", help="largest relative lattice mismatch searched"),
     p_max: float = typer.Option(1e-3, "--p-max", help="largest chance probability of an accepted phase"),
     refine_distance: bool = typer.Option(False, "--refine-distance", help="refine the sample-detector distance too"),
-    poni: Optional[Path] = typer.Option(None, "--poni", help="pyFAI PONI file; " + _GEOMETRY_HELP),
-    distance: Optional[float] = typer.Option(None, "--distance", help="sample-detector distance, mm"),
+    poni: Poni = None,
+    distance: Distance = None,
     distance_err: Optional[float] = typer.Option(None, "--distance-err", help="1-sigma distance uncertainty, mm"),
-    beam_row: Optional[float] = typer.Option(None, "--beam-row", help="direct-beam row, px"),
-    beam_col: Optional[float] = typer.Option(None, "--beam-col", help="direct-beam column, px"),
-    pixel: Optional[float] = typer.Option(None, "--pixel-size", help="pixel size, mm"),
-    wavelength: Optional[float] = typer.Option(None, "--wavelength", help="wavelength, Å"),
-    energy: Optional[float] = typer.Option(None, "--energy", help="energy, keV"),
+    beam_row: BeamRow = None,
+    beam_col: BeamCol = None,
+    pixel: PixelSize = None,
+    wavelength: Wavelength = None,
+    energy: Energy = None,
 ) -> None:
     """Rank candidate phases (CIF or YAML) against a results file's peaks, best first."""
     from braggflow.errors import ConfigError
@@ -156,13 +165,13 @@ def azimuthal_command(
     mask: Optional[Path] = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
     gain: float = typer.Option(1.0, "--gain", help="ADU per photon (Poisson errors)"),
     rings_out: Optional[Path] = typer.Option(None, "--rings", help="CSV file for the ring positions (maxima)"),
-    poni: Optional[Path] = typer.Option(None, "--poni", help="pyFAI PONI file; " + _GEOMETRY_HELP),
-    distance: Optional[float] = typer.Option(None, "--distance", help="sample-detector distance, mm"),
-    beam_row: Optional[float] = typer.Option(None, "--beam-row", help="direct-beam row, px"),
-    beam_col: Optional[float] = typer.Option(None, "--beam-col", help="direct-beam column, px"),
-    pixel: Optional[float] = typer.Option(None, "--pixel-size", help="pixel size, mm"),
-    wavelength: Optional[float] = typer.Option(None, "--wavelength", help="wavelength, Å"),
-    energy: Optional[float] = typer.Option(None, "--energy", help="energy, keV"),
+    poni: Poni = None,
+    distance: Distance = None,
+    beam_row: BeamRow = None,
+    beam_col: BeamCol = None,
+    pixel: PixelSize = None,
+    wavelength: Wavelength = None,
+    energy: Energy = None,
     incidence_angle: Optional[float] = typer.Option(None, "--incidence-angle", help="incidence angle, deg (integrates above the horizon)"),
 ) -> None:
     """Azimuthal integration I(q) / I(2theta) with errors (pyFAI), and ring positions from its maxima."""
@@ -229,13 +238,13 @@ def remap_command(
     output: Path = typer.Option(..., "-o", "--output", help="output: .npz or .h5 (image and axes), .png (picture)"),
     npt: int = typer.Option(500, "--npt", help="bins along each axis"),
     mask: Optional[Path] = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
-    poni: Optional[Path] = typer.Option(None, "--poni", help="pyFAI PONI file; " + _GEOMETRY_HELP),
-    distance: Optional[float] = typer.Option(None, "--distance", help="sample-detector distance, mm"),
-    beam_row: Optional[float] = typer.Option(None, "--beam-row", help="direct-beam row, px"),
-    beam_col: Optional[float] = typer.Option(None, "--beam-col", help="direct-beam column, px"),
-    pixel: Optional[float] = typer.Option(None, "--pixel-size", help="pixel size, mm"),
-    wavelength: Optional[float] = typer.Option(None, "--wavelength", help="wavelength, Å"),
-    energy: Optional[float] = typer.Option(None, "--energy", help="energy, keV"),
+    poni: Poni = None,
+    distance: Distance = None,
+    beam_row: BeamRow = None,
+    beam_col: BeamCol = None,
+    pixel: PixelSize = None,
+    wavelength: Wavelength = None,
+    energy: Energy = None,
     incidence_angle: Optional[float] = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
 ) -> None:
     """Rebin a frame to (eta, q), (eta, 2theta) or (q_z, q_xy); empty bins (missing wedge) are NaN."""
