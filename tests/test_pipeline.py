@@ -190,3 +190,22 @@ def test_write_group_keeps_missing_values_of_text_columns(tmp_path):
     assert back["name"].tolist()[0] == "a" and pd.isna(back["name"].tolist()[1]) and back["name"].tolist()[2] == "c"
     assert pd.isna(back["other"].tolist()[1]) and back["other"].tolist()[2] == "z"
     assert back["value"].tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("method", ["com", "braggnn"])
+def test_saturated_peak_is_fitted_without_its_clipped_core(rng, method):
+    """A peak clipped at the uint16 maximum: com/braggnn hand it to a Gaussian fit that leaves the clipped pixels out."""
+    from braggflow.schema import Flag
+    from braggflow.simulate.profiles import peak_profile
+
+    rows = np.arange(96)
+    lam = 20 + 3e6 * peak_profile(rows, rows, row=50.3, col=40.8, sigma_row=1.5, sigma_col=1.5)
+    frame = np.minimum(rng.poisson(lam), 65535).astype(np.uint16)
+    assert (frame == 65535).sum() > 10
+    errors = {}
+    for policy in ("fit", "method"):
+        peak = process_frame(frame, config=Config(locate={"method": method, "saturated": policy})).iloc[0]
+        assert int(peak["flags"]) & Flag.SATURATED
+        assert peak["method"] == ("gauss" if policy == "fit" else method)
+        errors[policy] = np.hypot(peak["row"] - 50.3, peak["col"] - 40.8)
+    assert errors["fit"] < 0.02 and errors["method"] > 5 * errors["fit"]

@@ -93,6 +93,11 @@ class LocateConfig(_Section):
     model: str | None = Field(None, description="braggnn: shipped model name or model file; null: best shipped model")
     device: str = Field("cpu", description="braggnn: torch device ('cpu', 'cuda')")
     batch_size: int = Field(1024, ge=1, description="braggnn: patches per inference batch")
+    saturated: Literal["fit", "method"] = Field(
+        "fit",
+        description="peaks with saturated pixels: 'fit' = 2D Gaussian fit without those pixels (com and braggnn "
+        "cannot extrapolate a clipped core); 'method' = the method above",
+    )
     extended: Literal["region", "patch"] = Field(
         "region",
         description="peaks whose region does not fit in the patch (streaks, large spots): 'region' = intensity-weighted "
