@@ -61,7 +61,8 @@ def main() -> None:
             b = time.perf_counter()
             t, lab = find_peaks(c, mask=m, config=config.find, return_labels=True)
             d = time.perf_counter()
-            t = locate(c, t, method=method, mask=m, labels=lab, patch_size=config.locate.patch_size)
+            t = locate(c, t, method=method, mask=m, labels=lab, patch_size=config.locate.patch_size,
+                       model=config.locate.model)
             e = time.perf_counter()
             integrate(c, t, mask=m, labels=lab)
             g = time.perf_counter()
@@ -69,6 +70,8 @@ def main() -> None:
             stages["find"] += d - b
             stages["locate"] += e - d
             stages["integrate"] += g - e
+        # the rest: saturation map, extended peaks' region centroids, table assembly
+        stages["other"] = max(total * len(frames) - sum(stages.values()), 0.0)
         parts = ", ".join(f"{k} {v / len(frames) * 1e3:.1f} ms" for k, v in stages.items())
         print(f"{method:8s}: {1 / total:6.2f} frames/s ({total * 1e3:.1f} ms/frame = {total / t_max:.0f} x frame.max()); {parts}")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
