@@ -51,6 +51,7 @@ __all__ = [
     "write_group",
     "read_group",
     "read_table",
+    "write_table",
     "update_peaks",
     "file_provenance",
 ]
@@ -95,8 +96,20 @@ def file_provenance(paths: Iterable[str]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- table <-> HDF5
 
 
-def _write_table(group, table: pd.DataFrame) -> None:
-    """Write a DataFrame as one 1D dataset per column into an h5py group."""
+def write_table(group, table: pd.DataFrame) -> None:
+    """Write a DataFrame as one 1D dataset per column into an open HDF5 group.
+
+    The layout that :func:`read_table` reads: categories as int32 codes with
+    their labels, nullable integers and text with a ``<name>__missing`` mask,
+    units from the peak-table schema as ``units`` attributes.
+
+    Parameters
+    ----------
+    group : h5py.Group
+        Empty group of a file open for writing.
+    table : pandas.DataFrame
+        Any columns; names are written as text.
+    """
     import h5py
 
     group.attrs["columns"] = json.dumps([str(c) for c in table.columns])
@@ -377,7 +390,7 @@ class ResultsWriter:
             entry.attrs["status"] = status
             peaks = entry.create_group("peaks")
             peaks.attrs["NX_class"] = "NXcollection"
-            _write_table(peaks, conform(table).sort_values(["frame"], kind="stable").reset_index(drop=True))
+            write_table(peaks, conform(table).sort_values(["frame"], kind="stable").reset_index(drop=True))
             entry.create_dataset("frames_done", data=np.array(sorted(done), dtype=np.int64))
             proc = entry.create_group("process")
             proc.attrs["NX_class"] = "NXprocess"
@@ -432,7 +445,7 @@ def _restore_group(parent, name: str, payload) -> None:
     for k, v in attrs.items():
         g.attrs[k] = v
     for k, t in tables.items():
-        _write_table(g.create_group(k), t)
+        write_table(g.create_group(k), t)
 
 
 # --------------------------------------------------------------------------- reading
@@ -688,5 +701,5 @@ def update_peaks(path, table: pd.DataFrame) -> None:
         del h5["entry/peaks"]
         g = h5["entry"].create_group("peaks")
         g.attrs["NX_class"] = "NXcollection"
-        _write_table(g, conform(table))
+        write_table(g, conform(table))
     os.replace(tmp, path)

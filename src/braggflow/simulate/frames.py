@@ -239,7 +239,7 @@ def write_nexus(path, series: SimulatedSeries, *, compression: str = "bitshuffle
     import h5py
     import hdf5plugin
 
-    from braggflow.io.results import _write_table
+    from braggflow.io.results import write_table
 
     kwargs = {}
     if compression == "bitshuffle":
@@ -262,4 +262,4 @@ def write_nexus(path, series: SimulatedSeries, *, compression: str = "bitshuffle
         det.create_dataset("pixel_mask", data=series.mask.astype(np.uint32), compression="gzip")
         truth = entry.create_group("truth")
         truth.attrs["NX_class"] = "NXcollection"
-        _write_table(truth, series.truth)
+        write_table(truth, series.truth)
