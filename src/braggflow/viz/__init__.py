@@ -14,23 +14,14 @@ needed), so it runs on a headless cluster node.  Names are resolved lazily so
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader
 
-_LAZY = {
-    "plot_frame": "braggflow.viz.frame",
-    "animate_series": "braggflow.viz.animate",
-    "plot_tracks": "braggflow.viz.tracks",
-    "summed_image": "braggflow.viz.tracks",
-    "plot_series": "braggflow.viz.series",
-    "frame_statistics": "braggflow.viz.series",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'braggflow.viz' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "frame": ["plot_frame"],
+        "animate": ["animate_series"],
+        "tracks": ["plot_tracks", "summed_image"],
+        "series": ["plot_series", "frame_statistics"],
+    },
+)
