@@ -71,3 +71,14 @@ def test_config_default_prints_every_key():
     for section in ("correct", "find", "locate", "integrate"):
         for key in type(getattr(Config(), section)).model_fields:
             assert f"  {key}: " in r.stdout, key
+
+
+
+def test_config_default_redirected_to_a_file_is_the_default_config(tmp_path):
+    """`braggflow config --default > my.yaml` gives valid YAML (no line wrapping) that loads as the defaults."""
+    from braggflow.pipeline.config import Config, load_config
+
+    r = braggflow("config", "--default")
+    path = tmp_path / "my.yaml"
+    path.write_text(r.stdout)
+    assert load_config(path) == Config()

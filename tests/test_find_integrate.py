@@ -62,6 +62,8 @@ def test_sparse_thresholded_frame_keeps_single_pixels():
     table = find_peaks(f)
     assert sorted(map(tuple, table[["row", "col"]].to_numpy().tolist())) == [(30.0, 40.0), (80.0, 90.0)]
     assert len(find_peaks(f, config=FindConfig(sparse="no"))) == 1
+    # explicit values are used as given on sparse frames too
+    assert len(find_peaks(f, config=FindConfig(min_size=2))) == 1
 
 
 def test_integrated_intensity_and_error_are_calibrated(rng):

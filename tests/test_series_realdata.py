@@ -61,11 +61,10 @@ def _merge_zr(shared):
     from braggflow.pipeline.config import Config
 
     series = open_frames(shared / ZR / FRAME_CACHE)
-    # The frame-cache was thresholded at ~6 ADU before it was stored, so every stored pixel is
-    # already a detection: 611 of HEXRD's 1373 measured spots are single pixels of 6-7 ADU,
-    # which the defaults (min_size 2, min_snr 3) reject by design.
-    config = Config(find={"min_size": 1, "min_snr": 2.0})
-    table = run(series, config=config)
+    # Default settings: the frame-cache was thresholded at ~6 ADU before it was stored, so the finder
+    # sees sparse frames and keeps single pixels (611 of HEXRD's 1373 measured spots are single pixels
+    # of 6-7 ADU on their frame).
+    table = run(series, config=Config())
     spots = merge_rotation_spots(table, series.omega, search_range=3.0)
     return table, spots, load_hexrd_spots(shared / ZR)
 

@@ -127,10 +127,9 @@ def config_command(
     """Print the default configuration, or validate a config file."""
     from braggflow.pipeline.config import default_config_yaml, load_config
 
-    if config_file is not None:
-        console.print(load_config(config_file).to_yaml(), markup=False, end="")
-    else:
-        console.print(default_config_yaml(), markup=False, end="")
+    # plain text, never wrapped at the terminal width: the output is meant to be redirected into a YAML file
+    text = load_config(config_file).to_yaml() if config_file is not None else default_config_yaml()
+    typer.echo(text, nl=False)
 
 
 @app.command("simulate")

@@ -547,9 +547,10 @@ def find_peaks(
     if flat_index.size == 0:
         return result(empty_peak_table(), np.zeros((h, w), dtype=np.int32), Regions.empty())
     comp_of, ncomp = _sparse_components(flat_index, w)
-    min_size, min_snr = config.min_size, config.min_snr
-    if config.sparse == "yes" or (config.sparse == "auto" and is_sparse(frame, mask)):
-        min_size, min_snr = 1, 0.0
+    # defaults; on frames thresholded upstream every stored pixel already passed a threshold: single pixels are peaks
+    sparse = config.sparse == "yes" or (config.sparse == "auto" and is_sparse(frame, mask))
+    min_size = config.min_size if config.min_size is not None else (1 if sparse else 2)
+    min_snr = config.min_snr if config.min_snr is not None else (0.0 if sparse else 3.0)
     values = frame.ravel()[flat_index].astype(np.float64)
 
     # local maxima, then greedy suppression within min_separation (only where a component has several)
