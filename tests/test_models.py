@@ -101,6 +101,72 @@ def test_braggnn_output_maps_col_row_over_size_to_patch_coordinates(tmp_path):
     np.testing.assert_allclose(res15["row"], 5.7, atol=1e-5)
 
 
+@pytest.mark.parametrize("symmetries", [4, 8])
+def test_locnet_symmetrised_prediction_is_the_average_of_the_symmetric_views(symmetries):
+    """Test-time augmentation: the mean of the centres of the flipped / transposed patches mapped back,
+    variance = mean predicted variance + variance of the centres; the result is equivariant."""
+    from braggflow.models.preprocess import check_patches, robust_features
+
+    torch.manual_seed(1)
+    single = LocNet(11, (32,)).eval()
+    tta = LocNet(11, (32,), symmetries=symmetries).eval()
+    tta.load_state_dict(single.state_dict())  # same weights: the symmetries are not parameters
+    ps = simulate_patches(64, kind="mixed", seed=5)
+
+    def run(net, data, mask):
+        d, m = check_patches(data, mask)
+        with torch.no_grad():
+            return net(torch.from_numpy(robust_features(d, m))).numpy().astype(float)
+
+    codes = [0, 3, 4, 7] if symmetries == 4 else range(8)
+    centres, variances = [], []
+    for k in codes:
+        d, m = ps.data, ps.mask
+        d, m = (d[:, ::-1], m[:, ::-1]) if k & 1 else (d, m)
+        d, m = (d[:, :, ::-1], m[:, :, ::-1]) if k & 2 else (d, m)
+        d, m = (d.transpose(0, 2, 1), m.transpose(0, 2, 1)) if k & 4 else (d, m)
+        out = run(single, np.ascontiguousarray(d), np.ascontiguousarray(m))
+        c, v = out[:, :2].copy(), np.exp(out[:, 2:4])
+        if k & 4:
+            c, v = c[:, ::-1], v[:, ::-1]
+        c[:, 0] *= -1 if k & 1 else 1
+        c[:, 1] *= -1 if k & 2 else 1
+        centres.append(c)
+        variances.append(v)
+    centres = np.array(centres)
+    out = run(tta, ps.data, ps.mask)
+    np.testing.assert_allclose(out[:, :2], centres.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(np.exp(out[:, 2:4]), np.mean(variances, axis=0) + centres.var(axis=0), rtol=1e-4)
+    rotated = run(tta, np.ascontiguousarray(ps.data[:, ::-1, ::-1]), np.ascontiguousarray(ps.mask[:, ::-1, ::-1]))
+    np.testing.assert_allclose(rotated[:, :2], -out[:, :2], atol=1e-5)  # equivariant under a 180-degree turn
+    np.testing.assert_allclose(rotated[:, 2:], out[:, 2:], atol=1e-4)
+    with pytest.raises(ValueError, match="symmetries"):
+        LocNet(11, (32,), symmetries=3)
+
+
+def test_sigma_binned_calibration_corrects_a_sigma_dependent_miscalibration():
+    """A network 2x over-confident for small and 2x under-confident for large sigmas: one factor cannot
+    fix both halves, factors per bin of the predicted sigma do."""
+    from braggflow.models.calibration import apply_error_scale, calibration_figures, fit_error_scale
+
+    rng = np.random.default_rng(0)
+    n = 20000
+    predicted = np.exp(rng.uniform(np.log(0.01), np.log(1.0), n))
+    true = np.where(predicted < 0.1, 2.0 * predicted, 0.5 * predicted)
+    er, ec = rng.normal(0, true), rng.normal(0, true)
+    masked = np.zeros(n, bool)
+    small = predicted < 0.1
+    for n_bins in (1, 8):
+        cal = fit_error_scale(er, ec, predicted, predicted, masked=masked, n_bins=n_bins)
+        sr, sc = apply_error_scale(cal, predicted, predicted, masked)
+        good = []
+        for half in (small, ~small):
+            f = calibration_figures(er[half], ec[half], sr[half], sc[half])
+            good.append(abs(f["z_std_row"] - 1) < 0.1 and abs(f["z_std_col"] - 1) < 0.1
+                        and abs(f["in_ellipse"] - 0.393) < 0.05)
+        assert all(good) == (n_bins == 8), (n_bins, good)
+
+
 def test_convert_weights_rejects_a_foreign_state_dict(tmp_path):
     state = _published_state_dict(PUBLISHED_FC16)
     del state["nlb.g_layer.bias"]

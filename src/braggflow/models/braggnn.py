@@ -28,6 +28,7 @@ Torch is imported by this module; import it only where a network is needed.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -191,6 +192,16 @@ class LocNet(nn.Module):
         :func:`braggflow.models.preprocess.robust_features`).
     width_outputs : bool
         Also predict log widths (sigma_row, sigma_col), px.
+    symmetries : {1, 4, 8}
+        In eval mode, average the prediction over this many symmetries of
+        the square (test-time augmentation): 4 = identity, 180-degree
+        rotation, transpose and anti-transpose; 8 = all flips and
+        transpositions.  Each symmetry's centre is mapped back to the patch
+        and averaged; the variance is the mean predicted variance plus the
+        variance of the centres over the symmetries (law of total
+        variance), so patches on which the symmetric views disagree get
+        larger errors.  The weights are the same for any value (it is not
+        part of the state_dict); training (``train()`` mode) uses one pass.
 
     Notes
     -----
@@ -211,22 +222,71 @@ class LocNet(nn.Module):
         hidden: tuple[int, ...] = (256, 256),
         n_scalars: int = 2,
         width_outputs: bool = True,
+        symmetries: int = 1,
     ) -> None:
         super().__init__()
         self.size = int(size)
         self.hidden = tuple(int(v) for v in hidden)
         self.n_scalars = int(n_scalars)
         self.width_outputs = bool(width_outputs)
+        if symmetries not in (1, 4, 8):
+            raise ValueError(f"symmetries must be 1, 4 or 8, got {symmetries!r}")
+        self.symmetries = int(symmetries)
         widths = (2 * self.size**2 + self.n_scalars,) + self.hidden
         layers: list[nn.Module] = []
         for cin, cout in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(cin, cout), nn.SiLU()]
-        layers.append(nn.Linear(widths[-1], 6 if self.width_outputs else 4))
+        n_out = 6 if self.width_outputs else 4
+        layers.append(nn.Linear(widths[-1], n_out))
         self.layers = nn.Sequential(*layers)
+        perm, swap, sign = _symmetry_tables(self.size, self.n_scalars, self.symmetries, n_out)
+        self.register_buffer("_perm", perm, persistent=False)
+        self.register_buffer("_swap", swap, persistent=False)
+        self.register_buffer("_sign", sign, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, F)`` features -> ``(N, 4 or 6)`` (see class notes)."""
-        return self.layers(x)
+        if self.symmetries == 1 or self.training:
+            return self.layers(x)
+        n, s = x.shape[0], self.symmetries
+        views = x[:, self._perm].reshape(n * s, x.shape[1])  # (N * S, F): each symmetric view
+        out = self.layers(views).reshape(n, s, -1)
+        out = torch.gather(out, 2, self._swap.unsqueeze(0).expand(n, -1, -1)) * self._sign  # back to the patch
+        centre = out[:, :, :2].mean(dim=1)
+        var = torch.exp(out[:, :, 2:4].clamp(-30.0, 10.0)).mean(dim=1) + out[:, :, :2].var(dim=1, unbiased=False)
+        parts = [centre, torch.log(var)]
+        if out.shape[2] > 4:
+            parts.append(out[:, :, 4:].mean(dim=1))
+        return torch.cat(parts, dim=1)
+
+
+def _symmetry_tables(size: int, n_scalars: int, symmetries: int, n_out: int):
+    """Feature permutations (S, F), output swaps (S, n_out) and signs (S, n_out) of LocNet's symmetries.
+
+    Symmetry code k: bit 0 flips rows, bit 1 flips columns, bit 2 transposes
+    (applied in that order to the patch and its mask plane).
+    """
+    codes = {1: [0], 4: [0, 3, 4, 7], 8: list(range(8))}[symmetries]
+    grid = np.arange(size * size).reshape(size, size)
+    perms, swaps, signs = [], [], []
+    for k in codes:
+        g = grid
+        if k & 1:
+            g = g[::-1]
+        if k & 2:
+            g = g[:, ::-1]
+        if k & 4:
+            g = g.T
+        plane = g.reshape(-1)
+        perms.append(np.concatenate([plane, plane + size * size, 2 * size * size + np.arange(n_scalars)]))
+        swap = np.arange(n_out).reshape(-1, 2)
+        swaps.append((swap[:, ::-1] if k & 4 else swap).reshape(-1))
+        sign = np.ones(n_out, np.float32)
+        sign[0] = -1.0 if k & 1 else 1.0
+        sign[1] = -1.0 if k & 2 else 1.0
+        signs.append(sign)
+    return (torch.as_tensor(np.array(perms), dtype=torch.long), torch.as_tensor(np.array(swaps), dtype=torch.long),
+            torch.as_tensor(np.array(signs)))
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"braggnn": BraggNN, "locnet": LocNet}

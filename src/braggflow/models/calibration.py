@@ -154,6 +154,7 @@ def fit_error_scale(
     masked: np.ndarray | None = None,
     groups: dict | None = None,
     min_group: int = 100,
+    n_bins: int = 1,
 ) -> dict:
     """Per-axis factors that make the predicted sigmas calibrated.
 
@@ -165,6 +166,13 @@ def fit_error_scale(
     ``max(|std_row - 1| / 0.1, |std_col - 1| / 0.1, |in_ellipse - 0.393| / 0.05)``.
     With Gaussian errors and exact sigmas ``k = 1``; noisy sigmas (a
     sharper-than-Gaussian core) pull it below 1.
+
+    With ``n_bins > 1`` the factors are fitted separately in ``n_bins``
+    quantile bins of the predicted sigma itself (``sqrt(sig_row *
+    sig_col)``) and interpolated in log sigma between the bins' medians: a
+    recalibration of the predicted sigma as a function of its own value
+    (Kuleshov et al. 2018), which corrects a network that is over-confident
+    for small and under-confident for large predicted errors.
 
     Parameters
     ----------
@@ -179,20 +187,27 @@ def fit_error_scale(
     min_group : int
         Smaller classes or groups are ignored (a class falls back to the
         factors of all patches).
+    n_bins : int
+        Bins of the predicted sigma per class (1: one factor per axis).
 
     Returns
     -------
     calibration : dict
         ``{"kind": "scale", "row_scale", "col_scale", "masked_row_scale",
-        "masked_col_scale"}``.
+        "masked_col_scale"}`` (px / px); with ``n_bins > 1`` also
+        ``"bins": {"": {...}, "masked_": {...}}`` with per-class
+        ``log_sigma`` (bin medians of the natural log of the raw sigma) and
+        ``row_scale``, ``col_scale`` lists.
 
     References
     ----------
     Kuleshov, Fenner and Ermon, "Accurate uncertainties for deep learning
     using calibrated regression", ICML (2018).
     """
-    zr = np.asarray(err_row, float) / np.asarray(sig_row, float)
-    zc = np.asarray(err_col, float) / np.asarray(sig_col, float)
+    sig_row = np.asarray(sig_row, float)
+    sig_col = np.asarray(sig_col, float)
+    zr = np.asarray(err_row, float) / sig_row
+    zc = np.asarray(err_col, float) / sig_col
     ok = np.isfinite(zr) & np.isfinite(zc)
     masked = np.zeros(len(zr), bool) if masked is None else np.asarray(masked, bool)
     groups = groups or {}
@@ -203,10 +218,25 @@ def fit_error_scale(
 
     pooled = fit(ok)
     out = {"kind": "scale"}
+    log_sigma = 0.5 * np.log(np.maximum(sig_row * sig_col, 1e-30))
+    bins = {}
     for prefix, cls in (("", ~masked), ("masked_", masked)):
         sel = ok & cls
         a, b = fit(sel) if sel.sum() >= min_group else pooled
         out[prefix + "row_scale"], out[prefix + "col_scale"] = a, b
+        if n_bins > 1 and sel.sum() >= n_bins * min_group:
+            edges = np.quantile(log_sigma[sel], np.linspace(0, 1, n_bins + 1))
+            index = np.clip(np.searchsorted(edges, log_sigma, side="right") - 1, 0, n_bins - 1)
+            centres, rows, cols = [], [], []
+            for i in range(n_bins):
+                in_bin = sel & (index == i)
+                ra, rb = fit(in_bin)
+                centres.append(float(np.median(log_sigma[in_bin])))
+                rows.append(ra)
+                cols.append(rb)
+            bins[prefix] = {"log_sigma": centres, "row_scale": rows, "col_scale": cols}
+    if bins:
+        out["bins"] = bins
     return out
 
 
@@ -226,11 +256,22 @@ def apply_error_scale(calibration: dict, row_err: np.ndarray, col_err: np.ndarra
     Returns
     -------
     row_err, col_err : (N,) ndarray of float64, px
+        With sigma bins, the factors are interpolated linearly in log sigma
+        between the bins' medians (constant beyond them).
     """
+    masked = np.asarray(masked, bool)
     sr = np.where(masked, calibration.get("masked_row_scale", calibration.get("row_scale", 1.0)),
                   calibration.get("row_scale", 1.0))
     sc = np.where(masked, calibration.get("masked_col_scale", calibration.get("col_scale", 1.0)),
                   calibration.get("col_scale", 1.0))
+    bins = calibration.get("bins") or {}
+    if bins:
+        log_sigma = 0.5 * np.log(np.maximum(np.asarray(row_err, float) * np.asarray(col_err, float), 1e-30))
+        for prefix, cls in (("", ~masked), ("masked_", masked)):
+            if prefix in bins and cls.any():
+                b = bins[prefix]
+                sr = np.where(cls, np.interp(log_sigma, b["log_sigma"], b["row_scale"]), sr)
+                sc = np.where(cls, np.interp(log_sigma, b["log_sigma"], b["col_scale"]), sc)
     return row_err * sr, col_err * sc
 
 
@@ -289,6 +330,7 @@ def calibrate_predictions(
     predicts_error: bool,
     gain: float = 1.0,
     kinds: np.ndarray | None = None,
+    n_bins: int = 1,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Fit the error calibration of a network from its raw predictions.
 
@@ -307,6 +349,8 @@ def calibrate_predictions(
         ADU per photon.
     kinds : (N,) ndarray of str, optional
         Simulated patch kinds (see :func:`kind_groups`).
+    n_bins : int
+        Bins of the predicted sigma (see :func:`fit_error_scale`).
 
     Returns
     -------
@@ -319,7 +363,7 @@ def calibrate_predictions(
     if predicts_error:
         masked = mask.reshape(len(mask), -1).any(axis=1)
         calibration = fit_error_scale(er, ec, raw["row_err"], raw["col_err"], masked=masked,
-                                      groups=kind_groups(kinds))
+                                      groups=kind_groups(kinds), n_bins=n_bins)
         sr, sc = apply_error_scale(calibration, raw["row_err"], raw["col_err"], masked)
     else:
         snr, width = patch_snr_width(data, mask, gain=gain)
@@ -328,7 +372,8 @@ def calibrate_predictions(
     return calibration, sr, sc
 
 
-def calibrate_localizer(localizer, *, n: int = 40000, seed: int = 0, patches=None) -> tuple[dict, dict]:
+def calibrate_localizer(localizer, *, n: int = 40000, seed: int = 0, patches=None,
+                        n_bins: int = 1) -> tuple[dict, dict]:
     """Measure a localizer's errors on simulated patches and calibrate them.
 
     Parameters
@@ -343,6 +388,9 @@ def calibrate_localizer(localizer, *, n: int = 40000, seed: int = 0, patches=Non
         Simulation seed.
     patches : LabelledPatches, optional
         Use these patches instead of simulating.
+    n_bins : int
+        Bins of the predicted sigma for a ``"scale"`` calibration
+        (:func:`fit_error_scale`).
 
     Returns
     -------
@@ -368,6 +416,6 @@ def calibrate_localizer(localizer, *, n: int = 40000, seed: int = 0, patches=Non
     metrics = {"calibration_patches": int(len(data)), "calibration_median_px": float(np.nanmedian(np.hypot(er, ec)))}
     calibration, sr, sc = calibrate_predictions(raw, patches.row, patches.col, data, mask,
                                                 predicts_error=localizer.predicts_error, gain=patches.gain,
-                                                kinds=patches.kind)
+                                                kinds=patches.kind, n_bins=n_bins)
     metrics.update({f"calibration_{k}": v for k, v in calibration_figures(er, ec, sr, sc).items()})
     return calibration, metrics
