@@ -192,11 +192,11 @@ class LocNet(nn.Module):
         :func:`braggflow.models.preprocess.robust_features`).
     width_outputs : bool
         Also predict log widths (sigma_row, sigma_col), px.
-    symmetries : {1, 4, 8}
+    symmetries : {1, 2, 4, 8}
         In eval mode, average the prediction over this many symmetries of
-        the square (test-time augmentation): 4 = identity, 180-degree
-        rotation, transpose and anti-transpose; 8 = all flips and
-        transpositions.  Each symmetry's centre is mapped back to the patch
+        the square (test-time augmentation): 2 = identity and 180-degree
+        rotation; 4 = these, the transpose and the anti-transpose; 8 = all
+        flips and transpositions.  Each symmetry's centre is mapped back to the patch
         and averaged; the variance is the mean predicted variance plus the
         variance of the centres over the symmetries (law of total
         variance), so patches on which the symmetric views disagree get
@@ -229,8 +229,8 @@ class LocNet(nn.Module):
         self.hidden = tuple(int(v) for v in hidden)
         self.n_scalars = int(n_scalars)
         self.width_outputs = bool(width_outputs)
-        if symmetries not in (1, 4, 8):
-            raise ValueError(f"symmetries must be 1, 4 or 8, got {symmetries!r}")
+        if symmetries not in (1, 2, 4, 8):
+            raise ValueError(f"symmetries must be 1, 2, 4 or 8, got {symmetries!r}")
         self.symmetries = int(symmetries)
         widths = (2 * self.size**2 + self.n_scalars,) + self.hidden
         layers: list[nn.Module] = []
@@ -266,7 +266,7 @@ def _symmetry_tables(size: int, n_scalars: int, symmetries: int, n_out: int):
     Symmetry code k: bit 0 flips rows, bit 1 flips columns, bit 2 transposes
     (applied in that order to the patch and its mask plane).
     """
-    codes = {1: [0], 4: [0, 3, 4, 7], 8: list(range(8))}[symmetries]
+    codes = {1: [0], 2: [0, 3], 4: [0, 3, 4, 7], 8: list(range(8))}[symmetries]
     grid = np.arange(size * size).reshape(size, size)
     perms, swaps, signs = [], [], []
     for k in codes:
