@@ -271,7 +271,7 @@ def test_onnx_backend_gives_the_same_centres():
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     ps = simulate_patches(200, kind="mixed", seed=12)
-    for model in ("locnet-sim", "braggnn-sim"):
+    for model in (None, "locnet-sim", "braggnn-sim"):  # None: the default (a symmetrised locnet)
         a = predict_patches(ps.data, mask=ps.mask, model=model, backend="torch")
         b = predict_patches(ps.data, mask=ps.mask, model=model, backend="onnx")
         np.testing.assert_allclose(a["row"], b["row"], atol=1e-4)

@@ -116,6 +116,17 @@ def test_labelled_patches_from_frames_follow_the_truth():
     assert np.isfinite(lp.sigma_row).all() and (lp.sigma_row > 0.3).all()
 
 
+def test_simulated_edge_training_patches_are_cut_by_the_edge():
+    """Training patches are simulated larger (17 px) and cut to 11 px: the detector edge must lie inside
+    the final patch (2-5 px from its centre), not anywhere in the larger one."""
+    lp = simulated_training_patches(400, kind="edge", seed=3, recentre=0.5, chunk=400)
+    assert lp.mask.any(axis=(1, 2)).mean() > 0.9  # the re-centred half may move up to 2 px away from the edge
+    # an edge anywhere in the 17 px patch (2-8 px from its centre) misses the final patch ~40 % of the time
+    anywhere = simulated_training_patches(400, kind="edge", seed=3, recentre=0.5, chunk=400,
+                                          sim_options={"edge_distance": (2, 8)})
+    assert anywhere.mask.any(axis=(1, 2)).mean() < 0.7
+
+
 def test_recentred_patches_are_cut_around_the_brightest_pixel():
     """Like the finder: the brightest unmasked pixel near the peak sits at the centre, the label moves along."""
     from braggflow.models.train import recentre_on_maximum
