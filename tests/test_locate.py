@@ -137,14 +137,18 @@ def test_overlapping_peak_removed_without_labels(rng):
     assert isolated.flags[0] == 0  # noise alone is not a peak
 
 
-def test_locate_on_a_frame_in_frame_coordinates(rng):
-    shape = (64, 80)
-    truth = np.array([[10.3, 12.6], [30.8, 40.1], [50.2, 70.7], [1.2, 40.4]])
-    expected = np.full(shape, 8.0)
+def _peaks_frame(rng, shape, truth, *, intensity, background, sigma_row, sigma_col):
+    """A Poisson frame (photons) with peaks of one shape at the (row, col) of ``truth``."""
+    expected = np.full(shape, float(background))
     for r, c in truth:
-        expected += 8000 * peak_profile(np.arange(shape[0]), np.arange(shape[1]), row=r, col=c, sigma_row=1.1,
-                                         sigma_col=1.4)
-    frame = rng.poisson(expected).astype(np.float32)
+        expected += intensity * peak_profile(np.arange(shape[0]), np.arange(shape[1]), row=r, col=c,
+                                             sigma_row=sigma_row, sigma_col=sigma_col)
+    return rng.poisson(expected).astype(np.float32)
+
+
+def test_locate_on_a_frame_in_frame_coordinates(rng):
+    truth = np.array([[10.3, 12.6], [30.8, 40.1], [50.2, 70.7], [1.2, 40.4]])
+    frame = _peaks_frame(rng, (64, 80), truth, intensity=8000, background=8.0, sigma_row=1.1, sigma_col=1.4)
     table = new_peak_table(4, frame=3, row=np.rint(truth[:, 0]), col=np.rint(truth[:, 1]), peak_value=1.0)
     table["flags"] = np.uint32(Flag.LOW_SNR)
     for method in ("com", "gauss", "pvoigt"):
@@ -206,13 +210,8 @@ def test_locate_braggnn_errors_follow_the_gain(rng):
     same centres and errors as at gain 1, and the same counts read at gain 4 (4x fewer photons)
     give errors about sqrt(4) = 2 times larger."""
     pytest.importorskip("torch")
-    shape = (48, 48)
     truth = np.array([[10.3, 12.6], [24.8, 30.1], [36.2, 14.7], [30.4, 38.4]])
-    expected = np.full(shape, 4.0)
-    for r, c in truth:
-        expected += 3000 * peak_profile(np.arange(shape[0]), np.arange(shape[1]), row=r, col=c, sigma_row=1.2,
-                                         sigma_col=1.2)
-    photons = rng.poisson(expected).astype(np.float32)
+    photons = _peaks_frame(rng, (48, 48), truth, intensity=3000, background=4.0, sigma_row=1.2, sigma_col=1.2)
     table = new_peak_table(len(truth), row=np.rint(truth[:, 0]), col=np.rint(truth[:, 1]))
     one = locate(photons, table, method="braggnn", gain=1.0)
     four = locate(4 * photons, table, method="braggnn", gain=4.0)
