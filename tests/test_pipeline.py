@@ -209,3 +209,19 @@ def test_saturated_peak_is_fitted_without_its_clipped_core(rng, method):
         assert peak["method"] == ("gauss" if policy == "fit" else method)
         errors[policy] = np.hypot(peak["row"] - 50.3, peak["col"] - 40.8)
     assert errors["fit"] < 0.02 and errors["method"] > 5 * errors["fit"]
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's Python quick start runs as written (on a small simulated sim.h5)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "open_frames" in b)
+    write_nexus(tmp_path / "sim.h5", simulate_series(2, shape=(256, 256), n_peaks=10, seed=5))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert len(namespace["located"]) == len(namespace["found"]) > 0
+    assert set(namespace["results"]["frame"]) == {0, 1}
+    assert (tmp_path / "results.h5").exists()
