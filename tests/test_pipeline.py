@@ -225,3 +225,16 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert len(namespace["located"]) == len(namespace["found"]) > 0
     assert set(namespace["results"]["frame"]) == {0, 1}
     assert (tmp_path / "results.h5").exists()
+
+
+def test_dask_workers_give_the_serial_results(small_series, tmp_path):
+    """run(..., workers=2) on a Dask LocalCluster writes the same peaks as the serial run, each frame once."""
+    serial = run(small_series.frames, config=Config(), output=tmp_path / "serial.h5")
+    parallel = run(small_series.frames, config=Config(), output=tmp_path / "dask.h5", workers=2)
+    key = ["frame", "row", "col"]
+    serial = serial.sort_values(key, ignore_index=True)
+    parallel = parallel.sort_values(key, ignore_index=True)
+    assert len(parallel) == len(serial) > 0
+    np.testing.assert_allclose(parallel[["row", "col", "intensity"]].to_numpy(),
+                               serial[["row", "col", "intensity"]].to_numpy())
+    assert read_status(tmp_path / "dask.h5") == "complete"

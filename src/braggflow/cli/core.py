@@ -43,9 +43,10 @@ def run_with_progress(series, config, output, frames_range, resume, workers=0, s
 
     Returns ``(table, seconds, steady_rate)``: the peak table, the wall time of
     the whole run, and frames/s after the first frame (start-up -- importing
-    torch and pyFAI, building the detector mask, loading a model, starting
-    workers -- costs several seconds once and would hide the rate on short runs;
-    NaN when fewer than two frames were processed).
+    torch and pyFAI, building the detector mask, loading a model -- costs
+    several seconds once and would hide the rate on short runs; NaN when fewer
+    than two frames were processed, and with Dask workers, which return frames
+    in batches).
     """
     from braggflow.pipeline import run
 
@@ -66,8 +67,9 @@ def run_with_progress(series, config, output, frames_range, resume, workers=0, s
         last: list[tuple[float, int]] = []
         table = run(series, config=config, output=output, frames_range=frames_range, resume=resume,
                     progress=report, workers=workers, scheduler_address=scheduler)
-    steady = float("nan")
-    if first and last and last[0][1] > first[0][1] and last[0][0] > first[0][0]:
+    steady = float("nan")  # Dask returns frames in batches: no per-frame rate there
+    serial = not workers and scheduler is None
+    if serial and first and last and last[0][1] > first[0][1] and last[0][0] > first[0][0]:
         steady = (last[0][1] - first[0][1]) / (last[0][0] - first[0][0])
     return table, time.perf_counter() - start, steady
 
@@ -114,8 +116,10 @@ def run_command(
         table.to_csv(csv, index=False)
     if parquet is not None:
         table.to_parquet(parquet, index=False)
-    console.print(f"{len(rng)} frames, {len(table)} peaks -> {output} in {seconds:.1f} s"
-                  + (f" ({steady:.1f} frames/s after the first frame)" if not math.isnan(steady) else ""))
+    rates = f"{len(rng) / seconds:.1f} frames/s overall" if seconds > 0 else ""
+    if not math.isnan(steady):
+        rates += f", {steady:.1f} after the first frame"
+    console.print(f"{len(rng)} frames, {len(table)} peaks -> {output} in {seconds:.1f} s ({rates})")
 
 
 @app.command("config")
