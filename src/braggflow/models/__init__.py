@@ -15,26 +15,13 @@ per-axis uncertainty.  Training: :func:`braggflow.models.train.train_model`
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader
 
-_LAZY = {
-    "predict_patches": "braggflow.models.inference",
-    "load_model": "braggflow.models.files",
-    "list_models": "braggflow.models.files",
-    "save_model": "braggflow.models.files",
-    "convert_weights": "braggflow.models.files",
-    "ship_model": "braggflow.models.files",
-    "Localizer": "braggflow.models.files",
-    "train_model": "braggflow.models.train",
-    "TrainConfig": "braggflow.models.train",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'braggflow.models' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "inference": ["predict_patches"],
+        "files": ["load_model", "list_models", "save_model", "convert_weights", "ship_model", "Localizer"],
+        "train": ["train_model", "TrainConfig"],
+    },
+)
