@@ -67,3 +67,30 @@ def test_real_pilatus_gaps_are_zero(shared_data):
     assert (frame[mask] == 0).all()  # the detector's gaps hold exactly 0
     _, m = correct_frame(frame, mask=mask)
     assert m.sum() == mask.sum() + (frame == -2).sum()
+
+
+def test_real_pilatus_module_edge_pixels_are_masked_by_the_gap_margin(shared_data):
+    """The pixels beside a Pilatus module gap read ~1.2 x their neighbours; the default run masks them,
+    and no peak is left sitting on a gap edge."""
+    from scipy import ndimage
+
+    from braggflow.io.frames import open_frames
+    from braggflow.pipeline import run
+    from braggflow.pipeline.config import Config
+
+    s = open_frames(str(shared_data / "giwaxs_gixsgui"))
+    gaps = build_static_mask(s.shape)
+    grown = build_static_mask(s.shape, gap_margin=1)
+    edge = grown & ~gaps
+    assert edge.sum() > 0 and (grown == ndimage.binary_dilation(gaps, structure=np.ones((3, 3), bool))).all()
+    mean = np.mean([np.asarray(s[i], float) for i in range(len(s))], axis=0)
+    beside = ndimage.binary_dilation(grown, structure=np.ones((3, 3), bool)) & ~grown  # one pixel further in
+    lit = mean > 50
+    assert np.median(mean[edge & lit]) > 1.1 * np.median(mean[beside & lit])
+    on_edge = {}
+    for margin in (0, 1):
+        table = run(s, config=Config(correct={"gap_margin": margin}))
+        rows = np.rint(table["row"].to_numpy(na_value=0.0)).astype(int).clip(0, s.shape[0] - 1)
+        cols = np.rint(table["col"].to_numpy(na_value=0.0)).astype(int).clip(0, s.shape[1] - 1)
+        on_edge[margin] = int(ndimage.binary_dilation(gaps, iterations=2)[rows, cols].sum())
+    assert on_edge[0] >= 20 and on_edge[1] <= on_edge[0] // 5

@@ -95,7 +95,8 @@ def prepare(config: Config, *, shape: tuple[int, int], dtype=np.float32, detecto
             raise ConfigError(f"{what} {name or ''}: shape {np.shape(arr)}, expected the frame shape {tuple(shape)}".replace("  ", " "))
     if mask is not None and np.shape(mask) != tuple(shape):
         raise ConfigError(f"mask {c.mask or ''}: shape {np.shape(mask)}, expected the frame shape {tuple(shape)}".replace("  ", " "))
-    static = build_static_mask(shape, mask=mask, detector=c.detector, detector_mask=detector_mask)
+    static = build_static_mask(shape, mask=mask, detector=c.detector, detector_mask=detector_mask,
+                               gap_margin=c.gap_margin)
     geometry = None
     if config.geometry is not None:
         from braggflow.geometry import Geometry

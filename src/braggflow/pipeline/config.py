@@ -48,6 +48,9 @@ class CorrectConfig(_Section):
         "auto",
         description="pyFAI detector name whose gap mask is added ('auto': by frame shape; null: none)",
     )
+    gap_margin: int = Field(
+        1, ge=0, description="also mask this many px beside the detector's module gaps (Pilatus module-edge pixels "
+        "read ~1.2x their neighbours and make lines of false peaks without a flat field); 0: gaps only")
     flag_values: list[float] = Field(
         default_factory=lambda: [-1.0, -2.0],
         description="pixel values that mark bad pixels (Pilatus: -1 gaps, -2 bad); masked",
