@@ -273,8 +273,12 @@ def _centre_extended_peaks(table: pd.DataFrame, regions, frame: np.ndarray, labe
     extended = np.flatnonzero(inside < EXTENDED_PATCH_FRACTION * regions.signal)
     if not extended.size:
         return table
-    centroids = region_centroids(frame, labels, regions, extended, background=background[extended], mask=mask,
-                                 gain=gain)
+    centroids = region_centroids(frame, labels, regions, extended, mask=mask, gain=gain)
+    found = np.isfinite(centroids["row"])  # a region with no net signal keeps the patch method's centre
+    extended = extended[found]
+    if not extended.size:
+        return table
+    centroids = {name: values[found] for name, values in centroids.items()}
     table = table.copy()
     for name, values in centroids.items():
         column = table[name].to_numpy(copy=True)
