@@ -52,6 +52,7 @@ def run_with_progress(series, config, output, frames_range, resume, workers=0, s
 
     start = time.perf_counter()
     first: list[tuple[float, int]] = []  # (time, frames done) at the first report
+    last: list[tuple[float, int]] = []  # ... and at the latest one
     with _progress() as progress:
         task = progress.add_task(description, total=len(frames_range), peaks=0, rate=0.0)
 
@@ -64,7 +65,6 @@ def run_with_progress(series, config, output, frames_range, resume, workers=0, s
             progress.update(task, completed=done, total=total, peaks=peaks, rate=rate)
             last[:] = [(now, done)]
 
-        last: list[tuple[float, int]] = []
         table = run(series, config=config, output=output, frames_range=frames_range, resume=resume,
                     progress=report, workers=workers, scheduler_address=scheduler)
     steady = float("nan")  # Dask returns frames in batches: no per-frame rate there

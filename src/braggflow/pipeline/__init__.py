@@ -177,10 +177,16 @@ def process_frame(
         table = locate(corrected, table, method=lc.method, mask=fit_mask if fits else mask, labels=labels,
                        patch_size=lc.patch_size, gain=c.gain, model=lc.model, device=lc.device,
                        batch_size=lc.batch_size)
-        if saturated is not None and not fits and lc.saturated == "fit":
-            table = _fit_saturated_peaks(table, corrected, saturated, fit_mask, labels, top, lc.patch_size, c.gain)
-        if lc.extended == "region":
-            table = _centre_extended_peaks(table, regions, corrected, labels, top, lc.patch_size, mask, c.gain)
+        refit = saturated is not None and not fits and lc.saturated == "fit"
+        if refit or lc.extended == "region":
+            from braggflow.integrate import windows
+
+            half = lc.patch_size // 2  # each peak's own pixels in its patch, for both hand-overs below
+            own = windows(labels, top[:, 0], top[:, 1], half, 0) == np.arange(1, len(table) + 1)[:, None, None]
+            if refit:
+                table = _fit_saturated_peaks(table, corrected, saturated, fit_mask, labels, top, own, c.gain)
+            if lc.extended == "region":
+                table = _centre_extended_peaks(table, regions, corrected, top, own, labels, mask, c.gain)
         ic = config.integrate
         table = integrate(corrected, table, mask=mask, labels=labels, gain=c.gain, radius=ic.radius,
                           background_width=ic.background_width, saturated=saturated)
@@ -201,30 +207,36 @@ def process_frame(
     return conform(table)
 
 
-def _set_method(table: pd.DataFrame, rows: np.ndarray, name: str) -> pd.DataFrame:
-    """Set the ``method`` of the given rows (positions) to ``name``, adding the category if needed."""
-    method = table["method"].astype("category")
-    if name not in method.cat.categories:
-        method = method.cat.add_categories([name])
-    method.iloc[rows] = name
-    table["method"] = method
+def _replace_rows(table: pd.DataFrame, rows: np.ndarray, values: dict[str, np.ndarray], method: str) -> pd.DataFrame:
+    """A copy of ``table`` with ``values`` written into the given rows (positions) and their ``method`` set."""
+    table = table.copy()
+    for name, new in values.items():
+        column = table[name].to_numpy(copy=True)
+        column[rows] = new
+        table[name] = column
+    methods = table["method"].astype("category")
+    if method not in methods.cat.categories:
+        methods = methods.cat.add_categories([method])
+    methods.iloc[rows] = method
+    table["method"] = methods
     return table
 
 
 def _fit_saturated_peaks(table: pd.DataFrame, frame: np.ndarray, saturated: np.ndarray, fit_mask: np.ndarray,
-                         labels: np.ndarray, top: np.ndarray, patch_size: int, gain: float) -> pd.DataFrame:
+                         labels: np.ndarray, top: np.ndarray, own: np.ndarray, gain: float) -> pd.DataFrame:
     """Re-locate peaks whose region holds a saturated pixel by a Gaussian fit that leaves those pixels out.
 
     The centre of mass of a clipped core is biased and the CNN was not trained
     on clipped cores (on a 3e6-photon peak with 16 saturated pixels: com 0.24 px,
     braggnn 1.2 px off, the fit 0.001 px).  Such rows get method ``"gauss"``.
+    ``top`` is the (N, 2) brightest pixel of each peak, ``own`` the (N, s, s)
+    pixels of each peak's own label in its patch around ``top``.
     """
     from braggflow.integrate import windows
     from braggflow.locate import locate
 
-    half = patch_size // 2
-    own = windows(labels, top[:, 0], top[:, 1], half, 0) == np.arange(1, len(table) + 1)[:, None, None]
-    hit = np.flatnonzero((windows(saturated, top[:, 0], top[:, 1], half, False) & own).any(axis=(1, 2)))
+    size = own.shape[-1]
+    hit = np.flatnonzero((windows(saturated, top[:, 0], top[:, 1], size // 2, False) & own).any(axis=(1, 2)))
     if not hit.size:
         return table
     # labels of the subset: its peaks 1..m, every other peak one shared label (still removed from the patches)
@@ -233,41 +245,36 @@ def _fit_saturated_peaks(table: pd.DataFrame, frame: np.ndarray, saturated: np.n
     lut[hit + 1] = np.arange(1, hit.size + 1, dtype=np.int32)
     subset = table.iloc[hit].copy()
     subset["row"], subset["col"] = top[hit, 0].astype(float), top[hit, 1].astype(float)
-    fitted = locate(frame, subset, method="gauss", mask=fit_mask, labels=lut[labels], patch_size=patch_size, gain=gain)
-    table = table.copy()
-    for name in ("row", "col", "row_err", "col_err", "rc_cov", "sigma_row", "sigma_col", "flags"):
-        column = table[name].to_numpy(copy=True)
-        column[hit] = fitted[name].to_numpy()
-        table[name] = column
-    return _set_method(table, hit, "gauss")
+    fitted = locate(frame, subset, method="gauss", mask=fit_mask, labels=lut[labels], patch_size=size, gain=gain)
+    names = ("row", "col", "row_err", "col_err", "rc_cov", "sigma_row", "sigma_col", "flags")
+    return _replace_rows(table, hit, {name: fitted[name].to_numpy() for name in names}, "gauss")
 
 
 #: A peak whose patch holds less than this fraction of its region's signal is "extended".
 EXTENDED_PATCH_FRACTION = 0.9
 
 
-def _centre_extended_peaks(table: pd.DataFrame, regions, frame: np.ndarray, labels: np.ndarray,
-                           top: np.ndarray, patch_size: int, mask: np.ndarray | None, gain: float) -> pd.DataFrame:
+def _centre_extended_peaks(table: pd.DataFrame, regions, frame: np.ndarray, top: np.ndarray, own: np.ndarray,
+                           labels: np.ndarray, mask: np.ndarray | None, gain: float) -> pd.DataFrame:
     """Give peaks that their patch cannot hold the centroid of their whole region.
 
     A patch-based localizer sees only the part of a streak or large spot that
-    falls in the ``patch_size`` patch centred on the brightest pixel, and
-    returns a centre pulled towards it; the region's intensity-weighted
-    centroid (:func:`braggflow.find.region_centroids`) covers the whole peak.  A peak
+    falls in the patch centred on the brightest pixel, and returns a centre
+    pulled towards it; the region's intensity-weighted centroid
+    (:func:`braggflow.find.region_centroids`) covers the whole peak.  A peak
     is extended when its patch holds less than :data:`EXTENDED_PATCH_FRACTION`
     of its region's signal: the faint wings of a compact peak, or a close
     neighbour left in its region, do not make it so.  Such rows get method
     ``"region"``.
 
     ``top`` is the (N, 2) integer brightest pixel of each peak (the patch
-    centres); row k of ``table`` is label k + 1 of ``labels``.
+    centres), ``own`` the (N, s, s) pixels of each peak's own label in its
+    patch; row k of ``table`` is label k + 1 of ``labels``.
     """
     from braggflow.find import region_centroids
     from braggflow.integrate import windows
 
-    half = patch_size // 2
-    own = windows(labels, top[:, 0], top[:, 1], half, 0) == np.arange(1, len(table) + 1)[:, None, None]
-    counts = windows(frame, top[:, 0], top[:, 1], half, 0).astype(np.float64)
+    counts = windows(frame, top[:, 0], top[:, 1], own.shape[-1] // 2, 0).astype(np.float64)
     background = table["background"].to_numpy()  # the finder's tile level
     inside = np.where(own, counts - background[:, None, None], 0.0).sum(axis=(1, 2))
     extended = np.flatnonzero(inside < EXTENDED_PATCH_FRACTION * regions.signal)
@@ -275,16 +282,9 @@ def _centre_extended_peaks(table: pd.DataFrame, regions, frame: np.ndarray, labe
         return table
     centroids = region_centroids(frame, labels, regions, extended, mask=mask, gain=gain)
     found = np.isfinite(centroids["row"])  # a region with no net signal keeps the patch method's centre
-    extended = extended[found]
-    if not extended.size:
+    if not found.any():
         return table
-    centroids = {name: values[found] for name, values in centroids.items()}
-    table = table.copy()
-    for name, values in centroids.items():
-        column = table[name].to_numpy(copy=True)
-        column[extended] = values
-        table[name] = column
-    return _set_method(table, extended, "region")
+    return _replace_rows(table, extended[found], {name: v[found] for name, v in centroids.items()}, "region")
 
 
 def parse_frame_range(text: str | None, n: int) -> range:
