@@ -175,17 +175,20 @@ def region_centroids(
     gain : float
         ADU per photon (Poisson variance ``gain x counts``).
 
-    The errors are statistical.  Where the threshold cuts a peak's tails
-    unevenly (a background gradient along a long streak) the region itself is
-    lopsided, a bias they do not include (a few px on a 400 px streak over a
-    background falling from 300 to 20 counts, tested).
-
     Returns
     -------
     centroids : dict of (M,) ndarray of float
         ``row``, ``col`` (px), ``row_err``, ``col_err`` (px, 1 sigma from the
         pixels' variances: tile noise squared plus Poisson), ``rc_cov`` (px^2),
         ``sigma_row``, ``sigma_col`` (px, square roots of the second moments).
+        NaN for a region with no net signal above its background.
+
+    Notes
+    -----
+    The errors are statistical.  Where the threshold cuts a peak's tails
+    unevenly (a background gradient along a long streak) the region itself is
+    lopsided, a bias they do not include (a few px on a 400 px streak over a
+    background falling from 300 to 20 counts, tested).
     """
     from scipy import ndimage
 
