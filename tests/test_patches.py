@@ -141,6 +141,25 @@ def test_neighbour_truth_is_nearest_the_centre():
     assert (np.where(far, ps.data, 0) > 1.5).any(axis=(1, 2)).mean() > 0.5  # neighbours are visible
 
 
+def test_neighbour_params_describe_the_second_peak():
+    ps = simulate_patches(50, kind="neighbour", seed=4, noise=False, pvoigt_fraction=0.0, slope=0.0)
+    p = ps.params
+    d = np.hypot(p["neighbour_row"] - ps.row, p["neighbour_col"] - ps.col)
+    assert np.all((d >= 2.0 - 1e-9) & (d <= 6.0 + 1e-9))
+    # the truth is the peak nearer the centre pixel
+    assert np.all(np.hypot(ps.row - 5, ps.col - 5) <= np.hypot(p["neighbour_row"] - 5, p["neighbour_col"] - 5))
+    idx = np.arange(11)
+    for i in range(len(ps)):
+        model = p["background"][i] + sum(
+            inten * peak_profile(idx, idx, row=r, col=c, sigma_row=s, sigma_col=s)
+            for inten, r, c, s in ((p["intensity"][i], ps.row[i], ps.col[i], p["sigma_row"][i]),
+                                   (p["neighbour_intensity"][i], p["neighbour_row"][i], p["neighbour_col"][i],
+                                    p["neighbour_sigma"][i])))
+        np.testing.assert_allclose(ps.data[i], model, rtol=1e-4, atol=1e-3)
+    other = simulate_patches(20, kind="isotropic", seed=4).params
+    assert other[["neighbour_row", "neighbour_col", "neighbour_intensity", "neighbour_sigma"]].isna().all().all()
+
+
 def test_saturation_and_slope():
     ps = simulate_patches(100, kind="isotropic", seed=10, intensity=1e5, sigma=0.6, saturation=3000.0)
     assert ps.data.max() <= 3000.0

@@ -49,7 +49,9 @@ class PatchSet:
         (rad), eta, kind (category), snr (intensity / sqrt(intensity + 4 pi
         sigma_row sigma_col background), photons), crlb_row, crlb_col (px, for
         the isolated peak with the patch's mask, flat background), saturated
-        (bool).
+        (bool), neighbour_row, neighbour_col (px, patch coordinates),
+        neighbour_intensity (counts), neighbour_sigma (px, round) of the
+        second peak of the neighbour kind (NaN for the other kinds).
     """
 
     data: np.ndarray
@@ -285,6 +287,11 @@ def simulate_patches(
             "crlb_row": cr,
             "crlb_col": cc_,
             "saturated": saturated,
+            # the other peak of the neighbour kind (NaN for the other kinds)
+            "neighbour_row": np.where(nb, nrow, np.nan),
+            "neighbour_col": np.where(nb, ncol, np.nan),
+            "neighbour_intensity": np.where(nb, ninten, np.nan),
+            "neighbour_sigma": np.where(nb, nb_sigma, np.nan),
         }
     )
     return PatchSet(data=data, mask=mask, row=row, col=col, params=params)
