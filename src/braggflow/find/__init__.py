@@ -9,7 +9,13 @@ Two methods share one engine:
     by a watershed from those maxima; two maxima stay separate only when the
     dip between them is significant under Poisson statistics (deeper than
     ``split_sigma`` standard deviations of the counts at the saddle).  The score
-    is the detection SNR of the region.
+    is the detection SNR of the region against the tile background.  A weak
+    region (SNR below ``local_snr_below``) is measured again against the
+    median of a ring of pixels around it (an annulus background, as in
+    aperture photometry): it is dropped unless its highest pixel passes the
+    threshold and its SNR passes ``min_snr`` above that level.  Noise
+    on the Lorentzian wings of a bright peak rises above the tile threshold
+    but not above its own surroundings.
 ``persistence``
     The "topology" method of findpeaks: 0-dimensional persistent homology of
     the upper level sets above a low level (background + 3 noise sigma).  Each
@@ -49,6 +55,8 @@ _MAD_TO_SIGMA = 1.4826
 #: The persistence method builds its level sets above background + this many noise sigma
 #: (lower levels join noise into frame-spanning clusters and cost far more than they add).
 PERSISTENCE_BASE_SIGMA = 3.0
+#: px between a weak region's bounding box and the ring whose median is its local background
+LOCAL_RING_MARGIN = 3
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -131,6 +139,27 @@ def _region_boxes(final: np.ndarray, rows: np.ndarray, cols: np.ndarray, nreg: i
         np.minimum.at(lo, final, coord)
         np.maximum.at(hi, final, coord)
         out[first], out[size] = lo, hi - lo + 1
+    return out
+
+
+def _ring_medians(frame: np.ndarray, mask: np.ndarray | None, top, left, height, width, margin: int) -> np.ndarray:
+    """Median of the unmasked pixels on the border of each box grown by ``margin`` px (NaN: none).
+
+    ``top, left, height, width`` are (K,) integer arrays (a region's bounding
+    box); the ring is clipped to the frame.
+    """
+    h, w = frame.shape
+    out = np.full(len(top), np.nan)
+    for k, (t, l, hh, ww) in enumerate(zip(top, left, height, width)):
+        r0, r1 = max(t - margin, 0), min(t + hh + margin, h)  # half-open
+        c0, c1 = max(l - margin, 0), min(l + ww + margin, w)
+        box = frame[r0:r1, c0:c1]
+        ring = np.ones(box.shape, dtype=bool)
+        ring[1:-1, 1:-1] = False
+        if mask is not None:
+            ring &= ~mask[r0:r1, c0:c1]
+        if ring.any():
+            out[k] = float(np.median(box[ring]))
     return out
 
 
@@ -666,6 +695,20 @@ def find_peaks(
     else:
         score = snr
         good = (npix[reg_ids] >= min_size) & (snr >= min_snr)
+        weak = np.flatnonzero(good & (snr < config.local_snr_below) & (min_snr > 0))
+        if weak.size:
+            boxes = _region_boxes(final, *np.divmod(flat_index, w), nreg)
+            ids = reg_ids[weak]
+            local = _ring_medians(frame, mask, boxes["top"][ids], boxes["left"][ids], boxes["height"][ids],
+                                  boxes["width"][ids], LOCAL_RING_MARGIN)
+            # the same tests against the ring's level: the highest pixel above the threshold, the region's SNR
+            lift = np.nan_to_num(np.clip(local - bg.at(top_r[weak], top_c[weak]), 0.0, None))  # NaN: no ring
+            if config.threshold is not None:
+                above_local = peak_value[weak] - local >= config.threshold
+            else:
+                local_noise = np.sqrt(bg.at(top_r[weak], top_c[weak], values=bg.noise) ** 2 + gain * lift)
+                above_local = peak_value[weak] - (bg.at(top_r[weak], top_c[weak]) + lift) >= level_sigma * local_noise
+            good[weak] = above_local & ((signal[ids] - npix[ids] * lift) / noise[ids] >= min_snr)
     reg_ids, top_r, top_c, peak_value, score = reg_ids[good], top_r[good], top_c[good], peak_value[good], score[good]
     sort = np.argsort(-score, kind="stable")
     if config.max_peaks is not None:

@@ -81,6 +81,10 @@ class FindConfig(_Section):
     min_persistence: float | None = Field(None, description="persistence method: minimum persistence, counts; null: threshold")
     min_snr: float | None = Field(
         None, ge=0, description="minimum score (detection SNR) to keep a peak; null: 3, or 0 on sparse frames")
+    local_snr_below: float = Field(
+        10.0, ge=0, description="components: a peak whose SNR is below this is measured again against the median of a "
+        "ring of pixels 3 px around its region instead of the tile level, and dropped unless its highest pixel passes "
+        "the threshold and its SNR passes min_snr above that level (noise on the wings of a bright peak); 0: off")
     sparse: Literal["auto", "yes", "no"] = Field(
         "auto",
         description="frames thresholded upstream (most pixels exactly 0, e.g. HEXRD frame-caches): every nonzero pixel already passed a threshold, so single-pixel peaks are kept (min_size and min_snr, when null, become 1 and 0); 'auto': when over half the pixels are 0",
