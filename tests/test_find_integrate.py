@@ -194,3 +194,27 @@ def test_noise_on_bright_wings_is_not_a_peak_but_weak_isolated_peaks_stay():
     assert counts["default"][0] <= counts["tile only"][0] // 5
     assert counts["tile only"][1] >= 0.9
     assert counts["default"][1] >= counts["tile only"][1] - 0.02
+
+
+def test_integration_disk_leaves_out_a_close_neighbours_region():
+    """With a fixed radius, the pixels of another peak's region are not summed in (they doubled the intensity
+    of the demo's close pairs at radius 8 px) and the peak is flagged OVERLAPPING."""
+    from braggflow.schema import Flag
+
+    rng = np.random.default_rng(8)
+    idx = np.arange(64)
+    truth = [(30.3, 28.6, 5000.0), (30.9, 34.8, 8000.0)]  # 6.2 px apart
+    mu = 20.0 + sum(inten * peak_profile(idx, idx, row=r, col=c, sigma_row=1.2, sigma_col=1.2) for r, c, inten in truth)
+    results = []
+    for _ in range(30):
+        frame = rng.poisson(mu).astype(np.float32)
+        table, labels = find_peaks(frame, return_labels=True)
+        assert len(table) == 2
+        out = integrate(frame, table, labels=labels, radius=8.0)
+        order = np.argsort(out["col"].to_numpy())
+        results.append(out["intensity"].to_numpy()[order])
+        assert np.all(out["flags"].to_numpy() & Flag.OVERLAPPING)
+        alone = integrate(frame, table, radius=8.0)  # without labels the disk cannot tell: both peaks summed
+        assert alone["intensity"].to_numpy()[order][0] > 1.5 * truth[0][2]
+    ratio = np.mean(results, axis=0) / [t[2] for t in truth]
+    np.testing.assert_allclose(ratio, 1.0, atol=0.03)

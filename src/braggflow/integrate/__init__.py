@@ -90,11 +90,18 @@ def _integrate_windows(frame, d_row, d_col, ri, ci, ids, core, background_width,
         cc = ci[:, None, None] + offs[None, None, :]
         bad = (rr < 0) | (rr >= frame.shape[0]) | (cc < 0) | (cc >= frame.shape[1])
     truncated = np.zeros(n, dtype=bool)
+    overlap = np.zeros(n, dtype=bool)
     if radius is not None:
         dr = offs[None, :, None] - d_row[:, None, None]
         dc = offs[None, None, :] - d_col[:, None, None]
         signal = (dr**2 + dc**2) <= radius**2
-        occupied = signal if labels is None else (windows(labels, ri, ci, half, 0) > 0) | signal
+        occupied = signal
+        if labels is not None:  # another peak's region inside the disk is not this peak's signal
+            lab = windows(labels, ri, ci, half, 0)
+            other = signal & (lab > 0) & (lab != ids[:, None, None])
+            overlap = other.any(axis=(1, 2))
+            signal = signal & ~other
+            occupied = (lab > 0) | occupied
     else:
         lab = windows(labels, ri, ci, half, 0)
         own = lab == ids[:, None, None]
@@ -127,7 +134,7 @@ def _integrate_windows(frame, d_row, d_col, ri, ci, ids, core, background_width,
     if saturated is not None:
         sat = (windows(saturated, ri, ci, half, False) & signal).reshape(n, -1).any(axis=1)
     return dict(intensity=intensity, err=err, b=b, snr=snr, npix=npix, n_b=n_b, peak_value=peak_value, sat=sat,
-                truncated=truncated)
+                truncated=truncated, overlap=overlap)
 
 
 def integrate(
@@ -158,7 +165,9 @@ def integrate(
         ADU per photon (Poisson variance of v ADU is gain x v).
     radius : float, optional
         Integrate a disk of this radius (px) around (row, col) instead of the
-        finder's region.  Without it, windows reach 5 px beyond the centre
+        finder's region; with ``labels``, the pixels of other peaks' regions
+        are left out of the disk (and the peak flagged ``OVERLAPPING``), so
+        a close neighbour is not summed in.  Without it, windows reach 5 px beyond the centre
         and grow (10, 20, ... up to :data:`MAX_REGION_HALF` px) for the peaks
         whose region does not fit, so a streak is integrated whole.
     background_width : float
@@ -173,7 +182,8 @@ def integrate(
         Copy of ``table`` with ``intensity``, ``intensity_err`` (counts),
         ``background`` (counts/px), ``peak_value`` (counts), ``snr``, ``npix``,
         and flags ``LOW_SNR`` (snr < 3), ``BAD_BACKGROUND`` (< 5 background
-        pixels), ``SATURATED``.
+        pixels), ``SATURATED``, ``OVERLAPPING`` (with ``radius``: another
+        peak's pixels were left out of the disk).
 
     Raises
     ------
@@ -211,12 +221,13 @@ def integrate(
             res[name][todo] = values
         todo = todo[truncated]
     intensity, err, b, snr, npix, n_b = (res[k] for k in ("intensity", "err", "b", "snr", "npix", "n_b"))
-    peak_value, sat = res["peak_value"], res["sat"]
+    peak_value, sat, overlap = res["peak_value"], res["sat"], res["overlap"]
 
     flags = table["flags"].to_numpy().astype(np.uint32)
     flags |= np.where(~(snr >= 3), np.uint32(Flag.LOW_SNR), np.uint32(0))
     flags |= np.where(n_b < 5, np.uint32(Flag.BAD_BACKGROUND), np.uint32(0))
     flags |= np.where(sat, np.uint32(Flag.SATURATED), np.uint32(0))
+    flags |= np.where(overlap, np.uint32(Flag.OVERLAPPING), np.uint32(0))
     valid = ok & (npix > 0)
     table["intensity"] = np.where(valid, intensity, np.nan)
     table["intensity_err"] = np.where(valid, err, np.nan)
