@@ -179,7 +179,10 @@ def test_noise_on_bright_wings_is_not_a_peak_but_weak_isolated_peaks_stay():
         mu[np.ix_(rows[inside_r], cols[inside_c])] += inten * prof[np.ix_(inside_r, inside_c)]
     frames = [rng.poisson(mu).astype(np.float32) for _ in range(20)]
     counts = {}
-    for name, config in (("tile only", FindConfig(local_snr_below=0.0)), ("default", FindConfig())):
+    configs = {"tile only": FindConfig(local_snr_below=0.0), "default": FindConfig(),
+               "absolute, tile only": FindConfig(threshold=22.0, local_snr_below=0.0),  # 5 sigma of 20 counts
+               "absolute": FindConfig(threshold=22.0)}
+    for name, config in configs.items():
         on_wings = found = 0
         for frame in frames:
             pos = find_peaks(frame, config=config)[["row", "col"]].to_numpy()
@@ -194,6 +197,10 @@ def test_noise_on_bright_wings_is_not_a_peak_but_weak_isolated_peaks_stay():
     assert counts["default"][0] <= counts["tile only"][0] // 5
     assert counts["tile only"][1] >= 0.9
     assert counts["default"][1] >= counts["tile only"][1] - 0.02
+    # the same with an absolute threshold (counts above the background)
+    assert counts["absolute, tile only"][0] >= 8
+    assert counts["absolute"][0] <= counts["absolute, tile only"][0] // 5
+    assert counts["absolute"][1] >= counts["absolute, tile only"][1] - 0.02
 
 
 def test_integration_disk_leaves_out_a_close_neighbours_region():

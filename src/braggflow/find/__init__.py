@@ -702,12 +702,13 @@ def find_peaks(
             local = _ring_medians(frame, mask, boxes["top"][ids], boxes["left"][ids], boxes["height"][ids],
                                   boxes["width"][ids], LOCAL_RING_MARGIN)
             # the same tests against the ring's level: the highest pixel above the threshold, the region's SNR
-            lift = np.nan_to_num(np.clip(local - bg.at(top_r[weak], top_c[weak]), 0.0, None))  # NaN: no ring
+            tile_bg = bg.at(top_r[weak], top_c[weak])
+            lift = np.nan_to_num(np.clip(local - tile_bg, 0.0, None))  # NaN (no usable ring pixel): no lift
             if config.threshold is not None:
-                above_local = peak_value[weak] - local >= config.threshold
+                above_local = peak_value[weak] - (tile_bg + lift) >= config.threshold
             else:
                 local_noise = np.sqrt(bg.at(top_r[weak], top_c[weak], values=bg.noise) ** 2 + gain * lift)
-                above_local = peak_value[weak] - (bg.at(top_r[weak], top_c[weak]) + lift) >= level_sigma * local_noise
+                above_local = peak_value[weak] - (tile_bg + lift) >= level_sigma * local_noise
             good[weak] = above_local & ((signal[ids] - npix[ids] * lift) / noise[ids] >= min_snr)
     reg_ids, top_r, top_c, peak_value, score = reg_ids[good], top_r[good], top_c[good], peak_value[good], score[good]
     sort = np.argsort(-score, kind="stable")

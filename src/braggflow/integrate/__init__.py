@@ -167,9 +167,10 @@ def integrate(
         Integrate a disk of this radius (px) around (row, col) instead of the
         finder's region; with ``labels``, the pixels of other peaks' regions
         are left out of the disk (and the peak flagged ``OVERLAPPING``), so
-        a close neighbour is not summed in.  Without it, windows reach 5 px beyond the centre
-        and grow (10, 20, ... up to :data:`MAX_REGION_HALF` px) for the peaks
-        whose region does not fit, so a streak is integrated whole.
+        a close neighbour is not summed in.  Without it, windows reach 5 px
+        beyond the centre and grow (10, 20, ... up to
+        :data:`MAX_REGION_HALF` px) for the peaks whose region does not fit,
+        so a streak is integrated whole.
     background_width : float
         Width of the background ring around the signal pixels, px.
     saturated : (H, W) ndarray of bool, optional
