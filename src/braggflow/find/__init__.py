@@ -607,8 +607,9 @@ def find_peaks(
     final = comp_of.astype(np.int64)  # final region id per above-threshold pixel; start: component id
     next_id = ncomp + 1
     persistence_of: dict[int, float] = {}
-    tile_noise = bg.at(*np.divmod(flat_index, w), values=bg.noise)
-    tile_level = bg.at(*np.divmod(flat_index, w))
+    pix_rows, pix_cols = np.divmod(flat_index, w)
+    tile_noise = bg.at(pix_rows, pix_cols, values=bg.noise)
+    tile_level = bg.at(pix_rows, pix_cols)
 
     multi = np.flatnonzero(n_max > 1)
     if multi.size:
@@ -669,6 +670,7 @@ def find_peaks(
                 persistence_of[new_ids[int(s)]] = float(pers[int(s)])
 
     # per-region statistics over the pixel list
+    boxes = None  # bounding boxes of all regions, computed once when needed
     nreg = next_id
     npix = np.bincount(final, minlength=nreg)
     excess = values - tile_level
@@ -697,7 +699,7 @@ def find_peaks(
         good = (npix[reg_ids] >= min_size) & (snr >= min_snr)
         weak = np.flatnonzero(good & (snr < config.local_snr_below) & (min_snr > 0))
         if weak.size:
-            boxes = _region_boxes(final, *np.divmod(flat_index, w), nreg)
+            boxes = _region_boxes(final, pix_rows, pix_cols, nreg)
             ids = reg_ids[weak]
             local = _ring_medians(frame, mask, boxes["top"][ids], boxes["left"][ids], boxes["height"][ids],
                                   boxes["width"][ids], LOCAL_RING_MARGIN)
@@ -726,8 +728,10 @@ def find_peaks(
     )
     regions = None
     if return_regions:
-        boxes = {k: v[reg_ids] for k, v in _region_boxes(final, *np.divmod(flat_index, w), nreg).items()}
-        regions = Regions(**boxes, signal=signal[reg_ids], noise=bg.at(top_r, top_c, values=bg.noise), tiles=bg)
+        if boxes is None:
+            boxes = _region_boxes(final, pix_rows, pix_cols, nreg)
+        regions = Regions(**{k: v[reg_ids] for k, v in boxes.items()}, signal=signal[reg_ids],
+                          noise=bg.at(top_r, top_c, values=bg.noise), tiles=bg)
     labels = None
     if return_labels:
         lut = np.zeros(nreg, dtype=np.int32)
