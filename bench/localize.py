@@ -96,7 +96,7 @@ def classical_methods() -> dict:
 
 
 def network_method(model, backend: str = "auto"):
-    from braggflow.models.inference import predict_patches
+    from braggflow.nn.inference import predict_patches
 
     def run(data, mask):
         return predict_patches(data, mask=mask, model=model, batch_size=4096, backend=backend)
@@ -111,7 +111,7 @@ def network_speeds(model, data, mask, *, min_patches: int = 200_000, repeats: in
     time includes the normalisation of the patches and the calibration of
     the errors (the whole :func:`predict_patches` call).
     """
-    from braggflow.models.inference import _onnx_available
+    from braggflow.nn.inference import _onnx_available
 
     reps = max(1, int(np.ceil(min_patches / len(data))))
     big_d = np.concatenate([data] * reps)
@@ -243,7 +243,8 @@ def main(argv=None) -> pd.DataFrame:
     import torch
 
     torch.set_num_threads(1)
-    from braggflow.models.files import convert_weights, list_models
+    from braggflow.nn.files import list_models
+    from braggflow.training.files import convert_weights
 
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -193,9 +193,9 @@ def test_braggnn_branch_maps_patch_to_frame_coordinates(monkeypatch):
         n = len(data)
         return {"row": np.full(n, 5.25), "col": np.full(n, 4.5), "row_err": np.full(n, 0.1), "col_err": np.full(n, 0.2)}
 
-    fake = types.ModuleType("braggflow.models.inference")
+    fake = types.ModuleType("braggflow.nn.inference")
     fake.predict_patches = predict_patches
-    monkeypatch.setitem(sys.modules, "braggflow.models.inference", fake)
+    monkeypatch.setitem(sys.modules, "braggflow.nn.inference", fake)
     frame = np.ones((40, 40), np.float32)
     out = locate(frame, new_peak_table(2, row=[10, 30], col=[12, 20]), method="braggnn", model="m", batch_size=7,
                  gain=2.0)

@@ -12,10 +12,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from braggflow.errors import BraggflowError, InputFileError  # noqa: E402
-from braggflow.models import files  # noqa: E402
-from braggflow.models.braggnn import BraggNN, LocNet, published_shapes  # noqa: E402
-from braggflow.models.files import convert_weights, file_sha256, list_models, load_model, save_model  # noqa: E402
-from braggflow.models.inference import predict_patches  # noqa: E402
+from braggflow.nn import files  # noqa: E402
+from braggflow.nn.architectures import BraggNN, LocNet, published_shapes  # noqa: E402
+from braggflow.nn.files import file_sha256, list_models, load_model  # noqa: E402
+from braggflow.training.files import convert_weights, save_model  # noqa: E402
+from braggflow.nn.inference import predict_patches  # noqa: E402
 from braggflow.simulate.patches import simulate_patches  # noqa: E402
 
 # Keys and shapes of the published file fc16_8_4_2-sz11.pth (github.com/lzhengchun/BraggNN,
@@ -105,7 +106,7 @@ def test_braggnn_output_maps_col_row_over_size_to_patch_coordinates(tmp_path):
 def test_locnet_symmetrised_prediction_is_the_average_of_the_symmetric_views(symmetries):
     """Test-time augmentation: the mean of the centres of the flipped / transposed patches mapped back,
     variance = mean predicted variance + variance of the centres; the result is equivariant."""
-    from braggflow.models.preprocess import check_patches, robust_features
+    from braggflow.nn.preprocess import check_patches, robust_features
 
     torch.manual_seed(1)
     single = LocNet(11, (32,)).eval()
@@ -147,7 +148,8 @@ def test_locnet_symmetrised_prediction_is_the_average_of_the_symmetric_views(sym
 def test_sigma_binned_calibration_corrects_a_sigma_dependent_miscalibration():
     """A network 2x over-confident for small and 2x under-confident for large sigmas: one factor cannot
     fix both halves, factors per bin of the predicted sigma do."""
-    from braggflow.models.calibration import apply_error_scale, calibration_figures, fit_error_scale
+    from braggflow.nn.calibration import apply_error_scale
+    from braggflow.training.calibration import calibration_figures, fit_error_scale
 
     rng = np.random.default_rng(0)
     n = 20000
@@ -302,7 +304,7 @@ def test_default_model_uncertainty_is_calibrated(kind):
 
 
 def test_import_braggflow_does_not_import_torch():
-    code = ("import sys, braggflow, braggflow.models, braggflow.models.preprocess, braggflow.cli.models; "
+    code = ("import sys, braggflow, braggflow.models, braggflow.nn.preprocess, braggflow.cli.models; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

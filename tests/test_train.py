@@ -1,4 +1,4 @@
-"""Tests of braggflow.models.train: short training runs, configs, labelled patches from frames."""
+"""Tests of braggflow.training.train: short training runs, configs, labelled patches from frames."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from braggflow.errors import ConfigError  # noqa: E402
-from braggflow.models.files import load_model  # noqa: E402
-from braggflow.models.inference import predict_patches  # noqa: E402
-from braggflow.models.train import (  # noqa: E402
+from braggflow.nn.files import load_model  # noqa: E402
+from braggflow.nn.inference import predict_patches  # noqa: E402
+from braggflow.training.train import (  # noqa: E402
     LabelledPatches,
     TrainConfig,
     patches_from_frames,
@@ -67,7 +67,7 @@ def test_braggnn_trains_with_the_published_loss_and_gets_an_error_table(tmp_path
 
 def test_augmentation_keeps_labels_consistent_with_patches():
     """A flipped / transposed patch must carry the flipped / transposed label (and swapped widths)."""
-    from braggflow.models.train import _augment
+    from braggflow.training.train import _augment
 
     n, c = 256, 5
     planes = torch.zeros(n, 2, 11, 11)
@@ -129,7 +129,7 @@ def test_simulated_edge_training_patches_are_cut_by_the_edge():
 
 def test_recentred_patches_are_cut_around_the_brightest_pixel():
     """Like the finder: the brightest unmasked pixel near the peak sits at the centre, the label moves along."""
-    from braggflow.models.train import recentre_on_maximum
+    from braggflow.training.train import recentre_on_maximum
 
     ps = simulate_patches(300, size=17, kind="isotropic", seed=8, noise=False, intensity=(5e4, 5e4),
                           background=(1, 1), sigma=(0.6, 1.2), eta=(0, 0))

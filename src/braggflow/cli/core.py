@@ -156,7 +156,7 @@ def simulate_command(
 def _default_demo_method() -> str:
     """braggnn when a shipped model is available, else centre of mass."""
     try:
-        from braggflow.models import list_models
+        from braggflow.nn import list_models
 
         return "braggnn" if list_models() else "com"
     except Exception:

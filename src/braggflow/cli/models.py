@@ -61,7 +61,7 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train a localizer on simulated patches and/or your own frames (labels from pseudo-Voigt fits)."""
-    from braggflow.models.train import TrainConfig, train_model
+    from braggflow.training.train import TrainConfig, train_model
 
     extra = {}
     for item in extra_kind or []:
@@ -120,7 +120,7 @@ def models_command() -> None:
     """
     from rich.table import Table
 
-    from braggflow.models.files import list_models
+    from braggflow.nn.files import list_models
 
     rows = list_models()
     if not rows:
@@ -168,7 +168,8 @@ def convert_weights_command(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Turn a published BraggNN .pth into a braggflow model file (use with run --method braggnn --model FILE)."""
-    from braggflow.models.files import convert_weights, load_model
+    from braggflow.nn.files import load_model
+    from braggflow.training.files import convert_weights
 
     path = convert_weights(weights, out, calibrate=calibrate, n_calibration=calibration_patches, seed=seed)
     model = load_model(path)

@@ -36,7 +36,7 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
     gain : float
         Counts (ADU) per photon.
     model, device, batch_size
-        Passed to :func:`braggflow.models.inference.predict_patches` for "braggnn".
+        Passed to :func:`braggflow.nn.inference.predict_patches` for "braggnn".
 
     Returns
     -------
@@ -59,7 +59,7 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
         from braggflow.locate.fit import fit_pvoigt_patches
 
         return fit_pvoigt_patches(data, mask, gain=gain)
-    from braggflow.models.inference import predict_patches
+    from braggflow.nn.inference import predict_patches
 
     data = np.asarray(data, dtype=np.float32)
     n = len(data)
@@ -112,7 +112,7 @@ def locate(
         (:func:`fit_pvoigt_patches`).
     ``"braggnn"``
         The BraggNN CNN (Liu et al., IUCrJ 9, 104 (2022)) through
-        :func:`braggflow.models.inference.predict_patches`.
+        :func:`braggflow.nn.inference.predict_patches`.
 
     For the fits, saturated pixels (>= ``saturation``) are left out as well.
 

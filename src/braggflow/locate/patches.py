@@ -81,7 +81,7 @@ def patch_background(data: np.ndarray, mask: np.ndarray | None = None) -> np.nda
 
     The one border-median background of braggflow: :func:`extract_patches`,
     the centroid, the simulator and the networks' input normalisation
-    (:mod:`braggflow.models.preprocess`) all use it.  Patches with fewer than
+    (:mod:`braggflow.nn.preprocess`) all use it.  Patches with fewer than
     3 usable border pixels use the lower quartile of all their usable pixels
     (the median would be pulled up by the peak), and 0 when none is usable.
     Vectorised: one sort of the border pixels of all patches.

@@ -1,27 +1,32 @@
-"""The CNN localizers: architectures, shipped weights, training and inference.
+"""Deprecated: the networks moved to :mod:`braggflow.nn` (inference) and :mod:`braggflow.training`.
 
-Public API (torch is imported only when one of these is first used)::
-
-    from braggflow.models import predict_patches, load_model, list_models
-    result = predict_patches(patches, mask=mask)          # best shipped model
-    result["row"], result["col"], result["row_err"], result["col_err"]
-
-Architectures (:mod:`braggflow.models.braggnn`): ``braggnn``, the published
-BraggNN (Liu et al., IUCrJ 9, 104 (2022)), state_dict compatible with its
-published weights; ``locnet``, braggflow's small network with calibrated
-per-axis uncertainty.  Training: :func:`braggflow.models.train.train_model`
-(``braggflow train``).
+``braggflow.models.X`` keeps working for one version and warns with a
+:class:`DeprecationWarning`.
 """
 
 from __future__ import annotations
 
-import lazy_loader
+import importlib
+import warnings
 
-__getattr__, __dir__, __all__ = lazy_loader.attach(
-    __name__,
-    submod_attrs={
-        "inference": ["predict_patches"],
-        "files": ["load_model", "list_models", "save_model", "convert_weights", "ship_model", "Localizer"],
-        "train": ["train_model", "TrainConfig"],
-    },
-)
+_MOVED = {
+    "predict_patches": "braggflow.nn.inference",
+    "load_model": "braggflow.nn.files",
+    "list_models": "braggflow.nn.files",
+    "Localizer": "braggflow.nn.files",
+    "save_model": "braggflow.training.files",
+    "convert_weights": "braggflow.training.files",
+    "ship_model": "braggflow.training.files",
+    "train_model": "braggflow.training.train",
+    "TrainConfig": "braggflow.training.train",
+}
+
+__all__ = sorted(_MOVED)
+
+
+def __getattr__(name: str):
+    if name not in _MOVED:
+        raise AttributeError(f"module 'braggflow.models' has no attribute {name!r}")
+    warnings.warn(f"braggflow.models.{name} moved to {_MOVED[name]}.{name}; the old name goes in the next version",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(_MOVED[name]), name)

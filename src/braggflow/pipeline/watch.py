@@ -422,7 +422,7 @@ def _warm_up(method: str) -> None:
     import braggflow.locate  # noqa: F401
 
     if method == "braggnn":
-        import braggflow.models.inference  # noqa: F401
+        import braggflow.nn.inference  # noqa: F401
 
 
 def _start_workers(workers: int, config: Config):

@@ -1,0 +1,26 @@
+"""Localizer networks at inference time: architectures, shipped weights, error calibration, inference.
+
+Public API::
+
+    from braggflow.nn import predict_patches, load_model, list_models
+    result = predict_patches(patches, mask=mask)          # default shipped model
+    result["row"], result["col"], result["row_err"], result["col_err"]
+
+Architectures (:mod:`braggflow.nn.architectures`): ``braggnn``, the published
+BraggNN convolutional network (Liu et al., IUCrJ 9, 104 (2022)), state_dict
+compatible with its published weights; ``locnet``, braggflow's multilayer
+perceptron with a calibrated per-axis uncertainty.  This package never imports
+:mod:`braggflow.training`, which builds the models.
+"""
+
+from __future__ import annotations
+
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "inference": ["predict_patches"],
+        "files": ["load_model", "list_models", "default_model_name", "Localizer"],
+    },
+)
