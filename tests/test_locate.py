@@ -177,7 +177,7 @@ def test_locate_flags_failures_and_saturation():
 
 def test_unknown_method_and_empty_table():
     frame = np.zeros((10, 10), np.float32)
-    with pytest.raises(BraggflowError, match="method.*'com'.*'braggnn'"):
+    with pytest.raises(BraggflowError, match="method.*'com'.*'nn'"):
         locate(frame, new_peak_table(1, row=5, col=5), method="bogus")
     out = locate(frame, empty_peak_table(), method="gauss")
     assert len(out) == 0
@@ -185,7 +185,7 @@ def test_unknown_method_and_empty_table():
     assert isinstance(out.dtypes["method"], pd.CategoricalDtype)
 
 
-def test_braggnn_branch_maps_patch_to_frame_coordinates(monkeypatch):
+def test_nn_branch_maps_patch_to_frame_coordinates(monkeypatch):
     calls = {}
 
     def predict_patches(data, *, mask=None, model=None, device="cpu", batch_size=1024, gain=1.0):
@@ -197,7 +197,7 @@ def test_braggnn_branch_maps_patch_to_frame_coordinates(monkeypatch):
     fake.predict_patches = predict_patches
     monkeypatch.setitem(sys.modules, "braggflow.nn.inference", fake)
     frame = np.ones((40, 40), np.float32)
-    out = locate(frame, new_peak_table(2, row=[10, 30], col=[12, 20]), method="braggnn", model="m", batch_size=7,
+    out = locate(frame, new_peak_table(2, row=[10, 30], col=[12, 20]), method="nn", model="m", batch_size=7,
                  gain=2.0)
     np.testing.assert_allclose(out.row, [10.25, 30.25])
     np.testing.assert_allclose(out.col, [11.5, 19.5])
@@ -205,7 +205,7 @@ def test_braggnn_branch_maps_patch_to_frame_coordinates(monkeypatch):
     assert calls == dict(shape=(2, 11, 11), model="m", device="cpu", batch_size=7, gain=2.0)
 
 
-def test_locate_braggnn_errors_follow_the_gain(rng):
+def test_locate_nn_errors_follow_the_gain(rng):
     """The gain reaches the network through locate: the same photons recorded at gain 4 give the
     same centres and errors as at gain 1, and the same counts read at gain 4 (4x fewer photons)
     give errors about sqrt(4) = 2 times larger."""
@@ -213,12 +213,12 @@ def test_locate_braggnn_errors_follow_the_gain(rng):
     truth = np.array([[10.3, 12.6], [24.8, 30.1], [36.2, 14.7], [30.4, 38.4]])
     photons = _peaks_frame(rng, (48, 48), truth, intensity=3000, background=4.0, sigma_row=1.2, sigma_col=1.2)
     table = new_peak_table(len(truth), row=np.rint(truth[:, 0]), col=np.rint(truth[:, 1]))
-    one = locate(photons, table, method="braggnn", gain=1.0)
-    four = locate(4 * photons, table, method="braggnn", gain=4.0)
+    one = locate(photons, table, method="nn", gain=1.0)
+    four = locate(4 * photons, table, method="nn", gain=4.0)
     np.testing.assert_allclose(four.row, one.row, atol=1e-4)
     np.testing.assert_allclose(four.row_err, one.row_err, rtol=1e-3)
     np.testing.assert_allclose(four.col_err, one.col_err, rtol=1e-3)
-    fewer = locate(photons, table, method="braggnn", gain=4.0)
+    fewer = locate(photons, table, method="nn", gain=4.0)
     ratio = np.concatenate([fewer.row_err / one.row_err, fewer.col_err / one.col_err])
     assert np.all((ratio > 1.6) & (ratio < 2.5)), ratio
     assert np.all(np.hypot(one.row - truth[:, 0], one.col - truth[:, 1]) < 0.1)
@@ -272,3 +272,22 @@ def test_evaluate_scores_methods():
     assert list(table.method) == ["com", "gauss"]
     gauss = table.set_index("method").loc["gauss"]
     assert 0.7 < gauss.ratio < 1.4 and 0.7 < gauss.pull_std < 1.3 and gauss.failed == 0
+
+
+def test_braggnn_is_a_deprecated_name_of_nn(monkeypatch):
+    """method="braggnn" runs the default network as method "nn" does, and says that the name is deprecated."""
+    from braggflow.locate.options import LocateConfig
+
+    def predict_patches(data, *, mask=None, model=None, device="cpu", batch_size=1024, gain=1.0, backend="auto"):
+        n = len(data)
+        return {"row": np.full(n, 5.0), "col": np.full(n, 5.0), "row_err": np.full(n, 0.1), "col_err": np.full(n, 0.1)}
+
+    fake = types.ModuleType("braggflow.nn.inference")
+    fake.predict_patches = predict_patches
+    monkeypatch.setitem(sys.modules, "braggflow.nn.inference", fake)
+    frame = np.ones((40, 40), np.float32)
+    with pytest.warns(DeprecationWarning, match="use 'nn'"):
+        out = locate(frame, new_peak_table(1, row=[10], col=[12]), method="braggnn")
+    assert list(out["method"]) == ["nn"]
+    with pytest.warns(DeprecationWarning, match="use 'nn'"):
+        assert LocateConfig(method="braggnn").method == "nn"

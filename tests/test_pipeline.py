@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from braggflow.errors import BraggflowError, ConfigError, InputFileError
-from braggflow.io.results import ResultsWriter, read_config, read_group, read_peaks, read_process, read_status, write_group
+from braggflow.io.results import ResultsWriter, read_group, read_peaks, read_process, read_status, write_group
 from braggflow.pipeline import parse_frame_range, process_frame, run
-from braggflow.pipeline.config import Config, apply_overrides, config_from_dict, default_config_yaml
+from braggflow.pipeline.config import Config, apply_overrides, config_from_dict, default_config_yaml, read_config
 from braggflow.simulate.frames import match_peaks, simulate_series, write_nexus
 
 
@@ -192,9 +192,9 @@ def test_write_group_keeps_missing_values_of_text_columns(tmp_path):
     assert back["value"].tolist() == [1.0, 2.0, 3.0]
 
 
-@pytest.mark.parametrize("method", ["com", "braggnn"])
+@pytest.mark.parametrize("method", ["com", "nn"])
 def test_saturated_peak_is_fitted_without_its_clipped_core(rng, method):
-    """A peak clipped at the uint16 maximum: com/braggnn hand it to a Gaussian fit that leaves the clipped pixels out."""
+    """A peak clipped at the uint16 maximum: com and the network hand it to a Gaussian fit that leaves the clipped pixels out."""
     from braggflow.schema import Flag
     from braggflow.simulate.profiles import peak_profile
 

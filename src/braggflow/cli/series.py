@@ -43,9 +43,8 @@ def _open_source(results: Path, source: Optional[str]):
 
 def _static_mask(results: Path, series):
     """The static mask of the run (user mask, detector gaps, file pixel mask)."""
-    from braggflow.io.results import read_config
     from braggflow.pipeline import prepare
-    from braggflow.pipeline.config import Config
+    from braggflow.pipeline.config import Config, read_config
 
     config = read_config(results) or Config()
     config = config.model_copy(update={"geometry": None})  # the mask does not need the geometry

@@ -13,8 +13,8 @@ import logging
 
 import numpy as np
 
+from braggflow.correct.options import CorrectConfig
 from braggflow.errors import BraggflowError, ConfigError, InputFileError
-from braggflow.pipeline.config import CorrectConfig
 
 __all__ = ["build_static_mask", "detector_gap_mask", "correct_frame", "bin2x2", "saturation_level"]
 

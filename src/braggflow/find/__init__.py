@@ -46,7 +46,7 @@ from scipy import ndimage
 
 from braggflow._stats import nanmedian_last
 from braggflow.errors import BraggflowError
-from braggflow.pipeline.config import FindConfig
+from braggflow.find.options import FindConfig
 from braggflow.schema import empty_peak_table, new_peak_table
 
 __all__ = ["Background", "Regions", "estimate_background", "find_peaks", "is_sparse", "region_centroids"]

@@ -46,7 +46,6 @@ __all__ = [
     "ResultsWriter",
     "read_peaks",
     "read_status",
-    "read_config",
     "read_process",
     "write_group",
     "read_group",
@@ -275,8 +274,7 @@ class ResultsWriter:
             if status == STATUS_COMPLETE and not append:
                 raise InputFileError(f"{self.path}: run is already complete; nothing to resume (remove --resume to start again)")
             if config is not None and self.path.exists():
-                old = read_config(self.path)
-                if old is not None and old.model_dump(exclude={"correct": {"dark", "flat", "mask"}}) != config.model_dump(exclude={"correct": {"dark", "flat", "mask"}}):
+                if _config_differs(read_process(self.path).get("config", ""), config):
                     raise InputFileError(f"{self.path}: cannot resume with a different configuration than the run that wrote it")
             table, done = _read_all(self.path)
             self._previous = table
@@ -563,16 +561,22 @@ def read_process(path) -> dict[str, Any]:
         return out
 
 
-def read_config(path):
-    """The pipeline :class:`~braggflow.pipeline.config.Config` a results file was made with (None if absent)."""
+def _config_differs(stored_text: str, config) -> bool:
+    """Whether a stored config (YAML text) differs from ``config`` in anything but its dark, flat and mask files.
+
+    ``config`` is the run's configuration object (a pydantic model such as
+    :class:`braggflow.pipeline.config.Config`); an empty stored text never differs.
+    """
     import yaml
 
-    from braggflow.pipeline.config import config_from_dict
-
-    text = read_process(path).get("config", "")
-    if not text:
-        return None
-    return config_from_dict(yaml.safe_load(text), source=f"{path}::/entry/process/config")
+    if not stored_text:
+        return False
+    stored = yaml.safe_load(stored_text) or {}
+    current = config.model_dump(mode="json")
+    for data in (stored, current):
+        for key in ("dark", "flat", "mask"):
+            (data.get("correct") or {}).pop(key, None)
+    return stored != current
 
 
 def write_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = None, attrs: dict[str, Any] | None = None) -> None:

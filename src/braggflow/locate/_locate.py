@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -12,10 +14,14 @@ from braggflow.schema import Flag, conform
 
 __all__ = ["METHODS", "locate", "locate_patches"]
 
-METHODS = ("com", "gauss", "pvoigt", "braggnn")
+METHODS = ("com", "gauss", "pvoigt", "nn")
 
 
 def _check_method(method) -> str:
+    if method == "braggnn":
+        warnings.warn("method 'braggnn' is deprecated: it runs the default localizer network, which is not BraggNN; "
+                      "use 'nn' (same default model)", DeprecationWarning, stacklevel=3)
+        return "nn"
     if method not in METHODS:
         raise BraggflowError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     return method
@@ -31,12 +37,12 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
         Patches, counts.
     mask : (N, s, s) array_like of bool, optional
         True = unusable pixel.
-    method : {"com", "gauss", "pvoigt", "braggnn"}
+    method : {"com", "gauss", "pvoigt", "nn"}
         See :func:`locate`.
     gain : float
         Counts (ADU) per photon.
     model, device, batch_size
-        Passed to :func:`braggflow.nn.inference.predict_patches` for "braggnn".
+        Passed to :func:`braggflow.nn.inference.predict_patches` for "nn".
 
     Returns
     -------
@@ -48,7 +54,7 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
     BraggflowError
         If ``method`` is unknown.
     """
-    _check_method(method)
+    method = _check_method(method)
     if method == "com":
         return centroid_patches(data, mask, gain=gain)
     if method == "gauss":
@@ -122,7 +128,7 @@ def locate(
         Corrected detector frame, counts.
     table : pandas.DataFrame
         Peak table with ``row``, ``col`` of each peak's highest pixel (px).
-    method : {"com", "gauss", "pvoigt", "braggnn"}
+    method : {"com", "gauss", "pvoigt", "nn"}
     mask : (H, W) ndarray of bool, optional
         True = bad pixel.
     labels : (H, W) ndarray of int, optional
@@ -157,7 +163,7 @@ def locate(
     Mortensen et al., Nat. Methods 7, 377 (2010) (localization precision);
     Liu et al., IUCrJ 9, 104 (2022) (BraggNN).
     """
-    _check_method(method)
+    method = _check_method(method)
     out = conform(table.copy())
     if len(out) == 0:
         out["method"] = pd.Categorical([], categories=list(METHODS))

@@ -10,13 +10,17 @@ results file, and printed with a comment per key by
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from braggflow.correct.options import CorrectConfig
 from braggflow.errors import ConfigError
+from braggflow.find.options import FindConfig
 from braggflow.geometry.config import GeometryConfig
+from braggflow.integrate.options import IntegrateConfig
+from braggflow.locate.options import LocateConfig
 
 CONFIG_VERSION = 1
 
@@ -31,94 +35,8 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "default_config_yaml",
+    "read_config",
 ]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class CorrectConfig(_Section):
-    """Frame corrections (:mod:`braggflow.correct`)."""
-
-    dark: str | None = Field(None, description="dark frame file (subtracted), or null")
-    flat: str | None = Field(None, description="flat-field file (frames are divided by it, normalised to mean 1), or null")
-    mask: str | None = Field(None, description="mask file (nonzero/True = bad pixel), or null")
-    detector: str | None = Field(
-        "auto",
-        description="pyFAI detector name whose gap mask is added ('auto': by frame shape; null: none)",
-    )
-    gap_margin: int = Field(
-        1, ge=0, description="also mask this many px beside the detector's module gaps (Pilatus module-edge pixels "
-        "read ~1.2x their neighbours and make lines of false peaks without a flat field); 0: gaps only")
-    flag_values: list[float] = Field(
-        default_factory=lambda: [-1.0, -2.0],
-        description="pixel values that mark bad pixels (Pilatus: -1 gaps, -2 bad); masked",
-    )
-    saturation: float | None = Field(
-        None, description="counts at which a pixel saturates (peaks touching it are flagged); null: dtype maximum for integer frames"
-    )
-    minval: float | None = Field(None, description="pixels below this value are set to zero (published BraggNN practice), or null")
-    binning: Literal[1, 2] = Field(1, description="bin 2x2 pixels into one (1: no binning)")
-    gain: float = Field(1.0, gt=0, description="detector gain, ADU per photon; used for every Poisson error")
-
-
-class FindConfig(_Section):
-    """Peak finding (:mod:`braggflow.find`)."""
-
-    method: Literal["components", "persistence"] = Field(
-        "components", description="'components': connected components with watershed splitting; 'persistence': topological persistence"
-    )
-    threshold: float | None = Field(None, description="absolute threshold above background, counts; null: threshold_sigma x robust noise")
-    threshold_sigma: float = Field(5.0, gt=0, description="threshold in units of the frame's robust noise (used when threshold is null)")
-    tile: int = Field(64, ge=8, description="tile size in px for the background and noise estimate")
-    min_size: int | None = Field(
-        None, ge=1, description="minimum pixels above threshold for a peak; null: 2, or 1 on sparse frames (see sparse)")
-    min_separation: float = Field(2.0, ge=1, description="minimum distance between two peaks' maxima, px")
-    split_sigma: float = Field(
-        4.0, gt=0, description="components: two maxima stay separate peaks when the dip between them exceeds this many "
-        "sigma of its noise (tile noise and Poisson at the saddle)")
-    min_persistence: float | None = Field(None, description="persistence method: minimum persistence, counts; null: threshold")
-    min_snr: float | None = Field(
-        None, ge=0, description="minimum score (detection SNR) to keep a peak; null: 3, or 0 on sparse frames")
-    local_snr_below: float = Field(
-        10.0, ge=0, description="components: a peak whose SNR is below this is measured again against the median of a "
-        "ring of pixels 3 px around its region instead of the tile level, and dropped unless its highest pixel passes "
-        "the threshold and its SNR passes min_snr above that level (noise on the wings of a bright peak); 0: off")
-    sparse: Literal["auto", "yes", "no"] = Field(
-        "auto",
-        description="frames thresholded upstream (most pixels exactly 0, e.g. HEXRD frame-caches): every nonzero pixel already passed a threshold, so single-pixel peaks are kept (min_size and min_snr, when null, become 1 and 0); 'auto': when over half the pixels are 0",
-    )
-    max_peaks: int | None = Field(None, description="keep at most this many peaks per frame (highest score first), or null")
-
-
-class LocateConfig(_Section):
-    """Sub-pixel localization (:mod:`braggflow.locate`)."""
-
-    method: Literal["com", "gauss", "pvoigt", "braggnn"] = Field(
-        "com", description="centre of mass, 2D Gaussian fit, 2D pseudo-Voigt fit, or the BraggNN CNN"
-    )
-    patch_size: int = Field(11, ge=3, description="patch side in px (odd)")
-    model: str | None = Field(None, description="braggnn: shipped model name or model file; null: best shipped model")
-    device: str = Field("cpu", description="braggnn: torch device ('cpu', 'cuda')")
-    batch_size: int = Field(1024, ge=1, description="braggnn: patches per inference batch")
-    saturated: Literal["fit", "method"] = Field(
-        "fit",
-        description="peaks with saturated pixels: 'fit' = 2D Gaussian fit without those pixels (com and braggnn "
-        "cannot extrapolate a clipped core); 'method' = the method above",
-    )
-    extended: Literal["region", "patch"] = Field(
-        "region",
-        description="peaks whose region does not fit in the patch (streaks, large spots): 'region' = intensity-weighted "
-        "centroid of the whole region (method 'region'); 'patch' = the method above on the truncated patch",
-    )
-
-
-class IntegrateConfig(_Section):
-    """Peak intensities (:mod:`braggflow.integrate`)."""
-
-    radius: float | None = Field(None, description="integration radius in px; null: the peak's own region grown by 1 px")
-    background_width: float = Field(3.0, gt=0, description="width of the background annulus, px")
 
 
 class Config(BaseModel):
@@ -278,3 +196,31 @@ def default_config_yaml() -> str:
 
     emit(Config, Config().model_dump(mode="json"), "")
     return "\n".join(lines) + "\n"
+
+
+def read_config(path) -> Config | None:
+    """The :class:`Config` a results file was made with.
+
+    Parameters
+    ----------
+    path : str or Path
+        A braggflow results file.
+
+    Returns
+    -------
+    config : Config or None
+        None when the file records no configuration.
+
+    Raises
+    ------
+    InputFileError
+        If the file is not a readable results file.
+    ConfigError
+        If the stored configuration is not valid.
+    """
+    from braggflow.io.results import read_process
+
+    text = read_process(path).get("config", "")
+    if not text:
+        return None
+    return config_from_dict(yaml.safe_load(text), source=f"{path}::/entry/process/config")

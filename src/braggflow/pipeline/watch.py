@@ -418,8 +418,8 @@ def _process(frame, config, context, index, omega, name):
 
 def _warm_up(method: str) -> None:
     """Worker initializer: import the pipeline (and torch for BraggNN) before the first frame arrives."""
-    import braggflow.pipeline  # noqa: F401
     import braggflow.locate  # noqa: F401
+    import braggflow.pipeline  # noqa: F401
 
     if method == "braggnn":
         import braggflow.nn.inference  # noqa: F401

@@ -704,11 +704,11 @@ def train_model(
     import torch
 
     from braggflow.nn.architectures import build_network
-    from braggflow.training.calibration import calibrate_predictions, calibration_figures
     from braggflow.nn.files import Localizer
-    from braggflow.training.files import save_model
     from braggflow.nn.inference import raw_predict
     from braggflow.nn.preprocess import N_SCALARS, check_patches
+    from braggflow.training.calibration import calibrate_predictions, calibration_figures
+    from braggflow.training.files import save_model
 
     config = (config or TrainConfig()).validate()
     out = Path(out)
@@ -925,7 +925,14 @@ def _collect_patches(config: TrainConfig, *, progress: bool, console) -> Labelle
 def _progress_bar(enabled: bool, console):
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("epoch {task.fields[epoch]}"),

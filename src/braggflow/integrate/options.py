@@ -1,0 +1,17 @@
+"""Options of the integrate stage (section ``integrate`` of the pipeline configuration)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from braggflow.options import OptionSection
+
+__all__ = ["IntegrateConfig"]
+
+
+class IntegrateConfig(OptionSection):
+    """Peak intensities (:mod:`braggflow.integrate`)."""
+
+    radius: float | None = Field(None, description="integration radius in px; null: the peak's own region grown by 1 px")
+    background_width: float = Field(3.0, gt=0, description="width of the background annulus, px")
+

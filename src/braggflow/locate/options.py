@@ -1,0 +1,50 @@
+"""Options of the locate stage (section ``locate`` of the pipeline configuration)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from braggflow.options import OptionSection
+
+__all__ = ["LocateConfig"]
+
+
+class LocateConfig(OptionSection):
+    """Sub-pixel localization (:mod:`braggflow.locate`)."""
+
+    method: Literal["com", "gauss", "pvoigt", "nn"] = Field(
+        "com", description="centre of mass, 2D Gaussian fit, 2D pseudo-Voigt fit, or a localizer network ('nn', "
+        "see model); 'braggnn' is a deprecated name of 'nn'"
+    )
+    patch_size: int = Field(11, ge=3, description="patch side in px (odd)")
+    model: str | None = Field(
+        None, description="nn: shipped model name (locnet-sim-sym4, braggnn-sim, ...; 'braggflow models' lists them) "
+        "or model file; null: the default shipped model")
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="nn: inference engine; 'auto': ONNX Runtime on the CPU when it is installed, else torch")
+    device: str = Field("cpu", description="nn with the torch backend: torch device ('cpu', 'cuda')")
+    batch_size: int = Field(1024, ge=1, description="nn: patches per inference batch")
+    saturated: Literal["fit", "method"] = Field(
+        "fit",
+        description="peaks with saturated pixels: 'fit' = 2D Gaussian fit without those pixels (com and a network "
+        "cannot extrapolate a clipped core); 'method' = the method above",
+    )
+    extended: Literal["region", "patch"] = Field(
+        "region",
+        description="peaks whose region does not fit in the patch (streaks, large spots): 'region' = intensity-weighted "
+        "centroid of the whole region (method 'region'); 'patch' = the method above on the truncated patch",
+    )
+
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _deprecated_method_name(cls, value):
+        if value == "braggnn":
+            warnings.warn("locate.method 'braggnn' is deprecated: it runs the default localizer network, which is "
+                          "not BraggNN; use 'nn' (same default model) and choose a network with locate.model",
+                          DeprecationWarning, stacklevel=2)
+            return "nn"
+        return value
