@@ -6,7 +6,7 @@ import pytest
 from braggflow.find import estimate_background, find_peaks
 from braggflow.integrate import integrate
 from braggflow.pipeline.config import FindConfig
-from braggflow.simulate.profiles import peak_profile
+from braggflow.profiles.render import peak_profile
 
 
 def _frame(rng, peaks, shape=(256, 256), bg=30.0):

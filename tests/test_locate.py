@@ -19,7 +19,7 @@ from braggflow.locate import (
 )
 from braggflow.schema import Flag, empty_peak_table, new_peak_table
 from braggflow.simulate.patches import simulate_patches
-from braggflow.simulate.profiles import peak_profile
+from braggflow.profiles.render import peak_profile
 
 MEDIAN_RADIAL_PER_SIGMA = 1.1774  # median radial error / per-axis sigma, isotropic 2D normal
 

@@ -8,7 +8,7 @@ import pytest
 from braggflow.errors import BraggflowError
 from braggflow.locate import patch_background
 from braggflow.simulate.patches import KINDS, simulate_patches
-from braggflow.simulate.profiles import peak_profile
+from braggflow.profiles.render import peak_profile
 
 
 def test_noiseless_centroid_and_sum_are_the_truth():

@@ -152,7 +152,7 @@ def test_resultswriter_empty_frames_count_as_done(tmp_path):
 
 def test_streak_longer_than_the_patch_gets_its_region_centroid(rng):
     """A streak (sigma 6 x 1 px, rotated) is centred on its whole region, a compact peak by the patch method."""
-    from braggflow.simulate.profiles import peak_profile
+    from braggflow.profiles.render import peak_profile
 
     rows = np.arange(128)
     lam = 20.0 + 30000 * peak_profile(rows, rows, row=40.3, col=60.7, sigma_row=6.0, sigma_col=1.0, angle=0.4)
@@ -196,7 +196,7 @@ def test_write_group_keeps_missing_values_of_text_columns(tmp_path):
 def test_saturated_peak_is_fitted_without_its_clipped_core(rng, method):
     """A peak clipped at the uint16 maximum: com and the network hand it to a Gaussian fit that leaves the clipped pixels out."""
     from braggflow.schema import Flag
-    from braggflow.simulate.profiles import peak_profile
+    from braggflow.profiles.render import peak_profile
 
     rows = np.arange(96)
     lam = 20 + 3e6 * peak_profile(rows, rows, row=50.3, col=40.8, sigma_row=1.5, sigma_col=1.5)

@@ -14,7 +14,7 @@ from braggflow.cli.app import app
 from braggflow.errors import InputFileError
 from braggflow.io.results import read_group, read_peaks, read_table
 from braggflow.simulate.frames import simulate_series, write_nexus
-from braggflow.simulate.profiles import peak_profile
+from braggflow.profiles.render import peak_profile
 
 runner = CliRunner()
 

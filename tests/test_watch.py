@@ -18,7 +18,7 @@ from braggflow.io.results import ResultsWriter, read_group, read_peaks, read_sta
 from braggflow.pipeline import process_frame
 from braggflow.pipeline.config import Config
 from braggflow.pipeline.watch import watch
-from braggflow.simulate.profiles import peak_profile
+from braggflow.profiles.render import peak_profile
 
 SIZE = 256
 POLL = 0.02

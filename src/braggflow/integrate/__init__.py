@@ -24,35 +24,12 @@ import numpy as np
 from braggflow._stats import nanmedian_last
 from braggflow.errors import BraggflowError
 from braggflow.schema import Flag, conform, validate_peak_table
+from braggflow.windows import cut_windows
 
 __all__ = ["integrate", "windows"]
 
-
-def windows(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int, fill) -> np.ndarray:
-    """Cut (N, 2 half + 1, 2 half + 1) windows centred on integer pixels, padding outside the frame.
-
-    Parameters
-    ----------
-    array : (H, W) ndarray
-    rows, cols : (N,) ndarray of int
-        Window centres, px.
-    half : int
-        Half-size of the window, px.
-    fill : scalar
-        Value for pixels outside the frame.
-
-    Returns
-    -------
-    windows : (N, 2 half + 1, 2 half + 1) ndarray, dtype of ``array``
-    """
-    h, w = array.shape
-    offs = np.arange(-half, half + 1)
-    rr = np.asarray(rows, dtype=np.intp)[:, None, None] + offs[None, :, None]
-    cc = np.asarray(cols, dtype=np.intp)[:, None, None] + offs[None, None, :]
-    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-    out = array[np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)]
-    out[~inside] = fill
-    return out
+#: Kept under its old name; the function is :func:`braggflow.windows.cut_windows`.
+windows = cut_windows
 
 
 def _grow(region: np.ndarray) -> np.ndarray:
@@ -81,10 +58,10 @@ def _integrate_windows(frame, d_row, d_col, ri, ci, ids, core, background_width,
     """
     n = len(ri)
     half = core + int(np.ceil(background_width))
-    win = windows(frame, ri, ci, half, 0).astype(np.float64)  # cast the windows, not the frame
+    win = cut_windows(frame, ri, ci, half, 0).astype(np.float64)  # cast the windows, not the frame
     offs = np.arange(-half, half + 1)
     if mask is not None:
-        bad = windows(mask, ri, ci, half, True)
+        bad = cut_windows(mask, ri, ci, half, True)
     else:  # only pixels outside the frame are bad
         rr = ri[:, None, None] + offs[None, :, None]
         cc = ci[:, None, None] + offs[None, None, :]
@@ -97,13 +74,13 @@ def _integrate_windows(frame, d_row, d_col, ri, ci, ids, core, background_width,
         signal = (dr**2 + dc**2) <= radius**2
         occupied = signal
         if labels is not None:  # another peak's region inside the disk is not this peak's signal
-            lab = windows(labels, ri, ci, half, 0)
+            lab = cut_windows(labels, ri, ci, half, 0)
             other = signal & (lab > 0) & (lab != ids[:, None, None])
             overlap = other.any(axis=(1, 2))
             signal = signal & ~other
             occupied = (lab > 0) | occupied
     else:
-        lab = windows(labels, ri, ci, half, 0)
+        lab = cut_windows(labels, ri, ci, half, 0)
         own = lab == ids[:, None, None]
         signal = _grow(own) & ((lab == 0) | own)
         occupied = _grow(lab > 0)
@@ -132,7 +109,7 @@ def _integrate_windows(frame, d_row, d_col, ri, ci, ids, core, background_width,
     peak_value = np.where(npix > 0, peak_value, np.nan)
     sat = np.zeros(n, dtype=bool)
     if saturated is not None:
-        sat = (windows(saturated, ri, ci, half, False) & signal).reshape(n, -1).any(axis=1)
+        sat = (cut_windows(saturated, ri, ci, half, False) & signal).reshape(n, -1).any(axis=1)
     return dict(intensity=intensity, err=err, b=b, snr=snr, npix=npix, n_b=n_b, peak_value=peak_value, sat=sat,
                 truncated=truncated, overlap=overlap)
 

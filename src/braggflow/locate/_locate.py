@@ -114,7 +114,7 @@ def locate(
         Poisson maximum-likelihood fit of a pixel-integrated axis-aligned 2D
         Gaussian plus constant background (:func:`fit_gaussian_patches`).
     ``"pvoigt"``
-        The same with the pseudo-Voigt of :mod:`braggflow.simulate.profiles`
+        The same with the pseudo-Voigt of :mod:`braggflow.profiles.render`
         (:func:`fit_pvoigt_patches`).
     ``"braggnn"``
         The BraggNN CNN (Liu et al., IUCrJ 9, 104 (2022)) through

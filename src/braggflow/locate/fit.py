@@ -6,9 +6,9 @@ moments (:func:`~braggflow.locate.centroid.centroid_patches`).
 
 Model (photons): ``mu_k = I * P_k(row, col, sigma_row, sigma_col[, eta]) + B``
 with ``P`` the pixel-integrated, unit-integral profile of
-:func:`braggflow.simulate.profiles.peak_profile`, axis-aligned, evaluated in
+:func:`braggflow.profiles.render.peak_profile`, axis-aligned, evaluated in
 closed form (erf products for the Gaussian; the bivariate Cauchy CDF for the
-Lorentzian part of the pseudo-Voigt, see :mod:`braggflow.locate._profile`), so
+Lorentzian part of the pseudo-Voigt, see :mod:`braggflow.profiles.axis`), so
 the Jacobian is analytic and exact.  Rotated peaks are fitted with this
 axis-aligned model: the centre stays unbiased (the profile is point-symmetric),
 only its precision is a little below optimal.
@@ -43,8 +43,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import least_squares
 
-from braggflow.locate._profile import axis_profile
 from braggflow.locate.centroid import LocateResult, as_patch_arrays, centroid_patches
+from braggflow.profiles.axis import axis_profile
 
 __all__ = ["fit_gaussian_patches", "fit_pvoigt_patches", "fit_patches"]
 
@@ -221,7 +221,7 @@ def fit_gaussian_patches(data, mask=None, *, gain: float = 1.0) -> LocateResult:
 def fit_pvoigt_patches(data, mask=None, *, gain: float = 1.0) -> LocateResult:
     """Fit a pixel-integrated axis-aligned 2D pseudo-Voigt plus background to each patch.
 
-    The profile is that of :func:`braggflow.simulate.profiles.peak_profile`:
+    The profile is that of :func:`braggflow.profiles.render.peak_profile`:
     ``(1 - eta) G + eta L`` with ``L`` the 2D Cauchy of equal FWHM, integrated
     over pixels exactly.  Poisson maximum likelihood, 7 parameters: row, col,
     sigma_row, sigma_col, eta, intensity, background.

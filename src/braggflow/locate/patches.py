@@ -9,7 +9,6 @@ replaced in ``data`` by the patch's local background, so that every localizer
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ from scipy import ndimage
 
 from braggflow.errors import BraggflowError
 from braggflow.schema import Flag
+from braggflow.windows import _border_index, check_patch_size, cut_windows, patch_background
 
 __all__ = ["Patches", "extract_patches", "patch_background", "remove_other_peaks", "check_patch_size"]
 
@@ -61,84 +61,6 @@ class Patches:
     def size(self) -> int:
         """Patch side s, px."""
         return int(self.data.shape[-1])
-
-
-def check_patch_size(size) -> int:
-    """Return ``size`` as an int if it is an odd integer >= 3, else raise BraggflowError."""
-    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) or size < 3 or size % 2 != 1:
-        raise BraggflowError(f"size (patch side) must be an odd integer >= 3, got {size!r}")
-    return int(size)
-
-
-def _border(size: int) -> np.ndarray:
-    b = np.zeros((size, size), dtype=bool)
-    b[0, :] = b[-1, :] = b[:, 0] = b[:, -1] = True
-    return b
-
-
-def patch_background(data: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Local background of each patch: median of its usable border pixels.
-
-    The one border-median background of braggflow: :func:`extract_patches`,
-    the centroid, the simulator and the networks' input normalisation
-    (:mod:`braggflow.nn.preprocess`) all use it.  Patches with fewer than
-    3 usable border pixels use the lower quartile of all their usable pixels
-    (the median would be pulled up by the peak), and 0 when none is usable.
-    Vectorised: one sort of the border pixels of all patches.
-
-    Parameters
-    ----------
-    data : (N, s, s) ndarray
-        Patch pixels, counts.  Non-finite pixels are unusable.
-    mask : (N, s, s) ndarray of bool, optional
-        True = unusable pixel.
-
-    Returns
-    -------
-    background : (N,) ndarray of float64
-        Counts per pixel.
-    """
-    data = np.asarray(data)
-    n, s = data.shape[0], data.shape[-1]
-    if n == 0:
-        return np.zeros(0)
-    work = np.float64 if data.dtype == np.float64 else np.float32
-    flat = data.reshape(n, s * s)
-    ring = _border_index(s)
-    border = flat[:, ring].astype(work)  # a copy
-    bmask = ~np.isfinite(border)
-    if mask is not None:
-        bmask |= np.asarray(mask, dtype=bool).reshape(n, s * s)[:, ring]
-    k = border.shape[1]
-    any_bad = bool(bmask.any())
-    if any_bad:
-        np.copyto(border, np.inf, where=bmask)
-    border.sort(axis=1)
-    if not any_bad:
-        return 0.5 * (border[:, (k - 1) // 2].astype(float) + border[:, k // 2])
-    n_valid = k - bmask.sum(axis=1)
-    rows = np.arange(n)
-    lo = np.clip((n_valid - 1) // 2, 0, k - 1)
-    hi = np.clip(n_valid // 2, 0, k - 1)
-    bg = 0.5 * (border[rows, lo].astype(float) + border[rows, hi])
-    few = np.flatnonzero(n_valid < 3)
-    if len(few):
-        v = flat[few].astype(work)
-        vmask = ~np.isfinite(v)
-        if mask is not None:
-            vmask |= np.asarray(mask, dtype=bool)[few].reshape(len(few), s * s)
-        np.copyto(v, np.inf, where=vmask)
-        v.sort(axis=1)
-        count = s * s - vmask.sum(axis=1)
-        q = v[np.arange(len(few)), np.clip(count // 4, 0, s * s - 1)]
-        bg[few] = np.where(count > 0, q, 0.0)
-    return bg
-
-
-@functools.lru_cache(maxsize=8)
-def _border_index(size: int) -> np.ndarray:
-    """Flat indices of the border pixels of an (s, s) patch."""
-    return np.flatnonzero(_border(size))
 
 
 def _masked_median(values: np.ndarray, good: np.ndarray) -> np.ndarray:
@@ -222,7 +144,7 @@ def _split_merged(excess: np.ndarray, keep: np.ndarray, noise: np.ndarray, backg
     """
     from skimage.segmentation import watershed
 
-    n, s = excess.shape[0], excess.shape[-1]
+    s = excess.shape[-1]
     h = s // 2
     out = np.zeros_like(keep)
     big = np.flatnonzero(keep.sum(axis=(1, 2)) >= 5)  # room for two maxima 2 px apart
@@ -411,17 +333,16 @@ def extract_patches(
     rr = r0[:, None] + offs  # (N, s)
     cc = c0[:, None] + offs
     inside = ((rr >= 0) & (rr < height))[:, :, None] & ((cc >= 0) & (cc < width))[:, None, :]
-    flat = np.clip(rr, 0, height - 1)[:, :, None] * width + np.clip(cc, 0, width - 1)[:, None, :]
-    data = frame.reshape(-1).take(flat).astype(np.float32, copy=False)
+    data = cut_windows(frame, r0, c0, h, 0).astype(np.float32, copy=False)
     flags = np.zeros(n, dtype=np.uint32)
     flags[~inside.all(axis=(1, 2))] |= np.uint32(Flag.EDGE)
     bad = ~inside | ~np.isfinite(data)
     if mask is not None:
-        bad |= np.asarray(mask, dtype=bool).reshape(-1).take(flat) & inside
+        bad |= cut_windows(np.asarray(mask, dtype=bool), r0, c0, h, False)
     masked = bad & inside
     flags[masked.any(axis=(1, 2))] |= np.uint32(Flag.MASKED_NEIGHBOUR)
     if n and labels is not None:
-        lab = np.asarray(labels).reshape(-1).take(flat)
+        lab = cut_windows(np.asarray(labels), r0, c0, h, 0)
         own = np.arange(1, n + 1)[:, None, None]
         other = (lab != 0) & (lab != own) & inside & ~bad
         background = None

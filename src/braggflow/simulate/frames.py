@@ -5,7 +5,7 @@ from frame to frame, drawn from the kinds a real detector shows: round
 Gaussian and pseudo-Voigt spots, elongated (rotated anisotropic) spots, broad
 spots, close pairs, and spots cut by the detector edge; on a smooth
 background, with Poisson noise, a few hot and dead pixels and a masked module
-gap.  Every peak is rendered with :func:`braggflow.simulate.profiles.peak_profile`.
+gap.  Every peak is rendered with :func:`braggflow.profiles.render.peak_profile`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from braggflow.errors import BraggflowError
-from braggflow.simulate.profiles import peak_profile
+from braggflow.profiles.render import peak_profile
 
 __all__ = ["SimulatedSeries", "simulate_series", "match_peaks", "write_nexus"]
 

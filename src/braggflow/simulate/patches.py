@@ -2,7 +2,7 @@
 
 Each patch holds one peak (plus, for some kinds, a neighbour, an edge or masked
 pixels) rendered with the profile of
-:func:`braggflow.simulate.profiles.peak_profile` (closed-form pixel integrals for
+:func:`braggflow.profiles.render.peak_profile` (closed-form pixel integrals for
 axis-aligned peaks, sub-pixel supersampling for rotated ones, vectorised over
 patches), on a flat or sloped background, with Poisson noise through the gain
 and optional Gaussian read noise.  Masked pixels are replaced by the patch's
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from braggflow.errors import BraggflowError
-from braggflow.locate._profile import render_profile
-from braggflow.locate.crlb import crlb_from_profile, profile_and_centre_derivatives
-from braggflow.locate.patches import check_patch_size, patch_background
+from braggflow.profiles.axis import render_profile
+from braggflow.profiles.fisher import crlb_from_profile, profile_and_centre_derivatives
+from braggflow.windows import check_patch_size, patch_background
 
 __all__ = ["KINDS", "PatchSet", "simulate_patches"]
 

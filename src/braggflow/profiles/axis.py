@@ -1,6 +1,6 @@
 """Batched pixel-integrated peak profiles and their derivatives.
 
-The shapes are those of :func:`braggflow.simulate.profiles.peak_profile`
+The shapes are those of :func:`braggflow.profiles.render.peak_profile`
 (unit-integral Gaussian, 2D Cauchy "Lorentzian" with the same FWHM, and their
 pseudo-Voigt mix), evaluated for many peaks at once on a square patch grid.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-from braggflow.simulate.profiles import LORENTZ_GAMMA_PER_SIGMA
+from braggflow.profiles.render import LORENTZ_GAMMA_PER_SIGMA
 
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 _INV_2PI = 1.0 / (2.0 * np.pi)

@@ -1,0 +1,122 @@
+"""Square windows (patches) cut around pixels, and the border background of a patch.
+
+The one place braggflow cuts windows out of a frame: the locate stage's patches,
+the integrate stage's windows and the pipeline's hand-overs all use
+:func:`cut_windows`; :func:`patch_background` is the one border-median
+background of a patch.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from braggflow.errors import BraggflowError
+
+__all__ = ["cut_windows", "check_patch_size", "patch_background"]
+
+
+def cut_windows(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int, fill) -> np.ndarray:
+    """Cut (N, 2 half + 1, 2 half + 1) windows centred on integer pixels, padding outside the frame.
+
+    Parameters
+    ----------
+    array : (H, W) ndarray
+    rows, cols : (N,) ndarray of int
+        Window centres, px.
+    half : int
+        Half-size of the window, px.
+    fill : scalar
+        Value for pixels outside the frame.
+
+    Returns
+    -------
+    windows : (N, 2 half + 1, 2 half + 1) ndarray, dtype of ``array``
+    """
+    h, w = array.shape
+    offs = np.arange(-half, half + 1)
+    rr = np.asarray(rows, dtype=np.intp)[:, None, None] + offs[None, :, None]
+    cc = np.asarray(cols, dtype=np.intp)[:, None, None] + offs[None, None, :]
+    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    out = array[np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)]
+    out[~inside] = fill
+    return out
+
+
+def check_patch_size(size) -> int:
+    """Return ``size`` as an int if it is an odd integer >= 3, else raise BraggflowError."""
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) or size < 3 or size % 2 != 1:
+        raise BraggflowError(f"size (patch side) must be an odd integer >= 3, got {size!r}")
+    return int(size)
+
+
+def _border(size: int) -> np.ndarray:
+    b = np.zeros((size, size), dtype=bool)
+    b[0, :] = b[-1, :] = b[:, 0] = b[:, -1] = True
+    return b
+
+
+def patch_background(data: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Local background of each patch: median of its usable border pixels.
+
+    The one border-median background of braggflow: :func:`extract_patches`,
+    the centroid, the simulator and the networks' input normalisation
+    (:mod:`braggflow.nn.preprocess`) all use it.  Patches with fewer than
+    3 usable border pixels use the lower quartile of all their usable pixels
+    (the median would be pulled up by the peak), and 0 when none is usable.
+    Vectorised: one sort of the border pixels of all patches.
+
+    Parameters
+    ----------
+    data : (N, s, s) ndarray
+        Patch pixels, counts.  Non-finite pixels are unusable.
+    mask : (N, s, s) ndarray of bool, optional
+        True = unusable pixel.
+
+    Returns
+    -------
+    background : (N,) ndarray of float64
+        Counts per pixel.
+    """
+    data = np.asarray(data)
+    n, s = data.shape[0], data.shape[-1]
+    if n == 0:
+        return np.zeros(0)
+    work = np.float64 if data.dtype == np.float64 else np.float32
+    flat = data.reshape(n, s * s)
+    ring = _border_index(s)
+    border = flat[:, ring].astype(work)  # a copy
+    bmask = ~np.isfinite(border)
+    if mask is not None:
+        bmask |= np.asarray(mask, dtype=bool).reshape(n, s * s)[:, ring]
+    k = border.shape[1]
+    any_bad = bool(bmask.any())
+    if any_bad:
+        np.copyto(border, np.inf, where=bmask)
+    border.sort(axis=1)
+    if not any_bad:
+        return 0.5 * (border[:, (k - 1) // 2].astype(float) + border[:, k // 2])
+    n_valid = k - bmask.sum(axis=1)
+    rows = np.arange(n)
+    lo = np.clip((n_valid - 1) // 2, 0, k - 1)
+    hi = np.clip(n_valid // 2, 0, k - 1)
+    bg = 0.5 * (border[rows, lo].astype(float) + border[rows, hi])
+    few = np.flatnonzero(n_valid < 3)
+    if len(few):
+        v = flat[few].astype(work)
+        vmask = ~np.isfinite(v)
+        if mask is not None:
+            vmask |= np.asarray(mask, dtype=bool)[few].reshape(len(few), s * s)
+        np.copyto(v, np.inf, where=vmask)
+        v.sort(axis=1)
+        count = s * s - vmask.sum(axis=1)
+        q = v[np.arange(len(few)), np.clip(count // 4, 0, s * s - 1)]
+        bg[few] = np.where(count > 0, q, 0.0)
+    return bg
+
+
+@functools.lru_cache(maxsize=8)
+def _border_index(size: int) -> np.ndarray:
+    """Flat indices of the border pixels of an (s, s) patch."""
+    return np.flatnonzero(_border(size))
