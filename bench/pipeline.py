@@ -59,7 +59,8 @@ def main() -> None:
             a = time.perf_counter()
             c, m = correct_frame(f, mask=ctx.mask, config=config.correct)
             b = time.perf_counter()
-            t, lab = find_peaks(c, mask=m, config=config.find, return_labels=True)
+            found = find_peaks(c, mask=m, config=config.find)
+            t, lab = found.table, found.labels
             d = time.perf_counter()
             t = locate(c, t, method=method, mask=m, labels=lab, patch_size=config.locate.patch_size,
                        model=config.locate.model)

@@ -28,7 +28,8 @@ def test_background_and_noise_estimates(rng):
 def test_finds_isolated_and_close_peaks(rng, method):
     truth = [(40.3, 50.7, 3000, 1.2), (120.0, 200.0, 800, 1.0), (200.2, 60.0, 5000, 1.5), (200.2, 66.5, 5000, 1.5)]
     f = _frame(rng, truth)
-    table, labels = find_peaks(f, config=FindConfig(method=method), return_labels=True)
+    found = find_peaks(f, config=FindConfig(method=method))
+    table, labels = found.table, found.labels
     found = table[["row", "col"]].to_numpy()
     for r, c, *_ in truth:
         assert np.min(np.hypot(found[:, 0] - r, found[:, 1] - c)) <= 1.0
@@ -41,7 +42,7 @@ def test_finds_isolated_and_close_peaks(rng, method):
 
 def test_no_peaks_on_pure_noise_and_empty_table_dtypes(rng):
     f = rng.poisson(10.0, size=(300, 300)).astype(np.float32)
-    table = find_peaks(f)
+    table = find_peaks(f).table
     assert len(table) == 0 and table["row"].dtype == np.float64 and "flags" in table
 
 
@@ -59,7 +60,7 @@ def test_sparse_thresholded_frame_keeps_single_pixels():
     f[30, 40] = 7
     f[80, 90] = 300
     f[80, 91] = 120
-    table = find_peaks(f)
+    table = find_peaks(f).table
     assert sorted(map(tuple, table[["row", "col"]].to_numpy().tolist())) == [(30.0, 40.0), (80.0, 90.0)]
     assert len(find_peaks(f, config=FindConfig(sparse="no"))) == 1
     # explicit values are used as given on sparse frames too
@@ -71,7 +72,8 @@ def test_integrated_intensity_and_error_are_calibrated(rng):
     results = []
     for _ in range(40):
         f = _frame(rng, [(60.2, 60.7, n_true, 1.3)], shape=(120, 120), bg=25.0)
-        table, labels = find_peaks(f, return_labels=True)
+        found = find_peaks(f)
+        table, labels = found.table, found.labels
         results.append(integrate(f, table, labels=labels, radius=6.0).iloc[0])
     intensity = np.array([r.intensity for r in results])
     err = np.array([r.intensity_err for r in results])
@@ -83,7 +85,8 @@ def test_integrated_intensity_and_error_are_calibrated(rng):
 
 def test_integrate_flags_saturation_and_needs_regions(rng):
     f = _frame(rng, [(60.0, 60.0, 4000, 1.3)], shape=(120, 120))
-    table, labels = find_peaks(f, return_labels=True)
+    found = find_peaks(f)
+    table, labels = found.table, found.labels
     sat = f >= f.max()
     out = integrate(f, table, labels=labels, saturated=sat)
     from braggflow.schema import Flag
@@ -113,7 +116,8 @@ def test_region_centroid_and_its_error_match_monte_carlo(rng):
     found = []
     for _ in range(150):
         frame = _frame(rng, [(true_r, true_c, 4000, 1.5)], shape=(64, 64), bg=20.0)
-        table, labels, regions = find_peaks(frame, return_labels=True, return_regions=True)
+        peaks = find_peaks(frame)
+        table, labels, regions = peaks.table, peaks.labels, peaks.regions
         assert len(table) == 1
         pixels = np.argwhere(labels == 1)
         assert (regions.top[0], regions.left[0]) == tuple(pixels.min(axis=0))
@@ -130,7 +134,8 @@ def test_region_centroid_and_its_error_match_monte_carlo(rng):
 
 def test_regions_of_an_empty_frame_and_without_labels(rng):
     frame = rng.poisson(20.0, size=(64, 64)).astype(np.float32)
-    table, regions = find_peaks(frame, return_regions=True)
+    found = find_peaks(frame)
+    table, regions = found.table, found.regions
     assert len(table) == 0 and len(regions.top) == 0 and regions.signal.dtype == np.float64
 
 
@@ -152,7 +157,8 @@ def test_region_centroid_follows_the_tile_background_across_a_wide_region(rng):
     streak = np.zeros((128, 512))
     streak[63:66] = np.array([[500.0], [1500.0], [500.0]]) * np.exp(-0.5 * ((cols - 255.5) / 90.0) ** 2)
     frame = rng.poisson(background + streak).astype(np.float32)
-    table, labels, regions = find_peaks(frame, return_labels=True, return_regions=True)
+    found = find_peaks(frame)
+    table, labels, regions = found.table, found.labels, found.regions
     k = int(np.argmax(regions.width))
     assert regions.width[k] > 300
     c = region_centroids(frame, labels, regions, np.array([k]))
@@ -185,7 +191,7 @@ def test_noise_on_bright_wings_is_not_a_peak_but_weak_isolated_peaks_stay():
     for name, config in configs.items():
         on_wings = found = 0
         for frame in frames:
-            pos = find_peaks(frame, config=config)[["row", "col"]].to_numpy()
+            pos = find_peaks(frame, config=config).table[["row", "col"]].to_numpy()
             to_bright = np.hypot(*(pos[:, None, :] - bright[None]).transpose(2, 0, 1)).min(axis=1)
             to_weak = np.hypot(*(pos[:, None, :] - weak[None]).transpose(2, 0, 1)).min(axis=1)
             on_wings += int(((to_bright > 3) & (to_bright < 15)).sum())
@@ -215,7 +221,8 @@ def test_integration_disk_leaves_out_a_close_neighbours_region():
     results = []
     for _ in range(30):
         frame = rng.poisson(mu).astype(np.float32)
-        table, labels = find_peaks(frame, return_labels=True)
+        found = find_peaks(frame)
+        table, labels = found.table, found.labels
         assert len(table) == 2
         out = integrate(frame, table, labels=labels, radius=8.0)
         order = np.argsort(out["col"].to_numpy())
@@ -225,3 +232,19 @@ def test_integration_disk_leaves_out_a_close_neighbours_region():
         assert alone["intensity"].to_numpy()[order][0] > 1.5 * truth[0][2]
     ratio = np.mean(results, axis=0) / [t[2] for t in truth]
     np.testing.assert_allclose(ratio, 1.0, atol=0.03)
+
+
+def test_find_peaks_returns_one_result_and_the_old_keywords_still_work(rng):
+    """find_peaks returns FoundPeaks; return_labels/return_regions give the old tuple with a DeprecationWarning."""
+    from braggflow.profiles.render import peak_profile
+
+    rows = np.arange(64)
+    frame = rng.poisson(10 + 5000 * peak_profile(rows, rows, row=30.2, col=20.7, sigma_row=1.3, sigma_col=1.3))
+    frame = frame.astype(np.float32)
+    found = find_peaks(frame)
+    assert len(found) == len(found.table) == 1
+    assert found.labels.shape == frame.shape and (found.labels == 1).sum() == found.table["npix"].iloc[0]
+    assert found.regions.signal.shape == (1,)
+    with pytest.warns(DeprecationWarning, match="FoundPeaks"):
+        table, labels = find_peaks(frame, return_labels=True)
+    assert table.equals(found.table) and np.array_equal(labels, found.labels)

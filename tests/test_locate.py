@@ -188,8 +188,8 @@ def test_unknown_method_and_empty_table():
 def test_nn_branch_maps_patch_to_frame_coordinates(monkeypatch):
     calls = {}
 
-    def predict_patches(data, *, mask=None, model=None, device="cpu", batch_size=1024, gain=1.0):
-        calls.update(shape=data.shape, model=model, device=device, batch_size=batch_size, gain=gain)
+    def predict_patches(data, *, mask=None, model=None, device="cpu", batch_size=1024, gain=1.0, backend="auto"):
+        calls.update(shape=data.shape, model=model, device=device, batch_size=batch_size, gain=gain, backend=backend)
         n = len(data)
         return {"row": np.full(n, 5.25), "col": np.full(n, 4.5), "row_err": np.full(n, 0.1), "col_err": np.full(n, 0.2)}
 
@@ -202,7 +202,7 @@ def test_nn_branch_maps_patch_to_frame_coordinates(monkeypatch):
     np.testing.assert_allclose(out.row, [10.25, 30.25])
     np.testing.assert_allclose(out.col, [11.5, 19.5])
     np.testing.assert_allclose(out.col_err, 0.2)
-    assert calls == dict(shape=(2, 11, 11), model="m", device="cpu", batch_size=7, gain=2.0)
+    assert calls == dict(shape=(2, 11, 11), model="m", device="cpu", batch_size=7, gain=2.0, backend="auto")
 
 
 def test_locate_nn_errors_follow_the_gain(rng):

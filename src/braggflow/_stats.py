@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Standard deviation of a normal distribution per median absolute deviation, to the 4 decimals braggflow has
+#: always used (``scipy.stats.median_abs_deviation(scale="normal")`` divides by 0.67449, i.e. 1.482602:
+#: the same to 1.5e-6 relative).
+MAD_TO_SIGMA = 1.4826
+
 
 def nanmedian_last(values: np.ndarray) -> np.ndarray:
     """Median over the last axis ignoring NaN; NaN where a row has no finite value.

@@ -10,13 +10,22 @@ data (photon-counting zeros, dark-subtracted noise) and are never masked.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
 from braggflow.correct.options import CorrectConfig
 from braggflow.errors import BraggflowError, ConfigError, InputFileError
 
-__all__ = ["build_static_mask", "detector_gap_mask", "correct_frame", "bin2x2", "saturation_level"]
+__all__ = [
+    "build_static_mask",
+    "detector_gap_mask",
+    "correct_frame",
+    "bin2x2",
+    "saturation_level",
+    "saturated_pixels",
+    "unbin_positions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +152,58 @@ def saturation_level(dtype: np.dtype, configured: float | None) -> float:
     if np.issubdtype(dtype, np.integer):
         return float(np.iinfo(dtype).max)
     return float("inf")
+
+
+def saturated_pixels(frame: np.ndarray, level: float, *, binning: int = 1) -> np.ndarray | None:
+    """The pixels of a raw frame at or above the saturation level, on the corrected frame's grid.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Raw frame, ADU.
+    level : float
+        Saturation level, ADU (:func:`saturation_level`; ``inf``: never).
+    binning : {1, 2}
+        ``correct.binning``: with 2, a binned pixel is saturated when any of its four is.
+
+    Returns
+    -------
+    saturated : (H', W') ndarray of bool or None
+        None when no pixel is saturated (the common case, decided by one ``max()``).
+    """
+    if not math.isfinite(level) or frame.max() < level:  # max() costs a third of the map
+        return None
+    saturated = frame >= level
+    if binning == 2:
+        saturated = bin2x2(saturated.astype(np.float32), np.zeros(frame.shape, bool))[0] > 0
+    return saturated
+
+
+def unbin_positions(table, binning: int = 2):
+    """Positions, errors and widths of a peak table measured on 2 x 2 binned frames, in unbinned pixels.
+
+    Binned pixel k covers raw pixels 2k and 2k + 1, so a binned position x is
+    raw ``2 x + 0.5``; lengths double and the row-col covariance quadruples.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Peak table measured on binned frames (modified in place and returned).
+    binning : {1, 2}
+        ``correct.binning``; 1 returns the table unchanged.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+    """
+    if binning != 2:
+        return table
+    for col in ("row", "col"):
+        table[col] = 2 * table[col] + 0.5
+    for col in ("row_err", "col_err", "sigma_row", "sigma_col"):
+        table[col] = 2 * table[col]
+    table["rc_cov"] = 4 * table["rc_cov"]
+    return table
 
 
 def bin2x2(frame: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

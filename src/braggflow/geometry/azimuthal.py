@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from braggflow._stats import MAD_TO_SIGMA
 from braggflow.errors import ConfigError
 from braggflow.geometry.core import Geometry
 
@@ -244,7 +245,7 @@ def ring_positions(
         max_width = max(7, len(x) // 20)
     base = _baseline(y, max_width)
     net = y - base
-    noise = np.maximum(err, 1.4826 * np.median(np.abs(np.diff(net))) / np.sqrt(2))
+    noise = np.maximum(err, MAD_TO_SIGMA * np.median(np.abs(np.diff(net))) / np.sqrt(2))
     idx, props = find_peaks(net / noise, height=min_snr, prominence=min_snr)
     if len(idx) == 0:
         return empty

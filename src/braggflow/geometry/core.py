@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.constants
 
 from braggflow.errors import ConfigError, InputFileError
 from braggflow.geometry.config import GeometryConfig
 
 __all__ = ["Geometry", "HC_KEV_ANGSTROM"]
 
-HC_KEV_ANGSTROM = 12.398419843320026
+HC_KEV_ANGSTROM = scipy.constants.h * scipy.constants.c / scipy.constants.e / scipy.constants.angstrom / 1e3
 """h c in keV Å: wavelength [Å] = HC_KEV_ANGSTROM / energy [keV]."""
 
 _MM = 1e-3

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from braggflow._stats import MAD_TO_SIGMA
 from braggflow.locate._locate import locate_patches
 from braggflow.locate.patches import remove_other_peaks
 
@@ -54,7 +55,7 @@ def score_localizer(row, col, row_err, col_err, patches) -> dict:
         "crlb_ref": float(np.median(ref)),
         "ratio": float(np.median(radial[ok] / ref[ok])) if ok.any() else np.nan,
         "pull_std": float(np.std(pulls)) if len(pulls) else np.nan,
-        "pull_mad": float(1.4826 * np.median(np.abs(pulls))) if len(pulls) else np.nan,
+        "pull_mad": float(MAD_TO_SIGMA * np.median(np.abs(pulls))) if len(pulls) else np.nan,
         "failed": float(1 - ok.mean()) if len(ok) else np.nan,
     }
 

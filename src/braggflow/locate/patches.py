@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from braggflow._stats import MAD_TO_SIGMA
 from braggflow.errors import BraggflowError
 from braggflow.schema import Flag
 from braggflow.windows import _border_index, check_patch_size, cut_windows, patch_background
@@ -109,7 +110,7 @@ def _noise(data: np.ndarray, bad: np.ndarray, background: np.ndarray) -> np.ndar
     n = len(data)
     ring = _border_index(data.shape[-1])
     spread = _masked_median(np.abs(data.reshape(n, -1)[:, ring] - background[:, None]), ~bad.reshape(n, -1)[:, ring])
-    return np.maximum(np.nan_to_num(1.4826 * spread, nan=0.0), np.sqrt(np.maximum(np.abs(background), 1.0)))
+    return np.maximum(np.nan_to_num(MAD_TO_SIGMA * spread, nan=0.0), np.sqrt(np.maximum(np.abs(background), 1.0)))
 
 
 _SMOOTH_SIGMA = 0.6  # px, smoothing before the search for merged neighbours

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 
 from braggflow.errors import ConfigError
+from braggflow.geometry.core import HC_KEV_ANGSTROM
 from braggflow.phases.structure import Phase, metric_inverse
 
 __all__ = ["reflections", "powder_lines", "lorentz_polarization", "symmetry_equivalents"]
 
-HC_KEV_ANGSTROM = 12.398419843320026
 
 
 def lorentz_polarization(two_theta) -> np.ndarray:

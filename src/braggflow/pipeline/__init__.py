@@ -11,8 +11,6 @@ dask-jobqueue) without changing stage code.
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -117,7 +115,10 @@ def process_frame(
 ) -> pd.DataFrame:
     """Run the whole per-frame pipeline on one raw frame.
 
-    correct -> find -> locate -> integrate -> geometry (when known).
+    correct -> find -> locate -> integrate -> geometry (when known); each
+    stage is one call, and the stages own their special cases (saturated and
+    extended peaks are handed on inside :func:`braggflow.locate.locate`, binning
+    is undone by :func:`braggflow.correct.unbin_positions`).
 
     Parameters
     ----------
@@ -145,7 +146,7 @@ def process_frame(
     BraggflowError
         For a frame of the wrong shape, an all-NaN or all-masked frame.
     """
-    from braggflow.correct import correct_frame
+    from braggflow.correct import correct_frame, saturated_pixels, unbin_positions
     from braggflow.find import find_peaks
     from braggflow.integrate import integrate
     from braggflow.locate import locate
@@ -157,45 +158,18 @@ def process_frame(
         context = prepare(config, shape=frame.shape, dtype=frame.dtype)
     if context.shape is not None and frame.shape != context.shape:
         raise BraggflowError(f"{name}: shape {frame.shape}, expected {context.shape}")
-    c = config.correct
+    c, lc, ic = config.correct, config.locate, config.integrate
     corrected, mask = correct_frame(frame, mask=context.mask, dark=context.dark, flat=context.flat, config=c, name=name)
-    saturated = None
-    if math.isfinite(context.saturation) and frame.max() >= context.saturation:  # max() costs a third of the map
-        saturated = frame >= context.saturation
-        if c.binning == 2:
-            from braggflow.correct import bin2x2
-
-            saturated = bin2x2(saturated.astype(np.float32), np.zeros(frame.shape, bool))[0] > 0
-    table, labels, regions = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain, return_labels=True,
-                                        return_regions=True)
-    if len(table):
-        lc = config.locate
-        top = table[["row", "col"]].to_numpy().astype(np.intp)
-        # saturated pixels do not measure the profile: fits leave them out (integration keeps them)
-        fit_mask = mask if saturated is None else (saturated if mask is None else mask | saturated)
-        fits = lc.method in ("gauss", "pvoigt")
-        table = locate(corrected, table, method=lc.method, mask=fit_mask if fits else mask, labels=labels,
-                       patch_size=lc.patch_size, gain=c.gain, model=lc.model, device=lc.device,
-                       batch_size=lc.batch_size)
-        refit = saturated is not None and not fits and lc.saturated == "fit"
-        if refit or lc.extended == "region":
-            from braggflow.integrate import windows
-
-            half = lc.patch_size // 2  # each peak's own pixels in its patch, for both hand-overs below
-            own = windows(labels, top[:, 0], top[:, 1], half, 0) == np.arange(1, len(table) + 1)[:, None, None]
-            if refit:
-                table = _fit_saturated_peaks(table, corrected, saturated, fit_mask, labels, top, own, c.gain)
-            if lc.extended == "region":
-                table = _centre_extended_peaks(table, regions, corrected, top, own, labels, mask, c.gain)
-        ic = config.integrate
-        table = integrate(corrected, table, mask=mask, labels=labels, gain=c.gain, radius=ic.radius,
+    saturated = saturated_pixels(frame, context.saturation, binning=c.binning)
+    found = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain)
+    if len(found.table):
+        table = locate(corrected, found.table, method=lc.method, mask=mask, labels=found.labels,
+                       regions=found.regions, saturated=saturated, saturated_peaks=lc.saturated,
+                       extended_peaks=lc.extended, patch_size=lc.patch_size, gain=c.gain, model=lc.model,
+                       backend=lc.backend, device=lc.device, batch_size=lc.batch_size)
+        table = integrate(corrected, table, mask=mask, labels=found.labels, gain=c.gain, radius=ic.radius,
                           background_width=ic.background_width, saturated=saturated)
-        if c.binning == 2:  # report positions in unbinned pixels: binned pixel k covers raw 2k, 2k + 1
-            for col in ("row", "col"):
-                table[col] = 2 * table[col] + 0.5
-            for col in ("row_err", "col_err", "sigma_row", "sigma_col"):
-                table[col] = 2 * table[col]
-            table["rc_cov"] = 4 * table["rc_cov"]
+        table = unbin_positions(table, c.binning)
         if context.geometry is not None:
             from braggflow.geometry import add_geometry_columns
 
@@ -205,86 +179,6 @@ def process_frame(
     table["frame"] = np.int64(frame_index)
     table["omega"] = float(omega)
     return conform(table)
-
-
-def _replace_rows(table: pd.DataFrame, rows: np.ndarray, values: dict[str, np.ndarray], method: str) -> pd.DataFrame:
-    """A copy of ``table`` with ``values`` written into the given rows (positions) and their ``method`` set."""
-    table = table.copy()
-    for name, new in values.items():
-        column = table[name].to_numpy(copy=True)
-        column[rows] = new
-        table[name] = column
-    methods = table["method"].astype("category")
-    if method not in methods.cat.categories:
-        methods = methods.cat.add_categories([method])
-    methods.iloc[rows] = method
-    table["method"] = methods
-    return table
-
-
-def _fit_saturated_peaks(table: pd.DataFrame, frame: np.ndarray, saturated: np.ndarray, fit_mask: np.ndarray,
-                         labels: np.ndarray, top: np.ndarray, own: np.ndarray, gain: float) -> pd.DataFrame:
-    """Re-locate peaks whose region holds a saturated pixel by a Gaussian fit that leaves those pixels out.
-
-    The centre of mass of a clipped core is biased and the CNN was not trained
-    on clipped cores (on a 3e6-photon peak with 16 saturated pixels: com 0.24 px,
-    braggnn 1.2 px off, the fit 0.001 px).  Such rows get method ``"gauss"``.
-    ``top`` is the (N, 2) brightest pixel of each peak, ``own`` the (N, s, s)
-    pixels of each peak's own label in its patch around ``top``.
-    """
-    from braggflow.integrate import windows
-    from braggflow.locate import locate
-
-    size = own.shape[-1]
-    hit = np.flatnonzero((windows(saturated, top[:, 0], top[:, 1], size // 2, False) & own).any(axis=(1, 2)))
-    if not hit.size:
-        return table
-    # labels of the subset: its peaks 1..m, every other peak one shared label (still removed from the patches)
-    lut = np.full(len(table) + 1, len(table) + 1, dtype=np.int32)
-    lut[0] = 0
-    lut[hit + 1] = np.arange(1, hit.size + 1, dtype=np.int32)
-    subset = table.iloc[hit].copy()
-    subset["row"], subset["col"] = top[hit, 0].astype(float), top[hit, 1].astype(float)
-    fitted = locate(frame, subset, method="gauss", mask=fit_mask, labels=lut[labels], patch_size=size, gain=gain)
-    names = ("row", "col", "row_err", "col_err", "rc_cov", "sigma_row", "sigma_col", "flags")
-    return _replace_rows(table, hit, {name: fitted[name].to_numpy() for name in names}, "gauss")
-
-
-#: A peak whose patch holds less than this fraction of its region's signal is "extended".
-EXTENDED_PATCH_FRACTION = 0.9
-
-
-def _centre_extended_peaks(table: pd.DataFrame, regions, frame: np.ndarray, top: np.ndarray, own: np.ndarray,
-                           labels: np.ndarray, mask: np.ndarray | None, gain: float) -> pd.DataFrame:
-    """Give peaks that their patch cannot hold the centroid of their whole region.
-
-    A patch-based localizer sees only the part of a streak or large spot that
-    falls in the patch centred on the brightest pixel, and returns a centre
-    pulled towards it; the region's intensity-weighted centroid
-    (:func:`braggflow.find.region_centroids`) covers the whole peak.  A peak
-    is extended when its patch holds less than :data:`EXTENDED_PATCH_FRACTION`
-    of its region's signal: the faint wings of a compact peak, or a close
-    neighbour left in its region, do not make it so.  Such rows get method
-    ``"region"``.
-
-    ``top`` is the (N, 2) integer brightest pixel of each peak (the patch
-    centres), ``own`` the (N, s, s) pixels of each peak's own label in its
-    patch; row k of ``table`` is label k + 1 of ``labels``.
-    """
-    from braggflow.find import region_centroids
-    from braggflow.integrate import windows
-
-    counts = windows(frame, top[:, 0], top[:, 1], own.shape[-1] // 2, 0).astype(np.float64)
-    background = table["background"].to_numpy()  # the finder's tile level
-    inside = np.where(own, counts - background[:, None, None], 0.0).sum(axis=(1, 2))
-    extended = np.flatnonzero(inside < EXTENDED_PATCH_FRACTION * regions.signal)
-    if not extended.size:
-        return table
-    centroids = region_centroids(frame, labels, regions, extended, mask=mask, gain=gain)
-    found = np.isfinite(centroids["row"])  # a region with no net signal keeps the patch method's centre
-    if not found.any():
-        return table
-    return _replace_rows(table, extended[found], {name: v[found] for name, v in centroids.items()}, "region")
 
 
 def parse_frame_range(text: str | None, n: int) -> range:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from braggflow._stats import MAD_TO_SIGMA
 from braggflow.nn.calibration import apply_error_scale, apply_error_table
 from braggflow.nn.preprocess import patch_snr_width
 
@@ -29,7 +30,6 @@ __all__ = [
     "calibrate_localizer",
 ]
 
-_MAD_TO_SIGMA = 1.4826
 _CHI2_2D_1SIGMA = 1.0 - np.exp(-0.5)  # 0.3935: mass of a 2D normal inside its 1-sigma ellipse
 
 
@@ -37,7 +37,7 @@ def _robust_sigma(err: np.ndarray) -> float:
     err = err[np.isfinite(err)]
     if len(err) == 0:
         return float("nan")
-    return float(_MAD_TO_SIGMA * np.median(np.abs(err)))
+    return float(MAD_TO_SIGMA * np.median(np.abs(err)))
 
 
 def fit_error_table(

@@ -1,0 +1,90 @@
+"""Pixels above the threshold, their 8-connected components and local maxima, on the sparse pixel list."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from braggflow.find.background import Background
+
+__all__ = ["pixels_above_threshold", "sparse_components", "local_maxima"]
+
+
+def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_tiles: np.ndarray,
+                           mask: np.ndarray | None = None) -> np.ndarray:
+    """Sorted flat indices of the unmasked pixels above a per-tile threshold.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray of float
+        Corrected frame, counts.
+    background : Background
+        The tiles (their size and the frame shape).
+    threshold_tiles : (TY, TX) ndarray of float
+        Threshold of each tile, counts.
+    mask : (H, W) ndarray of bool, optional
+        True = bad pixel, never above threshold.
+
+    Returns
+    -------
+    flat_index : (M,) ndarray of int
+        Indices into ``frame.ravel()``, ascending.
+    """
+    h, w = frame.shape
+    tile = background.tile
+    if h % tile == 0 and w % tile == 0:
+        above = frame.reshape(h // tile, tile, w // tile, tile) > threshold_tiles[:, None, :, None]
+        above = above.reshape(h, w)
+    else:
+        above = frame > background.expand(threshold_tiles)
+    if mask is not None:
+        above &= ~mask
+    return np.flatnonzero(above)
+
+
+def sparse_components(flat_index: np.ndarray, width: int) -> tuple[np.ndarray, int]:
+    """8-connected components of a sparse set of pixels, as (component id 1..n per pixel, n).
+
+    Works on the sorted flat indices of the pixels above threshold, so the cost
+    grows with their number, not with the frame size (a full-frame
+    ``ndimage.label`` costs ~20 ms on 2048 x 2048).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = flat_index.size
+    cols = flat_index % width
+    src, dst = [], []
+    # neighbours "after" each pixel in raster order: right, down-left, down, down-right
+    for offset, dc in ((1, 1), (width - 1, -1), (width, 0), (width + 1, 1)):
+        target = flat_index + offset
+        pos = np.searchsorted(flat_index, target)
+        pos_c = np.minimum(pos, n - 1)
+        hit = (flat_index[pos_c] == target) & (cols + dc >= 0) & (cols + dc < width)
+        src.append(np.flatnonzero(hit))
+        dst.append(pos_c[hit])
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    graph = coo_matrix((np.ones(src.size, dtype=np.int8), (src, dst)), shape=(n, n))
+    ncomp, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64) + 1, int(ncomp)
+
+
+def local_maxima(values: np.ndarray, flat_index: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """Boolean: pixel (of the list) is >= its 8 neighbours (outside the frame counts as -inf)."""
+    h, w = frame.shape
+    rows, cols = np.divmod(flat_index, w)
+    is_max = np.ones(len(values), dtype=bool)
+    flat = frame.ravel()
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == 0 and dc == 0:
+                continue
+            r, c = rows + dr, cols + dc
+            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+            nb = np.full(len(values), -np.inf, dtype=np.float64)
+            nb[inside] = flat[r[inside] * w + c[inside]]
+            # strict for "earlier" neighbours breaks ties on plateaus: one maximum per plateau
+            if (dr, dc) < (0, 0):
+                is_max &= values > nb
+            else:
+                is_max &= values >= nb
+    return is_max

@@ -1,0 +1,218 @@
+"""The public peak finder: threshold, components, splits, region statistics, selection."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from braggflow.errors import BraggflowError
+from braggflow.find.background import Background, estimate_background, is_sparse
+from braggflow.find.components import local_maxima, pixels_above_threshold, sparse_components
+from braggflow.find.options import FindConfig
+from braggflow.find.regions import LOCAL_RING_MARGIN, Regions, region_boxes, ring_medians
+from braggflow.find.split import split_components
+from braggflow.schema import empty_peak_table, new_peak_table
+
+__all__ = ["FoundPeaks", "find_peaks", "PERSISTENCE_BASE_SIGMA"]
+
+#: The persistence method builds its level sets above background + this many noise sigma
+#: (lower levels join noise into frame-spanning clusters and cost far more than they add).
+PERSISTENCE_BASE_SIGMA = 3.0
+
+
+@dataclass(frozen=True)
+class FoundPeaks:
+    """What :func:`find_peaks` finds in one frame.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per peak (peak-table schema): ``row``, ``col`` of the peak's
+        highest pixel (integers, px), ``peak_value``, ``npix``, ``score``,
+        ``background`` (tile level, counts/px); sorted by descending score.
+    labels : (H, W) ndarray of int32
+        Label k (1-based) marks the pixels of table row k - 1; 0 elsewhere.
+    regions : Regions
+        The regions' bounding boxes and signals, aligned with the table's rows.
+    """
+
+    table: pd.DataFrame
+    labels: np.ndarray
+    regions: Regions
+
+    def __len__(self) -> int:
+        """Number of peaks found."""
+        return len(self.table)
+
+
+def find_peaks(
+    frame: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    config: FindConfig | None = None,
+    gain: float = 1.0,
+    background: Background | None = None,
+    return_labels: bool | None = None,
+    return_regions: bool | None = None,
+) -> FoundPeaks:
+    """Find Bragg peaks in a corrected frame.
+
+    Pixels above ``background + threshold`` are grouped into 8-connected
+    components on the sparse pixel list; components with several maxima are
+    split where the dip between maxima is significant; each region is scored
+    (detection SNR, or persistence) and kept when it passes ``min_size`` and
+    ``min_snr`` (weak regions again against a ring around them).  The method
+    and its thresholds are described in :mod:`braggflow.find`.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray of float
+        Corrected frame, counts.
+    mask : (H, W) ndarray of bool, optional
+        True = bad pixel; never part of a peak.
+    config : FindConfig, optional
+        Method and thresholds (defaults adapt to the frame's own noise).
+    gain : float
+        ADU per photon, for the Poisson noise floor and the detection SNR.
+    background : Background, optional
+        Precomputed background; estimated from the frame when None.
+    return_labels, return_regions : bool, optional
+        Deprecated: with either, the result is returned as the tuple
+        ``(table[, labels][, regions])`` of earlier versions.
+
+    Returns
+    -------
+    found : FoundPeaks
+        ``found.table``, ``found.labels``, ``found.regions``.
+
+    Raises
+    ------
+    BraggflowError
+        If the frame is not 2D or the mask has another shape.
+
+    References
+    ----------
+    A. Barty et al., J. Appl. Cryst. 47, 1118 (2014) (peakfinder8: local
+    thresholds from a robust noise estimate); H. Edelsbrunner, D. Letscher,
+    A. Zomorodian, Discrete Comput. Geom. 28, 511 (2002) (persistence).
+    """
+    config = config or FindConfig()
+    frame = np.asarray(frame)
+    if frame.ndim != 2:
+        raise BraggflowError(f"frame must be 2D, got shape {frame.shape}")
+    if mask is not None and mask.shape != frame.shape:
+        raise BraggflowError(f"mask has shape {mask.shape}, expected the frame shape {frame.shape}")
+    bg = background or estimate_background(frame, mask=mask, tile=config.tile, gain=gain)
+    level_sigma = PERSISTENCE_BASE_SIGMA if config.method == "persistence" else config.threshold_sigma
+    if config.threshold is not None and config.method != "persistence":
+        threshold_tiles = bg.level + config.threshold
+    else:
+        threshold_tiles = bg.level + level_sigma * bg.noise
+    flat_index = pixels_above_threshold(frame, bg, threshold_tiles, mask)
+    if flat_index.size == 0:
+        found = FoundPeaks(empty_peak_table(), np.zeros(frame.shape, dtype=np.int32), Regions.empty())
+    else:
+        found = _peaks_from_pixels(frame, flat_index, mask=mask, config=config, gain=gain, bg=bg,
+                                   level_sigma=level_sigma)
+    if return_labels is None and return_regions is None:
+        return found
+    warnings.warn("find_peaks(return_labels=..., return_regions=...) is deprecated: find_peaks returns a FoundPeaks "
+                  "with .table, .labels and .regions", DeprecationWarning, stacklevel=2)
+    out = (found.table,) + ((found.labels,) if return_labels else ()) + ((found.regions,) if return_regions else ())
+    return out if len(out) > 1 else found.table
+
+
+def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: float, bg: Background,
+                       level_sigma: float) -> FoundPeaks:
+    """Regions, scores and the selection of peaks from the (non-empty) list of pixels above threshold."""
+    h, w = frame.shape
+    comp_of, ncomp = sparse_components(flat_index, w)
+    values = frame.ravel()[flat_index].astype(np.float64)
+    is_max = local_maxima(values, flat_index, frame)
+    pix_rows, pix_cols = np.divmod(flat_index, w)
+    tile_noise = bg.at(pix_rows, pix_cols, values=bg.noise)
+    tile_level = bg.at(pix_rows, pix_cols)
+    final, nreg, persistence_of = split_components(frame, flat_index, values, comp_of, ncomp, is_max, tile_level,
+                                                   tile_noise, config=config, gain=gain)
+    stats = _region_statistics(final, nreg, values, tile_level, tile_noise, gain)
+    brightest = stats["brightest"]
+    reg_ids = final[brightest]
+    peak_r, peak_c = np.divmod(flat_index[brightest], w)
+    peak_value = values[brightest]
+    boxes = region_boxes(final, pix_rows, pix_cols, nreg)
+    # defaults; on frames thresholded upstream every stored pixel already passed a threshold: single pixels are peaks
+    sparse = config.sparse == "yes" or (config.sparse == "auto" and is_sparse(frame, mask))
+    min_size = config.min_size if config.min_size is not None else (1 if sparse else 2)
+    min_snr = config.min_snr if config.min_snr is not None else (0.0 if sparse else 3.0)
+    npix, signal, noise = stats["npix"], stats["signal"], stats["noise"]
+    if config.method == "persistence":
+        thr_at_peak = bg.at(peak_r, peak_c) + bg.at(peak_r, peak_c, values=bg.noise)
+        score = np.array([persistence_of.get(int(r), np.inf) for r in reg_ids])
+        score = np.where(np.isinf(score), peak_value - thr_at_peak, score)
+        min_pers = config.min_persistence
+        if min_pers is None:
+            min_pers = config.threshold_sigma * bg.at(peak_r, peak_c, values=bg.noise)
+        good = (score >= min_pers) & (npix[reg_ids] >= min_size)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = signal[reg_ids] / noise[reg_ids]
+        good = (npix[reg_ids] >= min_size) & (score >= min_snr)
+        weak = np.flatnonzero(good & (score < config.local_snr_below) & (min_snr > 0))
+        if weak.size:
+            good[weak] = _pass_against_ring(frame, mask, weak, reg_ids, peak_r, peak_c, peak_value, stats, boxes,
+                                            bg=bg, config=config, gain=gain, level_sigma=level_sigma, min_snr=min_snr)
+    reg_ids, peak_r, peak_c, peak_value, score = reg_ids[good], peak_r[good], peak_c[good], peak_value[good], score[good]
+    sort = np.argsort(-score, kind="stable")
+    if config.max_peaks is not None:
+        sort = sort[: config.max_peaks]
+    reg_ids, peak_r, peak_c, peak_value, score = reg_ids[sort], peak_r[sort], peak_c[sort], peak_value[sort], score[sort]
+    table = new_peak_table(len(reg_ids), row=peak_r.astype(float), col=peak_c.astype(float), peak_value=peak_value,
+                           npix=npix[reg_ids], score=score, background=bg.at(peak_r, peak_c))
+    regions = Regions(**{k: v[reg_ids] for k, v in boxes.items()}, signal=signal[reg_ids],
+                      noise=bg.at(peak_r, peak_c, values=bg.noise), background=bg)
+    lut = np.zeros(nreg, dtype=np.int32)
+    lut[reg_ids] = np.arange(1, len(reg_ids) + 1, dtype=np.int32)
+    labels = np.zeros((h, w), dtype=np.int32)
+    labels.ravel()[flat_index] = lut[final]
+    return FoundPeaks(table, labels, regions)
+
+
+def _region_statistics(final, nreg, values, tile_level, tile_noise, gain) -> dict[str, np.ndarray]:
+    """Pixel count, net signal and its noise per region id, and the list position of each region's highest pixel.
+
+    ``signal`` sums the counts above the tile level; ``noise`` is the square root
+    of the summed variances (tile noise squared plus Poisson ``gain x excess``).
+    ``brightest`` is ordered by region id.
+    """
+    npix = np.bincount(final, minlength=nreg)
+    excess = values - tile_level
+    var = tile_noise**2 + gain * np.clip(excess, 0, None)
+    signal = np.bincount(final, weights=excess, minlength=nreg)
+    noise = np.sqrt(np.bincount(final, weights=var, minlength=nreg))
+    order = np.lexsort((-values, final))
+    first = np.r_[True, final[order][1:] != final[order][:-1]]
+    return {"npix": npix, "signal": signal, "noise": noise, "brightest": order[first]}
+
+
+def _pass_against_ring(frame, mask, weak, reg_ids, peak_r, peak_c, peak_value, stats, boxes, *, bg: Background,
+                       config: FindConfig, gain: float, level_sigma: float, min_snr: float) -> np.ndarray:
+    """Whether each weak region still passes the threshold and ``min_snr`` above the median of a ring around it.
+
+    The ring lies :data:`~braggflow.find.regions.LOCAL_RING_MARGIN` px outside
+    the region's bounding box (an annulus background, as in aperture
+    photometry); its level lifts the tile background where it is higher.
+    """
+    ids = reg_ids[weak]
+    local = ring_medians(frame, mask, boxes["top"][ids], boxes["left"][ids], boxes["height"][ids],
+                         boxes["width"][ids], LOCAL_RING_MARGIN)
+    tile_bg = bg.at(peak_r[weak], peak_c[weak])
+    lift = np.nan_to_num(np.clip(local - tile_bg, 0.0, None))  # NaN (no usable ring pixel): no lift
+    if config.threshold is not None:
+        above_local = peak_value[weak] - (tile_bg + lift) >= config.threshold
+    else:
+        local_noise = np.sqrt(bg.at(peak_r[weak], peak_c[weak], values=bg.noise) ** 2 + gain * lift)
+        above_local = peak_value[weak] - (tile_bg + lift) >= level_sigma * local_noise
+    return above_local & ((stats["signal"][ids] - stats["npix"][ids] * lift) / stats["noise"][ids] >= min_snr)
