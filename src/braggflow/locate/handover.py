@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from braggflow.find.regions import region_centroids
+from braggflow.locate.methods import locate_peaks_in_patches
+from braggflow.schema import conform
 from braggflow.windows import cut_windows
 
 __all__ = ["EXTENDED_PATCH_FRACTION", "replace_rows", "fit_saturated_peaks", "centre_extended_peaks"]
@@ -52,8 +54,6 @@ def fit_saturated_peaks(table: pd.DataFrame, frame: np.ndarray, saturated: np.nd
     ``brightest`` is the (N, 2) brightest pixel of each peak, ``own`` the (N, s, s)
     pixels of each peak's own label in its patch around ``brightest``.
     """
-    from braggflow.locate._locate import locate
-
     size = own.shape[-1]
     hit = np.flatnonzero((cut_windows(saturated, brightest[:, 0], brightest[:, 1], size // 2, False) & own).any(axis=(1, 2)))
     if not hit.size:
@@ -64,7 +64,9 @@ def fit_saturated_peaks(table: pd.DataFrame, frame: np.ndarray, saturated: np.nd
     lut[hit + 1] = np.arange(1, hit.size + 1, dtype=np.int32)
     subset = table.iloc[hit].copy()
     subset["row"], subset["col"] = brightest[hit, 0].astype(float), brightest[hit, 1].astype(float)
-    fitted = locate(frame, subset, method="gauss", mask=fit_mask, labels=lut[labels], patch_size=size, gain=gain)
+    fitted = locate_peaks_in_patches(frame, conform(subset), "gauss", mask=fit_mask, labels=lut[labels], patch_size=size,
+                                     gain=gain, saturation=None, model=None, backend="auto", device="cpu",
+                                     batch_size=1024)
     names = ("row", "col", "row_err", "col_err", "rc_cov", "sigma_row", "sigma_col", "flags")
     return replace_rows(table, hit, {name: fitted[name].to_numpy() for name in names}, "gauss")
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from braggflow.errors import BraggflowError
-from braggflow.locate.patches import patch_background
+from braggflow.windows import patch_background
 
 __all__ = [
     "check_patches",
