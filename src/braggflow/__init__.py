@@ -14,22 +14,9 @@ from __future__ import annotations
 
 import lazy_loader
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
-# names resolved on first access (PEP 562), grouped by the module that defines them
-__getattr__, __dir__, _names = lazy_loader.attach(
-    __name__,
-    submod_attrs={
-        "io.frames": ["open_frames"],
-        "io.results": ["read_peaks"],
-        "correct": ["correct_frame"],
-        "find": ["find_peaks"],
-        "locate": ["extract_patches", "locate"],
-        "integrate": ["integrate"],
-        "pipeline": ["process_frame", "run"],
-        "pipeline.config": ["Config"],
-        "schema": ["Flag", "empty_peak_table"],
-        "errors": ["BraggflowError"],
-    },
-)
+# names resolved on first access (PEP 562); they, and the modules that define them, are listed once:
+# in the type stub __init__.pyi, which type checkers and IDEs read too
+__getattr__, __dir__, _names = lazy_loader.attach_stub(__name__, __file__)
 __all__ = ["__version__", *_names]

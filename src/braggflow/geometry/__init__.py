@@ -9,15 +9,5 @@ from __future__ import annotations
 
 import lazy_loader
 
-from braggflow.geometry.config import GeometryConfig
-
-__getattr__, __dir__, _names = lazy_loader.attach(
-    __name__,
-    submod_attrs={
-        "core": ["Geometry", "HC_KEV_ANGSTROM"],
-        "columns": ["add_geometry_columns", "geometry_values"],
-        "azimuthal": ["azimuthal_profile", "ring_positions"],
-        "remap": ["remap"],
-    },
-)
-__all__ = ["GeometryConfig", *_names]
+# the names, and the modules that define them, are listed once: in the type stub __init__.pyi
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -12,10 +12,5 @@ from __future__ import annotations
 
 import lazy_loader
 
-__getattr__, __dir__, __all__ = lazy_loader.attach(
-    __name__,
-    submod_attrs={
-        "train": ["train_model", "TrainConfig"],
-        "files": ["save_model", "convert_weights", "ship_model"],
-    },
-)
+# the names, and the modules that define them, are listed once: in the type stub __init__.pyi
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -16,12 +16,5 @@ from __future__ import annotations
 
 import lazy_loader
 
-__getattr__, __dir__, __all__ = lazy_loader.attach(
-    __name__,
-    submod_attrs={
-        "frame": ["plot_frame"],
-        "animate": ["animate_series"],
-        "tracks": ["plot_tracks", "summed_image"],
-        "series": ["plot_series", "frame_statistics"],
-    },
-)
+# the names, and the modules that define them, are listed once: in the type stub __init__.pyi
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -1,0 +1,6 @@
+"""Type stub: the names this package resolves lazily (lazy_loader.attach_stub reads it)."""
+
+__all__ = ["predict_patches", "load_model", "list_models", "default_model_name", "Localizer"]
+
+from .files import Localizer, default_model_name, list_models, load_model
+from .inference import predict_patches

@@ -1,0 +1,6 @@
+"""Type stub: the names this package resolves lazily (lazy_loader.attach_stub reads it)."""
+
+__all__ = ["train_model", "TrainConfig", "save_model", "convert_weights", "ship_model"]
+
+from .files import convert_weights, save_model, ship_model
+from .train import TrainConfig, train_model
