@@ -1,6 +1,6 @@
 """braggflow: from X-ray area-detector frames to Bragg-peak tables, fast.
 
-The public Python API mirrors the data flow of ``DESIGN.md``::
+The public Python API mirrors the data flow of ``docs/design.md``::
 
     frames = braggflow.open_frames("scan.h5")
     table = braggflow.process_frame(frames[0], config=braggflow.Config())

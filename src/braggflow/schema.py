@@ -1,7 +1,7 @@
 """The peak table: its columns, their dtypes and units, and the flag bits.
 
 This module is the single source of truth for the peak table described in
-``DESIGN.md``.  Every stage adds columns from :data:`COLUMNS`; none renames
+``docs/design.md``.  Every stage adds columns from :data:`COLUMNS`; none renames
 them.  A test keeps the table in ``README.md`` and this module in sync.
 
 The peak table is a :class:`pandas.DataFrame` with one row per peak per frame,

@@ -170,79 +170,15 @@ def simulate_patches(
         If ``kind`` is unknown, ``size`` is not odd, or a range is invalid.
     """
     size = check_patch_size(size)
-    if kind != "mixed" and kind not in KINDS:
-        raise BraggflowError(f"kind must be one of {', '.join(map(repr, KINDS + ('mixed',)))}, got {kind!r}")
-    if not (isinstance(n, (int, np.integer)) and n >= 0):
-        raise BraggflowError(f"n (number of patches) must be a non-negative integer, got {n!r}")
-    if not gain > 0 or read_noise < 0:
-        raise BraggflowError(f"gain must be > 0 and read_noise >= 0, got gain={gain!r}, read_noise={read_noise!r}")
-    intensity = _range("intensity", intensity, positive=True)
-    background = _range("background", background, positive=True)
-    sigma = _range("sigma", sigma, positive=True)
-    eta = _range("eta", eta)
-    if eta[1] > 1:
-        raise BraggflowError(f"eta must lie in [0, 1], got {eta!r}")
-    axis_ratio = _range("axis_ratio", axis_ratio, positive=True)
-    broad_sigma = _range("broad_sigma", broad_sigma, positive=True)
-    neighbour_distance = _range("neighbour_distance", neighbour_distance)
-    neighbour_ratio = _range("neighbour_ratio", neighbour_ratio, positive=True)
-    mask_fraction = _range("mask_fraction", mask_fraction)
-    edge_lo, edge_hi = (min(2, size // 2), size // 2) if edge_distance is None else _range("edge_distance", edge_distance)
-    if not 1 <= edge_lo <= edge_hi <= size // 2:
-        raise BraggflowError(f"edge_distance must be a (low, high) range with 1 <= low <= high <= {size // 2} "
-                             f"(half the patch side), got {edge_distance!r}")
-
+    ranges = _validated_ranges(n, size, kind, gain, read_noise, intensity=intensity, background=background,
+                               sigma=sigma, eta=eta, axis_ratio=axis_ratio, broad_sigma=broad_sigma,
+                               neighbour_distance=neighbour_distance, neighbour_ratio=neighbour_ratio,
+                               mask_fraction=mask_fraction, edge_distance=edge_distance)
     rng = np.random.default_rng(seed)
-    h = size // 2
-    kinds = np.array(KINDS)[rng.integers(0, len(KINDS), n)] if kind == "mixed" else np.full(n, kind)
-    inten = _loguniform(rng, intensity, n)
-    bg = _loguniform(rng, background, n)
-    sr = rng.uniform(*sigma, n)
-    sc = sr.copy()
-    broad = kinds == "broad"
-    sr[broad] = sc[broad] = rng.uniform(*broad_sigma, broad.sum())
-    ang = np.zeros(n)
-    elong = kinds == "elongated"
-    ratio = rng.uniform(max(axis_ratio[0], 1.0), max(axis_ratio[1], 1.0), n)
-    sc[elong] = np.maximum(sr[elong] / ratio[elong], min(sigma[0], 0.5))
-    ang[elong] = rng.uniform(0.0, np.pi, elong.sum())
-    et = np.where(rng.uniform(size=n) < pvoigt_fraction, rng.uniform(*eta, n), 0.0)
-    wide = (kinds == "edge") | (kinds == "neighbour")
-    half = np.where(wide, 1.0, 0.5)
-    row = h + rng.uniform(-1, 1, n) * half
-    col = h + rng.uniform(-1, 1, n) * half
-    # draw every kind's extras for all patches so each patch depends only on (seed, index order)
-    nb_dist = rng.uniform(*neighbour_distance, n)
-    nb_phi = rng.uniform(0, 2 * np.pi, n)
-    nb_ratio = _loguniform(rng, neighbour_ratio, n)
-    nb_sigma = rng.uniform(*sigma, n)
-    nb_eta = np.where(rng.uniform(size=n) < pvoigt_fraction, rng.uniform(*eta, n), 0.0)
-    edge_side = rng.integers(0, 4, n)
-    edge_pos = rng.integers(int(edge_lo), int(edge_hi) + 1, n)
-    mfrac = rng.uniform(*mask_fraction, n)
-    mrand = rng.uniform(size=(n, size, size))
-    slope_mag = rng.uniform(0, slope, n)
-    slope_phi = rng.uniform(0, 2 * np.pi, n)
-
-    # the neighbour kind: the truth is the peak nearest the centre pixel
-    nb = kinds == "neighbour"
-    nrow = row + nb_dist * np.cos(nb_phi)
-    ncol = col + nb_dist * np.sin(nb_phi)
-    swap = nb & ((nrow - h) ** 2 + (ncol - h) ** 2 < (row - h) ** 2 + (col - h) ** 2)
-    ninten = inten * nb_ratio
-    for a, b in ((row, nrow), (col, ncol), (inten, ninten), (sr, nb_sigma), (et, nb_eta)):
-        a_sw = a[swap].copy()
-        a[swap] = b[swap]
-        b[swap] = a_sw
-    sc[nb] = sr[nb]
-    nb_sc = nb_sigma  # neighbours are round
-
-    prof, dpos = profile_and_centre_derivatives(size, row, col, sr, sc, ang, et)
-    rr, cc = np.indices((size, size), dtype=float)
-    plane = 1.0 + slope_mag[:, None, None] * (np.cos(slope_phi)[:, None, None] * (rr - h) + np.sin(slope_phi)[:, None, None] * (cc - h))
-    mu = inten[:, None, None] * prof + bg[:, None, None] * np.maximum(plane, 0.0)
-    if nb.any():
-        mu[nb] += ninten[nb, None, None] * render_profile(size, nrow[nb], ncol[nb], nb_sigma[nb], nb_sc[nb], 0.0, nb_eta[nb])
+    p = _draw_peaks(rng, n, size, kind, ranges, pvoigt_fraction=pvoigt_fraction, slope=slope)
+    _put_nearest_peak_first(p, size // 2)
+    prof, dpos = profile_and_centre_derivatives(size, p["row"], p["col"], p["sr"], p["sc"], p["ang"], p["et"])
+    mu = _expected_counts(size, p, prof)
     if noise:
         counts = gain * rng.poisson(mu / gain).astype(float)
         if read_noise > 0:
@@ -253,45 +189,157 @@ def simulate_patches(
     if saturation is not None:
         saturated = (counts >= saturation).any(axis=(1, 2))
         counts = np.minimum(counts, saturation)
-
-    mask = np.zeros((n, size, size), dtype=bool)
-    edge = kinds == "edge"
-    if edge.any():
-        beyond_hi_r = rr[None] >= h + edge_pos[:, None, None]
-        beyond_lo_r = rr[None] <= h - edge_pos[:, None, None]
-        beyond_hi_c = cc[None] >= h + edge_pos[:, None, None]
-        beyond_lo_c = cc[None] <= h - edge_pos[:, None, None]
-        side = edge_side[:, None, None]
-        cut = np.select([side == 0, side == 1, side == 2], [beyond_lo_r, beyond_hi_r, beyond_lo_c], beyond_hi_c)
-        mask |= cut & edge[:, None, None]
-    masked = kinds == "masked"
-    if masked.any():
-        mask |= (mrand < mfrac[:, None, None]) & masked[:, None, None]
+    mask = _patch_masks(size, p)
     data = counts.astype(np.float32)
     if mask.any():
         local = patch_background(data, mask).astype(np.float32)
         data = np.where(mask, local[:, None, None], data)
+    cr, cc_ = crlb_from_profile(prof, dpos, intensity=p["inten"], background=p["bg"], gain=gain,
+                                read_noise=read_noise, mask=mask)
+    return PatchSet(data=data, mask=mask, row=p["row"], col=p["col"], params=_truth_table(p, gain, saturated, cr, cc_))
 
-    cr, cc_ = crlb_from_profile(prof, dpos, intensity=inten, background=bg, gain=gain, read_noise=read_noise, mask=mask)
+
+def _validated_ranges(n, size, kind, gain, read_noise, **ranges) -> dict[str, tuple[float, float]]:
+    """Check the arguments of :func:`simulate_patches`; its ranges as (low, high) tuples (``edge_distance`` resolved).
+
+    Raises
+    ------
+    BraggflowError
+        Naming the first invalid argument.
+    """
+    if kind != "mixed" and kind not in KINDS:
+        raise BraggflowError(f"kind must be one of {', '.join(map(repr, KINDS + ('mixed',)))}, got {kind!r}")
+    if not (isinstance(n, (int, np.integer)) and n >= 0):
+        raise BraggflowError(f"n (number of patches) must be a non-negative integer, got {n!r}")
+    if not gain > 0 or read_noise < 0:
+        raise BraggflowError(f"gain must be > 0 and read_noise >= 0, got gain={gain!r}, read_noise={read_noise!r}")
+    out = {}
+    for name in ("intensity", "background", "sigma", "axis_ratio", "broad_sigma", "neighbour_ratio"):
+        out[name] = _range(name, ranges[name], positive=True)
+    for name in ("eta", "neighbour_distance", "mask_fraction"):
+        out[name] = _range(name, ranges[name])
+    if out["eta"][1] > 1:
+        raise BraggflowError(f"eta must lie in [0, 1], got {ranges['eta']!r}")
+    edge_distance = ranges["edge_distance"]
+    edge = (min(2, size // 2), size // 2) if edge_distance is None else _range("edge_distance", edge_distance)
+    if not 1 <= edge[0] <= edge[1] <= size // 2:
+        raise BraggflowError(f"edge_distance must be a (low, high) range with 1 <= low <= high <= {size // 2} "
+                             f"(half the patch side), got {edge_distance!r}")
+    out["edge_distance"] = edge
+    return out
+
+
+def _draw_peaks(rng, n: int, size: int, kind: str, r: dict, *, pvoigt_fraction: float,
+                slope: float) -> dict[str, np.ndarray]:
+    """Every random parameter of ``n`` patches, drawn in a fixed order.
+
+    Every kind's extras are drawn for all patches, so each patch depends only
+    on (seed, index order).  Keys: ``kinds``, ``inten``, ``bg``, ``sr``, ``sc``,
+    ``ang``, ``et``, ``row``, ``col`` (the central peak), ``nrow``, ``ncol``,
+    ``ninten``, ``nb_sigma``, ``nb_eta`` (the neighbour kind's second peak),
+    ``edge_side``, ``edge_pos``, ``mfrac``, ``mrand``, ``slope_mag``, ``slope_phi``.
+    """
+    h = size // 2
+    kinds = np.array(KINDS)[rng.integers(0, len(KINDS), n)] if kind == "mixed" else np.full(n, kind)
+    inten = _loguniform(rng, r["intensity"], n)
+    bg = _loguniform(rng, r["background"], n)
+    sr = rng.uniform(*r["sigma"], n)
+    sc = sr.copy()
+    broad = kinds == "broad"
+    sr[broad] = sc[broad] = rng.uniform(*r["broad_sigma"], broad.sum())
+    ang = np.zeros(n)
+    elong = kinds == "elongated"
+    ratio = rng.uniform(max(r["axis_ratio"][0], 1.0), max(r["axis_ratio"][1], 1.0), n)
+    sc[elong] = np.maximum(sr[elong] / ratio[elong], min(r["sigma"][0], 0.5))
+    ang[elong] = rng.uniform(0.0, np.pi, elong.sum())
+    et = np.where(rng.uniform(size=n) < pvoigt_fraction, rng.uniform(*r["eta"], n), 0.0)
+    wide = (kinds == "edge") | (kinds == "neighbour")
+    half = np.where(wide, 1.0, 0.5)
+    row = h + rng.uniform(-1, 1, n) * half
+    col = h + rng.uniform(-1, 1, n) * half
+    nb_dist = rng.uniform(*r["neighbour_distance"], n)
+    nb_phi = rng.uniform(0, 2 * np.pi, n)
+    nb_ratio = _loguniform(rng, r["neighbour_ratio"], n)
+    nb_sigma = rng.uniform(*r["sigma"], n)
+    nb_eta = np.where(rng.uniform(size=n) < pvoigt_fraction, rng.uniform(*r["eta"], n), 0.0)
+    edge_lo, edge_hi = r["edge_distance"]
+    return {
+        "kinds": kinds, "inten": inten, "bg": bg, "sr": sr, "sc": sc, "ang": ang, "et": et, "row": row, "col": col,
+        "nrow": row + nb_dist * np.cos(nb_phi), "ncol": col + nb_dist * np.sin(nb_phi), "ninten": inten * nb_ratio,
+        "nb_sigma": nb_sigma, "nb_eta": nb_eta,
+        "edge_side": rng.integers(0, 4, n), "edge_pos": rng.integers(int(edge_lo), int(edge_hi) + 1, n),
+        "mfrac": rng.uniform(*r["mask_fraction"], n), "mrand": rng.uniform(size=(n, size, size)),
+        "slope_mag": rng.uniform(0, slope, n), "slope_phi": rng.uniform(0, 2 * np.pi, n),
+    }
+
+
+def _put_nearest_peak_first(p: dict[str, np.ndarray], h: int) -> None:
+    """The neighbour kind: the truth is the peak nearest the centre pixel (swap the two where needed; in place)."""
+    nb = p["kinds"] == "neighbour"
+    row, col, nrow, ncol = p["row"], p["col"], p["nrow"], p["ncol"]
+    swap = nb & ((nrow - h) ** 2 + (ncol - h) ** 2 < (row - h) ** 2 + (col - h) ** 2)
+    for a, b in (("row", "nrow"), ("col", "ncol"), ("inten", "ninten"), ("sr", "nb_sigma"), ("et", "nb_eta")):
+        a_sw = p[a][swap].copy()
+        p[a][swap] = p[b][swap]
+        p[b][swap] = a_sw
+    p["sc"][nb] = p["sr"][nb]
+
+
+def _expected_counts(size: int, p: dict[str, np.ndarray], prof: np.ndarray) -> np.ndarray:
+    """(N, s, s) expected counts: the central peak's profile ``prof``, a tilted background and the neighbour."""
+    h = size // 2
+    rr, cc = np.indices((size, size), dtype=float)
+    tilt = np.cos(p["slope_phi"])[:, None, None] * (rr - h) + np.sin(p["slope_phi"])[:, None, None] * (cc - h)
+    plane = 1.0 + p["slope_mag"][:, None, None] * tilt
+    mu = p["inten"][:, None, None] * prof + p["bg"][:, None, None] * np.maximum(plane, 0.0)
+    nb = p["kinds"] == "neighbour"
+    if nb.any():  # neighbours are round
+        mu[nb] += p["ninten"][nb, None, None] * render_profile(size, p["nrow"][nb], p["ncol"][nb], p["nb_sigma"][nb],
+                                                               p["nb_sigma"][nb], 0.0, p["nb_eta"][nb])
+    return mu
+
+
+def _patch_masks(size: int, p: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, s, s) masks: a detector edge for the edge kind, random pixels for the masked kind."""
+    h = size // 2
+    rr, cc = np.indices((size, size), dtype=float)
+    n = len(p["kinds"])
+    mask = np.zeros((n, size, size), dtype=bool)
+    edge = p["kinds"] == "edge"
+    if edge.any():
+        pos = p["edge_pos"][:, None, None]
+        side = p["edge_side"][:, None, None]
+        beyond = [rr[None] <= h - pos, rr[None] >= h + pos, cc[None] <= h - pos]
+        cut = np.select([side == 0, side == 1, side == 2], beyond, cc[None] >= h + pos)
+        mask |= cut & edge[:, None, None]
+    masked = p["kinds"] == "masked"
+    if masked.any():
+        mask |= (p["mrand"] < p["mfrac"][:, None, None]) & masked[:, None, None]
+    return mask
+
+
+def _truth_table(p: dict[str, np.ndarray], gain: float, saturated: np.ndarray, crlb_row, crlb_col) -> pd.DataFrame:
+    """The ground truth of each patch (``PatchSet.params``)."""
+    nb = p["kinds"] == "neighbour"
+    inten, bg, sr, sc = p["inten"], p["bg"], p["sr"], p["sc"]
     snr = (inten / gain) / np.sqrt(inten / gain + 4 * np.pi * sr * sc * bg / gain)
-    params = pd.DataFrame(
+    return pd.DataFrame(
         {
             "intensity": inten,
             "background": bg,
             "sigma_row": sr,
             "sigma_col": sc,
-            "angle": ang,
-            "eta": et,
-            "kind": pd.Categorical(kinds, categories=list(KINDS)),
+            "angle": p["ang"],
+            "eta": p["et"],
+            "kind": pd.Categorical(p["kinds"], categories=list(KINDS)),
             "snr": snr,
-            "crlb_row": cr,
-            "crlb_col": cc_,
+            "crlb_row": crlb_row,
+            "crlb_col": crlb_col,
             "saturated": saturated,
             # the other peak of the neighbour kind (NaN for the other kinds)
-            "neighbour_row": np.where(nb, nrow, np.nan),
-            "neighbour_col": np.where(nb, ncol, np.nan),
-            "neighbour_intensity": np.where(nb, ninten, np.nan),
-            "neighbour_sigma": np.where(nb, nb_sigma, np.nan),
+            "neighbour_row": np.where(nb, p["nrow"], np.nan),
+            "neighbour_col": np.where(nb, p["ncol"], np.nan),
+            "neighbour_intensity": np.where(nb, p["ninten"], np.nan),
+            "neighbour_sigma": np.where(nb, p["nb_sigma"], np.nan),
         }
     )
-    return PatchSet(data=data, mask=mask, row=row, col=col, params=params)
