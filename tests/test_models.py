@@ -15,9 +15,9 @@ from braggflow.errors import BraggflowError, InputFileError  # noqa: E402
 from braggflow.nn import files  # noqa: E402
 from braggflow.nn.architectures import BraggNN, LocNet, published_shapes  # noqa: E402
 from braggflow.nn.files import file_sha256, list_models, load_model  # noqa: E402
-from braggflow.training.files import convert_weights, save_model  # noqa: E402
 from braggflow.nn.inference import predict_patches  # noqa: E402
 from braggflow.simulate.patches import simulate_patches  # noqa: E402
+from braggflow.training.files import convert_weights, save_model  # noqa: E402
 
 # Keys and shapes of the published file fc16_8_4_2-sz11.pth (github.com/lzhengchun/BraggNN,
 # models/), written out by hand: conv 1->64->32->8 (3x3), the non-local block on 64
@@ -71,7 +71,8 @@ def test_published_state_dict_converts_loads_and_runs(tmp_path):
 
 
 def test_non_local_block_is_the_published_computation():
-    """NLB: softmax((theta x)^T (theta x)) applied to theta x, 1x1 conv back, plus x (published: theta for all three)."""
+    """NLB: softmax((theta x)^T (theta x)) applied to theta x, 1x1 conv back, plus x (published: theta for all
+    three)."""
     torch.manual_seed(0)
     net = BraggNN(11, (16, 8, 4, 2)).eval()
     x = torch.rand(3, 64, 9, 9)
@@ -81,7 +82,8 @@ def test_non_local_block_is_the_published_computation():
     t = t.reshape(3, 32, 81)
     att = torch.softmax(torch.einsum("nci,ncj->nij", t, t), dim=-1)
     y = torch.einsum("nij,ncj->nci", att, t).reshape(3, 32, 9, 9)
-    expected = x + torch.einsum("oc,nchw->nohw", nlb.out_cnn.weight[:, :, 0, 0], y) + nlb.out_cnn.bias[None, :, None, None]
+    out_w, out_b = nlb.out_cnn.weight[:, :, 0, 0], nlb.out_cnn.bias[None, :, None, None]
+    expected = x + torch.einsum("oc,nchw->nohw", out_w, y) + out_b
     with torch.no_grad():
         assert torch.allclose(nlb(x), expected, atol=1e-5)
 
@@ -232,9 +234,10 @@ def test_shipped_models_match_their_manifest():
         path = files.WEIGHTS_DIR / r["file"]
         assert file_sha256(path) == r["sha256"]
         assert r["params"] * 4 < 1_000_000  # well under 1 MB of float32 weights
-        model = load_model(r["name"])
+        model = load_model(r["name"], backend="torch")  # the PyTorch file (the default loads the .onnx)
         assert model.n_params == r["params"]
         assert model.calibration is not None
+        assert model.calibration == r["calibration"] and model.arch_kwargs == r["arch_kwargs"]
 
 
 def test_predict_handles_empty_edge_and_masked_patches():
@@ -304,7 +307,8 @@ def test_default_model_uncertainty_is_calibrated(kind):
 
 
 def test_import_braggflow_does_not_import_torch():
-    code = ("import sys, braggflow, braggflow.models, braggflow.nn.preprocess, braggflow.cli.models; "
+    code = ("import sys, braggflow, braggflow.models, braggflow.nn.preprocess, braggflow.nn.files, "
+            "braggflow.nn.inference, braggflow.nn.export, braggflow.cli.models; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

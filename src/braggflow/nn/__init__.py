@@ -17,10 +17,5 @@ from __future__ import annotations
 
 import lazy_loader
 
-__getattr__, __dir__, __all__ = lazy_loader.attach(
-    __name__,
-    submod_attrs={
-        "inference": ["predict_patches"],
-        "files": ["load_model", "list_models", "default_model_name", "Localizer"],
-    },
-)
+# the names, and the modules that define them, are listed once: in the type stub __init__.pyi
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -110,7 +110,8 @@ class BraggNN(nn.Module):
     input_kind = "minmax"
     predicts_error = False
 
-    def __init__(self, imgsz: int = 11, fcsz: tuple[int, ...] = (64, 32, 16, 8), *, shared_projection: bool = True) -> None:
+    def __init__(self, imgsz: int = 11, fcsz: tuple[int, ...] = (64, 32, 16, 8), *,
+                 shared_projection: bool = True) -> None:
         super().__init__()
         if imgsz < 7:
             raise ValueError(f"BraggNN needs imgsz >= 7 (three 3x3 valid convolutions), got {imgsz}")

@@ -1,44 +1,64 @@
 """Fast batched inference of the localizer networks on patches.
 
-:func:`predict_patches` is what ``locate(..., method="braggnn")`` calls: it
-normalises the patches (NumPy, vectorised), runs the network in batches under
-``torch.inference_mode`` and maps the outputs back to patch coordinates with
-calibrated 1-sigma errors.
+:func:`predict_patches` is what ``locate(..., method="nn")`` calls: it
+normalises the patches (NumPy, vectorised), runs the network in batches
+(ONNX Runtime on the CPU for shipped models, no torch needed; torch under
+``torch.inference_mode`` on request, on a GPU, or for a user's ``.pt``
+file) and maps the outputs back to patch coordinates with calibrated
+1-sigma errors.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from braggflow.errors import BraggflowError
+from braggflow.nn.files import BACKENDS, torch_missing_message
 
 __all__ = ["BACKENDS", "predict_patches", "raw_predict", "resolve_model"]
 
 
-def resolve_model(model=None, *, device: str = "cpu"):
-    """A :class:`~braggflow.nn.files.Localizer` from a name, path, or model.
+def resolve_model(model=None, *, device: str = "cpu", backend: str = "auto"):
+    """A :class:`~braggflow.nn.files.Localizer` from a name, path, or model, ready for ``backend``.
 
     Parameters
     ----------
     model : None, str, Path or Localizer
-        None: the default shipped model; str/Path: shipped name or model file.
+        None: the default shipped model; str/Path: shipped name or model file
+        (``.pt`` or ``.onnx``).
     device : str
-        torch device.
+        ``"cpu"`` or a torch device.
+    backend : {"auto", "torch", "onnx"}
+        See :func:`predict_patches`; a Localizer loaded from its ONNX file is
+        reloaded from its PyTorch file for "torch" or a GPU device.
 
     Returns
     -------
     model : Localizer
+
+    Raises
+    ------
+    BraggflowError
+        For an unknown backend or model type, or a model that cannot run on
+        ``backend``/``device`` (see :func:`~braggflow.nn.files.load_model`).
     """
     from braggflow.nn.files import Localizer, load_model
 
+    if backend not in BACKENDS:
+        raise BraggflowError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if isinstance(model, Localizer):
-        if str(model.device) != str(device):
-            return load_model(model.path, device=device) if model.path is not None else model
+        needs_torch = backend == "torch" or str(device) != "cpu"
+        if model.network is None and needs_torch:
+            return load_model(model.path, device=device, backend=backend)
+        if model.network is not None and str(model.device) != str(device):
+            return load_model(model.path, device=device, backend=backend) if model.path is not None else model
         return model
     if model is None or isinstance(model, (str, Path)):
-        return load_model(model, device=device)
+        return load_model(model, device=device, backend=backend)
     raise BraggflowError(f"model must be a shipped model name, a model file or a Localizer, got {type(model).__name__}")
 
 
@@ -47,58 +67,91 @@ def _crop(data: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np
     if s == size:
         return data, mask, 0
     if s < size:
-        raise BraggflowError(f"patches are {s} x {s} px but the model needs {size} x {size}; extract larger patches (locate.patch_size)")
+        raise BraggflowError(f"patches are {s} x {s} px but the model needs {size} x {size}; extract larger patches "
+                             f"(locate.patch_size)")
     o = (s - size) // 2
     return data[:, o : o + size, o : o + size], mask[:, o : o + size, o : o + size], o
 
 
-BACKENDS = ("auto", "torch", "onnx")
 _FEATURE_CHUNK = 65536
 
 
 def _onnx_available() -> bool:
+    """True when ONNX Runtime can be imported."""
     try:
-        import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
         return False
     return True
 
 
-def _onnx_session(localizer, example: np.ndarray):
-    """An ONNX Runtime session of the network (exported once per model and thread count)."""
-    import io
-    import warnings
+def _export_available() -> bool:
+    """True when a torch network can be exported to ONNX at run time (torch and onnx installed)."""
+    import importlib.util
 
-    import onnxruntime as ort
-    import torch
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx"))
+    except (ImportError, ValueError):
+        return False
 
-    threads = torch.get_num_threads()
-    key = ("onnx", threads)
+
+def _onnx_threads() -> int:
+    """Intra-op threads of ONNX Runtime: torch's setting when torch is loaded, else OMP_NUM_THREADS, else 0 (auto)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
+def _onnx_bytes(localizer) -> bytes:
+    """The serialised ONNX model: the model's checked ``.onnx`` file, else the torch network exported once."""
+    key = ("onnx-bytes",)
     if key not in localizer._cache:
-        buffer = io.BytesIO()
-        net = localizer.network.cpu() if localizer.device == "cpu" else localizer.network
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net, (torch.from_numpy(example),), buffer, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        localizer._cache[key] = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        if localizer.onnx_path is not None:
+            from braggflow.nn.files import _read_checked
+
+            localizer._cache[key] = _read_checked(str(localizer.onnx_path), localizer.onnx_sha256)[0]
+        else:
+            from braggflow.nn.export import onnx_model_bytes
+
+            localizer._cache[key] = onnx_model_bytes(localizer)
+    return localizer._cache[key]
+
+
+def _onnx_session(localizer):
+    """An ONNX Runtime session of the network (one per model and thread count)."""
+    from braggflow.nn.files import onnx_session
+
+    key = ("onnx", _onnx_threads())
+    if key not in localizer._cache:
+        where = str(localizer.onnx_path or localizer.path or localizer.name)
+        localizer._cache[key] = onnx_session(_onnx_bytes(localizer), key[1], where)
     return localizer._cache[key]
 
 
 def _resolve_backend(backend: str, localizer) -> str:
     if backend not in BACKENDS:
         raise BraggflowError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    cpu = localizer.device == "cpu"
+    if localizer.network is None:
+        if backend == "torch" or not cpu:
+            raise BraggflowError(f"{localizer.path}: model loaded from its ONNX file runs with ONNX Runtime on the CPU "
+                                 f"only; load its PyTorch file for backend 'torch' or a GPU")
+        return "onnx"
+    has_onnx = localizer.onnx_path is not None or ("onnx-bytes",) in localizer._cache
     if backend == "auto":
-        return "onnx" if localizer.device == "cpu" and _onnx_available() else "torch"
-    if backend == "onnx" and localizer.device != "cpu":
+        return "onnx" if cpu and _onnx_available() and (has_onnx or _export_available()) else "torch"
+    if backend == "onnx" and not cpu:
         raise BraggflowError(f"backend 'onnx' runs on the CPU only, not on device {localizer.device!r}")
     if backend == "onnx" and not _onnx_available():
-        raise BraggflowError("backend 'onnx' needs onnxruntime and onnx (pip install 'braggflow[onnx]')")
+        raise BraggflowError("backend 'onnx' needs onnxruntime (pip install onnxruntime)")
+    if backend == "onnx" and not has_onnx and not _export_available():
+        raise BraggflowError(f"{localizer.path}: backend 'onnx' on a PyTorch model file exports it to ONNX at run "
+                             f"time, which needs the onnx package (pip install -e \".[train]\"); or export it once "
+                             f"with tools/export_onnx.py and give the .onnx file")
     return backend
 
 
@@ -108,14 +161,21 @@ def _run_network(localizer, x: np.ndarray, batch_size: int, backend: str = "torc
         backend = "torch"
     if backend == "onnx":
         try:
-            session = _onnx_session(localizer, x[:2])
-        except Exception:  # an export problem must not stop a run: fall back to torch
+            session = _onnx_session(localizer)
+        except Exception:  # a run-time export problem must not stop a run: fall back to torch
+            if localizer.network is None or localizer.onnx_path is not None:
+                raise
             localizer._cache[("onnx-failed",)] = True
             backend = "torch"
     if backend == "onnx":
-        parts = [session.run(None, {"x": x[i : i + batch_size]})[0] for i in range(0, n, batch_size)]
+        from braggflow.nn.files import ONNX_INPUT
+
+        parts = [session.run(None, {ONNX_INPUT: x[i : i + batch_size]})[0] for i in range(0, n, batch_size)]
         return np.concatenate(parts).astype(np.float32, copy=False)
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise BraggflowError(torch_missing_message("backend 'torch'")) from None
 
     net = localizer.network
     device = localizer.device
@@ -130,7 +190,7 @@ def _run_network(localizer, x: np.ndarray, batch_size: int, backend: str = "torc
 
 
 def raw_predict(localizer, data: np.ndarray, mask: np.ndarray, *, gain: float = 1.0, batch_size: int = 1024,
-                backend: str = "torch") -> dict:
+                backend: str | None = None) -> dict:
     """Network outputs in patch coordinates, before error calibration.
 
     Parameters
@@ -143,8 +203,9 @@ def raw_predict(localizer, data: np.ndarray, mask: np.ndarray, *, gain: float = 
     gain : float
         ADU per photon.
     batch_size : int
-    backend : {"torch", "onnx"}
-        How to run the network (see :func:`predict_patches`).
+    backend : {"torch", "onnx"} or None
+        How to run the network (see :func:`predict_patches`); None: torch
+        when the model has a torch network, else ONNX Runtime.
 
     Returns
     -------
@@ -155,18 +216,21 @@ def raw_predict(localizer, data: np.ndarray, mask: np.ndarray, *, gain: float = 
     """
     from braggflow.nn.preprocess import minmax_normalise, robust_features
 
+    if backend is None:
+        backend = "torch" if localizer.network is not None else "onnx"
     data, mask, offset = _crop(data, mask, localizer.size)
     size = localizer.size
+    minmax = localizer.input_kind == "minmax"
 
     def features(d, m):
-        return minmax_normalise(d, m) if localizer.arch == "braggnn" else robust_features(d, m, gain=gain)
+        return minmax_normalise(d, m) if minmax else robust_features(d, m, gain=gain)
 
     # normalise in chunks so memory stays bounded for millions of patches
     chunk = max(int(batch_size), _FEATURE_CHUNK)
     parts = [_run_network(localizer, features(data[i : i + chunk], mask[i : i + chunk]), batch_size, backend)
              for i in range(0, len(data), chunk)]
     out = np.concatenate(parts).astype(np.float64)
-    if localizer.arch == "braggnn":
+    if localizer.output_kind == "colrow-over-size":
         return {"row": out[:, 1] * size + offset, "col": out[:, 0] * size + offset}
     c = size // 2 + offset
     result = {
@@ -203,18 +267,23 @@ def predict_patches(
         True = unusable pixel (outside the detector, masked, another peak).
         Non-finite pixels are masked too.
     model : None, str, Path or Localizer
-        None: the best shipped model; else a shipped name or a model file.
+        None: the best shipped model; else a shipped name or a model file
+        (a PyTorch ``.pt`` file, or a ``.onnx`` file written by
+        ``tools/export_onnx.py``).
     device : str
-        torch device ("cpu", "cuda").
+        "cpu", or a torch device such as "cuda" (torch backend).
     batch_size : int
         Patches per network call.
     gain : float
         Detector gain, ADU per photon (photon levels drive the errors).
     backend : {"auto", "torch", "onnx"}
-        "torch": batched torch under ``inference_mode``; "onnx": the network
-        exported once to ONNX Runtime (CPU; the optional extra ``onnx``),
-        about 10-15 % faster on one core here; "auto": ONNX Runtime on the
-        CPU when installed, else torch.  Positions agree to 1e-5 px.
+        "auto": ONNX Runtime on the CPU (shipped models run from their
+        ``.onnx`` files, torch is not imported; a user's ``.pt`` file is
+        exported to ONNX once when torch and onnx are installed, else run
+        with torch), torch on a GPU ``device``; "onnx": ONNX Runtime (CPU
+        only); "torch": batched torch under ``inference_mode`` (needs torch,
+        ``pip install -e ".[train]"``).  ONNX Runtime is about 10-15 %
+        faster on one core; positions agree to 1e-5 px.
 
     Returns
     -------
@@ -228,7 +297,10 @@ def predict_patches(
     ------
     BraggflowError
         For patches of the wrong shape, a mask of another shape, an unknown
-        model, or a bad ``batch_size``/``gain``.
+        model, a bad ``batch_size``/``gain``/``backend``, or a backend that
+        needs torch when it is not installed.
+    InputFileError
+        For a missing or damaged model file (checksum mismatch).
 
     References
     ----------
@@ -242,7 +314,7 @@ def predict_patches(
     if not gain > 0:
         raise BraggflowError(f"gain (ADU per photon) must be > 0, got {gain}")
     data, mask = check_patches(data, mask)
-    localizer = resolve_model(model, device=device)
+    localizer = resolve_model(model, device=device, backend=backend)
     backend = _resolve_backend(backend, localizer)
     n = len(data)
     if n == 0:
@@ -253,7 +325,8 @@ def predict_patches(
     if localizer.predicts_error:
         cdata, cmask, _ = _crop(data, mask, localizer.size)
         masked = cmask.reshape(n, -1).any(axis=1)
-        result["row_err"], result["col_err"] = apply_error_scale(calibration, result["row_err"], result["col_err"], masked)
+        result["row_err"], result["col_err"] = apply_error_scale(calibration, result["row_err"], result["col_err"],
+                                                                 masked)
     elif calibration.get("kind") == "table":
         cdata, cmask, _ = _crop(data, mask, localizer.size)
         snr, width = patch_snr_width(cdata, cmask, gain=gain)
