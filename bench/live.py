@@ -27,7 +27,6 @@ repository root, e.g. pinned to two cores::
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import multiprocessing as mp
 import os

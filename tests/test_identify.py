@@ -135,8 +135,8 @@ def test_pattern_kind_and_bad_tables():
 def test_cli_one_line_errors(tmp_path):
     from typer.testing import CliRunner
 
-    from braggflow.cli.app import app
     import braggflow.cli.phases  # noqa: F401  (registers the commands)
+    from braggflow.cli.app import app
 
     (tmp_path / "bad.cif").write_text("loop_ loop_ ;;\x00")
     frame = tmp_path / "f.npy"

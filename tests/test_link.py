@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from braggflow.errors import BraggflowError
-from braggflow.link import link, link_rotation, merge_rotation_spots, omega_ranges_from_table, track_summary
+from braggflow.link import link, merge_rotation_spots, omega_ranges_from_table, track_summary
 from braggflow.schema import new_peak_table
 
 

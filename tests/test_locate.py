@@ -17,9 +17,9 @@ from braggflow.locate import (
     fit_pvoigt_patches,
     locate,
 )
+from braggflow.profiles.render import peak_profile
 from braggflow.schema import Flag, empty_peak_table, new_peak_table
 from braggflow.simulate.patches import simulate_patches
-from braggflow.profiles.render import peak_profile
 
 MEDIAN_RADIAL_PER_SIGMA = 1.1774  # median radial error / per-axis sigma, isotropic 2D normal
 

@@ -7,8 +7,8 @@ import pytest
 
 from braggflow.errors import BraggflowError
 from braggflow.locate import patch_background
-from braggflow.simulate.patches import KINDS, simulate_patches
 from braggflow.profiles.render import peak_profile
+from braggflow.simulate.patches import KINDS, simulate_patches
 
 
 def test_noiseless_centroid_and_sum_are_the_truth():

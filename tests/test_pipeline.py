@@ -195,8 +195,8 @@ def test_write_group_keeps_missing_values_of_text_columns(tmp_path):
 @pytest.mark.parametrize("method", ["com", "nn"])
 def test_saturated_peak_is_fitted_without_its_clipped_core(rng, method):
     """A peak clipped at the uint16 maximum: com and the network hand it to a Gaussian fit that leaves the clipped pixels out."""
-    from braggflow.schema import Flag
     from braggflow.profiles.render import peak_profile
+    from braggflow.schema import Flag
 
     rows = np.arange(96)
     lam = 20 + 3e6 * peak_profile(rows, rows, row=50.3, col=40.8, sigma_row=1.5, sigma_col=1.5)

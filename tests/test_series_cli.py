@@ -13,8 +13,8 @@ import braggflow.cli.series  # noqa: F401  (registers link, watch, plot)
 from braggflow.cli.app import app
 from braggflow.errors import InputFileError
 from braggflow.io.results import read_group, read_peaks, read_table
-from braggflow.simulate.frames import simulate_series, write_nexus
 from braggflow.profiles.render import peak_profile
+from braggflow.simulate.frames import simulate_series, write_nexus
 
 runner = CliRunner()
 

@@ -8,8 +8,8 @@ from PIL import Image
 
 from braggflow.errors import BraggflowError
 from braggflow.link import link
-from braggflow.schema import Flag, new_peak_table
 from braggflow.profiles.render import peak_profile
+from braggflow.schema import Flag, new_peak_table
 from braggflow.viz import _draw, animate_series, frame_statistics, plot_frame, plot_series, plot_tracks, summed_image
 from braggflow.viz.animate import ffmpeg_available
 

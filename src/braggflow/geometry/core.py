@@ -70,7 +70,7 @@ class Geometry:
 
     # ------------------------------------------------------------------ builders
     @classmethod
-    def from_config(cls, config: GeometryConfig | dict) -> "Geometry":
+    def from_config(cls, config: GeometryConfig | dict) -> Geometry:
         """Build the geometry from the config's ``geometry:`` section.
 
         Parameters
@@ -131,7 +131,7 @@ class Geometry:
         return cls(poni=poni, **extra)
 
     @classmethod
-    def from_poni(cls, path: str | Path, **kwargs: Any) -> "Geometry":
+    def from_poni(cls, path: str | Path, **kwargs: Any) -> Geometry:
         """Read a pyFAI PONI file.
 
         Parameters
@@ -167,7 +167,7 @@ class Geometry:
         return cls(poni=_jsonable(config), **kwargs)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Geometry":
+    def from_dict(cls, data: dict) -> Geometry:
         """Rebuild a geometry stored with :meth:`to_dict`.
 
         Parameters
@@ -205,7 +205,7 @@ class Geometry:
             "distance_err_mm": self.distance_err_mm,
         }
 
-    def replace(self, **changes: Any) -> "Geometry":
+    def replace(self, **changes: Any) -> Geometry:
         """A copy with fields changed (``distance_mm=...`` rescales the distance along the beam).
 
         Returns

@@ -52,7 +52,7 @@ class LocateResult:
         return len(self.row)
 
     @classmethod
-    def empty(cls, n: int) -> "LocateResult":
+    def empty(cls, n: int) -> LocateResult:
         """A result of ``n`` failed (all-NaN) entries."""
         nan = lambda: np.full(n, np.nan)  # noqa: E731
         return cls(nan(), nan(), nan(), nan(), np.zeros(n), nan(), nan(), np.ones(n, dtype=bool), nan(), nan())

@@ -128,7 +128,7 @@ class Phase:
             v["beta"] = v["gamma"] = v["alpha"]
         return (v["a"], v["b"], v["c"], v["alpha"], v["beta"], v["gamma"])
 
-    def with_cell(self, cell) -> "Phase":
+    def with_cell(self, cell) -> Phase:
         """A copy with another unit cell (same atoms in fractional coordinates).
 
         Returns

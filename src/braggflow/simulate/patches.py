@@ -63,7 +63,7 @@ class PatchSet:
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, index) -> "PatchSet":
+    def __getitem__(self, index) -> PatchSet:
         """A subset of the patches (slice, integer array or boolean array)."""
         index = np.arange(len(self))[index]
         return PatchSet(self.data[index], self.mask[index], self.row[index], self.col[index],
