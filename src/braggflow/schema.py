@@ -97,7 +97,7 @@ COLUMNS: dict[str, Column] = {
         Column("intensity_err", "float64", "counts", "1-sigma error of intensity", _NAN),
         Column("background", "float64", "counts/px", "local background level", _NAN),
         Column("snr", "float64", "", "intensity / intensity_err", _NAN),
-        Column("score", "float64", "", "the finder's score at detection (persistence, or SNR)", _NAN),
+        Column("score", "float64", "", "the finder's score: detection SNR (find.method components), or persistence in counts (persistence)", _NAN),
         Column("npix", "int64", "", "pixels in the peak's region", 0),
         Column("method", "category", "", "localization method used", None),
         Column("flags", "uint32", "", "bit mask of braggflow.schema.Flag", 0),
