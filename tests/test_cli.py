@@ -82,3 +82,32 @@ def test_config_default_redirected_to_a_file_is_the_default_config(tmp_path):
     path = tmp_path / "my.yaml"
     path.write_text(r.stdout)
     assert load_config(path) == Config()
+
+
+COMMANDS = ["azimuthal", "config", "convert-weights", "demo", "identify", "link", "models", "plot", "remap", "run",
+            "simulate", "train", "watch"]
+
+
+def test_importing_the_app_gives_every_command_and_no_heavy_import():
+    """`from braggflow.cli import app` is complete on its own, and starting the CLI imports no stage library."""
+    code = ("import sys, typer.main; from braggflow.cli import app; "
+            "print(' '.join(sorted(typer.main.get_command(app).commands))); "
+            "print(' '.join(sorted(typer.main.get_command(app).commands['plot'].commands))); "
+            "print(' '.join(m for m in ('torch', 'pandas', 'pyFAI', 'dask') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    commands, plots, heavy = (r.stdout.splitlines() + [""] * 3)[:3]
+    assert commands.split() == COMMANDS
+    assert plots.split() == ["animate", "frame", "series", "tracks"]
+    assert heavy == ""
+
+
+def test_app_module_holds_the_complete_app():
+    from typer.testing import CliRunner
+
+    from braggflow.cli.app import app
+
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert f" {name} " in result.output, name

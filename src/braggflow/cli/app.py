@@ -1,71 +1,58 @@
-"""The typer application shared by every command module, and its error handling.
+"""The ``braggflow`` typer application, assembled from the command modules.
 
-Command modules (``core``, ``models``, ``phases``, ``series``) decorate their
-functions with ``@app.command()``; :func:`main` is the console entry point.
-Logic lives in the stages; commands only parse options, call them and print.
+Each command module (``core``, ``models``, ``phases``, ``series``) defines its
+commands on its own ``typer.Typer`` named ``commands`` and imports nothing
+from here; this module adds them to :data:`app` in the order ``braggflow
+--help`` lists them.  :func:`main` is the console entry point.  Logic lives in
+the stages; commands only parse options, call them and print.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
-from typing import Callable
 
 import typer
-from rich.console import Console
 
-app = typer.Typer(
-    name="braggflow",
-    help="From X-ray area-detector frames to Bragg-peak tables, fast.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+from braggflow.cli import core, models, phases, series
+from braggflow.cli.common import console, err_console, friendly_errors, state
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
-
-_state = {"debug": False}
+__all__ = ["app", "build_app", "main", "console", "err_console", "friendly_errors"]
 
 
-@app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="show full tracebacks on errors")) -> None:
     """braggflow: find, locate, integrate and identify Bragg peaks."""
-    _state["debug"] = debug
+    state["debug"] = debug
 
 
-def friendly_errors(func: Callable) -> Callable:
-    """Decorate a command so bad input gives one readable line and exit code 2.
+def build_app() -> typer.Typer:
+    """A complete ``braggflow`` application: the root options and every command.
 
-    braggflow's own errors, OS errors (missing files) and ValueError/KeyError from
-    validation are printed as ``error: <message>``; with ``--debug`` the
-    traceback is shown instead.  Ctrl-C exits with 130.
+    Returns
+    -------
+    app : typer.Typer
     """
+    application = typer.Typer(
+        name="braggflow",
+        help="From X-ray area-detector frames to Bragg-peak tables, fast.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    application.callback()(_root)
+    for module in (core, models, phases, series):
+        application.add_typer(module.commands)
+    return application
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            raise typer.Exit(130) from None
-        except (ValueError, KeyError, OSError, TypeError, RuntimeError) as exc:
-            if _state["debug"]:
-                raise
-            message = str(exc) if str(exc) else type(exc).__name__
-            if isinstance(exc, KeyError):
-                message = str(exc.args[0]) if exc.args else message
-            err_console.print(f"error: {message}", markup=False, soft_wrap=True)
-            raise typer.Exit(2) from None
 
-    return wrapper
+app = build_app()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point (``braggflow``)."""
-    # the command modules register their commands on import
-    from braggflow.cli import core, models, phases, series  # noqa: F401
+    """Console entry point (``braggflow``).
 
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments after the program name; default: ``sys.argv[1:]``.
+    """
     app(args=argv if argv is not None else sys.argv[1:], prog_name="braggflow")

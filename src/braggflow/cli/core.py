@@ -9,7 +9,10 @@ from typing import Optional
 
 import typer
 
-from braggflow.cli.app import app, console, err_console, friendly_errors
+from braggflow.cli.common import check_results_name, console, err_console, friendly_errors
+
+commands = typer.Typer()
+"""This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
 
 
 def _progress():
@@ -36,6 +39,20 @@ def build_config(config_file: Optional[Path], overrides: dict, sets: list[str] |
     if sets:
         config = apply_overrides(config, list(sets))
     return config
+
+
+def check_workers(workers: int) -> None:
+    """Refuse a negative ``--workers``.
+
+    Raises
+    ------
+    ConfigError
+        If ``workers`` is negative.
+    """
+    if workers < 0:
+        from braggflow.errors import ConfigError
+
+        raise ConfigError(f"--workers {workers}: give 0 (this process) or a positive number of worker processes")
 
 
 def run_with_progress(series, config, output, frames_range, resume, workers=0, scheduler=None, description="run"):
@@ -74,7 +91,7 @@ def run_with_progress(series, config, output, frames_range, resume, workers=0, s
     return table, time.perf_counter() - start, steady
 
 
-@app.command("run")
+@commands.command("run")
 @friendly_errors
 def run_command(
     inputs: list[str] = typer.Argument(..., help="frame files, a folder, a glob pattern, or FILE.h5::/dataset"),
@@ -98,7 +115,6 @@ def run_command(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler (e.g. on Slurm)"),
 ) -> None:
     """Find, locate and integrate Bragg peaks in a series of frames."""
-    from braggflow.errors import ConfigError
     from braggflow.io.frames import open_frames
     from braggflow.pipeline import parse_frame_range
 
@@ -107,8 +123,8 @@ def run_command(
         "correct.flat": flat, "geometry.poni": poni, "find.threshold_sigma": threshold_sigma, "correct.gain": gain,
     }
     config = build_config(config_file, overrides, sets)
-    if output.suffix.lower() not in (".h5", ".hdf5", ".nxs", ".nx5"):
-        raise ConfigError(f"-o {output}: results are written as HDF5; use a .h5 or .nxs name")
+    check_results_name(output)
+    check_workers(workers)
     series = open_frames(inputs if len(inputs) > 1 else inputs[0], dataset=dataset)
     rng = parse_frame_range(frames, len(series))
     table, seconds, steady = run_with_progress(series, config, output, rng, resume, workers, scheduler)
@@ -122,7 +138,7 @@ def run_command(
     console.print(f"{len(rng)} frames, {len(table)} peaks -> {output} in {seconds:.1f} s ({rates})")
 
 
-@app.command("config")
+@commands.command("config")
 @friendly_errors
 def config_command(
     default: bool = typer.Option(False, "--default", help="print the full default config with a comment per key"),
@@ -136,7 +152,7 @@ def config_command(
     typer.echo(text, nl=False)
 
 
-@app.command("simulate")
+@commands.command("simulate")
 @friendly_errors
 def simulate_command(
     output: Path = typer.Argument(..., help="NeXus/HDF5 file to write"),
@@ -148,6 +164,7 @@ def simulate_command(
     """Write a simulated series with its ground-truth peak table."""
     from braggflow.simulate.frames import simulate_series, write_nexus
 
+    check_results_name(output, option="OUTPUT")
     series = simulate_series(frames, shape=tuple(shape), n_peaks=peaks, seed=seed)
     write_nexus(output, series)
     console.print(f"{frames} frames of {shape[0]}x{shape[1]}, {len(series.truth)} true peaks -> {output}")
@@ -163,7 +180,7 @@ def _default_demo_method() -> str:
         return "com"
 
 
-@app.command("demo")
+@commands.command("demo")
 @friendly_errors
 def demo_command(
     out: Path = typer.Option(Path("braggflow-demo"), "--out", help="folder for the simulated frames and the results"),
@@ -176,17 +193,16 @@ def demo_command(
     import numpy as np
 
     from braggflow.io.frames import open_frames
-    from braggflow.pipeline.config import Config
     from braggflow.simulate.frames import match_peaks, simulate_series, write_nexus
 
-    out.mkdir(parents=True, exist_ok=True)
     method = method or _default_demo_method()
+    config = build_config(None, {"locate.method": method}, None)
+    out.mkdir(parents=True, exist_ok=True)
     console.print(f"simulating {frames} frames of 2048x2048 with ~{peaks} peaks each ...")
     sim = simulate_series(frames, n_peaks=peaks, seed=seed)
     frames_path = out / "frames.h5"
     write_nexus(frames_path, sim)
     series = open_frames(str(frames_path))
-    config = Config(locate={"method": method})
     results = out / "results.h5"
     table, seconds, steady = run_with_progress(series, config, results, range(len(series)), False, description="demo")
     matches = match_peaks(table, sim.truth, max_distance=1.5)

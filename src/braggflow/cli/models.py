@@ -7,7 +7,10 @@ from typing import Optional
 
 import typer
 
-from braggflow.cli.app import app, console, err_console, friendly_errors
+from braggflow.cli.common import console, err_console, friendly_errors
+
+commands = typer.Typer()
+"""This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
 
 
 def _int_tuple(text: Optional[str], name: str) -> Optional[list[int]]:
@@ -24,7 +27,7 @@ def _int_tuple(text: Optional[str], name: str) -> Optional[list[int]]:
     return values
 
 
-@app.command("train")
+@commands.command("train")
 @friendly_errors
 def train_command(
     simulated: int = typer.Option(200_000, "--simulated", help="simulated training patches (0: none)"),
@@ -108,7 +111,7 @@ def train_command(
     )
 
 
-@app.command("models")
+@commands.command("models")
 @friendly_errors
 def models_command() -> None:
     """List the shipped localizer models.
@@ -158,7 +161,7 @@ def models_command() -> None:
     console.print(table)
 
 
-@app.command("convert-weights")
+@commands.command("convert-weights")
 @friendly_errors
 def convert_weights_command(
     weights: Path = typer.Argument(..., help="published BraggNN weights (.pth state_dict)"),

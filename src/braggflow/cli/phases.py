@@ -8,7 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from braggflow.cli.app import app, console, friendly_errors
+from braggflow.cli.common import console, friendly_errors
+
+commands = typer.Typer()
+"""This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
 
 _GEOMETRY_HELP = "geometry (else: stored in the results file)"
 
@@ -66,7 +69,7 @@ def _is_results(path: Path) -> bool:
         return False
 
 
-@app.command("identify")
+@commands.command("identify")
 @friendly_errors
 def identify_command(
     results: Path = typer.Argument(..., help="results file of 'braggflow run' (or a frame file with --poni)"),
@@ -155,7 +158,7 @@ def _print(outcome) -> None:
         console.print(table)
 
 
-@app.command("azimuthal")
+@commands.command("azimuthal")
 @friendly_errors
 def azimuthal_command(
     source: Path = typer.Argument(..., help="frame file, or a results file (its first input frame)"),
@@ -177,8 +180,11 @@ def azimuthal_command(
     """Azimuthal integration I(q) / I(2theta) with errors (pyFAI), and ring positions from its maxima."""
     import numpy as np
 
+    from braggflow.errors import ConfigError
     from braggflow.geometry.azimuthal import azimuthal_profile, ring_positions
 
+    if npt is not None and npt < 1:
+        raise ConfigError(f"--npt {npt}: the number of bins must be >= 1")
     geometry, frame = _frame_and_geometry(source, poni, distance, beam_row, beam_col, pixel, wavelength, energy,
                                           incidence_angle)
     bad = _read_mask(mask, frame.shape) if mask else None
@@ -230,7 +236,7 @@ def _frame_and_geometry(source, poni, distance, beam_row, beam_col, pixel, wavel
     return geometry, _read_frame(frame_path)
 
 
-@app.command("remap")
+@commands.command("remap")
 @friendly_errors
 def remap_command(
     source: Path = typer.Argument(..., help="frame file, or a results file (its first input frame)"),
@@ -253,6 +259,8 @@ def remap_command(
     from braggflow.errors import ConfigError
     from braggflow.geometry.remap import remap
 
+    if npt < 1:
+        raise ConfigError(f"--npt {npt}: the number of bins must be >= 1")
     geometry, frame = _frame_and_geometry(source, poni, distance, beam_row, beam_col, pixel, wavelength, energy,
                                           incidence_angle)
     bad = _read_mask(mask, frame.shape) if mask else None

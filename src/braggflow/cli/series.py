@@ -8,14 +8,17 @@ from typing import Optional
 
 import typer
 
-from braggflow.cli.app import app, console, err_console, friendly_errors
+from braggflow.cli.common import check_results_name, console, err_console, friendly_errors
+
+commands = typer.Typer()
+"""This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
 
 plot_app = typer.Typer(
     name="plot",
     help="Pictures of a results file, written as files: frame, animate, tracks, series.",
     no_args_is_help=True,
 )
-app.add_typer(plot_app, name="plot")
+commands.add_typer(plot_app, name="plot")
 
 _RESULTS = typer.Argument(..., help="results file written by 'braggflow run' or 'braggflow watch'")
 _SOURCE = typer.Option(None, "--source", help="the frames (default: the inputs recorded in RESULTS)")
@@ -68,7 +71,7 @@ def _omega_ranges(results: Path, table, source: Optional[str], step: Optional[fl
     return omega_ranges_from_table(table, step=step)
 
 
-@app.command("link")
+@commands.command("link")
 @friendly_errors
 def link_command(
     results: Path = _RESULTS,
@@ -88,6 +91,7 @@ def link_command(
     """
     import numpy as np
 
+    from braggflow.errors import ConfigError
     from braggflow.io.results import read_peaks, update_peaks, write_group
     from braggflow.link import link, merge_rotation_spots, track_summary
 
@@ -95,7 +99,7 @@ def link_command(
     attrs = {"search_range_px": float(search_range), "memory_frames": int(memory), "mode": "omega" if omega else "time"}
     if omega:
         if memory:
-            raise typer.BadParameter("--memory is not used with --omega", param_hint="--memory")
+            raise ConfigError("--memory is not used with --omega (spots merge over touching omega ranges)")
         ranges = _omega_ranges(results, table, source, omega_step)
         spots, linked = merge_rotation_spots(table, ranges, search_range=search_range, return_table=True)
         update_peaks(results, linked)
@@ -121,7 +125,7 @@ def link_command(
         console.print(f"table written to {csv}")
 
 
-@app.command("watch")
+@commands.command("watch")
 @friendly_errors
 def watch_command(
     source: str = typer.Argument(..., help="folder receiving frame files, or an HDF5 file being appended (SWMR)"),
@@ -137,13 +141,12 @@ def watch_command(
     """Process frames while the detector writes them; stop after --idle-timeout or with Ctrl-C."""
     import numpy as np
 
-    from braggflow.cli.core import build_config
-    from braggflow.errors import ConfigError
+    from braggflow.cli.core import build_config, check_workers
     from braggflow.pipeline.watch import watch
 
     config = build_config(config_file, {"locate.method": method}, sets)
-    if output.suffix.lower() not in (".h5", ".hdf5", ".nxs", ".nx5"):
-        raise ConfigError(f"-o {output}: results are written as HDF5; use a .h5 or .nxs name")
+    check_results_name(output)
+    check_workers(workers)
     recent: list = []
     last_print = [0.0]
 
@@ -194,7 +197,9 @@ def _parse_region(text: Optional[str]):
         r0, r1 = (int(v) for v in rows.split(":"))
         c0, c1 = (int(v) for v in cols.split(":"))
     except ValueError:
-        raise typer.BadParameter(f"{text!r}: expected ROW0:ROW1,COL0:COL1 (integers)", param_hint="--region") from None
+        from braggflow.errors import ConfigError
+
+        raise ConfigError(f"--region {text!r}: expected ROW0:ROW1,COL0:COL1 (integers)") from None
     return r0, r1, c0, c1
 
 
@@ -211,12 +216,13 @@ def plot_frame_command(
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 7 x 6 inches)"),
 ) -> None:
     """One frame on a log colour scale with its peaks (masked pixels in blue)."""
+    from braggflow.errors import ConfigError
     from braggflow.io.results import read_peaks
     from braggflow.viz import plot_frame
 
     series = _open_source(results, source)
     if not 0 <= frame < len(series):
-        raise typer.BadParameter(f"frame {frame} is outside the series of {len(series)} frames", param_hint="--frame")
+        raise ConfigError(f"--frame {frame}: outside the series of {len(series)} frames (0 to {len(series) - 1})")
     table = read_peaks(results)
     plot_frame(series[frame], table, frame_index=frame, mask=_static_mask(results, series), output=output,
                size_by=None if size_by == "none" else size_by, region=_parse_region(region),
@@ -237,11 +243,12 @@ def plot_animate_command(
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 6 x 6 inches)"),
 ) -> None:
     """An animation of the series with the peaks of each frame overlaid."""
+    from braggflow.errors import ConfigError
     from braggflow.io.results import read_peaks
     from braggflow.viz import animate_series
 
     if step < 1:
-        raise typer.BadParameter("must be >= 1", param_hint="--step")
+        raise ConfigError(f"--step {step}: must be >= 1")
     series = _open_source(results, source)
     indices = list(_frame_range(frames, len(series)))[::step]
     animate_series(series, read_peaks(results), output=output, mask=_static_mask(results, series), indices=indices,
@@ -260,12 +267,13 @@ def plot_tracks_command(
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 7 x 6 inches)"),
 ) -> None:
     """Trajectories (after 'braggflow link') over the summed image of the series."""
+    from braggflow.errors import ConfigError
     from braggflow.io.results import read_peaks
     from braggflow.viz import plot_tracks, summed_image
 
     table = read_peaks(results)
     if (table["track_id"] < 0).all():
-        raise typer.BadParameter(f"{results} has no linked peaks: run 'braggflow link {results}' first")
+        raise ConfigError(f"{results} has no linked peaks: run 'braggflow link {results}' first")
     series = _open_source(results, source)
     image = summed_image(series, indices=_frame_range(frames, len(series)))
     plot_tracks(image, table, output=output, mask=_static_mask(results, series), min_length=min_length, dpi=dpi)
@@ -283,7 +291,16 @@ def _read_reference(path: Path):
     if not path.exists():
         raise InputFileError(f"{path}: no such reference file")
     if path.suffix.lower() == ".csv":
-        return pd.read_csv(path)
+        try:
+            table = pd.read_csv(path)
+        except (ValueError, pd.errors.ParserError) as exc:  # a binary or malformed file
+            message = " ".join(str(exc).split())
+            raise InputFileError(f"{path}: not a readable CSV reference ({message})") from None
+        missing = [col for col in ("row", "col") if col not in table.columns]
+        if missing:
+            raise InputFileError(f"{path}: reference CSV lacks the column(s) {', '.join(missing)} "
+                                 f"(it has {', '.join(map(str, table.columns))})")
+        return table
     try:
         with h5py.File(path, "r", locking=False) as h5:
             simulated = "entry/truth" in h5
