@@ -10,14 +10,13 @@ torch = pytest.importorskip("torch")
 from braggflow.errors import ConfigError  # noqa: E402
 from braggflow.nn.files import load_model  # noqa: E402
 from braggflow.nn.inference import predict_patches  # noqa: E402
+from braggflow.simulate.patches import simulate_patches  # noqa: E402
 from braggflow.training.train import (  # noqa: E402
-    LabelledPatches,
     TrainConfig,
     patches_from_frames,
     simulated_training_patches,
     train_model,
 )
-from braggflow.simulate.patches import simulate_patches  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +66,14 @@ def test_braggnn_trains_with_the_published_loss_and_gets_an_error_table(tmp_path
 
 def test_augmentation_keeps_labels_consistent_with_patches():
     """A flipped / transposed patch must carry the flipped / transposed label (and swapped widths)."""
-    from braggflow.training.train import _augment
+    from braggflow.training.tensors import augment
 
     n, c = 256, 5
     planes = torch.zeros(n, 2, 11, 11)
     planes[:, 0, c + 1, c + 3] = 1.0  # a single bright pixel at offset (1, 3)
     planes[:, 1, c + 1, c + 3] = 2.0  # the second plane moves with the first
     targets = torch.tensor([[1.0, 3.0, 0.0, 0.5]]).repeat(n, 1)
-    aug, t = _augment(planes, targets, torch.Generator().manual_seed(0))
+    aug, t = augment(planes, targets, torch.Generator().manual_seed(0))
     for i in range(n):
         r, cc = np.argwhere(aug[i, 0].numpy() == 1.0)[0]
         assert (r - c, cc - c) == (t[i, 0].item(), t[i, 1].item())
@@ -94,6 +93,21 @@ def test_config_validation():
         TrainConfig(size=10).validate()
     with pytest.raises(ConfigError, match="labels"):
         TrainConfig(labels="voigt").validate()
+    with pytest.raises(ConfigError, match=r"^recentre \(a fraction\) must be in \[0, 1\], got 1.5$"):
+        TrainConfig(recentre=1.5)
+    with pytest.raises(ConfigError, match=r"^val_fraction must be in \(0, 1\), got 1$"):
+        TrainConfig(val_fraction=1)
+    with pytest.raises(ConfigError, match="^lr must be > 0, got nan$"):
+        TrainConfig(lr=float("nan"))
+    with pytest.raises(ConfigError, match=r"^size \(patch side\) must be odd and >= 7, got 5$"):
+        TrainConfig(arch="braggnn", size=5)
+    # several problems: the first in the order arch, size, simulated, extra_kinds, data, labels, ... is named
+    with pytest.raises(ConfigError, match="^no training data"):
+        TrainConfig(simulated=0, labels="x", gain=0)
+    config = TrainConfig()
+    config.epochs = 0
+    with pytest.raises(ConfigError, match="^epochs must be >= 1, got 0$"):
+        config.validate()
 
 
 def test_labelled_patches_from_frames_follow_the_truth():
