@@ -60,7 +60,8 @@ class Writer(threading.Thread):
                  split=None, split_wait=0.0, first=0):
         super().__init__(daemon=True)
         self.folder, self.payloads, self.interval, self.start_delay = folder, payloads, interval, start_delay
-        self.pause_after, self.pause, self.split, self.split_wait, self.first = pause_after, pause, split, split_wait, first
+        self.pause_after, self.pause, self.split = pause_after, pause, split
+        self.split_wait, self.first = split_wait, first
         self.completed: dict[int, float] = {}
 
     def run(self):
@@ -181,6 +182,22 @@ def test_half_written_file_is_not_taken_even_when_its_size_is_stable(tmp_path, f
     np.testing.assert_array_equal(frame, frames[0])
 
 
+def test_folder_files_are_taken_in_natural_order(tmp_path, caplog):
+    from braggflow.pipeline.watch import _FolderSource
+
+    folder = tmp_path / "detector"
+    folder.mkdir()
+    for name in ["scan_10.tif", "scan_9.tif", "Scan_2.tif", "a2b10.tif", "a2b9.tif", "notes.txt"]:
+        (folder / name).write_bytes(b"x")
+    source = _FolderSource(folder, settle=0.01, give_up=1.0)
+    assert source._listing() == ["Scan_2.tif", "a2b9.tif", "a2b10.tif", "scan_9.tif", "scan_10.tif"]
+    source.files = ["scan_10.tif"]
+    assert not source._out_of_order("scan_11.tif")
+    with caplog.at_level(logging.WARNING, logger="braggflow.pipeline.watch"):
+        assert source._out_of_order("scan_9.tif")
+    assert source.skipped == ["scan_9.tif"] and "out of order" in caplog.text
+
+
 def test_watch_survives_a_writer_pause(tmp_path, frames, config, reference):
     folder = tmp_path / "detector"
     folder.mkdir()
@@ -287,7 +304,8 @@ def test_watch_with_worker_processes_writes_in_frame_order(tmp_path, frames, con
     folder = tmp_path / "detector"
     folder.mkdir()
     out = tmp_path / "live.h5"
-    writer = Writer(folder, [(".tif", file_bytes(f, ".tif", tmp_path)) for f in frames[:6]], interval=0.02, start_delay=0.0)
+    payloads = [(".tif", file_bytes(f, ".tif", tmp_path)) for f in frames[:6]]
+    writer = Writer(folder, payloads, interval=0.02, start_delay=0.0)
     writer.start()
     result = watch(folder, out, config=config, idle_timeout=1.0, poll_interval=POLL, workers=2)
     writer.join()

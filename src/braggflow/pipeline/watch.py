@@ -39,14 +39,16 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
+from natsort import natsort_keygen, natsorted
 
 from braggflow.errors import BraggflowError, InputFileError
+from braggflow.io.frames import IMAGE_SUFFIXES, open_frames
 from braggflow.pipeline.config import Config
 
 __all__ = ["watch", "WatchResult", "FrameRecord"]
@@ -125,8 +127,7 @@ class WatchResult:
 # --------------------------------------------------------------------------- sources
 
 
-def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+_natural_key = natsort_keygen()  # names compared as natsort orders them (scan_9 before scan_10)
 
 
 def _edf_complete(path: str, size: int) -> bool:
@@ -185,8 +186,6 @@ class _FolderSource:
     """Numbered frame files appearing in a folder, taken in natural order."""
 
     def __init__(self, folder: Path, *, settle: float, give_up: float):
-        from braggflow.io.frames import IMAGE_SUFFIXES
-
         self.folder = folder
         self.suffixes = IMAGE_SUFFIXES
         self.settle = settle
@@ -208,7 +207,7 @@ class _FolderSource:
             names = [e.name for e in os.scandir(self.folder) if e.is_file() and not e.name.startswith(".")]
         except FileNotFoundError:
             raise InputFileError(f"{self.folder}: the watched folder has disappeared") from None
-        return sorted((n for n in names if n.lower().endswith(self.suffixes)), key=_natural_key)
+        return natsorted(n for n in names if n.lower().endswith(self.suffixes))
 
     def _stable(self, name: str, now: float) -> tuple[bool, float]:
         """Whether the file has not changed for ``settle`` s; also its mtime (s)."""
@@ -230,59 +229,95 @@ class _FolderSource:
         order, and after ``limit`` files with frames still to process (files
         whose frames are all in ``done`` are only counted).
         """
-        from braggflow.io.frames import open_frames
-
         names = self._listing()
         taken = set(self.files) | set(self.skipped)
-        last = self.files[-1] if self.files else None
         ready = []
         next_index = int(np.sum(self.counts))
         for name in names:
             if len(ready) >= limit:
                 break
-            if name in taken:
-                continue
-            if last is not None and _natural_key(name) < _natural_key(last):
-                log.warning("%s appeared after %s was taken; it is out of order and ignored", name, last)
-                self.skipped.append(name)
+            if name in taken or self._out_of_order(name):
                 continue
             stable, mtime = self._stable(name, now)
             if not stable:
                 break
             path = str(self.folder / name)
-            failing_since = self._failing.get(name)
-            # fabio's own messages are muted while the file may still be being written; the
-            # attempt that gives up on it lets them through, next to braggflow's warning
-            quiet = _fabio_quiet() if failing_since is None or now - failing_since < self.give_up else contextlib.nullcontext()
             try:
-                with quiet:
-                    if name.lower().endswith(".edf") and not _edf_complete(path, os.path.getsize(path)):
-                        raise InputFileError(f"{path}: EDF data block shorter than its header says")
-                    series = open_frames(path)
-                    n = len(series)
-                    todo = any(i not in done for i in range(next_index, next_index + n))
-                    frame0 = series[0] if todo else None  # parse the pixel data, not only the header
+                series, n, todo, frame0 = self._read_complete(name, path, now, next_index, done)
             except Exception as exc:  # not readable yet; after give_up seconds of stable size, give up
-                first = self._failing.setdefault(name, now)
-                if now - first >= self.give_up:
-                    log.warning("%s stayed unreadable for %.0f s and is skipped (%s)", name, self.give_up, exc)
-                    self.skipped.append(name)
+                if self._give_up(name, now, exc):
                     continue
                 break
             self._failing.pop(name, None)
-            if self.shape is None:
-                self.shape, self.dtype, self.detector_mask = tuple(series.shape), series.dtype, series.detector_mask
-            elif tuple(series.shape) != self.shape:
-                log.warning("%s holds frames of shape %s, not %s like the first file; skipped", name, series.shape, self.shape)
-                self.skipped.append(name)
+            if not self._same_shape(name, series):
                 continue
             self.files.append(name)
             self.counts.append(n)
             if todo:
                 ready.append((next_index, (series, frame0), n, mtime, path))
             next_index += n
-            last = name
         return ready
+
+    def _out_of_order(self, name: str) -> bool:
+        """Whether ``name`` sorts before the last file taken (then it is skipped with a warning)."""
+        last = self.files[-1] if self.files else None
+        if last is None or not _natural_key(name) < _natural_key(last):
+            return False
+        log.warning("%s appeared after %s was taken; it is out of order and ignored", name, last)
+        self.skipped.append(name)
+        return True
+
+    def _read_complete(self, name: str, path: str, now: float, first: int, done: set[int]):
+        """Open a stable file and parse its first frame when it has frames not in ``done``.
+
+        Returns
+        -------
+        series : FrameSeries
+        n : int
+            Frames in the file, numbered from ``first``.
+        todo : bool
+            Whether one of them is not in ``done``.
+        frame0 : (H, W) ndarray or None
+            The first frame (pixel data parsed, not only the header) when ``todo``.
+
+        Raises
+        ------
+        Exception
+            Whatever reading a file still being written raises (fabio raises many types).
+        """
+        failing_since = self._failing.get(name)
+        # fabio's own messages are muted while the file may still be being written; the
+        # attempt that gives up on it lets them through, next to braggflow's warning
+        muted = failing_since is None or now - failing_since < self.give_up
+        with _fabio_quiet() if muted else contextlib.nullcontext():
+            if name.lower().endswith(".edf") and not _edf_complete(path, os.path.getsize(path)):
+                raise InputFileError(f"{path}: EDF data block shorter than its header says")
+            series = open_frames(path)
+            n = len(series)
+            todo = any(i not in done for i in range(first, first + n))
+            frame0 = series[0] if todo else None  # parse the pixel data, not only the header
+        return series, n, todo, frame0
+
+    def _give_up(self, name: str, now: float, exc: Exception) -> bool:
+        """After a failed read: True (file skipped, with a warning) once it failed for ``give_up`` seconds."""
+        first = self._failing.setdefault(name, now)
+        if now - first < self.give_up:
+            return False
+        log.warning("%s stayed unreadable for %.0f s and is skipped (%s)", name, self.give_up, exc)
+        self.skipped.append(name)
+        return True
+
+    def _same_shape(self, name: str, series) -> bool:
+        """Whether the file's frames are shaped like the first file's (which sets the shape); skipped if not."""
+        if self.shape is None:
+            self.shape, self.dtype, self.detector_mask = tuple(series.shape), series.dtype, series.detector_mask
+            return True
+        if tuple(series.shape) == self.shape:
+            return True
+        log.warning("%s holds frames of shape %s, not %s like the first file; skipped",
+                    name, series.shape, self.shape)
+        self.skipped.append(name)
+        return False
 
     def backlog(self, now: float) -> int:
         """Files in the folder not taken yet (the one being written included)."""
@@ -323,8 +358,6 @@ class _SWMRSource:
 
     def _open(self, now: float) -> bool:
         """Open the file once it exists and holds a 3D frame dataset; False while it does not yet."""
-        from braggflow.io.frames import open_frames
-
         if not self.path.exists():
             return False
         try:
@@ -332,7 +365,8 @@ class _SWMRSource:
         except InputFileError as exc:  # still being created, or no frame dataset yet: look again later
             since = self._failing_since = self._failing_since if self._failing_since is not None else now
             if now - since >= self.give_up and not self._warned:
-                log.warning("%s: still not readable as a growing frame series after %.0f s (%s); waiting", self.path, now - since, exc)
+                log.warning("%s: still not readable as a growing frame series after %.0f s (%s); waiting",
+                            self.path, now - since, exc)
                 self._warned = True
             return False
         self.series, self.dataset_name = series, series.datasets[0]
@@ -374,9 +408,11 @@ def _make_source(source, *, dataset, settle, give_up):
         if path.suffix.lower() not in HDF5_SUFFIXES and path.is_file():
             with open(path, "rb") as fh:
                 if fh.read(8) != b"\x89HDF\r\n\x1a\n":
-                    raise InputFileError(f"{path}: watch needs a folder or an HDF5 file being appended, not a single image file")
+                    raise InputFileError(f"{path}: watch needs a folder or an HDF5 file being appended, "
+                                         "not a single image file")
         return _SWMRSource(path, dataset, give_up=give_up)
-    raise InputFileError(f"{path}: no such folder (watch needs an existing folder, or an HDF5 file that may appear later)")
+    raise InputFileError(f"{path}: no such folder (watch needs an existing folder, "
+                         "or an HDF5 file that may appear later)")
 
 
 # --------------------------------------------------------------------------- the results file
@@ -567,10 +603,28 @@ def watch(
         For invalid timing options.  Frames processed before any error stay in
         ``output``, which is closed complete.
     """
-    from braggflow.io.results import ResultsWriter, write_group
-    from braggflow.pipeline import prepare
-
     config = config or Config()
+    _check_options(workers=workers, poll_interval=poll_interval, give_up=give_up, idle_timeout=idle_timeout)
+    settle = poll_interval if settle is None else settle
+    output = Path(output)
+    src = _make_source(source, dataset=dataset, settle=settle, give_up=give_up)
+    if output.exists():
+        _check_same_source(output, source)
+    previous_log, sessions = _previous_log(output) if output.exists() else (None, 0)
+    session = _Session(src, _open_writer(output, config, source), config=config, poll_interval=poll_interval,
+                       workers=workers, progress=progress, static={"mask": mask, "dark": dark, "flat": flat})
+    session.reader.start()
+    try:
+        stopped_by = session.run(stop=stop, started=started, max_frames=max_frames, idle_timeout=idle_timeout)
+    finally:
+        frames_log = session.close()
+        _store_log(output, source, frames_log, previous_log, sessions)
+    return WatchResult(frames=frames_log, stopped_by=stopped_by, skipped=list(src.skipped),
+                       elapsed_s=time.time() - session.start)
+
+
+def _check_options(*, workers: int, poll_interval: float, give_up: float, idle_timeout: float | None) -> None:
+    """Refuse a negative number of workers and timing options that are not positive seconds."""
     if workers < 0:
         raise BraggflowError(f"workers must be >= 0, got {workers!r}")
     for name, value in (("poll_interval", poll_interval), ("give_up", give_up)):
@@ -578,104 +632,170 @@ def watch(
             raise BraggflowError(f"{name} must be positive seconds, got {value!r}")
     if idle_timeout is not None and not idle_timeout > 0:
         raise BraggflowError(f"idle_timeout must be positive seconds or None, got {idle_timeout!r}")
-    settle = poll_interval if settle is None else settle
-    output = Path(output)
-    src = _make_source(source, dataset=dataset, settle=settle, give_up=give_up)
-    if output.exists():
-        _check_same_source(output, source)
-    previous_log, sessions = _previous_log(output) if output.exists() else (None, 0)
+
+
+def _open_writer(output: Path, config: Config, source):
+    """The results file, continued: each session closes it complete (a watch has no natural end), the next appends."""
+    from braggflow.io.results import ResultsWriter
+
     # Inputs are recorded by name only: hashing a growing folder or a file still being written means nothing.
-    # append: each session closes the file complete (a watch has no natural end); the next one continues it.
-    writer = ResultsWriter(output, config=config, sources=[], append=True, flush_frames=1,
-                           extra_process={"mode": "watch", "source": os.path.abspath(source)})
-    done = set(writer.done_frames)
-    context = None
-    records: list[FrameRecord] = []
-    reader = _Reader(src, done=set(done), poll_interval=poll_interval)
-    inflight: deque = deque()  # (index, processing future, t_complete, path), frame order
-    written: deque = deque()  # journal-write futures returning FrameRecord, frame order
-    executor = _start_workers(workers, config) if workers else None
-    journal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="braggflow-watch-writer")
-    start = time.time()
-    last_new = time.monotonic()
-    stopped_by = "idle"
-    n_taken = 0
+    return ResultsWriter(output, config=config, sources=[], append=True, flush_frames=1,
+                         extra_process={"mode": "watch", "source": os.path.abspath(source)})
 
-    def write(index, table, seconds, t_complete, path) -> FrameRecord:  # in the journal thread
-        writer.add(index, table)
-        return FrameRecord(index, path, t_complete, time.time(), len(table), seconds,
-                           reader.frames.qsize() + len(inflight) + reader.backlog)
 
-    def collect(block: bool) -> None:
-        """Hand processed frames to the journal thread and report written ones, in frame order."""
-        nonlocal last_new
-        while inflight and (block or inflight[0][1].done()):
-            index, future, t_complete, path = inflight.popleft()
-            table, seconds = future.result()
-            written.append(journal.submit(write, index, table, seconds, t_complete, path))
-        while written and (block or written[0].done()):
-            record = written.popleft().result()
-            records.append(record)
-            last_new = time.monotonic()
-            if progress is not None:
-                progress(record)
+class _Session:
+    """One watch session: frames read ahead, processed (here or in workers) and journaled in frame order.
 
-    reader.start()
-    try:
-        if started is not None:
-            reader.first_poll.wait()
-            started.set()
+    Parameters
+    ----------
+    src : _FolderSource or _SWMRSource
+    writer : ResultsWriter
+        The results file; frames in its ``done_frames`` are not processed again.
+    config : Config
+    poll_interval : float
+        Seconds between looks at the source when nothing is waiting.
+    workers : int
+        0: frames processed in this thread; N > 0: in N worker processes (up to 2 N in flight).
+    progress : callable(FrameRecord) or None
+    static : dict
+        ``mask``, ``dark``, ``flat`` arrays (or None) for the pipeline's context.
+    """
+
+    def __init__(self, src, writer, *, config: Config, poll_interval: float, workers: int,
+                 progress: Callable[[FrameRecord], None] | None, static: dict):
+        from braggflow.pipeline import prepare
+
+        self._prepare = prepare
+        self.src = src
+        self.writer = writer
+        self.config = config
+        self.poll_interval = poll_interval
+        self.workers = workers
+        self.progress = progress
+        self.static = static
+        self.context = None
+        self.records: list[FrameRecord] = []
+        self.reader = _Reader(src, done=set(writer.done_frames), poll_interval=poll_interval)
+        self.inflight: deque = deque()  # (index, processing future, t_complete, path), frame order
+        self.written: deque = deque()  # journal-write futures returning FrameRecord, frame order
+        self.executor = _start_workers(workers, config) if workers else None
+        self.journal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="braggflow-watch-writer")
+        self.start = time.time()
+        self.last_new = time.monotonic()
+        self.n_taken = 0
+
+    def run(self, *, stop: threading.Event | None, started: threading.Event | None, max_frames: int | None,
+            idle_timeout: float | None) -> str:
+        """Take frames until told to stop, idle or interrupted; every frame processed is written.
+
+        Returns
+        -------
+        stopped_by : str
+            "idle", "stop", "interrupt" or "max_frames".
+        """
+        try:
+            if started is not None:
+                self.reader.first_poll.wait()
+                started.set()
+            stopped_by = self._take_frames(stop=stop, max_frames=max_frames, idle_timeout=idle_timeout)
+            self._collect(block=True)
+        except KeyboardInterrupt:
+            stopped_by = "interrupt"
+            self._drop_unfinished()
+            self._collect(block=True)
+        return stopped_by
+
+    def _take_frames(self, *, stop, max_frames, idle_timeout) -> str:
+        """Start processing each frame the reader hands over, reporting written ones; returns why it stopped."""
         while True:
             if stop is not None and stop.is_set():
-                stopped_by = "stop"
-                break
-            if max_frames is not None and n_taken >= max_frames:
-                stopped_by = "max_frames"
-                break
-            collect(block=False)
+                return "stop"
+            if max_frames is not None and self.n_taken >= max_frames:
+                return "max_frames"
+            self._collect(block=False)
             try:
-                item = reader.frames.get(timeout=poll_interval)
+                item = self.reader.frames.get(timeout=self.poll_interval)
             except queue.Empty:
-                if inflight or written:
-                    continue
-                if idle_timeout is not None and time.monotonic() - last_new >= idle_timeout:
-                    stopped_by = "idle"
-                    break
+                if self._idle(idle_timeout):
+                    return "idle"
                 continue
             if isinstance(item, BaseException):
                 raise item
-            index, frame, omega, name, t_complete, path = item
-            last_new = time.monotonic()
-            if context is None:
-                context = prepare(config, shape=src.shape, dtype=src.dtype, detector_mask=src.detector_mask,
-                                  mask=mask, dark=dark, flat=flat)
-            if executor is None:
-                future: Future = Future()
-                future.set_result(_process(frame, config, context, index, omega, name))
-            else:
-                future = executor.submit(_process, frame, config, context, index, omega, name)
-            inflight.append((index, future, t_complete, path))
-            n_taken += 1
-            if len(inflight) > 2 * workers:
-                wait([inflight[0][1]])
-        collect(block=True)
-    except KeyboardInterrupt:
-        stopped_by = "interrupt"
-        for _, future, _, _ in inflight:
+            self._take(item)
+
+    def _idle(self, idle_timeout: float | None) -> bool:
+        """Nothing in flight, and no new frame for ``idle_timeout`` seconds."""
+        if self.inflight or self.written:
+            return False
+        return idle_timeout is not None and time.monotonic() - self.last_new >= idle_timeout
+
+    def _take(self, item) -> None:
+        """Start processing one frame (done at once without workers); wait while too many are in flight."""
+        index, frame, omega, name, t_complete, path = item
+        self.last_new = time.monotonic()
+        if self.context is None:
+            self.context = self._prepare(self.config, shape=self.src.shape, dtype=self.src.dtype,
+                                         detector_mask=self.src.detector_mask, **self.static)
+        if self.executor is None:
+            future: Future = Future()
+            future.set_result(_process(frame, self.config, self.context, index, omega, name))
+        else:
+            future = self.executor.submit(_process, frame, self.config, self.context, index, omega, name)
+        self.inflight.append((index, future, t_complete, path))
+        self.n_taken += 1
+        if len(self.inflight) > 2 * self.workers:
+            wait([self.inflight[0][1]])
+
+    def _write(self, index, table, seconds, t_complete, path) -> FrameRecord:
+        """Journal one frame's peaks (in the journal thread); its log record."""
+        self.writer.add(index, table)
+        return FrameRecord(index, path, t_complete, time.time(), len(table), seconds,
+                           self.reader.frames.qsize() + len(self.inflight) + self.reader.backlog)
+
+    def _collect(self, block: bool) -> None:
+        """Hand processed frames to the journal thread and report written ones, in frame order."""
+        while self.inflight and (block or self.inflight[0][1].done()):
+            index, future, t_complete, path = self.inflight.popleft()
+            table, seconds = future.result()
+            self.written.append(self.journal.submit(self._write, index, table, seconds, t_complete, path))
+        while self.written and (block or self.written[0].done()):
+            record = self.written.popleft().result()
+            self.records.append(record)
+            self.last_new = time.monotonic()
+            if self.progress is not None:
+                self.progress(record)
+
+    def _drop_unfinished(self) -> None:
+        """Cancel the frames still being processed; those already done stay to be written."""
+        for _, future, _, _ in self.inflight:
             future.cancel()
-        inflight = deque(x for x in inflight if x[1].done() and not x[1].cancelled())
-        collect(block=True)
-    finally:
-        reader.close()
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-        journal.shutdown(wait=True)
-        src.close()
-        writer.close(complete=True)
-        frames_log = pd.DataFrame([dataclasses.asdict(r) for r in records],
-                                  columns=[f.name for f in dataclasses.fields(FrameRecord)])
-        frames_log["latency"] = frames_log["t_written"] - frames_log["t_complete"]
-        full_log = frames_log if previous_log is None else pd.concat([previous_log, frames_log], ignore_index=True)
-        write_group(output, WATCH_GROUP, tables={"frames": full_log},
-                    attrs={"source": os.path.abspath(source), "sessions": sessions + 1})
-    return WatchResult(frames=frames_log, stopped_by=stopped_by, skipped=list(src.skipped), elapsed_s=time.time() - start)
+        self.inflight = deque(x for x in self.inflight if x[1].done() and not x[1].cancelled())
+
+    def close(self) -> pd.DataFrame:
+        """Stop reader, workers and journal thread, close the source and the results file (complete).
+
+        Returns
+        -------
+        log : pandas.DataFrame
+            The session's log (see :attr:`WatchResult.frames`).
+        """
+        self.reader.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+        self.journal.shutdown(wait=True)
+        self.src.close()
+        self.writer.close(complete=True)
+        log = pd.DataFrame([dataclasses.asdict(r) for r in self.records],
+                           columns=[f.name for f in dataclasses.fields(FrameRecord)])
+        log["latency"] = log["t_written"] - log["t_complete"]
+        return log
+
+
+def _store_log(output: Path, source, frames_log: pd.DataFrame, previous_log: pd.DataFrame | None,
+               sessions: int) -> None:
+    """Store the log of every session so far in the results file (group ``/entry/watch``)."""
+    from braggflow.io.results import write_group
+
+    full_log = frames_log if previous_log is None else pd.concat([previous_log, frames_log], ignore_index=True)
+    write_group(output, WATCH_GROUP, tables={"frames": full_log},
+                attrs={"source": os.path.abspath(source), "sessions": sessions + 1})
