@@ -151,7 +151,11 @@ def convert_weights(
     if not isinstance(state, dict) or "cnn_layers.0.weight" not in state:
         raise InputFileError(f"{path}: not a BraggNN state_dict (no 'cnn_layers.0.weight' key)")
     state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel prefix
-    dense_w = sorted((int(k.split(".")[1]), v) for k, v in state.items() if k.startswith("dense_layers.") and k.endswith(".weight"))
+    dense_w = sorted(
+        (int(k.split(".")[1]), v)
+        for k, v in state.items()
+        if k.startswith("dense_layers.") and k.endswith(".weight")
+    )
     if len(dense_w) < 2:
         raise InputFileError(f"{path}: BraggNN state_dict has no dense layers")
     fcsz = tuple(int(v.shape[0]) for _, v in dense_w[:-1])
@@ -210,7 +214,7 @@ def ship_model(path: str | Path, *, name: str, default: bool = False) -> dict:
     """
     import shutil
 
-    model = load_model(path)
+    model = load_model(path, backend="torch")
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     target = WEIGHTS_DIR / f"{name}.pt"
     if Path(path).resolve() != target.resolve():
@@ -229,4 +233,6 @@ def ship_model(path: str | Path, *, name: str, default: bool = False) -> dict:
     if default or not manifest.get("default"):
         manifest["default"] = name
     MANIFEST_PATH.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    return entry
+    from braggflow.nn.export import ship_onnx  # the ONNX file and the description that loads without torch
+
+    return ship_onnx(name)
