@@ -111,3 +111,73 @@ def test_app_module_holds_the_complete_app():
     assert result.exit_code == 0
     for name in COMMANDS:
         assert f" {name} " in result.output, name
+
+
+def test_method_braggnn_warns_once_and_runs_nn(sim_file, tmp_path):
+    """--method braggnn is a deprecated name of nn: one 'warning:' line, and the peaks of --method nn."""
+    import pandas as pd
+
+    old = braggflow("run", sim_file, "-o", tmp_path / "old.h5", "--method", "braggnn")
+    new = braggflow("run", sim_file, "-o", tmp_path / "new.h5", "--method", "nn")
+    assert old.returncode == 0 and new.returncode == 0, old.stderr + new.stderr
+    warnings = [line for line in old.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "'nn'" in warnings[0] and "deprecated" in warnings[0], old.stderr
+    assert "DeprecationWarning" not in old.stderr  # one line, not Python's two-line warning
+    assert not [line for line in new.stderr.splitlines() if line.startswith("warning:")], new.stderr
+    a, b = read_peaks(tmp_path / "old.h5"), read_peaks(tmp_path / "new.h5")
+    assert len(a) > 0 and (a["method"].astype(str) == "nn").all()
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_backend_option_sets_locate_backend(sim_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from braggflow.cli import app
+    from braggflow.pipeline.config import read_config
+
+    out = tmp_path / "r.h5"
+    result = CliRunner().invoke(app, ["run", str(sim_file), "-o", str(out), "--method", "com", "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    assert read_config(out).locate.backend == "torch"
+
+
+def test_demo_default_method_is_nn_when_a_network_is_shipped(monkeypatch):
+    from braggflow.cli.core import _default_demo_method
+    from braggflow.nn.files import list_models
+
+    assert _default_demo_method() == ("nn" if any(row["default"] for row in list_models()) else "com")
+    monkeypatch.setattr("braggflow.nn.files.list_models", lambda: [])
+    assert _default_demo_method() == "com"
+
+
+def test_help_and_models_never_call_the_default_network_braggnn_or_a_cnn():
+    from typer.testing import CliRunner
+
+    from braggflow.cli import app
+
+    runner = CliRunner()
+    for command in ("run", "watch", "demo"):
+        result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})
+        text = " ".join(result.output.split())
+        assert "or nn (a network: see --model; 'braggnn' is a deprecated name of nn)" in text, command
+        assert "network for --method nn: shipped name (braggflow models) or model file" in text, command
+        assert "--backend" in text, command
+        assert "BraggNN" not in text and "CNN" not in text, command
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "--method nn" in result.output
+    assert "BraggNN" not in result.output and "CNN" not in result.output
+
+
+def test_only_braggflow_deprecation_warnings_are_shown_once(capsys):
+    import warnings
+
+    from braggflow.cli.common import user_warnings
+    from braggflow.locate.options import LocateConfig
+
+    with user_warnings():
+        assert LocateConfig(method="braggnn").method == "nn"
+        LocateConfig(method="braggnn")
+        warnings.warn("raised outside braggflow", DeprecationWarning, stacklevel=1)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: locate.method 'braggnn' is deprecated"), lines

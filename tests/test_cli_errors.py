@@ -82,6 +82,7 @@ CASES = [
     ("set-unknown-geometry-key", "run {d}/sim.h5 -o {t}/o.h5 --set geometry.nope=1", ["geometry.nope"]),
     ("set-bad-backend", "run {d}/sim.h5 -o {t}/o.h5 --set locate.backend=nope", ["locate.backend"]),
     ("unknown-method", "run {d}/sim.h5 -o {t}/o.h5 --method magic", ["locate.method"]),
+    ("unknown-backend", "run {d}/sim.h5 -o {t}/o.h5 --method nn --backend nope", ["locate.backend"]),
     ("threshold-negative", "run {d}/sim.h5 -o {t}/o.h5 --threshold-sigma -1", ["find.threshold_sigma"]),
     ("gain-zero", "run {d}/sim.h5 -o {t}/o.h5 --gain 0", ["correct.gain"]),
     ("frames-not-a-range", "run {d}/sim.h5 -o {t}/o.h5 --frames abc", ["--frames", "abc"]),

@@ -12,13 +12,14 @@ import contextlib
 import functools
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
 
-__all__ = ["console", "err_console", "state", "friendly_errors", "user_warnings", "check_results_name"]
+__all__ = ["console", "err_console", "state", "friendly_errors", "user_warnings", "check_results_name", "METHOD_HELP",
+           "MODEL_HELP", "BACKEND_HELP"]
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -27,6 +28,11 @@ state = {"debug": False}
 """Options of the root command that the commands read (``debug``: re-raise errors with their traceback)."""
 
 RESULTS_SUFFIXES = (".h5", ".hdf5", ".nxs", ".nx5")
+
+# help of the localization options shared by run, watch and demo
+METHOD_HELP = "com, gauss, pvoigt or nn (a network: see --model; 'braggnn' is a deprecated name of nn)"
+MODEL_HELP = "network for --method nn: shipped name (braggflow models) or model file"
+BACKEND_HELP = "inference engine for --method nn: auto (ONNX Runtime when installed, else torch), onnx or torch"
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

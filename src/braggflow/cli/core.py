@@ -5,11 +5,18 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from braggflow.cli.common import check_results_name, console, err_console, friendly_errors
+from braggflow.cli.common import (
+    BACKEND_HELP,
+    METHOD_HELP,
+    MODEL_HELP,
+    check_results_name,
+    console,
+    err_console,
+    friendly_errors,
+)
 
 commands = typer.Typer()
 """This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
@@ -30,7 +37,7 @@ def _progress():
     )
 
 
-def build_config(config_file: Optional[Path], overrides: dict, sets: list[str] | None):
+def build_config(config_file: Path | None, overrides: dict, sets: list[str] | None):
     """Config from file, then named options, then ``--set KEY=VALUE`` pairs."""
     from braggflow.pipeline.config import apply_overrides, load_config
 
@@ -96,31 +103,37 @@ def run_with_progress(series, config, output, frames_range, resume, workers=0, s
 def run_command(
     inputs: list[str] = typer.Argument(..., help="frame files, a folder, a glob pattern, or FILE.h5::/dataset"),
     output: Path = typer.Option(..., "-o", "--output", help="results file (NeXus/HDF5)"),
-    config_file: Optional[Path] = typer.Option(None, "-c", "--config", help="YAML config (see 'braggflow config --default')"),
-    frames: Optional[str] = typer.Option(None, "--frames", help="frame range START:STOP (Python slice)"),
-    method: Optional[str] = typer.Option(None, "--method", help="localization: com, gauss, pvoigt or braggnn"),
-    model: Optional[str] = typer.Option(None, "--model", help="braggnn model name or file"),
-    mask: Optional[str] = typer.Option(None, "--mask", help="mask file (nonzero = bad)"),
-    dark: Optional[str] = typer.Option(None, "--dark", help="dark frame file"),
-    flat: Optional[str] = typer.Option(None, "--flat", help="flat-field file"),
-    poni: Optional[str] = typer.Option(None, "--poni", help="pyFAI PONI file with the detector geometry"),
-    threshold_sigma: Optional[float] = typer.Option(None, "--threshold-sigma", help="find.threshold_sigma"),
-    gain: Optional[float] = typer.Option(None, "--gain", help="correct.gain, ADU per photon"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="dataset path inside HDF5 inputs"),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
+    config_file: Path | None = typer.Option(
+        None, "-c", "--config", help="YAML config (see 'braggflow config --default')",
+    ),
+    frames: str | None = typer.Option(None, "--frames", help="frame range START:STOP (Python slice)"),
+    method: str | None = typer.Option(None, "--method", help="localization: " + METHOD_HELP),
+    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
+    backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
+    mask: str | None = typer.Option(None, "--mask", help="mask file (nonzero = bad)"),
+    dark: str | None = typer.Option(None, "--dark", help="dark frame file"),
+    flat: str | None = typer.Option(None, "--flat", help="flat-field file"),
+    poni: str | None = typer.Option(None, "--poni", help="pyFAI PONI file with the detector geometry"),
+    threshold_sigma: float | None = typer.Option(None, "--threshold-sigma", help="find.threshold_sigma"),
+    gain: float | None = typer.Option(None, "--gain", help="correct.gain, ADU per photon"),
+    dataset: str | None = typer.Option(None, "--dataset", help="dataset path inside HDF5 inputs"),
+    sets: list[str] | None = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue an unfinished results file"),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="also write the peak table as CSV"),
-    parquet: Optional[Path] = typer.Option(None, "--parquet", help="also write the peak table as Parquet"),
+    csv: Path | None = typer.Option(None, "--csv", help="also write the peak table as CSV"),
+    parquet: Path | None = typer.Option(None, "--parquet", help="also write the peak table as Parquet"),
     workers: int = typer.Option(0, "--workers", help="Dask worker processes (0: this process)"),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler (e.g. on Slurm)"),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="address of a running Dask scheduler (e.g. on Slurm)",
+    ),
 ) -> None:
     """Find, locate and integrate Bragg peaks in a series of frames."""
     from braggflow.io.frames import open_frames
     from braggflow.pipeline import parse_frame_range
 
     overrides = {
-        "locate.method": method, "locate.model": model, "correct.mask": mask, "correct.dark": dark,
-        "correct.flat": flat, "geometry.poni": poni, "find.threshold_sigma": threshold_sigma, "correct.gain": gain,
+        "locate.method": method, "locate.model": model, "locate.backend": backend, "correct.mask": mask,
+        "correct.dark": dark, "correct.flat": flat, "geometry.poni": poni, "find.threshold_sigma": threshold_sigma,
+        "correct.gain": gain,
     }
     config = build_config(config_file, overrides, sets)
     check_results_name(output)
@@ -142,7 +155,7 @@ def run_command(
 @friendly_errors
 def config_command(
     default: bool = typer.Option(False, "--default", help="print the full default config with a comment per key"),
-    config_file: Optional[Path] = typer.Option(None, "-c", "--config", help="validate and print this config"),
+    config_file: Path | None = typer.Option(None, "-c", "--config", help="validate and print this config"),
 ) -> None:
     """Print the default configuration, or validate a config file."""
     from braggflow.pipeline.config import default_config_yaml, load_config
@@ -171,13 +184,16 @@ def simulate_command(
 
 
 def _default_demo_method() -> str:
-    """braggnn when a shipped model is available, else centre of mass."""
-    try:
-        from braggflow.nn import list_models
+    """``nn`` when a default network is shipped, else ``com`` (centre of mass).
 
-        return "braggnn" if list_models() else "com"
-    except Exception:
-        return "com"
+    Raises
+    ------
+    InputFileError
+        If the shipped-model manifest exists but cannot be read.
+    """
+    from braggflow.nn.files import list_models
+
+    return "nn" if any(row["default"] for row in list_models()) else "com"
 
 
 @commands.command("demo")
@@ -186,7 +202,10 @@ def demo_command(
     out: Path = typer.Option(Path("braggflow-demo"), "--out", help="folder for the simulated frames and the results"),
     frames: int = typer.Option(20, "--frames", help="frames to simulate"),
     peaks: int = typer.Option(100, "--peaks", help="peaks per frame"),
-    method: Optional[str] = typer.Option(None, "--method", help="localization method (default: braggnn if shipped, else com)"),
+    method: str | None = typer.Option(
+        None, "--method", help=f"localization: {METHOD_HELP}; default: nn when a network is shipped, else com"),
+    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
+    backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     seed: int = typer.Option(0, "--seed", help="random seed"),
 ) -> None:
     """Simulate a 2048 x 2048 series, run the whole pipeline, and report against the truth."""
@@ -196,7 +215,7 @@ def demo_command(
     from braggflow.simulate.frames import match_peaks, simulate_series, write_nexus
 
     method = method or _default_demo_method()
-    config = build_config(None, {"locate.method": method}, None)
+    config = build_config(None, {"locate.method": method, "locate.model": model, "locate.backend": backend}, None)
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"simulating {frames} frames of 2048x2048 with ~{peaks} peaks each ...")
     sim = simulate_series(frames, n_peaks=peaks, seed=seed)
@@ -214,7 +233,12 @@ def demo_command(
     table.to_csv(out / "peaks.csv", index=False)
     from rich.table import Table
 
-    report = Table(title=f"braggflow demo ({method})", show_header=False)
+    label = config.locate.method
+    if label == "nn":
+        from braggflow.nn.files import default_model_name
+
+        label += f", model {config.locate.model or default_model_name()}"
+    report = Table(title=f"braggflow demo ({label})", show_header=False)
     report.add_row("frames", f"{len(series)} x 2048 x 2048")
     report.add_row("true peaks (findable)", f"{len(sim.truth)} ({findable.sum()} outside the masked gap)")
     report.add_row("peaks found", f"{len(table)}")

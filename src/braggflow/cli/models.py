@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,7 +12,7 @@ commands = typer.Typer()
 """This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
 
 
-def _int_tuple(text: Optional[str], name: str) -> Optional[list[int]]:
+def _int_tuple(text: str | None, name: str) -> list[int] | None:
     if text is None:
         return None
     try:
@@ -31,22 +30,25 @@ def _int_tuple(text: Optional[str], name: str) -> Optional[list[int]]:
 @friendly_errors
 def train_command(
     simulated: int = typer.Option(200_000, "--simulated", help="simulated training patches (0: none)"),
-    frames: Optional[list[Path]] = typer.Option(
+    frames: list[Path] | None = typer.Option(
         None, "--frames", help="frame file or folder to take labelled patches from (repeat for several)"
     ),
     labels: str = typer.Option("pvoigt", "--labels", help="fit that labels patches from frames: pvoigt or gauss"),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="use at most this many frames per source"),
-    arch: str = typer.Option("locnet", "--arch", help="architecture: locnet (braggflow's, with uncertainty) or braggnn (published)"),
-    hidden: Optional[str] = typer.Option(None, "--hidden", help="locnet hidden layer widths, e.g. 256,128"),
-    fcsz: Optional[str] = typer.Option(None, "--fcsz", help="braggnn dense layer widths, e.g. 16,8,4,2"),
+    max_frames: int | None = typer.Option(None, "--max-frames", help="use at most this many frames per source"),
+    arch: str = typer.Option(
+        "locnet", "--arch",
+        help="architecture: locnet (braggflow's MLP, with uncertainty) or braggnn (the published BraggNN CNN)"),
+    hidden: str | None = typer.Option(None, "--hidden", help="locnet hidden layer widths, e.g. 256,128"),
+    fcsz: str | None = typer.Option(None, "--fcsz", help="braggnn dense layer widths, e.g. 16,8,4,2"),
     size: int = typer.Option(11, "--size", help="patch side, px (odd)"),
     kind: str = typer.Option("mixed", "--kind", help="simulated patch kind (mixed: all kinds)"),
-    extra_kind: Optional[list[str]] = typer.Option(
+    extra_kind: list[str] | None = typer.Option(
         None, "--extra-kind", help="extra simulated patches of one kind, KIND=N (repeat), e.g. elongated=200000"
     ),
     sim_sigma: str = typer.Option("0.5,4", "--sim-sigma", help="simulated peak sigma range LO,HI, px"),
-    recentre: float = typer.Option(0.5, "--recentre",
-                                   help="fraction of simulated patches cut around their brightest pixel, as the finder does"),
+    recentre: float = typer.Option(
+        0.5, "--recentre", help="fraction of simulated patches cut around their brightest pixel, as the finder does"
+    ),
     epochs: int = typer.Option(30, "--epochs", help="maximum epochs"),
     batch_size: int = typer.Option(1024, "--batch-size"),
     lr: float = typer.Option(3e-3, "--lr", help="peak learning rate"),
@@ -56,10 +58,11 @@ def train_command(
     seed: int = typer.Option(0, "--seed"),
     sim_seed: int = typer.Option(1, "--sim-seed", help="seed of the simulated patches"),
     threads: int = typer.Option(2, "--threads", help="torch CPU threads"),
-    init: Optional[str] = typer.Option(None, "--init",
+    init: str | None = typer.Option(None, "--init",
                                        help="start from this model's weights (shipped name or file): fine-tuning"),
-    warmup_epochs: int = typer.Option(2, "--warmup-epochs",
-                                      help="locnet: epochs of squared-error loss before the likelihood (0 to fine-tune)"),
+    warmup_epochs: int = typer.Option(
+        2, "--warmup-epochs", help="locnet: epochs of squared-error loss before the likelihood (0 to fine-tune)"
+    ),
     out: Path = typer.Option(Path("braggflow-model.pt"), "--out", "-o", help="model file to write"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
@@ -131,7 +134,7 @@ def models_command() -> None:
         return
     from rich import box
 
-    table = Table(title="shipped localizer models", caption="* default (used by --method braggnn without --model)",
+    table = Table(title="shipped localizer models", caption="* default (used by --method nn without --model)",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("name", no_wrap=True)
     table.add_column("arch", no_wrap=True)
@@ -165,12 +168,18 @@ def models_command() -> None:
 @friendly_errors
 def convert_weights_command(
     weights: Path = typer.Argument(..., help="published BraggNN weights (.pth state_dict)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="braggflow model file to write (default: WEIGHTS with .pt)"),
-    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="calibrate row_err/col_err on simulated patches"),
-    calibration_patches: int = typer.Option(20000, "--calibration-patches", help="simulated patches for the calibration"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="braggflow model file to write (default: WEIGHTS with .pt)",
+    ),
+    calibrate: bool = typer.Option(
+        True, "--calibrate/--no-calibrate", help="calibrate row_err/col_err on simulated patches",
+    ),
+    calibration_patches: int = typer.Option(
+        20000, "--calibration-patches", help="simulated patches for the calibration",
+    ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Turn a published BraggNN .pth into a braggflow model file (use with run --method braggnn --model FILE)."""
+    """Turn a published BraggNN .pth into a braggflow model file (use with run --method nn --model FILE)."""
     from braggflow.nn.files import load_model
     from braggflow.training.files import convert_weights
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,13 +16,13 @@ commands = typer.Typer()
 _GEOMETRY_HELP = "geometry (else: stored in the results file)"
 
 # geometry options shared by identify, azimuthal and remap (typer's Annotated form: declared once)
-Poni = Annotated[Optional[Path], typer.Option("--poni", help="pyFAI PONI file; " + _GEOMETRY_HELP)]
-Distance = Annotated[Optional[float], typer.Option("--distance", help="sample-detector distance, mm")]
-BeamRow = Annotated[Optional[float], typer.Option("--beam-row", help="direct-beam row, px")]
-BeamCol = Annotated[Optional[float], typer.Option("--beam-col", help="direct-beam column, px")]
-PixelSize = Annotated[Optional[float], typer.Option("--pixel-size", help="pixel size, mm")]
-Wavelength = Annotated[Optional[float], typer.Option("--wavelength", help="wavelength, Å")]
-Energy = Annotated[Optional[float], typer.Option("--energy", help="energy, keV")]
+Poni = Annotated[Path | None, typer.Option("--poni", help="pyFAI PONI file; " + _GEOMETRY_HELP)]
+Distance = Annotated[float | None, typer.Option("--distance", help="sample-detector distance, mm")]
+BeamRow = Annotated[float | None, typer.Option("--beam-row", help="direct-beam row, px")]
+BeamCol = Annotated[float | None, typer.Option("--beam-col", help="direct-beam column, px")]
+PixelSize = Annotated[float | None, typer.Option("--pixel-size", help="pixel size, mm")]
+Wavelength = Annotated[float | None, typer.Option("--wavelength", help="wavelength, Å")]
+Energy = Annotated[float | None, typer.Option("--energy", help="energy, keV")]
 
 
 def _geometry(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence, distance_err, stored=None):
@@ -76,18 +76,20 @@ def identify_command(
     cif: list[Path] = typer.Option([], "--cif", help="candidate phase CIF files"),
     phase: list[Path] = typer.Option([], "--phase", help="candidate phases defined in YAML"),
     gixd: bool = typer.Option(False, "--gixd", help="grazing incidence: search contact planes on (q_xy, q_z) spots"),
-    incidence_angle: Optional[float] = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
+    incidence_angle: float | None = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
     rings: bool = typer.Option(False, "--rings", help="force ring (powder) matching on the maxima of I(q)"),
     spots: bool = typer.Option(False, "--spots", help="force spot matching on the peak table's q values"),
-    frame: Optional[str] = typer.Option(None, "--frame", help="frame file for ring patterns (default: the run's input)"),
-    json_file: Optional[Path] = typer.Option(None, "--json", help="write the ranked table as JSON"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG of observed vs predicted lines"),
+    frame: str | None = typer.Option(
+        None, "--frame", help="frame file for ring patterns (default: the run's input)",
+    ),
+    json_file: Path | None = typer.Option(None, "--json", help="write the ranked table as JSON"),
+    plot: Path | None = typer.Option(None, "--plot", help="write a PNG of observed vs predicted lines"),
     max_mismatch: float = typer.Option(0.01, "--max-mismatch", help="largest relative lattice mismatch searched"),
     p_max: float = typer.Option(1e-3, "--p-max", help="largest chance probability of an accepted phase"),
     refine_distance: bool = typer.Option(False, "--refine-distance", help="refine the sample-detector distance too"),
     poni: Poni = None,
     distance: Distance = None,
-    distance_err: Optional[float] = typer.Option(None, "--distance-err", help="1-sigma distance uncertainty, mm"),
+    distance_err: float | None = typer.Option(None, "--distance-err", help="1-sigma distance uncertainty, mm"),
     beam_row: BeamRow = None,
     beam_col: BeamCol = None,
     pixel: PixelSize = None,
@@ -164,10 +166,10 @@ def azimuthal_command(
     source: Path = typer.Argument(..., help="frame file, or a results file (its first input frame)"),
     output: Path = typer.Option(..., "-o", "--output", help="CSV file for I(q) or I(2theta)"),
     unit: str = typer.Option("q", "--unit", help="q (1/Å) or 2th (deg)"),
-    npt: Optional[int] = typer.Option(None, "--npt", help="number of bins"),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
+    npt: int | None = typer.Option(None, "--npt", help="number of bins"),
+    mask: Path | None = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
     gain: float = typer.Option(1.0, "--gain", help="ADU per photon (Poisson errors)"),
-    rings_out: Optional[Path] = typer.Option(None, "--rings", help="CSV file for the ring positions (maxima)"),
+    rings_out: Path | None = typer.Option(None, "--rings", help="CSV file for the ring positions (maxima)"),
     poni: Poni = None,
     distance: Distance = None,
     beam_row: BeamRow = None,
@@ -175,7 +177,9 @@ def azimuthal_command(
     pixel: PixelSize = None,
     wavelength: Wavelength = None,
     energy: Energy = None,
-    incidence_angle: Optional[float] = typer.Option(None, "--incidence-angle", help="incidence angle, deg (integrates above the horizon)"),
+    incidence_angle: float | None = typer.Option(
+        None, "--incidence-angle", help="incidence angle, deg (integrates above the horizon)",
+    ),
 ) -> None:
     """Azimuthal integration I(q) / I(2theta) with errors (pyFAI), and ring positions from its maxima."""
     import numpy as np
@@ -243,7 +247,7 @@ def remap_command(
     to: str = typer.Option("q", "--to", help="q: (eta, q); polar: (eta, 2theta); qxy-qz: grazing-incidence map"),
     output: Path = typer.Option(..., "-o", "--output", help="output: .npz or .h5 (image and axes), .png (picture)"),
     npt: int = typer.Option(500, "--npt", help="bins along each axis"),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
+    mask: Path | None = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
     poni: Poni = None,
     distance: Distance = None,
     beam_row: BeamRow = None,
@@ -251,7 +255,7 @@ def remap_command(
     pixel: PixelSize = None,
     wavelength: Wavelength = None,
     energy: Energy = None,
-    incidence_angle: Optional[float] = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
+    incidence_angle: float | None = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
 ) -> None:
     """Rebin a frame to (eta, q), (eta, 2theta) or (q_z, q_xy); empty bins (missing wedge) are NaN."""
     import numpy as np

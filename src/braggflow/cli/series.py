@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from braggflow.cli.common import check_results_name, console, err_console, friendly_errors
+from braggflow.cli.common import (
+    BACKEND_HELP,
+    METHOD_HELP,
+    MODEL_HELP,
+    check_results_name,
+    console,
+    err_console,
+    friendly_errors,
+)
 
 commands = typer.Typer()
 """This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
@@ -24,7 +31,7 @@ _RESULTS = typer.Argument(..., help="results file written by 'braggflow run' or 
 _SOURCE = typer.Option(None, "--source", help="the frames (default: the inputs recorded in RESULTS)")
 
 
-def _open_source(results: Path, source: Optional[str]):
+def _open_source(results: Path, source: str | None):
     """The frame series behind a results file: --source, else what the file records."""
     from braggflow.errors import InputFileError
     from braggflow.io.frames import open_frames
@@ -54,7 +61,7 @@ def _static_mask(results: Path, series):
     return prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask).mask
 
 
-def _omega_ranges(results: Path, table, source: Optional[str], step: Optional[float]):
+def _omega_ranges(results: Path, table, source: str | None, step: float | None):
     """Per-frame omega ranges: from the frames when they know them, else rebuilt from the omega column."""
     from braggflow.errors import BraggflowError
     from braggflow.link import omega_ranges_from_table
@@ -77,10 +84,16 @@ def link_command(
     results: Path = _RESULTS,
     search_range: float = typer.Option(3.0, "--search-range", help="largest move of a peak between frames, px"),
     memory: int = typer.Option(0, "--memory", help="frames a peak may vanish and keep its track"),
-    omega: bool = typer.Option(False, "--omega", help="rotation series: merge peaks of frames whose omega ranges touch into 3D spots"),
-    omega_step: Optional[float] = typer.Option(None, "--omega-step", help="rotation per frame, deg, when the frames do not record omega ranges"),
-    source: Optional[str] = _SOURCE,
-    csv: Optional[Path] = typer.Option(None, "--csv", help="also write the spots (--omega) or the track summary as CSV"),
+    omega: bool = typer.Option(
+        False, "--omega", help="rotation series: merge peaks of frames whose omega ranges touch into 3D spots",
+    ),
+    omega_step: float | None = typer.Option(
+        None, "--omega-step", help="rotation per frame, deg, when the frames do not record omega ranges",
+    ),
+    source: str | None = _SOURCE,
+    csv: Path | None = typer.Option(
+        None, "--csv", help="also write the spots (--omega) or the track summary as CSV",
+    ),
 ) -> None:
     """Link peaks across frames: track_id in the peak table, plus a tracks (or spots) table.
 
@@ -130,13 +143,19 @@ def link_command(
 def watch_command(
     source: str = typer.Argument(..., help="folder receiving frame files, or an HDF5 file being appended (SWMR)"),
     output: Path = typer.Option(..., "-o", "--output", help="results file (HDF5); an existing one is continued"),
-    config_file: Optional[Path] = typer.Option(None, "-c", "--config", help="YAML config (see 'braggflow config --default')"),
-    idle_timeout: float = typer.Option(60.0, "--idle-timeout", help="stop after this many seconds without a new frame (0: never)"),
+    config_file: Path | None = typer.Option(
+        None, "-c", "--config", help="YAML config (see 'braggflow config --default')",
+    ),
+    idle_timeout: float = typer.Option(
+        60.0, "--idle-timeout", help="stop after this many seconds without a new frame (0: never)",
+    ),
     poll: float = typer.Option(0.1, "--poll", help="seconds between looks at the source"),
-    method: Optional[str] = typer.Option(None, "--method", help="localization: com, gauss, pvoigt or braggnn"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="frame dataset inside the HDF5 source"),
+    method: str | None = typer.Option(None, "--method", help="localization: " + METHOD_HELP),
+    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
+    backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
+    dataset: str | None = typer.Option(None, "--dataset", help="frame dataset inside the HDF5 source"),
     workers: int = typer.Option(0, "--workers", help="worker processes for the frames (0: this process)"),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
+    sets: list[str] | None = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
 ) -> None:
     """Process frames while the detector writes them; stop after --idle-timeout or with Ctrl-C."""
     import numpy as np
@@ -144,7 +163,8 @@ def watch_command(
     from braggflow.cli.core import build_config, check_workers
     from braggflow.pipeline.watch import watch
 
-    config = build_config(config_file, {"locate.method": method}, sets)
+    config = build_config(config_file, {"locate.method": method, "locate.model": model, "locate.backend": backend},
+                          sets)
     check_results_name(output)
     check_workers(workers)
     recent: list = []
@@ -173,22 +193,22 @@ def watch_command(
     if len(log):
         lat = log["latency"].to_numpy()
         rate = len(log) / max(log["t_written"].max() - log["t_written"].min(), 1e-9) if len(log) > 1 else float("nan")
-        console.print(f"{len(log)} frames, {int(log['n_peaks'].sum())} peaks -> {output}; stopped: {result.stopped_by}; "
-                      f"{rate:.1f} frames/s; latency median {np.median(lat):.2f} s, p95 {np.percentile(lat, 95):.2f} s",
-                      soft_wrap=True)
+        console.print(f"{len(log)} frames, {int(log['n_peaks'].sum())} peaks -> {output}; "
+                      f"stopped: {result.stopped_by}; {rate:.1f} frames/s; latency median {np.median(lat):.2f} s, "
+                      f"p95 {np.percentile(lat, 95):.2f} s", soft_wrap=True)
     else:
         console.print(f"no new frames; stopped: {result.stopped_by}; {output} unchanged", soft_wrap=True)
     for name in result.skipped:
         err_console.print(f"skipped (never readable or out of order): {name}", markup=False, soft_wrap=True)
 
 
-def _frame_range(text: Optional[str], n: int) -> range:
+def _frame_range(text: str | None, n: int) -> range:
     from braggflow.pipeline import parse_frame_range
 
     return parse_frame_range(text, n)
 
 
-def _parse_region(text: Optional[str]):
+def _parse_region(text: str | None):
     """'R0:R1,C0:C1' -> (r0, r1, c0, c1)."""
     if text is None:
         return None
@@ -209,10 +229,15 @@ def plot_frame_command(
     results: Path = _RESULTS,
     frame: int = typer.Option(0, "--frame", help="frame index"),
     output: Path = typer.Option(Path("frame.png"), "-o", "--output", help="image file (PNG, PDF, SVG)"),
-    source: Optional[str] = _SOURCE,
-    size_by: str = typer.Option("intensity", "--size-by", help="marker size from: intensity, score, peak_value, snr, npix, none"),
-    region: Optional[str] = typer.Option(None, "--region", help="cut-out ROW0:ROW1,COL0:COL1, px"),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="reference peaks drawn as +: CSV (frame,row,col), simulated NeXus (/entry/truth) or results file"),
+    source: str | None = _SOURCE,
+    size_by: str = typer.Option(
+        "intensity", "--size-by", help="marker size from: intensity, score, peak_value, snr, npix, none",
+    ),
+    region: str | None = typer.Option(None, "--region", help="cut-out ROW0:ROW1,COL0:COL1, px"),
+    reference: Path | None = typer.Option(
+        None, "--reference",
+        help="reference peaks drawn as +: CSV (frame,row,col), simulated NeXus (/entry/truth) or results file",
+    ),
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 7 x 6 inches)"),
 ) -> None:
     """One frame on a log colour scale with its peaks (masked pixels in blue)."""
@@ -235,11 +260,13 @@ def plot_frame_command(
 def plot_animate_command(
     results: Path = _RESULTS,
     output: Path = typer.Option(Path("series.gif"), "-o", "--output", help=".gif, or .mp4 (needs ffmpeg)"),
-    source: Optional[str] = _SOURCE,
-    frames: Optional[str] = typer.Option(None, "--frames", help="frame range START:STOP (Python slice)"),
+    source: str | None = _SOURCE,
+    frames: str | None = typer.Option(None, "--frames", help="frame range START:STOP (Python slice)"),
     step: int = typer.Option(1, "--step", help="show every STEP-th frame"),
     fps: float = typer.Option(5.0, "--fps", help="animation frames per second"),
-    size_by: str = typer.Option("intensity", "--size-by", help="marker size from: intensity, score, peak_value, snr, npix, none"),
+    size_by: str = typer.Option(
+        "intensity", "--size-by", help="marker size from: intensity, score, peak_value, snr, npix, none",
+    ),
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 6 x 6 inches)"),
 ) -> None:
     """An animation of the series with the peaks of each frame overlaid."""
@@ -261,8 +288,8 @@ def plot_animate_command(
 def plot_tracks_command(
     results: Path = _RESULTS,
     output: Path = typer.Option(Path("tracks.png"), "-o", "--output", help="image file"),
-    source: Optional[str] = _SOURCE,
-    frames: Optional[str] = typer.Option(None, "--frames", help="frames summed for the background, START:STOP"),
+    source: str | None = _SOURCE,
+    frames: str | None = typer.Option(None, "--frames", help="frames summed for the background, START:STOP"),
     min_length: int = typer.Option(2, "--min-length", help="draw tracks seen on at least this many frames"),
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 7 x 6 inches)"),
 ) -> None:
@@ -314,9 +341,12 @@ def _read_reference(path: Path):
 def plot_series_command(
     results: Path = _RESULTS,
     output: Path = typer.Option(Path("series.png"), "-o", "--output", help="image file"),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="reference peaks: CSV (frame,row,col), simulated NeXus (/entry/truth) or results file"),
+    reference: Path | None = typer.Option(
+        None, "--reference",
+        help="reference peaks: CSV (frame,row,col), simulated NeXus (/entry/truth) or results file",
+    ),
     max_distance: float = typer.Option(2.0, "--max-distance", help="matching radius against the reference, px"),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="also write the per-frame statistics as CSV"),
+    csv: Path | None = typer.Option(None, "--csv", help="also write the per-frame statistics as CSV"),
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch"),
 ) -> None:
     """Peak count, mean intensity and (with --reference) position error per frame."""
