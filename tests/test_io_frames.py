@@ -1,5 +1,7 @@
 """Frame readers: every format gives the same frames, lazily, with clear errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -75,6 +77,14 @@ def test_fabio_formats_folder_and_glob(stack, tmp_path):
     for i in (10, 9, 2):  # natural order: 2, 9, 10
         fabio.tifimage.TifImage(data=np.full((4, 4), i, np.int32)).write(str(folder / f"x_{i}.tif"))
     assert [open_frames(str(folder))[k][0, 0] for k in range(3)] == [2, 9, 10]
+    # numbers compare as numbers wherever they are; capitals before lower case
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("b_1.tif", "a2b10.tif", "a10b1.tif", "a2b9.tif", "B_2.tif"):
+        fabio.tifimage.TifImage(data=np.zeros((4, 4), np.int32)).write(str(mixed / name))
+    expected = ["B_2.tif", "a2b9.tif", "a2b10.tif", "a10b1.tif", "b_1.tif"]
+    assert [Path(p).name for p in open_frames(str(mixed / "*.tif")).sources] == expected
+    assert [Path(p).name for p in open_frames(str(mixed)).sources] == expected
 
 
 def test_framecache_roundtrip(stack, tmp_path):

@@ -15,10 +15,11 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
+from natsort import natsorted
 
 from braggflow.errors import InputFileError
 
@@ -89,7 +90,8 @@ class FrameSeries:
         frame = self._read(int(index))
         if frame.shape != tuple(self.shape):
             raise InputFileError(
-                f"{self.describe_frame(int(index))}: frame has shape {frame.shape}, expected {tuple(self.shape)} like the first frame"
+                f"{self.describe_frame(int(index))}: frame has shape {frame.shape}, "
+                f"expected {tuple(self.shape)} like the first frame"
             )
         return frame
 
@@ -121,7 +123,9 @@ class FrameSeries:
         return f"{self.sources[0] if self.sources else '<array>'} frame {index}"
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self)} frames of {self.shape[0]}x{self.shape[1]} {self.dtype}, from {self.sources[:1]}{'...' if len(self.sources) > 1 else ''})"
+        more = "..." if len(self.sources) > 1 else ""
+        return (f"{type(self).__name__}({len(self)} frames of {self.shape[0]}x{self.shape[1]} {self.dtype}, "
+                f"from {self.sources[:1]}{more})")
 
 
 class ArraySeries(FrameSeries):
@@ -321,36 +325,52 @@ class HDF5Series(FrameSeries):
         return len(self)
 
     def _resolve(self, h5, dataset: str | None) -> list[str]:
-        import h5py
-
+        """Names of the frame datasets: ``dataset``, else the NeXus signal, the Eiger data sets, the largest."""
         ndims = (3,) if self.swmr else (2, 3)
         if dataset:
-            if dataset not in h5:
-                candidates = ", ".join(_image_datasets(h5)[:5]) or "none"
-                raise InputFileError(f"{self.path}: no dataset {dataset!r} (image datasets found: {candidates})")
-            obj = h5[dataset]
-            if not isinstance(obj, h5py.Dataset) or obj.ndim not in ndims:
-                expected = "a 3D (frames, H, W) dataset to read while it grows" if self.swmr else "a 2D or 3D dataset of frames"
-                raise InputFileError(f"{self.path}::{dataset}: expected {expected}, got shape {getattr(obj, 'shape', None)}")
-            return [obj.name]
+            return [self._named_dataset(h5, dataset, ndims)]
         signal = _nexus_signal(h5)
         if signal is not None and h5[signal].ndim in ndims:
             return [signal]
-        if "entry/data" in h5:
-            eiger = sorted(k for k in h5["entry/data"] if re.fullmatch(r"data_\d{6}", k))
-            readable = []
-            for k in eiger:
-                try:
-                    if h5[f"entry/data/{k}"].ndim == 3:
-                        readable.append(f"/entry/data/{k}")
-                except KeyError:  # a data file of the master is missing
-                    raise InputFileError(f"{self.path}: Eiger data file for /entry/data/{k} is missing") from None
-            if readable:
-                return readable
+        eiger = self._eiger_datasets(h5)
+        if eiger:
+            return eiger
         found = [n for n in _image_datasets(h5) if h5[n].ndim in ndims]
         if not found:
             raise InputFileError(f"{self.path}: no {'3D' if self.swmr else '2D or 3D'} dataset of frames found")
         return [found[0]]
+
+    def _named_dataset(self, h5, dataset: str, ndims: tuple[int, ...]) -> str:
+        """The full name of the dataset asked for, checked to hold frames."""
+        import h5py
+
+        if dataset not in h5:
+            candidates = ", ".join(_image_datasets(h5)[:5]) or "none"
+            raise InputFileError(f"{self.path}: no dataset {dataset!r} (image datasets found: {candidates})")
+        obj = h5[dataset]
+        if not isinstance(obj, h5py.Dataset) or obj.ndim not in ndims:
+            if self.swmr:
+                expected = "a 3D (frames, H, W) dataset to read while it grows"
+            else:
+                expected = "a 2D or 3D dataset of frames"
+            raise InputFileError(
+                f"{self.path}::{dataset}: expected {expected}, got shape {getattr(obj, 'shape', None)}"
+            )
+        return obj.name
+
+    def _eiger_datasets(self, h5) -> list[str]:
+        """The 3D ``/entry/data/data_NNNNNN`` datasets of an Eiger master file, in order (may be none)."""
+        if "entry/data" not in h5:
+            return []
+        eiger = sorted(k for k in h5["entry/data"] if re.fullmatch(r"data_\d{6}", k))
+        readable = []
+        for k in eiger:
+            try:
+                if h5[f"entry/data/{k}"].ndim == 3:
+                    readable.append(f"/entry/data/{k}")
+            except KeyError:  # a data file of the master is missing
+                raise InputFileError(f"{self.path}: Eiger data file for /entry/data/{k} is missing") from None
+        return readable
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -577,10 +597,6 @@ class FrameCacheSeries(FrameSeries):
 # --------------------------------------------------------------------------- dispatcher
 
 
-def _natural_key(path: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
-
-
 def _is_hdf5(path: str) -> bool:
     try:
         with open(path, "rb") as fh:
@@ -633,48 +649,77 @@ def open_frames(source, *, dataset: str | None = None, omega=None, swmr: bool = 
     if isinstance(source, np.ndarray):
         return ArraySeries(source, omega=omega)
     if isinstance(source, (list, tuple)):
-        paths = [str(p) for p in source]
-        if len(paths) == 1:
-            return open_frames(paths[0], dataset=dataset, omega=omega, swmr=swmr)
-        if all(_is_hdf5(p) for p in paths if os.path.exists(p)) and all(os.path.exists(p) for p in paths):
-            return _ConcatSeries([HDF5Series(p, dataset, swmr=swmr) for p in paths])
-        series = FabioSeries(paths)
-    else:
-        path = str(source)
-        if "::" in path:
-            path, dataset = path.split("::", 1)
-        if os.path.isdir(path):
-            files = sorted(
-                (str(p) for p in Path(path).iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)),
-                key=_natural_key,
+        return _open_files([str(p) for p in source], dataset=dataset, omega=omega, swmr=swmr)
+    path = str(source)
+    if "::" in path:
+        path, dataset = path.split("::", 1)
+    files = _listed_files(path)
+    if files is not None:
+        return open_frames(files, dataset=dataset, omega=omega, swmr=swmr)
+    return _with_omega(_open_file(path, dataset=dataset, swmr=swmr), omega)
+
+
+def _open_files(paths: list[str], *, dataset: str | None, omega, swmr: bool) -> FrameSeries:
+    """A list of files as one series: several HDF5 files, or files fabio reads (one file: as itself)."""
+    if len(paths) == 1:
+        return open_frames(paths[0], dataset=dataset, omega=omega, swmr=swmr)
+    if all(_is_hdf5(p) for p in paths if os.path.exists(p)) and all(os.path.exists(p) for p in paths):
+        return _ConcatSeries([HDF5Series(p, dataset, swmr=swmr) for p in paths])
+    return _with_omega(FabioSeries(paths), omega)
+
+
+def _listed_files(path: str) -> list[str] | None:
+    """The image files of a folder or the files a glob pattern matches, in natural order; None for other paths.
+
+    Raises
+    ------
+    InputFileError
+        If the folder holds no image file or the pattern matches no file.
+    """
+    if os.path.isdir(path):
+        files = natsorted(
+            str(p) for p in Path(path).iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
+        )
+        if not files:
+            raise InputFileError(
+                f"{path}: folder holds no detector image files ({', '.join(IMAGE_SUFFIXES[:5])}, ...)"
             )
-            if not files:
-                raise InputFileError(f"{path}: folder holds no detector image files ({', '.join(IMAGE_SUFFIXES[:5])}, ...)")
-            return open_frames(files, dataset=dataset, omega=omega, swmr=swmr)
-        if any(ch in path for ch in "*?["):
-            files = sorted(glob.glob(path), key=_natural_key)
-            if not files:
-                raise InputFileError(f"{path}: pattern matches no file")
-            return open_frames(files, dataset=dataset, omega=omega, swmr=swmr)
-        if not os.path.exists(path):
-            raise InputFileError(f"{path}: no such file")
-        if os.path.getsize(path) == 0:
-            raise InputFileError(f"{path}: file is empty")
-        if _is_hdf5(path):
-            series = HDF5Series(path, dataset, swmr=swmr)
-        elif path.endswith(".npz"):
-            if not _is_framecache(path):
-                raise InputFileError(f"{path}: .npz is not a HEXRD frame-cache (needs 'shape', 'nframes', '{{i}}_row/col/data')")
-            series = FrameCacheSeries(path)
-        elif path.endswith(".npy"):
-            try:
-                arr = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as exc:
-                raise InputFileError(f"{path}: not a readable .npy file ({exc})") from None
-            series = ArraySeries(arr)
-            series.sources = [path]
-        else:
-            series = FabioSeries([path])
+        return files
+    if any(ch in path for ch in "*?["):
+        files = natsorted(glob.glob(path))
+        if not files:
+            raise InputFileError(f"{path}: pattern matches no file")
+        return files
+    return None
+
+
+def _open_file(path: str, *, dataset: str | None, swmr: bool) -> FrameSeries:
+    """One file, by its content: HDF5, HEXRD frame-cache ``.npz``, ``.npy`` stack, else anything fabio reads."""
+    if not os.path.exists(path):
+        raise InputFileError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise InputFileError(f"{path}: file is empty")
+    if _is_hdf5(path):
+        return HDF5Series(path, dataset, swmr=swmr)
+    if path.endswith(".npz"):
+        if not _is_framecache(path):
+            raise InputFileError(
+                f"{path}: .npz is not a HEXRD frame-cache (needs 'shape', 'nframes', '{{i}}_row/col/data')"
+            )
+        return FrameCacheSeries(path)
+    if path.endswith(".npy"):
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise InputFileError(f"{path}: not a readable .npy file ({exc})") from None
+        series = ArraySeries(arr)
+        series.sources = [path]
+        return series
+    return FabioSeries([path])
+
+
+def _with_omega(series: FrameSeries, omega) -> FrameSeries:
+    """``series`` with the start/stop angles ``omega`` ((N, 2) degrees) when given."""
     if omega is not None:
         series.omega = np.asarray(omega, dtype=float).reshape(len(series), 2)
     return series
