@@ -3,4 +3,5 @@
 __all__ = ["train_model", "TrainConfig", "save_model", "convert_weights", "ship_model"]
 
 from .files import convert_weights, save_model, ship_model
-from .train import TrainConfig, train_model
+from .config import TrainConfig
+from .loop import train_model

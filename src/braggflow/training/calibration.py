@@ -325,7 +325,7 @@ def calibrate_localizer(localizer, *, n: int = 40000, seed: int = 0, patches=Non
         Number of simulated patches (ignored when ``patches`` is given): all
         kinds, peak sigma 0.5-4 px, half of them cut around their brightest
         pixel like the finder's patches
-        (:func:`braggflow.training.train.simulated_training_patches`).
+        (:func:`braggflow.training.sets.simulated_training_patches`).
     seed : int
         Simulation seed.
     patches : LabelledPatches, optional
@@ -347,7 +347,7 @@ def calibrate_localizer(localizer, *, n: int = 40000, seed: int = 0, patches=Non
     from braggflow.nn.preprocess import check_patches
 
     if patches is None:
-        from braggflow.training.train import simulated_training_patches
+        from braggflow.training.sets import simulated_training_patches
 
         patches = simulated_training_patches(n, size=localizer.size, kind="mixed", seed=seed, recentre=0.5,
                                              sim_options={"sigma": (0.5, 4.0)})
