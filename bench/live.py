@@ -129,7 +129,8 @@ def trial(kind: str, method: str, rate: float, n: int, frames_path: Path, work: 
     written = log["t_written"].to_numpy()
     frames = log["frame"].to_numpy()
     latency = written - complete[frames]
-    out = {"kind": kind, "method": method, "workers": workers, "rate": rate, "frames": int(len(log)), "elapsed_s": elapsed,
+    out = {"kind": kind, "method": method, "workers": workers, "rate": rate, "frames": int(len(log)),
+           "elapsed_s": elapsed,
            "latency_median_s": float(np.median(latency)), "latency_p95_s": float(np.percentile(latency, 95)),
            "latency_max_s": float(latency.max()), "max_backlog": int(log["backlog"].max()),
            "process_median_s": float(log["process_s"].median())}
@@ -164,7 +165,8 @@ def main(argv=None) -> None:
 
     work_root = Path(tempfile.mkdtemp(prefix="braggflow-live-", dir=args.workdir))
     try:
-        print(f"load average before: {os.getloadavg()[0]:.2f}; cores available: {len(os.sched_getaffinity(0))}; simulating {args.distinct} frames of 2048 x 2048 "
+        print(f"load average before: {os.getloadavg()[0]:.2f}; cores available: {len(os.sched_getaffinity(0))}; "
+              f"simulating {args.distinct} frames of 2048 x 2048 "
               f"with ~{args.peaks} peaks ...", flush=True)
         sim = simulate_series(args.distinct, n_peaks=args.peaks, seed=args.seed)
         frames_path = work_root / "frames.npy"
@@ -210,7 +212,8 @@ def main(argv=None) -> None:
         print("\nsource  method   workers  throughput(full)  highest rate kept up  latency@5fps median  p95")
         for kind, method, workers, throughput, best, med, p95 in summary:
             best_text = f"{best:g} frames/s" if best is not None else f"< {min(LADDER):g} frames/s"
-            print(f"{kind:7s} {method:8s} {workers:7d} {throughput:9.1f} fps     {best_text:>18s}   {med:14.3f} s  {p95:6.3f} s")
+            print(f"{kind:7s} {method:8s} {workers:7d} {throughput:9.1f} fps     {best_text:>18s}   "
+                  f"{med:14.3f} s  {p95:6.3f} s")
         print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on the machine compete for its cores)")
         if args.json is not None:
             args.json.write_text(json.dumps(trials, indent=1))

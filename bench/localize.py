@@ -228,7 +228,8 @@ def pipeline_table(methods: dict, n_frames: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main(argv=None) -> pd.DataFrame:
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line arguments of the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="patches per set (the clean set has 3n, split by SNR)")
     parser.add_argument("--seed", type=int, default=2024)
@@ -238,19 +239,17 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--skip-fits", action="store_true", help="leave out the (slow) Gaussian and pseudo-Voigt fits")
     parser.add_argument("--pipeline-frames", type=int, default=4,
                         help="simulated 512 x 512 frames (150 peaks each) for the in-pipeline comparison (0: skip)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import torch
 
-    torch.set_num_threads(1)
+def collect_methods(args) -> tuple[dict, dict, list]:
+    """The methods to compare: name -> localizer, name -> whether it is a network, and the network model names.
+
+    With ``--published-weights`` the published weights are converted (and
+    calibrated) to a temporary file, recorded as ``args.published_weights_file``.
+    """
     from braggflow.nn.files import list_models
     from braggflow.training.files import convert_weights
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    sets = make_sets(args.n, args.seed)
-    print(f"simulated {sum(len(s) for s in sets.values())} patches in {time.perf_counter() - t0:.1f} s: "
-          + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
 
     methods = classical_methods()
     if args.skip_fits:
@@ -266,7 +265,37 @@ def main(argv=None) -> pd.DataFrame:
     for name in names:
         methods[name] = network_method(name)
         is_network[name] = True
+    return methods, is_network, names
 
+
+def method_speed(args, method: str, run_seconds: float, is_network: bool, all_d, all_m) -> float:
+    """Patches per second of one method on one core (networks: the faster backend), printed."""
+    if is_network:
+        model = str(args.published_weights_file) if method == "braggnn-published" else method
+        speeds = network_speeds(model, all_d, all_m)
+        best = max(speeds, key=speeds.get)
+        print(f"{method}: " + ", ".join(f"{v:.0f} patches/s with backend={b!r}" for b, v in speeds.items())
+              + f" on one core; the table uses the faster, {best!r}")
+        return speeds[best]
+    speed = len(all_d) / run_seconds
+    print(f"{method}: {speed:.0f} patches/s on one core")
+    return speed
+
+
+def set_rows(method: str, sets: dict, per_set: dict) -> list[dict]:
+    """Score rows of one method: one per set, and the neighbour set's Sparrow subsets."""
+    rows = []
+    for set_name, ps in sets.items():
+        rows.append({"method": method, "set": set_name, **score(ps, per_set[set_name])})
+        if set_name == "neighbour":
+            for sub_name, sel in neighbour_subsets(ps).items():
+                sub = {k: np.asarray(v)[sel] for k, v in per_set[set_name].items()}
+                rows.append({"method": method, "set": sub_name, **score(ps[np.flatnonzero(sel)], sub)})
+    return rows
+
+
+def run_methods(args, methods: dict, is_network: dict, sets: dict) -> tuple[list, dict, dict]:
+    """Every method on every set: score rows, clean-set centres per method, and speed per method."""
     rows, clean_results = [], {}
     all_d = np.concatenate([s.data for s in sets.values()])
     all_m = np.concatenate([s.mask for s in sets.values()])
@@ -278,26 +307,53 @@ def main(argv=None) -> pd.DataFrame:
             start = time.perf_counter()
             per_set[set_name] = run(ps.data, ps.mask)
             seconds += time.perf_counter() - start
-        if is_network.get(method):
-            model = str(args.published_weights_file) if method == "braggnn-published" else method
-            speeds = network_speeds(model, all_d, all_m)
-            best = max(speeds, key=speeds.get)
-            speed[method] = speeds[best]
-            print(f"{method}: " + ", ".join(f"{v:.0f} patches/s with backend={b!r}" for b, v in speeds.items())
-                  + f" on one core; the table uses the faster, {best!r}")
-        else:
-            speed[method] = len(all_d) / seconds
-            print(f"{method}: {speed[method]:.0f} patches/s on one core")
-        for set_name, ps in sets.items():
-            rows.append({"method": method, "set": set_name, **score(ps, per_set[set_name])})
-            if set_name == "neighbour":
-                for sub_name, sel in neighbour_subsets(ps).items():
-                    sub = {k: np.asarray(v)[sel] for k, v in per_set[set_name].items()}
-                    rows.append({"method": method, "set": sub_name, **score(ps[np.flatnonzero(sel)], sub)})
+        speed[method] = method_speed(args, method, seconds, bool(is_network.get(method)), all_d, all_m)
+        rows.extend(set_rows(method, sets, per_set))
         clean_keys = list(SNR_BINS)
         clean_results[method] = {
             k: np.concatenate([np.asarray(per_set[s][k], float) for s in clean_keys]) for k in ("row", "col")
         }
+    return rows, clean_results, speed
+
+
+def clean_patches(sets: dict):
+    """The clean isolated peaks of all SNR bins as one PatchSet."""
+    from braggflow.simulate.patches import PatchSet
+
+    clean_sets = [sets[k] for k in SNR_BINS]
+    return PatchSet(
+        np.concatenate([s.data for s in clean_sets]), np.concatenate([s.mask for s in clean_sets]),
+        np.concatenate([s.row for s in clean_sets]), np.concatenate([s.col for s in clean_sets]),
+        pd.concat([s.params for s in clean_sets], ignore_index=True),
+    )
+
+
+def run_pipeline_comparison(args, methods: dict, names: list) -> None:
+    """The in-pipeline comparison (``localize_pipeline.csv``), printed."""
+    pipe_methods = {m: (m, None) for m in ("com", "gauss", "pvoigt") if m in methods}
+    pipe_methods.update({name: ("braggnn", name) for name in names})
+    pipe = pipeline_table(pipe_methods, args.pipeline_frames, args.seed)
+    pipe.to_csv(args.out / "localize_pipeline.csv", index=False, float_format="%.5g")
+    print("in the pipeline (simulated frames, finder-centred patches), radial error vs the truth:")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(pipe.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def main(argv=None) -> pd.DataFrame:
+    args = parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    sets = make_sets(args.n, args.seed)
+    print(f"simulated {sum(len(s) for s in sets.values())} patches in {time.perf_counter() - t0:.1f} s: "
+          + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+
+    methods, is_network, names = collect_methods(args)
+    rows, clean_results, speed = run_methods(args, methods, is_network, sets)
 
     table = pd.DataFrame(rows)
     table["patches_per_s"] = table["method"].map(speed)
@@ -305,26 +361,12 @@ def main(argv=None) -> pd.DataFrame:
         table["speed_vs_pvoigt"] = table["patches_per_s"] / speed["pvoigt"]
     table.to_csv(args.out / "localize.csv", index=False, float_format="%.5g")
 
-    from braggflow.simulate.patches import PatchSet
-
-    clean_sets = [sets[k] for k in SNR_BINS]
-    clean = PatchSet(
-        np.concatenate([s.data for s in clean_sets]), np.concatenate([s.mask for s in clean_sets]),
-        np.concatenate([s.row for s in clean_sets]), np.concatenate([s.col for s in clean_sets]),
-        pd.concat([s.params for s in clean_sets], ignore_index=True),
-    )
-    plot_vs_snr(clean, clean_results, args.out / "localize_vs_snr.png")
+    plot_vs_snr(clean_patches(sets), clean_results, args.out / "localize_vs_snr.png")
 
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 200):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.pipeline_frames > 0:
-        pipe_methods = {m: (m, None) for m in ("com", "gauss", "pvoigt") if m in methods}
-        pipe_methods.update({name: ("braggnn", name) for name in names})
-        pipe = pipeline_table(pipe_methods, args.pipeline_frames, args.seed)
-        pipe.to_csv(args.out / "localize_pipeline.csv", index=False, float_format="%.5g")
-        print("in the pipeline (simulated frames, finder-centred patches), radial error vs the truth:")
-        with pd.option_context("display.width", 200, "display.max_columns", 30):
-            print(pipe.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        run_pipeline_comparison(args, methods, names)
     print(f"wrote {args.out / 'localize.csv'} and {args.out / 'localize_vs_snr.png'} "
           f"({time.perf_counter() - t0:.0f} s)")
     return table

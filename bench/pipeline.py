@@ -39,7 +39,8 @@ def main() -> None:
 
     sim = simulate_series(args.frames, n_peaks=100, seed=7)
     frames = sim.frames
-    print(f"{len(frames)} simulated frames of {frames.shape[1]}x{frames.shape[2]}, {len(sim.truth) / len(frames):.0f} peaks/frame, 1 core")
+    print(f"{len(frames)} simulated frames of {frames.shape[1]}x{frames.shape[2]}, "
+          f"{len(sim.truth) / len(frames):.0f} peaks/frame, 1 core")
     t0 = time.perf_counter()
     for f in frames:
         f.max()
@@ -73,7 +74,8 @@ def main() -> None:
         # the rest: saturation map, extended peaks' region centroids, table assembly
         stages["other"] = max(total * len(frames) - sum(stages.values()), 0.0)
         parts = ", ".join(f"{k} {v / len(frames) * 1e3:.1f} ms" for k, v in stages.items())
-        print(f"{method:8s}: {1 / total:6.2f} frames/s ({total * 1e3:.1f} ms/frame = {total / t_max:.0f} x frame.max()); {parts}")
+        print(f"{method:8s}: {1 / total:6.2f} frames/s "
+              f"({total * 1e3:.1f} ms/frame = {total / t_max:.0f} x frame.max()); {parts}")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

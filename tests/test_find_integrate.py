@@ -147,9 +147,9 @@ def test_split_sigma_controls_splitting_of_two_close_peaks(rng):
 
 
 def test_region_centroid_follows_the_tile_background_across_a_wide_region(rng):
-    """A streak ~400 px long (Gaussian along it, sigma 90 px) on a background falling from 300 to 20 counts: against the tile background under
-    each pixel its centroid is the streak's middle; against one level (at its brightest pixel) it has no net
-    signal or a wrong centre."""
+    """A streak ~400 px long (Gaussian along it, sigma 90 px) on a background falling from 300 to 20 counts:
+    against the tile background under each pixel its centroid is the streak's middle; against one level (at its
+    brightest pixel) it has no net signal or a wrong centre."""
     from braggflow.find import region_centroids
 
     cols = np.arange(512)

@@ -67,7 +67,8 @@ def test_structure_factors_and_intensities():
     assert by[(1, 1, 1)].F2 < 0.1 * by[(0, 2, 0)].F2
     assert refl["intensity"].max() == pytest.approx(100.0)
     assert by[(0, 1, 0)].multiplicity == 6 and by[(1, 1, 1)].multiplicity == 8
-    cs = {(r.h, r.k, r.l): r for r in reflections(load_phase(PHASES / "CsPbBr3.yaml"), q_max=3.5, wavelength=0.6888).itertuples()}
+    cs_refl = reflections(load_phase(PHASES / "CsPbBr3.yaml"), q_max=3.5, wavelength=0.6888)
+    cs = {(r.h, r.k, r.l): r for r in cs_refl.itertuples()}
     assert cs[(1, 1, 1)].F2 > 3 * by[(1, 1, 1)].F2  # Cs (Z = 55) on 1b makes (111) strong
 
 
@@ -84,12 +85,16 @@ def test_bad_phase_files(tmp_path):
     (tmp_path / "junk.cif").write_bytes(b"\x00\x01 not a cif at all ;;; \n loop_ loop_")
     with pytest.raises(InputFileError, match="junk.cif"):
         load_cif(tmp_path / "junk.cif")
-    (tmp_path / "nocell.cif").write_text(CIF_NO_SYMOPS.split("_cell_length_a")[0] + CIF_NO_SYMOPS.split("_cell_angle_gamma 90\n")[1])
+    (tmp_path / "nocell.cif").write_text(
+        CIF_NO_SYMOPS.split("_cell_length_a")[0] + CIF_NO_SYMOPS.split("_cell_angle_gamma 90\n")[1]
+    )
     with pytest.raises(InputFileError, match="no unit cell"):
         load_cif(tmp_path / "nocell.cif")
     with pytest.raises(InputFileError, match="not found"):
         load_phase(tmp_path / "missing.cif")
-    (tmp_path / "p.yaml").write_text("name: X\nspace_group: P n m a\ncell: {a: 5}\natoms: [{element: Pb, xyz: [0, 0, 0]}]\n")
+    (tmp_path / "p.yaml").write_text(
+        "name: X\nspace_group: P n m a\ncell: {a: 5}\natoms: [{element: Pb, xyz: [0, 0, 0]}]\n"
+    )
     with pytest.raises(ConfigError, match="cell.b is required"):
         load_phase(tmp_path / "p.yaml")
     with pytest.raises(ConfigError, match="d_min"):

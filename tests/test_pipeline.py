@@ -194,7 +194,8 @@ def test_write_group_keeps_missing_values_of_text_columns(tmp_path):
 
 @pytest.mark.parametrize("method", ["com", "nn"])
 def test_saturated_peak_is_fitted_without_its_clipped_core(rng, method):
-    """A peak clipped at the uint16 maximum: com and the network hand it to a Gaussian fit that leaves the clipped pixels out."""
+    """A peak clipped at the uint16 maximum: com and the network hand it to a Gaussian fit that leaves the
+    clipped pixels out."""
     from braggflow.profiles.render import peak_profile
     from braggflow.schema import Flag
 

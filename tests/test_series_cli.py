@@ -89,8 +89,8 @@ def test_plot_commands_write_images_of_the_expected_size(drifting, tmp_path):
 
 def write_frame_cache(path, frames, omega):
     """A HEXRD frame-cache .npz (sparse frames) with omega ranges."""
-    arrays = {"shape": np.array(frames.shape[1:]), "nframes": np.array(len(frames)), "dtype": np.array(str(frames.dtype)),
-              "omega": omega}
+    arrays = {"shape": np.array(frames.shape[1:]), "nframes": np.array(len(frames)),
+              "dtype": np.array(str(frames.dtype)), "omega": omega}
     for i, frame in enumerate(frames):
         rows, cols = np.nonzero(frame)
         arrays.update({f"{i}_row": rows, f"{i}_col": cols, f"{i}_data": frame[rows, cols]})

@@ -59,7 +59,8 @@ def test_plot_frame_png_size_mask_and_markers(series, tmp_path):
     assert _has_colour(pixels, _draw.FLAGGED_COLOUR, tol=40)
     # without a mask and with no flagged peak the blue and amber are absent
     clean = table[table["flags"] == 0]
-    out2 = plot_frame(frames[2], clean, frame_index=2, output=tmp_path / "g.png", figsize=(4, 3), dpi=80, size_by="score")
+    out2 = plot_frame(frames[2], clean, frame_index=2, output=tmp_path / "g.png", figsize=(4, 3), dpi=80,
+                      size_by="score")
     pixels2 = _pixels(out2)
     assert not _has_colour(pixels2, _draw.MASK_COLOUR, tol=10)
     assert not _has_colour(pixels2, _draw.FLAGGED_COLOUR, tol=10)

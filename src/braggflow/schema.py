@@ -97,7 +97,9 @@ COLUMNS: dict[str, Column] = {
         Column("intensity_err", "float64", "counts", "1-sigma error of intensity", _NAN),
         Column("background", "float64", "counts/px", "local background level", _NAN),
         Column("snr", "float64", "", "intensity / intensity_err", _NAN),
-        Column("score", "float64", "", "the finder's score: detection SNR (find.method components), or persistence in counts (persistence)", _NAN),
+        Column("score", "float64", "",
+               "the finder's score: detection SNR (find.method components), or persistence in counts (persistence)",
+               _NAN),
         Column("npix", "int64", "", "pixels in the peak's region", 0),
         Column("method", "category", "", "localization method used", None),
         Column("flags", "uint32", "", "bit mask of braggflow.schema.Flag", 0),
@@ -131,7 +133,9 @@ def _column_values(col: Column, n: int):
 def _cast_values(col: Column, values):
     """``values`` cast to the column's dtype (a NumPy or pandas array)."""
     if col.dtype == "category":
-        return values.array if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype) else pd.Categorical(values)
+        return (
+            values.array if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype) else pd.Categorical(values)
+        )
     if col.dtype == "Int32":
         return pd.array(values, dtype="Int32")
     if isinstance(values, (pd.Series, pd.Index)) and not isinstance(values.dtype, np.dtype):

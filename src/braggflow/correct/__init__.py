@@ -72,7 +72,9 @@ def detector_gap_mask(shape: tuple[int, int], detector: str | None = "auto") -> 
         except Exception:
             raise ConfigError(f"correct.detector: {detector!r} is not a pyFAI detector name") from None
         if tuple(det.max_shape) != tuple(shape):
-            raise ConfigError(f"correct.detector: {detector} frames are {det.max_shape}, but the frames are {tuple(shape)}")
+            raise ConfigError(
+                f"correct.detector: {detector} frames are {det.max_shape}, but the frames are {tuple(shape)}"
+            )
     mask = det.calc_mask()
     return None if mask is None else mask.astype(bool)
 

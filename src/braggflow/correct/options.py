@@ -15,7 +15,9 @@ class CorrectConfig(OptionSection):
     """Frame corrections (:mod:`braggflow.correct`)."""
 
     dark: str | None = Field(None, description="dark frame file (subtracted), or null")
-    flat: str | None = Field(None, description="flat-field file (frames are divided by it, normalised to mean 1), or null")
+    flat: str | None = Field(
+        None, description="flat-field file (frames are divided by it, normalised to mean 1), or null"
+    )
     mask: str | None = Field(None, description="mask file (nonzero/True = bad pixel), or null")
     detector: str | None = Field(
         "auto",
@@ -29,9 +31,13 @@ class CorrectConfig(OptionSection):
         description="pixel values that mark bad pixels (Pilatus: -1 gaps, -2 bad); masked",
     )
     saturation: float | None = Field(
-        None, description="counts at which a pixel saturates (peaks touching it are flagged); null: dtype maximum for integer frames"
+        None,
+        description="counts at which a pixel saturates (peaks touching it are flagged); "
+        "null: dtype maximum for integer frames",
     )
-    minval: float | None = Field(None, description="pixels below this value are set to zero (published BraggNN practice), or null")
+    minval: float | None = Field(
+        None, description="pixels below this value are set to zero (published BraggNN practice), or null"
+    )
     binning: Literal[1, 2] = Field(1, description="bin 2x2 pixels into one (1: no binning)")
     gain: float = Field(1.0, gt=0, description="detector gain, ADU per photon; used for every Poisson error")
 

@@ -164,11 +164,15 @@ def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: flo
         if weak.size:
             good[weak] = _pass_against_ring(frame, mask, weak, reg_ids, peak_r, peak_c, peak_value, stats, boxes,
                                             bg=bg, config=config, gain=gain, level_sigma=level_sigma, min_snr=min_snr)
-    reg_ids, peak_r, peak_c, peak_value, score = reg_ids[good], peak_r[good], peak_c[good], peak_value[good], score[good]
+    reg_ids, peak_r, peak_c, peak_value, score = (
+        reg_ids[good], peak_r[good], peak_c[good], peak_value[good], score[good]
+    )
     sort = np.argsort(-score, kind="stable")
     if config.max_peaks is not None:
         sort = sort[: config.max_peaks]
-    reg_ids, peak_r, peak_c, peak_value, score = reg_ids[sort], peak_r[sort], peak_c[sort], peak_value[sort], score[sort]
+    reg_ids, peak_r, peak_c, peak_value, score = (
+        reg_ids[sort], peak_r[sort], peak_c[sort], peak_value[sort], score[sort]
+    )
     table = new_peak_table(len(reg_ids), row=peak_r.astype(float), col=peak_c.astype(float), peak_value=peak_value,
                            npix=npix[reg_ids], score=score, background=bg.at(peak_r, peak_c))
     regions = Regions(**{k: v[reg_ids] for k, v in boxes.items()}, signal=signal[reg_ids],

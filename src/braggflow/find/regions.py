@@ -72,9 +72,9 @@ def ring_medians(frame: np.ndarray, mask: np.ndarray | None, top, left, height, 
     """
     h, w = frame.shape
     out = np.full(len(top), np.nan)
-    for k, (t, l, hh, ww) in enumerate(zip(top, left, height, width)):
+    for k, (t, lf, hh, ww) in enumerate(zip(top, left, height, width)):
         r0, r1 = max(t - margin, 0), min(t + hh + margin, h)  # half-open
-        c0, c1 = max(l - margin, 0), min(l + ww + margin, w)
+        c0, c1 = max(lf - margin, 0), min(lf + ww + margin, w)
         box = frame[r0:r1, c0:c1]
         ring = np.ones(box.shape, dtype=bool)
         ring[1:-1, 1:-1] = False

@@ -14,7 +14,11 @@ from braggflow.geometry.core import Geometry
 
 __all__ = ["azimuthal_profile", "ring_positions", "valid_mask"]
 
-_UNITS = {"q": ("q_A^-1", "q", "1/Å"), "2th": ("2th_deg", "two_theta", "deg"), "two_theta": ("2th_deg", "two_theta", "deg")}
+_UNITS = {
+    "q": ("q_A^-1", "q", "1/Å"),
+    "2th": ("2th_deg", "two_theta", "deg"),
+    "two_theta": ("2th_deg", "two_theta", "deg"),
+}
 
 
 def valid_mask(frame: np.ndarray, geometry: Geometry, *, mask: np.ndarray | None = None,

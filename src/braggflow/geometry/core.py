@@ -407,7 +407,9 @@ class Geometry:
             If the geometry has no incidence angle.
         """
         if not self.has_incidence:
-            raise ConfigError("q_xy/q_z need an incidence angle: set geometry.incidence_angle_deg (or --incidence-angle)")
+            raise ConfigError(
+                "q_xy/q_z need an incidence angle: set geometry.incidence_angle_deg (or --incidence-angle)"
+            )
         x, y, z = self._lab(row, col)
         wl = float(self.poni["wavelength"])
         out = []
@@ -447,7 +449,9 @@ def _integrator_for_shape(poni_json: str, shape: tuple[int, int]):
         config["detector_config"] = det_config
     ai = FiberIntegrator.sload(config)
     if tuple(ai.detector.shape or ()) != shape:
-        raise InputFileError(f"frame shape {shape} does not match the detector shape {tuple(ai.detector.shape)} of the geometry")
+        raise InputFileError(
+            f"frame shape {shape} does not match the detector shape {tuple(ai.detector.shape)} of the geometry"
+        )
     return ai
 
 

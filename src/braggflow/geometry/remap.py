@@ -65,7 +65,9 @@ def remap(
         warnings.simplefilter("ignore")
         if to == "qxy-qz":
             if not geometry.has_incidence:
-                raise ConfigError("--to qxy-qz needs an incidence angle (--incidence-angle DEG or geometry.incidence_angle_deg)")
+                raise ConfigError(
+                    "--to qxy-qz needs an incidence angle (--incidence-angle DEG or geometry.incidence_angle_deg)"
+                )
             res = ai.integrate2d_grazing_incidence(
                 data, npt_ip=npt[0], npt_oop=npt[1], unit_ip="qip_A^-1", unit_oop="qoop_A^-1",
                 incident_angle=float(geometry.incidence_angle_deg), tilt_angle=float(geometry.tilt_angle_deg),

@@ -12,6 +12,8 @@ __all__ = ["IntegrateConfig"]
 class IntegrateConfig(OptionSection):
     """Peak intensities (:mod:`braggflow.integrate`)."""
 
-    radius: float | None = Field(None, description="integration radius in px; null: the peak's own region grown by 1 px")
+    radius: float | None = Field(
+        None, description="integration radius in px; null: the peak's own region grown by 1 px"
+    )
     background_width: float = Field(3.0, gt=0, description="width of the background annulus, px")
 

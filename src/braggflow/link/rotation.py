@@ -276,7 +276,9 @@ def merge_rotation_spots(
     sel = linked["track_id"].to_numpy() >= 0
     frames = linked.loc[sel, "frame"].to_numpy(dtype=np.int64)
     intensity = (
-        linked.loc[sel, "intensity"].to_numpy(dtype=float) if "intensity" in linked.columns else np.full(sel.sum(), np.nan)
+        linked.loc[sel, "intensity"].to_numpy(dtype=float)
+        if "intensity" in linked.columns
+        else np.full(sel.sum(), np.nan)
     )
     if "peak_value" in linked.columns:
         intensity = np.where(np.isfinite(intensity), intensity, linked.loc[sel, "peak_value"].to_numpy(dtype=float))
@@ -293,8 +295,10 @@ def merge_rotation_spots(
         }
     )
     if len(work) == 0:
-        spots = pd.DataFrame({c: pd.Series(dtype="int64" if c in ("spot_id", "first_frame", "last_frame", "n_peaks") else "float64")
-                              for c in SPOT_COLUMNS})
+        spots = pd.DataFrame({
+            c: pd.Series(dtype="int64" if c in ("spot_id", "first_frame", "last_frame", "n_peaks") else "float64")
+            for c in SPOT_COLUMNS
+        })
         return (spots, linked) if return_table else spots
     g = work.groupby("spot_id", sort=True)
     if closed:  # a spot across the seam: bring its omegas within 180 deg of its strongest peak

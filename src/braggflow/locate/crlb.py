@@ -85,7 +85,9 @@ def crlb(
     h = size // 2
     row = h if row is None else row
     col = h if col is None else col
-    inten, bg, sr, sc, r0, c0, et, ang = broadcast_peaks(intensity, background, sigma_row, sigma_col, row, col, eta, angle)
+    inten, bg, sr, sc, r0, c0, et, ang = broadcast_peaks(
+        intensity, background, sigma_row, sigma_col, row, col, eta, angle
+    )
     if not (np.all(inten > 0) and np.all(sr > 0) and np.all(sc > 0)):
         raise BraggflowError("crlb: intensity, sigma_row and sigma_col must be > 0")
     if np.any(bg < 0) or read_noise < 0 or not gain > 0:

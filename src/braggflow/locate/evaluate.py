@@ -47,7 +47,9 @@ def score_localizer(row, col, row_err, col_err, patches) -> dict:
     row, col = np.asarray(row, float), np.asarray(col, float)
     ok = np.isfinite(row) & np.isfinite(col)
     radial = np.hypot(row - patches.row, col - patches.col)
-    ref = MEDIAN_RADIAL_PER_SIGMA * np.sqrt(0.5 * (patches.params["crlb_row"] ** 2 + patches.params["crlb_col"] ** 2)).to_numpy()
+    ref = MEDIAN_RADIAL_PER_SIGMA * np.sqrt(
+        0.5 * (patches.params["crlb_row"] ** 2 + patches.params["crlb_col"] ** 2)
+    ).to_numpy()
     pulls = np.r_[(row - patches.row) / np.asarray(row_err, float), (col - patches.col) / np.asarray(col_err, float)]
     pulls = pulls[np.isfinite(pulls)]
     return {
@@ -103,7 +105,8 @@ def evaluate_methods(*, kinds=("isotropic", "elongated", "broad", "neighbour", "
             t0 = time.perf_counter()
             res = locate_patches(data, mask, method=method, gain=simulate_kwargs.get("gain", 1.0), model=model)
             dt = time.perf_counter() - t0
-            rows.append({"kind": kind, "method": method, **score_localizer(res.row, res.col, res.row_err, res.col_err, ps),
+            rows.append({"kind": kind, "method": method,
+                         **score_localizer(res.row, res.col, res.row_err, res.col_err, ps),
                          "ms_per_patch": 1e3 * dt / max(n, 1)})
     return pd.DataFrame(rows)
 

@@ -55,7 +55,9 @@ def fit_saturated_peaks(table: pd.DataFrame, frame: np.ndarray, saturated: np.nd
     pixels of each peak's own label in its patch around ``brightest``.
     """
     size = own.shape[-1]
-    hit = np.flatnonzero((cut_windows(saturated, brightest[:, 0], brightest[:, 1], size // 2, False) & own).any(axis=(1, 2)))
+    hit = np.flatnonzero(
+        (cut_windows(saturated, brightest[:, 0], brightest[:, 1], size // 2, False) & own).any(axis=(1, 2))
+    )
     if not hit.size:
         return table
     # labels of the subset: its peaks 1..m, every other peak one shared label (still removed from the patches)
@@ -64,9 +66,9 @@ def fit_saturated_peaks(table: pd.DataFrame, frame: np.ndarray, saturated: np.nd
     lut[hit + 1] = np.arange(1, hit.size + 1, dtype=np.int32)
     subset = table.iloc[hit].copy()
     subset["row"], subset["col"] = brightest[hit, 0].astype(float), brightest[hit, 1].astype(float)
-    fitted = locate_peaks_in_patches(frame, conform(subset), "gauss", mask=fit_mask, labels=lut[labels], patch_size=size,
-                                     gain=gain, saturation=None, model=None, backend="auto", device="cpu",
-                                     batch_size=1024)
+    fitted = locate_peaks_in_patches(frame, conform(subset), "gauss", mask=fit_mask, labels=lut[labels],
+                                     patch_size=size, gain=gain, saturation=None, model=None, backend="auto",
+                                     device="cpu", batch_size=1024)
     names = ("row", "col", "row_err", "col_err", "rc_cov", "sigma_row", "sigma_col", "flags")
     return replace_rows(table, hit, {name: fitted[name].to_numpy() for name in names}, "gauss")
 

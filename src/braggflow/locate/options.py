@@ -34,8 +34,9 @@ class LocateConfig(OptionSection):
     )
     extended: Literal["region", "patch"] = Field(
         "region",
-        description="peaks whose region does not fit in the patch (streaks, large spots): 'region' = intensity-weighted "
-        "centroid of the whole region (method 'region'); 'patch' = the method above on the truncated patch",
+        description="peaks whose region does not fit in the patch (streaks, large spots): "
+        "'region' = intensity-weighted centroid of the whole region (method 'region'); "
+        "'patch' = the method above on the truncated patch",
     )
 
 

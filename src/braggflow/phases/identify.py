@@ -68,7 +68,7 @@ def identify(
     observed: pd.DataFrame,
     phases: list[Phase],
     *,
-    options: MatchOptions = MatchOptions(),
+    options: MatchOptions | None = None,
     q_range: tuple[float, float] | None = None,
     p_max: float = 1e-3,
     max_phases: int | None = None,
@@ -88,7 +88,8 @@ def identify(
         Lines (``q``, ``q_err``, ``intensity``) or, with ``gixd``, spots with
         ``q_xy``, ``q_z`` too.
     phases : list of Phase
-    options : MatchOptions
+    options : MatchOptions, optional
+        Default: ``MatchOptions()``.
     q_range : (float, float), optional
         q range covered by the data, 1/Å.
     p_max : float
@@ -107,6 +108,8 @@ def identify(
     ConfigError
         Without candidate phases, or when the observations lack q / intensity.
     """
+    if options is None:
+        options = MatchOptions()
     if not phases:
         raise ConfigError("no candidate phases given (use --cif FILE ... or --phase FILE ...)")
     names = [p.name for p in phases]
@@ -183,7 +186,9 @@ def pattern_kind(table: pd.DataFrame, *, tolerance: float = 0.01, min_spread_deg
     """
     for col in ("q", "eta"):
         if col not in table.columns:
-            raise ValueError(f"peak table lacks {col!r}: run the geometry step first (braggflow run --poni/--set geometry...)")
+            raise ValueError(
+                f"peak table lacks {col!r}: run the geometry step first (braggflow run --poni/--set geometry...)"
+            )
     t = table[np.isfinite(table["q"]) & np.isfinite(table["eta"])].sort_values("q")
     if len(t) < 4:
         return "spots"
@@ -239,9 +244,13 @@ def lines_from_peaks(table: pd.DataFrame, *, rel_tolerance: float = 2e-3) -> pd.
         qm = float(np.average(q[sel], weights=w))
         e = q_err[sel]
         stat = float(np.sqrt(np.nansum((w / w.sum()) ** 2 * e ** 2))) if np.any(np.isfinite(e)) else 0.0
-        scatter = float(np.sqrt(np.average((q[sel] - qm) ** 2, weights=w) / max(1, sel.sum() - 1))) if sel.sum() > 1 else 0.0
-        rows.append({"q": qm, "q_err": max(stat, scatter), "intensity": float(inten[sel].sum()), "n_peaks": int(sel.sum()),
-                     "peaks": list(labels[sel])})
+        scatter = (
+            float(np.sqrt(np.average((q[sel] - qm) ** 2, weights=w) / max(1, sel.sum() - 1)))
+            if sel.sum() > 1
+            else 0.0
+        )
+        rows.append({"q": qm, "q_err": max(stat, scatter), "intensity": float(inten[sel].sum()),
+                     "n_peaks": int(sel.sum()), "peaks": list(labels[sel])})
     return pd.DataFrame(rows)
 
 

@@ -268,7 +268,11 @@ def _predicted_1d(phase: Phase, q_max: float, resolution: float, wavelength: flo
     q = refl["q"].to_numpy()
     order = np.argsort(q)
     hkl, q, w = hkl[order], q[order], refl["intensity"].to_numpy()[order]
-    group = np.concatenate([[0], np.cumsum(np.diff(q) > resolution)]).astype(np.int64) if len(q) else np.zeros(0, np.int64)
+    group = (
+        np.concatenate([[0], np.cumsum(np.diff(q) > resolution)]).astype(np.int64)
+        if len(q)
+        else np.zeros(0, np.int64)
+    )
     return _Predicted(hkl=hkl, weight=w, group=group, polar=None)
 
 
@@ -291,7 +295,7 @@ def contact_planes(phase: Phase, max_index: int = 2) -> list[tuple[int, int, int
     rng = range(-max_index, max_index + 1)
     for h in rng:
         for k in rng:
-            for l in rng:
+            for l in rng:  # noqa: E741 - l is the Miller index, as in (h, k, l)
                 if (h, k, l) == (0, 0, 0) or math.gcd(math.gcd(abs(h), abs(k)), abs(l)) != 1:
                     continue
                 if (h, k, l) in seen:
@@ -368,7 +372,8 @@ def _evaluate(obs: _Obs, qp: np.ndarray, ip: np.ndarray, opts: MatchOptions, pol
     in_range = (qp >= obs.q_lo) & (qp <= obs.q_hi) & (ip > 0)
     total_obs = obs.intensity.sum()
     if not pairs:
-        return pairs, dict(score=0.0, f_obs=0.0, f_pred=0.0, agreement=0.0, K=np.nan, expected=np.zeros_like(in_range), chi=np.inf)
+        return pairs, dict(score=0.0, f_obs=0.0, f_pred=0.0, agreement=0.0, K=np.nan,
+                           expected=np.zeros_like(in_range), chi=np.inf)
     j = np.array([p[0] for p in pairs])
     i = np.array([p[1] for p in pairs])
     ratio = np.log(np.maximum(obs.intensity[j], 1e-300) / np.maximum(ip[i], 1e-300))
@@ -392,7 +397,11 @@ def _scan_scale(obs: _Obs, pred: _Predicted, cell0, opts: MatchOptions, normal=N
     polar = pred.polar_angles(cell0, normal) if normal is not None else None
     rel = np.min(obs.tol / obs.q) if len(obs.q) else 1e-3
     step = float(np.clip(rel / 3, 2e-5, max(opts.max_mismatch / 5, 2e-5)))
-    scales = np.arange(1 - opts.max_mismatch, 1 + opts.max_mismatch + step / 2, step) if opts.max_mismatch > 0 else np.array([1.0])
+    scales = (
+        np.arange(1 - opts.max_mismatch, 1 + opts.max_mismatch + step / 2, step)
+        if opts.max_mismatch > 0
+        else np.array([1.0])
+    )
     best = (-1.0, np.inf, 1.0)
     for s in scales:
         _, comp = _evaluate(obs, q0 / s, ip, opts, polar)
@@ -422,8 +431,12 @@ def _refine(obs: _Obs, pred: _Predicted, phase: Phase, cell_start, pairs, opts: 
     nominal = dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), phase.cell))
     start = dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), cell_start))
     x0 = np.array([start[n] for n in names])
-    lo = np.array([nominal[n] * (1 - opts.max_mismatch) if n in "abc" else nominal[n] - 100 * opts.max_mismatch for n in names])
-    hi = np.array([nominal[n] * (1 + opts.max_mismatch) if n in "abc" else nominal[n] + 100 * opts.max_mismatch for n in names])
+    lo = np.array([
+        nominal[n] * (1 - opts.max_mismatch) if n in "abc" else nominal[n] - 100 * opts.max_mismatch for n in names
+    ])
+    hi = np.array([
+        nominal[n] * (1 + opts.max_mismatch) if n in "abc" else nominal[n] + 100 * opts.max_mismatch for n in names
+    ])
     x0 = np.clip(x0, lo + 1e-9 * abs(lo), hi - 1e-9 * abs(hi))
     j = np.array([p[0] for p in pairs])
     i = np.array([p[1] for p in pairs])
@@ -501,8 +514,14 @@ def _observations(table: pd.DataFrame, opts: MatchOptions, q_range, two_d: bool)
         for col in ("q_xy", "q_z"):
             if col not in table.columns:
                 raise ConfigError(f"grazing-incidence matching needs the column {col!r}")
-        polar = np.degrees(np.arctan2(np.abs(table["q_xy"].to_numpy(dtype=np.float64)), table["q_z"].to_numpy(dtype=np.float64)))
-    det = opts.detection_limit if opts.detection_limit is not None else (float(intensity[intensity > 0].min()) if np.any(intensity > 0) else 0.0)
+        polar = np.degrees(
+            np.arctan2(np.abs(table["q_xy"].to_numpy(dtype=np.float64)), table["q_z"].to_numpy(dtype=np.float64))
+        )
+    det = (
+        opts.detection_limit
+        if opts.detection_limit is not None
+        else (float(intensity[intensity > 0].min()) if np.any(intensity > 0) else 0.0)
+    )
     # least-squares weights: the measurement errors (a tiny floor keeps them finite); systematic
     # misfit then shows in chi2_red, which scales the covariance
     fit_sigma = np.sqrt(q_err ** 2 + (1e-5 * q) ** 2) if np.any(q_err > 0) else sigma
@@ -566,7 +585,9 @@ def match_phase(
         pairs, _ = _evaluate(obs, qp, ip, options, polar)
         if len(pairs) < 2:
             break
-        cell, cell_err, chi2_red, distance, distance_err = _refine(obs, pred, phase, cell, pairs, options, contact_plane)
+        cell, cell_err, chi2_red, distance, distance_err = _refine(
+            obs, pred, phase, cell, pairs, options, contact_plane
+        )
     qp, ip = pred.positions(cell)
     polar = pred.polar_angles(cell, contact_plane) if two_d else None
     pairs, comp = _evaluate(obs, qp, ip, options, polar)

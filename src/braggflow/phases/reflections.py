@@ -191,7 +191,8 @@ def powder_lines(refl: pd.DataFrame, *, resolution: float) -> pd.DataFrame:
         top = m.iloc[0]
         rows.append({
             "q": qm, "d": 2 * np.pi / qm, "intensity": float(w.sum()), "h": int(top.h), "k": int(top.k),
-            "l": int(top.l), "hkl": ";".join(f"{int(a)} {int(b)} {int(c)}" for a, b, c in m[["h", "k", "l"]].to_numpy()),
+            "l": int(top.l),
+            "hkl": ";".join(f"{int(a)} {int(b)} {int(c)}" for a, b, c in m[["h", "k", "l"]].to_numpy()),
             "n_reflections": len(m),
         })
     return pd.DataFrame(rows, columns=cols)

@@ -167,7 +167,10 @@ def _finish(st, name: str, source: str, reference: str = "") -> Phase:
         except Exception:  # gemmi raises RuntimeError for inconsistent data
             sg = None
     if sg is None:
-        raise InputFileError(f"{source}: no space group (give _space_group_name_H-M_alt, _space_group_IT_number or symmetry operators)")
+        raise InputFileError(
+            f"{source}: no space group "
+            "(give _space_group_name_H-M_alt, _space_group_IT_number or symmetry operators)"
+        )
     _set_spacegroup(st, sg)
     if len(st.sites) == 0:
         raise InputFileError(f"{source}: no atom sites (_atom_site_fract_x/y/z)")
@@ -211,7 +214,9 @@ def load_cif(path: str | Path, *, name: str | None = None, block: str | None = N
     try:
         doc = gemmi.cif.read(str(path))
     except Exception as exc:  # gemmi raises ValueError / RuntimeError with the parser's message
-        raise InputFileError(f"{path}: not a readable CIF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise InputFileError(
+            f"{path}: not a readable CIF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
     blocks = [b for b in doc if block is None or b.name == block]
     blocks = [b for b in blocks if b.find_value("_cell_length_a") is not None or b.find_loop("_atom_site_fract_x")]
     if not blocks:
@@ -257,9 +262,27 @@ def load_phase_yaml(path: str | Path) -> Phase:
         If a required key (space_group, cell values, atoms) is missing or invalid.
     """
     import gemmi
-    import yaml
 
     path = Path(path)
+    data = _read_phase_mapping(path)
+    sg = _yaml_spacegroup(path, data["space_group"])
+    cell = _yaml_cell(path, data["cell"], sg)
+    st = gemmi.SmallStructure()
+    st.name = str(data.get("name", path.stem))
+    st.cell = gemmi.UnitCell(*cell)
+    _set_spacegroup(st, sg)
+    atoms = data["atoms"]
+    if not isinstance(atoms, list) or not atoms:
+        raise ConfigError(f"{path}: atoms must be a non-empty list")
+    for i, atom in enumerate(atoms):
+        st.add_site(_yaml_site(path, i, atom))
+    return _finish(st, st.name, str(path), str(data.get("reference", "")))
+
+
+def _read_phase_mapping(path: Path) -> dict:
+    """The YAML phase file as a mapping that has the keys space_group, cell and atoms."""
+    import yaml
+
     if not path.is_file():
         raise InputFileError(f"{path}: phase file not found")
     try:
@@ -271,19 +294,38 @@ def load_phase_yaml(path: str | Path) -> Phase:
     for key in ("space_group", "cell", "atoms"):
         if key not in data:
             raise ConfigError(f"{path}: missing key {key!r}")
-    sg_key = data["space_group"]
+    return data
+
+
+def _yaml_spacegroup(path: Path, sg_key):
+    """gemmi space group of a YAML ``space_group`` value (a number or a Hermann-Mauguin symbol)."""
+    import gemmi
+
     try:
-        sg = gemmi.find_spacegroup_by_number(int(sg_key)) if isinstance(sg_key, int) else gemmi.find_spacegroup_by_name(str(sg_key))
+        if isinstance(sg_key, int):
+            sg = gemmi.find_spacegroup_by_number(int(sg_key))
+        else:
+            sg = gemmi.find_spacegroup_by_name(str(sg_key))
     except (ValueError, RuntimeError):
         sg = None
     if sg is None:
         raise ConfigError(f"{path}: unknown space group {sg_key!r}")
+    return sg
+
+
+def _cell_template(sg) -> tuple[str, tuple]:
+    """Crystal system of a space group and, per cell slot, a fixed value or the slot it copies."""
     system = crystal_system(sg.number)
     if system == "trigonal" and sg.ext == "R":
         template: tuple = ("a", "a", "a", "alpha", "alpha", "alpha")
     else:
         template = _SYSTEM_DEFAULTS[system]
-    cell_in = data["cell"]
+    return system, template
+
+
+def _yaml_cell(path: Path, cell_in, sg) -> list[float]:
+    """The six cell parameters (a, b, c, alpha, beta, gamma) from a YAML ``cell`` mapping or list."""
+    system, template = _cell_template(sg)
     if isinstance(cell_in, (list, tuple)):
         if len(cell_in) != 6:
             raise ConfigError(f"{path}: cell as a list needs 6 values (a, b, c, alpha, beta, gamma)")
@@ -300,37 +342,40 @@ def load_phase_yaml(path: str | Path) -> Phase:
             value = cell_in[default]
         else:
             value = default
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{path}: cell.{slot} must be a number, got {value!r}") from None
-        if not value > 0:
-            raise ConfigError(f"{path}: cell.{slot} must be positive, got {value}")
-        cell.append(value)
-    st = gemmi.SmallStructure()
-    st.name = str(data.get("name", path.stem))
-    st.cell = gemmi.UnitCell(*cell)
-    _set_spacegroup(st, sg)
-    atoms = data["atoms"]
-    if not isinstance(atoms, list) or not atoms:
-        raise ConfigError(f"{path}: atoms must be a non-empty list")
-    for i, atom in enumerate(atoms):
-        if not isinstance(atom, dict) or "element" not in atom or "xyz" not in atom:
-            raise ConfigError(f"{path}: atoms[{i}] needs 'element' and 'xyz'")
-        site = gemmi.SmallStructure.Site()
-        site.label = str(atom.get("label", f"{atom['element']}{i + 1}"))
-        site.type_symbol = str(atom["element"])
-        site.element = gemmi.Element(str(atom["element"]))
-        if site.element == gemmi.Element("X"):
-            raise ConfigError(f"{path}: atoms[{i}] has unknown element {atom['element']!r}")
-        xyz = atom["xyz"]
-        if not (isinstance(xyz, (list, tuple)) and len(xyz) == 3):
-            raise ConfigError(f"{path}: atoms[{i}].xyz must be 3 fractional coordinates")
-        site.fract = gemmi.Fractional(*[float(_fraction(v)) for v in xyz])
-        site.occ = float(atom.get("occ", 1.0))
-        site.u_iso = float(atom.get("b_iso", _B_DEFAULT)) / (8 * math.pi ** 2)
-        st.add_site(site)
-    return _finish(st, st.name, str(path), str(data.get("reference", "")))
+        cell.append(_positive_cell_value(path, slot, value))
+    return cell
+
+
+def _positive_cell_value(path: Path, slot: str, value) -> float:
+    """``value`` as a float, checked to be a positive number."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: cell.{slot} must be a number, got {value!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{path}: cell.{slot} must be positive, got {value}")
+    return value
+
+
+def _yaml_site(path: Path, i: int, atom):
+    """gemmi site of the YAML entry ``atoms[i]``."""
+    import gemmi
+
+    if not isinstance(atom, dict) or "element" not in atom or "xyz" not in atom:
+        raise ConfigError(f"{path}: atoms[{i}] needs 'element' and 'xyz'")
+    site = gemmi.SmallStructure.Site()
+    site.label = str(atom.get("label", f"{atom['element']}{i + 1}"))
+    site.type_symbol = str(atom["element"])
+    site.element = gemmi.Element(str(atom["element"]))
+    if site.element == gemmi.Element("X"):
+        raise ConfigError(f"{path}: atoms[{i}] has unknown element {atom['element']!r}")
+    xyz = atom["xyz"]
+    if not (isinstance(xyz, (list, tuple)) and len(xyz) == 3):
+        raise ConfigError(f"{path}: atoms[{i}].xyz must be 3 fractional coordinates")
+    site.fract = gemmi.Fractional(*[float(_fraction(v)) for v in xyz])
+    site.occ = float(atom.get("occ", 1.0))
+    site.u_iso = float(atom.get("b_iso", _B_DEFAULT)) / (8 * math.pi ** 2)
+    return site
 
 
 def _fraction(value) -> float:

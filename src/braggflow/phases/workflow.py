@@ -157,13 +157,18 @@ def identify_table(table: pd.DataFrame, phases: list[Phase], *, geometry, mode: 
     opts = options_for(geometry, options)
     if mode == "rings":
         if frame is None:
-            raise ValueError("a ring pattern needs its frame for I(q): give --frame FILE (or keep the input file next to the results)")
+            raise ValueError(
+                "a ring pattern needs its frame for I(q): "
+                "give --frame FILE (or keep the input file next to the results)"
+            )
         result = identify_frame(frame, geometry, phases, mask=mask, gain=gain, options=opts, p_max=p_max)
         labelled = assign_peaks(table, result) if len(table) else table
     elif mode == "spots":
         if gixd:
             spots = table[np.isfinite(table["q"])].copy()
-            spots["intensity"] = np.nan_to_num(spots["intensity"].to_numpy(dtype=float), nan=1.0) if "intensity" in spots else 1.0
+            spots["intensity"] = (
+                np.nan_to_num(spots["intensity"].to_numpy(dtype=float), nan=1.0) if "intensity" in spots else 1.0
+            )
             result = identify(spots.reset_index(drop=True), phases, options=opts, p_max=p_max, gixd=True)
             labelled = table.copy()
             assigned = result.assignment
@@ -264,7 +269,9 @@ def identify_results(path, phases: list[Phase], *, geometry=None, mode: str = "a
         labelled_parts.append(labelled)
     if write:
         tables = {f"frame_{i}": r.ranked for i, r in results.items()}
-        tables.update({f"unexplained_{i}": r.unexplained.drop(columns=["peaks"], errors="ignore") for i, r in results.items()})
+        tables.update({
+            f"unexplained_{i}": r.unexplained.drop(columns=["peaks"], errors="ignore") for i, r in results.items()
+        })
         write_group(path, "phases", tables=tables, attrs={"mode": ",".join(sorted({r.mode for r in results.values()})),
                                                           "candidates": [p.name for p in phases],
                                                           "geometry": geometry.to_dict()})

@@ -91,9 +91,14 @@ def prepare(config: Config, *, shape: tuple[int, int], dtype=np.float32, detecto
         flat = read_image(c.flat, what="flat")
     for what, arr, name in (("dark", dark, c.dark), ("flat", flat, c.flat)):
         if arr is not None and np.shape(arr) != tuple(shape):
-            raise ConfigError(f"{what} {name or ''}: shape {np.shape(arr)}, expected the frame shape {tuple(shape)}".replace("  ", " "))
+            raise ConfigError(
+                f"{what} {name or ''}: shape {np.shape(arr)}, "
+                f"expected the frame shape {tuple(shape)}".replace("  ", " ")
+            )
     if mask is not None and np.shape(mask) != tuple(shape):
-        raise ConfigError(f"mask {c.mask or ''}: shape {np.shape(mask)}, expected the frame shape {tuple(shape)}".replace("  ", " "))
+        raise ConfigError(
+            f"mask {c.mask or ''}: shape {np.shape(mask)}, expected the frame shape {tuple(shape)}".replace("  ", " ")
+        )
     static = build_static_mask(shape, mask=mask, detector=c.detector, detector_mask=detector_mask,
                                gap_margin=c.gap_margin)
     geometry = None
@@ -271,7 +276,11 @@ def run(
     if output is not None:
         from braggflow.io.results import ResultsWriter
 
-        geometry = context.geometry.to_dict() if context.geometry is not None and hasattr(context.geometry, "to_dict") else None
+        geometry = (
+            context.geometry.to_dict()
+            if context.geometry is not None and hasattr(context.geometry, "to_dict")
+            else None
+        )
         writer = ResultsWriter(output, config=config, sources=series.sources, resume=resume, geometry=geometry,
                                extra_process={"frames_total": len(series), "frame_shape": list(series.shape)})
         indices = [i for i in indices if i not in writer.done_frames]

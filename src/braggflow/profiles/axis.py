@@ -101,7 +101,9 @@ def axis_profile(size: int, row, col, sigma_row, sigma_col, eta=0.0, *, jac: boo
     derivs : (5, N, s, s) ndarray, only with ``jac``
         Derivatives with respect to row, col, sigma_row, sigma_col, eta.
     """
-    n = int(np.broadcast(np.asarray(row), np.asarray(col), np.asarray(sigma_row), np.asarray(sigma_col), np.asarray(eta)).size)
+    n = int(np.broadcast(
+        np.asarray(row), np.asarray(col), np.asarray(sigma_row), np.asarray(sigma_col), np.asarray(eta)
+    ).size)
     row, col, sr, sc, eta = (_as_col(v, n) for v in (row, col, sigma_row, sigma_col, eta))
     edges = np.arange(size + 1, dtype=float) - 0.5
     eta3 = eta[:, :, None]
@@ -188,7 +190,8 @@ def supersampled_profile(size: int, row, col, sigma_row, sigma_col, angle=0.0, e
     return (out, deriv) if jac else out
 
 
-def render_profile(size: int, row, col, sigma_row, sigma_col, angle=0.0, eta=0.0, *, supersample: int = 7) -> np.ndarray:
+def render_profile(size: int, row, col, sigma_row, sigma_col, angle=0.0, eta=0.0, *,
+                   supersample: int = 7) -> np.ndarray:
     """Pixel-integrated profiles of any peaks: closed form when axis-aligned.
 
     Returns (N, s, s); rotated peaks (``angle != 0``) are supersampled.
@@ -200,7 +203,8 @@ def render_profile(size: int, row, col, sigma_row, sigma_col, angle=0.0, eta=0.0
     if ax.any():
         out[ax] = axis_profile(size, row[ax], col[ax], sr_a[ax], sc_a[ax], et[ax])
     if rot.any():
-        out[rot] = supersampled_profile(size, row[rot], col[rot], sr[rot], sc[rot], ang[rot], et[rot], supersample=supersample)
+        out[rot] = supersampled_profile(size, row[rot], col[rot], sr[rot], sc[rot], ang[rot], et[rot],
+                                        supersample=supersample)
     return out
 
 

@@ -201,12 +201,14 @@ def match_peaks(found: pd.DataFrame, truth: pd.DataFrame, *, max_distance: float
     for frame, t in truth.groupby("frame", sort=True):
         f = found[found["frame"] == frame]
         f = f[np.isfinite(f["row"]) & np.isfinite(f["col"])]
-        res = pd.DataFrame({"truth_index": t.index, "found_index": -1, "distance": np.nan, "d_row": np.nan, "d_col": np.nan})
+        res = pd.DataFrame({"truth_index": t.index, "found_index": -1, "distance": np.nan,
+                            "d_row": np.nan, "d_col": np.nan})
         if len(f):
             tree = cKDTree(f[["row", "col"]].to_numpy())
             dist, idx = tree.query(t[["row", "col"]].to_numpy(), k=min(4, len(f)), distance_upper_bound=max_distance)
             dist, idx = np.atleast_2d(dist.T).T, np.atleast_2d(idx.T).T
-            cand = [(dist[i, j], i, idx[i, j]) for i in range(len(t)) for j in range(dist.shape[1]) if np.isfinite(dist[i, j])]
+            cand = [(dist[i, j], i, idx[i, j])
+                    for i in range(len(t)) for j in range(dist.shape[1]) if np.isfinite(dist[i, j])]
             used_t, used_f = set(), set()
             for d, i, j in sorted(cand):
                 if i in used_t or j in used_f:

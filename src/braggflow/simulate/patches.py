@@ -76,7 +76,9 @@ def _range(name: str, value, *, positive: bool = False) -> tuple[float, float]:
     except (TypeError, ValueError, IndexError):
         raise BraggflowError(f"{name} must be a number or a (low, high) pair, got {value!r}") from None
     if not lo <= hi or (positive and lo <= 0) or lo < 0:
-        raise BraggflowError(f"{name} must be a (low, high) range with 0 {'<' if positive else '<='} low <= high, got {value!r}")
+        raise BraggflowError(
+            f"{name} must be a (low, high) range with 0 {'<' if positive else '<='} low <= high, got {value!r}"
+        )
     return lo, hi
 
 

@@ -125,7 +125,9 @@ def animate_series(
             im.set_data(_draw.masked_image(frame, mask, norm, factor))
             rows = by_frame.get(i, np.zeros(0, dtype=int))
             p = peaks.iloc[rows]
-            scatter.set_offsets(np.c_[p["col"].to_numpy(dtype=float), p["row"].to_numpy(dtype=float)] if len(p) else np.zeros((0, 2)))
+            scatter.set_offsets(
+                np.c_[p["col"].to_numpy(dtype=float), p["row"].to_numpy(dtype=float)] if len(p) else np.zeros((0, 2))
+            )
             scatter.set_sizes(_draw.marker_sizes(sizes[rows], limits=limits))
             scatter.set_edgecolors(_draw.peak_colours(p) if len(p) else [])
             title.set_text(f"frame {i}: {len(p)} peaks")

@@ -56,7 +56,8 @@ def plot_identification(result, path: str | Path | None = None, *, profile=None,
             scale = top / max(float(pred["intensity"].max()), 1e-12)
             for row in pred.itertuples():
                 color = "tab:red" if row.matched else ("tab:orange" if row.expected else "0.7")
-                ax.vlines(row.q, -0.45 * top * min(1.0, row.intensity * scale / top) - 0.02 * top, 0, color=color, lw=1.5)
+                ax.vlines(row.q, -0.45 * top * min(1.0, row.intensity * scale / top) - 0.02 * top, 0,
+                          color=color, lw=1.5)
                 if row.matched and row.intensity * scale > 0.08 * top:
                     ax.text(row.q, -0.5 * top * min(1.0, row.intensity * scale / top) - 0.06 * top, row.hkl,
                             ha="center", va="top", fontsize=6)

@@ -77,7 +77,9 @@ def frame_statistics(
         return stats
     from braggflow.simulate.frames import match_peaks
 
-    ref = reference[np.isfinite(reference["row"].to_numpy(dtype=float)) & np.isfinite(reference["col"].to_numpy(dtype=float))]
+    ref = reference[
+        np.isfinite(reference["row"].to_numpy(dtype=float)) & np.isfinite(reference["col"].to_numpy(dtype=float))
+    ]
     matches = match_peaks(table, ref.reset_index(drop=True), max_distance=max_distance)
     matches["frame"] = ref["frame"].to_numpy()[matches["truth_index"].to_numpy(dtype=np.int64)] if len(matches) else []
     per = matches.groupby("frame")
