@@ -207,7 +207,7 @@ def pipeline_table(methods: dict, n_frames: int, seed: int) -> pd.DataFrame:
 
     series = simulate_series(n_frames, shape=(512, 512), n_peaks=150, seed=seed, gap=False, n_hot=0, n_dead=0)
     frames = [series.frames[i].astype(np.float32) for i in range(n_frames)]
-    tables = [find_peaks(f) for f in frames]
+    tables = [find_peaks(f).table for f in frames]
     rows = []
     for name, (method, model) in methods.items():
         dist, kinds, seconds = [], [], 0.0

@@ -83,7 +83,7 @@ def evaluate_methods(*, kinds=("isotropic", "elongated", "broad", "neighbour", "
         Remove other peaks from the patches first (:func:`remove_other_peaks`),
         as :func:`~braggflow.locate.extract_patches` does without labels.
     model
-        BraggNN model for method "braggnn".
+        network (name, file or loaded model) for method "nn".
     **simulate_kwargs
         Passed to ``simulate_patches`` (intensity, background, sigma, ...).
 

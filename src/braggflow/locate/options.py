@@ -24,8 +24,10 @@ class LocateConfig(OptionSection):
         None, description="nn: shipped model name (locnet-sim-sym4, braggnn-sim, ...; 'braggflow models' lists them) "
         "or model file; null: the default shipped model")
     backend: Literal["auto", "onnx", "torch"] = Field(
-        "auto", description="nn: inference engine; 'auto': ONNX Runtime on the CPU when it is installed, else torch")
-    device: str = Field("cpu", description="nn with the torch backend: torch device ('cpu', 'cuda')")
+        "auto", description="nn: inference engine; 'auto': ONNX Runtime on the CPU (shipped models, no torch "
+        "needed), torch on a GPU or for a .pt model file")
+    device: str = Field(
+        "cpu", description="nn with the torch backend: torch device ('cpu', 'cuda'; a GPU needs the train extra)")
     batch_size: int = Field(1024, ge=1, description="nn: patches per inference batch")
     saturated: Literal["fit", "method"] = Field(
         "fit",
