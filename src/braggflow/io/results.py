@@ -32,8 +32,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,12 +63,10 @@ def _journal_dir(path: Path) -> Path:
     return path.with_name(path.name + ".journal")
 
 
-def _sha256(path: str, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+def _sha256(path: str) -> str:
+    """SHA-256 of a file's content, as hex."""
     with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def file_provenance(paths: Iterable[str]) -> list[dict[str, Any]]:
@@ -109,58 +108,74 @@ def write_table(group, table: pd.DataFrame) -> None:
     table : pandas.DataFrame
         Any columns; names are written as text.
     """
-    import h5py
-
     group.attrs["columns"] = json.dumps([str(c) for c in table.columns])
     group.attrs["nrows"] = len(table)
     for name in table.columns:
-        s = table[name]
         key = str(name)
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            codes = s.cat.codes.to_numpy().astype(np.int32)
-            ds = group.create_dataset(key, data=codes, compression="gzip", compression_opts=1)
-            ds.attrs["labels"] = json.dumps([str(c) for c in s.cat.categories])
-            ds.attrs["kind"] = "category"
-        elif isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iu":
-            missing = s.isna().to_numpy()
-            ds = group.create_dataset(key, data=s.fillna(0).to_numpy().astype(s.dtype.numpy_dtype), compression="gzip", compression_opts=1)
-            ds.attrs["kind"] = f"nullable:{s.dtype.name}"
-            group.create_dataset(f"{key}__missing", data=missing)
-        elif s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-            missing = s.isna().to_numpy()
-            text = np.array(["" if m else str(v) for v, m in zip(s, missing)], dtype=object)
-            ds = group.create_dataset(key, data=text, dtype=h5py.string_dtype())
-            ds.attrs["kind"] = "string"
-            if missing.any():  # missing values (None, NaN, pd.NA) come back as missing, not as text
-                group.create_dataset(f"{key}__missing", data=missing)
-        else:
-            ds = group.create_dataset(key, data=s.to_numpy(), compression="gzip", compression_opts=1)
+        ds = _write_column(group, key, table[name])
         unit = COLUMNS[key].unit if key in COLUMNS else ""
         if unit:
             ds.attrs["units"] = unit
 
 
+def _write_column(group, key: str, s: pd.Series):
+    """One column as the dataset ``key`` of ``group`` (with a ``<key>__missing`` mask where needed); returns it."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        codes = s.cat.codes.to_numpy().astype(np.int32)
+        ds = group.create_dataset(key, data=codes, compression="gzip", compression_opts=1)
+        ds.attrs["labels"] = json.dumps([str(c) for c in s.cat.categories])
+        ds.attrs["kind"] = "category"
+        return ds
+    if isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iu":
+        missing = s.isna().to_numpy()
+        values = s.fillna(0).to_numpy().astype(s.dtype.numpy_dtype)
+        ds = group.create_dataset(key, data=values, compression="gzip", compression_opts=1)
+        ds.attrs["kind"] = f"nullable:{s.dtype.name}"
+        group.create_dataset(f"{key}__missing", data=missing)
+        return ds
+    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+        return _write_text(group, key, s)
+    return group.create_dataset(key, data=s.to_numpy(), compression="gzip", compression_opts=1)
+
+
+def _write_text(group, key: str, s: pd.Series):
+    """A text column: strings, with a ``<key>__missing`` mask when values are missing (None, NaN, pd.NA)."""
+    import h5py
+
+    missing = s.isna().to_numpy()
+    text = np.array(["" if m else str(v) for v, m in zip(s, missing)], dtype=object)
+    ds = group.create_dataset(key, data=text, dtype=h5py.string_dtype())
+    ds.attrs["kind"] = "string"
+    if missing.any():  # missing values (None, NaN, pd.NA) come back as missing, not as text
+        group.create_dataset(f"{key}__missing", data=missing)
+    return ds
+
+
 def _read_table(group) -> pd.DataFrame:
-    columns = json.loads(group.attrs["columns"]) if "columns" in group.attrs else [k for k in group if not k.endswith("__missing")]
-    data = {}
-    for name in columns:
-        ds = group[name]
-        kind = ds.attrs.get("kind", "")
-        if kind == "category":
-            labels = json.loads(ds.attrs["labels"])
-            data[name] = pd.Categorical.from_codes(ds[()].astype(int), categories=labels)
-        elif kind.startswith("nullable:"):
-            values = pd.array(ds[()], dtype=kind.split(":", 1)[1])
-            values[group[f"{name}__missing"][()]] = pd.NA
-            data[name] = values
-        elif kind == "string":
-            values = [x.decode() if isinstance(x, bytes) else x for x in ds[()]]
-            if f"{name}__missing" in group:
-                values = [None if m else v for v, m in zip(values, group[f"{name}__missing"][()])]
-            data[name] = values
-        else:
-            data[name] = ds[()]
-    return pd.DataFrame(data)
+    if "columns" in group.attrs:
+        columns = json.loads(group.attrs["columns"])
+    else:
+        columns = [k for k in group if not k.endswith("__missing")]
+    return pd.DataFrame({name: _read_column(group, name) for name in columns})
+
+
+def _read_column(group, name: str):
+    """The values of one column written by :func:`_write_column`, missing ones restored."""
+    ds = group[name]
+    kind = ds.attrs.get("kind", "")
+    if kind == "category":
+        labels = json.loads(ds.attrs["labels"])
+        return pd.Categorical.from_codes(ds[()].astype(int), categories=labels)
+    if kind.startswith("nullable:"):
+        values = pd.array(ds[()], dtype=kind.split(":", 1)[1])
+        values[group[f"{name}__missing"][()]] = pd.NA
+        return values
+    if kind == "string":
+        values = [x.decode() if isinstance(x, bytes) else x for x in ds[()]]
+        if f"{name}__missing" in group:
+            values = [None if m else v for v, m in zip(values, group[f"{name}__missing"][()])]
+        return values
+    return ds[()]
 
 
 def _table_to_npz_dict(table: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -270,25 +285,46 @@ class ResultsWriter:
         self.done_frames: set[int] = set()
         self._closed = False
         if (resume or append) and (self.path.exists() or self.journal.exists()):
-            status = read_status(self.path) if self.path.exists() else "running"
-            if status == STATUS_COMPLETE and not append:
-                raise InputFileError(f"{self.path}: run is already complete; nothing to resume (remove --resume to start again)")
-            if config is not None and self.path.exists():
-                if _config_differs(read_process(self.path).get("config", ""), config):
-                    raise InputFileError(f"{self.path}: cannot resume with a different configuration than the run that wrote it")
-            table, done = _read_all(self.path)
-            self._previous = table
-            self.done_frames = set(int(f) for f in done)
-            self._batch = 1 + max((int(p.stem.split("_")[1]) for p in self.journal.glob("batch_*.npz")), default=-1)
-            if status == STATUS_COMPLETE:  # append: not complete any more until closed
-                self._write_snapshot("running", table, self.done_frames)
+            self._continue(append=append)
         else:
-            if self.journal.exists():
-                for p in self.journal.iterdir():
-                    p.unlink()
-            self._previous = empty_peak_table()
-            self._write_snapshot("running", self._previous, set())
+            self._start()
         self.journal.mkdir(parents=True, exist_ok=True)
+
+    def _continue(self, *, append: bool) -> None:
+        """Take over the frames of an earlier run (snapshot and journal).
+
+        Raises
+        ------
+        InputFileError
+            If the run is complete (without ``append``) or its config differs.
+        """
+        status = read_status(self.path) if self.path.exists() else "running"
+        if status == STATUS_COMPLETE and not append:
+            raise InputFileError(
+                f"{self.path}: run is already complete; nothing to resume (remove --resume to start again)"
+            )
+        if self.config is not None and self.path.exists():
+            if _config_differs(read_process(self.path).get("config", ""), self.config):
+                raise InputFileError(
+                    f"{self.path}: cannot resume with a different configuration than the run that wrote it"
+                )
+        table, done = _read_all(self.path)
+        self._previous = table
+        self.done_frames = set(int(f) for f in done)
+        self._batch = 1 + max((int(p.stem.split("_")[1]) for p in self.journal.glob("batch_*.npz")), default=-1)
+        if status == STATUS_COMPLETE:  # append: not complete any more until closed
+            self._write_snapshot("running", table, self.done_frames)
+
+    def _start(self) -> None:
+        """Start a new file (an earlier journal is emptied)."""
+        self._empty_journal()
+        self._previous = empty_peak_table()
+        self._write_snapshot("running", self._previous, set())
+
+    def _empty_journal(self) -> None:
+        if self.journal.exists():
+            for p in self.journal.iterdir():
+                p.unlink()
 
     # -- appending
     def add(self, frame_index: int, table: pd.DataFrame) -> None:
@@ -359,8 +395,7 @@ class ResultsWriter:
         table, done = _read_all(self.path, journal_only_extra=True, base=self._previous)
         self._write_snapshot(STATUS_COMPLETE if complete else "incomplete", table, done, provenance=complete)
         if complete and self.journal.exists():
-            for p in self.journal.iterdir():
-                p.unlink()
+            self._empty_journal()
             self.journal.rmdir()
         self._closed = True
 
@@ -379,33 +414,48 @@ class ResultsWriter:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         groups = _copy_groups(self.path) if self.path.exists() else {}
         with h5py.File(tmp, "w") as h5:
-            h5.attrs["default"] = "entry"
-            h5.attrs["status"] = status
-            h5.attrs["creator"] = f"braggflow {__version__}"
-            entry = h5.create_group("entry")
-            entry.attrs["NX_class"] = "NXentry"
-            entry.attrs["default"] = "peaks"
-            entry.attrs["status"] = status
+            entry = _new_entry(h5, status)
             peaks = entry.create_group("peaks")
             peaks.attrs["NX_class"] = "NXcollection"
             write_table(peaks, conform(table).sort_values(["frame"], kind="stable").reset_index(drop=True))
             entry.create_dataset("frames_done", data=np.array(sorted(done), dtype=np.int64))
-            proc = entry.create_group("process")
-            proc.attrs["NX_class"] = "NXprocess"
-            proc.create_dataset("program", data="braggflow")
-            proc.create_dataset("version", data=__version__)
-            proc.create_dataset("date", data=_dt.datetime.now(_dt.timezone.utc).isoformat())
-            proc.create_dataset("config", data=self.config.to_yaml() if self.config is not None else "")
-            inputs = file_provenance(self.sources) if provenance else [{"name": s, "size": -1, "sha256": ""} for s in self.sources]
-            proc.create_dataset("inputs", data=json.dumps(inputs))
-            if self.geometry is not None:
-                proc.create_dataset("geometry", data=json.dumps(self.geometry))
-            for key, value in self.extra_process.items():
-                proc.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
+            self._write_process(entry.create_group("process"), provenance=provenance)
             for name, payload in groups.items():
                 _restore_group(entry, name, payload)
             h5.flush()
         os.replace(tmp, self.path)
+
+    def _write_process(self, proc, *, provenance: bool) -> None:
+        """The ``/entry/process`` record: program, version, date, config, inputs, geometry, extra attributes.
+
+        With ``provenance`` the inputs' sizes and SHA-256 are computed; otherwise only their names are given.
+        """
+        proc.attrs["NX_class"] = "NXprocess"
+        proc.create_dataset("program", data="braggflow")
+        proc.create_dataset("version", data=__version__)
+        proc.create_dataset("date", data=_dt.datetime.now(_dt.UTC).isoformat())
+        proc.create_dataset("config", data=self.config.to_yaml() if self.config is not None else "")
+        if provenance:
+            inputs = file_provenance(self.sources)
+        else:
+            inputs = [{"name": s, "size": -1, "sha256": ""} for s in self.sources]
+        proc.create_dataset("inputs", data=json.dumps(inputs))
+        if self.geometry is not None:
+            proc.create_dataset("geometry", data=json.dumps(self.geometry))
+        for key, value in self.extra_process.items():
+            proc.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
+
+
+def _new_entry(h5, status: str):
+    """The root attributes and the ``/entry`` group of a results file being written; returns the group."""
+    h5.attrs["default"] = "entry"
+    h5.attrs["status"] = status
+    h5.attrs["creator"] = f"braggflow {__version__}"
+    entry = h5.create_group("entry")
+    entry.attrs["NX_class"] = "NXentry"
+    entry.attrs["default"] = "peaks"
+    entry.attrs["status"] = status
+    return entry
 
 
 _RESERVED = {"peaks", "process", "frames_done"}
@@ -484,30 +534,43 @@ def _read_all(path: Path, *, journal_only_extra: bool = True, base: pd.DataFrame
         tables.append(base)
         done |= set(base["frame"].astype(int).tolist())
     if path.exists():
-        with _open_results(path) as h5:
-            snap = conform(_read_table(h5["entry/peaks"]))
-            snap_done = set(h5["entry/frames_done"][()].tolist()) if "entry/frames_done" in h5 else set(snap["frame"].tolist())
+        snap, snap_done = _read_snapshot(path)
         if base is None or len(base) == 0:
             tables = [snap]
-            done |= snap_done
-        else:
-            done |= snap_done
-    journal = _journal_dir(path)
-    if journal.exists():
-        for p in sorted(journal.glob("batch_*.npz")):
-            try:
-                with np.load(p) as npz:
-                    frames = set(npz["frames_done"].tolist())
-                    if frames <= done:
-                        continue
-                    t = _table_from_npz(npz)
-            except (OSError, ValueError, KeyError):
-                continue  # a batch that was never completely written is ignored
-            tables.append(t[~t["frame"].isin(done)])
-            done |= frames
+        done |= snap_done
+    tables += _journal_tables(path, done)
     table = pd.concat([conform(t) for t in tables], ignore_index=True) if tables else empty_peak_table()
     table = conform(table.sort_values("frame", kind="stable"))
     return table, done
+
+
+def _read_snapshot(path: Path) -> tuple[pd.DataFrame, set]:
+    """The peak table of the HDF5 snapshot and the frames it holds."""
+    with _open_results(path) as h5:
+        snap = conform(_read_table(h5["entry/peaks"]))
+        if "entry/frames_done" in h5:
+            return snap, set(h5["entry/frames_done"][()].tolist())
+        return snap, set(snap["frame"].tolist())
+
+
+def _journal_tables(path: Path, done: set) -> list[pd.DataFrame]:
+    """The peaks of journal batches of frames not in ``done``, in batch order; their frames are added to ``done``."""
+    tables = []
+    journal = _journal_dir(path)
+    if not journal.exists():
+        return tables
+    for p in sorted(journal.glob("batch_*.npz")):
+        try:
+            with np.load(p) as npz:
+                frames = set(npz["frames_done"].tolist())
+                if frames <= done:
+                    continue
+                t = _table_from_npz(npz)
+        except (OSError, ValueError, KeyError):
+            continue  # a batch that was never completely written is ignored
+        tables.append(t[~t["frame"].isin(done)])
+        done |= frames
+    return tables
 
 
 def read_peaks(path) -> pd.DataFrame:
@@ -579,7 +642,8 @@ def _config_differs(stored_text: str, config) -> bool:
     return stored != current
 
 
-def write_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = None, attrs: dict[str, Any] | None = None) -> None:
+def write_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = None,
+                attrs: dict[str, Any] | None = None) -> None:
     """Add or replace the group ``/entry/<name>`` with tables and attributes.
 
     Used by later commands (identify, link, watch).  The file is rewritten into
@@ -617,9 +681,14 @@ def write_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = Non
         entry = h5["entry"]
         if name in entry:
             del entry[name]
-        clean = {k: (v if isinstance(v, (int, float, str, np.integer, np.floating)) else json.dumps(v)) for k, v in (attrs or {}).items()}
+        clean = {k: _attr_value(v) for k, v in (attrs or {}).items()}
         _restore_group(entry, name, ({k: conform_any(t) for k, t in (tables or {}).items()}, clean))
     os.replace(tmp, path)
+
+
+def _attr_value(value):
+    """``value`` as an HDF5 attribute: numbers and text as they are, anything else as JSON text."""
+    return value if isinstance(value, (int, float, str, np.integer, np.floating)) else json.dumps(value)
 
 
 def conform_any(table: pd.DataFrame) -> pd.DataFrame:
@@ -692,14 +761,14 @@ def update_peaks(path, table: pd.DataFrame) -> None:
     InputFileError
         If the file is not a complete results file (finish or resume the run first).
     """
+    import shutil
+
     import h5py
 
     path = Path(path)
     if read_status(path) != STATUS_COMPLETE:
         raise InputFileError(f"{path}: run is not complete; finish it (braggflow run --resume) before adding results")
     tmp = path.with_name(f".{path.name}.tmp")
-    import shutil
-
     shutil.copyfile(path, tmp)
     with h5py.File(tmp, "a") as h5:
         del h5["entry/peaks"]
