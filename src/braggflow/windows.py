@@ -14,7 +14,7 @@ import numpy as np
 
 from braggflow.errors import BraggflowError
 
-__all__ = ["cut_windows", "check_patch_size", "patch_background"]
+__all__ = ["cut_windows", "check_patch_size", "check_patch_stack", "patch_background"]
 
 
 def cut_windows(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int, fill) -> np.ndarray:
@@ -120,3 +120,48 @@ def patch_background(data: np.ndarray, mask: np.ndarray | None = None) -> np.nda
 def _border_index(size: int) -> np.ndarray:
     """Flat indices of the border pixels of an (s, s) patch."""
     return np.flatnonzero(_border(size))
+
+
+def check_patch_stack(data, mask=None, *, dtype=np.float64, odd: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a stack of square patches and combine its mask with the non-finite pixels.
+
+    Parameters
+    ----------
+    data : (N, s, s) or (s, s) array_like
+        Patches, counts; a single patch becomes a stack of one.
+    mask : (N, s, s) or (s, s) array_like of bool, optional
+        True marks an unusable pixel.
+    dtype : numpy dtype
+        Type of the returned data.
+    odd : bool
+        Require an odd side s >= 3 (a patch centred on a pixel).
+
+    Returns
+    -------
+    data : (N, s, s) ndarray of ``dtype``
+        Non-finite pixels are left as they are.
+    mask : (N, s, s) ndarray of bool
+        The given mask OR the non-finite pixels.
+
+    Raises
+    ------
+    BraggflowError
+        If ``data`` is not a stack of square patches (odd, with ``odd``) or
+        ``mask`` has another shape.
+    """
+    data = np.asarray(data, dtype=dtype)
+    if data.ndim == 2:
+        data = data[None]
+    side = data.shape[-1] if data.ndim == 3 else 0
+    if data.ndim != 3 or data.shape[1] != side or (odd and (side < 3 or side % 2 == 0)):
+        need = " with odd s >= 3" if odd else ""
+        raise BraggflowError(f"patches must be an (N, s, s) array{need}, got shape {data.shape}")
+    if mask is None:
+        mask = np.zeros(data.shape, dtype=bool)
+    else:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.ndim == 2:
+            mask = mask[None]
+        if mask.shape != data.shape:
+            raise BraggflowError(f"patch mask has shape {mask.shape}, expected the patches' shape {data.shape}")
+    return data, mask | ~np.isfinite(data)

@@ -8,6 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from braggflow.locate.patches import _STRUCTURE_2D, patch_background, select_central_component
+from braggflow.windows import check_patch_stack
 
 __all__ = ["LocateResult", "centroid_patches", "as_patch_arrays"]
 
@@ -59,24 +60,11 @@ class LocateResult:
 
 
 def as_patch_arrays(data, mask=None) -> tuple[np.ndarray, np.ndarray]:
-    """Validate patches: (N, s, s) float64 data and bool mask (non-finite pixels masked)."""
-    from braggflow.errors import BraggflowError
+    """Validate patches: (N, s, s) float64 data and bool mask (non-finite pixels masked).
 
-    data = np.asarray(data, dtype=float)
-    if data.ndim == 2:
-        data = data[None]
-    if data.ndim != 3 or data.shape[1] != data.shape[2]:
-        raise BraggflowError(f"patches must be an (N, s, s) array, got shape {data.shape}")
-    if mask is None:
-        mask = np.zeros(data.shape, dtype=bool)
-    else:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.ndim == 2:
-            mask = mask[None]
-        if mask.shape != data.shape:
-            raise BraggflowError(f"mask has shape {mask.shape}, expected the patches' shape {data.shape}")
-    mask = mask | ~np.isfinite(data)
-    return data, mask
+    See :func:`braggflow.windows.check_patch_stack`.
+    """
+    return check_patch_stack(data, mask, dtype=float)
 
 
 def peak_region(data: np.ndarray, mask: np.ndarray, background: np.ndarray, *, gain: float = 1.0,

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from braggflow.errors import BraggflowError
-from braggflow.windows import patch_background
+from braggflow.windows import check_patch_stack, patch_background
 
 __all__ = [
     "check_patches",
@@ -42,7 +41,7 @@ def check_patches(data, mask=None) -> tuple[np.ndarray, np.ndarray]:
     Parameters
     ----------
     data : (N, s, s) array_like of float
-        Patches (counts).  ``s`` odd.
+        Patches (counts).  ``s`` odd.  A single (s, s) patch is a stack of one.
     mask : (N, s, s) array_like of bool, optional
         True marks an unusable pixel.
 
@@ -59,17 +58,8 @@ def check_patches(data, mask=None) -> tuple[np.ndarray, np.ndarray]:
         If ``data`` is not (N, s, s) with odd s >= 3, or ``mask`` has another
         shape.
     """
-    data = np.asarray(data, dtype=np.float32)
-    if data.ndim != 3 or data.shape[1] != data.shape[2] or data.shape[1] < 3 or data.shape[1] % 2 == 0:
-        raise BraggflowError(f"patches must be an (N, s, s) array with odd s >= 3, got shape {data.shape}")
+    data, mask = check_patch_stack(data, mask, dtype=np.float32, odd=True)
     bad = ~np.isfinite(data)
-    if mask is None:
-        mask = bad
-    else:
-        mask = np.asarray(mask)
-        if mask.shape != data.shape:
-            raise BraggflowError(f"patch mask has shape {mask.shape}, expected {data.shape} (the patches' shape)")
-        mask = mask.astype(bool) | bad
     if bad.any():
         data = np.where(bad, np.float32(0), data)
     return data, mask
