@@ -2,6 +2,6 @@
 
 __all__ = ["train_model", "TrainConfig", "save_model", "convert_weights", "ship_model"]
 
-from .files import convert_weights, save_model, ship_model
 from .config import TrainConfig
+from .files import convert_weights, save_model, ship_model
 from .loop import train_model
