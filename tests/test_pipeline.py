@@ -239,3 +239,27 @@ def test_dask_workers_give_the_serial_results(small_series, tmp_path):
     np.testing.assert_allclose(parallel[["row", "col", "intensity"]].to_numpy(),
                                serial[["row", "col", "intensity"]].to_numpy())
     assert read_status(tmp_path / "dask.h5") == "complete"
+
+
+def test_bad_values_name_themselves(tmp_path):
+    """A binary config file, npt below 1 and negative workers are refused with a message naming them."""
+    from braggflow.errors import ConfigError
+    from braggflow.geometry import Geometry, azimuthal_profile, remap
+    from braggflow.pipeline import run
+    from braggflow.pipeline.config import load_config
+
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(b"\x80\x81\x00\xff" * 40)
+    with pytest.raises(ConfigError, match="config.yaml: not a text file"):
+        load_config(binary)
+    from braggflow.geometry import GeometryConfig
+
+    geometry = Geometry.from_config(GeometryConfig(distance_mm=100.0, pixel_size_mm=0.1, wavelength_A=1.0,
+                                                   beam_center_row=32.0, beam_center_col=32.0))
+    frame = np.ones((64, 64))
+    with pytest.raises(ConfigError, match="npt"):
+        azimuthal_profile(frame, geometry, npt=0)
+    with pytest.raises(ConfigError, match="npt"):
+        remap(frame, geometry, to="polar", npt=(0, 10))
+    with pytest.raises(ConfigError, match="workers"):
+        run(np.zeros((2, 8, 8)), workers=-1)

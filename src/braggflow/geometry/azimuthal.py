@@ -108,7 +108,7 @@ def azimuthal_profile(
     Raises
     ------
     ConfigError
-        For an unknown unit or error model, a bad gain or a mask of the wrong shape.
+        For an unknown unit or error model, a bad gain or ``npt``, or a mask of the wrong shape.
 
     References
     ----------
@@ -120,6 +120,8 @@ def azimuthal_profile(
         raise ConfigError(f"error_model must be 'poisson' or 'azimuthal', got {error_model!r}")
     if not gain > 0:
         raise ConfigError(f"gain must be positive, got {gain}")
+    if npt is not None and not npt >= 1:
+        raise ConfigError(f"npt (number of radial bins) must be >= 1, got {npt}")
     frame = np.asarray(frame, dtype=np.float64)
     if frame.ndim != 2:
         raise ConfigError(f"expected a 2D frame, got shape {frame.shape}")

@@ -52,10 +52,12 @@ def remap(
     Raises
     ------
     ConfigError
-        For an unknown target, or "qxy-qz" without an incidence angle.
+        For an unknown target, ``npt`` below 1, or "qxy-qz" without an incidence angle.
     """
     if to not in ("q", "polar", "qxy-qz"):
         raise ConfigError(f"--to must be q, polar or qxy-qz, got {to!r}")
+    if len(npt) != 2 or min(npt) < 1:
+        raise ConfigError(f"npt (bins along columns and rows) must be two numbers >= 1, got {tuple(npt)}")
     frame = np.asarray(frame, dtype=np.float64)
     ai = geometry.integrator_for(frame.shape)
     bad = valid_mask(frame, geometry, mask=mask, above_horizon=False)

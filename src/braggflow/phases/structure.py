@@ -289,6 +289,8 @@ def _read_phase_mapping(path: Path) -> dict:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise InputFileError(f"{path}: not valid YAML ({exc})") from None
+    except UnicodeDecodeError:
+        raise InputFileError(f"{path}: not a text file (a phase file is YAML text)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with space_group, cell and atoms")
     for key in ("space_group", "cell", "atoms"):

@@ -268,6 +268,8 @@ def run(
     from braggflow.io.frames import FrameSeries, open_frames
 
     config = config or Config()
+    if workers < 0:
+        raise ConfigError(f"workers must be 0 (this process) or a number of Dask worker processes, got {workers}")
     series = frames if isinstance(frames, FrameSeries) else open_frames(frames)
     indices = list(frames_range if frames_range is not None else range(len(series)))
     context = prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask,

@@ -113,6 +113,8 @@ def load_config(path: str | Path | None) -> Config:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a config is YAML text)") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
