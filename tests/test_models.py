@@ -296,7 +296,8 @@ def test_default_model_is_close_to_the_crlb_on_clean_peaks():
 
 @pytest.mark.parametrize("kind", ["isotropic", "mixed"])
 def test_default_model_uncertainty_is_calibrated(kind):
-    """Issue 3 target: std(error / sigma) within 10 % of 1 per axis; 39.3 % +- 5 % inside the 1-sigma ellipse."""
+    """The default model's errors are calibrated: std(error / sigma) within 10 % of 1 per axis, and
+    39.3 % +- 5 % of the peaks inside the 1-sigma ellipse."""
     ps = simulate_patches(3000, kind=kind, seed=31)
     res = predict_patches(ps.data, mask=ps.mask)
     zr = (res["row"] - ps.row) / res["row_err"]

@@ -3,7 +3,7 @@
 Public API (needs torch)::
 
     from braggflow.training import TrainConfig, train_model
-    result = train_model(TrainConfig(n_simulated=20000), out="my-model.pt")
+    result = train_model(TrainConfig(simulated=20000), out="my-model.pt")
 
 Inference of the models built here is :mod:`braggflow.nn`'s.
 """

@@ -241,7 +241,7 @@ def _network_from_init(config: TrainConfig):
     from braggflow.nn.architectures import build_network
     from braggflow.nn.files import load_model
 
-    start = load_model(config.init)
+    start = load_model(config.init, backend="torch")
     if start.arch != config.arch or start.size != config.size:
         raise ConfigError(f"init model {config.init!r} is a {start.arch} for {start.size} px patches, "
                           f"but arch={config.arch!r} and size={config.size}")

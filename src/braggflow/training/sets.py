@@ -255,7 +255,7 @@ def _pipeline_cut(big: np.ndarray, big_mask: np.ndarray, rows: np.ndarray, cols:
     index = np.arange(n)
     prow = (index // per_row) * s + rows
     pcol = (index % per_row) * s + cols
-    _, labels = find_peaks(frame, mask=frame_mask, gain=gain, background=bg, return_labels=True)
+    labels = find_peaks(frame, mask=frame_mask, gain=gain, background=bg).labels
     table = new_peak_table(n, row=prow, col=pcol)
     cut = extract_patches(frame, table, size=size, mask=frame_mask, labels=_own_labels(labels, prow, pcol))
     return cut.data, cut.mask
@@ -444,7 +444,8 @@ def _isolated_peaks(fs, i: int, *, size: int, labels: str, gain: float, max_offs
 
     reject = np.uint32(Flag.EDGE | Flag.OVERLAPPING | Flag.MASKED_NEIGHBOUR | Flag.SATURATED | Flag.BAD_BACKGROUND)
     frame, fmask = correct_frame(fs[i], mask=fs.detector_mask, name=fs.describe_frame(i))
-    table, lab = find_peaks(frame, mask=fmask, gain=gain, return_labels=True)
+    found = find_peaks(frame, mask=fmask, gain=gain)
+    table, lab = found.table, found.labels
     if not len(table):
         return None
     pt = extract_patches(frame, table, size=size, mask=fmask, labels=lab)
