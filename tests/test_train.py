@@ -163,3 +163,13 @@ def test_recentred_patches_are_cut_around_the_brightest_pixel():
     noisy = recentre_on_maximum(simulate_patches(1000, size=17, kind="broad", seed=9), size=11)
     off = np.maximum(np.abs(noisy.row - 5), np.abs(noisy.col - 5))
     assert np.mean(off > 0.5) > 0.3 and off.max() <= 2.5 + 1e-9
+
+
+def test_fine_tuning_starts_from_a_shipped_model_by_name(tmp_path, small_set):
+    """--init with a shipped name loads its torch network (shipped models otherwise run through ONNX Runtime)."""
+    tuned = train_model(TrainConfig(init="locnet-sim", epochs=1, batch_size=256, lr=1e-4, warmup_epochs=0,
+                                    threads=1, seed=2), out=tmp_path / "tuned.pt",
+                        patches=small_set.subset(np.arange(2000)), progress=False)
+    shipped = load_model("locnet-sim", backend="torch")
+    assert load_model(tuned.path).arch_kwargs == shipped.arch_kwargs
+    assert tuned.history[0]["val_median_px"] < 0.2  # a trained start, not a random one
