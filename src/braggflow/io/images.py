@@ -1,0 +1,144 @@
+"""Image files in any format fabio reads (TIFF, CBF, EDF, ...): :class:`FabioSeries` and :func:`read_image`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from braggflow.errors import InputFileError
+from braggflow.io.hdf5 import HDF5Series
+from braggflow.io.series import FrameSeries
+
+__all__ = ["FabioSeries", "read_image"]
+
+
+def read_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
+    """Read one 2D image (a dark, flat or mask file, or a single frame).
+
+    Any fabio format, ``.npy``, or HDF5 (``FILE.h5`` or ``FILE.h5::/path``; a
+    3D dataset is averaged over its first axis, as for a stack of darks).
+
+    Parameters
+    ----------
+    path : str or PathLike
+    what : str
+        What the file is, for error messages ("dark", "mask", ...).
+
+    Returns
+    -------
+    image : (H, W) ndarray
+
+    Raises
+    ------
+    InputFileError
+        If the file is missing or unreadable; names ``what`` and the file.
+    """
+    path = str(path)
+    file_part = path.split("::", 1)[0]
+    if not os.path.exists(file_part):
+        raise InputFileError(f"{what} file {file_part}: no such file")
+    if file_part.endswith(".npy"):
+        try:
+            image = np.load(file_part)
+        except (OSError, ValueError) as exc:
+            raise InputFileError(f"{what} file {file_part}: not a readable .npy file ({exc})") from None
+    elif file_part.lower().endswith((".h5", ".hdf5", ".nxs", ".nx5")):
+        dataset = path.split("::", 1)[1] if "::" in path else None
+        series = HDF5Series(file_part, dataset)
+        image = series[0] if len(series) == 1 else np.mean([series[i] for i in range(len(series))], axis=0)
+    else:
+        image = FabioSeries([file_part])[0]
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise InputFileError(f"{what} file {path}: expected a 2D image, got shape {image.shape}")
+    return image
+
+
+class FabioSeries(FrameSeries):
+    """Frames from a list of files in any format fabio reads (TIFF, CBF, EDF, ...).
+
+    A multi-frame file (EDF, multi-page TIFF) contributes all its frames.
+    The number of frames of each file is taken from its header when the series
+    is opened; pixel data is read on access.  The file opened last is kept
+    (one file), so the first file, which is decoded to learn the frame shape,
+    is not decoded again when its frame is read, and the frames of a
+    multi-frame file are taken from one opened file.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Files in series order.
+
+    Raises
+    ------
+    InputFileError
+        If a file is missing or fabio cannot read it.
+    """
+
+    def __init__(self, paths: Sequence[str]):
+        if not paths:
+            raise InputFileError("no frame files given")
+        self.paths = [str(p) for p in paths]
+        self._last: tuple[str, object] | None = None  # (path, fabio image) opened last
+        first = self._open_cached(self.paths[0])
+        if first.data is None:
+            raise InputFileError(f"{self.paths[0]}: file holds no image data (truncated?)")
+        self.shape = tuple(first.data.shape)
+        self.dtype = first.data.dtype
+        n0 = int(getattr(first, "nframes", 1) or 1)
+        multi = n0 > 1 or self.paths[0].lower().endswith(".edf")
+        # Single-frame formats: one frame per file (headers of thousands of files are not opened up front).
+        self.counts = [n0] + ([self._open(p).nframes for p in self.paths[1:]] if multi else [1] * (len(self.paths) - 1))
+        self._offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        self.sources = self.paths
+
+    @staticmethod
+    def _open(path: str):
+        import fabio
+
+        if not os.path.exists(path):
+            raise InputFileError(f"{path}: no such file")
+        try:
+            return fabio.open(path)
+        except Exception as exc:  # fabio raises many types for corrupt files
+            raise InputFileError(f"{path}: not a readable detector image ({type(exc).__name__}: {exc})") from None
+
+    def _open_cached(self, path: str):
+        """The fabio image of ``path``, decoded once while it is the file read last."""
+        last = self._last  # one read of the attribute: safe when threads share the series
+        if last is not None and last[0] == path:
+            return last[1]
+        img = self._open(path)
+        self._last = (path, img)
+        return img
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_last"] = None
+        return state
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def _locate(self, index: int) -> tuple[str, int]:
+        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        return self.paths[k], index - int(self._offsets[k])
+
+    def _read(self, index: int) -> np.ndarray:
+        path, sub = self._locate(index)
+        img = self._open_cached(path)
+        try:
+            data = img.data if sub == 0 else img.getframe(sub).data
+        except Exception as exc:
+            raise InputFileError(f"{path}: cannot read frame {sub} ({exc})") from None
+        if data is None:
+            raise InputFileError(f"{path}: file holds no image data (truncated?)")
+        if sub == 0 and self._last is not None and self._last[1] is img:
+            self._last = None  # its pixels are handed out: neither kept alive nor shared with a later read
+        return data
+
+    def describe_frame(self, index: int) -> str:
+        path, sub = self._locate(index)
+        return f"{path}" + (f" frame {sub}" if self.counts[self.paths.index(path)] > 1 else "")
