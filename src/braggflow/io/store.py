@@ -1,0 +1,128 @@
+"""The results file as stored: its HDF5 snapshot and its journal, read and merged.
+
+See :mod:`braggflow.io.results` for the layout.  This module opens a results
+file, reads its status and its ``/entry/process`` record, and reads the
+peaks of the snapshot together with the journal batches of frames the
+snapshot lacks (:func:`_read_all`), for the readers and for
+:class:`braggflow.io.writer.ResultsWriter`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from braggflow.errors import InputFileError
+from braggflow.io.tables import _read_table, _table_from_npz
+from braggflow.schema import conform, empty_peak_table
+
+__all__ = ["read_status", "read_process"]
+
+STATUS_COMPLETE = "complete"
+
+_RESERVED = {"peaks", "process", "frames_done"}
+
+
+def _journal_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".journal")
+
+
+def _open_results(path):
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: no such results file")
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise InputFileError(f"{path}: not a readable HDF5 results file ({exc})") from None
+
+
+def read_status(path) -> str:
+    """The run status stored in a results file ("running", "incomplete", "complete").
+
+    Raises
+    ------
+    InputFileError
+        If the file is missing or not a braggflow results file.
+    """
+    with _open_results(path) as h5:
+        if "entry" not in h5 or "peaks" not in h5["entry"]:
+            raise InputFileError(f"{path}: not a braggflow results file (no /entry/peaks)")
+        status = h5["entry"].attrs.get("status", "")
+        return status.decode() if isinstance(status, bytes) else str(status)
+
+
+def _read_all(path: Path, *, journal_only_extra: bool = True, base: pd.DataFrame | None = None):
+    """Snapshot table plus journal batches whose frames the snapshot lacks."""
+    path = Path(path)
+    tables, done = [], set()
+    if base is not None:
+        tables.append(base)
+        done |= set(base["frame"].astype(int).tolist())
+    if path.exists():
+        snap, snap_done = _read_snapshot(path)
+        if base is None or len(base) == 0:
+            tables = [snap]
+        done |= snap_done
+    tables += _journal_tables(path, done)
+    table = pd.concat([conform(t) for t in tables], ignore_index=True) if tables else empty_peak_table()
+    table = conform(table.sort_values("frame", kind="stable"))
+    return table, done
+
+
+def _read_snapshot(path: Path) -> tuple[pd.DataFrame, set]:
+    """The peak table of the HDF5 snapshot and the frames it holds."""
+    with _open_results(path) as h5:
+        snap = conform(_read_table(h5["entry/peaks"]))
+        if "entry/frames_done" in h5:
+            return snap, set(h5["entry/frames_done"][()].tolist())
+        return snap, set(snap["frame"].tolist())
+
+
+def _journal_tables(path: Path, done: set) -> list[pd.DataFrame]:
+    """The peaks of journal batches of frames not in ``done``, in batch order; their frames are added to ``done``."""
+    tables = []
+    journal = _journal_dir(path)
+    if not journal.exists():
+        return tables
+    for p in sorted(journal.glob("batch_*.npz")):
+        try:
+            with np.load(p) as npz:
+                frames = set(npz["frames_done"].tolist())
+                if frames <= done:
+                    continue
+                t = _table_from_npz(npz)
+        except (OSError, ValueError, KeyError):
+            continue  # a batch that was never completely written is ignored
+        tables.append(t[~t["frame"].isin(done)])
+        done |= frames
+    return tables
+
+
+def read_process(path) -> dict[str, Any]:
+    """The ``/entry/process`` record: program, version, date, config text, inputs, geometry.
+
+    Raises
+    ------
+    InputFileError
+        If the file is missing or has no process record.
+    """
+    with _open_results(path) as h5:
+        if "entry/process" not in h5:
+            raise InputFileError(f"{path}: no /entry/process record")
+        proc = h5["entry/process"]
+        out = {}
+        for k, ds in proc.items():
+            v = ds[()]
+            out[k] = v.decode() if isinstance(v, bytes) else v
+        for k in ("inputs", "geometry"):
+            if k in out:
+                out[k] = json.loads(out[k])
+        out.update({k: (v.decode() if isinstance(v, bytes) else v) for k, v in proc.attrs.items() if k != "NX_class"})
+        return out

@@ -1,0 +1,337 @@
+"""Writing a results file during a run: :class:`ResultsWriter`, with its journal and snapshots.
+
+Finished frames are journaled in ``.npz`` batches and the HDF5 snapshot is
+rewritten as a whole into a temporary file that replaces the old one (see
+:mod:`braggflow.io.results` for the layout and the crash safety).  Also
+:func:`file_provenance`, the names, sizes and SHA-256 of the input files
+recorded in ``/entry/process``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from braggflow import __version__
+from braggflow.errors import InputFileError
+from braggflow.io.store import _RESERVED, STATUS_COMPLETE, _journal_dir, _read_all, read_process, read_status
+from braggflow.io.tables import _read_group_obj, _restore_group, _table_to_npz_dict, write_table
+from braggflow.schema import conform, empty_peak_table
+
+__all__ = ["ResultsWriter", "file_provenance"]
+
+
+def _sha256(path: str) -> str:
+    """SHA-256 of a file's content, as hex."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def file_provenance(paths: Iterable[str]) -> list[dict[str, Any]]:
+    """Name, size (bytes) and SHA-256 of each input file.
+
+    Parameters
+    ----------
+    paths : iterable of str
+
+    Returns
+    -------
+    records : list of dict
+        ``{"name", "size", "sha256"}``; files that do not exist get size -1.
+    """
+    out = []
+    for p in paths:
+        p = str(p)
+        if os.path.isfile(p):
+            out.append({"name": os.path.abspath(p), "size": os.path.getsize(p), "sha256": _sha256(p)})
+        else:
+            out.append({"name": p, "size": -1, "sha256": ""})
+    return out
+
+
+class ResultsWriter:
+    """Append per-frame peak tables to a results file, safely.
+
+    Parameters
+    ----------
+    path : str or Path
+        Results file (``.h5``).
+    config : braggflow.pipeline.config.Config, optional
+        Stored as YAML text in ``/entry/process/config``.
+    sources : list of str
+        Input files (names, sizes and SHA-256 are recorded at close).
+    resume : bool
+        Continue an earlier, unfinished run: keep its frames (file snapshot and
+        journal) and report them in :attr:`done_frames`.  Without ``resume`` an
+        existing file is replaced.
+    append : bool
+        Like ``resume``, and also accept a file already closed as
+        ``complete``: its frames are kept and new ones appended, for runs with
+        no natural end (``braggflow watch``).  The file's status goes back to
+        ``running`` at once (so a crash leaves it not complete, with the
+        journal) and becomes ``complete`` again at :meth:`close`.
+    flush_frames : int
+        Frames buffered before a journal batch is written.
+    flush_seconds : float
+        Longest time a finished frame waits in memory before it is journaled.
+    snapshot_seconds : float
+        Interval between rewrites of the HDF5 snapshot during the run.
+    geometry : dict, optional
+        Geometry description stored in ``/entry/process/geometry`` (JSON).
+    extra_process : dict, optional
+        More attributes for ``/entry/process``.
+
+    Raises
+    ------
+    InputFileError
+        If ``resume`` is asked for a file that is complete (without
+        ``append``), or ``resume``/``append`` for a file whose config differs.
+    """
+
+    def __init__(
+        self,
+        path,
+        *,
+        config=None,
+        sources: list[str] | None = None,
+        resume: bool = False,
+        append: bool = False,
+        flush_frames: int = 8,
+        flush_seconds: float = 1.0,
+        snapshot_seconds: float = 30.0,
+        geometry: dict | None = None,
+        extra_process: dict | None = None,
+    ):
+        self.path = Path(path)
+        self.config = config
+        self.sources = [str(s) for s in (sources or [])]
+        self.flush_frames = flush_frames
+        self.flush_seconds = flush_seconds
+        self.snapshot_seconds = snapshot_seconds
+        self.geometry = geometry
+        self.extra_process = dict(extra_process or {})
+        self.journal = _journal_dir(self.path)
+        self._buffer: list[pd.DataFrame] = []
+        self._buffer_frames: list[int] = []
+        self._last_flush = time.monotonic()
+        self._last_snapshot = time.monotonic()
+        self._batch = 0
+        self.done_frames: set[int] = set()
+        self._closed = False
+        if (resume or append) and (self.path.exists() or self.journal.exists()):
+            self._continue(append=append)
+        else:
+            self._start()
+        self.journal.mkdir(parents=True, exist_ok=True)
+
+    def _continue(self, *, append: bool) -> None:
+        """Take over the frames of an earlier run (snapshot and journal).
+
+        Raises
+        ------
+        InputFileError
+            If the run is complete (without ``append``) or its config differs.
+        """
+        status = read_status(self.path) if self.path.exists() else "running"
+        if status == STATUS_COMPLETE and not append:
+            raise InputFileError(
+                f"{self.path}: run is already complete; nothing to resume (remove --resume to start again)"
+            )
+        if self.config is not None and self.path.exists():
+            if _config_differs(read_process(self.path).get("config", ""), self.config):
+                raise InputFileError(
+                    f"{self.path}: cannot resume with a different configuration than the run that wrote it"
+                )
+        table, done = _read_all(self.path)
+        self._previous = table
+        self.done_frames = set(int(f) for f in done)
+        self._batch = 1 + max((int(p.stem.split("_")[1]) for p in self.journal.glob("batch_*.npz")), default=-1)
+        if status == STATUS_COMPLETE:  # append: not complete any more until closed
+            self._write_snapshot("running", table, self.done_frames)
+
+    def _start(self) -> None:
+        """Start a new file (an earlier journal is emptied)."""
+        self._empty_journal()
+        self._previous = empty_peak_table()
+        self._write_snapshot("running", self._previous, set())
+
+    def _empty_journal(self) -> None:
+        if self.journal.exists():
+            for p in self.journal.iterdir():
+                p.unlink()
+
+    # -- appending
+    def add(self, frame_index: int, table: pd.DataFrame) -> None:
+        """Record the peak table of one finished frame (may be empty).
+
+        Parameters
+        ----------
+        frame_index : int
+        table : pandas.DataFrame
+            Peaks of that frame (its ``frame`` column is set to ``frame_index``).
+        """
+        if self._closed:
+            raise RuntimeError(f"{self.path}: writer is closed")
+        table = table.copy()
+        table["frame"] = int(frame_index)
+        self._buffer.append(table)
+        self._buffer_frames.append(int(frame_index))
+        self.done_frames.add(int(frame_index))
+        now = time.monotonic()
+        if len(self._buffer_frames) >= self.flush_frames or now - self._last_flush >= self.flush_seconds:
+            self.flush()
+        if now - self._last_snapshot >= self.snapshot_seconds:
+            self.snapshot()
+
+    def flush(self) -> None:
+        """Write buffered frames to the journal (atomic rename of one batch file)."""
+        if not self._buffer_frames:
+            return
+        table = pd.concat(self._buffer, ignore_index=True) if self._buffer else empty_peak_table()
+        arrays = _table_to_npz_dict(conform(table))
+        arrays["frames_done"] = np.asarray(self._buffer_frames, dtype=np.int64)
+        final = self.journal / f"batch_{self._batch:08d}.npz"
+        tmp = self.journal / f".tmp_{self._batch:08d}.npz"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        self._batch += 1
+        self._buffer, self._buffer_frames = [], []
+        self._last_flush = time.monotonic()
+
+    def snapshot(self, status: str = "running") -> None:
+        """Rewrite the HDF5 file from everything recorded so far (atomically)."""
+        self.flush()
+        table, done = _read_all(self.path, journal_only_extra=True, base=self._previous)
+        self._write_snapshot(status, table, done)
+        self._last_snapshot = time.monotonic()
+
+    def table(self) -> pd.DataFrame:
+        """Every peak recorded so far (earlier run included), sorted by frame."""
+        self.flush()
+        table, _ = _read_all(self.path, journal_only_extra=True, base=self._previous)
+        return table
+
+    def close(self, complete: bool = True) -> None:
+        """Consolidate journal and snapshot into the final file.
+
+        Parameters
+        ----------
+        complete : bool
+            Mark the file ``complete`` and remove the journal; otherwise mark it
+            ``incomplete`` and keep the journal for ``resume``.
+        """
+        if self._closed:
+            return
+        self.flush()
+        table, done = _read_all(self.path, journal_only_extra=True, base=self._previous)
+        self._write_snapshot(STATUS_COMPLETE if complete else "incomplete", table, done, provenance=complete)
+        if complete and self.journal.exists():
+            self._empty_journal()
+            self.journal.rmdir()
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(complete=exc_type is None)
+        return False
+
+    # -- file writing
+    def _write_snapshot(self, status: str, table: pd.DataFrame, done: set[int], provenance: bool = False) -> None:
+        import h5py
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        groups = _copy_groups(self.path) if self.path.exists() else {}
+        with h5py.File(tmp, "w") as h5:
+            entry = _new_entry(h5, status)
+            peaks = entry.create_group("peaks")
+            peaks.attrs["NX_class"] = "NXcollection"
+            write_table(peaks, conform(table).sort_values(["frame"], kind="stable").reset_index(drop=True))
+            entry.create_dataset("frames_done", data=np.array(sorted(done), dtype=np.int64))
+            self._write_process(entry.create_group("process"), provenance=provenance)
+            for name, payload in groups.items():
+                _restore_group(entry, name, payload)
+            h5.flush()
+        os.replace(tmp, self.path)
+
+    def _write_process(self, proc, *, provenance: bool) -> None:
+        """The ``/entry/process`` record: program, version, date, config, inputs, geometry, extra attributes.
+
+        With ``provenance`` the inputs' sizes and SHA-256 are computed; otherwise only their names are given.
+        """
+        proc.attrs["NX_class"] = "NXprocess"
+        proc.create_dataset("program", data="braggflow")
+        proc.create_dataset("version", data=__version__)
+        proc.create_dataset("date", data=_dt.datetime.now(_dt.UTC).isoformat())
+        proc.create_dataset("config", data=self.config.to_yaml() if self.config is not None else "")
+        if provenance:
+            inputs = file_provenance(self.sources)
+        else:
+            inputs = [{"name": s, "size": -1, "sha256": ""} for s in self.sources]
+        proc.create_dataset("inputs", data=json.dumps(inputs))
+        if self.geometry is not None:
+            proc.create_dataset("geometry", data=json.dumps(self.geometry))
+        for key, value in self.extra_process.items():
+            proc.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
+
+
+def _new_entry(h5, status: str):
+    """The root attributes and the ``/entry`` group of a results file being written; returns the group."""
+    h5.attrs["default"] = "entry"
+    h5.attrs["status"] = status
+    h5.attrs["creator"] = f"braggflow {__version__}"
+    entry = h5.create_group("entry")
+    entry.attrs["NX_class"] = "NXentry"
+    entry.attrs["default"] = "peaks"
+    entry.attrs["status"] = status
+    return entry
+
+
+def _copy_groups(path: Path) -> dict[str, Any]:
+    """Groups added by later commands, kept across snapshots (tables and attrs)."""
+    import h5py
+
+    out = {}
+    try:
+        with h5py.File(path, "r") as h5:
+            if "entry" not in h5:
+                return out
+            for name in h5["entry"]:
+                if name in _RESERVED:
+                    continue
+                out[name] = _read_group_obj(h5["entry"][name])
+    except OSError:
+        pass
+    return out
+
+
+def _config_differs(stored_text: str, config) -> bool:
+    """Whether a stored config (YAML text) differs from ``config`` in anything but its dark, flat and mask files.
+
+    ``config`` is the run's configuration object (a pydantic model such as
+    :class:`braggflow.pipeline.config.Config`); an empty stored text never differs.
+    """
+    import yaml
+
+    if not stored_text:
+        return False
+    stored = yaml.safe_load(stored_text) or {}
+    current = config.model_dump(mode="json")
+    for data in (stored, current):
+        for key in ("dark", "flat", "mask"):
+            (data.get("correct") or {}).pop(key, None)
+    return stored != current
