@@ -48,9 +48,9 @@ def fit_saturated_peaks(table: pd.DataFrame, frame: np.ndarray, saturated: np.nd
                          labels: np.ndarray, brightest: np.ndarray, own: np.ndarray, gain: float) -> pd.DataFrame:
     """Re-locate peaks whose region holds a saturated pixel by a Gaussian fit that leaves those pixels out.
 
-    The centre of mass of a clipped core is biased and the CNN was not trained
-    on clipped cores (on a 3e6-photon peak with 16 saturated pixels: com 0.24 px,
-    braggnn 1.2 px off, the fit 0.001 px).  Such rows get method ``"gauss"``.
+    The centre of mass of a clipped core is biased and the networks were not
+    trained on clipped cores (on a 3e6-photon peak with 16 saturated pixels: com
+    0.24 px, the default network 1.2 px off, the fit 0.001 px).  Such rows get method ``"gauss"``.
     ``brightest`` is the (N, 2) brightest pixel of each peak, ``own`` the (N, s, s)
     pixels of each peak's own label in its patch around ``brightest``.
     """

@@ -4,7 +4,7 @@ A patch is the (s, s) block of the frame centred on the pixel nearest a peak's
 (row, col); the finder puts the peak's highest pixel there.  Pixels outside the
 detector, masked pixels and pixels of other peaks are marked in ``mask`` and
 replaced in ``data`` by the patch's local background, so that every localizer
-(centre of mass, fits, the CNN) sees a complete array.
+(centre of mass, fits, the networks) sees a complete array.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Network architectures of braggflow's CNN localizer.
+"""Network architectures of braggflow's localizer networks (an MLP and the published BraggNN CNN).
 
 Two architectures are defined here:
 
