@@ -1,0 +1,288 @@
+"""One watch session: frames read ahead, processed (here or in worker processes) and journaled in order.
+
+:class:`_Session` runs the three overlapping stages of
+:func:`braggflow.pipeline.watch.watch`: a :class:`_Reader` thread that
+looks at the source and reads complete frames ahead, the processing of each
+frame (:func:`_process`, in this thread or in the processes of
+:func:`_start_workers`), and a writer thread that journals the results in
+frame order, one :class:`FrameRecord` per frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+import pandas as pd
+
+from braggflow.pipeline.config import Config
+
+__all__ = ["FrameRecord"]
+
+
+@dataclasses.dataclass
+class FrameRecord:
+    """What happened to one frame (one row of the watch log).
+
+    Attributes
+    ----------
+    frame : int
+        Frame index in the series.
+    source : str
+        File the frame came from.
+    t_complete : float
+        When the frame was complete, s since the epoch: the file's last
+        modification (folder) or when the larger SWMR length was first seen.
+    t_written : float
+        When its peaks were journaled in the results file, s since the epoch.
+    n_peaks : int
+        Peaks found on the frame.
+    process_s : float
+        Seconds spent reading and processing the frame.
+    backlog : int
+        Complete frames still waiting when this one was written.
+    """
+
+    frame: int
+    source: str
+    t_complete: float
+    t_written: float
+    n_peaks: int
+    process_s: float
+    backlog: int
+
+    @property
+    def latency(self) -> float:
+        """Seconds from frame complete to results written."""
+        return self.t_written - self.t_complete
+
+
+def _process(frame, config, context, index, omega, name):
+    """Process one frame; returns (peak table, seconds).  Runs in a worker process when workers > 0."""
+    from braggflow.pipeline import process_frame
+
+    t0 = time.perf_counter()
+    table = process_frame(frame, config=config, context=context, frame_index=index, omega=omega, name=name)
+    return table, time.perf_counter() - t0
+
+
+def _warm_up(method: str) -> None:
+    """Worker initializer: import the pipeline (and torch for BraggNN) before the first frame arrives."""
+    import braggflow.locate  # noqa: F401
+    import braggflow.pipeline  # noqa: F401
+
+    if method == "braggnn":
+        import braggflow.nn.inference  # noqa: F401
+
+
+def _start_workers(workers: int, config: Config):
+    """A pool of ``workers`` spawned processes, warmed up."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_warm_up, initargs=(config.locate.method,))
+    for f in [executor.submit(time.sleep, 0) for _ in range(workers)]:
+        f.result()
+    return executor
+
+
+class _Reader(threading.Thread):
+    """Looks at the source and reads complete frames ahead of processing (a bounded queue).
+
+    Reading and the completeness checks overlap with the processing of the
+    previous frame.  Errors are passed through the queue to the main thread.
+    """
+
+    def __init__(self, src, *, done: set[int], poll_interval: float, ahead: int = 2):
+        super().__init__(name="braggflow-watch-reader", daemon=True)
+        self.src = src
+        self.done = done
+        self.poll_interval = poll_interval
+        self.frames: queue.Queue = queue.Queue(maxsize=ahead)
+        self.backlog = 0
+        self.first_poll = threading.Event()
+        self._closing = threading.Event()
+
+    def _put(self, item) -> bool:
+        while not self._closing.is_set():
+            try:
+                self.frames.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            while not self._closing.is_set():
+                ready = self.src.poll(time.monotonic(), done=self.done)
+                self.first_poll.set()
+                self.backlog = self.src.backlog(time.monotonic())
+                if not ready:
+                    self._closing.wait(self.poll_interval)
+                    continue
+                for item in ready:
+                    for frame_item in self.src.frames(item, self.done):
+                        if not self._put(frame_item):
+                            return
+        except BaseException as exc:  # handed to the main thread
+            self.first_poll.set()
+            self._put(exc)
+
+    def close(self) -> None:
+        self._closing.set()
+        self.join()
+
+
+class _Session:
+    """One watch session: frames read ahead, processed (here or in workers) and journaled in frame order.
+
+    Parameters
+    ----------
+    src : _FolderSource or _SWMRSource
+    writer : ResultsWriter
+        The results file; frames in its ``done_frames`` are not processed again.
+    config : Config
+    poll_interval : float
+        Seconds between looks at the source when nothing is waiting.
+    workers : int
+        0: frames processed in this thread; N > 0: in N worker processes (up to 2 N in flight).
+    progress : callable(FrameRecord) or None
+    static : dict
+        ``mask``, ``dark``, ``flat`` arrays (or None) for the pipeline's context.
+    """
+
+    def __init__(self, src, writer, *, config: Config, poll_interval: float, workers: int,
+                 progress: Callable[[FrameRecord], None] | None, static: dict):
+        from braggflow.pipeline import prepare
+
+        self._prepare = prepare
+        self.src = src
+        self.writer = writer
+        self.config = config
+        self.poll_interval = poll_interval
+        self.workers = workers
+        self.progress = progress
+        self.static = static
+        self.context = None
+        self.records: list[FrameRecord] = []
+        self.reader = _Reader(src, done=set(writer.done_frames), poll_interval=poll_interval)
+        self.inflight: deque = deque()  # (index, processing future, t_complete, path), frame order
+        self.written: deque = deque()  # journal-write futures returning FrameRecord, frame order
+        self.executor = _start_workers(workers, config) if workers else None
+        self.journal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="braggflow-watch-writer")
+        self.start = time.time()
+        self.last_new = time.monotonic()
+        self.n_taken = 0
+
+    def run(self, *, stop: threading.Event | None, started: threading.Event | None, max_frames: int | None,
+            idle_timeout: float | None) -> str:
+        """Take frames until told to stop, idle or interrupted; every frame processed is written.
+
+        Returns
+        -------
+        stopped_by : str
+            "idle", "stop", "interrupt" or "max_frames".
+        """
+        try:
+            if started is not None:
+                self.reader.first_poll.wait()
+                started.set()
+            stopped_by = self._take_frames(stop=stop, max_frames=max_frames, idle_timeout=idle_timeout)
+            self._collect(block=True)
+        except KeyboardInterrupt:
+            stopped_by = "interrupt"
+            self._drop_unfinished()
+            self._collect(block=True)
+        return stopped_by
+
+    def _take_frames(self, *, stop, max_frames, idle_timeout) -> str:
+        """Start processing each frame the reader hands over, reporting written ones; returns why it stopped."""
+        while True:
+            if stop is not None and stop.is_set():
+                return "stop"
+            if max_frames is not None and self.n_taken >= max_frames:
+                return "max_frames"
+            self._collect(block=False)
+            try:
+                item = self.reader.frames.get(timeout=self.poll_interval)
+            except queue.Empty:
+                if self._idle(idle_timeout):
+                    return "idle"
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            self._take(item)
+
+    def _idle(self, idle_timeout: float | None) -> bool:
+        """Nothing in flight, and no new frame for ``idle_timeout`` seconds."""
+        if self.inflight or self.written:
+            return False
+        return idle_timeout is not None and time.monotonic() - self.last_new >= idle_timeout
+
+    def _take(self, item) -> None:
+        """Start processing one frame (done at once without workers); wait while too many are in flight."""
+        index, frame, omega, name, t_complete, path = item
+        self.last_new = time.monotonic()
+        if self.context is None:
+            self.context = self._prepare(self.config, shape=self.src.shape, dtype=self.src.dtype,
+                                         detector_mask=self.src.detector_mask, **self.static)
+        if self.executor is None:
+            future: Future = Future()
+            future.set_result(_process(frame, self.config, self.context, index, omega, name))
+        else:
+            future = self.executor.submit(_process, frame, self.config, self.context, index, omega, name)
+        self.inflight.append((index, future, t_complete, path))
+        self.n_taken += 1
+        if len(self.inflight) > 2 * self.workers:
+            wait([self.inflight[0][1]])
+
+    def _write(self, index, table, seconds, t_complete, path) -> FrameRecord:
+        """Journal one frame's peaks (in the journal thread); its log record."""
+        self.writer.add(index, table)
+        return FrameRecord(index, path, t_complete, time.time(), len(table), seconds,
+                           self.reader.frames.qsize() + len(self.inflight) + self.reader.backlog)
+
+    def _collect(self, block: bool) -> None:
+        """Hand processed frames to the journal thread and report written ones, in frame order."""
+        while self.inflight and (block or self.inflight[0][1].done()):
+            index, future, t_complete, path = self.inflight.popleft()
+            table, seconds = future.result()
+            self.written.append(self.journal.submit(self._write, index, table, seconds, t_complete, path))
+        while self.written and (block or self.written[0].done()):
+            record = self.written.popleft().result()
+            self.records.append(record)
+            self.last_new = time.monotonic()
+            if self.progress is not None:
+                self.progress(record)
+
+    def _drop_unfinished(self) -> None:
+        """Cancel the frames still being processed; those already done stay to be written."""
+        for _, future, _, _ in self.inflight:
+            future.cancel()
+        self.inflight = deque(x for x in self.inflight if x[1].done() and not x[1].cancelled())
+
+    def close(self) -> pd.DataFrame:
+        """Stop reader, workers and journal thread, close the source and the results file (complete).
+
+        Returns
+        -------
+        log : pandas.DataFrame
+            The session's log (see :attr:`WatchResult.frames`).
+        """
+        self.reader.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+        self.journal.shutdown(wait=True)
+        self.src.close()
+        self.writer.close(complete=True)
+        log = pd.DataFrame([dataclasses.asdict(r) for r in self.records],
+                           columns=[f.name for f in dataclasses.fields(FrameRecord)])
+        log["latency"] = log["t_written"] - log["t_complete"]
+        return log

@@ -1,0 +1,316 @@
+"""The sources :func:`braggflow.pipeline.watch.watch` follows, and when their frames are complete.
+
+:class:`_FolderSource` takes the files appearing in a folder in natural name
+order, once each is complete: its size and modification time unchanged for
+``settle`` seconds, and it parses (for EDF, the data block as long as the
+header says).  :class:`_SWMRSource` follows one HDF5 file whose frame
+dataset an SWMR writer appends.  :func:`_make_source` picks one for a path.
+Their warnings go to the watch's logger, ``braggflow.pipeline.watch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from natsort import natsort_keygen, natsorted
+
+from braggflow.errors import InputFileError
+from braggflow.io.frames import IMAGE_SUFFIXES, open_frames
+
+log = logging.getLogger("braggflow.pipeline.watch")
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs", ".nx5")
+
+_natural_key = natsort_keygen()  # names compared as natsort orders them (scan_9 before scan_10)
+
+
+def _edf_complete(path: str, size: int) -> bool:
+    """Whether an EDF file holds as many data bytes as its first header declares.
+
+    fabio reads a truncated EDF without error (zero-padded), so the header's
+    ``Size`` is checked against the file size.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    end = head.find(b"}")
+    if not head.startswith(b"{") or end < 0:
+        return False
+    header_len = end + 1
+    while header_len < len(head) and head[header_len : header_len + 1] in (b"\n", b"\r"):
+        header_len += 1
+    match = re.search(rb"\bSize\s*=\s*(\d+)", head[:end])
+    if match is None:
+        return True  # fabio will infer it; nothing better to check
+    return size >= header_len + int(match.group(1))
+
+
+_fabio_quiet_lock = threading.Lock()
+_fabio_quiet_depth = 0
+_fabio_saved_level = logging.NOTSET
+
+
+@contextlib.contextmanager
+def _fabio_quiet():
+    """fabio's loggers at CRITICAL while a file that may be half written is probed.
+
+    fabio logs an error ("Error in opening ... image file is truncated") for a
+    TIFF still being written and returns no data.  For the watch that only
+    means "not complete yet": the exception still reaches the caller, which
+    tries again and reports a file that stays unreadable after ``give_up``.
+    Thread-safe and re-entrant: the level is restored when the last probe ends.
+    """
+    global _fabio_quiet_depth, _fabio_saved_level
+
+    logger = logging.getLogger("fabio")
+    with _fabio_quiet_lock:
+        if _fabio_quiet_depth == 0:
+            _fabio_saved_level = logger.level
+            logger.setLevel(logging.CRITICAL)
+        _fabio_quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _fabio_quiet_lock:
+            _fabio_quiet_depth -= 1
+            if _fabio_quiet_depth == 0:
+                logger.setLevel(_fabio_saved_level)
+
+
+class _FolderSource:
+    """Numbered frame files appearing in a folder, taken in natural order."""
+
+    def __init__(self, folder: Path, *, settle: float, give_up: float):
+        self.folder = folder
+        self.suffixes = IMAGE_SUFFIXES
+        self.settle = settle
+        self.give_up = give_up
+        self.files: list[str] = []  # names taken into the series, in order
+        self.counts: list[int] = []  # frames per taken file
+        self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, first time seen this way)
+        self._failing: dict[str, float] = {}  # name -> first time it failed to parse when stable
+        self.skipped: list[str] = []
+        self.shape = None
+        self.dtype = None
+        self.detector_mask = None
+
+    def describe(self) -> str:
+        return f"folder {self.folder}"
+
+    def _listing(self) -> list[str]:
+        try:
+            names = [e.name for e in os.scandir(self.folder) if e.is_file() and not e.name.startswith(".")]
+        except FileNotFoundError:
+            raise InputFileError(f"{self.folder}: the watched folder has disappeared") from None
+        return natsorted(n for n in names if n.lower().endswith(self.suffixes))
+
+    def _stable(self, name: str, now: float) -> tuple[bool, float]:
+        """Whether the file has not changed for ``settle`` s; also its mtime (s)."""
+        st = os.stat(self.folder / name)
+        key = (st.st_size, st.st_mtime_ns)
+        old = self._seen.get(name)
+        if old is None or old[:2] != key:
+            self._seen[name] = (*key, now)
+            since = now
+        else:
+            since = old[2]
+        unchanged_for = max(now - since, time.time() - st.st_mtime)
+        return st.st_size > 0 and unchanged_for >= self.settle, st.st_mtime
+
+    def poll(self, now: float, *, done: set[int], limit: int = 2) -> list[tuple[int, object, int, float, str]]:
+        """New complete files, in order: [(first frame index, series, n, t_complete, path)].
+
+        Stops at the first file that is not complete yet, so frames keep their
+        order, and after ``limit`` files with frames still to process (files
+        whose frames are all in ``done`` are only counted).
+        """
+        names = self._listing()
+        taken = set(self.files) | set(self.skipped)
+        ready = []
+        next_index = int(np.sum(self.counts))
+        for name in names:
+            if len(ready) >= limit:
+                break
+            if name in taken or self._out_of_order(name):
+                continue
+            stable, mtime = self._stable(name, now)
+            if not stable:
+                break
+            path = str(self.folder / name)
+            try:
+                series, n, todo, frame0 = self._read_complete(name, path, now, next_index, done)
+            except Exception as exc:  # not readable yet; after give_up seconds of stable size, give up
+                if self._give_up(name, now, exc):
+                    continue
+                break
+            self._failing.pop(name, None)
+            if not self._same_shape(name, series):
+                continue
+            self.files.append(name)
+            self.counts.append(n)
+            if todo:
+                ready.append((next_index, (series, frame0), n, mtime, path))
+            next_index += n
+        return ready
+
+    def _out_of_order(self, name: str) -> bool:
+        """Whether ``name`` sorts before the last file taken (then it is skipped with a warning)."""
+        last = self.files[-1] if self.files else None
+        if last is None or not _natural_key(name) < _natural_key(last):
+            return False
+        log.warning("%s appeared after %s was taken; it is out of order and ignored", name, last)
+        self.skipped.append(name)
+        return True
+
+    def _read_complete(self, name: str, path: str, now: float, first: int, done: set[int]):
+        """Open a stable file and parse its first frame when it has frames not in ``done``.
+
+        Returns
+        -------
+        series : FrameSeries
+        n : int
+            Frames in the file, numbered from ``first``.
+        todo : bool
+            Whether one of them is not in ``done``.
+        frame0 : (H, W) ndarray or None
+            The first frame (pixel data parsed, not only the header) when ``todo``.
+
+        Raises
+        ------
+        Exception
+            Whatever reading a file still being written raises (fabio raises many types).
+        """
+        failing_since = self._failing.get(name)
+        # fabio's own messages are muted while the file may still be being written; the
+        # attempt that gives up on it lets them through, next to braggflow's warning
+        muted = failing_since is None or now - failing_since < self.give_up
+        with _fabio_quiet() if muted else contextlib.nullcontext():
+            if name.lower().endswith(".edf") and not _edf_complete(path, os.path.getsize(path)):
+                raise InputFileError(f"{path}: EDF data block shorter than its header says")
+            series = open_frames(path)
+            n = len(series)
+            todo = any(i not in done for i in range(first, first + n))
+            frame0 = series[0] if todo else None  # parse the pixel data, not only the header
+        return series, n, todo, frame0
+
+    def _give_up(self, name: str, now: float, exc: Exception) -> bool:
+        """After a failed read: True (file skipped, with a warning) once it failed for ``give_up`` seconds."""
+        first = self._failing.setdefault(name, now)
+        if now - first < self.give_up:
+            return False
+        log.warning("%s stayed unreadable for %.0f s and is skipped (%s)", name, self.give_up, exc)
+        self.skipped.append(name)
+        return True
+
+    def _same_shape(self, name: str, series) -> bool:
+        """Whether the file's frames are shaped like the first file's (which sets the shape); skipped if not."""
+        if self.shape is None:
+            self.shape, self.dtype, self.detector_mask = tuple(series.shape), series.dtype, series.detector_mask
+            return True
+        if tuple(series.shape) == self.shape:
+            return True
+        log.warning("%s holds frames of shape %s, not %s like the first file; skipped",
+                    name, series.shape, self.shape)
+        self.skipped.append(name)
+        return False
+
+    def backlog(self, now: float) -> int:
+        """Files in the folder not taken yet (the one being written included)."""
+        taken = set(self.files) | set(self.skipped)
+        return sum(1 for n in self._listing() if n not in taken)
+
+    def frames(self, item, done: set[int]):
+        """(index, frame, omega, name, t_complete, path) for each frame of a ready file not in ``done``."""
+        first, (series, frame0), n, t_complete, path = item
+        for k in range(n):
+            if first + k in done:
+                continue
+            frame = frame0 if k == 0 else series[k]
+            yield first + k, frame, series.omega_centre(k), series.describe_frame(k), t_complete, path
+
+    def close(self) -> None:
+        pass
+
+
+class _SWMRSource:
+    """One HDF5 file whose frame dataset grows (SWMR writer), read through ``open_frames(path, swmr=True)``."""
+
+    def __init__(self, path: Path, dataset: str | None, *, give_up: float):
+        self.path = path
+        self.dataset_name = dataset
+        self.give_up = give_up
+        self.series = None
+        self.next_index = 0
+        self.skipped: list[str] = []
+        self.shape = None
+        self.dtype = None
+        self.detector_mask = None
+        self._failing_since: float | None = None
+        self._warned = False
+
+    def describe(self) -> str:
+        return f"HDF5 file {self.path}" + (f"::{self.dataset_name}" if self.dataset_name else "")
+
+    def _open(self, now: float) -> bool:
+        """Open the file once it exists and holds a 3D frame dataset; False while it does not yet."""
+        if not self.path.exists():
+            return False
+        try:
+            series = open_frames(self.path, dataset=self.dataset_name, swmr=True)
+        except InputFileError as exc:  # still being created, or no frame dataset yet: look again later
+            since = self._failing_since = self._failing_since if self._failing_since is not None else now
+            if now - since >= self.give_up and not self._warned:
+                log.warning("%s: still not readable as a growing frame series after %.0f s (%s); waiting",
+                            self.path, now - since, exc)
+                self._warned = True
+            return False
+        self.series, self.dataset_name = series, series.datasets[0]
+        self.shape, self.dtype, self.detector_mask = tuple(series.shape), series.dtype, series.detector_mask
+        return True
+
+    def poll(self, now: float, *, done: set[int], limit: int = 2) -> list[tuple[int, int, float]]:
+        """Frames below the dataset's current length not taken yet: [(index, 1, t_seen)]."""
+        if self.series is None and not self._open(now):
+            return []
+        n = self.series.refresh()
+        ready = [(i, 1, time.time()) for i in range(self.next_index, n) if i not in done]
+        self.next_index = max(self.next_index, n)
+        return ready
+
+    def backlog(self, now: float) -> int:
+        """Frames written but not taken yet."""
+        if self.series is None:
+            return 0
+        return max(0, self.series.refresh() - self.next_index)
+
+    def frames(self, item, done: set[int]):
+        index, _, t_complete = item
+        yield index, self.series[index], float("nan"), self.series.describe_frame(index), t_complete, str(self.path)
+
+    def close(self) -> None:
+        if self.series is not None:
+            self.series.close()
+            self.series = None
+
+
+def _make_source(source, *, dataset, settle, give_up):
+    path = Path(source)
+    if path.is_dir():
+        return _FolderSource(path, settle=settle, give_up=give_up)
+    if path.exists() and not path.is_file():
+        raise InputFileError(f"{path}: not a folder or a file")
+    if path.is_file() or path.suffix.lower() in HDF5_SUFFIXES:
+        if path.suffix.lower() not in HDF5_SUFFIXES and path.is_file():
+            with open(path, "rb") as fh:
+                if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                    raise InputFileError(f"{path}: watch needs a folder or an HDF5 file being appended, "
+                                         "not a single image file")
+        return _SWMRSource(path, dataset, give_up=give_up)
+    raise InputFileError(f"{path}: no such folder (watch needs an existing folder, "
+                         "or an HDF5 file that may appear later)")
