@@ -10,7 +10,6 @@ recorded in ``/entry/process``.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import time
@@ -22,18 +21,13 @@ import numpy as np
 import pandas as pd
 
 from braggflow import __version__
+from braggflow.checksum import file_sha256
 from braggflow.errors import InputFileError
 from braggflow.io.store import _RESERVED, STATUS_COMPLETE, _journal_dir, _read_all, read_process, read_status
 from braggflow.io.tables import _read_group_obj, _restore_group, _table_to_npz_dict, write_table
 from braggflow.schema import conform, empty_peak_table
 
 __all__ = ["ResultsWriter", "file_provenance"]
-
-
-def _sha256(path: str) -> str:
-    """SHA-256 of a file's content, as hex."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def file_provenance(paths: Iterable[str]) -> list[dict[str, Any]]:
@@ -52,7 +46,7 @@ def file_provenance(paths: Iterable[str]) -> list[dict[str, Any]]:
     for p in paths:
         p = str(p)
         if os.path.isfile(p):
-            out.append({"name": os.path.abspath(p), "size": os.path.getsize(p), "sha256": _sha256(p)})
+            out.append({"name": os.path.abspath(p), "size": os.path.getsize(p), "sha256": file_sha256(p)})
         else:
             out.append({"name": p, "size": -1, "sha256": ""})
     return out

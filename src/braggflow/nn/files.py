@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from braggflow import checksum
 from braggflow.errors import BraggflowError, InputFileError
 
 __all__ = [
@@ -183,14 +184,10 @@ def file_sha256(path: str | Path) -> str:
     InputFileError
         If the file cannot be read.
     """
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        return checksum.file_sha256(path)
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read model file ({exc.strerror or exc})") from None
-    return h.hexdigest()
 
 
 def _payload_sha256(payload: dict) -> str:

@@ -72,11 +72,11 @@ def _process(frame, config, context, index, omega, name):
 
 
 def _warm_up(method: str) -> None:
-    """Worker initializer: import the pipeline (and torch for BraggNN) before the first frame arrives."""
+    """Worker initializer: import the pipeline (and the network inference for method nn) before the first frame."""
     import braggflow.locate  # noqa: F401
     import braggflow.pipeline  # noqa: F401
 
-    if method == "braggnn":
+    if method == "nn":
         import braggflow.nn.inference  # noqa: F401
 
 
