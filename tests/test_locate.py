@@ -185,17 +185,24 @@ def test_unknown_method_and_empty_table():
     assert isinstance(out.dtypes["method"], pd.CategoricalDtype)
 
 
-def test_nn_branch_maps_patch_to_frame_coordinates(monkeypatch):
+def _fake_inference(monkeypatch, row: float, col: float, row_err: float, col_err: float) -> dict:
+    """Replace the network inference by one that returns fixed patch coordinates; returns its last call's arguments."""
     calls = {}
 
     def predict_patches(data, *, mask=None, model=None, device="cpu", batch_size=1024, gain=1.0, backend="auto"):
         calls.update(shape=data.shape, model=model, device=device, batch_size=batch_size, gain=gain, backend=backend)
         n = len(data)
-        return {"row": np.full(n, 5.25), "col": np.full(n, 4.5), "row_err": np.full(n, 0.1), "col_err": np.full(n, 0.2)}
+        return {"row": np.full(n, row), "col": np.full(n, col), "row_err": np.full(n, row_err),
+                "col_err": np.full(n, col_err)}
 
     fake = types.ModuleType("braggflow.nn.inference")
     fake.predict_patches = predict_patches
     monkeypatch.setitem(sys.modules, "braggflow.nn.inference", fake)
+    return calls
+
+
+def test_nn_branch_maps_patch_to_frame_coordinates(monkeypatch):
+    calls = _fake_inference(monkeypatch, 5.25, 4.5, 0.1, 0.2)
     frame = np.ones((40, 40), np.float32)
     out = locate(frame, new_peak_table(2, row=[10, 30], col=[12, 20]), method="nn", model="m", batch_size=7,
                  gain=2.0)
@@ -278,13 +285,7 @@ def test_braggnn_is_a_deprecated_name_of_nn(monkeypatch):
     """method="braggnn" runs the default network as method "nn" does, and says that the name is deprecated."""
     from braggflow.locate.options import LocateConfig
 
-    def predict_patches(data, *, mask=None, model=None, device="cpu", batch_size=1024, gain=1.0, backend="auto"):
-        n = len(data)
-        return {"row": np.full(n, 5.0), "col": np.full(n, 5.0), "row_err": np.full(n, 0.1), "col_err": np.full(n, 0.1)}
-
-    fake = types.ModuleType("braggflow.nn.inference")
-    fake.predict_patches = predict_patches
-    monkeypatch.setitem(sys.modules, "braggflow.nn.inference", fake)
+    _fake_inference(monkeypatch, 5.0, 5.0, 0.1, 0.1)
     frame = np.ones((40, 40), np.float32)
     with pytest.warns(DeprecationWarning, match="use 'nn'"):
         out = locate(frame, new_peak_table(1, row=[10], col=[12]), method="braggnn")

@@ -1,17 +1,10 @@
-"""Error calibration of the localizer networks.
+"""Fitting the error calibration of the localizer networks on simulated or validation patches.
 
-Every braggflow localizer fills ``row_err``/``col_err``.  Two kinds of
-calibration are stored with a model (``Localizer.calibration``):
-
-``{"kind": "table", ...}``
-    For networks that predict no error (the published BraggNN): the robust
-    1-sigma position error per axis measured on simulated patches, tabulated
-    in bins of the patch's SNR and width (both estimated from the patch by
-    :func:`braggflow.nn.preprocess.patch_snr_width`).
-``{"kind": "scale", "row_scale": a, "col_scale": b}``
-    For networks that predict a log-variance (``locnet``): a factor per axis
-    that makes ``std(error / predicted sigma)`` equal to 1 on validation
-    patches (temperature scaling; Kuleshov et al., ICML 2018).
+The two kinds of calibration and how inference applies them are described in
+:mod:`braggflow.nn.calibration`: an error table in bins of SNR and width for
+networks that predict no error (the published BraggNN), and a scale per axis
+for networks that predict a log-variance (``locnet``; temperature scaling,
+Kuleshov et al., ICML 2018).
 """
 
 from __future__ import annotations
