@@ -128,7 +128,7 @@ class ResultsWriter:
         self.journal.mkdir(parents=True, exist_ok=True)
 
     def _continue(self, *, append: bool) -> None:
-        """Take over the frames of an earlier run (snapshot and journal).
+        """Take over the frames already in the file (snapshot and journal) of the run being resumed.
 
         Raises
         ------
@@ -212,7 +212,7 @@ class ResultsWriter:
         self._last_snapshot = time.monotonic()
 
     def table(self) -> pd.DataFrame:
-        """Every peak recorded so far (earlier run included), sorted by frame."""
+        """Every peak recorded so far (those of a resumed run included), sorted by frame."""
         self.flush()
         table, _ = _read_all(self.path, journal_only_extra=True, base=self._previous)
         return table
