@@ -62,7 +62,8 @@ def check_workers(workers: int) -> None:
         raise ConfigError(f"--workers {workers}: give 0 (this process) or a positive number of worker processes")
 
 
-def run_with_progress(series, config, output, frames_range, resume, workers=0, scheduler=None, description="run"):
+def run_with_progress(series, config, output, frames_range, resume, workers=0, scheduler=None, description="run",
+                      overwrite=False):
     """Run the pipeline with a rich progress bar.
 
     Returns ``(table, seconds, steady_rate)``: the peak table, the wall time of
@@ -90,7 +91,7 @@ def run_with_progress(series, config, output, frames_range, resume, workers=0, s
             last[:] = [(now, done)]
 
         table = run(series, config=config, output=output, frames_range=frames_range, resume=resume,
-                    progress=report, workers=workers, scheduler_address=scheduler)
+                    overwrite=overwrite, progress=report, workers=workers, scheduler_address=scheduler)
     steady = float("nan")  # Dask returns frames in batches: no per-frame rate there
     serial = not workers and scheduler is None
     if serial and first and last and last[0][1] > first[0][1] and last[0][0] > first[0][0]:
@@ -118,7 +119,8 @@ def run_command(
     gain: float | None = typer.Option(None, "--gain", help="correct.gain, ADU per photon"),
     dataset: str | None = typer.Option(None, "--dataset", help="dataset path inside HDF5 inputs"),
     sets: list[str] | None = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
-    resume: bool = typer.Option(False, "--resume", help="continue an unfinished results file"),
+    resume: bool = typer.Option(False, "--resume", help="continue an unfinished results file (same inputs)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing results file, all of it"),
     csv: Path | None = typer.Option(None, "--csv", help="also write the peak table as CSV"),
     parquet: Path | None = typer.Option(None, "--parquet", help="also write the peak table as Parquet"),
     workers: int = typer.Option(0, "--workers", help="Dask worker processes (0: this process)"),
@@ -140,7 +142,8 @@ def run_command(
     check_workers(workers)
     series = open_frames(inputs if len(inputs) > 1 else inputs[0], dataset=dataset)
     rng = parse_frame_range(frames, len(series))
-    table, seconds, steady = run_with_progress(series, config, output, rng, resume, workers, scheduler)
+    table, seconds, steady = run_with_progress(series, config, output, rng, resume, workers, scheduler,
+                                               overwrite=overwrite)
     if csv is not None:
         table.to_csv(csv, index=False)
     if parquet is not None:
@@ -223,7 +226,8 @@ def demo_command(
     write_nexus(frames_path, sim)
     series = open_frames(str(frames_path))
     results = out / "results.h5"
-    table, seconds, steady = run_with_progress(series, config, results, range(len(series)), False, description="demo")
+    table, seconds, steady = run_with_progress(series, config, results, range(len(series)), False, description="demo",
+                                               overwrite=True)  # the demo's own folder
     matches = match_peaks(table, sim.truth, max_distance=1.5)
     findable = ~sim.truth["masked"].to_numpy()
     hit = matches["found_index"].to_numpy() >= 0

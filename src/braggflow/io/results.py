@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from braggflow.errors import InputFileError
+from braggflow.io.lock import results_lock
 from braggflow.io.store import _RESERVED, STATUS_COMPLETE, _open_results, _read_all, read_process, read_status
 from braggflow.io.tables import _read_group_obj, _read_table, _restore_group, write_table
 from braggflow.io.writer import ResultsWriter, file_provenance
@@ -124,14 +125,15 @@ def write_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = Non
     read_status(path)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    shutil.copyfile(path, tmp)
-    with h5py.File(tmp, "a") as h5:
-        entry = h5["entry"]
-        if name in entry:
-            del entry[name]
-        clean = {k: _attr_value(v) for k, v in (attrs or {}).items()}
-        _restore_group(entry, name, ({k: conform_any(t) for k, t in (tables or {}).items()}, clean))
-    os.replace(tmp, path)
+    with results_lock(path):
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a") as h5:
+            entry = h5["entry"]
+            if name in entry:
+                del entry[name]
+            clean = {k: _attr_value(v) for k, v in (attrs or {}).items()}
+            _restore_group(entry, name, ({k: conform_any(t) for k, t in (tables or {}).items()}, clean))
+        os.replace(tmp, path)
 
 
 def _attr_value(value):
@@ -217,10 +219,11 @@ def update_peaks(path, table: pd.DataFrame) -> None:
     if read_status(path) != STATUS_COMPLETE:
         raise InputFileError(f"{path}: run is not complete; finish it (braggflow run --resume) before adding results")
     tmp = path.with_name(f".{path.name}.tmp")
-    shutil.copyfile(path, tmp)
-    with h5py.File(tmp, "a") as h5:
-        del h5["entry/peaks"]
-        g = h5["entry"].create_group("peaks")
-        g.attrs["NX_class"] = "NXcollection"
-        write_table(g, conform(table))
-    os.replace(tmp, path)
+    with results_lock(path):
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a") as h5:
+            del h5["entry/peaks"]
+            g = h5["entry"].create_group("peaks")
+            g.attrs["NX_class"] = "NXcollection"
+            write_table(g, conform(table))
+        os.replace(tmp, path)

@@ -9,6 +9,7 @@ recorded in ``/entry/process``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -23,6 +24,7 @@ import pandas as pd
 from braggflow import __version__
 from braggflow.checksum import file_sha256
 from braggflow.errors import InputFileError
+from braggflow.io.lock import results_lock
 from braggflow.io.store import _RESERVED, STATUS_COMPLETE, _journal_dir, _read_all, read_process, read_status
 from braggflow.io.tables import _read_group_obj, _restore_group, _table_to_npz_dict, write_table
 from braggflow.schema import conform, empty_peak_table
@@ -65,8 +67,12 @@ class ResultsWriter:
         Input files (names, sizes and SHA-256 are recorded at close).
     resume : bool
         Continue an earlier, unfinished run: keep its frames (file snapshot and
-        journal) and report them in :attr:`done_frames`.  Without ``resume`` an
-        existing file is replaced.
+        journal) and report them in :attr:`done_frames`.  The inputs (names,
+        sizes, frame count and shape) must be those the file records.
+    overwrite : bool
+        Replace an existing results file wholly (groups added by later commands
+        included).  Without it, and without ``resume`` or ``append``, an
+        existing file is refused.
     append : bool
         Like ``resume``, and also accept a file already closed as
         ``complete``: its frames are kept and new ones appended, for runs with
@@ -84,11 +90,18 @@ class ResultsWriter:
     extra_process : dict, optional
         More attributes for ``/entry/process``.
 
+    Notes
+    -----
+    The writer holds the file's lock (:func:`braggflow.io.lock.results_lock`)
+    from its creation to :meth:`close`: a second writer is refused.
+
     Raises
     ------
     InputFileError
-        If ``resume`` is asked for a file that is complete (without
-        ``append``), or ``resume``/``append`` for a file whose config differs.
+        If another process writes the file; if the file exists and neither
+        ``resume``, ``append`` nor ``overwrite`` is given; if ``resume`` is asked
+        for a file that is complete (without ``append``); or if
+        ``resume``/``append`` is asked for a file whose config or inputs differ.
     """
 
     def __init__(
@@ -99,6 +112,7 @@ class ResultsWriter:
         sources: list[str] | None = None,
         resume: bool = False,
         append: bool = False,
+        overwrite: bool = False,
         flush_frames: int = 8,
         flush_seconds: float = 1.0,
         snapshot_seconds: float = 30.0,
@@ -121,11 +135,21 @@ class ResultsWriter:
         self._batch = 0
         self.done_frames: set[int] = set()
         self._closed = False
-        if (resume or append) and (self.path.exists() or self.journal.exists()):
-            self._continue(append=append)
-        else:
-            self._start()
-        self.journal.mkdir(parents=True, exist_ok=True)
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(results_lock(self.path))
+        try:
+            exists = self.path.exists() or self.journal.exists()
+            if (resume or append) and exists:
+                self._continue(append=append)
+            elif exists and not overwrite:
+                raise InputFileError(f"{self.path}: results file exists; use --overwrite to replace it (the whole "
+                                     "file) or --resume to continue it")
+            else:
+                self._start()
+            self.journal.mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            self._lock.close()
+            raise
 
     def _continue(self, *, append: bool) -> None:
         """Take over the frames already in the file (snapshot and journal) of the run being resumed.
@@ -145,6 +169,8 @@ class ResultsWriter:
                 raise InputFileError(
                     f"{self.path}: cannot resume with a different configuration than the run that wrote it"
                 )
+        if self.path.exists():
+            self._check_same_inputs(read_process(self.path))
         table, done = _read_all(self.path)
         self._previous = table
         self.done_frames = set(int(f) for f in done)
@@ -152,8 +178,39 @@ class ResultsWriter:
         if status == STATUS_COMPLETE:  # append: not complete any more until closed
             self._write_snapshot("running", table, self.done_frames)
 
+    def _check_same_inputs(self, process: dict) -> None:
+        """Refuse to continue a file recorded from other inputs (names, sizes, frame count, frame shape).
+
+        Raises
+        ------
+        InputFileError
+            Naming what differs.
+        """
+        stored = process.get("inputs") or []
+        old_names = [os.path.abspath(i["name"]) for i in stored]
+        new_names = [os.path.abspath(s) for s in self.sources]
+        if stored and old_names != new_names:
+            shown = ", ".join(old_names[:3]) + (f" and {len(old_names) - 3} more" if len(old_names) > 3 else "")
+            raise InputFileError(f"{self.path}: holds results of {shown}, not of the inputs given; "
+                                 "choose another output file (or --overwrite)")
+        for item in stored:
+            size = item.get("size", -1)
+            name = os.path.abspath(item["name"])
+            if size is not None and size >= 0 and os.path.exists(name) and os.path.getsize(name) != size:
+                raise InputFileError(f"{self.path}: its input {name} has changed since ({size} bytes recorded, "
+                                     f"{os.path.getsize(name)} now); choose another output file (or --overwrite)")
+        for key in ("frames_total", "frame_shape"):
+            old, new = process.get(key), self.extra_process.get(key)
+            if old is None or new is None:
+                continue
+            old = json.loads(old) if isinstance(old, str) and old.startswith("[") else old
+            if (list(old) if isinstance(old, (list, tuple, np.ndarray)) else old) != new:
+                raise InputFileError(f"{self.path}: was written from inputs with {key} {old}, these have {new}; "
+                                     "choose another output file (or --overwrite)")
+
     def _start(self) -> None:
-        """Start a new file (an earlier journal is emptied)."""
+        """Start a new file: an earlier file (with every group in it) and journal are removed."""
+        self.path.unlink(missing_ok=True)
         self._empty_journal()
         self._previous = empty_peak_table()
         self._write_snapshot("running", self._previous, set())
@@ -235,6 +292,7 @@ class ResultsWriter:
             self._empty_journal()
             self.journal.rmdir()
         self._closed = True
+        self._lock.close()
 
     def __enter__(self):
         return self

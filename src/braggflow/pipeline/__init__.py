@@ -224,6 +224,7 @@ def run(
     output=None,
     frames_range: range | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: Callable[[int, int, int], None] | None = None,
     workers: int = 0,
     scheduler_address: str | None = None,
@@ -243,7 +244,10 @@ def run(
     frames_range : range, optional
         Frame indices to process (default: all).
     resume : bool
-        Continue an unfinished results file.
+        Continue an unfinished results file (made from the same inputs).
+    overwrite : bool
+        Replace an existing results file; without it (or ``resume``) an
+        existing ``output`` is refused.
     progress : callable(done, total, peaks), optional
         Called after every frame.
     workers : int
@@ -283,7 +287,9 @@ def run(
             if context.geometry is not None and hasattr(context.geometry, "to_dict")
             else None
         )
-        writer = ResultsWriter(output, config=config, sources=series.sources, resume=resume, geometry=geometry,
+        _check_output_is_not_an_input(output, frames, series.sources)
+        writer = ResultsWriter(output, config=config, sources=series.sources, resume=resume, overwrite=overwrite,
+                               geometry=geometry,
                                extra_process={"frames_total": len(series), "frame_shape": list(series.shape)})
         indices = [i for i in indices if i not in writer.done_frames]
     collected: list[pd.DataFrame] = []
@@ -319,6 +325,27 @@ def run(
 
         return read_peaks(output)
     return conform(pd.concat(collected, ignore_index=True)) if collected else empty_peak_table()
+
+
+def _check_output_is_not_an_input(output, frames, sources: list[str]) -> None:
+    """Refuse a results file that is one of the input files or lies inside an input folder.
+
+    Raises
+    ------
+    ConfigError
+        Naming the output and the input it would overwrite or join.
+    """
+    import os
+
+    out = os.path.realpath(output)
+    for source in sources:
+        if os.path.realpath(source) == out:
+            raise ConfigError(f"-o {output}: the results file would overwrite the input {source}")
+    if isinstance(frames, (str, os.PathLike)) and os.path.isdir(frames):
+        folder = os.path.realpath(frames)
+        if os.path.commonpath([folder, out]) == folder:
+            raise ConfigError(f"-o {output}: the results file would be written inside the input folder {frames}, "
+                              "where it would be read as a frame next time")
 
 
 def _run_dask(series, indices, config, context, record, workers, scheduler_address, batch: int = 4) -> None:

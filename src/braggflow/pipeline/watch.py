@@ -89,7 +89,12 @@ def _check_same_source(output: Path, source) -> None:
 
     if Path(source).resolve() == output.resolve():
         raise InputFileError(f"{output}: the results file cannot be the watched source")
-    earlier = read_process(output).get("source")
+    process = read_process(output)
+    earlier = process.get("source")
+    if process.get("mode") != "watch":
+        inputs = ", ".join(i["name"] for i in process.get("inputs") or []) or "a braggflow run"
+        raise InputFileError(f"{output}: holds the results of a run over {inputs}, not of watching {source}; "
+                             "choose another output file")
     if earlier and os.path.abspath(earlier) != os.path.abspath(source):
         raise InputFileError(f"{output}: holds results of {earlier}, not of {source}; choose another output file")
 

@@ -1,0 +1,146 @@
+"""One writer per results file, inputs checked on resume, no silent replacement, the input never overwritten."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from braggflow.errors import BraggflowError, InputFileError
+from braggflow.io.results import ResultsWriter, read_group, read_peaks, read_status, write_group
+from braggflow.pipeline import run
+from braggflow.simulate.frames import simulate_series, write_nexus
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Two different simulated series of 4 frames (128 x 128), as NeXus files."""
+    folder = tmp_path_factory.mktemp("inputs")
+    paths = []
+    for seed in (1, 2):
+        path = folder / f"sim{seed}.h5"
+        write_nexus(path, simulate_series(4, shape=(128, 128), n_peaks=6, seed=seed))
+        paths.append(path)
+    return paths
+
+
+_HOLD = textwrap.dedent("""
+    import sys, time
+    from braggflow.io.results import ResultsWriter
+    writer = ResultsWriter(sys.argv[1])
+    print("holding", flush=True)
+    time.sleep(60)
+""")
+
+
+def _holder(path):
+    """A second process that holds the results file's writer until killed."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_a_second_writer_is_refused_and_the_first_keeps_its_frames(tmp_path, inputs):
+    out = tmp_path / "R.h5"
+    holder = _holder(out)
+    try:
+        with pytest.raises(InputFileError, match=rf"another braggflow process.*PID {holder.pid}"):
+            run(str(inputs[0]), output=out)
+        with pytest.raises(InputFileError, match="another braggflow process"):
+            write_group(out, "link", attrs={"x": 1})
+        assert (tmp_path / "R.h5.journal").is_dir()  # the holder's journal was not touched
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the operating system released the lock with the process: a new run may take over, replacing the file
+    table = run(str(inputs[0]), output=out, overwrite=True)
+    assert read_status(out) == "complete" and sorted(table["frame"].unique()) == [0, 1, 2, 3]
+
+
+def test_resume_refuses_other_inputs(tmp_path, inputs):
+    out = tmp_path / "R.h5"
+    run(str(inputs[0]), output=out, frames_range=range(0, 2))
+    assert read_status(out) == "incomplete"
+    with pytest.raises(InputFileError, match=r"holds results of .*sim1\.h5, not of the inputs given"):
+        run(str(inputs[1]), output=out, resume=True)
+    assert sorted(read_peaks(out)["frame"].unique()) == [0, 1]  # nothing mixed in
+    table = run(str(inputs[0]), output=out, resume=True)
+    assert read_status(out) == "complete" and sorted(table["frame"].unique()) == [0, 1, 2, 3]
+
+
+def test_resume_refuses_an_input_of_another_shape(tmp_path, inputs):
+    out = tmp_path / "R.h5"
+    run(np.zeros((3, 64, 64), np.float32), output=out, frames_range=range(0, 1))
+    with pytest.raises(InputFileError, match="frame_shape"):
+        run(np.zeros((3, 32, 32), np.float32), output=out, resume=True)
+
+
+def test_an_existing_results_file_is_replaced_only_with_overwrite_and_then_wholly(tmp_path, inputs):
+    out = tmp_path / "R.h5"
+    run(str(inputs[0]), output=out)
+    write_group(out, "link", attrs={"tracks": 62})
+    before = out.read_bytes()
+    with pytest.raises(InputFileError, match="exists; use --overwrite"):
+        run(str(inputs[1]), output=out)
+    assert out.read_bytes() == before
+    run(str(inputs[1]), output=out, overwrite=True)
+    with pytest.raises(BraggflowError):
+        read_group(out, "link")  # the derived group of the replaced run is gone
+
+
+def test_the_output_never_overwrites_an_input(tmp_path, inputs):
+    copy = tmp_path / "x.h5"
+    copy.write_bytes(inputs[0].read_bytes())
+    with pytest.raises(BraggflowError, match="would overwrite the input"):
+        run(str(copy), output=copy, overwrite=True)
+    assert copy.read_bytes() == inputs[0].read_bytes()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(2):
+        np.save(folder / f"f_{k}.npy", np.zeros((32, 32), np.float32))
+    with pytest.raises(BraggflowError, match="inside the input folder"):
+        run(str(folder), output=folder / "R.h5")
+
+
+def test_watch_refuses_the_results_of_a_run(tmp_path, inputs):
+    from braggflow.pipeline.watch import watch
+
+    out = tmp_path / "R.h5"
+    run(str(inputs[0]), output=out)
+    folder = tmp_path / "live"
+    folder.mkdir()
+    with pytest.raises(InputFileError, match="results of a run over .*sim1.h5, not of watching"):
+        watch(str(folder), output=out, idle_timeout=0.5)
+
+
+def test_the_lock_is_reentrant_within_a_process(tmp_path):
+    out = tmp_path / "R.h5"
+    writer = ResultsWriter(out)
+    writer.close()
+    with ResultsWriter(out, overwrite=True) as writer:
+        writer.add(0, read_peaks(out))
+        write_group(out, "note", attrs={"a": 1})  # same process: allowed while the writer holds the lock
+    assert not os.path.exists(tmp_path / ".R.h5.owner")
+
+
+def test_cli_refuses_an_existing_output_in_one_line_and_replaces_it_with_overwrite(tmp_path, inputs):
+    from typer.testing import CliRunner
+
+    from braggflow.cli.app import app
+
+    out = tmp_path / "R.h5"
+    runner = CliRunner()
+    first = runner.invoke(app, ["run", str(inputs[0]), "-o", str(out)])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["run", str(inputs[1]), "-o", str(out)])
+    assert again.exit_code == 2
+    errors = [line for line in again.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--overwrite" in errors[0] and str(out) in errors[0]
+    replaced = runner.invoke(app, ["run", str(inputs[1]), "-o", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert read_status(out) == "complete"
