@@ -263,3 +263,41 @@ def test_bad_values_name_themselves(tmp_path):
         remap(frame, geometry, to="polar", npt=(0, 10))
     with pytest.raises(ConfigError, match="workers"):
         run(np.zeros((2, 8, 8)), workers=-1)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("find.max_peaks=-1", "find.max_peaks"),
+    ("integrate.radius=-3", "integrate.radius"),
+    ("integrate.radius=0", "integrate.radius"),
+    ("correct.saturation=-1", "correct.saturation"),
+    ("find.threshold=-5", "find.threshold"),
+    ("find.tile=100000", "find.tile"),
+    ("integrate.background_width=.inf", "integrate.background_width"),
+    ("locate.patch_size=10", "locate.patch_size"),
+    ("find.threshold_sigma=[1", "find.threshold_sigma"),
+])
+def test_senseless_values_are_refused_naming_the_key(override, key):
+    from braggflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        apply_overrides(Config(), [override])
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
+    from braggflow.errors import ConfigError
+    from braggflow.pipeline.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("find:\n  threshold_sigma: 5\n  threshold_sigma: 7\n")
+    with pytest.raises(ConfigError, match="threshold_sigma' is given twice"):
+        load_config(path)
+
+
+def test_a_frame_range_that_selects_nothing_is_refused():
+    from braggflow.errors import ConfigError
+    from braggflow.pipeline import parse_frame_range
+
+    assert parse_frame_range("2:5", 20) == range(2, 5)
+    for text in ("100:200", "10:2"):
+        with pytest.raises(ConfigError, match="selects no frame of a series of 20"):
+            parse_frame_range(text, 20)

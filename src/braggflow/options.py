@@ -13,6 +13,6 @@ __all__ = ["OptionSection"]
 
 
 class OptionSection(BaseModel):
-    """A section of options: unknown keys are errors, assignments are validated."""
+    """A section of options: unknown keys are errors, assignments are validated, numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)

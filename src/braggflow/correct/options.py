@@ -32,6 +32,7 @@ class CorrectConfig(OptionSection):
     )
     saturation: float | None = Field(
         None,
+        gt=0,
         description="counts at which a pixel saturates (peaks touching it are flagged); "
         "null: dtype maximum for integer frames",
     )

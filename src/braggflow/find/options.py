@@ -20,12 +20,12 @@ class FindConfig(OptionSection):
         "'persistence': topological persistence",
     )
     threshold: float | None = Field(
-        None, description="absolute threshold above background, counts; null: threshold_sigma x robust noise"
+        None, gt=0, description="absolute threshold above background, counts; null: threshold_sigma x robust noise"
     )
     threshold_sigma: float = Field(
         5.0, gt=0, description="threshold in units of the frame's robust noise (used when threshold is null)"
     )
-    tile: int = Field(64, ge=8, description="tile size in px for the background and noise estimate")
+    tile: int = Field(64, ge=8, le=4096, description="tile size in px for the background and noise estimate")
     min_size: int | None = Field(
         None, ge=1,
         description="minimum pixels above threshold for a peak; null: 2, or 1 on sparse frames (see sparse)")
@@ -49,6 +49,6 @@ class FindConfig(OptionSection):
         "(min_size and min_snr, when null, become 1 and 0); 'auto': when over half the pixels are 0",
     )
     max_peaks: int | None = Field(
-        None, description="keep at most this many peaks per frame (highest score first), or null"
+        None, ge=1, description="keep at most this many peaks per frame (highest score first), or null"
     )
 

@@ -13,7 +13,7 @@ class IntegrateConfig(OptionSection):
     """Peak intensities (:mod:`braggflow.integrate`)."""
 
     radius: float | None = Field(
-        None, description="integration radius in px; null: the peak's own region grown by 1 px"
+        None, gt=0, description="integration radius in px; null: the peak's own region grown by 1 px"
     )
     background_width: float = Field(3.0, gt=0, description="width of the background annulus, px")
 

@@ -51,3 +51,10 @@ class LocateConfig(OptionSection):
                           DeprecationWarning, stacklevel=2)
             return "nn"
         return value
+
+    @field_validator("patch_size")
+    @classmethod
+    def _odd_patch(cls, value: int) -> int:
+        if value % 2 != 1:
+            raise ValueError(f"must be odd (a patch centred on a pixel), got {value}")
+        return value

@@ -193,7 +193,7 @@ def parse_frame_range(text: str | None, n: int) -> range:
     Raises
     ------
     ConfigError
-        If the text is not ``START:STOP`` with integers.
+        If the text is not ``START:STOP`` with integers, or selects no frame.
     """
     if text is None or text == "":
         return range(n)
@@ -205,7 +205,10 @@ def parse_frame_range(text: str | None, n: int) -> range:
         stop = int(b) if b.strip() else None
     except ValueError:
         raise ConfigError(f"--frames {text!r}: START and STOP must be integers") from None
-    return range(*slice(start, stop).indices(n))
+    frames = range(*slice(start, stop).indices(n))
+    if not frames:
+        raise ConfigError(f"--frames {text!r}: selects no frame of a series of {n}")
+    return frames
 
 
 def _process_batch(series, indices, config, context) -> list[tuple[int, pd.DataFrame]]:

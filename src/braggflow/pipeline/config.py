@@ -90,6 +90,19 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
         raise ConfigError(_format_errors(exc, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None) -> Config:
     """Read a YAML config file; ``None`` gives the defaults.
 
@@ -116,7 +129,7 @@ def load_config(path: str | Path | None) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (a config is YAML text)") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
@@ -149,7 +162,11 @@ def apply_overrides(config: Config, overrides: dict[str, Any] | list[str]) -> Co
             if "=" not in item:
                 raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
             key, value = item.split("=", 1)
-            pairs[key.strip()] = yaml.safe_load(value)
+            try:
+                pairs[key.strip()] = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                message = " ".join(str(exc).split())
+                raise ConfigError(f"--set {item!r}: the value is not a YAML scalar or list ({message})") from None
         overrides = pairs
     data = config.model_dump()
     for key, value in overrides.items():
