@@ -144,3 +144,18 @@ def test_cli_refuses_an_existing_output_in_one_line_and_replaces_it_with_overwri
     replaced = runner.invoke(app, ["run", str(inputs[1]), "-o", str(out), "--overwrite"])
     assert replaced.exit_code == 0, replaced.output
     assert read_status(out) == "complete"
+
+
+def test_a_damaged_snapshot_never_hides_the_journal(tmp_path, inputs):
+    out = tmp_path / "R.h5"
+    run(str(inputs[0]), output=out, frames_range=range(0, 2))
+    frames = read_peaks(out)
+    with open(out, "r+b") as fh:  # damage the HDF5 snapshot; the journal beside it is intact
+        fh.seek(0)
+        fh.write(b"\0" * 4096)
+    recovered = read_peaks(out)
+    assert sorted(recovered["frame"].unique()) == [0, 1] and len(recovered) == len(frames)
+    with pytest.raises(InputFileError, match="not of the inputs given"):
+        run(str(inputs[1]), output=out, resume=True)  # the journal's copy of the process record still checks
+    table = run(str(inputs[0]), output=out, resume=True)
+    assert read_status(out) == "complete" and sorted(table["frame"].unique()) == [0, 1, 2, 3]

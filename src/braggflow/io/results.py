@@ -44,7 +44,15 @@ import pandas as pd
 
 from braggflow.errors import InputFileError
 from braggflow.io.lock import results_lock
-from braggflow.io.store import _RESERVED, STATUS_COMPLETE, _open_results, _read_all, read_process, read_status
+from braggflow.io.store import (
+    _RESERVED,
+    STATUS_COMPLETE,
+    _open_results,
+    _read_all,
+    journal_has_batches,
+    read_process,
+    read_status,
+)
 from braggflow.io.tables import _read_group_obj, _read_table, _restore_group, write_table
 from braggflow.io.writer import ResultsWriter, file_provenance
 from braggflow.schema import conform
@@ -80,7 +88,8 @@ def read_peaks(path) -> pd.DataFrame:
     InputFileError
         If the file is missing or not a braggflow results file.
     """
-    read_status(path)
+    if not journal_has_batches(path):
+        read_status(path)  # a clear error for a file that is not a results file
     table, _ = _read_all(Path(path))
     return table
 

@@ -10,6 +10,7 @@ snapshot lacks (:func:`_read_all`), for the readers and for
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from braggflow.io.tables import _read_table, _table_from_npz
 from braggflow.schema import conform, empty_peak_table
 
 __all__ = ["read_status", "read_process"]
+
+log = logging.getLogger(__name__)
 
 STATUS_COMPLETE = "complete"
 
@@ -66,7 +69,14 @@ def _read_all(path: Path, *, journal_only_extra: bool = True, base: pd.DataFrame
         tables.append(base)
         done |= set(base["frame"].astype(int).tolist())
     if path.exists():
-        snap, snap_done = _read_snapshot(path)
+        try:
+            snap, snap_done = _read_snapshot(path)
+        except InputFileError:
+            if not journal_has_batches(path):
+                raise
+            # a damaged snapshot never hides the journal: its frames are read from the journal alone
+            log.warning("%s: the HDF5 snapshot cannot be read; using the frames of its journal", path)
+            snap, snap_done = empty_peak_table(), set()
         if base is None or len(base) == 0:
             tables = [snap]
         done |= snap_done
@@ -76,9 +86,23 @@ def _read_all(path: Path, *, journal_only_extra: bool = True, base: pd.DataFrame
     return table, done
 
 
+def journal_has_batches(path) -> bool:
+    """Whether the journal beside a results file holds at least one batch of frames."""
+    journal = _journal_dir(Path(path))
+    return journal.is_dir() and any(journal.glob("batch_*.npz"))
+
+
 def _read_snapshot(path: Path) -> tuple[pd.DataFrame, set]:
-    """The peak table of the HDF5 snapshot and the frames it holds."""
+    """The peak table of the HDF5 snapshot and the frames it holds.
+
+    Raises
+    ------
+    InputFileError
+        If the file cannot be read as a results file.
+    """
     with _open_results(path) as h5:
+        if "entry/peaks" not in h5:
+            raise InputFileError(f"{path}: not a braggflow results file (no /entry/peaks)")
         snap = conform(_read_table(h5["entry/peaks"]))
         if "entry/frames_done" in h5:
             return snap, set(h5["entry/frames_done"][()].tolist())

@@ -25,7 +25,15 @@ from braggflow import __version__
 from braggflow.checksum import file_sha256
 from braggflow.errors import InputFileError
 from braggflow.io.lock import results_lock
-from braggflow.io.store import _RESERVED, STATUS_COMPLETE, _journal_dir, _read_all, read_process, read_status
+from braggflow.io.store import (
+    _RESERVED,
+    STATUS_COMPLETE,
+    _journal_dir,
+    _read_all,
+    journal_has_batches,
+    read_process,
+    read_status,
+)
 from braggflow.io.tables import _read_group_obj, _restore_group, _table_to_npz_dict, write_table
 from braggflow.schema import conform, empty_peak_table
 
@@ -147,6 +155,8 @@ class ResultsWriter:
             else:
                 self._start()
             self.journal.mkdir(parents=True, exist_ok=True)
+            if not (self.journal / "process.json").exists():
+                self._write_journal_process()
         except BaseException:
             self._lock.close()
             raise
@@ -159,24 +169,49 @@ class ResultsWriter:
         InputFileError
             If the run is complete (without ``append``) or its config differs.
         """
-        status = read_status(self.path) if self.path.exists() else "running"
+        process = self._stored_process()
+        status = process.pop("_status")
         if status == STATUS_COMPLETE and not append:
             raise InputFileError(
                 f"{self.path}: run is already complete; nothing to resume (remove --resume to start again)"
             )
-        if self.config is not None and self.path.exists():
-            if _config_differs(read_process(self.path).get("config", ""), self.config):
-                raise InputFileError(
-                    f"{self.path}: cannot resume with a different configuration than the run that wrote it"
-                )
-        if self.path.exists():
-            self._check_same_inputs(read_process(self.path))
+        if self.config is not None and _config_differs(process.get("config", ""), self.config):
+            raise InputFileError(
+                f"{self.path}: cannot resume with a different configuration than the run that wrote it"
+            )
+        self._check_same_inputs(process)
         table, done = _read_all(self.path)
         self._previous = table
         self.done_frames = set(int(f) for f in done)
         self._batch = 1 + max((int(p.stem.split("_")[1]) for p in self.journal.glob("batch_*.npz")), default=-1)
         if status == STATUS_COMPLETE:  # append: not complete any more until closed
             self._write_snapshot("running", table, self.done_frames)
+
+    def _stored_process(self) -> dict:
+        """The process record of the run being continued, with its status under ``"_status"``.
+
+        From the HDF5 snapshot; when that cannot be read but the journal holds
+        frames, from the copy kept in the journal (``process.json``), so that a
+        damaged snapshot neither hides the journaled frames nor lets other
+        inputs in.
+        """
+        if self.path.exists():
+            try:
+                return {**read_process(self.path), "_status": read_status(self.path)}
+            except InputFileError:
+                if not journal_has_batches(self.path):
+                    raise
+        copy = self.journal / "process.json"
+        process = json.loads(copy.read_text()) if copy.exists() else {}
+        return {**process, "_status": "running"}
+
+    def _write_journal_process(self) -> None:
+        """Keep the run's process record (config, inputs, frame count and shape) in the journal too."""
+        record = {"config": self.config.to_yaml() if self.config is not None else "",
+                  "inputs": [{"name": s, "size": -1, "sha256": ""} for s in self.sources], **self.extra_process}
+        tmp = self.journal / ".process.json.tmp"
+        tmp.write_text(json.dumps(record, default=str))
+        os.replace(tmp, self.journal / "process.json")
 
     def _check_same_inputs(self, process: dict) -> None:
         """Refuse to continue a file recorded from other inputs (names, sizes, frame count, frame shape).
