@@ -238,3 +238,20 @@ def test_fabio_series_decodes_each_file_once(stack, tmp_path, monkeypatch):
     first = multi[0]
     first[:] = 0
     np.testing.assert_array_equal(multi[0], stack[0])
+
+
+def test_a_folder_of_several_kinds_of_file_is_refused_naming_them(tmp_path):
+    """Two multi-frame HDF5 files and a preview TIFF: refused (not read as 3 frames); a glob selects one kind."""
+    import h5py
+    import tifffile
+
+    from braggflow.errors import InputFileError
+    from braggflow.io.frames import open_frames
+
+    for name in ("a.h5", "b.h5"):
+        with h5py.File(tmp_path / name, "w") as h5:
+            h5["data"] = np.zeros((20, 16, 16), np.uint16)
+    tifffile.imwrite(tmp_path / "preview.tif", np.zeros((16, 16), np.uint16))
+    with pytest.raises(InputFileError, match=r"several kinds \(HDF5: 2 \(a.h5, b.h5\); TIF: 1 \(preview.tif\)\)"):
+        open_frames(str(tmp_path))
+    assert len(open_frames(str(tmp_path / "*.h5"))) == 40

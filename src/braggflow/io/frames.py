@@ -117,9 +117,37 @@ def _open_files(paths: list[str], *, dataset: str | None, omega, swmr: bool) -> 
     """A list of files as one series: several HDF5 files, or files fabio reads (one file: as itself)."""
     if len(paths) == 1:
         return open_frames(paths[0], dataset=dataset, omega=omega, swmr=swmr)
+    _check_one_kind(paths)
     if all(_is_hdf5(p) for p in paths if os.path.exists(p)) and all(os.path.exists(p) for p in paths):
         return _ConcatSeries([HDF5Series(p, dataset, swmr=swmr) for p in paths])
     return _with_omega(FabioSeries(paths), omega)
+
+
+def _file_kind(path: str) -> str:
+    """The kind of a frame file, by content for HDF5 and by name otherwise ("HDF5", "TIF", "CBF", ...)."""
+    if _is_hdf5(path):
+        return "HDF5"
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return {"tiff": "TIF", "npz": "HEXRD frame cache", "npy": "NumPy"}.get(suffix, suffix.upper() or "no suffix")
+
+
+def _check_one_kind(paths: list[str]) -> None:
+    """Refuse a list of files of several kinds (HDF5 files beside a preview TIFF would count as one frame each).
+
+    Raises
+    ------
+    InputFileError
+        Listing the kinds found, with a few names of each.
+    """
+    kinds: dict[str, list[str]] = {}
+    for p in paths:
+        if os.path.exists(p):
+            kinds.setdefault(_file_kind(p), []).append(os.path.basename(p))
+    if len(kinds) > 1:
+        found = "; ".join(f"{kind}: {len(names)} ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})"
+                          for kind, names in kinds.items())
+        raise InputFileError(f"{os.path.dirname(paths[0]) or '.'}: the inputs are files of several kinds ({found}); "
+                             "select one kind, e.g. with a glob such as 'DIR/*.h5'")
 
 
 def _listed_files(path: str) -> list[str] | None:
