@@ -255,3 +255,30 @@ def test_a_folder_of_several_kinds_of_file_is_refused_naming_them(tmp_path):
     with pytest.raises(InputFileError, match=r"several kinds \(HDF5: 2 \(a.h5, b.h5\); TIF: 1 \(preview.tif\)\)"):
         open_frames(str(tmp_path))
     assert len(open_frames(str(tmp_path / "*.h5"))) == 40
+
+
+def test_a_truncated_edf_is_refused_naming_it(tmp_path):
+    """fabio reads a cut EDF as a zero-padded frame; the reader refuses it instead."""
+    import fabio
+
+    from braggflow.errors import InputFileError
+    from braggflow.io.frames import open_frames
+
+    path = tmp_path / "frame_0001.edf"
+    fabio.edfimage.EdfImage(data=np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)).write(str(path))
+    assert open_frames(str(path))[0][63, 63] == 64 * 64 - 1
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 2000])
+    with pytest.raises(InputFileError, match="frame_0001.edf: truncated EDF"):
+        open_frames(str(path))
+
+
+def test_an_edf_whose_data_begins_with_a_line_feed_byte_is_complete(tmp_path):
+    """The header's end is '}' and one line end; data bytes 10 or 13 right after it are data."""
+    import fabio
+
+    from braggflow.io.frames import open_frames
+
+    data = np.full((8, 8), 10, np.uint16)  # little-endian: the first data byte is 0x0a
+    fabio.edfimage.EdfImage(data=data).write(str(tmp_path / "lf.edf"))
+    np.testing.assert_array_equal(open_frames(str(tmp_path / "lf.edf"))[0], data)

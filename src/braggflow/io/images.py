@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,6 +57,42 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
     return image
 
 
+def edf_complete(path: str, size: int) -> bool:
+    """Whether an EDF file holds as many data bytes as its first header declares.
+
+    fabio reads a truncated EDF without error (zero-padded), so the header's
+    ``Size`` is checked against the file size (of a multi-frame file, the
+    first frame's).
+
+    Parameters
+    ----------
+    path : str
+        An EDF file.
+    size : int
+        Its size in bytes (given, so a caller watching a growing file decides when it was taken).
+
+    Returns
+    -------
+    complete : bool
+        True also when the header declares no ``Size``.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    end = head.find(b"}")
+    if not head.startswith(b"{") or end < 0:
+        return False
+    # the header ends with "}" and one line end; the data may itself begin with bytes 10 or 13
+    header_len = end + 1
+    if head[header_len : header_len + 2] == b"\r\n":
+        header_len += 2
+    elif head[header_len : header_len + 1] == b"\n":
+        header_len += 1
+    match = re.search(rb"\bSize\s*=\s*(\d+)", head[:end])
+    if match is None:
+        return True  # fabio will infer it; nothing better to check
+    return size >= header_len + int(match.group(1))
+
+
 class FabioSeries(FrameSeries):
     """Frames from a list of files in any format fabio reads (TIFF, CBF, EDF, ...).
 
@@ -100,6 +137,8 @@ class FabioSeries(FrameSeries):
 
         if not os.path.exists(path):
             raise InputFileError(f"{path}: no such file")
+        if path.lower().endswith(".edf") and not edf_complete(path, os.path.getsize(path)):
+            raise InputFileError(f"{path}: truncated EDF file (fewer data bytes than its header declares)")
         try:
             return fabio.open(path)
         except Exception as exc:  # fabio raises many types for corrupt files

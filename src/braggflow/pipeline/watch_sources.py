@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -23,32 +22,13 @@ from natsort import natsort_keygen, natsorted
 
 from braggflow.errors import InputFileError
 from braggflow.io.frames import IMAGE_SUFFIXES, open_frames
+from braggflow.io.images import edf_complete
 
 log = logging.getLogger("braggflow.pipeline.watch")
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs", ".nx5")
 
 _natural_key = natsort_keygen()  # names compared as natsort orders them (scan_9 before scan_10)
-
-
-def _edf_complete(path: str, size: int) -> bool:
-    """Whether an EDF file holds as many data bytes as its first header declares.
-
-    fabio reads a truncated EDF without error (zero-padded), so the header's
-    ``Size`` is checked against the file size.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(65536)
-    end = head.find(b"}")
-    if not head.startswith(b"{") or end < 0:
-        return False
-    header_len = end + 1
-    while header_len < len(head) and head[header_len : header_len + 1] in (b"\n", b"\r"):
-        header_len += 1
-    match = re.search(rb"\bSize\s*=\s*(\d+)", head[:end])
-    if match is None:
-        return True  # fabio will infer it; nothing better to check
-    return size >= header_len + int(match.group(1))
 
 
 _fabio_quiet_lock = threading.Lock()
@@ -191,7 +171,7 @@ class _FolderSource:
         # attempt that gives up on it lets them through, next to braggflow's warning
         muted = failing_since is None or now - failing_since < self.give_up
         with _fabio_quiet() if muted else contextlib.nullcontext():
-            if name.lower().endswith(".edf") and not _edf_complete(path, os.path.getsize(path)):
+            if name.lower().endswith(".edf") and not edf_complete(path, os.path.getsize(path)):
                 raise InputFileError(f"{path}: EDF data block shorter than its header says")
             series = open_frames(path)
             n = len(series)
