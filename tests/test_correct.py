@@ -94,3 +94,11 @@ def test_real_pilatus_module_edge_pixels_are_masked_by_the_gap_margin(shared_dat
         cols = np.rint(table["col"].to_numpy(na_value=0.0)).astype(int).clip(0, s.shape[1] - 1)
         on_edge[margin] = int(ndimage.binary_dilation(gaps, iterations=2)[rows, cols].sum())
     assert on_edge[0] >= 20 and on_edge[1] <= on_edge[0] // 5
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, "U4", object])
+def test_frames_that_are_not_real_numbers_are_refused(dtype):
+    """Complex frames would silently lose their imaginary part; strings and objects are no counts."""
+    frame = np.ones((8, 8)).astype(dtype)
+    with pytest.raises(BraggflowError, match="is not a real number type"):
+        correct_frame(frame, name="frame 3")

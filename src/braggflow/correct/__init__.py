@@ -275,6 +275,9 @@ def correct_frame(
     frame = np.asarray(frame)
     if frame.ndim != 2:
         raise BraggflowError(f"{name}: expected a 2D frame, got shape {frame.shape}")
+    if frame.dtype.kind not in "uifb":
+        raise BraggflowError(f"{name}: pixel type {frame.dtype} is not a real number type (integer or float "
+                             "counts expected)")
     shape = frame.shape
     for what, arr in (("mask", mask), ("dark", dark), ("flat", flat)):
         if arr is not None and np.shape(arr) != shape:
