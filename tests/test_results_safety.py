@@ -159,3 +159,18 @@ def test_a_damaged_snapshot_never_hides_the_journal(tmp_path, inputs):
         run(str(inputs[1]), output=out, resume=True)  # the journal's copy of the process record still checks
     table = run(str(inputs[0]), output=out, resume=True)
     assert read_status(out) == "complete" and sorted(table["frame"].unique()) == [0, 1, 2, 3]
+
+
+def test_the_run_summary_says_what_was_processed_and_stored(tmp_path, inputs):
+    from typer.testing import CliRunner
+
+    from braggflow.cli.app import app
+
+    out = tmp_path / "R.h5"
+    runner = CliRunner()
+    part = runner.invoke(app, ["run", str(inputs[0]), "-o", str(out), "--frames", "0:3"])
+    assert part.exit_code == 0, part.output
+    assert "3 frames processed, 3 of 4 in the file (incomplete)" in part.output and "--resume" in part.output
+    rest = runner.invoke(app, ["run", str(inputs[0]), "-o", str(out), "--resume"])
+    assert rest.exit_code == 0, rest.output
+    assert "1 frame processed, 4 of 4 in the file (complete)" in rest.output

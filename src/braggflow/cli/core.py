@@ -148,10 +148,29 @@ def run_command(
         table.to_csv(csv, index=False)
     if parquet is not None:
         table.to_parquet(parquet, index=False)
-    rates = f"{len(rng) / seconds:.1f} frames/s overall" if seconds > 0 else ""
+    console.print(run_summary(output, table, seconds, steady, total=len(series)))
+
+
+def run_summary(output: Path, table, seconds: float, steady: float, *, total: int) -> str:
+    """The closing line of ``run``: frames processed now, frames in the file, its status, speed.
+
+    ``table`` is the file's whole peak table; the frames processed now are those
+    the file holds less those it held before (a resumed run).
+    """
+    from braggflow.io.results import read_frames_done, read_process, read_status
+
+    stored = len(read_frames_done(output))
+    processed = int(read_process(output).get("frames_processed", stored))
+    status = read_status(output)
+    rates = f"{processed / seconds:.1f} frames/s overall" if seconds > 0 and processed else ""
     if not math.isnan(steady):
         rates += f", {steady:.1f} after the first frame"
-    console.print(f"{len(rng)} frames, {len(table)} peaks -> {output} in {seconds:.1f} s ({rates})")
+    line = (f"{processed} frame{'' if processed == 1 else 's'} processed, {stored} of {total} in the file ({status}), "
+            f"{len(table)} peaks -> "
+            f"{output} in {seconds:.1f} s" + (f" ({rates})" if rates else ""))
+    if status != "complete":
+        line += "; continue with --resume"
+    return line
 
 
 @commands.command("config")

@@ -142,6 +142,7 @@ class ResultsWriter:
         self._last_snapshot = time.monotonic()
         self._batch = 0
         self.done_frames: set[int] = set()
+        self.frames_added = 0  # by this writer (a resumed run's earlier frames not counted)
         self._closed = False
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(results_lock(self.path))
@@ -272,6 +273,7 @@ class ResultsWriter:
         self._buffer.append(table)
         self._buffer_frames.append(int(frame_index))
         self.done_frames.add(int(frame_index))
+        self.frames_added += 1
         now = time.monotonic()
         if len(self._buffer_frames) >= self.flush_frames or now - self._last_flush >= self.flush_seconds:
             self.flush()
@@ -374,6 +376,7 @@ class ResultsWriter:
             proc.create_dataset("geometry", data=json.dumps(self.geometry))
         for key, value in self.extra_process.items():
             proc.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
+        proc.attrs["frames_processed"] = self.frames_added
 
 
 def _new_entry(h5, status: str):
