@@ -301,3 +301,17 @@ def test_a_frame_range_that_selects_nothing_is_refused():
     for text in ("100:200", "10:2"):
         with pytest.raises(ConfigError, match="selects no frame of a series of 20"):
             parse_frame_range(text, 20)
+
+
+def test_local_workers_are_bounded_by_the_cores():
+    import os
+
+    from braggflow.errors import ConfigError
+    from braggflow.pipeline import check_workers
+
+    check_workers(0)
+    check_workers(os.cpu_count() or 1)
+    with pytest.raises(ConfigError, match="this machine's cores"):
+        check_workers((os.cpu_count() or 1) + 1)
+    with pytest.raises(ConfigError, match="--workers -1"):
+        check_workers(-1)

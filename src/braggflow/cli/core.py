@@ -48,20 +48,6 @@ def build_config(config_file: Path | None, overrides: dict, sets: list[str] | No
     return config
 
 
-def check_workers(workers: int) -> None:
-    """Refuse a negative ``--workers``.
-
-    Raises
-    ------
-    ConfigError
-        If ``workers`` is negative.
-    """
-    if workers < 0:
-        from braggflow.errors import ConfigError
-
-        raise ConfigError(f"--workers {workers}: give 0 (this process) or a positive number of worker processes")
-
-
 def run_with_progress(series, config, output, frames_range, resume, workers=0, scheduler=None, description="run",
                       overwrite=False):
     """Run the pipeline with a rich progress bar.
@@ -130,7 +116,7 @@ def run_command(
 ) -> None:
     """Find, locate and integrate Bragg peaks in a series of frames."""
     from braggflow.io.frames import open_frames
-    from braggflow.pipeline import parse_frame_range
+    from braggflow.pipeline import check_workers, parse_frame_range
 
     overrides = {
         "locate.method": method, "locate.model": model, "locate.backend": backend, "correct.mask": mask,

@@ -160,7 +160,8 @@ def watch_command(
     """Process frames while the detector writes them; stop after --idle-timeout or with Ctrl-C."""
     import numpy as np
 
-    from braggflow.cli.core import build_config, check_workers
+    from braggflow.cli.core import build_config
+    from braggflow.pipeline import check_workers
     from braggflow.pipeline.watch import watch
 
     config = build_config(config_file, {"locate.method": method, "locate.model": model, "locate.backend": backend},

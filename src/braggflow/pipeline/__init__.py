@@ -22,7 +22,7 @@ from braggflow.errors import BraggflowError, ConfigError
 from braggflow.pipeline.config import Config
 from braggflow.schema import conform, empty_peak_table
 
-__all__ = ["Context", "prepare", "process_frame", "run", "parse_frame_range"]
+__all__ = ["Context", "prepare", "process_frame", "run", "parse_frame_range", "check_workers"]
 
 
 @dataclass
@@ -187,6 +187,27 @@ def process_frame(
     return conform(table)
 
 
+def check_workers(workers: int) -> None:
+    """Refuse a number of local worker processes below 0 or above this machine's cores.
+
+    Parameters
+    ----------
+    workers : int
+        0: this process; N: N worker processes on this machine.
+
+    Raises
+    ------
+    ConfigError
+        Naming the number and the limit.
+    """
+    import os
+
+    cores = os.cpu_count() or 1
+    if not 0 <= workers <= cores:
+        raise ConfigError(f"--workers {workers}: give 0 (this process) or 1 to {cores} worker processes "
+                          f"(this machine's cores); for more, start a Dask cluster and give --scheduler")
+
+
 def parse_frame_range(text: str | None, n: int) -> range:
     """Parse ``START:STOP`` (Python slice semantics, either may be empty) into a range of frame indices.
 
@@ -275,8 +296,8 @@ def run(
     from braggflow.io.frames import FrameSeries, open_frames
 
     config = config or Config()
-    if workers < 0:
-        raise ConfigError(f"workers must be 0 (this process) or a number of Dask worker processes, got {workers}")
+    if scheduler_address is None:
+        check_workers(workers)
     series = frames if isinstance(frames, FrameSeries) else open_frames(frames)
     indices = list(frames_range if frames_range is not None else range(len(series)))
     context = prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask,

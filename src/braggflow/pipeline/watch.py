@@ -210,9 +210,10 @@ def watch(
 
 
 def _check_options(*, workers: int, poll_interval: float, give_up: float, idle_timeout: float | None) -> None:
-    """Refuse a negative number of workers and timing options that are not positive seconds."""
-    if workers < 0:
-        raise BraggflowError(f"workers must be >= 0, got {workers!r}")
+    """Refuse a number of workers outside 0 .. cores and timing options that are not positive seconds."""
+    from braggflow.pipeline import check_workers
+
+    check_workers(workers)
     for name, value in (("poll_interval", poll_interval), ("give_up", give_up)):
         if not value > 0:
             raise BraggflowError(f"{name} must be positive seconds, got {value!r}")
