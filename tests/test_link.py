@@ -230,3 +230,35 @@ def test_track_summary_fills_d_from_a_geometry_and_gives_strain():
     np.testing.assert_allclose(summary.loc[0, "d_rel_change"], d[-1] / d[0] - 1, rtol=1e-4)
     np.testing.assert_allclose(summary.loc[0, "d"], d.mean(), rtol=1e-5)
     assert summary.loc[0, "drift_col"] == pytest.approx(0.5)
+
+
+def test_a_rotation_series_without_omega_gets_it_from_start_and_step(tmp_path):
+    """TIFF frames record no omega: run --omega-start/--omega-step fills the column, link --omega-step merges."""
+    import tifffile
+    from typer.testing import CliRunner
+
+    from braggflow.cli.app import app
+    from braggflow.io.results import read_peaks
+    from braggflow.link import omega_ranges_from_table
+    from braggflow.profiles.render import peak_profile
+
+    rows = np.arange(64)
+    rng = np.random.default_rng(4)
+    for k in range(4):  # one spot seen on frames 1 and 2, rising and falling
+        lam = 10 + (3000 if k in (1, 2) else 0) * peak_profile(rows, rows, row=30.3, col=20.6, sigma_row=1.2,
+                                                                sigma_col=1.2)
+        tifffile.imwrite(tmp_path / f"f_{k}.tif", rng.poisson(lam).astype(np.uint16))
+    runner = CliRunner()
+    out = tmp_path / "R.h5"
+    plain = tmp_path / "plain.h5"
+    assert runner.invoke(app, ["run", str(tmp_path / "f_*.tif"), "-o", str(plain)]).exit_code == 0
+    linked = runner.invoke(app, ["link", str(plain), "--omega", "--omega-step", "0.5", "--omega-start", "10"])
+    assert linked.exit_code == 0 and "merged into 1 spots" in linked.output, linked.output
+    result = runner.invoke(app, ["run", str(tmp_path / "f_*.tif"), "-o", str(out), "--omega-start", "10",
+                                 "--omega-step", "0.5"])
+    assert result.exit_code == 0, result.output
+    table = read_peaks(out)
+    assert sorted(table["omega"].unique()) == [10.75, 11.25]  # frame centres 10 + (k + 0.5) 0.5 for k = 1, 2
+    np.testing.assert_allclose(omega_ranges_from_table(table)[1:3], [[10.5, 11.0], [11.0, 11.5]])
+    merged = runner.invoke(app, ["link", str(out), "--omega"])
+    assert merged.exit_code == 0 and "merged into 1 spots" in merged.output, merged.output

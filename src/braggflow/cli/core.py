@@ -107,6 +107,12 @@ def run_command(
     sets: list[str] | None = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue an unfinished results file (same inputs)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing results file, all of it"),
+    omega_start: float | None = typer.Option(
+        None, "--omega-start", help="series.omega_start: angle at the start of frame 0, deg (files without omega)",
+    ),
+    omega_step: float | None = typer.Option(
+        None, "--omega-step", help="series.omega_step: rotation per frame, deg (files without omega)",
+    ),
     csv: Path | None = typer.Option(None, "--csv", help="also write the peak table as CSV"),
     parquet: Path | None = typer.Option(None, "--parquet", help="also write the peak table as Parquet"),
     workers: int = typer.Option(0, "--workers", help="Dask worker processes (0: this process)"),
@@ -121,7 +127,7 @@ def run_command(
     overrides = {
         "locate.method": method, "locate.model": model, "locate.backend": backend, "correct.mask": mask,
         "correct.dark": dark, "correct.flat": flat, "geometry.poni": poni, "find.threshold_sigma": threshold_sigma,
-        "correct.gain": gain,
+        "correct.gain": gain, "series.omega_start": omega_start, "series.omega_step": omega_step,
     }
     config = build_config(config_file, overrides, sets)
     check_results_name(output)

@@ -61,12 +61,13 @@ def _static_mask(results: Path, series):
     return prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask).mask
 
 
-def _omega_ranges(results: Path, table, source: str | None, step: float | None):
-    """Per-frame omega ranges: from the frames when they know them, else rebuilt from the omega column."""
+def _omega_ranges(results: Path, table, source: str | None, step: float | None, start: float | None = None):
+    """Per-frame omega ranges: from the frames when they know them, else rebuilt from the omega column
+    (or, for a table without omega, from ``start`` and ``step``)."""
     from braggflow.errors import BraggflowError
     from braggflow.link import omega_ranges_from_table
 
-    if step is None:
+    if step is None and start is None:
         try:
             series = _open_source(results, source)
         except BraggflowError:
@@ -75,7 +76,7 @@ def _omega_ranges(results: Path, table, source: str | None, step: float | None):
             series = None
         if series is not None and series.omega is not None:
             return series.omega
-    return omega_ranges_from_table(table, step=step)
+    return omega_ranges_from_table(table, step=step, start=start)
 
 
 @commands.command("link")
@@ -89,6 +90,9 @@ def link_command(
     ),
     omega_step: float | None = typer.Option(
         None, "--omega-step", help="rotation per frame, deg, when the frames do not record omega ranges",
+    ),
+    omega_start: float | None = typer.Option(
+        None, "--omega-start", help="angle at the start of frame 0, deg, for frames without omega (default 0)",
     ),
     source: str | None = _SOURCE,
     csv: Path | None = typer.Option(
@@ -113,7 +117,7 @@ def link_command(
     if omega:
         if memory:
             raise ConfigError("--memory is not used with --omega (spots merge over touching omega ranges)")
-        ranges = _omega_ranges(results, table, source, omega_step)
+        ranges = _omega_ranges(results, table, source, omega_step, omega_start)
         spots, linked = merge_rotation_spots(table, ranges, search_range=search_range, return_table=True)
         update_peaks(results, linked)
         write_group(results, "link", tables={"spots": spots}, attrs=attrs)

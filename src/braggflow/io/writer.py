@@ -421,6 +421,8 @@ def _config_differs(stored_text: str, config) -> bool:
         return False
     stored = yaml.safe_load(stored_text) or {}
     current = config.model_dump(mode="json")
+    # a section that a file written by an earlier version lacks takes its defaults there: compare the others
+    current = {key: value for key, value in current.items() if key in stored}
     for data in (stored, current):
         for key in ("dark", "flat", "mask"):
             (data.get("correct") or {}).pop(key, None)

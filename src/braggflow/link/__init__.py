@@ -6,7 +6,19 @@
   omega ranges touch, merged into one spot with an intensity-weighted centroid.
 """
 
-from braggflow.link.rotation import link_rotation, merge_rotation_spots, omega_ranges_from_table
+from braggflow.link.rotation import (
+    link_rotation,
+    merge_rotation_spots,
+    omega_ranges_from_steps,
+    omega_ranges_from_table,
+)
 from braggflow.link.tracks import link, track_summary
 
-__all__ = ["link", "track_summary", "link_rotation", "merge_rotation_spots", "omega_ranges_from_table"]
+__all__ = [
+    "link",
+    "track_summary",
+    "link_rotation",
+    "merge_rotation_spots",
+    "omega_ranges_from_table",
+    "omega_ranges_from_steps",
+]

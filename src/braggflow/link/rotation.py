@@ -21,7 +21,13 @@ from braggflow.errors import BraggflowError
 from braggflow.link.tracks import _check_link_options, _trackpy_link
 from braggflow.schema import validate_peak_table
 
-__all__ = ["link_rotation", "merge_rotation_spots", "omega_ranges_from_table", "SPOT_COLUMNS"]
+__all__ = [
+    "link_rotation",
+    "merge_rotation_spots",
+    "omega_ranges_from_table",
+    "omega_ranges_from_steps",
+    "SPOT_COLUMNS",
+]
 
 SPOT_COLUMNS = ("spot_id", "row", "col", "omega", "intensity", "first_frame", "last_frame", "n_peaks")
 """Columns of the table returned by :func:`merge_rotation_spots`."""
@@ -77,11 +83,42 @@ def _rotation_order(ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     return order, rtime, closed
 
 
-def omega_ranges_from_table(table: pd.DataFrame, *, step: float | None = None) -> np.ndarray:
+def omega_ranges_from_steps(n_frames: int, *, step: float, start: float = 0.0) -> np.ndarray:
+    """Omega ranges of a series rotated by ``step`` per frame from ``start``: frame k covers
+    ``[start + k step, start + (k + 1) step]``.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames in the series.
+    step : float
+        Rotation per frame, deg (> 0).
+    start : float
+        Angle at the start of frame 0, deg.
+
+    Returns
+    -------
+    omega_ranges : (n_frames, 2) ndarray of float, deg
+
+    Raises
+    ------
+    BraggflowError
+        If ``step`` is not positive and finite or ``start`` not finite.
+    """
+    if not (np.isfinite(step) and step > 0) or not np.isfinite(start):
+        raise BraggflowError(f"omega step must be positive and start finite, got step={step!r}, start={start!r}")
+    k = np.arange(int(n_frames), dtype=float)
+    return np.stack([start + k * step, start + (k + 1) * step], axis=1)
+
+
+def omega_ranges_from_table(table: pd.DataFrame, *, step: float | None = None,
+                            start: float | None = None) -> np.ndarray:
     """Rebuild per-frame omega ranges from the ``omega`` (frame centre) column of a peak table.
 
     For when the frames themselves are not at hand: each frame with peaks gets
-    ``[omega - step / 2, omega + step / 2]``.
+    ``[omega - step / 2, omega + step / 2]``.  A table without omega values (a
+    TIFF or CBF series) gets the ranges of :func:`omega_ranges_from_steps`
+    from ``step`` and ``start`` (default 0).
 
     Parameters
     ----------
@@ -90,7 +127,10 @@ def omega_ranges_from_table(table: pd.DataFrame, *, step: float | None = None) -
     step : float, optional
         Rotation per frame, deg; default: the median difference between
         neighbouring frame centres (differences within 1.5 times the
-        smallest; larger ones are gaps).
+        smallest; larger ones are gaps).  Needed when the table has no omega.
+    start : float, optional
+        Angle at the start of frame 0, deg, for a table without omega values;
+        refused for a table that has them.
 
     Returns
     -------
@@ -107,7 +147,12 @@ def omega_ranges_from_table(table: pd.DataFrame, *, step: float | None = None) -
     per_frame = table.groupby("frame")["omega"].agg(["min", "max"])
     per_frame = per_frame[np.isfinite(per_frame["min"])]
     if per_frame.empty:
-        raise BraggflowError("the peak table has no omega values; this is not a rotation series (give omega ranges)")
+        if step is None:
+            raise BraggflowError("the peak table has no omega values; give the rotation per frame (--omega-step) "
+                                 "and the angle of frame 0 (--omega-start)")
+        return omega_ranges_from_steps(int(table["frame"].max()) + 1, step=step, start=start or 0.0)
+    if start is not None:
+        raise BraggflowError("the peak table records omega; --omega-start is for series without omega values")
     if (per_frame["max"] - per_frame["min"]).abs().max() > 1e-9:
         raise BraggflowError("a frame has peaks with different omega values; the omega column is inconsistent")
     centres = per_frame["min"]

@@ -299,6 +299,7 @@ def run(
     if scheduler_address is None:
         check_workers(workers)
     series = frames if isinstance(frames, FrameSeries) else open_frames(frames)
+    _set_omega(series, config)
     indices = list(frames_range if frames_range is not None else range(len(series)))
     context = prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask,
                       mask=mask, dark=dark, flat=flat)
@@ -349,6 +350,26 @@ def run(
 
         return read_peaks(output)
     return conform(pd.concat(collected, ignore_index=True)) if collected else empty_peak_table()
+
+
+def _set_omega(series, config: Config) -> None:
+    """Give a series whose files record no omega the ranges of ``config.series`` (omega_start, omega_step).
+
+    Raises
+    ------
+    ConfigError
+        If the files record omega ranges of their own, or ``omega_start`` is given without ``omega_step``.
+    """
+    sc = config.series
+    if sc.omega_step is None:
+        if sc.omega_start is not None:
+            raise ConfigError("series.omega_start needs series.omega_step (--omega-step)")
+        return
+    if series.omega is not None:
+        raise ConfigError("series.omega_step: the frame files record their own omega ranges; leave it unset")
+    from braggflow.link.rotation import omega_ranges_from_steps
+
+    series.omega = omega_ranges_from_steps(len(series), step=sc.omega_step, start=sc.omega_start or 0.0)
 
 
 def _check_output_is_not_an_input(output, frames, sources: list[str]) -> None:

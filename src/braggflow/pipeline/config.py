@@ -20,6 +20,7 @@ from braggflow.errors import ConfigError
 from braggflow.find.options import FindConfig
 from braggflow.geometry.config import GeometryConfig
 from braggflow.integrate.options import IntegrateConfig
+from braggflow.io.options import SeriesConfig
 from braggflow.locate.options import LocateConfig
 
 CONFIG_VERSION = 1
@@ -42,12 +43,13 @@ __all__ = [
 class Config(BaseModel):
     """Every option of the pipeline.
 
-    Sections: ``correct``, ``find``, ``locate``, ``integrate``, ``geometry``.
+    Sections: ``series``, ``correct``, ``find``, ``locate``, ``integrate``, ``geometry``.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     version: int = Field(CONFIG_VERSION, description="config format version")
+    series: SeriesConfig = Field(default_factory=SeriesConfig)
     correct: CorrectConfig = Field(default_factory=CorrectConfig)
     find: FindConfig = Field(default_factory=FindConfig)
     locate: LocateConfig = Field(default_factory=LocateConfig)
