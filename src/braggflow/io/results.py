@@ -49,6 +49,7 @@ from braggflow.io.store import (
     STATUS_COMPLETE,
     _open_results,
     _read_all,
+    frames_done,
     journal_has_batches,
     read_process,
     read_status,
@@ -95,9 +96,8 @@ def read_peaks(path) -> pd.DataFrame:
 
 
 def read_frames_done(path) -> set[int]:
-    """Frame indices recorded in a results file (snapshot and journal)."""
-    _, done = _read_all(Path(path))
-    return done
+    """Frame indices recorded in a results file (snapshot and journal), without reading their peaks."""
+    return frames_done(path)
 
 
 def write_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = None,

@@ -109,6 +109,38 @@ def _read_snapshot(path: Path) -> tuple[pd.DataFrame, set]:
         return snap, set(snap["frame"].tolist())
 
 
+def frames_done(path) -> set[int]:
+    """The frames a results file holds (snapshot and journal), read without loading their peaks.
+
+    Falls back to the journal alone when the snapshot cannot be read, as :func:`_read_all` does.
+
+    Raises
+    ------
+    InputFileError
+        If the snapshot cannot be read and there is no journal.
+    """
+    path = Path(path)
+    done: set[int] = set()
+    if path.exists():
+        try:
+            with _open_results(path) as h5:
+                if "entry/frames_done" in h5:
+                    done = set(h5["entry/frames_done"][()].tolist())
+                else:
+                    done = set(_read_snapshot(path)[1])
+        except InputFileError:
+            if not journal_has_batches(path):
+                raise
+    journal = _journal_dir(path)
+    for p in sorted(journal.glob("batch_*.npz")) if journal.exists() else []:
+        try:
+            with np.load(p) as npz:
+                done |= set(npz["frames_done"].tolist())
+        except (OSError, ValueError, KeyError):
+            continue  # a batch that was never completely written is ignored
+    return {int(f) for f in done}
+
+
 def _journal_tables(path: Path, done: set) -> list[pd.DataFrame]:
     """The peaks of journal batches of frames not in ``done``, in batch order; their frames are added to ``done``."""
     tables = []

@@ -11,6 +11,7 @@ dask-jobqueue) without changing stage code.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,8 +201,6 @@ def check_workers(workers: int) -> None:
     ConfigError
         Naming the number and the limit.
     """
-    import os
-
     cores = os.cpu_count() or 1
     if not 0 <= workers <= cores:
         raise ConfigError(f"--workers {workers}: give 0 (this process) or 1 to {cores} worker processes "
@@ -380,8 +379,6 @@ def _check_output_is_not_an_input(output, frames, sources: list[str]) -> None:
     ConfigError
         Naming the output and the input it would overwrite or join.
     """
-    import os
-
     out = os.path.realpath(output)
     for source in sources:
         if os.path.realpath(source) == out:
