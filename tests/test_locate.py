@@ -292,3 +292,11 @@ def test_braggnn_is_a_deprecated_name_of_nn(monkeypatch):
     assert list(out["method"]) == ["nn"]
     with pytest.warns(DeprecationWarning, match="use 'nn'"):
         assert LocateConfig(method="braggnn").method == "nn"
+
+
+def test_unknown_hand_over_policies_are_refused():
+    frame = np.zeros((10, 10), np.float32)
+    with pytest.raises(BraggflowError, match="saturated_peaks must be one of 'fit', 'method', got 'fitt'"):
+        locate(frame, new_peak_table(1, row=5, col=5), saturated_peaks="fitt")
+    with pytest.raises(BraggflowError, match="extended_peaks must be one of 'region', 'patch'"):
+        locate(frame, new_peak_table(1, row=5, col=5), extended_peaks="streak")

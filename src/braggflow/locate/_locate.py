@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from braggflow.errors import BraggflowError
 from braggflow.locate.handover import centre_extended_peaks, fit_saturated_peaks
 from braggflow.locate.methods import METHODS, _check_method, locate_patches, locate_peaks_in_patches
 from braggflow.schema import conform
@@ -107,8 +108,8 @@ def locate(
     Raises
     ------
     BraggflowError
-        If ``method`` is unknown, ``patch_size`` is not odd, or the inputs have
-        inconsistent shapes.
+        If ``method``, ``saturated_peaks`` or ``extended_peaks`` is unknown,
+        ``patch_size`` is not odd, or the inputs have inconsistent shapes.
 
     References
     ----------
@@ -116,6 +117,10 @@ def locate(
     Liu et al., IUCrJ 9, 104 (2022) (BraggNN, the ``braggnn-sim`` model).
     """
     method = _check_method(method)
+    for name, value, allowed in (("saturated_peaks", saturated_peaks, ("fit", "method")),
+                                 ("extended_peaks", extended_peaks, ("region", "patch"))):
+        if value not in allowed:
+            raise BraggflowError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
     out = conform(table.copy())
     if len(out) == 0:
         out["method"] = pd.Categorical([], categories=list(METHODS))
