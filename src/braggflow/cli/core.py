@@ -183,18 +183,64 @@ def config_command(
 @friendly_errors
 def simulate_command(
     output: Path = typer.Argument(..., help="NeXus/HDF5 file to write"),
-    frames: int = typer.Option(20, "--frames", help="number of frames"),
+    frames: int | None = typer.Option(None, "--frames", help="number of frames (default 20; 24 with --benchmark)"),
     shape: tuple[int, int] = typer.Option((2048, 2048), "--shape", help="frame shape H W, px"),
-    peaks: int = typer.Option(100, "--peaks", help="peaks per frame (close pairs add ~10%)"),
-    seed: int = typer.Option(0, "--seed", help="random seed"),
+    peaks: int = typer.Option(100, "--peaks", help="peaks per frame (mixed profile without --pairs: ~10% more)"),
+    seed: int | None = typer.Option(None, "--seed", help="random seed (default 0; the pinned one with --benchmark)"),
+    profile: str = typer.Option("mixed", "--profile", help="peak population: mixed (the demo's) or gaussian"),
+    sigma: tuple[float, float] | None = typer.Option(
+        None, "--sigma", help="range of the Gaussian sigma LO HI, px (default 0.8 1.8 mixed, 0.8 2.0 gaussian)"),
+    flux: tuple[float, float] | None = typer.Option(
+        None, "--flux", help="range of the peak flux LO HI, photons, log-uniform (default 1500 60000 mixed, "
+        "2000 50000 gaussian)"),
+    pairs: float | None = typer.Option(None, "--pairs", help="fraction of the peaks in close pairs, 0-1"),
+    pair_sep: tuple[float, float] | None = typer.Option(
+        None, "--pair-sep", help="distance between the members of a close pair LO HI, px (default 3 6)"),
+    background: float = typer.Option(20.0, "--background", help="mean background, photons/px"),
+    flat_background: bool = typer.Option(False, "--flat-background", help="flat background (default: smooth +-50%)"),
+    defects: bool = typer.Option(True, "--defects/--no-defects", help="masked module gap, 20 hot and 20 dead pixels"),
+    benchmark: bool = typer.Option(
+        False, "--benchmark", help="write the pinned frames of the pipeline benchmark (benchmark_series); "
+        "only --frames and --seed combine with it"),
 ) -> None:
     """Write a simulated series with its ground-truth peak table."""
-    from braggflow.simulate.frames import simulate_series, write_nexus
+    from braggflow.errors import BraggflowError
+    from braggflow.simulate.frames import benchmark_series, simulate_series, write_nexus
 
     check_results_name(output, option="OUTPUT")
-    series = simulate_series(frames, shape=tuple(shape), n_peaks=peaks, seed=seed)
+    if frames is not None and frames < 1:
+        raise BraggflowError(f"--frames must be >= 1, got {frames}")
+    if benchmark:
+        given = {"--shape": shape != (2048, 2048), "--peaks": peaks != 100, "--profile": profile != "mixed",
+                 "--sigma": sigma is not None, "--flux": flux is not None, "--pairs": pairs is not None,
+                 "--pair-sep": pair_sep is not None, "--background": background != 20.0,
+                 "--flat-background": flat_background, "--no-defects": not defects}
+        clash = [name for name, set_ in given.items() if set_]
+        if clash:
+            raise BraggflowError(f"--benchmark pins the frames; it does not combine with {', '.join(clash)}")
+        frames = 24 if frames is None else frames
+        series = benchmark_series(frames) if seed is None else benchmark_series(frames, seed=seed)
+    else:
+        frames = 20 if frames is None else frames
+        checks = [("--shape", min(shape) >= 64, f"must be at least 64 64, got {shape[0]} {shape[1]}"),
+                  ("--peaks", peaks >= 0, f"must be >= 0, got {peaks}"),
+                  ("--profile", profile in ("mixed", "gaussian"), f"must be mixed or gaussian, got {profile!r}"),
+                  ("--pairs", pairs is None or 0 <= pairs <= 1, f"must be a fraction in [0, 1], got {pairs}"),
+                  ("--background", math.isfinite(background) and background >= 0,
+                   f"must be a finite number >= 0 photons/px, got {background}")]
+        for name, value in (("--sigma", sigma), ("--flux", flux), ("--pair-sep", pair_sep)):
+            checks.append((name, value is None or (0 < value[0] <= value[1] and math.isfinite(value[1])),
+                           f"must be two numbers LO HI with 0 < LO <= HI, got {value and ' '.join(map(str, value))}"))
+        for name, ok, what in checks:
+            if not ok:
+                raise BraggflowError(f"{name} {what}")
+        series = simulate_series(frames, shape=tuple(shape), n_peaks=peaks, seed=0 if seed is None else seed,
+                                 profile=profile, sigma=sigma, flux=flux, pairs=pairs, pair_sep=pair_sep,
+                                 background=background, flat_background=flat_background, gap=defects,
+                                 n_hot=20 if defects else 0, n_dead=20 if defects else 0)
     write_nexus(output, series)
-    console.print(f"{frames} frames of {shape[0]}x{shape[1]}, {len(series.truth)} true peaks -> {output}")
+    h, w = series.frames.shape[1:]
+    console.print(f"{frames} frames of {h}x{w}, {len(series.truth)} true peaks -> {output}")
 
 
 def _default_demo_method() -> str:
