@@ -15,7 +15,12 @@ and are importable from here too: :class:`FrameSeries` and
 :class:`ArraySeries` in :mod:`braggflow.io.series`, :class:`HDF5Series` in
 :mod:`braggflow.io.hdf5`, :class:`FabioSeries` and :func:`read_image` in
 :mod:`braggflow.io.images`, :class:`FrameCacheSeries` in
-:mod:`braggflow.io.framecache`.
+:mod:`braggflow.io.framecache`, :class:`SparseSeries` (ImageD11 sparse
+pixel lists) in :mod:`braggflow.io.sparse`.
+
+An HDF5 file is read by :class:`SparseSeries` when it holds an ImageD11
+sparse scan (a group with the attributes and datasets of that layout,
+whatever its name), by :class:`HDF5Series` otherwise.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from natsort import natsorted
 
 from braggflow.errors import InputFileError
 from braggflow.io.framecache import FrameCacheSeries
-from braggflow.io.hdf5 import HDF5Series, _ConcatSeries
+from braggflow.io.hdf5 import HDF5Series, _ConcatSeries, _h5_open
 from braggflow.io.images import FabioSeries, read_image
 from braggflow.io.series import ArraySeries, FrameSeries
+from braggflow.io.sparse import SparseSeries, sparse_scans
 
 __all__ = [
     "FrameSeries",
@@ -39,6 +45,7 @@ __all__ = [
     "HDF5Series",
     "FabioSeries",
     "FrameCacheSeries",
+    "SparseSeries",
     "open_frames",
     "read_image",
     "IMAGE_SUFFIXES",
@@ -77,18 +84,22 @@ def open_frames(source, *, dataset: str | None = None, omega=None, swmr: bool = 
     source : str, PathLike, sequence of them, or ndarray
         - an (N, H, W) or (H, W) array;
         - an HDF5/NeXus file, optionally as ``FILE.h5::/path/to/dataset``;
+        - an ImageD11 sparse HDF5 file (:class:`SparseSeries`), optionally as
+          ``FILE.h5::SCAN`` (e.g. ``scan.h5::1.1``) when it holds several scans;
         - a HEXRD frame-cache ``.npz``; a ``.npy`` stack;
         - any image file fabio reads (TIFF, CBF, EDF, ...);
         - a folder (its image files in natural order), a glob pattern
           (``scan_*.cbf``), or a list of files (one series, in the given order).
     dataset : str, optional
-        Dataset path inside an HDF5 file (same as the ``::`` suffix).
+        Dataset path inside an HDF5 file, or scan group of an ImageD11 sparse
+        file (same as the ``::`` suffix).
     omega : (N, 2) array_like, optional
         Start/stop rotation angles in degrees, for sources that do not store them.
     swmr : bool, optional
         Open HDF5 files in SWMR read mode, for a file a detector is still
         appending (see :class:`HDF5Series`; :meth:`FrameSeries.refresh` gives
-        the new length).  Ignored for other formats.
+        the new length).  Refused for an ImageD11 sparse file; ignored for
+        other formats.
 
     Returns
     -------
@@ -119,6 +130,9 @@ def _open_files(paths: list[str], *, dataset: str | None, omega, swmr: bool) -> 
         return open_frames(paths[0], dataset=dataset, omega=omega, swmr=swmr)
     _check_one_kind(paths)
     if all(_is_hdf5(p) for p in paths if os.path.exists(p)) and all(os.path.exists(p) for p in paths):
+        if sparse_scans(paths[0], swmr=swmr):
+            raise InputFileError(f"{paths[0]}: an ImageD11 sparse file is read one file (and scan) at a time, "
+                                 f"not as part of a list of {len(paths)} files; open it alone (FILE.h5::SCAN)")
         return _ConcatSeries([HDF5Series(p, dataset, swmr=swmr) for p in paths])
     return _with_omega(FabioSeries(paths), omega)
 
@@ -182,7 +196,7 @@ def _open_file(path: str, *, dataset: str | None, swmr: bool) -> FrameSeries:
     if os.path.getsize(path) == 0:
         raise InputFileError(f"{path}: file is empty")
     if _is_hdf5(path):
-        return HDF5Series(path, dataset, swmr=swmr)
+        return _open_hdf5(path, dataset=dataset, swmr=swmr)
     if path.endswith(".npz"):
         if not _is_framecache(path):
             raise InputFileError(
@@ -198,6 +212,36 @@ def _open_file(path: str, *, dataset: str | None, swmr: bool) -> FrameSeries:
         series.sources = [path]
         return series
     return FabioSeries([path])
+
+
+def _open_hdf5(path: str, *, dataset: str | None, swmr: bool) -> FrameSeries:
+    """An HDF5 file: :class:`SparseSeries` when it holds ImageD11 sparse scans, else :class:`HDF5Series`.
+
+    With sparse scans in the file, ``dataset`` chooses the scan; a ``dataset``
+    that names an HDF5 dataset (not a group) keeps :class:`HDF5Series`.
+
+    Raises
+    ------
+    InputFileError
+        If the file cannot be read, or it is a sparse file and ``swmr`` is asked for.
+    """
+    if not sparse_scans(path, swmr=swmr) or (dataset is not None and _names_a_dataset(path, dataset, swmr=swmr)):
+        return HDF5Series(path, dataset, swmr=swmr)
+    if swmr:
+        raise InputFileError(f"{path}: an ImageD11 sparse file cannot be read while it is written (swmr); "
+                             "open it when complete")
+    return SparseSeries(path, scan=dataset)
+
+
+def _names_a_dataset(path: str, name: str, *, swmr: bool) -> bool:
+    """Whether ``name`` is an HDF5 dataset (not a group, not absent) in the file."""
+    import h5py
+
+    h5 = _h5_open(path, swmr=swmr)
+    try:
+        return isinstance(h5.get(name), h5py.Dataset)
+    finally:
+        h5.close()
 
 
 def _with_omega(series: FrameSeries, omega) -> FrameSeries:
