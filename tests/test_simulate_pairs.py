@@ -110,8 +110,13 @@ def test_mixed_population_with_pairs():
     assert d.min() >= 3 and d.max() <= 5
 
 
-def test_benchmark_frames_are_pinned():
-    s = benchmark_series(1)
+@pytest.fixture(scope="module")
+def bench1():
+    return benchmark_series(1)
+
+
+def test_benchmark_frames_are_pinned(bench1):
+    s = bench1
     assert digest(s) == BENCHMARK_FRAME0_SHA256
     t = s.truth
     assert s.frames.shape == (1, 2048, 2048) and len(t) == 100 and set(t["kind"]) == {"gaussian"}
@@ -160,7 +165,7 @@ def test_cli_writes_gaussian_pairs(tmp_path):
     assert t["intensity"].between(1600, 60000).all()  # +-20 % frame-to-frame variation around 2000-50000
 
 
-def test_cli_benchmark_writes_the_pinned_frames(tmp_path):
+def test_cli_benchmark_writes_the_pinned_frames(tmp_path, bench1):
     import h5py
 
     out = tmp_path / "bench.h5"
@@ -168,7 +173,7 @@ def test_cli_benchmark_writes_the_pinned_frames(tmp_path):
     assert result.exit_code == 0, result.output
     with h5py.File(out) as h5:
         frame = h5["/entry/data/data"][0]
-    assert np.array_equal(frame, benchmark_series(1).frames[0])
+    assert np.array_equal(frame, bench1.frames[0])
 
 
 @pytest.mark.parametrize("args, words", [
