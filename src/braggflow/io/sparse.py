@@ -23,7 +23,7 @@ ImageD11 2.1.3:
   and ``ImageD11/sinograms/dataset.py`` uses ``rot_center``, the centre of
   the frame's rotation, by default);
 - an optional ``frame`` dataset (per pixel, the frame it belongs to; written
-  by ImageD11's older ``sandbox/segmenter.py``) must agree with ``nnz``.
+  by ImageD11's ``sandbox/segmenter.py``) must agree with ``nnz``.
 
 The ``itype`` attribute is not used: ``segment_lima`` stores the type of
 ``row``/``col`` there, ``harvest_masterfile`` the detector's pixel type.
@@ -48,7 +48,7 @@ from braggflow.errors import InputFileError
 from braggflow.io.hdf5 import _h5_open
 from braggflow.io.series import FrameSeries
 
-__all__ = ["SparseSeries", "sparse_scans", "omega_ranges_from_centres", "OMEGA_DATASETS"]
+__all__ = ["SparseSeries", "FrameIndexError", "sparse_scans", "omega_ranges_from_centres", "OMEGA_DATASETS"]
 
 #: Datasets of the rotation angle of each frame (degrees), in the order ImageD11's ``SparseScan`` tries them.
 OMEGA_DATASETS = ("measurement/rot_center", "measurement/rot", "measurement/diffrz_center", "measurement/diffrz")
