@@ -55,16 +55,34 @@ def test_mask_excludes_pixels_and_single_hot_pixels_are_ignored(rng):
     assert len(find_peaks(f)) == 1
 
 
-def test_sparse_thresholded_frame_keeps_single_pixels():
-    f = np.zeros((128, 128), np.float32)
-    f[30, 40] = 7
-    f[80, 90] = 300
-    f[80, 91] = 120
-    table = find_peaks(f).table
-    assert sorted(map(tuple, table[["row", "col"]].to_numpy().tolist())) == [(30.0, 40.0), (80.0, 90.0)]
-    assert len(find_peaks(f, config=FindConfig(sparse="no"))) == 1
-    # explicit values are used as given on sparse frames too
-    assert len(find_peaks(f, config=FindConfig(min_size=2))) == 1
+def _thresholded_frame(rng, sigma=2.0, threshold=6, shape=(512, 512)):
+    """Dark-subtracted normal noise of ``sigma`` counts, rounded and stored only at or above ``threshold``."""
+    f = np.round(rng.normal(0.0, sigma, shape))
+    return np.where(f >= threshold, f, 0).astype(np.float32)
+
+
+def test_thresholded_frame_noise_is_measured_and_noise_is_not_reported(rng):
+    f = _thresholded_frame(rng, shape=(1024, 1024))
+    assert (f > 0).sum() > 500  # ~0.14 % of the pixels pass 3 sigma by chance
+    found = find_peaks(f)
+    assert found.threshold_noise.source == "fit"
+    assert abs(found.threshold_noise.sigma - 2.0) < 0.15
+    assert len(found) == 0
+
+
+def test_thresholded_frame_keeps_a_spot_and_drops_a_zinger(rng):
+    f = _thresholded_frame(rng)
+    rr, cc = np.mgrid[:512, :512]
+    spot = 3000 * np.exp(-((rr - 200.3) ** 2 + (cc - 300.6) ** 2) / (2 * 1.2**2)) / (2 * np.pi * 1.2**2)
+    noisy = np.round(rng.normal(0.0, 2.0, f.shape) + rng.poisson(spot))
+    f = np.where(spot > 0.01, np.where(noisy >= 6, noisy, 0), f).astype(np.float32)
+    f[100, 100], f[100, 101] = 300, 120  # a zinger: two pixels, every neighbour below the storage threshold
+    found = find_peaks(f)
+    assert found.table[["row", "col"]].to_numpy().tolist() == [[200.0, 301.0]]
+    assert found.zingers == 1
+    assert len(find_peaks(f, config=FindConfig(zingers=False))) == 2
+    # a dense frame's rules (sparse: no) see no background noise and keep the zinger too
+    assert len(find_peaks(f, config=FindConfig(sparse="no", zingers=False))) >= 2
 
 
 def test_integrated_intensity_and_error_are_calibrated(rng):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -11,12 +11,14 @@ import pandas as pd
 from braggflow.errors import BraggflowError
 from braggflow.find.background import Background, estimate_background, is_sparse
 from braggflow.find.components import local_maxima, pixels_above_threshold, sparse_components
+from braggflow.find.noise import MIN_ISOLATED, ThresholdNoise, fit_threshold_noise, isolated_pixel_values
 from braggflow.find.options import FindConfig
 from braggflow.find.regions import LOCAL_RING_MARGIN, Regions, region_boxes, ring_medians
 from braggflow.find.split import split_components
+from braggflow.find.zingers import MAX_ZINGER_PIXELS, zinger_regions
 from braggflow.schema import empty_peak_table, new_peak_table
 
-__all__ = ["FoundPeaks", "find_peaks", "PERSISTENCE_BASE_SIGMA"]
+__all__ = ["FoundPeaks", "find_peaks", "frame_threshold_noise", "PERSISTENCE_BASE_SIGMA"]
 
 #: The persistence method builds its level sets above background + this many noise sigma
 #: (lower levels join noise into frame-spanning clusters and cost far more than they add).
@@ -37,11 +39,17 @@ class FoundPeaks:
         Label k (1-based) marks the pixels of table row k - 1; 0 elsewhere.
     regions : Regions
         The regions' bounding boxes and signals, aligned with the table's rows.
+    zingers : int
+        Candidate regions dropped as zingers (:mod:`braggflow.find.zingers`).
+    threshold_noise : ThresholdNoise or None
+        The noise model used for a frame thresholded upstream (None for other frames).
     """
 
     table: pd.DataFrame
     labels: np.ndarray
     regions: Regions
+    zingers: int = 0
+    threshold_noise: ThresholdNoise | None = None
 
     def __len__(self) -> int:
         """Number of peaks found."""
@@ -55,6 +63,7 @@ def find_peaks(
     config: FindConfig | None = None,
     gain: float = 1.0,
     background: Background | None = None,
+    threshold_noise: ThresholdNoise | None = None,
     return_labels: bool | None = None,
     return_regions: bool | None = None,
 ) -> FoundPeaks:
@@ -79,6 +88,10 @@ def find_peaks(
         ADU per photon, for the Poisson noise floor and the detection SNR.
     background : Background, optional
         Precomputed background; estimated from the frame when None.
+    threshold_noise : ThresholdNoise, optional
+        Noise model of a series thresholded upstream, measured once over a
+        sample of its frames (:func:`braggflow.find.noise.fit_threshold_noise`);
+        when None, ``config.noise`` or a fit to this frame's isolated pixels.
     return_labels, return_regions : bool, optional
         Deprecated: with either, the result is returned as the tuple
         ``(table[, labels][, regions])`` of earlier versions.
@@ -106,17 +119,32 @@ def find_peaks(
     if mask is not None and mask.shape != frame.shape:
         raise BraggflowError(f"mask has shape {mask.shape}, expected the frame shape {frame.shape}")
     bg = background or estimate_background(frame, mask=mask, tile=config.tile, gain=gain)
+    sparse = config.sparse == "yes" or (config.sparse == "auto" and is_sparse(frame, mask))
+    if sparse:
+        threshold_noise = threshold_noise or frame_threshold_noise(frame, mask, config)
+        bg = _with_noise_floor(bg, threshold_noise.sigma)
+    elif config.noise is not None:
+        bg = _with_noise_floor(bg, config.noise)
     level_sigma = PERSISTENCE_BASE_SIGMA if config.method == "persistence" else config.threshold_sigma
     if config.threshold is not None and config.method != "persistence":
         threshold_tiles = bg.level + config.threshold
     else:
         threshold_tiles = bg.level + level_sigma * bg.noise
+    if sparse:
+        # every stored pixel of a tile with no background of its own is a candidate: it passed the storage threshold
+        stored = np.nextafter(threshold_noise.threshold, -np.inf)
+        threshold_tiles = np.where(bg.level < threshold_noise.threshold, np.minimum(threshold_tiles, stored),
+                                   threshold_tiles)
     flat_index = pixels_above_threshold(frame, bg, threshold_tiles, mask)
     if flat_index.size == 0:
-        found = FoundPeaks(empty_peak_table(), np.zeros(frame.shape, dtype=np.int32), Regions.empty())
+        found = FoundPeaks(empty_peak_table(), np.zeros(frame.shape, dtype=np.int32), Regions.empty(),
+                           threshold_noise=threshold_noise if sparse else None)
     else:
         found = _peaks_from_pixels(frame, flat_index, mask=mask, config=config, gain=gain, bg=bg,
-                                   level_sigma=level_sigma)
+                                   level_sigma=level_sigma,
+                                   stored_threshold=threshold_noise.threshold if sparse else None)
+        if sparse:
+            found = replace(found, threshold_noise=threshold_noise)
     if return_labels is None and return_regions is None:
         return found
     warnings.warn("find_peaks(return_labels=..., return_regions=...) is deprecated: find_peaks returns a FoundPeaks "
@@ -125,9 +153,44 @@ def find_peaks(
     return out if len(out) > 1 else found.table
 
 
+def frame_threshold_noise(frame: np.ndarray, mask: np.ndarray | None, config: FindConfig) -> ThresholdNoise:
+    """The noise model of one thresholded frame: ``config.noise``, or a fit to its isolated stored pixels.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        A frame thresholded upstream (0 = not stored), counts.
+    mask : (H, W) ndarray of bool, optional
+    config : FindConfig
+
+    Returns
+    -------
+    noise : ThresholdNoise
+        With too few isolated pixels to fit, sigma is a third of the storage threshold (a threshold at
+        3 sigma, the common choice) and ``source`` says ``"threshold"``.
+    """
+    good = frame > 0 if mask is None else (frame > 0) & ~mask
+    threshold = float(frame[good].min()) if good.any() else 1.0
+    if config.noise is not None:
+        return ThresholdNoise(threshold=threshold, sigma=float(config.noise), source="config")
+    values = isolated_pixel_values(frame, mask)
+    if values.size >= MIN_ISOLATED and threshold > 0:
+        return fit_threshold_noise(values)
+    return ThresholdNoise(threshold=threshold, sigma=max(threshold, 1e-12) / 3.0, source="threshold")
+
+
+def _with_noise_floor(bg: Background, sigma: float) -> Background:
+    """The background with its tile noise raised to at least ``sigma``."""
+    return replace(bg, noise=np.maximum(bg.noise, float(sigma)))
+
+
 def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: float, bg: Background,
-                       level_sigma: float) -> FoundPeaks:
-    """Regions, scores and the selection of peaks from the (non-empty) list of pixels above threshold."""
+                       level_sigma: float, stored_threshold: float | None) -> FoundPeaks:
+    """Regions, scores and the selection of peaks from the (non-empty) list of pixels above threshold.
+
+    ``stored_threshold`` is the storage threshold of a frame thresholded upstream, None for other frames.
+    """
+    sparse = stored_threshold is not None
     h, w = frame.shape
     comp_of, ncomp = sparse_components(flat_index, w)
     values = frame.ravel()[flat_index].astype(np.float64)
@@ -143,10 +206,8 @@ def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: flo
     peak_r, peak_c = np.divmod(flat_index[brightest], w)
     peak_value = values[brightest]
     boxes = region_boxes(final, pix_rows, pix_cols, nreg)
-    # defaults; on frames thresholded upstream every stored pixel already passed a threshold: single pixels are peaks
-    sparse = config.sparse == "yes" or (config.sparse == "auto" and is_sparse(frame, mask))
     min_size = config.min_size if config.min_size is not None else (1 if sparse else 2)
-    min_snr = config.min_snr if config.min_snr is not None else (0.0 if sparse else 3.0)
+    min_snr = config.min_snr if config.min_snr is not None else (4.0 if sparse else 3.0)
     npix, signal, noise = stats["npix"], stats["signal"], stats["noise"]
     if config.method == "persistence":
         thr_at_peak = bg.at(peak_r, peak_c) + bg.at(peak_r, peak_c, values=bg.noise)
@@ -160,10 +221,23 @@ def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: flo
         with np.errstate(divide="ignore", invalid="ignore"):
             score = signal[reg_ids] / noise[reg_ids]
         good = (npix[reg_ids] >= min_size) & (score >= min_snr)
-        weak = np.flatnonzero(good & (score < config.local_snr_below) & (min_snr > 0))
+        noise_at_peak = bg.at(peak_r, peak_c, values=bg.noise)
+        single = npix[reg_ids] == 1
+        good &= ~single | (peak_value - bg.at(peak_r, peak_c) >= config.single_pixel_sigma * noise_at_peak)
+        # on a thresholded frame the ring around a region holds no stored background to compare with
+        weak = np.flatnonzero(good & (score < config.local_snr_below) & (min_snr > 0) & (not sparse))
         if weak.size:
             good[weak] = _pass_against_ring(frame, mask, weak, reg_ids, peak_r, peak_c, peak_value, stats, boxes,
                                             bg=bg, config=config, gain=gain, level_sigma=level_sigma, min_snr=min_snr)
+    n_zingers = 0
+    if config.zingers:
+        small = np.flatnonzero(good & (npix[reg_ids] <= MAX_ZINGER_PIXELS))
+        if small.size:
+            zinger = zinger_regions(frame, mask, flat_index, final, reg_ids[small], npix, signal,
+                                    bg.at, lambda r, c: bg.at(r, c, values=bg.noise), min_sigma=config.min_sigma,
+                                    unstored=stored_threshold)
+            good[small[zinger]] = False
+            n_zingers = int(zinger.sum())
     reg_ids, peak_r, peak_c, peak_value, score = (
         reg_ids[good], peak_r[good], peak_c[good], peak_value[good], score[good]
     )
@@ -181,7 +255,7 @@ def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: flo
     lut[reg_ids] = np.arange(1, len(reg_ids) + 1, dtype=np.int32)
     labels = np.zeros((h, w), dtype=np.int32)
     labels.ravel()[flat_index] = lut[final]
-    return FoundPeaks(table, labels, regions)
+    return FoundPeaks(table, labels, regions, zingers=n_zingers)
 
 
 def _region_statistics(final, nreg, values, tile_level, tile_noise, gain) -> dict[str, np.ndarray]:
