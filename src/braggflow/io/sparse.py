@@ -234,7 +234,7 @@ class SparseSeries(FrameSeries):
                 raise InputFileError(f"{self.path}: no ImageD11 sparse scan found (a group with {_LAYOUT})")
             if len(scans) > 1:
                 raise InputFileError(f"{self.path}: holds {len(scans)} ImageD11 sparse scans ({listed}); "
-                                     f"choose one, e.g. {self.path}::{scans[0]} or scan='{scans[0]}'")
+                                     f"choose one as FILE::SCAN, e.g. {self.path}::{scans[0]}")
             return scans[0]
         name = _scan_name(str(scan))
         if name not in h5 or not isinstance(h5[name], h5py.Group):
