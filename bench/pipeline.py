@@ -1,82 +1,183 @@
-"""Benchmark of the per-frame pipeline on simulated 2048 x 2048 frames with ~100 peaks.
+"""Benchmark of the pipeline on the pinned benchmark frames, in-process and as a user runs it.
 
-Prints, for each localization method, frames/s on one core, the time of one plain
-pass over the same frame (``frame.max()``) measured in the same run and the ratio
-of the two, the time of each stage, and the peak resident memory.
+Frames: ``braggflow.simulate.frames.benchmark_series`` (24 frames of 2048 x 2048,
+100 round Gaussian spots a frame, sigma 0.8-2.0 px, flux 2,000-50,000 photons
+log-uniform, 30 % of them in close pairs 3-6 px apart, flat background of 50
+photons/px, Poisson noise; the same frames as ``braggflow simulate --benchmark``).
 
-    OMP_NUM_THREADS=1 python bench/pipeline.py [--frames 10] [--methods com braggnn]
+For each localization method it prints, all measured in the same run, on one core:
+
+* the per-frame pipeline (``braggflow.pipeline.process_frame``) in this process:
+  frames/s after the first frame (the first frame loads models and warms caches),
+  the time of one plain pass over a frame (``frame.max()``) and the ratio of the
+  two, and the time of each stage;
+* the whole process as a user calls it: the frames written once to a NeXus file in
+  a temporary folder (``write_nexus``, as ``braggflow simulate --benchmark`` does),
+  then ``braggflow run FILE -o RESULTS --method M`` in a subprocess with
+  ``OMP_NUM_THREADS=1``: frames/s after the first frame (printed by ``run``:
+  reading the frames and writing the results included), the process's wall time
+  (start-up included), and the ratio in-process / whole-process;
+* recall and precision of the peaks found against the truth (matched one to one
+  within 1.5 px, ``match_peaks``), for all true peaks and for the members of close
+  pairs, in-process and from the results file;
+
+and the peak resident memory of this process.
+
+    OMP_NUM_THREADS=1 python bench/pipeline.py [--frames 24] [--methods com nn] [--no-process]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import resource
-import time
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, also for NumPy/BLAS
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import re  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+MATCH_PX = 1.5
 
 
+def scores(found: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Recall (all true peaks, pair members), precision, median distance of the matches (px)."""
+    from braggflow.simulate.frames import match_peaks
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=10)
-    parser.add_argument("--methods", nargs="+", default=["com", "braggnn"])
-    args = parser.parse_args()
-    try:
-        import torch
+    m = match_peaks(found, truth, max_distance=MATCH_PX)
+    hit = m["found_index"].to_numpy() >= 0
+    in_pair = truth.loc[m["truth_index"], "partner"].to_numpy() >= 0
+    return dict(recall=hit.mean(), recall_pairs=hit[in_pair].mean(), recall_single=hit[~in_pair].mean(),
+                precision=hit.sum() / max(len(found), 1), median_px=float(np.nanmedian(m["distance"])),
+                found=len(found))
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+
+def fmt(s: dict) -> str:
+    return (f"recall {s['recall']:.3f} (pair members {s['recall_pairs']:.3f}, single {s['recall_single']:.3f}), "
+            f"precision {s['precision']:.3f}, median distance {s['median_px']:.3f} px, {s['found']} found")
+
+
+def in_process(frames: np.ndarray, method: str, t_max: float) -> tuple[float, pd.DataFrame]:
+    """Time process_frame after the first frame, and stage by stage; return (s/frame, peak table)."""
     from braggflow.correct import correct_frame
     from braggflow.find import find_peaks
     from braggflow.integrate import integrate
     from braggflow.locate import locate
     from braggflow.pipeline import prepare, process_frame
     from braggflow.pipeline.config import Config
-    from braggflow.simulate.frames import simulate_series
 
-    sim = simulate_series(args.frames, n_peaks=100, seed=7)
+    config = Config(locate={"method": method})
+    ctx = prepare(config, shape=frames.shape[1:], dtype=frames.dtype)
+    tables = [process_frame(frames[0], config=config, context=ctx, frame_index=0)]  # first frame: model load, imports
+    t0 = time.perf_counter()
+    for i in range(1, len(frames)):
+        tables.append(process_frame(frames[i], config=config, context=ctx, frame_index=i))
+    n = len(frames) - 1
+    total = (time.perf_counter() - t0) / n
+    stages = dict(correct=0.0, find=0.0, locate=0.0, integrate=0.0)
+    for f in frames[1:]:  # the same work stage by stage, for the breakdown
+        a = time.perf_counter()
+        c, m = correct_frame(f, mask=ctx.mask, config=config.correct)
+        b = time.perf_counter()
+        found = find_peaks(c, mask=m, config=config.find)
+        t, lab = found.table, found.labels
+        d = time.perf_counter()
+        t = locate(c, t, method=method, mask=m, labels=lab, patch_size=config.locate.patch_size,
+                   model=config.locate.model)
+        e = time.perf_counter()
+        integrate(c, t, mask=m, labels=lab)
+        g = time.perf_counter()
+        stages["correct"] += b - a
+        stages["find"] += d - b
+        stages["locate"] += e - d
+        stages["integrate"] += g - e
+    # the rest: saturation map, extended peaks' region centroids, table assembly
+    stages["other"] = max(total * n - sum(stages.values()), 0.0)
+    parts = ", ".join(f"{k} {v / n * 1e3:.1f} ms" for k, v in stages.items())
+    print(f"  per-frame pipeline, in this process: {1 / total:6.2f} frames/s after the first frame "
+          f"({total * 1e3:.1f} ms/frame = {total / t_max:.0f} x frame.max()); {parts}")
+    return total, pd.concat(tables, ignore_index=True)
+
+
+def whole_process(nexus: Path, method: str, folder: Path) -> tuple[float, float, pd.DataFrame]:
+    """``braggflow run`` in a subprocess on one core; return (frames/s after the first frame, wall s, peaks)."""
+    from braggflow.io.results import read_peaks
+
+    exe = shutil.which("braggflow")
+    cmd = [exe] if exe else [sys.executable, "-c", "from braggflow.cli import main; main()"]
+    results = folder / f"results-{method}.h5"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    proc = subprocess.run([*cmd, "run", str(nexus), "-o", str(results), "--method", method, "--overwrite"],
+                          env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"braggflow run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    line = " ".join(proc.stdout.split())
+    match = re.search(r"([\d.]+) after the first frame", line)
+    rate = float(match.group(1)) if match else float("nan")
+    return rate, wall, read_peaks(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=24, help="benchmark frames (at least 3)")
+    parser.add_argument("--methods", nargs="+", default=["com", "nn"])
+    parser.add_argument("--no-process", action="store_true", help="skip the braggflow run subprocess")
+    args = parser.parse_args()
+    if args.frames < 3:
+        parser.error("--frames must be at least 3")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    from braggflow.simulate.frames import BENCHMARK_SEED, benchmark_series, write_nexus
+
+    t0 = time.perf_counter()
+    sim = benchmark_series(args.frames)
     frames = sim.frames
-    print(f"{len(frames)} simulated frames of {frames.shape[1]}x{frames.shape[2]}, "
-          f"{len(sim.truth) / len(frames):.0f} peaks/frame, 1 core")
+    t_sim = time.perf_counter() - t0
+    truth = sim.truth
+    print(f"benchmark_series({args.frames}) (seed {BENCHMARK_SEED}): {len(frames)} frames of "
+          f"{frames.shape[1]}x{frames.shape[2]}, {len(truth) / len(frames):.0f} peaks/frame "
+          f"({(truth['partner'] >= 0).mean():.0%} in close pairs), simulated in {t_sim:.1f} s; 1 core")
     t0 = time.perf_counter()
     for f in frames:
         f.max()
     t_max = (time.perf_counter() - t0) / len(frames)
     print(f"plain pass frame.max(): {t_max * 1e3:.2f} ms/frame")
-    for method in args.methods:
-        config = Config(locate={"method": method})
-        ctx = prepare(config, shape=frames.shape[1:], dtype=frames.dtype)
-        process_frame(frames[0], config=config, context=ctx)  # warm-up (model load, imports)
-        stages = dict(correct=0.0, find=0.0, locate=0.0, integrate=0.0)
-        t0 = time.perf_counter()
-        for i, f in enumerate(frames):
-            process_frame(f, config=config, context=ctx, frame_index=i)
-        total = (time.perf_counter() - t0) / len(frames)
-        for f in frames:  # the same work stage by stage, for the breakdown
-            a = time.perf_counter()
-            c, m = correct_frame(f, mask=ctx.mask, config=config.correct)
-            b = time.perf_counter()
-            found = find_peaks(c, mask=m, config=config.find)
-            t, lab = found.table, found.labels
-            d = time.perf_counter()
-            t = locate(c, t, method=method, mask=m, labels=lab, patch_size=config.locate.patch_size,
-                       model=config.locate.model)
-            e = time.perf_counter()
-            integrate(c, t, mask=m, labels=lab)
-            g = time.perf_counter()
-            stages["correct"] += b - a
-            stages["find"] += d - b
-            stages["locate"] += e - d
-            stages["integrate"] += g - e
-        # the rest: saturation map, extended peaks' region centroids, table assembly
-        stages["other"] = max(total * len(frames) - sum(stages.values()), 0.0)
-        parts = ", ".join(f"{k} {v / len(frames) * 1e3:.1f} ms" for k, v in stages.items())
-        print(f"{method:8s}: {1 / total:6.2f} frames/s "
-              f"({total * 1e3:.1f} ms/frame = {total / t_max:.0f} x frame.max()); {parts}")
-    print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    with tempfile.TemporaryDirectory(prefix="braggflow-bench-") as tmp:
+        folder = Path(tmp)
+        nexus = folder / "benchmark.h5"
+        if not args.no_process:
+            t0 = time.perf_counter()
+            write_nexus(nexus, sim)
+            print(f"wrote {nexus.name} ({nexus.stat().st_size / 2**20:.0f} MiB, bitshuffle-LZ4) "
+                  f"in {time.perf_counter() - t0:.1f} s")
+        for method in args.methods:
+            print(f"{method}:")
+            per_frame, table = in_process(frames, method, t_max)
+            print(f"  in-process peaks: {fmt(scores(table, truth))}")
+            if args.no_process:
+                continue
+            rate, wall, peaks = whole_process(nexus, method, folder)
+            print(f"  braggflow run (subprocess, OMP_NUM_THREADS=1): {rate:6.2f} frames/s after the first frame, "
+                  f"process wall time {wall:.1f} s for {len(frames)} frames; "
+                  f"in-process / run rate = {(1 / per_frame) / rate:.2f}")
+            print(f"  braggflow run peaks: {fmt(scores(peaks, truth))}")
+    print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,125 @@
+"""Benchmark of the finder and the per-frame pipeline on dense stills (Pilatus 6M).
+
+Frames: ``braggflow.simulate.dense.simulate_dense_series`` (2527 x 2463 px, the
+Pilatus 6M module gaps masked and 0; round Gaussian spots of sigma 0.7-1.5 px,
+flux 50-5,000 photons log-uniform, new places in every frame; smooth background
+1-5 photons/px; Poisson noise), with 100 and with 1,000 spots a frame.
+
+For each spot count it prints, on one core, measured in the same run:
+
+* the time per frame of ``braggflow.find.find_peaks`` (on the corrected frame,
+  with the pipeline's mask: the detector's gaps found from the frame shape) and of
+  ``braggflow.pipeline.process_frame`` (correct, find, locate, integrate; the
+  default config), after one warm-up frame;
+* recall and precision against the truth, matched one to one within 1.5 px
+  (``match_peaks``): recall over the spots whose centre is not in a gap;
+  precision = found peaks matched to any true spot (a spot centred in a gap may
+  show its tail beside it) / found peaks; for the finder (its position is the
+  highest pixel) and for the pipeline (the located centre); recall also for the
+  spots of at least 500 photons;
+
+then the ratio of the times at 1,000 and at 100 spots.
+
+    OMP_NUM_THREADS=1 python bench/dense.py [--frames 4] [--spots 100 1000] [--method com]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, also for NumPy/BLAS
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+MATCH_PX = 1.5
+BRIGHT = 500.0  # photons: recall is also given for the spots at least this bright
+
+
+def scores(found: pd.DataFrame, truth: pd.DataFrame) -> tuple[float, float, float]:
+    """Recall over the spots outside the gaps, the same for those of >= BRIGHT photons, and precision."""
+    from braggflow.simulate.frames import match_peaks
+
+    m = match_peaks(found, truth, max_distance=MATCH_PX)
+    hit = m["found_index"].to_numpy() >= 0
+    t = truth.loc[m["truth_index"]]
+    visible = ~t["masked"].to_numpy()
+    bright = visible & (t["intensity"].to_numpy() >= BRIGHT)
+    return hit[visible].mean(), hit[bright].mean(), hit.sum() / max(len(found), 1)
+
+
+def bench(n_spots: int, n_frames: int, seed: int, method: str | None) -> dict:
+    from braggflow.correct import correct_frame
+    from braggflow.find import find_peaks
+    from braggflow.pipeline import prepare, process_frame
+    from braggflow.pipeline.config import Config
+    from braggflow.simulate.dense import simulate_dense_series
+
+    t0 = time.perf_counter()
+    sim = simulate_dense_series(n_frames, n_spots, seed=seed)
+    t_sim = time.perf_counter() - t0
+    frames = sim.frames
+    config = Config(locate={"method": method}) if method else Config()
+    ctx = prepare(config, shape=frames.shape[1:], dtype=frames.dtype)
+    corrected = [correct_frame(f, mask=ctx.mask, config=config.correct) for f in frames]
+    find_peaks(corrected[0][0], mask=corrected[0][1], config=config.find)  # warm-up
+    found, t_find = [], 0.0
+    for i, (c, m) in enumerate(corrected):
+        a = time.perf_counter()
+        table = find_peaks(c, mask=m, config=config.find).table
+        t_find += time.perf_counter() - a
+        found.append(table.assign(frame=i))
+    process_frame(frames[0], config=config, context=ctx, frame_index=0)  # warm-up
+    tables, t_proc = [], 0.0
+    for i, f in enumerate(frames):
+        a = time.perf_counter()
+        tables.append(process_frame(f, config=config, context=ctx, frame_index=i))
+        t_proc += time.perf_counter() - a
+    r_find, rb_find, p_find = scores(pd.concat(found, ignore_index=True), sim.truth)
+    r_proc, rb_proc, p_proc = scores(pd.concat(tables, ignore_index=True), sim.truth)
+    return dict(spots=n_spots, in_gaps=sim.truth["masked"].mean(), t_sim=t_sim / n_frames,
+                find=t_find / n_frames, process=t_proc / n_frames, found=sum(len(t) for t in found) / n_frames,
+                r_find=r_find, rb_find=rb_find, p_find=p_find, r_proc=r_proc, rb_proc=rb_proc, p_proc=p_proc,
+                method=config.locate.method)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=4, help="frames per spot count")
+    parser.add_argument("--spots", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--method", default=None, help="locate.method of process_frame (default: the config's)")
+    parser.add_argument("--seed", type=int, default=6)
+    args = parser.parse_args()
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    rows = [bench(n, args.frames, args.seed + k, args.method) for k, n in enumerate(args.spots)]
+    print(f"dense stills, Pilatus 6M (2527 x 2463), {args.frames} frames per spot count, 1 core, "
+          f"locate.method {rows[0]['method']}; match within {MATCH_PX} px")
+    print(f"| spots/frame | in gaps | find_peaks ms/frame | process_frame ms/frame | found/frame "
+          f"| finder recall (>= {BRIGHT:.0f} photons) | finder precision | pipeline recall (>= {BRIGHT:.0f} photons) "
+          f"| pipeline precision |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['spots']} | {r['in_gaps']:.1%} | {r['find'] * 1e3:.0f} | {r['process'] * 1e3:.0f} "
+              f"| {r['found']:.0f} | {r['r_find']:.3f} ({r['rb_find']:.3f}) | {r['p_find']:.3f} "
+              f"| {r['r_proc']:.3f} ({r['rb_proc']:.3f}) | {r['p_proc']:.3f} |")
+    if len(rows) >= 2:
+        a, b = rows[0], rows[-1]
+        print(f"ratio {b['spots']}/{a['spots']} spots: find_peaks {b['find'] / a['find']:.2f}, "
+              f"process_frame {b['process'] / a['process']:.2f}")
+    print(f"simulation: {np.mean([r['t_sim'] for r in rows]):.2f} s/frame (not part of the timings); "
+          f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
