@@ -261,7 +261,9 @@ def simulate_series(
         for "mixed" the demo's ``neighbour`` peaks described under ``n_peaks``.
     pair_sep : (float, float), optional
         Range of the distance between the centres of a pair, px (uniform).
-        Default (3, 6) with ``pairs`` or ``profile="gaussian"``, else (4, 7).
+        Default (3, 6) with ``pairs`` or ``profile="gaussian"``.  For the mixed
+        population without ``pairs`` it sets the distance of the ``neighbour``
+        peaks instead (default (4, 7)).
     variation : float
         Relative amplitude of the frame-to-frame intensity variation of every
         peak (``1 + variation * sin(...)``), 0 to 1; 0 keeps the drawn flux.
