@@ -7,7 +7,8 @@ import pandas as pd
 
 from braggflow.errors import BraggflowError
 from braggflow.locate.handover import centre_extended_peaks, fit_saturated_peaks
-from braggflow.locate.methods import METHODS, _check_method, locate_patches, locate_peaks_in_patches
+from braggflow.locate.methods import METHODS, _check_method, locate_at, locate_patches, method_column
+from braggflow.locate.patches import check_patch_inputs
 from braggflow.schema import conform
 from braggflow.windows import cut_windows
 
@@ -128,20 +129,42 @@ def locate(
     fits = method in ("gauss", "pvoigt")
     # saturated pixels do not measure the profile: fits leave them out (integration keeps them)
     fit_mask = mask if saturated is None else (saturated if mask is None else mask | saturated)
-    brightest = out[["row", "col"]].to_numpy().astype(np.intp)
-    located = locate_peaks_in_patches(frame, out, method, mask=fit_mask if fits else mask, labels=labels,
-                                 patch_size=patch_size, gain=gain, saturation=saturation, model=model,
-                                 backend=backend, device=device, batch_size=batch_size)
+    frame, rows, cols, patch_size = check_patch_inputs(frame, out, size=patch_size, mask=mask, labels=labels)
+    brightest = np.stack([rows, cols], axis=1).astype(np.intp)
+    columns = locate_at(frame, rows, cols, method, mask=fit_mask if fits else mask, labels=labels,
+                        patch_size=patch_size, gain=gain, saturation=saturation, model=model, backend=backend,
+                        device=device, batch_size=batch_size)
+    flags = out["flags"].to_numpy(dtype=np.uint32) | columns.pop("flags")
+    categories = list(METHODS)
+    codes = np.full(len(out), categories.index(method), dtype=np.int8)
     refit = saturated is not None and not fits and saturated_peaks == "fit"
     extend = regions is not None and extended_peaks == "region"
-    if labels is None or not (refit or extend):
-        return located
-    half = patch_size // 2  # each peak's own pixels in its patch, for both hand-overs
-    own = cut_windows(labels, brightest[:, 0], brightest[:, 1], half, 0) == np.arange(1, len(out) + 1)[:, None, None]
-    if refit:
-        located = fit_saturated_peaks(located, frame, saturated, fit_mask, labels, brightest, own, gain)
-    if extend:
-        located = centre_extended_peaks(located, regions, frame, brightest, own, labels, mask, gain)
-    return located
+    if labels is not None and (refit or extend):
+        half = patch_size // 2  # each peak's own pixels in its patch, for both hand-overs
+        ids = np.arange(1, len(out) + 1)[:, None, None]
+        own = cut_windows(labels, brightest[:, 0], brightest[:, 1], half, 0) == ids
+        if refit:
+            hit, fitted = fit_saturated_peaks(frame, saturated, fit_mask, labels, brightest, own, gain)
+            if hit.size:
+                flags[hit] |= fitted.pop("flags")
+                _replace(columns, codes, hit, fitted, categories.index("gauss"))
+        if extend:
+            background = out["background"].to_numpy()  # the finder's tile level
+            index, centroids = centre_extended_peaks(regions, frame, background, brightest, own, labels, mask, gain)
+            if index.size:
+                categories.append("region")
+                _replace(columns, codes, index, centroids, categories.index("region"))
+    for name, values in columns.items():
+        out[name] = values
+    out["method"] = method_column(codes, categories)
+    out["flags"] = flags
+    return out
 
 
+def _replace(columns: dict[str, np.ndarray], codes: np.ndarray, rows: np.ndarray, values: dict[str, np.ndarray],
+             code: int) -> None:
+    """Write ``values`` into ``rows`` of ``columns`` (in place) and set their method ``code``."""
+    for name, new in values.items():
+        columns[name] = columns[name].copy()
+        columns[name][rows] = new
+    codes[rows] = code

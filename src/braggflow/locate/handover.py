@@ -16,36 +16,20 @@ around it; row k of the table is label k + 1 of the finder's label image.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from braggflow.find.regions import region_centroids
-from braggflow.locate.methods import locate_peaks_in_patches
-from braggflow.schema import conform
+from braggflow.locate.methods import LOCATED_COLUMNS, locate_at
 from braggflow.windows import cut_windows
 
-__all__ = ["EXTENDED_PATCH_FRACTION", "replace_rows", "fit_saturated_peaks", "centre_extended_peaks"]
+__all__ = ["EXTENDED_PATCH_FRACTION", "fit_saturated_peaks", "centre_extended_peaks"]
 
 #: A peak whose patch holds less than this fraction of its region's signal is "extended".
 EXTENDED_PATCH_FRACTION = 0.9
 
 
-def replace_rows(table: pd.DataFrame, rows: np.ndarray, values: dict[str, np.ndarray], method: str) -> pd.DataFrame:
-    """A copy of ``table`` with ``values`` written into the given rows (positions) and their ``method`` set."""
-    table = table.copy()
-    for name, new in values.items():
-        column = table[name].to_numpy(copy=True)
-        column[rows] = new
-        table[name] = column
-    methods = table["method"].astype("category")
-    if method not in methods.cat.categories:
-        methods = methods.cat.add_categories([method])
-    methods.iloc[rows] = method
-    table["method"] = methods
-    return table
-
-
-def fit_saturated_peaks(table: pd.DataFrame, frame: np.ndarray, saturated: np.ndarray, fit_mask: np.ndarray,
-                         labels: np.ndarray, brightest: np.ndarray, own: np.ndarray, gain: float) -> pd.DataFrame:
+def fit_saturated_peaks(frame: np.ndarray, saturated: np.ndarray, fit_mask: np.ndarray, labels: np.ndarray,
+                        brightest: np.ndarray, own: np.ndarray,
+                        gain: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Re-locate peaks whose region holds a saturated pixel by a Gaussian fit that leaves those pixels out.
 
     The centre of mass of a clipped core is biased and the networks were not
@@ -53,29 +37,33 @@ def fit_saturated_peaks(table: pd.DataFrame, frame: np.ndarray, saturated: np.nd
     0.24 px, the default network 1.2 px off, the fit 0.001 px).  Such rows get method ``"gauss"``.
     ``brightest`` is the (N, 2) brightest pixel of each peak, ``own`` the (N, s, s)
     pixels of each peak's own label in its patch around ``brightest``.
+
+    Returns
+    -------
+    rows : (M,) ndarray of int
+        Table rows (positions) to replace.
+    columns : dict of (M,) ndarray
+        Their new :data:`~braggflow.locate.methods.LOCATED_COLUMNS` and the
+        ``flags`` (uint32) of their fits' patches, to be OR-ed in.
     """
     size = own.shape[-1]
     hit = np.flatnonzero(
         (cut_windows(saturated, brightest[:, 0], brightest[:, 1], size // 2, False) & own).any(axis=(1, 2))
     )
     if not hit.size:
-        return table
+        return hit, {}
     # labels of the subset: its peaks 1..m, every other peak one shared label (still removed from the patches)
-    lut = np.full(len(table) + 1, len(table) + 1, dtype=np.int32)
+    lut = np.full(len(own) + 1, len(own) + 1, dtype=np.int32)
     lut[0] = 0
     lut[hit + 1] = np.arange(1, hit.size + 1, dtype=np.int32)
-    subset = table.iloc[hit].copy()
-    subset["row"], subset["col"] = brightest[hit, 0].astype(float), brightest[hit, 1].astype(float)
-    fitted = locate_peaks_in_patches(frame, conform(subset), "gauss", mask=fit_mask, labels=lut[labels],
-                                     patch_size=size, gain=gain, saturation=None, model=None, backend="auto",
-                                     device="cpu", batch_size=1024)
-    names = ("row", "col", "row_err", "col_err", "rc_cov", "sigma_row", "sigma_col", "flags")
-    return replace_rows(table, hit, {name: fitted[name].to_numpy() for name in names}, "gauss")
+    return hit, locate_at(frame, brightest[hit, 0].astype(float), brightest[hit, 1].astype(float), "gauss",
+                          mask=fit_mask, labels=labels, relabel=lut, patch_size=size, gain=gain, saturation=None)
 
 
-def centre_extended_peaks(table: pd.DataFrame, regions, frame: np.ndarray, brightest: np.ndarray, own: np.ndarray,
-                           labels: np.ndarray, mask: np.ndarray | None, gain: float) -> pd.DataFrame:
-    """Give peaks that their patch cannot hold the centroid of their whole region.
+def centre_extended_peaks(regions, frame: np.ndarray, background: np.ndarray, brightest: np.ndarray,
+                          own: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
+                          gain: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The centroids of their whole regions for the peaks that their patch cannot hold.
 
     A patch-based localizer sees only the part of a streak or large spot that
     falls in the patch centred on the brightest pixel, and returns a centre
@@ -86,18 +74,24 @@ def centre_extended_peaks(table: pd.DataFrame, regions, frame: np.ndarray, brigh
     neighbour left in its region, do not make it so.  Such rows get method
     ``"region"``.
 
-    ``brightest`` is the (N, 2) integer brightest pixel of each peak (the patch
-    centres), ``own`` the (N, s, s) pixels of each peak's own label in its
-    patch; row k of ``table`` is label k + 1 of ``labels``.
+    ``background`` is the (N,) finder's background level of each peak
+    (counts/px), ``brightest`` the (N, 2) integer brightest pixel of each peak
+    (the patch centres), ``own`` the (N, s, s) pixels of each peak's own label
+    in its patch; row k of the table is label k + 1 of ``labels``.
+
+    Returns
+    -------
+    rows : (M,) ndarray of int
+        Table rows (positions) to replace: the extended peaks whose region has
+        a net signal (the others keep the patch method's centre).
+    columns : dict of (M,) ndarray
+        Their new :data:`~braggflow.locate.methods.LOCATED_COLUMNS`.
     """
     counts = cut_windows(frame, brightest[:, 0], brightest[:, 1], own.shape[-1] // 2, 0).astype(np.float64)
-    background = table["background"].to_numpy()  # the finder's tile level
     inside = np.where(own, counts - background[:, None, None], 0.0).sum(axis=(1, 2))
     extended = np.flatnonzero(inside < EXTENDED_PATCH_FRACTION * regions.signal)
     if not extended.size:
-        return table
+        return extended, {}
     centroids = region_centroids(frame, labels, regions, extended, mask=mask, gain=gain)
-    found = np.isfinite(centroids["row"])  # a region with no net signal keeps the patch method's centre
-    if not found.any():
-        return table
-    return replace_rows(table, extended[found], {name: v[found] for name, v in centroids.items()}, "region")
+    found = np.isfinite(centroids["row"])
+    return extended[found], {name: centroids[name][found] for name in LOCATED_COLUMNS}

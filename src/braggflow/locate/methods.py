@@ -9,10 +9,10 @@ import pandas as pd
 
 from braggflow.errors import BraggflowError
 from braggflow.locate.centroid import LocateResult, centroid_patches
-from braggflow.locate.patches import extract_patches
+from braggflow.locate.patches import check_patch_inputs, patches_at
 from braggflow.schema import Flag
 
-__all__ = ["METHODS", "locate_patches", "locate_peaks_in_patches"]
+__all__ = ["METHODS", "LOCATED_COLUMNS", "locate_patches", "locate_at", "locate_peaks_in_patches", "method_column"]
 
 METHODS = ("com", "gauss", "pvoigt", "nn")
 
@@ -89,25 +89,60 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
     )
 
 
-def locate_peaks_in_patches(frame, out, method, *, mask, labels, patch_size, gain, saturation, model, backend, device,
-                       batch_size) -> pd.DataFrame:
-    """Cut the patches of the peaks of ``out`` (a conformed copy, modified) and locate them by ``method``."""
-    patches = extract_patches(frame, out, size=patch_size, mask=mask, labels=labels, saturation=saturation)
+#: The columns a patch method fills (besides ``method`` and ``flags``).
+LOCATED_COLUMNS = ("row", "col", "row_err", "col_err", "rc_cov", "sigma_row", "sigma_col")
+
+
+def locate_at(frame, rows, cols, method, *, mask, labels, patch_size, gain, saturation, model=None, backend="auto",
+              device="cpu", batch_size=1024, relabel=None) -> dict[str, np.ndarray]:
+    """Cut the patches around (``rows``, ``cols``) and locate them by ``method``, in frame coordinates.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Corrected frame, counts.
+    rows, cols : (N,) ndarray of float
+        Finite patch centres, px.
+    method : {"com", "gauss", "pvoigt", "nn"}
+    mask, labels, patch_size, gain, saturation, model, backend, device, batch_size
+        See :func:`braggflow.locate.locate`.
+    relabel : (L,) ndarray of int, optional
+        Maps the values of ``labels`` to the labels used (peak k is label k + 1);
+        see :func:`~braggflow.locate.patches.patches_at`.
+
+    Returns
+    -------
+    columns : dict of (N,) ndarray
+        :data:`LOCATED_COLUMNS` (px) and ``flags`` (uint32): the patches' flags,
+        with FIT_FAILED where the method failed.
+    """
+    patches = patches_at(frame, rows, cols, size=patch_size, mask=mask, labels=labels, relabel=relabel,
+                         saturation=saturation)
     fit_mask = patches.mask
     if saturation is not None and method in ("gauss", "pvoigt"):
         fit_mask = fit_mask | (patches.data >= saturation)
     res = locate_patches(patches.data, fit_mask, method=method, gain=gain, model=model, backend=backend,
                          device=device, batch_size=batch_size)
     origin = patches.origin.astype(float)
-    out["row"] = res.row + origin[:, 0]
-    out["col"] = res.col + origin[:, 1]
-    out["row_err"] = res.row_err
-    out["col_err"] = res.col_err
-    out["rc_cov"] = res.rc_cov
-    out["sigma_row"] = res.sigma_row
-    out["sigma_col"] = res.sigma_col
-    out["method"] = pd.Categorical([method] * len(out), categories=list(METHODS))
-    flags = out["flags"].to_numpy(dtype=np.uint32) | patches.flags
+    flags = patches.flags.copy()
     flags[np.asarray(res.failed, dtype=bool)] |= np.uint32(Flag.FIT_FAILED)
-    out["flags"] = flags.astype(np.uint32)
+    return dict(row=res.row + origin[:, 0], col=res.col + origin[:, 1], row_err=res.row_err, col_err=res.col_err,
+                rc_cov=res.rc_cov, sigma_row=res.sigma_row, sigma_col=res.sigma_col, flags=flags)
+
+
+def method_column(codes: np.ndarray, categories) -> pd.Categorical:
+    """The ``method`` column from integer ``codes`` into ``categories``."""
+    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(list(categories)))
+
+
+def locate_peaks_in_patches(frame, out, method, *, mask, labels, patch_size, gain, saturation, model, backend, device,
+                            batch_size) -> pd.DataFrame:
+    """Cut the patches of the peaks of ``out`` (a conformed copy, modified) and locate them by ``method``."""
+    frame, rows, cols, size = check_patch_inputs(frame, out, size=patch_size, mask=mask, labels=labels)
+    located = locate_at(frame, rows, cols, method, mask=mask, labels=labels, patch_size=size, gain=gain,
+                        saturation=saturation, model=model, backend=backend, device=device, batch_size=batch_size)
+    for name in LOCATED_COLUMNS:
+        out[name] = located[name]
+    out["method"] = method_column(np.full(len(out), METHODS.index(method), dtype=np.int8), METHODS)
+    out["flags"] = out["flags"].to_numpy(dtype=np.uint32) | located["flags"]
     return out

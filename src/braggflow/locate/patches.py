@@ -312,6 +312,25 @@ def extract_patches(
         If ``size`` is not an odd integer >= 3, ``frame`` is not 2D, ``mask`` or
         ``labels`` do not match its shape, or the table lacks finite row/col.
     """
+    frame, rows, cols, size = check_patch_inputs(frame, table, size=size, mask=mask, labels=labels)
+    return patches_at(frame, rows, cols, size=size, mask=mask, labels=labels, saturation=saturation)
+
+
+def check_patch_inputs(frame, table: pd.DataFrame, *, size, mask=None, labels=None):
+    """Check the inputs of :func:`extract_patches`.
+
+    Returns
+    -------
+    frame : (H, W) ndarray
+    rows, cols : (N,) ndarray of float64
+        The table's ``row`` and ``col``, px.
+    size : int
+
+    Raises
+    ------
+    BraggflowError
+        As :func:`extract_patches` says.
+    """
     size = check_patch_size(size)
     frame = np.asarray(frame)
     if frame.ndim != 2:
@@ -321,11 +340,31 @@ def extract_patches(
             raise BraggflowError(f"{name} has shape {np.shape(arr)}, expected the frame's shape {frame.shape}")
     if "row" not in table.columns or "col" not in table.columns:
         raise BraggflowError("table must have 'row' and 'col' columns (peak positions, px)")
-    n = len(table)
     rows = table["row"].to_numpy(dtype=float)
     cols = table["col"].to_numpy(dtype=float)
     if not (np.isfinite(rows).all() and np.isfinite(cols).all()):
         raise BraggflowError("table row/col must be finite to cut patches")
+    return frame, rows, cols, size
+
+
+def patches_at(
+    frame: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    *,
+    size: int,
+    mask: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    relabel: np.ndarray | None = None,
+    saturation: float | None = None,
+) -> Patches:
+    """:func:`extract_patches` on arrays already checked: finite ``rows``, ``cols`` (N,), odd ``size``.
+
+    ``relabel``, optional, maps the label image's values to the labels used
+    (``relabel[labels]``; peak k of ``rows`` is label k + 1, 0 stays
+    background), applied to the patches only.
+    """
+    n = len(rows)
     height, width = frame.shape
     h = size // 2
     offs = np.arange(size) - h
@@ -344,6 +383,8 @@ def extract_patches(
     flags[masked.any(axis=(1, 2))] |= np.uint32(Flag.MASKED_NEIGHBOUR)
     if n and labels is not None:
         lab = cut_windows(np.asarray(labels), r0, c0, h, 0)
+        if relabel is not None:
+            lab = relabel[lab]
         own = np.arange(1, n + 1)[:, None, None]
         other = (lab != 0) & (lab != own) & inside & ~bad
         background = None
