@@ -26,6 +26,8 @@ __all__ = [
     "conform",
     "validate_peak_table",
     "describe_flags",
+    "FRAME_COLUMNS",
+    "frames_table",
 ]
 
 
@@ -280,3 +282,41 @@ def describe_flags(flags: int) -> list[str]:
         Lower-case names, e.g. ``["edge", "saturated"]``.
     """
     return [f.name.lower() for f in Flag if int(flags) & int(f)]
+
+
+#: Columns of the frames table (``/entry/frames`` of a results file): one row per processed frame.
+FRAME_COLUMNS: dict[str, Column] = {
+    c.name: c
+    for c in [
+        Column("frame", "int64", "", "index of the frame in its series", 0),
+        Column("omega", "float64", "deg", "rotation angle at the frame's centre, NaN when the series has none", _NAN),
+        Column("n_peaks", "int64", "", "peaks reported for the frame", 0),
+        Column("background", "float64", "counts/px", "median of the finder's tile background levels", _NAN),
+        Column("noise", "float64", "counts", "median of the finder's tile noise (1 sigma of one background pixel)",
+               _NAN),
+        Column("saturated", "int64", "", "pixels at or above the saturation level", 0),
+        Column("zingers", "int64", "", "candidate regions dropped as zingers", 0),
+        Column("hot_pixels", "int64", "", "hot pixels masked (the series' hot-pixel map)", 0),
+        Column("time", "float64", "s", "processing time of the frame (correct to integrate)", _NAN),
+    ]
+}
+
+
+def frames_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """A frames table with every column of :data:`FRAME_COLUMNS`, in order and with its dtype.
+
+    Parameters
+    ----------
+    rows : list of dict, or pandas.DataFrame
+        One entry per frame; missing columns take their defaults, unknown keys are dropped.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+    """
+    df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
+    n = len(df)
+    out = {}
+    for name, col in FRAME_COLUMNS.items():
+        out[name] = df[name].to_numpy(dtype=col.dtype) if name in df else np.full(n, col.default, dtype=col.dtype)
+    return pd.DataFrame(out)

@@ -41,4 +41,14 @@ class CorrectConfig(OptionSection):
     )
     binning: Literal[1, 2] = Field(1, description="bin 2x2 pixels into one (1: no binning)")
     gain: float = Field(1.0, gt=0, description="detector gain, ADU per photon; used for every Poisson error")
+    hot_pixels: bool = Field(
+        True, description="mask hot pixels: outliers against their 8 neighbours in most of a sample of the series' "
+        "frames (braggflow.correct.outliers); measured once before the frames are processed")
+    hot_pixel_sigma: float = Field(5.0, gt=0, description="hot-pixel test: excess over the neighbours' median, noise "
+                                   "sigma")
+    hot_pixel_fraction: float = Field(0.5, gt=0, le=1, description="hot-pixel test: least fraction of the sampled "
+                                      "frames in which the pixel is an outlier")
+    hot_pixel_frames: int = Field(20, ge=2, le=1000, description="frames sampled (evenly over the series) for the "
+                                  "hot-pixel map and the noise of thresholded frames; a series of fewer than 5 frames "
+                                  "gets no hot-pixel map (one frame cannot tell a hot pixel from a sharp spot)")
 

@@ -43,6 +43,8 @@ class FoundPeaks:
         Candidate regions dropped as zingers (:mod:`braggflow.find.zingers`).
     threshold_noise : ThresholdNoise or None
         The noise model used for a frame thresholded upstream (None for other frames).
+    background : Background or None
+        The background and noise maps the finder used.
     """
 
     table: pd.DataFrame
@@ -50,6 +52,7 @@ class FoundPeaks:
     regions: Regions
     zingers: int = 0
     threshold_noise: ThresholdNoise | None = None
+    background: Background | None = None
 
     def __len__(self) -> int:
         """Number of peaks found."""
@@ -137,14 +140,12 @@ def find_peaks(
                                    threshold_tiles)
     flat_index = pixels_above_threshold(frame, bg, threshold_tiles, mask)
     if flat_index.size == 0:
-        found = FoundPeaks(empty_peak_table(), np.zeros(frame.shape, dtype=np.int32), Regions.empty(),
-                           threshold_noise=threshold_noise if sparse else None)
+        found = FoundPeaks(empty_peak_table(), np.zeros(frame.shape, dtype=np.int32), Regions.empty())
     else:
         found = _peaks_from_pixels(frame, flat_index, mask=mask, config=config, gain=gain, bg=bg,
                                    level_sigma=level_sigma,
                                    stored_threshold=threshold_noise.threshold if sparse else None)
-        if sparse:
-            found = replace(found, threshold_noise=threshold_noise)
+    found = replace(found, threshold_noise=threshold_noise if sparse else None, background=bg)
     if return_labels is None and return_regions is None:
         return found
     warnings.warn("find_peaks(return_labels=..., return_regions=...) is deprecated: find_peaks returns a FoundPeaks "

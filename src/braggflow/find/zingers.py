@@ -7,22 +7,29 @@ peak is blurred at least by the detector's point-spread function and the
 beam: a Gaussian spot of width ``sigma >= min_sigma`` puts a known least share
 of its counts into the ring of pixels around its brightest 1-4 pixels.
 
-For every region of the finder with at most four pixels above threshold, with
-``E`` its counts above background and ``R`` the counts above background in the
-ring of pixels that touch it (8-neighbours, masked pixels left out),
+For every region of the finder with at most four pixels above threshold, the
+event is the region and the pixels touching it that are 3 noise sigma above
+background (the parts of a zinger below the detection threshold) when they keep
+it within four pixels; with ``E``
+the event's counts above background and ``R`` the counts above background in
+the ring of pixels that touch the event (8-neighbours, masked pixels left out),
+an event of at most four pixels is a
 
-    zinger  if  R < f_k E / 2  and  f_k E / 2 >= 2 noise sqrt(n_ring)
+    zinger  if  R < f_k E / 2  and  f_k E / 2 >= noise sqrt(n_ring)
 
 where ``f_k`` is the least ring-to-event ratio of a Gaussian spot of width
 ``min_sigma`` whose brightest ``k`` pixels form the event, over all sub-pixel
 positions (:func:`least_ring_ratio`).  The test sits halfway between a zinger
 (``R = 0``) and the faintest-ringed real spot (``R = f_k E``), and decides only
-when that half is at least twice the noise of ``R``: a weak event is left to
-the significance test.  On a frame thresholded upstream a ring pixel that was
-not stored counts as the storage threshold (the most it can have held).  The decision
-uses the frame alone, as the zinger
-filters of ImageD11 and MIDAS do (a pixel far above its neighbourhood), but
-compares with the shape of the narrowest real spot instead of a fixed factor.
+when that half is at least the noise (1 sd) of ``R``: a weak event is left to
+the significance test.  A real spot of exactly ``min_sigma`` in the least
+favourable sub-pixel position is thus taken for a zinger at most 16 % of the
+time when it is that faint, and wider or brighter spots far more rarely.
+
+On a frame thresholded upstream a ring pixel that was not stored counts as the
+storage threshold (the most it can have held).  The decision uses the frame
+alone, as the zinger filters of ImageD11 and MIDAS do (a pixel far above its
+neighbourhood), but compares with the shape of the narrowest real spot instead of a fixed factor.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ from scipy import ndimage, special
 
 __all__ = ["least_ring_ratio", "zinger_regions", "MAX_ZINGER_PIXELS"]
 
+#: the test decides only when half the expected ring of the faintest-ringed real spot is this many sd of the ring
+DECISIVE_SD = 1.0
+#: ring pixels this many noise sigma above background join the event they touch
+_GROW_SIGMA = 3.0
 #: regions with more pixels above threshold than this are never zingers
 MAX_ZINGER_PIXELS = 4
 _OFFSETS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
@@ -109,36 +120,48 @@ def zinger_regions(frame: np.ndarray, mask: np.ndarray | None, flat_index: np.nd
     if candidates.size == 0:
         return np.zeros(0, dtype=bool)
     h, w = frame.shape
+    flat = frame.ravel()
+    bad = mask.ravel() if mask is not None else None
     is_cand = np.zeros(int(region_of.max()) + 1, dtype=bool)
     is_cand[candidates] = True
     members = np.flatnonzero(is_cand[region_of])  # positions in the pixel list of the candidates' pixels
-    m_rows, m_cols = np.divmod(flat_index[members], w)
-    m_reg = region_of[members]
-    nb_flat, nb_reg = [], []
-    for dr, dc in _OFFSETS:
-        r, c = m_rows + dr, m_cols + dc
-        inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-        nb_flat.append(r[inside] * w + c[inside])
-        nb_reg.append(m_reg[inside])
-    nb_flat, nb_reg = np.concatenate(nb_flat), np.concatenate(nb_reg)
-    # one entry per (region, neighbour pixel); the region's own pixels are not its ring
-    key = np.unique(nb_reg * (h * w) + nb_flat)
-    nb_reg, nb_flat = np.divmod(key, h * w)
-    pos = np.minimum(np.searchsorted(flat_index, nb_flat), flat_index.size - 1)
-    own = (flat_index[pos] == nb_flat) & (region_of[pos] == nb_reg)
-    keep = ~own
-    if mask is not None:
-        keep &= ~mask.ravel()[nb_flat]
-    nb_reg, nb_flat = nb_reg[keep], nb_flat[keep]
-    rows, cols = np.divmod(nb_flat, w)
-    ring_values = frame.ravel()[nb_flat].astype(np.float64)
-    if unstored is not None:
-        ring_values = np.where(ring_values == 0, unstored, ring_values)
-    excess = ring_values - level_at(rows, cols)
-    var = noise_at(rows, cols) ** 2
+    ev_reg, ev_flat = region_of[members], flat_index[members]
+
+    def ring_of(ev_reg, ev_flat):
+        """Region id, flat index, excess, variance and 'measured' (not an unstored 0) of the ring pixels of events."""
+        rows, cols = np.divmod(ev_flat, w)
+        nb_flat, nb_reg = [], []
+        for dr, dc in _OFFSETS:
+            r, c = rows + dr, cols + dc
+            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+            nb_flat.append(r[inside] * w + c[inside])
+            nb_reg.append(ev_reg[inside])
+        key = np.setdiff1d(np.concatenate(nb_reg) * (h * w) + np.concatenate(nb_flat), ev_reg * (h * w) + ev_flat)
+        reg, pix = np.divmod(key, h * w)
+        if bad is not None:
+            reg, pix = reg[~bad[pix]], pix[~bad[pix]]
+        r, c = np.divmod(pix, w)
+        values = flat[pix].astype(np.float64)
+        measured = np.ones(values.size, dtype=bool) if unstored is None else values != 0
+        if unstored is not None:
+            values = np.where(measured, values, unstored)
+        return reg, pix, values - level_at(r, c), noise_at(r, c) ** 2, measured
+
+    # the event: the region's pixels and the ring pixels 3 sigma above background (parts of a zinger that
+    # missed the detection threshold), as long as it stays within MAX_ZINGER_PIXELS
+    reg, pix, excess, var, measured = ring_of(ev_reg, ev_flat)
+    strong = measured & (excess > _GROW_SIGMA * np.sqrt(var))
     size = int(region_of.max()) + 1
-    ring = np.bincount(nb_reg, weights=excess, minlength=size)[candidates]
-    ring_sd = np.sqrt(np.bincount(nb_reg, weights=var, minlength=size))[candidates]
-    ratio = np.array([least_ring_ratio(int(k), float(min_sigma)) for k in npix[candidates]])
-    half = 0.5 * ratio * signal[candidates]
-    return (ring < half) & (half >= 2.0 * ring_sd)
+    n_grown = np.bincount(reg[strong], minlength=size)
+    grows = np.zeros(size, dtype=bool)
+    grows[candidates] = npix[candidates] + n_grown[candidates] <= MAX_ZINGER_PIXELS  # else: the region alone
+    strong &= grows[reg]
+    n_event = npix[candidates] + np.bincount(reg[strong], minlength=size)[candidates]
+    e_event = signal[candidates] + np.bincount(reg[strong], weights=excess[strong], minlength=size)[candidates]
+    ev_reg, ev_flat = np.concatenate([ev_reg, reg[strong]]), np.concatenate([ev_flat, pix[strong]])
+    reg, pix, excess, var, _ = ring_of(ev_reg, ev_flat)
+    ring = np.bincount(reg, weights=excess, minlength=size)[candidates]
+    ring_sd = np.sqrt(np.bincount(reg, weights=var, minlength=size))[candidates]
+    ratio = np.array([least_ring_ratio(int(k), float(min_sigma)) for k in n_event])
+    half = 0.5 * ratio * e_event
+    return (ring < half) & (half >= DECISIVE_SD * ring_sd)

@@ -10,6 +10,9 @@ Layout::
     /entry/process          NXprocess: program, version, date, config (YAML text),
                             inputs (name, size, SHA-256), geometry (when known)
     /entry/frames_done      sorted frame indices whose results are in the file
+    /entry/frames           NXcollection: the frames table, one row per processed frame
+                            (braggflow.schema.FRAME_COLUMNS: n_peaks, background, noise,
+                             saturated, zingers, hot_pixels, time)
     /entry/<name>           groups written by later commands (identify, link, watch)
 
 Crash safety.  HDF5 files can be damaged by a kill in the middle of a write,
@@ -47,8 +50,10 @@ from braggflow.io.lock import results_lock
 from braggflow.io.store import (
     _RESERVED,
     STATUS_COMPLETE,
+    _journal_dir,
     _open_results,
     _read_all,
+    _read_frames_table,
     frames_done,
     journal_has_batches,
     read_process,
@@ -61,6 +66,7 @@ from braggflow.schema import conform
 __all__ = [
     "ResultsWriter",
     "read_peaks",
+    "read_frames",
     "read_status",
     "read_process",
     "write_group",
@@ -93,6 +99,30 @@ def read_peaks(path) -> pd.DataFrame:
         read_status(path)  # a clear error for a file that is not a results file
     table, _ = _read_all(Path(path))
     return table
+
+
+def read_frames(path) -> pd.DataFrame:
+    """The frames table of a results file (snapshot and journal), one row per processed frame.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    frames : pandas.DataFrame
+        Columns of :data:`braggflow.schema.FRAME_COLUMNS`, sorted by frame; empty
+        for a file written before the table existed.
+
+    Raises
+    ------
+    InputFileError
+        If the file does not exist.
+    """
+    path = Path(path)
+    if not path.exists() and not _journal_dir(path).exists():
+        raise InputFileError(f"{path}: no such results file")
+    return _read_frames_table(path)
 
 
 def read_frames_done(path) -> set[int]:

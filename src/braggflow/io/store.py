@@ -19,7 +19,7 @@ import pandas as pd
 
 from braggflow.errors import InputFileError
 from braggflow.io.tables import _read_table, _table_from_npz
-from braggflow.schema import conform, empty_peak_table
+from braggflow.schema import conform, empty_peak_table, frames_table
 
 __all__ = ["read_status", "read_process"]
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 STATUS_COMPLETE = "complete"
 
-_RESERVED = {"peaks", "process", "frames_done"}
+_RESERVED = {"peaks", "process", "frames_done", "frames"}
 
 
 def _journal_dir(path: Path) -> Path:
@@ -182,3 +182,30 @@ def read_process(path) -> dict[str, Any]:
                 out[k] = json.loads(out[k])
         out.update({k: (v.decode() if isinstance(v, bytes) else v) for k, v in proc.attrs.items() if k != "NX_class"})
         return out
+
+
+def _read_frames_table(path: Path) -> pd.DataFrame:
+    """The frames table: the snapshot's ``/entry/frames`` plus the journal's ``frames_*.npz`` (later rows win)."""
+    import h5py
+
+    parts = []
+    path = Path(path)
+    if path.exists():
+        try:
+            with h5py.File(path, "r") as h5:
+                node = h5.get("entry/frames")
+                if isinstance(node, h5py.Group):
+                    parts.append(_read_table(node))
+        except OSError:
+            pass  # a damaged snapshot: the journal still holds its frames
+    journal = _journal_dir(path)
+    for p in sorted(journal.glob("frames_*.npz")) if journal.exists() else []:
+        try:
+            with np.load(p) as npz:
+                parts.append(pd.DataFrame({k: npz[k] for k in npz.files}))
+        except (OSError, ValueError, KeyError):
+            continue
+    if not parts:
+        return frames_table([])
+    table = pd.concat([frames_table(t) for t in parts], ignore_index=True)
+    return table.drop_duplicates("frame", keep="last").sort_values("frame", kind="stable").reset_index(drop=True)

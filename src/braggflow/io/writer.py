@@ -30,12 +30,13 @@ from braggflow.io.store import (
     STATUS_COMPLETE,
     _journal_dir,
     _read_all,
+    _read_frames_table,
     journal_has_batches,
     read_process,
     read_status,
 )
 from braggflow.io.tables import _read_group_obj, _restore_group, _table_to_npz_dict, write_table
-from braggflow.schema import conform, empty_peak_table
+from braggflow.schema import conform, empty_peak_table, frames_table
 
 __all__ = ["ResultsWriter", "file_provenance"]
 
@@ -138,6 +139,7 @@ class ResultsWriter:
         self.journal = _journal_dir(self.path)
         self._buffer: list[pd.DataFrame] = []
         self._buffer_frames: list[int] = []
+        self._frame_rows: list[dict] = []
         self._last_flush = time.monotonic()
         self._last_snapshot = time.monotonic()
         self._batch = 0
@@ -257,7 +259,7 @@ class ResultsWriter:
                 p.unlink()
 
     # -- appending
-    def add(self, frame_index: int, table: pd.DataFrame) -> None:
+    def add(self, frame_index: int, table: pd.DataFrame, frame_row: dict | None = None) -> None:
         """Record the peak table of one finished frame (may be empty).
 
         Parameters
@@ -265,6 +267,8 @@ class ResultsWriter:
         frame_index : int
         table : pandas.DataFrame
             Peaks of that frame (its ``frame`` column is set to ``frame_index``).
+        frame_row : dict, optional
+            The frame's row of the frames table (:data:`braggflow.schema.FRAME_COLUMNS`).
         """
         if self._closed:
             raise RuntimeError(f"{self.path}: writer is closed")
@@ -272,6 +276,8 @@ class ResultsWriter:
         table["frame"] = int(frame_index)
         self._buffer.append(table)
         self._buffer_frames.append(int(frame_index))
+        if frame_row is not None:
+            self._frame_rows.append({**frame_row, "frame": int(frame_index)})
         self.done_frames.add(int(frame_index))
         self.frames_added += 1
         now = time.monotonic()
@@ -287,6 +293,14 @@ class ResultsWriter:
         table = pd.concat(self._buffer, ignore_index=True) if self._buffer else empty_peak_table()
         arrays = _table_to_npz_dict(conform(table))
         arrays["frames_done"] = np.asarray(self._buffer_frames, dtype=np.int64)
+        if self._frame_rows:  # written before the batch of peaks, so that a batch never lacks its frames' rows
+            rows = frames_table(self._frame_rows)
+            tmp = self.journal / f".tmp_frames_{self._batch:08d}.npz"
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{k: rows[k].to_numpy() for k in rows.columns})
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.journal / f"frames_{self._batch:08d}.npz")
         final = self.journal / f"batch_{self._batch:08d}.npz"
         tmp = self.journal / f".tmp_{self._batch:08d}.npz"
         with open(tmp, "wb") as fh:
@@ -295,7 +309,7 @@ class ResultsWriter:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
         self._batch += 1
-        self._buffer, self._buffer_frames = [], []
+        self._buffer, self._buffer_frames, self._frame_rows = [], [], []
         self._last_flush = time.monotonic()
 
     def snapshot(self, status: str = "running") -> None:
@@ -345,12 +359,18 @@ class ResultsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         groups = _copy_groups(self.path) if self.path.exists() else {}
+        frame_rows = _read_frames_table(self.path)
+        frame_rows = frame_rows[frame_rows["frame"].isin(done)]
         with h5py.File(tmp, "w") as h5:
             entry = _new_entry(h5, status)
             peaks = entry.create_group("peaks")
             peaks.attrs["NX_class"] = "NXcollection"
             write_table(peaks, conform(table).sort_values(["frame"], kind="stable").reset_index(drop=True))
             entry.create_dataset("frames_done", data=np.array(sorted(done), dtype=np.int64))
+            if len(frame_rows):
+                frames = entry.create_group("frames")
+                frames.attrs["NX_class"] = "NXcollection"
+                write_table(frames, frame_rows)
             self._write_process(entry.create_group("process"), provenance=provenance)
             for name, payload in groups.items():
                 _restore_group(entry, name, payload)

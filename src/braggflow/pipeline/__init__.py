@@ -12,6 +12,7 @@ dask-jobqueue) without changing stage code.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,11 @@ from braggflow.errors import BraggflowError, ConfigError
 from braggflow.pipeline.config import Config
 from braggflow.schema import conform, empty_peak_table
 
-__all__ = ["Context", "prepare", "process_frame", "run", "parse_frame_range", "check_workers"]
+__all__ = ["Context", "FrameResult", "prepare", "measure_series", "analyse_frame", "process_frame", "run",
+           "parse_frame_range", "check_workers", "MIN_HOT_PIXEL_FRAMES"]
+
+#: a hot-pixel map needs at least this many frames (one frame cannot tell a hot pixel from a sharp spot)
+MIN_HOT_PIXEL_FRAMES = 5
 
 
 @dataclass
@@ -42,6 +47,10 @@ class Context:
         Detector geometry for two_theta, eta, q, d.
     shape : (int, int) or None
         Expected raw frame shape.
+    hot_pixels : (H, W) ndarray of bool or None
+        Hot-pixel map of the series (:func:`measure_series`), already part of ``mask``.
+    threshold_noise : braggflow.find.noise.ThresholdNoise or None
+        Noise model of a series thresholded upstream, measured over a sample of its frames.
     """
 
     mask: np.ndarray | None = None
@@ -50,6 +59,8 @@ class Context:
     saturation: float = float("inf")
     geometry: Any = None
     shape: tuple[int, int] | None = None
+    hot_pixels: np.ndarray | None = None
+    threshold_noise: Any = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -111,6 +122,82 @@ def prepare(config: Config, *, shape: tuple[int, int], dtype=np.float32, detecto
                    geometry=geometry, shape=tuple(shape))
 
 
+def measure_series(series, config: Config, context: Context) -> Context:
+    """Series statistics, measured once over a sample of frames: the hot-pixel map and the noise of thresholded frames.
+
+    The sample is ``config.correct.hot_pixel_frames`` frames spread evenly over
+    the series, corrected like every frame.  The hot-pixel map
+    (:func:`braggflow.correct.outliers.hot_pixel_map`) is added to the context's
+    mask; on a series thresholded upstream, the noise is fitted to the isolated
+    stored pixels of the whole sample (:mod:`braggflow.find.noise`).  The
+    per-frame function stays a pure function of (frame, context, config).
+
+    Parameters
+    ----------
+    series : FrameSeries or sequence of (H, W) ndarray
+    config : Config
+    context : Context
+        From :func:`prepare`.
+
+    Returns
+    -------
+    context : Context
+        A copy with ``mask``, ``hot_pixels`` and ``threshold_noise`` set.
+    """
+    from dataclasses import replace
+
+    from braggflow.correct import correct_frame
+    from braggflow.correct.outliers import hot_pixel_map
+    from braggflow.find.background import is_sparse
+    from braggflow.find.noise import MIN_ISOLATED, fit_threshold_noise, isolated_pixel_values
+
+    c, fc = config.correct, config.find
+    n = len(series)
+    if n == 0:
+        return context
+    picks = np.unique(np.linspace(0, n - 1, min(n, c.hot_pixel_frames)).round().astype(int))
+    sample = []
+    for i in picks:
+        try:
+            corrected, _ = correct_frame(series[int(i)], mask=context.mask, dark=context.dark, flat=context.flat,
+                                         config=c)
+        except BraggflowError:
+            continue  # a bad frame is reported when its turn comes, after the frames before it are kept
+        sample.append(corrected)
+    if not sample:
+        return context
+    mask = context.mask
+    threshold_noise = None
+    sparse = fc.sparse == "yes" or (fc.sparse == "auto" and is_sparse(sample[0], mask))
+    if sparse and fc.noise is None:
+        values = np.concatenate([isolated_pixel_values(f, mask) for f in sample])
+        if values.size >= MIN_ISOLATED and values.min() > 0:
+            threshold_noise = fit_threshold_noise(values)
+    floor = threshold_noise.sigma if threshold_noise is not None else (fc.noise if sparse else None)
+    hot = None
+    if c.hot_pixels and len(sample) >= MIN_HOT_PIXEL_FRAMES:
+        hot = hot_pixel_map(sample, mask, sigma=c.hot_pixel_sigma, fraction=c.hot_pixel_fraction, gain=c.gain,
+                            noise=floor)
+        mask = hot if mask is None else (mask | hot)
+    return replace(context, mask=mask, hot_pixels=hot, threshold_noise=threshold_noise)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What :func:`analyse_frame` gives for one frame.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        The frame's peak table.
+    row : dict
+        The frame's row of the frames table (:data:`braggflow.schema.FRAME_COLUMNS`).
+    """
+
+    table: pd.DataFrame
+    row: dict
+
+
 def process_frame(
     frame: np.ndarray,
     *,
@@ -125,7 +212,8 @@ def process_frame(
     correct -> find -> locate -> integrate -> geometry (when known); each
     stage is one call, and the stages own their special cases (saturated and
     extended peaks are handed on inside :func:`braggflow.locate.locate`, binning
-    is undone by :func:`braggflow.correct.unbin_positions`).
+    is undone by :func:`braggflow.correct.unbin_positions`).  The frame's row
+    of the frames table comes with :func:`analyse_frame`.
 
     Parameters
     ----------
@@ -134,7 +222,8 @@ def process_frame(
     config : Config, optional
         Pipeline options (defaults adapt to the frame).
     context : Context, optional
-        Static inputs from :func:`prepare`; built from ``config`` when None.
+        Static inputs from :func:`prepare` (and series statistics from
+        :func:`measure_series`); built from ``config`` when None.
     frame_index : int
         Index of the frame in its series (the ``frame`` column).
     omega : float
@@ -153,11 +242,35 @@ def process_frame(
     BraggflowError
         For a frame of the wrong shape, an all-NaN or all-masked frame.
     """
+    return analyse_frame(frame, config=config, context=context, frame_index=frame_index, omega=omega,
+                         name=name).table
+
+
+def analyse_frame(
+    frame: np.ndarray,
+    *,
+    config: Config | None = None,
+    context: Context | None = None,
+    frame_index: int = 0,
+    omega: float = float("nan"),
+    name: str | None = None,
+) -> FrameResult:
+    """:func:`process_frame`, with the frame's row of the frames table.
+
+    Parameters and errors as :func:`process_frame`.
+
+    Returns
+    -------
+    result : FrameResult
+        ``result.table`` (the peak table) and ``result.row`` (frame, omega,
+        n_peaks, background, noise, saturated, zingers, hot_pixels, time).
+    """
     from braggflow.correct import correct_frame, saturated_pixels, unbin_positions
     from braggflow.find import find_peaks
     from braggflow.integrate import integrate
     from braggflow.locate import locate
 
+    start = time.perf_counter()
     config = config or Config()
     frame = np.asarray(frame)
     name = name or f"frame {frame_index}"
@@ -168,7 +281,7 @@ def process_frame(
     c, lc, ic = config.correct, config.locate, config.integrate
     corrected, mask = correct_frame(frame, mask=context.mask, dark=context.dark, flat=context.flat, config=c, name=name)
     saturated = saturated_pixels(frame, context.saturation, binning=c.binning)
-    found = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain)
+    found = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain, threshold_noise=context.threshold_noise)
     if len(found.table):
         table = locate(corrected, found.table, method=lc.method, mask=mask, labels=found.labels,
                        regions=found.regions, saturated=saturated, saturated_peaks=lc.saturated,
@@ -185,7 +298,19 @@ def process_frame(
         table = empty_peak_table()
     table["frame"] = np.int64(frame_index)
     table["omega"] = float(omega)
-    return conform(table)
+    bg = found.background
+    row = {
+        "frame": int(frame_index),
+        "omega": float(omega),
+        "n_peaks": len(table),
+        "background": float(np.median(bg.level)) if bg is not None else float("nan"),
+        "noise": float(np.median(bg.noise)) if bg is not None else float("nan"),
+        "saturated": int(np.count_nonzero(saturated)) if saturated is not None else 0,
+        "zingers": int(found.zingers),
+        "hot_pixels": int(np.count_nonzero(context.hot_pixels)) if context.hot_pixels is not None else 0,
+        "time": time.perf_counter() - start,
+    }
+    return FrameResult(conform(table), row)
 
 
 def check_workers(workers: int) -> None:
@@ -231,11 +356,11 @@ def parse_frame_range(text: str | None, n: int) -> range:
     return frames
 
 
-def _process_batch(series, indices, config, context) -> list[tuple[int, pd.DataFrame]]:
+def _process_batch(series, indices, config, context) -> list[tuple[int, FrameResult]]:
     """Worker task: read and process some frames of a (picklable) series."""
     out = []
     for i in indices:
-        out.append((i, process_frame(series[i], config=config, context=context, frame_index=i,
+        out.append((i, analyse_frame(series[i], config=config, context=context, frame_index=i,
                                      omega=series.omega_centre(i), name=series.describe_frame(i))))
     return out
 
@@ -302,6 +427,7 @@ def run(
     indices = list(frames_range if frames_range is not None else range(len(series)))
     context = prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask,
                       mask=mask, dark=dark, flat=flat)
+    context = measure_series(series, config, context)
     writer = None
     if output is not None:
         from braggflow.io.results import ResultsWriter
@@ -320,10 +446,11 @@ def run(
     n_peaks = 0
     done = 0
 
-    def record(i: int, table: pd.DataFrame) -> None:
+    def record(i: int, result: FrameResult) -> None:
         nonlocal n_peaks, done
+        table = result.table
         if writer is not None:
-            writer.add(i, table)
+            writer.add(i, table, result.row)
         else:
             collected.append(table)
         n_peaks += len(table)
@@ -337,7 +464,7 @@ def run(
             _run_dask(series, indices, config, context, record, workers, scheduler_address)
         else:
             for i in indices:
-                record(i, process_frame(series[i], config=config, context=context, frame_index=i,
+                record(i, analyse_frame(series[i], config=config, context=context, frame_index=i,
                                         omega=series.omega_centre(i), name=series.describe_frame(i)))
         complete = True
     finally:
@@ -410,8 +537,8 @@ def _run_dask(series, indices, config, context, record, workers, scheduler_addre
             if chunk is not None:
                 pending.add(client.submit(_process_batch, series, chunk, config, ctx))
         for fut in pending:
-            for i, table in fut.result():
-                record(i, table)
+            for i, result in fut.result():
+                record(i, result)
             chunk = next(it, None)
             if chunk is not None:
                 pending.add(client.submit(_process_batch, series, chunk, config, ctx))
