@@ -35,21 +35,9 @@ BRAGGFLOW = str(Path(sys.executable).with_name("braggflow"))
 
 def reference_spots(folder: Path, series) -> pd.DataFrame:
     """HEXRD's measured spots as frame, row, col (px), omega (deg), and the 5 x 5 sum around each in its frame."""
-    from braggflow.io.hexrd import read_spots_file, spots_to_pixels
+    from braggflow.io.hexrd import measured_spots_in_frames
 
-    spots = pd.concat([spots_to_pixels(read_spots_file(folder / f"spots_0000{i}.out"), pixel_size_mm=0.2,
-                                       shape=series.shape) for i in range(3)], ignore_index=True)
-    spots = spots.dropna(subset=["meas_x", "meas_y", "meas_ome"]).reset_index(drop=True)
-    om = series.omega
-    spots["frame"] = [int(np.flatnonzero((om[:, 0] <= o) & (o < om[:, 1]))[0]) for o in spots["meas_ome_deg"]]
-    sums = np.zeros(len(spots))
-    for f, idx in spots.groupby("frame").groups.items():
-        frame = series[int(f)].astype(np.float64)
-        for k in idx:
-            r, c = int(round(spots.at[k, "meas_row"])), int(round(spots.at[k, "meas_col"]))
-            sums[k] = frame[max(r - 2, 0): r + 3, max(c - 2, 0): c + 3].sum()
-    return pd.DataFrame({"frame": spots["frame"], "row": spots["meas_row"], "col": spots["meas_col"],
-                         "omega": spots["meas_ome_deg"], "sum5": sums})
+    return measured_spots_in_frames(sorted(folder.glob("spots_0000*.out")), series, pixel_size_mm=0.2)
 
 
 def distances_in_own_frame(reference: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:

@@ -162,6 +162,14 @@ def run_summary(output: Path, table, seconds: float, steady: float, *, total: in
             f"{output} in {seconds:.1f} s" + (f" ({rates})" if rates else ""))
     if status != "complete":
         line += "; continue with --resume"
+    from braggflow.io.results import read_frames
+
+    frames = read_frames(output)
+    if len(frames):
+        hot = int(frames["hot_pixels"].max())
+        line += (f"\n{hot} hot pixel{'' if hot == 1 else 's'} masked, {int(frames['zingers'].sum())} zingers dropped, "
+                 f"{int((frames['saturated'] > 0).sum())} frames with saturated pixels; median noise "
+                 f"{frames['noise'].median():.3g} counts (frames table: {output}:/entry/frames)")
     return line
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from braggflow.errors import InputFileError
 
-__all__ = ["read_spots_file", "spots_to_pixels"]
+__all__ = ["read_spots_file", "spots_to_pixels", "measured_spots_in_frames"]
 
 
 def read_spots_file(path) -> pd.DataFrame:
@@ -72,4 +72,53 @@ def spots_to_pixels(spots: pd.DataFrame, *, pixel_size_mm: float, shape: tuple[i
         out[f"{kind}_col"] = out[f"{kind}_x"] / pixel_size_mm + (w - 1) / 2
         out[f"{kind}_row"] = (h - 1) / 2 - out[f"{kind}_y"] / pixel_size_mm
     out["meas_ome_deg"] = np.degrees(out["meas_ome"])
+    return out
+
+
+def measured_spots_in_frames(spot_files, series, *, pixel_size_mm: float) -> pd.DataFrame:
+    """HEXRD's measured spots with the frame of the series that holds each, and the counts around each there.
+
+    Parameters
+    ----------
+    spot_files : iterable of str or Path
+        HEXRD ``spots_NNNNN.out`` files.
+    series : FrameSeries
+        The rotation series the spots were measured on (with omega ranges).
+    pixel_size_mm : float
+        Detector pixel size, mm.
+
+    Returns
+    -------
+    spots : pandas.DataFrame
+        One row per measured spot: ``frame`` (whose omega range holds the
+        measured omega), ``row``, ``col`` (px), ``omega`` (deg), ``sum5``
+        (sum of the 5 x 5 pixels around the spot in that frame, counts).
+
+    Raises
+    ------
+    InputFileError
+        If a file is not a spots file, the series has no omega ranges, or a
+        spot's omega lies outside every frame.
+    """
+    if series.omega is None:
+        raise InputFileError("measured_spots_in_frames: the series has no omega ranges")
+    spots = pd.concat([spots_to_pixels(read_spots_file(p), pixel_size_mm=pixel_size_mm, shape=series.shape)
+                       for p in spot_files], ignore_index=True)
+    spots = spots.dropna(subset=["meas_x", "meas_y", "meas_ome"]).reset_index(drop=True)
+    lo, hi = np.minimum(series.omega[:, 0], series.omega[:, 1]), np.maximum(series.omega[:, 0], series.omega[:, 1])
+    frames = []
+    for o in spots["meas_ome_deg"]:
+        hit = np.flatnonzero((lo <= o) & (o < hi))
+        if not hit.size:
+            raise InputFileError(f"measured omega {o:.3f} deg lies outside every frame of the series")
+        frames.append(int(hit[0]))
+    out = pd.DataFrame({"frame": frames, "row": spots["meas_row"], "col": spots["meas_col"],
+                        "omega": spots["meas_ome_deg"]})
+    sums = np.zeros(len(out))
+    for f, idx in out.groupby("frame").groups.items():
+        frame = np.asarray(series[int(f)], dtype=np.float64)
+        for k in idx:
+            r, c = int(round(out.at[k, "row"])), int(round(out.at[k, "col"]))
+            sums[k] = frame[max(r - 2, 0): r + 3, max(c - 2, 0): c + 3].sum()
+    out["sum5"] = sums
     return out
