@@ -31,11 +31,16 @@ def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_
     """
     h, w = frame.shape
     tile = background.tile
-    if h % tile == 0 and w % tile == 0:
-        above = frame.reshape(h // tile, tile, w // tile, tile) > threshold_tiles[:, None, :, None]
-        above = above.reshape(h, w)
-    else:
-        above = frame > background.expand(threshold_tiles)
+    ny, nx = h // tile, w // tile  # whole tiles; a partial last row or column of tiles is compared apart
+    hh, ww = ny * tile, nx * tile
+    above = np.empty((h, w), dtype=bool)
+    if ny and nx:
+        above[:hh, :ww] = (frame[:hh, :ww].reshape(ny, tile, nx, tile)
+                           > threshold_tiles[:ny, None, :nx, None]).reshape(hh, ww)
+    if ww < w:
+        above[:, ww:] = frame[:, ww:] > np.repeat(threshold_tiles[:, nx], tile)[:h, None]
+    if hh < h:
+        above[hh:, :ww] = frame[hh:, :ww] > np.repeat(threshold_tiles[ny, :nx], tile)[None, :ww]
     if mask is not None:
         above &= ~mask
     return np.flatnonzero(above)

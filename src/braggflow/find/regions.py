@@ -71,18 +71,54 @@ def ring_medians(frame: np.ndarray, mask: np.ndarray | None, top, left, height, 
     box); the ring is clipped to the frame.
     """
     h, w = frame.shape
-    out = np.full(len(top), np.nan)
-    for k, (t, lf, hh, ww) in enumerate(zip(top, left, height, width)):
-        r0, r1 = max(t - margin, 0), min(t + hh + margin, h)  # half-open
-        c0, c1 = max(lf - margin, 0), min(lf + ww + margin, w)
-        box = frame[r0:r1, c0:c1]
-        ring = np.ones(box.shape, dtype=bool)
-        ring[1:-1, 1:-1] = False
-        if mask is not None:
-            ring &= ~mask[r0:r1, c0:c1]
-        if ring.any():
-            out[k] = float(np.median(box[ring]))
+    top, left = np.asarray(top, dtype=np.int64), np.asarray(left, dtype=np.int64)
+    height, width = np.asarray(height, dtype=np.int64), np.asarray(width, dtype=np.int64)
+    out = np.full(top.size, np.nan)
+    if top.size == 0:
+        return out
+    r0, r1 = np.maximum(top - margin, 0), np.minimum(top + height + margin, h)  # half-open
+    c0, c1 = np.maximum(left - margin, 0), np.minimum(left + width + margin, w)
+    nr, nc = r1 - r0, c1 - c0
+    # the border of each clipped box: its first and last row (every column), then its first and last column
+    # (the rows between); a box one row or one column thick is its own border
+    rows, cols, owner = [], [], []
+    for edge_row, keep in ((r0, nr >= 1), (r1 - 1, nr >= 2)):
+        k = np.flatnonzero(keep)
+        n = nc[k]
+        own = np.repeat(k, n)
+        rows.append(np.repeat(edge_row[k], n))
+        cols.append(np.repeat(c0[k], n) + _ramp(n))
+        owner.append(own)
+    for edge_col, keep in ((c0, nr >= 3), (c1 - 1, (nr >= 3) & (nc >= 2))):
+        k = np.flatnonzero(keep)
+        n = nr[k] - 2
+        own = np.repeat(k, n)
+        rows.append(np.repeat(r0[k] + 1, n) + _ramp(n))
+        cols.append(np.repeat(edge_col[k], n))
+        owner.append(own)
+    rows, cols, owner = np.concatenate(rows), np.concatenate(cols), np.concatenate(owner)
+    if mask is not None:
+        good = ~mask[rows, cols]
+        rows, cols, owner = rows[good], cols[good], owner[good]
+    values = frame[rows, cols].astype(np.float64)
+    order = np.lexsort((values, owner))
+    owner, values = owner[order], values[order]
+    counts = np.bincount(owner, minlength=top.size)
+    start = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    has = counts > 0
+    lo = start[has] + (counts[has] - 1) // 2
+    hi = start[has] + counts[has] // 2
+    out[has] = 0.5 * (values[lo] + values[hi])
     return out
+
+
+def _ramp(counts: np.ndarray) -> np.ndarray:
+    """0, 1, ..., n - 1 for each n of ``counts``, concatenated."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total, dtype=np.int64) - starts
 
 
 def region_centroids(
