@@ -7,18 +7,41 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braggflow.schema import COLUMNS, Flag, conform, describe_flags, empty_peak_table, new_peak_table
+from braggflow.schema import (
+    COLUMNS,
+    FRAME_COLUMNS,
+    Flag,
+    conform,
+    describe_flags,
+    empty_peak_table,
+    frames_table,
+    new_peak_table,
+)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_table_matches_schema():
-    text = README.read_text()
+def _documented(text: str) -> dict:
     rows = re.findall(r"^\| (\w+) \| (\w+) \| ([^|]*) \| ([^|]*) \|$", text, flags=re.M)
-    documented = {name: (dtype, unit.strip()) for name, dtype, unit, _ in rows if name != "column"}
-    assert documented == {c.name: (c.dtype, c.unit) for c in COLUMNS.values()}
+    return {name: (dtype, unit.strip()) for name, dtype, unit, _ in rows if name != "column"}
+
+
+def test_readme_tables_match_schema():
+    text = README.read_text()
+    peaks = text[text.index("## The peak table"):text.index("**The frames table**")]
+    frames = text[text.index("**The frames table**"):text.index("## The command line")]
+    assert _documented(peaks) == {c.name: (c.dtype, c.unit) for c in COLUMNS.values()}
+    assert _documented(frames) == {c.name: (c.dtype, c.unit) for c in FRAME_COLUMNS.values()}
     for f in Flag:
         assert f"{f.name.lower()} {int(f)}" in text
+
+
+def test_frames_table_has_every_column_with_its_dtype():
+    t = frames_table([{"frame": 3, "n_peaks": 7, "unknown": 1}])
+    assert list(t.columns) == list(FRAME_COLUMNS)
+    assert t["frame"].tolist() == [3] and t["n_peaks"].tolist() == [7] and np.isnan(t["noise"]).all()
+    for name, col in FRAME_COLUMNS.items():
+        assert str(t[name].dtype) == col.dtype
 
 
 def test_empty_and_new_tables_have_schema_dtypes():
