@@ -372,3 +372,25 @@ def test_results_writer_append_continues_a_complete_file(tmp_path, config, refer
     assert_same_peaks(read_peaks(out), reference[reference["frame"] < 4])
     tables, attrs = read_group(out, "extra")  # groups of later commands are kept
     assert tables["t"]["a"].tolist() == [1, 2] and attrs["k"] == 1
+
+
+def test_watch_learns_hot_pixels_from_the_frames_seen_so_far(tmp_path, config):
+    from braggflow.io.results import read_frames
+    from braggflow.pipeline.statistics import MIN_HOT_PIXEL_FRAMES
+
+    frames = make_frames(10, seed=3)
+    hot = [(40, 50), (200, 31), (128, 222)]
+    for r, c in hot:
+        frames[:, r, c] = 3000  # a lone pixel, lit in every frame
+    folder = tmp_path / "detector"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        (folder / f"scan_{i:05d}.tif").write_bytes(file_bytes(f, ".tif", tmp_path))
+    out = tmp_path / "live.h5"
+    watch(folder, out, config=config, idle_timeout=0.5, poll_interval=POLL)
+    rows = read_frames(out)
+    # the map starts empty and is measured once MIN_HOT_PIXEL_FRAMES frames are in; a lone pixel is no peak
+    # either way (min_size 2), so the peaks equal those of frames processed without a map
+    assert rows["hot_pixels"].tolist()[: MIN_HOT_PIXEL_FRAMES - 1] == [0] * (MIN_HOT_PIXEL_FRAMES - 1)
+    assert rows["hot_pixels"].iloc[-1] == len(hot)
+    assert_same_peaks(read_peaks(out), expected_peaks(frames, config))

@@ -22,13 +22,11 @@ import pandas as pd
 
 from braggflow.errors import BraggflowError, ConfigError
 from braggflow.pipeline.config import Config
+from braggflow.pipeline.statistics import MIN_HOT_PIXEL_FRAMES, SeriesStatistics
 from braggflow.schema import conform, empty_peak_table
 
-__all__ = ["Context", "FrameResult", "prepare", "measure_series", "analyse_frame", "process_frame", "run",
-           "parse_frame_range", "check_workers", "MIN_HOT_PIXEL_FRAMES"]
-
-#: a hot-pixel map needs at least this many frames (one frame cannot tell a hot pixel from a sharp spot)
-MIN_HOT_PIXEL_FRAMES = 5
+__all__ = ["Context", "FrameResult", "SeriesStatistics", "prepare", "measure_series", "analyse_frame",
+           "process_frame", "run", "parse_frame_range", "check_workers", "MIN_HOT_PIXEL_FRAMES"]
 
 
 @dataclass
@@ -126,7 +124,8 @@ def measure_series(series, config: Config, context: Context) -> Context:
     """Series statistics, measured once over a sample of frames: the hot-pixel map and the noise of thresholded frames.
 
     The sample is ``config.correct.hot_pixel_frames`` frames spread evenly over
-    the series, corrected like every frame.  The hot-pixel map
+    the series, corrected like every frame (:class:`SeriesStatistics` keeps
+    only per-pixel outlier counts and isolated-pixel values).  The hot-pixel map
     (:func:`braggflow.correct.outliers.hot_pixel_map`) is added to the context's
     mask; on a series thresholded upstream, the noise is fitted to the isolated
     stored pixels of the whole sample (:mod:`braggflow.find.noise`).  The
@@ -144,42 +143,22 @@ def measure_series(series, config: Config, context: Context) -> Context:
     context : Context
         A copy with ``mask``, ``hot_pixels`` and ``threshold_noise`` set.
     """
-    from dataclasses import replace
-
     from braggflow.correct import correct_frame
-    from braggflow.correct.outliers import hot_pixel_map
-    from braggflow.find.background import is_sparse
-    from braggflow.find.noise import MIN_ISOLATED, fit_threshold_noise, isolated_pixel_values
 
-    c, fc = config.correct, config.find
+    c = config.correct
     n = len(series)
     if n == 0:
         return context
     picks = np.unique(np.linspace(0, n - 1, min(n, c.hot_pixel_frames)).round().astype(int))
-    sample = []
+    stats = SeriesStatistics(config, context)
     for i in picks:
         try:
             corrected, _ = correct_frame(series[int(i)], mask=context.mask, dark=context.dark, flat=context.flat,
                                          config=c)
         except BraggflowError:
             continue  # a bad frame is reported when its turn comes, after the frames before it are kept
-        sample.append(corrected)
-    if not sample:
-        return context
-    mask = context.mask
-    threshold_noise = None
-    sparse = fc.sparse == "yes" or (fc.sparse == "auto" and is_sparse(sample[0], mask))
-    if sparse and fc.noise is None:
-        values = np.concatenate([isolated_pixel_values(f, mask) for f in sample])
-        if values.size >= MIN_ISOLATED and values.min() > 0:
-            threshold_noise = fit_threshold_noise(values)
-    floor = threshold_noise.sigma if threshold_noise is not None else (fc.noise if sparse else None)
-    hot = None
-    if c.hot_pixels and len(sample) >= MIN_HOT_PIXEL_FRAMES:
-        hot = hot_pixel_map(sample, mask, sigma=c.hot_pixel_sigma, fraction=c.hot_pixel_fraction, gain=c.gain,
-                            noise=floor)
-        mask = hot if mask is None else (mask | hot)
-    return replace(context, mask=mask, hot_pixels=hot, threshold_noise=threshold_noise)
+        stats.add(corrected)
+    return stats.context()
 
 
 @dataclass(frozen=True)

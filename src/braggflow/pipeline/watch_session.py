@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 import pandas as pd
 
 from braggflow.pipeline.config import Config
+from braggflow.pipeline.statistics import MIN_HOT_PIXEL_FRAMES, SeriesStatistics
 
 __all__ = ["FrameRecord"]
 
@@ -63,12 +64,12 @@ class FrameRecord:
 
 
 def _process(frame, config, context, index, omega, name):
-    """Process one frame; returns (peak table, seconds).  Runs in a worker process when workers > 0."""
-    from braggflow.pipeline import process_frame
+    """Process one frame; returns (FrameResult, seconds).  Runs in a worker process when workers > 0."""
+    from braggflow.pipeline import analyse_frame
 
     t0 = time.perf_counter()
-    table = process_frame(frame, config=config, context=context, frame_index=index, omega=omega, name=name)
-    return table, time.perf_counter() - t0
+    result = analyse_frame(frame, config=config, context=context, frame_index=index, omega=omega, name=name)
+    return result, time.perf_counter() - t0
 
 
 def _warm_up(method: str) -> None:
@@ -171,6 +172,9 @@ class _Session:
         self.progress = progress
         self.static = static
         self.context = None
+        self.base_context = None
+        self.statistics = None
+        self.measured_at = 0
         self.records: list[FrameRecord] = []
         self.reader = _Reader(src, done=set(writer.done_frames), poll_interval=poll_interval)
         self.inflight: deque = deque()  # (index, processing future, t_complete, path), frame order
@@ -231,8 +235,11 @@ class _Session:
         index, frame, omega, name, t_complete, path = item
         self.last_new = time.monotonic()
         if self.context is None:
-            self.context = self._prepare(self.config, shape=self.src.shape, dtype=self.src.dtype,
-                                         detector_mask=self.src.detector_mask, **self.static)
+            self.base_context = self._prepare(self.config, shape=self.src.shape, dtype=self.src.dtype,
+                                              detector_mask=self.src.detector_mask, **self.static)
+            self.context = self.base_context
+            self.statistics = SeriesStatistics(self.config, self.base_context)
+        self._learn(frame, name)
         if self.executor is None:
             future: Future = Future()
             future.set_result(_process(frame, self.config, self.context, index, omega, name))
@@ -243,9 +250,37 @@ class _Session:
         if len(self.inflight) > 2 * self.workers:
             wait([self.inflight[0][1]])
 
-    def _write(self, index, table, seconds, t_complete, path) -> FrameRecord:
-        """Journal one frame's peaks (in the journal thread); its log record."""
-        self.writer.add(index, table)
+    def _learn(self, frame, name) -> None:
+        """Take a frame into the series statistics; hand the per-frame function new ones when due.
+
+        The hot-pixel map starts empty and is measured over the frames seen so
+        far: all of the first ``correct.hot_pixel_frames``, then one in
+        ``seen / hot_pixel_frames`` (the sample thins out as the run goes on).
+        The context is renewed once :data:`MIN_HOT_PIXEL_FRAMES` frames are in and
+        then each time the frames seen have grown by half; frames already
+        processed keep the map of their time.
+        """
+        from braggflow.correct import correct_frame
+        from braggflow.errors import BraggflowError
+
+        seen = self.n_taken + 1
+        size = self.config.correct.hot_pixel_frames
+        if seen > size and seen % max(1, seen // size):
+            return
+        try:
+            corrected, _ = correct_frame(frame, mask=self.base_context.mask, dark=self.base_context.dark,
+                                         flat=self.base_context.flat, config=self.config.correct, name=name)
+        except BraggflowError:
+            return  # the frame's error comes from its processing
+        self.statistics.add(corrected)
+        if self.statistics.n_frames >= MIN_HOT_PIXEL_FRAMES and seen >= 1.5 * self.measured_at:
+            self.measured_at = seen
+            self.context = self.statistics.context()
+
+    def _write(self, index, result, seconds, t_complete, path) -> FrameRecord:
+        """Journal one frame's peaks and frames-table row (in the journal thread); its log record."""
+        table = result.table
+        self.writer.add(index, table, result.row)
         return FrameRecord(index, path, t_complete, time.time(), len(table), seconds,
                            self.reader.frames.qsize() + len(self.inflight) + self.reader.backlog)
 
@@ -253,8 +288,8 @@ class _Session:
         """Hand processed frames to the journal thread and report written ones, in frame order."""
         while self.inflight and (block or self.inflight[0][1].done()):
             index, future, t_complete, path = self.inflight.popleft()
-            table, seconds = future.result()
-            self.written.append(self.journal.submit(self._write, index, table, seconds, t_complete, path))
+            result, seconds = future.result()
+            self.written.append(self.journal.submit(self._write, index, result, seconds, t_complete, path))
         while self.written and (block or self.written[0].done()):
             record = self.written.popleft().result()
             self.records.append(record)
