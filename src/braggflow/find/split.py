@@ -18,13 +18,37 @@ import numpy as np
 
 from braggflow.find.options import FindConfig
 
-__all__ = ["split_components", "dip_rule", "may_split", "merge_basins"]
+__all__ = ["split_components", "split_pixel_components", "dip_rule", "may_split", "merge_basins"]
 
 
 def split_components(frame: np.ndarray, flat_index: np.ndarray, values: np.ndarray, comp_of: np.ndarray,
                      ncomp: int, is_max: np.ndarray, tile_level: np.ndarray, tile_noise: np.ndarray, *,
                      config: FindConfig, gain: float) -> tuple[np.ndarray, int, dict[int, float]]:
     """Split the components that hold several maxima into one region per significant maximum.
+
+    :func:`split_pixel_components` on the frame's width; the split uses the
+    values of the pixels above threshold alone.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray of float
+        Corrected frame, counts.
+    flat_index, values, comp_of, ncomp, is_max, tile_level, tile_noise, config, gain
+        As :func:`split_pixel_components`.
+
+    Returns
+    -------
+    final, nreg, persistence
+        As :func:`split_pixel_components`.
+    """
+    return split_pixel_components(frame.shape[1], flat_index, values, comp_of, ncomp, is_max, tile_level,
+                                  tile_noise, config=config, gain=gain)
+
+
+def split_pixel_components(width: int, flat_index: np.ndarray, values: np.ndarray, comp_of: np.ndarray,
+                           ncomp: int, is_max: np.ndarray, tile_level: np.ndarray, tile_noise: np.ndarray, *,
+                           config: FindConfig, gain: float) -> tuple[np.ndarray, int, dict[int, float]]:
+    """Split the components that hold several maxima into one region per significant maximum, from the pixel list.
 
     Maxima closer than ``config.min_separation`` to a higher one are dropped
     first; a watershed from the remaining maxima gives basins, and the elder
@@ -33,10 +57,11 @@ def split_components(frame: np.ndarray, flat_index: np.ndarray, values: np.ndarr
 
     Parameters
     ----------
-    frame : (H, W) ndarray of float
-        Corrected frame, counts.
+    width : int
+        Row length of the flat indices, px (the frame width; a block of
+        frames stacked along the rows keeps it).
     flat_index : (M,) ndarray of int
-        The pixels above threshold (flat indices, ascending).
+        The pixels above threshold (flat indices ``row x width + col``, ascending).
     values : (M,) ndarray of float
         Their counts.
     comp_of : (M,) ndarray of int
@@ -73,7 +98,7 @@ def split_components(frame: np.ndarray, flat_index: np.ndarray, values: np.ndarr
     stops = np.searchsorted(sorted_comp, multi, side="right")
     for cid, a, b in zip(multi, starts, stops):
         members = order[a:b]
-        split = _split_one(frame, flat_index, values, members, is_max, tile_level, tile_noise, config=config,
+        split = _split_one(width, flat_index, values, members, is_max, tile_level, tile_noise, config=config,
                            gain=gain)
         if split is None:
             continue
@@ -117,7 +142,7 @@ def dip_rule(config: FindConfig, level: float, noise: float, gain: float):
     return keep
 
 
-def _split_one(frame, flat_index, values, members, is_max, tile_level, tile_noise, *, config, gain):
+def _split_one(width, flat_index, values, members, is_max, tile_level, tile_noise, *, config, gain):
     """Watershed and elder-rule merging of one component (pixels ``members`` of the list).
 
     Returns None when the component stays whole, else ``(basin of each member
@@ -125,12 +150,13 @@ def _split_one(frame, flat_index, values, members, is_max, tile_level, tile_nois
     """
     from skimage.segmentation import watershed
 
-    w = frame.shape[1]
+    w = width
     rows, cols = np.divmod(flat_index[members], w)
     r0, c0 = rows.min(), cols.min()
     sub_mask = np.zeros((rows.max() - r0 + 1, cols.max() - c0 + 1), dtype=bool)
     sub_mask[rows - r0, cols - c0] = True
-    sub = np.where(sub_mask, frame[r0 : r0 + sub_mask.shape[0], c0 : c0 + sub_mask.shape[1]], -np.inf)
+    sub = np.full(sub_mask.shape, -np.inf)  # the component's bounding box, its pixels' values, -inf elsewhere
+    sub[rows - r0, cols - c0] = values[members]
     mx = members[is_max[members]]
     mx = mx[np.argsort(-values[mx], kind="stable")]
     kept: list[int] = []

@@ -39,7 +39,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage, special
 
-__all__ = ["least_ring_ratio", "zinger_regions", "MAX_ZINGER_PIXELS"]
+__all__ = ["least_ring_ratio", "zinger_regions", "zinger_regions_at", "MAX_ZINGER_PIXELS"]
 
 #: the test decides only when half the expected ring of the faintest-ringed real spot is this many sd of the ring
 DECISIVE_SD = 1.0
@@ -89,12 +89,42 @@ def zinger_regions(frame: np.ndarray, mask: np.ndarray | None, flat_index: np.nd
                    min_sigma: float, unstored: float | None = None) -> np.ndarray:
     """Which candidate regions are zingers (see the module's test).
 
+    :func:`zinger_regions_at` with the pixel values and the mask read from the frame.
+
     Parameters
     ----------
     frame : (H, W) ndarray of float
         Corrected frame, counts.
     mask : (H, W) ndarray of bool or None
         True = bad pixel (left out of the ring).
+    flat_index, region_of, candidates, npix, signal, level_at, noise_at, min_sigma, unstored
+        As :func:`zinger_regions_at`.
+
+    Returns
+    -------
+    zinger : (K,) ndarray of bool
+    """
+    flat = frame.ravel()
+    bad = mask.ravel() if mask is not None else None
+    return zinger_regions_at(frame.shape, flat.__getitem__, None if bad is None else bad.__getitem__, flat_index,
+                             region_of, candidates, npix, signal, level_at, noise_at, min_sigma=min_sigma,
+                             unstored=unstored)
+
+
+def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.ndarray, region_of: np.ndarray,
+                      candidates: np.ndarray, npix: np.ndarray, signal: np.ndarray, level_at, noise_at, *,
+                      min_sigma: float, unstored=None) -> np.ndarray:
+    """Which candidate regions are zingers (see the module's test), with the pixels read through functions.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (H, W) of the image the flat indices run over, px (a frame, or a block
+        of frames stacked along the rows, with ``bad_at`` true between them).
+    value_at : callable(flat_indices) -> ndarray
+        Corrected counts of pixels (0 where not stored on a thresholded frame).
+    bad_at : callable(flat_indices) -> ndarray of bool, or None
+        True = bad pixel (left out of the ring); None: no bad pixel.
     flat_index : (M,) ndarray of int
         The pixels above threshold (flat indices, ascending).
     region_of : (M,) ndarray of int
@@ -107,10 +137,11 @@ def zinger_regions(frame: np.ndarray, mask: np.ndarray | None, flat_index: np.nd
         Background level (counts/px) and noise of one pixel (counts) at pixel positions.
     min_sigma : float
         Width of the narrowest real spot, px.
-    unstored : float, optional
+    unstored : float or callable(flat_indices) -> ndarray, optional
         On a frame thresholded upstream: the storage threshold.  A ring pixel
         that was not stored (0) may have held anything below it, so it counts
-        as this value, the most a real spot could have put there.
+        as this value, the most a real spot could have put there.  A callable
+        gives it per pixel (frames of a block with thresholds of their own).
 
     Returns
     -------
@@ -119,9 +150,7 @@ def zinger_regions(frame: np.ndarray, mask: np.ndarray | None, flat_index: np.nd
     candidates = np.asarray(candidates, dtype=np.int64)
     if candidates.size == 0:
         return np.zeros(0, dtype=bool)
-    h, w = frame.shape
-    flat = frame.ravel()
-    bad = mask.ravel() if mask is not None else None
+    h, w = shape
     is_cand = np.zeros(int(region_of.max()) + 1, dtype=bool)
     is_cand[candidates] = True
     members = np.flatnonzero(is_cand[region_of])  # positions in the pixel list of the candidates' pixels
@@ -138,13 +167,14 @@ def zinger_regions(frame: np.ndarray, mask: np.ndarray | None, flat_index: np.nd
             nb_reg.append(ev_reg[inside])
         key = np.setdiff1d(np.concatenate(nb_reg) * (h * w) + np.concatenate(nb_flat), ev_reg * (h * w) + ev_flat)
         reg, pix = np.divmod(key, h * w)
-        if bad is not None:
-            reg, pix = reg[~bad[pix]], pix[~bad[pix]]
+        if bad_at is not None:
+            good = ~bad_at(pix)
+            reg, pix = reg[good], pix[good]
         r, c = np.divmod(pix, w)
-        values = flat[pix].astype(np.float64)
+        values = np.asarray(value_at(pix), dtype=np.float64)
         measured = np.ones(values.size, dtype=bool) if unstored is None else values != 0
         if unstored is not None:
-            values = np.where(measured, values, unstored)
+            values = np.where(measured, values, unstored(pix) if callable(unstored) else unstored)
         return reg, pix, values - level_at(r, c), noise_at(r, c) ** 2, measured
 
     # the event: the region's pixels and the ring pixels 3 sigma above background (parts of a zinger that
