@@ -286,31 +286,84 @@ class ResultsWriter:
         if now - self._last_snapshot >= self.snapshot_seconds:
             self.snapshot()
 
+    def add_frames(self, frame_indices, table: pd.DataFrame, frame_rows: pd.DataFrame | dict | None = None) -> None:
+        """Record many finished frames at once: their peaks and frames-table rows, as one journal batch.
+
+        Frames buffered by :meth:`add` are journaled first, so that batches keep
+        the order in which frames were recorded.  The batch has the layout of
+        :meth:`flush` (``frames_*.npz`` written before ``batch_*.npz``).
+
+        Parameters
+        ----------
+        frame_indices : (F,) array_like of int
+            The frames, each once (frames without peaks included).
+        table : pandas.DataFrame
+            Peaks of those frames, their ``frame`` column set (may be empty); written as given, not copied per frame.
+        frame_rows : pandas.DataFrame or dict of array_like, optional
+            The frames' rows of the frames table (:data:`braggflow.schema.FRAME_COLUMNS`), one per frame
+            (without a ``frame`` column: in the order of ``frame_indices``).
+
+        Raises
+        ------
+        RuntimeError
+            If the writer is closed.
+        ValueError
+            If a frame is given twice, a peak's frame is not one of ``frame_indices``, or ``frame_rows`` holds
+            other frames.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self.path}: writer is closed")
+        frames = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
+        if np.unique(frames).size != frames.size:
+            raise ValueError("add_frames: a frame is given twice")
+        if len(table) and not np.isin(table["frame"].to_numpy(), frames).all():
+            raise ValueError("add_frames: a peak's frame is not one of frame_indices")
+        rows = None
+        if frame_rows is not None:
+            given = pd.DataFrame(frame_rows) if isinstance(frame_rows, dict) else frame_rows
+            if len(given) != frames.size:
+                raise ValueError(f"add_frames: {len(given)} frames-table rows for {frames.size} frames")
+            rows = frames_table(given)
+            if "frame" not in given:
+                rows["frame"] = frames
+            elif not np.array_equal(np.sort(rows["frame"].to_numpy()), np.sort(frames)):
+                raise ValueError("add_frames: the frames of frame_rows are not frame_indices")
+        self.flush()
+        if frames.size == 0:
+            return
+        self._journal_batch(conform(table), frames, rows)
+        self.done_frames.update(frames.tolist())
+        self.frames_added += int(frames.size)
+        if time.monotonic() - self._last_snapshot >= self.snapshot_seconds:
+            self.snapshot()
+
     def flush(self) -> None:
         """Write buffered frames to the journal (atomic rename of one batch file)."""
         if not self._buffer_frames:
             return
         table = pd.concat(self._buffer, ignore_index=True) if self._buffer else empty_peak_table()
-        arrays = _table_to_npz_dict(conform(table))
-        arrays["frames_done"] = np.asarray(self._buffer_frames, dtype=np.int64)
-        if self._frame_rows:  # written before the batch of peaks, so that a batch never lacks its frames' rows
-            rows = frames_table(self._frame_rows)
-            tmp = self.journal / f".tmp_frames_{self._batch:08d}.npz"
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **{k: rows[k].to_numpy() for k in rows.columns})
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.journal / f"frames_{self._batch:08d}.npz")
-        final = self.journal / f"batch_{self._batch:08d}.npz"
-        tmp = self.journal / f".tmp_{self._batch:08d}.npz"
+        rows = frames_table(self._frame_rows) if self._frame_rows else None
+        self._journal_batch(conform(table), np.asarray(self._buffer_frames, dtype=np.int64), rows)
+        self._buffer, self._buffer_frames, self._frame_rows = [], [], []
+
+    def _journal_batch(self, table: pd.DataFrame, frames: np.ndarray, rows: pd.DataFrame | None) -> None:
+        """One journal batch: the frames-table rows (first, so that a batch never lacks them), then the peaks."""
+        arrays = _table_to_npz_dict(table)
+        arrays["frames_done"] = frames
+        if rows is not None and len(rows):
+            self._write_journal_file(f"frames_{self._batch:08d}", {k: rows[k].to_numpy() for k in rows.columns})
+        self._write_journal_file(f"batch_{self._batch:08d}", arrays)
+        self._batch += 1
+        self._last_flush = time.monotonic()
+
+    def _write_journal_file(self, stem: str, arrays: dict[str, np.ndarray]) -> None:
+        """``stem.npz`` in the journal, written to a temporary name, synced and renamed (atomic)."""
+        tmp = self.journal / f".tmp_{stem}.npz"
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        self._batch += 1
-        self._buffer, self._buffer_frames, self._frame_rows = [], [], []
-        self._last_flush = time.monotonic()
+        os.replace(tmp, self.journal / f"{stem}.npz")
 
     def snapshot(self, status: str = "running") -> None:
         """Rewrite the HDF5 file from everything recorded so far (atomically)."""
