@@ -397,6 +397,7 @@ def run(
         which is then marked ``incomplete``.
     """
     from braggflow.io.frames import FrameSeries, open_frames
+    from braggflow.pipeline.sparse_run import run_sparse, sparse_path_applies
 
     config = config or Config()
     if scheduler_address is None:
@@ -441,6 +442,9 @@ def run(
     try:
         if workers or scheduler_address:
             _run_dask(series, indices, config, context, record, workers, scheduler_address)
+        elif sparse_path_applies(series, config, context):
+            collected += run_sparse(series, indices, config=config, context=context, writer=writer,
+                                    progress=progress)
         else:
             for i in indices:
                 record(i, analyse_frame(series[i], config=config, context=context, frame_index=i,
