@@ -328,6 +328,7 @@ def test_braggflow_run_on_a_sparse_scan_writes_peaks_and_the_frames_table(scan, 
         assert exc.code in (0, None)
     table, rows = read_peaks(out), read_frames(out)
     assert rows["frame"].tolist() == list(range(len(frames))) and len(table) == rows["n_peaks"].sum() > 0
+    assert set(table["method"]) == {"moments"}  # the block-by-block path ran
     np.testing.assert_allclose(table.groupby("frame")["omega"].first(),
                                [series.omega_centre(i) for i in sorted(set(table["frame"]))])
 
