@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from braggflow._stats import MAD_TO_SIGMA, nanmedian_last
+from braggflow._stats import MAD_TO_SIGMA, median_last, nanmedian_last
 from braggflow.errors import BraggflowError
 
 __all__ = ["Background", "estimate_background", "is_sparse"]
@@ -98,7 +98,10 @@ def estimate_background(
         blocks = np.full((ty * per, tx * per), np.nan, dtype=np.float32)
         blocks[: sub.shape[0], : sub.shape[1]] = sub[: ty * per, : tx * per]
     blocks = blocks.reshape(ty, per, tx, per).transpose(0, 2, 1, 3).reshape(ty, tx, per * per)
-    if complete and mask is None:
+    if not np.isnan(blocks).any():
+        level = median_last(blocks)
+        mad = median_last(np.abs(blocks - level[:, :, None]))
+    elif complete and mask is None:  # NaN pixels in the frame itself: their tiles' medians are NaN, filled below
         level = np.median(blocks, axis=2)
         mad = np.median(np.abs(blocks - level[:, :, None]), axis=2)
     else:
