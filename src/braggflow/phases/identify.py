@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from braggflow.errors import ConfigError
-from braggflow.phases.matching import MatchOptions, PhaseMatch, contact_planes, match_phase
+from braggflow.phases.matching import (
+    MatchOptions,
+    PhaseMatch,
+    combined_probability,
+    contact_planes,
+    match_phase,
+    rank_key,
+)
 from braggflow.phases.structure import Phase
 
-__all__ = ["Identification", "identify", "lines_from_peaks", "pattern_kind", "assign_peaks"]
+__all__ = ["Identification", "identify", "lines_from_peaks", "pattern_kind", "ring_share", "assign_peaks"]
 
 
 @dataclass
@@ -21,18 +29,31 @@ class Identification:
     Attributes
     ----------
     ranked : pandas.DataFrame
-        One row per candidate phase, best first: ``rank``, ``phase``, ``accepted``,
-        ``score``, ``chance_probability``, ``significance``, ``n_matched``,
-        ``n_expected``, ``a, b, c, alpha, beta, gamma`` and ``*_err``, ``contact_plane``, ...
+        One row per candidate phase in the order of :func:`identify` (accepted
+        phases first, in the order they were accepted): ``rank``, ``phase``,
+        ``accepted``, ``score``, ``chance_probability``, ``significance``,
+        ``n_matched``, ``n_expected``, ``refined``, ``a, b, c, alpha, beta, gamma``
+        and ``*_err``, ``contact_plane``, ..., and the match of each phase on all
+        observations: ``score_alone``, ``chance_probability_alone``,
+        ``n_matched_alone``, ``n_expected_alone``.
     matches : dict of str -> PhaseMatch
-        The match shown in ``ranked`` for each phase (accepted phases: on the lines
-        left to them in the mixture search; others: on all lines).
+        The match shown in ``ranked`` for each phase: accepted phases on the
+        observations left to them when they were accepted, the others on the
+        observations no accepted phase explains.
+    alone : dict of str -> PhaseMatch
+        Each phase matched on all observations.
     assignment : pandas.DataFrame
         The observations with ``phase`` (None: unexplained), ``h, k, l``, ``hkl``.
     unexplained : pandas.DataFrame
         Observations no accepted phase explains.
     mode : str
         "rings", "spots" or "gixd".
+    mode_reason : str
+        Why this mode ran (the option given, or what the automatic choice saw).
+    options : MatchOptions
+    record : dict
+        Where :func:`~braggflow.phases.workflow.identify_results` recorded it
+        (``number``, ``group``, ``earlier``); empty otherwise.
     """
 
     ranked: pd.DataFrame
@@ -41,11 +62,15 @@ class Identification:
     unexplained: pd.DataFrame
     mode: str = "rings"
     options: MatchOptions = field(default_factory=MatchOptions)
+    alone: dict = field(default_factory=dict)
+    mode_reason: str = ""
+    record: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        """A JSON-serialisable summary (ranked table, assignment counts, unexplained lines)."""
+        """A JSON-serialisable summary (mode, ranked table, unexplained lines)."""
         return {
             "mode": self.mode,
+            "mode_reason": self.mode_reason,
             "ranked": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
                        for row in self.ranked.to_dict(orient="records")],
             "unexplained": self.unexplained[[c for c in ("q", "q_err", "intensity") if c in self.unexplained]]
@@ -53,15 +78,51 @@ class Identification:
         }
 
 
+def _powder_on_lines(spots: pd.DataFrame, phase: Phase, options: MatchOptions, q_range) -> PhaseMatch:
+    """Powder hypothesis for grazing-incidence spots: the spots grouped into lines by q, every spot of a matched
+    line paired with it (``pairs`` refer to the spots)."""
+    lines = lines_from_peaks(spots)
+    m = match_phase(lines, phase, options=options, q_range=q_range)
+    if len(m.pairs):
+        rows = []
+        q = spots["q"].to_numpy(dtype=np.float64)
+        inten = np.nan_to_num(spots["intensity"].to_numpy(dtype=np.float64)) if "intensity" in spots else None
+        for row in m.pairs.to_dict(orient="records"):
+            for label in lines.loc[row["obs"], "peaks"]:
+                rows.append({**row, "obs": int(label), "q_obs": float(q[label]),
+                             "intensity_obs": float(inten[label]) if inten is not None else float("nan")})
+        m.pairs = pd.DataFrame(rows, columns=m.pairs.columns)
+    return m
+
+
 def _best_match(observed, phase, options, q_range, gixd):
-    """Powder match, or (grazing incidence) the best of powder and every contact plane."""
-    best = match_phase(observed, phase, options=options, q_range=q_range)
-    if gixd:
+    """Powder match, or (grazing incidence) the best of powder and every contact plane.
+
+    Grazing incidence: the powder hypothesis matches the spots grouped into
+    lines by q; a contact plane matches the spots in (q, polar angle), and its
+    chance probability (that of the polar angles and the intensity order) is
+    combined with that of the powder lines' positions, its evidence in q.  Each
+    hypothesis' chance probability is then corrected for the number tried
+    (Sidak), and the best by :func:`~braggflow.phases.matching.rank_key` is kept.
+    """
+    if not gixd:
+        return match_phase(observed, phase, options=options, q_range=q_range)
+    powder = _powder_on_lines(observed, phase, options, q_range)
+    tried = [powder]
+    if len(observed):
         for plane in contact_planes(phase, options.max_index):
             m = match_phase(observed, phase, options=options, q_range=q_range, contact_plane=plane)
-            if (m.score, m.significance) > (best.score, best.significance):
-                best = m
-    return best
+            m.chance_probability = combined_probability(powder.p_positions, m.chance_probability)
+            tried.append(m)
+    for m in tried:
+        p = min(1.0, float(m.chance_probability))
+        m.chance_probability = float(-math.expm1(len(tried) * math.log1p(-p))) if p < 1 else 1.0
+        m.significance = float(-math.log10(max(m.chance_probability, 1e-300)))
+    return max(tried, key=_key)
+
+
+def _key(m: PhaseMatch) -> tuple:
+    return rank_key(m.score, m.chance_probability)
 
 
 def identify(
@@ -70,17 +131,21 @@ def identify(
     *,
     options: MatchOptions | None = None,
     q_range: tuple[float, float] | None = None,
-    p_max: float = 1e-3,
+    p_max: float | None = None,
     max_phases: int | None = None,
     gixd: bool = False,
 ) -> Identification:
     """Rank candidate phases against observed lines and explain the pattern as a mixture.
 
-    Each phase is matched to all observations (:func:`~braggflow.phases.matching.match_phase`);
-    then, greedily, the best-scoring phase whose chance probability is below
-    ``p_max`` is accepted, its matched observations are removed, and the others
-    are matched again on what is left, until no phase qualifies.  Every
-    observation is assigned to at most one phase.
+    One ordering (:func:`~braggflow.phases.matching.rank_key`: lower chance
+    probability first, then higher score) decides both the ranking and the
+    acceptance.  Every phase is matched to the observations not yet explained;
+    the first in that order is accepted when its chance probability is below
+    ``p_max``, its matched observations are removed, and the others are matched
+    again on what is left, until the first is not below ``p_max``.  The ranked
+    table lists the accepted phases in the order they were accepted, then the
+    others in the same order on what is left.  Every observation is assigned to
+    at most one phase.
 
     Parameters
     ----------
@@ -92,12 +157,13 @@ def identify(
         Default: ``MatchOptions()``.
     q_range : (float, float), optional
         q range covered by the data, 1/Å.
-    p_max : float
-        Largest chance probability of an accepted phase.
+    p_max : float, optional
+        Largest chance probability of an accepted phase; default ``options.p_max`` (1e-3).
     max_phases : int, optional
         Stop after this many accepted phases.
     gixd : bool
-        Search contact planes (fibre texture) as well as the powder hypothesis.
+        Search contact planes (fibre texture) as well as the powder hypothesis
+        (for which the spots are grouped into lines by q).
 
     Returns
     -------
@@ -110,6 +176,8 @@ def identify(
     """
     if options is None:
         options = MatchOptions()
+    if p_max is not None:
+        options = replace(options, p_max=float(p_max))
     if not phases:
         raise ConfigError("no candidate phases given (use --cif FILE ... or --phase FILE ...)")
     names = [p.name for p in phases]
@@ -120,45 +188,47 @@ def identify(
         q = observed["q"].to_numpy()
         span = q.max() - q.min() if len(q) > 1 else q.max()
         q_range = (max(0.0, q.min() - 0.05 * span), q.max() + 0.05 * span)
-    first = {p.name: _best_match(observed, p, options, q_range, gixd) for p in phases}
-    accepted: list[tuple[str, PhaseMatch]] = []
+    alone = {p.name: _best_match(observed, p, options, q_range, gixd) for p in phases}
+    current = dict(alone)
+    accepted: list[PhaseMatch] = []
     remaining = np.ones(len(observed), dtype=bool)
-    current = dict(first)
-    while True:
-        candidates = [m for name, m in current.items() if name not in dict(accepted) and m.chance_probability < p_max]
-        if not candidates or (max_phases is not None and len(accepted) >= max_phases):
+    while current:
+        order = sorted(current.values(), key=_key, reverse=True)
+        top = order[0]
+        if top.chance_probability >= options.p_max or (max_phases is not None and len(accepted) >= max_phases):
             break
-        best = max(candidates, key=lambda m: (m.score, m.significance))
         index = np.flatnonzero(remaining)
         # pairs refer to the rows passed in: map them back to the full observation table
-        best.pairs = best.pairs.assign(obs=index[best.pairs["obs"].to_numpy()]) if len(best.pairs) else best.pairs
-        accepted.append((best.phase, best))
-        remaining[best.pairs["obs"].to_numpy(dtype=int)] = False
-        if not remaining.any():
-            break
+        if len(top.pairs):
+            top.pairs = top.pairs.assign(obs=index[top.pairs["obs"].to_numpy(dtype=int)])
+        accepted.append(top)
+        remaining[top.pairs["obs"].to_numpy(dtype=int)] = False
         rest = observed[remaining].reset_index(drop=True)
-        current = {p.name: _best_match(rest, p, options, q_range, gixd) for p in phases if p.name not in dict(accepted)}
-    accepted_names = [n for n, _ in accepted]
-    matches = {**first, **dict(accepted)}
+        done = {m.phase for m in accepted}
+        current = {p.name: _best_match(rest, p, options, q_range, gixd) for p in phases if p.name not in done}
+    others = sorted(current.values(), key=_key, reverse=True)
+    accepted_names = [m.phase for m in accepted]
+    matches = {m.phase: m for m in accepted + others}
     rows = []
-    for order, name in enumerate(accepted_names + sorted((n for n in names if n not in accepted_names),
-                                                         key=lambda n: (-first[n].score, -first[n].significance))):
-        m = matches[name]
-        rows.append({"rank": order + 1, "accepted": name in accepted_names, **m.summary()})
+    for order, m in enumerate(accepted + others):
+        a = alone[m.phase]
+        rows.append({"rank": order + 1, "accepted": m.phase in accepted_names, **m.summary(),
+                     "score_alone": round(float(a.score), 4), "chance_probability_alone": float(a.chance_probability),
+                     "n_matched_alone": int(a.n_matched), "n_expected_alone": int(a.n_expected)})
     ranked = pd.DataFrame(rows)
     assignment = observed.copy()
     assignment["phase"] = pd.Series([None] * len(observed), dtype="object")
     assignment["hkl"] = pd.Series([None] * len(observed), dtype="object")
     for col in ("h", "k", "l"):
         assignment[col] = pd.array([pd.NA] * len(observed), dtype="Int32")
-    for name, m in accepted:
+    for m in accepted:
         for row in m.pairs.itertuples():
-            assignment.loc[row.obs, ["phase", "hkl"]] = [name, row.hkl]
+            assignment.loc[row.obs, ["phase", "hkl"]] = [m.phase, row.hkl]
             assignment.loc[row.obs, ["h", "k", "l"]] = [row.h, row.k, row.l]
     unexplained = assignment[assignment["phase"].isna()].drop(columns=["phase", "hkl", "h", "k", "l"])
     mode = "gixd" if gixd else "rings"
     return Identification(ranked=ranked, matches=matches, assignment=assignment, unexplained=unexplained,
-                          mode=mode, options=options)
+                          mode=mode, options=options, alone=alone)
 
 
 def pattern_kind(table: pd.DataFrame, *, tolerance: float = 0.01, min_spread_deg: float = 30.0) -> str:
@@ -178,6 +248,25 @@ def pattern_kind(table: pd.DataFrame, *, tolerance: float = 0.01, min_spread_deg
     Returns
     -------
     kind : {"rings", "spots"}
+        "spots" when fewer than 4 peaks have q and eta.
+
+    Raises
+    ------
+    ValueError
+        If the table lacks q or eta.
+    """
+    in_rings, n = ring_share(table, tolerance=tolerance, min_spread_deg=min_spread_deg)
+    if n < 4:
+        return "spots"
+    return "rings" if in_rings > 0.5 * n else "spots"
+
+
+def ring_share(table: pd.DataFrame, *, tolerance: float = 0.01, min_spread_deg: float = 30.0) -> tuple[int, int]:
+    """How many peaks lie on rings (see :func:`pattern_kind`), out of those with finite q and eta.
+
+    Returns
+    -------
+    in_rings, n : int
 
     Raises
     ------
@@ -190,8 +279,8 @@ def pattern_kind(table: pd.DataFrame, *, tolerance: float = 0.01, min_spread_deg
                 f"peak table lacks {col!r}: run the geometry step first (braggflow run --poni/--set geometry...)"
             )
     t = table[np.isfinite(table["q"]) & np.isfinite(table["eta"])].sort_values("q")
-    if len(t) < 4:
-        return "spots"
+    if len(t) == 0:
+        return 0, 0
     q = t["q"].to_numpy()
     group = np.concatenate([[0], np.cumsum(np.diff(q) > tolerance * q[1:])])
     in_rings = 0
@@ -202,7 +291,7 @@ def pattern_kind(table: pd.DataFrame, *, tolerance: float = 0.01, min_spread_deg
             coverage = 360 - gaps.max()
             if coverage >= min_spread_deg:
                 in_rings += len(eta)
-    return "rings" if in_rings > 0.5 * len(t) else "spots"
+    return in_rings, len(t)
 
 
 def lines_from_peaks(table: pd.DataFrame, *, rel_tolerance: float = 2e-3) -> pd.DataFrame:

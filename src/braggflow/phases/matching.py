@@ -7,31 +7,46 @@ The method, for one phase:
 2. an isotropic lattice scale ``s`` (a = s a0) is scanned over
    ``1 +- max_mismatch``; at each, predicted and observed lines are paired
    one-to-one when closer than ``n_sigma`` times the combined error
-   (``sqrt(q_err^2 + (rel_tolerance q)^2)``), and the scale with the best score wins;
-3. the cell's free parameters (by crystal system) are refined by bounded least
-   squares on the pairs, within the mismatch, and the pairing is repeated;
+   (``sqrt(q_err^2 + (rel_tolerance q)^2)``), and the scale that comes first by
+   :func:`rank_key` wins;
+3. with more pairs than free cell parameters, the free parameters (by crystal
+   system) are refined by bounded least squares on the pairs, within the
+   mismatch, weighted by the combined errors scaled by the Birge ratio
+   sqrt(chi2_red) of a first fit; with ``refine_distance`` the distance d joins
+   them with the Gaussian prior residual (d - d0) / sigma_d, the observed q are
+   recomputed at d (untilted detector), and the pairing is repeated there.  With
+   fewer pairs the cell is not refined and its errors are NaN;
 4. score = f_obs x f_pred x A, where f_obs is the fraction of the observed
    intensity that the phase explains, f_pred the fraction of the predicted
    intensity of the lines that should be seen (expected: predicted above the
-   detection limit after scaling) that is found, and A = exp(-<ln(I_obs / K I_calc)^2> / 2 tau^2)
-   the intensity agreement of the pairs (K: median intensity ratio);
+   detection limit after scaling) that is found, and A = exp(-s^2 / 2 tau^2),
+   s^2 the variance (n - 1 degrees of freedom) of ln(I_obs / K I_calc) over the
+   pairs (K: median intensity ratio; one pair gives s = tau);
 5. the chance probability is the probability that a random set of lines of the
    observed density (uniform in q) matches at least as many expected lines
    (Poisson-binomial over each line's window), corrected for the lattice
    search (Sidak, one trial per independent scale and free cell parameter), so
-   that phases with many lines do not win by luck.  ``significance`` = -log10(p).
+   that phases with many lines do not win by luck; with 3 or more pairs it is
+   combined (Fisher) with the probability that random intensities are ordered
+   as much like the predicted ones (Kendall's tau).  For a contact plane the
+   positional part counts only the polar angles: the observed spots kept at
+   their q and spread uniformly over 0-90 deg.  ``significance`` = -log10(p);
+6. a refined distance z prior errors away from d0 divides the chance probability
+   and multiplies the score by the prior density ratio exp(-z^2 / 2), so that no
+   phase buys a better match with the distance.
 
 References
 ----------
 The chance-corrected figure of merit follows the idea of de Wolff's M20 and
 Smith & Snyder's F_N (J. Appl. Cryst. 1, 108 (1968); 12, 60 (1979)): compare the
 number of matched lines with the number expected by chance for the line density.
+The distance prior is a restraint in the sense of Waser's restrained least
+squares (Acta Cryst. 16, 1091 (1963)): one more residual, (d - d0) / sigma_d.
 """
-
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -47,6 +62,8 @@ __all__ = [
     "poisson_binomial_sf",
     "chance_probability",
     "contact_planes",
+    "rank_key",
+    "combined_probability",
 ]
 
 
@@ -57,22 +74,31 @@ class MatchOptions:
     Attributes
     ----------
     max_mismatch : float
-        Largest relative lattice mismatch searched and refined (0.01 = 1%).
+        Largest relative lattice mismatch searched and refined (0.01 = 1%); 0 holds
+        the cell at its nominal value (not refined).
     rel_tolerance : float
         Relative position tolerance added in quadrature to each line's error
         (unmodelled systematics: tilt, sample displacement, refraction).
     n_sigma : float
         Pairing window in units of the combined error.
     intensity_tau : float
-        Width (natural-log units) of the intensity agreement.
+        Width (natural-log units) of the intensity agreement, for lines of an
+        azimuthally integrated profile (powder intensities).
+    intensity_tau_spots : float
+        The same for lines and spots of a peak table (``--spots``, ``--gixd``): spot
+        intensities along a ring follow the texture and which maxima were found,
+        not the powder intensity.
     detection_limit : float or None
         Weakest observable line intensity (observed units); None: the weakest observed line.
     wavelength : float or None
         Å, for Lorentz-polarisation weights and distance refinement.
     refine : bool
-        Refine the cell by least squares.
+        Refine the cell by least squares (only from more matched lines than free
+        cell parameters).
     refine_distance : bool
-        Refine the sample-detector distance too (needs distance_mm and distance_err_mm > 0 as prior).
+        Refine the sample-detector distance too, with a Gaussian prior: the residual
+        (d - distance_mm) / distance_err_mm joins the line residuals (needs both,
+        distance_err_mm > 0).
     distance_mm, distance_err_mm : float
         Sample-detector distance of the observations and its 1-sigma uncertainty; the
         uncertainty is always propagated into the refined cell.
@@ -80,12 +106,19 @@ class MatchOptions:
         2D (grazing incidence): 1-sigma angular tolerance of the polar angle.
     max_index : int
         2D: largest Miller index of contact planes searched.
+    p_max : float
+        Largest chance probability of an accepted phase.
+    intensity_order : bool
+        With 3 or more matched lines, combine the probability that the matched
+        intensities are ordered like the predicted ones by chance (Kendall's tau)
+        with that of the positions (Fisher).
     """
 
     max_mismatch: float = 0.01
     rel_tolerance: float = 1e-3
     n_sigma: float = 3.0
     intensity_tau: float = 0.5
+    intensity_tau_spots: float = 2.0
     detection_limit: float | None = None
     wavelength: float | None = None
     refine: bool = True
@@ -94,6 +127,8 @@ class MatchOptions:
     distance_err_mm: float = 0.0
     mosaicity_deg: float = 3.0
     max_index: int = 2
+    p_max: float = 1e-3
+    intensity_order: bool = True
 
 
 @dataclass
@@ -104,17 +139,33 @@ class PhaseMatch:
     ----------
     phase : str
     score : float
-        f_obs x f_pred x intensity agreement, 0..1.
+        f_obs x f_pred x intensity agreement, 0..1 (times exp(-z^2/2) when the
+        distance was refined z prior errors away from its nominal value).
     chance_probability : float
-        Probability of a match this good by chance (corrected for the lattice search).
+        Probability of a match this good by chance: positions (corrected for the
+        lattice search) combined with the order of the matched intensities, divided
+        by exp(-z^2/2) when the distance was refined; at most 1.
     significance : float
         -log10(chance_probability).
+    p_positions, p_intensity : float
+        The two probabilities combined in ``chance_probability`` (``p_intensity``
+        NaN when not tested: fewer than 3 pairs).
     n_matched, n_expected, n_observed : int
         Matched expected lines, expected lines, observed lines.
     f_obs, f_pred, intensity_agreement : float
         Score components.
     cell, cell_err : tuple of 6 float
-        Refined cell (Å, deg) and 1-sigma errors (0 for parameters fixed by symmetry).
+        Cell (Å, deg) at which the lines were paired and its 1-sigma errors (0 for
+        parameters fixed by symmetry; NaN for the free ones when not refined).
+    refined : bool
+        Whether the cell was refined: only from more matched lines than free cell
+        parameters, so that its errors can be estimated.
+    n_fit : int
+        Lines used in the refinement (0 when not refined).
+    n_pairs : int
+        Observed lines (or spots) paired with predicted ones, expected or not.
+    free_parameters : tuple of str
+        The cell's free parameters (by crystal system).
     cell_nominal : tuple of 6 float
     distance_mm, distance_err_mm : float or None
         Refined distance (when asked) and its error.
@@ -124,7 +175,7 @@ class PhaseMatch:
         One row per matched observation: ``obs`` (index into the observations),
         ``q_obs``, ``q_calc``, ``h, k, l``, ``hkl``, ``intensity_obs``, ``intensity_calc``.
     chi2_red : float
-        Reduced chi-square of the cell refinement.
+        Reduced chi-square of the line residuals in the cell refinement (NaN when not refined).
     predicted : pandas.DataFrame
         The predicted lines (or spots) at the refined cell: ``q``, ``intensity``
         (scaled to the observations), ``hkl``, ``expected``, ``matched`` (and
@@ -150,6 +201,12 @@ class PhaseMatch:
     pairs: pd.DataFrame = field(default_factory=pd.DataFrame)
     chi2_red: float = float("nan")
     predicted: pd.DataFrame = field(default_factory=pd.DataFrame)
+    refined: bool = False
+    n_fit: int = 0
+    n_pairs: int = 0
+    free_parameters: tuple = ()
+    p_positions: float = 1.0
+    p_intensity: float = float("nan")
 
     def summary(self) -> dict:
         """One-line summary as a plain dict (JSON-serialisable)."""
@@ -160,7 +217,8 @@ class PhaseMatch:
             "n_matched": int(self.n_matched), "n_expected": int(self.n_expected), "n_observed": int(self.n_observed),
             "f_obs": round(float(self.f_obs), 4), "f_pred": round(float(self.f_pred), 4),
             "intensity_agreement": round(float(self.intensity_agreement), 4), "contact_plane": self.contact_plane,
-            "chi2_red": float(self.chi2_red),
+            "chi2_red": float(self.chi2_red), "refined": bool(self.refined), "n_fit": int(self.n_fit),
+            "p_positions": float(self.p_positions), "p_intensity": float(self.p_intensity),
         }
         for i, n in enumerate(names):
             out[n] = float(self.cell[i]) if self.cell else float("nan")
@@ -354,12 +412,65 @@ class _Obs:
     q: np.ndarray
     tol: np.ndarray          # n_sigma x combined 1-sigma error, 1/Å
     sigma: np.ndarray        # combined 1-sigma error, 1/Å
-    fit_sigma: np.ndarray    # measurement error used as least-squares weight, 1/Å
+    fit_sigma: np.ndarray    # least-squares weight (the combined error), 1/Å
     intensity: np.ndarray
     polar: np.ndarray | None = None  # deg, 2D only
     q_lo: float = 0.0
     q_hi: float = 0.0
     det_limit: float = 0.0
+    wavelength: float | None = None  # Å
+    distance_mm: float | None = None  # distance at which q was computed
+
+    def at_distance(self, distance: float | None) -> _Obs:
+        """The observations as seen from another sample-detector distance (detector points fixed, no tilt)."""
+        if distance is None or self.distance_mm is None or not self.wavelength or distance == self.distance_mm:
+            return self
+        q = _q_obs_at_distance(self.q, self.wavelength, self.distance_mm, distance)
+        ratio = np.where(self.q > 0, q / np.where(self.q > 0, self.q, 1.0), 1.0)
+        return replace(self, q=q, tol=self.tol * ratio, sigma=self.sigma * ratio, fit_sigma=self.fit_sigma * ratio)
+
+
+@dataclass
+class _Assessment:
+    """Pairs and figures of one phase at one cell (and distance)."""
+
+    pairs: list
+    comp: dict
+    qp: np.ndarray
+    ip: np.ndarray
+    polar: np.ndarray | None
+    expected: np.ndarray
+    matched: np.ndarray
+    n_matched: int
+    p_positions: float
+    p_intensity: float
+    chance_probability: float
+    score: float
+
+    @property
+    def significance(self) -> float:
+        return float(-math.log10(max(self.chance_probability, 1e-300)))
+
+
+def rank_key(score: float, chance_probability: float) -> tuple:
+    """The one ordering of matches: lower chance probability first, then higher score.
+
+    Used to choose the lattice scale, the hypothesis of a phase (powder or a
+    contact plane), the order of the phases and the acceptance of a mixture, so
+    that these never disagree: a phase is accepted when its chance probability
+    is below ``p_max``, so the accepted phases are always the first ones.
+
+    Parameters
+    ----------
+    score : float
+    chance_probability : float
+
+    Returns
+    -------
+    key : tuple
+        Larger is better.
+    """
+    return (-float(chance_probability), round(float(score), 12))
 
 
 def _evaluate(obs: _Obs, qp: np.ndarray, ip: np.ndarray, opts: MatchOptions, polar_p: np.ndarray | None = None):
@@ -385,16 +496,116 @@ def _evaluate(obs: _Obs, qp: np.ndarray, ip: np.ndarray, opts: MatchOptions, pol
     f_obs = float(obs.intensity[j].sum() / total_obs) if total_obs > 0 else 0.0
     exp_sum = ip[expected].sum()
     f_pred = float(ip[expected & matched_pred].sum() / exp_sum) if exp_sum > 0 else 0.0
-    agreement = float(math.exp(-np.mean((ratio - lnk) ** 2) / (2 * opts.intensity_tau ** 2)))
+    agreement = _intensity_agreement(ratio - lnk, opts.intensity_tau)
     chi = float(np.sum(dist[j, i] ** 2))
     return pairs, dict(score=f_obs * f_pred * agreement, f_obs=f_obs, f_pred=f_pred, agreement=agreement, K=K,
                        expected=expected, chi=chi)
 
 
-def _scan_scale(obs: _Obs, pred: _Predicted, cell0, opts: MatchOptions, normal=None):
-    """Best isotropic lattice scale within the mismatch (positions scale as 1/s)."""
-    q0, ip = pred.positions(cell0)
-    polar = pred.polar_angles(cell0, normal) if normal is not None else None
+def _intensity_agreement(deviation: np.ndarray, tau: float) -> float:
+    """exp(-s^2 / 2 tau^2), s^2 the variance of the log intensity ratios about their median.
+
+    One pair fits the scale exactly and says nothing about the agreement: its
+    variance is taken as tau^2 (agreement exp(-1/2)); with n pairs the sum of
+    squares is divided by n - 1 (one degree of freedom went into the scale).
+    """
+    n = len(deviation)
+    var = tau ** 2 if n < 2 else float(np.sum(deviation ** 2) / (n - 1))
+    return float(math.exp(-var / (2 * tau ** 2)))
+
+
+def _intensity_order_probability(obs_intensity: np.ndarray, calc_intensity: np.ndarray) -> float:
+    """One-sided probability that random intensities are ordered as much like the predicted ones (Kendall's tau).
+
+    NaN (no test) with fewer than 3 pairs or constant intensities.
+    """
+    if len(obs_intensity) < 3:
+        return float("nan")
+    from scipy.stats import kendalltau
+
+    with np.errstate(all="ignore"):
+        p = kendalltau(obs_intensity, calc_intensity, alternative="greater").pvalue
+    return float(p) if np.isfinite(p) else float("nan")
+
+
+def _chance(obs: _Obs, qp: np.ndarray, expected: np.ndarray, matched: np.ndarray, opts: MatchOptions,
+            polar_p: np.ndarray | None, n_free: int) -> tuple[float, int]:
+    """Chance probability of the match (see the module docstring) and the number of matched expected lines.
+
+    1D: random lines of the observed density (uniform in q) falling in each expected
+    line's window, corrected for the lattice search.  2D (a contact plane): the
+    observed spots kept at their q but at random polar angles (uniform over
+    0-90 deg) falling in each expected spot's window, so that only the agreement
+    of the polar angles counts (the q positions are the powder hypothesis' evidence).
+    """
+    err_med = float(np.median(np.sqrt(np.maximum(obs.sigma ** 2 - (opts.rel_tolerance * obs.q) ** 2, 0.0))))
+    tol_pred = opts.n_sigma * np.sqrt(err_med ** 2 + (opts.rel_tolerance * qp) ** 2)
+    k = int(np.sum(matched & expected))
+    if polar_p is not None:
+        # the spots that could pair with each expected spot for some polar angle (the pairing's q window)
+        in_band = np.abs(obs.q[None, :] - qp[expected][:, None]) <= obs.tol[None, :]
+        n_band = in_band.sum(axis=1)
+        fraction = min(1.0, 2 * opts.n_sigma * opts.mosaicity_deg / 90.0)
+        p_window = -np.expm1(n_band * math.log1p(-fraction)) if fraction < 1 else (n_band > 0).astype(float)
+        return chance_probability(p_window, k, 1.0), k
+    density = len(obs.q) / max(obs.q_hi - obs.q_lo, 1e-12)
+    p_window = -np.expm1(-density * 2 * tol_pred[expected])
+    rel_window = float(np.median(tol_pred / np.maximum(qp, 1e-12))) if len(qp) else 1.0
+    n_scale = max(1.0, opts.max_mismatch / max(rel_window, 1e-12))
+    return chance_probability(p_window, k, n_scale ** n_free), k
+
+
+def _assess(obs: _Obs, pred: _Predicted, cell, opts: MatchOptions, normal, n_free: int,
+            prior_z: float = 0.0) -> _Assessment:
+    """Pair the phase at ``cell`` with the observations and compute its score and chance probability.
+
+    ``prior_z``: distance shift in units of its prior error; the prior density ratio
+    exp(-z^2/2) multiplies the score and divides the chance probability.
+    """
+    qp, ip = pred.positions(cell)
+    polar = pred.polar_angles(cell, normal) if normal is not None else None
+    pairs, comp = _evaluate(obs, qp, ip, opts, polar)
+    matched = np.zeros(len(qp), dtype=bool)
+    if pairs:
+        matched[[p[1] for p in pairs]] = True
+    expected = comp["expected"]
+    p_pos, k = _chance(obs, qp, expected, matched, opts, polar, n_free)
+    p_int = float("nan")
+    if pairs and opts.intensity_order:
+        j = np.array([p[0] for p in pairs])
+        i = np.array([p[1] for p in pairs])
+        p_int = _intensity_order_probability(obs.intensity[j], ip[i])
+    p = combined_probability(p_pos, p_int) if np.isfinite(p_int) else p_pos
+    prior = math.exp(-0.5 * prior_z ** 2)
+    p = min(1.0, p / prior) if prior > 0 else 1.0
+    return _Assessment(pairs=pairs, comp=comp, qp=qp, ip=ip, polar=polar, expected=expected, matched=matched,
+                       n_matched=k, p_positions=p_pos, p_intensity=p_int, chance_probability=p,
+                       score=comp["score"] * prior)
+
+
+def combined_probability(p1: float, p2: float) -> float:
+    """Fisher's combination of two independent probabilities: P(chi2 with 4 dof >= -2 ln(p1 p2)).
+
+    Parameters
+    ----------
+    p1, p2 : float
+        Probabilities in [0, 1], each uniform under the null hypothesis.
+
+    Returns
+    -------
+    p : float
+        ``p1 p2 (1 - ln(p1 p2))``.
+
+    References
+    ----------
+    R. A. Fisher, Statistical Methods for Research Workers (1925), section 21.1.
+    """
+    prod = max(float(p1) * float(p2), 1e-300)
+    return float(min(1.0, prod * (1.0 - math.log(prod))))
+
+
+def _scan_scale(obs: _Obs, pred: _Predicted, cell0, opts: MatchOptions, n_free: int, normal=None):
+    """Best isotropic lattice scale within the mismatch (positions scale as 1/s), by :func:`rank_key`."""
     rel = np.min(obs.tol / obs.q) if len(obs.q) else 1e-3
     step = float(np.clip(rel / 3, 2e-5, max(opts.max_mismatch / 5, 2e-5)))
     scales = (
@@ -402,13 +613,13 @@ def _scan_scale(obs: _Obs, pred: _Predicted, cell0, opts: MatchOptions, normal=N
         if opts.max_mismatch > 0
         else np.array([1.0])
     )
-    best = (-1.0, np.inf, 1.0)
+    best, best_key = 1.0, None
     for s in scales:
-        _, comp = _evaluate(obs, q0 / s, ip, opts, polar)
-        key = (comp["score"], -comp["chi"])
-        if key > (best[0], -best[1]):
-            best = (comp["score"], comp["chi"], float(s))
-    return best[2]
+        a = _assess(obs, pred, _scaled_cell(cell0, s), opts, normal, n_free)
+        key = (*rank_key(a.score, a.chance_probability), -a.comp["chi"])
+        if best_key is None or key > best_key:
+            best, best_key = float(s), key
+    return best
 
 
 def _scaled_cell(cell, s):
@@ -423,13 +634,35 @@ def _q_obs_at_distance(obs_q, wavelength, d0, d):
     return 4 * np.pi * np.sin(tth_new / 2) / wavelength
 
 
-def _refine(obs: _Obs, pred: _Predicted, phase: Phase, cell_start, pairs, opts: MatchOptions, normal=None):
-    """Least-squares refinement of the free cell parameters (and distance) on the pairs."""
+@dataclass
+class _Fit:
+    cell: tuple
+    cell_err: tuple
+    chi2_red: float
+    distance: float | None
+    distance_err: float | None
+    n_fit: int
+
+
+def _refines_distance(opts: MatchOptions) -> bool:
+    return bool(opts.refine_distance and opts.distance_mm and opts.distance_err_mm > 0 and opts.wavelength)
+
+
+def _refine(obs: _Obs, pred: _Predicted, phase: Phase, cell_start, pairs, opts: MatchOptions,
+            distance_start: float | None = None) -> _Fit:
+    """Least-squares refinement of the free cell parameters (and the distance, with its prior) on the pairs.
+
+    The line residuals are weighted by the measurement errors scaled by the
+    Birge ratio sqrt(chi2_red) of a first fit, so that their weight against the
+    distance prior (d - d0) / sigma_d reflects how well the lines really agree.
+    Needs more pairs than free cell parameters.
+    """
     from scipy.optimize import least_squares
 
     names = phase.free_cell_parameters()
-    nominal = dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), phase.cell))
-    start = dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), cell_start))
+    slots = ("a", "b", "c", "alpha", "beta", "gamma")
+    nominal = dict(zip(slots, phase.cell))
+    start = dict(zip(slots, cell_start))
     x0 = np.array([start[n] for n in names])
     lo = np.array([
         nominal[n] * (1 - opts.max_mismatch) if n in "abc" else nominal[n] - 100 * opts.max_mismatch for n in names
@@ -440,59 +673,72 @@ def _refine(obs: _Obs, pred: _Predicted, phase: Phase, cell_start, pairs, opts: 
     x0 = np.clip(x0, lo + 1e-9 * abs(lo), hi - 1e-9 * abs(hi))
     j = np.array([p[0] for p in pairs])
     i = np.array([p[1] for p in pairs])
-    use_distance = bool(opts.refine_distance and opts.distance_mm and opts.distance_err_mm > 0 and opts.wavelength)
+    use_distance = _refines_distance(opts)
     d0 = opts.distance_mm
+    n_par = len(names)
+    dof = len(j) - n_par  # the distance brings its own observation: the prior
 
     def cell_of(x):
-        return phase.cell_from_free(dict(zip(names, x[: len(names)])))
+        return phase.cell_from_free(dict(zip(names, x[:n_par])))
 
-    def residuals(x, d=None):
+    def residuals(x, weight_scale=1.0, d=None):
         qp, _ = pred.positions(cell_of(x))
-        qo = obs.q[j]
         if use_distance:
             d = x[-1]
-        if d is not None and d != d0:
-            qo = _q_obs_at_distance(qo, opts.wavelength, d0, d)
-        r = (qo - qp[i]) / obs.fit_sigma[j]
+        qo = obs.at_distance(d).q[j] if d is not None else obs.q[j]
+        r = (qo - qp[i]) / (obs.fit_sigma[j] * weight_scale)
         if use_distance:
             r = np.append(r, (x[-1] - d0) / opts.distance_err_mm)
         return r
 
     if use_distance:
-        x0 = np.append(x0, d0)
+        start_d = distance_start if distance_start is not None else d0
+        x0 = np.append(x0, np.clip(start_d, d0 - 9.99 * opts.distance_err_mm, d0 + 9.99 * opts.distance_err_mm))
         lo = np.append(lo, d0 - 10 * opts.distance_err_mm)
         hi = np.append(hi, d0 + 10 * opts.distance_err_mm)
     res = least_squares(residuals, x0, bounds=(lo, hi), x_scale="jac")
-    n_par = len(names)
-    dof = len(j) - n_par
-    chi2_red = float(np.sum(res.fun ** 2) / dof) if dof > 0 else float("nan")
-    jac = res.jac
+    line_chi2 = float(np.sum(res.fun[: len(j)] ** 2))
+    chi2_red = line_chi2 / dof if dof > 0 else float("nan")
+    birge = math.sqrt(chi2_red) if dof > 0 and chi2_red > 1 else 1.0
+    if use_distance and birge > 1:
+        res = least_squares(lambda x: residuals(x, birge), res.x, bounds=(lo, hi), x_scale="jac")
     try:
-        cov = np.linalg.pinv(jac.T @ jac)
+        cov = np.linalg.pinv(res.jac.T @ res.jac)
     except np.linalg.LinAlgError:
         cov = np.full((len(res.x), len(res.x)), np.nan)
-    if dof > 0 and chi2_red > 1:
-        cov = cov * chi2_red
+    if not use_distance:
+        cov = cov * birge ** 2
     err = np.sqrt(np.maximum(np.diag(cov), 0.0))
-    cell_err = np.sqrt(np.maximum(np.diag(cov)[:n_par], 0.0))
+    cell_err = err[:n_par]
     distance, distance_err = (float(res.x[-1]), float(err[-1])) if use_distance else (None, None)
     if not use_distance and opts.distance_err_mm > 0 and opts.distance_mm and opts.wavelength:
-        # propagate the distance uncertainty: refit at d0 + h and scale the shift
+        # propagate the distance uncertainty: refit at d0 + h and add the shift in quadrature
         h = opts.distance_err_mm
-        res_h = least_squares(lambda x: residuals(x, d0 + h), res.x, bounds=(lo, hi), x_scale="jac")
+        res_h = least_squares(lambda x: residuals(x, 1.0, d0 + h), res.x, bounds=(lo, hi), x_scale="jac")
         shift = (res_h.x - res.x)[:n_par]
         cell_err = np.sqrt(cell_err ** 2 + shift ** 2)
-    # expand the free-parameter errors to the six cell parameters
-    full_err = dict.fromkeys(("a", "b", "c", "alpha", "beta", "gamma"), 0.0)
-    for n, e in zip(names, cell_err):
-        full_err[n] = float(e)
-    tied = phase.cell_from_free({n: 1.0 + i for i, n in enumerate(names)})
-    for slot, value in zip(("a", "b", "c", "alpha", "beta", "gamma"), tied):
-        for i_n, n in enumerate(names):
-            if slot != n and value == 1.0 + i_n:
-                full_err[slot] = full_err[n]
-    cell = cell_of(res.x)
-    return cell, tuple(full_err[k] for k in ("a", "b", "c", "alpha", "beta", "gamma")), chi2_red, distance, distance_err
+    return _Fit(cell=tuple(float(v) for v in cell_of(res.x)), cell_err=_full_errors(phase, names, cell_err),
+                chi2_red=chi2_red, distance=distance, distance_err=distance_err, n_fit=len(j))
+
+
+def _full_errors(phase: Phase, names: list[str], free_err) -> tuple:
+    """Errors of the six cell parameters from those of the free ones (tied ones share them, fixed ones are 0)."""
+    slots = ("a", "b", "c", "alpha", "beta", "gamma")
+    full = dict.fromkeys(slots, 0.0)
+    for n, e in zip(names, free_err):
+        full[n] = float(e)
+    tied = phase.cell_from_free({n: 1.0 + k for k, n in enumerate(names)})
+    for slot, value in zip(slots, tied):
+        for k, n in enumerate(names):
+            if slot != n and value == 1.0 + k:
+                full[slot] = full[n]
+    return tuple(full[k] for k in slots)
+
+
+def _unrefined_errors(phase: Phase) -> tuple:
+    """Errors of a cell that was not refined: NaN for the free parameters and those tied to them, 0 for fixed ones."""
+    names = phase.free_cell_parameters()
+    return _full_errors(phase, names, [float("nan")] * len(names))
 
 
 def _observations(table: pd.DataFrame, opts: MatchOptions, q_range, two_d: bool) -> _Obs:
@@ -507,8 +753,11 @@ def _observations(table: pd.DataFrame, opts: MatchOptions, q_range, two_d: bool)
     sigma = np.sqrt(q_err ** 2 + (opts.rel_tolerance * q) ** 2)
     intensity = np.clip(np.nan_to_num(table["intensity"].to_numpy(dtype=np.float64)), 0.0, None)
     if q_range is None:
-        span = q.max() - q.min() if len(q) > 1 else q.max()
-        q_range = (max(0.0, q.min() - 0.05 * span), q.max() + 0.05 * span)
+        if len(q):
+            span = q.max() - q.min() if len(q) > 1 else q.max()
+            q_range = (max(0.0, q.min() - 0.05 * span), q.max() + 0.05 * span)
+        else:
+            q_range = (0.0, 0.0)
     polar = None
     if two_d:
         for col in ("q_xy", "q_z"):
@@ -522,11 +771,12 @@ def _observations(table: pd.DataFrame, opts: MatchOptions, q_range, two_d: bool)
         if opts.detection_limit is not None
         else (float(intensity[intensity > 0].min()) if np.any(intensity > 0) else 0.0)
     )
-    # least-squares weights: the measurement errors (a tiny floor keeps them finite); systematic
-    # misfit then shows in chi2_red, which scales the covariance
-    fit_sigma = np.sqrt(q_err ** 2 + (1e-5 * q) ** 2) if np.any(q_err > 0) else sigma
-    return _Obs(q=q, tol=opts.n_sigma * sigma, sigma=sigma, fit_sigma=fit_sigma, intensity=intensity, polar=polar,
-                q_lo=float(q_range[0]), q_hi=float(q_range[1]), det_limit=det)
+    # least-squares weights: the same combined errors as the pairing (a line measured very precisely
+    # but shifted by unmodelled systematics does not pull the cell alone); a worse misfit shows in
+    # chi2_red, whose square root scales them (Birge ratio)
+    return _Obs(q=q, tol=opts.n_sigma * sigma, sigma=sigma, fit_sigma=sigma, intensity=intensity, polar=polar,
+                q_lo=float(q_range[0]), q_hi=float(q_range[1]), det_limit=det, wavelength=opts.wavelength,
+                distance_mm=opts.distance_mm)
 
 
 def match_phase(
@@ -554,6 +804,8 @@ def match_phase(
     Returns
     -------
     match : PhaseMatch
+        ``refined`` is False (and the free cell parameters' errors NaN) unless more
+        lines were matched than the cell has free parameters.
 
     Raises
     ------
@@ -563,8 +815,9 @@ def match_phase(
     two_d = contact_plane is not None
     obs = _observations(observed, options, q_range, two_d)
     result = PhaseMatch(phase=phase.name, n_observed=len(obs.q), cell_nominal=tuple(phase.cell),
-                        cell=tuple(phase.cell), cell_err=(0.0,) * 6,
-                        contact_plane="random" if not two_d else " ".join(map(str, contact_plane)))
+                        cell=tuple(phase.cell), cell_err=_unrefined_errors(phase),
+                        contact_plane="random" if not two_d else " ".join(map(str, contact_plane)),
+                        free_parameters=tuple(phase.free_cell_parameters()))
     if len(obs.q) == 0:
         return result
     q_max = obs.q_hi * (1 + options.max_mismatch) * 1.02
@@ -575,60 +828,45 @@ def match_phase(
         pred = _predicted_1d(phase, q_max, resolution, options.wavelength)
     if len(pred.hkl) == 0:
         return result
-    s = _scan_scale(obs, pred, phase.cell, options, contact_plane)
-    cell = _scaled_cell(phase.cell, s)
-    cell_err = (0.0,) * 6
-    chi2_red, distance, distance_err = float("nan"), None, None
-    for _ in range(2 if options.refine else 0):
-        qp, ip = pred.positions(cell)
-        polar = pred.polar_angles(cell, contact_plane) if two_d else None
-        pairs, _ = _evaluate(obs, qp, ip, options, polar)
-        if len(pairs) < 2:
-            break
-        cell, cell_err, chi2_red, distance, distance_err = _refine(
-            obs, pred, phase, cell, pairs, options, contact_plane
-        )
-    qp, ip = pred.positions(cell)
-    polar = pred.polar_angles(cell, contact_plane) if two_d else None
-    pairs, comp = _evaluate(obs, qp, ip, options, polar)
-    expected = comp["expected"]
-    matched = np.zeros(len(qp), dtype=bool)
-    if pairs:
-        matched[[p[1] for p in pairs]] = True
-    # chance probability: random lines with the observed density, each expected window its own Bernoulli
-    err_med = float(np.median(np.sqrt(np.maximum(obs.sigma ** 2 - (options.rel_tolerance * obs.q) ** 2, 0.0))))
-    tol_pred = options.n_sigma * np.sqrt(err_med ** 2 + (options.rel_tolerance * qp) ** 2)
-    if two_d:
-        area = (obs.q_hi - obs.q_lo) * 90.0
-        density = len(obs.q) / area
-        window = math.pi * tol_pred * options.n_sigma * options.mosaicity_deg
-    else:
-        density = len(obs.q) / max(obs.q_hi - obs.q_lo, 1e-12)
-        window = 2 * tol_pred
-    p_window = -np.expm1(-density * window[expected])
     n_free = len(phase.free_cell_parameters())
-    rel_window = float(np.median(tol_pred / np.maximum(qp, 1e-12)))
-    n_scale = max(1.0, options.max_mismatch / max(rel_window, 1e-12))
-    n_trials = n_scale ** n_free
-    k = int(np.sum(matched & expected))
-    p = chance_probability(p_window, k, n_trials)
+    s = _scan_scale(obs, pred, phase.cell, options, n_free, contact_plane)
+    cell = _scaled_cell(phase.cell, s)
+    distance = options.distance_mm if _refines_distance(options) else None
+    fit = None
+    for _ in range(2 if options.refine and options.max_mismatch > 0 else 0):
+        pairs = _assess(obs.at_distance(distance), pred, cell, options, contact_plane, n_free).pairs
+        if len(pairs) <= n_free:
+            break
+        fit = _refine(obs, pred, phase, cell, pairs, options, distance)
+        cell, distance = fit.cell, fit.distance
+    z = (distance - options.distance_mm) / options.distance_err_mm if fit is not None and fit.distance else 0.0
+    final = _assess(obs.at_distance(distance), pred, cell, options, contact_plane, n_free, prior_z=z)
+    refined = fit is not None and len(final.pairs) > n_free
+    obs_final = obs.at_distance(distance)
     labels = pred.labels()
+    comp = final.comp
     rows = []
-    for j, i in pairs:
-        rows.append({"obs": int(j), "q_obs": float(obs.q[j]), "q_calc": float(qp[i]), "hkl": labels[i],
-                     "h": int(labels[i].split()[0]), "k": int(labels[i].split()[1]), "l": int(labels[i].split()[2]),
-                     "intensity_obs": float(obs.intensity[j]), "intensity_calc": float(comp["K"] * ip[i]),
-                     "expected": bool(expected[i])})
+    for j, i in final.pairs:
+        h, k, ll = (int(x) for x in labels[i].split())
+        rows.append({"obs": int(j), "q_obs": float(obs_final.q[j]), "q_calc": float(final.qp[i]), "hkl": labels[i],
+                     "h": h, "k": k, "l": ll, "intensity_obs": float(obs.intensity[j]),
+                     "intensity_calc": float(comp["K"] * final.ip[i]), "expected": bool(final.expected[i])})
     result.pairs = pd.DataFrame(rows, columns=["obs", "q_obs", "q_calc", "hkl", "h", "k", "l", "intensity_obs",
                                                "intensity_calc", "expected"])
-    result.score = comp["score"]
+    result.score = final.score
     result.f_obs, result.f_pred, result.intensity_agreement = comp["f_obs"], comp["f_pred"], comp["agreement"]
-    result.n_matched, result.n_expected = k, int(expected.sum())
-    result.chance_probability = p
-    result.significance = float(-math.log10(max(p, 1e-300)))
-    result.cell, result.cell_err, result.chi2_red = tuple(float(x) for x in cell), tuple(cell_err), chi2_red
-    result.distance_mm, result.distance_err_mm = distance, distance_err
-    result.predicted = pd.DataFrame({"q": qp, "intensity": comp["K"] * ip if np.isfinite(comp["K"]) else ip,
-                                     "hkl": labels, "expected": expected, "matched": matched,
-                                     **({"polar": polar} if two_d else {})})
+    result.n_matched, result.n_expected = final.n_matched, int(final.expected.sum())
+    result.chance_probability = final.chance_probability
+    result.p_positions, result.p_intensity = final.p_positions, final.p_intensity
+    result.significance = final.significance
+    result.cell = tuple(float(x) for x in cell)
+    result.refined = refined
+    result.n_pairs = len(final.pairs)
+    if refined:
+        result.cell_err, result.chi2_red, result.n_fit = fit.cell_err, fit.chi2_red, fit.n_fit
+        result.distance_mm, result.distance_err_mm = fit.distance, fit.distance_err
+    result.predicted = pd.DataFrame({"q": final.qp,
+                                     "intensity": comp["K"] * final.ip if np.isfinite(comp["K"]) else final.ip,
+                                     "hkl": labels, "expected": final.expected, "matched": final.matched,
+                                     **({"polar": final.polar} if two_d else {})})
     return result
