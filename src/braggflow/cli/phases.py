@@ -73,9 +73,15 @@ def _is_results(path: Path) -> bool:
 @friendly_errors
 def identify_command(
     results: Path = typer.Argument(..., help="results file of 'braggflow run' (or a frame file with --poni)"),
-    cif: list[Path] = typer.Option([], "--cif", help="candidate phase CIF files"),
-    phase: list[Path] = typer.Option([], "--phase", help="candidate phases defined in YAML"),
-    gixd: bool = typer.Option(False, "--gixd", help="grazing incidence: search contact planes on (q_xy, q_z) spots"),
+    candidates: list[str] = typer.Argument(
+        None, help="candidate phases: CIF or YAML files, folders (their .cif/.yaml files) or quoted glob patterns",
+        show_default=False,
+    ),
+    cif: list[str] = typer.Option([], "--cif", help="candidate phase CIF file, folder or quoted pattern"),
+    phase: list[str] = typer.Option([], "--phase", help="candidate phase YAML file, folder or quoted pattern"),
+    gixd: bool = typer.Option(
+        False, "--gixd", help="grazing incidence: match the peak table's spots in (q_xy, q_z), contact planes too",
+    ),
     incidence_angle: float | None = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
     rings: bool = typer.Option(False, "--rings", help="force ring (powder) matching on the maxima of I(q)"),
     spots: bool = typer.Option(False, "--spots", help="force spot matching on the peak table's q values"),
@@ -86,7 +92,9 @@ def identify_command(
     plot: Path | None = typer.Option(None, "--plot", help="write a PNG of observed vs predicted lines"),
     max_mismatch: float = typer.Option(0.01, "--max-mismatch", help="largest relative lattice mismatch searched"),
     p_max: float = typer.Option(1e-3, "--p-max", help="largest chance probability of an accepted phase"),
-    refine_distance: bool = typer.Option(False, "--refine-distance", help="refine the sample-detector distance too"),
+    refine_distance: bool = typer.Option(
+        False, "--refine-distance", help="refine the sample-detector distance too, with --distance-err as its prior",
+    ),
     poni: Poni = None,
     distance: Distance = None,
     distance_err: float | None = typer.Option(None, "--distance-err", help="1-sigma distance uncertainty, mm"),
@@ -96,17 +104,27 @@ def identify_command(
     wavelength: Wavelength = None,
     energy: Energy = None,
 ) -> None:
-    """Rank candidate phases (CIF or YAML) against a results file's peaks, best first."""
+    """Rank candidate phases (CIF or YAML) against a results file's peaks, best first.
+
+    Candidates come after the results file (files, folders, quoted patterns) or with --cif / --phase.
+    """
     from braggflow.errors import ConfigError
     from braggflow.phases.matching import MatchOptions
     from braggflow.phases.workflow import identify_frame, identify_results, load_phases
 
     if rings and spots:
         raise ConfigError("--rings and --spots exclude each other")
-    phases = load_phases(list(cif) + list(phase))
+    if gixd and rings:
+        raise ConfigError("--gixd matches the peak table's spots in (q_xy, q_z): it excludes --rings")
+    if p_max <= 0 or p_max > 1:
+        raise ConfigError(f"--p-max {p_max}: a probability in (0, 1] is needed")
+    if max_mismatch < 0:
+        raise ConfigError(f"--max-mismatch {max_mismatch}: must be 0 or more")
+    phases = load_phases(list(candidates or []) + list(cif) + list(phase))
     if not phases:
-        raise ConfigError("give at least one candidate phase with --cif FILE or --phase FILE")
-    options = MatchOptions(max_mismatch=max_mismatch, refine_distance=refine_distance)
+        raise ConfigError("give at least one candidate phase: files after the results file, "
+                          "or --cif FILE / --phase FILE")
+    options = MatchOptions(max_mismatch=max_mismatch, refine_distance=refine_distance, p_max=p_max)
     mode = "rings" if rings else "spots" if spots else "auto"
     if _is_results(results):
         from braggflow.geometry import Geometry
@@ -121,12 +139,17 @@ def identify_command(
     else:
         if not results.exists():
             raise FileNotFoundError(f"{results}: no such file")
+        if gixd or spots:
+            option = "--gixd" if gixd else "--spots"
+            raise ConfigError(f"{option} matches the peaks of a results file; {results} is a frame (rings from its "
+                              "I(q)): run 'braggflow run' on it first, then identify the results file")
         geometry = _geometry(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle,
                              distance_err)
         if geometry is None:
             raise ConfigError(f"{results} is a frame, not a results file: give --poni FILE or the geometry options")
         outcome = {0: identify_frame(_read_frame(str(results)), geometry, phases, options=options, p_max=p_max)}
     _print(outcome)
+    _print_record(results, outcome)
     if json_file is not None:
         json_file.write_text(json.dumps({str(k): r.to_json() for k, r in outcome.items()}, indent=1, default=str))
     if plot is not None:
@@ -137,27 +160,65 @@ def identify_command(
         console.print(f"plot written to {plot}")
 
 
+def _cell_text(m) -> str:
+    """The cell of a match as text: refined parameters with their errors, or why it was not refined."""
+    import math
+
+    if not m.refined:
+        n, n_free = m.n_pairs, len(m.free_parameters)
+        return f"not refined ({n} line{'s' if n != 1 else ''}, {n_free} free parameter{'s' if n_free != 1 else ''})"
+    shown, cell = set(), []
+    for name, v, e in zip(("a", "b", "c", "α", "β", "γ"), m.cell, m.cell_err):
+        if (round(v, 6), round(e, 6)) in shown or (name in "αβγ" and e == 0) or math.isnan(e):
+            continue
+        shown.add((round(v, 6), round(e, 6)))
+        cell.append(f"{name}={v:.4f}±{e:.4f}")
+    if m.distance_mm is not None:
+        cell.append(f"d={m.distance_mm:.1f}±{m.distance_err_mm:.1f} mm")
+    return " ".join(cell)
+
+
 def _print(outcome) -> None:
     from rich.table import Table
 
     for i, result in outcome.items():
+        console.print(f"frame {i}: {result.mode} matching ({result.mode_reason})", soft_wrap=True)
         table = Table(title=f"frame {i}: {result.mode}, {len(result.assignment)} observed, "
                       f"{len(result.unexplained)} unexplained")
-        for col in ("rank", "phase", "ok", "score", "p", "-log10 p", "lines", "cell (Å, deg)", "plane"):
+        for col in ("rank", "phase", "ok", "p", "score", "lines", "cell (Å, deg)", "plane", "alone"):
             table.add_column(col)
         for row in result.ranked.itertuples():
             m = result.matches[row.phase]
-            shown, cell = set(), []
-            for name, v, e in zip(("a", "b", "c", "α", "β", "γ"), m.cell, m.cell_err):
-                if (round(v, 6), round(e, 6)) in shown or (name in "αβγ" and e == 0):
-                    continue
-                shown.add((round(v, 6), round(e, 6)))
-                cell.append(f"{name}={v:.4f}±{e:.4f}")
-            cell = " ".join(cell)
-            table.add_row(str(row.rank), row.phase, "yes" if row.accepted else "", f"{row.score:.3f}",
-                          f"{row.chance_probability:.1e}", f"{row.significance:.1f}",
-                          f"{row.n_matched}/{row.n_expected}", cell, row.contact_plane)
+            alone = result.alone.get(row.phase, m)
+            alone_text = "" if alone is m else f"{alone.n_matched}/{alone.n_expected}, p {alone.chance_probability:.0e}"
+            extra = max(0, m.n_pairs - m.n_matched)  # paired with lines that were not expected
+            lines = f"{row.n_matched}/{row.n_expected}" + (f" +{extra}" if extra else "")
+            table.add_row(str(row.rank), row.phase, "yes" if row.accepted else "", f"{row.chance_probability:.1e}",
+                          f"{row.score:.3f}", lines, _cell_text(m), row.contact_plane,
+                          alone_text)
         console.print(table)
+
+
+def _print_record(results: Path, outcome) -> None:
+    """Where the identification was recorded, the earlier ones kept, and what the peak columns hold."""
+    record = next(iter(outcome.values())).record if outcome else {}
+    if not record or record.get("number") is None:
+        return
+    n = record["number"]
+    console.print(f"identification {n} recorded in {results}:/entry/{record['group']} (current: /entry/phases)",
+                  soft_wrap=True)
+    earlier = record.get("earlier") or {}
+    columns = (f"the peak columns phase, h, k, l now hold identification {n}" if record.get("peak_columns")
+               else "no peaks: the peak columns phase, h, k, l are unchanged")
+    if earlier:
+        last = max(earlier)
+        attrs = earlier[last]
+        what = ", ".join(x for x in (str(attrs.get("date", "")), str(attrs.get("mode", ""))) if x)
+        more = f" and {len(earlier) - 1} before it" if len(earlier) > 1 else ""
+        console.print(f"an earlier identification exists: {last} ({what}) in /entry/phases_{last}{more}, kept; "
+                      f"{columns}", soft_wrap=True)
+    else:
+        console.print(columns, soft_wrap=True)
 
 
 @commands.command("azimuthal")

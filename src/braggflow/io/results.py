@@ -70,6 +70,8 @@ __all__ = [
     "read_status",
     "read_process",
     "write_group",
+    "record_group",
+    "recorded_groups",
     "read_group",
     "read_table",
     "write_table",
@@ -173,6 +175,95 @@ def write_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = Non
             clean = {k: _attr_value(v) for k, v in (attrs or {}).items()}
             _restore_group(entry, name, ({k: conform_any(t) for k, t in (tables or {}).items()}, clean))
         os.replace(tmp, path)
+
+
+def record_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = None,
+                 attrs: dict[str, Any] | None = None) -> tuple[int, dict[int, dict[str, Any]]]:
+    """Record a numbered group ``/entry/<name>_<n>`` and make it the current ``/entry/<name>``.
+
+    Each call keeps what earlier calls recorded: the new record gets the number
+    ``n`` one above the highest recorded, and ``/entry/<name>`` is replaced by a
+    copy of it with the attributes ``current`` (n) and ``record``
+    (``"<name>_<n>"``), so readers of ``/entry/<name>`` see the latest.  A
+    ``/entry/<name>`` written by :func:`write_group` (no ``current`` attribute)
+    is first kept as a record of its own.  One atomic rewrite, as :func:`write_group`.
+
+    Parameters
+    ----------
+    path : str or Path
+        An existing results file.
+    name : str
+        Group name (not ``peaks``, ``process``, ``frames_done`` or ``frames``).
+    tables : dict of {str: DataFrame}
+    attrs : dict
+        Attributes (str, int, float; anything else is stored as JSON); ``number``
+        is set to n.
+
+    Returns
+    -------
+    number : int
+        n of the new record.
+    earlier : dict of {int: dict}
+        The attributes of the records that were there before, by number.
+
+    Raises
+    ------
+    InputFileError
+        If ``path`` is not a results file.
+    ValueError
+        If ``name`` is reserved.
+    """
+    import shutil
+
+    import h5py
+
+    if name in _RESERVED or "/" in name:
+        raise ValueError(f"group name {name!r} is reserved or invalid")
+    read_status(path)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with results_lock(path):
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a") as h5:
+            entry = h5["entry"]
+            earlier = _records(entry, name)
+            if name in entry and "current" not in entry[name].attrs:
+                number = max(earlier, default=0) + 1
+                entry.copy(entry[name], f"{name}_{number}")
+                entry[f"{name}_{number}"].attrs["number"] = number
+                earlier = _records(entry, name)
+            number = max(earlier, default=0) + 1
+            clean = {k: _attr_value(v) for k, v in (attrs or {}).items()}
+            clean["number"] = number
+            payload = {k: conform_any(t) for k, t in (tables or {}).items()}
+            _restore_group(entry, f"{name}_{number}", (payload, clean))
+            if name in entry:
+                del entry[name]
+            _restore_group(entry, name, (payload, {**clean, "current": number, "record": f"{name}_{number}"}))
+        os.replace(tmp, path)
+    return number, earlier
+
+
+def _records(entry, name: str) -> dict[int, dict[str, Any]]:
+    """Attributes of the groups ``<name>_<n>`` under an open ``/entry``, by n."""
+    out = {}
+    for key in entry:
+        suffix = key[len(name) + 1:]
+        if key.startswith(f"{name}_") and suffix.isdigit():
+            out[int(suffix)] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in entry[key].attrs.items()}
+    return dict(sorted(out.items()))
+
+
+def recorded_groups(path, name: str) -> dict[int, dict[str, Any]]:
+    """The records ``/entry/<name>_<n>`` of :func:`record_group`: their attributes by n (empty when none).
+
+    Raises
+    ------
+    InputFileError
+        If the file cannot be read as a results file.
+    """
+    with _open_results(path) as h5:
+        return _records(h5["entry"], name) if "entry" in h5 else {}
 
 
 def _attr_value(value):

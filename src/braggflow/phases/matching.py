@@ -378,6 +378,9 @@ def _predicted_2d(phase: Phase, q_max: float, normal, q_res: float, polar_res: f
         f2 = row.F2
         hkl_all.append(eq)
         w_all.append(np.full(len(eq), f2))
+    if not hkl_all:
+        return _Predicted(hkl=np.zeros((0, 3), np.int64), weight=np.zeros(0), group=np.zeros(0, np.int64),
+                          polar=np.zeros(0))
     hkl = np.concatenate(hkl_all)
     w = np.concatenate(w_all)
     q = 2 * np.pi * np.sqrt(np.einsum("ni,ij,nj->n", hkl, gstar, hkl))

@@ -2,17 +2,74 @@
 
 from __future__ import annotations
 
+import glob
+import os
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from braggflow.errors import ConfigError, InputFileError
-from braggflow.phases.identify import Identification, assign_peaks, identify, lines_from_peaks, pattern_kind
+from braggflow.phases.identify import Identification, assign_peaks, identify, lines_from_peaks, ring_share
 from braggflow.phases.matching import MatchOptions
 from braggflow.phases.structure import Phase, load_phase
 
-__all__ = ["options_for", "observed_rings", "identify_frame", "identify_table", "identify_results", "load_phases"]
+__all__ = ["options_for", "observed_rings", "identify_frame", "identify_table", "identify_results", "load_phases",
+           "candidate_files", "matching_mode", "PHASE_SUFFIXES"]
+
+PHASE_SUFFIXES = (".cif", ".yaml", ".yml")
+"""Suffixes of structure files taken from a folder or a pattern."""
+
+RINGS_HOW = "lines are the maxima of the frame's I(q)"
+SPOTS_HOW = "the peaks grouped into lines by q"
+GIXD_HOW = "spots matched in (q, polar angle): powder lines and contact planes"
+
+
+def candidate_files(specs) -> list[Path]:
+    """Structure files from paths, folders and glob patterns, in the order given.
+
+    A folder gives its ``.cif``, ``.yaml`` and ``.yml`` files in natural order
+    (``phase2`` before ``phase10``); a pattern (``*``, ``?``, ``[``) the files it
+    matches, in natural order; any other path is taken as it is (a missing file is
+    reported when it is read).  A file named twice is kept once.
+
+    Parameters
+    ----------
+    specs : iterable of str or Path
+
+    Returns
+    -------
+    files : list of Path
+
+    Raises
+    ------
+    InputFileError
+        If a folder holds no structure file or a pattern matches no file.
+    """
+    from natsort import natsorted
+
+    out: list[Path] = []
+    seen: set[str] = set()
+    for spec in specs:
+        text = str(spec)
+        if os.path.isdir(text):
+            found = natsorted((str(p) for p in Path(text).iterdir()
+                               if p.is_file() and p.suffix.lower() in PHASE_SUFFIXES), key=lambda s: Path(s).name)
+            if not found:
+                raise InputFileError(f"{text}: folder holds no structure file (.cif, .yaml, .yml)")
+        elif any(ch in text for ch in "*?[") and not os.path.exists(text):
+            found = natsorted((p for p in glob.glob(text) if os.path.isfile(p)), key=lambda s: Path(s).name)
+            if not found:
+                raise InputFileError(f"{text}: pattern matches no file")
+        else:
+            found = [text]
+        for f in found:
+            key = os.path.realpath(f)
+            if key not in seen:
+                seen.add(key)
+                out.append(Path(f))
+    return out
 
 
 def load_phases(paths) -> list[Phase]:
@@ -21,12 +78,18 @@ def load_phases(paths) -> list[Phase]:
     Parameters
     ----------
     paths : iterable of str or Path
+        Files, folders or glob patterns (see :func:`candidate_files`).
 
     Returns
     -------
     phases : list of Phase
+
+    Raises
+    ------
+    InputFileError, ConfigError
+        A folder without structure files, a pattern matching nothing, or a file that cannot be read.
     """
-    return [load_phase(p) for p in paths]
+    return [load_phase(p) for p in candidate_files(paths)]
 
 
 def options_for(geometry, options: MatchOptions | None = None, **changes) -> MatchOptions:
@@ -42,14 +105,21 @@ def options_for(geometry, options: MatchOptions | None = None, **changes) -> Mat
     Returns
     -------
     options : MatchOptions
-    """
-    from dataclasses import replace
 
+    Raises
+    ------
+    ConfigError
+        If the distance is to be refined without a distance error above 0 (its prior).
+    """
     options = options or MatchOptions()
     fields = dict(wavelength=geometry.wavelength_A, distance_mm=geometry.distance_mm,
                   distance_err_mm=geometry.distance_err_mm)
     fields.update({k: v for k, v in changes.items() if v is not None})
-    return replace(options, **fields)
+    options = replace(options, **fields)
+    if options.refine_distance and not (options.distance_err_mm and options.distance_err_mm > 0):
+        raise ConfigError("--refine-distance needs the distance uncertainty as its prior: give --distance-err MM "
+                          "(or geometry.distance_err_mm) above 0")
+    return options
 
 
 def observed_rings(frame: np.ndarray, geometry, *, mask=None, gain: float = 1.0, min_snr: float = 5.0,
@@ -81,7 +151,7 @@ def observed_rings(frame: np.ndarray, geometry, *, mask=None, gain: float = 1.0,
 
 
 def identify_frame(frame: np.ndarray, geometry, phases: list[Phase], *, mask=None, gain: float = 1.0,
-                   options: MatchOptions | None = None, p_max: float = 1e-3) -> Identification:
+                   options: MatchOptions | None = None, p_max: float | None = None) -> Identification:
     """Identify the phases of a powder-like (ring) frame from the maxima of its I(q).
 
     Parameters
@@ -93,7 +163,8 @@ def identify_frame(frame: np.ndarray, geometry, phases: list[Phase], *, mask=Non
     gain : float
     options : MatchOptions, optional
         Wavelength and distance are taken from the geometry.
-    p_max : float
+    p_max : float, optional
+        Default: ``options.p_max``.
 
     Returns
     -------
@@ -105,12 +176,68 @@ def identify_frame(frame: np.ndarray, geometry, phases: list[Phase], *, mask=Non
     result = identify(rings, phases, options=options_for(geometry, options), q_range=q_range, p_max=p_max)
     result.profile = profile
     result.rings = rings
+    result.mode_reason = f"a frame: {RINGS_HOW}"
     return result
+
+
+def matching_mode(table: pd.DataFrame, mode: str = "auto", gixd: bool = False) -> tuple[str, str]:
+    """Which matching runs on a peak table, and why.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Peaks with ``q`` and ``eta`` (for the automatic choice).
+    mode : {"auto", "rings", "spots"}
+    gixd : bool
+        Grazing incidence: spots in (q, polar angle); excludes "rings".
+
+    Returns
+    -------
+    kind : {"rings", "spots", "gixd"}
+    reason : str
+        The option that chose it, or what the automatic choice saw.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown mode, or ``gixd`` with "rings".
+    """
+    if mode not in ("auto", "rings", "spots"):
+        raise ConfigError(f"mode must be 'auto', 'rings' or 'spots', got {mode!r}")
+    if gixd:
+        if mode == "rings":
+            raise ConfigError("--gixd matches the peak table's spots in (q_xy, q_z): it cannot run with --rings")
+        return "gixd", f"--gixd: {GIXD_HOW}"
+    if mode == "rings":
+        return "rings", f"--rings: {RINGS_HOW}"
+    if mode == "spots":
+        return "spots", f"--spots: {SPOTS_HOW}"
+    in_rings, n = ring_share(table) if len(table) and {"q", "eta"} <= set(table.columns) else (0, 0)
+    if n < 4:
+        return "rings", f"auto: {n} peaks with q and eta, too few to tell rings from spots; {RINGS_HOW}"
+    if in_rings > 0.5 * n:
+        return "rings", f"auto: {in_rings} of {n} peaks lie on rings; {RINGS_HOW}"
+    return "spots", f"auto: {in_rings} of {n} peaks lie on rings; {SPOTS_HOW}"
+
+
+def _with_geometry(table: pd.DataFrame, geometry, gixd: bool) -> pd.DataFrame:
+    """The peak table with q, eta (and q_xy, q_z for grazing incidence) filled when missing."""
+    from braggflow.geometry import add_geometry_columns
+
+    if not len(table):
+        return table
+    if "q" not in table.columns or table["q"].isna().all() or "eta" not in table.columns:
+        table = add_geometry_columns(table, geometry)
+    if gixd and ("q_xy" not in table.columns or table["q_xy"].isna().all()):
+        if not geometry.has_incidence:
+            raise ConfigError("--gixd needs an incidence angle (--incidence-angle DEG or geometry.incidence_angle_deg)")
+        table = add_geometry_columns(table, geometry)
+    return table
 
 
 def identify_table(table: pd.DataFrame, phases: list[Phase], *, geometry, mode: str = "auto", frame=None,
                    mask=None, gain: float = 1.0, gixd: bool = False, options: MatchOptions | None = None,
-                   p_max: float = 1e-3) -> tuple[Identification, pd.DataFrame]:
+                   p_max: float | None = None) -> tuple[Identification, pd.DataFrame]:
     """Identify the phases of one frame's peak table (rings or spots), and label its peaks.
 
     Parameters
@@ -121,41 +248,41 @@ def identify_table(table: pd.DataFrame, phases: list[Phase], *, geometry, mode: 
     phases : list of Phase
     geometry : Geometry
     mode : {"auto", "rings", "spots"}
-        "auto": from how the peaks spread in eta (:func:`pattern_kind`).
+        See :func:`matching_mode`; "auto": from how the peaks spread in eta.
     frame : (H, W) ndarray, optional
         The frame, needed for ring patterns (lines are the maxima of its I(q)).
     mask, gain
         For the azimuthal integration.
     gixd : bool
-        Spots: match (q_xy, q_z) with a contact-plane search.
+        Match the spots in (q_xy, q_z) with a contact-plane search (spots only).
     options : MatchOptions, optional
-    p_max : float
+    p_max : float, optional
 
     Returns
     -------
     identification : Identification
+        ``mode`` and ``mode_reason`` say which matching ran and why.
     table : pandas.DataFrame
         The peak table with ``phase``, ``h``, ``k``, ``l``.
 
     Raises
     ------
+    ConfigError
+        If spots are to be matched on a table without peaks, or ``gixd`` without an incidence angle.
     ValueError
         If the table has no positions, or a ring pattern comes without its frame.
     """
-    from braggflow.geometry import add_geometry_columns
     from braggflow.schema import validate_peak_table
 
     validate_peak_table(table, required=("row", "col"))
-    if "q" not in table.columns or table["q"].isna().all():
-        table = add_geometry_columns(table, geometry)
-    if gixd and ("q_xy" not in table.columns or table["q_xy"].isna().all()):
-        if not geometry.has_incidence:
-            raise ConfigError("--gixd needs an incidence angle (--incidence-angle DEG or geometry.incidence_angle_deg)")
-        table = add_geometry_columns(table, geometry)
-    if mode == "auto":
-        mode = pattern_kind(table) if len(table) else ("rings" if frame is not None else "spots")
+    kind, reason = matching_mode(table, mode, gixd)
+    if kind != "rings" and len(table) == 0:
+        raise ConfigError(f"the peak table has 0 peaks: nothing to match as spots ({reason.split(':')[0]})")
+    table = _with_geometry(table, geometry, gixd)
+    if mode == "auto" and not gixd:
+        kind, reason = matching_mode(table, mode, gixd)
     opts = options_for(geometry, options)
-    if mode == "rings":
+    if kind == "rings":
         if frame is None:
             raise ValueError(
                 "a ring pattern needs its frame for I(q): "
@@ -163,45 +290,51 @@ def identify_table(table: pd.DataFrame, phases: list[Phase], *, geometry, mode: 
             )
         result = identify_frame(frame, geometry, phases, mask=mask, gain=gain, options=opts, p_max=p_max)
         labelled = assign_peaks(table, result) if len(table) else table
-    elif mode == "spots":
-        if gixd:
-            spots = table[np.isfinite(table["q"])].copy()
-            spots["intensity"] = (
-                np.nan_to_num(spots["intensity"].to_numpy(dtype=float), nan=1.0) if "intensity" in spots else 1.0
-            )
-            result = identify(spots.reset_index(drop=True), phases, options=opts, p_max=p_max, gixd=True)
-            labelled = table.copy()
-            assigned = result.assignment
-            labels = spots.index.to_numpy()
-            labelled["phase"] = pd.Categorical([None] * len(labelled))
-            phase = pd.Series([None] * len(labelled), index=labelled.index, dtype=object)
-            hkl = {c: pd.Series(pd.array([pd.NA] * len(labelled), dtype="Int32"), index=labelled.index) for c in "hkl"}
-            for i, row in assigned.iterrows():
-                if row["phase"] is not None and not (isinstance(row["phase"], float)):
-                    phase[labels[i]] = row["phase"]
-                    for c in "hkl":
-                        hkl[c][labels[i]] = row[c]
-            labelled["phase"] = pd.Categorical(phase)
-            for c in "hkl":
-                labelled[c] = hkl[c]
-            result.mode = "gixd"
-        else:
-            lines = lines_from_peaks(table)
-            result = identify(lines, phases, options=opts, p_max=p_max)
-            result.mode = "spots"
-            labelled = assign_peaks(table, result, lines=lines)
+    elif kind == "gixd":
+        opts = replace(opts, intensity_tau=opts.intensity_tau_spots)
+        spots = table[np.isfinite(table["q"])].copy()
+        spots["intensity"] = (
+            np.nan_to_num(spots["intensity"].to_numpy(dtype=float), nan=1.0) if "intensity" in spots else 1.0
+        )
+        result = identify(spots.reset_index(drop=True), phases, options=opts, p_max=p_max, gixd=True)
+        labelled = _label_spots(table, spots.index.to_numpy(), result.assignment)
     else:
-        raise ConfigError(f"mode must be 'auto', 'rings' or 'spots', got {mode!r}")
+        opts = replace(opts, intensity_tau=opts.intensity_tau_spots)
+        lines = lines_from_peaks(table)
+        result = identify(lines, phases, options=opts, p_max=p_max)
+        result.mode = "spots"
+        labelled = assign_peaks(table, result, lines=lines)
+    result.mode_reason = reason
     return result, labelled
+
+
+def _label_spots(table: pd.DataFrame, labels: np.ndarray, assigned: pd.DataFrame) -> pd.DataFrame:
+    """The peak table with phase, h, k, l from the assignment of its spots (row i of ``assigned`` is ``labels[i]``)."""
+    labelled = table.copy()
+    phase = pd.Series([None] * len(labelled), index=labelled.index, dtype=object)
+    hkl = {c: pd.Series(pd.array([pd.NA] * len(labelled), dtype="Int32"), index=labelled.index) for c in "hkl"}
+    for i, row in assigned.iterrows():
+        if row["phase"] is not None and not isinstance(row["phase"], float):
+            phase[labels[i]] = row["phase"]
+            for c in "hkl":
+                hkl[c][labels[i]] = row[c]
+    labelled["phase"] = pd.Categorical(phase)
+    for c in "hkl":
+        labelled[c] = hkl[c]
+    return labelled
 
 
 def identify_results(path, phases: list[Phase], *, geometry=None, mode: str = "auto", frame_file=None,
                      gixd: bool = False, incidence_angle: float | None = None, options: MatchOptions | None = None,
-                     p_max: float = 1e-3, write: bool = True) -> dict[int, Identification]:
-    """Identify phases frame by frame in a results file and store the outcome in it.
+                     p_max: float | None = None, write: bool = True) -> dict[int, Identification]:
+    """Identify phases frame by frame in a results file and record the outcome in it.
 
-    Writes ``/entry/phases`` (one ranked table per frame, ``frame_<i>``, and the
-    unexplained lines) and adds ``phase``, ``h``, ``k``, ``l`` to ``/entry/peaks``.
+    Each identification is recorded as ``/entry/phases_<n>`` (n = 1, 2, ...: one
+    ranked table per frame, ``frame_<i>``, the unexplained lines,
+    ``unexplained_<i>``, and the candidates, their files, the options, the modes
+    and the geometry as attributes) and copied to ``/entry/phases`` (attribute
+    ``current`` = n).  Earlier records are kept.  The peak columns ``phase``,
+    ``h``, ``k``, ``l`` of ``/entry/peaks`` hold the latest identification.
 
     Parameters
     ----------
@@ -217,21 +350,25 @@ def identify_results(path, phases: list[Phase], *, geometry=None, mode: str = "a
     incidence_angle : float, optional
         Overrides the stored incidence angle, deg.
     options : MatchOptions, optional
-    p_max : float
+    p_max : float, optional
     write : bool
-        Store the results in the file.
+        Record the results in the file.
 
     Returns
     -------
     results : dict of int -> Identification
+        By frame; each has ``record``: ``number`` (n, None without ``write``),
+        ``group``, ``earlier`` (the attributes of the earlier records, by number)
+        and ``peak_columns`` (whether the peak columns were written: the file has peaks).
 
     Raises
     ------
     InputFileError
-        If the results file has no geometry and none is given, or its frames cannot be read.
+        If the results file has no geometry and none is given, its frames cannot be
+        read, or spots are to be matched and it holds no peaks.
     """
     from braggflow.geometry import Geometry
-    from braggflow.io.results import read_peaks, read_process, update_peaks, write_group
+    from braggflow.io.results import read_peaks, read_process, record_group, update_peaks
 
     path = Path(path)
     process = read_process(path)
@@ -242,7 +379,13 @@ def identify_results(path, phases: list[Phase], *, geometry=None, mode: str = "a
         geometry = Geometry.from_dict(stored)
     if incidence_angle is not None:
         geometry = geometry.replace(incidence_angle_deg=float(incidence_angle))
+    opts = options_for(geometry, options)
     peaks = read_peaks(path)
+    if len(peaks) == 0:
+        kind, reason = matching_mode(peaks, mode, gixd)
+        if kind != "rings":
+            raise InputFileError(f"{path}: 0 peaks in /entry/peaks, nothing to match as spots "
+                                 f"({reason.split(':')[0]}); ring matching on the frame's I(q) needs no peaks")
     frames_needed = sorted(set(int(f) for f in peaks["frame"].unique())) if len(peaks) else [0]
     series = None
 
@@ -260,21 +403,39 @@ def identify_results(path, phases: list[Phase], *, geometry=None, mode: str = "a
     results: dict[int, Identification] = {}
     labelled_parts = []
     for i in frames_needed:
-        table = peaks[peaks["frame"] == i] if len(peaks) else peaks
-        kind = mode if mode != "auto" else (pattern_kind(table) if len(table) >= 4 and "eta" in table else "rings")
+        table = _with_geometry(peaks[peaks["frame"] == i] if len(peaks) else peaks, geometry, gixd)
+        kind, _ = matching_mode(table, mode, gixd)
         frame = frame_at(i) if kind == "rings" else None
-        result, labelled = identify_table(table, phases, geometry=geometry, mode=kind, frame=frame, gixd=gixd,
-                                          options=options, p_max=p_max)
+        result, labelled = identify_table(table, phases, geometry=geometry, mode=mode, frame=frame, gixd=gixd,
+                                          options=opts, p_max=p_max)
         results[i] = result
         labelled_parts.append(labelled)
+    record = {"number": None, "group": None, "earlier": {}, "peak_columns": False}
     if write:
+        import datetime as _dt
+
         tables = {f"frame_{i}": r.ranked for i, r in results.items()}
         tables.update({
             f"unexplained_{i}": r.unexplained.drop(columns=["peaks"], errors="ignore") for i, r in results.items()
         })
-        write_group(path, "phases", tables=tables, attrs={"mode": ",".join(sorted({r.mode for r in results.values()})),
-                                                          "candidates": [p.name for p in phases],
-                                                          "geometry": geometry.to_dict()})
+        used = replace(opts, p_max=p_max) if p_max is not None else opts
+        attrs = {
+            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "mode": ",".join(sorted({r.mode for r in results.values()})),
+            "modes": {str(i): f"{r.mode} ({r.mode_reason})" for i, r in results.items()},
+            "candidates": [p.name for p in phases],
+            "candidate_files": [p.source for p in phases],
+            "options": {**asdict(used), "mode": mode, "gixd": bool(gixd)},
+            "accepted": {str(i): [str(n) for n in r.ranked.loc[r.ranked["accepted"], "phase"]]
+                         for i, r in results.items()},
+            "geometry": geometry.to_dict(),
+            "peak_columns": bool(labelled_parts and len(peaks)),
+        }
+        number, earlier = record_group(path, "phases", tables=tables, attrs=attrs)
+        record = {"number": number, "group": f"phases_{number}", "earlier": earlier,
+                  "peak_columns": attrs["peak_columns"]}
         if labelled_parts and len(peaks):
             update_peaks(path, pd.concat(labelled_parts).sort_index())
+    for r in results.values():
+        r.record = record
     return results
