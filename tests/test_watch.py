@@ -252,7 +252,7 @@ def test_watch_skips_a_file_that_never_parses_and_stops_on_request(tmp_path, fra
                    progress=lambda record: stop.set())
     assert result.stopped_by == "stop"
     assert [p.rsplit("/", 1)[-1] for p in result.skipped] == ["scan_00000.tif"]
-    assert result.frames["frame"].tolist() == [0]
+    assert result.frames["frame"].tolist() == [1]  # its own number, not the first index free
     assert result.frames["source"].iloc[0].endswith("scan_00001.tif")
 
 

@@ -87,6 +87,10 @@ COLUMNS: dict[str, Column] = {
     for c in [
         Column("frame", "int64", "", "index of the frame in its series", 0),
         Column("omega", "float64", "deg", "rotation angle at the frame's centre, NaN when the series has none", _NAN),
+        Column("source_file", "category", "",
+               "file the frame was read from, relative to the inputs' common folder (missing: frames from an array)",
+               None),
+        Column("frame_in_file", "int64", "", "index of the frame inside source_file, -1 when unknown", -1),
         Column("row", "float64", "px", "sub-pixel peak centre, numpy axis 0; pixel centres are integers", _NAN),
         Column("col", "float64", "px", "sub-pixel peak centre, numpy axis 1; pixel centres are integers", _NAN),
         Column("row_err", "float64", "px", "1-sigma uncertainty of row", _NAN),
@@ -290,6 +294,10 @@ FRAME_COLUMNS: dict[str, Column] = {
     for c in [
         Column("frame", "int64", "", "index of the frame in its series", 0),
         Column("omega", "float64", "deg", "rotation angle at the frame's centre, NaN when the series has none", _NAN),
+        Column("source_file", "category", "",
+               "file the frame was read from, relative to the inputs' common folder (missing: frames from an array)",
+               None),
+        Column("frame_in_file", "int64", "", "index of the frame inside source_file, -1 when unknown", -1),
         Column("n_peaks", "int64", "", "peaks reported for the frame", 0),
         Column("background", "float64", "counts/px", "median of the finder's tile background levels", _NAN),
         Column("noise", "float64", "counts", "median of the finder's tile noise (1 sigma of one background pixel)",
@@ -318,5 +326,10 @@ def frames_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     n = len(df)
     out = {}
     for name, col in FRAME_COLUMNS.items():
-        out[name] = df[name].to_numpy(dtype=col.dtype) if name in df else np.full(n, col.default, dtype=col.dtype)
+        if name not in df:
+            out[name] = _column_values(col, n)
+        elif col.dtype == "category":
+            out[name] = _cast_values(col, df[name])
+        else:
+            out[name] = df[name].to_numpy(dtype=col.dtype)
     return pd.DataFrame(out)

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import glob
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from natsort import natsorted
 
 from braggflow.errors import InputFileError
@@ -49,6 +51,8 @@ __all__ = [
     "open_frames",
     "read_image",
     "IMAGE_SUFFIXES",
+    "FrameOrigins",
+    "frame_origins",
 ]
 
 #: File name endings recognised as detector images when a folder is given.
@@ -249,3 +253,84 @@ def _with_omega(series: FrameSeries, omega) -> FrameSeries:
     if omega is not None:
         series.omega = np.asarray(omega, dtype=float).reshape(len(series), 2)
     return series
+
+
+@dataclass(frozen=True)
+class FrameOrigins:
+    """Which file each frame of a series comes from, and its index inside that file.
+
+    Attributes
+    ----------
+    names : tuple of str
+        The files in series order, each named relative to the inputs' common
+        folder (a single file: its name); empty for frames given as an array.
+    first : (F,) ndarray of int64
+        Series index of the first frame of each file (ascending; the first is 0).
+    """
+
+    names: tuple[str, ...]
+    first: np.ndarray
+
+    def lookup(self, frames) -> tuple[pd.Categorical, np.ndarray]:
+        """The file and the index inside it of each frame.
+
+        Parameters
+        ----------
+        frames : (N,) array_like of int
+            Series indices.
+
+        Returns
+        -------
+        source_file : pandas.Categorical
+            File names (missing for frames given as an array).
+        frame_in_file : (N,) ndarray of int64
+            Index inside the file (-1 for frames given as an array).
+        """
+        frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+        if not self.names:
+            return pd.Categorical([None] * frames.size), np.full(frames.size, -1, dtype=np.int64)
+        k = np.searchsorted(self.first, frames, side="right") - 1
+        return pd.Categorical.from_codes(k, categories=list(self.names)), frames - self.first[k]
+
+    def fill(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``table`` with ``source_file`` and ``frame_in_file`` set from its ``frame`` column (in place)."""
+        source_file, frame_in_file = self.lookup(table["frame"].to_numpy())
+        table["source_file"] = source_file
+        table["frame_in_file"] = frame_in_file
+        return table
+
+
+def frame_origins(series: FrameSeries) -> FrameOrigins:
+    """The file of each frame of ``series`` and the frame's index inside it.
+
+    A series of several files (a folder, a glob, a list) names each file
+    relative to the files' common folder; a series from one file names that
+    file (its base name) and counts frames inside it from 0.  An HDF5 file
+    that gathers external data files (an Eiger master) is the file given.
+
+    Parameters
+    ----------
+    series : FrameSeries
+
+    Returns
+    -------
+    origins : FrameOrigins
+    """
+    if isinstance(series, FabioSeries):
+        paths, first = series.paths, np.asarray(series._offsets[:-1], dtype=np.int64)
+    elif isinstance(series, _ConcatSeries):
+        paths, first = [p.path for p in series.parts], np.asarray(series._offsets[:-1], dtype=np.int64)
+    else:
+        paths, first = list(series.sources[:1]), np.zeros(min(1, len(series.sources)), dtype=np.int64)
+    return FrameOrigins(names=tuple(_relative_names(paths)), first=first)
+
+
+def _relative_names(paths: list[str]) -> list[str]:
+    """Each path relative to the common folder of them all (one path: its base name)."""
+    if not paths:
+        return []
+    absolute = [os.path.abspath(p) for p in paths]
+    common = os.path.dirname(absolute[0]) if len(absolute) == 1 else os.path.commonpath(absolute)
+    if len(absolute) > 1 and common in absolute:  # one path is the common part itself (the same file twice)
+        common = os.path.dirname(common)
+    return [os.path.relpath(p, common) for p in absolute]

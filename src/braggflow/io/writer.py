@@ -98,6 +98,10 @@ class ResultsWriter:
         Geometry description stored in ``/entry/process/geometry`` (JSON).
     extra_process : dict, optional
         More attributes for ``/entry/process``.
+    origins : braggflow.io.frames.FrameOrigins, optional
+        The file of each frame of the series: the ``source_file`` and
+        ``frame_in_file`` columns of the peaks and of the frames table are set
+        from it.  Without it they are stored as given.
 
     Notes
     -----
@@ -127,8 +131,10 @@ class ResultsWriter:
         snapshot_seconds: float = 30.0,
         geometry: dict | None = None,
         extra_process: dict | None = None,
+        origins=None,
     ):
         self.path = Path(path)
+        self.origins = origins
         self.config = config
         self.sources = [str(s) for s in (sources or [])]
         self.flush_frames = flush_frames
@@ -274,10 +280,16 @@ class ResultsWriter:
             raise RuntimeError(f"{self.path}: writer is closed")
         table = table.copy()
         table["frame"] = int(frame_index)
+        frame_row = None if frame_row is None else {**frame_row, "frame": int(frame_index)}
+        if self.origins is not None:
+            self.origins.fill(table)
+            if frame_row is not None:
+                source_file, frame_in_file = self.origins.lookup([frame_index])
+                frame_row.update(source_file=source_file[0], frame_in_file=int(frame_in_file[0]))
         self._buffer.append(table)
         self._buffer_frames.append(int(frame_index))
         if frame_row is not None:
-            self._frame_rows.append({**frame_row, "frame": int(frame_index)})
+            self._frame_rows.append(frame_row)
         self.done_frames.add(int(frame_index))
         self.frames_added += 1
         now = time.monotonic()
@@ -331,7 +343,12 @@ class ResultsWriter:
         self.flush()
         if frames.size == 0:
             return
-        self._journal_batch(conform(table), frames, rows)
+        table = conform(table)
+        if self.origins is not None:
+            self.origins.fill(table)
+            if rows is not None:
+                self.origins.fill(rows)
+        self._journal_batch(table, frames, rows)
         self.done_frames.update(frames.tolist())
         self.frames_added += int(frames.size)
         if time.monotonic() - self._last_snapshot >= self.snapshot_seconds:
@@ -351,7 +368,7 @@ class ResultsWriter:
         arrays = _table_to_npz_dict(table)
         arrays["frames_done"] = frames
         if rows is not None and len(rows):
-            self._write_journal_file(f"frames_{self._batch:08d}", {k: rows[k].to_numpy() for k in rows.columns})
+            self._write_journal_file(f"frames_{self._batch:08d}", _table_to_npz_dict(rows))
         self._write_journal_file(f"batch_{self._batch:08d}", arrays)
         self._batch += 1
         self._last_flush = time.monotonic()

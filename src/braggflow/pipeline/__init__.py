@@ -396,13 +396,14 @@ def run(
         For bad input; frames finished before the error stay in ``output``,
         which is then marked ``incomplete``.
     """
-    from braggflow.io.frames import FrameSeries, open_frames
+    from braggflow.io.frames import FrameSeries, frame_origins, open_frames
     from braggflow.pipeline.sparse_run import run_sparse, sparse_path_applies
 
     config = config or Config()
     if scheduler_address is None:
         check_workers(workers)
     series = frames if isinstance(frames, FrameSeries) else open_frames(frames)
+    origins = frame_origins(series)
     _set_omega(series, config)
     indices = list(frames_range if frames_range is not None else range(len(series)))
     context = prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask,
@@ -419,7 +420,7 @@ def run(
         )
         _check_output_is_not_an_input(output, frames, series.sources)
         writer = ResultsWriter(output, config=config, sources=series.sources, resume=resume, overwrite=overwrite,
-                               geometry=geometry,
+                               geometry=geometry, origins=origins,
                                extra_process={"frames_total": len(series), "frame_shape": list(series.shape)})
         indices = [i for i in indices if i not in writer.done_frames]
     collected: list[pd.DataFrame] = []
@@ -458,7 +459,7 @@ def run(
         from braggflow.io.results import read_peaks
 
         return read_peaks(output)
-    return conform(pd.concat(collected, ignore_index=True)) if collected else empty_peak_table()
+    return origins.fill(conform(pd.concat(collected, ignore_index=True))) if collected else empty_peak_table()
 
 
 def _set_omega(series, config: Config) -> None:

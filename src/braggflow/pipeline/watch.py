@@ -23,9 +23,19 @@ frames below its current length are read.  The watch stops after
 Ctrl-C, and always leaves a complete results file.  Started again on the same
 output, it continues without repeating frames.
 
-Frame indices follow the source: the cumulative frame count over the folder's
-files in natural order (as ``open_frames(folder)`` numbers them), or the index
-in the SWMR dataset.
+Frame indices are keyed by file, never by arrival order.  In a folder the
+first file decides the numbering: when it holds one frame and its name holds a
+number, each frame's index is the number in its file's name (the last run of
+digits before the suffix: ``img_0004.cbf`` is frame 4); otherwise (names
+without a number, files of several frames) it is the file's position in
+natural name order times the frames a file holds, plus the frame's index in
+the file, and every file must hold as many frames as the first.  A file that
+does not fit the numbering, or whose index another file holds, is skipped and
+named.  A file already in the results file keeps its index, so a file skipped
+once (unreadable) and repaired later is processed under its own index when the
+watch is started again.  In an SWMR file the index is the frame's index in the
+dataset.  Every peak and every row of the frames table names its file
+(``source_file``) and the frame's index in it (``frame_in_file``).
 
 This module holds :func:`watch` and its :class:`WatchResult`.  The sources
 and their completeness checks are in :mod:`braggflow.pipeline.watch_sources`,
@@ -99,15 +109,24 @@ def _check_same_source(output: Path, source) -> None:
         raise InputFileError(f"{output}: holds results of {earlier}, not of {source}; choose another output file")
 
 
-def _previous_log(output: Path) -> tuple[pd.DataFrame | None, int]:
-    """The watch log of earlier sessions in ``output`` and their number."""
+def _previous_log(output: Path) -> tuple[pd.DataFrame | None, dict]:
+    """The watch log of earlier sessions in ``output`` and the attributes of ``/entry/watch`` (sessions, numbering)."""
     from braggflow.io.results import read_group
 
     try:
         tables, attrs = read_group(output, WATCH_GROUP)
     except InputFileError:
-        return None, 0
-    return tables.get("frames"), int(attrs.get("sessions", 1))
+        return None, {}
+    return tables.get("frames"), attrs
+
+
+def _previous_owners(output: Path) -> dict[int, str]:
+    """Frame index -> file of the frames already in ``output`` (from its frames table)."""
+    from braggflow.io.results import read_frames
+
+    rows = read_frames(output)
+    rows = rows[rows["source_file"].notna()]
+    return dict(zip(rows["frame"].astype(int).tolist(), rows["source_file"].astype(str).tolist()))
 
 
 def watch(
@@ -193,10 +212,15 @@ def watch(
     _check_options(workers=workers, poll_interval=poll_interval, give_up=give_up, idle_timeout=idle_timeout)
     settle = poll_interval if settle is None else settle
     output = Path(output)
-    src = _make_source(source, dataset=dataset, settle=settle, give_up=give_up)
+    previous_log, attrs, owners = None, {}, {}
     if output.exists():
         _check_same_source(output, source)
-    previous_log, sessions = _previous_log(output) if output.exists() else (None, 0)
+        previous_log, attrs = _previous_log(output)
+        owners = _previous_owners(output)
+    sessions = int(attrs.get("sessions", 1 if previous_log is not None else 0))
+    per_file = attrs.get("frames_per_file")
+    src = _make_source(source, dataset=dataset, settle=settle, give_up=give_up, numbering=attrs.get("numbering"),
+                       frames_per_file=None if per_file is None else int(per_file), owners=owners)
     session = _Session(src, _open_writer(output, config, source), config=config, poll_interval=poll_interval,
                        workers=workers, progress=progress, static={"mask": mask, "dark": dark, "flat": flat})
     session.reader.start()
@@ -204,7 +228,7 @@ def watch(
         stopped_by = session.run(stop=stop, started=started, max_frames=max_frames, idle_timeout=idle_timeout)
     finally:
         frames_log = session.close()
-        _store_log(output, source, frames_log, previous_log, sessions)
+        _store_log(output, source, frames_log, previous_log, sessions, src)
     return WatchResult(frames=frames_log, stopped_by=stopped_by, skipped=list(src.skipped),
                        elapsed_s=time.time() - session.start)
 
@@ -231,10 +255,12 @@ def _open_writer(output: Path, config: Config, source):
 
 
 def _store_log(output: Path, source, frames_log: pd.DataFrame, previous_log: pd.DataFrame | None,
-               sessions: int) -> None:
-    """Store the log of every session so far in the results file (group ``/entry/watch``)."""
+               sessions: int, src) -> None:
+    """Store the log of every session so far in the results file (group ``/entry/watch``), with the numbering."""
     from braggflow.io.results import write_group
 
     full_log = frames_log if previous_log is None else pd.concat([previous_log, frames_log], ignore_index=True)
-    write_group(output, WATCH_GROUP, tables={"frames": full_log},
-                attrs={"source": os.path.abspath(source), "sessions": sessions + 1})
+    attrs = {"source": os.path.abspath(source), "sessions": sessions + 1}
+    if getattr(src, "numbering", None) is not None:
+        attrs.update(numbering=src.numbering, frames_per_file=int(src.frames_per_file))
+    write_group(output, WATCH_GROUP, tables={"frames": full_log}, attrs=attrs)

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+import numpy as np
 import pandas as pd
 
 from braggflow.pipeline.config import Config
@@ -177,7 +178,7 @@ class _Session:
         self.measured_at = 0
         self.records: list[FrameRecord] = []
         self.reader = _Reader(src, done=set(writer.done_frames), poll_interval=poll_interval)
-        self.inflight: deque = deque()  # (index, processing future, t_complete, path), frame order
+        self.inflight: deque = deque()  # (index, processing future, t_complete, path, (file, in file)), frame order
         self.written: deque = deque()  # journal-write futures returning FrameRecord, frame order
         self.executor = _start_workers(workers, config) if workers else None
         self.journal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="braggflow-watch-writer")
@@ -232,7 +233,7 @@ class _Session:
 
     def _take(self, item) -> None:
         """Start processing one frame (done at once without workers); wait while too many are in flight."""
-        index, frame, omega, name, t_complete, path = item
+        index, frame, omega, name, t_complete, path, file, in_file = item
         self.last_new = time.monotonic()
         if self.context is None:
             self.base_context = self._prepare(self.config, shape=self.src.shape, dtype=self.src.dtype,
@@ -245,7 +246,7 @@ class _Session:
             future.set_result(_process(frame, self.config, self.context, index, omega, name))
         else:
             future = self.executor.submit(_process, frame, self.config, self.context, index, omega, name)
-        self.inflight.append((index, future, t_complete, path))
+        self.inflight.append((index, future, t_complete, path, (file, in_file)))
         self.n_taken += 1
         if len(self.inflight) > 2 * self.workers:
             wait([self.inflight[0][1]])
@@ -277,19 +278,25 @@ class _Session:
             self.measured_at = seen
             self.context = self.statistics.context()
 
-    def _write(self, index, result, seconds, t_complete, path) -> FrameRecord:
-        """Journal one frame's peaks and frames-table row (in the journal thread); its log record."""
+    def _write(self, index, result, seconds, t_complete, path, origin) -> FrameRecord:
+        """Journal one frame's peaks and frames-table row (in the journal thread); its log record.
+
+        ``origin`` is (file name, index of the frame in the file), stored in both tables.
+        """
         table = result.table
-        self.writer.add(index, table, result.row)
+        file, in_file = origin
+        table["source_file"] = pd.Categorical([file] * len(table), categories=[file])
+        table["frame_in_file"] = np.full(len(table), in_file, dtype=np.int64)
+        self.writer.add(index, table, {**result.row, "source_file": file, "frame_in_file": int(in_file)})
         return FrameRecord(index, path, t_complete, time.time(), len(table), seconds,
                            self.reader.frames.qsize() + len(self.inflight) + self.reader.backlog)
 
     def _collect(self, block: bool) -> None:
         """Hand processed frames to the journal thread and report written ones, in frame order."""
         while self.inflight and (block or self.inflight[0][1].done()):
-            index, future, t_complete, path = self.inflight.popleft()
+            index, future, t_complete, path, origin = self.inflight.popleft()
             result, seconds = future.result()
-            self.written.append(self.journal.submit(self._write, index, result, seconds, t_complete, path))
+            self.written.append(self.journal.submit(self._write, index, result, seconds, t_complete, path, origin))
         while self.written and (block or self.written[0].done()):
             record = self.written.popleft().result()
             self.records.append(record)
@@ -299,7 +306,7 @@ class _Session:
 
     def _drop_unfinished(self) -> None:
         """Cancel the frames still being processed; those already done stay to be written."""
-        for _, future, _, _ in self.inflight:
+        for _, future, *_ in self.inflight:
             future.cancel()
         self.inflight = deque(x for x in self.inflight if x[1].done() and not x[1].cancelled())
 

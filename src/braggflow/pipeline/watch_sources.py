@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 from natsort import natsort_keygen, natsorted
 
 from braggflow.errors import InputFileError
@@ -63,19 +63,52 @@ def _fabio_quiet():
                 logger.setLevel(_fabio_saved_level)
 
 
-class _FolderSource:
-    """Numbered frame files appearing in a folder, taken in natural order."""
+def name_number(name: str) -> int | None:
+    """The number in a file name: its last run of digits, the suffix left out (``img_0004.cbf`` -> 4); None without."""
+    match = re.search(r"(\d+)\D*$", os.path.splitext(name)[0])
+    return int(match.group(1)) if match else None
 
-    def __init__(self, folder: Path, *, settle: float, give_up: float):
+
+class _FolderSource:
+    """Frame files appearing in a folder, taken in natural order, each frame numbered by its file.
+
+    The frame index of a file's frames never depends on when the file
+    arrived (see :func:`braggflow.pipeline.watch.watch` for the rule), so a
+    file skipped once and repaired later keeps its own index, and no index
+    is given to two files.
+
+    Parameters
+    ----------
+    folder : Path
+    settle, give_up : float
+        Seconds (see :func:`braggflow.pipeline.watch.watch`).
+    numbering : {"number", "order"} or None
+        How frames are numbered; None: decided by the first file taken.
+    frames_per_file : int or None
+        Frames in each file, with ``numbering="order"``.
+    owners : dict of {int: str}, optional
+        Frame index -> file name of the frames already in the results file.
+    """
+
+    def __init__(self, folder: Path, *, settle: float, give_up: float, numbering: str | None = None,
+                 frames_per_file: int | None = None, owners: dict[int, str] | None = None):
         self.folder = folder
         self.suffixes = IMAGE_SUFFIXES
         self.settle = settle
         self.give_up = give_up
+        self.numbering = numbering
+        self.frames_per_file = frames_per_file
+        self.owners: dict[int, str] = dict(owners or {})  # frame index -> file, earlier sessions' and this one's
+        self._recorded_first: dict[str, int] = {}  # file -> its first frame index in the results file
+        for index, name in self.owners.items():
+            self._recorded_first[name] = min(index, self._recorded_first.get(name, index))
         self.files: list[str] = []  # names taken into the series, in order
         self.counts: list[int] = []  # frames per taken file
+        self.first: dict[str, int] = {}  # taken file -> index of its first frame
         self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, first time seen this way)
         self._failing: dict[str, float] = {}  # name -> first time it failed to parse when stable
         self.skipped: list[str] = []
+        self.reasons: dict[str, str] = {}  # skipped file -> why
         self.shape = None
         self.dtype = None
         self.detector_mask = None
@@ -104,62 +137,65 @@ class _FolderSource:
         return st.st_size > 0 and unchanged_for >= self.settle, st.st_mtime
 
     def poll(self, now: float, *, done: set[int], limit: int = 2) -> list[tuple[int, object, int, float, str]]:
-        """New complete files, in order: [(first frame index, series, n, t_complete, path)].
+        """New complete files, in order: [(first frame index, (series, first frame), n, t_complete, path)].
 
         Stops at the first file that is not complete yet, so frames keep their
         order, and after ``limit`` files with frames still to process (files
         whose frames are all in ``done`` are only counted).
         """
         names = self._listing()
-        taken = set(self.files) | set(self.skipped)
+        settled = set(self.first) | set(self.skipped)
         ready = []
-        next_index = int(np.sum(self.counts))
-        for name in names:
+        for position, name in enumerate(names):
             if len(ready) >= limit:
                 break
-            if name in taken or self._out_of_order(name):
+            if name in settled or self._out_of_order(name):
                 continue
             stable, mtime = self._stable(name, now)
             if not stable:
                 break
             path = str(self.folder / name)
             try:
-                series, n, todo, frame0 = self._read_complete(name, path, now, next_index, done)
+                series, first, frame0 = self._read_complete(name, path, now, position, done)
             except Exception as exc:  # not readable yet; after give_up seconds of stable size, give up
                 if self._give_up(name, now, exc):
                     continue
                 break
             self._failing.pop(name, None)
-            if not self._same_shape(name, series):
+            if first is None or not self._same_shape(name, series):
                 continue
+            n = len(series)
             self.files.append(name)
             self.counts.append(n)
-            if todo:
-                ready.append((next_index, (series, frame0), n, mtime, path))
-            next_index += n
+            self.first[name] = first
+            for k in range(n):
+                self.owners[first + k] = name
+            if frame0 is not None:
+                ready.append((first, (series, frame0), n, mtime, path))
         return ready
 
     def _out_of_order(self, name: str) -> bool:
-        """Whether ``name`` sorts before the last file taken (then it is skipped with a warning)."""
+        """With frames numbered by position: whether ``name`` sorts before the last file taken (then it is skipped).
+
+        A file that appears before files already taken would move them; with
+        frames numbered by the number in their names it takes its own index.
+        """
         last = self.files[-1] if self.files else None
-        if last is None or not _natural_key(name) < _natural_key(last):
+        if self.numbering == "number" or last is None or not _natural_key(name) < _natural_key(last):
             return False
-        log.warning("%s appeared after %s was taken; it is out of order and ignored", name, last)
-        self.skipped.append(name)
+        self._skip(name, f"appeared after {last} was taken; it is out of order and ignored")
         return True
 
-    def _read_complete(self, name: str, path: str, now: float, first: int, done: set[int]):
-        """Open a stable file and parse its first frame when it has frames not in ``done``.
+    def _read_complete(self, name: str, path: str, now: float, position: int, done: set[int]):
+        """Open a stable file, number its frames, and parse its first frame when it has frames not in ``done``.
 
         Returns
         -------
         series : FrameSeries
-        n : int
-            Frames in the file, numbered from ``first``.
-        todo : bool
-            Whether one of them is not in ``done``.
+        first : int or None
+            Index of the file's first frame (None: the file is refused, with a warning).
         frame0 : (H, W) ndarray or None
-            The first frame (pixel data parsed, not only the header) when ``todo``.
+            The first frame (pixel data parsed, not only the header) when a frame is not in ``done``.
 
         Raises
         ------
@@ -175,17 +211,57 @@ class _FolderSource:
                 raise InputFileError(f"{path}: EDF data block shorter than its header says")
             series = open_frames(path)
             n = len(series)
-            todo = any(i not in done for i in range(first, first + n))
+            first = self._first_index(name, position, n)
+            todo = first is not None and any(first + k not in done for k in range(n))
             frame0 = series[0] if todo else None  # parse the pixel data, not only the header
-        return series, n, todo, frame0
+        return series, first, frame0
+
+    def _first_index(self, name: str, position: int, n: int) -> int | None:
+        """Index of the first frame of a file of ``n`` frames; None (and skipped) when it cannot be numbered.
+
+        A file already in the results file keeps its index.  Otherwise the
+        first file decides the numbering: a file of one frame whose name holds
+        a number numbers the series by the number in each name; any other
+        (names without a number, files of several frames) by position in
+        natural order times the frames per file, which must then be the same
+        for every file.  A file whose frames would take an index another file
+        holds is refused.
+        """
+        first = self._recorded_first.get(name)
+        if first is None:
+            if self.numbering is None:
+                self.numbering = "number" if n == 1 and name_number(name) is not None else "order"
+                self.frames_per_file = n
+            if self.numbering == "number":
+                first = name_number(name)
+                if first is None:
+                    return self._skip(name, "its name holds no number, and frames are numbered by the number "
+                                      "in each file name")
+                if n != 1:
+                    return self._skip(name, f"holds {n} frames, and frames are numbered by the number in each "
+                                      "file name (one frame a file)")
+            else:
+                if n != self.frames_per_file:
+                    return self._skip(name, f"holds {n} frames, not {self.frames_per_file} like the first file "
+                                      "(frames are numbered by the position of the file times the frames a file)")
+                first = position * n
+        taken = next((i for i in range(first, first + n) if self.owners.get(i, name) != name), None)
+        if taken is not None:
+            return self._skip(name, f"its frame index {taken} is already held by {self.owners[taken]}")
+        return first
+
+    def _skip(self, name: str, reason: str) -> None:
+        """Skip a file for good in this session, with a warning giving the reason."""
+        log.warning("%s %s", name, reason)
+        self.skipped.append(name)
+        self.reasons[name] = reason
 
     def _give_up(self, name: str, now: float, exc: Exception) -> bool:
         """After a failed read: True (file skipped, with a warning) once it failed for ``give_up`` seconds."""
         first = self._failing.setdefault(name, now)
         if now - first < self.give_up:
             return False
-        log.warning("%s stayed unreadable for %.0f s and is skipped (%s)", name, self.give_up, exc)
-        self.skipped.append(name)
+        self._skip(name, f"stayed unreadable for {self.give_up:.0f} s and is skipped ({exc})")
         return True
 
     def _same_shape(self, name: str, series) -> bool:
@@ -195,24 +271,27 @@ class _FolderSource:
             return True
         if tuple(series.shape) == self.shape:
             return True
-        log.warning("%s holds frames of shape %s, not %s like the first file; skipped",
-                    name, series.shape, self.shape)
-        self.skipped.append(name)
+        self._skip(name, f"holds frames of shape {series.shape}, not {self.shape} like the first file")
         return False
+
+    def pending(self) -> list[str]:
+        """Files in the folder neither taken nor skipped (not complete yet, or not looked at)."""
+        settled = set(self.first) | set(self.skipped)
+        return [n for n in self._listing() if n not in settled]
 
     def backlog(self, now: float) -> int:
         """Files in the folder not taken yet (the one being written included)."""
-        taken = set(self.files) | set(self.skipped)
-        return sum(1 for n in self._listing() if n not in taken)
+        return len(self.pending())
 
     def frames(self, item, done: set[int]):
-        """(index, frame, omega, name, t_complete, path) for each frame of a ready file not in ``done``."""
+        """(index, frame, omega, name, t_complete, path, file, index in file) of each frame of a ready file not done."""
         first, (series, frame0), n, t_complete, path = item
+        file = os.path.basename(path)
         for k in range(n):
             if first + k in done:
                 continue
             frame = frame0 if k == 0 else series[k]
-            yield first + k, frame, series.omega_centre(k), series.describe_frame(k), t_complete, path
+            yield first + k, frame, series.omega_centre(k), series.describe_frame(k), t_complete, path, file, k
 
     def close(self) -> None:
         pass
@@ -271,7 +350,8 @@ class _SWMRSource:
 
     def frames(self, item, done: set[int]):
         index, _, t_complete = item
-        yield index, self.series[index], float("nan"), self.series.describe_frame(index), t_complete, str(self.path)
+        yield (index, self.series[index], float("nan"), self.series.describe_frame(index), t_complete, str(self.path),
+               self.path.name, index)
 
     def close(self) -> None:
         if self.series is not None:
@@ -279,10 +359,16 @@ class _SWMRSource:
             self.series = None
 
 
-def _make_source(source, *, dataset, settle, give_up):
+def _make_source(source, *, dataset, settle, give_up, numbering=None, frames_per_file=None, owners=None):
+    """The source for a path: a folder (:class:`_FolderSource`) or an HDF5 file (:class:`_SWMRSource`).
+
+    ``numbering``, ``frames_per_file`` and ``owners`` (frame index -> file) are those of
+    the results file being continued, for a folder.
+    """
     path = Path(source)
     if path.is_dir():
-        return _FolderSource(path, settle=settle, give_up=give_up)
+        return _FolderSource(path, settle=settle, give_up=give_up, numbering=numbering,
+                             frames_per_file=frames_per_file, owners=owners)
     if path.exists() and not path.is_file():
         raise InputFileError(f"{path}: not a folder or a file")
     if path.is_file() or path.suffix.lower() in HDF5_SUFFIXES:
