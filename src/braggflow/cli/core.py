@@ -173,6 +173,59 @@ def run_summary(output: Path, table, seconds: float, steady: float, *, total: in
     return line
 
 
+def check_watch_options(*, idle_timeout: float, poll: float, give_up: float) -> None:
+    """Refuse watch timings that are not finite seconds: ``--poll`` and ``--give-up`` above 0, ``--idle-timeout`` >= 0.
+
+    Raises
+    ------
+    ConfigError
+        Naming the option and its value.
+    """
+    from braggflow.errors import ConfigError
+
+    for option, value, least in (("--idle-timeout", idle_timeout, "0 (never)"), ("--poll", poll, None),
+                                 ("--give-up", give_up, None)):
+        ok = math.isfinite(value) and (value >= 0 if least else value > 0)
+        if not ok:
+            raise ConfigError(f"{option} {value:g}: give a finite number of seconds, "
+                              + (f"at least {least}" if least else "above 0"))
+
+
+def watch_summary(output: Path, result, *, shown: int = 10) -> str:
+    """The closing lines of ``watch``: frames, peaks, speed, status; the files skipped and unfinished, named.
+
+    Parameters
+    ----------
+    output : Path
+        The results file.
+    result : braggflow.pipeline.watch.WatchResult
+    shown : int
+        Files named of each kind; the others are counted (all are in ``/entry/watch``).
+    """
+    import numpy as np
+
+    log = result.frames
+    if len(log):
+        lat = log["latency"].to_numpy()
+        rate = len(log) / max(log["t_written"].max() - log["t_written"].min(), 1e-9) if len(log) > 1 else float("nan")
+        line = (f"{len(log)} frames, {int(log['n_peaks'].sum())} peaks -> {output} ({result.status}); "
+                f"stopped: {result.stopped_by}; {rate:.1f} frames/s; latency median {np.median(lat):.2f} s, "
+                f"p95 {np.percentile(lat, 95):.2f} s")
+    else:
+        line = f"no new frames -> {output} ({result.status}); stopped: {result.stopped_by}"
+    lines = [line]
+    for kind, names, why in (("skipped", result.skipped, result.reasons),
+                             ("unfinished", result.unfinished, {})):
+        for name in names[:shown]:
+            lines.append(f"{kind}: {name} ({why.get(name, 'not complete when the watch stopped')})")
+        if len(names) > shown:
+            lines.append(f"{kind}: {len(names) - shown} more files (all named in {output}:/entry/watch/{kind})")
+    if result.status != "complete":
+        lines.append(f"{output} is incomplete: the files above are not in it; start the watch again on the same "
+                     "output to continue (after repairing a skipped file)")
+    return "\n".join(lines)
+
+
 @commands.command("config")
 @friendly_errors
 def config_command(

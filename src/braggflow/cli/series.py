@@ -154,6 +154,9 @@ def watch_command(
         60.0, "--idle-timeout", help="stop after this many seconds without a new frame (0: never)",
     ),
     poll: float = typer.Option(0.1, "--poll", help="seconds between looks at the source"),
+    give_up: float = typer.Option(
+        30.0, "--give-up", help="skip a file still unreadable this many seconds after its size settled",
+    ),
     method: str | None = typer.Option(None, "--method", help="localization: " + METHOD_HELP),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
@@ -164,7 +167,7 @@ def watch_command(
     """Process frames while the detector writes them; stop after --idle-timeout or with Ctrl-C."""
     import numpy as np
 
-    from braggflow.cli.core import build_config
+    from braggflow.cli.core import build_config, check_watch_options, watch_summary
     from braggflow.pipeline import check_workers
     from braggflow.pipeline.watch import watch
 
@@ -172,6 +175,7 @@ def watch_command(
                           sets)
     check_results_name(output)
     check_workers(workers)
+    check_watch_options(idle_timeout=idle_timeout, poll=poll, give_up=give_up)
     recent: list = []
     last_print = [0.0]
 
@@ -193,18 +197,8 @@ def watch_command(
     err_console.print(f"watching {source} -> {output} (Ctrl-C to stop"
                       f"{f', or {idle_timeout:g} s without a new frame' if idle_timeout > 0 else ''})", soft_wrap=True)
     result = watch(source, output, config=config, idle_timeout=idle_timeout if idle_timeout > 0 else None,
-                   poll_interval=poll, dataset=dataset, progress=show, workers=workers)
-    log = result.frames
-    if len(log):
-        lat = log["latency"].to_numpy()
-        rate = len(log) / max(log["t_written"].max() - log["t_written"].min(), 1e-9) if len(log) > 1 else float("nan")
-        console.print(f"{len(log)} frames, {int(log['n_peaks'].sum())} peaks -> {output}; "
-                      f"stopped: {result.stopped_by}; {rate:.1f} frames/s; latency median {np.median(lat):.2f} s, "
-                      f"p95 {np.percentile(lat, 95):.2f} s", soft_wrap=True)
-    else:
-        console.print(f"no new frames; stopped: {result.stopped_by}; {output} unchanged", soft_wrap=True)
-    for name in result.skipped:
-        err_console.print(f"skipped (never readable or out of order): {name}", markup=False, soft_wrap=True)
+                   poll_interval=poll, give_up=give_up, dataset=dataset, progress=show, workers=workers)
+    console.print(watch_summary(output, result), markup=False, soft_wrap=True)
 
 
 def _frame_range(text: str | None, n: int) -> range:

@@ -152,6 +152,7 @@ class ResultsWriter:
         self.done_frames: set[int] = set()
         self.frames_added = 0  # by this writer (a resumed run's earlier frames not counted)
         self._closed = False
+        self._groups: dict[str, Any] = {}  # groups set by the command, written with the next snapshot
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(results_lock(self.path))
         try:
@@ -389,6 +390,33 @@ class ResultsWriter:
         self._write_snapshot(status, table, done)
         self._last_snapshot = time.monotonic()
 
+    def set_group(self, name: str, *, tables: dict[str, pd.DataFrame] | None = None,
+                  attrs: dict[str, Any] | None = None) -> None:
+        """Add or replace the group ``/entry/<name>``, written with the next snapshot (at :meth:`close` at the latest).
+
+        The group is written in the same atomic replacement as the peaks and
+        the status, so a reader never sees one without the other.
+
+        Parameters
+        ----------
+        name : str
+            Group name (not ``peaks``, ``process``, ``frames_done`` or ``frames``).
+        tables : dict of {str: DataFrame}, optional
+            Each becomes a sub-group with one dataset per column.
+        attrs : dict, optional
+            Attributes (str, int, float; anything else is stored as JSON).
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is reserved.
+        """
+        if name in _RESERVED or "/" in name:
+            raise ValueError(f"group name {name!r} is reserved or invalid")
+        clean = {k: v if isinstance(v, (int, float, str, np.integer, np.floating)) else json.dumps(v)
+                 for k, v in (attrs or {}).items()}
+        self._groups[name] = ({k: t.reset_index(drop=True) for k, t in (tables or {}).items()}, clean)
+
     def table(self) -> pd.DataFrame:
         """Every peak recorded so far (those of a resumed run included), sorted by frame."""
         self.flush()
@@ -428,7 +456,7 @@ class ResultsWriter:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        groups = _copy_groups(self.path) if self.path.exists() else {}
+        groups = {**(_copy_groups(self.path) if self.path.exists() else {}), **self._groups}
         frame_rows = _read_frames_table(self.path)
         frame_rows = frame_rows[frame_rows["frame"].isin(done)]
         with h5py.File(tmp, "w") as h5:

@@ -20,8 +20,12 @@ have stayed the same for ``settle`` seconds and it parses (for EDF, the data
 block is as long as the header says); an SWMR dataset is refreshed and only
 frames below its current length are read.  The watch stops after
 ``idle_timeout`` seconds without a new frame, when ``stop`` is set, or on
-Ctrl-C, and always leaves a complete results file.  Started again on the same
-output, it continues without repeating frames.
+Ctrl-C.  It closes the results file ``complete`` when every file of the source
+is in it; when a file was skipped (unreadable after ``give_up`` seconds, or
+not fitting the numbering below) or was not complete yet when the watch
+stopped, the file is closed ``incomplete``, with its journal, and names those
+files in ``/entry/watch`` (tables ``skipped`` and ``unfinished``).  Started
+again on the same output, the watch continues without repeating frames.
 
 Frame indices are keyed by file, never by arrival order.  In a folder the
 first file decides the numbering: when it holds one frame and its name holds a
@@ -77,15 +81,27 @@ class WatchResult:
     stopped_by : str
         "idle", "stop", "interrupt" or "max_frames".
     skipped : list of str
-        Files that never became readable (reported, not processed).
+        Files skipped in this session (never readable, out of order, not
+        fitting the numbering or the frame shape), not processed.
     elapsed_s : float
         Duration of the session, s.
+    reasons : dict of {str: str}
+        Why each skipped file was skipped.
+    unfinished : list of str
+        Files (or the SWMR file) with frames not processed when the watch
+        stopped: not complete yet, or still unreadable before ``give_up``.
+    status : str
+        The results file's status: "complete" when every file of the source is
+        in it, else "incomplete" (the journal kept; a later watch continues).
     """
 
     frames: pd.DataFrame
     stopped_by: str
     skipped: list[str]
     elapsed_s: float
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+    unfinished: list[str] = dataclasses.field(default_factory=list)
+    status: str = "complete"
 
     @property
     def n_frames(self) -> int:
@@ -109,15 +125,14 @@ def _check_same_source(output: Path, source) -> None:
         raise InputFileError(f"{output}: holds results of {earlier}, not of {source}; choose another output file")
 
 
-def _previous_log(output: Path) -> tuple[pd.DataFrame | None, dict]:
-    """The watch log of earlier sessions in ``output`` and the attributes of ``/entry/watch`` (sessions, numbering)."""
+def _previous_log(output: Path) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The tables of ``/entry/watch`` in ``output`` (frames log, skipped files) and its attributes."""
     from braggflow.io.results import read_group
 
     try:
-        tables, attrs = read_group(output, WATCH_GROUP)
+        return read_group(output, WATCH_GROUP)
     except InputFileError:
-        return None, {}
-    return tables.get("frames"), attrs
+        return {}, {}
 
 
 def _previous_owners(output: Path) -> dict[int, str]:
@@ -171,7 +186,8 @@ def watch(
         interval (so two polls see the same size).
     give_up : float, optional
         A file whose size is stable but which still cannot be read after
-        this many seconds is skipped with a warning.
+        this many seconds is skipped with a warning, and named in the
+        results file (``/entry/watch/skipped``).
     dataset : str, optional
         Frame dataset of the HDF5 source (default: as
         ``open_frames(source, swmr=True)`` finds it: the NeXus default signal,
@@ -195,9 +211,11 @@ def watch(
     Returns
     -------
     WatchResult
-        The session's per-frame log (latency, peaks, backlog) and why it stopped.
+        The session's per-frame log (latency, peaks, backlog), why it stopped,
+        the files skipped and unfinished, and the status of the results file.
         The log of every session is also stored in the results file as the
-        group ``/entry/watch`` (table ``frames``).
+        group ``/entry/watch`` (tables ``frames``, ``skipped``, ``unfinished``;
+        attributes ``source``, ``sessions``, ``numbering``, ``frames_per_file``).
 
     Raises
     ------
@@ -206,31 +224,37 @@ def watch(
         read, or ``output`` cannot be resumed (different config).
     BraggflowError
         For invalid timing options.  Frames processed before any error stay in
-        ``output``, which is closed complete.
+        ``output``, which is closed incomplete.
     """
     config = config or Config()
     _check_options(workers=workers, poll_interval=poll_interval, give_up=give_up, idle_timeout=idle_timeout)
     settle = poll_interval if settle is None else settle
     output = Path(output)
-    previous_log, attrs, owners = None, {}, {}
+    previous, attrs, owners = {}, {}, {}
     if output.exists():
         _check_same_source(output, source)
-        previous_log, attrs = _previous_log(output)
+        previous, attrs = _previous_log(output)
         owners = _previous_owners(output)
-    sessions = int(attrs.get("sessions", 1 if previous_log is not None else 0))
     per_file = attrs.get("frames_per_file")
     src = _make_source(source, dataset=dataset, settle=settle, give_up=give_up, numbering=attrs.get("numbering"),
                        frames_per_file=None if per_file is None else int(per_file), owners=owners)
     session = _Session(src, _open_writer(output, config, source), config=config, poll_interval=poll_interval,
                        workers=workers, progress=progress, static={"mask": mask, "dark": dark, "flat": flat})
     session.reader.start()
+    stopped_by, failed = "error", True
     try:
         stopped_by = session.run(stop=stop, started=started, max_frames=max_frames, idle_timeout=idle_timeout)
+        failed = False
     finally:
-        frames_log = session.close()
-        _store_log(output, source, frames_log, previous_log, sessions, src)
+        frames_log = session.stop()
+        unfinished = src.pending()
+        complete = not failed and not src.skipped and not unfinished
+        tables, group_attrs = _watch_group(source, frames_log, previous, attrs, src, unfinished)
+        session.writer.set_group(WATCH_GROUP, tables=tables, attrs=group_attrs)
+        session.close(complete=complete)
     return WatchResult(frames=frames_log, stopped_by=stopped_by, skipped=list(src.skipped),
-                       elapsed_s=time.time() - session.start)
+                       elapsed_s=time.time() - session.start, reasons=dict(src.reasons), unfinished=unfinished,
+                       status="complete" if complete else "incomplete")
 
 
 def _check_options(*, workers: int, poll_interval: float, give_up: float, idle_timeout: float | None) -> None:
@@ -246,7 +270,7 @@ def _check_options(*, workers: int, poll_interval: float, give_up: float, idle_t
 
 
 def _open_writer(output: Path, config: Config, source):
-    """The results file, continued: each session closes it complete (a watch has no natural end), the next appends."""
+    """The results file, continued: each session closes it (a watch has no natural end), the next appends."""
     from braggflow.io.results import ResultsWriter
 
     # Inputs are recorded by name only: hashing a growing folder or a file still being written means nothing.
@@ -254,13 +278,26 @@ def _open_writer(output: Path, config: Config, source):
                          extra_process={"mode": "watch", "source": os.path.abspath(source)})
 
 
-def _store_log(output: Path, source, frames_log: pd.DataFrame, previous_log: pd.DataFrame | None,
-               sessions: int, src) -> None:
-    """Store the log of every session so far in the results file (group ``/entry/watch``), with the numbering."""
-    from braggflow.io.results import write_group
+def _watch_group(source, frames_log: pd.DataFrame, previous: dict[str, pd.DataFrame], attrs: dict, src,
+                 unfinished: list[str]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The group ``/entry/watch``: the log of every session so far, the files skipped and unfinished, the numbering.
 
+    ``skipped`` (file, reason) holds the files some session skipped that are
+    still not in the results file; ``unfinished`` (file) those with frames not
+    processed when this session stopped.
+    """
+    previous_log = previous.get("frames")
     full_log = frames_log if previous_log is None else pd.concat([previous_log, frames_log], ignore_index=True)
-    attrs = {"source": os.path.abspath(source), "sessions": sessions + 1}
+    reasons = {}
+    old = previous.get("skipped")
+    if old is not None and len(old):
+        reasons.update(zip(old["file"].astype(str), old["reason"].astype(str)))
+    reasons.update(src.reasons)
+    in_file = set(getattr(src, "owners", {}).values())
+    reasons = {name: why for name, why in reasons.items() if name not in in_file}
+    skipped = pd.DataFrame({"file": list(reasons), "reason": list(reasons.values())}, dtype=object)
+    tables = {"frames": full_log, "skipped": skipped, "unfinished": pd.DataFrame({"file": unfinished}, dtype=object)}
+    group_attrs = {"source": os.path.abspath(source), "sessions": int(attrs.get("sessions", 0)) + 1}
     if getattr(src, "numbering", None) is not None:
-        attrs.update(numbering=src.numbering, frames_per_file=int(src.frames_per_file))
-    write_group(output, WATCH_GROUP, tables={"frames": full_log}, attrs=attrs)
+        group_attrs.update(numbering=src.numbering, frames_per_file=int(src.frames_per_file))
+    return tables, group_attrs

@@ -310,8 +310,8 @@ class _Session:
             future.cancel()
         self.inflight = deque(x for x in self.inflight if x[1].done() and not x[1].cancelled())
 
-    def close(self) -> pd.DataFrame:
-        """Stop reader, workers and journal thread, close the source and the results file (complete).
+    def stop(self) -> pd.DataFrame:
+        """Stop reader, workers and journal thread; the source and the results file stay open.
 
         Returns
         -------
@@ -322,9 +322,14 @@ class _Session:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
         self.journal.shutdown(wait=True)
-        self.src.close()
-        self.writer.close(complete=True)
         log = pd.DataFrame([dataclasses.asdict(r) for r in self.records],
                            columns=[f.name for f in dataclasses.fields(FrameRecord)])
         log["latency"] = log["t_written"] - log["t_complete"]
         return log
+
+    def close(self, *, complete: bool) -> None:
+        """Close the source and the results file: ``complete``, or ``incomplete`` with its journal kept."""
+        try:
+            self.src.close()
+        finally:
+            self.writer.close(complete=complete)

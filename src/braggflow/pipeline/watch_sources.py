@@ -183,7 +183,7 @@ class _FolderSource:
         last = self.files[-1] if self.files else None
         if self.numbering == "number" or last is None or not _natural_key(name) < _natural_key(last):
             return False
-        self._skip(name, f"appeared after {last} was taken; it is out of order and ignored")
+        self._skip(name, f"appeared after {last} was taken (out of order; frames are numbered by position)")
         return True
 
     def _read_complete(self, name: str, path: str, now: float, position: int, done: set[int]):
@@ -252,7 +252,7 @@ class _FolderSource:
 
     def _skip(self, name: str, reason: str) -> None:
         """Skip a file for good in this session, with a warning giving the reason."""
-        log.warning("%s %s", name, reason)
+        log.warning("%s skipped: %s", name, reason)
         self.skipped.append(name)
         self.reasons[name] = reason
 
@@ -261,7 +261,7 @@ class _FolderSource:
         first = self._failing.setdefault(name, now)
         if now - first < self.give_up:
             return False
-        self._skip(name, f"stayed unreadable for {self.give_up:.0f} s and is skipped ({exc})")
+        self._skip(name, f"still unreadable {self.give_up:g} s after its size settled ({exc})")
         return True
 
     def _same_shape(self, name: str, series) -> bool:
@@ -307,6 +307,7 @@ class _SWMRSource:
         self.series = None
         self.next_index = 0
         self.skipped: list[str] = []
+        self.reasons: dict[str, str] = {}
         self.shape = None
         self.dtype = None
         self.detector_mask = None
@@ -347,6 +348,16 @@ class _SWMRSource:
         if self.series is None:
             return 0
         return max(0, self.series.refresh() - self.next_index)
+
+    def pending(self) -> list[str]:
+        """The file, when it holds frames not taken yet or exists without a readable frame dataset."""
+        if self.series is None:
+            return [self.path.name] if self.path.exists() else []
+        try:
+            waiting = self.backlog(time.monotonic())
+        except InputFileError:
+            waiting = 1  # no longer readable: its frames cannot be said to be in
+        return [self.path.name] if waiting else []
 
     def frames(self, item, done: set[int]):
         index, _, t_complete = item
