@@ -50,6 +50,7 @@ def test_distance_prior_pulls_the_distance_and_costs_the_match(rng):
         expected = min(1.0, combined_probability(m.p_positions, m.p_intensity) * math.exp(z * z / 2))
         assert m.chance_probability == pytest.approx(expected, rel=1e-9)
         assert 0 < m.distance_err_mm < sigma * 1.01
+        assert m.at_limit  # the cell, held within 1e-4, is pinned at its limit
         shifts[sigma] = m.distance_mm - 809.0
     assert shifts[20.0] == pytest.approx(3.0, abs=0.5)
     assert 0 < shifts[0.5] < 1.5  # within 3 prior errors, much less than the data alone ask
@@ -73,7 +74,7 @@ def test_cell_is_refined_only_from_more_lines_than_free_parameters(rng):
     pbi2 = load_phase(PHASES / "PbI2.yaml")  # hexagonal: a and c free
     full = _lines(pbi2, rng, q_err=3e-4)
     m = match_phase(full, pbi2, options=MatchOptions(wavelength=0.7))
-    assert m.refined and m.n_fit > 2
+    assert m.refined and m.n_fit > 2 and not m.at_limit
     assert_errors_honest(m)
     assert m.cell_err[1] == m.cell_err[0] and m.cell_err[5] == 0
     two = full.nlargest(2, "intensity")

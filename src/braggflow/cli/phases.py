@@ -175,6 +175,8 @@ def _cell_text(m) -> str:
         cell.append(f"{name}={v:.4f}±{e:.4f}")
     if m.distance_mm is not None:
         cell.append(f"d={m.distance_mm:.1f}±{m.distance_err_mm:.1f} mm")
+    if m.at_limit:
+        cell.append("(at the search limit)")
     return " ".join(cell)
 
 

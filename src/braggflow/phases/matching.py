@@ -164,6 +164,9 @@ class PhaseMatch:
         Lines used in the refinement (0 when not refined).
     n_pairs : int
         Observed lines (or spots) paired with predicted ones, expected or not.
+    at_limit : bool
+        A refined parameter ended at its search limit (``max_mismatch``, or 10 prior
+        errors for the distance): the lines ask for more, and its error is a lower bound.
     free_parameters : tuple of str
         The cell's free parameters (by crystal system).
     cell_nominal : tuple of 6 float
@@ -205,6 +208,7 @@ class PhaseMatch:
     n_fit: int = 0
     n_pairs: int = 0
     free_parameters: tuple = ()
+    at_limit: bool = False
     p_positions: float = 1.0
     p_intensity: float = float("nan")
 
@@ -218,6 +222,7 @@ class PhaseMatch:
             "f_obs": round(float(self.f_obs), 4), "f_pred": round(float(self.f_pred), 4),
             "intensity_agreement": round(float(self.intensity_agreement), 4), "contact_plane": self.contact_plane,
             "chi2_red": float(self.chi2_red), "refined": bool(self.refined), "n_fit": int(self.n_fit),
+            "at_limit": bool(self.at_limit),
             "p_positions": float(self.p_positions), "p_intensity": float(self.p_intensity),
         }
         for i, n in enumerate(names):
@@ -645,6 +650,7 @@ class _Fit:
     distance: float | None
     distance_err: float | None
     n_fit: int
+    at_limit: bool = False
 
 
 def _refines_distance(opts: MatchOptions) -> bool:
@@ -720,8 +726,10 @@ def _refine(obs: _Obs, pred: _Predicted, phase: Phase, cell_start, pairs, opts: 
         res_h = least_squares(lambda x: residuals(x, 1.0, d0 + h), res.x, bounds=(lo, hi), x_scale="jac")
         shift = (res_h.x - res.x)[:n_par]
         cell_err = np.sqrt(cell_err ** 2 + shift ** 2)
+    span = hi - lo
+    at_limit = bool(np.any((res.x - lo < 1e-6 * span) | (hi - res.x < 1e-6 * span)))
     return _Fit(cell=tuple(float(v) for v in cell_of(res.x)), cell_err=_full_errors(phase, names, cell_err),
-                chi2_red=chi2_red, distance=distance, distance_err=distance_err, n_fit=len(j))
+                chi2_red=chi2_red, distance=distance, distance_err=distance_err, n_fit=len(j), at_limit=at_limit)
 
 
 def _full_errors(phase: Phase, names: list[str], free_err) -> tuple:
@@ -867,6 +875,7 @@ def match_phase(
     result.n_pairs = len(final.pairs)
     if refined:
         result.cell_err, result.chi2_red, result.n_fit = fit.cell_err, fit.chi2_red, fit.n_fit
+        result.at_limit = fit.at_limit
         result.distance_mm, result.distance_err_mm = fit.distance, fit.distance_err
     result.predicted = pd.DataFrame({"q": final.qp,
                                      "intensity": comp["K"] * final.ip if np.isfinite(comp["K"]) else final.ip,
