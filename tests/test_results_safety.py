@@ -38,6 +38,18 @@ _HOLD = textwrap.dedent("""
 """)
 
 
+def _interrupted_run(source, out, after: int = 2):
+    """A run into ``out`` stopped (as by Ctrl-C) after ``after`` frames: the file incomplete, its journal kept."""
+
+    def stop(done, total, peaks):
+        if done >= after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(source, output=out, progress=stop)
+    assert read_status(out) == "incomplete"
+
+
 def _holder(path):
     """A second process that holds the results file's writer until killed."""
     proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], stdout=subprocess.PIPE, text=True)
@@ -64,8 +76,7 @@ def test_a_second_writer_is_refused_and_the_first_keeps_its_frames(tmp_path, inp
 
 def test_resume_refuses_other_inputs(tmp_path, inputs):
     out = tmp_path / "R.h5"
-    run(str(inputs[0]), output=out, frames_range=range(0, 2))
-    assert read_status(out) == "incomplete"
+    _interrupted_run(str(inputs[0]), out)
     with pytest.raises(InputFileError, match=r"holds results of .*sim1\.h5, not of the inputs given"):
         run(str(inputs[1]), output=out, resume=True)
     assert sorted(read_peaks(out)["frame"].unique()) == [0, 1]  # nothing mixed in
@@ -148,7 +159,7 @@ def test_cli_refuses_an_existing_output_in_one_line_and_replaces_it_with_overwri
 
 def test_a_damaged_snapshot_never_hides_the_journal(tmp_path, inputs):
     out = tmp_path / "R.h5"
-    run(str(inputs[0]), output=out, frames_range=range(0, 2))
+    _interrupted_run(str(inputs[0]), out)
     frames = read_peaks(out)
     with open(out, "r+b") as fh:  # damage the HDF5 snapshot; the journal beside it is intact
         fh.seek(0)
@@ -170,7 +181,42 @@ def test_the_run_summary_says_what_was_processed_and_stored(tmp_path, inputs):
     runner = CliRunner()
     part = runner.invoke(app, ["run", str(inputs[0]), "-o", str(out), "--frames", "0:3"])
     assert part.exit_code == 0, part.output
-    assert "3 frames processed, 3 of 4 in the file (incomplete)" in part.output and "--resume" in part.output
+    text = " ".join(part.output.split())
+    assert "3 frames processed, 3 of 4 in the file (complete; frames asked 0:3)" in text
+    assert "--resume --frames" in text
     rest = runner.invoke(app, ["run", str(inputs[0]), "-o", str(out), "--resume"])
     assert rest.exit_code == 0, rest.output
-    assert "1 frame processed, 4 of 4 in the file (complete)" in rest.output
+    assert "1 frame processed, 4 of 4 in the file (complete)" in " ".join(rest.output.split())
+
+
+def test_a_frames_run_is_complete_for_the_frames_asked(tmp_path, inputs):
+    from braggflow.io.results import read_frames_done, read_process
+
+    out = tmp_path / "R.h5"
+    run(str(inputs[0]), output=out, frames_range=range(1, 3))
+    assert read_status(out) == "complete" and read_frames_done(out) == {1, 2}
+    assert not (tmp_path / "R.h5.journal").exists()
+    process = read_process(out)
+    assert process["frames_requested"] == "1:3" and process["frames_total"] == 4
+    # more frames added to a complete file: the frames asked grow, the file stays complete
+    run(str(inputs[0]), output=out, frames_range=range(3, 4), resume=True)
+    assert read_status(out) == "complete" and read_frames_done(out) == {1, 2, 3}
+    assert read_process(out)["frames_requested"] == "1:4"
+    with pytest.raises(InputFileError, match="already complete"):
+        run(str(inputs[0]), output=out, frames_range=range(2, 4), resume=True)  # nothing new asked
+    # a frames run stopped early continues with the frames it asked for, not the whole series
+    other = tmp_path / "S.h5"
+
+    def stop(done, total, peaks):
+        if done >= 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(str(inputs[0]), output=other, frames_range=range(0, 3), progress=stop)
+    assert read_status(other) == "incomplete" and read_frames_done(other) == {0}
+    run(str(inputs[0]), output=other, resume=True)
+    assert read_status(other) == "complete" and read_frames_done(other) == {0, 1, 2}
+    # --resume alone on a file complete for part of the series goes on with the rest of it
+    run(str(inputs[0]), output=other, resume=True)
+    assert read_status(other) == "complete" and read_frames_done(other) == {0, 1, 2, 3}
+    assert read_process(other)["frames_requested"] == "0:4"

@@ -65,7 +65,8 @@ def run_with_progress(series, config, output, frames_range, resume, workers=0, s
     first: list[tuple[float, int]] = []  # (time, frames done) at the first report
     last: list[tuple[float, int]] = []  # ... and at the latest one
     with _progress() as progress:
-        task = progress.add_task(description, total=len(frames_range), peaks=0, rate=0.0)
+        total = len(series) if frames_range is None else len(frames_range)
+        task = progress.add_task(description, total=total, peaks=0, rate=0.0)
 
         def report(done, total, peaks):
             now = time.perf_counter()
@@ -133,7 +134,7 @@ def run_command(
     check_results_name(output)
     check_workers(workers)
     series = open_frames(inputs if len(inputs) > 1 else inputs[0], dataset=dataset)
-    rng = parse_frame_range(frames, len(series))
+    rng = None if frames is None else parse_frame_range(frames, len(series))
     table, seconds, steady = run_with_progress(series, config, output, rng, resume, workers, scheduler,
                                                overwrite=overwrite)
     if csv is not None:
@@ -152,16 +153,21 @@ def run_summary(output: Path, table, seconds: float, steady: float, *, total: in
     from braggflow.io.results import read_frames_done, read_process, read_status
 
     stored = len(read_frames_done(output))
-    processed = int(read_process(output).get("frames_processed", stored))
+    process = read_process(output)
+    processed = int(process.get("frames_processed", stored))
+    asked = str(process.get("frames_requested", f"0:{total}"))
     status = read_status(output)
     rates = f"{processed / seconds:.1f} frames/s overall" if seconds > 0 and processed else ""
     if not math.isnan(steady):
         rates += f", {steady:.1f} after the first frame"
-    line = (f"{processed} frame{'' if processed == 1 else 's'} processed, {stored} of {total} in the file ({status}), "
-            f"{len(table)} peaks -> "
+    part = f"; frames asked {asked}" if asked != f"0:{total}" else ""
+    line = (f"{processed} frame{'' if processed == 1 else 's'} processed, {stored} of {total} in the file "
+            f"({status}{part}), {len(table)} peaks -> "
             f"{output} in {seconds:.1f} s" + (f" ({rates})" if rates else ""))
     if status != "complete":
         line += "; continue with --resume"
+    elif stored < total:
+        line += "; add frames with --resume --frames START:STOP (--resume alone: all the others)"
     from braggflow.io.results import read_frames
 
     frames = read_frames(output)

@@ -38,7 +38,7 @@ from braggflow.io.store import (
 from braggflow.io.tables import _read_group_obj, _restore_group, _table_to_npz_dict, write_table
 from braggflow.schema import conform, empty_peak_table, frames_table
 
-__all__ = ["ResultsWriter", "file_provenance"]
+__all__ = ["ResultsWriter", "file_provenance", "stored_process"]
 
 
 def file_provenance(paths: Iterable[str]) -> list[dict[str, Any]]:
@@ -165,8 +165,7 @@ class ResultsWriter:
             else:
                 self._start()
             self.journal.mkdir(parents=True, exist_ok=True)
-            if not (self.journal / "process.json").exists():
-                self._write_journal_process()
+            self._write_journal_process()
         except BaseException:
             self._lock.close()
             raise
@@ -198,22 +197,9 @@ class ResultsWriter:
             self._write_snapshot("running", table, self.done_frames)
 
     def _stored_process(self) -> dict:
-        """The process record of the run being continued, with its status under ``"_status"``.
-
-        From the HDF5 snapshot; when that cannot be read but the journal holds
-        frames, from the copy kept in the journal (``process.json``), so that a
-        damaged snapshot neither hides the journaled frames nor lets other
-        inputs in.
-        """
-        if self.path.exists():
-            try:
-                return {**read_process(self.path), "_status": read_status(self.path)}
-            except InputFileError:
-                if not journal_has_batches(self.path):
-                    raise
-        copy = self.journal / "process.json"
-        process = json.loads(copy.read_text()) if copy.exists() else {}
-        return {**process, "_status": "running"}
+        """The process record of the run being continued, with its status under ``"_status"`` (see
+        :func:`stored_process`)."""
+        return stored_process(self.path)
 
     def _write_journal_process(self) -> None:
         """Keep the run's process record (config, inputs, frame count and shape) in the journal too."""
@@ -495,6 +481,41 @@ class ResultsWriter:
         for key, value in self.extra_process.items():
             proc.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
         proc.attrs["frames_processed"] = self.frames_added
+
+
+def stored_process(path) -> dict:
+    """The process record of a results file, with its status under ``"_status"``.
+
+    From the HDF5 snapshot; when that cannot be read but the journal holds
+    frames, from the copy kept in the journal (``process.json``, status
+    ``"running"``), so that a damaged snapshot neither hides the journaled
+    frames nor lets other inputs in.
+
+    Parameters
+    ----------
+    path : str or Path
+        The results file.
+
+    Returns
+    -------
+    process : dict
+        As :func:`braggflow.io.store.read_process`, plus ``"_status"``.
+
+    Raises
+    ------
+    InputFileError
+        If the snapshot cannot be read and the journal holds no frame.
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            return {**read_process(path), "_status": read_status(path)}
+        except InputFileError:
+            if not journal_has_batches(path):
+                raise
+    copy = _journal_dir(path) / "process.json"
+    process = json.loads(copy.read_text()) if copy.exists() else {}
+    return {**process, "_status": "running"}
 
 
 def _new_entry(h5, status: str):

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,8 @@ from braggflow.pipeline.statistics import MIN_HOT_PIXEL_FRAMES, SeriesStatistics
 from braggflow.schema import conform, empty_peak_table
 
 __all__ = ["Context", "FrameResult", "SeriesStatistics", "prepare", "measure_series", "analyse_frame",
-           "process_frame", "run", "parse_frame_range", "check_workers", "MIN_HOT_PIXEL_FRAMES"]
+           "process_frame", "run", "parse_frame_range", "check_workers", "MIN_HOT_PIXEL_FRAMES", "frames_text",
+           "parse_frames_text"]
 
 
 @dataclass
@@ -369,9 +371,14 @@ def run(
         Results file (HDF5/NeXus).  Frames are journaled as they finish, so a
         crash keeps them; with ``resume`` the frames already in it are skipped.
     frames_range : range, optional
-        Frame indices to process (default: all).
+        Frame indices to process (default: all).  The file is ``complete``
+        once every frame asked for is in it; the frames asked are recorded in
+        ``/entry/process@frames_requested`` (``START:STOP[:STEP]`` runs).
     resume : bool
-        Continue an unfinished results file (made from the same inputs).
+        Continue a results file made from the same inputs.  An unfinished file
+        continues with the frames it asked for (and ``frames_range``, when
+        given); a file complete for part of the series goes on with
+        ``frames_range`` or, without it, with every frame of the series.
     overwrite : bool
         Replace an existing results file; without it (or ``resume``) an
         existing ``output`` is refused.
@@ -410,19 +417,22 @@ def run(
                       mask=mask, dark=dark, flat=flat)
     context = measure_series(series, config, context)
     writer = None
+    asked = indices
     if output is not None:
         from braggflow.io.results import ResultsWriter
 
+        asked, append = _frames_asked(output, len(series), frames_range, resume)
         geometry = (
             context.geometry.to_dict()
             if context.geometry is not None and hasattr(context.geometry, "to_dict")
             else None
         )
         _check_output_is_not_an_input(output, frames, series.sources)
-        writer = ResultsWriter(output, config=config, sources=series.sources, resume=resume, overwrite=overwrite,
-                               geometry=geometry, origins=origins,
-                               extra_process={"frames_total": len(series), "frame_shape": list(series.shape)})
-        indices = [i for i in indices if i not in writer.done_frames]
+        writer = ResultsWriter(output, config=config, sources=series.sources, resume=resume, append=append,
+                               overwrite=overwrite, geometry=geometry, origins=origins,
+                               extra_process={"frames_total": len(series), "frame_shape": list(series.shape),
+                                              "frames_requested": frames_text(asked)})
+        indices = [i for i in asked if i not in writer.done_frames]
     collected: list[pd.DataFrame] = []
     n_peaks = 0
     done = 0
@@ -453,13 +463,93 @@ def run(
         complete = True
     finally:
         if writer is not None:
-            all_requested = complete and (frames_range is None or set(range(len(series))) <= writer.done_frames)
-            writer.close(complete=all_requested)
+            writer.close(complete=complete and set(asked) <= writer.done_frames)
     if writer is not None:
         from braggflow.io.results import read_peaks
 
         return read_peaks(output)
     return origins.fill(conform(pd.concat(collected, ignore_index=True))) if collected else empty_peak_table()
+
+
+def frames_text(frames) -> str:
+    """Frame indices as comma-separated ``START:STOP`` (or ``START:STOP:STEP``) runs, e.g. ``"0:100,200:300:2"``.
+
+    Parameters
+    ----------
+    frames : iterable of int
+
+    Returns
+    -------
+    text : str
+        Empty for no frame; :func:`parse_frames_text` reads it back.
+    """
+    values = sorted(set(int(f) for f in frames))
+    runs, k = [], 0
+    while k < len(values):
+        start = values[k]
+        step = values[k + 1] - start if k + 1 < len(values) else 1
+        end = k + 1
+        while end < len(values) and values[end] - values[end - 1] == step:
+            end += 1
+        if end - k == 2 and step != 1:  # two frames apart: one run of one frame, then the next starts over
+            end, step = k + 1, 1
+        last = values[end - 1]
+        runs.append(f"{start}:{last + 1}" if step == 1 else f"{start}:{last + 1}:{step}")
+        k = end
+    return ",".join(runs)
+
+
+def parse_frames_text(text: str) -> list[int]:
+    """The frame indices of :func:`frames_text`'s text, sorted.
+
+    Raises
+    ------
+    ValueError
+        If a run is not ``START:STOP`` or ``START:STOP:STEP`` with integers.
+    """
+    frames: set[int] = set()
+    for run_text in filter(None, (t.strip() for t in str(text).split(","))):
+        frames.update(range(*(int(v) for v in run_text.split(":"))))
+    return sorted(frames)
+
+
+def _frames_asked(output, n: int, frames_range: range | None, resume: bool) -> tuple[list[int], bool]:
+    """The frames a run into ``output`` asks for, and whether it continues a file already complete.
+
+    Without ``resume``: ``frames_range`` (default all ``n``).  With it, on an
+    existing file: the frames the file asked for, with ``frames_range`` added;
+    without ``frames_range``, a complete file goes on with every frame of the
+    series.  A complete file that holds every frame asked is refused.
+
+    Raises
+    ------
+    InputFileError
+        If a complete file already holds every frame asked (nothing to resume).
+    """
+    from braggflow.errors import InputFileError
+    from braggflow.io.results import read_frames_done
+    from braggflow.io.writer import stored_process
+
+    everything = list(range(n))
+    path = Path(output)
+    journal = path.with_name(path.name + ".journal")
+    if not resume or not (path.exists() or journal.exists()):
+        return (everything if frames_range is None else list(frames_range)), False
+    process = stored_process(path)
+    status = process.get("_status")
+    text = process.get("frames_requested")
+    before = everything if text is None else [f for f in parse_frames_text(text) if 0 <= f < n]
+    if frames_range is not None:
+        asked = sorted(set(before) | set(frames_range))
+    else:
+        asked = everything if status == "complete" else before
+    if status != "complete":
+        return asked, False
+    if set(asked) <= read_frames_done(path):
+        more = "" if frames_range is not None else " (add frames with --resume --frames START:STOP)"
+        raise InputFileError(f"{output}: run is already complete; nothing to resume{more}; remove --resume to "
+                             "start again (with --overwrite)")
+    return asked, True
 
 
 def _set_omega(series, config: Config) -> None:
