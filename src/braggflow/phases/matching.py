@@ -149,7 +149,8 @@ class PhaseMatch:
         -log10(chance_probability).
     p_positions, p_intensity : float
         The two probabilities combined in ``chance_probability`` (``p_intensity``
-        NaN when not tested: fewer than 3 pairs).
+        NaN when not tested: fewer than 3 pairs).  For a contact plane
+        ``p_positions`` is that of the polar angles alone.
     n_matched, n_expected, n_observed : int
         Matched expected lines, expected lines, observed lines.
     f_obs, f_pred, intensity_agreement : float
@@ -606,7 +607,7 @@ def combined_probability(p1: float, p2: float) -> float:
 
     References
     ----------
-    R. A. Fisher, Statistical Methods for Research Workers (1925), section 21.1.
+    R. A. Fisher, Statistical Methods for Research Workers, 4th ed. (1932), section 21.1.
     """
     prod = max(float(p1) * float(p2), 1e-300)
     return float(min(1.0, prod * (1.0 - math.log(prod))))
