@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,7 +67,9 @@ def friendly_errors(func: Callable) -> Callable:
     """Decorate a command: readable errors, exit codes, and braggflow's warnings shown.
 
     Bad input (see :func:`_user_errors`) prints ``error: <message>`` and exits
-    with code 2.  Any other exception is a bug: it prints ``internal error:
+    with code 2; so does a results file that cannot be written (a full disk,
+    the file size limit: SIGXFSZ is ignored, so the write fails instead of
+    killing the process).  Any other exception is a bug: it prints ``internal error:
     <Type>: <message>`` and a line asking for a report, and exits with code 1.
     With ``--debug`` the exception is re-raised with its traceback instead.
     Ctrl-C exits with code 130.  typer's own exits and usage errors pass
@@ -83,6 +87,7 @@ def friendly_errors(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        _ignore_file_size_signal()
         try:
             with user_warnings():
                 return func(*args, **kwargs)
@@ -108,6 +113,17 @@ def friendly_errors(func: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _ignore_file_size_signal() -> None:
+    """Let a write past the file size limit (``ulimit -f``) fail with EFBIG instead of killing the process.
+
+    By default SIGXFSZ ends the process on the spot (with a core dump), leaving
+    a temporary file and no message; ignored, the write raises an OSError that
+    the command reports in one line, its journal intact.
+    """
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 def _warned_by_braggflow() -> bool:

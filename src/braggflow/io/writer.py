@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import json
 import os
 import time
@@ -23,7 +24,7 @@ import pandas as pd
 
 from braggflow import __version__
 from braggflow.checksum import file_sha256
-from braggflow.errors import InputFileError
+from braggflow.errors import BraggflowError, InputFileError
 from braggflow.io.lock import results_lock
 from braggflow.io.store import (
     _RESERVED,
@@ -363,11 +364,15 @@ class ResultsWriter:
     def _write_journal_file(self, stem: str, arrays: dict[str, np.ndarray]) -> None:
         """``stem.npz`` in the journal, written to a temporary name, synced and renamed (atomic)."""
         tmp = self.journal / f".tmp_{stem}.npz"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.journal / f"{stem}.npz")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.journal / f"{stem}.npz")
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._write_error(exc, "its journal") from exc
 
     def snapshot(self, status: str = "running") -> None:
         """Rewrite the HDF5 file from everything recorded so far (atomically)."""
@@ -417,17 +422,26 @@ class ResultsWriter:
         complete : bool
             Mark the file ``complete`` and remove the journal; otherwise mark it
             ``incomplete`` and keep the journal for ``resume``.
+
+        Raises
+        ------
+        BraggflowError
+            If the file cannot be written (a full disk, a file size limit, an
+            I/O error): the journal is left as it was, no temporary file stays,
+            and the writer is closed (its lock released) all the same.
         """
         if self._closed:
             return
-        self.flush()
-        table, done = _read_all(self.path, journal_only_extra=True, base=self._previous)
-        self._write_snapshot(STATUS_COMPLETE if complete else "incomplete", table, done, provenance=complete)
-        if complete and self.journal.exists():
-            self._empty_journal()
-            self.journal.rmdir()
-        self._closed = True
-        self._lock.close()
+        try:
+            self.flush()
+            table, done = _read_all(self.path, journal_only_extra=True, base=self._previous)
+            self._write_snapshot(STATUS_COMPLETE if complete else "incomplete", table, done, provenance=complete)
+            if complete and self.journal.exists():
+                self._empty_journal()
+                self.journal.rmdir()
+        finally:  # a write that failed leaves the journal for --resume; the lock goes with the writer
+            self._closed = True
+            self._lock.close()
 
     def __enter__(self):
         return self
@@ -445,7 +459,10 @@ class ResultsWriter:
         groups = {**(_copy_groups(self.path) if self.path.exists() else {}), **self._groups}
         frame_rows = _read_frames_table(self.path)
         frame_rows = frame_rows[frame_rows["frame"].isin(done)]
-        with h5py.File(tmp, "w") as h5:
+        # The file is built in memory and written with plain file I/O: HDF5 does not recover from a failed
+        # write (a full disk, the file size limit) and may crash the process at its next flush.
+        image = io.BytesIO()
+        with h5py.File(image, "w") as h5:
             entry = _new_entry(h5, status)
             peaks = entry.create_group("peaks")
             peaks.attrs["NX_class"] = "NXcollection"
@@ -458,8 +475,23 @@ class ResultsWriter:
             self._write_process(entry.create_group("process"), provenance=provenance)
             for name, payload in groups.items():
                 _restore_group(entry, name, payload)
-            h5.flush()
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "wb") as fh, image.getbuffer() as data:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise self._write_error(exc, "the HDF5 file") from exc
+
+    def _write_error(self, exc: BaseException, what: str) -> BraggflowError:
+        """The one-line error for a write that failed: the file, the reason, where the frames are kept."""
+        kept = (f"the frames finished so far are kept in the journal {self.journal}; once there is room, continue "
+                "with --resume (or start the same watch again)" if journal_has_batches(self.path)
+                else "no frame was kept")
+        return BraggflowError(f"{self.path}: cannot write {what} ({_reason(exc)}); {kept}")
 
     def _write_process(self, proc, *, provenance: bool) -> None:
         """The ``/entry/process`` record: program, version, date, config, inputs, geometry, extra attributes.
@@ -516,6 +548,19 @@ def stored_process(path) -> dict:
     copy = _journal_dir(path) / "process.json"
     process = json.loads(copy.read_text()) if copy.exists() else {}
     return {**process, "_status": "running"}
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a write failed, in words: the system's text for its errno (also when h5py puts it in its message)."""
+    import re
+
+    number = getattr(exc, "errno", None)
+    if not isinstance(number, int):
+        found = re.search(r"errno = (\d+)", str(exc))
+        number = int(found.group(1)) if found else None
+    if number:
+        return f"{os.strerror(number)}, errno {number}"
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _new_entry(h5, status: str):
