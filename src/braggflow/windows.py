@@ -45,37 +45,46 @@ def cut_windows(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int
     """
     h, w = array.shape
     side = 2 * half + 1
-    rows = np.asarray(rows, dtype=np.intp)
-    cols = np.asarray(cols, dtype=np.intp)
+    top = np.asarray(rows, dtype=np.intp) - half
+    left = np.asarray(cols, dtype=np.intp) - half
     if h < side or w < side:  # no window fits inside the frame
-        return _cut_edge_windows(array, rows, cols, half, fill)
-    view = as_strided(array, shape=(h - side + 1, w - side + 1, side, side), strides=array.strides * 2,
-                      writeable=False)
-    out = view[np.clip(rows - half, 0, h - side), np.clip(cols - half, 0, w - side)]
-    edge = np.flatnonzero((rows < half) | (rows >= h - half) | (cols < half) | (cols >= w - half))
-    if edge.size:
-        out[edge] = _cut_edge_windows(array, rows[edge], cols[edge], half, fill)
-    return out
-
-
-def _cut_edge_windows(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int, fill) -> np.ndarray:
-    """:func:`cut_windows` for windows that may reach past the frame: slice by slice for a few, else by index."""
-    h, w = array.shape
-    side = 2 * half + 1
-    if len(rows) <= _FEW_EDGE_WINDOWS:
-        out = np.full((len(rows), side, side), fill, dtype=array.dtype)
-        for k, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
-            r0, r1, c0, c1 = max(r - half, 0), min(r + half + 1, h), max(c - half, 0), min(c + half + 1, w)
-            if r0 < r1 and c0 < c1:
-                out[k, r0 - r + half:r1 - r + half, c0 - c + half:c1 - c + half] = array[r0:r1, c0:c1]
+        out = np.empty((len(top), side, side), dtype=array.dtype)
+        _fill_edge_windows(out, np.arange(len(top)), array, top, left, fill)
         return out
-    offs = np.arange(-half, half + 1)
-    rr = rows[:, None, None] + offs[None, :, None]
-    cc = cols[:, None, None] + offs[None, None, :]
-    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-    out = array[np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)]
-    out[~inside] = fill
+    if array.flags.c_contiguous:
+        view = np.ndarray((h - side + 1, w - side + 1, side, side), dtype=array.dtype, buffer=array,
+                          strides=array.strides * 2)
+    else:
+        view = as_strided(array, shape=(h - side + 1, w - side + 1, side, side), strides=array.strides * 2,
+                          writeable=False)
+    inner_top = np.minimum(np.maximum(top, 0), h - side)
+    inner_left = np.minimum(np.maximum(left, 0), w - side)
+    out = view[inner_top, inner_left]
+    edge = np.flatnonzero((inner_top != top) | (inner_left != left))
+    if edge.size:
+        _fill_edge_windows(out, edge, array, top, left, fill)
     return out
+
+
+def _fill_edge_windows(out: np.ndarray, index: np.ndarray, array: np.ndarray, top: np.ndarray, left: np.ndarray,
+                       fill) -> None:
+    """Write the windows ``index`` of ``out`` (corners ``top``, ``left``), which reach past the frame, padded."""
+    h, w = array.shape
+    side = out.shape[-1]
+    if len(index) <= _FEW_EDGE_WINDOWS:  # slice by slice: cheaper than building index arrays
+        for k, r, c in zip(index.tolist(), top[index].tolist(), left[index].tolist()):
+            out[k] = fill
+            r0, r1, c0, c1 = max(r, 0), min(r + side, h), max(c, 0), min(c + side, w)
+            if r0 < r1 and c0 < c1:
+                out[k, r0 - r:r1 - r, c0 - c:c1 - c] = array[r0:r1, c0:c1]
+        return
+    offs = np.arange(side)
+    rr = top[index][:, None, None] + offs[None, :, None]
+    cc = left[index][:, None, None] + offs[None, None, :]
+    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    cut = array[np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)]
+    cut[~inside] = fill
+    out[index] = cut
 
 
 #: Up to this many edge windows are cut slice by slice (cheaper than building index arrays).
