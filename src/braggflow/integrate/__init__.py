@@ -17,11 +17,8 @@ variance ratio of a median to a mean.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from braggflow._stats import nanmedian_last
 from braggflow.errors import BraggflowError
 from braggflow.schema import Flag, conform, validate_peak_table
 from braggflow.windows import cut_windows
@@ -47,71 +44,220 @@ def _grow(region: np.ndarray) -> np.ndarray:
 MAX_REGION_HALF = 64
 
 
-def _integrate_windows(frame, d_row, d_col, ri, ci, ids, core, background_width, *, mask, labels, gain, radius,
-                       saturated) -> dict[str, np.ndarray]:
+#: Frame dtypes whose values float32 holds exactly: windows of them are worked on in float32.
+_EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in (np.float32, np.float16, np.uint8, np.int8, np.uint16, np.int16))
+
+
+def _background_level(win: np.ndarray, background_px: np.ndarray,
+                      finite: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median, variance (ddof 1) and count of each window's background pixels; NaN values do not count.
+
+    The values of ``nanmedian_last`` and ``np.nanvar(..., ddof=1)`` on
+    ``where(background_px, win, NaN)`` in float64, with the variance's steps
+    written out (same sums, same order) and no masked-array machinery; the
+    median is taken on ``win``'s own dtype (float32 windows sort faster) and
+    averaged in float64.
+
+    Parameters
+    ----------
+    win : (N, M) ndarray of float32 or float64
+        Window pixels, counts.
+    background_px : (N, M) ndarray of bool
+        The background pixels of each window.
+    finite : bool
+        Whether every value of ``win`` is finite and far below ``_FAR``: the
+        background pixels are then selected by arithmetic (faster than
+        selecting).
+
+    Returns
+    -------
+    median : (N,) ndarray of float64
+        0 where a window has no background pixel, NaN where it has no finite one.
+    variance : (N,) ndarray of float64
+        NaN where it has fewer than 2 background pixels.
+    count : (N,) ndarray of int
+        Background pixels of each window.
+    """
+    n, m = win.shape
+    n_b = np.count_nonzero(background_px, axis=1)
+    if finite:  # the others sort after every background pixel
+        values = win + _FAR * ~background_px
+        count = n_finite = n_b
+        dev = win.astype(np.float64)
+        dev *= background_px
+    else:
+        values = np.where(background_px, win, np.nan)
+        missing = np.isnan(values)
+        count = m - np.count_nonzero(missing, axis=1)
+        n_finite = np.count_nonzero(np.isfinite(values), axis=1)
+        dev = np.where(missing, np.float64(0.0), values)
+    values.sort(axis=1)
+    rows = np.arange(n)
+    lo, hi = np.maximum((n_finite - 1) // 2, 0), np.maximum(n_finite // 2, 0)
+    median = 0.5 * (values[rows, lo].astype(np.float64) + values[rows, hi])
+    median[n_finite == 0] = np.nan
+    median[n_b == 0] = 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dev -= dev.sum(axis=1, keepdims=True) / count[:, None]
+        if finite:
+            dev *= background_px
+        else:
+            dev[missing] = 0.0
+        dev *= dev
+        variance = dev.sum(axis=1) / (count - 1)
+    variance[(count <= 1) | (n_b <= 1)] = np.nan
+    return median, variance, n_b
+
+
+def _cut_bad(frame, mask, ri, ci, half) -> np.ndarray:
+    """(N, w, w) unusable pixels of each window: masked, or outside the frame."""
+    if mask is not None:
+        return cut_windows(mask, ri, ci, half, True)
+    offs = np.arange(-half, half + 1)
+    rr = ri[:, None, None] + offs[None, :, None]
+    cc = ci[:, None, None] + offs[None, None, :]
+    return (rr < 0) | (rr >= frame.shape[0]) | (cc < 0) | (cc >= frame.shape[1])
+
+
+def _integrate_level(frame, d_row, d_col, ri, ci, ids, core, background_width, *, mask, labels, gain, radius,
+                     saturated, last: bool) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Integrate peaks in windows of half-size ``core + background_width`` (see :func:`integrate`).
 
     ``ri``, ``ci`` are the window centres, ``d_row``, ``d_col`` the centres'
-    offsets from them, ``ids`` the peaks' labels.  ``truncated`` marks peaks
-    whose own region reaches beyond the window's core, so that part of it
-    would be lost.
+    offsets from them, ``ids`` the peaks' labels.  A peak whose own region
+    reaches beyond the window's core would lose part of it: unless ``last``,
+    such peaks are left for a larger window.
+
+    Returns
+    -------
+    done : (K,) ndarray of int
+        Positions (in the inputs) of the peaks integrated here.
+    truncated : (N,) ndarray of bool
+        The peaks whose own region reaches beyond the core.
+    sums : dict of (K,) ndarray
+        See :func:`_window_sums`.
     """
     n = len(ri)
     half = core + int(np.ceil(background_width))
-    win = cut_windows(frame, ri, ci, half, 0).astype(np.float64)  # cast the windows, not the frame
-    offs = np.arange(-half, half + 1)
-    if mask is not None:
-        bad = cut_windows(mask, ri, ci, half, True)
-    else:  # only pixels outside the frame are bad
-        rr = ri[:, None, None] + offs[None, :, None]
-        cc = ci[:, None, None] + offs[None, None, :]
-        bad = (rr < 0) | (rr >= frame.shape[0]) | (cc < 0) | (cc >= frame.shape[1])
+    lab = None if labels is None else cut_windows(labels, ri, ci, half, 0)
+    own = None
     truncated = np.zeros(n, dtype=bool)
-    overlap = np.zeros(n, dtype=bool)
-    if radius is not None:
-        dr = offs[None, :, None] - d_row[:, None, None]
-        dc = offs[None, None, :] - d_col[:, None, None]
-        signal = (dr**2 + dc**2) <= radius**2
-        occupied = signal
-        if labels is not None:  # another peak's region inside the disk is not this peak's signal
-            lab = cut_windows(labels, ri, ci, half, 0)
-            other = signal & (lab > 0) & (lab != ids[:, None, None])
-            overlap = other.any(axis=(1, 2))
-            signal = signal & ~other
-            occupied = (lab > 0) | occupied
-    else:
-        lab = cut_windows(labels, ri, ci, half, 0)
+    if radius is None:
         own = lab == ids[:, None, None]
-        signal = _grow(own) & ((lab == 0) | own)
-        occupied = _grow(lab > 0)
-        outside_core = np.abs(offs) > core
-        truncated = (own & (outside_core[None, :, None] | outside_core[None, None, :])).any(axis=(1, 2))
-    background_px = ~occupied & ~bad
-    signal &= ~bad
+        outside_core = np.abs(np.arange(-half, half + 1)) > core
+        truncated = own.any(axis=2)[:, outside_core].any(axis=1) | own.any(axis=1)[:, outside_core].any(axis=1)
+    if last or not truncated.any():
+        return np.arange(n), truncated, _window_sums(frame, lab, own, d_row, d_col, ri, ci, ids, half, mask=mask,
+                                                     gain=gain, radius=radius, saturated=saturated)
+    done = np.flatnonzero(~truncated)
+    sums = _window_sums(frame, None if lab is None else lab[done], None if own is None else own[done], d_row[done],
+                        d_col[done], ri[done], ci[done], ids[done], half, mask=mask, gain=gain, radius=radius,
+                        saturated=saturated)
+    return done, truncated, sums
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        bgvals = np.where(background_px, win, np.nan).reshape(n, -1)
-        b = nanmedian_last(bgvals)
-        s2 = np.nanvar(bgvals, axis=1, ddof=1)
-    n_b = background_px.reshape(n, -1).sum(axis=1)
-    b = np.where(n_b > 0, b, 0.0)
-    s2 = np.where(n_b > 1, s2, np.nan)
-    npix = signal.reshape(n, -1).sum(axis=1)
-    excess = np.where(signal, win - b[:, None, None], 0.0)
-    intensity = excess.reshape(n, -1).sum(axis=1)
-    var_pix = (gain * np.clip(excess, 0, None)).reshape(n, -1).sum(axis=1) + npix * np.nan_to_num(s2)
-    var_bg = np.where(n_b > 0, npix**2 * (np.pi / 2) * np.nan_to_num(s2) / np.maximum(n_b, 1), 0.0)
+
+def _signal_pixels(lab, own, ids, d_row, d_col, half, radius) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Signal pixels, background candidates (pixels of no peak nor its rim) and the overlap flag of each window.
+
+    ``lab`` holds the windows' labels (None: no labels, only with ``radius``),
+    ``own`` the peaks' own pixels (``lab == ids``; without ``radius``).
+    """
+    n = len(ids)
+    overlap = np.zeros(n, dtype=bool)
+    if radius is None:
+        # bit 0: any peak's pixel, bit 1: this peak's; grown together by one pixel
+        codes = (lab > 0).view(np.uint8) | (own.view(np.uint8) << 1)
+        grown = _grow(codes)
+        return (grown >= 2) & (codes != 1), grown == 0, overlap
+    offs = np.arange(-half, half + 1)
+    dr = offs[None, :, None] - d_row[:, None, None]
+    dc = offs[None, None, :] - d_col[:, None, None]
+    signal = (dr**2 + dc**2) <= radius**2
+    occupied = signal
+    if lab is not None:  # another peak's region inside the disk is not this peak's signal
+        other = signal & (lab > 0) & (lab != ids[:, None, None])
+        overlap = other.any(axis=(1, 2))
+        signal = signal & ~other
+        occupied = (lab > 0) | occupied
+    return signal, ~occupied, overlap
+
+
+def _window_sums(frame, lab, own, d_row, d_col, ri, ci, ids, half, *, mask, gain, radius,
+                 saturated) -> dict[str, np.ndarray]:
+    """Background level and intensity of each peak in its window of half-size ``half``.
+
+    Returns
+    -------
+    sums : dict of (N,) ndarray
+        ``intensity``, ``err`` (counts), ``b`` (background, counts/px),
+        ``snr``, ``npix``, ``n_b`` (background pixels), ``peak_value``,
+        ``sat`` (a saturated signal pixel), ``overlap`` (with ``radius``:
+        another peak's pixels left out of the disk).
+    """
+    n, m = len(ri), (2 * half + 1) ** 2
+    win = cut_windows(frame, ri, ci, half, 0)  # cast the windows, not the frame
+    win = win.astype(np.float32 if win.dtype in _EXACT_IN_FLOAT32 else np.float64, copy=False).reshape(n, m)
+    bad = _cut_bad(frame, mask, ri, ci, half).reshape(n, m)
+    signal, background_px, overlap = _signal_pixels(lab, own, ids, d_row, d_col, half, radius)
+    signal = signal.reshape(n, m)
+    background_px = background_px.reshape(n, m)
+    background_px &= ~bad
+    signal &= ~bad
+    # finite windows well below _FAR: masks are applied by arithmetic (faster than selecting), with equal results
+    finite = bool(np.abs(win).max(initial=0.0) < _FAR / 2)
+
+    b, s2, n_b = _background_level(win, background_px, finite)
+    npix = np.count_nonzero(signal, axis=1)
+    excess = win - b[:, None]
+    if finite:  # multiplying by the mask selects as np.where does, but faster
+        excess *= signal
+        # the signal's highest pixel: every other pixel pushed far below (the windows' values are finite)
+        peak_value = (win - _FAR * ~signal).max(axis=1)
+    else:
+        excess[~signal] = 0.0
+        peak_value = np.where(signal, win, -np.inf).max(axis=1)
+    intensity = excess.sum(axis=1)
+    np.maximum(excess, 0.0, out=excess)
+    if gain != 1.0:
+        excess *= gain
+    s2 = np.nan_to_num(s2)
+    var_pix = excess.sum(axis=1) + npix * s2
+    var_bg = npix**2 * (np.pi / 2) * s2 / np.maximum(n_b, 1)  # 0 where n_b = 0: s2 is then 0
     err = np.sqrt(var_pix + var_bg)
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(err > 0, intensity / err, np.nan)
-    peak_value = np.where(signal, win, -np.inf).reshape(n, -1).max(axis=1)
-    peak_value = np.where(npix > 0, peak_value, np.nan)
+    peak_value = np.where(npix > 0, peak_value.astype(np.float64), np.nan)
     sat = np.zeros(n, dtype=bool)
     if saturated is not None:
-        sat = (cut_windows(saturated, ri, ci, half, False) & signal).reshape(n, -1).any(axis=1)
+        sat = (cut_windows(saturated, ri, ci, half, False).reshape(n, m) & signal).any(axis=1)
     return dict(intensity=intensity, err=err, b=b, snr=snr, npix=npix, n_b=n_b, peak_value=peak_value, sat=sat,
-                truncated=truncated, overlap=overlap)
+                overlap=overlap)
+
+
+#: Subtracted from the pixels outside a window's signal before taking its maximum (finite windows only).
+_FAR = np.float32(1e30)
+
+
+def _integrate_all(frame, d_row, d_col, ri, ci, ids, background_width, *, mask, labels, gain, radius,
+                   saturated) -> dict[str, np.ndarray]:
+    """:func:`_window_sums` of every peak, each in the first window (core 5, 10, 20, ... px) that holds its region."""
+    core = 5 if radius is None else int(np.ceil(radius))
+    todo = np.arange(len(ri))
+    res: dict[str, np.ndarray] = {}
+    while True:
+        # regions larger than the window (streaks, large spots): again with a window that holds them
+        last = radius is not None or core >= MAX_REGION_HALF
+        done, truncated, sums = _integrate_level(frame, d_row[todo], d_col[todo], ri[todo], ci[todo], ids[todo], core,
+                                                 background_width, mask=mask, labels=labels, gain=gain,
+                                                 radius=radius, saturated=saturated, last=last)
+        for name, values in sums.items():
+            if name not in res:
+                res[name] = np.zeros(len(ri), dtype=values.dtype)
+            res[name][todo[done]] = values
+        todo = todo[truncated]
+        if last or not todo.size:
+            return res
+        core = min(2 * core, MAX_REGION_HALF)
 
 
 def integrate(
@@ -184,20 +330,8 @@ def integrate(
     ri = np.where(ok, np.rint(np.nan_to_num(rows)), 0).astype(np.intp)
     ci = np.where(ok, np.rint(np.nan_to_num(cols)), 0).astype(np.intp)
     ids = np.arange(1, n + 1)
-    core = 5 if radius is None else int(np.ceil(radius))
-    res = _integrate_windows(frame, rows - ri, cols - ci, ri, ci, ids, core, background_width, mask=mask,
-                             labels=labels, gain=gain, radius=radius, saturated=saturated)
-    # regions larger than the window (streaks, large spots): again with a window that holds them
-    todo = np.flatnonzero(res.pop("truncated"))
-    while todo.size and core < MAX_REGION_HALF:
-        core = min(2 * core, MAX_REGION_HALF)
-        again = _integrate_windows(frame, (rows - ri)[todo], (cols - ci)[todo], ri[todo], ci[todo], ids[todo], core,
-                                   background_width, mask=mask, labels=labels, gain=gain, radius=radius,
-                                   saturated=saturated)
-        truncated = again.pop("truncated")
-        for name, values in again.items():
-            res[name][todo] = values
-        todo = todo[truncated]
+    res = _integrate_all(frame, rows - ri, cols - ci, ri, ci, ids, background_width, mask=mask, labels=labels,
+                         gain=gain, radius=radius, saturated=saturated)
     intensity, err, b, snr, npix, n_b = (res[k] for k in ("intensity", "err", "b", "snr", "npix", "n_b"))
     peak_value, sat, overlap = res["peak_value"], res["sat"], res["overlap"]
 
