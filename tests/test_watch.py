@@ -298,6 +298,10 @@ def test_watch_swmr_file_being_appended(tmp_path, frames, config, reference):
     assert result.stopped_by == "max_frames"
     assert result.frames["frame"].tolist() == [0, 1, 2, 3, 4]
     assert_same_peaks(read_peaks(out), reference[reference["frame"] < 5])
+    from braggflow.io.results import read_process
+
+    # the file is named among the inputs, without a size or checksum (it may still grow)
+    assert read_process(out)["inputs"] == [{"name": str(target), "size": -1, "sha256": ""}]
 
 
 def test_watch_with_worker_processes_writes_in_frame_order(tmp_path, frames, config, reference):

@@ -93,3 +93,22 @@ def test_watch_timings_are_checked_before_anything_runs(tmp_path, option, value)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and option in errors[0]
     assert not out.exists()
+
+
+def test_the_watch_records_its_inputs(folder, tmp_path):
+    from braggflow.io.results import read_process
+
+    out = tmp_path / "live.h5"
+    watch(folder, out, idle_timeout=0.5, poll_interval=POLL, give_up=0.2)
+    first = read_process(out)["inputs"]
+    # incomplete: names and sizes, no checksum yet; the skipped file is not an input
+    assert [i["name"] for i in first] == [str(folder / "scan_00000.tif"), str(folder / "scan_00002.tif")]
+    assert [i["size"] for i in first] == [(folder / n).stat().st_size for n in ("scan_00000.tif", "scan_00002.tif")]
+    (folder / "scan_00001.tif").write_bytes(tif_bytes(1, tmp_path))
+    watch(folder, out, idle_timeout=0.5, poll_interval=POLL, give_up=0.2)
+    inputs = read_process(out)["inputs"]
+    assert read_status(out) == "complete"
+    assert sorted(i["name"] for i in inputs) == [str(folder / f"scan_{k:05d}.tif") for k in range(3)]
+    from braggflow.checksum import file_sha256
+
+    assert all(i["sha256"] == file_sha256(i["name"]) and i["size"] > 0 for i in inputs)

@@ -75,6 +75,12 @@ class ResultsWriter:
         Stored as YAML text in ``/entry/process/config``.
     sources : list of str
         Input files (names, sizes and SHA-256 are recorded at close).
+    inputs : list of dict, optional
+        For inputs that grow while the command runs (``braggflow watch``):
+        the input records (``name``, ``size``, ``sha256``) the file holds
+        already, instead of ``sources``; more are added with
+        :meth:`add_input`.  At a complete close each record without a SHA-256
+        gets one, when its file still has the size recorded.
     resume : bool
         Continue an earlier, unfinished run: keep its frames (file snapshot and
         journal) and report them in :attr:`done_frames`.  The inputs (names,
@@ -133,11 +139,15 @@ class ResultsWriter:
         geometry: dict | None = None,
         extra_process: dict | None = None,
         origins=None,
+        inputs: list[dict] | None = None,
     ):
         self.path = Path(path)
         self.origins = origins
         self.config = config
         self.sources = [str(s) for s in (sources or [])]
+        self._inputs = None if inputs is None else [dict(r) for r in inputs]
+        if self._inputs is not None:
+            self.sources = [str(r["name"]) for r in self._inputs]
         self.flush_frames = flush_frames
         self.flush_seconds = flush_seconds
         self.snapshot_seconds = snapshot_seconds
@@ -202,10 +212,40 @@ class ResultsWriter:
         :func:`stored_process`)."""
         return stored_process(self.path)
 
+    def add_input(self, path, *, size: int | None = None) -> None:
+        """Record one more input file (with ``inputs``): its name and size now; its SHA-256 at a complete close.
+
+        Parameters
+        ----------
+        path : str or Path
+        size : int, optional
+            Its size in bytes (default: as it is now); -1 for a file still growing (no size, no checksum).
+        """
+        if self._inputs is None:
+            raise RuntimeError(f"{self.path}: add_input needs a writer made with inputs=")
+        name = os.path.abspath(path)
+        if name in self.sources:
+            return
+        self._inputs.append({"name": name, "size": os.path.getsize(name) if size is None else int(size),
+                             "sha256": ""})
+        self.sources.append(name)
+
+    def _input_records(self, *, provenance: bool) -> list[dict]:
+        """The inputs for ``/entry/process/inputs``: with sizes and SHA-256 when ``provenance``, else names."""
+        if self._inputs is None:
+            return file_provenance(self.sources) if provenance else [
+                {"name": s, "size": -1, "sha256": ""} for s in self.sources]
+        if provenance:
+            for record in self._inputs:
+                name, size = record["name"], record.get("size", -1)
+                if not record.get("sha256") and size >= 0 and os.path.isfile(name) and os.path.getsize(name) == size:
+                    record["sha256"] = file_sha256(name)
+        return [dict(r) for r in self._inputs]
+
     def _write_journal_process(self) -> None:
         """Keep the run's process record (config, inputs, frame count and shape) in the journal too."""
         record = {"config": self.config.to_yaml() if self.config is not None else "",
-                  "inputs": [{"name": s, "size": -1, "sha256": ""} for s in self.sources], **self.extra_process}
+                  "inputs": self._input_records(provenance=False), **self.extra_process}
         tmp = self.journal / ".process.json.tmp"
         tmp.write_text(json.dumps(record, default=str))
         os.replace(tmp, self.journal / "process.json")
@@ -503,11 +543,7 @@ class ResultsWriter:
         proc.create_dataset("version", data=__version__)
         proc.create_dataset("date", data=_dt.datetime.now(_dt.UTC).isoformat())
         proc.create_dataset("config", data=self.config.to_yaml() if self.config is not None else "")
-        if provenance:
-            inputs = file_provenance(self.sources)
-        else:
-            inputs = [{"name": s, "size": -1, "sha256": ""} for s in self.sources]
-        proc.create_dataset("inputs", data=json.dumps(inputs))
+        proc.create_dataset("inputs", data=json.dumps(self._input_records(provenance=provenance)))
         if self.geometry is not None:
             proc.create_dataset("geometry", data=json.dumps(self.geometry))
         for key, value in self.extra_process.items():

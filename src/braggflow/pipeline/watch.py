@@ -251,6 +251,7 @@ def watch(
         complete = not failed and not src.skipped and not unfinished
         tables, group_attrs = _watch_group(source, frames_log, previous, attrs, src, unfinished)
         session.writer.set_group(WATCH_GROUP, tables=tables, attrs=group_attrs)
+        _record_inputs(session.writer, src)
         session.close(complete=complete)
     return WatchResult(frames=frames_log, stopped_by=stopped_by, skipped=list(src.skipped),
                        elapsed_s=time.time() - session.start, reasons=dict(src.reasons), unfinished=unfinished,
@@ -270,12 +271,29 @@ def _check_options(*, workers: int, poll_interval: float, give_up: float, idle_t
 
 
 def _open_writer(output: Path, config: Config, source):
-    """The results file, continued: each session closes it (a watch has no natural end), the next appends."""
-    from braggflow.io.results import ResultsWriter
+    """The results file, continued: each session closes it (a watch has no natural end), the next appends.
 
-    # Inputs are recorded by name only: hashing a growing folder or a file still being written means nothing.
-    return ResultsWriter(output, config=config, sources=[], append=True, flush_frames=1,
+    Its inputs are the files of the source taken so far (:func:`_record_inputs`), those of earlier sessions kept.
+    """
+    from braggflow.io.results import ResultsWriter
+    from braggflow.io.writer import stored_process
+
+    journal = output.with_name(output.name + ".journal")
+    earlier = (stored_process(output).get("inputs") or []) if output.exists() or journal.exists() else []
+    return ResultsWriter(output, config=config, inputs=earlier, append=True, flush_frames=1,
                          extra_process={"mode": "watch", "source": os.path.abspath(source)})
+
+
+def _record_inputs(writer, src) -> None:
+    """Record the files the source took in ``/entry/process/inputs``: a folder's files with their sizes (SHA-256
+    at a complete close); an SWMR file by name (it may still grow)."""
+    if isinstance(src, _FolderSource):
+        for name in src.files:
+            path = src.folder / name
+            if path.is_file():
+                writer.add_input(path)
+    elif src.shape is not None:
+        writer.add_input(src.path, size=-1)
 
 
 def _watch_group(source, frames_log: pd.DataFrame, previous: dict[str, pd.DataFrame], attrs: dict, src,
