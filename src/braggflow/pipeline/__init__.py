@@ -591,15 +591,31 @@ def _check_output_is_not_an_input(output, frames, sources: list[str]) -> None:
                               "where it would be read as a frame next time")
 
 
+def _local_cluster(workers: int):
+    """A Dask LocalCluster of ``workers`` processes that serves nothing over HTTP.
+
+    ``dashboard_address=None`` turns off the Bokeh dashboard only: the
+    scheduler still starts its HTTP server (``/info``, ``/json``, ``/proxy``,
+    Prometheus metrics) on port 8787.  Here that server gets no routes and
+    listens on a free port of the loopback interface, like the workers' own.
+    """
+    import dask
+    from dask.distributed import LocalCluster
+
+    with dask.config.set({"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+
+
 def _run_dask(series, indices, config, context, record, workers, scheduler_address, batch: int = 4) -> None:
     """Map :func:`_process_batch` over Dask workers, in order of completion, with bounded memory."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     cluster = None
     if scheduler_address:
         client = Client(scheduler_address)
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = _local_cluster(workers)
         client = Client(cluster)
     try:
         ctx = client.scatter(context, broadcast=True)
