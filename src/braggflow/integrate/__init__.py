@@ -17,6 +17,8 @@ variance ratio of a median to a mean.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from braggflow.errors import BraggflowError
@@ -97,14 +99,13 @@ def _background_level(win: np.ndarray, background_px: np.ndarray,
     median = 0.5 * (values[rows, lo].astype(np.float64) + values[rows, hi])
     median[n_finite == 0] = np.nan
     median[n_b == 0] = 0.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dev -= dev.sum(axis=1, keepdims=True) / count[:, None]
-        if finite:
-            dev *= background_px
-        else:
-            dev[missing] = 0.0
-        dev *= dev
-        variance = dev.sum(axis=1) / (count - 1)
+    dev -= dev.sum(axis=1, keepdims=True) / np.maximum(count, 1)[:, None]
+    if finite:
+        dev *= background_px
+    else:
+        dev[missing] = 0.0
+    dev *= dev
+    variance = dev.sum(axis=1) / np.maximum(count - 1, 1)
     variance[(count <= 1) | (n_b <= 1)] = np.nan
     return median, variance, n_b
 
@@ -117,6 +118,13 @@ def _cut_bad(frame, mask, ri, ci, half) -> np.ndarray:
     rr = ri[:, None, None] + offs[None, :, None]
     cc = ci[:, None, None] + offs[None, None, :]
     return (rr < 0) | (rr >= frame.shape[0]) | (cc < 0) | (cc >= frame.shape[1])
+
+
+@functools.lru_cache(maxsize=16)
+def _outside_core(half: int, core: int) -> np.ndarray:
+    """Flat (w * w,) pixels of a window of half-size ``half`` farther than ``core`` px from its centre (either axis)."""
+    outside = np.abs(np.arange(-half, half + 1)) > core
+    return (outside[:, None] | outside[None, :]).reshape(-1)
 
 
 def _integrate_level(frame, d_row, d_col, ri, ci, ids, core, background_width, *, mask, labels, gain, radius,
@@ -144,8 +152,7 @@ def _integrate_level(frame, d_row, d_col, ri, ci, ids, core, background_width, *
     truncated = np.zeros(n, dtype=bool)
     if radius is None:
         own = lab == ids[:, None, None]
-        outside_core = np.abs(np.arange(-half, half + 1)) > core
-        truncated = own.any(axis=2)[:, outside_core].any(axis=1) | own.any(axis=1)[:, outside_core].any(axis=1)
+        truncated = (own.reshape(n, -1) & _outside_core(half, core)).any(axis=1)
     if last or not truncated.any():
         return np.arange(n), truncated, _window_sums(frame, lab, own, d_row, d_col, ri, ci, ids, half, mask=mask,
                                                      gain=gain, radius=radius, saturated=saturated)
@@ -220,12 +227,11 @@ def _window_sums(frame, lab, own, d_row, d_col, ri, ci, ids, half, *, mask, gain
     np.maximum(excess, 0.0, out=excess)
     if gain != 1.0:
         excess *= gain
-    s2 = np.nan_to_num(s2)
+    s2 = np.where(np.isnan(s2), 0.0, s2) if finite else np.nan_to_num(s2)
     var_pix = excess.sum(axis=1) + npix * s2
     var_bg = npix**2 * (np.pi / 2) * s2 / np.maximum(n_b, 1)  # 0 where n_b = 0: s2 is then 0
     err = np.sqrt(var_pix + var_bg)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr = np.where(err > 0, intensity / err, np.nan)
+    snr = np.divide(intensity, err, out=np.full(n, np.nan), where=err > 0)
     peak_value = np.where(npix > 0, peak_value.astype(np.float64), np.nan)
     sat = np.zeros(n, dtype=bool)
     if saturated is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -132,7 +133,13 @@ def locate_at(frame, rows, cols, method, *, mask, labels, patch_size, gain, satu
 
 def method_column(codes: np.ndarray, categories) -> pd.Categorical:
     """The ``method`` column from integer ``codes`` into ``categories``."""
-    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(list(categories)))
+    return pd.Categorical.from_codes(codes, dtype=_method_dtype(tuple(categories)))
+
+
+@functools.lru_cache(maxsize=8)
+def _method_dtype(categories: tuple[str, ...]) -> pd.CategoricalDtype:
+    """The categorical dtype of the ``method`` column (building one costs ~0.3 ms)."""
+    return pd.CategoricalDtype(list(categories))
 
 
 def locate_peaks_in_patches(frame, out, method, *, mask, labels, patch_size, gain, saturation, model, backend, device,
