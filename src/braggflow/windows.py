@@ -15,7 +15,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from braggflow.errors import BraggflowError
 
-__all__ = ["cut_windows", "check_patch_size", "check_patch_stack", "patch_background"]
+__all__ = ["cut_windows", "cut_box", "check_patch_size", "check_patch_stack", "patch_background"]
 
 
 def cut_windows(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int, fill) -> np.ndarray:
@@ -89,6 +89,32 @@ def _fill_edge_windows(out: np.ndarray, index: np.ndarray, array: np.ndarray, to
 
 #: Up to this many edge windows are cut slice by slice (cheaper than building index arrays).
 _FEW_EDGE_WINDOWS = 16
+
+
+def cut_box(array: np.ndarray, top: int, left: int, height: int, width: int, fill) -> np.ndarray:
+    """Cut the (height, width) box whose first pixel is (``top``, ``left``), padding outside the frame.
+
+    Parameters
+    ----------
+    array : (H, W) ndarray
+    top, left : int
+        Frame row and column of the box's first pixel, px (may lie outside the frame).
+    height, width : int
+        Box size, px.
+    fill : scalar
+        Value for pixels outside the frame.
+
+    Returns
+    -------
+    box : (height, width) ndarray, dtype of ``array``
+        A new array.
+    """
+    h, w = array.shape
+    out = np.full((height, width), fill, dtype=array.dtype)
+    r0, r1, c0, c1 = max(top, 0), min(top + height, h), max(left, 0), min(left + width, w)
+    if r0 < r1 and c0 < c1:
+        out[r0 - top:r1 - top, c0 - left:c1 - left] = array[r0:r1, c0:c1]
+    return out
 
 
 def check_patch_size(size) -> int:

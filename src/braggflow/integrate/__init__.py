@@ -1,7 +1,8 @@
 """Peak intensities: background-subtracted sums with Poisson errors.
 
 For each peak a square window around its centre is cut from the frame (all
-peaks at once, vectorised).  Signal pixels are the peak's own region from the
+peaks at once, vectorised; a region the window cannot hold gets a window
+around its bounding box instead).  Signal pixels are the peak's own region from the
 finder grown by one pixel (or, with ``radius``, a disk around the located
 centre); background pixels are the window's pixels that belong to no peak
 (nor its one-pixel rim) and are not masked.  The background level is their
@@ -23,7 +24,7 @@ import numpy as np
 
 from braggflow.errors import BraggflowError
 from braggflow.schema import Flag, conform, validate_peak_table
-from braggflow.windows import cut_windows
+from braggflow.windows import cut_box, cut_windows
 
 __all__ = ["integrate", "windows"]
 
@@ -128,20 +129,25 @@ def _outside_core(half: int, core: int) -> np.ndarray:
 
 
 def _integrate_level(frame, d_row, d_col, ri, ci, ids, core, background_width, *, mask, labels, gain, radius,
-                     saturated, last: bool) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+                     saturated, last: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Integrate peaks in windows of half-size ``core + background_width`` (see :func:`integrate`).
 
     ``ri``, ``ci`` are the window centres, ``d_row``, ``d_col`` the centres'
     offsets from them, ``ids`` the peaks' labels.  A peak whose own region
     reaches beyond the window's core would lose part of it: unless ``last``,
-    such peaks are left for a larger window.
+    such peaks are left for a larger window.  A peak whose window holds none
+    of its own pixels (a centre off its region, such as the centroid of an
+    arc), or whose region the ``last`` window still cuts, is left for a
+    window around its region's bounding box.
 
     Returns
     -------
     done : (K,) ndarray of int
         Positions (in the inputs) of the peaks integrated here.
-    truncated : (N,) ndarray of bool
-        The peaks whose own region reaches beyond the core.
+    larger : (N,) ndarray of bool
+        The peaks left for a larger window.
+    boxed : (N,) ndarray of bool
+        The peaks left for their bounding box.
     sums : dict of (K,) ndarray
         See :func:`_window_sums`.
     """
@@ -149,18 +155,24 @@ def _integrate_level(frame, d_row, d_col, ri, ci, ids, core, background_width, *
     half = core + int(np.ceil(background_width))
     lab = None if labels is None else cut_windows(labels, ri, ci, half, 0)
     own = None
-    truncated = np.zeros(n, dtype=bool)
+    larger = boxed = np.zeros(n, dtype=bool)
     if radius is None:
         own = lab == ids[:, None, None]
-        truncated = (own.reshape(n, -1) & _outside_core(half, core)).any(axis=1)
-    if last or not truncated.any():
-        return np.arange(n), truncated, _window_sums(frame, lab, own, d_row, d_col, ri, ci, ids, half, mask=mask,
-                                                     gain=gain, radius=radius, saturated=saturated)
-    done = np.flatnonzero(~truncated)
+        flat = own.reshape(n, -1)
+        truncated = (flat & _outside_core(half, core)).any(axis=1)
+        boxed = ~flat.any(axis=1)
+        if last:
+            boxed |= truncated
+        else:
+            larger = truncated & ~boxed
+    if not (larger.any() or boxed.any()):
+        return np.arange(n), larger, boxed, _window_sums(frame, lab, own, d_row, d_col, ri, ci, ids, half,
+                                                         mask=mask, gain=gain, radius=radius, saturated=saturated)
+    done = np.flatnonzero(~(larger | boxed))
     sums = _window_sums(frame, None if lab is None else lab[done], None if own is None else own[done], d_row[done],
                         d_col[done], ri[done], ci[done], ids[done], half, mask=mask, gain=gain, radius=radius,
                         saturated=saturated)
-    return done, truncated, sums
+    return done, larger, boxed, sums
 
 
 def _signal_pixels(lab, own, ids, d_row, d_col, half, radius) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,11 +215,23 @@ def _window_sums(frame, lab, own, d_row, d_col, ri, ci, ids, half, *, mask, gain
     """
     n, m = len(ri), (2 * half + 1) ** 2
     win = cut_windows(frame, ri, ci, half, 0)  # cast the windows, not the frame
-    win = win.astype(np.float32 if win.dtype in _EXACT_IN_FLOAT32 else np.float64, copy=False).reshape(n, m)
-    bad = _cut_bad(frame, mask, ri, ci, half).reshape(n, m)
+    bad = _cut_bad(frame, mask, ri, ci, half)
     signal, background_px, overlap = _signal_pixels(lab, own, ids, d_row, d_col, half, radius)
-    signal = signal.reshape(n, m)
-    background_px = background_px.reshape(n, m)
+    sat = None if saturated is None else cut_windows(saturated, ri, ci, half, False).reshape(n, m)
+    sums = _pixel_sums(win.reshape(n, m), bad.reshape(n, m), signal.reshape(n, m), background_px.reshape(n, m),
+                       gain=gain, saturated=sat)
+    sums["overlap"] = overlap
+    return sums
+
+
+def _pixel_sums(win, bad, signal, background_px, *, gain, saturated) -> dict[str, np.ndarray]:
+    """Background level and intensity from (N, M) window pixels: see :func:`_window_sums`.
+
+    ``signal`` and ``background_px`` are modified (unusable pixels dropped);
+    ``saturated`` is None or the windows' saturated pixels.
+    """
+    n = len(win)
+    win = win.astype(np.float32 if win.dtype in _EXACT_IN_FLOAT32 else np.float64, copy=False)
     background_px &= ~bad
     signal &= ~bad
     # finite windows well below _FAR: masks are applied by arithmetic (faster than selecting), with equal results
@@ -233,37 +257,90 @@ def _window_sums(frame, lab, own, d_row, d_col, ri, ci, ids, half, *, mask, gain
     err = np.sqrt(var_pix + var_bg)
     snr = np.divide(intensity, err, out=np.full(n, np.nan), where=err > 0)
     peak_value = np.where(npix > 0, peak_value.astype(np.float64), np.nan)
-    sat = np.zeros(n, dtype=bool)
-    if saturated is not None:
-        sat = (cut_windows(saturated, ri, ci, half, False).reshape(n, m) & signal).any(axis=1)
-    return dict(intensity=intensity, err=err, b=b, snr=snr, npix=npix, n_b=n_b, peak_value=peak_value, sat=sat,
-                overlap=overlap)
+    sat = np.zeros(n, dtype=bool) if saturated is None else (saturated & signal).any(axis=1)
+    return dict(intensity=intensity, err=err, b=b, snr=snr, npix=npix, n_b=n_b, peak_value=peak_value, sat=sat)
 
 
 #: Subtracted from the pixels outside a window's signal before taking its maximum (finite windows only).
 _FAR = np.float32(1e30)
 
 
-def _integrate_all(frame, d_row, d_col, ri, ci, ids, background_width, *, mask, labels, gain, radius,
+def _integrate_all(frame, d_row, d_col, ri, ci, ids, background_width, *, mask, labels, regions, gain, radius,
                    saturated) -> dict[str, np.ndarray]:
-    """:func:`_window_sums` of every peak, each in the first window (core 5, 10, 20, ... px) that holds its region."""
+    """:func:`_window_sums` of every peak, each in the first window (core 5, 10, 20, ... px) that holds its region,
+    or in a window around the region's bounding box (:func:`_integrate_level`)."""
+    n = len(ri)
     core = 5 if radius is None else int(np.ceil(radius))
-    todo = np.arange(len(ri))
-    res: dict[str, np.ndarray] = {}
-    while True:
+    todo = np.arange(n)
+    res = dict(intensity=np.full(n, np.nan), err=np.full(n, np.nan), b=np.full(n, np.nan), snr=np.full(n, np.nan),
+               npix=np.zeros(n, dtype=np.int64), n_b=np.zeros(n, dtype=np.int64), peak_value=np.full(n, np.nan),
+               sat=np.zeros(n, dtype=bool), overlap=np.zeros(n, dtype=bool))
+    boxed = []
+    while todo.size:
         # regions larger than the window (streaks, large spots): again with a window that holds them
         last = radius is not None or core >= MAX_REGION_HALF
-        done, truncated, sums = _integrate_level(frame, d_row[todo], d_col[todo], ri[todo], ci[todo], ids[todo], core,
-                                                 background_width, mask=mask, labels=labels, gain=gain,
-                                                 radius=radius, saturated=saturated, last=last)
+        done, larger, box, sums = _integrate_level(frame, d_row[todo], d_col[todo], ri[todo], ci[todo], ids[todo],
+                                                   core, background_width, mask=mask, labels=labels, gain=gain,
+                                                   radius=radius, saturated=saturated, last=last)
         for name, values in sums.items():
-            if name not in res:
-                res[name] = np.zeros(len(ri), dtype=values.dtype)
             res[name][todo[done]] = values
-        todo = todo[truncated]
-        if last or not todo.size:
-            return res
+        boxed.append(todo[box])
+        todo = todo[larger]
         core = min(2 * core, MAX_REGION_HALF)
+    boxed = np.concatenate(boxed)
+    if boxed.size:
+        for k, sums in _integrate_boxes(frame, ids[boxed], background_width, mask=mask, labels=labels,
+                                        regions=regions, gain=gain, saturated=saturated):
+            for name, values in sums.items():
+                res[name][boxed[k]] = values[0]
+    return res
+
+
+def _label_boxes(labels: np.ndarray, ids: np.ndarray, regions) -> list[tuple[int, int, int, int] | None]:
+    """(top, left, height, width) of the pixels of each label of ``ids`` (None: no such pixel).
+
+    From ``regions`` (row k is label k + 1) when given, else from one pass over ``labels``.
+    """
+    if regions is not None:
+        k = ids - 1
+        return list(zip(np.asarray(regions.top)[k].tolist(), np.asarray(regions.left)[k].tolist(),
+                        np.asarray(regions.height)[k].tolist(), np.asarray(regions.width)[k].tolist()))
+    from scipy import ndimage
+
+    found = ndimage.find_objects(labels, max_label=int(ids.max()))
+    boxes = []
+    for i in ids.tolist():
+        sl = found[i - 1]
+        boxes.append(None if sl is None else (sl[0].start, sl[1].start, sl[0].stop - sl[0].start,
+                                               sl[1].stop - sl[1].start))
+    return boxes
+
+
+def _integrate_boxes(frame, ids, background_width, *, mask, labels, regions, gain, saturated):
+    """Integrate the peaks ``ids`` (labels) in windows around their regions' bounding boxes.
+
+    Each window is the bounding box grown by ``background_width`` (at least
+    1 px, so that the grown region fits); signal and background pixels are
+    chosen as in the square windows.  Yields the position in ``ids`` and the
+    sums (arrays of one) of each peak whose label has pixels.
+    """
+    margin = max(int(np.ceil(background_width)), 1)
+    for k, (peak, box) in enumerate(zip(ids.tolist(), _label_boxes(labels, ids, regions))):
+        if box is None:
+            continue
+        top, left = box[0] - margin, box[1] - margin
+        height, width = box[2] + 2 * margin, box[3] + 2 * margin
+        lab = cut_box(labels, top, left, height, width, 0)[None]
+        if mask is not None:
+            bad = cut_box(mask, top, left, height, width, True)
+        else:  # only pixels outside the frame are bad
+            rr, cc = np.arange(top, top + height), np.arange(left, left + width)
+            bad = ~(((rr >= 0) & (rr < frame.shape[0]))[:, None] & ((cc >= 0) & (cc < frame.shape[1]))[None, :])
+        signal, background_px, _ = _signal_pixels(lab, lab == peak, np.array([peak]), None, None, 0, None)
+        sat = None if saturated is None else cut_box(saturated, top, left, height, width, False).reshape(1, -1)
+        win = cut_box(frame, top, left, height, width, 0).reshape(1, -1)
+        yield k, _pixel_sums(win, bad.reshape(1, -1), signal.reshape(1, -1), background_px.reshape(1, -1),
+                             gain=gain, saturated=sat)
 
 
 def integrate(
@@ -272,6 +349,7 @@ def integrate(
     *,
     mask: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    regions=None,
     gain: float = 1.0,
     radius: float | None = None,
     background_width: float = 3.0,
@@ -290,6 +368,12 @@ def integrate(
     labels : (H, W) ndarray of int, optional
         Finder label image: label k is the region of table row k - 1.  Required
         unless ``radius`` is given.
+    regions : braggflow.find.Regions, optional
+        The finder's regions (rows of ``table``): their bounding boxes
+        (``top``, ``left``, ``height``, ``width``, px) place the windows of
+        the regions that a window around (row, col) cannot hold.  Without
+        them those boxes are found in ``labels`` (one pass over the frame,
+        only when such a region occurs).
     gain : float
         ADU per photon (Poisson variance of v ADU is gain x v).
     radius : float, optional
@@ -299,7 +383,10 @@ def integrate(
         a close neighbour is not summed in.  Without it, windows reach 5 px
         beyond the centre and grow (10, 20, ... up to
         :data:`MAX_REGION_HALF` px) for the peaks whose region does not fit,
-        so a streak is integrated whole.
+        so a streak is integrated whole; a region that still does not fit, or
+        that the window around (row, col) misses altogether (the centroid of
+        an arc can lie far off the arc), is integrated in a window around
+        its bounding box.  Every peak with a region thus gets ``npix >= 1``.
     background_width : float
         Width of the background ring around the signal pixels, px.
     saturated : (H, W) ndarray of bool, optional
@@ -337,7 +424,7 @@ def integrate(
     ci = np.where(ok, np.rint(np.nan_to_num(cols)), 0).astype(np.intp)
     ids = np.arange(1, n + 1)
     res = _integrate_all(frame, rows - ri, cols - ci, ri, ci, ids, background_width, mask=mask, labels=labels,
-                         gain=gain, radius=radius, saturated=saturated)
+                         regions=regions, gain=gain, radius=radius, saturated=saturated)
     intensity, err, b, snr, npix, n_b = (res[k] for k in ("intensity", "err", "b", "snr", "npix", "n_b"))
     peak_value, sat, overlap = res["peak_value"], res["sat"], res["overlap"]
 
