@@ -50,6 +50,16 @@ def files(tmp_path_factory):
     (d / "text.pt").write_text("hello")
     (d / "nocols.csv").write_text("a,b\n1,2\n")
     (d / "bin.csv").write_bytes(bytes(range(256)))
+    np.save(d / "mask_half.npy", np.full((64, 80), 0.5))  # a flat field given as a mask
+    np.save(d / "mask_ones.npy", np.ones((64, 80), np.uint8))  # an inverted mask
+    np.save(d / "flat_zero.npy", np.zeros((64, 80)))
+    (d / "outdir.h5").mkdir()
+    (d / "loop.h5").symlink_to(d / "loop.h5")
+    from fabio.cbfimage import CbfImage
+
+    CbfImage(data=sim.frames[0].astype(np.int32)).write(str(d / "whole.cbf"))
+    cbf = (d / "whole.cbf").read_bytes()
+    (d / "trunc.cbf").write_bytes(cbf[: len(cbf) * 6 // 10])
     return d
 
 
@@ -67,12 +77,20 @@ CASES = [
     ("hdf5-without-image", "run {d}/noimg.h5 -o {t}/o.h5", ["noimg.h5"]),
     ("empty-folder", "run {d}/emptydir -o {t}/o.h5", ["emptydir"]),
     ("glob-matches-nothing", "run {d}/nomatch*.h5 -o {t}/o.h5", ["nomatch*.h5"]),
+    ("input-symlink-loop", "run {d}/loop.h5 -o {t}/o.h5", ["loop.h5", "symbolic link loop"]),
+    ("truncated-cbf", "run {d}/trunc.cbf -o {t}/o.h5", ["trunc.cbf", "truncated CBF"]),
     # corrections and geometry
     ("mask-wrong-shape", "run {d}/sim.h5 -o {t}/o.h5 --mask {d}/mask_bad.npy", ["mask_bad.npy", "shape"]),
     ("dark-wrong-shape", "run {d}/sim.h5 -o {t}/o.h5 --dark {d}/dark_bad.npy", ["dark_bad.npy", "shape"]),
     ("flat-wrong-shape", "run {d}/sim.h5 -o {t}/o.h5 --flat {d}/flat_bad.npy", ["flat_bad.npy", "shape"]),
     ("mask-missing", "run {d}/sim.h5 -o {t}/o.h5 --mask {d}/missing_mask.npy", ["missing_mask.npy"]),
     ("mask-corrupt", "run {d}/sim.h5 -o {t}/o.h5 --mask {d}/bad.npy", ["bad.npy"]),
+    ("mask-symlink-loop", "run {d}/sim.h5 -o {t}/o.h5 --mask {d}/loop.h5", ["mask file", "loop.h5", "link loop"]),
+    ("mask-of-fractions", "run {d}/sim.h5 -o {t}/o.h5 --mask {d}/mask_half.npy",
+     ["mask file", "mask_half.npy", "0.5", "whole numbers"]),
+    ("mask-masks-everything", "run {d}/sim.h5 -o {t}/o.h5 --mask {d}/mask_ones.npy",
+     ["mask file", "mask_ones.npy", "every pixel"]),
+    ("flat-all-zero", "run {d}/sim.h5 -o {t}/o.h5 --flat {d}/flat_zero.npy", ["flat", "flat_zero.npy", "positive"]),
     ("poni-missing", "run {d}/sim.h5 -o {t}/o.h5 --poni {d}/missing.poni", ["missing.poni"]),
     ("poni-bad", "run {d}/sim.h5 -o {t}/o.h5 --poni {d}/bad.poni", ["bad.poni"]),
     # options and configuration
@@ -89,6 +107,10 @@ CASES = [
     ("frames-not-integers", "run {d}/sim.h5 -o {t}/o.h5 --frames a:b", ["--frames", "a:b"]),
     ("workers-negative", "run {d}/sim.h5 -o {t}/o.h5 --workers -1", ["--workers"]),
     ("output-not-h5", "run {d}/sim.h5 -o {t}/o.txt", ["o.txt"]),
+    ("output-is-a-folder", "run {d}/sim.h5 -o {d}/outdir.h5 --overwrite", ["outdir.h5", "is a folder"]),
+    ("output-symlink-loop", "run {d}/sim.h5 -o {d}/loop.h5 --overwrite", ["loop.h5", "symbolic link loop"]),
+    ("device-unknown", "run {d}/sim.h5 -o {t}/o.h5 --set locate.device=quantum",
+     ["locate.device", "quantum", "cuda:N"]),
     ("config-unknown-key", "run {d}/sim.h5 -o {t}/o.h5 -c {d}/unknown.yaml", ["unknown.yaml", "find.nope"]),
     ("config-not-yaml", "run {d}/sim.h5 -o {t}/o.h5 -c {d}/notyaml.yaml", ["notyaml.yaml", "YAML"]),
     ("config-not-mapping", "run {d}/sim.h5 -o {t}/o.h5 -c {d}/list.yaml", ["list.yaml", "mapping"]),
@@ -157,6 +179,9 @@ CASES = [
     ("watch-output-not-h5", "watch {d}/emptydir -o {t}/w.txt", ["w.txt"]),
     ("watch-unknown-method", "watch {d}/emptydir -o {t}/w.h5 --method magic", ["locate.method"]),
     ("watch-workers-negative", "watch {d}/emptydir -o {t}/w.h5 --workers -1", ["--workers"]),
+    ("watch-output-is-a-folder", "watch {d}/emptydir -o {d}/outdir.h5", ["outdir.h5", "is a folder"]),
+    ("watch-give-up-zero", "watch {d}/emptydir -o {t}/w.h5 --give-up 0", ["--give-up"]),
+    ("watch-unknown-device", "watch {d}/emptydir -o {t}/w.h5 --set locate.device=gpu0", ["locate.device", "gpu0"]),
     # simulation
     ("simulate-output-not-h5", "simulate {t}/o.txt --frames 1 --shape 64 64", ["o.txt"]),
     ("simulate-zero-frames", "simulate {t}/o.h5 --frames 0 --shape 64 64", ["frames"]),
@@ -241,3 +266,34 @@ def test_ctrl_c_exits_with_130(monkeypatch):
     result = runner.invoke(app, ["config", "--default"])
     assert result.exit_code == 130
     assert result.stderr.strip() == "interrupted"
+
+
+def test_locate_device_names_are_checked_and_auto_is_chosen_when_a_run_starts():
+    from braggflow.errors import ConfigError
+    from braggflow.pipeline import resolve_device
+    from braggflow.pipeline.config import Config, apply_overrides
+
+    for device in ("cpu", "cuda", "cuda:1", "mps", "auto"):
+        assert apply_overrides(Config(), [f"locate.device={device}"]).locate.device == device
+    for device in ("quantum", "cuda:", "cuda:x", "CPU", "gpu"):
+        with pytest.raises(ConfigError, match="locate.device"):
+            apply_overrides(Config(), [f"locate.device={device}"])
+    auto = Config(locate={"method": "nn", "device": "auto"})
+    chosen = resolve_device(auto).locate.device
+    assert chosen in ("cpu", "mps") or chosen == "cuda"
+    assert resolve_device(Config(locate={"device": "auto"})).locate.device == "auto"  # no network: not used
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="locate.device cuda: torch sees no CUDA GPU here"):
+            resolve_device(Config(locate={"method": "nn", "device": "cuda"}))
+    else:
+        n = torch.cuda.device_count()
+        with pytest.raises(ConfigError, match=f"locate.device cuda:{n}: torch sees {n} CUDA GPU"):
+            resolve_device(Config(locate={"method": "nn", "device": f"cuda:{n}"}))
+
+
+def test_a_failed_check_of_the_static_inputs_leaves_no_output(files, tmp_path):
+    out = tmp_path / "o.h5"
+    result = runner.invoke(app, ["run", str(files / "sim.h5"), "-o", str(out), "--flat", str(files / "flat_zero.npy")])
+    assert_one_error_line(result, ["flat_zero.npy"])
+    assert not out.exists() and not (tmp_path / "o.h5.journal").exists()

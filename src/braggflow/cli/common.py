@@ -176,9 +176,12 @@ def check_results_name(output: Path, option: str = "-o") -> None:
     Raises
     ------
     ConfigError
-        If ``output`` does not end in .h5, .hdf5, .nxs or .nx5.
+        If ``output`` does not end in .h5, .hdf5, .nxs or .nx5, or is a folder.
     """
-    if output.suffix.lower() not in RESULTS_SUFFIXES:
-        from braggflow.errors import ConfigError
+    from braggflow.errors import ConfigError
 
+    if output.suffix.lower() not in RESULTS_SUFFIXES:
         raise ConfigError(f"{option} {output}: the file is written as HDF5; use a .h5 or .nxs name")
+    if output.is_dir():
+        raise ConfigError(f"{option} {output}: is a folder, not a file; give the file's name, such as "
+                          f"{output / 'results.h5'}")

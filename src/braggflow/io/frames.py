@@ -37,7 +37,7 @@ from natsort import natsorted
 from braggflow.errors import InputFileError
 from braggflow.io.framecache import FrameCacheSeries
 from braggflow.io.hdf5 import HDF5Series, _ConcatSeries, _h5_open
-from braggflow.io.images import FabioSeries, read_image
+from braggflow.io.images import FabioSeries, missing_file_reason, read_image
 from braggflow.io.series import ArraySeries, FrameSeries
 from braggflow.io.sparse import SparseSeries, sparse_scans
 
@@ -196,7 +196,7 @@ def _listed_files(path: str) -> list[str] | None:
 def _open_file(path: str, *, dataset: str | None, swmr: bool) -> FrameSeries:
     """One file, by its content: HDF5, HEXRD frame-cache ``.npz``, ``.npy`` stack, else anything fabio reads."""
     if not os.path.exists(path):
-        raise InputFileError(f"{path}: no such file")
+        raise InputFileError(f"{path}: {missing_file_reason(path)}")
     if os.path.getsize(path) == 0:
         raise InputFileError(f"{path}: file is empty")
     if _is_hdf5(path):

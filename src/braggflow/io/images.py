@@ -12,7 +12,32 @@ from braggflow.errors import InputFileError
 from braggflow.io.hdf5 import HDF5Series
 from braggflow.io.series import FrameSeries
 
-__all__ = ["FabioSeries", "read_image"]
+__all__ = ["FabioSeries", "read_image", "missing_file_reason", "cbf_complete"]
+
+
+def missing_file_reason(path: str | os.PathLike) -> str:
+    """Why a path names no readable file: "no such file", a symbolic link loop, or a link to a missing target.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A path for which ``os.path.exists`` is False.
+
+    Returns
+    -------
+    reason : str
+    """
+    import errno
+
+    path = str(path)
+    if not os.path.islink(path):
+        return "no such file"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (the link leads back to itself)"
+    return f"a symbolic link to {os.readlink(path)}, which does not exist"
 
 
 def read_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
@@ -39,7 +64,7 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
     path = str(path)
     file_part = path.split("::", 1)[0]
     if not os.path.exists(file_part):
-        raise InputFileError(f"{what} file {file_part}: no such file")
+        raise InputFileError(f"{what} file {file_part}: {missing_file_reason(file_part)}")
     if file_part.endswith(".npy"):
         try:
             image = np.load(file_part)
@@ -93,6 +118,35 @@ def edf_complete(path: str, size: int) -> bool:
     return size >= header_len + int(match.group(1))
 
 
+def cbf_complete(path: str, size: int) -> bool:
+    """Whether a CBF file holds as many binary bytes as its header declares (``X-Binary-Size``).
+
+    fabio fails on a truncated CBF with an empty ``AssertionError`` (or a
+    checksum message); this check names the cause.
+
+    Parameters
+    ----------
+    path : str
+        A CBF file.
+    size : int
+        Its size in bytes.
+
+    Returns
+    -------
+    complete : bool
+        True also when the header declares no binary size.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    start = head.find(b"\x0c\x1a\x04\xd5")  # the marker that starts the binary section
+    match = re.search(rb"X-Binary-Size:\s*(\d+)", head)
+    if match is None:
+        return True
+    if start < 0:
+        return False  # the header declares data that never starts
+    return size >= start + 4 + int(match.group(1))
+
+
 class FabioSeries(FrameSeries):
     """Frames from a list of files in any format fabio reads (TIFF, CBF, EDF, ...).
 
@@ -136,13 +190,17 @@ class FabioSeries(FrameSeries):
         import fabio
 
         if not os.path.exists(path):
-            raise InputFileError(f"{path}: no such file")
+            raise InputFileError(f"{path}: {missing_file_reason(path)}")
         if path.lower().endswith(".edf") and not edf_complete(path, os.path.getsize(path)):
             raise InputFileError(f"{path}: truncated EDF file (fewer data bytes than its header declares)")
+        if path.lower().endswith(".cbf") and not cbf_complete(path, os.path.getsize(path)):
+            raise InputFileError(f"{path}: truncated CBF file (fewer data bytes than its header declares)")
         try:
             return fabio.open(path)
         except Exception as exc:  # fabio raises many types for corrupt files
-            raise InputFileError(f"{path}: not a readable detector image ({type(exc).__name__}: {exc})") from None
+            detail = " ".join(str(exc).split())
+            raise InputFileError(f"{path}: not a readable detector image (fabio could not decode it: "
+                                 f"{type(exc).__name__}{': ' + detail if detail else ''})") from None
 
     def _open_cached(self, path: str):
         """The fabio image of ``path``, decoded once while it is the file read last."""

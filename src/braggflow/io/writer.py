@@ -39,7 +39,7 @@ from braggflow.io.store import (
 from braggflow.io.tables import _read_group_obj, _restore_group, _table_to_npz_dict, write_table
 from braggflow.schema import conform, empty_peak_table, frames_table
 
-__all__ = ["ResultsWriter", "file_provenance", "stored_process"]
+__all__ = ["ResultsWriter", "file_provenance", "stored_process", "check_output_path"]
 
 
 def file_provenance(paths: Iterable[str]) -> list[dict[str, Any]]:
@@ -165,6 +165,7 @@ class ResultsWriter:
         self._closed = False
         self._groups: dict[str, Any] = {}  # groups set by the command, written with the next snapshot
         self._lock = contextlib.ExitStack()
+        check_output_path(self.path)
         self._lock.enter_context(results_lock(self.path))
         try:
             exists = self.path.exists() or self.journal.exists()
@@ -549,6 +550,23 @@ class ResultsWriter:
         for key, value in self.extra_process.items():
             proc.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
         proc.attrs["frames_processed"] = self.frames_added
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse a results name that is a folder, or a symbolic link that leads nowhere (it would be replaced).
+
+    Raises
+    ------
+    InputFileError
+        Naming the path and what it is.
+    """
+    from braggflow.io.images import missing_file_reason
+
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a folder, not a results file; give a file name, such as "
+                             f"{path / 'results.h5'}")
+    if path.is_symlink() and not path.exists():
+        raise InputFileError(f"{path}: {missing_file_reason(path)}; give another output file")
 
 
 def stored_process(path) -> dict:

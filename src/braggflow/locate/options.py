@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Literal
 
@@ -27,7 +28,9 @@ class LocateConfig(OptionSection):
         "auto", description="nn: inference engine; 'auto': ONNX Runtime on the CPU (shipped models, no torch "
         "needed), torch on a GPU or for a .pt model file")
     device: str = Field(
-        "cpu", description="nn with the torch backend: torch device ('cpu', 'cuda'; a GPU needs the train extra)")
+        "cpu", description="nn with the torch backend: 'cpu', 'cuda', 'cuda:N' (GPU N), 'mps' (Apple GPU) or 'auto' "
+        "(a CUDA GPU when torch sees one, else mps, else the CPU; chosen when a run starts); a GPU needs the "
+        "train extra")
     batch_size: int = Field(1024, ge=1, description="nn: patches per inference batch")
     saturated: Literal["fit", "method"] = Field(
         "fit",
@@ -50,6 +53,13 @@ class LocateConfig(OptionSection):
                           "not BraggNN; use 'nn' (same default model) and choose a network with locate.model",
                           DeprecationWarning, stacklevel=2)
             return "nn"
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|auto", value):
+            raise ValueError(f"{value!r} is not a device: give cpu, cuda, cuda:N (N = 0, 1, ...), mps or auto")
         return value
 
     @field_validator("patch_size")

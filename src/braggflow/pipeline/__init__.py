@@ -28,7 +28,7 @@ from braggflow.schema import conform, empty_peak_table
 
 __all__ = ["Context", "FrameResult", "SeriesStatistics", "prepare", "measure_series", "analyse_frame",
            "process_frame", "run", "parse_frame_range", "check_workers", "MIN_HOT_PIXEL_FRAMES", "frames_text",
-           "parse_frames_text"]
+           "parse_frames_text", "resolve_device"]
 
 
 @dataclass
@@ -96,7 +96,7 @@ def prepare(config: Config, *, shape: tuple[int, int], dtype=np.float32, detecto
 
     c = config.correct
     if mask is None and c.mask:
-        mask = read_image(c.mask, what="mask") != 0
+        mask = _mask_from_file(read_image(c.mask, what="mask"), c.mask)
     if dark is None and c.dark:
         dark = read_image(c.dark, what="dark")
     if flat is None and c.flat:
@@ -113,6 +113,7 @@ def prepare(config: Config, *, shape: tuple[int, int], dtype=np.float32, detecto
         )
     static = build_static_mask(shape, mask=mask, detector=c.detector, detector_mask=detector_mask,
                                gap_margin=c.gap_margin)
+    _check_some_pixel_left(static, mask=mask, flat=flat, detector_mask=detector_mask, config=config)
     geometry = None
     if config.geometry is not None:
         from braggflow.geometry import Geometry
@@ -120,6 +121,56 @@ def prepare(config: Config, *, shape: tuple[int, int], dtype=np.float32, detecto
         geometry = Geometry.from_config(config.geometry)
     return Context(mask=static, dark=dark, flat=flat, saturation=saturation_level(np.dtype(dtype), c.saturation),
                    geometry=geometry, shape=tuple(shape))
+
+
+def _mask_from_file(image: np.ndarray, name: str) -> np.ndarray:
+    """A mask file's pixels as bad (True) where nonzero; a file of fractions (a flat field, say) is refused.
+
+    Raises
+    ------
+    ConfigError
+        If the file holds finite values that are not whole numbers (0.5, ...), naming one.
+    """
+    if np.issubdtype(image.dtype, np.floating):
+        finite = image[np.isfinite(image)]
+        fractions = finite[finite != np.round(finite)]
+        if fractions.size:
+            raise ConfigError(f"mask file {name}: holds values that are not whole numbers ({fractions[0]:g} at "
+                              f"{fractions.size} pixels); a mask marks bad pixels with 1 (any nonzero integer) and "
+                              "good ones with 0. A file of relative responses is a flat field: --flat")
+    return image != 0
+
+
+def _check_some_pixel_left(static: np.ndarray, *, mask, flat, detector_mask, config: Config) -> None:
+    """Refuse static inputs that leave no pixel to read, naming the input that masks them all.
+
+    Raises
+    ------
+    ConfigError
+        If the mask, the detector's gaps and pixel mask, or the flat field (pixels <= 0 or not finite) leave
+        no pixel.
+    """
+    c = config.correct
+    if flat is not None:
+        flat = np.asarray(flat)
+        good = np.isfinite(flat) & (flat > 0)
+        if not good.any():
+            raise ConfigError(f"flat {c.flat or '(array)'}: no pixel has a positive value (pixels with a flat of 0, "
+                              "below 0 or not finite are masked); a flat field is the detector's relative response, "
+                              "about 1 everywhere")
+        if (static | ~good).all() and not static.all():
+            raise ConfigError(f"flat {c.flat or '(array)'} and the mask together leave no pixel: the flat is 0 "
+                              "or not finite wherever the mask lets a pixel through")
+    if not static.all():
+        return
+    if mask is not None and np.asarray(mask, dtype=bool).all():
+        what = f"mask file {c.mask}" if c.mask else "the mask given"
+        raise ConfigError(f"{what}: masks every pixel (nonzero = bad); a mask marks bad pixels with 1 and good "
+                          "ones with 0 (an inverted mask?)")
+    if detector_mask is not None and np.asarray(detector_mask, dtype=bool).all():
+        raise ConfigError("the frames' own pixel mask (/entry/instrument/detector/pixel_mask) marks every pixel bad")
+    raise ConfigError(f"the mask{' ' + c.mask if c.mask else ''}, the detector's pixel mask and its module gaps "
+                      f"(correct.detector {c.detector}) together mask every pixel")
 
 
 def measure_series(series, config: Config, context: Context) -> Context:
@@ -294,6 +345,40 @@ def analyse_frame(
     return FrameResult(conform(table), row)
 
 
+def resolve_device(config: Config) -> Config:
+    """``config`` with ``locate.device`` "auto" made a device, and a GPU asked for checked to be there.
+
+    "auto" is a CUDA GPU when torch sees one, else Apple's mps, else the CPU.
+    Only the network (``locate.method`` nn) uses the device; torch is imported
+    only when a GPU or "auto" is asked for with it.
+
+    Raises
+    ------
+    ConfigError
+        If a CUDA or mps device is asked for and torch (or the device) is not there.
+    """
+    lc = config.locate
+    if lc.method != "nn" or lc.device == "cpu":
+        return config
+    try:
+        import torch
+    except ImportError:
+        if lc.device == "auto":
+            return config.model_copy(update={"locate": lc.model_copy(update={"device": "cpu"})})
+        raise ConfigError(f"locate.device {lc.device}: needs torch with GPU support (the train extra)") from None
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    device = lc.device
+    if device == "auto":
+        device = "cuda" if cuda else "mps" if mps else "cpu"
+    elif device.startswith("cuda") and (not cuda or int(device.partition(":")[2] or 0) >= torch.cuda.device_count()):
+        seen = f"{torch.cuda.device_count()} CUDA GPU(s)" if cuda else "no CUDA GPU"
+        raise ConfigError(f"locate.device {device}: torch sees {seen} here; give cpu or auto")
+    elif device == "mps" and not mps:
+        raise ConfigError("locate.device mps: torch sees no Apple GPU (mps) here; give cpu or auto")
+    return config.model_copy(update={"locate": lc.model_copy(update={"device": device})})
+
+
 def check_workers(workers: int) -> None:
     """Refuse a number of local worker processes below 0 or above this machine's cores.
 
@@ -409,6 +494,7 @@ def run(
     config = config or Config()
     if scheduler_address is None:
         check_workers(workers)
+    stored, config = config, resolve_device(config)  # the file records the device as asked ("auto")
     series = frames if isinstance(frames, FrameSeries) else open_frames(frames)
     origins = frame_origins(series)
     _set_omega(series, config)
@@ -428,7 +514,7 @@ def run(
             else None
         )
         _check_output_is_not_an_input(output, frames, series.sources)
-        writer = ResultsWriter(output, config=config, sources=series.sources, resume=resume, append=append,
+        writer = ResultsWriter(output, config=stored, sources=series.sources, resume=resume, append=append,
                                overwrite=overwrite, geometry=geometry, origins=origins,
                                extra_process={"frames_total": len(series), "frame_shape": list(series.shape),
                                               "frames_requested": frames_text(asked)})

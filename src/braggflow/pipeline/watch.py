@@ -228,8 +228,13 @@ def watch(
     """
     config = config or Config()
     _check_options(workers=workers, poll_interval=poll_interval, give_up=give_up, idle_timeout=idle_timeout)
+    from braggflow.io.writer import check_output_path
+    from braggflow.pipeline import resolve_device
+
+    work = resolve_device(config)  # processed with; the file records the device as asked ("auto")
     settle = poll_interval if settle is None else settle
     output = Path(output)
+    check_output_path(output)
     previous, attrs, owners = {}, {}, {}
     if output.exists():
         _check_same_source(output, source)
@@ -238,7 +243,7 @@ def watch(
     per_file = attrs.get("frames_per_file")
     src = _make_source(source, dataset=dataset, settle=settle, give_up=give_up, numbering=attrs.get("numbering"),
                        frames_per_file=None if per_file is None else int(per_file), owners=owners)
-    session = _Session(src, _open_writer(output, config, source), config=config, poll_interval=poll_interval,
+    session = _Session(src, _open_writer(output, config, source), config=work, poll_interval=poll_interval,
                        workers=workers, progress=progress, static={"mask": mask, "dark": dark, "flat": flat})
     session.reader.start()
     stopped_by, failed = "error", True
