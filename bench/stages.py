@@ -1,16 +1,17 @@
 """Time the locate and integrate stages against those of another commit, in one process.
 
 The stages run as :func:`braggflow.pipeline.process_frame` calls them (regions,
-saturated pixels) on simulated 2048 x 2048 frames with ~100 peaks, after
-``correct`` and ``find`` ran once per frame.  With ``--ref COMMIT`` the
-locate, integrate and windows modules of that commit are loaded beside the
-working tree's (under the package name ``bfref``; the rest of braggflow is
-shared), and the two versions are timed interleaved, repeat by repeat, so that
-the load of a busy machine falls on both alike.  Printed: ms per frame of each
-stage (median over repeats), the same-repeat ratio reference / working tree,
-and the largest relative difference between the two versions' peak tables.
+saturated pixels; ``--bare``: without them, as the breakdown of bench/pipeline.py
+does) on simulated 2048 x 2048 frames with ~100 peaks, after ``correct`` and
+``find`` ran once per frame.  With ``--ref COMMIT`` the locate, integrate and
+windows modules of that commit are loaded beside the working tree's (under the
+package name ``bfref``; the rest of braggflow is shared), and the two versions
+are timed interleaved, repeat by repeat, so that the load of a busy machine falls
+on both alike.  Printed: ms per frame of each stage (median over repeats), the
+same-repeat ratio reference / working tree, and the largest relative difference
+between the two versions' peak tables.
 
-    OMP_NUM_THREADS=1 python bench/stages.py [--frames 6] [--repeats 7] [--method com] [--ref HEAD]
+    OMP_NUM_THREADS=1 python bench/stages.py [--frames 6] [--repeats 7] [--method com] [--ref HEAD] [--bare]
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--method", default="com")
     parser.add_argument("--ref", help="commit whose locate/integrate/windows modules to time beside this tree's")
+    parser.add_argument("--bare", action="store_true",
+                        help="call the stages as bench/pipeline.py's breakdown does: no regions, no saturated pixels")
     args = parser.parse_args()
     import numpy as np
 
@@ -115,9 +118,11 @@ def main() -> None:
         t_loc = t_int = 0.0
         tables = []
         for corrected, mask, found, saturated in inputs:
+            regions = None if args.bare else found.regions
+            saturated = None if args.bare else saturated
             a = time.perf_counter()
             t = loc(corrected, found.table, method=args.method, mask=mask, labels=found.labels,
-                    regions=found.regions, saturated=saturated, saturated_peaks=lc.saturated,
+                    regions=regions, saturated=saturated, saturated_peaks=lc.saturated,
                     extended_peaks=lc.extended, patch_size=lc.patch_size, gain=c.gain, model=lc.model,
                     backend=lc.backend, device=lc.device, batch_size=lc.batch_size)
             b = time.perf_counter()

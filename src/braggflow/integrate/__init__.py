@@ -155,7 +155,8 @@ def _integrate_level(frame, d_row, d_col, ri, ci, ids, core, background_width, *
     half = core + int(np.ceil(background_width))
     lab = None if labels is None else cut_windows(labels, ri, ci, half, 0)
     own = None
-    larger = boxed = np.zeros(n, dtype=bool)
+    larger = np.zeros(n, dtype=bool)
+    boxed = np.zeros(n, dtype=bool)
     if radius is None:
         own = lab == ids[:, None, None]
         flat = own.reshape(n, -1)
