@@ -15,7 +15,7 @@ and its peaks are appended to the results file through
 loses nothing).  Three stages overlap: a reader thread looks at the source and
 reads the next complete frames (at most two ahead), the calling thread (or
 ``workers`` processes) processes them, and a writer thread journals the
-results in frame order.  A file counts as complete when its size and modification time
+results in the order the frames were taken.  A file counts as complete when its size and modification time
 have stayed the same for ``settle`` seconds and it parses (for EDF, the data
 block is as long as the header says); an SWMR dataset is refreshed and only
 frames below its current length are read.  The watch stops after
@@ -81,7 +81,7 @@ class WatchResult:
     stopped_by : str
         "idle", "stop", "interrupt" or "max_frames".
     skipped : list of str
-        Files skipped in this session (never readable, out of order, not
+        Files this watch skipped (never readable, out of order, not
         fitting the numbering or the frame shape), not processed.
     elapsed_s : float
         Duration of the session, s.
@@ -204,7 +204,7 @@ def watch(
     workers : int, optional
         0: process frames in this process; N > 0: in N worker processes
         (started once, up to 2 N frames in flight), results still written in
-        frame order.  Call from under ``if __name__ == "__main__":``.
+        the order the frames were taken.  Call from under ``if __name__ == "__main__":``.
     mask, dark, flat : (H, W) ndarray, optional
         Static arrays (override files named in ``config.correct``).
 
@@ -278,7 +278,7 @@ def _check_options(*, workers: int, poll_interval: float, give_up: float, idle_t
 def _open_writer(output: Path, config: Config, source):
     """The results file, continued: each session closes it (a watch has no natural end), the next appends.
 
-    Its inputs are the files of the source taken so far (:func:`_record_inputs`), those of earlier sessions kept.
+    Its inputs are the files of the source taken so far (:func:`_record_inputs`), those of earlier watches kept.
     """
     from braggflow.io.results import ResultsWriter
     from braggflow.io.writer import stored_process
@@ -303,11 +303,11 @@ def _record_inputs(writer, src) -> None:
 
 def _watch_group(source, frames_log: pd.DataFrame, previous: dict[str, pd.DataFrame], attrs: dict, src,
                  unfinished: list[str]) -> tuple[dict[str, pd.DataFrame], dict]:
-    """The group ``/entry/watch``: the log of every session so far, the files skipped and unfinished, the numbering.
+    """The group ``/entry/watch``: the log of every watch so far, the files skipped and unfinished, the numbering.
 
-    ``skipped`` (file, reason) holds the files some session skipped that are
+    ``skipped`` (file, reason) holds the files a watch skipped that are
     still not in the results file; ``unfinished`` (file) those with frames not
-    processed when this session stopped.
+    processed when this watch stopped.
     """
     previous_log = previous.get("frames")
     full_log = frames_log if previous_log is None else pd.concat([previous_log, frames_log], ignore_index=True)

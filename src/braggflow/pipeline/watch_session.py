@@ -5,7 +5,7 @@
 looks at the source and reads complete frames ahead, the processing of each
 frame (:func:`_process`, in this thread or in the processes of
 :func:`_start_workers`), and a writer thread that journals the results in
-frame order, one :class:`FrameRecord` per frame.
+the order the frames were taken, one :class:`FrameRecord` per frame.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class _Reader(threading.Thread):
 
 
 class _Session:
-    """One watch session: frames read ahead, processed (here or in workers) and journaled in frame order.
+    """One watch session: frames read ahead, processed (here or in workers) and journaled in the order taken.
 
     Parameters
     ----------
@@ -178,8 +178,8 @@ class _Session:
         self.measured_at = 0
         self.records: list[FrameRecord] = []
         self.reader = _Reader(src, done=set(writer.done_frames), poll_interval=poll_interval)
-        self.inflight: deque = deque()  # (index, processing future, t_complete, path, (file, in file)), frame order
-        self.written: deque = deque()  # journal-write futures returning FrameRecord, frame order
+        self.inflight: deque = deque()  # (index, processing future, t_complete, path, (file, in file)), as taken
+        self.written: deque = deque()  # journal-write futures returning FrameRecord, as taken
         self.executor = _start_workers(workers, config) if workers else None
         self.journal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="braggflow-watch-writer")
         self.start = time.time()
@@ -292,7 +292,7 @@ class _Session:
                            self.reader.frames.qsize() + len(self.inflight) + self.reader.backlog)
 
     def _collect(self, block: bool) -> None:
-        """Hand processed frames to the journal thread and report written ones, in frame order."""
+        """Hand processed frames to the journal thread and report written ones, in the order taken."""
         while self.inflight and (block or self.inflight[0][1].done()):
             index, future, t_complete, path, origin = self.inflight.popleft()
             result, seconds = future.result()

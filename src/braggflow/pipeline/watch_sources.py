@@ -98,7 +98,7 @@ class _FolderSource:
         self.give_up = give_up
         self.numbering = numbering
         self.frames_per_file = frames_per_file
-        self.owners: dict[int, str] = dict(owners or {})  # frame index -> file, earlier sessions' and this one's
+        self.owners: dict[int, str] = dict(owners or {})  # frame index -> file, in the results file or taken now
         self._recorded_first: dict[str, int] = {}  # file -> its first frame index in the results file
         for index, name in self.owners.items():
             self._recorded_first[name] = min(index, self._recorded_first.get(name, index))
@@ -251,7 +251,7 @@ class _FolderSource:
         return first
 
     def _skip(self, name: str, reason: str) -> None:
-        """Skip a file for good in this session, with a warning giving the reason."""
+        """Skip a file until the watch is started again, with a warning giving the reason."""
         log.warning("%s skipped: %s", name, reason)
         self.skipped.append(name)
         self.reasons[name] = reason
