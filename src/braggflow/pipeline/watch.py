@@ -136,12 +136,19 @@ def _previous_log(output: Path) -> tuple[dict[str, pd.DataFrame], dict]:
 
 
 def _previous_owners(output: Path) -> dict[int, str]:
-    """Frame index -> file of the frames already in ``output`` (from its frames table)."""
+    """Frame index -> file of the frames already in ``output`` (from its frames table).
+
+    A file whose frames name no file (no ``source_file``) is warned about: its
+    frames are then matched to files by index only.
+    """
     from braggflow.io.results import read_frames
 
     rows = read_frames(output)
-    rows = rows[rows["source_file"].notna()]
-    return dict(zip(rows["frame"].astype(int).tolist(), rows["source_file"].astype(str).tolist()))
+    named = rows[rows["source_file"].notna()]
+    if len(named) < len(rows):
+        log.warning("%s: %d frames in it name no source file; a file whose frame index is among them is taken as "
+                    "processed", output, len(rows) - len(named))
+    return dict(zip(named["frame"].astype(int).tolist(), named["source_file"].astype(str).tolist()))
 
 
 def watch(
