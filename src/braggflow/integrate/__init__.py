@@ -128,17 +128,18 @@ def _outside_core(half: int, core: int) -> np.ndarray:
     return (outside[:, None] | outside[None, :]).reshape(-1)
 
 
-def _integrate_level(frame, d_row, d_col, ri, ci, ids, core, background_width, *, mask, labels, gain, radius,
+def _integrate_level(frame, d_row, d_col, ri, ci, ids, placed, core, background_width, *, mask, labels, gain, radius,
                      saturated, last: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Integrate peaks in windows of half-size ``core + background_width`` (see :func:`integrate`).
 
     ``ri``, ``ci`` are the window centres, ``d_row``, ``d_col`` the centres'
-    offsets from them, ``ids`` the peaks' labels.  A peak whose own region
-    reaches beyond the window's core would lose part of it: unless ``last``,
-    such peaks are left for a larger window.  A peak whose window holds none
-    of its own pixels (a centre off its region, such as the centroid of an
-    arc), or whose region the ``last`` window still cuts, is left for a
-    window around its region's bounding box.
+    offsets from them, ``ids`` the peaks' labels, ``placed`` whether a peak
+    has a finite centre.  A peak whose own region reaches beyond the window's
+    core would lose part of it: unless ``last``, such peaks are left for a
+    larger window.  A placed peak whose window holds none of its own pixels (a
+    centre off its region, such as the centroid of an arc), or whose region
+    the ``last`` window still cuts, is left for a window around its region's
+    bounding box.
 
     Returns
     -------
@@ -164,7 +165,8 @@ def _integrate_level(frame, d_row, d_col, ri, ci, ids, core, background_width, *
         boxed = ~flat.any(axis=1)
         if last:
             boxed |= truncated
-        else:
+        boxed &= placed
+        if not last:
             larger = truncated & ~boxed
     if not (larger.any() or boxed.any()):
         return np.arange(n), larger, boxed, _window_sums(frame, lab, own, d_row, d_col, ri, ci, ids, half,
@@ -266,8 +268,8 @@ def _pixel_sums(win, bad, signal, background_px, *, gain, saturated) -> dict[str
 _FAR = np.float32(1e30)
 
 
-def _integrate_all(frame, d_row, d_col, ri, ci, ids, background_width, *, mask, labels, regions, gain, radius,
-                   saturated) -> dict[str, np.ndarray]:
+def _integrate_all(frame, d_row, d_col, ri, ci, ids, placed, background_width, *, mask, labels, regions, gain,
+                   radius, saturated) -> dict[str, np.ndarray]:
     """:func:`_window_sums` of every peak, each in the first window (core 5, 10, 20, ... px) that holds its region,
     or in a window around the region's bounding box (:func:`_integrate_level`)."""
     n = len(ri)
@@ -281,8 +283,8 @@ def _integrate_all(frame, d_row, d_col, ri, ci, ids, background_width, *, mask, 
         # regions larger than the window (streaks, large spots): again with a window that holds them
         last = radius is not None or core >= MAX_REGION_HALF
         done, larger, box, sums = _integrate_level(frame, d_row[todo], d_col[todo], ri[todo], ci[todo], ids[todo],
-                                                   core, background_width, mask=mask, labels=labels, gain=gain,
-                                                   radius=radius, saturated=saturated, last=last)
+                                                   placed[todo], core, background_width, mask=mask, labels=labels,
+                                                   gain=gain, radius=radius, saturated=saturated, last=last)
         for name, values in sums.items():
             res[name][todo[done]] = values
         boxed.append(todo[box])
@@ -387,7 +389,8 @@ def integrate(
         so a streak is integrated whole; a region that still does not fit, or
         that the window around (row, col) misses altogether (the centroid of
         an arc can lie far off the arc), is integrated in a window around
-        its bounding box.  Every peak with a region thus gets ``npix >= 1``.
+        its bounding box.  Every peak with a region and a finite (row, col)
+        thus gets ``npix >= 1``.
     background_width : float
         Width of the background ring around the signal pixels, px.
     saturated : (H, W) ndarray of bool, optional
@@ -424,7 +427,7 @@ def integrate(
     ri = np.where(ok, np.rint(np.nan_to_num(rows)), 0).astype(np.intp)
     ci = np.where(ok, np.rint(np.nan_to_num(cols)), 0).astype(np.intp)
     ids = np.arange(1, n + 1)
-    res = _integrate_all(frame, rows - ri, cols - ci, ri, ci, ids, background_width, mask=mask, labels=labels,
+    res = _integrate_all(frame, rows - ri, cols - ci, ri, ci, ids, ok, background_width, mask=mask, labels=labels,
                          regions=regions, gain=gain, radius=radius, saturated=saturated)
     intensity, err, b, snr, npix, n_b = (res[k] for k in ("intensity", "err", "b", "snr", "npix", "n_b"))
     peak_value, sat, overlap = res["peak_value"], res["sat"], res["overlap"]
