@@ -302,7 +302,10 @@ def test_sparse_path_applies_with_the_default_locate_and_integrate_and_per_pixel
         assert not sparse_path_applies(series, Config.model_validate(changed), context), changed
     assert sparse_path_applies(series, Config.model_validate({"correct": {"minval": 8}}), context)
     assert not sparse_path_applies(ArraySeries(frames), Config(), context)
-    full = prepare(Config(), shape=series.shape, dtype=series.dtype, mask=np.ones(series.shape, bool))
+    import dataclasses
+
+    # prepare refuses a mask of every pixel; the guard holds for a context built otherwise
+    full = dataclasses.replace(context, mask=np.ones(series.shape, bool))
     assert not sparse_path_applies(series, Config(), full)
 
 

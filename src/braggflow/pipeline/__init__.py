@@ -319,8 +319,8 @@ def analyse_frame(
                        regions=found.regions, saturated=saturated, saturated_peaks=lc.saturated,
                        extended_peaks=lc.extended, patch_size=lc.patch_size, gain=c.gain, model=lc.model,
                        backend=lc.backend, device=lc.device, batch_size=lc.batch_size)
-        table = integrate(corrected, table, mask=mask, labels=found.labels, gain=c.gain, radius=ic.radius,
-                          background_width=ic.background_width, saturated=saturated)
+        table = integrate(corrected, table, mask=mask, labels=found.labels, regions=found.regions, gain=c.gain,
+                          radius=ic.radius, background_width=ic.background_width, saturated=saturated)
         table = unbin_positions(table, c.binning)
         if context.geometry is not None:
             from braggflow.geometry import add_geometry_columns
