@@ -37,6 +37,7 @@ here too: :class:`ResultsWriter` and :func:`file_provenance` live in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -157,6 +158,27 @@ def write_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = Non
     ValueError
         If ``name`` is reserved.
     """
+    with _rewritten_entry(path, name) as entry:
+        if name in entry:
+            del entry[name]
+        clean = {k: _attr_value(v) for k, v in (attrs or {}).items()}
+        _restore_group(entry, name, ({k: conform_any(t) for k, t in (tables or {}).items()}, clean))
+
+
+@contextlib.contextmanager
+def _rewritten_entry(path, name: str):
+    """``/entry`` of a temporary copy of a results file, open for writing; the copy replaces the file at the end.
+
+    The group ``name`` is checked first, the file's lock is held throughout, and
+    the replacement is an atomic rename, so a crash leaves the old file.
+
+    Raises
+    ------
+    InputFileError
+        If ``path`` is not a results file.
+    ValueError
+        If ``name`` is reserved or holds a ``/``.
+    """
     import shutil
 
     import h5py
@@ -169,11 +191,7 @@ def write_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = Non
     with results_lock(path):
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "a") as h5:
-            entry = h5["entry"]
-            if name in entry:
-                del entry[name]
-            clean = {k: _attr_value(v) for k, v in (attrs or {}).items()}
-            _restore_group(entry, name, ({k: conform_any(t) for k, t in (tables or {}).items()}, clean))
+            yield h5["entry"]
         os.replace(tmp, path)
 
 
@@ -213,34 +231,21 @@ def record_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = No
     ValueError
         If ``name`` is reserved.
     """
-    import shutil
-
-    import h5py
-
-    if name in _RESERVED or "/" in name:
-        raise ValueError(f"group name {name!r} is reserved or invalid")
-    read_status(path)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with results_lock(path):
-        shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "a") as h5:
-            entry = h5["entry"]
-            earlier = _records(entry, name)
-            if name in entry and "current" not in entry[name].attrs:
-                number = max(earlier, default=0) + 1
-                entry.copy(entry[name], f"{name}_{number}")
-                entry[f"{name}_{number}"].attrs["number"] = number
-                earlier = _records(entry, name)
+    with _rewritten_entry(path, name) as entry:
+        earlier = _records(entry, name)
+        if name in entry and "current" not in entry[name].attrs:
             number = max(earlier, default=0) + 1
-            clean = {k: _attr_value(v) for k, v in (attrs or {}).items()}
-            clean["number"] = number
-            payload = {k: conform_any(t) for k, t in (tables or {}).items()}
-            _restore_group(entry, f"{name}_{number}", (payload, clean))
-            if name in entry:
-                del entry[name]
-            _restore_group(entry, name, (payload, {**clean, "current": number, "record": f"{name}_{number}"}))
-        os.replace(tmp, path)
+            entry.copy(entry[name], f"{name}_{number}")
+            entry[f"{name}_{number}"].attrs["number"] = number
+            earlier = _records(entry, name)
+        number = max(earlier, default=0) + 1
+        clean = {k: _attr_value(v) for k, v in (attrs or {}).items()}
+        clean["number"] = number
+        payload = {k: conform_any(t) for k, t in (tables or {}).items()}
+        _restore_group(entry, f"{name}_{number}", (payload, clean))
+        if name in entry:
+            del entry[name]
+        _restore_group(entry, name, (payload, {**clean, "current": number, "record": f"{name}_{number}"}))
     return number, earlier
 
 
