@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from braggflow.errors import InputFileError
-from braggflow.io.tables import _read_table, _table_from_npz
+from braggflow.io.tables import _npz_columns, _read_table, _table_from_npz
 from braggflow.schema import conform, empty_peak_table, frames_table
 
 __all__ = ["read_status", "read_process"]
@@ -210,28 +210,3 @@ def _read_frames_table(path: Path) -> pd.DataFrame:
     table = pd.concat([frames_table(t) for t in parts], ignore_index=True)
     table = table.drop_duplicates("frame", keep="last").sort_values("frame", kind="stable").reset_index(drop=True)
     return frames_table(table)  # the files of the parts as one category again
-
-
-def _npz_columns(npz) -> pd.DataFrame:
-    """A table journaled as ``.npz`` arrays, without conforming it to the peak table.
-
-    Reads the layout of :func:`braggflow.io.tables._table_to_npz_dict` (``v:``,
-    ``s:``, ``x:`` arrays with ``n:`` masks of missing values) and plain arrays
-    named by their column.
-    """
-    data = {}
-    for key in npz.files:
-        kind, _, name = key.partition(":")
-        if not name:
-            data[key] = npz[key]
-        elif kind == "s":
-            values = npz[key].astype(object)
-            values[npz[f"n:{name}"]] = None
-            data[name] = values
-        elif kind == "x":
-            values = pd.array(npz[key], dtype="Int64")
-            values[npz[f"n:{name}"]] = pd.NA
-            data[name] = values
-        elif kind == "v":
-            data[name] = npz[key]
-    return pd.DataFrame(data)

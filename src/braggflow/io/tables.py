@@ -121,12 +121,25 @@ def _table_to_npz_dict(table: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def _table_from_npz(npz) -> pd.DataFrame:
+    """The peak table of a journal batch (:func:`_table_to_npz_dict`'s layout), conformed to the schema."""
+    return conform(_npz_columns(npz, plain=False))
+
+
+def _npz_columns(npz, *, plain: bool = True) -> pd.DataFrame:
+    """A table journaled as ``.npz`` arrays, not conformed to any schema.
+
+    Reads the layout of :func:`_table_to_npz_dict` (``v:``, ``s:``, ``x:``
+    arrays with ``n:`` masks of missing values); with ``plain``, arrays named
+    by their column alone are columns too (otherwise they are bookkeeping,
+    such as ``frames_done``, and left out).
+    """
     data = {}
     for key in npz.files:
-        if ":" not in key:
-            continue  # bookkeeping arrays such as frames_done
-        kind, name = key.split(":", 1)
-        if kind == "s":
+        kind, _, name = key.partition(":")
+        if not name:
+            if plain:
+                data[key] = npz[key]
+        elif kind == "s":
             values = npz[key].astype(object)
             values[npz[f"n:{name}"]] = None
             data[name] = values
@@ -136,7 +149,7 @@ def _table_from_npz(npz) -> pd.DataFrame:
             data[name] = values
         elif kind == "v":
             data[name] = npz[key]
-    return conform(pd.DataFrame(data))
+    return pd.DataFrame(data)
 
 
 def _read_group_obj(group) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
