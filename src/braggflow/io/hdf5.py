@@ -79,7 +79,24 @@ def _image_datasets(h5) -> list[str]:
     return [name for _, name in sorted(found, reverse=True)]
 
 
-class HDF5Series(FrameSeries):
+class _OpenFile:
+    """An HDF5 file handle ``_h5`` kept open between reads, dropped when pickled (a Dask worker reopens it)."""
+
+    _h5 = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_h5"] = None
+        return state
+
+    def close(self) -> None:
+        """Close the underlying file handle (reopened on the next read)."""
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+
+class HDF5Series(_OpenFile, FrameSeries):
     """Frames from one HDF5/NeXus dataset of shape (N, H, W) or (H, W).
 
     Eiger master files whose ``/entry/data`` holds several ``data_NNNNNN``
@@ -236,16 +253,6 @@ class HDF5Series(FrameSeries):
     def describe_frame(self, index: int) -> str:
         return f"{self.path} frame {index}"
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_h5"] = None
-        return state
-
-    def close(self) -> None:
-        """Close the underlying file handle (reopened on the next read)."""
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
 
 
 class _ConcatSeries(FrameSeries):

@@ -45,7 +45,7 @@ import numpy as np
 from natsort import natsorted
 
 from braggflow.errors import InputFileError
-from braggflow.io.hdf5 import _h5_open
+from braggflow.io.hdf5 import _h5_open, _OpenFile
 from braggflow.io.series import FrameSeries
 
 __all__ = ["SparseSeries", "FrameIndexError", "sparse_scans", "omega_ranges_from_centres", "OMEGA_DATASETS"]
@@ -164,7 +164,7 @@ def omega_ranges_from_centres(centres) -> np.ndarray:
     return np.stack([c - before / 2, c + after / 2], axis=1)
 
 
-class SparseSeries(FrameSeries):
+class SparseSeries(_OpenFile, FrameSeries):
     """Frames of one scan of an ImageD11 sparse HDF5 file (lists of thresholded pixels).
 
     Opening reads the attributes, ``nnz`` and the omega dataset only, never
@@ -432,13 +432,3 @@ class SparseSeries(FrameSeries):
     def describe_frame(self, index: int) -> str:
         return f"{self._where()} frame {index}"
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_h5"] = None
-        return state
-
-    def close(self) -> None:
-        """Close the underlying file handle (reopened on the next read)."""
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
