@@ -27,7 +27,7 @@ from scipy import optimize, special
 
 from braggflow.errors import BraggflowError
 
-__all__ = ["ThresholdNoise", "isolated_pixel_values", "fit_threshold_noise"]
+__all__ = ["ThresholdNoise", "isolated_pixel_values", "fit_threshold_noise", "fitted_threshold_noise"]
 
 #: isolated pixels up to this many (first-guess) sigma above the threshold enter the fit of the tail
 _FIT_SPAN_SIGMA = 2.5
@@ -145,3 +145,23 @@ def fit_threshold_noise(values: np.ndarray, *, integer: bool | None = None) -> T
         sigma = new
     n_used = int((values <= t + _FIT_SPAN_SIGMA * sigma + (0.5 if integer else 0.0)).sum())
     return ThresholdNoise(threshold=t, sigma=sigma, n_pixels=n_used)
+
+
+def fitted_threshold_noise(values: np.ndarray) -> ThresholdNoise | None:
+    """:func:`fit_threshold_noise` when there are enough isolated pixels to fit, else None.
+
+    Parameters
+    ----------
+    values : (M,) ndarray of float
+        Values of isolated stored pixels, counts.
+
+    Returns
+    -------
+    noise : ThresholdNoise or None
+        None with fewer than :data:`MIN_ISOLATED` finite values, or none above 0.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size < MIN_ISOLATED or values.min() <= 0:
+        return None
+    return fit_threshold_noise(values)

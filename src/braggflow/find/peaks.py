@@ -11,7 +11,7 @@ import pandas as pd
 from braggflow.errors import BraggflowError
 from braggflow.find.background import Background, estimate_background, is_sparse
 from braggflow.find.components import local_maxima, pixels_above_threshold, sparse_components
-from braggflow.find.noise import MIN_ISOLATED, ThresholdNoise, fit_threshold_noise, isolated_pixel_values
+from braggflow.find.noise import ThresholdNoise, fitted_threshold_noise, isolated_pixel_values
 from braggflow.find.options import FindConfig
 from braggflow.find.regions import LOCAL_RING_MARGIN, Regions, region_boxes, ring_medians
 from braggflow.find.split import split_components
@@ -174,9 +174,9 @@ def frame_threshold_noise(frame: np.ndarray, mask: np.ndarray | None, config: Fi
     threshold = float(frame[good].min()) if good.any() else 1.0
     if config.noise is not None:
         return ThresholdNoise(threshold=threshold, sigma=float(config.noise), source="config")
-    values = isolated_pixel_values(frame, mask)
-    if values.size >= MIN_ISOLATED and threshold > 0:
-        return fit_threshold_noise(values)
+    fitted = fitted_threshold_noise(isolated_pixel_values(frame, mask))
+    if fitted is not None:
+        return fitted
     return ThresholdNoise(threshold=threshold, sigma=max(threshold, 1e-12) / 3.0, source="threshold")
 
 

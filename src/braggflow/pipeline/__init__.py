@@ -196,21 +196,17 @@ def measure_series(series, config: Config, context: Context) -> Context:
     context : Context
         A copy with ``mask``, ``hot_pixels`` and ``threshold_noise`` set.
     """
-    from braggflow.correct import correct_frame
-
-    c = config.correct
     n = len(series)
     if n == 0:
         return context
-    picks = np.unique(np.linspace(0, n - 1, min(n, c.hot_pixel_frames)).round().astype(int))
+    picks = np.unique(np.linspace(0, n - 1, min(n, config.correct.hot_pixel_frames)).round().astype(int))
     stats = SeriesStatistics(config, context)
     for i in picks:
         try:
-            corrected, _ = correct_frame(series[int(i)], mask=context.mask, dark=context.dark, flat=context.flat,
-                                         config=c)
+            frame = series[int(i)]
         except BraggflowError:
             continue  # a bad frame is reported when its turn comes, after the frames before it are kept
-        stats.add(corrected)
+        stats.add_frame(frame)
     return stats.context()
 
 

@@ -60,7 +60,7 @@ class SeriesStatistics:
         """
         from braggflow.correct.outliers import outlier_pixels
         from braggflow.find.background import is_sparse
-        from braggflow.find.noise import MIN_ISOLATED, fit_threshold_noise, isolated_pixel_values
+        from braggflow.find.noise import fitted_threshold_noise, isolated_pixel_values
 
         c, fc = self.config.correct, self.config.find
         mask = self.base.mask
@@ -71,14 +71,41 @@ class SeriesStatistics:
             values = isolated_pixel_values(corrected, mask)
             if fc.noise is not None:
                 floor = fc.noise
-            elif values.size >= MIN_ISOLATED and values.min() > 0:
-                floor = fit_threshold_noise(values).sigma
+            elif (fitted := fitted_threshold_noise(values)) is not None:
+                floor = fitted.sigma
             self._keep_values(values)
         if c.hot_pixels:
             if self.counts is None:
                 self.counts = np.zeros(corrected.size, dtype=np.int32)
             self.counts[outlier_pixels(corrected, mask, sigma=c.hot_pixel_sigma, gain=c.gain, noise=floor)] += 1
         self.n_frames += 1
+
+    def add_frame(self, frame: np.ndarray, name: str | None = None) -> bool:
+        """Correct a raw frame with the base context and take it in (:meth:`add`).
+
+        Parameters
+        ----------
+        frame : (H, W) ndarray
+            Raw frame, ADU.
+        name : str, optional
+            How to name the frame in error messages.
+
+        Returns
+        -------
+        taken : bool
+            False when the frame cannot be corrected: it is left out, and its
+            error comes when the frame itself is processed.
+        """
+        from braggflow.correct import correct_frame
+        from braggflow.errors import BraggflowError
+
+        try:
+            corrected, _ = correct_frame(frame, mask=self.base.mask, dark=self.base.dark, flat=self.base.flat,
+                                         config=self.config.correct, name=name or "frame")
+        except BraggflowError:
+            return False
+        self.add(corrected)
+        return True
 
     def _keep_values(self, values: np.ndarray) -> None:
         """Pool isolated-pixel values; beyond :data:`MAX_NOISE_VALUES` keep every other one."""
@@ -98,14 +125,11 @@ class SeriesStatistics:
 
     def threshold_noise(self):
         """The noise model of thresholded frames fitted to the pooled isolated pixels, or None."""
-        from braggflow.find.noise import MIN_ISOLATED, fit_threshold_noise
+        from braggflow.find.noise import fitted_threshold_noise
 
         if not self.sparse or self.config.find.noise is not None or not self._values:
             return None
-        values = np.concatenate(self._values)
-        if values.size < MIN_ISOLATED or values.min() <= 0:
-            return None
-        return fit_threshold_noise(values)
+        return fitted_threshold_noise(np.concatenate(self._values))
 
     def context(self):
         """The base context with the hot-pixel map joined to its mask and the noise model set."""

@@ -261,19 +261,12 @@ class _Session:
         then each time the frames seen have grown by half; frames already
         processed keep the map of their time.
         """
-        from braggflow.correct import correct_frame
-        from braggflow.errors import BraggflowError
-
         seen = self.n_taken + 1
         size = self.config.correct.hot_pixel_frames
         if seen > size and seen % max(1, seen // size):
             return
-        try:
-            corrected, _ = correct_frame(frame, mask=self.base_context.mask, dark=self.base_context.dark,
-                                         flat=self.base_context.flat, config=self.config.correct, name=name)
-        except BraggflowError:
+        if not self.statistics.add_frame(frame, name):
             return  # the frame's error comes from its processing
-        self.statistics.add(corrected)
         if self.statistics.n_frames >= MIN_HOT_PIXEL_FRAMES and seen >= 1.5 * self.measured_at:
             self.measured_at = seen
             self.context = self.statistics.context()
