@@ -66,7 +66,8 @@ class Column:
     dtype : str
         pandas dtype string.
     unit : str
-        Physical unit ("" for dimensionless).
+        Physical unit as a UDUNITS string, as NeXus files carry it ("degree", "pixel",
+        "angstrom", "1/angstrom", "counts", "s"; "" for dimensionless).
     description : str
         One-line meaning.
     default : object
@@ -86,22 +87,22 @@ COLUMNS: dict[str, Column] = {
     c.name: c
     for c in [
         Column("frame", "int64", "", "index of the frame in its series", 0),
-        Column("omega", "float64", "deg", "rotation angle at the frame's centre, NaN when the series has none", _NAN),
+        Column("omega", "float64", "degree", "rotation angle at the frame's centre, NaN when the series has none", _NAN),
         Column("source_file", "category", "",
                "file the frame was read from, relative to the inputs' common folder (missing: frames from an array)",
                None),
         Column("frame_in_file", "int64", "", "index of the frame inside source_file, -1 when unknown", -1),
-        Column("row", "float64", "px", "sub-pixel peak centre, numpy axis 0; pixel centres are integers", _NAN),
-        Column("col", "float64", "px", "sub-pixel peak centre, numpy axis 1; pixel centres are integers", _NAN),
-        Column("row_err", "float64", "px", "1-sigma uncertainty of row", _NAN),
-        Column("col_err", "float64", "px", "1-sigma uncertainty of col", _NAN),
-        Column("rc_cov", "float64", "px^2", "row-col covariance of the centre (0 where the method gives none)", 0.0),
-        Column("sigma_row", "float64", "px", "peak width along rows (Gaussian sigma or equivalent)", _NAN),
-        Column("sigma_col", "float64", "px", "peak width along columns (Gaussian sigma or equivalent)", _NAN),
+        Column("row", "float64", "pixel", "sub-pixel peak centre, numpy axis 0; pixel centres are integers", _NAN),
+        Column("col", "float64", "pixel", "sub-pixel peak centre, numpy axis 1; pixel centres are integers", _NAN),
+        Column("row_err", "float64", "pixel", "1-sigma uncertainty of row", _NAN),
+        Column("col_err", "float64", "pixel", "1-sigma uncertainty of col", _NAN),
+        Column("rc_cov", "float64", "pixel^2", "row-col covariance of the centre (0 where the method gives none)", 0.0),
+        Column("sigma_row", "float64", "pixel", "peak width along rows (Gaussian sigma or equivalent)", _NAN),
+        Column("sigma_col", "float64", "pixel", "peak width along columns (Gaussian sigma or equivalent)", _NAN),
         Column("peak_value", "float64", "counts", "highest pixel value", _NAN),
         Column("intensity", "float64", "counts", "background-subtracted integrated intensity", _NAN),
         Column("intensity_err", "float64", "counts", "1-sigma error of intensity", _NAN),
-        Column("background", "float64", "counts/px", "local background level", _NAN),
+        Column("background", "float64", "counts", "local background level", _NAN),
         Column("snr", "float64", "", "intensity / intensity_err", _NAN),
         Column("score", "float64", "",
                "the finder's score: detection SNR (find.method components), or persistence in counts (persistence)",
@@ -110,15 +111,15 @@ COLUMNS: dict[str, Column] = {
         Column("method", "category", "", "localization method used", None),
         Column("flags", "uint32", "", "bit mask of braggflow.schema.Flag", 0),
         Column("track_id", "int64", "", "trajectory id after linking, -1 unlinked", -1),
-        Column("two_theta", "float64", "deg", "scattering angle", _NAN),
-        Column("eta", "float64", "deg", "azimuthal angle (pyFAI's chi)", _NAN),
-        Column("q", "float64", "1/Å", "momentum transfer 4 pi sin(theta) / lambda", _NAN),
-        Column("q_xy", "float64", "1/Å", "in-plane momentum transfer (signed), grazing incidence", _NAN),
-        Column("q_z", "float64", "1/Å", "out-of-plane momentum transfer, positive above the sample horizon", _NAN),
-        Column("d", "float64", "Å", "d-spacing 2 pi / q", _NAN),
-        Column("two_theta_err", "float64", "deg", "1-sigma error of two_theta, propagated from the centre", _NAN),
-        Column("q_err", "float64", "1/Å", "1-sigma error of q, propagated from the centre", _NAN),
-        Column("d_err", "float64", "Å", "1-sigma error of d, propagated from the centre", _NAN),
+        Column("two_theta", "float64", "degree", "scattering angle", _NAN),
+        Column("eta", "float64", "degree", "azimuthal angle (pyFAI's chi)", _NAN),
+        Column("q", "float64", "1/angstrom", "momentum transfer 4 pi sin(theta) / lambda", _NAN),
+        Column("q_xy", "float64", "1/angstrom", "in-plane momentum transfer (signed), grazing incidence", _NAN),
+        Column("q_z", "float64", "1/angstrom", "out-of-plane momentum transfer, positive above the sample horizon", _NAN),
+        Column("d", "float64", "angstrom", "d-spacing 2 pi / q", _NAN),
+        Column("two_theta_err", "float64", "degree", "1-sigma error of two_theta, propagated from the centre", _NAN),
+        Column("q_err", "float64", "1/angstrom", "1-sigma error of q, propagated from the centre", _NAN),
+        Column("d_err", "float64", "angstrom", "1-sigma error of d, propagated from the centre", _NAN),
         Column("phase", "category", "", "assigned phase after identification (missing: unassigned)", None),
         Column("h", "Int32", "", "Miller index h of the assigned reflection", pd.NA),
         Column("k", "Int32", "", "Miller index k of the assigned reflection", pd.NA),
@@ -293,13 +294,13 @@ FRAME_COLUMNS: dict[str, Column] = {
     c.name: c
     for c in [
         Column("frame", "int64", "", "index of the frame in its series", 0),
-        Column("omega", "float64", "deg", "rotation angle at the frame's centre, NaN when the series has none", _NAN),
+        Column("omega", "float64", "degree", "rotation angle at the frame's centre, NaN when the series has none", _NAN),
         Column("source_file", "category", "",
                "file the frame was read from, relative to the inputs' common folder (missing: frames from an array)",
                None),
         Column("frame_in_file", "int64", "", "index of the frame inside source_file, -1 when unknown", -1),
         Column("n_peaks", "int64", "", "peaks reported for the frame", 0),
-        Column("background", "float64", "counts/px", "median of the finder's tile background levels", _NAN),
+        Column("background", "float64", "counts", "median of the finder's tile background levels", _NAN),
         Column("noise", "float64", "counts", "median of the finder's tile noise (1 sigma of one background pixel)",
                _NAN),
         Column("saturated", "int64", "", "pixels at or above the saturation level", 0),

@@ -61,8 +61,7 @@ from braggflow.io.store import (
     read_status,
 )
 from braggflow.io.tables import _read_group_obj, _read_table, _restore_group, write_table
-from braggflow.io.writer import ResultsWriter, file_provenance
-from braggflow.schema import conform
+from braggflow.io.writer import ResultsWriter, file_provenance, scicat_path, write_peaks_group, write_scicat
 
 __all__ = [
     "ResultsWriter",
@@ -163,6 +162,7 @@ def write_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = Non
             del entry[name]
         clean = {k: _attr_value(v) for k, v in (attrs or {}).items()}
         _restore_group(entry, name, ({k: conform_any(t) for k, t in (tables or {}).items()}, clean))
+    _update_scicat(path, name, {**(attrs or {}), "tables": {k: len(t) for k, t in (tables or {}).items()}})
 
 
 @contextlib.contextmanager
@@ -246,7 +246,28 @@ def record_group(path, name: str, *, tables: dict[str, pd.DataFrame] | None = No
         if name in entry:
             del entry[name]
         _restore_group(entry, name, (payload, {**clean, "current": number, "record": f"{name}_{number}"}))
+    _update_scicat(path, name, {**(attrs or {}), "number": number,
+                                "tables": {k: len(t) for k, t in (tables or {}).items()}})
     return number, earlier
+
+
+def _update_scicat(path, name: str, summary: dict[str, Any]) -> None:
+    """Record what a later command added (``scientificMetadata.added[name]``) in the SciCat record, if there is one.
+
+    A record that cannot be read or written is left as it is (the results file is what counts); a warning says so.
+    """
+    import logging
+
+    record_path = scicat_path(path)
+    if not record_path.exists():
+        return
+    try:
+        record = json.loads(record_path.read_text())
+        record.setdefault("scientificMetadata", {}).setdefault("added", {})[name] = summary
+        record["size"] = Path(path).stat().st_size
+        write_scicat(path, record)
+    except (OSError, ValueError) as exc:
+        logging.getLogger(__name__).warning("%s: SciCat record not updated (%s)", record_path, exc)
 
 
 def _records(entry, name: str) -> dict[int, dict[str, Any]]:
@@ -358,7 +379,7 @@ def update_peaks(path, table: pd.DataFrame) -> None:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "a") as h5:
             del h5["entry/peaks"]
-            g = h5["entry"].create_group("peaks")
-            g.attrs["NX_class"] = "NXcollection"
-            write_table(g, conform(table))
+            write_peaks_group(h5["entry"], table)
         os.replace(tmp, path)
+    _update_scicat(path, "peaks", {"peaks": int(len(table)), "columns_filled": [
+        str(c) for c in table.columns if not table[c].isna().all()]})

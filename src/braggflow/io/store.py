@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 STATUS_COMPLETE = "complete"
 
-_RESERVED = {"peaks", "process", "frames_done", "frames"}
+_RESERVED = {"peaks", "process", "frames_done", "frames", "instrument", "sample", "title", "start_time", "end_time",
+             "program_name", "peak_map"}
 
 
 def _journal_dir(path: Path) -> Path:
@@ -177,7 +178,7 @@ def read_process(path) -> dict[str, Any]:
         for k, ds in proc.items():
             v = ds[()]
             out[k] = v.decode() if isinstance(v, bytes) else v
-        for k in ("inputs", "geometry"):
+        for k in ("inputs", "geometry", "models"):
             if k in out:
                 out[k] = json.loads(out[k])
         out.update({k: (v.decode() if isinstance(v, bytes) else v) for k, v in proc.attrs.items() if k != "NX_class"})

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from braggflow.schema import COLUMNS, conform
+from braggflow.io.nexus import column_units
+from braggflow.schema import conform
 
 __all__ = ["write_table"]
 
@@ -26,7 +27,7 @@ def write_table(group, table: pd.DataFrame) -> None:
 
     The layout that :func:`read_table` reads: categories as int32 codes with
     their labels, nullable integers and text with a ``<name>__missing`` mask,
-    units from the peak-table schema as ``units`` attributes.
+    units (UDUNITS strings, :func:`braggflow.io.nexus.column_units`) as ``units`` attributes.
 
     Parameters
     ----------
@@ -40,7 +41,7 @@ def write_table(group, table: pd.DataFrame) -> None:
     for name in table.columns:
         key = str(name)
         ds = _write_column(group, key, table[name])
-        unit = COLUMNS[key].unit if key in COLUMNS else ""
+        unit = column_units(key)
         if unit:
             ds.attrs["units"] = unit
 
@@ -156,14 +157,19 @@ def _read_group_obj(group) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     import h5py
 
     tables = {k: _read_table(v) for k, v in group.items() if isinstance(v, h5py.Group)}
-    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in group.attrs.items()}
+    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in group.attrs.items() if k != "NX_class"}
     return tables, attrs
 
 
 def _restore_group(parent, name: str, payload) -> None:
+    """The group ``name`` of tables with attributes (an ``NXcollection`` of ``NXcollection`` tables)."""
     tables, attrs = payload
     g = parent.create_group(name)
+    g.attrs["NX_class"] = "NXcollection"
     for k, v in attrs.items():
-        g.attrs[k] = v
+        if k != "NX_class":
+            g.attrs[k] = v
     for k, t in tables.items():
-        write_table(g.create_group(k), t)
+        table = g.create_group(k)
+        table.attrs["NX_class"] = "NXcollection"
+        write_table(table, t)

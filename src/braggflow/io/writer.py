@@ -26,6 +26,14 @@ from braggflow import __version__
 from braggflow.checksum import file_sha256
 from braggflow.errors import BraggflowError, InputFileError
 from braggflow.io.lock import results_lock
+from braggflow.io.nexus import (
+    now_iso,
+    write_frames_data,
+    write_instrument,
+    write_peak_map,
+    write_peaks_data,
+    write_sample,
+)
 from braggflow.io.store import (
     _RESERVED,
     STATUS_COMPLETE,
@@ -39,7 +47,8 @@ from braggflow.io.store import (
 from braggflow.io.tables import _read_group_obj, _restore_group, _table_to_npz_dict, write_table
 from braggflow.schema import conform, empty_peak_table, frames_table
 
-__all__ = ["ResultsWriter", "file_provenance", "stored_process", "check_output_path"]
+__all__ = ["ResultsWriter", "file_provenance", "stored_process", "check_output_path", "write_peaks_group",
+           "scicat_path", "write_scicat"]
 
 
 def file_provenance(paths: Iterable[str]) -> list[dict[str, Any]]:
@@ -109,6 +118,19 @@ class ResultsWriter:
         The file of each frame of the series: the ``source_file`` and
         ``frame_in_file`` columns of the peaks and of the frames table are set
         from it.  Without it they are stored as given.
+    instrument : dict, optional
+        What is known of the instrument and sample, for ``/entry/instrument``
+        and ``/entry/sample`` (see :func:`braggflow.io.nexus.write_instrument`):
+        ``wavelength_A``, ``energy_keV``, ``distance_mm``, ``pixel_size_mm``,
+        ``beam_center``, ``masked_pixels``, ``saturation``,
+        ``incidence_angle_deg``, ``tilt_angle_deg``, and ``geometry_source``
+        (where the geometry came from: ``"config"``, ``"poni: FILE"``,
+        ``"metadata: ..."``; also stored in ``/entry/process/geometry_source``).
+    raw_frames : list of (str, str), optional
+        (file, dataset) of the raw frames in HDF5 inputs, linked from
+        ``/entry/instrument/detector/data``.
+    models : list of dict, optional
+        Models used (``name``, ``file``, ``sha256``), stored in ``/entry/process/models`` (JSON).
 
     Notes
     -----
@@ -140,8 +162,15 @@ class ResultsWriter:
         extra_process: dict | None = None,
         origins=None,
         inputs: list[dict] | None = None,
+        instrument: dict | None = None,
+        raw_frames: list[tuple[str, str]] | None = None,
+        models: list[dict] | None = None,
     ):
         self.path = Path(path)
+        self.instrument = dict(instrument or {})
+        self.raw_frames = [(str(f), str(d)) for f, d in (raw_frames or [])]
+        self.models = [dict(m) for m in (models or [])]
+        self.start_time = now_iso()
         self.origins = origins
         self.config = config
         self.sources = [str(s) for s in (sources or [])]
@@ -202,6 +231,7 @@ class ResultsWriter:
             )
         self._check_same_inputs(process)
         table, done = _read_all(self.path)
+        self.start_time = _stored_start_time(self.path) or self.start_time
         self._previous = table
         self.done_frames = set(int(f) for f in done)
         self._batch = 1 + max((int(p.stem.split("_")[1]) for p in self.journal.glob("batch_*.npz")), default=-1)
@@ -480,6 +510,7 @@ class ResultsWriter:
             if complete and self.journal.exists():
                 self._empty_journal()
                 self.journal.rmdir()
+            self._write_scicat(table, done, complete=complete)
         finally:  # a write that failed leaves the journal for --resume; the lock goes with the writer
             self._closed = True
             self._lock.close()
@@ -504,16 +535,20 @@ class ResultsWriter:
         # write (a full disk, the file size limit) and may crash the process at its next flush.
         image = io.BytesIO()
         with h5py.File(image, "w") as h5:
-            entry = _new_entry(h5, status)
-            peaks = entry.create_group("peaks")
-            peaks.attrs["NX_class"] = "NXcollection"
-            write_table(peaks, conform(table).sort_values(["frame"], kind="stable").reset_index(drop=True))
+            entry = _new_entry(h5, status, name=self.path.name, start_time=self.start_time)
+            table = table.sort_values(["frame"], kind="stable").reset_index(drop=True)
+            write_peaks_group(entry, table)
+            write_peak_map(entry, table, frame_shape=self.extra_process.get("frame_shape"))
             entry.create_dataset("frames_done", data=np.array(sorted(done), dtype=np.int64))
             if len(frame_rows):
                 frames = entry.create_group("frames")
-                frames.attrs["NX_class"] = "NXcollection"
                 write_table(frames, frame_rows)
+                write_frames_data(frames, frame_rows)
+                entry.attrs["default"] = "frames"
             self._write_process(entry.create_group("process"), provenance=provenance)
+            write_instrument(entry, self.instrument, frame_shape=self.extra_process.get("frame_shape"),
+                             raw_frames=self.raw_frames)
+            write_sample(entry, self.instrument)
             for name, payload in groups.items():
                 _restore_group(entry, name, payload)
         try:
@@ -526,6 +561,25 @@ class ResultsWriter:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise self._write_error(exc, "the HDF5 file") from exc
+
+    def _write_scicat(self, table: pd.DataFrame, done: set[int], *, complete: bool) -> None:
+        """The SciCat record beside the results file (:func:`write_scicat`), from what the run recorded."""
+        config = self.config.model_dump(mode="json") if self.config is not None else {}
+        frames = _read_frames_table(self.path) if self.path.exists() else None
+        summary = {"status": STATUS_COMPLETE if complete else "incomplete", "frames": len(done),
+                   "peaks": int(len(table)),
+                   "frames_with_peaks": int(table["frame"].nunique()) if len(table) else 0,
+                   **{k: v for k, v in self.extra_process.items() if k in ("frames_total", "frame_shape")}}
+        if frames is not None and len(frames):
+            summary["peaks_per_frame_median"] = float(np.median(frames["n_peaks"]))
+        geometry = {**(self.geometry or {}), "source": self.instrument.get("geometry_source")}
+        record = scicat_record(self.path, config=config, inputs=self._input_records(provenance=complete),
+                               summary=summary, geometry=geometry if self.geometry is not None else None,
+                               models=self.models, start_time=self.start_time)
+        try:
+            write_scicat(self.path, record)
+        except OSError as exc:
+            raise self._write_error(exc, f"its SciCat record {scicat_path(self.path)}") from exc
 
     def _write_error(self, exc: BaseException, what: str) -> BraggflowError:
         """The one-line error for a write that failed: the file, the reason, where the frames are kept."""
@@ -547,9 +601,133 @@ class ResultsWriter:
         proc.create_dataset("inputs", data=json.dumps(self._input_records(provenance=provenance)))
         if self.geometry is not None:
             proc.create_dataset("geometry", data=json.dumps(self.geometry))
+        if self.instrument.get("geometry_source"):
+            proc.create_dataset("geometry_source", data=str(self.instrument["geometry_source"]))
+        proc.create_dataset("models", data=json.dumps(self.models))
         for key, value in self.extra_process.items():
             proc.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
         proc.attrs["frames_processed"] = self.frames_added
+
+
+def scicat_path(path) -> Path:
+    """The SciCat record beside a results file: ``RESULTS.scicat.json`` for ``RESULTS.h5``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.scicat.json")
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of braggflow and of the libraries its results depend on (those installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"braggflow": __version__}
+    for name in ("numpy", "scipy", "pandas", "h5py", "hdf5plugin", "fabio", "pyFAI", "scikit-image",
+                 "onnxruntime", "torch"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def scicat_record(path, *, config: dict, inputs: list[dict], summary: dict, geometry: dict | None = None,
+                  models: list[dict] | None = None, start_time: str | None = None) -> dict[str, Any]:
+    """A SciCat dataset record (derived dataset) for a results file.
+
+    The fields a facility fills (``owner``, ``ownerEmail``, ``ownerGroup``,
+    ``accessGroups``, ``contactEmail``, ``principalInvestigator``,
+    ``orcidOfOwner``) are null; ``scientificMetadata`` holds the config, the
+    software versions, the inputs with their SHA-256 and the summary counts.
+
+    Parameters
+    ----------
+    path : str or Path
+        The results file.
+    config : dict
+        The run's configuration.
+    inputs : list of dict
+        ``name``, ``size`` (bytes), ``sha256`` of each input file.
+    summary : dict
+        Counts (frames, peaks, ...).
+    geometry : dict, optional
+        The geometry used, with its ``source``.
+    models : list of dict, optional
+        Models used, with their SHA-256.
+    start_time : str, optional
+        When the run started (ISO 8601).
+
+    Returns
+    -------
+    record : dict
+        JSON-serialisable.
+
+    References
+    ----------
+    SciCat data catalogue, dataset model: https://scicatproject.github.io/documentation/
+    """
+    path = Path(path).resolve()
+    return {
+        "datasetName": path.stem,
+        "description": f"Bragg peaks found by braggflow in {len(inputs)} input file(s)",
+        "type": "derived",
+        "creationTime": now_iso(),
+        "startTime": start_time,
+        "owner": None, "ownerEmail": None, "ownerGroup": None, "accessGroups": None,
+        "contactEmail": None, "principalInvestigator": None, "orcidOfOwner": None,
+        "sourceFolder": str(path.parent),
+        "size": path.stat().st_size if path.exists() else None,
+        "numberOfFiles": 1,
+        "inputDatasets": [str(i.get("name")) for i in inputs],
+        "usedSoftware": [f"{k} {v}" for k, v in software_versions().items()],
+        "keywords": ["Bragg peaks", "X-ray diffraction", "braggflow"],
+        "scientificMetadata": {
+            "results_file": {"value": path.name, "unit": ""},
+            "config": config,
+            "software": software_versions(),
+            "inputs": inputs,
+            "summary": summary,
+            "geometry": geometry,
+            "models": list(models or []),
+        },
+    }
+
+
+def write_scicat(path, record: dict[str, Any]) -> Path:
+    """Write a SciCat record beside a results file, atomically (temporary name, then rename).
+
+    Parameters
+    ----------
+    path : str or Path
+        The results file.
+    record : dict
+        As :func:`scicat_record` makes it.
+
+    Returns
+    -------
+    written : Path
+
+    Raises
+    ------
+    OSError
+        If the file cannot be written (no temporary file is left).
+    """
+    out = scicat_path(path)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(record, indent=1, default=_json_default) + "\n")
+        os.replace(tmp, out)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _json_default(value):
+    """NumPy scalars and arrays, and other objects, as JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
 
 
 def check_output_path(path: Path) -> None:
@@ -617,16 +795,61 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
-def _new_entry(h5, status: str):
-    """The root attributes and the ``/entry`` group of a results file being written; returns the group."""
+def _new_entry(h5, status: str, *, name: str = "", start_time: str | None = None):
+    """The root attributes and the ``/entry`` group of a results file being written; returns the group.
+
+    ``/entry`` (NXentry) gets ``start_time`` (given: when the run started), ``end_time`` (now) and
+    ``program_name`` with its ``version``; its ``default`` is ``peaks`` (the caller points it elsewhere).
+    """
+    import h5py
+
+    end_time = now_iso()
+    h5.attrs["NX_class"] = "NXroot"
     h5.attrs["default"] = "entry"
     h5.attrs["status"] = status
     h5.attrs["creator"] = f"braggflow {__version__}"
+    h5.attrs["file_name"] = name
+    h5.attrs["file_time"] = end_time
+    h5.attrs["HDF5_Version"] = h5py.version.hdf5_version
+    h5.attrs["h5py_version"] = h5py.version.version
     entry = h5.create_group("entry")
     entry.attrs["NX_class"] = "NXentry"
     entry.attrs["default"] = "peaks"
     entry.attrs["status"] = status
+    entry.create_dataset("title", data=f"braggflow results {name}".strip())
+    entry.create_dataset("start_time", data=start_time or end_time)
+    entry.create_dataset("end_time", data=end_time)
+    program = entry.create_dataset("program_name", data="braggflow")
+    program.attrs["version"] = __version__
     return entry
+
+
+def write_peaks_group(entry, table: pd.DataFrame) -> None:
+    """``/entry/peaks``: the peak table, one dataset per column, as an NXdata scatter plot of the peaks.
+
+    Parameters
+    ----------
+    entry : h5py.Group
+        The ``NXentry`` group, without a ``peaks`` member.
+    table : pandas.DataFrame
+        Peak table (conformed to the schema here).
+    """
+    table = conform(table)
+    group = entry.create_group("peaks")
+    write_table(group, table)
+    write_peaks_data(group, table)
+
+
+def _stored_start_time(path: Path) -> str | None:
+    """``/entry/start_time`` of an existing results file, or None when it has none or cannot be read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            value = h5["entry/start_time"][()] if "entry/start_time" in h5 else None
+    except OSError:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _copy_groups(path: Path) -> dict[str, Any]:
@@ -638,8 +861,8 @@ def _copy_groups(path: Path) -> dict[str, Any]:
         with h5py.File(path, "r") as h5:
             if "entry" not in h5:
                 return out
-            for name in h5["entry"]:
-                if name in _RESERVED:
+            for name, node in h5["entry"].items():
+                if name in _RESERVED or not isinstance(node, h5py.Group):
                     continue
                 out[name] = _read_group_obj(h5["entry"][name])
     except OSError:
