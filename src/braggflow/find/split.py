@@ -1,8 +1,16 @@
-"""Splitting components with several maxima: watershed basins merged by the elder rule.
+"""Splitting components with several maxima: steepest-ascent basins merged by the elder rule.
 
-Two maxima of one component stay separate peaks only when the dip between
-them is significant (:func:`dip_rule`); this is 0-dimensional persistent
-homology of the upper level sets restricted to one component.
+Every pixel of a component belongs to the basin of the local maximum that a
+steepest ascent from it reaches (each pixel steps to its highest 8-neighbour
+above threshold until none is higher).  Adjacent basins meet at saddles; the
+basins are merged in order of descending saddle (Kruskal), and at each merge
+the maximum of the lower of the two regions (the younger) stays a separate
+peak only when the dip from it to the saddle is significant (:func:`dip_rule`).
+This is 0-dimensional persistent homology of the upper level sets restricted to
+one component: the merge order and the saddles are those of a union-find over
+the pixels in descending order, found here on the much smaller graph of
+basins.  The work is vectorised over all components at once; only the merges
+(a few per component) run in a Python loop.
 
 References
 ----------
@@ -12,13 +20,14 @@ simplification", Discrete Comput. Geom. 28, 511 (2002).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from braggflow.find.options import FindConfig
 
-__all__ = ["split_components", "split_pixel_components", "dip_rule", "may_split", "merge_basins"]
+__all__ = ["split_components", "split_pixel_components", "dip_rule", "steepest_ascent_basins"]
+
+#: neighbour offsets (drow, dcol) of the 8-neighbourhood
+_OFFSETS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
 
 
 def split_components(frame: np.ndarray, flat_index: np.ndarray, values: np.ndarray, comp_of: np.ndarray,
@@ -50,10 +59,14 @@ def split_pixel_components(width: int, flat_index: np.ndarray, values: np.ndarra
                            config: FindConfig, gain: float) -> tuple[np.ndarray, int, dict[int, float]]:
     """Split the components that hold several maxima into one region per significant maximum, from the pixel list.
 
-    Maxima closer than ``config.min_separation`` to a higher one are dropped
-    first; a watershed from the remaining maxima gives basins, and the elder
-    rule (:func:`merge_basins`) merges every basin whose dip to a higher
-    neighbour fails :func:`dip_rule`.
+    The markers of a component are its maxima (``is_max``) less those closer
+    than ``config.min_separation`` to a higher marker.  Basins of steepest
+    ascent (:func:`steepest_ascent_basins`) are merged in order of descending
+    saddle; a basin whose maximum is no marker (a maximum dropped for its
+    separation, or one with a higher neighbour below threshold) joins its
+    neighbour without a test, and a marker that meets a higher one survives
+    when :func:`dip_rule` says its dip is significant.  The tile level and noise
+    of the test are those under the component's highest marker.
 
     Parameters
     ----------
@@ -65,11 +78,11 @@ def split_pixel_components(width: int, flat_index: np.ndarray, values: np.ndarra
     values : (M,) ndarray of float
         Their counts.
     comp_of : (M,) ndarray of int
-        Component id (1..ncomp) of each pixel.
+        Component id (1..ncomp) of each pixel (8-connected components).
     ncomp : int
         Number of components.
     is_max : (M,) ndarray of bool
-        Local maxima among the pixels.
+        Local maxima among the pixels (ties broken towards the smaller flat index).
     tile_level, tile_noise : (M,) ndarray of float
         Tile background and noise under each pixel, counts.
     config : FindConfig
@@ -83,35 +96,191 @@ def split_pixel_components(width: int, flat_index: np.ndarray, values: np.ndarra
     nreg : int
         One more than the highest region id.
     persistence : dict of {int: float}
-        Persistence (counts) of each region made by a split, by region id.
+        Persistence (counts) of each region split off a component, by region id.
     """
-    n_max = np.bincount(comp_of[is_max], minlength=ncomp + 1)
     final = comp_of.astype(np.int64)  # final region id per above-threshold pixel; start: component id
-    next_id = ncomp + 1
-    persistence_of: dict[int, float] = {}
-    multi = np.flatnonzero(n_max > 1)
-    if not multi.size:
-        return final, next_id, persistence_of
-    order = np.argsort(comp_of, kind="stable")
-    sorted_comp = comp_of[order]
-    starts = np.searchsorted(sorted_comp, multi, side="left")
-    stops = np.searchsorted(sorted_comp, multi, side="right")
-    for cid, a, b in zip(multi, starts, stops):
-        members = order[a:b]
-        split = _split_one(width, flat_index, values, members, is_max, tile_level, tile_noise, config=config,
-                           gain=gain)
-        if split is None:
+    n_max = np.bincount(comp_of[is_max], minlength=ncomp + 1)
+    multi = n_max > 1
+    if not multi.any():
+        return final, ncomp + 1, {}
+    members = np.flatnonzero(multi[comp_of])  # list positions of the pixels of multi-maximum components
+    sub_flat, sub_val, sub_comp = flat_index[members], values[members], comp_of[members]
+    root = steepest_ascent_basins(width, sub_flat, sub_val, sub_comp)
+    roots, basin = np.unique(root, return_inverse=True)  # basin index of each member pixel, roots ascending
+    nb = roots.size
+    peak = sub_val[roots]
+    marker = is_max[members[roots]]
+    marker &= _separated(width, sub_flat[roots], peak, sub_comp[roots], marker, config.min_separation)
+    basin_comp = sub_comp[roots]
+    # the component's highest marker gives the level and noise of its dip test
+    elder_value = np.where(marker, peak, -np.inf)
+    order = np.lexsort((sub_flat[roots], -elder_value, basin_comp))
+    first = order[np.r_[True, basin_comp[order][1:] != basin_comp[order][:-1]]]
+    top_of_comp = np.full(ncomp + 1, -1, dtype=np.int64)
+    top_of_comp[basin_comp[first]] = first
+    top = top_of_comp[basin_comp]
+    level = tile_level[members[roots[top]]]
+    noise = tile_noise[members[roots[top]]]
+    lo, hi, saddle = _basin_saddles(width, sub_flat, sub_val, sub_comp, basin)
+    owner, persistence = _elder_rule(nb, lo, hi, saddle, elder_value, level, noise, config, gain)
+    # region ids: the component's highest marker keeps the component id, the other survivors get new ones in
+    # order of component, then descending peak
+    survivor = np.flatnonzero((owner == np.arange(nb)) & marker)
+    is_top = survivor == top[survivor]
+    others = survivor[~is_top]
+    others = others[np.lexsort((sub_flat[roots[others]], -peak[others], basin_comp[others]))]
+    region = np.zeros(nb, dtype=np.int64)
+    region[survivor[is_top]] = basin_comp[survivor[is_top]]
+    region[others] = ncomp + 1 + np.arange(others.size)
+    final[members] = region[owner[basin]]
+    persistence_of = {int(region[s]): float(persistence[s]) for s in others}
+    return final, ncomp + 1 + others.size, persistence_of
+
+
+def steepest_ascent_basins(width: int, flat_index: np.ndarray, values: np.ndarray, comp_of: np.ndarray) -> np.ndarray:
+    """The local maximum that a steepest ascent reaches from each pixel of a sparse pixel list.
+
+    Each pixel steps to its highest 8-neighbour in the list and in its
+    component, when that is higher than itself; pixels are ordered by value,
+    and equal values by the smaller flat index (the tie rule of the finder's
+    local maxima), so every ascent ends at one maximum.  Pointer jumping
+    follows all ascents at once in ``log2`` of their length passes.
+
+    Parameters
+    ----------
+    width : int
+        Row length of the flat indices, px.
+    flat_index : (M,) ndarray of int
+        Pixels (flat indices, ascending).
+    values : (M,) ndarray of float
+        Their values.
+    comp_of : (M,) ndarray of int
+        Component of each pixel; an ascent stays in its component.
+
+    Returns
+    -------
+    root : (M,) ndarray of int
+        List position of the maximum each pixel ascends to (its own position for a maximum).
+    """
+    m = flat_index.size
+    rank = np.empty(m, dtype=np.int64)
+    rank[np.lexsort((-flat_index, values))] = np.arange(m)  # higher rank: higher in the ascent order
+    cols = flat_index % width
+    best = np.arange(m)
+    best_rank = rank.copy()
+    for dr, dc in _OFFSETS:
+        target = flat_index + (dr * width + dc)
+        pos = np.minimum(np.searchsorted(flat_index, target), m - 1)
+        hit = (flat_index[pos] == target) & (cols + dc >= 0) & (cols + dc < width) & (comp_of[pos] == comp_of)
+        better = hit & (rank[pos] > best_rank)
+        best[better] = pos[better]
+        best_rank[better] = rank[pos[better]]
+    root = best
+    while True:
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            return root
+        root = nxt
+
+
+def _separated(width: int, flat: np.ndarray, peak: np.ndarray, comp: np.ndarray, marker: np.ndarray,
+               min_separation: float) -> np.ndarray:
+    """Markers kept after dropping those closer than ``min_separation`` to a higher kept marker of their component."""
+    keep = marker.copy()
+    idx = np.flatnonzero(marker)
+    if idx.size < 2 or min_separation <= 2.0:  # two maxima are never 8-neighbours: at least 2 px apart
+        return keep
+    from scipy.spatial import cKDTree
+
+    rows, cols = np.divmod(flat[idx], width)
+    pairs = cKDTree(np.column_stack([rows, cols])).query_pairs(min_separation, output_type="ndarray")
+    if not pairs.size:
+        return keep
+    a, b = idx[pairs[:, 0]], idx[pairs[:, 1]]
+    d2 = (rows[pairs[:, 0]] - rows[pairs[:, 1]]) ** 2 + (cols[pairs[:, 0]] - cols[pairs[:, 1]]) ** 2
+    close = (comp[a] == comp[b]) & (d2 < min_separation**2)
+    a, b = a[close], b[close]
+    if not a.size:
+        return keep
+    neighbours: dict[int, list[int]] = {}
+    for i, j in zip(a.tolist(), b.tolist()):
+        neighbours.setdefault(i, []).append(j)
+        neighbours.setdefault(j, []).append(i)
+    involved = np.array(sorted(neighbours))
+    for i in involved[np.lexsort((flat[involved], -peak[involved]))].tolist():  # descending peak
+        if keep[i] and any(keep[j] and (peak[j], -flat[j]) > (peak[i], -flat[i]) for j in neighbours[i]):
+            keep[i] = False
+    return keep
+
+
+def _basin_saddles(width: int, flat: np.ndarray, values: np.ndarray, comp: np.ndarray,
+                   basin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The highest saddle of each pair of adjacent basins: (lower basin index, higher index, saddle value)."""
+    m = flat.size
+    cols = flat % width
+    lo_l, hi_l, s_l = [], [], []
+    for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):  # each adjacent pair once
+        target = flat + (dr * width + dc)
+        pos = np.minimum(np.searchsorted(flat, target), m - 1)
+        hit = (flat[pos] == target) & (cols + dc >= 0) & (cols + dc < width) & (comp[pos] == comp)
+        hit &= basin[pos] != basin
+        a, b = basin[hit], basin[pos[hit]]
+        lo_l.append(np.minimum(a, b))
+        hi_l.append(np.maximum(a, b))
+        s_l.append(np.minimum(values[hit], values[pos[hit]]))
+    lo, hi, sad = np.concatenate(lo_l), np.concatenate(hi_l), np.concatenate(s_l)
+    key = lo * (int(basin.max()) + 1) + hi
+    order = np.lexsort((-sad, key))
+    key, sad, lo, hi = key[order], sad[order], lo[order], hi[order]
+    first = np.r_[True, key[1:] != key[:-1]] if key.size else np.zeros(0, dtype=bool)
+    return lo[first], hi[first], sad[first]
+
+
+def _elder_rule(nb: int, lo: np.ndarray, hi: np.ndarray, saddle: np.ndarray, elder_value: np.ndarray,
+                level: np.ndarray, noise: np.ndarray, config: FindConfig, gain: float) -> tuple[np.ndarray, np.ndarray]:
+    """Kruskal merging of basins by descending saddle, the younger region's maximum tested at each merge.
+
+    Returns the surviving basin each basin ends in, and the persistence of each
+    survivor's maximum (NaN for merged basins and the components' highest).
+    """
+    parent = np.arange(nb)
+    owner = np.arange(nb)
+    persistence = np.full(nb, np.nan)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    value = elder_value.tolist()
+    for k in np.argsort(-saddle, kind="stable").tolist():
+        ra, rb = find(int(lo[k])), find(int(hi[k]))
+        if ra == rb:
             continue
-        basin_of_pixel, owner, pers, survivors = split
-        new_ids = {int(s): (cid if k == 0 else next_id + k - 1) for k, s in enumerate(survivors)}
-        next_id += len(survivors) - 1
-        lut = np.zeros(len(owner), dtype=np.int64)
-        for lab in range(1, len(owner)):
-            lut[lab] = new_ids[int(owner[lab])]
-        final[members] = lut[basin_of_pixel]
-        for s in survivors:
-            persistence_of[new_ids[int(s)]] = float(pers[int(s)])
-    return final, next_id, persistence_of
+        elder, younger = (ra, rb) if value[ra] >= value[rb] else (rb, ra)
+        parent[younger] = elder
+        s = float(saddle[k])
+        if value[younger] == -np.inf or not _dip_passes(config, value[younger], s, float(level[younger]),
+                                                         float(noise[younger]), gain):
+            owner[younger] = elder  # merged: its pixels go to the elder's region
+        else:
+            persistence[younger] = value[younger] - s
+    # follow chains of merges to a surviving basin
+    while True:
+        nxt = owner[owner]
+        if np.array_equal(nxt, owner):
+            return owner, persistence
+        owner = nxt
+
+
+def _dip_passes(config: FindConfig, peak: float, saddle: float, level: float, noise: float, gain: float) -> bool:
+    """:func:`dip_rule` for one maximum and saddle."""
+    if config.method == "persistence":
+        h_min = config.min_persistence if config.min_persistence is not None else config.threshold_sigma * noise
+        return peak - saddle >= h_min
+    # dip significant against the Poisson noise of the counts at the saddle
+    return peak - saddle >= config.split_sigma * np.sqrt(noise**2 + gain * max(saddle - level, 0.0))
 
 
 def dip_rule(config: FindConfig, level: float, noise: float, gain: float):
@@ -122,174 +291,21 @@ def dip_rule(config: FindConfig, level: float, noise: float, gain: float):
     above the tile ``level``).  ``persistence``: the dip is at least
     ``config.min_persistence`` (default: ``threshold_sigma x noise``).
 
+    Parameters
+    ----------
+    config : FindConfig
+    level, noise : float
+        Tile background level and noise of one pixel, counts.
+    gain : float
+        ADU per photon.
+
     Returns
     -------
     keep : callable(peak_value, saddle_value) -> bool
         Monotone in the saddle value.
     """
-    if config.method == "persistence":
-        h_min = config.min_persistence if config.min_persistence is not None else config.threshold_sigma * noise
 
-        def keep(peak, saddle):
-            return peak - saddle >= h_min
-    else:
-        k = config.split_sigma
-
-        def keep(peak, saddle):
-            # dip significant against the Poisson noise of the counts at the saddle
-            return peak - saddle >= k * np.sqrt(noise**2 + gain * max(saddle - level, 0.0))
+    def keep(peak, saddle):
+        return _dip_passes(config, float(peak), float(saddle), level, noise, gain)
 
     return keep
-
-
-def _split_one(width, flat_index, values, members, is_max, tile_level, tile_noise, *, config, gain):
-    """Watershed and elder-rule merging of one component (pixels ``members`` of the list).
-
-    Returns None when the component stays whole, else ``(basin of each member
-    pixel, owner, persistence, survivors)`` as :func:`merge_basins` gives them.
-    """
-    from skimage.segmentation import watershed
-
-    w = width
-    rows, cols = np.divmod(flat_index[members], w)
-    r0, c0 = rows.min(), cols.min()
-    sub_mask = np.zeros((rows.max() - r0 + 1, cols.max() - c0 + 1), dtype=bool)
-    sub_mask[rows - r0, cols - c0] = True
-    sub = np.full(sub_mask.shape, -np.inf)  # the component's bounding box, its pixels' values, -inf elsewhere
-    sub[rows - r0, cols - c0] = values[members]
-    mx = members[is_max[members]]
-    mx = mx[np.argsort(-values[mx], kind="stable")]
-    kept: list[int] = []
-    mr, mc = np.divmod(flat_index[mx], w)
-    for i in range(len(mx)):
-        if all((mr[i] - mr[j]) ** 2 + (mc[i] - mc[j]) ** 2 >= config.min_separation**2 for j in kept):
-            kept.append(i)
-    if len(kept) < 2:
-        return None
-    peaks = values[mx[kept]]
-    # tile background and noise at the component's highest pixel
-    keep = dip_rule(config, float(tile_level[mx[0]]), float(tile_noise[mx[0]]), gain)
-    if not may_split(sub, mr[kept] - r0, mc[kept] - c0, peaks, keep):
-        return None  # most multi-maximum components: noise on a bright peak's top, no watershed needed
-    markers = np.zeros(sub_mask.shape, dtype=np.int32)
-    markers[mr[kept] - r0, mc[kept] - c0] = np.arange(1, len(kept) + 1)
-    basins = watershed(-np.where(sub_mask, sub, 0.0), markers, mask=sub_mask, connectivity=2)
-    owner, pers = merge_basins(np.where(sub_mask, sub, 0.0), basins, peaks, keep)
-    survivors = np.unique(owner[1:])
-    if len(survivors) < 2:
-        return None
-    return basins[rows - r0, cols - c0], owner, pers, survivors
-
-
-def may_split(sub: np.ndarray, rows: np.ndarray, cols: np.ndarray, peaks: np.ndarray, keep) -> bool:
-    """Whether any but the highest of a component's maxima can survive the elder rule.
-
-    A maximum dies at the highest saddle joining it to a higher maximum; the
-    minimum of ``sub`` along the straight 8-connected line between the two is a
-    lower bound of that saddle (``sub`` is -inf outside the component, so a line
-    leaving it bounds nothing).  ``keep(peak, saddle)`` is monotone: false at a
-    lower bound means false at the saddle itself.  When every maximum fails at
-    its bound no split is possible and the watershed can be skipped.
-
-    Parameters
-    ----------
-    sub : (h, w) ndarray of float
-        Component bounding box, -inf outside the component.
-    rows, cols : (M,) ndarray of int
-        Maxima in ``sub``, in order of descending ``peaks``.
-    peaks : (M,) ndarray of float
-    keep : callable(peak_value, saddle_value) -> bool
-    """
-    for i in range(1, len(peaks)):
-        bound = -np.inf
-        for j in range(i):
-            n = max(abs(int(rows[i]) - int(rows[j])), abs(int(cols[i]) - int(cols[j])))
-            t = np.arange(n + 1) / n
-            rr = np.rint(rows[i] + t * (rows[j] - rows[i])).astype(int)
-            cc = np.rint(cols[i] + t * (cols[j] - cols[i])).astype(int)
-            bound = max(bound, float(sub[rr, cc].min()))
-        if not math.isfinite(bound) or keep(peaks[i], bound):
-            return True
-    return False
-
-
-def merge_basins(sub: np.ndarray, basins: np.ndarray, peaks: np.ndarray, keep) -> tuple[np.ndarray, np.ndarray]:
-    """Elder-rule merging of watershed basins (persistence within one component).
-
-    Parameters
-    ----------
-    sub : (h, w) ndarray of float
-        Pixel values of the component's bounding box.
-    basins : (h, w) ndarray of int
-        Watershed labels 1..M (0 outside the component).
-    peaks : (M,) ndarray of float
-        Peak value of each basin (label m -> peaks[m - 1]).
-    keep : callable(peak_value, saddle_value) -> bool
-        Whether a maximum that meets a higher one at ``saddle_value`` survives.
-
-    Returns
-    -------
-    owner : (M + 1,) ndarray of int
-        Surviving basin label that each basin belongs to (index by label).
-    persistence : (M + 1,) ndarray of float
-        Persistence of each surviving basin's maximum (NaN for merged ones;
-        ``inf`` for the component's highest maximum).
-    """
-    m = len(peaks)
-    lo_list, hi_list, s_list = [], [], []
-    slices = [
-        ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
-        ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
-        ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))),
-        ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1))),
-    ]
-    for sa, sb in slices:
-        la, lb = basins[sa], basins[sb]
-        edge = (la > 0) & (lb > 0) & (la != lb)
-        if edge.any():
-            lo_list.append(np.minimum(la[edge], lb[edge]))
-            hi_list.append(np.maximum(la[edge], lb[edge]))
-            s_list.append(np.minimum(sub[sa][edge], sub[sb][edge]))
-    parent = np.arange(m + 1)
-    owner = np.arange(m + 1)
-    persistence = np.full(m + 1, np.nan)
-    if not lo_list:
-        persistence[1:] = np.inf
-        return owner, persistence
-    lo, hi, sad = np.concatenate(lo_list), np.concatenate(hi_list), np.concatenate(s_list)
-    key = lo * (m + 1) + hi
-    order = np.lexsort((-sad, key))
-    key, sad = key[order], sad[order]
-    first = np.r_[True, key[1:] != key[:-1]]
-    key, sad = key[first], sad[first]  # highest saddle of each basin pair
-    lo, hi = np.divmod(key, m + 1)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    alive = np.ones(m + 1, dtype=bool)
-    alive[0] = False
-    for idx in np.argsort(-sad, kind="stable"):
-        ra, rb = root(int(lo[idx])), root(int(hi[idx]))
-        if ra == rb:
-            continue
-        elder, younger = (ra, rb) if peaks[ra - 1] >= peaks[rb - 1] else (rb, ra)
-        parent[younger] = elder
-        if not keep(peaks[younger - 1], float(sad[idx])):
-            alive[younger] = False
-            owner[younger] = elder
-        else:
-            persistence[younger] = peaks[younger - 1] - float(sad[idx])
-    # follow chains of merged basins to a surviving one
-    for i in range(1, m + 1):
-        j = i
-        while not alive[j]:
-            j = owner[j]
-        owner[i] = j
-    for i in range(1, m + 1):
-        if alive[i] and np.isnan(persistence[i]):
-            persistence[i] = np.inf
-    return owner, persistence
