@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from braggflow.errors import BraggflowError, ConfigError
-from braggflow.pipeline.config import Config
+from braggflow.pipeline.config import Config, with_input_geometry
 from braggflow.pipeline.statistics import MIN_HOT_PIXEL_FRAMES, SeriesStatistics
 from braggflow.schema import conform, empty_peak_table
 
 __all__ = ["Context", "FrameResult", "SeriesStatistics", "prepare", "measure_series", "analyse_frame",
            "process_frame", "run", "parse_frame_range", "check_workers", "MIN_HOT_PIXEL_FRAMES", "frames_text",
-           "parse_frames_text", "resolve_device"]
+           "parse_frames_text", "resolve_device", "instrument_record", "models_used"]
 
 
 @dataclass
@@ -494,6 +494,7 @@ def run(
     series = frames if isinstance(frames, FrameSeries) else open_frames(frames)
     origins = frame_origins(series)
     _set_omega(series, config)
+    config, geometry_source = with_input_geometry(config, series.sources)
     indices = list(frames_range if frames_range is not None else range(len(series)))
     context = prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask,
                       mask=mask, dark=dark, flat=flat)
@@ -501,6 +502,7 @@ def run(
     writer = None
     asked = indices
     if output is not None:
+        from braggflow.io.nexus import raw_frame_links
         from braggflow.io.results import ResultsWriter
 
         asked, append = _frames_asked(output, len(series), frames_range, resume)
@@ -513,7 +515,9 @@ def run(
         writer = ResultsWriter(output, config=stored, sources=series.sources, resume=resume, append=append,
                                overwrite=overwrite, geometry=geometry, origins=origins,
                                extra_process={"frames_total": len(series), "frame_shape": list(series.shape),
-                                              "frames_requested": frames_text(asked)})
+                                              "frames_requested": frames_text(asked)},
+                               instrument=instrument_record(context, geometry_source), models=models_used(config),
+                               raw_frames=raw_frame_links(series))
         indices = [i for i in asked if i not in writer.done_frames]
     collected: list[pd.DataFrame] = []
     n_peaks = 0
@@ -551,6 +555,61 @@ def run(
 
         return read_peaks(output)
     return origins.fill(conform(pd.concat(collected, ignore_index=True))) if collected else empty_peak_table()
+
+
+def instrument_record(context: Context, geometry_source: str | None = None) -> dict[str, Any]:
+    """What the results file records of the instrument and sample (``/entry/instrument``, ``/entry/sample``).
+
+    Parameters
+    ----------
+    context : Context
+        The run's static inputs: its geometry, mask and saturation level.
+    geometry_source : str, optional
+        Where the geometry came from (:func:`braggflow.pipeline.config.with_input_geometry`).
+
+    Returns
+    -------
+    record : dict
+        ``wavelength_A``, ``energy_keV``, ``distance_mm``, ``pixel_size_mm``
+        (row, col), ``beam_center`` (row, col, px), ``incidence_angle_deg``,
+        ``tilt_angle_deg`` (with a geometry), ``masked_pixels``,
+        ``saturation``, ``geometry_source``.
+    """
+    record: dict[str, Any] = {"geometry_source": geometry_source, "saturation": float(context.saturation),
+                              "masked_pixels": None if context.mask is None else int(np.count_nonzero(context.mask))}
+    g = context.geometry
+    if g is not None:
+        record.update(wavelength_A=g.wavelength_A, energy_keV=g.energy_keV, distance_mm=g.distance_mm,
+                      pixel_size_mm=list(g.pixel_size_mm), beam_center=list(g.beam_center))
+        if g.has_incidence:
+            record.update(incidence_angle_deg=g.incidence_angle_deg, tilt_angle_deg=g.tilt_angle_deg)
+    return record
+
+
+def models_used(config: Config) -> list[dict[str, Any]]:
+    """The localizer model a run uses (``name``, ``file``, ``sha256``), or none for methods without one.
+
+    Parameters
+    ----------
+    config : Config
+
+    Returns
+    -------
+    models : list of dict
+    """
+    lc = config.locate
+    if lc.method not in ("nn", "braggnn"):
+        return []
+    from braggflow.checksum import file_sha256
+    from braggflow.nn.files import default_model_name, list_models
+
+    name = lc.model or default_model_name()
+    for record in list_models():
+        if record.get("name") == name:
+            return [{"name": name, "file": record.get("file"), "sha256": record.get("sha256")}]
+    path = Path(str(name))
+    return [{"name": path.name, "file": str(path.resolve()),
+             "sha256": file_sha256(path) if path.is_file() else ""}]
 
 
 def frames_text(frames) -> str:

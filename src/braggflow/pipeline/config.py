@@ -37,6 +37,7 @@ __all__ = [
     "apply_overrides",
     "default_config_yaml",
     "read_config",
+    "with_input_geometry",
 ]
 
 
@@ -245,3 +246,58 @@ def read_config(path) -> Config | None:
     if not text:
         return None
     return config_from_dict(yaml.safe_load(text), source=f"{path}::/entry/process/config")
+
+
+#: Geometry keys that a geometry without a PONI file needs (one of wavelength_A, energy_keV).
+_GEOMETRY_NEEDED = ("distance_mm", "beam_center_row", "beam_center_col", "pixel_size_mm")
+
+
+def with_input_geometry(config: Config, sources: list[str]) -> tuple[Config, str | None]:
+    """The config with the geometry the inputs' metadata record, where neither a PONI nor the keys give it.
+
+    The values of a NeXus/Eiger master file (NXdetector, NXbeam) or of a
+    miniCBF header (:func:`braggflow.io.metadata.read_geometry_metadata`)
+    fill the ``geometry`` keys that are not set; a PONI file or keys that are
+    set override them.
+
+    Parameters
+    ----------
+    config : Config
+    sources : list of str
+        The series' input files.
+
+    Returns
+    -------
+    config : Config
+        With ``geometry`` filled from the metadata (the same object when nothing was taken from it).
+    source : str or None
+        Where the geometry comes from: ``"poni: FILE"``, ``"config"``,
+        ``"metadata: FILE (...)"`` (``"... and config"`` when keys were set
+        too), or None without a geometry.
+
+    Raises
+    ------
+    InputFileError
+        If the metadata hold values that cannot be read.
+    """
+    from braggflow.io.metadata import read_geometry_metadata
+
+    given = config.geometry
+    if given is not None and given.poni:
+        return config, f"poni: {given.poni}"
+    set_keys = {} if given is None else {k: v for k, v in given.model_dump().items()
+                                          if v is not None and k in GeometryConfig.model_fields}
+    has_wavelength = "wavelength_A" in set_keys or "energy_keV" in set_keys
+    if given is not None and all(k in set_keys for k in _GEOMETRY_NEEDED) and has_wavelength:
+        return config, "config"
+    metadata = read_geometry_metadata(sources)
+    if metadata is None:
+        return config, None if given is None else "config"
+    taken = {k: v for k, v in metadata.values.items()
+             if k not in set_keys and not (k == "wavelength_A" and has_wavelength)}
+    if not taken:
+        return config, None if given is None else "config"
+    merged = GeometryConfig(**{**(given.model_dump() if given is not None else {}), **taken})
+    explicit = [k for k in set_keys if k in _GEOMETRY_NEEDED or k in ("wavelength_A", "energy_keV")]
+    source = metadata.source + (" and config" if explicit else "")
+    return config.model_copy(update={"geometry": merged}), source
