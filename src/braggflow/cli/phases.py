@@ -227,7 +227,7 @@ def _print_record(results: Path, outcome) -> None:
 @friendly_errors
 def azimuthal_command(
     source: Path = typer.Argument(..., help="frame file, or a results file (its first input frame)"),
-    output: Path = typer.Option(..., "-o", "--output", help="CSV file for I(q) or I(2theta)"),
+    output: Path = typer.Option(..., "-o", "--output", help="CSV file for I(q) or I(2theta), or .h5 (NeXus NXdata)"),
     unit: str = typer.Option("q", "--unit", help="q (1/Å) or 2th (deg)"),
     npt: int | None = typer.Option(None, "--npt", help="number of bins"),
     mask: Path | None = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
@@ -256,7 +256,12 @@ def azimuthal_command(
                                           incidence_angle)
     bad = _read_mask(mask, frame.shape) if mask else None
     profile = azimuthal_profile(frame, geometry, mask=bad, gain=gain, npt=npt, unit=unit)
-    profile.to_csv(output, index=False)
+    if output.suffix.lower() in (".h5", ".hdf5", ".nxs"):
+        from braggflow.io.nexus import write_profile_file
+
+        write_profile_file(output, profile, sources=[str(source)])
+    else:
+        profile.to_csv(output, index=False)
     rings = ring_positions(profile)
     if rings_out:
         rings.to_csv(rings_out, index=False)
@@ -336,14 +341,10 @@ def remap_command(
     suffix = output.suffix.lower()
     if suffix == ".npz":
         np.savez_compressed(output, image=image, **{names[0]: axis0, names[1]: axis1})
-    elif suffix in (".h5", ".hdf5"):
-        import h5py
+    elif suffix in (".h5", ".hdf5", ".nxs"):
+        from braggflow.io.nexus import write_remap_file
 
-        with h5py.File(output, "w") as h5:
-            h5.create_dataset("image", data=image, compression="gzip")
-            h5.create_dataset(names[0], data=axis0)
-            h5.create_dataset(names[1], data=axis1)
-            h5["image"].attrs["axes"] = json.dumps(list(names))
+        write_remap_file(output, image, axis0, axis1, to=to, sources=[str(source)])
     elif suffix == ".png":
         import matplotlib
 

@@ -370,3 +370,109 @@ def write_sample(entry, instrument: dict[str, Any] | None) -> None:
         if info.get("tilt_angle_deg") is not None:
             _field(sample, "tilt_angle", float(info["tilt_angle_deg"]), "degree",
                    long_name="sample tilt about the beam")
+
+
+def _plot_file(path, title: str, sources: Sequence[str] = ()):
+    """A new NeXus file (NXroot, NXentry with program and time) open for writing; returns (file, entry)."""
+    import h5py
+
+    from braggflow import __version__
+
+    h5 = h5py.File(path, "w")
+    h5.attrs["NX_class"] = "NXroot"
+    h5.attrs["default"] = "entry"
+    h5.attrs["creator"] = f"braggflow {__version__}"
+    h5.attrs["file_name"] = os.path.basename(str(path))
+    h5.attrs["file_time"] = now_iso()
+    entry = h5.create_group("entry")
+    entry.attrs["NX_class"] = "NXentry"
+    entry.create_dataset("title", data=title)
+    entry.create_dataset("start_time", data=now_iso())
+    entry.create_dataset("program_name", data="braggflow").attrs["version"] = __version__
+    process = entry.create_group("process")
+    process.attrs["NX_class"] = "NXprocess"
+    process.create_dataset("program", data="braggflow")
+    process.create_dataset("version", data=__version__)
+    process.create_dataset("date", data=now_iso())
+    if sources:
+        process.create_dataset("sources", data=np.array([os.path.abspath(s) for s in sources],
+                                                        dtype=h5py.string_dtype()))
+    return h5, entry
+
+
+#: Names, units and labels of the remapped images' axes (``braggflow remap``), by target.
+REMAP_AXES = {
+    "q": (("eta", "degree", "eta (degree)"), ("q", "1/angstrom", "q (1/angstrom)")),
+    "polar": (("eta", "degree", "eta (degree)"), ("two_theta", "degree", "2θ (degree)")),
+    "qxy-qz": (("q_z", "1/angstrom", "q_z (1/angstrom)"), ("q_xy", "1/angstrom", "q_xy (1/angstrom)")),
+}
+
+
+def write_remap_file(path, image: np.ndarray, axis0: np.ndarray, axis1: np.ndarray, *, to: str,
+                     sources: Sequence[str] = ()) -> None:
+    """Write a remapped frame (``braggflow remap``) as a NeXus file: ``/entry/remap`` NXdata, the default plot.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output HDF5 file (replaced).
+    image : (N0, N1) ndarray of float
+        Mean intensity per bin (counts per pixel), NaN where empty.
+    axis0, axis1 : (N0,), (N1,) ndarray
+        Bin centres along rows and columns, in the units of :data:`REMAP_AXES`.
+    to : {"q", "polar", "qxy-qz"}
+        The target of the remap.
+    sources : sequence of str
+        The frame files remapped (recorded in ``/entry/process/sources``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown target or axes that do not fit the image.
+    """
+    if to not in REMAP_AXES:
+        raise ValueError(f"remap target {to!r}: expected one of {', '.join(REMAP_AXES)}")
+    (n0, u0, l0), (n1, u1, l1) = REMAP_AXES[to]
+    h5, entry = _plot_file(path, f"frame remapped to ({n0}, {n1})", sources)
+    with h5:
+        entry.attrs["default"] = "remap"
+        write_nxdata(entry, "remap", ("intensity", np.asarray(image, dtype=np.float32), "counts"),
+                     [(n0, axis0, u0), (n1, axis1, u1)], title=f"intensity in bins of ({n0}, {n1})",
+                     long_names={"intensity": "mean intensity per pixel (counts)", n0: l0, n1: l1})
+        entry["remap"].attrs["interpretation"] = "image"
+
+
+def write_profile_file(path, profile: pd.DataFrame, *, sources: Sequence[str] = ()) -> None:
+    """Write an azimuthal profile I(q) or I(two_theta) (``braggflow azimuthal``) as a NeXus file.
+
+    ``/entry/profile`` (NXdata, the default plot): ``intensity`` with
+    ``intensity_errors`` against ``q`` (1/angstrom) or ``two_theta``
+    (degree), and ``count`` (pixels per bin).
+
+    Parameters
+    ----------
+    path : str or Path
+        Output HDF5 file (replaced).
+    profile : pandas.DataFrame
+        Columns ``q`` or ``two_theta``, ``intensity``, ``intensity_err``, ``count``
+        (:func:`braggflow.geometry.azimuthal.azimuthal_profile`).
+    sources : sequence of str
+
+    Raises
+    ------
+    ValueError
+        If the profile has neither ``q`` nor ``two_theta``.
+    """
+    axis = "q" if "q" in profile else "two_theta" if "two_theta" in profile else None
+    if axis is None:
+        raise ValueError("azimuthal profile: needs a q or two_theta column")
+    h5, entry = _plot_file(path, f"azimuthal profile I({axis})", sources)
+    with h5:
+        entry.attrs["default"] = "profile"
+        err = profile["intensity_err"].to_numpy(dtype=float) if "intensity_err" in profile else None
+        group = write_nxdata(entry, "profile", ("intensity", profile["intensity"].to_numpy(dtype=float), "counts"),
+                             [(axis, profile[axis].to_numpy(dtype=float), column_units(axis))], errors=err,
+                             title=f"azimuthal profile I({axis})",
+                             long_names={"intensity": "intensity per pixel (counts)", axis: _label(axis)})
+        if "count" in profile:
+            group.create_dataset("count", data=profile["count"].to_numpy()).attrs["long_name"] = "pixels in the bin"
