@@ -176,6 +176,8 @@ def run_summary(output: Path, table, seconds: float, steady: float, *, total: in
         line += (f"\n{hot} hot pixel{'' if hot == 1 else 's'} masked, {int(frames['zingers'].sum())} zingers dropped, "
                  f"{int((frames['saturated'] > 0).sum())} frames with saturated pixels; median noise "
                  f"{frames['noise'].median():.3g} counts (frames table: {output}:/entry/frames)")
+    if process.get("geometry_source"):
+        line += f"\ngeometry from {process['geometry_source']}"
     return line
 
 
