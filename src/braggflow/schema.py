@@ -53,6 +53,12 @@ class Flag(enum.IntFlag):
     """Too few pixels to estimate the local background."""
     OUT_OF_RANGE = 1 << 7
     """A geometry or phase value could not be computed for this peak."""
+    BLENDED = 1 << 8
+    """One of two peaks fitted together as a blend (one region split by a two-component fit, chosen over one
+    component by the likelihood ratio); each member has its own position, intensity and errors."""
+    SUMMED = 1 << 9
+    """Profile integration was asked for but the profile did not describe the peak (fit failed, poor fit, or a
+    region larger than the fit's window): ``intensity`` is the background-subtracted sum."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ def locate(
     backend: str = "auto",
     device: str = "cpu",
     batch_size: int = 1024,
+    fit_engine: str = "batch",
 ) -> pd.DataFrame:
     """Sub-pixel centres of the peaks of ``table`` in ``frame``.
 
@@ -47,8 +48,12 @@ def locate(
         Poisson maximum-likelihood fit of a pixel-integrated axis-aligned 2D
         Gaussian plus constant background (:func:`fit_gaussian_patches`).
     ``"pvoigt"``
-        The same with the pseudo-Voigt of :mod:`braggflow.profiles.render`
-        (:func:`fit_pvoigt_patches`).
+        The same with the rotated elliptical pseudo-Voigt of
+        :mod:`braggflow.profiles.render` (:func:`fit_pvoigt_patches`).
+
+    The fits run on all patches at once (``fit_engine="batch"``, see
+    :mod:`braggflow.locate.batchfit`) or one patch at a time with
+    :func:`scipy.optimize.least_squares` (``"scipy"``, the reference).
     ``"nn"``
         A localizer network (``model``; default the shipped
         ``locnet-sim-sym4``, a multilayer perceptron) through
@@ -96,6 +101,8 @@ def locate(
         ``"nn"``: the network (name, path or loaded model; None: the default
         shipped model), inference engine (``"auto"``, ``"onnx"``, ``"torch"``),
         torch device and inference batch size.
+    fit_engine : {"batch", "scipy"}
+        How the fits run (above).
 
     Returns
     -------
@@ -109,7 +116,7 @@ def locate(
     Raises
     ------
     BraggflowError
-        If ``method``, ``saturated_peaks`` or ``extended_peaks`` is unknown,
+        If ``method``, ``saturated_peaks``, ``extended_peaks`` or ``fit_engine`` is unknown,
         ``patch_size`` is not odd, or the inputs have inconsistent shapes.
 
     References
@@ -133,7 +140,7 @@ def locate(
     brightest = np.stack([rows, cols], axis=1).astype(np.intp)
     columns = locate_at(frame, rows, cols, method, mask=fit_mask if fits else mask, labels=labels,
                         patch_size=patch_size, gain=gain, saturation=saturation, model=model, backend=backend,
-                        device=device, batch_size=batch_size)
+                        device=device, batch_size=batch_size, fit_engine=fit_engine)
     flags = out["flags"].to_numpy(dtype=np.uint32) | columns.pop("flags")
     categories = list(METHODS)
     codes = np.full(len(out), categories.index(method), dtype=np.int8)

@@ -29,7 +29,7 @@ def _check_method(method) -> str:
 
 
 def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, model=None, backend: str = "auto",
-                   device: str = "cpu", batch_size: int = 1024) -> LocateResult:
+                   device: str = "cpu", batch_size: int = 1024, fit_engine: str = "batch") -> LocateResult:
     """Run one localization method on patches.
 
     Parameters
@@ -44,6 +44,9 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
         Counts (ADU) per photon.
     model, backend, device, batch_size
         Passed to :func:`braggflow.nn.inference.predict_patches` for "nn".
+    fit_engine : {"batch", "scipy"}
+        "gauss" and "pvoigt": every patch in one vectorised fit, or one
+        :func:`scipy.optimize.least_squares` per patch (the reference).
 
     Returns
     -------
@@ -53,19 +56,21 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
     Raises
     ------
     BraggflowError
-        If ``method`` is unknown.
+        If ``method`` or ``fit_engine`` is unknown.
     """
     method = _check_method(method)
+    if fit_engine not in ("batch", "scipy"):
+        raise BraggflowError(f"fit_engine must be 'batch' or 'scipy', got {fit_engine!r}")
     if method == "com":
         return centroid_patches(data, mask, gain=gain)
     if method == "gauss":
         from braggflow.locate.fit import fit_gaussian_patches
 
-        return fit_gaussian_patches(data, mask, gain=gain)
+        return fit_gaussian_patches(data, mask, gain=gain, engine=fit_engine)
     if method == "pvoigt":
         from braggflow.locate.fit import fit_pvoigt_patches
 
-        return fit_pvoigt_patches(data, mask, gain=gain)
+        return fit_pvoigt_patches(data, mask, gain=gain, engine=fit_engine)
     from braggflow.nn.inference import predict_patches
 
     data = np.asarray(data, dtype=np.float32)
@@ -95,7 +100,7 @@ LOCATED_COLUMNS = ("row", "col", "row_err", "col_err", "rc_cov", "sigma_row", "s
 
 
 def locate_at(frame, rows, cols, method, *, mask, labels, patch_size, gain, saturation, model=None, backend="auto",
-              device="cpu", batch_size=1024, relabel=None) -> dict[str, np.ndarray]:
+              device="cpu", batch_size=1024, relabel=None, fit_engine="batch") -> dict[str, np.ndarray]:
     """Cut the patches around (``rows``, ``cols``) and locate them by ``method``, in frame coordinates.
 
     Parameters
@@ -110,6 +115,8 @@ def locate_at(frame, rows, cols, method, *, mask, labels, patch_size, gain, satu
     relabel : (L,) ndarray of int, optional
         Maps the values of ``labels`` to the labels used (peak k is label k + 1);
         see :func:`~braggflow.locate.patches.patches_at`.
+    fit_engine : {"batch", "scipy"}
+        See :func:`locate_patches`.
 
     Returns
     -------
@@ -123,7 +130,7 @@ def locate_at(frame, rows, cols, method, *, mask, labels, patch_size, gain, satu
     if saturation is not None and method in ("gauss", "pvoigt"):
         fit_mask = fit_mask | (patches.data >= saturation)
     res = locate_patches(patches.data, fit_mask, method=method, gain=gain, model=model, backend=backend,
-                         device=device, batch_size=batch_size)
+                         device=device, batch_size=batch_size, fit_engine=fit_engine)
     origin = patches.origin.astype(float)
     flags = patches.flags.copy()
     flags[np.asarray(res.failed, dtype=bool)] |= np.uint32(Flag.FIT_FAILED)

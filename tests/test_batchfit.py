@@ -1,0 +1,94 @@
+"""Batched profile fits (braggflow.profiles.fitting, braggflow.locate.batchfit) against simulated truth,
+the per-patch scipy reference fit, and Monte Carlo scatter."""
+
+import numpy as np
+import pytest
+
+from braggflow.locate.batchfit import fit_patches_batched
+from braggflow.locate.fit import fit_patches
+from braggflow.profiles.fitting import PARAMETERS, evaluate, fit_profiles, start_parameters
+from braggflow.profiles.render import moffat_profile, peak_profile
+from braggflow.simulate.patches import simulate_patches
+
+
+def _radial(res, ps):
+    return np.hypot(res.row - ps.row, res.col - ps.col)
+
+
+def test_batch_gauss_equals_scipy_reference():
+    ps = simulate_patches(150, kind="isotropic", seed=31)
+    ref = fit_patches(ps.data, ps.mask, profile="gauss")
+    new = fit_patches_batched(ps.data, ps.mask, profile="gauss")
+    both = ~ref.failed & ~new.failed
+    assert both.mean() > 0.98
+    # the same likelihood maximum: positions agree far inside their errors
+    diff = np.hypot(ref.row - new.row, ref.col - new.col)[both] / ref.row_err[both]
+    assert np.median(diff) < 0.02
+    assert np.allclose(new.row_err[both], ref.row_err[both], rtol=0.02)
+    assert np.nanmedian(_radial(new, ps)) <= 1.01 * np.nanmedian(_radial(ref, ps))
+
+
+@pytest.mark.parametrize("model", ["gauss", "pvoigt"])
+def test_fisher_errors_match_monte_carlo(model):
+    """The reported errors (inverse Fisher information) equal the scatter of repeated fits of one peak."""
+    rng = np.random.default_rng(5)
+    n, size = 400, 11
+    grid = np.arange(size)
+    if model == "gauss":
+        prof = peak_profile(grid, grid, row=5.2, col=4.9, sigma_row=1.1, sigma_col=1.4)
+    else:  # an elongated rotated pseudo-Voigt
+        prof = peak_profile(grid, grid, row=5.2, col=4.9, sigma_row=2.0, sigma_col=1.0, angle=0.6, eta=0.4)
+    mu = 4000.0 * prof + 20.0
+    data = rng.poisson(mu, size=(n, size, size)).astype(float)
+    res = fit_patches_batched(data, None, profile=model)
+    assert not res.failed.any()
+    for est, err, true in ((res.row, res.row_err, 5.2), (res.col, res.col_err, 4.9)):
+        assert abs(np.mean(est) - true) < 3 * np.std(est) / np.sqrt(n)  # unbiased
+        assert 0.88 < np.std(est) / np.median(err) < 1.12
+    fit = fit_profiles(data, np.ones_like(data, bool),
+                       start_parameters(model, res.row, res.col, res.sigma_row, res.sigma_col, res.intensity,
+                                        res.background), model=model)
+    inten, inten_err = fit.column("intensity"), fit.error("intensity")
+    assert 0.85 < np.std(inten) / np.median(inten_err) < 1.15
+
+
+def test_rotated_pvoigt_on_elongated_peaks():
+    ps = simulate_patches(200, kind="elongated", seed=32)
+    ref = fit_patches(ps.data, ps.mask, profile="pvoigt")
+    new = fit_patches_batched(ps.data, ps.mask, profile="pvoigt")
+    assert new.failed.mean() < 0.02
+    assert np.nanmedian(_radial(new, ps)) <= 1.06 * np.nanmedian(_radial(ref, ps))  # median of 200: +-4 %
+    pull = np.concatenate([(new.row - ps.row) / new.row_err, (new.col - ps.col) / new.col_err])
+    assert 0.85 < np.nanstd(pull) < 1.15
+
+
+def test_moffat_model_recovers_beta_and_flux():
+    rng = np.random.default_rng(6)
+    size, n = 21, 60
+    grid = np.arange(size)
+    prof = moffat_profile(grid, grid, row=10.3, col=9.8, sigma_row=1.5, sigma_col=1.1, beta=2.5, angle=0.4)
+    data = rng.poisson(30000.0 * prof + 10.0, size=(n, size, size)).astype(float)
+    start = start_parameters("moffat", np.full(n, 10.0), np.full(n, 10.0), 1.0, 1.0, data.sum(axis=(1, 2)), 10.0)
+    fit = fit_profiles(data, np.ones_like(data, bool), start, model="moffat")
+    assert fit.ok.all()
+    assert abs(np.median(1.0 / fit.column("t")) - 2.5) < 0.15
+    assert abs(np.median(fit.column("intensity")) / 30000.0 - 1.0) < 0.01
+
+
+@pytest.mark.parametrize("model", ["gauss", "pvoigt", "moffat", "pvmoffat", "gauss2"])
+def test_model_jacobians_match_finite_differences(model):
+    rng = np.random.default_rng(7)
+    base = {"gauss": [5.1, 4.8, 1.2, 0.9, 1000.0, 5.0],
+            "pvoigt": [5.1, 4.8, 0.8, 0.2, 0.6, 0.4, 1000.0, 5.0],
+            "moffat": [5.1, 4.8, 0.8, 0.2, 0.6, 0.35, 1000.0, 5.0],
+            "pvmoffat": [5.1, 4.8, 0.8, 0.2, 0.6, 0.4, 0.5, 1000.0, 5.0],
+            "gauss2": [4.1, 4.8, 6.2, 5.5, 1.1, 0.9, 800.0, 500.0, 5.0]}[model]
+    p = np.array([base]) * (1 + 0.01 * rng.standard_normal((1, len(base))))
+    mu, jac = evaluate(model, p, 11)
+    for k in range(len(PARAMETERS[model])):
+        h = 1e-6 * max(abs(p[0, k]), 1.0)
+        up, down = p.copy(), p.copy()
+        up[0, k] += h
+        down[0, k] -= h
+        num = (evaluate(model, up, 11, jac=False)[0] - evaluate(model, down, 11, jac=False)[0]) / (2 * h)
+        assert np.allclose(jac[..., k], num, rtol=1e-4, atol=1e-6 * np.abs(mu).max()), PARAMETERS[model][k]
