@@ -86,9 +86,14 @@ def test_run_takes_the_geometry_of_an_eiger_master_file(tmp_path):
     with h5py.File(out) as h5:
         det = h5["entry/instrument/detector"]
         assert det["distance"][()] == pytest.approx(DISTANCE_MM) and det["distance"].attrs["units"] == "mm"
-        assert det["beam_center_x"][()] == pytest.approx(CENTRE[1]) and det["beam_center_x"].attrs["units"] == "pixel"
+        assert det["beam_center_x"][()] == pytest.approx(CENTRE[1] + 0.5)  # NXmx: from the corner
+        assert det["beam_center_x"].attrs["units"] == "pixel"
         assert h5["entry/instrument/beam/incident_wavelength"][()] == pytest.approx(WAVELENGTH_A)
         assert h5["entry/instrument/detector/data"].shape == (2, *SHAPE)  # the external link to the raw frames
+    back = geometry_from_hdf5(out)  # the results file's own NXdetector and NXbeam read back as the geometry
+    assert back.values == pytest.approx({"distance_mm": DISTANCE_MM, "pixel_size_mm": PIXEL_MM,
+                                         "beam_center_row": CENTRE[0], "beam_center_col": CENTRE[1],
+                                         "wavelength_A": WAVELENGTH_A})
 
 
 def test_explicit_keys_and_poni_override_the_metadata(tmp_path):

@@ -296,7 +296,15 @@ def _field(group, name: str, value, units: str = "", **attrs):
 
 def write_instrument(entry, instrument: dict[str, Any] | None, *, frame_shape: Sequence[int] | None = None,
                      raw_frames: Sequence[tuple[str, str]] = ()) -> None:
-    """``/entry/instrument`` (NXinstrument): the X-ray source and beam, the detector, links to the raw frames.
+    """``/entry/instrument`` (NXinstrument): the X-ray source, the beam, the detector, links to the raw frames.
+
+    ``source`` (NXsource, ``probe``), ``beam`` (NXbeam, ``incident_wavelength``
+    and ``incident_energy``: where NeXus keeps the wavelength of a
+    monochromatic beam; only when it is known) and ``detector`` (NXdetector:
+    ``distance``, ``x_pixel_size``, ``y_pixel_size``, ``beam_center_x``,
+    ``beam_center_y`` in pixels from the detector's corner as NXmx counts
+    them (column + 0.5, row + 0.5 of braggflow's pixel-centred indices), ``frame_shape``,
+    ``masked_pixels``, ``saturation_value``, ``data``).
 
     Parameters
     ----------
@@ -320,12 +328,12 @@ def write_instrument(entry, instrument: dict[str, Any] | None, *, frame_shape: S
     source = inst.create_group("source")
     source.attrs["NX_class"] = "NXsource"
     _field(source, "probe", "x-ray")
-    beam = inst.create_group("beam")
-    beam.attrs["NX_class"] = "NXbeam"
     if info.get("wavelength_A") is not None:
+        beam = inst.create_group("beam")
+        beam.attrs["NX_class"] = "NXbeam"
         _field(beam, "incident_wavelength", float(info["wavelength_A"]), "angstrom")
-    if info.get("energy_keV") is not None:
-        _field(beam, "incident_energy", float(info["energy_keV"]), "keV")
+        if info.get("energy_keV") is not None:
+            _field(beam, "incident_energy", float(info["energy_keV"]), "keV")
     det = inst.create_group("detector")
     det.attrs["NX_class"] = "NXdetector"
     _field(det, "layout", "area")
@@ -336,9 +344,9 @@ def write_instrument(entry, instrument: dict[str, Any] | None, *, frame_shape: S
         _field(det, "x_pixel_size", cols, "mm")
         _field(det, "y_pixel_size", rows, "mm")
     if info.get("beam_center") is not None:
-        row, col = (float(v) for v in info["beam_center"])
-        _field(det, "beam_center_x", col, "pixel")
-        _field(det, "beam_center_y", row, "pixel")
+        row, col = (float(v) for v in info["beam_center"])  # NXmx counts pixels from the corner: centre at i + 0.5
+        _field(det, "beam_center_x", col + 0.5, "pixel", long_name="direct beam, column + 0.5 (from the corner)")
+        _field(det, "beam_center_y", row + 0.5, "pixel", long_name="direct beam, row + 0.5 (from the corner)")
     if frame_shape is not None:
         _field(det, "frame_shape", np.asarray(frame_shape, dtype=np.int64), "pixel")
     if info.get("masked_pixels") is not None:
