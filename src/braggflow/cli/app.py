@@ -39,7 +39,9 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     application.callback()(_root)
-    for module in (core, models, phases, series):
+    from braggflow.cli import detect
+
+    for module in (core, models, phases, series, detect):
         application.add_typer(module.commands)
     return application
 

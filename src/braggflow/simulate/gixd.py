@@ -256,7 +256,7 @@ def _reciprocal_metric(system: str, rng: np.random.Generator) -> np.ndarray:
     return np.linalg.inv(metric)
 
 
-def random_reflections(rng: np.random.Generator, q_max: float, *, max_lines: int = 16) -> pd.DataFrame:
+def random_reflections(rng: np.random.Generator, q_max: float, *, max_lines: int = 12) -> pd.DataFrame:
     """Reflections of a random lattice: ``h, k, l``, ``q`` (1/Å), ``intensity`` (relative).
 
     Parameters
@@ -313,11 +313,18 @@ class _Canvas:
         self.seen = seen
         self.signal = np.zeros(grid.shape)
         self.features: list[dict] = []
+        self._index: dict[tuple, int] = {}
 
     def add(self, kind: str, amp: float, q0: float, sq: float, chi_profile: np.ndarray, chi0: float,
             chi_lo: float, chi_hi: float) -> None:
         qprof = _gauss(self.grid.q, q0, sq)
         self.signal += amp * chi_profile[:, None] * qprof[None, :]
+        key = (kind, round(q0, 6), round(chi0, 4), round(sq, 6))
+        same = self._index.get(key)
+        if same is not None:  # a symmetry-equivalent reflection on the same spot: one feature, intensities added
+            self.features[same]["amplitude"] += amp
+            return
+        self._index[key] = len(self.features)
         self.features.append(dict(kind=kind, amplitude=amp, q=q0, sq=sq, chi=chi0, chi_lo=chi_lo, chi_hi=chi_hi,
                                   profile=chi_profile))
 

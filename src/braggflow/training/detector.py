@@ -58,12 +58,12 @@ class DetectorTrainConfig:
         Stop after the epoch during which this much training time has passed.
     """
 
-    n_train: int = 2400
-    n_val: int = 120
+    n_train: int = 1600
+    n_val: int = 100
     n_setups: int = 48
     sim_seed: int = 1
     seed: int = 0
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 16
     lr: float = 3e-3
     width: int = 8

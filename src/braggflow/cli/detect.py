@@ -1,0 +1,139 @@
+"""Learned detection of grazing-incidence features: detect, train-detector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from braggflow.cli.common import console, friendly_errors
+from braggflow.cli.phases import BeamCol, BeamRow, Distance, Energy, PixelSize, Poni, Wavelength, _geometry, _read_frame
+
+commands = typer.Typer()
+"""This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
+
+
+def _print_features(features, limit: int = 40) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"{len(features)} features", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("kind", "score", "q", "chi", "q_width", "chi_width", "q_xy", "q_z", "row", "col"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for r in features.head(limit).itertuples():
+        table.add_row(r.kind, f"{r.score:.2f}", f"{r.q:.4f}", f"{r.chi:.1f}", f"{r.q_width:.4f}",
+                      f"{r.chi_width:.1f}", f"{r.q_xy:.3f}", f"{r.q_z:.3f}", f"{r.row:.1f}", f"{r.col:.1f}")
+    console.print(table)
+    if len(features) > limit:
+        console.print(f"(first {limit} of {len(features)} by score; all of them with --out FILE)")
+
+
+@commands.command("detect")
+@friendly_errors
+def detect_command(
+    frame: Path = typer.Argument(..., help="detector frame (any format braggflow reads; its first frame)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the feature table (.csv or .parquet)"),
+    cif: list[str] = typer.Option([], "--cif", help="candidate phase CIF: identify phases from the features"),
+    phase: list[str] = typer.Option([], "--phase", help="candidate phase YAML: identify phases from the features"),
+    model: str | None = typer.Option(None, "--model", help="shipped detector name or detector file (.pt)"),
+    threshold: float | None = typer.Option(None, "--threshold", help="smallest score kept, all classes (0-1)"),
+    json_file: Path | None = typer.Option(None, "--json", help="write the phase ranking as JSON (with --cif/--phase)"),
+    incidence_angle: float | None = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
+    poni: Poni = None,
+    distance: Distance = None,
+    beam_row: BeamRow = None,
+    beam_col: BeamCol = None,
+    pixel: PixelSize = None,
+    wavelength: Wavelength = None,
+    energy: Energy = None,
+) -> None:
+    """Find rings, arcs and spots of a grazing-incidence frame with the learned detector.
+
+    The frame is remapped to (q, chi), contrast-corrected and passed through the detector network; the table holds
+    one row per feature (kind, score, q, chi, box extents, q_xy, q_z, detector row/col). With --cif/--phase the
+    features go to phase identification (spot matching on their q values).
+    """
+    from braggflow.errors import ConfigError
+    from braggflow.nn.detector import detect_frame, load_detector
+
+    if threshold is not None and not 0 < threshold < 1:
+        raise ConfigError(f"--threshold {threshold}: a score in (0, 1) is needed")
+    if not frame.exists():
+        raise FileNotFoundError(f"{frame}: no such file")
+    geometry = _geometry(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle, None)
+    if geometry is None:
+        raise ConfigError(f"{frame}: detection needs the geometry: give --poni FILE or --distance, --beam-row, "
+                          "--beam-col, --pixel-size and --wavelength (or --energy)")
+    detector = load_detector(model)
+    thresholds = {c: threshold for c in ("ring", "arc", "spot")} if threshold is not None else None
+    features = detect_frame(_read_frame(str(frame)), geometry, detector, thresholds=thresholds)
+    _print_features(features)
+    if out is not None:
+        if out.suffix.lower() == ".parquet":
+            features.to_parquet(out)
+        else:
+            features.to_csv(out, index=False)
+        console.print(f"features written to {out}")
+    if cif or phase:
+        from braggflow.cli.phases import _print
+        from braggflow.phases.workflow import identify_table, load_phases
+
+        result, _ = identify_table(features, load_phases(list(cif) + list(phase)), geometry=geometry, mode="spots")
+        _print({0: result})
+        if json_file is not None:
+            json_file.write_text(json.dumps({"0": result.to_json()}, indent=1, default=str))
+
+
+@commands.command("train-detector")
+@friendly_errors
+def train_detector_command(
+    out: Path = typer.Option(..., "--out", "-o", help="detector file (.pt) to write"),
+    n_train: int = typer.Option(1600, "--n-train", help="simulated training frames"),
+    n_val: int = typer.Option(100, "--n-val", help="simulated validation frames"),
+    epochs: int = typer.Option(5, "--epochs"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    lr: float = typer.Option(3e-3, "--lr", help="peak learning rate"),
+    width: int = typer.Option(8, "--width", help="network width (channels of the first stage)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the weights and batch order"),
+    sim_seed: int = typer.Option(1, "--sim-seed", help="seed of the simulated frames (validation: +1)"),
+    threads: int = typer.Option(1, "--threads", help="torch CPU threads"),
+    max_seconds: float | None = typer.Option(None, "--max-seconds", help="stop after the epoch passing this time"),
+    onnx: Path | None = typer.Option(None, "--onnx", help="also export the network to this ONNX file"),
+) -> None:
+    """Train the grazing-incidence detector on simulated polar frames (the defaults give the shipped model)."""
+    from braggflow.training.detector import DetectorTrainConfig, export_detector_onnx, train_detector
+
+    config = DetectorTrainConfig(n_train=n_train, n_val=n_val, epochs=epochs, batch_size=batch_size, lr=lr,
+                                 width=width, seed=seed, sim_seed=sim_seed, threads=threads, max_seconds=max_seconds)
+    net, metrics = train_detector(config, out, log=lambda line: console.print(line))
+    val = metrics["val"]["all"]
+    console.print(f"wrote {out}: best epoch {metrics['best_epoch']}, validation precision {val['precision']:.3f}, "
+                  f"recall {val['recall']:.3f}, F1 {val['f1']:.3f}")
+    if onnx is not None:
+        export_detector_onnx(net, onnx)
+        console.print(f"ONNX export written to {onnx}")
+
+
+@commands.command("detectors")
+@friendly_errors
+def detectors_command() -> None:
+    """List the shipped grazing-incidence detector models (the MANIFEST's "detectors" section)."""
+    from rich import box
+    from rich.table import Table
+
+    from braggflow.nn.detector import list_detectors
+
+    rows = list_detectors()
+    if not rows:
+        console.print("no shipped detector")
+        return
+    table = Table(title="shipped detector models", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("name", "arch", "params", "KiB", "sha256", "val precision", "val recall", "val F1"):
+        table.add_column(col, justify="left" if col in ("name", "arch", "sha256") else "right")
+    for r in rows:
+        val = r.get("metrics", {}).get("val", {}).get("all", {})
+        table.add_row(r["name"], r["arch"], str(r["params"]), f"{r['onnx']['size_bytes'] / 1024:.0f}",
+                      r["onnx"]["sha256"][:8], f"{val.get('precision', float('nan')):.3f}",
+                      f"{val.get('recall', float('nan')):.3f}", f"{val.get('f1', float('nan')):.3f}")
+    console.print(table)
