@@ -1,19 +1,29 @@
-"""The results file: NeXus-style HDF5 with the peak table and full provenance.
+"""The results file: NeXus HDF5 with the peak table, the frames table, the instrument and full provenance.
 
-Layout::
+Layout (docs/results.md shows it as h5web does; :mod:`braggflow.io.nexus` writes the NeXus parts)::
 
-    /                       attrs: default="entry", status
-    /entry                  NXentry; attrs: default="peaks", status ("running", "incomplete", "complete")
-    /entry/peaks            NXcollection: one 1D dataset per peak-table column
+    /                       NXroot; attrs: default="entry", status, creator, file_name, file_time
+    /entry                  NXentry; attrs: default="frames" (or "peaks"), status ("running",
+                            "incomplete", "complete"); title, start_time, end_time, program_name@version
+    /entry/peaks            NXdata (signal intensity, axis two_theta, q_xy or col): one 1D dataset per
+                            peak-table column, with UDUNITS units
                             (categories as int codes with a "labels" attribute, -1 = missing;
                              nullable integers with a "missing" boolean dataset beside them)
-    /entry/process          NXprocess: program, version, date, config (YAML text),
-                            inputs (name, size, SHA-256), geometry (when known)
+    /entry/frames           NXdata (signal n_peaks against omega or frame; the default plot): the
+                            frames table, one row per processed frame (braggflow.schema.FRAME_COLUMNS)
+    /entry/peak_map         NXdata: peaks per bin of (q_z, q_xy), (eta, two_theta) or (row, col)
     /entry/frames_done      sorted frame indices whose results are in the file
-    /entry/frames           NXcollection: the frames table, one row per processed frame
-                            (braggflow.schema.FRAME_COLUMNS: n_peaks, background, noise,
-                             saturated, zingers, hot_pixels, time)
-    /entry/<name>           groups written by later commands (identify, link, watch)
+    /entry/instrument       NXinstrument: source (NXsource), beam (NXbeam: wavelength, energy),
+                            detector (NXdetector: distance, pixel size, beam centre, shape, masked
+                            pixels, external link to the raw HDF5 frames)
+    /entry/sample           NXsample: incidence angle (grazing incidence)
+    /entry/process          NXprocess: program, version, date, config (YAML text), inputs (name, size,
+                            SHA-256), geometry and geometry_source (when known), models (with SHA-256)
+    /entry/<name>           NXcollection groups written by later commands (identify, link, watch)
+
+Beside it, ``RESULTS.scicat.json`` (:func:`braggflow.io.writer.scicat_record`)
+describes the file for a SciCat catalogue; :func:`write_group`,
+:func:`record_group` and :func:`update_peaks` add what they wrote to it.
 
 Crash safety.  HDF5 files can be damaged by a kill in the middle of a write,
 so the results file is never written in place while a run goes on.  Each
@@ -276,7 +286,8 @@ def _records(entry, name: str) -> dict[int, dict[str, Any]]:
     for key in entry:
         suffix = key[len(name) + 1:]
         if key.startswith(f"{name}_") and suffix.isdigit():
-            out[int(suffix)] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in entry[key].attrs.items()}
+            out[int(suffix)] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in entry[key].attrs.items()
+                                if k != "NX_class"}
     return dict(sorted(out.items()))
 
 
