@@ -357,6 +357,7 @@ def integrate(
     radius: float | None = None,
     background_width: float = 3.0,
     saturated: np.ndarray | None = None,
+    method: str = "sum",
 ):
     """Integrate the peaks of one frame.
 
@@ -396,6 +397,12 @@ def integrate(
     saturated : (H, W) ndarray of bool, optional
         Pixels at or above the detector's saturation level; peaks containing
         one are flagged ``SATURATED``.
+    method : {"sum", "profile"}
+        ``"sum"``: the background-subtracted sum over the signal pixels.
+        ``"profile"``: the integral over the plane of a profile fitted to each
+        peak (:mod:`braggflow.integrate.profile`; the table's ``sigma_row``,
+        ``sigma_col`` and ``background`` start it); peaks the profile does not
+        describe keep the sum and are flagged ``SUMMED``.
 
     Returns
     -------
@@ -404,13 +411,17 @@ def integrate(
         ``background`` (counts/px), ``peak_value`` (counts), ``snr``, ``npix``,
         and flags ``LOW_SNR`` (snr < 3), ``BAD_BACKGROUND`` (< 5 background
         pixels), ``SATURATED``, ``OVERLAPPING`` (with ``radius``: another
-        peak's pixels were left out of the disk).
+        peak's pixels were left out of the disk), ``SUMMED`` (``"profile"``
+        only: the sum kept).
 
     Raises
     ------
     BraggflowError
-        If neither ``labels`` nor ``radius`` is given, or shapes disagree.
+        If neither ``labels`` nor ``radius`` is given, ``method`` is unknown,
+        or shapes disagree.
     """
+    if method not in ("sum", "profile"):
+        raise BraggflowError(f"integrate method must be 'sum' or 'profile', got {method!r}")
     validate_peak_table(table, required=("row", "col"))
     table = conform(table)
     if len(table) == 0:
@@ -438,6 +449,10 @@ def integrate(
     flags |= np.where(sat, np.uint32(Flag.SATURATED), np.uint32(0))
     flags |= np.where(overlap, np.uint32(Flag.OVERLAPPING), np.uint32(0))
     valid = ok & (npix > 0)
+    if method == "profile":
+        intensity, err, snr, summed = _profile(frame, table, rows, cols, ids, valid, intensity, err, res, mask=mask,
+                                               labels=labels, saturated=saturated, gain=gain)
+        flags |= np.where(summed, np.uint32(Flag.SUMMED), np.uint32(0))
     table["intensity"] = np.where(valid, intensity, np.nan)
     table["intensity_err"] = np.where(valid, err, np.nan)
     table["background"] = np.where(n_b > 0, b, np.nan)
@@ -446,3 +461,26 @@ def integrate(
     table["npix"] = npix.astype(np.int64)
     table["flags"] = flags
     return table
+
+
+def _profile(frame, table, rows, cols, ids, valid, intensity, err, res, *, mask, labels, saturated, gain):
+    """Profile-fitted intensities of the ``valid`` peaks (:func:`~braggflow.integrate.profile.profile_intensities`),
+    the sums kept where the profile does not describe a peak; returns intensity, err, snr and the SUMMED mask."""
+    from braggflow.integrate.profile import profile_intensities
+
+    n = len(rows)
+    level = table["background"].to_numpy(dtype=float) if "background" in table.columns else np.full(n, np.nan)
+    level = np.where(np.isfinite(level), level, res["b"])
+    sel = np.flatnonzero(valid)
+    sigma = [table[name].to_numpy(dtype=float)[sel] if name in table.columns else np.full(sel.size, np.nan)
+             for name in ("sigma_row", "sigma_col")]
+    fitted = profile_intensities(frame, rows[sel], cols[sel], ids=ids[sel], sigma_row=sigma[0], sigma_col=sigma[1],
+                                 summed=intensity[sel], background=level[sel], mask=mask, labels=labels,
+                                 saturated=saturated, gain=gain)
+    described = np.zeros(n, dtype=bool)
+    described[sel] = fitted["described"]
+    intensity, err = intensity.copy(), err.copy()
+    intensity[sel] = np.where(fitted["described"], fitted["intensity"], intensity[sel])
+    err[sel] = np.where(fitted["described"], fitted["intensity_err"], err[sel])
+    snr = np.divide(intensity, err, out=np.full(n, np.nan), where=err > 0)
+    return intensity, err, snr, valid & ~described

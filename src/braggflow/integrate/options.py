@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from braggflow.options import OptionSection
@@ -17,3 +19,7 @@ class IntegrateConfig(OptionSection):
     )
     background_width: float = Field(3.0, gt=0, description="width of the background annulus, px")
 
+    method: Literal["sum", "profile"] = Field(
+        "sum", description="'sum': background-subtracted sum over the peak's region; 'profile': the integral of a "
+        "pseudo-Voigt-Moffat profile fitted to each peak (wings beyond the region included), the sum kept and "
+        "flagged SUMMED where the profile does not describe the peak")

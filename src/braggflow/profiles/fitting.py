@@ -440,7 +440,7 @@ def _covariance(fisher):
 
 
 def fit_profiles(data, good, start, *, model: str = "gauss", gain: float = 1.0, supersample: int = 2,
-                 max_iter: int = 60, tol: float = 1e-7, hold=None, background_prior=None) -> BatchFit:
+                 max_iter: int = 60, tol: float = 1e-3, hold=None, background_prior=None) -> BatchFit:
     """Fit ``model`` to every patch by Poisson maximum likelihood, all patches at once.
 
     Parameters
@@ -462,7 +462,8 @@ def fit_profiles(data, good, start, *, model: str = "gauss", gain: float = 1.0, 
         Most Levenberg-Marquardt iterations.
     tol : float
         A patch stops when an accepted step lowers its deviance by less than
-        ``tol * (1 + deviance)``, or when its damping exceeds 1e10.
+        ``tol`` (a change of 1 is one standard deviation of one parameter), or
+        when no step lowers it (damping above 1e10).
     hold : (N, P) or (P,) array_like of bool, optional
         Parameters kept at their ``start`` values (known, such as a
         background measured elsewhere): not fitted, zero variance.
@@ -542,8 +543,9 @@ class _Problem:
 
     def information(self, sel):
         """Expected Fisher information (len(sel), P, P) at the current estimates, the prior included."""
+        jac = self.jac[sel]
         w = np.where(self.good[sel], 1.0 / self.mu[sel], 0.0)
-        fisher = np.einsum("nmp,nm,nmq->npq", self.jac[sel], w, self.jac[sel], optimize=True)
+        fisher = np.matmul((jac * w[:, :, None]).transpose(0, 2, 1), jac)
         fisher[:, -1, -1] += self.prior_w[sel]
         return fisher
 
@@ -567,7 +569,7 @@ class _Problem:
             trial, new_dev, t_mu, t_j = self._trial(active, params, lam)
             better = new_dev <= self.dev[active]
             acc = active[better]
-            done = better & (self.dev[active] - new_dev < tol * (1.0 + new_dev))
+            done = better & (self.dev[active] - new_dev < tol)
             params[acc] = trial[better]
             self.mu[acc], self.jac[acc], self.dev[acc] = t_mu[better], t_j[better], new_dev[better]
             lam[acc] = np.maximum(lam[acc] / 5.0, 1e-9)
@@ -582,7 +584,7 @@ class _Problem:
         model, npar = self.model, self.npar
         ya, ga, mua, ja = self.y[active], self.good[active], self.mu[active], self.jac[active]
         fisher = self.information(active)
-        grad = np.einsum("nmp,nm->np", ja, np.where(ga, 1.0 - ya / mua, 0.0))
+        grad = np.matmul(np.where(ga, 1.0 - ya / mua, 0.0)[:, None, :], ja)[:, 0]
         grad[:, -1] += self.prior_w[active] * (params[active, -1] - self.prior_b[active])
         pinned = _pin(model, params[active], grad) | self.hold[active]
         if pinned.any():  # a parameter at its limit, pushed outwards: held there for this step
