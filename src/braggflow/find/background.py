@@ -10,7 +10,10 @@ from scipy import ndimage
 from braggflow._stats import MAD_TO_SIGMA, median_last, nanmedian_last
 from braggflow.errors import BraggflowError
 
-__all__ = ["Background", "estimate_background", "is_sparse"]
+__all__ = ["Background", "estimate_background", "is_sparse", "CLIP_SIGMA"]
+
+#: samples farther than this many noise sigma from a tile's level are left out of its mean and variance
+CLIP_SIGMA = 4.0
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,19 @@ class Background:
         Tile side, px.
     shape : (int, int)
         Frame shape (H, W).
+    mean, variance : (TY, TX) ndarray of float or None
+        Mean and variance per tile of the samples within ``CLIP_SIGMA`` noise of
+        the level (a sigma-clipped mean, which, unlike the median, is unbiased
+        for the skewed counts of a background of a few photons), counts/px and
+        counts^2; None when not measured (then ``level`` and ``noise**2`` stand in).
     """
 
     level: np.ndarray
     noise: np.ndarray
     tile: int
     shape: tuple[int, int]
+    mean: np.ndarray | None = None
+    variance: np.ndarray | None = None
 
     def expand(self, values: np.ndarray) -> np.ndarray:
         """Expand a (TY, TX) tile map to the (H, W) frame, px by px."""
@@ -97,28 +107,52 @@ def estimate_background(
     else:
         blocks = np.full((ty * per, tx * per), np.nan, dtype=np.float32)
         blocks[: sub.shape[0], : sub.shape[1]] = sub[: ty * per, : tx * per]
-    blocks = blocks.reshape(ty, per, tx, per).transpose(0, 2, 1, 3).reshape(ty, tx, per * per)
-    if not np.isnan(blocks).any():
-        level = median_last(blocks)
-        mad = median_last(np.abs(blocks - level[:, :, None]))
-    elif complete and mask is None:  # NaN pixels in the frame itself: their tiles' medians are NaN, filled below
-        level = np.median(blocks, axis=2)
-        mad = np.median(np.abs(blocks - level[:, :, None]), axis=2)
+    blocks = blocks.reshape(ty, per, tx, per).transpose(0, 2, 1, 3).reshape(ty * tx, per * per)
+    # medians: a partition for the tiles with every sample, a sort (NaN last) for those with masked samples
+    partial = np.isnan(blocks).any(axis=1)
+    if mask is None and complete:  # a NaN in the frame itself makes its tile's values NaN, filled below
+        level, mad = _tile_medians(blocks, partial, lambda v: np.full(v.shape[0], np.nan, dtype=v.dtype))
     else:
-        level = nanmedian_last(blocks)
-        mad = nanmedian_last(np.abs(blocks - level[:, :, None]))
+        level, mad = _tile_medians(blocks, partial, nanmedian_last)
     noise = MAD_TO_SIGMA * mad
+    # sigma-clipped moments around the level
+    with np.errstate(invalid="ignore"):
+        dev = blocks - level[:, None]
+        inside = np.abs(dev) <= (CLIP_SIGMA * np.maximum(noise, gain)).astype(np.float32)[:, None]
+    n_in = np.count_nonzero(inside, axis=1)
+    dev = np.where(inside, dev, np.float32(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = dev.sum(axis=1, dtype=np.float64) / n_in
+        variance = np.einsum("ij,ij->i", dev, dev, dtype=np.float64) / n_in - shift * shift
+    maps = np.stack([level, noise, level + shift, variance]).astype(np.float32).reshape(4, ty, tx)
     # tiles with no good pixel take the frame's typical values
-    fill_level = np.nanmedian(level) if np.isfinite(level).any() else 0.0
-    fill_noise = np.nanmedian(noise) if np.isfinite(noise).any() else 0.0
-    level = np.where(np.isfinite(level), level, fill_level)
-    noise = np.where(np.isfinite(noise), noise, fill_noise)
+    for values in maps:
+        bad = ~np.isfinite(values)
+        if bad.any():
+            values[bad] = np.median(values[~bad]) if not bad.all() else 0.0
     if min(ty, tx) >= 3:
-        level = ndimage.median_filter(level, size=3, mode="nearest")
-        noise = ndimage.median_filter(noise, size=3, mode="nearest")
+        maps = ndimage.median_filter(maps, size=(1, 3, 3), mode="nearest")
+    level, noise, mean, variance = maps
     noise = np.maximum(noise, np.sqrt(gain * np.clip(level, 0, None)))
     noise = np.maximum(noise, gain)
-    return Background(level=level.astype(np.float64), noise=noise.astype(np.float64), tile=tile, shape=(h, w))
+    variance = np.maximum(variance, gain * np.clip(mean, 0, None))
+    level, noise, mean, variance = (a.astype(np.float64) for a in (level, noise, mean, variance))
+    return Background(level=level, noise=noise, tile=tile, shape=(h, w), mean=mean, variance=variance)
+
+
+def _tile_medians(blocks: np.ndarray, partial: np.ndarray, nan_median) -> tuple[np.ndarray, np.ndarray]:
+    """Median and median absolute deviation of each row of ``blocks``; rows flagged ``partial`` by ``nan_median``."""
+    level = np.empty(blocks.shape[0], dtype=blocks.dtype)
+    mad = np.empty(blocks.shape[0], dtype=blocks.dtype)
+    for rows, median in ((~partial, median_last), (partial, nan_median)):
+        if rows.all():
+            level[:] = median(blocks)
+            mad[:] = median(np.abs(blocks - level[:, None]))
+        elif rows.any():
+            part = blocks[rows]
+            level[rows] = lev = median(part)
+            mad[rows] = median(np.abs(part - lev[:, None]))
+    return level, mad
 
 
 def is_sparse(frame: np.ndarray, mask: np.ndarray | None = None, *, fraction: float = 0.5) -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from braggflow.errors import BraggflowError
+from braggflow.find.aperture import SEED_SIGMA, aperture_peaks
 from braggflow.find.background import Background, estimate_background, is_sparse
 from braggflow.find.components import local_maxima, pixels_above_threshold, sparse_components
 from braggflow.find.noise import ThresholdNoise, fitted_threshold_noise, isolated_pixel_values
@@ -16,7 +17,7 @@ from braggflow.find.options import FindConfig
 from braggflow.find.regions import LOCAL_RING_MARGIN, Regions, region_boxes, ring_medians
 from braggflow.find.split import split_components
 from braggflow.find.zingers import MAX_ZINGER_PIXELS, zinger_regions
-from braggflow.schema import empty_peak_table, new_peak_table
+from braggflow.schema import new_peak_table
 
 __all__ = ["FoundPeaks", "find_peaks", "frame_threshold_noise", "PERSISTENCE_BASE_SIGMA"]
 
@@ -138,13 +139,25 @@ def find_peaks(
         stored = np.nextafter(threshold_noise.threshold, -np.inf)
         threshold_tiles = np.where(bg.level < threshold_noise.threshold, np.minimum(threshold_tiles, stored),
                                    threshold_tiles)
-    flat_index = pixels_above_threshold(frame, bg, threshold_tiles, mask)
-    if flat_index.size == 0:
-        found = FoundPeaks(empty_peak_table(), np.zeros(frame.shape, dtype=np.int32), Regions.empty())
+    aperture = config.method == "components" and not sparse and config.aperture_sigma is not None
+    if aperture:
+        # one pass at the seeds' level: the pixels above threshold are those of them above their tile's threshold
+        seed_tiles = bg.level + SEED_SIGMA * bg.noise
+        low_index = pixels_above_threshold(frame, bg, np.minimum(threshold_tiles, seed_tiles), mask)
+        rows, cols = np.divmod(low_index, frame.shape[1])
+        low_values = frame.ravel()[low_index]
+        flat_index = low_index[low_values > threshold_tiles[rows // bg.tile, cols // bg.tile]]
     else:
-        found = _peaks_from_pixels(frame, flat_index, mask=mask, config=config, gain=gain, bg=bg,
-                                   level_sigma=level_sigma,
-                                   stored_threshold=threshold_noise.threshold if sparse else None)
+        flat_index = pixels_above_threshold(frame, bg, threshold_tiles, mask)
+    strong = _peaks_from_pixels(frame, flat_index, mask=mask, config=config, gain=gain, bg=bg,
+                                level_sigma=level_sigma, stored_threshold=threshold_noise.threshold if sparse else None)
+    weak = None
+    if aperture and low_index.size:
+        above_seed = low_values > seed_tiles[rows // bg.tile, cols // bg.tile]
+        seeds = low_index[above_seed]
+        seeds = seeds[local_maxima(low_values[above_seed].astype(np.float64), seeds, frame)]
+        weak = aperture_peaks(frame, mask, seeds, strong.occupied, bg, sigma=config.aperture_sigma, gain=gain)
+    found = _assemble(frame, strong, weak, bg=bg, config=config)
     found = replace(found, threshold_noise=threshold_noise if sparse else None, background=bg)
     if return_labels is None and return_regions is None:
         return found
@@ -180,17 +193,88 @@ def frame_threshold_noise(frame: np.ndarray, mask: np.ndarray | None, config: Fi
     return ThresholdNoise(threshold=threshold, sigma=max(threshold, 1e-12) / 3.0, source="threshold")
 
 
+@dataclass(frozen=True)
+class _Strong:
+    """The peaks kept among the regions of the pixels above threshold (``_peaks_from_pixels``).
+
+    ``flat_index`` and ``final`` (region id of each pixel) cover all candidate
+    pixels; the other arrays hold one entry per kept region (``reg_ids``), in
+    region-id order; ``occupied`` are the pixels of kept regions and zingers.
+    """
+
+    flat_index: np.ndarray
+    final: np.ndarray
+    nreg: int
+    reg_ids: np.ndarray
+    npix: np.ndarray
+    signal: np.ndarray
+    score: np.ndarray
+    peak_index: np.ndarray
+    peak_value: np.ndarray
+    boxes: dict
+    zingers: int
+    occupied: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _Strong:
+        """No pixel above threshold."""
+        i, f = np.zeros(0, dtype=np.int64), np.zeros(0)
+        return cls(i, i, 1, i, i, f, f, i, f, {k: i for k in ("top", "left", "height", "width")}, 0, i)
+
+
+def _assemble(frame: np.ndarray, strong: _Strong, weak: dict | None, *, bg: Background,
+              config: FindConfig) -> FoundPeaks:
+    """The peak table, labels and regions of the kept regions and the aperture peaks, by descending score."""
+    h, w = frame.shape
+    peak_index, peak_value, score = strong.peak_index, strong.peak_value, strong.score
+    npix, signal, boxes = strong.npix, strong.signal, strong.boxes
+    n_weak = 0 if weak is None else weak["index"].size
+    if n_weak:
+        wr, wc = np.divmod(weak["index"], w)
+        top, left = np.maximum(wr - 1, 0), np.maximum(wc - 1, 0)
+        weak_boxes = {"top": top, "left": left, "height": np.minimum(wr + 2, h) - top,
+                      "width": np.minimum(wc + 2, w) - left}
+        peak_index = np.concatenate([peak_index, weak["index"]])
+        peak_value = np.concatenate([peak_value, frame.ravel()[weak["index"]].astype(np.float64)])
+        score = np.concatenate([score, weak["score"]])
+        npix = np.concatenate([npix, weak["npix"]])
+        signal = np.concatenate([signal, weak["signal"]])
+        boxes = {k: np.concatenate([v, weak_boxes[k]]) for k, v in boxes.items()}
+    sort = np.argsort(-score, kind="stable")
+    if config.max_peaks is not None:
+        sort = sort[: config.max_peaks]
+    peak_r, peak_c = np.divmod(peak_index[sort], w)
+    table = new_peak_table(len(sort), row=peak_r.astype(float), col=peak_c.astype(float),
+                           peak_value=peak_value[sort], npix=npix[sort], score=score[sort],
+                           background=bg.at(peak_r, peak_c))
+    regions = Regions(**{k: v[sort] for k, v in boxes.items()}, signal=signal[sort],
+                      noise=bg.at(peak_r, peak_c, values=bg.noise), background=bg)
+    label_of = np.zeros(len(score), dtype=np.int32)  # label of each strong, then weak, peak (0: cut by max_peaks)
+    label_of[sort] = np.arange(1, len(sort) + 1, dtype=np.int32)
+    labels = np.zeros((h, w), dtype=np.int32)
+    n_strong = strong.reg_ids.size
+    if n_strong:
+        lut = np.zeros(strong.nreg, dtype=np.int32)
+        lut[strong.reg_ids] = label_of[:n_strong]
+        labels.ravel()[strong.flat_index] = lut[strong.final]
+    if n_weak:
+        labels.ravel()[weak["pixels"]] = label_of[n_strong:][weak["owner"]]
+    return FoundPeaks(table, labels, regions, zingers=strong.zingers)
+
+
 def _with_noise_floor(bg: Background, sigma: float) -> Background:
     """The background with its tile noise raised to at least ``sigma``."""
     return replace(bg, noise=np.maximum(bg.noise, float(sigma)))
 
 
 def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: float, bg: Background,
-                       level_sigma: float, stored_threshold: float | None) -> FoundPeaks:
-    """Regions, scores and the selection of peaks from the (non-empty) list of pixels above threshold.
+                       level_sigma: float, stored_threshold: float | None) -> _Strong:
+    """Regions, scores and the selection of peaks from the list of pixels above threshold.
 
     ``stored_threshold`` is the storage threshold of a frame thresholded upstream, None for other frames.
     """
+    if flat_index.size == 0:
+        return _Strong.empty()
     sparse = stored_threshold is not None
     h, w = frame.shape
     comp_of, ncomp = sparse_components(flat_index, w)
@@ -231,32 +315,26 @@ def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: flo
             good[weak] = _pass_against_ring(frame, mask, weak, reg_ids, peak_r, peak_c, peak_value, stats, boxes,
                                             bg=bg, config=config, gain=gain, level_sigma=level_sigma, min_snr=min_snr)
     n_zingers = 0
+    occupied_region = np.zeros(nreg, dtype=bool)
     if config.zingers:
-        small = np.flatnonzero(good & (npix[reg_ids] <= MAX_ZINGER_PIXELS))
+        # the small regions kept, and those dropped for their size alone: a zinger among them must not come back
+        # as a faint spot of the aperture test
+        sized_out = (npix[reg_ids] < min_size) | (npix[reg_ids] == 1)
+        small = np.flatnonzero((good | sized_out) & (npix[reg_ids] <= MAX_ZINGER_PIXELS))
         if small.size:
             zinger = zinger_regions(frame, mask, flat_index, final, reg_ids[small], npix, signal,
                                     bg.at, lambda r, c: bg.at(r, c, values=bg.noise), min_sigma=config.min_sigma,
                                     unstored=stored_threshold)
+            n_zingers = int((zinger & good[small]).sum())
             good[small[zinger]] = False
-            n_zingers = int(zinger.sum())
-    reg_ids, peak_r, peak_c, peak_value, score = (
-        reg_ids[good], peak_r[good], peak_c[good], peak_value[good], score[good]
-    )
-    sort = np.argsort(-score, kind="stable")
-    if config.max_peaks is not None:
-        sort = sort[: config.max_peaks]
-    reg_ids, peak_r, peak_c, peak_value, score = (
-        reg_ids[sort], peak_r[sort], peak_c[sort], peak_value[sort], score[sort]
-    )
-    table = new_peak_table(len(reg_ids), row=peak_r.astype(float), col=peak_c.astype(float), peak_value=peak_value,
-                           npix=npix[reg_ids], score=score, background=bg.at(peak_r, peak_c))
-    regions = Regions(**{k: v[reg_ids] for k, v in boxes.items()}, signal=signal[reg_ids],
-                      noise=bg.at(peak_r, peak_c, values=bg.noise), background=bg)
-    lut = np.zeros(nreg, dtype=np.int32)
-    lut[reg_ids] = np.arange(1, len(reg_ids) + 1, dtype=np.int32)
-    labels = np.zeros((h, w), dtype=np.int32)
-    labels.ravel()[flat_index] = lut[final]
-    return FoundPeaks(table, labels, regions, zingers=n_zingers)
+            occupied_region[reg_ids[small[zinger]]] = True
+    occupied_region[reg_ids[good]] = True
+    occupied = flat_index[occupied_region[final]]  # pixels of the peaks and of the zingers, ascending
+    reg_ids = reg_ids[good]
+    return _Strong(flat_index=flat_index, final=final, nreg=nreg, reg_ids=reg_ids, npix=npix[reg_ids],
+                   signal=signal[reg_ids], score=score[good], peak_index=flat_index[brightest[good]],
+                   peak_value=peak_value[good], boxes={k: v[reg_ids] for k, v in boxes.items()}, zingers=n_zingers,
+                   occupied=occupied)
 
 
 def _region_statistics(final, nreg, values, tile_level, tile_noise, gain) -> dict[str, np.ndarray]:
