@@ -9,7 +9,9 @@ Public API::
 Architectures (:mod:`braggflow.nn.architectures`): ``braggnn``, the published
 BraggNN convolutional network (Liu et al., IUCrJ 9, 104 (2022)), state_dict
 compatible with its published weights; ``locnet``, braggflow's multilayer
-perceptron with a calibrated per-axis uncertainty.  This package never imports
+perceptron with a calibrated per-axis uncertainty.  :mod:`braggflow.nn.detector`:
+the learned detector of rings, arcs and spots in grazing-incidence frames
+(``detect_frame``, ``load_detector``).  This package never imports
 :mod:`braggflow.training`, which builds the models.
 """
 

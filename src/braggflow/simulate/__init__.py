@@ -8,4 +8,6 @@
 - :mod:`~braggflow.simulate.dense`: dense stills on a Pilatus 6M.
 - :mod:`~braggflow.simulate.patches`: single-peak patches for testing and training
   the localizers.
+- :mod:`~braggflow.simulate.gixd`: grazing-incidence frames in polar (q, chi) bins
+  with labelled rings, arcs and spots, for training and testing the detector.
 """
