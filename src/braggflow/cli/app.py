@@ -9,9 +9,11 @@ the stages; commands only parse options, call them and print.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
+import typer.core
 
 from braggflow.cli import core, models, phases, series
 from braggflow.cli.common import console, err_console, friendly_errors, state
@@ -22,6 +24,19 @@ __all__ = ["app", "build_app", "main", "console", "err_console", "friendly_error
 def _root(debug: bool = typer.Option(False, "--debug", help="show full tracebacks on errors")) -> None:
     """braggflow: find, locate, integrate and identify Bragg peaks."""
     state["debug"] = debug
+    if debug:  # libraries' messages, demoted to debug records, are shown too
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _flag_type(self, ctx):
+    """The type shown in ``--help`` for an option: none for a flag (``--resume``, not ``--resume <bool>``)."""
+    if getattr(self, "is_flag", False):
+        return None
+    return _option_type(self, ctx)
+
+
+_option_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type
 
 
 def build_app() -> typer.Typer:

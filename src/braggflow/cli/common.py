@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import logging
 import signal
 import sys
 import threading
@@ -20,11 +22,33 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-__all__ = ["console", "err_console", "state", "friendly_errors", "user_warnings", "check_results_name", "METHOD_HELP",
-           "MODEL_HELP", "BACKEND_HELP"]
+__all__ = ["console", "err_console", "state", "friendly_errors", "user_warnings", "library_chatter_to_log",
+           "check_results_name", "print_table", "write_json", "JSON_HELP", "METHOD_HELP", "MODEL_HELP", "BACKEND_HELP"]
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+log = logging.getLogger("braggflow")
+
+
+class _PlainWhenPiped(Console):
+    """A rich console whose lines are not wrapped when its output is not a terminal.
+
+    Redirected to a file or a pipe, a line stays one line (rich would otherwise
+    break it at 80 columns, mid-sentence); on a terminal rich wraps it at the
+    terminal's width, between words.
+    """
+
+    @property
+    def soft_wrap(self) -> bool:
+        return not self.is_terminal
+
+    @soft_wrap.setter
+    def soft_wrap(self, value: bool) -> None:  # rich assigns it in __init__; the property decides
+        pass
+
+
+console = _PlainWhenPiped(stderr=False, highlight=False)
+err_console = _PlainWhenPiped(stderr=True, highlight=False)
+
+JSON_HELP = "also write the table as JSON to PATH ('-': print only the JSON, on stdout)"
 
 state = {"debug": False}
 """Options of the root command that the commands read (``debug``: re-raise errors with their traceback)."""
@@ -89,7 +113,7 @@ def friendly_errors(func: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         _ignore_file_size_signal()
         try:
-            with user_warnings():
+            with user_warnings(), library_chatter_to_log():
                 return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
@@ -147,17 +171,21 @@ def user_warnings() -> Iterator[None]:
 
     Python hides DeprecationWarning by default; inside this context those
     raised by braggflow's own code (a deprecated option value, say) are shown
-    once per message.  Other libraries' DeprecationWarnings stay hidden, and
-    other warnings are shown as before.
+    once per message.  Warnings raised by other libraries (scipy's
+    ``PeakPropertyWarning``, numpy's runtime warnings, ...) go to the
+    ``braggflow`` log at debug level (shown with ``--debug``); braggflow's
+    own other warnings are shown as before.
     """
     shown: set[str] = set()
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
+        if not _warned_by_braggflow():  # a library's warning (scipy's PeakPropertyWarning, ...): to the log
+            if not issubclass(category, DeprecationWarning):
+                log.debug("%s: %s (%s:%s)", category.__name__, _one_line(str(message)), filename, lineno)
+            return
         if not issubclass(category, DeprecationWarning):
             previous(message, category, filename, lineno, file, line)
-            return
-        if not _warned_by_braggflow():
             return
         text = _one_line(str(message))
         if text not in shown:
@@ -168,6 +196,138 @@ def user_warnings() -> Iterator[None]:
         warnings.simplefilter("always", DeprecationWarning)
         warnings.showwarning = show
         yield
+
+
+class _ToDebugLog(logging.Handler):
+    """Hand a library's log record on to the ``braggflow.libraries`` log as a DEBUG record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = logging.getLogger("braggflow.libraries")
+        if target.isEnabledFor(logging.DEBUG):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            target.handle(record)
+
+
+CHATTY_LIBRARIES = ("fabio", "pyFAI", "silx", "numexpr")
+"""Loggers whose records are library chatter (fabio's "Non standard TIFF. Rows per strip TAG missing", ...)."""
+
+
+@contextlib.contextmanager
+def library_chatter_to_log() -> Iterator[None]:
+    """Inside this context, the log records of :data:`CHATTY_LIBRARIES` are DEBUG records of ``braggflow.libraries``.
+
+    They reach the terminal only when the log is at debug level (``braggflow
+    --debug``), instead of Python's last-resort handler printing every
+    library warning on stderr.
+    """
+    relay = _ToDebugLog()
+    loggers = [logging.getLogger(name) for name in CHATTY_LIBRARIES]
+    saved = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(relay)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate in zip(loggers, saved):
+            logger.removeHandler(relay)
+            logger.propagate = propagate
+
+
+def write_json(rows, path: str | Path) -> None:
+    """Write ``rows`` (JSON-able: a list of records, or a mapping) as JSON to ``path``; ``-`` prints it on stdout.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be written.
+    """
+    text = json.dumps(rows, indent=1, default=str, ensure_ascii=False)
+    if str(path) == "-":
+        typer.echo(text)
+    else:
+        Path(path).write_text(text + "\n", encoding="utf-8")
+
+
+def _cell_width(text: str) -> int:
+    from rich.cells import cell_len
+
+    return max((cell_len(line) for line in str(text).splitlines()), default=0)
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]], *, optional: tuple[str, ...] = (),
+                right: tuple[str, ...] = (), caption: str | None = None, target: Console | None = None) -> str:
+    """Print a table whose cells are never cut: whole, with fewer columns, or as one record per row.
+
+    The table is printed whole when it fits the console's width (``COLUMNS``
+    on a pipe); else without the ``optional`` columns (named under the table)
+    when that fits; else as records: one line per row naming it by its first
+    cell, then ``column: value`` for the others, each on its own line.  No
+    value is shortened with an ellipsis in any of the three forms.
+
+    Parameters
+    ----------
+    title : str
+    columns : list of str
+        Column headers.
+    rows : list of list of str
+        Cell texts, one list per row, in the order of ``columns``.
+    optional : tuple of str
+        Columns that may be left out to fit, the least important first: the
+        first one is left out, then the first two, ... until the table fits.
+    right : tuple of str
+        Columns aligned right (numbers).
+    caption : str, optional
+        A line under the table.
+    target : rich.console.Console, optional
+        Default: :data:`console` (stdout).
+
+    Returns
+    -------
+    form : {"table", "narrow", "records"}
+        The form printed.
+    """
+    from rich import box
+    from rich.table import Table
+
+    out = target or console
+    width = out.width
+
+    def needed(names: list[str]) -> int:
+        index = [columns.index(n) for n in names]
+        widths = [max([_cell_width(n)] + [_cell_width(r[i]) for r in rows]) for n, i in zip(names, index)]
+        return sum(widths) + 3 * (len(names) - 1)  # SIMPLE_HEAD box, no edge padding: 3 between columns
+
+    def render(names: list[str], note: str | None) -> None:
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, caption=caption,
+                      caption_justify="left")
+        for name in names:
+            table.add_column(name, justify="right" if name in right else "left", no_wrap=True, overflow="ignore")
+        index = [columns.index(n) for n in names]
+        for r in rows:
+            table.add_row(*(str(r[i]) for i in index))
+        out.print(table)
+        if note:
+            out.print(note, markup=False)
+
+    if needed(columns) <= width:
+        render(list(columns), None)
+        return "table"
+    for k in range(1, len(optional) + 1):
+        left = [c for c in optional[:k] if c in columns]
+        narrow = [c for c in columns if c not in left]
+        if needed(narrow) <= width:
+            render(narrow, f"(left out to fit {width} columns: {', '.join(left)}; all of them with --json -)")
+            return "narrow"
+    out.print(title, markup=False)
+    for r in rows:
+        out.print(f"- {columns[0]} {r[0]}", markup=False)
+        for name, value in zip(columns[1:], r[1:]):
+            if str(value) != "":
+                out.print(f"    {name}: {' '.join(str(value).split(chr(10)))}", markup=False)
+    if caption:
+        out.print(caption, markup=False)
+    return "records"
 
 
 def check_results_name(output: Path, option: str = "-o") -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from braggflow.cli.common import console, err_console, friendly_errors
+from braggflow.cli.common import JSON_HELP, console, err_console, friendly_errors, print_table, write_json
 
 commands = typer.Typer()
 """This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
@@ -109,48 +109,78 @@ def train_command(
     console.print(line)
     console.print(
         f"errors: std(err/sigma) row {m['val_z_std_row']:.2f} col {m['val_z_std_col']:.2f}, "
-        f"inside 1-sigma ellipse {m['val_in_ellipse']:.3f} (ideal 0.393); best epoch {m['best_epoch']}, "
+        f"inside 1-sigma ellipse {m['val_in_ellipse']:.3f} (ideal 0.393); "
+        f"{best_epoch_text(result.history, m, config)}, "
         f"{m['train_seconds']:.0f} s"
     )
 
 
+def best_epoch_text(history: list[dict], metrics: dict, config) -> str:
+    """Which epoch's weights were kept, and why when a warm-up epoch had a lower validation loss.
+
+    Warm-up epochs (``config.warmup_epochs``, locnet) train on the squared
+    error, so their validation loss is not the likelihood of the later epochs
+    and does not compete with it; the kept epoch is the one with the lowest
+    likelihood validation loss.
+
+    Parameters
+    ----------
+    history : list of dict
+        Per-epoch records (``epoch``, ``val_loss``).
+    metrics : dict
+        The run's metrics (``best_epoch``).
+    config : braggflow.training.train.TrainConfig
+
+    Returns
+    -------
+    text : str
+    """
+    best = metrics["best_epoch"]
+    warm = int(getattr(config, "warmup_epochs", 0) or 0) if getattr(config, "arch", "locnet") == "locnet" else 0
+    counted = [r for r in history if r["epoch"] > warm] or history
+    text = f"best epoch {best} (lowest validation loss"
+    if best is not None and counted:
+        low = min(counted, key=lambda r: r["val_loss"])
+        text += f" {low['val_loss']:.4f}"
+    if warm and len(history) > warm:
+        text += f" of epochs {warm + 1}-{len(history)}; epochs 1-{warm} warm up on the squared error)"
+    else:
+        text += ")"
+    return text
+
+
 @commands.command("models")
 @friendly_errors
-def models_command() -> None:
+def models_command(
+    json_file: Path | None = typer.Option(None, "--json", help=JSON_HELP + "; full SHA-256 and every metric"),
+) -> None:
     """List the shipped localizer models.
 
     Columns: parameters, file size, the start of the SHA-256, the validation
     median radial error (px) and its ratio to the ideal 1.1774 x CRLB, and the
     calibration of the reported errors: std of error / sigma (1 is ideal) and
-    the fraction inside the 1-sigma ellipse (0.393 is ideal).
+    the fraction inside the 1-sigma ellipse (0.393 is ideal).  A terminal
+    narrower than the table gets fewer columns or one record per model; no
+    name or checksum is shortened.
     """
-    from rich.table import Table
-
     from braggflow.nn.files import list_models
 
     rows = list_models()
+    if json_file is not None:
+        write_json(rows, json_file)
+        if str(json_file) == "-":
+            return
     if not rows:
         console.print("no shipped models")
         return
-    from rich import box
-
-    table = Table(title="shipped localizer models", caption="* default (used by --method nn without --model)",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("name", no_wrap=True)
-    table.add_column("arch", no_wrap=True)
-    table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("KiB", justify="right", no_wrap=True)
-    table.add_column("sha256", no_wrap=True)
-    table.add_column("med px", justify="right", no_wrap=True)
-    table.add_column("/ref", justify="right", no_wrap=True)
-    table.add_column("z std", justify="right", no_wrap=True)
-    table.add_column("in 1σ", justify="right", no_wrap=True)
+    columns = ["name", "arch", "params", "KiB", "sha256", "med px", "/ref", "z std", "in 1σ"]
+    cells = []
     for r in rows:
         m = r.get("metrics", {})
         # calibration figures after the final calibration when recorded, else the training validation ones
         pre = "calibration_" if "calibration_z_std_row" in m else "val_"
         zs = f"{(m[pre + 'z_std_row'] + m[pre + 'z_std_col']) / 2:.2f}" if pre + "z_std_row" in m else "-"
-        table.add_row(
+        cells.append([
             ("* " if r.get("default") else "") + r["name"],
             r["arch"],
             str(r["params"]),
@@ -160,8 +190,10 @@ def models_command() -> None:
             f"{m['val_median_ratio_crlb']:.2f}" if "val_median_ratio_crlb" in m else "-",
             zs,
             f"{m[pre + 'in_ellipse']:.3f}" if pre + "in_ellipse" in m else "-",
-        )
-    console.print(table)
+        ])
+    print_table("shipped localizer models", columns, cells, optional=("KiB", "/ref", "params", "z std", "in 1σ"),
+                right=("params", "KiB", "med px", "/ref", "z std", "in 1σ"),
+                caption="* default (used by --method nn without --model)")
 
 
 @commands.command("convert-weights")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -88,7 +87,8 @@ def identify_command(
     frame: str | None = typer.Option(
         None, "--frame", help="frame file for ring patterns (default: the run's input)",
     ),
-    json_file: Path | None = typer.Option(None, "--json", help="write the ranked table as JSON"),
+    json_file: Path | None = typer.Option(
+        None, "--json", help="write the ranked table as JSON to PATH ('-': print only the JSON, on stdout)"),
     plot: Path | None = typer.Option(None, "--plot", help="write a PNG of observed vs predicted lines"),
     max_mismatch: float = typer.Option(0.01, "--max-mismatch", help="largest relative lattice mismatch searched"),
     p_max: float = typer.Option(1e-3, "--p-max", help="largest chance probability of an accepted phase"),
@@ -148,25 +148,30 @@ def identify_command(
         if geometry is None:
             raise ConfigError(f"{results} is a frame, not a results file: give --poni FILE or the geometry options")
         outcome = {0: identify_frame(_read_frame(str(results)), geometry, phases, options=options, p_max=p_max)}
-    _print(outcome)
-    _print_record(results, outcome)
     if json_file is not None:
-        json_file.write_text(json.dumps({str(k): r.to_json() for k, r in outcome.items()}, indent=1, default=str))
+        from braggflow.cli.common import write_json
+
+        write_json({str(k): r.to_json() for k, r in outcome.items()}, json_file)
+    json_only = json_file is not None and str(json_file) == "-"  # stdout holds the JSON only
+    if not json_only:
+        _print(outcome)
+        _print_record(results, outcome)
     if plot is not None:
         from braggflow.viz.phases import plot_identification
 
         first = outcome[min(outcome)]
         plot_identification(first, plot, title=str(results.name))
-        console.print(f"plot written to {plot}")
+        if not json_only:
+            console.print(f"plot written to {plot}")
 
 
 def _cell_text(m) -> str:
-    """The cell of a match as text: refined parameters with their errors, or why it was not refined."""
+    """The cell of a match as text, one line per parameter: refined values with their errors, or why not refined."""
     import math
 
     if not m.refined:
         n, n_free = m.n_pairs, len(m.free_parameters)
-        return f"not refined ({n} line{'s' if n != 1 else ''}, {n_free} free parameter{'s' if n_free != 1 else ''})"
+        return f"not refined:\n{n} line{'s' if n != 1 else ''},\n{n_free} free parameter{'s' if n_free != 1 else ''}"
     shown, cell = set(), []
     for name, v, e in zip(("a", "b", "c", "α", "β", "γ"), m.cell, m.cell_err):
         if (round(v, 6), round(e, 6)) in shown or (name in "αβγ" and e == 0) or math.isnan(e):
@@ -177,28 +182,43 @@ def _cell_text(m) -> str:
         cell.append(f"d={m.distance_mm:.1f}±{m.distance_err_mm:.1f} mm")
     if m.at_limit:
         cell.append("(at the search limit)")
-    return " ".join(cell)
+    return "\n".join(cell)
+
+
+def identification_rows(result) -> tuple[list[str], list[list[str]]]:
+    """The ranked table of one identification as text: columns and one row per candidate phase.
+
+    Parameters
+    ----------
+    result : braggflow.phases.Identification
+
+    Returns
+    -------
+    columns : list of str
+    rows : list of list of str
+    """
+    columns = ["phase", "rank", "ok", "p", "score", "lines", "cell (Å, deg)", "plane", "alone"]
+    rows = []
+    for row in result.ranked.itertuples():
+        m = result.matches[row.phase]
+        alone = result.alone.get(row.phase, m)
+        alone_text = "" if alone is m else f"{alone.n_matched}/{alone.n_expected}, p {alone.chance_probability:.0e}"
+        extra = max(0, m.n_pairs - m.n_matched)  # paired with lines that were not expected
+        lines = f"{row.n_matched}/{row.n_expected}" + (f" +{extra}" if extra else "")
+        rows.append([row.phase, str(row.rank), "yes" if row.accepted else "", f"{row.chance_probability:.1e}",
+                     f"{row.score:.3f}", lines, _cell_text(m), row.contact_plane, alone_text])
+    return columns, rows
 
 
 def _print(outcome) -> None:
-    from rich.table import Table
+    from braggflow.cli.common import print_table
 
     for i, result in outcome.items():
-        console.print(f"frame {i}: {result.mode} matching ({result.mode_reason})", soft_wrap=True)
-        table = Table(title=f"frame {i}: {result.mode}, {len(result.assignment)} observed, "
-                      f"{len(result.unexplained)} unexplained")
-        for col in ("rank", "phase", "ok", "p", "score", "lines", "cell (Å, deg)", "plane", "alone"):
-            table.add_column(col)
-        for row in result.ranked.itertuples():
-            m = result.matches[row.phase]
-            alone = result.alone.get(row.phase, m)
-            alone_text = "" if alone is m else f"{alone.n_matched}/{alone.n_expected}, p {alone.chance_probability:.0e}"
-            extra = max(0, m.n_pairs - m.n_matched)  # paired with lines that were not expected
-            lines = f"{row.n_matched}/{row.n_expected}" + (f" +{extra}" if extra else "")
-            table.add_row(str(row.rank), row.phase, "yes" if row.accepted else "", f"{row.chance_probability:.1e}",
-                          f"{row.score:.3f}", lines, _cell_text(m), row.contact_plane,
-                          alone_text)
-        console.print(table)
+        console.print(f"frame {i}: {result.mode} matching ({result.mode_reason})")
+        columns, rows = identification_rows(result)
+        print_table(f"frame {i}: {result.mode}, {len(result.assignment)} observed, "
+                    f"{len(result.unexplained)} unexplained", columns, rows, optional=("alone", "plane", "score"),
+                    right=("rank", "p", "score", "lines"))
 
 
 def _print_record(results: Path, outcome) -> None:

@@ -77,6 +77,7 @@ def link(
     *,
     search_range: float = 3.0,
     memory: int = 0,
+    min_length: int = 1,
     **trackpy_options: Any,
 ) -> pd.DataFrame:
     """Link the peaks of a frame series into trajectories (fills ``track_id``).
@@ -96,6 +97,9 @@ def link(
         Largest distance a peak moves between two frames, px.
     memory : int, optional
         Number of frames a peak may vanish and still keep its track.
+    min_length : int, optional
+        Shortest track kept, in frames with a peak (trackpy's ``filter_stubs``):
+        the peaks of shorter tracks get ``track_id`` -1.  1 keeps every track.
     **trackpy_options
         Passed to :func:`trackpy.link` (e.g. ``adaptive_stop``, ``predictor``,
         ``link_strategy``).
@@ -105,12 +109,14 @@ def link(
     table : pandas.DataFrame
         A copy of ``table`` (same index and row order) with ``track_id``
         (int64): 0, 1, ... numbered by first appearance, -1 for unlinked rows.
-        A peak seen on one frame only gets a track of its own.
+        A peak seen on one frame only gets a track of its own (with
+        ``min_length`` 1).
 
     Raises
     ------
     BraggflowError
-        If ``search_range`` is not positive or ``memory`` is negative.
+        If ``search_range`` is not positive, ``memory`` is negative or
+        ``min_length`` is below 1.
     ValueError
         If a required column is missing.
 
@@ -121,6 +127,8 @@ def link(
     """
     validate_peak_table(table, required=("frame", "row", "col"))
     _check_link_options(search_range, memory)
+    if not (isinstance(min_length, (int, np.integer)) and min_length >= 1):
+        raise BraggflowError(f"min_length must be an integer >= 1 (frames), got {min_length!r}")
     out = table.copy()
     ok = np.isfinite(out["row"].to_numpy(dtype=float)) & np.isfinite(out["col"].to_numpy(dtype=float))
     ids = np.full(len(out), -1, dtype=np.int64)
@@ -129,6 +137,15 @@ def link(
         ids[ok] = _trackpy_link(
             out.loc[ok, ["row", "col"]], frames[ok], search_range=search_range, memory=memory, **trackpy_options
         )
+    if min_length > 1 and (ids >= 0).any():
+        linked = ids >= 0
+        frames = out["frame"].to_numpy(dtype=np.int64)
+        spans = pd.DataFrame({"track": ids[linked], "frame": frames[linked]}).groupby("track")["frame"].nunique()
+        short = np.isin(ids, spans.index[spans.to_numpy() < min_length])
+        ids[short] = -1
+        kept = ids >= 0
+        # ids count up by first appearance, so their ranks keep that order
+        ids[kept] = np.unique(ids[kept], return_inverse=True)[1].astype(np.int64)
     out["track_id"] = ids
     return out
 
