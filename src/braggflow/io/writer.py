@@ -563,7 +563,10 @@ class ResultsWriter:
             raise self._write_error(exc, "the HDF5 file") from exc
 
     def _write_scicat(self, table: pd.DataFrame, done: set[int], *, complete: bool) -> None:
-        """The SciCat record beside the results file (:func:`write_scicat`), from what the run recorded."""
+        """The SciCat record beside the results file (:func:`write_scicat`), from what the run recorded.
+
+        A record that cannot be written is reported as a warning: the results file is complete without it.
+        """
         config = self.config.model_dump(mode="json") if self.config is not None else {}
         frames = _read_frames_table(self.path) if self.path.exists() else None
         summary = {"status": STATUS_COMPLETE if complete else "incomplete", "frames": len(done),
@@ -573,13 +576,17 @@ class ResultsWriter:
         if frames is not None and len(frames):
             summary["peaks_per_frame_median"] = float(np.median(frames["n_peaks"]))
         geometry = {**(self.geometry or {}), "source": self.instrument.get("geometry_source")}
-        record = scicat_record(self.path, config=config, inputs=self._input_records(provenance=complete),
+        inputs = getattr(self, "_recorded_inputs", None) or self._input_records(provenance=False)
+        record = scicat_record(self.path, config=config, inputs=inputs,
                                summary=summary, geometry=geometry if self.geometry is not None else None,
                                models=self.models, start_time=self.start_time)
         try:
             write_scicat(self.path, record)
-        except OSError as exc:
-            raise self._write_error(exc, f"its SciCat record {scicat_path(self.path)}") from exc
+        except OSError as exc:  # the results file is written; the catalogue record can be made again from it
+            import logging
+
+            logging.getLogger(__name__).warning("%s: SciCat record not written (%s)", scicat_path(self.path),
+                                                _reason(exc))
 
     def _write_error(self, exc: BaseException, what: str) -> BraggflowError:
         """The one-line error for a write that failed: the file, the reason, where the frames are kept."""
@@ -598,7 +605,8 @@ class ResultsWriter:
         proc.create_dataset("version", data=__version__)
         proc.create_dataset("date", data=_dt.datetime.now(_dt.UTC).isoformat())
         proc.create_dataset("config", data=self.config.to_yaml() if self.config is not None else "")
-        proc.create_dataset("inputs", data=json.dumps(self._input_records(provenance=provenance)))
+        self._recorded_inputs = self._input_records(provenance=provenance)
+        proc.create_dataset("inputs", data=json.dumps(self._recorded_inputs))
         if self.geometry is not None:
             proc.create_dataset("geometry", data=json.dumps(self.geometry))
         if self.instrument.get("geometry_source"):
