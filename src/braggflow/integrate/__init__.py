@@ -412,7 +412,9 @@ def integrate(
         and flags ``LOW_SNR`` (snr < 3), ``BAD_BACKGROUND`` (< 5 background
         pixels), ``SATURATED``, ``OVERLAPPING`` (with ``radius``: another
         peak's pixels were left out of the disk), ``SUMMED`` (``"profile"``
-        only: the sum kept).
+        only: the sum kept).  Peaks flagged ``BLENDED`` (two peaks of one
+        region, split by :func:`braggflow.locate.deblend.deblend`) keep the
+        ``intensity`` and ``intensity_err`` of their joint fit.
 
     Raises
     ------
@@ -438,20 +440,27 @@ def integrate(
     ri = np.where(ok, np.rint(np.nan_to_num(rows)), 0).astype(np.intp)
     ci = np.where(ok, np.rint(np.nan_to_num(cols)), 0).astype(np.intp)
     ids = np.arange(1, n + 1)
-    res = _integrate_all(frame, rows - ri, cols - ci, ri, ci, ids, ok, background_width, mask=mask, labels=labels,
-                         regions=regions, gain=gain, radius=radius, saturated=saturated)
+    # members of a blend keep the intensities of their joint fit (braggflow.locate.deblend): the region is shared
+    joint = ok & ((table["flags"].to_numpy().astype(np.uint32) & np.uint32(Flag.BLENDED)) != 0)
+    joint &= np.isfinite(table["intensity"].to_numpy(dtype=float))
+    res = _integrate_all(frame, rows - ri, cols - ci, ri, ci, ids, ok & ~joint, background_width, mask=mask,
+                         labels=labels, regions=regions, gain=gain, radius=radius, saturated=saturated)
     intensity, err, b, snr, npix, n_b = (res[k] for k in ("intensity", "err", "b", "snr", "npix", "n_b"))
     peak_value, sat, overlap = res["peak_value"], res["sat"], res["overlap"]
+    if joint.any():
+        intensity = np.where(joint, table["intensity"].to_numpy(dtype=float), intensity)
+        err = np.where(joint, table["intensity_err"].to_numpy(dtype=float), err)
+        snr = np.divide(intensity, err, out=np.full(n, np.nan), where=err > 0)
 
     flags = table["flags"].to_numpy().astype(np.uint32)
     flags |= np.where(~(snr >= 3), np.uint32(Flag.LOW_SNR), np.uint32(0))
     flags |= np.where(n_b < 5, np.uint32(Flag.BAD_BACKGROUND), np.uint32(0))
     flags |= np.where(sat, np.uint32(Flag.SATURATED), np.uint32(0))
     flags |= np.where(overlap, np.uint32(Flag.OVERLAPPING), np.uint32(0))
-    valid = ok & (npix > 0)
+    valid = ok & ((npix > 0) | joint)
     if method == "profile":
-        intensity, err, snr, summed = _profile(frame, table, rows, cols, ids, valid, intensity, err, res, mask=mask,
-                                               labels=labels, saturated=saturated, gain=gain)
+        intensity, err, snr, summed = _profile(frame, table, rows, cols, ids, valid & ~joint, intensity, err, res,
+                                               mask=mask, labels=labels, saturated=saturated, gain=gain)
         flags |= np.where(summed, np.uint32(Flag.SUMMED), np.uint32(0))
     table["intensity"] = np.where(valid, intensity, np.nan)
     table["intensity_err"] = np.where(valid, err, np.nan)

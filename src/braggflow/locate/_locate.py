@@ -35,6 +35,7 @@ def locate(
     device: str = "cpu",
     batch_size: int = 1024,
     fit_engine: str = "batch",
+    deblend: bool = False,
 ) -> pd.DataFrame:
     """Sub-pixel centres of the peaks of ``table`` in ``frame``.
 
@@ -103,6 +104,11 @@ def locate(
         torch device and inference batch size.
     fit_engine : {"batch", "scipy"}
         How the fits run (above).
+    deblend : bool
+        Then try every located peak's patch with one and with two components
+        (:func:`braggflow.locate.deblend.deblend`): a blend's row holds one
+        member and a new row at the end of the table the other, both flagged
+        ``BLENDED`` with positions, errors and intensities from the joint fit.
 
     Returns
     -------
@@ -165,6 +171,10 @@ def locate(
         out[name] = values
     out["method"] = method_column(codes, categories)
     out["flags"] = flags
+    if deblend:
+        from braggflow.locate.deblend import deblend as split
+
+        out = split(frame, out, mask=fit_mask, labels=labels, patch_size=patch_size, gain=gain)
     return out
 
 

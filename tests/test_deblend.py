@@ -1,0 +1,71 @@
+"""Deblending (braggflow.locate.deblend): a pair at 3 px split and located, single peaks left whole."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from braggflow.find import find_peaks
+from braggflow.integrate import integrate
+from braggflow.locate import locate
+from braggflow.locate.deblend import DEBLEND_THRESHOLD, find_blends
+from braggflow.profiles.render import peak_profile
+from braggflow.schema import Flag
+from braggflow.simulate.patches import simulate_patches
+
+
+def _frame(peaks, shape=(96, 96), background=50.0, seed=0):
+    rng = np.random.default_rng(seed)
+    expected = np.full(shape, background)
+    rr, cc = np.arange(shape[0]), np.arange(shape[1])
+    for p in peaks:
+        expected += p["flux"] * peak_profile(rr, cc, row=p["row"], col=p["col"], sigma_row=p["sr"],
+                                             sigma_col=p["sc"], angle=p.get("angle", 0.0), eta=p.get("eta", 0.0))
+    return rng.poisson(expected).astype(np.float32)
+
+
+def test_pair_at_3px_is_split_and_located():
+    # sigma 1.6 px: 3 px is below the Sparrow limit (2 sigma = 3.2 px), the sum of the two has no dip
+    truth = [dict(row=40.3, col=40.6, sr=1.6, sc=1.6, flux=20000.0), dict(row=41.9, col=43.1, sr=1.6, sc=1.6,
+                                                                           flux=14000.0)]
+    assert abs(np.hypot(1.6, 2.5) - 3.0) < 0.05
+    frame = _frame(truth, seed=1)
+    found = find_peaks(frame)
+    near = np.hypot(found.table["row"] - 41, found.table["col"] - 42) < 4
+    assert near.sum() == 1  # the finder sees one peak
+    out = locate(frame, found.table, labels=found.labels, regions=found.regions, deblend=True)
+    blended = (out["flags"].to_numpy() & Flag.BLENDED) != 0
+    assert blended.sum() == 2 and len(out) == len(found.table) + 1
+    members = out[blended]
+    for t in truth:
+        d = np.hypot(members["row"] - t["row"], members["col"] - t["col"]).to_numpy()
+        k = int(np.argmin(d))
+        assert d[k] < 0.2
+        assert 0.005 < members["row_err"].iloc[k] < 0.15
+        assert abs(members["intensity"].iloc[k] / t["flux"] - 1) < 0.1
+    integrated = integrate(frame, out, labels=found.labels, regions=found.regions)
+    kept = integrated[blended]
+    assert np.allclose(kept["intensity"], members["intensity"])  # the joint fit's intensities are kept
+    assert np.all(kept["intensity_err"] > 0)
+
+
+def test_single_peaks_are_not_split():
+    truth = [dict(row=20.2, col=20.7, sr=1.2, sc=1.2, flux=30000.0),
+             dict(row=20.5, col=70.1, sr=3.0, sc=1.1, angle=0.7, flux=40000.0),  # elongated, rotated
+             dict(row=70.8, col=20.3, sr=1.5, sc=1.5, eta=0.6, flux=30000.0),  # pseudo-Voigt
+             dict(row=70.1, col=70.4, sr=0.8, sc=0.8, flux=3000.0)]
+    frame = _frame(truth, seed=2)
+    found = find_peaks(frame)
+    out = locate(frame, found.table, labels=found.labels, regions=found.regions, deblend=True)
+    assert len(out) == len(found.table)
+    assert not ((out["flags"].to_numpy() & Flag.BLENDED) != 0).any()
+
+
+def test_false_split_rate_on_single_peaks():
+    """Seeds apart from the calibration's (9100-9102) and the benchmarks'."""
+    ps = simulate_patches(400, kind="mixed", seed=777, intensity=(500.0, 50000.0), background=(5.0, 100.0))
+    single = ~ps.params["kind"].isin(["neighbour"]).to_numpy()
+    res = find_blends(ps.data[single], ps.mask[single], threshold=DEBLEND_THRESHOLD)
+    assert res.blended.mean() <= 0.015
+    pairs = simulate_patches(100, kind="neighbour", seed=778, neighbour_distance=(4.0, 5.0),
+                             neighbour_ratio=(0.5, 1.0), intensity=(5000.0, 50000.0), background=(5.0, 50.0))
+    assert find_blends(pairs.data, pairs.mask).blended.mean() > 0.8
