@@ -12,20 +12,43 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 __all__ = ["console", "err_console", "state", "friendly_errors", "user_warnings", "library_chatter_to_log",
-           "check_results_name", "print_table", "write_json", "JSON_HELP", "METHOD_HELP", "MODEL_HELP", "BACKEND_HELP"]
+           "process_seconds", "check_results_name", "print_table", "write_json", "JSON_HELP", "METHOD_HELP",
+           "MODEL_HELP", "BACKEND_HELP", "Poni", "Distance", "BeamRow", "BeamCol", "PixelSize", "Wavelength", "Energy",
+           "IncidenceAngle", "geometry_overrides"]
 
 log = logging.getLogger("braggflow")
+
+_IMPORTED = time.time()  # fallback start of the command where the process start time cannot be read
+
+
+def process_seconds() -> float:
+    """Seconds since this process started: the wall time of the command, interpreter start-up included.
+
+    Read from ``/proc/self/stat`` (Linux); elsewhere, from the moment
+    :mod:`braggflow.cli.common` was imported.
+    """
+    try:
+        with open("/proc/self/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as uptime:
+            since_boot = float(uptime.read().split()[0])
+        return max(0.0, since_boot - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.time() - _IMPORTED
 
 
 class _PlainWhenPiped(Console):
@@ -47,6 +70,26 @@ class _PlainWhenPiped(Console):
 
 console = _PlainWhenPiped(stderr=False, highlight=False)
 err_console = _PlainWhenPiped(stderr=True, highlight=False)
+
+# geometry options shared by run, watch, identify, azimuthal, remap and detect (typer's Annotated form: declared once)
+Poni = Annotated[Path | None, typer.Option("--poni", help="pyFAI PONI file with the detector geometry")]
+Distance = Annotated[float | None, typer.Option("--distance", help="geometry: sample-detector distance, mm")]
+BeamRow = Annotated[float | None, typer.Option("--beam-row", help="geometry: direct-beam row, px")]
+BeamCol = Annotated[float | None, typer.Option("--beam-col", help="geometry: direct-beam column, px")]
+PixelSize = Annotated[float | None, typer.Option("--pixel-size", help="geometry: pixel size, mm")]
+Wavelength = Annotated[float | None, typer.Option("--wavelength", help="geometry: wavelength, Å")]
+Energy = Annotated[float | None, typer.Option("--energy", help="geometry: X-ray energy, keV (or --wavelength)")]
+IncidenceAngle = Annotated[float | None, typer.Option(
+    "--incidence-angle", help="geometry: grazing incidence angle, deg")]
+
+
+def geometry_overrides(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence) -> dict:
+    """The shared geometry options as config keys (``geometry.*``) for run and watch; None where not given."""
+    return {"geometry.poni": None if poni is None else str(poni), "geometry.distance_mm": distance,
+            "geometry.beam_center_row": beam_row, "geometry.beam_center_col": beam_col,
+            "geometry.pixel_size_mm": pixel, "geometry.wavelength_A": wavelength, "geometry.energy_keV": energy,
+            "geometry.incidence_angle_deg": incidence}
+
 
 JSON_HELP = "also write the table as JSON to PATH ('-': print only the JSON, on stdout)"
 

@@ -12,10 +12,19 @@ from braggflow.cli.common import (
     BACKEND_HELP,
     METHOD_HELP,
     MODEL_HELP,
+    BeamCol,
+    BeamRow,
+    Distance,
+    Energy,
+    IncidenceAngle,
+    PixelSize,
+    Poni,
+    Wavelength,
     check_results_name,
     console,
     err_console,
     friendly_errors,
+    geometry_overrides,
 )
 
 commands = typer.Typer()
@@ -101,7 +110,14 @@ def run_command(
     mask: str | None = typer.Option(None, "--mask", help="mask file (nonzero = bad)"),
     dark: str | None = typer.Option(None, "--dark", help="dark frame file"),
     flat: str | None = typer.Option(None, "--flat", help="flat-field file"),
-    poni: str | None = typer.Option(None, "--poni", help="pyFAI PONI file with the detector geometry"),
+    poni: Poni = None,
+    distance: Distance = None,
+    beam_row: BeamRow = None,
+    beam_col: BeamCol = None,
+    pixel: PixelSize = None,
+    wavelength: Wavelength = None,
+    energy: Energy = None,
+    incidence_angle: IncidenceAngle = None,
     threshold_sigma: float | None = typer.Option(None, "--threshold-sigma", help="find.threshold_sigma"),
     gain: float | None = typer.Option(None, "--gain", help="correct.gain, ADU per photon"),
     dataset: str | None = typer.Option(None, "--dataset", help="dataset path inside HDF5 inputs"),
@@ -127,8 +143,9 @@ def run_command(
 
     overrides = {
         "locate.method": method, "locate.model": model, "locate.backend": backend, "correct.mask": mask,
-        "correct.dark": dark, "correct.flat": flat, "geometry.poni": poni, "find.threshold_sigma": threshold_sigma,
+        "correct.dark": dark, "correct.flat": flat, "find.threshold_sigma": threshold_sigma,
         "correct.gain": gain, "series.omega_start": omega_start, "series.omega_step": omega_step,
+        **geometry_overrides(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle),
     }
     config = build_config(config_file, overrides, sets)
     check_results_name(output)
@@ -336,8 +353,10 @@ def demo_command(
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     seed: int = typer.Option(0, "--seed", help="random seed"),
+    json_file: Path | None = typer.Option(
+        None, "--json", help="also write the report as JSON to PATH ('-': print only the JSON, on stdout)"),
 ) -> None:
-    """Simulate a 2048 x 2048 series, run the whole pipeline, and report against the truth."""
+    """Simulate a 2048 x 2048 series, run the whole pipeline, and report against the truth (written as truth.csv)."""
     import numpy as np
 
     from braggflow.io.frames import open_frames
@@ -361,22 +380,37 @@ def demo_command(
     precision = hit.sum() / max(len(table), 1)
     dist = matches["distance"].dropna()
     table.to_csv(out / "peaks.csv", index=False)
-    from rich.table import Table
-
+    sim.truth.to_csv(out / "truth.csv", index=False)  # the reference of 'plot series --reference' and 'plot frame'
     label = config.locate.method
     if label == "nn":
         from braggflow.nn.files import default_model_name
 
         label += f", model {config.locate.model or default_model_name()}"
-    report = Table(title=f"braggflow demo ({label})", show_header=False)
-    report.add_row("frames", f"{len(series)} x 2048 x 2048")
-    report.add_row("true peaks (findable)", f"{len(sim.truth)} ({findable.sum()} outside the masked gap)")
-    report.add_row("peaks found", f"{len(table)}")
-    report.add_row("recall (within 1.5 px)", f"{recall:.3f}")
-    report.add_row("precision", f"{precision:.3f}")
-    report.add_row("position error median", f"{np.median(dist):.3f} px")
-    report.add_row("position error p95", f"{np.percentile(dist, 95):.3f} px")
-    report.add_row("speed", f"{steady:.2f} frames/s after the first frame (reading, correcting, finding, locating, "
-                   f"integrating, writing); {seconds:.1f} s in all, start-up included")
-    report.add_row("results", f"{results}, {out / 'peaks.csv'}")
-    console.print(report)
+    from braggflow.cli.common import process_seconds
+
+    total_seconds = process_seconds()
+    report = {
+        "frames": f"{len(series)} x 2048 x 2048",
+        "true peaks (findable)": f"{len(sim.truth)} ({findable.sum()} outside the masked gap)",
+        "peaks found": f"{len(table)}",
+        "recall (within 1.5 px)": f"{recall:.3f}",
+        "precision": f"{precision:.3f}",
+        "position error median": f"{np.median(dist):.3f} px",
+        "position error p95": f"{np.percentile(dist, 95):.3f} px",
+        "speed": (f"{steady:.2f} frames/s after the first frame (reading, correcting, finding, locating, integrating, "
+                  f"writing); the pipeline {seconds:.1f} s, the whole command {total_seconds:.1f} s (start-up, "
+                  "simulation and this report included)" if math.isfinite(steady)
+                  else f"the pipeline {seconds:.1f} s, the whole command {total_seconds:.1f} s"),
+        "results": f"{results}, {out / 'peaks.csv'}",
+        "truth": f"{out / 'truth.csv'} (e.g. braggflow plot series {results} --reference {out / 'truth.csv'})",
+    }
+    if json_file is not None:
+        from braggflow.cli.common import write_json
+
+        write_json({"method": label, **report, "seconds_pipeline": seconds, "seconds_command": total_seconds,
+                    "frames_per_second": steady}, json_file)
+        if str(json_file) == "-":
+            return
+    console.print(f"braggflow demo ({label})", markup=False)
+    for key, value in report.items():
+        console.print(f"  {key}: {value}", markup=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from braggflow.cli.common import console, friendly_errors
+from braggflow.cli.common import JSON_HELP, console, friendly_errors, print_table, write_json
 from braggflow.cli.phases import BeamCol, BeamRow, Distance, Energy, PixelSize, Poni, Wavelength, _geometry, _read_frame
 
 commands = typer.Typer()
@@ -15,16 +15,12 @@ commands = typer.Typer()
 
 
 def _print_features(features, limit: int = 40) -> None:
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=f"{len(features)} features", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("kind", "score", "q", "chi", "q_width", "chi_width", "q_xy", "q_z", "row", "col"):
-        table.add_column(col, justify="left" if col == "kind" else "right")
-    for r in features.head(limit).itertuples():
-        table.add_row(r.kind, f"{r.score:.2f}", f"{r.q:.4f}", f"{r.chi:.1f}", f"{r.q_width:.4f}",
-                      f"{r.chi_width:.1f}", f"{r.q_xy:.3f}", f"{r.q_z:.3f}", f"{r.row:.1f}", f"{r.col:.1f}")
-    console.print(table)
+    columns = ["kind", "score", "q", "chi", "q_width", "chi_width", "q_xy", "q_z", "row", "col"]
+    rows = [[r.kind, f"{r.score:.2f}", f"{r.q:.4f}", f"{r.chi:.1f}", f"{r.q_width:.4f}", f"{r.chi_width:.1f}",
+             f"{r.q_xy:.3f}", f"{r.q_z:.3f}", f"{r.row:.1f}", f"{r.col:.1f}"]
+            for r in features.head(limit).itertuples()]
+    print_table(f"{len(features)} features", columns, rows, optional=("row", "col", "q_width", "chi_width"),
+                right=tuple(columns[1:]))
     if len(features) > limit:
         console.print(f"(first {limit} of {len(features)} by score; all of them with --out FILE)")
 
@@ -117,23 +113,26 @@ def train_detector_command(
 
 @commands.command("detectors")
 @friendly_errors
-def detectors_command() -> None:
+def detectors_command(
+    json_file: Path | None = typer.Option(None, "--json", help=JSON_HELP + "; full SHA-256 and every metric"),
+) -> None:
     """List the shipped grazing-incidence detector models (the MANIFEST's "detectors" section)."""
-    from rich import box
-    from rich.table import Table
-
     from braggflow.nn.detector import list_detectors
 
     rows = list_detectors()
+    if json_file is not None:
+        write_json(rows, json_file)
+        if str(json_file) == "-":
+            return
     if not rows:
         console.print("no shipped detector")
         return
-    table = Table(title="shipped detector models", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("name", "arch", "params", "KiB", "sha256", "val precision", "val recall", "val F1"):
-        table.add_column(col, justify="left" if col in ("name", "arch", "sha256") else "right")
+    columns = ["name", "arch", "params", "KiB", "sha256", "val precision", "val recall", "val F1"]
+    cells = []
     for r in rows:
         val = r.get("metrics", {}).get("val", {}).get("all", {})
-        table.add_row(r["name"], r["arch"], str(r["params"]), f"{r['onnx']['size_bytes'] / 1024:.0f}",
+        cells.append([r["name"], r["arch"], str(r["params"]), f"{r['onnx']['size_bytes'] / 1024:.0f}",
                       r["onnx"]["sha256"][:8], f"{val.get('precision', float('nan')):.3f}",
-                      f"{val.get('recall', float('nan')):.3f}", f"{val.get('f1', float('nan')):.3f}")
-    console.print(table)
+                      f"{val.get('recall', float('nan')):.3f}", f"{val.get('f1', float('nan')):.3f}"])
+    print_table("shipped detector models", columns, cells, optional=("KiB", "params", "arch"),
+                right=("params", "KiB", "val precision", "val recall", "val F1"))

@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from braggflow.cli.common import console, friendly_errors
+from braggflow.cli.common import (  # noqa: F401 (the geometry options are used by cli.detect from here)
+    BeamCol,
+    BeamRow,
+    Distance,
+    Energy,
+    IncidenceAngle,
+    PixelSize,
+    Poni,
+    Wavelength,
+    console,
+    friendly_errors,
+)
 
 commands = typer.Typer()
 """This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
 
-_GEOMETRY_HELP = "geometry (else: stored in the results file)"
-
-# geometry options shared by identify, azimuthal and remap (typer's Annotated form: declared once)
-Poni = Annotated[Path | None, typer.Option("--poni", help="pyFAI PONI file; " + _GEOMETRY_HELP)]
-Distance = Annotated[float | None, typer.Option("--distance", help="sample-detector distance, mm")]
-BeamRow = Annotated[float | None, typer.Option("--beam-row", help="direct-beam row, px")]
-BeamCol = Annotated[float | None, typer.Option("--beam-col", help="direct-beam column, px")]
-PixelSize = Annotated[float | None, typer.Option("--pixel-size", help="pixel size, mm")]
-Wavelength = Annotated[float | None, typer.Option("--wavelength", help="wavelength, Å")]
-Energy = Annotated[float | None, typer.Option("--energy", help="energy, keV")]
-
-
+# the geometry options are shared with run, watch and detect (braggflow.cli.common)
 def _geometry(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence, distance_err, stored=None):
     """Geometry from --poni or the explicit options, else the stored one; None when nothing is given."""
     from braggflow.geometry import Geometry, GeometryConfig
@@ -81,7 +80,7 @@ def identify_command(
     gixd: bool = typer.Option(
         False, "--gixd", help="grazing incidence: match the peak table's spots in (q_xy, q_z), contact planes too",
     ),
-    incidence_angle: float | None = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
+    incidence_angle: IncidenceAngle = None,
     rings: bool = typer.Option(False, "--rings", help="force ring (powder) matching on the maxima of I(q)"),
     spots: bool = typer.Option(False, "--spots", help="force spot matching on the peak table's q values"),
     frame: str | None = typer.Option(
@@ -253,6 +252,14 @@ def azimuthal_command(
     mask: Path | None = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
     gain: float = typer.Option(1.0, "--gain", help="ADU per photon (Poisson errors)"),
     rings_out: Path | None = typer.Option(None, "--rings", help="CSV file for the ring positions (maxima)"),
+    dark: Path | None = typer.Option(None, "--dark", help="dark frame file, subtracted first"),
+    flat: Path | None = typer.Option(None, "--flat", help="flat-field file: the frame is divided by it"),
+    polarization: float | None = typer.Option(
+        None, "--polarization", help="polarization factor, -1..1 (pyFAI's; 0.99 at most synchrotrons); default: none"),
+    radial_range: tuple[float, float] | None = typer.Option(
+        None, "--radial-range", help="radial range LO HI in the --unit (1/Å or deg)"),
+    azimuth_range: tuple[float, float] | None = typer.Option(
+        None, "--azimuth-range", help="azimuthal (eta, pyFAI's chi) range LO HI, deg"),
     poni: Poni = None,
     distance: Distance = None,
     beam_row: BeamRow = None,
@@ -260,9 +267,7 @@ def azimuthal_command(
     pixel: PixelSize = None,
     wavelength: Wavelength = None,
     energy: Energy = None,
-    incidence_angle: float | None = typer.Option(
-        None, "--incidence-angle", help="incidence angle, deg (integrates above the horizon)",
-    ),
+    incidence_angle: IncidenceAngle = None,
 ) -> None:
     """Azimuthal integration I(q) / I(2theta) with errors (pyFAI), and ring positions from its maxima."""
     import numpy as np
@@ -274,8 +279,15 @@ def azimuthal_command(
         raise ConfigError(f"--npt {npt}: the number of bins must be >= 1")
     geometry, frame = _frame_and_geometry(source, poni, distance, beam_row, beam_col, pixel, wavelength, energy,
                                           incidence_angle)
+    if polarization is not None and not -1 <= polarization <= 1:
+        raise ConfigError(f"--polarization {polarization}: a factor in [-1, 1] is needed")
+    for option, limits in (("--radial-range", radial_range), ("--azimuth-range", azimuth_range)):
+        if limits is not None and not limits[0] < limits[1]:
+            raise ConfigError(f"{option} {limits[0]} {limits[1]}: LO must be below HI")
     bad = _read_mask(mask, frame.shape) if mask else None
-    profile = azimuthal_profile(frame, geometry, mask=bad, gain=gain, npt=npt, unit=unit)
+    frame = _dark_and_flat(frame, dark, flat)
+    profile = azimuthal_profile(frame, geometry, mask=bad, gain=gain, npt=npt, unit=unit, radial_range=radial_range,
+                                azimuth_range=azimuth_range, polarization_factor=polarization)
     if output.suffix.lower() in (".h5", ".hdf5", ".nxs"):
         from braggflow.io.nexus import write_profile_file
 
@@ -289,6 +301,32 @@ def azimuthal_command(
     console.print(f"{len(profile)} bins written to {output}; {len(rings)} rings at {col} = "
                   + ", ".join(f"{v:.4f}±{e:.4f}" for v, e in zip(rings[col], rings[f'{col}_err'])))
     del np
+
+
+def _dark_and_flat(frame, dark: Path | None, flat: Path | None):
+    """``(frame - dark) / flat``: each file's first frame, of the frame's shape; pixels with flat <= 0 become NaN.
+
+    Raises
+    ------
+    InputFileError
+        If a file's frame shape differs from the frame's.
+    """
+    import numpy as np
+
+    from braggflow.errors import InputFileError
+
+    for option, path in (("--dark", dark), ("--flat", flat)):
+        if path is None:
+            continue
+        other = _read_frame(str(path))
+        if other.shape != frame.shape:
+            raise InputFileError(f"{option} {path}: shape {other.shape} differs from the frame shape {frame.shape}")
+        if option == "--dark":
+            frame = frame - other
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                frame = np.where(other > 0, frame / other, np.nan)
+    return frame
 
 
 def _read_mask(path, shape):
@@ -343,7 +381,7 @@ def remap_command(
     pixel: PixelSize = None,
     wavelength: Wavelength = None,
     energy: Energy = None,
-    incidence_angle: float | None = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
+    incidence_angle: IncidenceAngle = None,
 ) -> None:
     """Rebin a frame to (eta, q), (eta, 2theta) or (q_z, q_xy); empty bins (missing wedge) are NaN."""
     import numpy as np

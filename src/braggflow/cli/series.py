@@ -11,10 +11,19 @@ from braggflow.cli.common import (
     BACKEND_HELP,
     METHOD_HELP,
     MODEL_HELP,
+    BeamCol,
+    BeamRow,
+    Distance,
+    Energy,
+    IncidenceAngle,
+    PixelSize,
+    Poni,
+    Wavelength,
     check_results_name,
     console,
     err_console,
     friendly_errors,
+    geometry_overrides,
 )
 
 commands = typer.Typer()
@@ -98,6 +107,9 @@ def link_command(
     csv: Path | None = typer.Option(
         None, "--csv", help="also write the spots (--omega) or the track summary as CSV",
     ),
+    min_length: int = typer.Option(
+        1, "--min-length", help="keep tracks seen on at least this many frames (trackpy's filter_stubs); the peaks "
+        "of shorter ones get track_id -1"),
 ) -> None:
     """Link peaks across frames: track_id in the peak table, plus a tracks (or spots) table.
 
@@ -113,10 +125,13 @@ def link_command(
     from braggflow.link import link, merge_rotation_spots, track_summary
 
     table = read_peaks(results)
-    attrs = {"search_range_px": float(search_range), "memory_frames": int(memory), "mode": "omega" if omega else "time"}
+    attrs = {"search_range_px": float(search_range), "memory_frames": int(memory), "mode": "omega" if omega else "time",
+             "min_length_frames": int(min_length)}
     if omega:
         if memory:
             raise ConfigError("--memory is not used with --omega (spots merge over touching omega ranges)")
+        if min_length > 1:
+            raise ConfigError("--min-length is for tracks in time; with --omega every spot keeps its peaks")
         ranges = _omega_ranges(results, table, source, omega_step, omega_start)
         spots, linked = merge_rotation_spots(table, ranges, search_range=search_range, return_table=True)
         update_peaks(results, linked)
@@ -128,7 +143,7 @@ def link_command(
         console.print(f"{len(table)} peaks merged into {len(spots)} spots over omega ({spread}"
                       f"{f', more: {more}' if more else ''}) -> {results}:/entry/link/spots", soft_wrap=True)
     else:
-        linked = link(table, search_range=search_range, memory=memory)
+        linked = link(table, search_range=search_range, memory=memory, min_length=min_length)
         summary = track_summary(linked)
         update_peaks(results, linked)
         write_group(results, "link", tables={"tracks": summary}, attrs=attrs)
@@ -162,6 +177,20 @@ def watch_command(
     backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),
     dataset: str | None = typer.Option(None, "--dataset", help="frame dataset inside the HDF5 source"),
     workers: int = typer.Option(0, "--workers", help="worker processes for the frames (0: this process)"),
+    mask: str | None = typer.Option(None, "--mask", help="mask file (nonzero = bad)"),
+    dark: str | None = typer.Option(None, "--dark", help="dark frame file"),
+    flat: str | None = typer.Option(None, "--flat", help="flat-field file"),
+    gain: float | None = typer.Option(None, "--gain", help="correct.gain, ADU per photon"),
+    threshold_sigma: float | None = typer.Option(None, "--threshold-sigma", help="find.threshold_sigma"),
+    poni: Poni = None,
+    distance: Distance = None,
+    beam_row: BeamRow = None,
+    beam_col: BeamCol = None,
+    pixel: PixelSize = None,
+    wavelength: Wavelength = None,
+    energy: Energy = None,
+    incidence_angle: IncidenceAngle = None,
+    csv: Path | None = typer.Option(None, "--csv", help="also write the peak table as CSV when the watch stops"),
     sets: list[str] | None = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
 ) -> None:
     """Process frames while the detector writes them; stop after --idle-timeout or with Ctrl-C."""
@@ -171,8 +200,11 @@ def watch_command(
     from braggflow.pipeline import check_workers
     from braggflow.pipeline.watch import watch
 
-    config = build_config(config_file, {"locate.method": method, "locate.model": model, "locate.backend": backend},
-                          sets)
+    overrides = {"locate.method": method, "locate.model": model, "locate.backend": backend, "correct.mask": mask,
+                 "correct.dark": dark, "correct.flat": flat, "correct.gain": gain,
+                 "find.threshold_sigma": threshold_sigma,
+                 **geometry_overrides(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle)}
+    config = build_config(config_file, overrides, sets)
     check_results_name(output)
     check_workers(workers)
     check_watch_options(idle_timeout=idle_timeout, poll=poll, give_up=give_up)
@@ -187,10 +219,11 @@ def watch_command(
             return
         last_print[0] = now
         span = recent[-1].t_written - recent[0].t_written
-        rate = (len(recent) - 1) / span if span > 0 else float("nan")
+        # a rate needs two frames: the first line says so instead of 'nan frames/s'
+        rate_text = f"{(len(recent) - 1) / span:5.1f} frames/s" if span > 0 else "first frame"
         latency = np.median([r.latency for r in recent])
         peaks = np.mean([r.n_peaks for r in recent])
-        err_console.print(f"frame {record.frame:6d} | {rate:5.1f} frames/s | latency {record.latency:5.2f} s "
+        err_console.print(f"frame {record.frame:6d} | {rate_text} | latency {record.latency:5.2f} s "
                           f"(median {latency:.2f}) | {peaks:6.1f} peaks/frame | backlog {record.backlog}",
                           markup=False, highlight=False, soft_wrap=True)
 
@@ -199,6 +232,11 @@ def watch_command(
     result = watch(source, output, config=config, idle_timeout=idle_timeout if idle_timeout > 0 else None,
                    poll_interval=poll, give_up=give_up, dataset=dataset, progress=show, workers=workers)
     console.print(watch_summary(output, result), markup=False, soft_wrap=True)
+    if csv is not None:
+        from braggflow.io.results import read_peaks
+
+        read_peaks(output).to_csv(csv, index=False)
+        console.print(f"peak table written to {csv}", markup=False)
 
 
 def _frame_range(text: str | None, n: int) -> range:

@@ -38,6 +38,8 @@ __all__ = [
     "default_config_yaml",
     "read_config",
     "with_input_geometry",
+    "config_keys",
+    "did_you_mean",
 ]
 
 
@@ -66,8 +68,38 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{loc}: {err['msg']}")
+        hint = did_you_mean(loc) if err.get("type") == "extra_forbidden" else ""
+        parts.append(f"{loc}: {err['msg']}{hint}")
     return f"{source}: invalid configuration: " + "; ".join(parts)
+
+
+def config_keys() -> list[str]:
+    """Every dotted config key (``find.min_snr``, ``geometry.distance_mm``, ...) and section name."""
+    keys = []
+    for name, field in Config.model_fields.items():
+        keys.append(name)
+        section = field.annotation
+        for candidate in getattr(section, "__args__", (section,)):  # GeometryConfig | None
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                keys.extend(f"{name}.{key}" for key in candidate.model_fields)
+    return keys
+
+
+def did_you_mean(key: str) -> str:
+    """``" (did you mean 'find.min_snr'?)"`` for a misspelt config key, or ``""`` when nothing is close.
+
+    The closest keys by :func:`difflib.get_close_matches` (ratio >= 0.6), among
+    the keys of the same section first, else among all keys.
+    """
+    import difflib
+
+    keys = config_keys()
+    section = key.split(".")[0]
+    same = [k for k in keys if k.startswith(section + ".")]
+    close = difflib.get_close_matches(key, same, n=2) or difflib.get_close_matches(key, keys, n=2)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(k) for k in close) + "?)"
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
@@ -181,10 +213,10 @@ def apply_overrides(config: Config, overrides: dict[str, Any] | list[str]) -> Co
             if node.get(p) is None and p == "geometry":
                 node[p] = {}
             if not isinstance(node.get(p), dict):
-                raise ConfigError(f"unknown config key {key!r}")
+                raise ConfigError(f"unknown config key {key!r}{did_you_mean(key)}")
             node = node[p]
         if parts[-1] not in node and not (parts[0] == "geometry"):
-            raise ConfigError(f"unknown config key {key!r}")
+            raise ConfigError(f"unknown config key {key!r}{did_you_mean(key)}")
         node[parts[-1]] = value
     return config_from_dict(data, source="command line")
 
