@@ -57,8 +57,8 @@ def test_run_writes_nexus_results_with_provenance(series_file, small_series, tmp
 
     with h5py.File(out) as h5:
         assert h5["entry"].attrs["NX_class"] == "NXentry"
-        assert h5["entry/peaks"].attrs["NX_class"] == "NXcollection"
-        assert h5["entry/peaks/row"].attrs["units"] == "px"
+        assert h5["entry/peaks"].attrs["NX_class"] == "NXdata"
+        assert h5["entry/peaks/row"].attrs["units"] == "pixel"
     import pandas as pd
 
     write_group(out, "extra", tables={"t": pd.DataFrame({"a": [1, 2]})}, attrs={"note": "x", "d": {"k": 1}})
