@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from braggflow.cli.cluster import CLUSTER_HELP
 from braggflow.cli.common import (
     BACKEND_HELP,
     METHOD_HELP,
@@ -58,7 +59,7 @@ def build_config(config_file: Path | None, overrides: dict, sets: list[str] | No
 
 
 def run_with_progress(series, config, output, frames_range, resume, workers=0, scheduler=None, description="run",
-                      overwrite=False):
+                      overwrite=False, cluster=None):
     """Run the pipeline with a rich progress bar.
 
     Returns ``(table, seconds, steady_rate)``: the peak table, the wall time of
@@ -87,9 +88,10 @@ def run_with_progress(series, config, output, frames_range, resume, workers=0, s
             last[:] = [(now, done)]
 
         table = run(series, config=config, output=output, frames_range=frames_range, resume=resume,
-                    overwrite=overwrite, progress=report, workers=workers, scheduler_address=scheduler)
+                    overwrite=overwrite, progress=report, workers=workers, scheduler_address=scheduler,
+                    cluster=cluster)
     steady = float("nan")  # Dask returns frames in batches: no per-frame rate there
-    serial = not workers and scheduler is None
+    serial = not workers and scheduler is None and cluster is None
     if serial and first and last and last[0][1] > first[0][1] and last[0][0] > first[0][0]:
         steady = (last[0][1] - first[0][1]) / (last[0][0] - first[0][0])
     return table, time.perf_counter() - start, steady
@@ -136,8 +138,16 @@ def run_command(
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="address of a running Dask scheduler (e.g. on Slurm)",
     ),
+    cluster_kind: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
+    jobs: int | None = typer.Option(None, "--jobs", help="cluster.jobs: batch jobs to submit (default 1)"),
+    cores: int | None = typer.Option(None, "--cores", help="cluster.cores: cores per job, one worker each"),
+    memory: str | None = typer.Option(None, "--memory", help="cluster.memory: memory per job, e.g. 16GB"),
+    walltime: str | None = typer.Option(None, "--walltime", help="cluster.walltime: job time limit HH:MM:SS"),
+    queue: str | None = typer.Option(None, "--queue", help="cluster.queue: partition or queue"),
+    account: str | None = typer.Option(None, "--account", help="cluster.account: account charged for the jobs"),
 ) -> None:
     """Find, locate and integrate Bragg peaks in a series of frames."""
+    from braggflow.cli.cluster import cluster_from_options
     from braggflow.io.frames import open_frames
     from braggflow.pipeline import check_workers, parse_frame_range
 
@@ -150,10 +160,13 @@ def run_command(
     config = build_config(config_file, overrides, sets)
     check_results_name(output)
     check_workers(workers)
+    cluster = cluster_from_options(config_file, kind=cluster_kind, jobs=jobs, cores=cores, memory=memory,
+                                   walltime=walltime, queue=queue, account=account, workers=workers,
+                                   scheduler=scheduler)
     series = open_frames(inputs if len(inputs) > 1 else inputs[0], dataset=dataset)
     rng = None if frames is None else parse_frame_range(frames, len(series))
     table, seconds, steady = run_with_progress(series, config, output, rng, resume, workers, scheduler,
-                                               overwrite=overwrite)
+                                               overwrite=overwrite, cluster=cluster)
     if csv is not None:
         table.to_csv(csv, index=False)
     if parquet is not None:

@@ -371,7 +371,8 @@ def _frame_and_geometry(source, poni, distance, beam_row, beam_col, pixel, wavel
 def remap_command(
     source: Path = typer.Argument(..., help="frame file, or a results file (its first input frame)"),
     to: str = typer.Option("q", "--to", help="q: (eta, q); polar: (eta, 2theta); qxy-qz: grazing-incidence map"),
-    output: Path = typer.Option(..., "-o", "--output", help="output: .npz or .h5 (image and axes), .png (picture)"),
+    output: Path = typer.Option(
+        ..., "-o", "--output", help="output: .npz or .h5 (image and axes), .png/.pdf/.svg (picture)"),
     npt: int = typer.Option(500, "--npt", help="bins along each axis"),
     mask: Path | None = typer.Option(None, "--mask", help="mask file (nonzero = bad pixel)"),
     poni: Poni = None,
@@ -403,19 +404,10 @@ def remap_command(
         from braggflow.io.nexus import write_remap_file
 
         write_remap_file(output, image, axis0, axis1, to=to, sources=[str(source)])
-    elif suffix == ".png":
-        import matplotlib
+    elif suffix in (".png", ".pdf", ".svg"):
+        from braggflow.viz.remap import REMAP_TITLES, plot_remap
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 5))
-        floor = max(float(np.nanpercentile(image, 5)), 1e-6) if np.isfinite(image).any() else 1.0
-        shown = np.log10(np.clip(image, floor, None))
-        ax.imshow(shown, origin="lower", aspect="auto", extent=[axis1[0], axis1[-1], axis0[0], axis0[-1]])
-        ax.set_xlabel(names[1])
-        ax.set_ylabel(names[0])
-        fig.savefig(output, dpi=100)
+        plot_remap(image, axis0, axis1, to=to, output=output, title=f"{source.name}\n{REMAP_TITLES[to]}")
     else:
-        raise ConfigError(f"-o {output}: use .npz, .h5 or .png")
+        raise ConfigError(f"-o {output}: use .npz, .h5, or .png/.pdf/.svg for a picture")
     console.print(f"{image.shape} image written to {output} ({np.isnan(image).mean():.0%} empty bins)")

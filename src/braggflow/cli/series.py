@@ -328,6 +328,8 @@ def plot_tracks_command(
     source: str | None = _SOURCE,
     frames: str | None = typer.Option(None, "--frames", help="frames summed for the background, START:STOP"),
     min_length: int = typer.Option(2, "--min-length", help="draw tracks seen on at least this many frames"),
+    max_tracks: int = typer.Option(
+        2000, "--max-tracks", help="draw at most this many tracks, the longest (0: all); the title says how many"),
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 7 x 6 inches)"),
 ) -> None:
     """Trajectories (after 'braggflow link') over the summed image of the series."""
@@ -340,8 +342,12 @@ def plot_tracks_command(
         raise ConfigError(f"{results} has no linked peaks: run 'braggflow link {results}' first")
     series = _open_source(results, source)
     image = summed_image(series, indices=_frame_range(frames, len(series)))
-    plot_tracks(image, table, output=output, mask=_static_mask(results, series), min_length=min_length, dpi=dpi)
-    console.print(f"{int(table.loc[table['track_id'] >= 0, 'track_id'].nunique())} tracks -> {output}")
+    if max_tracks < 0:
+        raise ConfigError(f"--max-tracks {max_tracks}: give a number of tracks >= 1, or 0 for all")
+    fig = plot_tracks(image, table, output=None, mask=_static_mask(results, series), min_length=min_length,
+                      max_tracks=max_tracks or None, dpi=dpi)
+    fig.savefig(output, dpi=dpi)
+    console.print(f"{fig.axes[0].get_title()} -> {output}", markup=False)
 
 
 def _read_reference(path: Path):

@@ -10,6 +10,10 @@ needed), so it runs on a headless cluster node.  Names are resolved lazily so
 - :func:`plot_tracks`: trajectories over the summed image of a series.
 - :func:`plot_series` / :func:`frame_statistics`: peak count, mean intensity
   and, against a reference table, position error per frame.
+- :func:`plot_remap`: a frame remapped to (eta, q), (eta, 2theta) or (q_xy, q_z).
+
+Every picture shares the look of :mod:`braggflow.viz.style` (constrained
+layout, units in every axis label, scales that fit the data).
 """
 
 from __future__ import annotations

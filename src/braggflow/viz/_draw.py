@@ -1,4 +1,4 @@
-"""Shared drawing helpers: Agg figures, the log-scaled frame image, peak markers."""
+"""Shared drawing helpers: Agg figures, the log-scaled frame image, peak markers (style: :mod:`braggflow.viz.style`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
@@ -21,14 +20,10 @@ SIZE_COLUMNS = ("intensity", "score", "peak_value", "snr", "npix")
 
 
 def new_figure(figsize: tuple[float, float], dpi: float) -> Figure:
-    """A matplotlib figure on the Agg canvas (no GUI backend involved)."""
-    if len(figsize) != 2 or min(figsize) <= 0:
-        raise BraggflowError(f"figsize must be two positive lengths in inches, got {figsize!r}")
-    if dpi <= 0:
-        raise BraggflowError(f"dpi must be positive, got {dpi!r}")
-    fig = Figure(figsize=figsize, dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
+    """A matplotlib figure on the Agg canvas with constrained layout (see :func:`braggflow.viz.style.figure`)."""
+    from braggflow.viz.style import figure
+
+    return figure(figsize, dpi)
 
 
 def save(fig: Figure, output: str | Path | None) -> Path | Figure:
@@ -186,14 +181,31 @@ def draw_peaks(ax, table: pd.DataFrame, sizes: np.ndarray):
     )
 
 
-def legend_handles(with_mask: bool, with_reference: bool = False):
-    """Legend entries for peaks, flagged peaks and (optionally) reference peaks and masked pixels."""
+def flag_names(table: pd.DataFrame | None) -> list[str]:
+    """Names of the flags set on any peak of ``table`` (``edge``, ``saturated``, ...), in bit order."""
+    from braggflow.schema import describe_flags
+
+    if table is None or "flags" not in table.columns or not len(table):
+        return []
+    combined = int(np.bitwise_or.reduce(table["flags"].to_numpy().astype(np.int64)))
+    return describe_flags(combined)
+
+
+def legend_handles(with_mask: bool, with_reference: bool = False, flags: list[str] | None = None):
+    """Legend entries for peaks, flagged peaks and (optionally) reference peaks and masked pixels.
+
+    ``flags`` names the flags set on the peaks drawn (:func:`flag_names`); the
+    flagged entry lists them (``flagged: edge, saturated``), or says "any flag".
+    """
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    shown = flags if flags is not None else []
+    flagged = "flagged: " + (", ".join(n.replace("_", " ") for n in shown[:4]) + (", ..." if len(shown) > 4 else "")
+                             if shown else "any flag (none here)" if flags is not None else "any flag")
     handles = [
-        Line2D([], [], marker="o", ls="", mfc="none", mec=PEAK_COLOUR, label="peak"),
-        Line2D([], [], marker="o", ls="", mfc="none", mec=FLAGGED_COLOUR, label="flagged peak"),
+        Line2D([], [], marker="o", ls="", mfc="none", mec=PEAK_COLOUR, label="peak, no flag"),
+        Line2D([], [], marker="o", ls="", mfc="none", mec=FLAGGED_COLOUR, label=flagged),
     ]
     if with_reference:
         handles.append(Line2D([], [], marker="+", ls="", mec=REFERENCE_COLOUR, label="reference"))

@@ -57,8 +57,9 @@ def animate_series(
 ) -> Path:
     """Write an animation of a series, each frame with its peaks overlaid.
 
-    One colour scale (log, from a sample of the frames) and one marker scale
-    serve the whole animation, so brightness is comparable between frames.
+    One colour scale (log, from a sample of the frames, shown by a colour bar
+    in counts) and one marker scale serve the whole animation, so brightness is
+    comparable between frames; a legend explains the markers.
 
     Parameters
     ----------
@@ -113,10 +114,15 @@ def animate_series(
     limits = _draw.value_limits(sizes)
 
     fig = _draw.new_figure(figsize, dpi)
-    ax = fig.add_axes((0.1, 0.07, 0.86, 0.86))
+    ax = fig.add_subplot()
     im, factor = _draw.show_frame(ax, first, mask, norm)
+    fig.colorbar(im, ax=ax, label="counts", fraction=0.046, pad=0.02)
     scatter = ax.scatter([], [], s=[], facecolors="none", linewidths=0.8)
-    title = ax.set_title("")
+    ax.legend(handles=_draw.legend_handles(mask is not None and bool(mask.any()), flags=_draw.flag_names(peaks)),
+              loc="upper right", fontsize=7, framealpha=0.6)
+    title = ax.set_title(f"frame {indices[0]}: 0000 peaks")  # the widest title sets the layout
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")  # the layout of the first frame holds for all: no reflow between frames
     by_frame = peaks.groupby("frame").indices if len(peaks) and "frame" in peaks.columns else {}
     writer = _writer(output, fps)
     with writer.saving(fig, str(output), dpi):

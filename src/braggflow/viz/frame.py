@@ -30,7 +30,8 @@ def plot_frame(
     """Draw a detector frame on a log colour scale with its peaks as circles.
 
     Masked pixels are drawn in blue; peaks are open circles whose area grows
-    with ``sqrt(size_by)``, cyan, or amber when any flag is set.
+    with ``sqrt(size_by)``, cyan, or amber when any flag is set (the legend
+    names the flags set on the peaks drawn).  The colour bar is in counts.
 
     Parameters
     ----------
@@ -95,8 +96,9 @@ def plot_frame(
     if ref is not None and len(ref):
         ax.scatter(ref["col"].to_numpy(dtype=float), ref["row"].to_numpy(dtype=float), s=30, marker="+",
                    c=_draw.REFERENCE_COLOUR, linewidths=0.8)
-    ax.legend(handles=_draw.legend_handles(mask is not None and bool(mask.any()), ref is not None), loc="upper right",
-              fontsize=7, framealpha=0.6)
+    ax.legend(handles=_draw.legend_handles(mask is not None and bool(mask.any()), ref is not None,
+                                           flags=_draw.flag_names(peaks)),
+              loc="upper right", fontsize=7, framealpha=0.6)
     if title is None:
         title = f"{len(peaks)} peaks" + (f", frame {frame_index}" if frame_index is not None else "")
     ax.set_title(title)

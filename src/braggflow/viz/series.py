@@ -10,7 +10,7 @@ import pandas as pd
 from braggflow.errors import BraggflowError
 from braggflow.viz import _draw
 
-__all__ = ["frame_statistics", "plot_series"]
+__all__ = ["frame_statistics", "plot_series", "frame_omega"]
 
 
 def _check(table: pd.DataFrame, what: str) -> None:
@@ -111,7 +111,11 @@ def plot_series(
 
     The error panel is the error-per-frame plot of published BraggNN
     pipelines: mean and median distance from each reference peak to the
-    nearest found peak (within ``max_distance``), with the matched fraction.
+    nearest found peak (within ``max_distance``), with the matched fraction
+    (dashed, right axis; in the legend).  The x axis is the rotation angle
+    omega (deg) for a rotation series (a table with a varying ``omega``
+    column), else the frame number (integer ticks).  The mean intensity is
+    on a log axis when it spans more than two decades.
 
     Parameters
     ----------
@@ -145,31 +149,72 @@ def plot_series(
     Z. Liu et al., "BraggNN: fast X-ray Bragg peak analysis using deep
     learning", IUCrJ 9, 104 (2022).
     """
+    from braggflow.viz import style
+
     stats = frame_statistics(table, reference=reference, max_distance=max_distance, n_frames=n_frames)
     panels = 3 if reference is not None else 2
     fig = _draw.new_figure(figsize or (7.0, 7.0 if reference is not None else 5.0), dpi)
     axes = fig.subplots(panels, 1, sharex=True)
-    x = stats["frame"].to_numpy()
+    omega = frame_omega(table, stats["frame"].to_numpy())
+    if omega is not None:
+        x, xlabel = omega, style.axis_label("ω", "deg")
+    else:
+        x, xlabel = stats["frame"].to_numpy(), "frame"
     axes[0].plot(x, stats["n_peaks"], ".-", color="C0", ms=3)
     axes[0].set_ylabel("peaks per frame")
-    axes[1].plot(x, stats["mean_intensity"], ".-", color="C1", ms=3)
-    axes[1].set_ylabel("mean intensity\n(counts)")
-    if np.nanmin(stats["mean_intensity"].to_numpy(dtype=float), initial=np.inf) > 0:
-        axes[1].set_yscale("log")
+    axes[0].set_ylim(bottom=0)
+    style.integer_ticks(axes[0], "y")
+    intensity = stats["mean_intensity"].to_numpy(dtype=float)
+    axes[1].plot(x, intensity, ".-", color="C1", ms=3)
+    axes[1].set_ylabel(style.axis_label("mean intensity", "counts"))
+    axes[1].set_yscale(style.value_scale(intensity))
+    style.plain_numbers(axes[1], "y")
     if reference is not None:
         ax = axes[2]
-        ax.plot(x, stats["mean_error"], ".-", color="C3", ms=3, label="mean")
-        ax.plot(x, stats["median_error"], ".-", color="C2", ms=3, label="median")
-        ax.set_ylabel("position error (px)")
+        ax.plot(x, stats["mean_error"], ".-", color="C3", ms=3, label="mean error")
+        ax.plot(x, stats["median_error"], ".-", color="C2", ms=3, label="median error")
+        ax.set_ylabel(style.axis_label("position error", "px"))
         ax.set_ylim(bottom=0)
         twin = ax.twinx()
-        twin.plot(x, stats["recall"], color="0.5", lw=0.8, ls="--", label="matched fraction")
+        twin.plot(x, stats["recall"], color="0.5", lw=0.8, ls="--", label="matched fraction (right axis)")
         twin.set_ylim(0, 1.05)
         twin.set_ylabel("matched fraction", color="0.4")
-        ax.legend(loc="upper left", fontsize=7)
-    axes[-1].set_xlabel("frame")
+        handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.8)
+    axes[-1].set_xlabel(xlabel)
+    if omega is None:
+        style.integer_ticks(axes[-1], "x")
+    style.plain_numbers(axes[-1], "x")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(title if title is not None else f"{len(table)} peaks in {len(stats)} frames")
-    fig.subplots_adjust(left=0.14, right=0.88, top=0.93, bottom=0.09, hspace=0.12)
     return _draw.save(fig, output)
+
+
+def frame_omega(table: pd.DataFrame, frames: np.ndarray) -> np.ndarray | None:
+    """Rotation angle of each frame (median ``omega`` of its peaks, deg), or None for a series without rotation.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Peak table; its ``omega`` column (deg) when the series is a rotation series.
+    frames : (N,) ndarray of int
+        The frames to place.
+
+    Returns
+    -------
+    omega : (N,) ndarray of float or None
+        None when the table has no finite ``omega`` that varies between
+        frames; frames without peaks are interpolated between their
+        neighbours (linearly in the frame number).
+    """
+    if "omega" not in table.columns or not len(table):
+        return None
+    values = table["omega"].to_numpy(dtype=float)
+    ok = np.isfinite(values)
+    if not ok.any():
+        return None
+    per = pd.Series(values[ok]).groupby(table["frame"].to_numpy()[ok]).median()
+    if len(per) < 2 or np.ptp(per.to_numpy()) == 0:
+        return None
+    return np.interp(np.asarray(frames, dtype=float), per.index.to_numpy(dtype=float), per.to_numpy())

@@ -69,7 +69,8 @@ def plot_tracks(
     min_length : int, optional
         Draw tracks seen on at least this many frames.
     max_tracks : int or None, optional
-        Draw at most this many tracks (the longest); ``None``: all.
+        Draw at most this many tracks (the longest); ``None``: all.  The
+        title says how many of how many are drawn.
     title : str, optional
     figsize : (float, float), optional
         Inches; the image is ``figsize * dpi`` pixels.
@@ -82,7 +83,8 @@ def plot_tracks(
     Raises
     ------
     BraggflowError
-        If the table has no ``track_id`` (link it first) or the image is not 2D.
+        If the table has no ``track_id`` (link it first), the image is not 2D,
+        or ``max_tracks`` is below 1.
     """
     from matplotlib.collections import LineCollection
 
@@ -92,7 +94,10 @@ def plot_tracks(
     t = table[table["track_id"].to_numpy() >= 0].sort_values(["track_id", "frame"], kind="stable")
     lengths = t.groupby("track_id")["frame"].nunique()
     keep = lengths[lengths >= min_length].sort_values(ascending=False, kind="stable")
+    n_long = len(keep)
     if max_tracks is not None:
+        if max_tracks < 1:
+            raise BraggflowError(f"max_tracks must be >= 1 or None (all), got {max_tracks!r}")
         keep = keep.iloc[:max_tracks]
     t = t[t["track_id"].isin(keep.index)]
     fig = _draw.new_figure(figsize, dpi)
@@ -107,5 +112,9 @@ def plot_tracks(
         ax.add_collection(LineCollection(segments, colors=colours, linewidths=1.2))
         starts = np.array([s[0] for s in segments])
         ax.scatter(starts[:, 0], starts[:, 1], s=6, c=colours, marker="o", linewidths=0)
-    ax.set_title(title if title is not None else f"{len(segments)} tracks (>= {min_length} frames; dot: start)")
+    if title is None:
+        drawn = (f"{n_long} tracks (all" if len(segments) == n_long
+                 else f"{len(segments)} of {n_long} tracks (the longest")
+        title = f"{drawn} on >= {min_length} frames; dot: start)"
+    ax.set_title(title)
     return _draw.save(fig, output)
