@@ -56,7 +56,7 @@ def test_published_state_dict_converts_loads_and_runs(tmp_path):
     out = convert_weights(pth, tmp_path / "published.pt", calibrate=False)
     model = load_model(out)
     assert model.arch == "braggnn"
-    assert model.arch_kwargs == {"imgsz": 11, "fcsz": [16, 8, 4, 2]}
+    assert model.arch_kwargs == {"imgsz": 11, "fcsz": [16, 8, 4, 2], "published_order": True}
     for k, v in state.items():
         assert torch.equal(model.network.state_dict()[k], v), k
     # the (32, 16, 8, 4) variant is recognised from its shapes too

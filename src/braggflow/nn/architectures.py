@@ -92,6 +92,13 @@ class BraggNN(nn.Module):
         ``(32, 16, 8, 4)``; reference default ``(64, 32, 16, 8)``).
     shared_projection : bool
         See :class:`NLB`.
+    published_order : bool
+        True: the reference implementation's layer order, conv -> non-local
+        block -> LeakyReLU -> conv -> ... (its forward pass runs only the
+        first convolution before the block, so the first activation comes
+        after it); published weights need it, and ``braggflow
+        convert-weights`` sets it.  False: the activation before the block,
+        the order braggflow's own ``braggnn-sim`` was trained with.
 
     Notes
     -----
@@ -111,8 +118,9 @@ class BraggNN(nn.Module):
     predicts_error = False
 
     def __init__(self, imgsz: int = 11, fcsz: tuple[int, ...] = (64, 32, 16, 8), *,
-                 shared_projection: bool = True) -> None:
+                 shared_projection: bool = True, published_order: bool = False) -> None:
         super().__init__()
+        self.published_order = bool(published_order)
         if imgsz < 7:
             raise ValueError(f"BraggNN needs imgsz >= 7 (three 3x3 valid convolutions), got {imgsz}")
         self.imgsz = int(imgsz)
@@ -133,9 +141,13 @@ class BraggNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 1, s, s)`` normalised patches -> ``(N, 2)`` (col, row) / s."""
-        y = self.cnn_layers[1](self.cnn_layers[0](x))
-        y = self.nlb(y)
-        for layer in self.cnn_layers[2:]:
+        if self.published_order:
+            y = self.nlb(self.cnn_layers[0](x))
+            rest = self.cnn_layers[1:]
+        else:
+            y = self.nlb(self.cnn_layers[1](self.cnn_layers[0](x)))
+            rest = self.cnn_layers[2:]
+        for layer in rest:
             y = layer(y)
         return self.dense_layers(y.flatten(1))
 

@@ -172,9 +172,9 @@ def convert_weights(
             f"{path}: keys/shapes differ from a published BraggNN(imgsz={imgsz}, fcsz={fcsz}): "
             f"missing {missing[:4]}, unexpected {extra[:4]}, wrong shape {wrong[:4]}"
         )
-    network = BraggNN(imgsz, fcsz).eval()
+    network = BraggNN(imgsz, fcsz, published_order=True).eval()
     network.load_state_dict(state, strict=True)
-    arch_kwargs = {"imgsz": imgsz, "fcsz": list(fcsz)}
+    arch_kwargs = {"imgsz": imgsz, "fcsz": list(fcsz), "published_order": True}
     calibration = None
     metrics: dict = {}
     if calibrate:
