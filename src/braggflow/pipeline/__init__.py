@@ -418,15 +418,6 @@ def parse_frame_range(text: str | None, n: int) -> range:
     return frames
 
 
-def _process_batch(series, indices, config, context) -> list[tuple[int, FrameResult]]:
-    """Worker task: read and process some frames of a (picklable) series."""
-    out = []
-    for i in indices:
-        out.append((i, analyse_frame(series[i], config=config, context=context, frame_index=i,
-                                     omega=series.omega_centre(i), name=series.describe_frame(i))))
-    return out
-
-
 def run(
     frames,
     *,
@@ -441,6 +432,7 @@ def run(
     mask: np.ndarray | None = None,
     dark: np.ndarray | None = None,
     flat: np.ndarray | None = None,
+    cluster=None,
 ) -> pd.DataFrame:
     """Run the pipeline over a series and write (or return) the peak table.
 
@@ -472,6 +464,11 @@ def run(
         Address of an existing Dask scheduler (e.g. a dask-jobqueue SLURMCluster's).
     mask, dark, flat : (H, W) ndarray, optional
         Static arrays (override the files named in ``config.correct``).
+    cluster : braggflow.pipeline.cluster.ClusterConfig, optional
+        Workers started as batch jobs (Slurm, PBS, SGE, ... through dask-jobqueue);
+        one of ``workers``, ``scheduler_address`` and ``cluster`` at most.
+        Workers read the frames themselves and return NumPy columns; this
+        process journals each task's frames (:mod:`braggflow.pipeline.distributed`).
 
     Returns
     -------
@@ -488,7 +485,7 @@ def run(
     from braggflow.pipeline.sparse_run import run_sparse, sparse_path_applies
 
     config = config or Config()
-    if scheduler_address is None:
+    if scheduler_address is None and cluster is None:
         check_workers(workers)
     stored, config = config, resolve_device(config)  # the file records the device as asked ("auto")
     series = frames if isinstance(frames, FrameSeries) else open_frames(frames)
@@ -537,8 +534,12 @@ def run(
 
     complete = False
     try:
-        if workers or scheduler_address:
-            _run_dask(series, indices, config, context, record, workers, scheduler_address)
+        if workers or scheduler_address or cluster is not None:
+            from braggflow.pipeline.distributed import run_on_workers
+
+            collected += run_on_workers(series, indices, config=config, context=context, writer=writer,
+                                        progress=progress, workers=workers, scheduler_address=scheduler_address,
+                                        cluster=cluster, local=_local_cluster)
         elif sparse_path_applies(series, config, context):
             collected += run_sparse(series, indices, config=config, context=context, writer=writer,
                                     progress=progress)
@@ -733,47 +734,7 @@ def _check_output_is_not_an_input(output, frames, sources: list[str]) -> None:
 
 
 def _local_cluster(workers: int):
-    """A Dask LocalCluster of ``workers`` processes that serves nothing over HTTP.
+    """A local cluster of ``workers`` processes (:func:`braggflow.pipeline.cluster.local_cluster`)."""
+    from braggflow.pipeline.cluster import local_cluster
 
-    ``dashboard_address=None`` turns off the Bokeh dashboard only: the
-    scheduler still starts its HTTP server (``/info``, ``/json``, ``/proxy``,
-    Prometheus metrics) on port 8787.  Here that server gets no routes and
-    listens on a free port of the loopback interface, like the workers' own.
-    """
-    import dask
-    from dask.distributed import LocalCluster
-
-    with dask.config.set({"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
-
-
-def _run_dask(series, indices, config, context, record, workers, scheduler_address, batch: int = 4) -> None:
-    """Map :func:`_process_batch` over Dask workers, in order of completion, with bounded memory."""
-    from dask.distributed import Client, as_completed
-
-    cluster = None
-    if scheduler_address:
-        client = Client(scheduler_address)
-    else:
-        cluster = _local_cluster(workers)
-        client = Client(cluster)
-    try:
-        ctx = client.scatter(context, broadcast=True)
-        chunks = [indices[k : k + batch] for k in range(0, len(indices), batch)]
-        limit = 2 * max(1, len(client.scheduler_info()["workers"]))
-        pending = as_completed()
-        it = iter(chunks)
-        for chunk in [next(it, None) for _ in range(limit)]:
-            if chunk is not None:
-                pending.add(client.submit(_process_batch, series, chunk, config, ctx))
-        for fut in pending:
-            for i, result in fut.result():
-                record(i, result)
-            chunk = next(it, None)
-            if chunk is not None:
-                pending.add(client.submit(_process_batch, series, chunk, config, ctx))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    return local_cluster(workers)

@@ -169,6 +169,11 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    if "cluster" in data:  # where a run's workers come from, not what it computes: validated, kept apart
+        from braggflow.pipeline.cluster import load_cluster_config
+
+        load_cluster_config(path)
+        data = {key: value for key, value in data.items() if key != "cluster"}
     return config_from_dict(data, source=str(path))
 
 
