@@ -360,7 +360,7 @@ def print_table(title: str, columns: list[str], rows: list[list[str]], *, option
         left = [c for c in optional[:k] if c in columns]
         narrow = [c for c in columns if c not in left]
         if needed(narrow) <= width:
-            render(narrow, f"(left out to fit {width} columns: {', '.join(left)}; all of them with --json -)")
+            render(narrow, f"(not shown: {', '.join(left)}; all with --json -)")
             return "narrow"
     out.print(title, markup=False)
     for r in rows:
