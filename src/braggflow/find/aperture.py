@@ -22,9 +22,10 @@ Poisson tail, not the normal one, sets the level: on a background of one
 photon per pixel the normal approximation would take ~1e-4 of all apertures
 for 5 sigma events (dozens of false peaks per frame), the Poisson tail ~3e-7.
 
-A significant aperture is measured again against the median of the ring of
+A significant aperture is measured again against the mean of the ring of
 pixels 3 px outside it when that is higher than the tile mean (the annulus
-background of aperture photometry; the wings of a bright peak), and of
+background of aperture photometry; the mean, not the median, takes in the
+wings of a bright peak that cross part of the ring), and of
 several significant apertures closer than 3 px only the most significant is
 kept (their apertures would overlap).  The spot's region is its aperture's
 unmasked pixels.
@@ -49,7 +50,7 @@ import numpy as np
 from scipy import special
 
 from braggflow.find.background import Background
-from braggflow.find.regions import LOCAL_RING_MARGIN, ring_medians
+from braggflow.find.regions import LOCAL_RING_MARGIN, ring_means
 
 __all__ = ["SEED_SIGMA", "APERTURE", "MATCHED_SIGMA", "matched_weights", "weighted_poisson_significance",
            "aperture_peaks"]
@@ -73,7 +74,8 @@ def matched_weights(sigma: float = MATCHED_SIGMA) -> np.ndarray:
     Returns
     -------
     weights : (25,) ndarray of float
-        In the order of the window's rows, then columns; they sum to (nearly) 1.
+        In the order of the window's rows, then columns; they sum to the
+        share of the Gaussian inside the window (0.975 for ``sigma`` 1).
     """
     edges = np.arange(-_WINDOW // 2, _WINDOW // 2 + 1) + 0.5
     share = np.diff(special.ndtr(edges / sigma))
@@ -233,8 +235,8 @@ def aperture_peaks(frame: np.ndarray, mask: np.ndarray | None, seeds: np.ndarray
     keep = np.flatnonzero(z >= sigma)
     z = z[keep]
     if keep.size:
-        # against the ring around the aperture where it is higher than the tile mean
-        ring = ring_medians(frame, mask, rows[keep] - _HALF, cols[keep] - _HALF, np.full(keep.size, APERTURE),
+        # against the mean of the ring around the aperture where it is higher than the tile mean
+        ring = ring_means(frame, mask, rows[keep] - _HALF, cols[keep] - _HALF, np.full(keep.size, APERTURE),
                             np.full(keep.size, APERTURE), LOCAL_RING_MARGIN)
         lift = np.nan_to_num(np.clip(ring - mean[keep], 0.0, None))
         lifted = lift > 0

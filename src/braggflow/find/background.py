@@ -13,7 +13,7 @@ from braggflow.errors import BraggflowError
 __all__ = ["Background", "estimate_background", "is_sparse", "CLIP_SIGMA"]
 
 #: samples farther than this many noise sigma from a tile's level are left out of its mean and variance
-CLIP_SIGMA = 4.0
+CLIP_SIGMA = 5.0
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import numpy as np
 
 from braggflow.find.background import Background
 
-__all__ = ["Regions", "region_boxes", "ring_medians", "region_centroids", "LOCAL_RING_MARGIN"]
+__all__ = ["Regions", "region_boxes", "ring_medians", "ring_means", "region_centroids", "LOCAL_RING_MARGIN"]
 
 #: px between a weak region's bounding box and the ring whose median is its local background
 LOCAL_RING_MARGIN = 3
@@ -70,12 +70,40 @@ def ring_medians(frame: np.ndarray, mask: np.ndarray | None, top, left, height, 
     ``top, left, height, width`` are (K,) integer arrays (a region's bounding
     box); the ring is clipped to the frame.
     """
+    owner, values, k = _ring_values(frame, mask, top, left, height, width, margin)
+    out = np.full(k, np.nan)
+    if not owner.size:
+        return out
+    order = np.lexsort((values, owner))
+    owner, values = owner[order], values[order]
+    counts = np.bincount(owner, minlength=k)
+    start = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    has = counts > 0
+    lo = start[has] + (counts[has] - 1) // 2
+    hi = start[has] + counts[has] // 2
+    out[has] = 0.5 * (values[lo] + values[hi])
+    return out
+
+
+def ring_means(frame: np.ndarray, mask: np.ndarray | None, top, left, height, width, margin: int) -> np.ndarray:
+    """Mean of the unmasked pixels on the border of each box grown by ``margin`` px (NaN: none).
+
+    As :func:`ring_medians`, with the mean: it includes the wings of a bright
+    neighbour that cross part of the ring, which the median leaves out.
+    """
+    owner, values, k = _ring_values(frame, mask, top, left, height, width, margin)
+    counts = np.bincount(owner, minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.bincount(owner, weights=values, minlength=k) / counts
+
+
+def _ring_values(frame, mask, top, left, height, width, margin):
+    """Owner (box index) and value of each unmasked pixel on the border of each box grown by ``margin``."""
     h, w = frame.shape
     top, left = np.asarray(top, dtype=np.int64), np.asarray(left, dtype=np.int64)
     height, width = np.asarray(height, dtype=np.int64), np.asarray(width, dtype=np.int64)
-    out = np.full(top.size, np.nan)
     if top.size == 0:
-        return out
+        return np.zeros(0, dtype=np.int64), np.zeros(0), 0
     r0, r1 = np.maximum(top - margin, 0), np.minimum(top + height + margin, h)  # half-open
     c0, c1 = np.maximum(left - margin, 0), np.minimum(left + width + margin, w)
     nr, nc = r1 - r0, c1 - c0
@@ -85,31 +113,20 @@ def ring_medians(frame: np.ndarray, mask: np.ndarray | None, top, left, height, 
     for edge_row, keep in ((r0, nr >= 1), (r1 - 1, nr >= 2)):
         k = np.flatnonzero(keep)
         n = nc[k]
-        own = np.repeat(k, n)
         rows.append(np.repeat(edge_row[k], n))
         cols.append(np.repeat(c0[k], n) + _ramp(n))
-        owner.append(own)
+        owner.append(np.repeat(k, n))
     for edge_col, keep in ((c0, nr >= 3), (c1 - 1, (nr >= 3) & (nc >= 2))):
         k = np.flatnonzero(keep)
         n = nr[k] - 2
-        own = np.repeat(k, n)
         rows.append(np.repeat(r0[k] + 1, n) + _ramp(n))
         cols.append(np.repeat(edge_col[k], n))
-        owner.append(own)
+        owner.append(np.repeat(k, n))
     rows, cols, owner = np.concatenate(rows), np.concatenate(cols), np.concatenate(owner)
     if mask is not None:
         good = ~mask[rows, cols]
         rows, cols, owner = rows[good], cols[good], owner[good]
-    values = frame[rows, cols].astype(np.float64)
-    order = np.lexsort((values, owner))
-    owner, values = owner[order], values[order]
-    counts = np.bincount(owner, minlength=top.size)
-    start = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    has = counts > 0
-    lo = start[has] + (counts[has] - 1) // 2
-    hi = start[has] + counts[has] // 2
-    out[has] = 0.5 * (values[lo] + values[hi])
-    return out
+    return owner, frame[rows, cols].astype(np.float64), top.size
 
 
 def _ramp(counts: np.ndarray) -> np.ndarray:

@@ -250,6 +250,20 @@ class HDF5Series(_OpenFile, FrameSeries):
         except OSError as exc:
             raise InputFileError(f"{self.describe_frame(index)}: cannot read ({exc})") from None
 
+    def _read_into(self, index: int, out: np.ndarray) -> bool:
+        """HDF5's read_direct into the caller's buffer (no new array, and its page faults, per frame)."""
+        if self._h5 is None:
+            self._h5 = _h5_open(self.path, swmr=self.swmr)
+        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        dset = self._h5[self.datasets[k]]
+        if dset.dtype != out.dtype or tuple(dset.shape[-2:]) != out.shape:
+            return False
+        try:
+            dset.read_direct(out, np.s_[()] if dset.ndim == 2 else np.s_[int(index - self._offsets[k])])
+        except OSError as exc:
+            raise InputFileError(f"{self.describe_frame(index)}: cannot read ({exc})") from None
+        return True
+
     def describe_frame(self, index: int) -> str:
         return f"{self.path} frame {index}"
 

@@ -71,6 +71,38 @@ class FrameSeries:
             )
         return frame
 
+    def read(self, index: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Frame ``index``, read into ``out`` when the format can (a loop over frames reuses one buffer).
+
+        Parameters
+        ----------
+        index : int
+            Frame index (negative indices count from the end).
+        out : (H, W) ndarray, optional
+            A C-contiguous buffer of the series' shape and dtype; it is
+            overwritten.  Other buffers, or None, are not used.
+
+        Returns
+        -------
+        frame : (H, W) ndarray
+            ``out`` when it was filled, else a new array (as ``series[index]``).
+
+        Raises
+        ------
+        IndexError, InputFileError
+            As ``series[index]``.
+        """
+        usable = (out is not None and out.shape == tuple(self.shape) and out.dtype == self.dtype
+                  and out.flags.c_contiguous and out.flags.writeable)
+        if not usable or not isinstance(index, (int, np.integer)) or not -len(self) <= index < len(self):
+            return self[index]
+        index = int(index) % len(self)
+        return out if self._read_into(index, out) else self[index]
+
+    def _read_into(self, index: int, out: np.ndarray) -> bool:
+        """Read frame ``index`` into ``out`` (shape and dtype checked); False when the format cannot."""
+        return False
+
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
             yield self[i]

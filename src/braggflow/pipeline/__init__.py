@@ -544,8 +544,10 @@ def run(
             collected += run_sparse(series, indices, config=config, context=context, writer=writer,
                                     progress=progress)
         else:
+            frame = None  # one raw-frame buffer, read into again for each frame (analyse_frame keeps no reference)
             for i in indices:
-                record(i, analyse_frame(series[i], config=config, context=context, frame_index=i,
+                frame = series.read(i, out=frame)
+                record(i, analyse_frame(frame, config=config, context=context, frame_index=i,
                                         omega=series.omega_centre(i), name=series.describe_frame(i)))
         complete = True
     finally:
