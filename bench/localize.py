@@ -3,8 +3,10 @@
 One run, the same patches for every method:
 
 * methods: centre of mass (``com``), 2D Gaussian fit (``gauss``), pseudo-Voigt
-  fit (``pvoigt``), the published BraggNN weights (``braggnn-published``, only
-  with ``--published-weights FILE``), and every shipped braggflow model;
+  fit (``pvoigt``) (both batched, all patches at once) and the same fits one
+  patch at a time with scipy (``gauss-scipy``, ``pvoigt-scipy``), the
+  published BraggNN weights (``braggnn-published``, only with
+  ``--published-weights FILE``), and every shipped braggflow model;
 * patch sets (``braggflow.simulate.patches.simulate_patches``, true centre
   within +-0.5 px of the central pixel, +-1 px for neighbour and edge): clean
   isolated peaks (isotropic Gaussian and pseudo-Voigt, integrated intensity
@@ -26,11 +28,15 @@ the same run.  It writes ``localize.csv`` and ``localize_vs_snr.png`` (median
 error vs SNR with the CRLB reference) to ``--out``.  Then, inside the
 pipeline (simulated frames -> find_peaks -> locate, patches centred by the
 finder), the median radial error per peak kind (``localize_pipeline.csv``).
+First, the speed of each method through ``locate()`` as a user calls it, on
+the same ~600 candidate peaks of one frame (``localize_locate_speed.csv``):
+the speed ratios to quote.
 
 Run::
 
     python bench/localize.py --out bench/results/localize
     python bench/localize.py --n 300 --out /tmp/quick           # quick look
+    python bench/localize.py --only-locate-speed                 # the locate() speed table only
     python bench/localize.py --published-weights fc16_8_4_2-sz11.pth
 """
 
@@ -92,7 +98,53 @@ def classical_methods() -> dict:
 
         return run
 
-    return {"com": wrap(centroid_patches), "gauss": wrap(fit_gaussian_patches), "pvoigt": wrap(fit_pvoigt_patches)}
+    def scipy(fn):
+        return wrap(lambda data, mask: fn(data, mask, engine="scipy"))
+
+    return {"com": wrap(centroid_patches), "gauss": wrap(fit_gaussian_patches), "pvoigt": wrap(fit_pvoigt_patches),
+            "gauss-scipy": scipy(fit_gaussian_patches), "pvoigt-scipy": scipy(fit_pvoigt_patches)}
+
+
+#: What ``locate_speed_table`` runs through ``locate()``: name -> (method, fit_engine).
+LOCATE_RUNS = {"com": ("com", "batch"), "nn": ("nn", "batch"), "gauss": ("gauss", "batch"),
+               "gauss-scipy": ("gauss", "scipy"), "pvoigt": ("pvoigt", "batch"), "pvoigt-scipy": ("pvoigt", "scipy")}
+
+
+def locate_speed_table(n_peaks: int, seed: int, repeats: int = 3) -> pd.DataFrame:
+    """Peaks per second of each method through ``locate()`` as a user calls it, on one simulated frame.
+
+    One 2048 x 2048 frame of the mixed population (``simulate_series``, ``n_peaks``
+    peaks), found by ``find_peaks``; every method locates the same candidate
+    peaks (with the finder's labels and regions), timed as the best of
+    ``repeats`` calls (one for the per-patch scipy fits).  The median radial
+    error is against the matched truth.  Ratios are to the scipy pseudo-Voigt
+    fit and to the batched one, measured in the same run.
+    """
+    from braggflow.find import find_peaks
+    from braggflow.locate import locate
+    from braggflow.simulate.frames import match_peaks, simulate_series
+
+    series = simulate_series(1, n_peaks=n_peaks, seed=seed)
+    frame = series.frames[0].astype(np.float32)
+    found = find_peaks(frame, mask=series.mask)
+    truth = series.truth[series.truth["frame"] == 0]
+    rows = []
+    for name, (method, engine) in LOCATE_RUNS.items():
+        best = np.inf
+        for _ in range(1 if engine == "scipy" else repeats):
+            t0 = time.perf_counter()
+            out = locate(frame, found.table, method=method, mask=series.mask, labels=found.labels,
+                         regions=found.regions, fit_engine=engine)
+            best = min(best, time.perf_counter() - t0)
+        m = match_peaks(out, truth)
+        rows.append({"method": name, "peaks": len(out), "peaks_per_s": len(out) / best,
+                     "median_err_px": float(np.nanmedian(m["distance"])),
+                     "matched": int(np.isfinite(m["distance"]).sum())})
+    table = pd.DataFrame(rows)
+    speed = table.set_index("method")["peaks_per_s"]
+    table["vs_pvoigt_scipy"] = table["peaks_per_s"] / speed["pvoigt-scipy"]
+    table["vs_pvoigt_batch"] = table["peaks_per_s"] / speed["pvoigt"]
+    return table
 
 
 def network_method(model, backend: str = "auto"):
@@ -237,6 +289,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--published-weights", type=Path, default=None, help="published BraggNN .pth to include")
     parser.add_argument("--models", nargs="*", default=None, help="shipped model names or files (default: all shipped)")
     parser.add_argument("--skip-fits", action="store_true", help="leave out the (slow) Gaussian and pseudo-Voigt fits")
+    parser.add_argument("--locate-peaks", type=int, default=600,
+                        help="peaks of the frame on which locate() is timed per method (0: skip)")
+    parser.add_argument("--only-locate-speed", action="store_true", help="run only the locate() speed table")
     parser.add_argument("--pipeline-frames", type=int, default=4,
                         help="simulated 512 x 512 frames (150 peaks each) for the in-pipeline comparison (0: skip)")
     return parser.parse_args(argv)
@@ -348,6 +403,13 @@ def main(argv=None) -> pd.DataFrame:
 
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.locate_peaks > 0:
+        speeds = locate_speed_table(args.locate_peaks, args.seed)
+        speeds.to_csv(args.out / "localize_locate_speed.csv", index=False, float_format="%.5g")
+        print("through locate() on one frame (same candidate peaks, one core):")
+        print(speeds.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        if args.only_locate_speed:
+            return speeds
     sets = make_sets(args.n, args.seed)
     print(f"simulated {sum(len(s) for s in sets.values())} patches in {time.perf_counter() - t0:.1f} s: "
           + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
@@ -357,8 +419,9 @@ def main(argv=None) -> pd.DataFrame:
 
     table = pd.DataFrame(rows)
     table["patches_per_s"] = table["method"].map(speed)
-    if "pvoigt" in speed:
-        table["speed_vs_pvoigt"] = table["patches_per_s"] / speed["pvoigt"]
+    for ref in ("pvoigt", "pvoigt-scipy"):
+        if ref in speed:
+            table[f"speed_vs_{ref}"] = table["patches_per_s"] / speed[ref]
     table.to_csv(args.out / "localize.csv", index=False, float_format="%.5g")
 
     plot_vs_snr(clean_patches(sets), clean_results, args.out / "localize_vs_snr.png")
