@@ -43,6 +43,25 @@ def _writer(output: Path, fps: float):
     raise BraggflowError(f"cannot write {output}: animations are written as .gif or .mp4")
 
 
+def _layout(first, mask, norm, peaks, last_index: int, figsize, dpi):
+    """The animation's figure, laid out once: image, colour bar (counts), legend, a title as wide as any frame's.
+
+    Returns ``(fig, image, reduction factor, peak scatter, title)``; the
+    layout engine is then switched off, so frames do not shift as titles change.
+    """
+    fig = _draw.new_figure(figsize, dpi)
+    ax = fig.add_subplot()
+    im, factor = _draw.show_frame(ax, first, mask, norm)
+    fig.colorbar(im, ax=ax, label="counts", fraction=0.046, pad=0.02)
+    scatter = ax.scatter([], [], s=[], facecolors="none", linewidths=0.8)
+    ax.legend(handles=_draw.legend_handles(mask is not None and bool(mask.any()), flags=_draw.flag_names(peaks)),
+              loc="upper right", fontsize=7, framealpha=0.6)
+    title = ax.set_title(f"frame {last_index}: {max(len(peaks), 1000)} peaks")  # the widest title sets the layout
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    return fig, im, factor, scatter, title
+
+
 def animate_series(
     frames: Sequence[np.ndarray],
     table: pd.DataFrame | None = None,
@@ -113,16 +132,7 @@ def animate_series(
     sizes = _draw.size_column(peaks, size_by) if len(peaks) else np.zeros(0)
     limits = _draw.value_limits(sizes)
 
-    fig = _draw.new_figure(figsize, dpi)
-    ax = fig.add_subplot()
-    im, factor = _draw.show_frame(ax, first, mask, norm)
-    fig.colorbar(im, ax=ax, label="counts", fraction=0.046, pad=0.02)
-    scatter = ax.scatter([], [], s=[], facecolors="none", linewidths=0.8)
-    ax.legend(handles=_draw.legend_handles(mask is not None and bool(mask.any()), flags=_draw.flag_names(peaks)),
-              loc="upper right", fontsize=7, framealpha=0.6)
-    title = ax.set_title(f"frame {indices[0]}: 0000 peaks")  # the widest title sets the layout
-    fig.draw_without_rendering()
-    fig.set_layout_engine("none")  # the layout of the first frame holds for all: no reflow between frames
+    fig, im, factor, scatter, title = _layout(first, mask, norm, peaks, max(indices), figsize, dpi)
     by_frame = peaks.groupby("frame").indices if len(peaks) and "frame" in peaks.columns else {}
     writer = _writer(output, fps)
     with writer.saving(fig, str(output), dpi):

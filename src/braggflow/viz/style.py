@@ -120,9 +120,10 @@ def image_limits(image, *, low: float = 1.0, high: float = 99.5) -> tuple[float,
 
 
 def texts_outside(fig: Figure, *, tolerance: float = 1.0) -> list[str]:
-    """The visible texts of ``fig`` (labels, tick labels, titles, legends, colour-bar labels) reaching past its edges.
+    """The drawn texts of ``fig`` (labels, tick labels, titles, legends, colour-bar labels) reaching past its edges.
 
-    The figure is drawn first, so the extents are those of the saved image.
+    The figure is laid out and drawn first, so the extents are those of the
+    saved image; tick labels are those of the ticks inside each axis' view.
 
     Parameters
     ----------
@@ -135,28 +136,36 @@ def texts_outside(fig: Figure, *, tolerance: float = 1.0) -> list[str]:
     texts : list of str
         The strings of the texts cut by the figure's edge; empty when none is.
     """
-    from matplotlib.text import Text
-
-    renderer = fig.canvas.get_renderer()
     fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
     width, height = fig.bbox.width, fig.bbox.height
     cut = []
-    for artist in fig.findobj(Text):
-        if not artist.get_visible() or not artist.get_text().strip() or artist.figure is None:
-            continue
-        if not _drawn(artist):
-            continue
-        box = artist.get_window_extent(renderer)
+    for text in _drawn_texts(fig):
+        box = text.get_window_extent(renderer)
         if box.x0 < -tolerance or box.y0 < -tolerance or box.x1 > width + tolerance or box.y1 > height + tolerance:
-            cut.append(artist.get_text())
+            cut.append(text.get_text())
     return cut
 
 
-def _drawn(artist) -> bool:
-    """Whether a text is drawn: visible itself and in every parent (a tick label of a hidden tick is not)."""
-    parent = artist
-    while parent is not None:
-        if hasattr(parent, "get_visible") and not parent.get_visible():
-            return False
-        parent = getattr(parent, "axes", None) if parent is not getattr(parent, "axes", None) else None
-    return True
+def _drawn_texts(fig: Figure) -> list:
+    """The visible, non-empty texts that drawing ``fig`` puts on the image."""
+    texts = list(fig.texts)
+    for name in ("_suptitle", "_supxlabel", "_supylabel"):
+        if getattr(fig, name, None) is not None:
+            texts.append(getattr(fig, name))
+    legends = list(fig.legends)
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for axis in (ax.xaxis, ax.yaxis):
+            if not axis.get_visible():
+                continue
+            for tick in axis._update_ticks():  # the ticks inside the view, as drawn
+                texts += [label for label in (tick.label1, tick.label2) if label.get_visible()]
+            texts += [axis.label, axis.get_offset_text()]
+        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        if ax.get_legend() is not None:
+            legends.append(ax.get_legend())
+    for legend in legends:
+        texts += [*legend.get_texts(), legend.get_title()]
+    return [t for t in texts if t.get_visible() and t.get_text().strip()]

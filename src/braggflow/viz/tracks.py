@@ -113,8 +113,8 @@ def plot_tracks(
         starts = np.array([s[0] for s in segments])
         ax.scatter(starts[:, 0], starts[:, 1], s=6, c=colours, marker="o", linewidths=0)
     if title is None:
-        drawn = (f"{n_long} tracks (all" if len(segments) == n_long
-                 else f"{len(segments)} of {n_long} tracks (the longest")
-        title = f"{drawn} on >= {min_length} frames; dot: start)"
+        drawn = (f"{n_long} tracks (all)" if len(segments) == n_long
+                 else f"{len(segments)} of {n_long} tracks (the longest)")
+        title = f"{drawn}\non >= {min_length} frames; dot: start"
     ax.set_title(title)
     return _draw.save(fig, output)
