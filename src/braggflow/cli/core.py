@@ -121,6 +121,9 @@ def run_command(
     energy: Energy = None,
     incidence_angle: IncidenceAngle = None,
     threshold_sigma: float | None = typer.Option(None, "--threshold-sigma", help="find.threshold_sigma"),
+    max_size: int | None = typer.Option(None, "--max-size", help="find.max_size: largest peak kept, pixels"),
+    d_min: float | None = typer.Option(None, "--d-min", help="find.d_min: high-resolution limit, Å (needs geometry)"),
+    d_max: float | None = typer.Option(None, "--d-max", help="find.d_max: low-resolution limit, Å (needs geometry)"),
     gain: float | None = typer.Option(None, "--gain", help="correct.gain, ADU per photon"),
     dataset: str | None = typer.Option(None, "--dataset", help="dataset path inside HDF5 inputs"),
     sets: list[str] | None = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
@@ -154,6 +157,7 @@ def run_command(
     overrides = {
         "locate.method": method, "locate.model": model, "locate.backend": backend, "correct.mask": mask,
         "correct.dark": dark, "correct.flat": flat, "find.threshold_sigma": threshold_sigma,
+        "find.max_size": max_size, "find.d_min": d_min, "find.d_max": d_max,
         "correct.gain": gain, "series.omega_start": omega_start, "series.omega_step": omega_step,
         **geometry_overrides(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle),
     }

@@ -182,6 +182,9 @@ def watch_command(
     flat: str | None = typer.Option(None, "--flat", help="flat-field file"),
     gain: float | None = typer.Option(None, "--gain", help="correct.gain, ADU per photon"),
     threshold_sigma: float | None = typer.Option(None, "--threshold-sigma", help="find.threshold_sigma"),
+    max_size: int | None = typer.Option(None, "--max-size", help="find.max_size: largest peak kept, pixels"),
+    d_min: float | None = typer.Option(None, "--d-min", help="find.d_min: high-resolution limit, Å (needs geometry)"),
+    d_max: float | None = typer.Option(None, "--d-max", help="find.d_max: low-resolution limit, Å (needs geometry)"),
     poni: Poni = None,
     distance: Distance = None,
     beam_row: BeamRow = None,
@@ -202,7 +205,8 @@ def watch_command(
 
     overrides = {"locate.method": method, "locate.model": model, "locate.backend": backend, "correct.mask": mask,
                  "correct.dark": dark, "correct.flat": flat, "correct.gain": gain,
-                 "find.threshold_sigma": threshold_sigma,
+                 "find.threshold_sigma": threshold_sigma, "find.max_size": max_size, "find.d_min": d_min,
+                 "find.d_max": d_max,
                  **geometry_overrides(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle)}
     config = build_config(config_file, overrides, sets)
     check_results_name(output)

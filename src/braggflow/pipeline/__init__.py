@@ -322,6 +322,10 @@ def analyse_frame(
             from braggflow.geometry import add_geometry_columns
 
             table = add_geometry_columns(table, context.geometry)
+        from braggflow.pipeline.selection import check_selection, select_peaks
+
+        check_selection(config.find, geometry_known=context.geometry is not None)
+        table = select_peaks(table, config.find)  # find.max_size, find.d_min, find.d_max
     else:
         table = empty_peak_table()
     table["frame"] = np.int64(frame_index)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from braggflow.correct.options import CorrectConfig
 from braggflow.errors import ConfigError
@@ -29,6 +29,7 @@ __all__ = [
     "CONFIG_VERSION",
     "CorrectConfig",
     "FindConfig",
+    "FindOptions",
     "LocateConfig",
     "IntegrateConfig",
     "Config",
@@ -43,6 +44,27 @@ __all__ = [
 ]
 
 
+class FindOptions(FindConfig):
+    """The ``find`` section: the finder's options (:class:`braggflow.find.options.FindConfig`) and the limits on
+    the peaks kept after finding (:mod:`braggflow.pipeline.selection`)."""
+
+    max_size: int | None = Field(
+        None, ge=1, description="largest peak kept, pixels above threshold (npix): larger regions are dropped "
+        "(diffuse streaks, shadow edges; dials.find_spots max_spot_size); null: no limit")
+    d_min: float | None = Field(
+        None, gt=0, description="high-resolution limit, Å: peaks with a smaller d-spacing are dropped (dials "
+        "d_min); needs the geometry; null: none")
+    d_max: float | None = Field(
+        None, gt=0, description="low-resolution limit, Å: peaks with a larger d-spacing are dropped (beam stop "
+        "scatter); needs the geometry; null: none")
+
+    @model_validator(mode="after")
+    def _shell(self):
+        if self.d_min is not None and self.d_max is not None and not self.d_min < self.d_max:
+            raise ValueError(f"d_min {self.d_min} must be below d_max {self.d_max} (Å)")
+        return self
+
+
 class Config(BaseModel):
     """Every option of the pipeline.
 
@@ -54,7 +76,7 @@ class Config(BaseModel):
     version: int = Field(CONFIG_VERSION, description="config format version")
     series: SeriesConfig = Field(default_factory=SeriesConfig)
     correct: CorrectConfig = Field(default_factory=CorrectConfig)
-    find: FindConfig = Field(default_factory=FindConfig)
+    find: FindOptions = Field(default_factory=FindOptions)
     locate: LocateConfig = Field(default_factory=LocateConfig)
     integrate: IntegrateConfig = Field(default_factory=IntegrateConfig)
     geometry: GeometryConfig | None = Field(None, description="detector geometry (see 'geometry' keys), or null")

@@ -166,7 +166,9 @@ def run_sparse(series, indices, *, config: Config, context, writer=None,
         From the per-frame pipeline, for a frame it processes.
     """
     from braggflow.find.sparse_batch import find_peaks_in_pixels
+    from braggflow.pipeline.selection import check_selection
 
+    check_selection(config.find, geometry_known=context.geometry is not None)
     indices = list(indices)
     tables: list[pd.DataFrame] = []
     done = n_peaks = 0
@@ -183,6 +185,7 @@ def run_sparse(series, indices, *, config: Config, context, writer=None,
                                      config=config.find, threshold_noise=context.threshold_noise,
                                      gain=config.correct.gain, mask=context.mask, frames=frames, saturated=saturated)
         table, frame_rows = _block_results(series, found, context, hot, time.perf_counter() - t0)
+        table, frame_rows = _selected(table, frame_rows, config)
         if found.dense.any():
             table, frame_rows = _with_dense_frames(series, found.frames[found.dense], table, frame_rows, config,
                                                    context)
@@ -195,6 +198,18 @@ def run_sparse(series, indices, *, config: Config, context, writer=None,
         if progress is not None:
             progress(done, len(indices), n_peaks)
     return tables
+
+
+def _selected(table: pd.DataFrame, frame_rows: pd.DataFrame, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The block's peaks within find.max_size / find.d_min / find.d_max, and its frames' n_peaks counted again."""
+    from braggflow.pipeline.selection import select_peaks
+
+    kept = select_peaks(table, config.find)
+    if kept is table:
+        return table, frame_rows
+    counts = kept.groupby("frame").size()
+    frame_rows = frame_rows.assign(n_peaks=counts.reindex(frame_rows["frame"].to_numpy(), fill_value=0).to_numpy())
+    return conform(kept), frame_rows
 
 
 def _omega(series, frames: np.ndarray) -> np.ndarray:
