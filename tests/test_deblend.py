@@ -69,3 +69,15 @@ def test_false_split_rate_on_single_peaks():
     pairs = simulate_patches(100, kind="neighbour", seed=778, neighbour_distance=(4.0, 5.0),
                              neighbour_ratio=(0.5, 1.0), intensity=(5000.0, 50000.0), background=(5.0, 50.0))
     assert find_blends(pairs.data, pairs.mask).blended.mean() > 0.8
+
+
+def test_several_blends_in_one_frame_each_keep_their_own_members():
+    pairs = [((30.2, 30.4), (31.9, 32.9)), ((30.6, 80.1), (33.4, 80.9)), ((80.3, 50.2), (79.1, 52.9))]
+    truth = [dict(row=r, col=c, sr=1.6, sc=1.6, flux=f) for pair in pairs for (r, c), f in zip(pair, (20000.0, 12000.0))]
+    frame = _frame(truth, shape=(112, 112), seed=4)
+    found = find_peaks(frame)
+    out = locate(frame, found.table, labels=found.labels, regions=found.regions, deblend=True)
+    members = out[(out["flags"].to_numpy() & Flag.BLENDED) != 0]
+    assert len(members) == 6
+    for t in truth:
+        assert np.hypot(members["row"] - t["row"], members["col"] - t["col"]).min() < 0.25

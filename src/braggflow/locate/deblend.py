@@ -183,25 +183,26 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     d2 = np.hypot(p[:, 2] - centre[:, 0], p[:, 3] - centre[:, 1])
     first = np.where(d1 <= d2, 0, 1)
     members = []
+    take = np.arange(hit.size)
     for k in (0, 1):
         m = np.where(first == 0, k, 1 - k)  # member index: 0 keeps the row, 1 the new row
         r_i, c_i, i_i = 2 * m, 2 * m + 1, 6 + m
         members.append(dict(
-            row=p[:, r_i] + origin[:, 0], col=p[:, c_i] + origin[:, 1],
-            row_err=np.sqrt(cov[:, r_i, r_i]), col_err=np.sqrt(cov[:, c_i, c_i]), rc_cov=cov[:, r_i, c_i],
-            sigma_row=p[:, 4], sigma_col=p[:, 5], intensity=p[:, i_i], intensity_err=np.sqrt(cov[:, i_i, i_i]),
+            row=p[take, r_i] + origin[:, 0], col=p[take, c_i] + origin[:, 1],
+            row_err=np.sqrt(cov[take, r_i, r_i]), col_err=np.sqrt(cov[take, c_i, c_i]), rc_cov=cov[take, r_i, c_i],
+            sigma_row=p[:, 4], sigma_col=p[:, 5], intensity=p[take, i_i], intensity_err=np.sqrt(cov[take, i_i, i_i]),
             background=p[:, 8]))
-    index = out.index[hit]
+    out = out.reset_index(drop=True)
+    members[0]["snr"] = members[0]["intensity"] / members[0]["intensity_err"]
+    members[1]["snr"] = members[1]["intensity"] / members[1]["intensity_err"]
     for name, values in members[0].items():
-        out.loc[index, name] = values
+        column = out[name].to_numpy(dtype=float).copy()
+        column[hit] = values
+        out[name] = column
     flags = out["flags"].to_numpy(dtype=np.uint32).copy()
     flags[hit] |= np.uint32(Flag.BLENDED)
     out["flags"] = flags
     extra = out.iloc[hit].copy()
     for name, values in members[1].items():
-        extra[name] = values
-    snr = members[1]["intensity"] / members[1]["intensity_err"]
-    if "snr" in extra.columns:
-        extra["snr"] = snr
-        out.loc[index, "snr"] = members[0]["intensity"] / members[0]["intensity_err"]
+        extra[name] = np.asarray(values, dtype=float)
     return conform(pd.concat([out, extra], ignore_index=True))
