@@ -73,7 +73,8 @@ def test_false_split_rate_on_single_peaks():
 
 def test_several_blends_in_one_frame_each_keep_their_own_members():
     pairs = [((30.2, 30.4), (31.9, 32.9)), ((30.6, 80.1), (33.4, 80.9)), ((80.3, 50.2), (79.1, 52.9))]
-    truth = [dict(row=r, col=c, sr=1.6, sc=1.6, flux=f) for pair in pairs for (r, c), f in zip(pair, (20000.0, 12000.0))]
+    truth = [dict(row=r, col=c, sr=1.6, sc=1.6, flux=f)
+             for pair in pairs for (r, c), f in zip(pair, (20000.0, 12000.0))]
     frame = _frame(truth, shape=(112, 112), seed=4)
     found = find_peaks(frame)
     out = locate(frame, found.table, labels=found.labels, regions=found.regions, deblend=True)
