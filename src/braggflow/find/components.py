@@ -32,28 +32,25 @@ def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_
     h, w = frame.shape
     tile = background.tile
     flat = frame.ravel()
-    # one contiguous pass against the lowest tile threshold; the few pixels above it are then checked against
-    # their own tile's threshold (on a frame with peaks on a background, a few thousand of 4 M pixels)
-    candidates = np.flatnonzero(flat > threshold_tiles.min())
-    if candidates.size <= flat.size // 8:
+    # one contiguous pass against the lowest tile threshold; when few pixels pass it (peaks on a flat background:
+    # a few thousand of 4 M) they are checked against their own tile's threshold
+    above_min = flat > threshold_tiles.min()
+    if np.count_nonzero(above_min) <= flat.size // 8:
+        candidates = np.flatnonzero(above_min)
         rows, cols = np.divmod(candidates, w)
         above = candidates[flat[candidates] > threshold_tiles[rows // tile, cols // tile]]
         if mask is not None:
             above = above[~mask.ravel()[above]]
         return above
-    ny, nx = h // tile, w // tile  # whole tiles; a partial last row or column of tiles is compared apart
-    hh, ww = ny * tile, nx * tile
-    above = np.empty((h, w), dtype=bool)
-    if ny and nx:
-        above[:hh, :ww] = (frame[:hh, :ww].reshape(ny, tile, nx, tile)
-                           > threshold_tiles[:ny, None, :nx, None]).reshape(hh, ww)
-    if ww < w:
-        above[:, ww:] = frame[:, ww:] > np.repeat(threshold_tiles[:, nx], tile)[:h, None]
-    if hh < h:
-        above[hh:, :ww] = frame[hh:, :ww] > np.repeat(threshold_tiles[ny, :nx], tile)[None, :ww]
-    if mask is not None:
-        above &= ~mask
-    return np.flatnonzero(above)
+    # else (a background that varies from tile to tile): row of tiles by row of tiles, each column against its tile
+    out = []
+    for i in range(threshold_tiles.shape[0]):
+        r0, r1 = i * tile, min((i + 1) * tile, h)
+        above = frame[r0:r1] > np.repeat(threshold_tiles[i], tile)[:w]
+        if mask is not None:
+            above &= ~mask[r0:r1]
+        out.append(np.flatnonzero(above) + r0 * w)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def sparse_components(flat_index: np.ndarray, width: int) -> tuple[np.ndarray, int]:

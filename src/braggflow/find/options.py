@@ -59,8 +59,8 @@ class FindConfig(OptionSection):
         "ring of pixels 3 px around its region instead of the tile level, and dropped unless its highest pixel passes "
         "the threshold and its SNR passes min_snr above that level (noise on the wings of a bright peak); 0: off")
     aperture_sigma: float | None = Field(
-        5.5, gt=0, description="components: a local maximum at least 3 noise sigma above the tile level and clear of "
-        "the peaks above threshold is a peak too when the matched-filter sum of the 5 x 5 pixels around it is this "
+        5.5, gt=0, description="components: a local maximum 4 sd above the tile mean and clear of the peaks above "
+        "threshold is a peak too when the matched-filter sum of the 5 x 5 pixels around it is this "
         "many (normal-equivalent) sigma above the tile background under Poisson statistics, also against a ring "
         "around it (faint spots on a weak background; braggflow.find.aperture; at 5.5 ~0.1 false peak in 4 Mpx of "
         "pure noise); not on thresholded frames; null: off")

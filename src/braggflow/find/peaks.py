@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from braggflow.errors import BraggflowError
-from braggflow.find.aperture import SEED_SIGMA, aperture_peaks
+from braggflow.find.aperture import aperture_peaks, seed_levels
 from braggflow.find.background import Background, estimate_background, is_sparse
 from braggflow.find.components import local_maxima, pixels_above_threshold, sparse_components
 from braggflow.find.noise import ThresholdNoise, fitted_threshold_noise, isolated_pixel_values
@@ -142,7 +142,7 @@ def find_peaks(
     aperture = config.method == "components" and not sparse and config.aperture_sigma is not None
     if aperture:
         # one pass at the seeds' level: the pixels above threshold are those of them above their tile's threshold
-        seed_tiles = bg.level + SEED_SIGMA * bg.noise
+        seed_tiles = seed_levels(bg)
         low_index = pixels_above_threshold(frame, bg, np.minimum(threshold_tiles, seed_tiles), mask)
         rows, cols = np.divmod(low_index, frame.shape[1])
         low_values = frame.ravel()[low_index]
