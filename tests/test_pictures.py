@@ -140,6 +140,17 @@ def test_plot_series_of_a_rotation_series_has_omega_on_x(series):
     assert fig.axes[-1].get_xlabel() == "ω (deg)"
     lines = fig.axes[0].get_lines()[0]
     assert np.allclose(lines.get_xdata(), -114.5 + np.arange(5))
+    assert fig.get_suptitle() == "20 peaks in 5 frames"
+
+
+def test_plot_series_breaks_its_lines_across_an_unrecorded_wedge(series):
+    """Two omega wedges (-115..-113 and 65..66): the curve is not joined across the gap."""
+    _, table = series
+    omega = np.where(table["frame"] < 3, -114.5 + table["frame"], 65.5 + table["frame"] - 3)
+    fig = plot_series(table.assign(omega=omega), output=None, figsize=(5, 4), dpi=80)
+    x = fig.axes[0].get_lines()[0].get_xdata()
+    assert np.isnan(x).sum() == 1 and np.allclose(x[~np.isnan(x)], [-114.5, -113.5, -112.5, 65.5, 66.5])
+    assert fig.get_suptitle() == "20 peaks in 5 frames"
 
 
 @pytest.mark.parametrize("to, labels", [("qxy-qz", ("q_xy (1/Å)", "q_z (1/Å)")), ("q", ("q (1/Å)", "η (deg)")),

@@ -160,6 +160,8 @@ def plot_series(
         x, xlabel = omega, style.axis_label("ω", "deg")
     else:
         x, xlabel = stats["frame"].to_numpy(), "frame"
+    n_shown = len(stats)
+    x, stats = _with_gaps(np.asarray(x, dtype=float), stats)
     axes[0].plot(x, stats["n_peaks"], ".-", color="C0", ms=3)
     axes[0].set_ylabel("peaks per frame")
     axes[0].set_ylim(bottom=0)
@@ -174,21 +176,48 @@ def plot_series(
         ax.plot(x, stats["mean_error"], ".-", color="C3", ms=3, label="mean error")
         ax.plot(x, stats["median_error"], ".-", color="C2", ms=3, label="median error")
         ax.set_ylabel(style.axis_label("position error", "px"))
-        ax.set_ylim(bottom=0)
+        top = np.nanmax(stats[["mean_error", "median_error"]].to_numpy(dtype=float), initial=0.0)
+        ax.set_ylim(0, 1.4 * top if top > 0 else 1.0)  # headroom for the legend
         twin = ax.twinx()
         twin.plot(x, stats["recall"], color="0.5", lw=0.8, ls="--", label="matched fraction (right axis)")
         twin.set_ylim(0, 1.05)
         twin.set_ylabel("matched fraction", color="0.4")
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.8)
+        ax.legend(handles=handles, loc="upper left", ncols=3, fontsize=7, framealpha=0.8)
+        twin.set_ylim(0, 1.4)
+        twin.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     axes[-1].set_xlabel(xlabel)
     if omega is None:
         style.integer_ticks(axes[-1], "x")
     style.plain_numbers(axes[-1], "x")
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle(title if title is not None else f"{len(table)} peaks in {len(stats)} frames")
+    fig.suptitle(title if title is not None else f"{len(table)} peaks in {n_shown} frames")
     return _draw.save(fig, output)
+
+
+def _with_gaps(x: np.ndarray, stats: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """``x`` and ``stats`` with a NaN row inserted where x jumps by more than 3 median steps, so lines break there.
+
+    A rotation series recorded in two wedges (omega -115..-65 and 65..115)
+    is then drawn as two curves, not joined across the wedge it did not record.
+    """
+    if len(x) < 3:
+        return x, stats
+    step = np.diff(x)
+    typical = np.median(np.abs(step[step != 0])) if (step != 0).any() else 0.0
+    jumps = np.flatnonzero(np.abs(step) > 3 * typical) if typical > 0 else np.zeros(0, dtype=int)
+    if not jumps.size:
+        return x, stats
+    gap = pd.DataFrame(np.nan, index=range(jumps.size), columns=stats.columns)
+    parts, xs, start = [], [], 0
+    for k, j in enumerate(jumps):
+        parts += [stats.iloc[start:j + 1], gap.iloc[[k]]]
+        xs += [x[start:j + 1], [np.nan]]
+        start = j + 1
+    parts.append(stats.iloc[start:])
+    xs.append(x[start:])
+    return np.concatenate(xs), pd.concat(parts, ignore_index=True)
 
 
 def frame_omega(table: pd.DataFrame, frames: np.ndarray) -> np.ndarray | None:
