@@ -33,9 +33,8 @@ from pydantic import Field, ValidationError
 from braggflow.errors import ConfigError
 from braggflow.options import OptionSection
 
-__all__ = ["ClusterConfig", "CLUSTER_KINDS", "cluster_config_from_dict", "load_cluster_config", "jobqueue_cluster",
-           "local_cluster",
-           "ClusterStarter", "start_cluster"]
+__all__ = ["ClusterConfig", "CLUSTER_KINDS", "cluster_config_from_dict", "load_cluster_config", "jobqueue_class",
+           "jobqueue_cluster", "local_cluster", "ClusterStarter", "start_cluster"]
 
 #: batch systems, and the dask-jobqueue class that starts workers on each
 CLUSTER_KINDS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster",
@@ -138,12 +137,8 @@ def local_cluster(workers: int):
                             scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
 
 
-def jobqueue_cluster(config: ClusterConfig):
-    """A dask-jobqueue cluster of ``config.kind``, scaled to ``config.jobs`` jobs (they are submitted now).
-
-    Returns
-    -------
-    cluster : dask_jobqueue.JobQueueCluster
+def jobqueue_class(config: ClusterConfig):
+    """The dask-jobqueue class of ``config.kind``, checked to be usable here.
 
     Raises
     ------
@@ -162,21 +157,40 @@ def jobqueue_cluster(config: ClusterConfig):
     if shutil.which(submit) is None:
         raise ConfigError(f"--cluster {config.kind}: the submit command {submit} is not on PATH (run on a login node "
                           f"of the {config.kind} cluster)")
+    return getattr(dask_jobqueue, CLUSTER_KINDS[config.kind])
+
+
+def jobqueue_cluster(config: ClusterConfig, cls=None):
+    """A dask-jobqueue cluster of ``config.kind``, scaled to ``config.jobs`` jobs (they are submitted now).
+
+    Parameters
+    ----------
+    config : ClusterConfig
+    cls : type, optional
+        The dask-jobqueue class (default: :func:`jobqueue_class`).
+
+    Returns
+    -------
+    cluster : dask_jobqueue.JobQueueCluster
+
+    Raises
+    ------
+    ConfigError
+        As :func:`jobqueue_class`.
+    """
+    cls = cls or jobqueue_class(config)
     kwargs: dict[str, Any] = {"cores": config.cores, "processes": config.worker_processes(), "memory": config.memory}
-    for key, name in (("walltime", "walltime"), ("queue", "queue"), ("account", "account"),
-                      ("interface", "interface"), ("python", "python"), ("local_directory", "local_directory"),
-                      ("log_directory", "log_directory")):
+    for key in ("walltime", "queue", "account", "interface", "python", "local_directory", "log_directory"):
         value = getattr(config, key)
         if value is not None:
-            kwargs[name] = value
+            kwargs[key] = value
     if config.job_extra:
         kwargs["job_extra_directives"] = list(config.job_extra)
     if config.prologue:
         kwargs["job_script_prologue"] = list(config.prologue)
-    kwargs["worker_extra_args"] = ["--nthreads", "1", "--preload", "braggflow.pipeline.distributed"]
-    if config.kind in ("htcondor",):
-        kwargs.setdefault("disk", kwargs["memory"])
-    cluster = getattr(dask_jobqueue, CLUSTER_KINDS[config.kind])(**kwargs)
+    if config.kind == "htcondor":
+        kwargs["disk"] = config.memory
+    cluster = cls(**kwargs)
     cluster.scale(jobs=config.jobs)
     return cluster
 
@@ -280,7 +294,10 @@ def start_cluster(*, workers: int = 0, scheduler_address: str | None = None, clu
         raise ConfigError(f"{' and '.join(given)}: give one source of workers (--workers N for this machine, "
                           "--scheduler ADDRESS for a running scheduler, --cluster KIND for batch jobs)")
     if cluster is not None:
-        return ClusterStarter(lambda: jobqueue_cluster(cluster), wait=cluster.wait)
+        import distributed  # noqa: F401  (imported here: a first import in two threads at once fails)
+
+        cls = jobqueue_class(cluster)
+        return ClusterStarter(lambda: jobqueue_cluster(cluster, cls), wait=cluster.wait)
     if scheduler_address:
         return ClusterStarter(lambda: scheduler_address, wait=60.0)
     make = local or local_cluster
