@@ -184,3 +184,18 @@ def test_azimuthal_on_the_tiff_is_quiet_and_takes_pyfai_options(shared_data, tmp
     assert profile["q"].min() >= 0.5 and profile["q"].max() <= 3.0
     result = runner.invoke(app, ["azimuthal", str(frame), "-o", str(out), *GIXD_GEOMETRY, "--polarization", "2"])
     assert result.exit_code == 2 and "--polarization" in result.output
+
+
+def test_train_says_how_many_patches_came_from_the_frames(tmp_path):
+    from braggflow.simulate.frames import simulate_series, write_nexus
+
+    write_nexus(tmp_path / "sim.h5", simulate_series(1, shape=(192, 192), n_peaks=40, seed=2))
+    result = runner.invoke(app, ["train", "--simulated", "300", "--frames", str(tmp_path / "sim.h5"), "--epochs", "3",
+                                 "--batch-size", "64", "--threads", "1", "--quiet", "--hidden", "16",
+                                 "--out", str(tmp_path / "m.pt")])
+    assert result.exit_code == 0, result.output
+    found = re.search(r"patches from --frames: (\d+) of (\d+)", result.output)
+    assert found, result.output
+    real, total = map(int, found.groups())
+    assert real > 10 and total - real == 300
+    assert re.search(r"best epoch \d \(lowest validation loss", result.output)

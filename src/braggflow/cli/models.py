@@ -102,6 +102,14 @@ def train_command(
     result = train_model(config, out=out, progress=not quiet, console=err_console)
     m = result.metrics
     console.print(f"wrote {result.path} (sha256 {result.sha256[:16]}...)")
+    if frames:
+        from braggflow.nn.files import load_model
+
+        stored = load_model(result.path).train_config
+        total = int(stored.get("n_train", 0)) + int(stored.get("n_val", 0))
+        real = total - simulated - sum(int(n) for n in extra.values() if int(n) > 0)
+        console.print(f"patches from --frames: {real} of {total} ({labels} fits, "
+                      f"{len(frames)} source{'s' if len(frames) != 1 else ''}); the rest simulated")
     line = (f"validation ({m['val_patches']} patches): median {m['val_median_px']:.4f} px, "
             f"p95 {m['val_p95_px']:.4f} px")
     if "val_median_ratio_crlb" in m:
