@@ -96,12 +96,17 @@ def train_detector_command(
     threads: int = typer.Option(1, "--threads", help="torch CPU threads"),
     max_seconds: float | None = typer.Option(None, "--max-seconds", help="stop after the epoch passing this time"),
     onnx: Path | None = typer.Option(None, "--onnx", help="also export the network to this ONNX file"),
+    init: str | None = typer.Option(None, "--init", help="detector file (.pt) to start from (fine-tuning)"),
+    class_balanced: bool = typer.Option(
+        False, "--class-balanced", help="normalise the heat-map loss per class (else over all classes)",
+    ),
 ) -> None:
     """Train the grazing-incidence detector on simulated polar frames (the defaults give the shipped model)."""
     from braggflow.training.detector import DetectorTrainConfig, export_detector_onnx, train_detector
 
     config = DetectorTrainConfig(n_train=n_train, n_val=n_val, epochs=epochs, batch_size=batch_size, lr=lr,
-                                 width=width, seed=seed, sim_seed=sim_seed, threads=threads, max_seconds=max_seconds)
+                                 width=width, seed=seed, sim_seed=sim_seed, threads=threads, max_seconds=max_seconds,
+                                 class_balanced=class_balanced, init=init)
     net, metrics = train_detector(config, out, log=lambda line: console.print(line))
     val = metrics["val"]["all"]
     console.print(f"wrote {out}: best epoch {metrics['best_epoch']}, validation precision {val['precision']:.3f}, "

@@ -27,7 +27,7 @@ from braggflow.nn.detector import CLASSES, FORMAT, STRIDE, build_network, contra
 from braggflow.simulate.gixd import simulate_gixd_set
 
 __all__ = ["DetectorTrainConfig", "detector_targets", "train_detector", "save_detector", "export_detector_onnx",
-           "ship_detector"]
+           "ship_detector", "tune_thresholds"]
 
 
 @dataclass
@@ -56,6 +56,12 @@ class DetectorTrainConfig:
         Visibility threshold of the labels.
     max_seconds : float or None
         Stop after the epoch during which this much training time has passed.
+    class_balanced : bool
+        Normalise the heat-map loss of each class by its own number of centre
+        pixels (else by all classes' together, where the many pixels of the
+        rings' columns outweigh the spots and arcs).
+    init : str or None
+        Detector file (``.pt``) whose weights training starts from (fine-tuning).
     """
 
     n_train: int = 1600
@@ -70,6 +76,8 @@ class DetectorTrainConfig:
     threads: int = 1
     min_snr: float = 8.0
     max_seconds: float | None = None
+    class_balanced: bool = False
+    init: str | None = None
 
     def check(self) -> None:
         """Raise ConfigError for values out of range."""
@@ -166,15 +174,16 @@ def _dataset(n: int, seed: int, config: DetectorTrainConfig, log: Callable[[str]
                 ignore=np.stack(ign), frames=frames)
 
 
-def _loss(torch, out, heat, reg, reg_mask, ignore):
+def _loss(torch, out, heat, reg, reg_mask, ignore, class_balanced=False):
     """Focal loss on the heat maps plus L1 on sizes (weight 0.2) and offsets at the centre pixels."""
     p = torch.sigmoid(out[:, :3]).clamp(1e-4, 1 - 1e-4)
     pos = heat >= 0.999
     keep = ~(ignore[:, None] & (heat < 0.1))
-    pos_loss = (torch.log(p) * (1 - p) ** 2 * pos).sum()
-    neg_loss = (torch.log(1 - p) * p ** 2 * (1 - heat) ** 4 * (~pos) * keep).sum()
-    n_pos = pos.sum().clamp(min=1)
-    focal = -(pos_loss + neg_loss) / n_pos
+    dims = (0, 2, 3) if class_balanced else (0, 1, 2, 3)
+    pos_loss = (torch.log(p) * (1 - p) ** 2 * pos).sum(dims)
+    neg_loss = (torch.log(1 - p) * p ** 2 * (1 - heat) ** 4 * (~pos) * keep).sum(dims)
+    n_pos = pos.sum(dims).clamp(min=1)
+    focal = (-(pos_loss + neg_loss) / n_pos).sum()
     mq, mc = reg_mask[:, 0], reg_mask[:, 1]
     l1 = torch.abs(out[:, 3:] - reg)
     nq, nc = mq.sum().clamp(min=1), mc.sum().clamp(min=1)
@@ -238,6 +247,13 @@ def train_detector(config: DetectorTrainConfig | None = None, out: str | Path | 
     train = _dataset(config.n_train, config.sim_seed, config, log)
     val = _dataset(config.n_val, config.sim_seed + 1, config, log)
     net = build_network(config.width)
+    if config.init is not None:
+        from braggflow.nn.detector import load_detector
+
+        start_from = load_detector(config.init, backend="torch")
+        if start_from.width != config.width:
+            raise ConfigError(f"train-detector: {config.init} has width {start_from.width}, not {config.width}")
+        net.load_state_dict(start_from.network.state_dict())
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     steps = config.epochs * int(np.ceil(config.n_train / config.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.15)
@@ -254,7 +270,7 @@ def train_detector(config: DetectorTrainConfig | None = None, out: str | Path | 
             idx = torch.from_numpy(order[i:i + config.batch_size])
             x = tensors["planes"][idx].float() / 255.0
             loss = _loss(torch, net(x), tensors["heat"][idx].float(), tensors["reg"][idx].float(),
-                         tensors["reg_mask"][idx], tensors["ignore"][idx])
+                         tensors["reg_mask"][idx], tensors["ignore"][idx], config.class_balanced)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -280,6 +296,37 @@ def train_detector(config: DetectorTrainConfig | None = None, out: str | Path | 
     if out is not None:
         save_detector(net, out, config=config, metrics=metrics, thresholds=thresholds)
     return net, metrics
+
+
+def tune_thresholds(detector, frames, *, grid=(0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)) -> tuple[dict, dict]:
+    """Per-class score thresholds that maximise F1 on simulated frames.
+
+    Parameters
+    ----------
+    detector : braggflow.nn.detector.GixdDetector
+    frames : list of GixdFrame
+        Frames not used in training (their truth is used).
+    grid : sequence of float
+        Thresholds tried, each class on its own.
+
+    Returns
+    -------
+    thresholds : dict
+        Best threshold per class.
+    f1 : dict
+        F1 per class at that threshold.
+    """
+    outs = [detector.raw(contrast_image(fr.image)[None])[0] for fr in frames]
+    best_t, best_f1 = {}, {}
+    for cls in CLASSES:
+        for t in grid:
+            pairs = [(decode(o, np.isfinite(fr.image), fr.grid.q, fr.grid.chi, {cls: t}), fr.truth)
+                     for o, fr in zip(outs, frames)]
+            f1 = detection_scores(pairs).loc[cls, "f1"]
+            if np.isfinite(f1) and f1 > best_f1.get(cls, -1.0):
+                best_t[cls], best_f1[cls] = float(t), float(f1)
+        best_t.setdefault(cls, 0.3)
+    return best_t, best_f1
 
 
 def save_detector(network, path: str | Path, *, config: DetectorTrainConfig, metrics: dict,
@@ -338,7 +385,8 @@ def export_detector_onnx(network, path: str | Path) -> Path:
     return path
 
 
-def ship_detector(pt_file: str | Path, name: str, *, onnx_file: str | Path | None = None) -> dict:
+def ship_detector(pt_file: str | Path, name: str, *, onnx_file: str | Path | None = None,
+                  thresholds: dict | None = None) -> dict:
     """Copy a detector file (and its ONNX export) into the shipped weights and list it in the MANIFEST.
 
     Parameters
@@ -349,6 +397,9 @@ def ship_detector(pt_file: str | Path, name: str, *, onnx_file: str | Path | Non
         Shipped name.
     onnx_file : str or Path, optional
         Its ONNX export; default: exported here.
+    thresholds : dict, optional
+        Score thresholds per class to ship (e.g. from :func:`tune_thresholds`);
+        default: those of the file.
 
     Returns
     -------
@@ -376,7 +427,7 @@ def ship_detector(pt_file: str | Path, name: str, *, onnx_file: str | Path | Non
              "onnx": {"file": onnx_dest.name, "sha256": file_sha256(onnx_dest),
                       "size_bytes": onnx_dest.stat().st_size, "opset": 20},
              "arch": "gixd-centernet", "width": int(payload["width"]), "params": n_params,
-             "thresholds": payload["thresholds"], "train_config": payload["train_config"],
+             "thresholds": dict(thresholds or payload["thresholds"]), "train_config": payload["train_config"],
              "metrics": {k: v for k, v in payload["metrics"].items() if k != "history"}}
     manifest = read_manifest()
     manifest.setdefault("detectors", {})[name] = entry
