@@ -16,7 +16,9 @@ by more than :data:`DEBLEND_THRESHOLD` (a likelihood-ratio test; the two
 models are not nested, so the threshold is calibrated on simulated single
 peaks rather than taken from a chi^2 table: ``bench/deblend.py
 --calibrate``), both components lie in the patch, at least 1 px apart, with
-positive intensities.  Both members then get their own centre, errors (inverse
+positive intensities, and the new member is not within 2.5 px of another peak of
+the table (a neighbour the finder already separated leaves its wings in the
+patch: they are not a second peak).  Both members then get their own centre, errors (inverse
 Fisher information of the joint fit), intensity and error, and the flag
 ``BLENDED``; the second member is a new row of the table.
 
@@ -45,6 +47,7 @@ __all__ = ["DEBLEND_THRESHOLD", "BlendTest", "find_blends", "deblend"]
 #: --calibrate`` measures it.
 DEBLEND_THRESHOLD = 12.0
 _MIN_SEPARATION = 1.0  # px
+_NEIGHBOUR_DISTANCE = 2.5  # px: a second member this close to another peak of the table is that peak
 
 
 class BlendTest:
@@ -184,6 +187,25 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     first = np.where(d1 <= d2, 0, 1)
     members = []
     take = np.arange(hit.size)
+    # a second member next to another peak of the table is that peak's remainder (its region removed from the
+    # patch, its wings not), not a blend
+    second = np.where(first == 0, 1, 0)
+    new_pos = np.stack([p[take, 2 * second], p[take, 2 * second + 1]], axis=1) + origin
+    others = np.stack([out["row"].to_numpy(dtype=float), out["col"].to_numpy(dtype=float)], axis=1)
+    finite = np.flatnonzero(np.all(np.isfinite(others), axis=1))
+    if finite.size > 1:
+        from scipy.spatial import cKDTree
+
+        tree = cKDTree(others[finite])
+        dist, nearest = tree.query(new_pos, k=2)
+        # the nearest peak other than the blend's own row
+        own = finite[nearest[:, 0]] == hit
+        d_other = np.where(own, dist[:, 1], dist[:, 0])
+        keep = ~(d_other < _NEIGHBOUR_DISTANCE)
+        hit, local, p, cov, origin, first, take = (hit[keep], local[keep], p[keep], cov[keep], origin[keep],
+                                                   first[keep], np.arange(int(keep.sum())))
+        if hit.size == 0:
+            return out
     for k in (0, 1):
         m = np.where(first == 0, k, 1 - k)  # member index: 0 keeps the row, 1 the new row
         r_i, c_i, i_i = 2 * m, 2 * m + 1, 6 + m
