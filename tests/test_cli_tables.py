@@ -199,3 +199,21 @@ def test_train_says_how_many_patches_came_from_the_frames(tmp_path):
     real, total = map(int, found.groups())
     assert real > 10 and total - real == 300
     assert re.search(r"best epoch \d \(lowest validation loss", result.output)
+
+
+def test_watch_takes_the_run_options_and_never_prints_nan(tmp_path):
+    """watch with --csv and the geometry options: the first progress line says 'first frame', not 'nan frames/s'."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        frame = rng.poisson(5.0, (128, 128)).astype(np.float32)
+        frame[40:43, 50:53] += 500.0
+        np.save(tmp_path / "in" / f"f{i:03d}.npy", frame[None])
+    result = runner.invoke(app, ["watch", str(tmp_path / "in"), "-o", str(tmp_path / "w.h5"), "--idle-timeout", "1",
+                                 "--csv", str(tmp_path / "w.csv"), "--method", "com", "--gain", "1",
+                                 "--distance", "100", "--beam-row", "64", "--beam-col", "64", "--pixel-size", "0.1",
+                                 "--wavelength", "1.0"])
+    assert result.exit_code == 0, result.output
+    assert "nan" not in result.output and "first frame" in result.output
+    peaks = pd.read_csv(tmp_path / "w.csv")
+    assert len(peaks) == 3 and np.isfinite(peaks["q"]).all()  # the geometry options reached the pipeline

@@ -29,7 +29,7 @@ def _print_features(features, limit: int = 40) -> None:
 @friendly_errors
 def detect_command(
     frame: Path = typer.Argument(..., help="detector frame (any format braggflow reads; its first frame)"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="write the feature table (.csv or .parquet)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the feature table (.csv, .parquet or .json)"),
     cif: list[str] = typer.Option([], "--cif", help="candidate phase CIF: identify phases from the features"),
     phase: list[str] = typer.Option([], "--phase", help="candidate phase YAML: identify phases from the features"),
     model: str | None = typer.Option(None, "--model", help="shipped detector name or detector file (.pt)"),
@@ -68,6 +68,8 @@ def detect_command(
     if out is not None:
         if out.suffix.lower() == ".parquet":
             features.to_parquet(out)
+        elif out.suffix.lower() == ".json":
+            write_json(features.to_dict(orient="records"), out)
         else:
             features.to_csv(out, index=False)
         console.print(f"features written to {out}")
