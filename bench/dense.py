@@ -18,7 +18,8 @@ For each spot count it prints, on one core, measured in the same run:
   highest pixel) and for the pipeline (the located centre); recall also for the
   spots of at least 500 photons;
 
-then the ratio of the times at 1,000 and at 100 spots.
+then the time of each stage (correct, find, locate, integrate) called one by one
+on the same frames, and the ratio of the times at 1,000 and at 100 spots.
 
     OMP_NUM_THREADS=1 python bench/dense.py [--frames 4] [--spots 100 1000] [--method com]
 """
@@ -81,12 +82,31 @@ def bench(n_spots: int, n_frames: int, seed: int, method: str | None) -> dict:
         a = time.perf_counter()
         tables.append(process_frame(f, config=config, context=ctx, frame_index=i))
         t_proc += time.perf_counter() - a
+    # the pipeline's stages one by one on the same frames (the breakdown of process_frame)
+    from braggflow.integrate import integrate
+    from braggflow.locate import locate
+
+    stages = dict(correct=0.0, find=0.0, locate=0.0, integrate=0.0)
+    lc = config.locate
+    for f in frames:
+        a = time.perf_counter()
+        c, m = correct_frame(f, mask=ctx.mask, config=config.correct)
+        b = time.perf_counter()
+        fp = find_peaks(c, mask=m, config=config.find)
+        d = time.perf_counter()
+        t = locate(c, fp.table, method=lc.method, mask=m, labels=fp.labels, regions=fp.regions,
+                   patch_size=lc.patch_size, model=lc.model)
+        e = time.perf_counter()
+        integrate(c, t, mask=m, labels=fp.labels, regions=fp.regions)
+        g = time.perf_counter()
+        for k, v in (("correct", b - a), ("find", d - b), ("locate", e - d), ("integrate", g - e)):
+            stages[k] += v / n_frames
     r_find, rb_find, p_find = scores(pd.concat(found, ignore_index=True), sim.truth)
     r_proc, rb_proc, p_proc = scores(pd.concat(tables, ignore_index=True), sim.truth)
     return dict(spots=n_spots, in_gaps=sim.truth["masked"].mean(), t_sim=t_sim / n_frames,
                 find=t_find / n_frames, process=t_proc / n_frames, found=sum(len(t) for t in found) / n_frames,
                 r_find=r_find, rb_find=rb_find, p_find=p_find, r_proc=r_proc, rb_proc=rb_proc, p_proc=p_proc,
-                method=config.locate.method)
+                method=config.locate.method, stages=stages)
 
 
 def main() -> None:
@@ -113,10 +133,14 @@ def main() -> None:
         print(f"| {r['spots']} | {r['in_gaps']:.1%} | {r['find'] * 1e3:.0f} | {r['process'] * 1e3:.0f} "
               f"| {r['found']:.0f} | {r['r_find']:.3f} ({r['rb_find']:.3f}) | {r['p_find']:.3f} "
               f"| {r['r_proc']:.3f} ({r['rb_proc']:.3f}) | {r['p_proc']:.3f} |")
+    for r in rows:
+        parts = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r["stages"].items())
+        print(f"{r['spots']} spots, stage by stage: {parts}")
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
         print(f"ratio {b['spots']}/{a['spots']} spots: find_peaks {b['find'] / a['find']:.2f}, "
-              f"process_frame {b['process'] / a['process']:.2f}")
+              f"process_frame {b['process'] / a['process']:.2f}; "
+              + ", ".join(f"{k} {b['stages'][k] / a['stages'][k]:.2f}" for k in a["stages"]))
     print(f"simulation: {np.mean([r['t_sim'] for r in rows]):.2f} s/frame (not part of the timings); "
           f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -17,6 +17,8 @@ For each localization method it prints, all measured in the same run, on one cor
   ``OMP_NUM_THREADS=1``: frames/s after the first frame (printed by ``run``:
   reading the frames and writing the results included), the process's wall time
   (start-up included), and the ratio in-process / whole-process;
+* the time to read one frame of the NeXus file into a new array and into a reused
+  buffer (``FrameSeries.read(i, out=buffer)``, what ``braggflow run`` does);
 * recall and precision of the peaks found against the truth (matched one to one
   within 1.5 px, ``match_peaks``), for all true peaks and for the members of close
   pairs, in-process and from the results file;
@@ -109,6 +111,24 @@ def in_process(frames: np.ndarray, method: str, t_max: float) -> tuple[float, pd
     return total, pd.concat(tables, ignore_index=True)
 
 
+def read_times(nexus: Path) -> tuple[float, float]:
+    """Seconds per frame to read the NeXus file's frames: into new arrays (``series[i]``), into one buffer."""
+    from braggflow.io.frames import open_frames
+
+    series = open_frames(str(nexus))
+    series[0]
+    t0 = time.perf_counter()
+    for i in range(1, len(series)):
+        series[i]
+    fresh = (time.perf_counter() - t0) / (len(series) - 1)
+    buffer = series.read(0)
+    t0 = time.perf_counter()
+    for i in range(1, len(series)):
+        buffer = series.read(i, out=buffer)
+    reused = (time.perf_counter() - t0) / (len(series) - 1)
+    return fresh, reused
+
+
 def whole_process(nexus: Path, method: str, folder: Path) -> tuple[float, float, pd.DataFrame]:
     """``braggflow run`` in a subprocess on one core; return (frames/s after the first frame, wall s, peaks)."""
     from braggflow.io.results import read_peaks
@@ -166,6 +186,9 @@ def main() -> None:
             write_nexus(nexus, sim)
             print(f"wrote {nexus.name} ({nexus.stat().st_size / 2**20:.0f} MiB, bitshuffle-LZ4) "
                   f"in {time.perf_counter() - t0:.1f} s")
+            fresh, reused = read_times(nexus)
+            print(f"reading a frame: {fresh * 1e3:.1f} ms into a new array, {reused * 1e3:.1f} ms into one buffer "
+                  "(series.read(i, out=buffer), as braggflow run does)")
         for method in args.methods:
             print(f"{method}:")
             per_frame, table = in_process(frames, method, t_max)
