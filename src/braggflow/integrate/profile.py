@@ -9,7 +9,9 @@ the whole peak, the wings beyond the window included, by the fitted model.
 One model describes every kind: the rotated elliptical pseudo-Voigt-Moffat
 of :mod:`braggflow.profiles.fitting` (``"pvmoffat"``),
 ``(1 - eta) G + eta M`` with a Gaussian core ``G`` and a Moffat wing ``M`` of
-free exponent (``beta = 1.5`` is the pseudo-Voigt's Lorentzian; ``eta = 0`` a
+free exponent beta from 1.5 to 10 (``beta = 1.5`` is the pseudo-Voigt's Lorentzian,
+the heaviest wing allowed: heavier ones, extrapolated past the window, scatter
+the intensities of faint peaks; ``eta = 0`` a
 Gaussian; ``eta = 1``, ``beta = 2.5`` a Moffat peak; rotation and two widths
 an elongated peak).  Each peak is fitted in a square window around its
 located centre (21 x 21 px, larger for regions that do not fit) with the

@@ -76,7 +76,7 @@ ROTATED = ("pvoigt", "moffat", "pvmoffat")
 _MU_FLOOR = 1e-9  # photons
 _SIGMA_MIN = 0.2  # px
 _T_RANGE = (0.01, 0.8)  # Moffat 1 / beta: beta from 1.25 to 100
-_T_RANGE_PVM = (0.1, 0.8)  # the pseudo-Voigt-Moffat's wing exponent 1 / beta: beta from 1.25 to 10
+_T_RANGE_PVM = (0.1, 2.0 / 3.0)  # the pseudo-Voigt-Moffat's wing exponent 1 / beta: beta from 1.5 (Lorentzian) to 10
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 _K2 = LORENTZ_GAMMA_PER_SIGMA ** 2
 
@@ -636,5 +636,5 @@ def start_parameters(model: str, row, col, sigma_row, sigma_col, intensity, back
     a = 1.0 / (sr * sr + box)
     c = 1.0 / (sc * sc + box)
     shp = np.full(row.shape, 0.3 if shape is None else shape)
-    extra = [np.full(row.shape, 1.0 / 1.5)] if model == "pvmoffat" else []
+    extra = [np.full(row.shape, 0.5)] if model == "pvmoffat" else []  # beta = 2
     return np.stack([row, col, a, np.zeros_like(a), c, shp, *extra, inten, bg], axis=1)
