@@ -23,6 +23,15 @@ over the plane):
     ``u^2 = d^T Q d`` and ``t = 1 / beta`` (``t -> 0`` is the Gaussian,
     ``t = 0.4`` the Moffat of beta 2.5, wings r^-2beta); parameters
     ``row, col, q_rr, q_rc, q_cc, t, I, B``.
+``"pvmoffat"``
+    Rotated elliptical pseudo-Voigt-Moffat ``(1 - eta) G + eta M``: the
+    Gaussian core ``G`` of precision ``Q`` and the Moffat wing
+    ``M = sqrt(det Q) (beta - 1) / (pi k^2) (1 + u^2 / k^2)^(-beta)`` with
+    ``k`` the pseudo-Voigt's ``LORENTZ_GAMMA_PER_SIGMA`` and free exponent
+    ``beta = 1 / t`` from 1.5 to 10 (``beta = 1.5`` is the pseudo-Voigt
+    exactly, ``eta = 1`` a Moffat profile, ``eta = 0`` a Gaussian);
+    parameters ``row, col, q_rr, q_rc, q_cc, eta, t, I, B`` (the profile of
+    :mod:`braggflow.integrate.profile`).
 ``"gauss2"``
     Two axis-aligned Gaussians of one shape (a blend): ``row1, col1, row2,
     col2, sigma_row, sigma_col, I1, I2, B``.
