@@ -84,8 +84,8 @@ def test_config_default_redirected_to_a_file_is_the_default_config(tmp_path):
     assert load_config(path) == Config()
 
 
-COMMANDS = ["azimuthal", "config", "convert-weights", "demo", "detect", "detectors", "identify", "link", "models", "plot",
-            "remap", "run", "simulate", "train", "train-detector", "watch"]
+COMMANDS = ["azimuthal", "config", "convert-weights", "demo", "detect", "detectors", "identify", "link", "models",
+            "plot", "remap", "run", "simulate", "train", "train-detector", "watch"]
 
 
 def test_importing_the_app_gives_every_command_and_no_heavy_import():
