@@ -54,9 +54,9 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     application.callback()(_root)
-    from braggflow.cli import detect
+    from braggflow.cli import dashboard, detect
 
-    for module in (core, models, phases, series, detect):
+    for module in (core, models, phases, series, detect, dashboard):
         application.add_typer(module.commands)
     return application
 
