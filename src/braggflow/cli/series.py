@@ -25,6 +25,7 @@ from braggflow.cli.common import (
     friendly_errors,
     geometry_overrides,
 )
+from braggflow.cli.dashboard import DASHBOARD_HELP, HOST_HELP, PORT_HELP, start_dashboard
 
 commands = typer.Typer()
 """This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
@@ -195,6 +196,9 @@ def watch_command(
     incidence_angle: IncidenceAngle = None,
     csv: Path | None = typer.Option(None, "--csv", help="also write the peak table as CSV when the watch stops"),
     sets: list[str] | None = typer.Option(None, "--set", help="any config key: SECTION.KEY=VALUE (repeatable)"),
+    dashboard: bool = typer.Option(False, "--dashboard", help=DASHBOARD_HELP),
+    port: int = typer.Option(8050, "--port", help=PORT_HELP),
+    host: str | None = typer.Option(None, "--host", help=HOST_HELP),
 ) -> None:
     """Process frames while the detector writes them; stop after --idle-timeout or with Ctrl-C."""
     import numpy as np
@@ -215,7 +219,11 @@ def watch_command(
     recent: list = []
     last_print = [0.0]
 
+    server = start_dashboard(output, host=host, port=port) if dashboard else None
+
     def show(record) -> None:
+        if server is not None:
+            server.latencies.append(record.latency)
         recent.append(record)
         del recent[:-50]
         now = time.monotonic()
@@ -233,8 +241,12 @@ def watch_command(
 
     err_console.print(f"watching {source} -> {output} (Ctrl-C to stop"
                       f"{f', or {idle_timeout:g} s without a new frame' if idle_timeout > 0 else ''})", soft_wrap=True)
-    result = watch(source, output, config=config, idle_timeout=idle_timeout if idle_timeout > 0 else None,
-                   poll_interval=poll, give_up=give_up, dataset=dataset, progress=show, workers=workers)
+    try:
+        result = watch(source, output, config=config, idle_timeout=idle_timeout if idle_timeout > 0 else None,
+                       poll_interval=poll, give_up=give_up, dataset=dataset, progress=show, workers=workers)
+    finally:
+        if server is not None:
+            server.stop()
     console.print(watch_summary(output, result), markup=False, soft_wrap=True)
     if csv is not None:
         from braggflow.io.results import read_peaks

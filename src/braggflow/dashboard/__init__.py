@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class ResultsView:
     peaks: pd.DataFrame = field(default_factory=pd.DataFrame)
     arrivals: list[tuple[float, int]] = field(default_factory=list)
     error: str = ""
+    live_latency: Any = None
     _series: dict[str, Any] = field(default_factory=dict)
 
     def update(self) -> bool:
@@ -161,10 +163,13 @@ class ResultsView:
         return top[["frame", "phase", "fraction"]].reset_index(drop=True)
 
     def latency(self) -> np.ndarray:
-        """Latencies (s, frame complete -> journaled) the file records (``/entry/watch``), empty when none."""
+        """Latencies (s, frame complete -> journaled): of a watch in this process, else as the file records them
+        (``/entry/watch`` of a finished watch); empty when none."""
         from braggflow.errors import BraggflowError
         from braggflow.io.results import read_group
 
+        if self.live_latency:
+            return np.asarray(list(self.live_latency), dtype=float)
         try:
             tables, _ = read_group(self.path, "watch")
         except (BraggflowError, OSError, KeyError):
@@ -339,12 +344,17 @@ class DashboardServer:
     ----------
     url : str
         Where a browser finds it, e.g. ``http://127.0.0.1:8050/``.
+    latencies : collections.deque of float
+        Latencies (s) of the frames a watch in this process journaled, newest
+        last (the last 500); the page shows them while the file does not yet
+        record them.
     """
 
-    def __init__(self, server, thread: threading.Thread, url: str):
+    def __init__(self, server, thread: threading.Thread, url: str, latencies):
         self._server = server
         self._thread = thread
         self.url = url
+        self.latencies = latencies
 
     def stop(self) -> None:
         """Stop the server and wait for its thread."""
@@ -401,8 +411,10 @@ def serve(path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, hit_peaks:
     started: dict[str, Any] = {}
     ready = threading.Event()
 
+    latencies: deque = deque(maxlen=500)
+
     def handler(doc) -> None:
-        make_document(doc, ResultsView(path, hit_peaks=hit_peaks), interval=interval)
+        make_document(doc, ResultsView(path, hit_peaks=hit_peaks, live_latency=latencies), interval=interval)
 
     def main() -> None:
         import asyncio
@@ -430,4 +442,4 @@ def serve(path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, hit_peaks:
         raise ConfigError(f"dashboard: cannot listen on {host}:{port} ({started['error']}); give another --port")
     server = started["server"]
     shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
-    return DashboardServer(server, thread, f"http://{shown}:{server.port}/")
+    return DashboardServer(server, thread, f"http://{shown}:{server.port}/", latencies)
