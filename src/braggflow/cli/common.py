@@ -345,7 +345,7 @@ def print_table(title: str, columns: list[str], rows: list[list[str]], *, option
         table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, caption=caption,
                       caption_justify="left")
         for name in names:
-            table.add_column(name, justify="right" if name in right else "left", no_wrap=True, overflow="ignore")
+            table.add_column(name, justify="right" if name in right else "left", no_wrap=True)  # fits: never cut
         index = [columns.index(n) for n in names]
         for r in rows:
             table.add_row(*(str(r[i]) for i in index))
