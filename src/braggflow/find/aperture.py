@@ -231,6 +231,9 @@ def aperture_peaks(frame: np.ndarray, mask: np.ndarray | None, seeds: np.ndarray
     """
     h, w = frame.shape
     seeds = np.asarray(seeds, dtype=np.int64)
+    if occupied.size:  # the maxima of the peaks found otherwise first (the rest of their neighbourhood below)
+        pos = np.minimum(np.searchsorted(occupied, seeds), occupied.size - 1)
+        seeds = seeds[occupied[pos] != seeds]
     rows, cols = np.divmod(seeds, w)
     flat = frame.ravel()
     bad = mask.ravel() if mask is not None else None

@@ -115,15 +115,16 @@ def estimate_background(
     else:
         level, mad = _tile_medians(blocks, partial, nanmedian_last)
     noise = MAD_TO_SIGMA * mad
-    # sigma-clipped moments around the level
+    # sigma-clipped moments around the level (masked samples, NaN, are outside too)
     with np.errstate(invalid="ignore"):
         dev = blocks - level[:, None]
-        inside = np.abs(dev) <= (CLIP_SIGMA * np.maximum(noise, gain)).astype(np.float32)[:, None]
-    n_in = np.count_nonzero(inside, axis=1)
-    dev = np.where(inside, dev, np.float32(0))
+        outside = ~(np.abs(dev) <= (CLIP_SIGMA * np.maximum(noise, gain)).astype(np.float32)[:, None])
+    if outside.any():
+        dev[outside] = 0.0
+    n_in = dev.shape[1] - np.count_nonzero(outside, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        shift = dev.sum(axis=1, dtype=np.float64) / n_in
-        variance = np.einsum("ij,ij->i", dev, dev, dtype=np.float64) / n_in - shift * shift
+        shift = np.add.reduce(dev, axis=1, dtype=np.float64) / n_in
+        variance = np.einsum("ij,ij->i", dev, dev) / n_in - shift * shift
     maps = np.stack([level, noise, level + shift, variance]).astype(np.float32).reshape(4, ty, tx)
     # tiles with no good pixel take the frame's typical values
     for values in maps:

@@ -34,9 +34,9 @@ def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_
     flat = frame.ravel()
     # one contiguous pass against the lowest tile threshold; when few pixels pass it (peaks on a flat background:
     # a few thousand of 4 M) they are checked against their own tile's threshold
-    above_min = flat > threshold_tiles.min()
-    if np.count_nonzero(above_min) <= flat.size // 8:
-        candidates = np.flatnonzero(above_min)
+    lowest = threshold_tiles.min()
+    if _few_above(background, lowest):
+        candidates = np.flatnonzero(flat > lowest)
         rows, cols = np.divmod(candidates, w)
         above = candidates[flat[candidates] > threshold_tiles[rows // tile, cols // tile]]
         if mask is not None:
@@ -51,6 +51,19 @@ def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_
             above &= ~mask[r0:r1]
         out.append(np.flatnonzero(above) + r0 * w)
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def _few_above(background: Background, threshold: float) -> bool:
+    """Whether at most ~1/8 of the pixels are expected above ``threshold``, from the tiles' levels and noise.
+
+    Each tile holds about ``Q((threshold - level) / noise)`` of its pixels
+    above (``Q`` the normal upper tail).
+    """
+    from scipy.special import ndtr
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (threshold - background.level) / background.noise
+    return float(np.mean(ndtr(-np.nan_to_num(z, nan=0.0)))) <= 1 / 8
 
 
 def sparse_components(flat_index: np.ndarray, width: int) -> tuple[np.ndarray, int]:
