@@ -11,7 +11,7 @@ from pathlib import Path
 
 __all__ = ["CLUSTER_HELP", "cluster_from_options"]
 
-CLUSTER_HELP = ("start workers as batch jobs through dask-jobqueue: slurm, pbs, sge, lsf, htcondor, oar, moab "
+CLUSTER_HELP = ("start workers as batch jobs through dask-jobqueue: slurm, pbs, sge, lsf, oar, moab "
                 "(or the config file's cluster: section)")
 
 

@@ -7,8 +7,7 @@
 - ``--cluster slurm --jobs N`` (or a ``cluster:`` section of the config file):
   workers started as batch jobs through dask-jobqueue
   (https://jobqueue.dask.org): ``SLURMCluster``, ``PBSCluster``,
-  ``SGECluster``, ``LSFCluster``, ``HTCondorCluster``, ``OARCluster``,
-  ``MoabCluster``.  Each job runs ``processes`` worker processes sharing
+  ``SGECluster``, ``LSFCluster``, ``OARCluster``, ``MoabCluster``.  Each job runs ``processes`` worker processes sharing
   ``cores`` cores and ``memory``.
 
 The ``cluster:`` section describes where a run executes, not what it
@@ -34,11 +33,15 @@ from braggflow.errors import ConfigError
 from braggflow.options import OptionSection
 
 __all__ = ["ClusterConfig", "CLUSTER_KINDS", "cluster_config_from_dict", "load_cluster_config", "jobqueue_class",
-           "jobqueue_cluster", "local_cluster", "ClusterStarter", "start_cluster"]
+           "jobqueue_cluster", "jobqueue_kwargs", "local_cluster", "ClusterStarter", "start_cluster"]
 
 #: batch systems, and the dask-jobqueue class that starts workers on each
 CLUSTER_KINDS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster",
-                 "htcondor": "HTCondorCluster", "oar": "OARCluster", "moab": "MoabCluster"}
+                 "oar": "OARCluster", "moab": "MoabCluster"}
+
+
+#: the name each dask-jobqueue class gives the account (project) charged
+_ACCOUNT_NAME = {"sge": "project", "lsf": "project", "oar": "project"}
 
 
 class ClusterConfig(OptionSection):
@@ -50,8 +53,8 @@ class ClusterConfig(OptionSection):
     keeps dask-jobqueue's default (its own config file, ``jobqueue.yaml``).
     """
 
-    kind: Literal["slurm", "pbs", "sge", "lsf", "htcondor", "oar", "moab"] = Field(
-        "slurm", description="batch system: slurm, pbs, sge, lsf, htcondor, oar or moab")
+    kind: Literal["slurm", "pbs", "sge", "lsf", "oar", "moab"] = Field(
+        "slurm", description="batch system: slurm, pbs, sge, lsf, oar or moab")
     jobs: int = Field(1, ge=1, description="batch jobs to submit (workers = jobs x processes)")
     cores: int = Field(1, ge=1, description="cores per job")
     processes: int | None = Field(None, ge=1, description="worker processes per job (null: cores, one thread each)")
@@ -152,8 +155,8 @@ def jobqueue_class(config: ClusterConfig):
         import dask_jobqueue
     except ImportError:
         raise ConfigError(f"--cluster {config.kind}: needs dask-jobqueue (pip install 'braggflow[cluster]')") from None
-    submit = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub", "lsf": "bsub", "htcondor": "condor_submit",
-              "oar": "oarsub", "moab": "msub"}[config.kind]
+    submit = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub", "lsf": "bsub", "oar": "oarsub",
+              "moab": "msub"}[config.kind]
     if shutil.which(submit) is None:
         raise ConfigError(f"--cluster {config.kind}: the submit command {submit} is not on PATH (run on a login node "
                           f"of the {config.kind} cluster)")
@@ -179,20 +182,34 @@ def jobqueue_cluster(config: ClusterConfig, cls=None):
         As :func:`jobqueue_class`.
     """
     cls = cls or jobqueue_class(config)
+    cluster = cls(**jobqueue_kwargs(config))
+    cluster.scale(jobs=config.jobs)
+    return cluster
+
+
+def jobqueue_kwargs(config: ClusterConfig) -> dict[str, Any]:
+    """The keyword arguments of the dask-jobqueue class for ``config`` (``jobs``, ``kind`` and ``wait`` aside).
+
+    Returns
+    -------
+    kwargs : dict
+        ``cores``, ``processes``, ``memory`` and the keys ``config`` sets
+        (``walltime``, ``queue``, ``account``, ``interface``, ``python``,
+        ``local_directory``, ``log_directory``, ``job_extra_directives``,
+        ``job_script_prologue``).
+    """
     kwargs: dict[str, Any] = {"cores": config.cores, "processes": config.worker_processes(), "memory": config.memory}
     for key in ("walltime", "queue", "account", "interface", "python", "local_directory", "log_directory"):
         value = getattr(config, key)
         if value is not None:
-            kwargs[key] = value
+            kwargs[_ACCOUNT_NAME.get(config.kind, "account") if key == "account" else key] = value
     if config.job_extra:
         kwargs["job_extra_directives"] = list(config.job_extra)
     if config.prologue:
         kwargs["job_script_prologue"] = list(config.prologue)
-    if config.kind == "htcondor":
-        kwargs["disk"] = config.memory
-    cluster = cls(**kwargs)
-    cluster.scale(jobs=config.jobs)
-    return cluster
+    # the scheduler's own Bokeh pages would listen on every interface of the login node: none is started
+    kwargs["scheduler_options"] = {"dashboard": False, "dashboard_address": None}
+    return kwargs
 
 
 class ClusterStarter:

@@ -1,0 +1,110 @@
+"""The Dask path's parts: task size, worker tasks and their compact results, the cluster options and config section."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from braggflow.errors import BraggflowError, ConfigError
+from braggflow.io.frames import open_frames
+from braggflow.pipeline import analyse_frame, measure_series, prepare
+from braggflow.pipeline.cluster import ClusterConfig, jobqueue_kwargs
+from braggflow.pipeline.config import Config, load_config
+from braggflow.pipeline.distributed import PROBE_FRAMES, process_chunk, task_frames, worker_series
+from braggflow.simulate.frames import simulate_series, write_nexus
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scale") / "sim.h5"
+    write_nexus(path, simulate_series(6, shape=(128, 128), n_peaks=8, seed=2))
+    return path
+
+
+def test_task_size_is_the_measured_target_capped_for_balance():
+    assert task_frames(0.02, frames_left=10_000, workers=2, target=0.8) == 40  # 0.8 s / 0.02 s
+    assert task_frames(0.02, frames_left=100, workers=2, target=0.8) == 13  # ceil(100 / 8): 4 tasks per worker
+    assert task_frames(5.0, frames_left=100, workers=2, target=0.8) == 1  # a slow frame: one per task
+    assert task_frames(float("nan"), frames_left=100, workers=2) == PROBE_FRAMES  # nothing measured yet
+
+
+def test_worker_task_returns_numpy_columns_equal_to_the_frames_analysed_one_by_one(source):
+    series = open_frames(str(source))
+    config = Config()
+    context = measure_series(series, config, prepare(config, shape=series.shape, dtype=series.dtype,
+                                                     detector_mask=series.detector_mask))
+    shipped = pickle.dumps(worker_series(series))
+    assert len(shipped) < 4096  # the file name and metadata, not frames nor the pixel mask
+    assert series.detector_mask is not None  # the run's own reader keeps it
+    result = process_chunk(pickle.loads(shipped), [1, 3, 4], config, context)
+    assert result.error is None and result.frames.tolist() == [1, 3, 4]
+    assert all(isinstance(v, np.ndarray) for v in [*result.peaks.values(), *result.rows.values()])
+    one_by_one = [analyse_frame(series[i], config=config, context=context, frame_index=i) for i in (1, 3, 4)]
+    table = result.peak_table()
+    assert len(table) == sum(len(r.table) for r in one_by_one) > 0
+    for r in one_by_one:
+        mine = table[table["frame"] == r.table["frame"].iloc[0]]
+        np.testing.assert_allclose(mine[["row", "col", "intensity"]], r.table[["row", "col", "intensity"]])
+    assert result.rows["n_peaks"].tolist() == [r.row["n_peaks"] for r in one_by_one]
+
+
+def test_worker_task_stops_at_a_bad_frame_and_returns_the_frames_before_it(source):
+    series = open_frames(str(source))
+    config = Config()
+    context = prepare(config, shape=series.shape, dtype=series.dtype)
+    frames = [series[i] for i in range(3)] + [np.zeros((5, 5))]
+
+    class Frames(list):
+        def omega_centre(self, i):
+            return float("nan")
+
+        def describe_frame(self, i):
+            return f"frame {i}"
+
+    result = process_chunk(Frames(frames), [0, 1, 3, 2], config, context)
+    assert result.frames.tolist() == [0, 1]
+    assert isinstance(result.error, BraggflowError) and "frame 3" in str(result.error)
+
+
+def test_cluster_section_of_the_config_file_and_the_options(tmp_path):
+    from braggflow.cli.cluster import cluster_from_options
+
+    path = tmp_path / "c.yaml"
+    path.write_text("find:\n  threshold_sigma: 6\ncluster:\n  kind: pbs\n  jobs: 3\n  cores: 8\n  queue: short\n")
+    assert load_config(path).find.threshold_sigma == 6  # the pipeline's config, without the cluster section
+    given = dict(kind=None, jobs=None, cores=None, memory=None, walltime=None, queue=None, account=None)
+    cluster = cluster_from_options(path, **{**given, "jobs": 5, "account": "mx123"})
+    assert (cluster.kind, cluster.jobs, cluster.cores, cluster.queue, cluster.account) == ("pbs", 5, 8, "short",
+                                                                                          "mx123")
+    assert cluster_from_options(path, **given, workers=2) is None  # --workers: this machine, the section unused
+    assert cluster_from_options(None, **given) is None
+    with pytest.raises(ConfigError, match="--jobs: batch-job options need --cluster"):
+        cluster_from_options(None, **{**given, "jobs": 2})
+    with pytest.raises(ConfigError, match="give one source of workers"):
+        cluster_from_options(None, **{**given, "kind": "slurm"}, workers=2)
+    path.write_text("cluster:\n  kind: slurm\n  jobz: 3\n")
+    with pytest.raises(ConfigError, match="cluster.jobz"):
+        load_config(path)
+
+
+def test_pbs_and_sge_job_scripts_carry_the_options():
+    """The same options make PBS and SGE jobs through dask-jobqueue's classes (no batch system needed to write them)."""
+    dask_jobqueue = pytest.importorskip("dask_jobqueue", reason="dask-jobqueue not installed (the cluster extra)")
+    config = ClusterConfig(kind="pbs", cores=4, memory="8GB", walltime="01:30:00", queue="short", account="mx123",
+                           job_extra=["-l place=scatter"])
+    pbs = dask_jobqueue.PBSCluster(**jobqueue_kwargs(config))
+    try:
+        script = pbs.job_script()
+    finally:
+        pbs.close()
+    for line in ("#PBS -q short", "#PBS -A mx123", "walltime=01:30:00", "#PBS -l place=scatter", "--nthreads 1",
+                 "--nworkers 4"):
+        assert line in script, script
+    sge = dask_jobqueue.SGECluster(**jobqueue_kwargs(config.model_copy(update={"kind": "sge"})))
+    try:
+        script = sge.job_script()
+    finally:
+        sge.close()
+    assert "#$ -q short" in script and "#$ -P mx123" in script and "h_rt=01:30:00" in script, script
