@@ -24,6 +24,11 @@ One run, on one core:
   ``locate`` (centre of mass) and with ``deblend=True``, the fraction of
   found peaks flagged BLENDED, and single peaks of the same population split
   (false alarms).
+* ``pinned``: the 24 pinned benchmark frames (``benchmark_series``, as
+  ``bench/pipeline.py`` scores them: matched one to one within 1.5 px):
+  recall (all, pair members), precision and median error of ``locate`` with
+  the centre of mass (the default) and the batched Gaussian fit, each without
+  and with ``deblend=True``.
 * ``frames``: the pinned benchmark frames (``benchmark_series``, as
   ``bench/pipeline.py``): ``process_frame`` with the default configuration
   after the first frame, and the extra cost of profile integration measured
@@ -209,10 +214,48 @@ def frames(n_frames: int = 12) -> pd.DataFrame:
                          {"integration": "profile", "s_per_frame": with_profile, "frames_per_s": 1 / with_profile}])
 
 
+def pinned(n_frames: int = 24) -> pd.DataFrame:
+    """Recall, precision and median error on the pinned benchmark frames: com (the default) and the batched
+    Gaussian fit, each without and with deblend=True.
+
+    The frames of ``bench/pipeline.py`` (``benchmark_series``), corrected and
+    found as the default run does; a true peak is found when matched one to
+    one within 1.5 px (``match_peaks``), as ``bench/pipeline.py`` scores it.
+    """
+    from braggflow.correct import correct_frame
+    from braggflow.find import find_peaks
+    from braggflow.locate import locate
+    from braggflow.pipeline import Config, prepare
+    from braggflow.simulate.frames import benchmark_series, match_peaks
+
+    series = benchmark_series(n_frames)
+    config = Config()
+    ctx = prepare(config, shape=series.frames.shape[1:], dtype=series.frames.dtype)
+    rows = []
+    for method, deblend in (("com", False), ("com", True), ("gauss", False), ("gauss", True)):
+        tables, seconds = [], 0.0
+        for i in range(n_frames):
+            frame, mask = correct_frame(series.frames[i], mask=ctx.mask, config=config.correct)
+            found = find_peaks(frame, mask=mask, config=config.find)
+            t0 = time.perf_counter()
+            out = locate(frame, found.table, method=method, mask=mask, labels=found.labels, regions=found.regions,
+                         deblend=deblend)
+            seconds += time.perf_counter() - t0
+            tables.append(out.assign(frame=i))
+        found_all = pd.concat(tables, ignore_index=True)
+        m = match_peaks(found_all, series.truth, max_distance=1.5)
+        hit = m["found_index"].to_numpy() >= 0
+        in_pair = series.truth.loc[m["truth_index"], "partner"].to_numpy() >= 0
+        rows.append({"method": method, "deblend": deblend, "recall": hit.mean(), "recall_pairs": hit[in_pair].mean(),
+                     "precision": hit.sum() / len(found_all), "median_err_px": float(np.nanmedian(m["distance"])),
+                     "found": len(found_all), "locate_ms_per_frame": 1e3 * seconds / n_frames})
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["intensities", "calibrate", "pairs", "frames"],
-                        choices=["intensities", "calibrate", "pairs", "frames"])
+    parser.add_argument("--parts", nargs="+", default=["intensities", "calibrate", "pairs", "pinned", "frames"],
+                        choices=["intensities", "calibrate", "pairs", "pinned", "frames"])
     parser.add_argument("--frames", type=int, default=12, help="pinned frames for the per-frame cost")
     args = parser.parse_args(argv)
     fmt = {"float_format": lambda v: f"{v:.4g}", "index": False}
@@ -226,6 +269,9 @@ def main(argv=None) -> None:
         if "pairs" in args.parts:
             print("close pairs (round Gaussians), default locate and with deblend=True:")
             print(pairs().to_string(**fmt))
+        if "pinned" in args.parts:
+            print("pinned benchmark frames (24): recall, precision, median error, without and with deblend=True:")
+            print(pinned().to_string(**fmt))
         if "frames" in args.parts:
             print(f"pinned benchmark frames ({args.frames}), default run after the first frame:")
             print(frames(args.frames).to_string(**fmt))
