@@ -106,8 +106,8 @@ def _network_class():
         return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dil, dilation=dil, bias=False),
                              nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
-    def column_mean(feat, mask):
-        m = F.interpolate(mask, size=feat.shape[-2:], mode="area")
+    def column_mean(feat, mask, factor: int):
+        m = F.avg_pool2d(mask, factor)  # the valid-bin fraction at the features' resolution
         return (feat * m).sum(2, keepdim=True) / (m.sum(2, keepdim=True) + 1e-3)
 
     class GixdNet(nn.Module):
@@ -137,13 +137,14 @@ def _network_class():
             s2 = self.e2(s1)
             s3 = self.e3(s2)
             s4 = self.e4(s3)
-            ctx = torch.cat([column_mean(s4, mask).expand_as(s4),
-                             column_mean(s4.transpose(2, 3), mask.transpose(2, 3)).transpose(2, 3).expand_as(s4)], 1)
+            ctx = torch.cat([column_mean(s4, mask, 16).expand_as(s4),
+                             column_mean(s4.transpose(2, 3), mask.transpose(2, 3), 16).transpose(2, 3).expand_as(s4)],
+                            1)
             s4 = s4 + self.context(ctx)
             u = self.d3(torch.cat([F.interpolate(s4, scale_factor=2.0, mode="nearest"), s3], 1))
             u = self.d2(torch.cat([F.interpolate(u, scale_factor=2.0, mode="nearest"), s2], 1))
             u = self.d1(torch.cat([F.interpolate(u, scale_factor=2.0, mode="nearest"), s1], 1))
-            u = torch.cat([u, column_mean(u, mask).expand_as(u)], 1)
+            u = torch.cat([u, column_mean(u, mask, 2).expand_as(u)], 1)
             return self.head(u)
 
     return GixdNet
