@@ -33,7 +33,8 @@ def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_
     tile = background.tile
     flat = frame.ravel()
     # one contiguous pass against the lowest tile threshold; when few pixels pass it (peaks on a flat background:
-    # a few thousand of 4 M) they are checked against their own tile's threshold
+    # a few thousand of 4 M) they are checked against their own tile's threshold (with more, picking them out
+    # costs more than comparing every row of tiles with its own thresholds)
     lowest = threshold_tiles.min()
     if _few_above(background, lowest):
         candidates = np.flatnonzero(flat > lowest)
@@ -54,7 +55,7 @@ def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_
 
 
 def _few_above(background: Background, threshold: float) -> bool:
-    """Whether at most ~1/8 of the pixels are expected above ``threshold``, from the tiles' levels and noise.
+    """Whether at most ~1/64 of the pixels are expected above ``threshold``, from the tiles' levels and noise.
 
     Each tile holds about ``Q((threshold - level) / noise)`` of its pixels
     above (``Q`` the normal upper tail).
@@ -63,7 +64,7 @@ def _few_above(background: Background, threshold: float) -> bool:
 
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (threshold - background.level) / background.noise
-    return float(np.mean(ndtr(-np.nan_to_num(z, nan=0.0)))) <= 1 / 8
+    return float(np.mean(ndtr(-np.nan_to_num(z, nan=0.0)))) <= 1 / 64
 
 
 def sparse_components(flat_index: np.ndarray, width: int) -> tuple[np.ndarray, int]:
