@@ -93,7 +93,8 @@ COLUMNS: dict[str, Column] = {
     c.name: c
     for c in [
         Column("frame", "int64", "", "index of the frame in its series", 0),
-        Column("omega", "float64", "degree", "rotation angle at the frame's centre, NaN when the series has none", _NAN),
+        Column("omega", "float64", "degree", "rotation angle at the frame's centre, NaN when the series has none",
+               _NAN),
         Column("source_file", "category", "",
                "file the frame was read from, relative to the inputs' common folder (missing: frames from an array)",
                None),
@@ -121,7 +122,8 @@ COLUMNS: dict[str, Column] = {
         Column("eta", "float64", "degree", "azimuthal angle (pyFAI's chi)", _NAN),
         Column("q", "float64", "1/angstrom", "momentum transfer 4 pi sin(theta) / lambda", _NAN),
         Column("q_xy", "float64", "1/angstrom", "in-plane momentum transfer (signed), grazing incidence", _NAN),
-        Column("q_z", "float64", "1/angstrom", "out-of-plane momentum transfer, positive above the sample horizon", _NAN),
+        Column("q_z", "float64", "1/angstrom", "out-of-plane momentum transfer, positive above the sample horizon",
+               _NAN),
         Column("d", "float64", "angstrom", "d-spacing 2 pi / q", _NAN),
         Column("two_theta_err", "float64", "degree", "1-sigma error of two_theta, propagated from the centre", _NAN),
         Column("q_err", "float64", "1/angstrom", "1-sigma error of q, propagated from the centre", _NAN),
@@ -300,7 +302,8 @@ FRAME_COLUMNS: dict[str, Column] = {
     c.name: c
     for c in [
         Column("frame", "int64", "", "index of the frame in its series", 0),
-        Column("omega", "float64", "degree", "rotation angle at the frame's centre, NaN when the series has none", _NAN),
+        Column("omega", "float64", "degree", "rotation angle at the frame's centre, NaN when the series has none",
+               _NAN),
         Column("source_file", "category", "",
                "file the frame was read from, relative to the inputs' common folder (missing: frames from an array)",
                None),
