@@ -99,7 +99,9 @@ def estimate_background(
     per = tile // step  # samples per tile side
     sub = frame[::step, ::step].astype(np.float32)
     if mask is not None:
-        sub = np.where(mask[::step, ::step], np.nan, sub)
+        masked = mask[::step, ::step]
+        if masked.any():
+            sub[masked] = np.nan
     ty, tx = -(-h // tile), -(-w // tile)
     complete = sub.shape[0] >= ty * per and sub.shape[1] >= tx * per
     if complete:
