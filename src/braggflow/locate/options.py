@@ -43,6 +43,9 @@ class LocateConfig(OptionSection):
         "'region' = intensity-weighted centroid of the whole region (method 'region'); "
         "'patch' = the method above on the truncated patch",
     )
+    deblend: bool = Field(
+        False, description="try each peak with one and with two profile components and split blends (flag "
+        "BLENDED; braggflow.locate.deblend; ~7 ms a peak)")
 
 
     @field_validator("method", mode="before")

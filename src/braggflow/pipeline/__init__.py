@@ -314,9 +314,10 @@ def analyse_frame(
         table = locate(corrected, found.table, method=lc.method, mask=mask, labels=found.labels,
                        regions=found.regions, saturated=saturated, saturated_peaks=lc.saturated,
                        extended_peaks=lc.extended, patch_size=lc.patch_size, gain=c.gain, model=lc.model,
-                       backend=lc.backend, device=lc.device, batch_size=lc.batch_size)
+                       backend=lc.backend, device=lc.device, batch_size=lc.batch_size, deblend=lc.deblend)
         table = integrate(corrected, table, mask=mask, labels=found.labels, regions=found.regions, gain=c.gain,
-                          radius=ic.radius, background_width=ic.background_width, saturated=saturated)
+                          radius=ic.radius, background_width=ic.background_width, saturated=saturated,
+                          method=ic.method)
         table = unbin_positions(table, c.binning)
         if context.geometry is not None:
             from braggflow.geometry import add_geometry_columns
