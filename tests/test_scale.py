@@ -12,7 +12,7 @@ from braggflow.io.frames import open_frames
 from braggflow.pipeline import analyse_frame, measure_series, prepare
 from braggflow.pipeline.cluster import ClusterConfig, jobqueue_kwargs
 from braggflow.pipeline.config import Config, load_config
-from braggflow.pipeline.distributed import PROBE_FRAMES, process_chunk, task_frames, worker_series
+from braggflow.pipeline.distributed import MAIN_SHARE, PROBE_FRAMES, process_chunk, task_frames, worker_series
 from braggflow.simulate.frames import simulate_series, write_nexus
 
 
@@ -28,6 +28,9 @@ def test_task_size_is_the_measured_target_capped_for_balance():
     assert task_frames(0.02, frames_left=100, workers=2, target=0.8) == 13  # ceil(100 / 8): 4 tasks per worker
     assert task_frames(5.0, frames_left=100, workers=2, target=0.8) == 1  # a slow frame: one per task
     assert task_frames(float("nan"), frames_left=100, workers=2) == PROBE_FRAMES  # nothing measured yet
+    # recording a task takes the main process 0.1 s: tasks of 2 workers last >= 2 x 0.1 / MAIN_SHARE = 2 s
+    assert task_frames(0.02, frames_left=10_000, workers=2, target=0.8, record_seconds=0.1) == round(
+        2 * 0.1 / (MAIN_SHARE * 0.02))
 
 
 def test_worker_task_returns_numpy_columns_equal_to_the_frames_analysed_one_by_one(source):

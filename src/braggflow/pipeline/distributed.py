@@ -18,9 +18,10 @@ How the work is split, and why:
 - **The task size is measured.**  The first task of every worker holds
   :data:`PROBE_FRAMES` frames; from the seconds per frame they took,
   :func:`task_frames` chooses the size of the rest so that one task lasts
-  about :data:`TASK_SECONDS` (the scheduler's and the journal's cost per task
-  is then a small fraction of it) while every worker still gets several
-  tasks, so that the last ones end together.
+  about :data:`TASK_SECONDS`, and long enough that recording the tasks (the
+  measured seconds the main process takes to journal one) keeps the main
+  process busy for at most :data:`MAIN_SHARE` of the time, while every worker
+  still gets several tasks, so that the last ones end together.
 
 A local cluster (:func:`braggflow.pipeline.cluster.local_cluster`) forks its
 workers from the main process where the platform allows, so they start with
@@ -38,12 +39,14 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ChunkResult", "process_chunk", "run_distributed", "run_on_workers", "task_frames",
-           "worker_series", "PROBE_FRAMES", "TASK_SECONDS"]
+           "worker_series", "PROBE_FRAMES", "TASK_SECONDS", "MAIN_SHARE"]
 
 #: frames in the first task of each worker, whose timing sets the size of the others
 PROBE_FRAMES = 2
 #: seconds one task should last (its size in frames follows from the measured seconds per frame)
 TASK_SECONDS = 0.75
+#: the largest share of its time the main process should spend recording tasks
+MAIN_SHARE = 0.1
 #: tasks in flight per worker (one running, one waiting, so a worker never waits for the main process)
 IN_FLIGHT = 2
 
@@ -130,8 +133,16 @@ def process_chunk(series, indices, config, context) -> ChunkResult:
     return ChunkResult(np.asarray(done, dtype=np.int64), peaks, row_columns, time.perf_counter() - start, error)
 
 
-def task_frames(seconds_per_frame: float, *, frames_left: int, workers: int, target: float = TASK_SECONDS) -> int:
-    """Frames per task: about ``target`` seconds of work, and at least four tasks per worker for what is left.
+def task_frames(seconds_per_frame: float, *, frames_left: int, workers: int, target: float = TASK_SECONDS,
+                record_seconds: float = 0.0) -> int:
+    """Frames per task, from measured times: long enough for the main process, short enough to share the rest.
+
+    A task lasts about ``target`` seconds, shorter when that leaves a worker
+    fewer than four tasks of what is left (so that the last ones end
+    together); but always long enough that the main process, recording one
+    task of every worker in turn, is busy for at most :data:`MAIN_SHARE` of
+    the time (``F >= workers * record_seconds / (MAIN_SHARE * seconds_per_frame)``):
+    a main process that cannot keep up holds every worker back.
 
     Parameters
     ----------
@@ -143,6 +154,8 @@ def task_frames(seconds_per_frame: float, *, frames_left: int, workers: int, tar
         Workers of the cluster.
     target : float
         Seconds one task should last.
+    record_seconds : float
+        Measured seconds the main process takes to record (journal) one task.
 
     Returns
     -------
@@ -151,9 +164,12 @@ def task_frames(seconds_per_frame: float, *, frames_left: int, workers: int, tar
     """
     if not np.isfinite(seconds_per_frame) or seconds_per_frame <= 0:
         return PROBE_FRAMES
-    by_time = int(round(target / seconds_per_frame))
+    by_time = target / seconds_per_frame
     by_balance = -(-frames_left // (4 * max(1, workers)))
-    return max(1, min(by_time, by_balance))
+    by_main = 0.0
+    if np.isfinite(record_seconds) and record_seconds > 0:
+        by_main = max(1, workers) * record_seconds / (MAIN_SHARE * seconds_per_frame)
+    return max(1, min(int(round(max(min(by_time, by_balance), by_main))), max(frames_left, 1)))
 
 
 def worker_series(series):
@@ -207,6 +223,7 @@ def run_distributed(series, indices, config, context, *, client,
     position = 0
     pending = as_completed()
     per_frame: list[float] = []
+    recording: list[float] = []
 
     def submit(size: int) -> bool:
         nonlocal position
@@ -224,15 +241,18 @@ def run_distributed(series, indices, config, context, *, client,
         result: ChunkResult = future.result()
         future.release()
         if len(result.frames):
+            start = time.perf_counter()
             record(result.frames, result.peak_table(), result.frame_rows())
+            recording.append(time.perf_counter() - start)
             per_frame.append(result.seconds / len(result.frames))
         if result.error is not None:
             error = error or result.error
             continue
         if error is None:
             n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-            spf = float(np.median(per_frame)) if per_frame else float("nan")
-            submit(task_frames(spf, frames_left=len(todo) - position, workers=n_workers))
+            spf = float(np.median(per_frame[-20:])) if per_frame else float("nan")
+            rec = float(np.median(recording[-20:])) if recording else 0.0
+            submit(task_frames(spf, frames_left=len(todo) - position, workers=n_workers, record_seconds=rec))
     if error is not None:
         raise error
 

@@ -1,0 +1,110 @@
+"""Does the Dask path pay off?  ``braggflow run`` serial against ``--workers N``, whole process, as a user runs it.
+
+The input is 600 frames of 1024 x 1024 with about 50 peaks each: ten distinct
+frames simulated by ``braggflow simulate`` and repeated (their compressed
+chunks copied as they are, so the file is the size of a real 600-frame
+bitshuffle-LZ4 file).  Each configuration is run as its own ``braggflow run``
+process, timed from start to exit (imports, start-up, series statistics,
+results file and all), alternating serial and parallel runs ``--repeat``
+times; the figures are the medians, and the ratios are of runs made in the
+same invocation.  The peak counts of the runs must agree.
+
+Run from the repository root on a quiet machine (``uptime`` below ~1)::
+
+    python bench/scale.py --frames 600 --workers 2 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_input(folder: Path, frames: int, distinct: int = 10, shape: int = 1024, peaks: int = 50) -> Path:
+    """``frames`` frames of ``shape`` x ``shape``: ``distinct`` simulated ones, repeated in order."""
+    import h5py
+    import hdf5plugin
+
+    small = folder / "distinct.h5"
+    subprocess.run([sys.executable, "-m", "braggflow", "simulate", str(small), "--frames", str(distinct),
+                    "--shape", str(shape), str(shape), "--peaks", str(peaks)], check=True, capture_output=True)
+    path = folder / f"frames{frames}.h5"
+    with h5py.File(small) as src, h5py.File(path, "w") as dst:
+        data = src["/entry/data/data"]
+        chunks = [data.id.read_direct_chunk((k, 0, 0)) for k in range(distinct)]
+        entry = dst.create_group("entry")
+        entry.attrs.update(NX_class="NXentry", default="data")
+        group = entry.create_group("data")
+        group.attrs.update(NX_class="NXdata", signal="data")
+        out = group.create_dataset("data", shape=(frames, shape, shape), dtype=data.dtype, chunks=(1, shape, shape),
+                                   **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+        for k in range(frames):
+            mask, chunk = chunks[k % distinct]
+            out.id.write_direct_chunk((k, 0, 0), chunk, mask)
+        detector = entry.create_group("instrument").create_group("detector")
+        detector.attrs["NX_class"] = "NXdetector"
+        detector["pixel_mask"] = src["/entry/instrument/detector/pixel_mask"][()]
+    small.unlink()
+    return path
+
+
+def timed_run(source: Path, out: Path, extra: list[str]) -> tuple[float, int]:
+    """Seconds of one whole ``braggflow run`` process, and the peaks it wrote."""
+    from braggflow.io.results import read_frames
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "braggflow", "run", str(source), "-o", str(out), "--overwrite", *extra],
+                   check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    return seconds, int(read_frames(out)["n_peaks"].sum())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="folder for the input and results (default: a temporary one)")
+    args = parser.parse_args(argv)
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="braggflow-scale-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        source = make_input(folder, args.frames)
+        size = source.stat().st_size
+        print(f"input: {args.frames} frames of 1024 x 1024, ~50 peaks each, {size / args.frames / 1e6:.2f} MB/frame "
+              f"stored (bitshuffle-LZ4); {os.cpu_count()} cores; load before: {os.getloadavg()[0]:.2f}")
+        configs = [("serial", [])] + [(f"--workers {n}", ["--workers", str(n)]) for n in args.workers]
+        times: dict[str, list[float]] = {name: [] for name, _ in configs}
+        peaks: dict[str, set[int]] = {name: set() for name, _ in configs}
+        for rep in range(args.repeat):
+            for name, extra in configs:
+                seconds, n = timed_run(source, folder / "R.h5", extra)
+                times[name].append(seconds)
+                peaks[name].add(n)
+                print(f"  repeat {rep + 1}: {name:12s} {seconds:6.2f} s  {args.frames / seconds:6.1f} frames/s  "
+                      f"{n} peaks  (load {os.getloadavg()[0]:.2f})", flush=True)
+        serial = float(np.median(times["serial"]))
+        print(f"\n{'run':14s} {'median s':>9s} {'frames/s':>9s} {'x serial':>9s}  (whole process, median of "
+              f"{args.repeat})")
+        for name, _ in configs:
+            t = float(np.median(times[name]))
+            pairs = [s / p for s, p in zip(times["serial"], times[name])]
+            print(f"{name:14s} {t:9.2f} {args.frames / t:9.1f} {serial / t:9.2f}  (per repeat: "
+                  + ", ".join(f"{r:.2f}" for r in pairs) + ")")
+        counts = set().union(*peaks.values())
+        print(f"peaks written: {sorted(counts)} ({'the same in every run' if len(counts) == 1 else 'DIFFERENT'})")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
