@@ -69,6 +69,11 @@ def test_results_view_counts_hits_and_follows_a_file_being_written(tmp_path):
     assert view.latest_frame() == 5 and len(view.latest_peaks()) == 9
     r, label = view.radial()  # no geometry: distance from the centre of the frame
     assert "px" in label and r.size == sum(counts)
+    from braggflow.cli.dashboard import summary_text
+
+    text = summary_text(view)
+    assert "6 frames" in text and f"peaks: {sum(counts)}" in text and "1 frames without peaks" in text
+    assert "hits (>= 10 peaks): 3 of 6, hit rate 0.500" in text
 
 
 def test_phase_per_frame_is_the_most_common_label(tmp_path):

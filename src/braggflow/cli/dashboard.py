@@ -1,4 +1,4 @@
-"""The ``dashboard`` command, and the web dashboard that ``watch --dashboard`` starts."""
+"""The ``dashboard`` and ``summary`` commands, and the web dashboard that ``watch --dashboard`` starts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from braggflow.cli.common import console, err_console, friendly_errors
 commands = typer.Typer()
 """This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
 
-__all__ = ["commands", "start_dashboard", "DASHBOARD_HELP", "HOST_HELP", "PORT_HELP"]
+__all__ = ["commands", "start_dashboard", "summary_text", "DASHBOARD_HELP", "HOST_HELP", "PORT_HELP"]
 
 DASHBOARD_HELP = "serve a live web dashboard of the results file (http://127.0.0.1:8050/ unless --host/--port)"
 HOST_HELP = ("address the dashboard binds (default 127.0.0.1: this machine only); another address lets anyone who "
@@ -87,3 +87,55 @@ def dashboard_command(
         pass
     finally:
         server.stop()
+
+
+@commands.command("summary")
+@friendly_errors
+def summary_command(
+    results: Path = typer.Argument(..., help="results file (finished, or being written)"),
+    hit_peaks: int = typer.Option(10, "--hit-peaks", help="a frame with at least this many peaks is a hit"),
+) -> None:
+    """Print a results file's totals and rates: frames, peaks, hits and hit rate, processing time, latency."""
+    from braggflow.dashboard import ResultsView
+    from braggflow.errors import ConfigError
+
+    if hit_peaks < 1:
+        raise ConfigError(f"--hit-peaks {hit_peaks}: give at least 1")
+    view = ResultsView(results, hit_peaks=hit_peaks)
+    view.update()
+    if view.error:
+        raise ConfigError(view.error)
+    console.print(summary_text(view), markup=False, highlight=False, soft_wrap=True)
+
+
+def summary_text(view) -> str:
+    """The lines of ``braggflow summary`` for a :class:`braggflow.dashboard.ResultsView` that was updated.
+
+    Returns
+    -------
+    text : str
+        Frames, peaks (total, per frame: mean, median, max), hits (>= N peaks) and hit rate, frames
+        without peaks, processing time per frame (median, p95), latency when the file records it.
+    """
+    import numpy as np
+
+    frames = view.frames
+    n = len(frames)
+    if not n:
+        return f"{view.path}: no frames yet"
+    counts = frames["n_peaks"].to_numpy()
+    hits = view.hits()
+    t = frames["time"].to_numpy(float) if "time" in frames else np.zeros(0)
+    t = t[np.isfinite(t)]
+    lines = [f"{view.path}: {n} frames (frames {int(frames['frame'].min())}-{int(frames['frame'].max())})",
+             f"peaks: {int(counts.sum())} (per frame: mean {counts.mean():.1f}, median {np.median(counts):g}, "
+             f"max {counts.max()}); {int((counts == 0).sum())} frames without peaks",
+             f"hits (>= {view.hit_peaks} peaks): {int(hits.sum())} of {n}, hit rate {hits.mean():.3f}"]
+    if t.size:
+        lines.append(f"processing time per frame: median {np.median(t) * 1e3:.1f} ms, p95 "
+                     f"{np.percentile(t, 95) * 1e3:.1f} ms ({1 / np.median(t):.1f} frames/s per process)")
+    lat = view.latency()
+    if lat.size:
+        lines.append(f"latency (frame complete -> journaled): median {np.median(lat):.2f} s, p95 "
+                     f"{np.percentile(lat, 95):.2f} s")
+    return "\n".join(lines)
