@@ -112,7 +112,8 @@ COLUMNS: dict[str, Column] = {
         Column("background", "float64", "counts", "local background level", _NAN),
         Column("snr", "float64", "", "intensity / intensity_err", _NAN),
         Column("score", "float64", "",
-               "the finder's score: detection SNR (find.method components), or persistence in counts (persistence)",
+               "the finder's score: detection SNR (find.method components), persistence in counts (persistence), "
+               "or intensity / intensity_err (learned)",
                _NAN),
         Column("npix", "int64", "", "pixels in the peak's region", 0),
         Column("method", "category", "", "localization method used", None),
@@ -132,6 +133,11 @@ COLUMNS: dict[str, Column] = {
         Column("h", "Int32", "", "Miller index h of the assigned reflection", pd.NA),
         Column("k", "Int32", "", "Miller index k of the assigned reflection", pd.NA),
         Column("l", "Int32", "", "Miller index l of the assigned reflection", pd.NA),
+        Column("kind", "category", "", "feature kind of the learned finder: spot, arc or ring (missing: other finders)",
+               None),
+        Column("confidence", "float64", "", "the learned finder's confidence, 0-1 (NaN: other finders)", _NAN),
+        Column("q_width", "float64", "1/angstrom", "full radial extent of the learned finder's feature box", _NAN),
+        Column("chi_width", "float64", "degree", "full azimuthal extent of the learned finder's feature box", _NAN),
     ]
 }
 

@@ -14,10 +14,11 @@ __all__ = ["FindConfig"]
 class FindConfig(OptionSection):
     """Peak finding (:mod:`braggflow.find`)."""
 
-    method: Literal["components", "persistence"] = Field(
+    method: Literal["components", "persistence", "learned"] = Field(
         "components",
         description="'components': connected components with watershed splitting; "
-        "'persistence': topological persistence",
+        "'persistence': topological persistence; 'learned': the grazing-incidence detector network (rings, arcs, "
+        "spots; needs a geometry with an incidence angle; braggflow.pipeline.learned)",
     )
     threshold: float | None = Field(
         None, gt=0, description="absolute threshold above background, counts; null: threshold_sigma x robust noise"

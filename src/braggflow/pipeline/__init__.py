@@ -51,6 +51,8 @@ class Context:
         Hot-pixel map of the series (:func:`measure_series`), already part of ``mask``.
     threshold_noise : braggflow.find.noise.ThresholdNoise or None
         Noise model of a series thresholded upstream, measured over a sample of its frames.
+    learned : braggflow.pipeline.learned.LearnedFinder or None
+        ``find.method`` learned: the polar lookup of the geometry and the detector, built on the first frame.
     """
 
     mask: np.ndarray | None = None
@@ -61,6 +63,7 @@ class Context:
     shape: tuple[int, int] | None = None
     hot_pixels: np.ndarray | None = None
     threshold_noise: Any = None
+    learned: Any = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -309,8 +312,17 @@ def analyse_frame(
     c, lc, ic = config.correct, config.locate, config.integrate
     corrected, mask = correct_frame(frame, mask=context.mask, dark=context.dark, flat=context.flat, config=c, name=name)
     saturated = saturated_pixels(frame, context.saturation, binning=c.binning)
-    found = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain, threshold_noise=context.threshold_noise)
-    if len(found.table):
+    if config.find.method == "learned":
+        from braggflow.pipeline.learned import learned_peaks
+
+        found = None
+        table = learned_peaks(corrected, mask=mask, context=context, config=config, saturated=saturated)
+    else:
+        found = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain,
+                           threshold_noise=context.threshold_noise)
+    if found is None:
+        pass
+    elif len(found.table):
         table = locate(corrected, found.table, method=lc.method, mask=mask, labels=found.labels,
                        regions=found.regions, saturated=saturated, saturated_peaks=lc.saturated,
                        extended_peaks=lc.extended, patch_size=lc.patch_size, gain=c.gain, model=lc.model,
@@ -331,7 +343,7 @@ def analyse_frame(
         table = empty_peak_table()
     table["frame"] = np.int64(frame_index)
     table["omega"] = float(omega)
-    bg = found.background
+    bg = found.background if found is not None else None
     row = {
         "frame": int(frame_index),
         "omega": float(omega),
@@ -339,7 +351,7 @@ def analyse_frame(
         "background": float(np.median(bg.level)) if bg is not None else float("nan"),
         "noise": float(np.median(bg.noise)) if bg is not None else float("nan"),
         "saturated": int(np.count_nonzero(saturated)) if saturated is not None else 0,
-        "zingers": int(found.zingers),
+        "zingers": int(found.zingers) if found is not None else 0,
         "hot_pixels": int(np.count_nonzero(context.hot_pixels)) if context.hot_pixels is not None else 0,
         "time": time.perf_counter() - start,
     }
