@@ -133,7 +133,34 @@ def test_merge_rotation_spots_spanning_one_to_four_frames(rng):
     np.testing.assert_allclose(got["omega"], truth["omega"], atol=0.15)
     np.testing.assert_allclose(got["row"], truth["row"], atol=0.1)
     np.testing.assert_allclose(got["col"], truth["col"], atol=1e-9)
-    assert list(merged.columns[:7]) == ["spot_id", "row", "col", "omega", "intensity", "first_frame", "last_frame"]
+    assert list(merged.columns[:8]) == ["spot_id", "row", "col", "omega", "intensity", "intensity_err",
+                                        "first_frame", "last_frame"]
+    assert merged["intensity_err"].isna().all()  # the table has no intensity_err
+
+
+def test_merge_rotation_spot_error_is_the_quadrature_sum():
+    """A spot's error is sqrt(sum err_i^2) of its frames' peaks; a peak without an intensity adds nothing, one
+    with an intensity but no error makes the spot's error unknown."""
+    omega = np.stack([np.arange(0.0, 10.0), np.arange(1.0, 11.0)], axis=1)
+    table = new_peak_table(
+        9,
+        frame=[1, 2, 3, 5, 6, 7, 8, 8, 9],
+        row=[100.0, 100.1, 100.0, 300.0, 300.1, 300.0, 500.0, 50.0, 500.1],
+        col=[100.0, 100.0, 100.1, 300.0, 300.0, 300.1, 500.0, 50.0, 500.0],
+        intensity=[100.0, 400.0, 50.0, 200.0, np.nan, 300.0, 80.0, 60.0, 90.0],
+    )
+    table["intensity_err"] = [3.0, 4.0, 12.0, 5.0, 7.0, 6.0, 2.0, np.nan, np.nan]
+    spots = merge_rotation_spots(table, omega, search_range=2.0)
+    assert sorted(spots["first_frame"]) == [1, 5, 8, 8]
+    by_row = spots.sort_values("row")
+    a, b = by_row.iloc[1], by_row.iloc[2]  # rows near 100 and 300
+    assert a["intensity"] == pytest.approx(550.0) and a["intensity_err"] == pytest.approx(13.0)  # sqrt(9+16+144)
+    assert b["intensity"] == pytest.approx(500.0)
+    assert b["intensity_err"] == pytest.approx(np.sqrt(25.0 + 36.0))  # the NaN-intensity peak left out
+    c = by_row.iloc[3]  # row 500: frame 9's peak has no error
+    assert c["intensity"] == pytest.approx(170.0) and np.isnan(c["intensity_err"])
+    single = by_row.iloc[0]  # row 50: one peak, no error
+    assert single["n_peaks"] == 1 and np.isnan(single["intensity_err"])
 
 
 def test_merge_rotation_does_not_merge_across_an_omega_jump(rng):

@@ -29,7 +29,8 @@ __all__ = [
     "SPOT_COLUMNS",
 ]
 
-SPOT_COLUMNS = ("spot_id", "row", "col", "omega", "intensity", "first_frame", "last_frame", "n_peaks")
+SPOT_COLUMNS = ("spot_id", "row", "col", "omega", "intensity", "intensity_err", "first_frame", "last_frame",
+                "n_peaks")
 """Columns of the table returned by :func:`merge_rotation_spots`."""
 
 
@@ -278,14 +279,16 @@ def merge_rotation_spots(
 
     The peaks of one spot are found by :func:`link_rotation`.  Each spot's
     centroid is the intensity-weighted mean of its peaks' ``row``, ``col`` and
-    omega (each frame's omega is the centre of its range), and its intensity
-    is the sum of theirs.
+    omega (each frame's omega is the centre of its range), its intensity is
+    the sum of theirs and its error their errors added in quadrature
+    (independent frames).
 
     Parameters
     ----------
     table : pandas.DataFrame
         Peak table with ``frame``, ``row``, ``col`` (px) and ``intensity``
-        (counts; ``peak_value`` is used when ``intensity`` is absent or NaN).
+        (counts; ``peak_value`` is used when ``intensity`` is absent or NaN),
+        optionally ``intensity_err`` (counts, 1 sigma).
     omega_ranges : (N, 2) array_like of float, deg
         Start and stop rotation angle of each frame.
     search_range : float, optional
@@ -300,7 +303,11 @@ def merge_rotation_spots(
     spots : pandas.DataFrame
         One row per spot, columns :data:`SPOT_COLUMNS`: ``spot_id`` (int64,
         equal to the peaks' ``track_id``), ``row``, ``col`` (px), ``omega``
-        (deg, within the series' range), ``intensity`` (counts, summed),
+        (deg, within the series' range), ``intensity`` (counts, summed over
+        the peaks with a finite one), ``intensity_err`` (counts: the peaks'
+        ``intensity_err`` added in quadrature; NaN when a summed peak has no
+        finite error, its intensity taken from ``peak_value``, or the table no
+        ``intensity_err``),
         ``first_frame``, ``last_frame`` (frame indices of the spot's first and
         last peak along the rotation), ``n_peaks``.  Peaks with negative
         intensity weigh nothing in the centroid; a spot whose weights are all
@@ -325,8 +332,17 @@ def merge_rotation_spots(
         if "intensity" in linked.columns
         else np.full(sel.sum(), np.nan)
     )
+    err = (
+        linked.loc[sel, "intensity_err"].to_numpy(dtype=float)
+        if "intensity_err" in linked.columns
+        else np.full(sel.sum(), np.nan)
+    )
+    err = np.where(np.isfinite(intensity), err, np.nan)
     if "peak_value" in linked.columns:
-        intensity = np.where(np.isfinite(intensity), intensity, linked.loc[sel, "peak_value"].to_numpy(dtype=float))
+        fallback = ~np.isfinite(intensity)
+        intensity = np.where(fallback, linked.loc[sel, "peak_value"].to_numpy(dtype=float), intensity)
+        err = np.where(fallback, np.nan, err)
+    counted = np.isfinite(intensity)
     w = np.clip(np.nan_to_num(intensity, nan=0.0), 0.0, None)
     work = pd.DataFrame(
         {
@@ -335,6 +351,8 @@ def merge_rotation_spots(
             "col": linked.loc[sel, "col"].to_numpy(dtype=float),
             "omega": ranges.mean(axis=1)[frames],
             "intensity": intensity,
+            "var": np.where(counted, err * err, 0.0),
+            "unknown": counted & ~np.isfinite(err),
             "frame": frames,
             "w": w,
         }
@@ -362,6 +380,7 @@ def merge_rotation_spots(
             "col": g["col"].sum(),
             "omega": g["omega"].sum(),
             "intensity": g["intensity"].sum(min_count=1),
+            "intensity_err": np.sqrt(g["var"].sum()).where(~g["unknown"].any() & g["intensity"].count().gt(0)),
             "first_frame": g["frame"].first(),
             "last_frame": g["frame"].last(),
             "n_peaks": g["frame"].size(),
