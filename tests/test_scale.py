@@ -71,8 +71,14 @@ def test_worker_task_stops_at_a_bad_frame_and_returns_the_frames_before_it(sourc
     assert isinstance(result.error, BraggflowError) and "frame 3" in str(result.error)
 
 
-def test_cluster_section_of_the_config_file_and_the_options(tmp_path):
+def test_cluster_section_of_the_config_file_and_the_options(tmp_path, monkeypatch):
     from braggflow.cli.cluster import cluster_from_options
+
+    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue not installed (the cluster extra)")
+    import shutil
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}" if name == "qsub" else which(name))
 
     path = tmp_path / "c.yaml"
     path.write_text("find:\n  threshold_sigma: 6\ncluster:\n  kind: pbs\n  jobs: 3\n  cores: 8\n  queue: short\n")
@@ -87,6 +93,9 @@ def test_cluster_section_of_the_config_file_and_the_options(tmp_path):
         cluster_from_options(None, **{**given, "jobs": 2})
     with pytest.raises(ConfigError, match="give one source of workers"):
         cluster_from_options(None, **{**given, "kind": "slurm"}, workers=2)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # a login node without the batch system's commands
+    with pytest.raises(ConfigError, match="submit command qsub is not on PATH"):
+        cluster_from_options(path, **given)
     path.write_text("cluster:\n  kind: slurm\n  jobz: 3\n")
     with pytest.raises(ConfigError, match="cluster.jobz"):
         load_config(path)

@@ -40,10 +40,11 @@ def cluster_from_options(config_file: Path | None, *, kind: str | None, jobs: in
     ------
     ConfigError
         For a job option without ``--cluster`` (or a ``cluster:`` section), an
-        invalid value, or ``--cluster`` together with ``--workers``/``--scheduler``.
+        invalid value, ``--cluster`` together with ``--workers``/``--scheduler``,
+        or a batch system whose submit command is not on PATH.
     """
     from braggflow.errors import ConfigError
-    from braggflow.pipeline.cluster import cluster_config_from_dict, load_cluster_config
+    from braggflow.pipeline.cluster import cluster_config_from_dict, jobqueue_class, load_cluster_config
 
     named = {"kind": kind, "jobs": jobs, "cores": cores, "memory": memory, "walltime": walltime, "queue": queue,
              "account": account}
@@ -62,4 +63,6 @@ def cluster_from_options(config_file: Path | None, *, kind: str | None, jobs: in
         raise ConfigError(f"{options}: batch-job options need --cluster KIND (e.g. --cluster slurm) or a cluster: "
                           "section in the config file")
     base = section.model_dump() if section is not None else {}
-    return cluster_config_from_dict({**base, **given}, source="--cluster options")
+    cluster = cluster_config_from_dict({**base, **given}, source="--cluster options")
+    jobqueue_class(cluster)  # dask-jobqueue and the submit command are there, before any file is written
+    return cluster
