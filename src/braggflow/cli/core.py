@@ -120,6 +120,9 @@ def run_command(
     wavelength: Wavelength = None,
     energy: Energy = None,
     incidence_angle: IncidenceAngle = None,
+    finder: str | None = typer.Option(
+        None, "--finder", help="find.method: components (default), persistence, or learned (the grazing-incidence "
+        "detector network: rings, arcs, spots; needs --incidence-angle)"),
     threshold_sigma: float | None = typer.Option(None, "--threshold-sigma", help="find.threshold_sigma"),
     max_size: int | None = typer.Option(None, "--max-size", help="find.max_size: largest peak kept, pixels"),
     d_min: float | None = typer.Option(None, "--d-min", help="find.d_min: high-resolution limit, Å (needs geometry)"),
@@ -156,7 +159,7 @@ def run_command(
 
     overrides = {
         "locate.method": method, "locate.model": model, "locate.backend": backend, "correct.mask": mask,
-        "correct.dark": dark, "correct.flat": flat, "find.threshold_sigma": threshold_sigma,
+        "correct.dark": dark, "correct.flat": flat, "find.method": finder, "find.threshold_sigma": threshold_sigma,
         "find.max_size": max_size, "find.d_min": d_min, "find.d_max": d_max,
         "correct.gain": gain, "series.omega_start": omega_start, "series.omega_step": omega_step,
         **geometry_overrides(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle),

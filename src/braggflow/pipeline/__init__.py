@@ -513,6 +513,10 @@ def run(
     context = prepare(config, shape=series.shape, dtype=series.dtype, detector_mask=series.detector_mask,
                       mask=mask, dark=dark, flat=flat)
     context = measure_series(series, config, context)
+    if config.find.method == "learned":
+        from braggflow.pipeline.learned import check_learned
+
+        check_learned(context.geometry, config.correct.binning)  # before any results file is written
     writer = None
     asked = indices
     if output is not None:

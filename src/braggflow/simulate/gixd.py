@@ -41,7 +41,8 @@ from braggflow.errors import ConfigError
 from braggflow.geometry.core import Geometry
 
 __all__ = ["CLASSES", "PolarGrid", "GixdFrame", "DetectorSetup", "random_geometry", "polar_grid", "coverage",
-           "detector_setup", "random_setups", "random_reflections", "simulate_gixd_frame", "simulate_gixd_set"]
+           "detector_setup", "random_setups", "random_reflections", "simulate_gixd_frame", "simulate_gixd_set",
+           "detector_image"]
 
 CLASSES = ("ring", "arc", "spot")
 """Feature classes, in the order of the detector's class channels."""
@@ -603,3 +604,44 @@ def simulate_gixd_set(n: int, seed: int, *, n_setups: int = 16, n_q: int = 256, 
     setups = random_setups(min(n_setups, max(n, 1)), seed, n_q=n_q, n_chi=n_chi)
     return [simulate_gixd_frame(np.random.default_rng([seed, i, 1]), setups[i % len(setups)], min_snr=min_snr)
             for i in range(n)]
+
+
+def detector_image(frame: GixdFrame, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A simulated polar frame drawn on the detector: each pixel takes the value of the polar bin it falls in.
+
+    The pixel's (q, chi) comes from the frame's geometry (pixel centres); its bin
+    is the nearest bin centre of the frame's grid.  Within a bin all pixels hold
+    the bin's mean counts per pixel, so the detector image is piecewise constant
+    (its noise is the polar image's, not that of independent pixels).
+
+    Parameters
+    ----------
+    frame : GixdFrame
+        From :func:`simulate_gixd_frame`.
+    shape : (int, int)
+        Detector rows and columns (the shape of the setup the frame was simulated on).
+
+    Returns
+    -------
+    image : (rows, cols) ndarray of float
+        Counts per pixel; 0 on masked pixels.
+    mask : (rows, cols) ndarray of bool
+        True where the pixel's bin is not seen (outside the grid, detector gaps, beam stop seen as NaN).
+
+    Raises
+    ------
+    ConfigError
+        If ``shape`` is not two positive integers.
+    """
+    if len(shape) != 2 or min(shape) < 1:
+        raise ConfigError(f"detector shape must be two positive integers (rows, cols), got {tuple(shape)}")
+    rows, cols = np.indices(tuple(int(s) for s in shape), dtype=np.float64)
+    tth, chi = frame.geometry.pixel_to_angles(rows, cols)
+    q = frame.geometry.two_theta_to_q(tth)
+    grid = frame.grid
+    iq = np.rint((q - grid.q[0]) / grid.dq).astype(np.int64)
+    ic = np.rint((np.asarray(chi) - grid.chi[0]) / grid.dchi).astype(np.int64) % len(grid.chi)
+    inside = (iq >= 0) & (iq < len(grid.q))
+    values = np.where(inside, frame.image[ic, np.clip(iq, 0, len(grid.q) - 1)], np.nan)
+    mask = ~np.isfinite(values)
+    return np.where(mask, 0.0, values), mask

@@ -1,0 +1,151 @@
+"""find.method learned: the grazing-incidence detector inside ``braggflow run`` (simulated frames with known
+features, an empty frame, band intensities against a closed form, the missing incidence angle)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from braggflow.cli import app
+from braggflow.errors import ConfigError
+from braggflow.geometry import Geometry
+from braggflow.nn.detector import DEFAULT_DETECTOR, list_detectors
+from braggflow.pipeline import prepare, process_frame
+from braggflow.pipeline.config import Config
+from braggflow.pipeline.learned import PolarLookup, band_intensity
+from braggflow.simulate.gixd import detector_image, detector_setup, simulate_gixd_frame
+
+GEOMETRY = dict(distance_mm=250.0, beam_center_row=1000.5, beam_center_col=300.0, pixel_size_mm=0.2,
+                wavelength_A=1.0, incidence_angle_deg=0.3)
+SHAPE = (1024, 1024)
+SEED = 34  # a frame of this setup with a powder ring, fibre-texture arcs and spots (all three kinds found)
+runner = CliRunner()
+
+pytestmark = pytest.mark.skipif(not list_detectors(), reason="no shipped detector in the MANIFEST")
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    setup = detector_setup(Geometry.from_config(GEOMETRY), SHAPE)
+    frame = simulate_gixd_frame(SEED, setup)
+    image, mask = detector_image(frame, SHAPE)
+    return frame, image.astype(np.float32), mask
+
+
+@pytest.fixture(scope="module")
+def config():
+    return Config.model_validate({"geometry": GEOMETRY, "find": {"method": "learned"}})
+
+
+def _inside_truth(table: pd.DataFrame, truth: pd.DataFrame, slack: float = 0.02) -> np.ndarray:
+    """Whether each row's (q, eta) lies in a visible true feature's extent (radial box + slack, chi range)."""
+    t = truth[truth["visible"]]
+    q, chi = table["q"].to_numpy()[:, None], table["eta"].to_numpy()[:, None]
+    ok = ((q >= t["q_lo"].to_numpy()[None] - slack) & (q <= t["q_hi"].to_numpy()[None] + slack)
+          & (chi >= t["chi_lo"].to_numpy()[None]) & (chi <= t["chi_hi"].to_numpy()[None]))
+    return ok.any(1)
+
+
+def test_learned_finder_reports_a_ring_an_arc_and_a_spot_with_extents(simulated, config):
+    frame, image, mask = simulated
+    table = process_frame(image, config=config, context=prepare(config, shape=SHAPE, mask=mask))
+    assert set(table["kind"].astype(str)) == {"ring", "arc", "spot"}
+    assert (table["method"].astype(str) == DEFAULT_DETECTOR).all()
+    assert ((table["confidence"] > 0) & (table["confidence"] <= 1)).all()
+    assert (table["q_width"] > 0).all() and (table["chi_width"] > 0).all()
+    inside = _inside_truth(table, frame.truth)
+    for kind in ("ring", "arc", "spot"):
+        assert inside[(table["kind"] == kind).to_numpy()].any(), kind  # each kind on a true feature
+    ring = table[table["kind"] == "ring"].iloc[0]
+    assert ring["chi_width"] > 300  # the ring's whole seen chi range
+    wide = table[table["kind"] != "spot"]
+    assert (wide["intensity_err"] > 0).all() and (wide["npix"] > 0).all()
+    assert np.allclose(wide["score"], wide["intensity"] / wide["intensity_err"])
+    assert np.allclose(wide["d"], 2 * np.pi / wide["q"])
+    on = wide[np.isfinite(wide["row"])]
+    assert len(on) and np.isfinite(on[["q_xy", "q_z"]].to_numpy()).all()
+    # the centre's detector pixel maps back to the feature's q and chi
+    g = Geometry.from_config(GEOMETRY)
+    tth, eta = g.pixel_to_angles(on["row"].to_numpy(), on["col"].to_numpy())
+    np.testing.assert_allclose(g.two_theta_to_q(tth), on["q"], atol=1e-6)
+    np.testing.assert_allclose(eta, on["eta"], atol=1e-6)
+
+
+def test_learned_finder_finds_nothing_on_frames_without_features(config):
+    setup = detector_setup(Geometry.from_config(GEOMETRY), SHAPE)
+    frame = simulate_gixd_frame(0, setup)  # seed 0: background and artefacts only
+    assert len(frame.truth) == 0
+    image, mask = detector_image(frame, SHAPE)
+    table = process_frame(image.astype(np.float32), config=config, context=prepare(config, shape=SHAPE, mask=mask))
+    assert len(table) == 0
+    flat = np.random.default_rng(1).poisson(50.0, SHAPE).astype(np.float32)
+    assert len(process_frame(flat, config=config, context=prepare(config, shape=SHAPE))) == 0
+
+
+def test_polar_lookup_matches_the_remap(simulated):
+    from braggflow.geometry.remap import remap
+
+    _, image, mask = simulated
+    g = Geometry.from_config(GEOMETRY)
+    expected, chi, q = remap(image, g, to="q", mask=mask, npt=(256, 256))
+    got, counts, npix = PolarLookup.build(g, SHAPE, mask).rebin(image)
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    same = np.isclose(got, expected, rtol=1e-6) | np.isnan(got)
+    assert same.mean() > 0.995  # the rest: pixels on a bin edge, which pyFAI places in float32
+    np.testing.assert_allclose(got, expected, rtol=0.05, equal_nan=True)
+    assert int(npix.sum()) == int((~mask).sum())
+    np.testing.assert_allclose(counts.sum(), image[~mask].astype(np.float64).sum(), rtol=1e-9)
+
+
+def test_band_intensity_recovers_the_net_counts_and_its_poisson_error():
+    q = np.linspace(0.5, 3.0, 100)
+    chi = np.linspace(-179, 179, 180)
+    npix = np.full((180, 100), 4)
+    counts = 10.0 * npix  # 10 counts per pixel of background
+    box = (q >= 1.5) & (q <= 1.6)
+    rows = (chi >= -60) & (chi <= -30)
+    counts[np.ix_(rows, box)] += 25.0  # 25 net counts in each bin of the box
+    boxes = pd.DataFrame(dict(q_lo=[1.5], q_hi=[1.6], chi_lo=[-60.0], chi_hi=[-30.0]))
+    inten, err, bg = band_intensity(counts, npix, q, chi, boxes, gain=1.0)
+    n_bins = box.sum() * rows.sum()
+    assert inten[0] == pytest.approx(25.0 * n_bins)
+    assert bg[0] == pytest.approx(10.0)
+    s, n = counts[np.ix_(rows, box)].sum(), npix[np.ix_(rows, box)].sum()
+    band = (((q >= 1.5 - 0.05) & (q < 1.5)) | ((q > 1.6) & (q <= 1.65)))
+    m = npix[np.ix_(rows, band)].sum()
+    assert err[0] == pytest.approx(np.sqrt(s + n**2 * 10.0 * m / m**2))
+
+
+def test_learned_finder_needs_an_incidence_angle(simulated):
+    _, image, _ = simulated
+    no_incidence = {k: v for k, v in GEOMETRY.items() if k != "incidence_angle_deg"}
+    cfg = Config.model_validate({"geometry": no_incidence, "find": {"method": "learned"}})
+    with pytest.raises(ConfigError, match="incidence angle"):
+        process_frame(image, config=cfg)
+    cfg = Config.model_validate({"find": {"method": "learned"}})
+    with pytest.raises(ConfigError, match="incidence angle"):
+        process_frame(image, config=cfg)
+
+
+def test_run_finder_learned_writes_the_features(simulated, tmp_path):
+    import tifffile
+
+    from braggflow.io.results import read_peaks
+
+    _, image, mask = simulated
+    tifffile.imwrite(tmp_path / "frame.tif", image)
+    tifffile.imwrite(tmp_path / "mask.tif", mask.astype(np.uint8))
+    g = GEOMETRY
+    args = ["run", str(tmp_path / "frame.tif"), "-o", str(tmp_path / "out.h5"), "--finder", "learned",
+            "--mask", str(tmp_path / "mask.tif"), "--distance", str(g["distance_mm"]),
+            "--beam-row", str(g["beam_center_row"]), "--beam-col", str(g["beam_center_col"]),
+            "--pixel-size", str(g["pixel_size_mm"]), "--wavelength", str(g["wavelength_A"])]
+    res = runner.invoke(app, args)
+    assert res.exit_code != 0 and "incidence angle" in res.output
+    res = runner.invoke(app, [*args, "--incidence-angle", str(g["incidence_angle_deg"])])
+    assert res.exit_code == 0, res.output
+    peaks = read_peaks(tmp_path / "out.h5")
+    assert set(peaks["kind"].astype(str)) == {"ring", "arc", "spot"}
+    assert np.isfinite(peaks["q_width"]).all() and np.isfinite(peaks["confidence"]).all()
