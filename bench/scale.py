@@ -56,15 +56,20 @@ def make_input(folder: Path, frames: int, distinct: int = 10, shape: int = 1024,
     return path
 
 
-def timed_run(source: Path, out: Path, extra: list[str]) -> tuple[float, int]:
-    """Seconds of one whole ``braggflow run`` process, and the peaks it wrote."""
+def timed_run(source: Path, out: Path, extra: list[str]) -> tuple[float, float, int]:
+    """Wall seconds of one whole ``braggflow run`` process, the CPU seconds of it and its workers, its peaks."""
+    import resource
+
     from braggflow.io.results import read_frames
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "braggflow", "run", str(source), "-o", str(out), "--overwrite", *extra],
                    check=True, capture_output=True)
     seconds = time.perf_counter() - start
-    return seconds, int(read_frames(out)["n_peaks"].sum())
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, int(read_frames(out)["n_peaks"].sum())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,14 +88,16 @@ def main(argv: list[str] | None = None) -> None:
               f"stored (bitshuffle-LZ4); {os.cpu_count()} cores; load before: {os.getloadavg()[0]:.2f}")
         configs = [("serial", [])] + [(f"--workers {n}", ["--workers", str(n)]) for n in args.workers]
         times: dict[str, list[float]] = {name: [] for name, _ in configs}
+        cpus: dict[str, list[float]] = {name: [] for name, _ in configs}
         peaks: dict[str, set[int]] = {name: set() for name, _ in configs}
         for rep in range(args.repeat):
             for name, extra in configs:
-                seconds, n = timed_run(source, folder / "R.h5", extra)
+                seconds, cpu, n = timed_run(source, folder / "R.h5", extra)
                 times[name].append(seconds)
+                cpus[name].append(cpu)
                 peaks[name].add(n)
                 print(f"  repeat {rep + 1}: {name:12s} {seconds:6.2f} s  {args.frames / seconds:6.1f} frames/s  "
-                      f"{n} peaks  (load {os.getloadavg()[0]:.2f})", flush=True)
+                      f"CPU {cpu:6.1f} s  {n} peaks  (load {os.getloadavg()[0]:.2f})", flush=True)
         serial = float(np.median(times["serial"]))
         print(f"\n{'run':14s} {'median s':>9s} {'frames/s':>9s} {'x serial':>9s}  (whole process, median of "
               f"{args.repeat})")
@@ -99,6 +106,10 @@ def main(argv: list[str] | None = None) -> None:
             pairs = [s / p for s, p in zip(times["serial"], times[name])]
             print(f"{name:14s} {t:9.2f} {args.frames / t:9.1f} {serial / t:9.2f}  (per repeat: "
                   + ", ".join(f"{r:.2f}" for r in pairs) + ")")
+        print("CPU seconds (the run's process and its workers; on a machine of its own, wall >= CPU / cores):")
+        for name, _ in configs:
+            c = float(np.median(cpus[name]))
+            print(f"  {name:14s} {c:7.1f} s CPU, {c / args.frames * 1e3:.1f} ms per frame")
         counts = set().union(*peaks.values())
         print(f"peaks written: {sorted(counts)} ({'the same in every run' if len(counts) == 1 else 'DIFFERENT'})")
     finally:
