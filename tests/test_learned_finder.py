@@ -14,7 +14,7 @@ from braggflow.geometry import Geometry
 from braggflow.nn.detector import DEFAULT_DETECTOR, list_detectors
 from braggflow.pipeline import prepare, process_frame
 from braggflow.pipeline.config import Config
-from braggflow.pipeline.learned import PolarLookup, band_intensity
+from braggflow.pipeline.learned import PolarLookup, QxyQz, band_intensity
 from braggflow.simulate.gixd import detector_image, detector_setup, simulate_gixd_frame
 
 GEOMETRY = dict(distance_mm=250.0, beam_center_row=1000.5, beam_center_col=300.0, pixel_size_mm=0.2,
@@ -97,6 +97,18 @@ def test_polar_lookup_matches_the_remap(simulated):
     np.testing.assert_allclose(got, expected, rtol=0.05, equal_nan=True)
     assert int(npix.sum()) == int((~mask).sum())
     np.testing.assert_allclose(counts.sum(), image[~mask].astype(np.float64).sum(), rtol=1e-9)
+
+
+def test_cached_qxy_qz_match_the_geometry():
+    g = Geometry.from_config(GEOMETRY)
+    rng = np.random.default_rng(3)
+    row, col = rng.uniform(-0.5, SHAPE[0] - 0.5, 500), rng.uniform(-0.5, SHAPE[1] - 0.5, 500)
+    q_xy, q_z = QxyQz(g)(np.r_[row, np.nan], np.r_[col, 3.0])
+    assert np.isnan(q_xy[-1]) and np.isnan(q_z[-1])
+    q_xy, q_z = q_xy[:-1], q_z[:-1]
+    exact_xy, exact_z = g.pixel_to_qxy_qz(row, col)
+    np.testing.assert_allclose(q_xy, exact_xy, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(q_z, exact_z, rtol=1e-12, atol=1e-12)
 
 
 def test_band_intensity_recovers_the_net_counts_and_its_poisson_error():

@@ -38,7 +38,7 @@ from braggflow.schema import conform, empty_peak_table, new_peak_table
 SPOT_RADIUS = 3.0
 """Integration radius of a spot, px, when ``integrate.radius`` is null (the learned finder has no regions)."""
 
-__all__ = ["SPOT_RADIUS", "PolarLookup", "LearnedFinder", "band_intensity", "learned_peaks", "check_learned"]
+__all__ = ["SPOT_RADIUS", "PolarLookup", "QxyQz", "LearnedFinder", "band_intensity", "learned_peaks", "check_learned"]
 
 
 @dataclass
@@ -157,6 +157,47 @@ class PolarLookup:
         return image, counts, npix
 
 
+class QxyQz:
+    """q_xy and q_z of detector points, as :meth:`braggflow.geometry.Geometry.pixel_to_qxy_qz` gives them.
+
+    The same pyFAI grazing-incidence units (``qip_A^-1``, ``qoop_A^-1``, no
+    refraction correction), built once: pyFAI compiles their expressions
+    whenever a unit is made (~0.1 s each), which
+    :meth:`~braggflow.geometry.Geometry.pixel_to_qxy_qz` does on every call.
+    The units are not pickled (a Dask worker builds its own).
+
+    Parameters
+    ----------
+    geometry : braggflow.geometry.Geometry
+        With an incidence angle.
+    """
+
+    NAMES = ("qip_A^-1", "qoop_A^-1")
+
+    def __init__(self, geometry):
+        self.geometry = geometry
+        self._units = None
+
+    def __getstate__(self):
+        return {"geometry": self.geometry, "_units": None}
+
+    def __call__(self, row, col) -> tuple[np.ndarray, np.ndarray]:
+        """q_xy, q_z (1/Å) at detector points (px); NaN where row or col is NaN."""
+        g = self.geometry
+        row, col = np.asarray(row, dtype=np.float64), np.asarray(col, dtype=np.float64)
+        ok = np.isfinite(row) & np.isfinite(col)
+        out = [np.full(row.shape, np.nan), np.full(row.shape, np.nan)]
+        if not ok.any():
+            return out[0], out[1]
+        if self._units is None:
+            self._units = [g._fiber_unit(name) for name in self.NAMES]
+        x, y, z = g._lab(row[ok], col[ok])
+        wl = float(g.poni["wavelength"])
+        for k, unit in enumerate(self._units):
+            out[k][ok] = unit.equation(x, y, z, wl, **unit.get_config_shared()) * unit.scale
+        return out[0], out[1]
+
+
 @dataclass
 class LearnedFinder:
     """What ``find.method: learned`` keeps between frames: the polar lookup and the loaded detector.
@@ -166,11 +207,16 @@ class LearnedFinder:
     Attributes
     ----------
     lookup : PolarLookup
+    qxy_qz : QxyQz
+    plain_geometry : braggflow.geometry.Geometry
+        The geometry without its incidence angle (for the spots' angle columns; q_xy and q_z come from ``qxy_qz``).
     detector : braggflow.nn.detector.GixdDetector or None
         Loaded on first use.
     """
 
     lookup: PolarLookup
+    qxy_qz: QxyQz
+    plain_geometry: Any
     detector: Any = None
 
     def __getstate__(self):
@@ -251,7 +297,7 @@ def band_intensity(counts: np.ndarray, npix: np.ndarray, q: np.ndarray, chi: np.
     return inten, err, bg
 
 
-def _feature_geometry(features: pd.DataFrame, geometry) -> dict[str, np.ndarray]:
+def _feature_geometry(features: pd.DataFrame, geometry, qxy_qz: QxyQz) -> dict[str, np.ndarray]:
     """Detector row/col and the geometry columns of features at (q, chi), errors from ``q_err``."""
     q = features["q"].to_numpy(dtype=np.float64)
     chi = features["chi"].to_numpy(dtype=np.float64)
@@ -259,10 +305,7 @@ def _feature_geometry(features: pd.DataFrame, geometry) -> dict[str, np.ndarray]
     tth = geometry.q_to_two_theta(q)
     row, col = geometry.angles_to_pixel(tth, chi)
     row, col = np.asarray(row, dtype=np.float64), np.asarray(col, dtype=np.float64)
-    on = np.isfinite(row) & np.isfinite(col)
-    q_xy, q_z = np.full(len(q), np.nan), np.full(len(q), np.nan)
-    if on.any():
-        q_xy[on], q_z[on] = geometry.pixel_to_qxy_qz(row[on], col[on])
+    q_xy, q_z = qxy_qz(row, col)
     theta = np.radians(tth) / 2
     # dq = (4 pi / lambda) cos(theta) dtheta
     tth_err = np.degrees(2 * q_err * geometry.wavelength_A / (4 * np.pi * np.cos(theta)))
@@ -307,7 +350,8 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
     shape = tuple(np.shape(corrected))
     finder = context.learned
     if finder is None or finder.lookup.shape != shape:
-        finder = LearnedFinder(PolarLookup.build(geometry, shape, context.mask))
+        finder = LearnedFinder(PolarLookup.build(geometry, shape, context.mask), QxyQz(geometry),
+                               geometry.replace(incidence_angle_deg=None))
         context.learned = finder
     lookup = finder.lookup
     frame = np.asarray(corrected, dtype=np.float64)
@@ -329,7 +373,7 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
     wide = feats[feats["kind"] != "spot"].reset_index(drop=True)
     if len(wide):
         inten, err, bg = band_intensity(counts, npix, lookup.q, lookup.chi, wide, gain=gain)
-        geo = _feature_geometry(wide, geometry)
+        geo = _feature_geometry(wide, geometry, finder.qxy_qz)
         with np.errstate(invalid="ignore", divide="ignore"):
             snr = inten / err
         parts.append(new_peak_table(len(wide), **geo, intensity=inten, intensity_err=err, background=bg, snr=snr,
@@ -338,7 +382,8 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
                                        kind=wide["kind"].to_numpy(), npix=_box_pixels(npix, lookup, wide)))
     spots = feats[feats["kind"] == "spot"].reset_index(drop=True)
     if len(spots):
-        parts.append(_spot_rows(corrected, spots, mask=mask, geometry=geometry, config=config, saturated=saturated))
+        parts.append(_spot_rows(corrected, spots, mask=mask, finder=finder, geometry=geometry, config=config,
+                                saturated=saturated))
     parts = [p for p in parts if len(p)]
     if not parts:
         return empty_peak_table()
@@ -358,13 +403,14 @@ def _box_pixels(npix: np.ndarray, lookup: PolarLookup, boxes: pd.DataFrame) -> n
     return out
 
 
-def _spot_rows(corrected, spots: pd.DataFrame, *, mask, geometry, config, saturated) -> pd.DataFrame:
+def _spot_rows(corrected, spots: pd.DataFrame, *, mask, finder: LearnedFinder, geometry, config, saturated
+               ) -> pd.DataFrame:
     """Spots located and integrated as the classical finder's peaks are, with the detector's columns."""
     from braggflow.geometry import add_geometry_columns
     from braggflow.integrate import integrate
     from braggflow.locate import locate
 
-    geo = _feature_geometry(spots, geometry)
+    geo = _feature_geometry(spots, geometry, finder.qxy_qz)
     h, w = np.shape(corrected)
     on = (np.isfinite(geo["row"]) & np.isfinite(geo["col"]) & (geo["row"] > -0.5) & (geo["row"] < h - 0.5)
           & (geo["col"] > -0.5) & (geo["col"] < w - 0.5))
@@ -379,7 +425,8 @@ def _spot_rows(corrected, spots: pd.DataFrame, *, mask, geometry, config, satura
                    gain=c.gain, model=lc.model, backend=lc.backend, device=lc.device, batch_size=lc.batch_size)
     table = integrate(corrected, table, mask=mask, gain=c.gain, radius=ic.radius or SPOT_RADIUS,
                       background_width=ic.background_width, saturated=saturated, method=ic.method)
-    table = add_geometry_columns(table, geometry)
+    table = add_geometry_columns(table, finder.plain_geometry)
+    table["q_xy"], table["q_z"] = finder.qxy_qz(table["row"].to_numpy(), table["col"].to_numpy())
     table["score"] = table["snr"]
     table["confidence"] = spots["score"].to_numpy()
     table["q_width"] = spots["q_width"].to_numpy()
