@@ -439,15 +439,20 @@ def refine_q(features: pd.DataFrame, image: np.ndarray, q: np.ndarray, chi: np.n
     out = features.copy()
     dq = q[1] - q[0]
     q_new, q_err, inten = [], [], []
-    for r in out.itertuples():
-        rows = (chi >= r.chi_lo) & (chi <= r.chi_hi)
+    finite = np.isfinite(image)
+    filled = np.where(finite, image, 0.0)
+    for r in out[["q", "q_lo", "q_hi", "chi_lo", "chi_hi"]].itertuples(index=False):
+        r0, r1 = np.searchsorted(chi, r.chi_lo, side="left"), np.searchsorted(chi, r.chi_hi, side="right")
         half = max(r.q_hi - r.q, dq)
-        cols = np.flatnonzero((q >= r.q - 3 * half - dq) & (q <= r.q + 3 * half + dq))
-        sub = image[np.ix_(rows, cols)] if rows.any() and len(cols) >= 5 else np.full((1, 1), np.nan)
-        prof = np.nanmean(sub, axis=0) if np.isfinite(sub).any(axis=0).all() else None
+        c0, c1 = np.searchsorted(q, r.q - 3 * half - dq, side="left"), np.searchsorted(q, r.q + 3 * half + dq,
+                                                                                       side="right")
+        rows = slice(r0, r1)
         qv, err, area = r.q, dq, np.nan
-        if prof is not None:
-            qv, err, area = _vertex(prof, q[cols], r, dq, int(rows.sum()))
+        if r1 > r0 and c1 - c0 >= 5:
+            n_fin = finite[rows, c0:c1].sum(0)
+            if n_fin.all():
+                prof = filled[rows, c0:c1].sum(0) / n_fin
+                qv, err, area = _vertex(prof, q[c0:c1], r, dq, r1 - r0)
         q_new.append(qv)
         q_err.append(err)
         inten.append(area)
@@ -464,8 +469,9 @@ def _vertex(prof: np.ndarray, qs: np.ndarray, r, dq: float, n_rows: int) -> tupl
     edge = max(1, n // 4)
     xs = np.r_[qs[:edge], qs[-edge:]]
     ys = np.r_[prof[:edge], prof[-edge:]]
-    slope, icpt = np.polyfit(xs, ys, 1)
-    net = prof - (slope * qs + icpt)
+    xm, ym = xs.mean(), ys.mean()
+    slope = np.dot(xs - xm, ys - ym) / np.dot(xs - xm, xs - xm)  # least-squares straight line
+    net = prof - (slope * (qs - xm) + ym)
     inner = (qs >= r.q_lo - dq) & (qs <= r.q_hi + dq)
     if not inner.any():
         return r.q, dq, np.nan

@@ -54,12 +54,10 @@ class PolarLookup:
     ----------
     shape : (int, int)
         Frame shape.
-    index : (n,) ndarray of int64
-        Flat bin index (chi bin * n_q + q bin) of each unmasked pixel.
-    pixels : (n,) ndarray of int64
-        Flat frame index of those pixels.
-    solid : (n,) ndarray of float
-        Their relative solid angle (pyFAI's ``solidAngleArray``).
+    index : (H * W,) ndarray of intp
+        Flat bin index (chi bin * n_q + q bin) of each pixel; ``n_chi * n_q`` for masked pixels.
+    solid : (H * W,) ndarray of float
+        Relative solid angle of each pixel (pyFAI's ``solidAngleArray``).
     q, chi : ndarray
         Bin centres, 1/Å and deg.
     solid_sum, npix : (n_chi, n_q) ndarray
@@ -68,7 +66,6 @@ class PolarLookup:
 
     shape: tuple[int, int]
     index: np.ndarray
-    pixels: np.ndarray
     solid: np.ndarray
     q: np.ndarray
     chi: np.ndarray
@@ -106,31 +103,34 @@ class PolarLookup:
         good = np.isfinite(q) & np.isfinite(chi)
         if mask is not None:
             good &= ~np.asarray(mask, dtype=bool).ravel()
-        pixels = np.flatnonzero(good)
-        if not len(pixels):
+        if not good.any():
             raise ConfigError("the learned finder found no unmasked pixel to remap")
         n_chi, n_q = npt
-        qv, cv = q[pixels], chi[pixels]
+        size = n_chi * n_q
+        qv, cv = q[good], chi[good]
         q_lo, q_hi = float(qv.min()), float(qv.max())
         c_lo, c_hi = float(cv.min()), float(cv.max())
         dq, dc = (q_hi - q_lo) / n_q, (c_hi - c_lo) / n_chi
-        iq = np.clip(((qv - q_lo) / dq).astype(np.int64), 0, n_q - 1)
-        ic = np.clip(((cv - c_lo) / dc).astype(np.int64), 0, n_chi - 1)
-        index = ic * n_q + iq
-        size = n_chi * n_q
-        sol = solid[pixels]
-        return cls(shape=tuple(shape), index=index, pixels=pixels, solid=sol,
+        iq = np.clip(((qv - q_lo) / dq).astype(np.intp), 0, n_q - 1)
+        ic = np.clip(((cv - c_lo) / dc).astype(np.intp), 0, n_chi - 1)
+        index = np.full(q.size, size, dtype=np.intp)
+        index[good] = ic * n_q + iq
+        solid = np.where(good, solid, 0.0)
+        return cls(shape=tuple(shape), index=index, solid=solid,
                    q=q_lo + dq * (np.arange(n_q) + 0.5), chi=c_lo + dc * (np.arange(n_chi) + 0.5),
-                   solid_sum=np.bincount(index, sol, size).reshape(n_chi, n_q),
-                   npix=np.bincount(index, minlength=size).reshape(n_chi, n_q))
+                   solid_sum=np.bincount(index, solid, size + 1)[:size].reshape(n_chi, n_q),
+                   npix=np.bincount(index, minlength=size + 1)[:size].reshape(n_chi, n_q))
 
-    def rebin(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rebin(self, frame: np.ndarray, bad: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A frame on the polar grid.
 
         Parameters
         ----------
         frame : (H, W) ndarray
             Corrected frame, counts; non-finite pixels are left out.
+        bad : (H, W) ndarray of bool, optional
+            More pixels to leave out (True = bad) beyond the lookup's mask.
 
         Returns
         -------
@@ -141,17 +141,18 @@ class PolarLookup:
         npix : (n_chi, n_q) ndarray of int
             Pixels per bin.
         """
-        values = np.asarray(frame).ravel()[self.pixels].astype(np.float64)
+        values = np.asarray(frame).ravel()
         size = self.npix.size
         finite = np.isfinite(values)
-        if finite.all():
+        if bad is None and finite.all():
             solid_sum, npix, index = self.solid_sum, self.npix, self.index
         else:
-            index = self.index[finite]
-            values = values[finite]
-            solid_sum = np.bincount(index, self.solid[finite], size).reshape(self.npix.shape)
-            npix = np.bincount(index, minlength=size).reshape(self.npix.shape)
-        counts = np.bincount(index, values, size).reshape(self.npix.shape)
+            keep = finite if bad is None else finite & ~np.asarray(bad, dtype=bool).ravel()
+            index = np.where(keep, self.index, size)
+            values = np.where(keep, values, 0.0)
+            solid_sum = np.bincount(index, self.solid, size + 1)[:size].reshape(self.npix.shape)
+            npix = np.bincount(index, minlength=size + 1)[:size].reshape(self.npix.shape)
+        counts = np.bincount(index, values, size + 1)[:size].reshape(self.npix.shape)
         with np.errstate(invalid="ignore", divide="ignore"):
             image = np.where(npix > 0, counts / solid_sum, np.nan)
         return image, counts, npix
@@ -354,10 +355,11 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
                                geometry.replace(incidence_angle_deg=None))
         context.learned = finder
     lookup = finder.lookup
-    frame = np.asarray(corrected, dtype=np.float64)
-    if mask is not None and context.mask is not None and np.any(mask & ~context.mask):
-        frame = np.where(mask, np.nan, frame)  # per-frame bad pixels (saturated, NaN)
-    image, counts, npix = lookup.rebin(frame)
+    bad = None  # pixels of this frame's mask beyond the static one (saturated, non-finite)
+    if mask is not None and mask is not context.mask:
+        extra = mask & ~context.mask if context.mask is not None else mask
+        bad = extra if extra.any() else None
+    image, counts, npix = lookup.rebin(corrected, bad)
     if np.count_nonzero(np.isfinite(image)) < 64:
         return empty_peak_table()
     from braggflow.nn.detector import contrast_image
