@@ -9,45 +9,66 @@ the whole peak, the wings beyond the window included, by the fitted model.
 One model describes every kind: the rotated elliptical pseudo-Voigt-Moffat
 of :mod:`braggflow.profiles.fitting` (``"pvmoffat"``),
 ``(1 - eta) G + eta M`` with a Gaussian core ``G`` and a Moffat wing ``M`` of
-free exponent beta from 1.5 to 10 (``beta = 1.5`` is the pseudo-Voigt's Lorentzian,
-the heaviest wing allowed: heavier ones, extrapolated past the window, scatter
-the intensities of faint peaks; ``eta = 0`` a
-Gaussian; ``eta = 1``, ``beta = 2.5`` a Moffat peak; rotation and two widths
-an elongated peak).  Each peak is fitted in a square window around its
-located centre (21 x 21 px, larger for regions that do not fit) with the
-pixels of other peaks (grown by one pixel), masked and saturated pixels left
-out, first by an axis-aligned Gaussian (the start: started from the wings'
-model directly, a faint pseudo-Voigt can settle in a second minimum where
-one broad Moffat takes core and wings), then by the full model.  The
-background is a free parameter of the fit, started at the table's level: the
-window reaches far enough from the peak (10 px) for its outer pixels to
-measure it.  (A background held at a level measured elsewhere is worse: an
-error of 1 count/px in it moves a pseudo-Voigt's fitted intensity by 5 %
-through the wing it trades with.)
+exponent beta from 1.5 to 10 (``beta = 1.5`` is the pseudo-Voigt's
+Lorentzian, the heaviest wing allowed; ``eta = 0`` a Gaussian; ``eta = 1``,
+``beta = 2.5`` a Moffat peak; rotation and two widths an elongated peak).
+Each peak is fitted in a square window around its located centre (21 x 21
+px, larger for regions that do not fit) with the pixels of other peaks
+(grown by one pixel), masked and saturated pixels left out.  The background
+is a free parameter of the fit, started at the table's level: the window
+reaches far enough from the peak (10 px) for its outer pixels to measure it.
+
+How much wing a peak has is decided as profile fitting in crystallography
+decides it (Kabsch 2010; DIALS): from the strong peaks, whose data can tell,
+for the weak ones, whose data cannot.
+
+1. Every peak is fitted by the rotated Gaussian (the profile with ``eta = 0``),
+   started from an axis-aligned Gaussian.
+2. A *strong* peak (signal-to-noise ratio of that fit above
+   :data:`STRONG_SNR`) is fitted by the full profile as well, from each of
+   :data:`WING_STARTS` (the likelihood of a wing has several minima: one broad
+   Moffat can take core and wings); it keeps a wing when the wing lowers the
+   Poisson deviance by more than :data:`WING_THRESHOLD` (a likelihood-ratio
+   test; a Gaussian's free wing would only add variance).
+3. The reference wing is the strong peaks' median ``eta`` (0 for those
+   without a wing) and median exponent (of those with one), with the spread of
+   ``eta`` among them less the fits' own noise.  With it (at least
+   :data:`REFERENCE_PEAKS` strong peaks), a strong peak with a wing is
+   refitted with its exponent held at the reference (a free exponent,
+   extrapolated past the window, moves the intensity more than the data
+   determine it), and a weak peak, or a strong one without a wing of its
+   own where the reference has one, is fitted with the reference wing held;
+   too few strong peaks, and each peak's own fit (step 2) is used.
 
 The intensity is the fitted ``I`` (the model's integral over the plane) and
 its error the square root of its variance from the inverse Fisher
-information (Poisson noise, counts through ``gain``).  A peak the model does
-not describe keeps the summed intensity and is flagged ``SUMMED``: the fit
-failed, did not converge, moved the centre by more than 2 px, its deviance
-exceeds the number of degrees of freedom by more than 6 of its standard
-deviations (a poor fit), or its region does not fit the largest window.
+information of the fit that gave it (Poisson noise, counts through
+``gain``), the held wing parameters known, plus, for a peak given the
+reference ``eta``, the intensity's sensitivity to ``eta`` (from the Fisher
+information of all parameters) times the spread of ``eta`` among the strong
+peaks.  A peak the model does not describe keeps the summed intensity and is
+flagged ``SUMMED``: the fit failed, did not converge, moved the centre by
+more than 2 px, its deviance exceeds the number of degrees of freedom by
+more than 6 of its standard deviations (a poor fit), or its region does not
+fit the largest window.
 
 References
 ----------
 Diamond, Acta Cryst. A25, 43 (1969); Kabsch, Acta Cryst. D66, 125 (2010)
 (XDS); Winter et al., Acta Cryst. D74, 85 (2018) (DIALS); International
-Tables for Crystallography F, 11.2.6.6 (summation against profile fitting).
+Tables for Crystallography F, 11.2.6.6 (summation against profile fitting);
+Wilks, Ann. Math. Stat. 9, 60 (1938) (the likelihood-ratio test).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from braggflow.profiles.fitting import fit_profiles, start_parameters
+from braggflow.profiles.fitting import evaluate, fit_profiles, start_parameters
 from braggflow.windows import cut_windows
 
-__all__ = ["PROFILE_MODEL", "WINDOW_HALVES", "profile_intensities"]
+__all__ = ["PROFILE_MODEL", "WINDOW_HALVES", "WING_THRESHOLD", "WING_STARTS", "STRONG_SNR", "REFERENCE_PEAKS",
+           "profile_intensities"]
 
 #: The profile fitted to every peak (see :mod:`braggflow.profiles.fitting`).
 PROFILE_MODEL = "pvmoffat"
@@ -56,6 +77,16 @@ WINDOW_HALVES = (10, 16, 24, 32)
 _MAX_SHIFT = 2.0  # px, largest move of the centre from the located one
 _DEVIANCE_SIGMAS = 6.0
 _SUPERSAMPLE = 1  # pixel centres with the box-convolved precision
+_ETA, _T, _INTENSITY = 5, 6, 7  # columns of the wing fraction, exponent and intensity in the parameters
+#: Deviance drop (rotated Gaussian minus the full profile) above which a peak is given its wing.
+WING_THRESHOLD = 6.0
+#: Starting wing fraction and exponent 1 / beta of the full fit (each tried, the best kept): beta 2 and the
+#: pseudo-Voigt's Lorentzian.
+WING_STARTS = ((0.3, 0.5), (0.5, 2.0 / 3.0))
+#: Signal-to-noise ratio (of the Gaussian fit's intensity) of a strong peak, whose own fit gives its shape.
+STRONG_SNR = 50.0
+#: Strong peaks needed for a reference shape.
+REFERENCE_PEAKS = 5
 
 
 def _grow(region: np.ndarray) -> np.ndarray:
@@ -102,16 +133,24 @@ def profile_intensities(frame, rows, cols, *, ids, sigma_row, sigma_col, summed,
     result : dict of (N,) ndarray
         ``intensity``, ``intensity_err`` (counts; NaN where not described),
         ``described`` (bool: the profile describes the peak), ``eta``, ``beta``
-        (the fitted wing fraction and exponent).
+        (the wing fraction and exponent of the fit used; beta NaN without a
+        wing), ``strong`` (bool: signal-to-noise ratio above
+        :data:`STRONG_SNR`), ``reference`` (bool: fitted with the reference
+        wing exponent), ``drop`` (the deviance drop of the wing, NaN where
+        not tested), ``t``, ``eta_err``, ``t_err`` (1 / beta and the own fit's
+        errors).
     """
     n = len(rows)
     out = dict(intensity=np.full(n, np.nan), intensity_err=np.full(n, np.nan), described=np.zeros(n, dtype=bool),
-               eta=np.full(n, np.nan), beta=np.full(n, np.nan))
+               eta=np.full(n, np.nan), beta=np.full(n, np.nan), drop=np.full(n, np.nan),
+               strong=np.zeros(n, dtype=bool), reference=np.zeros(n, dtype=bool), t=np.full(n, np.nan),
+               eta_err=np.full(n, np.nan), t_err=np.full(n, np.nan))
     if n == 0:
         return out
     ri = np.rint(rows).astype(np.intp)
     ci = np.rint(cols).astype(np.intp)
     todo = np.arange(n)
+    levels = []
     for level, half in enumerate(WINDOW_HALVES):
         if todo.size == 0:
             break
@@ -133,52 +172,208 @@ def profile_intensities(frame, rows, cols, *, ids, sigma_row, sigma_col, summed,
         else:
             here, todo_next = todo, np.zeros(0, dtype=np.intp)
         if here.size:
-            _fit_level(frame, here, ri, ci, rows, cols, half, lab, ids, sigma_row, sigma_col, summed, background,
-                       background_var, mask, saturated, gain, out)
+            levels.append(_Level.cut(frame, here, ri, ci, rows, cols, half, lab, ids, sigma_row, sigma_col, summed,
+                                     background, background_var, mask, saturated, gain))
         todo = todo_next
+    for lv in levels:  # the rotated Gaussian of every peak; the free profile of the strong ones
+        lv.fit_gaussian(gain)
+        out["strong"][lv.here] = lv.strong
+        lv.fit_free(lv.strong, gain, out)
+    shape = _reference_shape(out)
+    for lv in levels:
+        if shape is None:  # too few strong peaks: each weak peak's own profile, its wing chosen by the data
+            lv.fit_free(~lv.strong, gain, out)
+        else:
+            lv.fit_reference(*shape, gain, out)
+    out["beta"] = 1.0 / out["t"]
     return out
 
 
-def _fit_level(frame, here, ri, ci, rows, cols, half, lab, ids, sigma_row, sigma_col, summed, background,
-               background_var, mask, saturated, gain, out) -> None:
-    """Fit the peaks ``here`` in windows of half-size ``half`` and write their results into ``out``."""
-    win = cut_windows(frame, ri[here], ci[here], half, 0).astype(float)
-    if mask is not None:
-        bad = cut_windows(mask, ri[here], ci[here], half, True)
-    else:
-        offs = np.arange(-half, half + 1)
-        rr = ri[here][:, None, None] + offs[None, :, None]
-        cc = ci[here][:, None, None] + offs[None, None, :]
-        bad = (rr < 0) | (rr >= frame.shape[0]) | (cc < 0) | (cc >= frame.shape[1])
-    bad = bad | ~np.isfinite(win)
-    if lab is not None:
-        bad |= _grow((lab > 0) & (lab != ids[here][:, None, None])) & (lab != ids[here][:, None, None])
-    if saturated is not None:
-        bad |= cut_windows(saturated, ri[here], ci[here], half, False)
-    win = np.where(bad, 0.0, win)
-    r0 = rows[here] - ri[here] + half
-    c0 = cols[here] - ci[here] + half
-    sr = np.clip(np.nan_to_num(sigma_row[here], nan=1.0), 0.4, half / 2)
-    sc = np.clip(np.nan_to_num(sigma_col[here], nan=1.0), 0.4, half / 2)
-    b0 = np.maximum(np.nan_to_num(background[here], nan=0.0), 0.0)
-    i0 = np.maximum(np.nan_to_num(summed[here], nan=0.0), 10.0 * gain)
-    prior = None if background_var is None else (b0, background_var[here])
-    good = ~bad
-    first = fit_profiles(win, good, start_parameters("gauss", r0, c0, sr, sc, i0, b0), model="gauss", gain=gain,
-                         background_prior=prior)
-    g = np.where(first.ok[:, None], first.params, start_parameters("gauss", r0, c0, sr, sc, i0, b0))
-    start = start_parameters(PROFILE_MODEL, g[:, 0], g[:, 1], g[:, 2], g[:, 3], g[:, 4], g[:, 5],
-                             supersample=_SUPERSAMPLE, shape=0.3)
-    fit = fit_profiles(win, good, start, model=PROFILE_MODEL, gain=gain, supersample=_SUPERSAMPLE,
-                       background_prior=prior)
-    inten, err = fit.column("intensity"), fit.error("intensity")
-    dev = fit.deviance
-    dof = np.maximum(fit.npix - 9, 1)
-    shift = np.hypot(fit.column("row") - r0, fit.column("col") - c0)
-    described = (fit.ok & fit.converged & (inten > 0) & (err > 0) & (shift < _MAX_SHIFT)
-                 & (dev < dof + _DEVIANCE_SIGMAS * np.sqrt(2.0 * dof)))
-    out["intensity"][here] = np.where(described, inten, np.nan)
-    out["intensity_err"][here] = np.where(described, err, np.nan)
-    out["described"][here] = described
-    out["eta"][here] = fit.column("eta")
-    out["beta"][here] = 1.0 / fit.column("t")
+def _spread(values: np.ndarray) -> float:
+    """Half the 16-84 % range (a standard deviation robust to outliers); 0 for fewer than two values."""
+    return float(np.diff(np.percentile(values, [16, 84]))[0] / 2) if values.size > 1 else 0.0
+
+
+def _better(a, b):
+    """Per patch, the fit of ``a`` and ``b`` (same model and patches) with the lower deviance among the usable."""
+    use_b = b.ok & (~a.ok | (b.deviance < a.deviance))
+
+    def pick(x, y):
+        return np.where(use_b.reshape((-1,) + (1,) * (x.ndim - 1)), y, x)
+
+    return type(a)(model=a.model, params=pick(a.params, b.params), cov=pick(a.cov, b.cov),
+                   deviance=pick(a.deviance, b.deviance), npix=a.npix, iterations=a.iterations + b.iterations,
+                   ok=pick(a.ok, b.ok), converged=pick(a.converged, b.converged))
+
+
+def _reference_shape(out):
+    """The wing of the strong peaks: eta and t = 1 / beta (medians; eta 0 for the peaks without a wing, t of
+    those with one) and the covariance (2, 2) of their spread among the peaks less the fits' own noise; None
+    when fewer than :data:`REFERENCE_PEAKS` peaks are strong and described."""
+    strong = out["described"] & out["strong"]
+    if strong.sum() < REFERENCE_PEAKS:
+        return None
+    eta = out["eta"][strong]
+    winged = strong & (out["eta"] > 0)
+    t = out["t"][winged]
+    shape = (float(np.median(eta)), float(np.median(t)) if t.size else 0.5)
+    var_eta = max(_spread(eta) ** 2 - float(np.median(out["eta_err"][strong] ** 2)), 0.0)
+    return shape, np.diag([var_eta, 0.0])
+
+
+def _shape_sensitivity(fit, good, gain, prior, held) -> np.ndarray:
+    """d intensity / d (held parameters) of fits with those parameters held, the others following (counts),
+    (N, len(held)).
+
+    From the expected Fisher information ``F`` of all parameters at the
+    solution: the free parameters move by ``-F_ff^-1 F_fh`` per unit change of
+    the held ones ``h``."""
+    p = fit.params.copy()
+    p[:, -2:] /= gain
+    size = good.shape[-1]
+    mu, jac = evaluate(PROFILE_MODEL, np.nan_to_num(p), size, supersample=_SUPERSAMPLE, jac=True)
+    w = np.where(good.reshape(len(p), -1), 1.0 / np.maximum(mu, 1e-9), 0.0)
+    fisher = np.matmul((jac * w[:, :, None]).transpose(0, 2, 1), jac)
+    if prior is not None:
+        var = np.asarray(prior[1], dtype=float)
+        fisher[:, -1, -1] += np.where(np.isfinite(var) & (var > 0), gain * gain / np.where(var > 0, var, 1.0), 0.0)
+    free = [i for i in range(p.shape[1]) if i not in held]
+    ff = fisher[:, free][:, :, free]
+    fh = fisher[:, free][:, :, list(held)]
+    out = np.zeros((len(p), len(held)))
+    ok = fit.ok & np.all(np.isfinite(ff), axis=(1, 2)) & np.all(np.isfinite(fh), axis=(1, 2))
+    if ok.any():
+        d = -np.linalg.solve(ff[ok] + 1e-12 * np.eye(len(free)), fh[ok])
+        out[ok] = d[:, free.index(_INTENSITY), :] * gain
+    return out
+
+
+class _Level:
+    """The windows of one size (half-size ``half``) and the fits in them."""
+
+    @classmethod
+    def cut(cls, frame, here, ri, ci, rows, cols, half, lab, ids, sigma_row, sigma_col, summed, background,
+            background_var, mask, saturated, gain):
+        """Cut the windows of the peaks ``here`` (other peaks' pixels, masked and saturated ones left out)."""
+        lv = cls()
+        win = cut_windows(frame, ri[here], ci[here], half, 0).astype(float)
+        if mask is not None:
+            bad = cut_windows(mask, ri[here], ci[here], half, True)
+        else:
+            offs = np.arange(-half, half + 1)
+            rr = ri[here][:, None, None] + offs[None, :, None]
+            cc = ci[here][:, None, None] + offs[None, None, :]
+            bad = (rr < 0) | (rr >= frame.shape[0]) | (cc < 0) | (cc >= frame.shape[1])
+        bad = bad | ~np.isfinite(win)
+        if lab is not None:
+            bad |= _grow((lab > 0) & (lab != ids[here][:, None, None])) & (lab != ids[here][:, None, None])
+        if saturated is not None:
+            bad |= cut_windows(saturated, ri[here], ci[here], half, False)
+        lv.here, lv.win, lv.good = here, np.where(bad, 0.0, win), ~bad
+        lv.r0 = rows[here] - ri[here] + half
+        lv.c0 = cols[here] - ci[here] + half
+        lv.sr = np.clip(np.nan_to_num(sigma_row[here], nan=1.0), 0.4, half / 2)
+        lv.sc = np.clip(np.nan_to_num(sigma_col[here], nan=1.0), 0.4, half / 2)
+        lv.b0 = np.maximum(np.nan_to_num(background[here], nan=0.0), 0.0)
+        lv.i0 = np.maximum(np.nan_to_num(summed[here], nan=0.0), 10.0 * gain)
+        lv.prior = None if background_var is None else (lv.b0, background_var[here])
+        return lv
+
+    def _prior(self, sel):
+        return None if self.prior is None else (self.prior[0][sel], self.prior[1][sel])
+
+    def _fit(self, sel, start, gain, held=()):
+        hold = np.zeros(start.shape[1], dtype=bool)
+        hold[list(held)] = True
+        return fit_profiles(self.win[sel], self.good[sel], start, model=PROFILE_MODEL, gain=gain,
+                            supersample=_SUPERSAMPLE, background_prior=self._prior(sel), hold=hold)
+
+    def fit_gaussian(self, gain) -> None:
+        """The axis-aligned Gaussian (the start), then the rotated one (the profile with eta = 0 held)."""
+        everything = np.arange(len(self.here))
+        g0 = start_parameters("gauss", self.r0, self.c0, self.sr, self.sc, self.i0, self.b0)
+        first = fit_profiles(self.win, self.good, g0, model="gauss", gain=gain, background_prior=self.prior)
+        g = np.where(first.ok[:, None], first.params, g0)
+        start = start_parameters(PROFILE_MODEL, g[:, 0], g[:, 1], g[:, 2], g[:, 3], g[:, 4], g[:, 5],
+                                 supersample=_SUPERSAMPLE, shape=0.0)
+        self.gfit = self._fit(everything, start, gain, held=(_ETA, _T))
+        self.start = np.where(self.gfit.ok[:, None], self.gfit.params, start)
+        err = self.gfit.error("intensity")
+        self.wing = np.zeros(len(self.here), dtype=bool)
+        self.strong = self.gfit.ok & (self.gfit.column("intensity") > STRONG_SNR * np.where(err > 0, err, np.inf))
+
+    def fit_free(self, mask, gain, out) -> None:
+        """Each selected peak's own profile (best of :data:`WING_STARTS`), its wing kept when it lowers the
+        deviance by more than :data:`WING_THRESHOLD`, else the rotated Gaussian."""
+        sel = np.flatnonzero(mask)
+        if sel.size == 0:
+            return
+        start = self.start[sel].copy()
+        fit = None
+        for eta, t in WING_STARTS:  # the likelihood of faint wings has several minima
+            start[:, _ETA], start[:, _T] = eta, t
+            trial = self._fit(sel, start, gain)
+            fit = trial if fit is None else _better(fit, trial)
+        g = _subset(self.gfit, sel)
+        drop = np.where(g.ok & fit.ok, g.deviance - fit.deviance, np.where(fit.ok, np.inf, -np.inf))
+        wing = drop > WING_THRESHOLD
+        chosen = _choose(wing, fit, g)
+        self._write(sel, chosen, 9, out, err=np.where(wing, fit.error("intensity"), g.error("intensity")))
+        idx = self.here[sel]
+        out["drop"][idx] = drop
+        out["eta"][idx] = np.where(wing, fit.column("eta"), 0.0)
+        out["t"][idx] = np.where(wing, fit.column("t"), np.nan)
+        out["eta_err"][idx] = np.where(wing, fit.error("eta"), 0.0)
+        out["t_err"][idx] = np.where(wing, fit.error("t"), np.nan)
+        self.wing[sel] = wing
+
+    def fit_reference(self, shape, shape_cov, gain, out) -> None:
+        """With the strong peaks' wing (eta, t): each strong peak with a wing of its own refitted with t held
+        at the reference, each weak peak (and each strong one without a wing where the reference has one) with
+        eta and t held, the spread of eta among the strong peaks added to its error."""
+        own = self.strong & self.wing
+        borrowed = ~self.strong | (self.strong & ~self.wing & (shape[0] > 0))
+        for sel, held in ((np.flatnonzero(own), (_T,)), (np.flatnonzero(borrowed), (_ETA, _T))):
+            if sel.size == 0:
+                continue
+            start = self.start[sel].copy()
+            start[:, _ETA] = shape[0] if len(held) == 2 else out["eta"][self.here[sel]]
+            start[:, _T] = shape[1]
+            fit = self._fit(sel, start, gain, held=held)
+            err = fit.error("intensity")
+            grad = _shape_sensitivity(fit, self.good[sel], gain, self._prior(sel), held)
+            cov = shape_cov[np.ix_([h - _ETA for h in held], [h - _ETA for h in held])]
+            err = np.sqrt(err * err + np.einsum("ni,ij,nj->n", grad, cov, grad))
+            self._write(sel, fit, 9 - len(held), out, err=err)
+            idx = self.here[sel]
+            out["eta"][idx] = fit.column("eta")
+            out["t"][idx] = shape[1]
+            out["reference"][idx] = True
+
+    def _write(self, sel, fit, npar, out, err) -> None:
+        """Intensity and error of a fit where the profile describes the peak (see the module docstring)."""
+        inten = fit.column("intensity")
+        dof = np.maximum(fit.npix - npar, 1)
+        shift = np.hypot(fit.column("row") - self.r0[sel], fit.column("col") - self.c0[sel])
+        described = (fit.ok & fit.converged & (inten > 0) & (err > 0) & (shift < _MAX_SHIFT)
+                     & (fit.deviance < dof + _DEVIANCE_SIGMAS * np.sqrt(2.0 * dof)))
+        idx = self.here[sel]
+        out["intensity"][idx] = np.where(described, inten, np.nan)
+        out["intensity_err"][idx] = np.where(described, err, np.nan)
+        out["described"][idx] = described
+
+
+def _subset(fit, sel):
+    """The patches ``sel`` of a BatchFit."""
+    return type(fit)(model=fit.model, params=fit.params[sel], cov=fit.cov[sel], deviance=fit.deviance[sel],
+                     npix=fit.npix[sel], iterations=fit.iterations[sel], ok=fit.ok[sel], converged=fit.converged[sel])
+
+
+def _choose(use_a, a, b):
+    """Per patch, fit ``a`` where ``use_a``, else ``b`` (same model and patches)."""
+    def pick(x, y):
+        return np.where(use_a.reshape((-1,) + (1,) * (x.ndim - 1)), x, y)
+
+    return type(a)(model=a.model, params=pick(a.params, b.params), cov=pick(a.cov, b.cov),
+                   deviance=pick(a.deviance, b.deviance), npix=a.npix, iterations=a.iterations,
+                   ok=pick(a.ok, b.ok), converged=pick(a.converged, b.converged))

@@ -50,7 +50,8 @@ the expected Fisher information (Fisher scoring, damped as Levenberg 1944,
 Marquardt 1963).  The covariance of the estimate is ``F^-1`` at the solution,
 the Cramér-Rao bound of the fitted model, not scaled by the reduced chi^2;
 a wing fraction on its limit (a Gaussian's ``eta = 0``) is held there, as
-known, and so is the wing exponent of a profile without a wing.
+known, and so is the wing exponent of a profile without a wing or on a
+limit of its range (beta 1.5 or 10: the estimate cannot scatter past it).
 
 References
 ----------
@@ -390,12 +391,13 @@ def _bounds(model: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _held(model: str, p: np.ndarray) -> np.ndarray:
     """Parameters that the covariance treats as known, (N, P) bool: a Lorentzian or Moffat fraction eta on its
-    limit 0 (a Gaussian peak), and then the pseudo-Voigt-Moffat's wing exponent (undefined without a wing)."""
+    limit 0 (a Gaussian peak), and then the pseudo-Voigt-Moffat's wing exponent (undefined without a wing; on a
+    limit of its range, where its estimate cannot scatter past it)."""
     held = np.zeros(p.shape, dtype=bool)
     if model in ("pvoigt", "pvmoffat"):
         held[:, 5] = p[:, 5] <= 0.0
     if model == "pvmoffat":
-        held[:, 6] = p[:, 5] < 1e-3
+        held[:, 6] = (p[:, 5] < 1e-3) | (p[:, 6] <= _T_RANGE_PVM[0]) | (p[:, 6] >= _T_RANGE_PVM[1])
     return held
 
 
