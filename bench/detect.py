@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gixd_mapbbr3"
 FRAME = "S123_MABr_A2_00865-00000.tif"
@@ -140,6 +141,118 @@ def real(detector) -> None:
     print(f"learned features by kind: {kinds}")
 
 
+COVERAGE_SLACK = 0.02  # 1/Å beyond a true feature's radial half-width
+
+
+def coverage_counts(pred: pd.DataFrame, truth: pd.DataFrame) -> tuple[int, int, int, int]:
+    """Coverage counts of one frame: (true features found, visible true features, detections inside, detections).
+
+    A true feature is found when a detection (its ``q``, ``eta``) lies inside its
+    extent: ``q_lo - 0.02 <= q <= q_hi + 0.02`` (the radial half-width plus
+    0.02 1/Å) and ``chi_lo <= eta <= chi_hi``.  A detection counts as inside when
+    it lies in some visible true feature's extent; a detection inside only
+    features too weak to be labelled (``visible`` False) counts neither way.
+    """
+    vis = truth[truth["visible"].to_numpy(dtype=bool)]
+    weak = truth[~truth["visible"].to_numpy(dtype=bool)]
+    q, eta = pred["q"].to_numpy(dtype=float), pred["eta"].to_numpy(dtype=float)
+
+    def inside(t):
+        if not len(t) or not len(q):
+            return np.zeros((len(q), len(t)), dtype=bool)
+        return ((q[:, None] >= t["q_lo"].to_numpy()[None] - COVERAGE_SLACK)
+                & (q[:, None] <= t["q_hi"].to_numpy()[None] + COVERAGE_SLACK)
+                & (eta[:, None] >= t["chi_lo"].to_numpy()[None]) & (eta[:, None] <= t["chi_hi"].to_numpy()[None]))
+
+    on_vis, on_weak = inside(vis), inside(weak)
+    counted = on_vis.any(1) | ~on_weak.any(1)
+    return int(on_vis.any(0).sum()), len(vis), int(on_vis.any(1).sum()), int(counted.sum())
+
+
+def coverage(n: int) -> None:
+    """Coverage precision, recall and F1 of the classical and the learned finder on held-out simulated frames.
+
+    Each simulated polar frame is drawn on its detector
+    (:func:`braggflow.simulate.gixd.detector_image`) and goes through
+    ``braggflow run``'s per-frame pipeline (:func:`braggflow.pipeline.process_frame`)
+    with ``find.method`` components (the default) and learned, on the same frame
+    in the same run.
+    """
+    from braggflow.pipeline import prepare, process_frame
+    from braggflow.pipeline.config import Config
+    from braggflow.simulate.gixd import detector_image, random_setups, simulate_gixd_frame
+
+    setups = random_setups(16, SIM_SEED)
+    finders = {"classical (components)": Config(), "learned": Config(find={"method": "learned"})}
+    sums = {k: np.zeros(4, dtype=int) for k in finders}
+    seconds = {k: [] for k in finders}
+    contexts = {}
+    for i in range(n):
+        k_setup = i % len(setups)
+        setup = setups[k_setup]
+        frame = simulate_gixd_frame(np.random.default_rng([SIM_SEED, 1, i]), setup)
+        image, mask = detector_image(frame, setup.shape)
+        for name, config in finders.items():
+            key = (name, k_setup)
+            if key not in contexts:
+                contexts[key] = prepare(config, shape=setup.shape, mask=mask)  # pixels of bins the setup does not see
+                contexts[key].geometry = setup.geometry
+            start = time.perf_counter()
+            table = process_frame(image.astype(np.float32), config=config, context=contexts[key])
+            seconds[name].append(time.perf_counter() - start)
+            sums[name] += coverage_counts(table, frame.truth)
+    print(f"\n## coverage on held-out simulated frames: {n} frames (seed {SIM_SEED}), {sums['learned'][1]} visible "
+          f"true features; found = a detection within the feature's extent (radial half-width + {COVERAGE_SLACK} "
+          "1/Å, its chi range)")
+    print("| finder | detections | inside a true feature | precision | true found | recall | coverage F1 | "
+          "median time per frame |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (found, n_true, good, n_pred) in sums.items():
+        p = good / n_pred if n_pred else float("nan")
+        r = found / n_true if n_true else float("nan")
+        f1 = 2 * p * r / (p + r) if p + r > 0 else float("nan")
+        print(f"| {name} | {n_pred} | {good} | {p:.3f} | {found} of {n_true} | {r:.3f} | **{f1:.3f}** | "
+              f"{np.median(seconds[name]):.2f} s |")
+
+
+def speed(n_frames: int) -> None:
+    """``braggflow run`` on the MAPbBr3 frame repeated ``n_frames`` times, learned and classical finders."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from braggflow.io.results import read_frames
+
+    path = DATA / FRAME
+    if not path.is_file():
+        print(f"\n(speed skipped: {path} is absent)")
+        return
+    g = GEOMETRY
+    geo = ["--distance", str(g["distance_mm"]), "--beam-row", str(g["beam_center_row"]), "--beam-col",
+           str(g["beam_center_col"]), "--pixel-size", str(g["pixel_size_mm"]), "--wavelength", str(g["wavelength_A"]),
+           "--incidence-angle", str(g["incidence_angle_deg"])]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    print(f"\n## braggflow run on the MAPbBr3 frame repeated {n_frames} times (OMP_NUM_THREADS="
+          f"{env['OMP_NUM_THREADS']})")
+    print("| finder | wall time of the command | frames/s (command) | median time per frame (frames table) | "
+          "frames/s (per frame) |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "frames"
+        folder.mkdir()
+        for i in range(n_frames):
+            (folder / f"frame_{i:03d}.tif").symlink_to(path)
+        for finder in ("learned", "components"):
+            out = Path(tmp) / f"{finder}.h5"
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "braggflow", "run", str(folder), "-o", str(out), "--finder", finder,
+                            *geo], check=True, env=env, capture_output=True)
+            wall = time.perf_counter() - start
+            per = float(np.median(read_frames(out)["time"].to_numpy()[1:]))  # the first frame builds the lookups
+            print(f"| {finder} | {wall:.1f} s | {n_frames / wall:.2f} | {per:.3f} s | {1 / per:.2f} |")
+
+
 def main() -> None:
     """Run the benchmark and print Markdown tables."""
     import torch
@@ -150,14 +263,28 @@ def main() -> None:
     parser.add_argument("--n-sim", type=int, default=100)
     parser.add_argument("--model", default=None)
     parser.add_argument("--no-real", action="store_true")
+    parser.add_argument("--n-coverage", type=int, default=32, help="simulated frames for the coverage table (0: none)")
+    parser.add_argument("--n-speed", type=int, default=10,
+                        help="repeats of the real frame for the speed table (0: none)")
+    parser.add_argument("--only", choices=["all", "coverage", "speed"], default="all")
     args = parser.parse_args()
+    if args.only == "coverage":
+        coverage(args.n_coverage)
+        return
+    if args.only == "speed":
+        speed(args.n_speed)
+        return
     torch.set_num_threads(1)
     detector = load_detector(args.model)
     print(f"detector {detector.name} ({detector.path.name if detector.path else ''}), "
           f"backend {'onnxruntime' if detector.session is not None else 'torch'}")
     simulated(args.n_sim, detector)
+    if args.n_coverage:
+        coverage(args.n_coverage)
     if not args.no_real:
         real(detector)
+        if args.n_speed:
+            speed(args.n_speed)
 
 
 if __name__ == "__main__":
