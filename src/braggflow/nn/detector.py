@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,7 +315,8 @@ def _load_shipped(entry: dict, backend: str) -> GixdDetector:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        opts.intra_op_num_threads = int(threads) if threads.isdigit() and int(threads) > 0 else 2
         det.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     else:
         payload = _read_pt(path)
