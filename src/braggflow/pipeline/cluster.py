@@ -40,6 +40,12 @@ CLUSTER_KINDS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluste
                  "oar": "OARCluster", "moab": "MoabCluster"}
 
 
+#: Dask settings of braggflow's workers: no statistical profiler sampling the worker's thread every 10 ms, no
+#: work stealing (the runner hands out tasks of measured size itself), fewer system-monitor samples; each of these
+#: costs CPU in every worker for as long as the run lasts
+QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.scheduler.work-stealing": False,
+                 "distributed.admin.system-monitor.interval": "2s"}
+
 #: the name each dask-jobqueue class gives the account (project) charged
 _ACCOUNT_NAME = {"sge": "project", "lsf": "project", "oar": "project"}
 
@@ -131,7 +137,7 @@ def local_cluster(workers: int):
     import dask
     from dask.distributed import LocalCluster
 
-    settings = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+    settings = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": [], **QUIET_WORKERS}
     if "fork" in multiprocessing.get_all_start_methods():
         settings["distributed.worker.multiprocessing-method"] = "fork"
     with dask.config.set(settings):
@@ -205,8 +211,9 @@ def jobqueue_kwargs(config: ClusterConfig) -> dict[str, Any]:
             kwargs[_ACCOUNT_NAME.get(config.kind, "account") if key == "account" else key] = value
     if config.job_extra:
         kwargs["job_extra_directives"] = list(config.job_extra)
-    if config.prologue:
-        kwargs["job_script_prologue"] = list(config.prologue)
+    quiet = [f"export DASK_{key.upper().replace('.', '__').replace('-', '_')}={value}"
+             for key, value in QUIET_WORKERS.items() if key.startswith("distributed.worker") or "admin" in key]
+    kwargs["job_script_prologue"] = quiet + list(config.prologue)
     # the scheduler's own Bokeh pages would listen on every interface of the login node: none is started
     kwargs["scheduler_options"] = {"dashboard": False, "dashboard_address": None}
     return kwargs
