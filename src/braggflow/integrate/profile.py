@@ -25,9 +25,10 @@ for the weak ones, whose data cannot.
 1. Every peak is fitted by the rotated Gaussian (the profile with ``eta = 0``),
    started from an axis-aligned Gaussian.
 2. A *strong* peak (signal-to-noise ratio of that fit above
-   :data:`STRONG_SNR`) is fitted by the full profile as well, from each of
-   :data:`WING_STARTS` (the likelihood of a wing has several minima: one broad
-   Moffat can take core and wings); it keeps a wing when the wing lowers the
+   :data:`STRONG_SNR`) is fitted by the full profile as well, from the first
+   of :data:`WING_STARTS` and, when it has a wing, from the others too (the
+   likelihood of a wing has several minima: one broad Moffat can take core
+   and wings), the best kept; it keeps a wing when the wing lowers the
    Poisson deviance by more than :data:`WING_THRESHOLD` (a likelihood-ratio
    test; a Gaussian's free wing would only add variance).
 3. The reference wing is the strong peaks' median ``eta`` (0 for those
@@ -83,6 +84,9 @@ WING_THRESHOLD = 6.0
 #: Starting wing fraction and exponent 1 / beta of the full fit (each tried, the best kept): beta 2 and the
 #: pseudo-Voigt's Lorentzian.
 WING_STARTS = ((0.3, 0.5), (0.5, 2.0 / 3.0))
+#: Rao's score statistic for a wing at the rotated Gaussian's solution below which a strong peak is given no
+#: wing without fitting one (the likelihood-ratio test's threshold corresponds to a score of about 2.4).
+WING_SCORE = 1.0
 #: Signal-to-noise ratio (of the Gaussian fit's intensity) of a strong peak, whose own fit gives its shape.
 STRONG_SNR = 50.0
 #: Strong peaks needed for a reference shape.
@@ -175,10 +179,12 @@ def profile_intensities(frame, rows, cols, *, ids, sigma_row, sigma_col, summed,
             levels.append(_Level.cut(frame, here, ri, ci, rows, cols, half, lab, ids, sigma_row, sigma_col, summed,
                                      background, background_var, mask, saturated, gain))
         todo = todo_next
-    for lv in levels:  # the rotated Gaussian of every peak; the free profile of the strong ones
+    for lv in levels:  # the rotated Gaussian of every peak; the free profile of the strong ones that may have a wing
         lv.fit_gaussian(gain)
         out["strong"][lv.here] = lv.strong
-        lv.fit_free(lv.strong, gain, out)
+        screen = lv.strong & (lv.wing_score(gain) > WING_SCORE)
+        lv.no_wing(lv.strong & ~screen, out)
+        lv.fit_free(screen, gain, out)
     shape = _reference_shape(out)
     for lv in levels:
         if shape is None:  # too few strong peaks: each weak peak's own profile, its wing chosen by the data
@@ -302,6 +308,47 @@ class _Level:
         self.wing = np.zeros(len(self.here), dtype=bool)
         self.strong = self.gfit.ok & (self.gfit.column("intensity") > STRONG_SNR * np.where(err > 0, err, np.inf))
 
+    def wing_score(self, gain) -> np.ndarray:
+        """Rao's score statistic for a wing at the rotated Gaussian's solution, (N,): the derivative of the
+        log-likelihood by eta at eta = 0 over its standard deviation (the efficient information, the other
+        parameters free), the largest over the exponents of :data:`WING_STARTS`; about N(0, 1) for a Gaussian
+        peak, large for a peak with a wing (Rao, Proc. Camb. Phil. Soc. 44, 50, 1948)."""
+        p = np.nan_to_num(self.gfit.params.copy())
+        p[:, -2:] /= gain
+        y = np.maximum(self.win.reshape(len(p), -1), 0.0) / gain
+        good = self.good.reshape(len(p), -1)
+        others = [i for i in range(p.shape[1]) if i not in (_ETA, _T)]
+        best = np.full(len(p), -np.inf)
+        for t in sorted({t for _, t in WING_STARTS}):
+            p[:, _ETA], p[:, _T] = 0.0, t
+            mu, jac = evaluate(PROFILE_MODEL, p, self.win.shape[-1], supersample=_SUPERSAMPLE, jac=True)
+            mu = np.maximum(mu, 1e-9)
+            w = np.where(good, 1.0 / mu, 0.0)
+            score = np.sum(w * (y - mu) * jac[:, :, _ETA], axis=1)
+            j = jac[:, :, others + [_ETA]]
+            fisher = np.matmul((j * w[:, :, None]).transpose(0, 2, 1), j)
+            if self.prior is not None:
+                var = np.asarray(self.prior[1], dtype=float)
+                fisher[:, -2, -2] += np.where(np.isfinite(var) & (var > 0), gain * gain / np.where(var > 0, var, 1.0),
+                                              0.0)
+            k = len(others)
+            ok = self.gfit.ok & np.all(np.isfinite(fisher), axis=(1, 2))
+            info = np.full(len(p), np.nan)
+            if ok.any():
+                x = np.linalg.solve(fisher[ok, :k, :k] + 1e-12 * np.eye(k), fisher[ok, :k, k:])
+                info[ok] = fisher[ok, k, k] - np.einsum("ni,ni->n", fisher[ok, k, :k], x[:, :, 0])
+            z = np.where(ok & (info > 0), score / np.sqrt(np.where(info > 0, info, 1.0)), np.inf)
+            best = np.maximum(best, z)
+        return best
+
+    def no_wing(self, mask, out) -> None:
+        """The rotated Gaussian's intensity for the selected peaks (no wing)."""
+        sel = np.flatnonzero(mask)
+        g = _subset(self.gfit, sel)
+        self._write(sel, g, 7, out, err=g.error("intensity"))
+        out["eta"][self.here[sel]] = 0.0
+        out["eta_err"][self.here[sel]] = 0.0
+
     def fit_free(self, mask, gain, out) -> None:
         """Each selected peak's own profile (best of :data:`WING_STARTS`), its wing kept when it lowers the
         deviance by more than :data:`WING_THRESHOLD`, else the rotated Gaussian."""
@@ -309,12 +356,18 @@ class _Level:
         if sel.size == 0:
             return
         start = self.start[sel].copy()
-        fit = None
-        for eta, t in WING_STARTS:  # the likelihood of faint wings has several minima
-            start[:, _ETA], start[:, _T] = eta, t
-            trial = self._fit(sel, start, gain)
-            fit = trial if fit is None else _better(fit, trial)
+        start[:, _ETA], start[:, _T] = WING_STARTS[0]
+        fit = self._fit(sel, start, gain)
         g = _subset(self.gfit, sel)
+        drop = np.where(g.ok & fit.ok, g.deviance - fit.deviance, np.where(fit.ok, np.inf, -np.inf))
+        again = np.flatnonzero(drop > WING_THRESHOLD)  # a wing: its likelihood may have several minima
+        for eta, t in WING_STARTS[1:]:
+            if again.size == 0:
+                break
+            start2 = start[again]
+            start2[:, _ETA], start2[:, _T] = eta, t
+            best = _better(_subset(fit, again), self._fit(sel[again], start2, gain))
+            fit = _assign(fit, again, best)
         drop = np.where(g.ok & fit.ok, g.deviance - fit.deviance, np.where(fit.ok, np.inf, -np.inf))
         wing = drop > WING_THRESHOLD
         chosen = _choose(wing, fit, g)
@@ -336,10 +389,13 @@ class _Level:
         for sel, held in ((np.flatnonzero(own), (_T,)), (np.flatnonzero(borrowed), (_ETA, _T))):
             if sel.size == 0:
                 continue
-            start = self.start[sel].copy()
-            start[:, _ETA] = shape[0] if len(held) == 2 else out["eta"][self.here[sel]]
-            start[:, _T] = shape[1]
-            fit = self._fit(sel, start, gain, held=held)
+            if len(held) == 2 and shape[0] == 0.0:  # no wing: the rotated Gaussian is that fit
+                fit = _subset(self.gfit, sel)
+            else:
+                start = self.start[sel].copy()
+                start[:, _ETA] = shape[0] if len(held) == 2 else out["eta"][self.here[sel]]
+                start[:, _T] = shape[1]
+                fit = self._fit(sel, start, gain, held=held)
             err = fit.error("intensity")
             grad = _shape_sensitivity(fit, self.good[sel], gain, self._prior(sel), held)
             cov = shape_cov[np.ix_([h - _ETA for h in held], [h - _ETA for h in held])]
@@ -367,6 +423,16 @@ def _subset(fit, sel):
     """The patches ``sel`` of a BatchFit."""
     return type(fit)(model=fit.model, params=fit.params[sel], cov=fit.cov[sel], deviance=fit.deviance[sel],
                      npix=fit.npix[sel], iterations=fit.iterations[sel], ok=fit.ok[sel], converged=fit.converged[sel])
+
+
+def _assign(fit, sel, part):
+    """A copy of ``fit`` with the patches ``sel`` replaced by those of ``part``."""
+    arrays = {}
+    for name in ("params", "cov", "deviance", "npix", "iterations", "ok", "converged"):
+        v = getattr(fit, name).copy()
+        v[sel] = getattr(part, name)
+        arrays[name] = v
+    return type(fit)(model=fit.model, **arrays)
 
 
 def _choose(use_a, a, b):
