@@ -25,7 +25,10 @@ for the weak ones, whose data cannot.
 1. Every peak is fitted by the rotated Gaussian (the profile with ``eta = 0``),
    started from an axis-aligned Gaussian.
 2. A *strong* peak (signal-to-noise ratio of that fit above
-   :data:`STRONG_SNR`) is fitted by the full profile as well, from the first
+   :data:`STRONG_SNR`) whose data may show a wing (Rao's score statistic
+   for eta at the Gaussian's solution above :data:`WING_SCORE`, well below
+   the likelihood-ratio threshold; the others get no wing without a fit)
+   is fitted by the full profile as well, from the first
    of :data:`WING_STARTS` and, when it has a wing, from the others too (the
    likelihood of a wing has several minima: one broad Moffat can take core
    and wings), the best kept; it keeps a wing when the wing lowers the
@@ -58,7 +61,8 @@ References
 Diamond, Acta Cryst. A25, 43 (1969); Kabsch, Acta Cryst. D66, 125 (2010)
 (XDS); Winter et al., Acta Cryst. D74, 85 (2018) (DIALS); International
 Tables for Crystallography F, 11.2.6.6 (summation against profile fitting);
-Wilks, Ann. Math. Stat. 9, 60 (1938) (the likelihood-ratio test).
+Wilks, Ann. Math. Stat. 9, 60 (1938) (the likelihood-ratio test); Rao, Proc.
+Camb. Phil. Soc. 44, 50 (1948) (the score test).
 """
 
 from __future__ import annotations
@@ -68,8 +72,8 @@ import numpy as np
 from braggflow.profiles.fitting import evaluate, fit_profiles, start_parameters
 from braggflow.windows import cut_windows
 
-__all__ = ["PROFILE_MODEL", "WINDOW_HALVES", "WING_THRESHOLD", "WING_STARTS", "STRONG_SNR", "REFERENCE_PEAKS",
-           "profile_intensities"]
+__all__ = ["PROFILE_MODEL", "WINDOW_HALVES", "WING_THRESHOLD", "WING_SCORE", "WING_STARTS", "STRONG_SNR",
+           "REFERENCE_PEAKS", "profile_intensities"]
 
 #: The profile fitted to every peak (see :mod:`braggflow.profiles.fitting`).
 PROFILE_MODEL = "pvmoffat"
