@@ -23,7 +23,7 @@ decides it (Kabsch 2010; DIALS): from the strong peaks, whose data can tell,
 for the weak ones, whose data cannot.
 
 1. Every peak is fitted by the rotated Gaussian (the profile with ``eta = 0``),
-   started from an axis-aligned Gaussian.
+   started from the table's centre, widths, summed intensity and background.
 2. A *strong* peak (signal-to-noise ratio of that fit above
    :data:`STRONG_SNR`) whose data may show a wing (Rao's score statistic
    for eta at the Gaussian's solution above :data:`WING_SCORE`, well below
@@ -299,12 +299,9 @@ class _Level:
                             supersample=_SUPERSAMPLE, background_prior=self._prior(sel), hold=hold)
 
     def fit_gaussian(self, gain) -> None:
-        """The axis-aligned Gaussian (the start), then the rotated one (the profile with eta = 0 held)."""
+        """The rotated Gaussian (the profile with eta = 0 held), started from the table's moments."""
         everything = np.arange(len(self.here))
-        g0 = start_parameters("gauss", self.r0, self.c0, self.sr, self.sc, self.i0, self.b0)
-        first = fit_profiles(self.win, self.good, g0, model="gauss", gain=gain, background_prior=self.prior)
-        g = np.where(first.ok[:, None], first.params, g0)
-        start = start_parameters(PROFILE_MODEL, g[:, 0], g[:, 1], g[:, 2], g[:, 3], g[:, 4], g[:, 5],
+        start = start_parameters(PROFILE_MODEL, self.r0, self.c0, self.sr, self.sc, self.i0, self.b0,
                                  supersample=_SUPERSAMPLE, shape=0.0)
         self.gfit = self._fit(everything, start, gain, held=(_ETA, _T))
         self.start = np.where(self.gfit.ok[:, None], self.gfit.params, start)
