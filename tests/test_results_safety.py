@@ -220,3 +220,26 @@ def test_a_frames_run_is_complete_for_the_frames_asked(tmp_path, inputs):
     run(str(inputs[0]), output=other, resume=True)
     assert read_status(other) == "complete" and read_frames_done(other) == {0, 1, 2, 3}
     assert read_process(other)["frames_requested"] == "0:4"
+
+
+def test_a_resumed_run_that_takes_its_own_snapshots_keeps_every_frame(tmp_path):
+    import pandas as pd
+
+    from braggflow.schema import conform
+
+    def peaks(i):
+        return conform(pd.DataFrame({"frame": [i, i], "row": [1.0 + i, 2.0 + i], "col": [3.0, 4.0]}))
+
+    path = tmp_path / "r.h5"
+    first = ResultsWriter(path, sources=[], overwrite=True)
+    for i in range(5):
+        first.add(i, peaks(i))
+    first.close(complete=False)
+    resumed = ResultsWriter(path, sources=[], resume=True, snapshot_seconds=0.0)  # a snapshot after every frame
+    for i in range(5, 10):
+        resumed.add(i, peaks(i))
+    resumed.close()
+    table = read_peaks(path)
+    assert len(table) == 20
+    assert sorted(table["frame"].unique().tolist()) == list(range(10))
+    assert np.allclose(np.sort(table["row"].to_numpy()), np.sort(np.r_[np.arange(10) + 1.0, np.arange(10) + 2.0]))

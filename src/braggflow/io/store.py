@@ -80,6 +80,8 @@ def _read_all(path: Path, *, journal_only_extra: bool = True, base: pd.DataFrame
             snap, snap_done = empty_peak_table(), set()
         if base is None or len(base) == 0:
             tables = [snap]
+        else:  # the snapshot may hold frames added since base was read (a resumed run's own snapshots)
+            tables.append(snap[~snap["frame"].astype(int).isin(done)])
         done |= snap_done
     tables += _journal_tables(path, done)
     table = pd.concat([conform(t) for t in tables], ignore_index=True) if tables else empty_peak_table()
