@@ -92,3 +92,28 @@ def test_model_jacobians_match_finite_differences(model):
         down[0, k] -= h
         num = (evaluate(model, up, 11, jac=False)[0] - evaluate(model, down, 11, jac=False)[0]) / (2 * h)
         assert np.allclose(jac[..., k], num, rtol=1e-4, atol=1e-6 * np.abs(mu).max()), PARAMETERS[model][k]
+
+
+def test_rotated_gaussian_is_the_profile_without_a_wing():
+    """``rgauss`` is ``pvmoffat`` with eta = 0: the same expected counts, derivatives and fit."""
+    rng = np.random.default_rng(5)
+    n, size = 30, 21
+    p = start_parameters("pvmoffat", rng.uniform(9, 11, n), rng.uniform(9, 11, n), rng.uniform(0.8, 2, n),
+                         rng.uniform(0.8, 2, n), rng.uniform(2000, 20000, n), 50.0, supersample=1, shape=0.0)
+    p[:, 3] = rng.uniform(-0.1, 0.1, n)  # rotated
+    cols = [0, 1, 2, 3, 4, 7, 8]
+    mu_p, jac_p = evaluate("pvmoffat", p, size, supersample=1)
+    mu_g, jac_g = evaluate("rgauss", p[:, cols], size, supersample=1)
+    np.testing.assert_allclose(mu_g, mu_p)
+    np.testing.assert_allclose(jac_g, jac_p[..., cols])
+    data = rng.poisson(mu_p).reshape(n, size, size).astype(float)
+    good = np.ones(data.shape, dtype=bool)
+    start = p.copy()
+    start[:, 0] += 0.3
+    start[:, 7] *= 0.8
+    hold = np.zeros(9, dtype=bool)
+    hold[[5, 6]] = True
+    a = fit_profiles(data, good, start, model="pvmoffat", supersample=1, hold=hold)
+    b = fit_profiles(data, good, start[:, cols], model="rgauss", supersample=1)
+    np.testing.assert_allclose(b.params, a.params[:, cols], rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(b.error("intensity"), a.error("intensity"), rtol=1e-7)

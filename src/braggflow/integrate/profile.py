@@ -300,10 +300,11 @@ class _Level:
 
     def fit_gaussian(self, gain) -> None:
         """The rotated Gaussian (the profile with eta = 0 held), started from the table's moments."""
-        everything = np.arange(len(self.here))
-        start = start_parameters(PROFILE_MODEL, self.r0, self.c0, self.sr, self.sc, self.i0, self.b0,
-                                 supersample=_SUPERSAMPLE, shape=0.0)
-        self.gfit = self._fit(everything, start, gain, held=(_ETA, _T))
+        start = start_parameters("rgauss", self.r0, self.c0, self.sr, self.sc, self.i0, self.b0,
+                                 supersample=_SUPERSAMPLE)
+        self.gfit = _as_profile(fit_profiles(self.win, self.good, start, model="rgauss", gain=gain,
+                                             supersample=_SUPERSAMPLE, background_prior=self.prior))
+        start = _as_profile_params(start)
         self.start = np.where(self.gfit.ok[:, None], self.gfit.params, start)
         err = self.gfit.error("intensity")
         self.wing = np.zeros(len(self.here), dtype=bool)
@@ -418,6 +419,20 @@ class _Level:
         out["intensity"][idx] = np.where(described, inten, np.nan)
         out["intensity_err"][idx] = np.where(described, err, np.nan)
         out["described"][idx] = described
+
+
+def _as_profile_params(p: np.ndarray) -> np.ndarray:
+    """Parameters of the rotated Gaussian (N, 7) as the profile's (N, 9): eta = 0, t = 0.5."""
+    return np.concatenate([p[:, :5], np.zeros((len(p), 1)), np.full((len(p), 1), 0.5), p[:, 5:]], axis=1)
+
+
+def _as_profile(fit):
+    """A rotated-Gaussian BatchFit as the profile's with eta = 0 and t held (zero variance)."""
+    cols = [0, 1, 2, 3, 4, _INTENSITY, _INTENSITY + 1]
+    cov = np.zeros((len(fit), 9, 9))
+    cov[np.ix_(np.arange(len(fit)), cols, cols)] = fit.cov
+    return type(fit)(model=PROFILE_MODEL, params=_as_profile_params(fit.params), cov=cov, deviance=fit.deviance,
+                     npix=fit.npix, iterations=fit.iterations, ok=fit.ok, converged=fit.converged)
 
 
 def _subset(fit, sel):

@@ -32,6 +32,10 @@ over the plane):
     exactly, ``eta = 1`` a Moffat profile, ``eta = 0`` a Gaussian);
     parameters ``row, col, q_rr, q_rc, q_cc, eta, t, I, B`` (the profile of
     :mod:`braggflow.integrate.profile`).
+``"rgauss"``
+    Rotated elliptical Gaussian of precision matrix ``Q`` (the
+    pseudo-Voigt-Moffat with ``eta = 0``, at the cost of a Gaussian);
+    parameters ``row, col, q_rr, q_rc, q_cc, I, B``.
 ``"gauss2"``
     Two axis-aligned Gaussians of one shape (a blend): ``row1, col1, row2,
     col2, sigma_row, sigma_col, I1, I2, B``.
@@ -78,11 +82,13 @@ PARAMETERS = {
     "pvoigt": ("row", "col", "q_rr", "q_rc", "q_cc", "eta", "intensity", "background"),
     "moffat": ("row", "col", "q_rr", "q_rc", "q_cc", "t", "intensity", "background"),
     "pvmoffat": ("row", "col", "q_rr", "q_rc", "q_cc", "eta", "t", "intensity", "background"),
+    "rgauss": ("row", "col", "q_rr", "q_rc", "q_cc", "intensity", "background"),
     "gauss2": ("row1", "col1", "row2", "col2", "sigma_row", "sigma_col", "intensity1", "intensity2", "background"),
 }
 MODELS = tuple(PARAMETERS)
-ROTATED = ("pvoigt", "moffat", "pvmoffat")
+ROTATED = ("pvoigt", "moffat", "pvmoffat", "rgauss")
 
+_NDERIV = {"pvoigt": 6, "moffat": 6, "pvmoffat": 7, "rgauss": 5}  # profile derivatives of the rotated models
 _MU_FLOOR = 1e-9  # photons
 _SIGMA_MIN = 0.2  # px
 _T_RANGE = (0.01, 0.8)  # Moffat 1 / beta: beta from 1.25 to 100
@@ -202,13 +208,20 @@ class _Grid:
 def _rotated(grid: _Grid, p: np.ndarray, kind: str, jac: bool):
     """Rotated pseudo-Voigt, Moffat or pseudo-Voigt-Moffat profiles: (N, s*s) and derivatives (N, s*s, 6 or 7) by
     row, col, q_rr, q_rc, q_cc, and eta (pseudo-Voigt), t (Moffat) or eta and t (pseudo-Voigt-Moffat)."""
-    row, col, a, b, c, shape = (p[:, i : i + 1] for i in range(6))
+    row, col, a, b, c = (p[:, i : i + 1] for i in range(5))
+    shape = p[:, 5:6]
     dr = grid.dr[None, :] - row
     dc = grid.dc[None, :] - col
     det = a * c - b * b
     sdet = np.sqrt(det)
     u2 = a * dr * dr + 2.0 * b * dr * dc + c * dc * dc
-    if kind == "pvmoffat":
+    if kind == "rgauss":
+        value = np.exp(-0.5 * u2) * (sdet / (2.0 * np.pi))
+        if not jac:
+            return grid.pool(value), None
+        dval_du2 = -0.5 * value
+        d_shape = None
+    elif kind == "pvmoffat":
         eta, t = shape, p[:, 6:7]
         g = np.exp(-0.5 * u2) * (sdet / (2.0 * np.pi))
         v1 = 1.0 + u2 / _K2
@@ -239,7 +252,7 @@ def _rotated(grid: _Grid, p: np.ndarray, kind: str, jac: bool):
         dval_du2 = -0.5 * value / x
         d_shape = value * (-1.0 / (1.0 - t) + lx / (t * t) - 0.5 * u2 / (t * x))
     n = len(p)
-    d = np.empty((n, dr.shape[1], 7 if kind == "pvmoffat" else 6))
+    d = np.empty((n, dr.shape[1], _NDERIV[kind]))
     if kind == "pvmoffat":
         d[..., 6] = d_t
     d[..., 0] = -2.0 * dval_du2 * (a * dr + b * dc)
@@ -248,7 +261,8 @@ def _rotated(grid: _Grid, p: np.ndarray, kind: str, jac: bool):
     d[..., 2] = half_over_det * c + dval_du2 * dr * dr
     d[..., 3] = -2.0 * half_over_det * b + dval_du2 * 2.0 * dr * dc
     d[..., 4] = half_over_det * a + dval_du2 * dc * dc
-    d[..., 5] = d_shape
+    if d_shape is not None:
+        d[..., 5] = d_shape
     return grid.pool(value), grid.pool(d)
 
 
@@ -307,7 +321,7 @@ def evaluate(model: str, params: np.ndarray, size: int, *, supersample: int = 2,
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     grid = _grid if _grid is not None else _Grid.make(size, supersample)
     prof, d = _rotated(grid, params, model, jac)
-    k = d.shape[-1] if jac else (7 if model == "pvmoffat" else 6)
+    k = _NDERIV[model]
     inten, bg = params[:, k : k + 1], params[:, k + 1 : k + 2]
     mu = inten * prof + bg
     if not jac:
@@ -383,6 +397,8 @@ def _bounds(model: str) -> tuple[np.ndarray, np.ndarray]:
     elif model == "pvmoffat":
         lo[5], hi[5] = 0.0, 1.0
         lo[6], hi[6] = _T_RANGE_PVM
+    elif model == "rgauss":
+        pass
     else:
         i = PARAMETERS[model].index("sigma_row")
         lo[i : i + 2] = _SIGMA_MIN
@@ -647,5 +663,7 @@ def start_parameters(model: str, row, col, sigma_row, sigma_col, intensity, back
     a = 1.0 / (sr * sr + box)
     c = 1.0 / (sc * sc + box)
     shp = np.full(row.shape, 0.3 if shape is None else shape)
+    if model == "rgauss":
+        return np.stack([row, col, a, np.zeros_like(a), c, inten, bg], axis=1)
     extra = [np.full(row.shape, 0.5)] if model == "pvmoffat" else []  # beta = 2
     return np.stack([row, col, a, np.zeros_like(a), c, shp, *extra, inten, bg], axis=1)
