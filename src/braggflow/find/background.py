@@ -158,18 +158,30 @@ def _tile_medians(blocks: np.ndarray, partial: np.ndarray, nan_median) -> tuple[
     return level, mad
 
 
-def is_sparse(frame: np.ndarray, mask: np.ndarray | None = None, *, fraction: float = 0.5) -> bool:
-    """Whether a frame was thresholded upstream: more than ``fraction`` of its good pixels are exactly 0.
+def is_sparse(frame: np.ndarray, mask: np.ndarray | None = None, *, fraction: float = 0.5,
+              gain: float = 1.0) -> bool:
+    """Whether a frame was thresholded upstream (a frame cache, a sparse file).
 
-    Sampled on every 7th pixel of every 7th row (cheap).  Photon-counting frames
-    with a very low background can also qualify; for them single-pixel peaks
-    are kept too, which is what a thresholded frame needs.
+    Such a frame keeps only the pixels at or above a storage threshold ``t`` and
+    stores 0 for the others: more than ``fraction`` of its good pixels are
+    exactly 0, none is negative, and nothing is stored between 0 and ``t``.  A
+    photon-counting frame at low flux is also mostly zeros, but its zeros are
+    data: its values start at one photon (``gain`` ADU), so a frame whose
+    smallest stored value is below 1.5 photons is not taken for a thresholded
+    one (a threshold at one photon removes nothing from photon counts).
+
+    Sampled on every 7th pixel of every 7th row (cheap).
 
     Parameters
     ----------
     frame : (H, W) ndarray
+        Corrected frame, counts.
     mask : (H, W) ndarray of bool, optional
+        True = bad pixel, left out.
     fraction : float
+        Share of exact zeros above which a frame may be thresholded.
+    gain : float
+        ADU per photon.
 
     Returns
     -------
@@ -177,5 +189,10 @@ def is_sparse(frame: np.ndarray, mask: np.ndarray | None = None, *, fraction: fl
     """
     sub = frame[::7, ::7]
     good = ~mask[::7, ::7] if mask is not None else np.ones(sub.shape, bool)
-    n = good.sum()
-    return bool(n and ((sub == 0) & good).sum() > fraction * n)
+    values = sub[good]
+    if values.size == 0 or (values == 0).sum() <= fraction * values.size:
+        return False
+    stored = values[values != 0]
+    if stored.size == 0:  # too few stored pixels to sample: look at all of them
+        stored = frame[(frame != 0) & ~mask] if mask is not None else frame[frame != 0]
+    return bool(stored.size == 0 or stored.min() >= 1.5 * gain)

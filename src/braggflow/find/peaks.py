@@ -123,7 +123,7 @@ def find_peaks(
     if mask is not None and mask.shape != frame.shape:
         raise BraggflowError(f"mask has shape {mask.shape}, expected the frame shape {frame.shape}")
     bg = background or estimate_background(frame, mask=mask, tile=config.tile, gain=gain)
-    sparse = config.sparse == "yes" or (config.sparse == "auto" and is_sparse(frame, mask))
+    sparse = config.sparse == "yes" or (config.sparse == "auto" and is_sparse(frame, mask, gain=gain))
     if sparse:
         threshold_noise = threshold_noise or frame_threshold_noise(frame, mask, config)
         bg = _with_noise_floor(bg, threshold_noise.sigma)

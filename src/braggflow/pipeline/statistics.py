@@ -65,7 +65,7 @@ class SeriesStatistics:
         c, fc = self.config.correct, self.config.find
         mask = self.base.mask
         if self.sparse is None:
-            self.sparse = fc.sparse == "yes" or (fc.sparse == "auto" and is_sparse(corrected, mask))
+            self.sparse = fc.sparse == "yes" or (fc.sparse == "auto" and is_sparse(corrected, mask, gain=c.gain))
         floor = None
         if self.sparse:
             values = isolated_pixel_values(corrected, mask)
