@@ -217,3 +217,10 @@ def test_watch_takes_the_run_options_and_never_prints_nan(tmp_path):
     assert "nan" not in result.output and "first frame" in result.output
     peaks = pd.read_csv(tmp_path / "w.csv")
     assert len(peaks) == 3 and np.isfinite(peaks["q"]).all()  # the geometry options reached the pipeline
+    import h5py
+
+    with h5py.File(tmp_path / "w.h5") as h5:  # and the results file's instrument, as run records it
+        detector = h5["entry/instrument/detector"]
+        assert detector.attrs["NX_class"] == "NXdetector"
+        assert abs(float(detector["distance"][()]) - 100.0) < 1e-9 and detector["distance"].attrs["units"] == "mm"
+        assert h5["entry/process/geometry_source"][()].decode() == "config"

@@ -231,6 +231,16 @@ class _Session:
             return False
         return idle_timeout is not None and time.monotonic() - self.last_new >= idle_timeout
 
+    def _record_instrument(self) -> None:
+        """Give the results file the instrument (detector, beam, geometry and its source) once the frames' shape
+        is known, as ``run`` does from the start."""
+        from braggflow.pipeline import instrument_record
+        from braggflow.pipeline.config import with_input_geometry
+
+        source = with_input_geometry(self.config, [])[1]  # a PONI file or the config keys: watch reads no metadata
+        self.writer.instrument = instrument_record(self.base_context, source)
+        self.writer.extra_process.setdefault("frame_shape", list(self.src.shape))
+
     def _take(self, item) -> None:
         """Start processing one frame (done at once without workers); wait while too many are in flight."""
         index, frame, omega, name, t_complete, path, file, in_file = item
@@ -240,6 +250,7 @@ class _Session:
                                               detector_mask=self.src.detector_mask, **self.static)
             self.context = self.base_context
             self.statistics = SeriesStatistics(self.config, self.base_context)
+            self._record_instrument()
         self._learn(frame, name)
         if self.executor is None:
             future: Future = Future()
