@@ -117,7 +117,8 @@ def link_command(
     The results file gets the peaks' track_id (for --omega: the spot id) and a
     group /entry/link with the table 'tracks' (first/last frame, mean
     position, drift px/frame, mean intensity, d-spacing change) or 'spots'
-    (spot_id, row, col, omega, intensity, first_frame, last_frame).
+    (spot_id, row, col, omega, intensity, intensity_err, first_frame, last_frame,
+    n_peaks).
     """
     import numpy as np
 
