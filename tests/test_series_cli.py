@@ -113,7 +113,8 @@ def test_link_omega_merges_spots_from_a_frame_cache(tmp_path):
     invoke("run", tmp_path / "fc.npz", "-o", results)
     invoke("link", results, "--omega", "--csv", tmp_path / "spots.csv")
     spots = pd.read_csv(tmp_path / "spots.csv")
-    assert list(spots.columns[:7]) == ["spot_id", "row", "col", "omega", "intensity", "first_frame", "last_frame"]
+    assert list(spots.columns[:8]) == ["spot_id", "row", "col", "omega", "intensity", "intensity_err", "first_frame",
+                                      "last_frame"]
     assert len(spots) == 3
     a = spots[spots["first_frame"] == 1].iloc[0]
     assert a["last_frame"] == 3 and a["omega"] == pytest.approx(-7.5, abs=0.05)
