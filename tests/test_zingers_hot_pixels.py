@@ -109,3 +109,22 @@ def test_measure_series_fits_the_noise_of_thresholded_frames():
     assert ctx.threshold_noise.threshold == 7
     assert not ctx.hot_pixels.any()
     assert len(run(frames)) == 0  # thresholded noise is not reported
+
+
+
+def test_a_track_split_by_a_pixel_below_threshold_is_one_zinger():
+    # a zinger of the simulated artefacts (a straight track of 4 pixels at 5-10 x the noise on a background of
+    # 16 counts) whose second pixel, 35, stays below the detection threshold: two regions above it, one event of
+    # four pixels with a dark ring
+    from braggflow.find import find_peaks
+
+    frame = np.random.default_rng(11).poisson(16.0, (128, 128)).astype(np.float32)
+    frame[60:65, 40:48] = [[23, 13, 14, 22, 10, 12, 12, 22],
+                           [17, 17, 12, 9, 15, 15, 10, 20],
+                           [12, 15, 47, 35, 40, 54, 19, 16],
+                           [9, 13, 19, 24, 22, 17, 16, 15],
+                           [12, 15, 15, 11, 16, 13, 14, 19]]
+    found = find_peaks(frame)
+    near = np.hypot(found.table["row"] - 62, found.table["col"] - 43.5) < 3
+    assert not near.any()
+    assert found.zingers >= 1

@@ -8,9 +8,9 @@ beam: a Gaussian spot of width ``sigma >= min_sigma`` puts a known least share
 of its counts into the ring of pixels around its brightest 1-4 pixels.
 
 For every region of the finder with at most four pixels above threshold, the
-event is the region and the pixels touching it that are 3 noise sigma above
-background (the parts of a zinger below the detection threshold) when they keep
-it within four pixels; with ``E``
+event is the region and the pixels connected to it that are 3 noise sigma above
+background (the parts of a zinger below the detection threshold), grown pixel ring
+by pixel ring while they keep it within four pixels; with ``E``
 the event's counts above background and ``R`` the counts above background in
 the ring of pixels that touch the event (8-neighbours, masked pixels left out),
 an event of at most four pixels is a
@@ -179,16 +179,25 @@ def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.n
 
     # the event: the region's pixels and the ring pixels 3 sigma above background (parts of a zinger that
     # missed the detection threshold), as long as it stays within MAX_ZINGER_PIXELS
-    reg, pix, excess, var, measured = ring_of(ev_reg, ev_flat)
-    strong = measured & (excess > _GROW_SIGMA * np.sqrt(var))
+    # grown step by step, so that a track whose middle pixel dipped below the detection threshold (two regions)
+    # is one event
     size = int(region_of.max()) + 1
-    n_grown = np.bincount(reg[strong], minlength=size)
-    grows = np.zeros(size, dtype=bool)
-    grows[candidates] = npix[candidates] + n_grown[candidates] <= MAX_ZINGER_PIXELS  # else: the region alone
-    strong &= grows[reg]
-    n_event = npix[candidates] + np.bincount(reg[strong], minlength=size)[candidates]
-    e_event = signal[candidates] + np.bincount(reg[strong], weights=excess[strong], minlength=size)[candidates]
-    ev_reg, ev_flat = np.concatenate([ev_reg, reg[strong]]), np.concatenate([ev_flat, pix[strong]])
+    n_ev, e_ev = np.zeros(size, dtype=np.int64), np.zeros(size)
+    n_ev[candidates], e_ev[candidates] = npix[candidates], signal[candidates]
+    growing = np.zeros(size, dtype=bool)
+    growing[candidates] = True
+    for _ in range(MAX_ZINGER_PIXELS - 1):
+        reg, pix, excess, var, measured = ring_of(ev_reg, ev_flat)
+        strong = measured & (excess > _GROW_SIGMA * np.sqrt(var)) & growing[reg]
+        n_grown = np.bincount(reg[strong], minlength=size)
+        growing &= (n_grown > 0) & (n_ev + n_grown <= MAX_ZINGER_PIXELS)  # else: the event as it is
+        strong &= growing[reg]
+        if not strong.any():
+            break
+        n_ev += np.bincount(reg[strong], minlength=size)
+        e_ev += np.bincount(reg[strong], weights=excess[strong], minlength=size)
+        ev_reg, ev_flat = np.concatenate([ev_reg, reg[strong]]), np.concatenate([ev_flat, pix[strong]])
+    n_event, e_event = n_ev[candidates], e_ev[candidates]
     reg, pix, excess, var, _ = ring_of(ev_reg, ev_flat)
     ring = np.bincount(reg, weights=excess, minlength=size)[candidates]
     ring_sd = np.sqrt(np.bincount(reg, weights=var, minlength=size))[candidates]
