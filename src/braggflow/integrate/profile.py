@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from braggflow.integrate import _grow
 from braggflow.profiles.fitting import evaluate, fit_profiles, start_parameters
 from braggflow.windows import cut_windows
 
@@ -95,17 +96,6 @@ WING_SCORE = 1.0
 STRONG_SNR = 50.0
 #: Strong peaks needed for a reference shape.
 REFERENCE_PEAKS = 5
-
-
-def _grow(region: np.ndarray) -> np.ndarray:
-    """Grow (N, w, w) boolean regions by one pixel (8-connected)."""
-    out = region.copy()
-    out[:, 1:, :] |= region[:, :-1, :]
-    out[:, :-1, :] |= region[:, 1:, :]
-    grown = out.copy()
-    grown[:, :, 1:] |= out[:, :, :-1]
-    grown[:, :, :-1] |= out[:, :, 1:]
-    return grown
 
 
 def profile_intensities(frame, rows, cols, *, ids, sigma_row, sigma_col, summed, background, background_var=None,
