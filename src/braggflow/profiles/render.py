@@ -33,6 +33,25 @@ def _erf_integral(centres: np.ndarray, mu: float, sigma: float) -> np.ndarray:
     return 0.5 * (erf((centres + 0.5 - mu) / s) - erf((centres - 0.5 - mu) / s))
 
 
+def _subpixel_axes(rows: np.ndarray, cols: np.ndarray, row: float, col: float, angle: float,
+                   n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets from the centre of n x n sub-pixel samples of every pixel, in the peak's axes rotated by ``angle``.
+
+    Returns two (H n, W n) arrays; :func:`_pixel_means` averages a profile evaluated on them back to pixels.
+    """
+    offsets = (np.arange(n) + 0.5) / n - 0.5
+    rr = (np.asarray(rows, dtype=float)[:, None] + offsets[None, :]).reshape(-1) - row
+    cc = (np.asarray(cols, dtype=float)[:, None] + offsets[None, :]).reshape(-1) - col
+    dr, dc = np.meshgrid(rr, cc, indexing="ij")
+    ca, sa = np.cos(angle), np.sin(angle)
+    return ca * dr + sa * dc, -sa * dr + ca * dc
+
+
+def _pixel_means(value: np.ndarray, h: int, w: int, n: int) -> np.ndarray:
+    """The (H, W) pixel means of a profile sampled on :func:`_subpixel_axes`' (H n, W n) grid."""
+    return value.reshape(h, n, w, n).mean(axis=(1, 3))
+
+
 def peak_profile(
     rows: np.ndarray,
     cols: np.ndarray,
@@ -85,13 +104,7 @@ def peak_profile(
     if angle == 0.0 and eta == 0.0:
         return np.outer(_erf_integral(rows, row, sigma_row), _erf_integral(cols, col, sigma_col))
     n = int(supersample)
-    offsets = (np.arange(n) + 0.5) / n - 0.5
-    rr = (rows[:, None] + offsets[None, :]).reshape(-1) - row
-    cc = (cols[:, None] + offsets[None, :]).reshape(-1) - col
-    dr, dc = np.meshgrid(rr, cc, indexing="ij")
-    ca, sa = np.cos(angle), np.sin(angle)
-    x = ca * dr + sa * dc
-    y = -sa * dr + ca * dc
+    x, y = _subpixel_axes(rows, cols, row, col, angle, n)
     u2 = (x / sigma_row) ** 2 + (y / sigma_col) ** 2
     value = (1.0 - eta) * np.exp(-0.5 * u2) / (2 * np.pi * sigma_row * sigma_col)
     if eta > 0:
@@ -99,8 +112,7 @@ def peak_profile(
         g_c = LORENTZ_GAMMA_PER_SIGMA * sigma_col
         v2 = (x / g_r) ** 2 + (y / g_c) ** 2
         value = value + eta * (1.0 + v2) ** -1.5 / (2 * np.pi * g_r * g_c)
-    h, w = len(rows), len(cols)
-    return value.reshape(h, n, w, n).mean(axis=(1, 3))
+    return _pixel_means(value, len(rows), len(cols), n)
 
 
 def moffat_profile(
@@ -159,13 +171,7 @@ def moffat_profile(
     if not beta > 1:
         raise ValueError(f"beta must be > 1 (a finite integral), got {beta}")
     n = int(supersample)
-    offsets = (np.arange(n) + 0.5) / n - 0.5
-    rr = (np.asarray(rows, dtype=float)[:, None] + offsets[None, :]).reshape(-1) - row
-    cc = (np.asarray(cols, dtype=float)[:, None] + offsets[None, :]).reshape(-1) - col
-    dr, dc = np.meshgrid(rr, cc, indexing="ij")
-    ca, sa = np.cos(angle), np.sin(angle)
-    x = ca * dr + sa * dc
-    y = -sa * dr + ca * dc
+    x, y = _subpixel_axes(rows, cols, row, col, angle, n)
     u2 = (x / sigma_row) ** 2 + (y / sigma_col) ** 2
     value = (beta - 1.0) / (2 * np.pi * beta * sigma_row * sigma_col) * (1.0 + u2 / (2.0 * beta)) ** -beta
-    return value.reshape(len(rows), n, len(cols), n).mean(axis=(1, 3))
+    return _pixel_means(value, len(rows), len(cols), n)
