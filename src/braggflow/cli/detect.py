@@ -7,8 +7,22 @@ from pathlib import Path
 
 import typer
 
-from braggflow.cli.common import JSON_HELP, console, friendly_errors, print_table, write_json
-from braggflow.cli.phases import BeamCol, BeamRow, Distance, Energy, PixelSize, Poni, Wavelength, _geometry, _read_frame
+from braggflow.cli.common import (
+    JSON_HELP,
+    BeamCol,
+    BeamRow,
+    Distance,
+    Energy,
+    IncidenceAngle,
+    PixelSize,
+    Poni,
+    Wavelength,
+    console,
+    friendly_errors,
+    print_table,
+    write_json,
+)
+from braggflow.cli.phases import _geometry, _read_frame
 
 commands = typer.Typer()
 """This module's commands (added to ``braggflow`` by :mod:`braggflow.cli.app`)."""
@@ -35,7 +49,7 @@ def detect_command(
     model: str | None = typer.Option(None, "--model", help="shipped detector name or detector file (.pt)"),
     threshold: float | None = typer.Option(None, "--threshold", help="smallest score kept, all classes (0-1)"),
     json_file: Path | None = typer.Option(None, "--json", help="write the phase ranking as JSON (with --cif/--phase)"),
-    incidence_angle: float | None = typer.Option(None, "--incidence-angle", help="incidence angle, deg"),
+    incidence_angle: IncidenceAngle = None,
     poni: Poni = None,
     distance: Distance = None,
     beam_row: BeamRow = None,
