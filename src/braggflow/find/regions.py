@@ -90,6 +90,22 @@ def ring_means(frame: np.ndarray, mask: np.ndarray | None, top, left, height, wi
 
     As :func:`ring_medians`, with the mean: it includes the wings of a bright
     neighbour that cross part of the ring, which the median leaves out.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Corrected frame, counts.
+    mask : (H, W) ndarray of bool or None
+        True = bad pixel, left out.
+    top, left, height, width : (N,) ndarray of int
+        Boxes, px.
+    margin : int
+        Distance of the ring from each box, px.
+
+    Returns
+    -------
+    means : (N,) ndarray of float
+        Counts per pixel.
     """
     owner, values, k = _ring_values(frame, mask, top, left, height, width, margin)
     counts = np.bincount(owner, minlength=k)

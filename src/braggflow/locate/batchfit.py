@@ -77,7 +77,28 @@ def fit_patches_batched(data, mask=None, *, gain: float = 1.0, profile: str = "g
 
 
 def fit_with_start(data, mask, *, gain, profile, supersample=2):
-    """Start from the patches' moments (:func:`centroid_patches`) and fit; returns the fit and the start result."""
+    """Start from the patches' moments (:func:`centroid_patches`) and fit a profile to every patch at once.
+
+    Parameters
+    ----------
+    data : (N, s, s) ndarray
+        Patches, counts.
+    mask : (N, s, s) ndarray of bool
+        True = pixel left out (of the moments and of the fit).
+    gain : float
+        ADU per photon.
+    profile : str
+        Model of :func:`braggflow.profiles.fitting.fit_profiles` (``"gauss"``, ``"pvoigt"``, ...).
+    supersample : int
+        Sub-pixel samples per axis of the fitted model.
+
+    Returns
+    -------
+    fit : braggflow.profiles.fitting.BatchFit
+        The Poisson maximum-likelihood fit (patch coordinates, px; counts).
+    start : LocateResult
+        The moments it started from (NaN where a patch had none; the fit then starts at the patch centre).
+    """
     s = data.shape[-1]
     h = s // 2
     start = centroid_patches(data, mask, gain=gain)
@@ -95,7 +116,23 @@ def fit_with_start(data, mask, *, gain, profile, supersample=2):
 
 
 def result_from_fit(fit, size: int, *, supersample: int = 2) -> LocateResult:
-    """A :class:`LocateResult` (patch coordinates, counts) from a single-peak :class:`BatchFit`."""
+    """A :class:`LocateResult` (patch coordinates, counts) from a single-peak :class:`BatchFit`.
+
+    Parameters
+    ----------
+    fit : braggflow.profiles.fitting.BatchFit
+        Fit of N patches with one peak each.
+    size : int
+        Patch side, px: a centre outside the patch marks the fit failed.
+    supersample : int
+        Sub-pixel samples per axis the fit used (for the widths).
+
+    Returns
+    -------
+    result : LocateResult
+        (N,) centres, errors (Fisher information), widths, intensity and background; ``failed`` where the fit did
+        not converge, left the patch, or gave no positive intensity (those rows stay NaN).
+    """
     n = len(fit)
     result = LocateResult.empty(n)
     row, col = fit.column("row"), fit.column("col")

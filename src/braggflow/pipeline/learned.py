@@ -237,6 +237,13 @@ class LearnedFinder:
 def check_learned(geometry, binning: int = 1) -> None:
     """Check that ``find.method: learned`` can run.
 
+    Parameters
+    ----------
+    geometry : braggflow.geometry.Geometry or None
+        The run's geometry; it needs an incidence angle.
+    binning : int
+        ``correct.binning``; the detector works on unbinned frames.
+
     Raises
     ------
     ConfigError

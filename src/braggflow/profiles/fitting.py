@@ -339,6 +339,20 @@ def widths(fit: BatchFit, supersample: int = 2) -> tuple[np.ndarray, np.ndarray,
     For the rotated models the covariance ``Q^-1`` less the sub-pixel box
     (``1 / (12 k^2)``), for the Gaussians the fitted sigmas.  For the Moffat
     and pseudo-Voigt models these are the widths of the Gaussian core.
+
+    Parameters
+    ----------
+    fit : BatchFit
+        A fit of N patches.
+    supersample : int
+        Sub-pixel samples per axis ``k`` the fit used.
+
+    Returns
+    -------
+    sigma_row, sigma_col : (N,) ndarray
+        Widths along rows and columns, px.
+    rc_cov : (N,) ndarray
+        Row-column covariance of the profile, px^2 (0 for axis-aligned models).
     """
     p = fit.params
     if fit.model in ("gauss", "gauss2"):
@@ -652,6 +666,33 @@ def start_parameters(model: str, row, col, sigma_row, sigma_col, intensity, back
     ``shape`` is the starting eta (pseudo-Voigt, default 0.3) or t (Moffat,
     default 0.3).  ``gauss2`` is started by :func:`braggflow.locate.batchfit`'s
     deblending from the two maxima, not here.
+
+    Parameters
+    ----------
+    model : str
+        A model of :func:`fit_profiles` other than ``"gauss2"``.
+    row, col : (N,) array_like
+        Centres, patch coordinates, px.
+    sigma_row, sigma_col : (N,) array_like
+        Widths, px (> 0).
+    intensity : (N,) array_like
+        Integrated counts above background.
+    background : (N,) array_like
+        Counts per pixel.
+    supersample : int
+        Sub-pixel samples per axis of the model.
+    shape : float, optional
+        Starting shape parameter (see above).
+
+    Returns
+    -------
+    p0 : (N, P) ndarray
+        Parameters in the model's order.
+
+    Raises
+    ------
+    ValueError
+        If ``model`` has no start from moments (unknown, or ``"gauss2"``).
     """
     row, col, sr, sc, inten, bg = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in
                                                        (row, col, sigma_row, sigma_col, intensity, background)))
