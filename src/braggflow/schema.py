@@ -322,6 +322,19 @@ FRAME_COLUMNS: dict[str, Column] = {
         Column("zingers", "int64", "", "candidate regions dropped as zingers", 0),
         Column("hot_pixels", "int64", "", "hot pixels masked (the series' hot-pixel map)", 0),
         Column("time", "float64", "s", "processing time of the frame (correct to integrate)", _NAN),
+        Column("hit", "bool", "", "the frame is a hit: n_peaks >= the hit rule's minimum (frames.hit_min_peaks)",
+               False),
+        Column("latency", "float64", "s",
+               "live mode: seconds from the frame's file appearing to its results being journaled; NaN otherwise",
+               _NAN),
+        Column("frame_class", "category", "",
+               "most probable frame class of the learned detector (empty, spots, arcs, rings); missing without one",
+               None),
+        Column("p_empty", "float64", "", "learned probability that the frame is empty or diffuse only; NaN without one",
+               _NAN),
+        Column("p_spots", "float64", "", "learned probability of spots (single crystal or textured film)", _NAN),
+        Column("p_arcs", "float64", "", "learned probability of arcs (partly textured powder)", _NAN),
+        Column("p_rings", "float64", "", "learned probability of full rings (random powder)", _NAN),
     ]
 }
 
