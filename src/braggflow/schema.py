@@ -12,6 +12,7 @@ with these dtypes (:func:`empty_peak_table`), never ``None``.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,10 +146,17 @@ COLUMNS: dict[str, Column] = {
 def _column_values(col: Column, n: int):
     """Default values of one column for ``n`` rows (a NumPy or pandas array)."""
     if col.dtype == "category":
-        return pd.Categorical([None] * n)
+        # the dtype of pd.Categorical([None] * n): no categories (float64 ones when n > 0), every value missing
+        return pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), dtype=_empty_categorical_dtype(n > 0))
     if col.dtype == "Int32":
-        return pd.array([pd.NA] * n, dtype="Int32")
+        return pd.arrays.IntegerArray(np.ones(n, dtype=np.int32), np.ones(n, dtype=bool))  # all missing
     return np.full(n, col.default, dtype=col.dtype)
+
+
+@functools.lru_cache(maxsize=2)
+def _empty_categorical_dtype(rows: bool) -> pd.CategoricalDtype:
+    """The categorical dtype of ``pd.Categorical([None] * n)``: n > 0 (``rows``) or n = 0."""
+    return pd.Categorical([None] if rows else []).dtype
 
 
 def _cast_values(col: Column, values):
@@ -167,8 +175,53 @@ def _cast_values(col: Column, values):
     return values.astype(col.dtype, copy=False)
 
 
-# (name, dtype string as pandas prints it) of a conforming table, for conform's fast path
-_SCHEMA_DTYPES = tuple((name, col.dtype) for name, col in COLUMNS.items())
+_NAMES = tuple(COLUMNS)
+#: the NumPy-typed columns of the schema grouped by dtype: {dtype: positions in COLUMNS}
+_NUMPY_GROUPS: dict[str, list[int]] = {}
+for _i, _col in enumerate(COLUMNS.values()):
+    if _col.dtype not in ("category", "Int32"):
+        _NUMPY_GROUPS.setdefault(_col.dtype, []).append(_i)
+
+try:  # pandas >= 2.3: a frame from its blocks, without the per-column checks of pd.DataFrame(dict) (~5 x faster)
+    from pandas.api.internals import create_dataframe_from_blocks as _from_blocks
+except ImportError:  # pragma: no cover - older pandas
+    _from_blocks = None
+
+
+def _schema_dtype_matches(dtype, expected: str) -> bool:
+    """Whether a column's dtype is the schema dtype ``expected`` (a dtype string), without formatting it."""
+    if expected == "category":
+        return isinstance(dtype, pd.CategoricalDtype)
+    if expected == "Int32":
+        return isinstance(dtype, pd.Int32Dtype)
+    return isinstance(dtype, np.dtype) and dtype == _numpy_dtype(expected)
+
+
+@functools.lru_cache(maxsize=32)
+def _numpy_dtype(name: str) -> np.dtype:
+    return np.dtype(name)
+
+
+def _frame_from_columns(data: dict, n: int) -> pd.DataFrame:
+    """A DataFrame of the schema's columns, in order, from ``data`` ({name: array of length n}, every column)."""
+    if _from_blocks is None:
+        return pd.DataFrame(data)
+    blocks = []
+    for dtype, positions in _NUMPY_GROUPS.items():
+        block = np.empty((len(positions), n), dtype=dtype)
+        for j, i in enumerate(positions):
+            block[j] = data[_NAMES[i]]
+        blocks.append((block, np.array(positions, dtype=np.intp)))
+    for i, (name, col) in enumerate(COLUMNS.items()):
+        if col.dtype in ("category", "Int32"):
+            blocks.append((data[name], np.array([i], dtype=np.intp)))
+    return _from_blocks(blocks, index=pd.RangeIndex(n), columns=_column_index())
+
+
+@functools.lru_cache(maxsize=1)
+def _column_index() -> pd.Index:
+    """The schema's column names as a pandas Index (shared by the tables built here; an Index is immutable)."""
+    return pd.Index(_NAMES)
 
 
 def new_peak_table(n: int = 0, **values) -> pd.DataFrame:
@@ -206,7 +259,7 @@ def new_peak_table(n: int = 0, **values) -> pd.DataFrame:
             data[name] = _cast_values(col, v)
         else:
             data[name] = _column_values(col, n)
-    return pd.DataFrame(data)
+    return _frame_from_columns(data, n)
 
 
 def empty_peak_table() -> pd.DataFrame:
@@ -242,8 +295,7 @@ def conform(table: pd.DataFrame) -> pd.DataFrame:
     n = len(table)
     if not isinstance(table.index, pd.RangeIndex) or table.index.start != 0 or table.index.step != 1:
         table = table.reset_index(drop=True)
-    head = tuple(zip(table.columns[: len(COLUMNS)], map(str, table.dtypes.iloc[: len(COLUMNS)])))
-    if head == _SCHEMA_DTYPES:  # already conforming: the common case between stages, ~50x cheaper
+    if _conforms(table):  # the common case between stages, ~50x cheaper
         return table.copy(deep=False)
     out = {}
     for name, col in COLUMNS.items():
@@ -262,6 +314,17 @@ def conform(table: pd.DataFrame) -> pd.DataFrame:
         if c not in COLUMNS:
             out[c] = table[c].array
     return pd.DataFrame(out, copy=False)
+
+
+def _conforms(table: pd.DataFrame) -> bool:
+    """Whether the table's first columns are the schema's, in order, with their dtypes."""
+    k = len(COLUMNS)
+    columns = table.columns
+    if not (columns is _column_index() or columns.equals(_column_index())):  # else: extra columns at the end?
+        names = columns.tolist()
+        if len(names) < k or tuple(names[:k]) != _NAMES:
+            return False
+    return all(_schema_dtype_matches(dtype, col.dtype) for dtype, col in zip(table.dtypes.tolist(), COLUMNS.values()))
 
 
 def validate_peak_table(table: pd.DataFrame, *, required: tuple[str, ...] = ("frame", "row", "col")) -> None:
