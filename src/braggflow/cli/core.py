@@ -59,10 +59,11 @@ def build_config(config_file: Path | None, overrides: dict, sets: list[str] | No
 
 
 def run_with_progress(series, config, output, frames_range, resume, workers=0, scheduler=None, description="run",
-                      overwrite=False, cluster=None):
+                      overwrite=False, cluster=None, return_table=True):
     """Run the pipeline with a rich progress bar.
 
-    Returns ``(table, seconds, steady_rate)``: the peak table, the wall time of
+    Returns ``(table, seconds, steady_rate)``: the peak table (None unless
+    ``return_table``: it is read back from the results file), the wall time of
     the whole run, and frames/s after the first frame (start-up -- importing
     torch and pyFAI, building the detector mask, loading a model -- costs
     several seconds once and would hide the rate on short runs; NaN when fewer
@@ -89,7 +90,7 @@ def run_with_progress(series, config, output, frames_range, resume, workers=0, s
 
         table = run(series, config=config, output=output, frames_range=frames_range, resume=resume,
                     overwrite=overwrite, progress=report, workers=workers, scheduler_address=scheduler,
-                    cluster=cluster)
+                    cluster=cluster, return_table=return_table)
     steady = float("nan")  # Dask returns frames in batches: no per-frame rate there
     serial = not workers and scheduler is None and cluster is None
     if serial and first and last and last[0][1] > first[0][1] and last[0][0] > first[0][0]:
@@ -151,6 +152,9 @@ def run_command(
     walltime: str | None = typer.Option(None, "--walltime", help="cluster.walltime: job time limit HH:MM:SS"),
     queue: str | None = typer.Option(None, "--queue", help="cluster.queue: partition or queue"),
     account: str | None = typer.Option(None, "--account", help="cluster.account: account charged for the jobs"),
+    veto_empty: bool = typer.Option(
+        False, "--veto-empty", help="frames.veto_empty: store the peaks of hits only (frames with at least "
+        "frames.hit_min_peaks peaks, default 10); other frames' peaks are counted, not stored"),
 ) -> None:
     """Find, locate and integrate Bragg peaks in a series of frames."""
     from braggflow.cli.cluster import cluster_from_options
@@ -162,6 +166,7 @@ def run_command(
         "correct.dark": dark, "correct.flat": flat, "find.method": finder, "find.threshold_sigma": threshold_sigma,
         "find.max_size": max_size, "find.d_min": d_min, "find.d_max": d_max,
         "correct.gain": gain, "series.omega_start": omega_start, "series.omega_step": omega_step,
+        "frames.veto_empty": True if veto_empty else None,
         **geometry_overrides(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle),
     }
     config = build_config(config_file, overrides, sets)
@@ -172,24 +177,30 @@ def run_command(
                                    scheduler=scheduler)
     series = open_frames(inputs if len(inputs) > 1 else inputs[0], dataset=dataset)
     rng = None if frames is None else parse_frame_range(frames, len(series))
-    table, seconds, steady = run_with_progress(series, config, output, rng, resume, workers, scheduler,
-                                               overwrite=overwrite, cluster=cluster)
-    if csv is not None:
-        table.to_csv(csv, index=False)
-    if parquet is not None:
-        table.to_parquet(parquet, index=False)
-    console.print(run_summary(output, table, seconds, steady, total=len(series)))
+    _, seconds, steady = run_with_progress(series, config, output, rng, resume, workers, scheduler,
+                                           overwrite=overwrite, cluster=cluster, return_table=False)
+    if csv is not None or parquet is not None:  # the whole table, read back only for these
+        from braggflow.io.results import read_peaks
+
+        table = read_peaks(output)
+        if csv is not None:
+            table.to_csv(csv, index=False)
+        if parquet is not None:
+            table.to_parquet(parquet, index=False)
+    console.print(run_summary(output, seconds, steady, total=len(series)))
 
 
-def run_summary(output: Path, table, seconds: float, steady: float, *, total: int) -> str:
-    """The closing line of ``run``: frames processed now, frames in the file, its status, speed.
+def run_summary(output: Path, seconds: float, steady: float, *, total: int) -> str:
+    """The closing line of ``run``: frames processed now, frames in the file, its status, peaks, speed.
 
-    ``table`` is the file's whole peak table; the frames processed now are those
-    the file holds less those it held before (a resumed run).
+    The frames processed now are those the file holds less those it held
+    before (a resumed run); the peaks are counted from the file's attributes.
     """
     from braggflow.io.results import read_frames_done, read_process, read_status
+    from braggflow.io.store import stored_peak_count
 
     stored = len(read_frames_done(output))
+    n_peaks = stored_peak_count(output)
     process = read_process(output)
     processed = int(process.get("frames_processed", stored))
     asked = str(process.get("frames_requested", f"0:{total}"))
@@ -199,7 +210,7 @@ def run_summary(output: Path, table, seconds: float, steady: float, *, total: in
         rates += f", {steady:.1f} after the first frame"
     part = f"; frames asked {asked}" if asked != f"0:{total}" else ""
     line = (f"{processed} frame{'' if processed == 1 else 's'} processed, {stored} of {total} in the file "
-            f"({status}{part}), {len(table)} peaks -> "
+            f"({status}{part}), {n_peaks} peaks -> "
             f"{output} in {seconds:.1f} s" + (f" ({rates})" if rates else ""))
     if status != "complete":
         line += "; continue with --resume"

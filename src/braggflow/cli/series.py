@@ -200,6 +200,9 @@ def watch_command(
     dashboard: bool = typer.Option(False, "--dashboard", help=DASHBOARD_HELP),
     port: int = typer.Option(8050, "--port", help=PORT_HELP),
     host: str | None = typer.Option(None, "--host", help=HOST_HELP),
+    veto_empty: bool = typer.Option(
+        False, "--veto-empty", help="frames.veto_empty: store the peaks of hits only (frames with at least "
+        "frames.hit_min_peaks peaks, default 10); other frames' peaks are counted, not stored"),
 ) -> None:
     """Process frames while the detector writes them; stop after --idle-timeout or with Ctrl-C."""
     import numpy as np
@@ -211,7 +214,7 @@ def watch_command(
     overrides = {"locate.method": method, "locate.model": model, "locate.backend": backend, "correct.mask": mask,
                  "correct.dark": dark, "correct.flat": flat, "correct.gain": gain,
                  "find.threshold_sigma": threshold_sigma, "find.max_size": max_size, "find.d_min": d_min,
-                 "find.d_max": d_max,
+                 "find.d_max": d_max, "frames.veto_empty": True if veto_empty else None,
                  **geometry_overrides(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle)}
     config = build_config(config_file, overrides, sets)
     check_results_name(output)
@@ -220,7 +223,8 @@ def watch_command(
     recent: list = []
     last_print = [0.0]
 
-    server = start_dashboard(output, host=host, port=port) if dashboard else None
+    server = (start_dashboard(output, host=host, port=port, hit_peaks=config.frames.hit_min_peaks) if dashboard
+              else None)
 
     def show(record) -> None:
         if server is not None:

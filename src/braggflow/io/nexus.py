@@ -34,6 +34,8 @@ __all__ = [
     "set_nxdata",
     "write_nxdata",
     "write_peaks_data",
+    "write_peak_map",
+    "write_peak_map_columns",
     "write_frames_data",
     "write_instrument",
     "write_sample",
@@ -226,6 +228,63 @@ def write_peak_map(entry, table: pd.DataFrame, *, frame_shape: Sequence[int] | N
     else:
         ranges = [_padded_range(ys), _padded_range(xs)]
     counts, y_edges, x_edges = np.histogram2d(ys, xs, bins=PEAK_MAP_BINS, range=ranges)
+    units = column_units
+    write_nxdata(entry, "peak_map", ("peaks", counts.astype(np.int32), ""),
+                 [(y, 0.5 * (y_edges[1:] + y_edges[:-1]), units(y)), (x, 0.5 * (x_edges[1:] + x_edges[:-1]), units(x))],
+                 title=f"peaks per bin of ({y}, {x}), all frames",
+                 long_names={"peaks": "peaks per bin", y: _label(y), x: _label(x)})
+
+
+def write_peak_map_columns(entry, group, x: str, y: str, *, frame_shape: Sequence[int] | None = None,
+                           rows: int = 65536) -> None:
+    """``/entry/peak_map`` as :func:`write_peak_map` makes it, from the columns ``x`` and ``y`` of a stored table.
+
+    The columns are read ``rows`` at a time, twice (their range, then the
+    histogram), so the peak table is never held whole.
+
+    Parameters
+    ----------
+    entry : h5py.Group
+    group : h5py.Group
+        The peak table's group (one 1D dataset per column).
+    x, y : str
+        The map's columns (``q_xy``/``q_z``, ``two_theta``/``eta`` or ``col``/``row``).
+    frame_shape : (int, int), optional
+        Detector shape (rows, columns): the range of the detector map.
+    rows : int
+        Rows read at a time.
+    """
+    if x not in group or y not in group:
+        return
+    n = len(group[x])
+
+    def parts():
+        for start in range(0, n, rows):
+            xs = group[x][start:start + rows].astype(float)
+            ys = group[y][start:start + rows].astype(float)
+            keep = np.isfinite(xs) & np.isfinite(ys)
+            if keep.any():
+                yield xs[keep], ys[keep]
+
+    if x == "col" and frame_shape is not None:
+        ranges = [(-0.5, frame_shape[0] - 0.5), (-0.5, frame_shape[1] - 0.5)]
+    else:
+        lows, highs = [np.inf, np.inf], [-np.inf, -np.inf]
+        for xs, ys in parts():
+            lows = [min(lows[0], ys.min()), min(lows[1], xs.min())]
+            highs = [max(highs[0], ys.max()), max(highs[1], xs.max())]
+        if not np.isfinite(lows[0]):
+            return
+        ranges = [_padded_range(np.array([lows[k], highs[k]])) for k in (0, 1)]
+    counts = np.zeros((PEAK_MAP_BINS, PEAK_MAP_BINS))
+    edges = None
+    for xs, ys in parts():
+        part, y_edges, x_edges = np.histogram2d(ys, xs, bins=PEAK_MAP_BINS, range=ranges)
+        counts += part
+        edges = (y_edges, x_edges)
+    if edges is None:
+        return
+    y_edges, x_edges = edges
     units = column_units
     write_nxdata(entry, "peak_map", ("peaks", counts.astype(np.int32), ""),
                  [(y, 0.5 * (y_edges[1:] + y_edges[:-1]), units(y)), (x, 0.5 * (x_edges[1:] + x_edges[:-1]), units(x))],

@@ -187,6 +187,75 @@ def read_process(path) -> dict[str, Any]:
         return out
 
 
+def _snapshot_frames(path: Path) -> set[int]:
+    """The frames whose peaks the HDF5 snapshot holds (its ``frames_done``); empty when it cannot be read."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    try:
+        with _open_results(path) as h5:
+            if "entry/peaks" not in h5:
+                return set()
+            if "entry/frames_done" in h5:
+                return {int(f) for f in h5["entry/frames_done"][()]}
+            return {int(f) for f in np.unique(h5["entry/peaks/frame"][()])}
+    except (InputFileError, OSError, KeyError):
+        return set()
+
+
+def _read_rows(group, start: int, stop: int) -> pd.DataFrame:
+    """Rows ``start:stop`` of a table group (the layout of :func:`braggflow.io.tables.write_table`).
+
+    Parameters
+    ----------
+    group : h5py.Group
+    start, stop : int
+        Row range, as a slice.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Those rows, with categories, nullable integers and missing text restored.
+    """
+    columns = json.loads(group.attrs["columns"]) if "columns" in group.attrs else [
+        k for k in group if not k.endswith("__missing")]
+    data = {}
+    for name in columns:
+        ds = group[name]
+        kind = ds.attrs.get("kind", "")
+        values = ds[start:stop]
+        if kind == "category":
+            labels = json.loads(ds.attrs["labels"])
+            data[name] = pd.Categorical.from_codes(values.astype(int), categories=labels)
+        elif kind.startswith("nullable:"):
+            out = pd.array(values, dtype=kind.split(":", 1)[1])
+            out[group[f"{name}__missing"][start:stop]] = pd.NA
+            data[name] = out
+        elif kind == "string":
+            text = [x.decode() if isinstance(x, bytes) else x for x in values]
+            if f"{name}__missing" in group:
+                text = [None if m else v for v, m in zip(text, group[f"{name}__missing"][start:stop])]
+            data[name] = text
+        else:
+            data[name] = values
+    return pd.DataFrame(data)
+
+
+def stored_peak_count(path) -> int:
+    """Rows of ``/entry/peaks`` in a results file's HDF5 snapshot, read from its attributes (no peak is read).
+
+    Raises
+    ------
+    InputFileError
+        If the file is missing or not a results file.
+    """
+    with _open_results(path) as h5:
+        if "entry/peaks" not in h5:
+            raise InputFileError(f"{path}: not a braggflow results file (no /entry/peaks)")
+        group = h5["entry/peaks"]
+        return int(group.attrs.get("nrows", len(group["frame"]) if "frame" in group else 0))
+
+
 def _read_frames_table(path: Path) -> pd.DataFrame:
     """The frames table: the snapshot's ``/entry/frames`` plus the journal's ``frames_*.npz`` (later rows win)."""
     import h5py

@@ -13,6 +13,7 @@ import contextlib
 import datetime as _dt
 import io
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -27,10 +28,12 @@ from braggflow.checksum import file_sha256
 from braggflow.errors import BraggflowError, InputFileError
 from braggflow.io.lock import results_lock
 from braggflow.io.nexus import (
+    column_units,
     now_iso,
+    set_nxdata,
     write_frames_data,
     write_instrument,
-    write_peak_map,
+    write_peak_map_columns,
     write_peaks_data,
     write_sample,
 )
@@ -40,14 +43,19 @@ from braggflow.io.store import (
     _journal_dir,
     _read_all,
     _read_frames_table,
+    _read_rows,
+    _snapshot_frames,
+    frames_done,
     journal_has_batches,
     read_process,
     read_status,
 )
-from braggflow.io.tables import _read_group_obj, _restore_group, _table_to_npz_dict, write_table
-from braggflow.schema import conform, empty_peak_table, frames_table
+from braggflow.io.tables import _read_group_obj, _restore_group, _table_from_npz, _table_to_npz_dict, write_table
+from braggflow.schema import COLUMNS, conform, empty_peak_table, frames_table
 
-__all__ = ["ResultsWriter", "file_provenance", "stored_process", "check_output_path", "write_peaks_group",
+log = logging.getLogger(__name__)
+
+__all__ = ["ResultsWriter", "CHUNK_ROWS", "file_provenance", "stored_process", "check_output_path", "write_peaks_group",
            "scicat_path", "write_scicat"]
 
 
@@ -131,11 +139,26 @@ class ResultsWriter:
         ``/entry/instrument/detector/data``.
     models : list of dict, optional
         Models used (``name``, ``file``, ``sha256``), stored in ``/entry/process/models`` (JSON).
+    hit_min_peaks : int, optional
+        The hit rule of the frames table: a frame with at least this many
+        peaks is a hit (its ``hit`` column); None: ``hit`` as the rows give it.
+    veto_empty : bool
+        Store the peaks of hits only: the peaks of other frames are counted
+        (``n_peaks``), not stored.  Needs ``hit_min_peaks``.
 
     Notes
     -----
     The writer holds the file's lock (:func:`braggflow.io.lock.results_lock`)
     from its creation to :meth:`close`: a second writer is refused.
+
+    Memory stays bounded whatever the number of peaks: finished frames go to
+    the journal; a snapshot during the run holds the peaks the file held when
+    the writer started (copied as stored), the frames table of every frame
+    recorded and the status, so that its cost does not grow with the run; and
+    :meth:`close` writes the final file part by part (one journal batch, or
+    :data:`CHUNK_ROWS` rows of the earlier file, at a time) into chunked,
+    resizable datasets.  Readers (:func:`braggflow.io.results.read_peaks`)
+    merge the snapshot and the journal during the run.
 
     Raises
     ------
@@ -165,7 +188,13 @@ class ResultsWriter:
         instrument: dict | None = None,
         raw_frames: list[tuple[str, str]] | None = None,
         models: list[dict] | None = None,
+        hit_min_peaks: int | None = None,
+        veto_empty: bool = False,
     ):
+        if veto_empty and hit_min_peaks is None:
+            raise ValueError("veto_empty needs hit_min_peaks (the rule that says which frames are hits)")
+        self.hit_min_peaks = None if hit_min_peaks is None else int(hit_min_peaks)
+        self.veto_empty = bool(veto_empty)
         self.path = Path(path)
         self.instrument = dict(instrument or {})
         self.raw_frames = [(str(f), str(d)) for f, d in (raw_frames or [])]
@@ -186,6 +215,9 @@ class ResultsWriter:
         self._buffer: list[pd.DataFrame] = []
         self._buffer_frames: list[int] = []
         self._frame_rows: list[dict] = []
+        self._frames_parts: list[pd.DataFrame] = []  # the frames table: one row per frame, small
+        self._base_frames: set[int] = set()  # frames whose peaks the file held when the writer started
+        self.peaks_stored = 0  # rows of /entry/peaks at the last close
         self._last_flush = time.monotonic()
         self._last_snapshot = time.monotonic()
         self._batch = 0
@@ -230,13 +262,13 @@ class ResultsWriter:
                 f"{self.path}: cannot resume with a different configuration than the run that wrote it"
             )
         self._check_same_inputs(process)
-        table, done = _read_all(self.path)
         self.start_time = _stored_start_time(self.path) or self.start_time
-        self._previous = table
-        self.done_frames = set(int(f) for f in done)
+        self.done_frames = frames_done(self.path)  # snapshot and journal, without reading their peaks
+        self._base_frames = _snapshot_frames(self.path)
+        self._frames_parts = [_read_frames_table(self.path)]
         self._batch = 1 + max((int(p.stem.split("_")[1]) for p in self.journal.glob("batch_*.npz")), default=-1)
         if status == STATUS_COMPLETE:  # append: not complete any more until closed
-            self._write_snapshot("running", table, self.done_frames)
+            self._write_file("running")
 
     def _stored_process(self) -> dict:
         """The process record of the run being continued, with its status under ``"_status"`` (see
@@ -315,8 +347,7 @@ class ResultsWriter:
         """Start a new file: an earlier file (with every group in it) and journal are removed."""
         self.path.unlink(missing_ok=True)
         self._empty_journal()
-        self._previous = empty_peak_table()
-        self._write_snapshot("running", self._previous, set())
+        self._write_file("running")
 
     def _empty_journal(self) -> None:
         if self.journal.exists():
@@ -337,15 +368,23 @@ class ResultsWriter:
         """
         if self._closed:
             raise RuntimeError(f"{self.path}: writer is closed")
-        table = table.copy()
-        table["frame"] = int(frame_index)
         frame_row = None if frame_row is None else {**frame_row, "frame": int(frame_index)}
-        if self.origins is not None:
-            self.origins.fill(table)
+        if self.hit_min_peaks is not None:
+            n = len(table) if frame_row is None else int(frame_row.get("n_peaks", len(table)))
+            hit = n >= self.hit_min_peaks
             if frame_row is not None:
-                source_file, frame_in_file = self.origins.lookup([frame_index])
-                frame_row.update(source_file=source_file[0], frame_in_file=int(frame_in_file[0]))
-        self._buffer.append(table)
+                frame_row["hit"] = hit
+            if self.veto_empty and not hit:
+                table = table.iloc[:0]
+        if len(table):
+            table = table.copy(deep=False)  # columns set below are new arrays; the caller's table is not changed
+            table["frame"] = np.int64(frame_index)
+            if self.origins is not None:
+                self.origins.fill(table)
+            self._buffer.append(table)
+        if frame_row is not None and self.origins is not None:
+            source_file, frame_in_file = self.origins.lookup([frame_index])
+            frame_row.update(source_file=source_file[0], frame_in_file=int(frame_in_file[0]))
         self._buffer_frames.append(int(frame_index))
         if frame_row is not None:
             self._frame_rows.append(frame_row)
@@ -403,6 +442,15 @@ class ResultsWriter:
         if frames.size == 0:
             return
         table = conform(table)
+        if self.hit_min_peaks is not None:
+            counts = (rows["n_peaks"].to_numpy() if rows is not None else
+                      np.array([np.count_nonzero(table["frame"].to_numpy() == f) for f in frames]))
+            hits = counts >= self.hit_min_peaks
+            if rows is not None:
+                rows["hit"] = hits
+            if self.veto_empty and len(table):
+                hit_frames = (rows["frame"].to_numpy() if rows is not None else frames)[hits]
+                table = conform(table[np.isin(table["frame"].to_numpy(), hit_frames)])
         if self.origins is not None:
             self.origins.fill(table)
             if rows is not None:
@@ -417,9 +465,9 @@ class ResultsWriter:
         """Write buffered frames to the journal (atomic rename of one batch file)."""
         if not self._buffer_frames:
             return
-        table = pd.concat(self._buffer, ignore_index=True) if self._buffer else empty_peak_table()
+        table = conform(pd.concat(self._buffer, ignore_index=True)) if self._buffer else empty_peak_table()
         rows = frames_table(self._frame_rows) if self._frame_rows else None
-        self._journal_batch(conform(table), np.asarray(self._buffer_frames, dtype=np.int64), rows)
+        self._journal_batch(table, np.asarray(self._buffer_frames, dtype=np.int64), rows)
         self._buffer, self._buffer_frames, self._frame_rows = [], [], []
 
     def _journal_batch(self, table: pd.DataFrame, frames: np.ndarray, rows: pd.DataFrame | None) -> None:
@@ -428,6 +476,7 @@ class ResultsWriter:
         arrays["frames_done"] = frames
         if rows is not None and len(rows):
             self._write_journal_file(f"frames_{self._batch:08d}", _table_to_npz_dict(rows))
+            self._frames_parts.append(rows)
         self._write_journal_file(f"batch_{self._batch:08d}", arrays)
         self._batch += 1
         self._last_flush = time.monotonic()
@@ -446,10 +495,11 @@ class ResultsWriter:
             raise self._write_error(exc, "its journal") from exc
 
     def snapshot(self, status: str = "running") -> None:
-        """Rewrite the HDF5 file from everything recorded so far (atomically)."""
+        """Rewrite the HDF5 file (atomically): its status, the frames table of every frame recorded so far, and
+        the peaks the file held when the writer started (the run's own peaks are in the journal until
+        :meth:`close`; :func:`braggflow.io.results.read_peaks` merges both)."""
         self.flush()
-        table, done = _read_all(self.path, journal_only_extra=True, base=self._previous)
-        self._write_snapshot(status, table, done)
+        self._write_file(status)
         self._last_snapshot = time.monotonic()
 
     def set_group(self, name: str, *, tables: dict[str, pd.DataFrame] | None = None,
@@ -480,9 +530,9 @@ class ResultsWriter:
         self._groups[name] = ({k: t.reset_index(drop=True) for k, t in (tables or {}).items()}, clean)
 
     def table(self) -> pd.DataFrame:
-        """Every peak recorded so far (those of a resumed run included), sorted by frame."""
+        """Every peak recorded so far (those of a resumed run included), sorted by frame; read from the files."""
         self.flush()
-        table, _ = _read_all(self.path, journal_only_extra=True, base=self._previous)
+        table, _ = _read_all(self.path, journal_only_extra=True)
         return table
 
     def close(self, complete: bool = True) -> None:
@@ -505,12 +555,11 @@ class ResultsWriter:
             return
         try:
             self.flush()
-            table, done = _read_all(self.path, journal_only_extra=True, base=self._previous)
-            self._write_snapshot(STATUS_COMPLETE if complete else "incomplete", table, done, provenance=complete)
+            stored = self._write_file(STATUS_COMPLETE if complete else "incomplete", final=True, provenance=complete)
             if complete and self.journal.exists():
                 self._empty_journal()
                 self.journal.rmdir()
-            self._write_scicat(table, done, complete=complete)
+            self._write_scicat(stored, complete=complete)
         finally:  # a write that failed leaves the journal for --resume; the lock goes with the writer
             self._closed = True
             self._lock.close()
@@ -523,37 +572,53 @@ class ResultsWriter:
         return False
 
     # -- file writing
-    def _write_snapshot(self, status: str, table: pd.DataFrame, done: set[int], provenance: bool = False) -> None:
+    def _write_file(self, status: str, *, final: bool = False, provenance: bool = False) -> dict[str, Any]:
+        """Write the HDF5 file into a temporary file that replaces it (atomic rename).
+
+        With ``final``, every peak (the file's and the journal's) is written,
+        part by part (:meth:`_write_all_peaks`); otherwise the peaks the file
+        held when the writer started are copied as stored.  The frames table
+        holds every frame recorded.
+
+        Returns
+        -------
+        stored : dict
+            ``peaks`` (rows written), ``frames`` (frames whose peaks are in the file), ``frames_with_peaks``.
+
+        Raises
+        ------
+        BraggflowError
+            If the file cannot be written (no temporary file is left).
+        """
         import h5py
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         groups = {**(_copy_groups(self.path) if self.path.exists() else {}), **self._groups}
-        frame_rows = _read_frames_table(self.path)
-        frame_rows = frame_rows[frame_rows["frame"].isin(done)]
-        # The file is built in memory and written with plain file I/O: HDF5 does not recover from a failed
-        # write (a full disk, the file size limit) and may crash the process at its next flush.
-        image = io.BytesIO()
-        with h5py.File(image, "w") as h5:
-            entry = _new_entry(h5, status, name=self.path.name, start_time=self.start_time)
-            table = table.sort_values(["frame"], kind="stable").reset_index(drop=True)
-            write_peaks_group(entry, table)
-            write_peak_map(entry, table, frame_shape=self.extra_process.get("frame_shape"))
-            entry.create_dataset("frames_done", data=np.array(sorted(done), dtype=np.int64))
-            if len(frame_rows):
-                frames = entry.create_group("frames")
-                write_table(frames, frame_rows)
-                write_frames_data(frames, frame_rows)
-                entry.attrs["default"] = "frames"
-            self._write_process(entry.create_group("process"), provenance=provenance)
-            write_instrument(entry, self.instrument, frame_shape=self.extra_process.get("frame_shape"),
-                             raw_frames=self.raw_frames)
-            write_sample(entry, self.instrument)
-            for name, payload in groups.items():
-                _restore_group(entry, name, payload)
+        frame_rows = self._frames_table()
         try:
-            with open(tmp, "wb") as fh, image.getbuffer() as data:
-                fh.write(data)
+            with open(tmp, "w+b") as fh:
+                # HDF5 writes through a guard that keeps a failed write (a full disk, the file size limit) from
+                # HDF5, which does not recover from one; the error is raised once the file is closed.
+                guard = _WriteGuard(fh)
+                with h5py.File(guard, "w") as h5:
+                    entry = _new_entry(h5, status, name=self.path.name, start_time=self.start_time)
+                    stored = self._write_all_peaks(entry) if final else self._copy_base_peaks(entry)
+                    entry.create_dataset("frames_done", data=np.array(sorted(stored["frames"]), dtype=np.int64))
+                    if len(frame_rows):
+                        frames = entry.create_group("frames")
+                        write_table(frames, frame_rows)
+                        write_frames_data(frames, frame_rows)
+                        entry.attrs["default"] = "frames"
+                    self._write_process(entry.create_group("process"), provenance=provenance)
+                    write_instrument(entry, self.instrument, frame_shape=self.extra_process.get("frame_shape"),
+                                     raw_frames=self.raw_frames)
+                    write_sample(entry, self.instrument)
+                    for name, payload in groups.items():
+                        _restore_group(entry, name, payload)
+                guard.flush()
+                if guard.error is not None:
+                    raise guard.error
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
@@ -561,17 +626,100 @@ class ResultsWriter:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise self._write_error(exc, "the HDF5 file") from exc
+        return stored
 
-    def _write_scicat(self, table: pd.DataFrame, done: set[int], *, complete: bool) -> None:
+    def _frames_table(self) -> pd.DataFrame:
+        """The frames table of the frames recorded (one row per frame, the latest row of a frame recorded twice)."""
+        parts = [p for p in self._frames_parts if len(p)]
+        if not parts:
+            return frames_table([])
+        table = pd.concat([frames_table(p) for p in parts], ignore_index=True) if len(parts) > 1 else parts[0]
+        table = table.drop_duplicates("frame", keep="last")
+        table = table[table["frame"].isin(self.done_frames)].sort_values("frame", kind="stable")
+        self._frames_parts = [frames_table(table.reset_index(drop=True))]
+        return self._frames_parts[0]
+
+    def _copy_base_peaks(self, entry) -> dict[str, Any]:
+        """``/entry/peaks`` and ``/entry/peak_map`` copied as stored from the file the writer started from."""
+        import h5py
+
+        if self._base_frames and self.path.exists():
+            try:
+                with h5py.File(self.path, "r", locking=False) as src:
+                    peaks = src["entry/peaks"]
+                    entry.copy(peaks, "peaks")
+                    if "entry/peak_map" in src:
+                        entry.copy(src["entry/peak_map"], "peak_map")
+                    n = int(peaks.attrs.get("nrows", len(peaks["frame"])))
+                return {"peaks": n, "frames": set(self._base_frames), "frames_with_peaks": None}
+            except (OSError, KeyError):  # a damaged file: its frames are read from the journal
+                log.warning("%s: the HDF5 snapshot cannot be read; its frames are taken from the journal", self.path)
+                self._base_frames = set()
+        write_peaks_group(entry, empty_peak_table())
+        return {"peaks": 0, "frames": set(), "frames_with_peaks": 0}
+
+    def _write_all_peaks(self, entry) -> dict[str, Any]:
+        """``/entry/peaks`` of every frame recorded, and ``/entry/peak_map``, written part by part.
+
+        The parts: the peaks the file held when the writer started (read
+        :data:`CHUNK_ROWS` rows at a time), then each journal batch whose frames
+        are not written yet, in batch order; parts are gathered up to
+        :data:`CHUNK_ROWS` rows before they are appended.  A journal batch that
+        was never completely written is left out.
+        """
+        import h5py
+
+        sink = _PeakSink(entry.create_group("peaks"))
+        written: set[int] = set()
+        if self._base_frames and self.path.exists():
+            try:
+                with h5py.File(self.path, "r", locking=False) as src:
+                    group = src["entry/peaks"]
+                    n = int(group.attrs.get("nrows", len(group["frame"])))
+                    for start in range(0, n, CHUNK_ROWS):
+                        sink.append(conform(_read_rows(group, start, min(start + CHUNK_ROWS, n))))
+                written |= self._base_frames
+            except (OSError, KeyError):
+                log.warning("%s: the HDF5 snapshot cannot be read; its frames are taken from the journal", self.path)
+        pending: list[pd.DataFrame] = []
+        held = 0
+        for p in sorted(self.journal.glob("batch_*.npz")) if self.journal.exists() else []:
+            try:
+                with np.load(p) as npz:
+                    frames = set(npz["frames_done"].tolist())
+                    if frames <= written:
+                        continue
+                    part = _table_from_npz(npz)
+            except (OSError, ValueError, KeyError):
+                continue  # a batch that was never completely written is ignored
+            if written:
+                part = part[~part["frame"].isin(written)]
+            written |= frames
+            if len(part):
+                pending.append(part)
+                held += len(part)
+            if held >= CHUNK_ROWS:
+                sink.append(_joined(pending))
+                pending, held = [], 0
+        if pending:
+            sink.append(_joined(pending))
+        sink.finish(empty_peak_table())
+        x, y = sink.scatter_axes()
+        set_nxdata(sink.group, "intensity", [x], indices={y: 0}, title=f"Bragg peaks: intensity against {x} (and {y})")
+        write_peak_map_columns(entry, sink.group, x, y, frame_shape=self.extra_process.get("frame_shape"))
+        self.peaks_stored = sink.rows
+        return {"peaks": sink.rows, "frames": written, "frames_with_peaks": len(sink.frames)}
+
+    def _write_scicat(self, stored: dict[str, Any], *, complete: bool) -> None:
         """The SciCat record beside the results file (:func:`write_scicat`), from what the run recorded.
 
         A record that cannot be written is reported as a warning: the results file is complete without it.
         """
         config = self.config.model_dump(mode="json") if self.config is not None else {}
         frames = _read_frames_table(self.path) if self.path.exists() else None
-        summary = {"status": STATUS_COMPLETE if complete else "incomplete", "frames": len(done),
-                   "peaks": int(len(table)),
-                   "frames_with_peaks": int(table["frame"].nunique()) if len(table) else 0,
+        summary = {"status": STATUS_COMPLETE if complete else "incomplete", "frames": len(stored["frames"]),
+                   "peaks": int(stored["peaks"]),
+                   "frames_with_peaks": int(stored["frames_with_peaks"] or 0),
                    **{k: v for k, v in self.extra_process.items() if k in ("frames_total", "frame_shape")}}
         if frames is not None and len(frames):
             summary["peaks_per_frame_median"] = float(np.median(frames["n_peaks"]))
@@ -615,6 +763,224 @@ class ResultsWriter:
         for key, value in self.extra_process.items():
             proc.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
         proc.attrs["frames_processed"] = self.frames_added
+
+
+#: rows per HDF5 chunk of a peak-table column (and per slice read when copying one)
+CHUNK_ROWS = 16384
+
+
+class _WriteGuard(io.RawIOBase):
+    """A file open for HDF5 (h5py's file-object driver) whose failed writes are kept, not raised into HDF5.
+
+    HDF5 does not recover from a write that fails (a full disk, the file size
+    limit) and may crash the process at its next flush; here a failed write
+    is recorded in :attr:`error` and every later write is skipped, so HDF5
+    finishes normally and the caller raises the error once the file is closed
+    (the temporary file is then removed).
+    """
+
+    def __init__(self, fh):
+        super().__init__()
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def readinto(self, buffer) -> int:
+        n = self.fh.readinto(buffer)
+        view = memoryview(buffer).cast("B")
+        view[n:] = b"\0" * (len(view) - n)  # what a failed write left out reads as zeros
+        return len(view)
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if self.error is None:
+            try:
+                return self.fh.write(data)
+            except OSError as exc:
+                self.error = exc
+        self.fh.seek(size, 1)
+        return size
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self.fh.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return self.fh.tell() if size is None else size
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self.fh.flush()
+            except OSError as exc:
+                self.error = exc
+
+
+class _PeakSink:
+    """The peak table written into an HDF5 group part by part: chunked, resizable 1D datasets, one per column.
+
+    The layout of :func:`braggflow.io.tables.write_table` (categories as int32
+    codes with their labels, nullable integers and text with a
+    ``<name>__missing`` mask, units), grown with each :meth:`append`; the
+    category labels of all parts are gathered as they come.  Only the part
+    being appended is held in memory.
+
+    Parameters
+    ----------
+    group : h5py.Group
+        Empty group of a file open for writing.
+    """
+
+    def __init__(self, group):
+        self.group = group
+        self.rows = 0
+        self.columns: list[str] = []
+        self._kinds: dict[str, str] = {}
+        self._labels: dict[str, dict[str, int]] = {}
+        self.monotonic = True  # frames never decrease from one row to the next
+        self._last_frame = -np.inf
+        self.frames: set[int] = set()  # frames with at least one peak
+        self.finite: dict[str, bool] = {"q_xy": False, "two_theta": False}
+
+    def _dataset(self, name: str, dtype, kind: str, fill=None, *, units: bool = True):
+        ds = self.group.create_dataset(name, shape=(self.rows,), maxshape=(None,), dtype=dtype,
+                                       chunks=(CHUNK_ROWS,), compression="gzip", compression_opts=1,
+                                       fillvalue=fill)
+        if kind:
+            ds.attrs["kind"] = kind
+        unit = column_units(name) if units else ""
+        if unit:
+            ds.attrs["units"] = unit
+        return ds
+
+    def _add_column(self, name: str, s: pd.Series) -> None:
+        """Create the datasets of a column first seen now (the rows before it take its missing value)."""
+        import h5py
+
+        schema = COLUMNS.get(name)
+        if isinstance(s.dtype, pd.CategoricalDtype) or (schema is not None and schema.dtype == "category"):
+            self._dataset(name, np.int32, "category", fill=-1)
+            self._labels[name] = {}
+            self._kinds[name] = "category"
+        elif isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iu":
+            self._dataset(name, s.dtype.numpy_dtype, f"nullable:{s.dtype.name}", fill=0)
+            self._dataset(f"{name}__missing", bool, "", fill=True, units=False)
+            self._kinds[name] = "nullable"
+        elif s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+            self._dataset(name, h5py.string_dtype(), "string", units=False)
+            self._dataset(f"{name}__missing", bool, "", fill=True, units=False)
+            self._kinds[name] = "string"
+        else:
+            dtype = np.dtype(s.dtype)
+            self._dataset(name, dtype, "", fill=np.nan if dtype.kind == "f" else 0)
+            self._kinds[name] = "plain"
+        self.columns.append(name)
+
+    def _codes(self, name: str, s: pd.Series) -> np.ndarray:
+        """A categorical part's codes in the labels gathered so far (new labels added; -1 = missing)."""
+        labels = self._labels[name]
+        part = s.cat.categories
+        mapping = np.empty(len(part) + 1, dtype=np.int32)
+        mapping[-1] = -1
+        for k, label in enumerate(part):
+            mapping[k] = labels.setdefault(str(label), len(labels))
+        return mapping[s.cat.codes.to_numpy()]
+
+    def append(self, table: pd.DataFrame) -> None:
+        """Add the rows of ``table`` (a conforming peak table; columns it lacks take their missing values)."""
+        n = len(table)
+        if n == 0:
+            return
+        for name in table.columns:
+            if str(name) not in self._kinds:
+                self._add_column(str(name), table[name])
+        start, stop = self.rows, self.rows + n
+        for name in self.columns:
+            kind = self._kinds[name]
+            ds = self.group[name]
+            ds.resize((stop,))
+            if kind in ("nullable", "string"):
+                self.group[f"{name}__missing"].resize((stop,))
+            if name not in table:
+                continue  # the fill value: missing
+            s = table[name]
+            if kind == "category":
+                values = self._codes(name, s.astype("category") if not isinstance(s.dtype, pd.CategoricalDtype)
+                                     else s)
+            elif kind == "nullable":
+                missing = s.isna().to_numpy()
+                self.group[f"{name}__missing"][start:stop] = missing
+                values = s.fillna(0).to_numpy().astype(ds.dtype)
+            elif kind == "string":
+                missing = s.isna().to_numpy()
+                self.group[f"{name}__missing"][start:stop] = missing
+                values = np.array(["" if m else str(v) for v, m in zip(s, missing)], dtype=object)
+            else:
+                values = s.to_numpy()
+            ds[start:stop] = values
+        frames = table["frame"].to_numpy()
+        if frames[0] < self._last_frame or (n > 1 and np.any(np.diff(frames) < 0)):
+            self.monotonic = False
+        self._last_frame = max(self._last_frame, frames.max())
+        self.frames.update(np.unique(frames).tolist())
+        for name in self.finite:
+            if not self.finite[name] and name in table and np.isfinite(table[name].to_numpy(dtype=float)).any():
+                self.finite[name] = True
+        self.rows = stop
+
+    def finish(self, template: pd.DataFrame) -> None:
+        """Set the table's attributes (columns, nrows, category labels); sort the rows by frame if they are not.
+
+        Sorting reads one column at a time (the ``frame`` column, then each
+        column in turn, reordered in place).
+
+        Parameters
+        ----------
+        template : pandas.DataFrame
+            An empty table whose columns a table without rows gets.
+        """
+        for name in template.columns:
+            if str(name) not in self._kinds:
+                self._add_column(str(name), template[name])
+        self.group.attrs["columns"] = json.dumps(self.columns)
+        self.group.attrs["nrows"] = self.rows
+        for name, labels in self._labels.items():
+            self.group[name].attrs["labels"] = json.dumps(list(labels))
+        if self.monotonic or self.rows < 2:
+            return
+        order = np.argsort(self.group["frame"][()], kind="stable")
+        for name in list(self.group):
+            ds = self.group[name]
+            ds[...] = ds[()][order]
+        self.monotonic = True
+
+    def scatter_axes(self) -> tuple[str, str]:
+        """The two columns to plot the peaks against (as :func:`braggflow.io.nexus.write_peaks_data` chooses)."""
+        if self.finite["q_xy"] and "q_z" in self.columns:
+            return "q_xy", "q_z"
+        if self.finite["two_theta"] and "eta" in self.columns:
+            return "two_theta", "eta"
+        return "col", "row"
+
+
+def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Peak tables as one (the first as it is when it is alone)."""
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def scicat_path(path) -> Path:

@@ -294,7 +294,8 @@ def analyse_frame(
     -------
     result : FrameResult
         ``result.table`` (the peak table) and ``result.row`` (frame, omega,
-        n_peaks, background, noise, saturated, zingers, hot_pixels, time).
+        n_peaks, background, noise, saturated, zingers, hot_pixels, time, and
+        hit: at least ``config.frames.hit_min_peaks`` peaks).
     """
     from braggflow.correct import correct_frame, saturated_pixels, unbin_positions
     from braggflow.find import find_peaks
@@ -354,6 +355,7 @@ def analyse_frame(
         "zingers": int(found.zingers) if found is not None else 0,
         "hot_pixels": int(np.count_nonzero(context.hot_pixels)) if context.hot_pixels is not None else 0,
         "time": time.perf_counter() - start,
+        "hit": len(table) >= config.frames.hit_min_peaks,
     }
     return FrameResult(conform(table), row)
 
@@ -450,7 +452,8 @@ def run(
     dark: np.ndarray | None = None,
     flat: np.ndarray | None = None,
     cluster=None,
-) -> pd.DataFrame:
+    return_table: bool = True,
+) -> pd.DataFrame | None:
     """Run the pipeline over a series and write (or return) the peak table.
 
     Parameters
@@ -486,11 +489,18 @@ def run(
         one of ``workers``, ``scheduler_address`` and ``cluster`` at most.
         Workers read the frames themselves and return NumPy columns; this
         process journals each task's frames (:mod:`braggflow.pipeline.distributed`).
+    return_table : bool
+        With ``output``: read the file's peak table back and return it (all
+        its peaks in memory); False returns None, and the run holds no more
+        than a journal batch of peaks at a time, whatever their number (the
+        command line never asks for the table).
 
     Returns
     -------
-    table : pandas.DataFrame
-        Peaks of all processed frames (and, with ``resume``, the earlier ones).
+    table : pandas.DataFrame or None
+        Peaks of all processed frames (and, with ``resume``, the earlier ones);
+        with ``config.frames.veto_empty``, those of hits only.  None with
+        ``output`` and not ``return_table``.
 
     Raises
     ------
@@ -535,7 +545,8 @@ def run(
                                extra_process={"frames_total": len(series), "frame_shape": list(series.shape),
                                               "frames_requested": frames_text(asked)},
                                instrument=instrument_record(context, geometry_source), models=models_used(config),
-                               raw_frames=raw_frame_links(series))
+                               raw_frames=raw_frame_links(series), hit_min_peaks=config.frames.hit_min_peaks,
+                               veto_empty=config.frames.veto_empty)
         indices = [i for i in asked if i not in writer.done_frames]
     collected: list[pd.DataFrame] = []
     n_peaks = 0
@@ -577,8 +588,17 @@ def run(
     if writer is not None:
         from braggflow.io.results import read_peaks
 
-        return read_peaks(output)
-    return origins.fill(conform(pd.concat(collected, ignore_index=True))) if collected else empty_peak_table()
+        return read_peaks(output) if return_table else None
+    return _collected_table(collected, origins, config)
+
+
+def _collected_table(collected: list[pd.DataFrame], origins, config: Config) -> pd.DataFrame:
+    """The peaks of a run without a results file as one table; with ``frames.veto_empty``, those of hits only."""
+    table = origins.fill(conform(pd.concat(collected, ignore_index=True))) if collected else empty_peak_table()
+    if config.frames.veto_empty and len(table):  # as the results file would store them
+        counts = table.groupby("frame")["frame"].transform("size").to_numpy()
+        table = conform(table[counts >= config.frames.hit_min_peaks])
+    return table
 
 
 def instrument_record(context: Context, geometry_source: str | None = None) -> dict[str, Any]:

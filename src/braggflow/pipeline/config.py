@@ -32,6 +32,8 @@ __all__ = [
     "FindOptions",
     "LocateConfig",
     "IntegrateConfig",
+    "FramesConfig",
+    "HIT_MIN_PEAKS",
     "Config",
     "config_from_dict",
     "load_config",
@@ -65,10 +67,35 @@ class FindOptions(FindConfig):
         return self
 
 
+#: default of ``frames.hit_min_peaks``: OM's example monitors (LCLS CXI, Pilatus files) set min_num_peaks_for_hit 10
+HIT_MIN_PEAKS = 10
+
+
+class FramesConfig(BaseModel):
+    """The ``frames`` section: the per-frame summary of the frames table (``/entry/frames``).
+
+    A frame is a hit when it has at least ``hit_min_peaks`` peaks, the rule of
+    OM/OnDA's crystallography monitor (``min_num_peaks_for_hit``, 10 in its
+    example configurations for the LCLS CXI beamline and for Pilatus files):
+    a frame with a few peaks is more often noise, a zinger the finder let
+    through or diffuse scatter than a diffraction pattern.  The web dashboard
+    counts hits with the same default.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    hit_min_peaks: int = Field(
+        HIT_MIN_PEAKS, ge=1, description="a frame with at least this many peaks is a hit (the frames table's hit "
+        "column; OM's min_num_peaks_for_hit)")
+    veto_empty: bool = Field(
+        False, description="store the peaks of hits only: the peaks of other frames are counted (n_peaks), not "
+        "stored (OM's veto of non-hits)")
+
+
 class Config(BaseModel):
     """Every option of the pipeline.
 
-    Sections: ``series``, ``correct``, ``find``, ``locate``, ``integrate``, ``geometry``.
+    Sections: ``series``, ``correct``, ``find``, ``locate``, ``integrate``, ``frames``, ``geometry``.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -79,6 +106,7 @@ class Config(BaseModel):
     find: FindOptions = Field(default_factory=FindOptions)
     locate: LocateConfig = Field(default_factory=LocateConfig)
     integrate: IntegrateConfig = Field(default_factory=IntegrateConfig)
+    frames: FramesConfig = Field(default_factory=FramesConfig)
     geometry: GeometryConfig | None = Field(None, description="detector geometry (see 'geometry' keys), or null")
 
     def to_yaml(self) -> str:

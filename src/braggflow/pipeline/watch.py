@@ -293,7 +293,8 @@ def _open_writer(output: Path, config: Config, source):
     journal = output.with_name(output.name + ".journal")
     earlier = (stored_process(output).get("inputs") or []) if output.exists() or journal.exists() else []
     return ResultsWriter(output, config=config, inputs=earlier, append=True, flush_frames=1,
-                         extra_process={"mode": "watch", "source": os.path.abspath(source)})
+                         extra_process={"mode": "watch", "source": os.path.abspath(source)},
+                         hit_min_peaks=config.frames.hit_min_peaks, veto_empty=config.frames.veto_empty)
 
 
 def _record_inputs(writer, src) -> None:

@@ -291,7 +291,9 @@ class _Session:
         file, in_file = origin
         table["source_file"] = pd.Categorical([file] * len(table), categories=[file])
         table["frame_in_file"] = np.full(len(table), in_file, dtype=np.int64)
-        self.writer.add(index, table, {**result.row, "source_file": file, "frame_in_file": int(in_file)})
+        # latency up to the moment the row is handed to the journal (the batch is written at once: flush_frames=1)
+        self.writer.add(index, table, {**result.row, "source_file": file, "frame_in_file": int(in_file),
+                                       "latency": time.time() - t_complete})
         return FrameRecord(index, path, t_complete, time.time(), len(table), seconds,
                            self.reader.frames.qsize() + len(self.inflight) + self.reader.backlog)
 
