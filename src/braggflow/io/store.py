@@ -256,6 +256,40 @@ def stored_peak_count(path) -> int:
         return int(group.attrs.get("nrows", len(group["frame"]) if "frame" in group else 0))
 
 
+def count_peaks(path) -> int:
+    """Peaks a results file stores (snapshot and journal, as :func:`_read_all` merges them), without reading them.
+
+    The snapshot's rows come from its attributes; a journal batch is counted
+    by its ``frame`` column, less the rows of frames the snapshot holds.
+
+    Raises
+    ------
+    InputFileError
+        If the snapshot cannot be read and there is no journal.
+    """
+    path = Path(path)
+    total, done = 0, set()
+    if path.exists():
+        try:
+            total, done = stored_peak_count(path), _snapshot_frames(path)
+        except InputFileError:
+            if not journal_has_batches(path):
+                raise
+    journal = _journal_dir(path)
+    for p in sorted(journal.glob("batch_*.npz")) if journal.exists() else []:
+        try:
+            with np.load(p) as npz:
+                frames = set(npz["frames_done"].tolist())
+                if frames <= done:
+                    continue
+                peak_frames = npz["v:frame"] if "v:frame" in npz.files else np.zeros(0, np.int64)
+        except (OSError, ValueError, KeyError):
+            continue
+        total += int(np.count_nonzero(~np.isin(peak_frames, list(done)))) if done else len(peak_frames)
+        done |= frames
+    return total
+
+
 def _read_frames_table(path: Path) -> pd.DataFrame:
     """The frames table: the snapshot's ``/entry/frames`` plus the journal's ``frames_*.npz`` (later rows win)."""
     import h5py
