@@ -1,0 +1,115 @@
+"""The learned and classical finders on the hand-labelled frames of the Pilatus GIWAXS series.
+
+Usage::
+
+    python3 bench/detect_pilatus.py            # coverage table of both finders
+    python3 bench/detect_pilatus.py --picture tests/data/giwaxs_labels/giwaxs_gixsgui_labels.png
+
+The frames are three of ``../shared/data/giwaxs_gixsgui`` (a Pilatus 1M-F scan of
+the incidence angle); their features were labelled by hand on the frames
+remapped to (q, chi), in ``tests/data/giwaxs_labels/giwaxs_gixsgui_labels.csv``
+(the file's comments give the geometry, estimated from the frames themselves,
+and what was left unlabelled).  ``--picture`` draws the labels on the remapped
+frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "giwaxs_gixsgui"
+LABELS = ROOT / "tests" / "data" / "giwaxs_labels" / "giwaxs_gixsgui_labels.csv"
+FRAMES = ("giwaxs1_s087_000.tif", "giwaxs1_s087_008.tif", "giwaxs1_s087_016.tif")
+GEOMETRY = dict(distance_mm=203.3, beam_center_row=996.3, beam_center_col=880.7, pixel_size_mm=0.172,
+                energy_keV=10.6)
+"""Estimated from the frames (the label file's comments say how); the incidence angle is each frame's."""
+PILATUS_1M = dict(shape=(1043, 981), module=(195, 487), gap=(17, 7))
+
+
+def incidence_angle(name: str) -> float:
+    """Incidence angle of ``giwaxs1_s087_NNN.tif``: 0.8052 + 0.1 x NNN deg (the data README)."""
+    return 0.8052 + 0.1 * int(Path(name).stem.rsplit("_", 1)[1])
+
+
+def geometry(name: str):
+    """The series' geometry with the incidence angle of frame ``name``."""
+    from braggflow.geometry import Geometry
+
+    return Geometry.from_config({**GEOMETRY, "incidence_angle_deg": incidence_angle(name)})
+
+
+def gap_mask() -> np.ndarray:
+    """Module gaps of a Pilatus 1M (5 x 2 modules of 195 x 487 px, gaps of 17 rows and 7 columns): True = gap."""
+    rows, cols = PILATUS_1M["shape"]
+    (mr, mc), (gr, gc) = PILATUS_1M["module"], PILATUS_1M["gap"]
+    mask = np.zeros((rows, cols), bool)
+    for k in range(1, rows // (mr + gr) + 1):
+        mask[k * (mr + gr) - gr:k * (mr + gr)] = True
+    for k in range(1, cols // (mc + gc) + 1):
+        mask[:, k * (mc + gc) - gc:k * (mc + gc)] = True
+    return mask
+
+
+def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``name`` (counts) and its bad pixels (module gaps, and pixels marked -2)."""
+    import fabio
+
+    frame = fabio.open(str(DATA / name)).data.astype(np.float64)
+    return frame, gap_mask() | (frame < 0)
+
+
+def draw_labels(output: Path) -> Path:
+    """The labelled frames remapped to (q, chi) (log contrast) with the labels' boxes: one panel per frame."""
+    import matplotlib
+    from matplotlib.patches import Rectangle
+
+    from braggflow.nn.detector import contrast_image, polar_image
+    from braggflow.training.labels import read_labels
+    from braggflow.viz import style
+
+    colours = {"ring": "#00e5ff", "arc": "#ffb000", "spot": "#7cfc00"}
+    fig = style.figure((13.0, 4.2), 80)
+    axes = fig.subplots(1, len(FRAMES), sharey=True)
+    for ax, name in zip(axes, FRAMES):
+        frame, mask = load(name)
+        image, q, chi = polar_image(frame, geometry(name), mask=mask)
+        rows = chi < 5
+        shown = np.where(np.isfinite(image), contrast_image(image)[0], np.nan)[rows]
+        cmap = matplotlib.colormaps["magma"].with_extremes(bad="white")
+        dq, dchi = q[1] - q[0], chi[1] - chi[0]
+        im = ax.imshow(shown, origin="lower", aspect="auto", cmap=cmap, interpolation="nearest",
+                       extent=(q[0] - dq / 2, q[-1] + dq / 2, chi[rows][0] - dchi / 2, chi[rows][-1] + dchi / 2))
+        for r in read_labels(LABELS, frame=name).itertuples():
+            ax.add_patch(Rectangle((r.q_lo, r.chi_lo), r.q_hi - r.q_lo, r.chi_hi - r.chi_lo, fill=False,
+                                   ec=colours[r.kind], lw=1.2))
+        ax.set_title(f"{name}, α = {incidence_angle(name):.2f}°", fontsize=9)
+        ax.set_xlabel(style.axis_label("q", "1/Å"))
+    axes[0].set_ylabel(style.axis_label("χ", "deg"))
+    from matplotlib.lines import Line2D
+
+    axes[-1].legend(handles=[Line2D([], [], color=c, label=k) for k, c in colours.items()], loc="lower right",
+                    fontsize=8, framealpha=0.7)
+    fig.colorbar(im, ax=axes, label="log contrast (0-1)", shrink=0.9)
+    fig.suptitle("hand labels of the Pilatus GIWAXS series (boxes: centre ± 2σ)", fontsize=10)
+    fig.savefig(output, dpi=fig.dpi)
+    return output
+
+
+def main() -> None:
+    """Draw the labels picture."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--picture", type=Path, default=None, help="draw the labels on the frames to this PNG")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        print(f"(skipped: {DATA} is absent)")
+        return
+    if args.picture is not None:
+        print(f"labels drawn to {draw_labels(args.picture)}")
+
+
+if __name__ == "__main__":
+    main()
