@@ -98,6 +98,39 @@ def test_perfect_network_outputs_decode_to_the_true_boxes():
     assert scores.loc["all", "precision"] > 0.9
 
 
+@pytest.mark.parametrize("sigma", [0.008, 0.015, 0.03])
+def test_refined_radial_width_is_the_rings_gaussian_width(sigma):
+    """A ring of known Gaussian width, bin-averaged on the polar grid: the box becomes q +- 2 sigma."""
+    from scipy.special import erf
+
+    from braggflow.nn.detector import refine_q
+
+    q = np.linspace(0.0, 5.0, 257)[:-1] + 5.0 / 512  # bin centres, dq = 0.0195 1/Å
+    chi = np.linspace(-180.0, 180.0, 257)[:-1] + 360.0 / 512
+    dq, q0 = q[1] - q[0], 2.013
+    edges = np.r_[q - dq / 2, q[-1] + dq / 2]
+    cdf = 0.5 * (1 + erf((edges - q0) / (np.sqrt(2) * sigma)))
+    profile = 40.0 + 0.02 * q + 300.0 * sigma * np.sqrt(2 * np.pi) * np.diff(cdf) / dq  # bin means
+    image = np.broadcast_to(profile, (256, 256)).copy()
+    image[:40] = np.nan  # part of the circle not seen
+    box = pd.DataFrame(dict(kind=["ring"], score=[0.9], q=[2.0], chi=[0.0], q_lo=[1.95], q_hi=[2.05],
+                            chi_lo=[-180.0], chi_hi=[180.0]))
+    out = refine_q(box, image, q, chi).iloc[0]
+    assert out["q"] == pytest.approx(q0, abs=0.25 * dq)
+    assert out["q_width"] == pytest.approx(4 * sigma, rel=0.15)
+    assert out["q_lo"] == pytest.approx(out["q"] - 2 * sigma, abs=0.15 * sigma + 1e-12)
+
+
+def test_frame_class_is_the_most_probable_and_none_without_a_head():
+    from braggflow.nn.detector import FRAME_CLASSES, frame_class
+
+    label, p = frame_class([0.1, 0.2, 0.3, 0.9])
+    assert label == "rings" and list(p) == [f"p_{c}" for c in FRAME_CLASSES] and p["p_rings"] == 0.9
+    assert frame_class([0.95, 0.01, 0.02, 0.01])[0] == "empty"
+    label, p = frame_class([np.nan] * 4)
+    assert label is None and np.isnan(p["p_spots"])
+
+
 def test_matching_is_one_to_one_and_ignores_weak_features():
     truth = pd.DataFrame(dict(q=[1.0, 2.0], chi=[-90.0, -90.0], q_lo=[0.98, 1.98], q_hi=[1.02, 2.02],
                               chi_lo=[-95.0, -95.0], chi_hi=[-85.0, -85.0], kind=["spot", "spot"],

@@ -99,6 +99,24 @@ def test_polar_lookup_matches_the_remap(simulated):
     np.testing.assert_allclose(counts.sum(), image[~mask].astype(np.float64).sum(), rtol=1e-9)
 
 
+def test_rebin_leaves_out_the_frames_bad_pixels_as_a_lookup_built_with_them_masked(simulated):
+    _, image, mask = simulated
+    g = Geometry.from_config(GEOMETRY)
+    bad = np.zeros(SHAPE, dtype=bool)
+    bad[::37, ::11] = True  # a sparse set of bad pixels beyond the static mask (saturated, say)
+    frame = image.copy()
+    frame[5, 7] = np.nan  # and a non-finite one
+    lookup = PolarLookup.build(g, SHAPE, mask)
+    got, counts, npix = lookup.rebin(frame, bad)
+    full = mask | bad
+    full[5, 7] = True
+    expected, counts_e, npix_e = PolarLookup.build(g, SHAPE, full).rebin(np.nan_to_num(frame))
+    # the same bins either way (the lookup built with more pixels masked keeps the static mask's grid)
+    np.testing.assert_array_equal(npix, npix_e)
+    np.testing.assert_allclose(counts, counts_e, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, equal_nan=True)
+
+
 def test_cached_qxy_qz_match_the_geometry():
     g = Geometry.from_config(GEOMETRY)
     rng = np.random.default_rng(3)
@@ -161,3 +179,17 @@ def test_run_finder_learned_writes_the_features(simulated, tmp_path):
     peaks = read_peaks(tmp_path / "out.h5")
     assert set(peaks["kind"].astype(str)) == {"ring", "arc", "spot"}
     assert np.isfinite(peaks["q_width"]).all() and np.isfinite(peaks["confidence"]).all()
+
+
+def test_identify_chooses_ring_or_spot_matching_from_the_learned_frame_class():
+    from braggflow.phases.workflow import matching_mode
+
+    spread = pd.DataFrame(dict(q=np.repeat([1.0, 1.5], 10), eta=np.tile(np.linspace(-170, 170, 10), 2)))
+    assert matching_mode(spread, "auto")[0] == "rings"  # without classes: the peaks lie on rings
+    kind, reason = matching_mode(spread, "auto", frame_classes=dict(p_spots=0.9, p_arcs=0.2, p_rings=0.1))
+    assert kind == "spots" and "learned frame class" in reason
+    assert matching_mode(spread, "auto", frame_classes=dict(p_spots=0.6, p_arcs=0.7, p_rings=0.1))[0] == "rings"
+    # the user's choice wins; NaN probabilities (no frame-class head) fall back to the peaks' spread
+    assert matching_mode(spread, "rings", frame_classes=dict(p_spots=0.9, p_arcs=0.0, p_rings=0.0))[0] == "rings"
+    assert matching_mode(spread, "auto", frame_classes=dict(p_spots=np.nan, p_arcs=np.nan, p_rings=np.nan))[0] \
+        == "rings"

@@ -1,13 +1,17 @@
 """Train the shipped grazing-incidence detector ``gixd-centernet-sim`` and ship it (weights + MANIFEST entry).
 
-Two stages, all seeds fixed (2-core CPU, one torch thread, about 25 minutes of CPU):
+Three stages, all seeds fixed (2-core CPU shared with other jobs, one torch thread):
 
 1. 1,600 simulated frames (seed 1; validation: 100 frames, seed 2), 5 epochs,
    heat-map loss normalised over all classes together, stopped after the epoch
    passing 900 s;
 2. from stage 1's weights: 800 new frames (seed 11; validation: 60 frames, seed 12),
    3 epochs, the heat-map loss normalised per class (spots and arcs weigh as much
-   as the rings' long columns), stopped after the epoch passing 600 s.
+   as the rings' long columns), stopped after the epoch passing 600 s;
+3. from stage 2's weights, with the frame-class head: 1,200 new frames (seed 21;
+   validation: 100 frames, seed 22), 12 epochs (lr 2e-3, one-cycle), the heat-map
+   loss normalised per class with the spot class weighted 2, the frame-class
+   cross-entropy weighted 1.
 
 Then the score thresholds are tuned per class on 60 frames of seed 3 and the model
 is copied into ``braggflow/nn/weights`` with its ONNX export and MANIFEST entry::
@@ -15,7 +19,7 @@ is copied into ``braggflow/nn/weights`` with its ONNX export and MANIFEST entry:
     python3 tools/train_detector.py --out /tmp/gixd-centernet-sim.pt --ship
 
 Stage 1 is ``braggflow train-detector -o stage1.pt --max-seconds 900``; stage 2 is
-``braggflow train-detector -o out.pt --init stage1.pt --class-balanced --n-train 800 --n-val 60 --sim-seed 11
+``braggflow train-detector -o stage2.pt --init stage1.pt --class-balanced --n-train 800 --n-val 60 --sim-seed 11
 --epochs 3 --lr 0.002 --max-seconds 600``.
 """
 
@@ -28,24 +32,28 @@ from braggflow.nn.detector import load_detector
 from braggflow.simulate.gixd import simulate_gixd_set
 from braggflow.training.detector import DetectorTrainConfig, ship_detector, train_detector, tune_thresholds
 
-TUNE_SEED = 3  # frames for the score thresholds: neither training (1, 11), validation (2, 12) nor the benchmark (9001)
+TUNE_SEED = 3  # frames for the score thresholds: neither training (1, 11, 21), validation (2, 12, 22) nor the
+# benchmark (9001)
 STAGE1 = DetectorTrainConfig(n_train=1600, n_val=100, epochs=5, max_seconds=900.0)
 STAGE2 = DetectorTrainConfig(n_train=800, n_val=60, sim_seed=11, epochs=3, lr=2e-3, class_balanced=True,
                              max_seconds=600.0)
+STAGE3 = DetectorTrainConfig(n_train=1200, n_val=100, sim_seed=21, epochs=12, lr=2e-3, class_balanced=True,
+                             spot_weight=2.0, frame_weight=1.0)
 
 
 def main() -> None:
-    """Parse the options, train both stages, and ship the model when asked."""
+    """Parse the options, train the stages, and ship the model when asked."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="detector file (.pt) to write; stage 1 goes to OUT.stage1.pt")
+    parser.add_argument("--out", required=True,
+                        help="detector file (.pt) to write; stages 1 and 2 go to OUT.stage1.pt, OUT.stage2.pt")
     parser.add_argument("--ship", action="store_true",
                         help="tune the score thresholds, copy the model into braggflow/nn/weights and the MANIFEST")
     parser.add_argument("--name", default="gixd-centernet-sim")
-    parser.add_argument("--from-stage", type=int, choices=(1, 2, 3), default=1,
-                        help="start at stage 1, 2 (stage 1's file exists) or 3 (only ship)")
+    parser.add_argument("--from-stage", type=int, choices=(1, 2, 3, 4), default=1,
+                        help="start at stage 1, 2 (stage 1's file exists), 3 (stage 2's file exists) or 4 (only ship)")
     args = parser.parse_args()
     out = Path(args.out)
-    stage1 = out.with_suffix(".stage1.pt")
+    stage1, stage2 = out.with_suffix(".stage1.pt"), out.with_suffix(".stage2.pt")
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -54,7 +62,10 @@ def main() -> None:
         train_detector(STAGE1, stage1, log=log)
     if args.from_stage <= 2:
         STAGE2.init = str(stage1)
-        train_detector(STAGE2, out, log=log)
+        train_detector(STAGE2, stage2, log=log)
+    if args.from_stage <= 3:
+        STAGE3.init = str(stage2)
+        train_detector(STAGE3, out, log=log)
     if args.ship:
         detector = load_detector(out)
         frames = simulate_gixd_set(60, TUNE_SEED, n_setups=16)

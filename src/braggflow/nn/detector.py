@@ -37,12 +37,15 @@ import pandas as pd
 from braggflow.errors import ConfigError, InputFileError
 from braggflow.nn.files import MANIFEST_PATH, WEIGHTS_DIR, file_sha256, read_manifest, torch_missing_message
 
-__all__ = ["CLASSES", "INPUT_SHAPE", "STRIDE", "FEATURE_COLUMNS", "GixdDetector", "contrast_image",
+__all__ = ["CLASSES", "FRAME_CLASSES", "INPUT_SHAPE", "STRIDE", "FEATURE_COLUMNS", "GixdDetector", "contrast_image",
            "build_network", "list_detectors", "load_detector", "decode", "refine_q", "detect_polar",
-           "polar_image", "detect_frame", "match_detections", "detection_scores", "DEFAULT_DETECTOR"]
+           "polar_image", "detect_frame", "frame_class", "match_detections", "detection_scores", "DEFAULT_DETECTOR"]
 
 CLASSES = ("ring", "arc", "spot")
 """Feature classes, in the order of the network's heat-map channels."""
+FRAME_CLASSES = ("empty", "spots", "arcs", "rings")
+"""Frame classes, in the order of the network's frame-class outputs (independent probabilities: a frame can hold
+rings and spots; ``empty``: no labelled feature, only background and diffuse scattering)."""
 INPUT_SHAPE = (256, 256)
 """Polar image the network takes: (chi bins, q bins)."""
 STRIDE = 2
@@ -113,7 +116,8 @@ def _network_class():
 
     class GixdNet(nn.Module):
         """Encoder-decoder with chi-averaged context; outputs (N, 7, H/2, W/2): 3 heat logits, 2 log half-sizes,
-        2 offsets."""
+        2 offsets; and (N, 4) frame-class logits (empty, spots, arcs, rings) from the deepest features pooled over
+        the seen bins (mean and maximum)."""
 
         def __init__(self, width: int = 8, in_ch: int = 3, n_classes: int = 3):
             super().__init__()
@@ -128,6 +132,7 @@ def _network_class():
             self.d1 = conv(3 * c1, c1)
             self.head = nn.Sequential(nn.Conv2d(2 * c1, c1, 3, padding=1), nn.ReLU(inplace=True),
                                       nn.Conv2d(c1, n_classes + 4, 1))
+            self.frame_head = nn.Linear(2 * c4, len(FRAME_CLASSES))
             self.n_classes = n_classes
             with torch.no_grad():
                 self.head[-1].bias[:n_classes] = -2.19  # heat-map prior 0.1 (CenterNet)
@@ -142,11 +147,15 @@ def _network_class():
                              column_mean(s4.transpose(2, 3), mask.transpose(2, 3), 16).transpose(2, 3).expand_as(s4)],
                             1)
             s4 = s4 + self.context(ctx)
+            m4 = F.avg_pool2d(mask, 16)
+            pooled = torch.cat([(s4 * m4).sum((2, 3)) / (m4.sum((2, 3)) + 1e-3),
+                                (s4 * m4 - (1 - m4) * 1e3).amax((2, 3))], 1)
+            frame_logits = self.frame_head(pooled)
             u = self.d3(torch.cat([F.interpolate(s4, scale_factor=2.0, mode="nearest"), s3], 1))
             u = self.d2(torch.cat([F.interpolate(u, scale_factor=2.0, mode="nearest"), s2], 1))
             u = self.d1(torch.cat([F.interpolate(u, scale_factor=2.0, mode="nearest"), s1], 1))
             u = torch.cat([u, column_mean(u, mask, 2).expand_as(u)], 1)
-            return self.head(u)
+            return self.head(u), frame_logits
 
     return GixdNet
 
@@ -162,9 +171,10 @@ def build_network(width: int = 8):
     Returns
     -------
     network : torch.nn.Module
-        Input (N, 3, 256, 256) from :func:`contrast_image`; output (N, 7, 128, 128):
-        heat-map logits of ring, arc, spot; log half-widths in q and chi (input
-        bins); centre offsets in q and chi (output pixels).
+        Input (N, 3, 256, 256) from :func:`contrast_image`; outputs a tuple:
+        (N, 7, 128, 128) heat-map logits of ring, arc, spot, log half-widths in
+        q and chi (input bins), centre offsets in q and chi (output pixels); and
+        (N, 4) frame-class logits (:data:`FRAME_CLASSES`, one sigmoid each).
 
     Raises
     ------
@@ -200,6 +210,8 @@ class GixdDetector:
         Smallest score kept per class (``ring``, ``arc``, ``spot``).
     train_config, metrics : dict
     path : Path or None
+    frame_head : bool
+        Whether the model's frame-class head was trained (files of format version 1 have none).
     """
 
     name: str
@@ -210,9 +222,42 @@ class GixdDetector:
     train_config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     path: Path | None = None
+    frame_head: bool = True
+
+    def run(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Network outputs for input planes: feature maps and frame-class probabilities.
+
+        Parameters
+        ----------
+        planes : (N, 3, 256, 256) ndarray of float32
+
+        Returns
+        -------
+        out : (N, 7, 128, 128) ndarray of float32
+            Heat maps (after the sigmoid), log half-sizes, offsets.
+        frame_probs : (N, 4) ndarray of float
+            Probability of each of :data:`FRAME_CLASSES` (independent sigmoids);
+            NaN for a model without the frame-class head.
+        """
+        planes = np.ascontiguousarray(planes, dtype=np.float32)
+        if self.session is not None:
+            res = self.session.run(None, {"x": planes})
+        else:
+            import torch
+
+            with torch.no_grad():
+                res = self.network(torch.from_numpy(planes))
+            res = [r.numpy() for r in (res if isinstance(res, tuple) else (res,))]
+        out = res[0].copy()
+        out[:, :3] = 1.0 / (1.0 + np.exp(-out[:, :3]))
+        if len(res) > 1 and self.frame_head:
+            probs = 1.0 / (1.0 + np.exp(-np.asarray(res[1], dtype=np.float64)))
+        else:
+            probs = np.full((len(out), len(FRAME_CLASSES)), np.nan)
+        return out, probs
 
     def raw(self, planes: np.ndarray) -> np.ndarray:
-        """Network outputs for input planes.
+        """Feature maps for input planes (:meth:`run` without the frame classes).
 
         Parameters
         ----------
@@ -223,17 +268,7 @@ class GixdDetector:
         out : (N, 7, 128, 128) ndarray of float32
             Heat maps (after the sigmoid), log half-sizes, offsets.
         """
-        planes = np.ascontiguousarray(planes, dtype=np.float32)
-        if self.session is not None:
-            out = self.session.run(None, {"x": planes})[0]
-        else:
-            import torch
-
-            with torch.no_grad():
-                out = self.network(torch.from_numpy(planes)).numpy()
-        out = out.copy()
-        out[:, :3] = 1.0 / (1.0 + np.exp(-out[:, :3]))
-        return out
+        return self.run(planes)[0]
 
 
 def list_detectors() -> list[dict]:
@@ -294,10 +329,20 @@ def load_detector(model: str | Path | None = None, *, backend: str = "auto") -> 
     payload = _read_pt(path)
     det = GixdDetector(name=path.stem, width=int(payload["width"]), thresholds=dict(payload["thresholds"]),
                        train_config=payload.get("train_config", {}), metrics=payload.get("metrics", {}), path=path)
-    det.network = build_network(det.width)
-    det.network.load_state_dict(payload["state_dict"])
-    det.network.eval()
+    det.network, det.frame_head = _network_from(payload, path)
     return det
+
+
+def _network_from(payload: dict, path: Path):
+    """The torch network of a detector file's payload, and whether its frame-class head was trained."""
+    net = build_network(int(payload["width"]))
+    state = payload["state_dict"]
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("frame_head.") for k in missing):
+        raise InputFileError(f"{path}: weights do not fit the detector network (missing {list(missing)[:3]}, "
+                             f"unexpected {list(unexpected)[:3]})")
+    net.eval()
+    return net, not missing
 
 
 def _load_shipped(entry: dict, backend: str) -> GixdDetector:
@@ -319,11 +364,35 @@ def _load_shipped(entry: dict, backend: str) -> GixdDetector:
         opts.intra_op_num_threads = int(threads) if threads.isdigit() and int(threads) > 0 else 2
         det.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     else:
-        payload = _read_pt(path)
-        det.network = build_network(det.width)
-        det.network.load_state_dict(payload["state_dict"])
-        det.network.eval()
+        det.network, det.frame_head = _network_from(_read_pt(path), path)
+    if use_onnx:
+        det.frame_head = len(det.session.get_outputs()) > 1
     return det
+
+
+def frame_class(probs) -> tuple[str | None, dict[str, float]]:
+    """The most probable frame class and the probability of each.
+
+    Parameters
+    ----------
+    probs : (4,) array_like
+        Probabilities of :data:`FRAME_CLASSES` (:meth:`GixdDetector.run`; independent
+        sigmoids, so they need not sum to 1).
+
+    Returns
+    -------
+    label : str or None
+        The class of the highest probability (``empty``, ``spots``, ``arcs``,
+        ``rings``); None when the probabilities are NaN (a model without the
+        frame-class head).
+    probabilities : dict
+        ``p_empty``, ``p_spots``, ``p_arcs``, ``p_rings``.
+    """
+    p = np.asarray(probs, dtype=np.float64).reshape(len(FRAME_CLASSES))
+    values = {f"p_{c}": float(v) for c, v in zip(FRAME_CLASSES, p)}
+    if not np.all(np.isfinite(p)):
+        return None, values
+    return FRAME_CLASSES[int(np.argmax(p))], values
 
 
 # ---------------------------------------------------------------- decoding
@@ -413,13 +482,23 @@ def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
 
 
 def refine_q(features: pd.DataFrame, image: np.ndarray, q: np.ndarray, chi: np.ndarray) -> pd.DataFrame:
-    """Refine each feature's q on the polar image; add ``q_err``, ``q_width``, ``chi_width``, ``intensity``.
+    """Refine each feature's q and radial width on the polar image; add ``q_err``, ``q_width``, ``chi_width``,
+    ``intensity``.
 
     For each box, the image is averaged over the box's chi rows (finite bins
     only) in a window of three box half-widths either side in q; a straight line
-    through the window's outer quarters is the background; the q centre is the
-    vertex of the parabola through the highest net bin and its neighbours
-    (kept only when it lies within one bin of that bin and inside the box).
+    through the window's outer quarters is the background.  On that net profile:
+
+    - the q centre is the vertex of the parabola through the highest net bin
+      and its neighbours (kept only when it lies within one bin of that bin and
+      inside the box);
+    - the radial width is that of a Gaussian fitted to the net profile's top:
+      a weighted least-squares parabola through the logarithm of the net bins
+      above 30 % of the maximum around it (at most three bins either side,
+      weights the squared net values; Caruana's algorithm), its variance less
+      the bin's own ``dq^2 / 12``.  The box becomes ``q +- 2 sigma`` (at least
+      half a bin either side), as the simulator's truth boxes are; the network's
+      box is kept when the fit fails (fewer than three bins, or no maximum).
 
     Parameters
     ----------
@@ -433,32 +512,42 @@ def refine_q(features: pd.DataFrame, image: np.ndarray, q: np.ndarray, chi: np.n
     Returns
     -------
     features : pandas.DataFrame
-        With ``q`` refined and ``q_err`` (half a bin when refined, else a bin;
-        1/Å), ``q_width``, ``chi_width`` (full box extents; 1/Å, deg) and
-        ``intensity`` (net mean counts per bin in the box times its number of
-        bins; the image's units).
+        With ``q``, ``q_lo``, ``q_hi`` refined and ``q_err`` (half a bin when
+        refined, else a bin; 1/Å), ``q_width``, ``chi_width`` (full box extents;
+        1/Å, deg; a Gaussian's FWHM is ``q_width / 1.699`` when the width was
+        fitted) and ``intensity`` (net mean counts per bin in the network's box
+        times its number of chi bins; the image's units).
     """
     out = features.copy()
     dq = q[1] - q[0]
-    q_new, q_err, inten = [], [], []
-    finite = np.isfinite(image)
-    filled = np.where(finite, image, 0.0)
-    for r in out[["q", "q_lo", "q_hi", "chi_lo", "chi_hi"]].itertuples(index=False):
-        r0, r1 = np.searchsorted(chi, r.chi_lo, side="left"), np.searchsorted(chi, r.chi_hi, side="right")
-        half = max(r.q_hi - r.q, dq)
-        c0, c1 = np.searchsorted(q, r.q - 3 * half - dq, side="left"), np.searchsorted(q, r.q + 3 * half + dq,
-                                                                                       side="right")
-        rows = slice(r0, r1)
-        qv, err, area = r.q, dq, np.nan
-        if r1 > r0 and c1 - c0 >= 5:
-            n_fin = finite[rows, c0:c1].sum(0)
-            if n_fin.all():
-                prof = filled[rows, c0:c1].sum(0) / n_fin
-                qv, err, area = _vertex(prof, q[c0:c1], r, dq, r1 - r0)
-        q_new.append(qv)
-        q_err.append(err)
-        inten.append(area)
+    n = len(out)
+    q_new, q_err, inten = np.array(out["q"], dtype=np.float64), np.full(n, dq), np.full(n, np.nan)
+    q_lo, q_hi = np.array(out["q_lo"], dtype=np.float64), np.array(out["q_hi"], dtype=np.float64)
+    if n:
+        finite = np.isfinite(image)
+        filled = np.where(finite, image, 0.0)
+        cum = np.vstack([np.zeros((1, image.shape[1])), np.cumsum(filled, 0)])  # row sums of any chi range
+        cum_n = np.vstack([np.zeros((1, image.shape[1]), dtype=np.int64), np.cumsum(finite, 0)])
+        r0s = np.searchsorted(chi, out["chi_lo"].to_numpy(dtype=np.float64), side="left")
+        r1s = np.searchsorted(chi, out["chi_hi"].to_numpy(dtype=np.float64), side="right")
+        for k in range(n):
+            r0, r1, qc = int(r0s[k]), int(r1s[k]), float(q_new[k])
+            half = max(q_hi[k] - qc, dq)
+            c0 = int(np.searchsorted(q, qc - 3 * half - dq, side="left"))
+            c1 = int(np.searchsorted(q, qc + 3 * half + dq, side="right"))
+            if r1 <= r0 or c1 - c0 < 5:
+                continue
+            n_fin = cum_n[r1, c0:c1] - cum_n[r0, c0:c1]
+            if not n_fin.all():
+                continue
+            prof = (cum[r1, c0:c1] - cum[r0, c0:c1]) / n_fin
+            res = _vertex(prof, q[c0:c1], qc, q_lo[k], q_hi[k], dq, r1 - r0)
+            q_new[k], q_err[k], inten[k] = res[0], res[1], res[2]
+            if np.isfinite(res[3]):
+                h = max(2.0 * res[3], 0.5 * dq)
+                q_lo[k], q_hi[k] = q_new[k] - h, q_new[k] + h
     out["q"] = q_new
+    out["q_lo"], out["q_hi"] = q_lo, q_hi
     out["q_err"] = q_err
     out["q_width"] = out["q_hi"] - out["q_lo"]
     out["chi_width"] = out["chi_hi"] - out["chi_lo"]
@@ -466,7 +555,35 @@ def refine_q(features: pd.DataFrame, image: np.ndarray, q: np.ndarray, chi: np.n
     return out
 
 
-def _vertex(prof: np.ndarray, qs: np.ndarray, r, dq: float, n_rows: int) -> tuple[float, float, float]:
+def _gauss_sigma(net: np.ndarray, i: int, dq: float) -> float:
+    """Gaussian sigma of the net profile's maximum at bin ``i`` (log-parabola, weighted); NaN when it fails."""
+    top = net[i]
+    if not top > 0:
+        return float("nan")
+    lo = i
+    while lo > 0 and i - lo < 3 and net[lo - 1] > 0.3 * top:
+        lo -= 1
+    hi = i
+    while hi < len(net) - 1 and hi - i < 3 and net[hi + 1] > 0.3 * top:
+        hi += 1
+    if hi - lo < 2:
+        if lo == hi or not (0 < i < len(net) - 1) or net[i - 1] <= 0 or net[i + 1] <= 0:
+            return float("nan")
+        lo, hi = i - 1, i + 1  # three bins, the outer ones below 30 % of the top
+    x = np.arange(lo, hi + 1) - i
+    y = net[lo:hi + 1]
+    w = y * y
+    a = np.vstack([np.ones_like(x), x, x * x]).T.astype(np.float64)
+    coef = np.linalg.lstsq(a * w[:, None] ** 0.5, np.log(y) * w ** 0.5, rcond=None)[0]
+    if not coef[2] < 0:
+        return float("nan")
+    var = -0.5 / coef[2] * dq * dq - dq * dq / 12.0
+    return float(np.sqrt(max(var, (0.25 * dq) ** 2)))
+
+
+def _vertex(prof: np.ndarray, qs: np.ndarray, qc: float, q_lo: float, q_hi: float, dq: float,
+            n_rows: int) -> tuple[float, float, float, float]:
+    """Refined q, its error, the net area and the Gaussian sigma (NaN when not fitted) of a profile's maximum."""
     n = len(prof)
     edge = max(1, n // 4)
     xs = np.r_[qs[:edge], qs[-edge:]]
@@ -474,11 +591,12 @@ def _vertex(prof: np.ndarray, qs: np.ndarray, r, dq: float, n_rows: int) -> tupl
     xm, ym = xs.mean(), ys.mean()
     slope = np.dot(xs - xm, ys - ym) / np.dot(xs - xm, xs - xm)  # least-squares straight line
     net = prof - (slope * (qs - xm) + ym)
-    inner = (qs >= r.q_lo - dq) & (qs <= r.q_hi + dq)
+    inner = (qs >= q_lo - dq) & (qs <= q_hi + dq)
     if not inner.any():
-        return r.q, dq, np.nan
+        return qc, dq, np.nan, np.nan
     i = int(np.flatnonzero(inner)[np.argmax(net[inner])])
     area = float(np.sum(net[inner]) * n_rows)
+    sigma = _gauss_sigma(net, i, dq)
     if 0 < i < n - 1:
         a, b, c = net[i - 1], net[i], net[i + 1]
         den = a - 2 * b + c
@@ -486,9 +604,9 @@ def _vertex(prof: np.ndarray, qs: np.ndarray, r, dq: float, n_rows: int) -> tupl
             shift = 0.5 * (a - c) / den
             if abs(shift) <= 1.0:
                 qv = qs[i] + shift * dq
-                if r.q_lo - dq <= qv <= r.q_hi + dq:
-                    return float(qv), 0.5 * dq, area
-    return r.q, dq, area
+                if q_lo - dq <= qv <= q_hi + dq:
+                    return float(qv), 0.5 * dq, area, sigma
+    return qc, dq, area, np.nan
 
 
 def detect_polar(image: np.ndarray, q: np.ndarray, chi: np.ndarray, detector: GixdDetector | None = None, *,
@@ -509,7 +627,9 @@ def detect_polar(image: np.ndarray, q: np.ndarray, chi: np.ndarray, detector: Gi
     Returns
     -------
     features : pandas.DataFrame
-        Columns :data:`FEATURE_COLUMNS`.
+        Columns :data:`FEATURE_COLUMNS`; ``features.attrs`` holds the frame's
+        class (``frame_class``, see :func:`frame_class`) and ``p_empty``,
+        ``p_spots``, ``p_arcs``, ``p_rings``.
 
     Raises
     ------
@@ -523,10 +643,14 @@ def detect_polar(image: np.ndarray, q: np.ndarray, chi: np.ndarray, detector: Gi
         raise ConfigError(f"axes of {len(chi)} chi and {len(q)} q bins do not match the image {image.shape}")
     detector = detector or load_detector()
     planes = contrast_image(image)
-    out = detector.raw(planes[None])[0]
-    feats = decode(out, np.isfinite(image), np.asarray(q), np.asarray(chi),
+    out, probs = detector.run(planes[None])
+    feats = decode(out[0], np.isfinite(image), np.asarray(q), np.asarray(chi),
                    thresholds=thresholds or detector.thresholds)
-    return refine_q(feats, image, np.asarray(q), np.asarray(chi))[list(FEATURE_COLUMNS)]
+    feats = refine_q(feats, image, np.asarray(q), np.asarray(chi))[list(FEATURE_COLUMNS)]
+    label, values = frame_class(probs[0])
+    feats.attrs["frame_class"] = label
+    feats.attrs.update(values)
+    return feats
 
 
 def polar_image(frame: np.ndarray, geometry, *, mask: np.ndarray | None = None
@@ -592,7 +716,8 @@ def detect_frame(frame: np.ndarray, geometry, detector: GixdDetector | None = No
         spot; ``score`` 0-1; ``q``, ``q_err``, box ``q_lo..q_hi`` in 1/Å; ``chi``
         and box ``chi_lo..chi_hi`` in deg, pyFAI's azimuth), plus ``row``,
         ``col`` (the centre on the detector, px; NaN when off it), ``two_theta``,
-        ``eta`` (deg), ``q_xy``, ``q_z`` (1/Å).  The table goes to
+        ``eta`` (deg), ``q_xy``, ``q_z`` (1/Å).  ``features.attrs``: the frame's
+        class and its probabilities (:func:`detect_polar`).  The table goes to
         :func:`braggflow.phases.workflow.identify_table` as it is.
 
     Raises
@@ -608,7 +733,10 @@ def detect_frame(frame: np.ndarray, geometry, detector: GixdDetector | None = No
                           "--beam-col, --pixel-size and --wavelength (or --energy)")
     image, q, chi = polar_image(frame, geometry, mask=mask)
     feats = detect_polar(image, q, chi, detector, thresholds=thresholds)
-    return _add_frame_columns(feats, geometry)
+    attrs = dict(feats.attrs)
+    feats = _add_frame_columns(feats, geometry)
+    feats.attrs.update(attrs)
+    return feats
 
 
 # ---------------------------------------------------------------- evaluation

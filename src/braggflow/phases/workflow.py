@@ -180,7 +180,8 @@ def identify_frame(frame: np.ndarray, geometry, phases: list[Phase], *, mask=Non
     return result
 
 
-def matching_mode(table: pd.DataFrame, mode: str = "auto", gixd: bool = False) -> tuple[str, str]:
+def matching_mode(table: pd.DataFrame, mode: str = "auto", gixd: bool = False,
+                  frame_classes: dict | None = None) -> tuple[str, str]:
     """Which matching runs on a peak table, and why.
 
     Parameters
@@ -190,6 +191,12 @@ def matching_mode(table: pd.DataFrame, mode: str = "auto", gixd: bool = False) -
     mode : {"auto", "rings", "spots"}
     gixd : bool
         Grazing incidence: spots in (q, polar angle); excludes "rings".
+    frame_classes : dict, optional
+        The learned detector's frame-class probabilities (``p_spots``,
+        ``p_arcs``, ``p_rings``: the frames table's columns).  When they are
+        finite, "auto" takes ring matching if ``max(p_rings, p_arcs) >= p_spots``
+        (rings and arcs both give maxima of I(q)), spot matching otherwise,
+        instead of looking at how the peaks spread in eta.
 
     Returns
     -------
@@ -212,12 +219,31 @@ def matching_mode(table: pd.DataFrame, mode: str = "auto", gixd: bool = False) -
         return "rings", f"--rings: {RINGS_HOW}"
     if mode == "spots":
         return "spots", f"--spots: {SPOTS_HOW}"
+    learned = _learned_choice(frame_classes)
+    if learned is not None:
+        return learned
     in_rings, n = ring_share(table) if len(table) and {"q", "eta"} <= set(table.columns) else (0, 0)
     if n < 4:
         return "rings", f"auto: {n} peaks with q and eta, too few to tell rings from spots; {RINGS_HOW}"
     if in_rings > 0.5 * n:
         return "rings", f"auto: {in_rings} of {n} peaks lie on rings; {RINGS_HOW}"
     return "spots", f"auto: {in_rings} of {n} peaks lie on rings; {SPOTS_HOW}"
+
+
+def _learned_choice(frame_classes: dict | None) -> tuple[str, str] | None:
+    """Ring or spot matching from the learned frame-class probabilities; None when they are missing or NaN."""
+    if not frame_classes:
+        return None
+    try:
+        p = {k: float(frame_classes[f"p_{k}"]) for k in ("spots", "arcs", "rings")}
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not all(np.isfinite(v) for v in p.values()):
+        return None
+    seen = f"learned frame class p_rings {p['rings']:.2f}, p_arcs {p['arcs']:.2f}, p_spots {p['spots']:.2f}"
+    if max(p["rings"], p["arcs"]) >= p["spots"]:
+        return "rings", f"auto: {seen}; {RINGS_HOW}"
+    return "spots", f"auto: {seen}; {SPOTS_HOW}"
 
 
 def _with_geometry(table: pd.DataFrame, geometry, gixd: bool) -> pd.DataFrame:
@@ -237,7 +263,8 @@ def _with_geometry(table: pd.DataFrame, geometry, gixd: bool) -> pd.DataFrame:
 
 def identify_table(table: pd.DataFrame, phases: list[Phase], *, geometry, mode: str = "auto", frame=None,
                    mask=None, gain: float = 1.0, gixd: bool = False, options: MatchOptions | None = None,
-                   p_max: float | None = None) -> tuple[Identification, pd.DataFrame]:
+                   p_max: float | None = None, frame_classes: dict | None = None
+                   ) -> tuple[Identification, pd.DataFrame]:
     """Identify the phases of one frame's peak table (rings or spots), and label its peaks.
 
     Parameters
@@ -257,6 +284,8 @@ def identify_table(table: pd.DataFrame, phases: list[Phase], *, geometry, mode: 
         Match the spots in (q_xy, q_z) with a contact-plane search (spots only).
     options : MatchOptions, optional
     p_max : float, optional
+    frame_classes : dict, optional
+        The learned frame-class probabilities of the frame (see :func:`matching_mode`).
 
     Returns
     -------
@@ -275,12 +304,12 @@ def identify_table(table: pd.DataFrame, phases: list[Phase], *, geometry, mode: 
     from braggflow.schema import validate_peak_table
 
     validate_peak_table(table, required=("row", "col"))
-    kind, reason = matching_mode(table, mode, gixd)
+    kind, reason = matching_mode(table, mode, gixd, frame_classes)
     if kind != "rings" and len(table) == 0:
         raise ConfigError(f"the peak table has 0 peaks: nothing to match as spots ({reason.split(':')[0]})")
     table = _with_geometry(table, geometry, gixd)
     if mode == "auto" and not gixd:
-        kind, reason = matching_mode(table, mode, gixd)
+        kind, reason = matching_mode(table, mode, gixd, frame_classes)
     opts = options_for(geometry, options)
     if kind == "rings":
         if frame is None:
@@ -344,6 +373,9 @@ def identify_results(path, phases: list[Phase], *, geometry=None, mode: str = "a
     geometry : Geometry, optional
         Default: the one stored in the results file.
     mode : {"auto", "rings", "spots"}
+        "auto": from the learned frame classes of the frames table when the run
+        recorded them (``find.method: learned``), else from how the peaks spread
+        in eta (:func:`matching_mode`).
     frame_file : str, optional
         Frame(s) for ring patterns; default: the run's input files.
     gixd : bool
@@ -368,7 +400,7 @@ def identify_results(path, phases: list[Phase], *, geometry=None, mode: str = "a
         read, or spots are to be matched and it holds no peaks.
     """
     from braggflow.geometry import Geometry
-    from braggflow.io.results import read_peaks, read_process, record_group, update_peaks
+    from braggflow.io.results import read_frames, read_peaks, read_process, record_group, update_peaks
 
     path = Path(path)
     process = read_process(path)
@@ -400,14 +432,20 @@ def identify_results(path, phases: list[Phase], *, geometry=None, mode: str = "a
             series = open_frames(sources[0] if len(sources) == 1 else sources)
         return np.asarray(series[i], dtype=np.float64)
 
+    classes = {}  # the learned detector's frame classes, when the run had them
+    frames_table = read_frames(path)
+    if len(frames_table) and "p_spots" in frames_table.columns:
+        cols = ["p_spots", "p_arcs", "p_rings"]
+        for r in frames_table[["frame", *cols]].itertuples(index=False):
+            classes[int(r.frame)] = dict(zip(cols, r[1:]))
     results: dict[int, Identification] = {}
     labelled_parts = []
     for i in frames_needed:
         table = _with_geometry(peaks[peaks["frame"] == i] if len(peaks) else peaks, geometry, gixd)
-        kind, _ = matching_mode(table, mode, gixd)
+        kind, _ = matching_mode(table, mode, gixd, classes.get(i))
         frame = frame_at(i) if kind == "rings" else None
         result, labelled = identify_table(table, phases, geometry=geometry, mode=mode, frame=frame, gixd=gixd,
-                                          options=opts, p_max=p_max)
+                                          options=opts, p_max=p_max, frame_classes=classes.get(i))
         results[i] = result
         labelled_parts.append(labelled)
     record = {"number": None, "group": None, "earlier": {}, "peak_columns": False}

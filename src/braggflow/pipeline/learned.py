@@ -21,7 +21,9 @@ Columns: ``row``, ``col`` (the centre on the detector; NaN when the centre is
 off it), ``two_theta``, ``eta``, ``q``, ``d`` and their errors, ``q_xy``,
 ``q_z``, ``q_width``, ``chi_width`` (the box), ``confidence`` (the network's
 heat-map value, 0-1), ``kind`` (ring, arc, spot), ``score`` (the feature's
-integrated signal-to-noise ratio), ``method`` (the detector's name).
+integrated signal-to-noise ratio), ``method`` (the detector's name).  The frame's
+learned class and its probabilities go to the frames table (``frame_class``,
+``p_empty``, ``p_spots``, ``p_arcs``, ``p_rings``) through ``frame_row``.
 """
 
 from __future__ import annotations
@@ -143,16 +145,19 @@ class PolarLookup:
         """
         values = np.asarray(frame).ravel()
         size = self.npix.size
-        finite = np.isfinite(values)
-        if bad is None and finite.all():
-            solid_sum, npix, index = self.solid_sum, self.npix, self.index
-        else:
-            keep = finite if bad is None else finite & ~np.asarray(bad, dtype=bool).ravel()
-            index = np.where(keep, self.index, size)
-            values = np.where(keep, values, 0.0)
-            solid_sum = np.bincount(index, self.solid, size + 1)[:size].reshape(self.npix.shape)
-            npix = np.bincount(index, minlength=size + 1)[:size].reshape(self.npix.shape)
-        counts = np.bincount(index, values, size + 1)[:size].reshape(self.npix.shape)
+        drop = ~np.isfinite(values)
+        if bad is not None:
+            drop |= np.asarray(bad, dtype=bool).ravel()
+        out = np.flatnonzero(drop)
+        solid_sum, npix = self.solid_sum, self.npix
+        if len(out):  # take the dropped pixels' share out of the bins (they are few: saturated, non-finite)
+            values = values.copy()
+            values[out] = 0.0
+            idx = self.index[out]
+            solid_sum = solid_sum - np.bincount(idx, self.solid[out], size + 1)[:size].reshape(self.npix.shape)
+            npix = npix - np.bincount(idx, minlength=size + 1)[:size].reshape(self.npix.shape)
+            solid_sum = np.where(npix > 0, solid_sum, 0.0)
+        counts = np.bincount(self.index, values, size + 1)[:size].reshape(self.npix.shape)
         with np.errstate(invalid="ignore", divide="ignore"):
             image = np.where(npix > 0, counts / solid_sum, np.nan)
         return image, counts, npix
@@ -322,8 +327,8 @@ def _feature_geometry(features: pd.DataFrame, geometry, qxy_qz: QxyQz) -> dict[s
                 d_err=d * q_err / q, q_xy=q_xy, q_z=q_z)
 
 
-def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, config, saturated=None
-                  ) -> pd.DataFrame:
+def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, config, saturated=None,
+                  frame_row: dict | None = None) -> pd.DataFrame:
     """The peak table of one corrected frame from the learned detector.
 
     Parameters
@@ -339,6 +344,10 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
         ``locate`` and ``integrate`` options for the spots, ``correct.gain``.
     saturated : (H, W) ndarray of bool, optional
         Saturated pixels (for the spots' localizer).
+    frame_row : dict, optional
+        Receives the frame's learned class for the frames table: ``frame_class``
+        (empty, spots, arcs or rings: the most probable) and ``p_empty``,
+        ``p_spots``, ``p_arcs``, ``p_rings`` (:func:`braggflow.nn.detector.frame_class`).
 
     Returns
     -------
@@ -369,10 +378,14 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
     image, counts, npix = lookup.rebin(corrected, bad)
     if np.count_nonzero(np.isfinite(image)) < 64:
         return empty_peak_table()
-    from braggflow.nn.detector import contrast_image
+    from braggflow.nn.detector import contrast_image, frame_class
 
     detector = finder.get_detector()
-    out = detector.raw(contrast_image(image)[None])[0]
+    out, probs = detector.run(contrast_image(image)[None])
+    out = out[0]
+    if frame_row is not None:
+        label, values = frame_class(probs[0])
+        frame_row.update(values, frame_class=label)
     feats = decode(out, np.isfinite(image), lookup.q, lookup.chi, thresholds=detector.thresholds)
     if not len(feats):
         return empty_peak_table()

@@ -8,7 +8,11 @@ input resolution (a ring: a Gaussian in q down its whole column of seen
 bins), trained with the penalty-reduced focal loss; the log half-sizes and the
 sub-pixel offsets of the centres, trained with an L1 loss at the centre pixels.
 The boxes of features too weak to be labelled are left out of the heat-map
-loss.  The weights with the best validation F1 (all classes,
+loss.  The frame-class head (:data:`braggflow.nn.detector.FRAME_CLASSES`) is
+trained with a binary cross-entropy per class against the frame's labelled
+features: ``empty`` when it has none, ``spots``, ``arcs``, ``rings`` when it has at
+least one labelled feature of that kind (independent labels: a frame can hold
+several kinds).  The weights with the best validation F1 (all classes,
 :func:`braggflow.nn.detector.detection_scores`) are kept.
 """
 
@@ -23,11 +27,20 @@ from pathlib import Path
 import numpy as np
 
 from braggflow.errors import ConfigError
-from braggflow.nn.detector import CLASSES, FORMAT, STRIDE, build_network, contrast_image, decode, detection_scores
+from braggflow.nn.detector import (
+    CLASSES,
+    FORMAT,
+    FRAME_CLASSES,
+    STRIDE,
+    build_network,
+    contrast_image,
+    decode,
+    detection_scores,
+)
 from braggflow.simulate.gixd import simulate_gixd_set
 
-__all__ = ["DetectorTrainConfig", "detector_targets", "train_detector", "save_detector", "export_detector_onnx",
-           "ship_detector", "tune_thresholds"]
+__all__ = ["DetectorTrainConfig", "detector_targets", "frame_class_targets", "train_detector", "save_detector",
+           "export_detector_onnx", "ship_detector", "tune_thresholds"]
 
 
 @dataclass
@@ -62,6 +75,10 @@ class DetectorTrainConfig:
         rings' columns outweigh the spots and arcs).
     init : str or None
         Detector file (``.pt``) whose weights training starts from (fine-tuning).
+    spot_weight : float
+        Weight of the spot class's heat-map loss (the other classes weigh 1).
+    frame_weight : float
+        Weight of the frame-class loss (binary cross-entropy, mean over the four classes).
     """
 
     n_train: int = 1600
@@ -78,6 +95,8 @@ class DetectorTrainConfig:
     max_seconds: float | None = None
     class_balanced: bool = False
     init: str | None = None
+    spot_weight: float = 1.0
+    frame_weight: float = 1.0
 
     def check(self) -> None:
         """Raise ConfigError for values out of range."""
@@ -156,11 +175,30 @@ def detector_targets(truth, grid, valid: np.ndarray) -> tuple[np.ndarray, np.nda
     return heat, reg, reg_mask, ignore
 
 
+def frame_class_targets(truth) -> np.ndarray:
+    """Frame-class labels of one simulated frame (:data:`braggflow.nn.detector.FRAME_CLASSES`).
+
+    Parameters
+    ----------
+    truth : pandas.DataFrame
+        :attr:`braggflow.simulate.gixd.GixdFrame.truth` (``kind``, ``visible``).
+
+    Returns
+    -------
+    labels : (4,) ndarray of float32
+        1 or 0 for ``empty`` (no visible feature), ``spots``, ``arcs``, ``rings``
+        (at least one visible feature of that kind).
+    """
+    kinds = set(truth.loc[truth["visible"].to_numpy(dtype=bool), "kind"]) if len(truth) else set()
+    return np.array([not kinds, "spot" in kinds, "arc" in kinds, "ring" in kinds], dtype=np.float32)
+
+
 def _dataset(n: int, seed: int, config: DetectorTrainConfig, log: Callable[[str], None]) -> dict:
     """Simulated frames as compact arrays: input planes (uint8), targets (float16), frames (for validation)."""
     start = time.perf_counter()
     frames = simulate_gixd_set(n, seed, n_setups=config.n_setups, min_snr=config.min_snr)
     planes, heat, reg, regm, ign = [], [], [], [], []
+    labels = np.stack([frame_class_targets(fr.truth) for fr in frames]) if frames else np.zeros((0, 4), np.float32)
     for fr in frames:
         p = contrast_image(fr.image)
         planes.append(np.round(p * 255).astype(np.uint8))
@@ -171,25 +209,31 @@ def _dataset(n: int, seed: int, config: DetectorTrainConfig, log: Callable[[str]
         ign.append(t[3])
     log(f"simulated {n} frames (seed {seed}) in {time.perf_counter() - start:.0f} s")
     return dict(planes=np.stack(planes), heat=np.stack(heat), reg=np.stack(reg), reg_mask=np.stack(regm),
-                ignore=np.stack(ign), frames=frames)
+                ignore=np.stack(ign), labels=labels, frames=frames)
 
 
-def _loss(torch, out, heat, reg, reg_mask, ignore, class_balanced=False):
-    """Focal loss on the heat maps plus L1 on sizes (weight 0.2) and offsets at the centre pixels."""
+def _loss(torch, outputs, heat, reg, reg_mask, ignore, labels, config: DetectorTrainConfig):
+    """Focal loss on the heat maps plus L1 on sizes (weight 0.2) and offsets at the centre pixels, plus the
+    frame-class cross-entropy."""
+    out, frame_logits = outputs
     p = torch.sigmoid(out[:, :3]).clamp(1e-4, 1 - 1e-4)
     pos = heat >= 0.999
     keep = ~(ignore[:, None] & (heat < 0.1))
-    dims = (0, 2, 3) if class_balanced else (0, 1, 2, 3)
+    dims = (0, 2, 3) if config.class_balanced else (0, 1, 2, 3)
     pos_loss = (torch.log(p) * (1 - p) ** 2 * pos).sum(dims)
     neg_loss = (torch.log(1 - p) * p ** 2 * (1 - heat) ** 4 * (~pos) * keep).sum(dims)
     n_pos = pos.sum(dims).clamp(min=1)
-    focal = (-(pos_loss + neg_loss) / n_pos).sum()
+    per_class = -(pos_loss + neg_loss) / n_pos
+    if config.class_balanced:
+        per_class = per_class * torch.tensor([1.0, 1.0, config.spot_weight])
+    focal = per_class.sum()
+    frame = torch.nn.functional.binary_cross_entropy_with_logits(frame_logits, labels)
     mq, mc = reg_mask[:, 0], reg_mask[:, 1]
     l1 = torch.abs(out[:, 3:] - reg)
     nq, nc = mq.sum().clamp(min=1), mc.sum().clamp(min=1)
     size = (l1[:, 0] * mq).sum() / nq + (l1[:, 1] * mc).sum() / nc
     offset = (l1[:, 2] * mq).sum() / nq + (l1[:, 3] * mc).sum() / nc
-    return focal + 0.2 * size + offset
+    return focal + 0.2 * size + offset + config.frame_weight * frame
 
 
 def _validate(net, data: dict, thresholds: dict) -> dict:
@@ -197,18 +241,22 @@ def _validate(net, data: dict, thresholds: dict) -> dict:
     import torch
 
     net.eval()
-    pairs = []
+    pairs, right = [], []
     with torch.no_grad():
         for i in range(0, len(data["planes"]), 16):
             x = torch.from_numpy(data["planes"][i:i + 16].astype(np.float32) / 255.0)
-            out = net(x).numpy()
+            out, frame_logits = (t.numpy() for t in net(x))
             out[:, :3] = 1 / (1 + np.exp(-out[:, :3]))
+            right.append((frame_logits > 0) == (data["labels"][i:i + 16] > 0.5))
             for k, o in enumerate(out):
                 fr = data["frames"][i + k]
                 pred = decode(o, np.isfinite(fr.image), fr.grid.q, fr.grid.chi, thresholds)
                 pairs.append((pred, fr.truth))
     net.train()
-    return detection_scores(pairs).to_dict(orient="index")
+    scores = detection_scores(pairs).to_dict(orient="index")
+    accuracy = np.concatenate(right).mean(0) if right else np.full(len(FRAME_CLASSES), np.nan)
+    scores["frame_class_accuracy"] = {c: float(a) for c, a in zip(FRAME_CLASSES, accuracy)}
+    return scores
 
 
 def train_detector(config: DetectorTrainConfig | None = None, out: str | Path | None = None, *,
@@ -261,7 +309,7 @@ def train_detector(config: DetectorTrainConfig | None = None, out: str | Path | 
     thresholds = {c: 0.3 for c in CLASSES}
     best, best_state, history, metrics = -1.0, None, [], {}
     start = time.perf_counter()
-    tensors = {k: torch.from_numpy(train[k]) for k in ("planes", "heat", "reg", "reg_mask", "ignore")}
+    tensors = {k: torch.from_numpy(train[k]) for k in ("planes", "heat", "reg", "reg_mask", "ignore", "labels")}
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         order = gen.permutation(config.n_train)
@@ -270,7 +318,7 @@ def train_detector(config: DetectorTrainConfig | None = None, out: str | Path | 
             idx = torch.from_numpy(order[i:i + config.batch_size])
             x = tensors["planes"][idx].float() / 255.0
             loss = _loss(torch, net(x), tensors["heat"][idx].float(), tensors["reg"][idx].float(),
-                         tensors["reg_mask"][idx], tensors["ignore"][idx], config.class_balanced)
+                         tensors["reg_mask"][idx], tensors["ignore"][idx], tensors["labels"][idx], config)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -280,9 +328,11 @@ def train_detector(config: DetectorTrainConfig | None = None, out: str | Path | 
         f1 = scores["all"]["f1"] if np.isfinite(scores["all"]["f1"]) else 0.0
         history.append(dict(epoch=epoch, loss=total / config.n_train,
                             **{f"val_{k}": v for k, v in scores["all"].items()}))
+        per_class = ", ".join(f"{c} {scores[c]['f1']:.3f}" for c in CLASSES)
+        accuracy = ", ".join(f"{c} {a:.2f}" for c, a in scores["frame_class_accuracy"].items())
         log(f"epoch {epoch}/{config.epochs}: loss {total / config.n_train:.4f}, validation precision "
-            f"{scores['all']['precision']:.3f} recall {scores['all']['recall']:.3f} F1 {f1:.3f} "
-            f"({time.perf_counter() - start:.0f} s)")
+            f"{scores['all']['precision']:.3f} recall {scores['all']['recall']:.3f} F1 {f1:.3f} ({per_class}); "
+            f"frame classes right: {accuracy} ({time.perf_counter() - start:.0f} s)")
         if best_state is None or f1 > best:
             best, best_state = f1, {k: v.detach().clone() for k, v in net.state_dict().items()}
             metrics = dict(best_epoch=epoch, val=scores)
@@ -349,7 +399,7 @@ def save_detector(network, path: str | Path, *, config: DetectorTrainConfig, met
     import torch
 
     path = Path(path)
-    payload = {"format": FORMAT, "version": 1, "width": int(config.width), "thresholds": dict(thresholds),
+    payload = {"format": FORMAT, "version": 2, "width": int(config.width), "thresholds": dict(thresholds),
                "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
                "train_config": json.loads(json.dumps(asdict(config))),
                "metrics": json.loads(json.dumps(metrics, default=float))}
@@ -358,7 +408,8 @@ def save_detector(network, path: str | Path, *, config: DetectorTrainConfig, met
 
 
 def export_detector_onnx(network, path: str | Path) -> Path:
-    """Export the network to ONNX (opset 20, TorchScript exporter; input ``x``, output ``y``, batch dynamic).
+    """Export the network to ONNX (opset 20, TorchScript exporter; input ``x``, outputs ``y`` (feature maps) and
+    ``frame_logits``, batch dynamic).
 
     Parameters
     ----------
@@ -380,8 +431,9 @@ def export_detector_onnx(network, path: str | Path) -> Path:
     example = torch.zeros((1, 3, *INPUT_SHAPE))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(network, (example,), str(path), input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=20, dynamo=False)
+        torch.onnx.export(network, (example,), str(path), input_names=["x"], output_names=["y", "frame_logits"],
+                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}, "frame_logits": {0: "n"}}, opset_version=20,
+                          dynamo=False)
     return path
 
 
