@@ -79,6 +79,9 @@ def detect_command(
     thresholds = {c: threshold for c in ("ring", "arc", "spot")} if threshold is not None else None
     features = detect_frame(_read_frame(str(frame)), geometry, detector, thresholds=thresholds)
     _print_features(features)
+    if features.attrs.get("frame_class"):
+        probs = ", ".join(f"{k} {features.attrs[k]:.2f}" for k in ("p_empty", "p_spots", "p_arcs", "p_rings"))
+        console.print(f"frame class: {features.attrs['frame_class']} ({probs})")
     if out is not None:
         if out.suffix.lower() == ".parquet":
             features.to_parquet(out)
