@@ -42,16 +42,19 @@ SIM_SEED = 9001
 
 def simulated(n: int, detector) -> None:
     """Precision/recall per class on held-out simulated frames, and the time per polar image."""
-    from braggflow.nn.detector import detect_polar, detection_scores
+    from braggflow.nn.detector import FRAME_CLASSES, detect_polar, detection_scores
     from braggflow.simulate.gixd import simulate_gixd_set
+    from braggflow.training.detector import frame_class_targets
 
     frames = simulate_gixd_set(n, SIM_SEED, n_setups=16)
-    pairs, seconds = [], []
+    pairs, seconds, probs, labels = [], [], [], []
     for fr in frames:
         start = time.perf_counter()
         pred = detect_polar(fr.image, fr.grid.q, fr.grid.chi, detector)
         seconds.append(time.perf_counter() - start)
         pairs.append((pred, fr.truth))
+        probs.append([pred.attrs.get(f"p_{c}", np.nan) for c in FRAME_CLASSES])
+        labels.append(frame_class_targets(fr.truth))
     scores = detection_scores(pairs)
     n_true = sum(int(t["visible"].sum()) for _, t in pairs)
     print(f"\n## held-out simulated frames: {n} frames (seed {SIM_SEED}), {n_true} labelled features")
@@ -61,6 +64,18 @@ def simulated(n: int, detector) -> None:
         print(f"| {cls} | {int(r.tp + r.fn)} | {int(r.tp)} | {int(r.fp)} | {r.precision:.3f} | {r.recall:.3f} "
               f"| {r.f1:.3f} |")
     print(f"time per 256 x 256 polar image (contrast + network + decoding): {1000 * np.median(seconds):.0f} ms median")
+    probs, labels = np.array(probs, dtype=float), np.array(labels) > 0.5
+    if np.isfinite(probs).all():
+        print("\nframe classes (independent: a frame can hold several kinds; predicted = probability >= 0.5)")
+        print("| class | frames with it | predicted | right | precision | recall | accuracy |")
+        print("|---|---|---|---|---|---|---|")
+        for k, c in enumerate(FRAME_CLASSES):
+            have, said = labels[:, k], probs[:, k] >= 0.5
+            tp = int(np.sum(have & said))
+            print(f"| {c} | {int(have.sum())} | {int(said.sum())} | {tp} | {tp / max(said.sum(), 1):.3f} | "
+                  f"{tp / max(have.sum(), 1):.3f} | {np.mean(have == said):.3f} |")
+    else:
+        print("(the model has no frame-class head)")
 
 
 def line_positions(frame: np.ndarray, geometry) -> tuple[dict, float]:
