@@ -2,7 +2,7 @@
 
 Usage::
 
-    python3 bench/detect_pilatus.py            # coverage table of both finders
+    python3 bench/detect_pilatus.py            # coverage table of both finders (the shipped detector)
     python3 bench/detect_pilatus.py --picture tests/data/giwaxs_labels/giwaxs_gixsgui_labels.png
 
 The frames are three of ``../shared/data/giwaxs_gixsgui`` (a Pilatus 1M-F scan of
@@ -11,6 +11,15 @@ remapped to (q, chi), in ``tests/data/giwaxs_labels/giwaxs_gixsgui_labels.csv``
 (the file's comments give the geometry, estimated from the frames themselves,
 and what was left unlabelled).  ``--picture`` draws the labels on the remapped
 frames.
+
+Both finders run through ``braggflow run``'s per-frame pipeline
+(:func:`braggflow.pipeline.process_frame`: ``find.method`` components, the
+default, and learned) with the module gaps masked, on the same frames in the
+same run, and are scored with the coverage measure of ``bench/detect.py``
+(:func:`coverage_counts`): a labelled feature is found when a detection's
+(``q``, ``eta``) lies inside its extent (q range widened by 0.02 1/Å either
+side, its chi range); a detection is inside when it lies in some labelled
+feature's extent.
 """
 
 from __future__ import annotations
@@ -99,8 +108,82 @@ def draw_labels(output: Path) -> Path:
     return output
 
 
+def finder_tables(name: str) -> dict:
+    """Peak tables of frame ``name`` from the classical and the learned finder (``braggflow run``'s per-frame
+    pipeline, module gaps masked); each with its ``seconds``."""
+    import time
+
+    from braggflow.pipeline import prepare, process_frame
+    from braggflow.pipeline.config import Config
+
+    frame, mask = load(name)
+    geo = {**GEOMETRY, "incidence_angle_deg": incidence_angle(name)}
+    finders = {"classical (components)": {}, "learned": {"method": "learned"}}
+    out = {}
+    for finder, find in finders.items():
+        config = Config(geometry=geo, find=find) if find else Config(geometry=geo)
+        context = prepare(config, shape=frame.shape, mask=mask)
+        start = time.perf_counter()
+        table = process_frame(frame.astype(np.float32), config=config, context=context)
+        out[finder] = (table, time.perf_counter() - start)
+    return out
+
+
+def coverage_table() -> dict:
+    """Coverage sums of each finder over the labelled frames: (labels found, labels, detections inside, detections).
+
+    Returns
+    -------
+    sums : dict
+        Finder name -> dict with ``found``, ``n_true``, ``inside``, ``n_pred``
+        (int), ``seconds`` (list, per frame) and ``found_by_kind`` ({kind: (found, n)}).
+    """
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from detect import coverage_counts
+
+    from braggflow.training.labels import read_labels
+
+    sums = {}
+    for name in FRAMES:
+        truth = read_labels(LABELS, frame=name)
+        for finder, (table, seconds) in finder_tables(name).items():
+            s = sums.setdefault(finder, dict(found=0, n_true=0, inside=0, n_pred=0, seconds=[], found_by_kind={}))
+            found, n_true, inside, n_pred = coverage_counts(table, truth)
+            s["found"] += found
+            s["n_true"] += n_true
+            s["inside"] += inside
+            s["n_pred"] += n_pred
+            s["seconds"].append(seconds)
+            for kind in ("ring", "arc", "spot"):
+                part = truth[truth["kind"] == kind]
+                f, n = coverage_counts(table, part)[:2] if len(part) else (0, 0)
+                a, b = s["found_by_kind"].get(kind, (0, 0))
+                s["found_by_kind"][kind] = (a + f, b + n)
+    return sums
+
+
+def print_coverage(sums: dict) -> None:
+    """The coverage table as Markdown."""
+    n = sums[next(iter(sums))]["n_true"]
+    print(f"\n## hand-labelled Pilatus GIWAXS frames ({len(FRAMES)} frames, {n} labelled features); found = a "
+          "detection within the feature's extent (q range + 0.02 1/Å either side, its chi range)")
+    print("| finder | detections | inside a labelled feature | precision | labels found | recall | coverage F1 | "
+          "rings found | spots found | median time per frame |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, s in sums.items():
+        p = s["inside"] / s["n_pred"] if s["n_pred"] else float("nan")
+        r = s["found"] / s["n_true"] if s["n_true"] else float("nan")
+        f1 = 2 * p * r / (p + r) if p + r > 0 else float("nan")
+        kinds = s["found_by_kind"]
+        print(f"| {name} | {s['n_pred']} | {s['inside']} | {p:.3f} | {s['found']} of {s['n_true']} | {r:.3f} | "
+              f"**{f1:.3f}** | {kinds['ring'][0]} of {kinds['ring'][1]} | {kinds['spot'][0]} of {kinds['spot'][1]} | "
+              f"{np.median(s['seconds']):.2f} s |")
+
+
 def main() -> None:
-    """Draw the labels picture."""
+    """Draw the labels picture, or print the coverage table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--picture", type=Path, default=None, help="draw the labels on the frames to this PNG")
     args = parser.parse_args()
@@ -109,6 +192,8 @@ def main() -> None:
         return
     if args.picture is not None:
         print(f"labels drawn to {draw_labels(args.picture)}")
+        return
+    print_coverage(coverage_table())
 
 
 if __name__ == "__main__":
