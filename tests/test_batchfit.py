@@ -117,3 +117,68 @@ def test_rotated_gaussian_is_the_profile_without_a_wing():
     b = fit_profiles(data, good, start[:, cols], model="rgauss", supersample=1)
     np.testing.assert_allclose(b.params, a.params[:, cols], rtol=1e-7, atol=1e-7)
     np.testing.assert_allclose(b.error("intensity"), a.error("intensity"), rtol=1e-7)
+
+
+_START = {"gauss": [5.1, 4.8, 1.2, 0.9, 3000.0, 20.0],
+          "pvoigt": [5.1, 4.8, 0.8, 0.1, 0.6, 0.3, 3000.0, 20.0],
+          "moffat": [5.1, 4.8, 0.8, 0.1, 0.6, 0.3, 3000.0, 20.0],
+          "pvmoffat": [5.1, 4.8, 0.8, 0.1, 0.6, 0.3, 0.5, 3000.0, 20.0],
+          "rgauss": [5.1, 4.8, 0.8, 0.1, 0.6, 3000.0, 20.0],
+          "gauss2": [4.1, 4.8, 6.2, 5.5, 1.1, 0.9, 2000.0, 1000.0, 20.0]}
+
+
+@pytest.mark.parametrize("model", sorted(_START))
+def test_compiled_iteration_takes_the_numpy_steps(model):
+    """The compiled iteration (numba) and the vectorised NumPy one give the same fit: parameters, errors,
+    deviance, iterations; with a held parameter and a background prior too."""
+    from braggflow.profiles import _kernels
+
+    if not _kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(11)
+    n, size = 40, 11
+    truth = np.array([_START[model]]) * (1 + 0.05 * rng.standard_normal((n, len(_START[model]))))
+    mu, _ = evaluate(model, truth, size, jac=False)
+    data = rng.poisson(mu).reshape(n, size, size).astype(float)
+    good = rng.random(data.shape) > 0.05  # a few pixels left out
+    start = truth * (1 + 0.03 * rng.standard_normal(truth.shape))
+    hold = np.zeros(truth.shape, dtype=bool)
+    hold[:5, 2] = True
+    prior = (np.full(n, 20.0), np.where(np.arange(n) < 10, 4.0, np.nan))
+    fits = [fit_profiles(data, good, start, model=model, gain=2.0, hold=hold, background_prior=prior, engine=e)
+            for e in ("numba", "numpy")]
+    a, b = fits
+    np.testing.assert_array_equal(a.ok, b.ok)
+    np.testing.assert_array_equal(a.iterations, b.iterations)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(a.deviance, b.deviance, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(a.cov, b.cov, rtol=1e-6, atol=1e-12)
+    assert a.ok.mean() > 0.9
+
+
+@pytest.mark.parametrize("model", ["gauss", "pvmoffat"])
+def test_information_and_score_by_both_engines(model):
+    """``information``: the same Fisher matrix and score compiled and in NumPy, and the score is zero at the
+    maximum-likelihood solution."""
+    from braggflow.profiles import _kernels
+    from braggflow.profiles.fitting import information
+
+    if not _kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(12)
+    n, size = 20, 11
+    truth = np.array([_START[model]]) * (1 + 0.05 * rng.standard_normal((n, len(_START[model]))))
+    data = rng.poisson(evaluate(model, truth, size, jac=False)[0]).reshape(n, size, size).astype(float)
+    good = np.ones(data.shape, dtype=bool)
+    res = [information(model, data, good, truth, background_weight=np.full(n, 0.1), engine=e)
+           for e in ("numba", "numpy")]
+    np.testing.assert_allclose(res[0][0], res[1][0], rtol=1e-8, atol=1e-9 * np.abs(res[1][0]).max())
+    np.testing.assert_allclose(res[0][1], res[1][1], rtol=1e-9, atol=1e-9)
+    fit = fit_profiles(data, good, truth, model=model, tol=1e-9)
+    _, score = information(model, data, good, fit.params)
+    free = fit.converged & fit.ok
+    fisher, _ = information(model, data, good, fit.params)
+    cols = [0, 1, -2, -1]  # centre, intensity, background: inside their bounds (a wing's eta, t may sit on one)
+    z = score[free][:, cols] / np.sqrt(np.einsum("npp->np", fisher[free]))[:, cols]
+    assert free.mean() > 0.9
+    assert np.abs(z).max() < 1e-2

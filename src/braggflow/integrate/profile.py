@@ -70,7 +70,7 @@ from __future__ import annotations
 import numpy as np
 
 from braggflow.integrate import _grow
-from braggflow.profiles.fitting import evaluate, fit_profiles, start_parameters
+from braggflow.profiles.fitting import fit_profiles, information, start_parameters
 from braggflow.windows import cut_windows
 
 __all__ = ["PROFILE_MODEL", "WINDOW_HALVES", "WING_THRESHOLD", "WING_SCORE", "WING_STARTS", "STRONG_SNR",
@@ -176,7 +176,9 @@ def profile_intensities(frame, rows, cols, *, ids, sigma_row, sigma_col, summed,
     for lv in levels:  # the rotated Gaussian of every peak; the free profile of the strong ones that may have a wing
         lv.fit_gaussian(gain)
         out["strong"][lv.here] = lv.strong
-        screen = lv.strong & (lv.wing_score(gain) > WING_SCORE)
+        screen = np.zeros(len(lv.here), dtype=bool)
+        strong = np.flatnonzero(lv.strong)
+        screen[strong] = lv.wing_score(strong, gain) > WING_SCORE
         lv.no_wing(lv.strong & ~screen, out)
         lv.fit_free(screen, gain, out)
     shape = _reference_shape(out)
@@ -221,7 +223,14 @@ def _reference_shape(out):
     return shape, np.diag([var_eta, 0.0])
 
 
-def _shape_sensitivity(fit, good, gain, prior, held) -> np.ndarray:
+def _prior_weight(var, gain) -> np.ndarray:
+    """1 / variance (photons^-2) of a background measurement of variance ``var`` (counts^2); 0 where none."""
+    var = np.asarray(var, dtype=float)
+    good = np.isfinite(var) & (var > 0)
+    return np.where(good, gain * gain / np.where(good, var, 1.0), 0.0)
+
+
+def _shape_sensitivity(fit, win, good, gain, prior, held) -> np.ndarray:
     """d intensity / d (held parameters) of fits with those parameters held, the others following (counts),
     (N, len(held)).
 
@@ -230,13 +239,9 @@ def _shape_sensitivity(fit, good, gain, prior, held) -> np.ndarray:
     the held ones ``h``."""
     p = fit.params.copy()
     p[:, -2:] /= gain
-    size = good.shape[-1]
-    mu, jac = evaluate(PROFILE_MODEL, np.nan_to_num(p), size, supersample=_SUPERSAMPLE, jac=True)
-    w = np.where(good.reshape(len(p), -1), 1.0 / np.maximum(mu, 1e-9), 0.0)
-    fisher = np.matmul((jac * w[:, :, None]).transpose(0, 2, 1), jac)
-    if prior is not None:
-        var = np.asarray(prior[1], dtype=float)
-        fisher[:, -1, -1] += np.where(np.isfinite(var) & (var > 0), gain * gain / np.where(var > 0, var, 1.0), 0.0)
+    weight = None if prior is None else _prior_weight(prior[1], gain)
+    fisher, _ = information(PROFILE_MODEL, win / gain, good, np.nan_to_num(p), supersample=_SUPERSAMPLE,
+                            background_weight=weight)
     free = [i for i in range(p.shape[1]) if i not in held]
     ff = fisher[:, free][:, :, free]
     fh = fisher[:, free][:, :, list(held)]
@@ -300,36 +305,30 @@ class _Level:
         self.wing = np.zeros(len(self.here), dtype=bool)
         self.strong = self.gfit.ok & (self.gfit.column("intensity") > STRONG_SNR * np.where(err > 0, err, np.inf))
 
-    def wing_score(self, gain) -> np.ndarray:
-        """Rao's score statistic for a wing at the rotated Gaussian's solution, (N,): the derivative of the
-        log-likelihood by eta at eta = 0 over its standard deviation (the efficient information, the other
-        parameters free), the largest over the exponents of :data:`WING_STARTS`; about N(0, 1) for a Gaussian
-        peak, large for a peak with a wing (Rao, Proc. Camb. Phil. Soc. 44, 50, 1948)."""
-        p = np.nan_to_num(self.gfit.params.copy())
+    def wing_score(self, sel, gain) -> np.ndarray:
+        """Rao's score statistic for a wing at the rotated Gaussian's solution of the peaks ``sel``, (len(sel),):
+        the derivative of the log-likelihood by eta at eta = 0 over its standard deviation (the efficient
+        information, the other parameters free), the largest over the exponents of :data:`WING_STARTS`; about
+        N(0, 1) for a Gaussian peak, large for a peak with a wing (Rao, Proc. Camb. Phil. Soc. 44, 50, 1948)."""
+        p = np.nan_to_num(self.gfit.params[sel].copy())
         p[:, -2:] /= gain
-        y = np.maximum(self.win.reshape(len(p), -1), 0.0) / gain
-        good = self.good.reshape(len(p), -1)
+        photons = self.win[sel] / gain
         others = [i for i in range(p.shape[1]) if i not in (_ETA, _T)]
+        weight = None if self.prior is None else _prior_weight(self.prior[1][sel], gain)
         best = np.full(len(p), -np.inf)
         for t in sorted({t for _, t in WING_STARTS}):
             p[:, _ETA], p[:, _T] = 0.0, t
-            mu, jac = evaluate(PROFILE_MODEL, p, self.win.shape[-1], supersample=_SUPERSAMPLE, jac=True)
-            mu = np.maximum(mu, 1e-9)
-            w = np.where(good, 1.0 / mu, 0.0)
-            score = np.sum(w * (y - mu) * jac[:, :, _ETA], axis=1)
-            j = jac[:, :, others + [_ETA]]
-            fisher = np.matmul((j * w[:, :, None]).transpose(0, 2, 1), j)
-            if self.prior is not None:
-                var = np.asarray(self.prior[1], dtype=float)
-                fisher[:, -2, -2] += np.where(np.isfinite(var) & (var > 0), gain * gain / np.where(var > 0, var, 1.0),
-                                              0.0)
+            fisher, score = information(PROFILE_MODEL, photons, self.good[sel], p, supersample=_SUPERSAMPLE,
+                                        background_weight=weight)
+            j = others + [_ETA]
+            fisher = fisher[:, j][:, :, j]
             k = len(others)
-            ok = self.gfit.ok & np.all(np.isfinite(fisher), axis=(1, 2))
+            ok = self.gfit.ok[sel] & np.all(np.isfinite(fisher), axis=(1, 2))
             info = np.full(len(p), np.nan)
             if ok.any():
                 x = np.linalg.solve(fisher[ok, :k, :k] + 1e-12 * np.eye(k), fisher[ok, :k, k:])
                 info[ok] = fisher[ok, k, k] - np.einsum("ni,ni->n", fisher[ok, k, :k], x[:, :, 0])
-            z = np.where(ok & (info > 0), score / np.sqrt(np.where(info > 0, info, 1.0)), np.inf)
+            z = np.where(ok & (info > 0), score[:, _ETA] / np.sqrt(np.where(info > 0, info, 1.0)), np.inf)
             best = np.maximum(best, z)
         return best
 
@@ -389,7 +388,7 @@ class _Level:
                 start[:, _T] = shape[1]
                 fit = self._fit(sel, start, gain, held=held)
             err = fit.error("intensity")
-            grad = _shape_sensitivity(fit, self.good[sel], gain, self._prior(sel), held)
+            grad = _shape_sensitivity(fit, self.win[sel], self.good[sel], gain, self._prior(sel), held)
             cov = shape_cov[np.ix_([h - _ETA for h in held], [h - _ETA for h in held])]
             err = np.sqrt(err * err + np.einsum("ni,ij,nj->n", grad, cov, grad))
             self._write(sel, fit, 9 - len(held), out, err=err)

@@ -72,9 +72,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
+from braggflow.profiles import _kernels
 from braggflow.profiles.render import LORENTZ_GAMMA_PER_SIGMA
 
-__all__ = ["MODELS", "BatchFit", "fit_profiles", "evaluate", "widths", "start_parameters", "PARAMETERS"]
+__all__ = ["MODELS", "ENGINES", "BatchFit", "fit_profiles", "evaluate", "information", "widths",
+           "start_parameters", "PARAMETERS"]
 
 #: Parameter names of each model, in order.
 PARAMETERS = {
@@ -472,7 +474,9 @@ def _covariance(fisher):
     good = np.all(np.isfinite(scaled), axis=(1, 2))
     if good.any():
         sub = scaled[good]
-        ok = np.linalg.cond(sub) < 1e13
+        eig = np.abs(np.linalg.eigvalsh(sub))  # symmetric: the singular values
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ok = eig.max(axis=1) / eig.min(axis=1) < 1e13
         inv = np.full_like(sub, np.nan)
         if ok.any():
             inv[ok] = np.linalg.inv(sub[ok])
@@ -481,7 +485,8 @@ def _covariance(fisher):
 
 
 def fit_profiles(data, good, start, *, model: str = "gauss", gain: float = 1.0, supersample: int = 2,
-                 max_iter: int = 60, tol: float = 1e-3, hold=None, background_prior=None) -> BatchFit:
+                 max_iter: int = 60, tol: float = 1e-3, hold=None, background_prior=None,
+                 engine: str = "auto") -> BatchFit:
     """Fit ``model`` to every patch by Poisson maximum likelihood, all patches at once.
 
     Parameters
@@ -515,6 +520,9 @@ def fit_profiles(data, good, start, *, model: str = "gauss", gain: float = 1.0, 
         information ``1 / variance``, so the background's uncertainty reaches
         the intensity's error.  Patches with a non-finite or non-positive
         variance get no prior.
+    engine : {"auto", "numba", "numpy"}
+        The compiled iteration, one patch at a time (:mod:`braggflow.profiles._kernels`, needs numba), or the
+        NumPy one, all patches at once; ``"auto"``: numba when it imports.  Both take the same steps.
 
     Returns
     -------
@@ -524,7 +532,7 @@ def fit_profiles(data, good, start, *, model: str = "gauss", gain: float = 1.0, 
     Raises
     ------
     ValueError
-        If ``model`` is unknown or the shapes disagree.
+        If ``model`` or ``engine`` is unknown, ``engine="numba"`` without numba, or the shapes disagree.
     """
     if model not in PARAMETERS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
@@ -538,17 +546,127 @@ def fit_profiles(data, good, start, *, model: str = "gauss", gain: float = 1.0, 
     start[:, photons] /= gain
     hold = np.zeros((n, npar), dtype=bool) if hold is None else np.broadcast_to(np.asarray(hold, dtype=bool),
                                                                                  (n, npar))
-    prob = _Problem(model, data, good, gain, supersample, hold, background_prior)
-    params, iters, conv = prob.iterate(start, max_iter, tol)
-    cov = prob.covariance(params)
+    if _check_engine(engine) == "numpy" or (engine == "auto" and not _kernels.AVAILABLE):
+        prob = _Problem(model, data, good, gain, supersample, hold, background_prior)
+        params, iters, conv = prob.iterate(start, max_iter, tol)
+        cov = prob.covariance(params)
+        alive, dev, npix = prob.alive, prob.dev, prob.good.sum(axis=1)
+    else:
+        params, cov, dev, iters, conv, alive, npix = _fit_compiled(model, data, good, start, gain, supersample,
+                                                                   hold, background_prior, max_iter, tol)
     diag = np.einsum("nii->ni", cov)
     held = _held(model, np.nan_to_num(params)) | hold
-    ok = prob.alive & np.all(np.isfinite(params), axis=1) & np.all((diag > 0) | held, axis=1)
+    ok = alive & np.all(np.isfinite(params), axis=1) & np.all((diag > 0) | held, axis=1)
     params[:, photons] *= gain
     cov[:, photons, :] *= gain
     cov[:, :, photons] *= gain
-    return BatchFit(model=model, params=params, cov=cov, deviance=prob.dev, npix=prob.good.sum(axis=1),
-                    iterations=iters, ok=ok, converged=conv)
+    return BatchFit(model=model, params=params, cov=cov, deviance=dev, npix=npix, iterations=iters, ok=ok,
+                    converged=conv)
+
+
+#: How :func:`fit_profiles` iterates: ``"numba"`` (compiled, one patch at a time, :mod:`._kernels`), ``"numpy"``
+#: (all patches at once, vectorised) or ``"auto"`` (numba when it imports).
+ENGINES = ("auto", "numba", "numpy")
+
+
+def _check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+    if engine == "numba" and not _kernels.AVAILABLE:
+        raise ValueError("engine='numba' needs numba (pip install numba)")
+    return engine
+
+
+def _background_weights(background_prior, n: int, gain: float) -> tuple[np.ndarray, np.ndarray]:
+    """The background prior as (level, weight) in photons, (N,) each; weight 0 where there is none."""
+    if background_prior is None:
+        return np.zeros(n), np.zeros(n)
+    level, var = (np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in background_prior)
+    has = np.isfinite(level) & np.isfinite(var) & (var > 0)
+    return np.where(has, level / gain, 0.0), np.where(has, gain * gain / np.where(has, var, 1.0), 0.0)
+
+
+def _fit_compiled(model, data, good, start, gain, supersample, hold, background_prior, max_iter, tol):
+    """The compiled iteration (:func:`._kernels.lm_fit`): params, cov, deviance, iterations, converged, alive,
+    npix (photons), as the NumPy iteration gives them."""
+    n, s = data.shape[0], data.shape[-1]
+    y = np.ascontiguousarray(np.maximum(data.reshape(n, -1), 0.0) / gain)
+    good = np.ascontiguousarray(np.asarray(good, dtype=bool).reshape(n, -1))
+    prior_b, prior_w = _background_weights(background_prior, n, gain)
+    lo, hi = _bounds(model)
+    k = supersample if model in ROTATED else 1
+    params, fisher, dev, iters, conv, alive = _kernels.lm_fit(
+        _kernels.MODEL_IDS[model], y, good, np.ascontiguousarray(start), np.ascontiguousarray(hold), lo, hi,
+        prior_b, prior_w, s, int(k), float(_K2), int(max_iter), float(tol), float(_SIGMA_MIN))
+    cov = np.full(fisher.shape, np.nan)
+    idx = np.flatnonzero(alive)
+    if idx.size:
+        cov[idx] = _held_inverse(model, fisher[idx], params[idx], hold[idx])
+    return params, cov, dev, iters, conv, alive, good.sum(axis=1)
+
+
+def information(model: str, photons, good, params, *, supersample: int = 2, background_weight=None,
+                engine: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Expected Fisher information of ``model`` at ``params`` and the Poisson score there, for N patches.
+
+    Parameters
+    ----------
+    model : str
+        One of :data:`MODELS`.
+    photons : (N, s, s) ndarray
+        Patches, photons (counts / gain).
+    good : (N, s, s) ndarray of bool
+        Pixels used.
+    params : (N, P) ndarray
+        Parameters, intensities and background in photons.
+    supersample : int
+        Sub-pixels per axis of the rotated models.
+    background_weight : (N,) array_like, optional
+        1 / variance of a background prior (photons^-2), added to the background's information.
+    engine : {"auto", "numba", "numpy"}
+        As :func:`fit_profiles`.
+
+    Returns
+    -------
+    fisher : (N, P, P) ndarray
+        ``J^T diag(1 / mu) J`` over the good pixels (zero for rows of ``params`` that are not finite).
+    score : (N, P) ndarray
+        ``J^T (y / mu - 1)``: the derivative of the log-likelihood by each parameter.
+
+    Raises
+    ------
+    ValueError
+        If ``model`` or ``engine`` is unknown.
+    """
+    if model not in PARAMETERS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    n, s = photons.shape[0], photons.shape[-1]
+    y = np.ascontiguousarray(np.maximum(np.asarray(photons, dtype=float).reshape(n, -1), 0.0))
+    good = np.ascontiguousarray(np.asarray(good, dtype=bool).reshape(n, -1))
+    weight = np.zeros(n) if background_weight is None else np.broadcast_to(
+        np.nan_to_num(np.asarray(background_weight, dtype=float)), (n,)).copy()
+    params = np.ascontiguousarray(params, dtype=float)
+    if _check_engine(engine) == "numpy" or (engine == "auto" and not _kernels.AVAILABLE):
+        finite = np.all(np.isfinite(params), axis=1)
+        mu, jac = evaluate(model, np.where(finite[:, None], params, 0.0), s, supersample=supersample)
+        mu = np.maximum(mu, _MU_FLOOR)
+        w = np.where(good & finite[:, None], 1.0 / mu, 0.0)
+        fisher = np.matmul((jac * w[:, :, None]).transpose(0, 2, 1), jac)
+        fisher[:, -1, -1] += np.where(finite, weight, 0.0)
+        score = np.einsum("nm,nmp->np", w * (y - mu), jac)
+        return fisher, score
+    k = supersample if model in ROTATED else 1
+    fisher, grad = _kernels.information_at(_kernels.MODEL_IDS[model], y, good, params, weight, s, int(k), float(_K2))
+    return fisher, -grad
+
+
+def _held_inverse(model, fisher, params, hold):
+    """Inverse Fisher information with the held parameters known (zero rows and columns), (K, P, P)."""
+    npar = fisher.shape[1]
+    fixed = _held(model, params) | hold
+    keep = (~fixed).astype(float)
+    fisher = fisher * keep[:, :, None] * keep[:, None, :] + np.einsum("np,pq->npq", fixed.astype(float), np.eye(npar))
+    return _covariance(fisher) * keep[:, :, None] * keep[:, None, :]
 
 
 class _Problem:
@@ -561,13 +679,7 @@ class _Problem:
         self.y = np.maximum(data.reshape(n, -1), 0.0) / gain
         self.good = np.asarray(good, dtype=bool).reshape(n, -1)
         self.grid = _Grid.make(s, supersample) if model in ROTATED else None
-        self.prior_b = np.zeros(n)
-        self.prior_w = np.zeros(n)  # 1 / variance, photons^-2
-        if background_prior is not None:
-            level, var = (np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in background_prior)
-            has = np.isfinite(level) & np.isfinite(var) & (var > 0)
-            self.prior_b = np.where(has, level / gain, 0.0)
-            self.prior_w = np.where(has, gain * gain / np.where(has, var, 1.0), 0.0)
+        self.prior_b, self.prior_w = _background_weights(background_prior, n, gain)  # weight: 1 / variance
         self.mu = np.zeros((n, s * s))
         self.jac = np.zeros((n, s * s, self.npar))
         self.dev = np.full(n, np.inf)
@@ -650,12 +762,7 @@ class _Problem:
         cov = np.full((n, npar, npar), np.nan)
         idx = np.flatnonzero(self.alive)
         if idx.size:
-            fisher = self.information(idx)
-            fixed = _held(self.model, params[idx]) | self.hold[idx]
-            keep = (~fixed).astype(float)
-            fisher = fisher * keep[:, :, None] * keep[:, None, :] + np.einsum("np,pq->npq", fixed.astype(float),
-                                                                              np.eye(npar))
-            cov[idx] = _covariance(fisher) * keep[:, :, None] * keep[:, None, :]
+            cov[idx] = _held_inverse(self.model, self.information(idx), params[idx], self.hold[idx])
         return cov
 
 

@@ -1,0 +1,422 @@
+"""Compiled Levenberg-Marquardt of :func:`braggflow.profiles.fitting.fit_profiles`: one patch at a time, in numba.
+
+The same models, objective, damping, bounds and stopping rule as the NumPy
+iteration of :mod:`braggflow.profiles.fitting` (which stays the reference and
+the path without numba), written as loops over one patch's pixels: no
+(N, M, P) work arrays, and a patch that needs many iterations costs only its
+own.  The model of each pixel and its derivatives are computed in one pass
+with the Fisher information, the gradient and the deviance.
+
+numba is optional: :data:`AVAILABLE` says whether it imported; the functions
+are compiled on first use and cached on disk (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:  # pragma: no cover - the import itself
+    from numba import njit
+except ImportError:  # pragma: no cover - without numba the NumPy iteration runs
+    njit = None
+
+__all__ = ["AVAILABLE", "MODEL_IDS", "lm_fit", "information_at"]
+
+#: Whether the compiled iteration can run (numba imported).
+AVAILABLE = njit is not None
+#: Model numbers of the kernel.
+MODEL_IDS = {"gauss": 0, "gauss2": 1, "rgauss": 2, "pvmoffat": 3, "pvoigt": 4, "moffat": 5}
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+def _jit(fn):
+    return njit(cache=True, fastmath=False, nogil=True)(fn) if AVAILABLE else fn
+
+
+@_jit
+def _axis(size, centre, sigma, frac, d_mu, d_sigma):
+    """Pixel fractions of a 1D Gaussian over ``size`` unit pixels and their derivatives by centre and sigma."""
+    e = -0.5 - centre
+    t = e / sigma
+    cdf0 = 0.5 * (1.0 + math.erf(t * _INV_SQRT2))
+    pdf0 = math.exp(-0.5 * t * t) * _INV_SQRT_2PI
+    for i in range(size):
+        t1 = (i + 0.5 - centre) / sigma
+        cdf1 = 0.5 * (1.0 + math.erf(t1 * _INV_SQRT2))
+        pdf1 = math.exp(-0.5 * t1 * t1) * _INV_SQRT_2PI
+        frac[i] = cdf1 - cdf0
+        d_mu[i] = -(pdf1 - pdf0) / sigma
+        d_sigma[i] = -(pdf1 * t1 - pdf0 * t) / sigma
+        t, cdf0, pdf0 = t1, cdf1, pdf1
+
+
+@_jit
+def _shape(mid, u2, eta, t, norm_g, norm_l, norm_m, k2):
+    """One sample of a rotated profile at ``u2 = d^T Q d``: value, d value / d u2, d value / d shape (eta or t)
+    and d value / d t (pseudo-Voigt-Moffat)."""
+    d5 = 0.0
+    d6 = 0.0
+    if mid == 2:
+        v = math.exp(-0.5 * u2) * norm_g
+        dv = -0.5 * v
+    elif mid == 3:
+        g = math.exp(-0.5 * u2) * norm_g
+        v1 = 1.0 + u2 / k2
+        lv = math.log(v1)
+        mm = norm_m * math.exp(-lv / t)
+        v = (1.0 - eta) * g + eta * mm
+        dv = -0.5 * (1.0 - eta) * g - eta * mm / (t * k2 * v1)
+        d5 = mm - g
+        d6 = eta * mm * (-1.0 / (1.0 - t) - 1.0 / t + lv / (t * t))
+    elif mid == 4:
+        g = math.exp(-0.5 * u2) * norm_g
+        qq = 1.0 + u2 / k2
+        lor = norm_l / (qq * math.sqrt(qq))
+        v = (1.0 - eta) * g + eta * lor
+        dv = -0.5 * (1.0 - eta) * g - 1.5 / k2 * eta * lor / qq
+        d5 = lor - g
+    else:
+        x = 1.0 + 0.5 * t * u2
+        lx = math.log(x)
+        v = (1.0 - t) * norm_g * math.exp(-lx / t)
+        dv = -0.5 * v / x
+        d5 = v * (-1.0 / (1.0 - t) + lx / (t * t) - 0.5 * u2 / (t * x))
+    return v, dv, d5, d6
+
+
+@_jit
+def _rotated(mid, p, size, k, k2, mu, jac):
+    """Rotated profiles (rgauss, pvmoffat, pvoigt, moffat), ``k`` x ``k`` sub-pixels a pixel: mu (M,) and jac
+    (M, P) of one patch (photons)."""
+    row, col, a, b, c = p[0], p[1], p[2], p[3], p[4]
+    npar = p.shape[0]
+    nd = npar - 2
+    inten, bg = p[npar - 2], p[npar - 1]
+    det = a * c - b * b
+    sdet = math.sqrt(det)
+    eta = p[5] if (mid == 3 or mid == 4) else 0.0
+    t = p[6] if mid == 3 else (p[5] if mid == 5 else 0.5)
+    norm_g = sdet / (2.0 * math.pi)
+    norm_l = sdet / (2.0 * math.pi * k2)
+    norm_m = sdet * (1.0 - t) / (math.pi * k2 * t) if mid == 3 else 0.0
+    inv_kk = 1.0 / (k * k)
+    d = np.empty(7)
+    m = 0
+    for r in range(size):
+        for cc in range(size):
+            value = 0.0
+            d[:] = 0.0
+            for sa in range(k):
+                dr = r + (sa + 0.5) / k - 0.5 - row
+                for sb in range(k):
+                    dc = cc + (sb + 0.5) / k - 0.5 - col
+                    u2 = a * dr * dr + 2.0 * b * dr * dc + c * dc * dc
+                    v, dv, d5, d6 = _shape(mid, u2, eta, t, norm_g, norm_l, norm_m, k2)
+                    hod = 0.5 * v / det
+                    value += v
+                    d[0] += -2.0 * dv * (a * dr + b * dc)
+                    d[1] += -2.0 * dv * (b * dr + c * dc)
+                    d[2] += hod * c + dv * dr * dr
+                    d[3] += -2.0 * hod * b + dv * 2.0 * dr * dc
+                    d[4] += hod * a + dv * dc * dc
+                    d[5] += d5
+                    d[6] += d6
+            value *= inv_kk
+            mu[m] = inten * value + bg
+            for q in range(nd):
+                jac[m, q] = inten * d[q] * inv_kk
+            jac[m, nd] = value
+            jac[m, nd + 1] = 1.0
+            m += 1
+
+
+@_jit
+def _evaluate(mid, p, size, k, k2, mu, jac, w1, w2, w3, w4, w5, w6):
+    """Expected photons (M,) and derivatives (M, P) of one patch; ``w*`` are (size,) work arrays."""
+    if mid == 0:
+        _axis(size, p[0], p[2], w1, w2, w3)
+        _axis(size, p[1], p[3], w4, w5, w6)
+        inten, bg = p[4], p[5]
+        m = 0
+        for r in range(size):
+            for c in range(size):
+                prof = w1[r] * w4[c]
+                mu[m] = inten * prof + bg
+                jac[m, 0] = inten * w2[r] * w4[c]
+                jac[m, 1] = inten * w1[r] * w5[c]
+                jac[m, 2] = inten * w3[r] * w4[c]
+                jac[m, 3] = inten * w1[r] * w6[c]
+                jac[m, 4] = prof
+                jac[m, 5] = 1.0
+                m += 1
+    elif mid == 1:
+        i1, i2, bg = p[6], p[7], p[8]
+        m = 0
+        _axis(size, p[0], p[4], w1, w2, w3)
+        _axis(size, p[1], p[5], w4, w5, w6)
+        for r in range(size):
+            for c in range(size):
+                prof = w1[r] * w4[c]
+                mu[m] = i1 * prof + bg
+                jac[m, 0] = i1 * w2[r] * w4[c]
+                jac[m, 1] = i1 * w1[r] * w5[c]
+                jac[m, 4] = i1 * w3[r] * w4[c]
+                jac[m, 5] = i1 * w1[r] * w6[c]
+                jac[m, 6] = prof
+                jac[m, 8] = 1.0
+                m += 1
+        _axis(size, p[2], p[4], w1, w2, w3)
+        _axis(size, p[3], p[5], w4, w5, w6)
+        m = 0
+        for r in range(size):
+            for c in range(size):
+                prof = w1[r] * w4[c]
+                mu[m] += i2 * prof
+                jac[m, 2] = i2 * w2[r] * w4[c]
+                jac[m, 3] = i2 * w1[r] * w5[c]
+                jac[m, 4] += i2 * w3[r] * w4[c]
+                jac[m, 5] += i2 * w1[r] * w6[c]
+                jac[m, 7] = prof
+                m += 1
+    else:
+        _rotated(mid, p, size, k, k2, mu, jac)
+    for m in range(mu.shape[0]):
+        if mu[m] < 1e-9:
+            mu[m] = 1e-9
+
+
+@_jit
+def _deviance(y, good, mu, prior_b, prior_w, bg):
+    dev = 0.0
+    for m in range(y.shape[0]):
+        if good[m]:
+            term = mu[m] - y[m]
+            if y[m] > 0:
+                term += y[m] * math.log(y[m] / mu[m])
+            dev += term
+    return 2.0 * dev + prior_w * (bg - prior_b) ** 2
+
+
+@_jit
+def _valid(mid, p, size, lo, hi, sigma_min):
+    npar = p.shape[0]
+    for q in range(npar):
+        if not math.isfinite(p[q]):
+            return False
+    npos = 4 if mid == 1 else 2
+    for q in range(npos):
+        if not (p[q] > -1.5 and p[q] < size + 0.5):
+            return False
+    if mid == 0:
+        return p[2] >= sigma_min and p[3] >= sigma_min and p[4] > 0 and p[5] >= 0
+    if mid == 1:
+        return p[4] >= sigma_min and p[5] >= sigma_min and p[6] > 0 and p[7] > 0 and p[8] >= 0
+    a, b, c = p[2], p[3], p[4]
+    cap = 1.0 / (sigma_min * sigma_min)
+    if not (a > 0 and c > 0 and a * c - b * b > 0 and a < cap and c < cap and p[npar - 2] > 0 and p[npar - 1] >= 0):
+        return False
+    for q in range(5, npar - 2):
+        if p[q] < lo[q] or p[q] > hi[q]:
+            return False
+    return True
+
+
+@_jit
+def _information(y, good, mu, jac, prior_w, fisher, grad):
+    """Expected Fisher information (P, P) and gradient of the deviance / 2 (P,) of one patch."""
+    npar = fisher.shape[0]
+    for i in range(npar):
+        grad[i] = 0.0
+        for j in range(npar):
+            fisher[i, j] = 0.0
+    for m in range(y.shape[0]):
+        if not good[m]:
+            continue
+        w = 1.0 / mu[m]
+        g = 1.0 - y[m] * w
+        for i in range(npar):
+            ji = jac[m, i]
+            grad[i] += g * ji
+            wji = w * ji
+            for j in range(i + 1):
+                fisher[i, j] += wji * jac[m, j]
+    for i in range(npar):
+        for j in range(i):
+            fisher[j, i] = fisher[i, j]
+    fisher[npar - 1, npar - 1] += prior_w
+
+
+@_jit
+def _damped_step(fisher, grad, lam, pinned, step, a, rhs, scale):
+    """``-(F + lam diag F)^-1 grad`` (Jacobi-scaled, pinned parameters held) by Cholesky; False if not positive."""
+    npar = fisher.shape[0]
+    for i in range(npar):
+        di = fisher[i, i] if not pinned[i] else 1.0
+        scale[i] = math.sqrt(di) if di > 0 else 1.0
+    for i in range(npar):
+        for j in range(npar):
+            if pinned[i] or pinned[j]:
+                a[i, j] = 1.0 if i == j else 0.0
+            else:
+                a[i, j] = fisher[i, j] / (scale[i] * scale[j])
+        di = fisher[i, i] if not pinned[i] else 1.0
+        a[i, i] += (lam if di > 0 else 0.0) + 1e-12
+        rhs[i] = 0.0 if pinned[i] else -grad[i] / scale[i]
+    for j in range(npar):  # Cholesky, in place (lower triangle)
+        s = a[j, j]
+        for q in range(j):
+            s -= a[j, q] * a[j, q]
+        if not s > 0:
+            return False
+        s = math.sqrt(s)
+        a[j, j] = s
+        for i in range(j + 1, npar):
+            v = a[i, j]
+            for q in range(j):
+                v -= a[i, q] * a[j, q]
+            a[i, j] = v / s
+    for i in range(npar):
+        v = rhs[i]
+        for q in range(i):
+            v -= a[i, q] * rhs[q]
+        rhs[i] = v / a[i, i]
+    for i in range(npar - 1, -1, -1):
+        v = rhs[i]
+        for q in range(i + 1, npar):
+            v -= a[q, i] * rhs[q]
+        rhs[i] = v / a[i, i]
+    for i in range(npar):
+        step[i] = rhs[i] / scale[i]
+    return True
+
+
+@_jit
+def _step(mid, p, fisher, grad, lam, hold_i, lo, hi, size, sigma_min, work, trial):
+    """A damped step from ``p`` into ``trial`` (projected onto the bounds, held parameters kept); False when it
+    cannot be taken (not positive definite, not finite, or not a valid parameter set)."""
+    npar = p.shape[0]
+    pinned, step, a, rhs, scale = work
+    for q in range(npar):
+        pinned[q] = hold_i[q] or (p[q] <= lo[q] and grad[q] > 0) or (p[q] >= hi[q] and grad[q] < 0)
+    if not _damped_step(fisher, grad, lam, pinned > 0, step, a, rhs, scale):
+        return False
+    for q in range(npar):
+        if not math.isfinite(step[q]):
+            return False
+        trial[q] = p[q] if hold_i[q] else min(max(p[q] + step[q], lo[q]), hi[q])
+    return _valid(mid, trial, size, lo, hi, sigma_min)
+
+
+@_jit
+def lm_fit(mid, y, good, start, hold, lo, hi, prior_b, prior_w, size, k, k2, max_iter, tol, sigma_min):
+    """Levenberg-Marquardt (Fisher scoring) of every patch, one after the other.
+
+    Parameters
+    ----------
+    mid : int
+        Model number (:data:`MODEL_IDS`).
+    y : (N, M) float64
+        Photons (non-negative).
+    good : (N, M) bool
+        Pixels used.
+    start : (N, P) float64
+        Starting parameters (photons).
+    hold : (N, P) bool
+        Parameters kept at their start.
+    lo, hi : (P,) float64
+        Bounds the steps are projected onto.
+    prior_b, prior_w : (N,) float64
+        Background prior's level and weight (0: none).
+    size, k : int
+        Patch side and sub-pixels per axis (rotated models).
+    k2 : float
+        The squared Lorentzian width per sigma of the wing models.
+    max_iter : int
+    tol : float
+    sigma_min : float
+
+    Returns
+    -------
+    params : (N, P), fisher : (N, P, P), dev : (N,), iters : (N,) int64, conv : (N,) bool, alive : (N,) bool
+        NaN parameters and infinite deviance where a start was not valid.
+    """
+    n, npix = y.shape
+    npar = start.shape[1]
+    params = np.full((n, npar), np.nan)
+    fisher_out = np.zeros((n, npar, npar))
+    dev_out = np.full(n, np.inf)
+    iters = np.zeros(n, dtype=np.int64)
+    conv = np.zeros(n, dtype=np.bool_)
+    alive = np.zeros(n, dtype=np.bool_)
+    mu, t_mu = np.empty(npix), np.empty(npix)
+    jac, t_jac = np.zeros((npix, npar)), np.zeros((npix, npar))
+    fisher = np.empty((npar, npar))
+    grad = np.empty(npar)
+    trial = np.empty(npar)
+    p = np.empty(npar)
+    work = (np.zeros(npar), np.empty(npar), np.empty((npar, npar)), np.empty(npar), np.empty(npar))
+    w = np.empty((6, size))
+    for i in range(n):
+        yi, gi = y[i], good[i]
+        for q in range(npar):
+            p[q] = start[i, q] if hold[i, q] else min(max(start[i, q], lo[q]), hi[q])
+        if not (_valid(mid, p, size, lo, hi, sigma_min) and gi.sum() > npar):
+            continue
+        alive[i] = True
+        _evaluate(mid, p, size, k, k2, mu, jac, w[0], w[1], w[2], w[3], w[4], w[5])
+        dev = _deviance(yi, gi, mu, prior_b[i], prior_w[i], p[npar - 1])
+        lam = 1e-3
+        for _ in range(max_iter):
+            iters[i] += 1
+            _information(yi, gi, mu, jac, prior_w[i], fisher, grad)
+            grad[npar - 1] += prior_w[i] * (p[npar - 1] - prior_b[i])
+            new_dev = np.inf
+            if _step(mid, p, fisher, grad, lam, hold[i], lo, hi, size, sigma_min, work, trial):
+                _evaluate(mid, trial, size, k, k2, t_mu, t_jac, w[0], w[1], w[2], w[3], w[4], w[5])
+                new_dev = _deviance(yi, gi, t_mu, prior_b[i], prior_w[i], trial[npar - 1])
+            if new_dev <= dev:
+                done = dev - new_dev < tol
+                p[:] = trial
+                mu, t_mu = t_mu, mu
+                jac, t_jac = t_jac, jac
+                dev = new_dev
+                lam = max(lam / 5.0, 1e-9)
+            else:
+                lam *= 10.0
+                done = lam > 1e10  # no step lowers the deviance: at a minimum
+            if done:
+                conv[i] = True
+                break
+        _information(yi, gi, mu, jac, prior_w[i], fisher, grad)
+        params[i] = p
+        fisher_out[i] = fisher
+        dev_out[i] = dev
+    return params, fisher_out, dev_out, iters, conv, alive
+
+
+@_jit
+def information_at(mid, y, good, params, prior_w, size, k, k2):
+    """Expected Fisher information (N, P, P) and gradient of the deviance / 2 (N, P) at ``params`` (photons; the
+    background prior's weight added to the information, not its term to the gradient); zero where a row of
+    ``params`` is not finite."""
+    n, npix = y.shape
+    npar = params.shape[1]
+    fisher_out = np.zeros((n, npar, npar))
+    grad_out = np.zeros((n, npar))
+    mu = np.empty(npix)
+    jac = np.zeros((npix, npar))
+    w = np.empty((6, size))
+    for i in range(n):
+        finite = True
+        for q in range(npar):
+            if not math.isfinite(params[i, q]):
+                finite = False
+        if not finite:
+            continue
+        _evaluate(mid, params[i], size, k, k2, mu, jac, w[0], w[1], w[2], w[3], w[4], w[5])
+        _information(y[i], good[i], mu, jac, prior_w[i], fisher_out[i], grad_out[i])
+    return fisher_out, grad_out
