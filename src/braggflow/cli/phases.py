@@ -366,6 +366,36 @@ def _frame_and_geometry(source, poni, distance, beam_row, beam_col, pixel, wavel
     return geometry, _read_frame(frame_path)
 
 
+def _read_features(path: Path, frame_name: str):
+    """A table of learned features or labels to draw: .csv (feature table or label file), .parquet, or results.
+
+    A ``frame`` column keeps the rows of the frame drawn: its file name (label files), or frame 0 (results files,
+    whose first input frame is the one remapped).
+    """
+    import pandas as pd
+
+    from braggflow.errors import ConfigError, InputFileError
+
+    if not path.is_file():
+        raise InputFileError(f"--features {path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        table = pd.read_csv(path, comment="#")
+    elif suffix == ".parquet":
+        table = pd.read_parquet(path)
+    elif suffix in (".h5", ".hdf5", ".nxs"):
+        from braggflow.io.results import read_peaks
+
+        table = read_peaks(path)
+    else:
+        raise ConfigError(f"--features {path}: use a .csv or .parquet feature table, a label file or a results file")
+    if "frame" in table.columns:
+        if pd.api.types.is_numeric_dtype(table["frame"]):
+            return table[table["frame"] == 0]
+        return table[table["frame"].astype(str).map(lambda f: Path(f).name) == Path(frame_name).name]
+    return table
+
+
 @commands.command("remap")
 @friendly_errors
 def remap_command(
@@ -383,6 +413,10 @@ def remap_command(
     wavelength: Wavelength = None,
     energy: Energy = None,
     incidence_angle: IncidenceAngle = None,
+    features: Path | None = typer.Option(
+        None, "--features",
+        help="draw these features on a picture: a feature table of 'braggflow detect -o' (.csv, .parquet), a label "
+             "file (.csv) or a results file of 'braggflow run --finder learned' (.h5)"),
 ) -> None:
     """Rebin a frame to (eta, q), (eta, 2theta) or (q_z, q_xy); empty bins (missing wedge) are NaN."""
     import numpy as np
@@ -394,6 +428,8 @@ def remap_command(
         raise ConfigError(f"--npt {npt}: the number of bins must be >= 1")
     geometry, frame = _frame_and_geometry(source, poni, distance, beam_row, beam_col, pixel, wavelength, energy,
                                           incidence_angle)
+    if features is not None and output.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ConfigError(f"--features draws on a picture: give -o a .png, .pdf or .svg name, not {output.name}")
     bad = _read_mask(mask, frame.shape) if mask else None
     image, axis0, axis1 = remap(frame, geometry, to=to, mask=bad, npt=(npt, npt))
     names = {"q": ("eta_deg", "q_A-1"), "polar": ("eta_deg", "two_theta_deg"), "qxy-qz": ("qz_A-1", "qxy_A-1")}[to]
@@ -407,7 +443,9 @@ def remap_command(
     elif suffix in (".png", ".pdf", ".svg"):
         from braggflow.viz.remap import REMAP_TITLES, plot_remap
 
-        plot_remap(image, axis0, axis1, to=to, output=output, title=f"{source.name}\n{REMAP_TITLES[to]}")
+        plot_remap(image, axis0, axis1, to=to, output=output, title=f"{source.name}\n{REMAP_TITLES[to]}",
+                   features=_read_features(features, source.name) if features is not None else None,
+                   geometry=geometry)
     else:
         raise ConfigError(f"-o {output}: use .npz, .h5, or .png/.pdf/.svg for a picture")
     console.print(f"{image.shape} image written to {output} ({np.isnan(image).mean():.0%} empty bins)")

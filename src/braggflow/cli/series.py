@@ -61,6 +61,15 @@ def _open_source(results: Path, source: str | None):
         raise InputFileError(f"{exc} (the input recorded in {results}); give the frames with --source") from None
 
 
+def _stored_geometry(results: Path):
+    """The geometry a results file records (None when the run had none)."""
+    from braggflow.geometry import Geometry
+    from braggflow.io.results import read_process
+
+    stored = read_process(results).get("geometry")
+    return Geometry.from_dict(stored) if stored else None
+
+
 def _static_mask(results: Path, series):
     """The static mask of the run (user mask, detector gaps, file pixel mask)."""
     from braggflow.pipeline import prepare
@@ -297,8 +306,12 @@ def plot_frame_command(
         help="reference peaks drawn as +: CSV (frame,row,col), simulated NeXus (/entry/truth) or results file",
     ),
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 7 x 6 inches)"),
+    features: bool = typer.Option(
+        True, "--features/--no-features",
+        help="draw the learned finder's features as the outlines of their extents (needs the run's geometry)",
+    ),
 ) -> None:
-    """One frame on a log colour scale with its peaks (masked pixels in blue)."""
+    """One frame on a log colour scale with its peaks (masked pixels in blue) and learned features by kind."""
     from braggflow.errors import ConfigError
     from braggflow.io.results import read_peaks
     from braggflow.viz import plot_frame
@@ -309,7 +322,8 @@ def plot_frame_command(
     table = read_peaks(results)
     plot_frame(series[frame], table, frame_index=frame, mask=_static_mask(results, series), output=output,
                size_by=None if size_by == "none" else size_by, region=_parse_region(region),
-               reference=_read_reference(reference) if reference is not None else None, dpi=dpi)
+               reference=_read_reference(reference) if reference is not None else None, dpi=dpi,
+               geometry=_stored_geometry(results) if features else None)
     console.print(f"frame {frame}: {int((table['frame'] == frame).sum())} peaks -> {output}")
 
 

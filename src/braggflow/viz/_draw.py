@@ -224,3 +224,132 @@ def frame_peaks(table: pd.DataFrame | None, frame_index: int | None) -> pd.DataF
     if frame_index is None or "frame" not in table.columns:
         return table
     return table[table["frame"].to_numpy() == frame_index]
+
+
+# ---------------------------------------------------------------- learned features (kind, extent in q and chi)
+def feature_rows(table: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows of ``table`` that are features of the learned detector, with their extents.
+
+    A feature has a ``kind`` (ring, arc, spot) and a centre ``q`` (1/Å) with
+    ``eta`` or ``chi`` (deg), and its extent as ``q_width``, ``chi_width`` (full
+    widths around the centre) or as ``q_lo``, ``q_hi``, ``chi_lo``, ``chi_hi``
+    (the detector's and the label files' boxes).
+
+    Returns
+    -------
+    features : pandas.DataFrame
+        ``kind``, ``q_lo``, ``q_hi``, ``chi_lo``, ``chi_hi`` (1/Å, deg) of the
+        rows with a kind and a finite extent; empty when the table has none.
+    """
+    columns = ["kind", "q_lo", "q_hi", "chi_lo", "chi_hi"]
+    if table is None or "kind" not in table.columns or not len(table):
+        return pd.DataFrame(columns=columns)
+    kind = table["kind"].astype(object)
+    rows = table[kind.isin(("ring", "arc", "spot")).to_numpy()]
+    if {"q_lo", "q_hi", "chi_lo", "chi_hi"} <= set(rows.columns):
+        out = rows[["q_lo", "q_hi", "chi_lo", "chi_hi"]].astype(float)
+    elif {"q", "q_width", "chi_width"} <= set(rows.columns) and ("eta" in rows.columns or "chi" in rows.columns):
+        chi = rows["eta" if "eta" in rows.columns else "chi"].to_numpy(dtype=float)
+        q, dq = rows["q"].to_numpy(dtype=float), rows["q_width"].to_numpy(dtype=float) / 2
+        dchi = rows["chi_width"].to_numpy(dtype=float) / 2
+        out = pd.DataFrame(dict(q_lo=q - dq, q_hi=q + dq, chi_lo=np.maximum(chi - dchi, -180.0),
+                                chi_hi=np.minimum(chi + dchi, 180.0)), index=rows.index)
+    else:
+        raise BraggflowError("the feature table has a kind column but no extent: it needs q, eta (or chi), q_width "
+                             "and chi_width, or q_lo, q_hi, chi_lo, chi_hi")
+    out.insert(0, "kind", rows["kind"].astype(str).to_numpy())
+    finite = np.isfinite(out[columns[1:]].to_numpy()).all(1)
+    return out[finite].reset_index(drop=True)
+
+
+def box_outline(q_lo: float, q_hi: float, chi_lo: float, chi_hi: float, n: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Points around a (q, chi) box, closed: ``n`` along each edge (edges of constant q are arcs on the detector)."""
+    t = np.linspace(0.0, 1.0, n)
+    q = np.concatenate([np.full(n, q_lo), q_lo + (q_hi - q_lo) * t, np.full(n, q_hi), q_hi - (q_hi - q_lo) * t])
+    chi = np.concatenate([chi_lo + (chi_hi - chi_lo) * t, np.full(n, chi_hi), chi_hi - (chi_hi - chi_lo) * t,
+                          np.full(n, chi_lo)])
+    return q, chi
+
+
+def feature_outlines(features: pd.DataFrame, to: str, geometry=None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The outline of each feature's extent in the coordinates of a picture.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        From :func:`feature_rows`.
+    to : {"detector", "q", "polar", "qxy-qz"}
+        "detector": (col, row) pixels; "q": (q, chi); "polar": (2theta, chi);
+        "qxy-qz": (q_xy, q_z).
+    geometry : Geometry, optional
+        Needed for every ``to`` but "q"; "qxy-qz" needs its incidence angle.
+
+    Returns
+    -------
+    outlines : list of (kind, x, y)
+        x and y: the outline's points along the picture's horizontal and
+        vertical axes (NaN where a point falls off the detector).
+
+    Raises
+    ------
+    BraggflowError
+        If the geometry is missing where it is needed.
+    """
+    if to != "q" and geometry is None:
+        raise BraggflowError(f"drawing features on the {to} picture needs the detector geometry")
+    if to == "qxy-qz" and not geometry.has_incidence:
+        raise BraggflowError("drawing features on the (q_xy, q_z) map needs a geometry with an incidence angle")
+    out = []
+    for f in features.itertuples():
+        q, chi = box_outline(f.q_lo, f.q_hi, f.chi_lo, f.chi_hi)
+        if to == "q":
+            x, y = q, chi
+        elif to == "polar":
+            x, y = geometry.q_to_two_theta(q), chi
+        else:
+            with np.errstate(all="ignore"):
+                row, col = geometry.angles_to_pixel(geometry.q_to_two_theta(q), chi)
+            row, col = np.asarray(row, dtype=float), np.asarray(col, dtype=float)
+            if to == "detector":
+                x, y = col, row
+            else:
+                on = np.isfinite(row) & np.isfinite(col)
+                x, y = np.full(row.shape, np.nan), np.full(row.shape, np.nan)
+                if on.any():
+                    qxy, qz = geometry.pixel_to_qxy_qz(row[on], col[on])
+                    x[on], y[on] = qxy, qz
+        out.append((f.kind, np.asarray(x, dtype=float), np.asarray(y, dtype=float)))
+    return out
+
+
+def draw_features(ax, features: pd.DataFrame, to: str, geometry=None) -> dict:
+    """Draw the outlines of features on ``ax``, coloured by kind (:data:`braggflow.viz.style.FEATURE_COLOURS`).
+
+    Returns
+    -------
+    collections : dict
+        Kind -> the LineCollection drawn (label ``"ring (3)"`` etc. for the legend).
+    """
+    from matplotlib.collections import LineCollection
+
+    from braggflow.viz.style import FEATURE_COLOURS
+
+    drawn = {}
+    outlines = feature_outlines(features, to, geometry)
+    for kind, colour in FEATURE_COLOURS.items():
+        segments = [np.column_stack([x, y]) for k, x, y in outlines if k == kind]
+        if not segments:
+            continue
+        lines = LineCollection(segments, colors=colour, linewidths=1.1, label=f"{kind} ({len(segments)})")
+        ax.add_collection(lines, autolim=False)
+        drawn[kind] = lines
+    return drawn
+
+
+def feature_handles(kinds: dict) -> list:
+    """Legend entries for the feature kinds drawn (:func:`draw_features`' result)."""
+    from matplotlib.lines import Line2D
+
+    from braggflow.viz.style import FEATURE_COLOURS
+
+    return [Line2D([], [], color=FEATURE_COLOURS[k], lw=1.5, label=lines.get_label()) for k, lines in kinds.items()]

@@ -24,14 +24,21 @@ def plot_frame(
     region: tuple[int, int, int, int] | None = None,
     reference: pd.DataFrame | None = None,
     title: str | None = None,
+    geometry=None,
     figsize: tuple[float, float] = (7.0, 6.0),
     dpi: float = 100,
 ):
-    """Draw a detector frame on a log colour scale with its peaks as circles.
+    """Draw a detector frame on a log colour scale with its peaks as circles and learned features as outlines.
 
     Masked pixels are drawn in blue; peaks are open circles whose area grows
     with ``sqrt(size_by)``, cyan, or amber when any flag is set (the legend
     names the flags set on the peaks drawn).  The colour bar is in counts.
+    Rows of the learned detector (a ``kind``: ring, arc or spot, with their
+    extent in q and chi) are drawn, with a geometry, as the outline of their
+    extent on the detector (a ring's or an arc's is a band between two arcs),
+    coloured by kind (:data:`braggflow.viz.style.FEATURE_COLOURS`, in the
+    legend with their numbers); without a geometry, as circles of their kind's
+    colour at their ``row``, ``col``.
 
     Parameters
     ----------
@@ -55,6 +62,9 @@ def plot_frame(
         Reference peaks (``row``, ``col``; ``frame`` selects as for ``table``),
         e.g. a simulation's truth or another program's spots, drawn as green +.
     title : str, optional
+    geometry : braggflow.geometry.Geometry, optional
+        Detector geometry: draws the learned features' extents (``q``, ``eta``,
+        ``q_width``, ``chi_width``, or ``q_lo``, ``q_hi``, ``chi_lo``, ``chi_hi``).
     figsize : (float, float), optional
         Figure size, inches.
     dpi : float, optional
@@ -74,6 +84,11 @@ def plot_frame(
     """
     frame, mask = _draw.check_frame(frame, mask)
     peaks = _draw.frame_peaks(table, frame_index)
+    features = _draw.feature_rows(peaks)
+    if len(features):  # the learned features: drawn by kind, the other rows as peaks
+        learned = peaks["kind"].astype(object).isin(("ring", "arc", "spot")).to_numpy()
+        unboxed = peaks[learned] if geometry is None else peaks.iloc[:0]
+        peaks = peaks[~learned]
     ref = _draw.frame_peaks(reference, frame_index) if reference is not None else None
     r0 = c0 = 0
     if region is not None:
@@ -96,10 +111,31 @@ def plot_frame(
     if ref is not None and len(ref):
         ax.scatter(ref["col"].to_numpy(dtype=float), ref["row"].to_numpy(dtype=float), s=30, marker="+",
                    c=_draw.REFERENCE_COLOUR, linewidths=0.8)
-    ax.legend(handles=_draw.legend_handles(mask is not None and bool(mask.any()), ref is not None,
-                                           flags=_draw.flag_names(peaks)),
-              loc="upper right", fontsize=7, framealpha=0.6)
+    handles = _draw.legend_handles(mask is not None and bool(mask.any()), ref is not None,
+                                   flags=_draw.flag_names(peaks)) if len(peaks) or not len(features) else []
+    if len(features):
+        handles += _draw.feature_handles(_draw_features(ax, features, unboxed, geometry))
+    ax.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.6)
     if title is None:
-        title = f"{len(peaks)} peaks" + (f", frame {frame_index}" if frame_index is not None else "")
+        title = (f"{len(peaks)} peaks" if len(peaks) or not len(features) else "") + \
+            (f"{', ' if len(peaks) else ''}{len(features)} learned features" if len(features) else "") + \
+            (f", frame {frame_index}" if frame_index is not None else "")
     ax.set_title(title)
     return _draw.save(fig, output)
+
+
+def _draw_features(ax, features: pd.DataFrame, unboxed: pd.DataFrame, geometry) -> dict:
+    """Learned features: outlines with a geometry, else kind-coloured circles at their row, col."""
+    if geometry is not None:
+        return _draw.draw_features(ax, features, "detector", geometry)
+    from braggflow.viz.style import FEATURE_COLOURS
+
+    drawn = {}
+    kinds = unboxed["kind"].astype(str).to_numpy()
+    for kind, colour in FEATURE_COLOURS.items():
+        rows = unboxed[kinds == kind]
+        if len(rows):
+            drawn[kind] = ax.scatter(rows["col"].to_numpy(dtype=float), rows["row"].to_numpy(dtype=float), s=60,
+                                     facecolors="none", edgecolors=colour, linewidths=1.0,
+                                     label=f"{kind} ({len(rows)})")
+    return drawn

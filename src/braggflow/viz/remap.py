@@ -32,16 +32,25 @@ def plot_remap(
     output: str | Path | None,
     title: str | None = None,
     log: bool | None = None,
+    features=None,
+    geometry=None,
     figsize: tuple[float, float] = (7.0, 5.5),
     dpi: float = 100,
 ):
-    """Draw a remapped frame with a colour bar, a title and axis labels with units.
+    """Draw a remapped frame with a colour bar, a title and axis labels with units, and learned features.
 
     The colour map is perceptually uniform (:data:`braggflow.viz.style.IMAGE_CMAP`)
     with limits at the 1st and 99.5th percentiles of the filled bins (log
     scale when the image is positive and spans more than two decades);
     empty bins (the missing wedge, outside the detector) are white.  The
     (q_xy, q_z) map is drawn at equal aspect, so rings stay circles.
+
+    Features of the learned detector (``features``: a feature table of
+    ``braggflow detect``, a peak table of ``braggflow run --finder learned``,
+    or labels of :func:`braggflow.training.labels.read_labels`) are drawn as
+    the outlines of their extents in the map's coordinates (a rectangle in
+    (q, chi); its image through the geometry in (2theta, chi) and (q_xy,
+    q_z)), coloured by kind, with a legend.
 
     Parameters
     ----------
@@ -57,6 +66,11 @@ def plot_remap(
         Default: what the map shows.
     log : bool, optional
         Log colour scale; default: chosen from the data (:func:`braggflow.viz.style.value_scale`).
+    features : pandas.DataFrame, optional
+        Features with ``kind`` and extents (``q``, ``eta`` or ``chi``,
+        ``q_width``, ``chi_width``; or ``q_lo``, ``q_hi``, ``chi_lo``, ``chi_hi``).
+    geometry : braggflow.geometry.Geometry, optional
+        Needed to draw features on the "polar" and "qxy-qz" maps.
     figsize : (float, float), optional
         Inches.
     dpi : float, optional
@@ -69,7 +83,8 @@ def plot_remap(
     ------
     BraggflowError
         For an unknown ``to``, axes whose lengths differ from the image's
-        shape, or a missing output folder.
+        shape, features without their extents or without the geometry their
+        map needs, or a missing output folder.
     """
     import matplotlib
     from matplotlib.colors import LogNorm, Normalize
@@ -100,6 +115,12 @@ def plot_remap(
     im = ax.imshow(shown, origin="lower", cmap=cmap, norm=norm, extent=extent, interpolation="nearest",
                    aspect="equal" if to == "qxy-qz" else "auto")
     fig.colorbar(im, ax=ax, label=style.axis_label("intensity", "counts/px"), shrink=0.9)
+    boxes = _draw.feature_rows(features)
+    if len(boxes):
+        drawn = _draw.draw_features(ax, boxes, to, geometry)
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.legend(handles=_draw.feature_handles(drawn), loc="upper right", fontsize=7, framealpha=0.6)
     ax.set_xlabel(style.axis_label(name1, unit1))
     ax.set_ylabel(style.axis_label(name0, unit0))
     if title is None:

@@ -12,6 +12,8 @@ figure's edge) and finishes its axes with the helpers here:
 - :func:`integer_ticks`: frame numbers and counts get integer ticks only.
 - :data:`IMAGE_CMAP` (perceptually uniform) and :func:`image_limits` (robust
   percentiles) for remapped and reciprocal-space images.
+- :data:`FEATURE_COLOURS`: one colour per kind of the learned detector's
+  features (ring, arc, spot), the same in every picture.
 - :func:`texts_outside`: the texts of a drawn figure that reach past its
   edges (empty for a well-laid-out figure; what the tests check).
 """
@@ -25,11 +27,15 @@ from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from braggflow.errors import BraggflowError
 
-__all__ = ["IMAGE_CMAP", "figure", "axis_label", "value_scale", "plain_numbers", "integer_ticks", "image_limits",
-           "texts_outside"]
+__all__ = ["IMAGE_CMAP", "FEATURE_COLOURS", "figure", "axis_label", "value_scale", "plain_numbers", "integer_ticks",
+           "image_limits", "texts_outside"]
 
 IMAGE_CMAP = "viridis"
 """Colour map of remapped images: perceptually uniform, readable in grey and by colour-blind readers."""
+
+FEATURE_COLOURS = {"ring": "#56b4e9", "arc": "#f0e442", "spot": "#ff5a36"}
+"""Outline colour of each feature kind of the learned detector (sky blue, yellow, vermilion: told apart by
+colour-blind readers, and seen on the dark and the light ends of the image colour maps)."""
 
 
 def figure(figsize: tuple[float, float], dpi: float) -> Figure:
