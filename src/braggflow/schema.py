@@ -176,11 +176,8 @@ def _cast_values(col: Column, values):
 
 
 _NAMES = tuple(COLUMNS)
-#: the NumPy-typed columns of the schema grouped by dtype: {dtype: positions in COLUMNS}
-_NUMPY_GROUPS: dict[str, list[int]] = {}
-for _i, _col in enumerate(COLUMNS.values()):
-    if _col.dtype not in ("category", "Int32"):
-        _NUMPY_GROUPS.setdefault(_col.dtype, []).append(_i)
+#: the position of each schema column, as the block placement of a frame built here
+_PLACEMENTS = [np.array([i], dtype=np.intp) for i in range(len(COLUMNS))]
 
 try:  # pandas >= 2.3: a frame from its blocks, without the per-column checks of pd.DataFrame(dict) (~5 x faster)
     from pandas.api.internals import create_dataframe_from_blocks as _from_blocks
@@ -206,15 +203,14 @@ def _frame_from_columns(data: dict, n: int) -> pd.DataFrame:
     """A DataFrame of the schema's columns, in order, from ``data`` ({name: array of length n}, every column)."""
     if _from_blocks is None:
         return pd.DataFrame(data)
+    # one block per column: the stages after the finder replace whole columns, which then costs no split of a
+    # block shared by several columns
     blocks = []
-    for dtype, positions in _NUMPY_GROUPS.items():
-        block = np.empty((len(positions), n), dtype=dtype)
-        for j, i in enumerate(positions):
-            block[j] = data[_NAMES[i]]
-        blocks.append((block, np.array(positions, dtype=np.intp)))
     for i, (name, col) in enumerate(COLUMNS.items()):
-        if col.dtype in ("category", "Int32"):
-            blocks.append((data[name], np.array([i], dtype=np.intp)))
+        values = data[name]
+        if isinstance(values, np.ndarray):
+            values = np.array(values, dtype=col.dtype, copy=True).reshape(1, n)  # a copy, as pd.DataFrame makes
+        blocks.append((values, _PLACEMENTS[i]))
     return _from_blocks(blocks, index=pd.RangeIndex(n), columns=_column_index())
 
 

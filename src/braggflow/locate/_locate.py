@@ -135,7 +135,7 @@ def locate(
                                  ("extended_peaks", extended_peaks, ("region", "patch"))):
         if value not in allowed:
             raise BraggflowError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    out = conform(table.copy())
+    out = conform(table)  # a new frame (columns are replaced below, never written into)
     if len(out) == 0:
         out["method"] = pd.Categorical([], categories=list(METHODS))
         return out
