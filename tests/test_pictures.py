@@ -231,3 +231,124 @@ def test_frame_statistics_table_is_unchanged_by_the_omega_axis(series):
     stats = frame_statistics(table.assign(omega=table["frame"] * 1.0))
     assert list(stats["n_peaks"]) == [4] * 5
     assert isinstance(stats, pd.DataFrame)
+
+
+# ---------------------------------------------------------------- learned features (kind, extent in q and chi)
+FEATURE_GEOMETRY = dict(distance_mm=150.0, beam_center_row=230.0, beam_center_col=128.0, pixel_size_mm=0.172,
+                        wavelength_A=1.0, incidence_angle_deg=0.3)
+
+
+@pytest.fixture
+def learned():
+    """A 240 x 256 frame with the beam near its bottom edge, and a ring, an arc and a spot of the learned finder (the
+    columns of a peak table: kind, q, eta, q_width, chi_width, row, col)."""
+    from braggflow.geometry import Geometry
+
+    geometry = Geometry.from_config(FEATURE_GEOMETRY)
+    q = np.array([1.0, 1.6, 2.2])
+    eta = np.array([-90.0, -120.0, -70.0])
+    tth = geometry.q_to_two_theta(q)
+    row, col = geometry.angles_to_pixel(tth, eta)
+    table = pd.DataFrame(dict(frame=0, kind=["ring", "arc", "spot"], q=q, eta=eta, q_width=[0.1, 0.08, 0.05],
+                              chi_width=[360.0, 30.0, 6.0], row=row, col=col, intensity=1.0, flags=0))
+    rows, cols = np.indices((240, 256))
+    t, _ = geometry.pixel_to_angles(rows, cols)
+    qpix = geometry.two_theta_to_q(t)
+    frame = 5.0 + 200.0 * np.exp(-0.5 * ((qpix - 1.0) / 0.02) ** 2)
+    return frame, table, geometry
+
+
+def _collections_by_colour(ax) -> dict:
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import to_hex
+
+    return {to_hex(c.get_colors()[0]): c for c in ax.collections if isinstance(c, LineCollection)}
+
+
+def test_plot_frame_draws_learned_features_as_their_extents_on_the_detector(learned):
+    frame, table, geometry = learned
+    fig = plot_frame(frame, table, frame_index=0, geometry=geometry, output=None, figsize=(4.5, 4), dpi=80)
+    _check_layout(fig)
+    ax = fig.axes[0]
+    _labels_have_units(ax, "px", "px")
+    drawn = _collections_by_colour(ax)
+    assert set(drawn) == set(style.FEATURE_COLOURS.values())
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["ring (1)", "arc (1)", "spot (1)"]
+    assert ax.get_title() == "3 learned features, frame 0"
+    # the spot's outline, taken back through the geometry, is the edge of its (q, chi) extent
+    (outline,) = drawn[style.FEATURE_COLOURS["spot"]].get_segments()
+    tth, chi = geometry.pixel_to_angles(outline[:, 1], outline[:, 0])
+    q = geometry.two_theta_to_q(tth)
+    assert q.min() == pytest.approx(2.175, abs=1e-6) and q.max() == pytest.approx(2.225, abs=1e-6)
+    assert chi.min() == pytest.approx(-73.0, abs=1e-6) and chi.max() == pytest.approx(-67.0, abs=1e-6)
+    # the ring's band: its inner and outer edges are circles about the beam centre
+    (ring,) = drawn[style.FEATURE_COLOURS["ring"]].get_segments()
+    on = np.isfinite(ring).all(1)
+    radius = np.hypot(ring[on, 0] - 128.0, ring[on, 1] - 230.0)
+    inner = 150.0 * np.tan(geometry.q_to_two_theta(np.array([0.95]))[0] * np.pi / 180) / 0.172
+    assert radius.min() == pytest.approx(inner, rel=1e-3)
+
+
+def test_plot_frame_without_a_geometry_marks_learned_features_by_kind(learned):
+    frame, table, _ = learned
+    fig = plot_frame(frame, table, output=None, figsize=(4.5, 4), dpi=80)
+    _check_layout(fig)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ring (1)", "arc (1)", "spot (1)"]
+    assert not _collections_by_colour(ax)
+
+
+@pytest.mark.parametrize("to", ["q", "qxy-qz", "polar"])
+def test_plot_remap_draws_learned_features_in_q_space(learned, to):
+    from braggflow.geometry.remap import remap
+
+    frame, table, geometry = learned
+    image, axis0, axis1 = remap(frame, geometry, to=to, npt=(100, 100))
+    fig = plot_remap(image, axis0, axis1, to=to, features=table, geometry=geometry, output=None, figsize=(5.5, 4),
+                     dpi=80)
+    _check_layout(fig)
+    ax = fig.axes[0]
+    names = {"q": ("q (1/Å)", "η (deg)"), "qxy-qz": ("q_xy (1/Å)", "q_z (1/Å)"), "polar": ("2θ (deg)", "η (deg)")}
+    assert (ax.get_xlabel(), ax.get_ylabel()) == names[to]
+    assert _colourbar_label(fig) == "intensity (counts/px)"
+    assert (ax.get_aspect() == 1.0) == (to == "qxy-qz")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ring (1)", "arc (1)", "spot (1)"]
+    (arc,) = _collections_by_colour(ax)[style.FEATURE_COLOURS["arc"]].get_segments()
+    if to == "q":  # the arc's extent is the rectangle q 1.56-1.64, chi -135 to -105
+        assert (arc[:, 0].min(), arc[:, 0].max()) == pytest.approx((1.56, 1.64))
+        assert (arc[:, 1].min(), arc[:, 1].max()) == pytest.approx((-135.0, -105.0))
+    elif to == "qxy-qz":  # |q| = sqrt(q_xy^2 + q_z^2) stays within the arc's q range
+        size = np.hypot(arc[:, 0], arc[:, 1])
+        assert size.min() == pytest.approx(1.56, abs=2e-3) and size.max() == pytest.approx(1.64, abs=2e-3)
+    else:
+        tth = geometry.q_to_two_theta(np.array([1.56, 1.64]))
+        assert (arc[:, 0].min(), arc[:, 0].max()) == pytest.approx(tuple(tth))
+
+
+def test_feature_pictures_refuse_missing_extents_and_geometry(learned):
+    from braggflow.errors import BraggflowError
+
+    frame, table, geometry = learned
+    image = np.ones((10, 10))
+    with pytest.raises(BraggflowError, match="needs the detector geometry"):
+        plot_remap(image, np.linspace(0, 3, 10), np.linspace(-1, 1, 10), to="qxy-qz", features=table, output=None)
+    with pytest.raises(BraggflowError, match="no extent"):
+        plot_remap(image, np.linspace(-180, 180, 10), np.linspace(0, 3, 10), to="q",
+                   features=table.drop(columns=["q_width"]), output=None)
+
+
+def test_remap_command_draws_features_on_pictures_only(tmp_path, learned):
+    from typer.testing import CliRunner
+
+    from braggflow.cli import app
+
+    frame, table, _ = learned
+    np.save(tmp_path / "f.npy", frame[None].astype(np.float32))
+    table.to_csv(tmp_path / "features.csv", index=False)
+    geo = ["--distance", "150", "--beam-row", "230", "--beam-col", "128", "--pixel-size", "0.172", "--wavelength",
+           "1.0", "--incidence-angle", "0.3", "--npt", "64", "--features", str(tmp_path / "features.csv")]
+    result = CliRunner().invoke(app, ["remap", str(tmp_path / "f.npy"), "-o", str(tmp_path / "m.png"), *geo])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["remap", str(tmp_path / "f.npy"), "-o", str(tmp_path / "m.npz"), *geo])
+    assert result.exit_code != 0 and "--features draws on a picture" in result.output
