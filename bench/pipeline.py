@@ -26,6 +26,9 @@ For each localization method it prints, all measured in the same run, on one cor
 and the peak resident memory of this process.
 
     OMP_NUM_THREADS=1 python bench/pipeline.py [--frames 24] [--methods com nn] [--no-process]
+
+A method may carry options after ``+``: ``deblend`` (``locate.deblend: true``) and
+``profile`` (``integrate.method: profile``), e.g. ``--methods com gauss+deblend+profile``.
 """
 
 from __future__ import annotations
@@ -69,7 +72,24 @@ def fmt(s: dict) -> str:
             f"precision {s['precision']:.3f}, median distance {s['median_px']:.3f} px, {s['found']} found")
 
 
-def in_process(frames: np.ndarray, method: str, t_max: float) -> tuple[float, pd.DataFrame]:
+def parse_method(entry: str) -> tuple[str, dict]:
+    """``METHOD[+deblend][+profile]`` -> (method, the configuration's sections beyond the method)."""
+    method, *options = entry.split("+")
+    unknown = set(options) - {"deblend", "profile"}
+    if unknown:
+        raise SystemExit(f"unknown option(s) {', '.join(sorted(unknown))} in {entry!r}: use deblend, profile")
+    return method, {"locate": {"method": method, "deblend": "deblend" in options},
+                    "integrate": {"method": "profile" if "profile" in options else "sum"}}
+
+
+def run_arguments(entry: str) -> list[str]:
+    """``braggflow run`` arguments of an entry: ``--method`` and a ``--set`` for each option."""
+    method, *options = entry.split("+")
+    sets = {"deblend": "locate.deblend=true", "profile": "integrate.method=profile"}
+    return ["--method", method, *(item for option in options for item in ("--set", sets[option]))]
+
+
+def in_process(frames: np.ndarray, entry: str, t_max: float) -> tuple[float, pd.DataFrame]:
     """Time process_frame after the first frame, and stage by stage; return (s/frame, peak table)."""
     from braggflow.correct import correct_frame
     from braggflow.find import find_peaks
@@ -78,7 +98,8 @@ def in_process(frames: np.ndarray, method: str, t_max: float) -> tuple[float, pd
     from braggflow.pipeline import prepare, process_frame
     from braggflow.pipeline.config import Config
 
-    config = Config(locate={"method": method})
+    method, sections = parse_method(entry)
+    config = Config(**sections)
     ctx = prepare(config, shape=frames.shape[1:], dtype=frames.dtype)
     tables = [process_frame(frames[0], config=config, context=ctx, frame_index=0)]  # first frame: model load, imports
     t0 = time.perf_counter()
@@ -95,9 +116,9 @@ def in_process(frames: np.ndarray, method: str, t_max: float) -> tuple[float, pd
         t, lab = found.table, found.labels
         d = time.perf_counter()
         t = locate(c, t, method=method, mask=m, labels=lab, patch_size=config.locate.patch_size,
-                   model=config.locate.model)
+                   model=config.locate.model, deblend=config.locate.deblend)
         e = time.perf_counter()
-        integrate(c, t, mask=m, labels=lab)
+        integrate(c, t, mask=m, labels=lab, method=config.integrate.method)
         g = time.perf_counter()
         stages["correct"] += b - a
         stages["find"] += d - b
@@ -135,10 +156,10 @@ def whole_process(nexus: Path, method: str, folder: Path) -> tuple[float, float,
 
     exe = shutil.which("braggflow")
     cmd = [exe] if exe else [sys.executable, "-c", "from braggflow.cli import main; main()"]
-    results = folder / f"results-{method}.h5"
+    results = folder / f"results-{method.replace('+', '-')}.h5"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     t0 = time.perf_counter()
-    proc = subprocess.run([*cmd, "run", str(nexus), "-o", str(results), "--method", method, "--overwrite"],
+    proc = subprocess.run([*cmd, "run", str(nexus), "-o", str(results), *run_arguments(method), "--overwrite"],
                           env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
