@@ -128,3 +128,104 @@ def test_a_track_split_by_a_pixel_below_threshold_is_one_zinger():
     near = np.hypot(found.table["row"] - 62, found.table["col"] - 43.5) < 3
     assert not near.any()
     assert found.zingers >= 1
+
+
+def test_spot_templates_are_pixel_integrated_gaussians():
+    from scipy.special import ndtr
+
+    from braggflow.find.spot_shape import WINDOW, spot_templates
+
+    s = 0.7
+    templates, squares = spot_templates(s)
+    assert np.allclose(squares, templates**2)
+    # column 40: the round spot of width min_sigma centred on the window's centre pixel (grid of 9 x 9 centres)
+    spot = templates[:, 40].reshape(WINDOW, WINDOW)
+    centre = 2 * ndtr(0.5 / s) - 1
+    side = ndtr(1.5 / s) - ndtr(0.5 / s)
+    assert spot[3, 3] == pytest.approx(centre**2, rel=5e-3)
+    assert spot[3, 4] == pytest.approx(centre * side, rel=5e-3)
+    assert spot[2, 3] == pytest.approx(spot[3, 4], rel=1e-9)
+    assert spot.sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def _spots_and_chains(seed, n=50, background=20.0):
+    """A 400 x 400 frame with n faint round spots and n chain-shaped zingers in cells 40 px apart, and their places."""
+    from scipy.special import ndtr
+
+    rng = np.random.default_rng(seed)
+    cells = [(40 * i + 20, 40 * j + 20) for i in range(10) for j in range(10)]
+    rng.shuffle(cells)
+    expected = np.full((400, 400), background)
+    edges = np.arange(-10.5, 11.5)
+    spots = []
+    for r0, c0 in cells[:n]:
+        sigma, flux = rng.uniform(0.7, 1.5), np.exp(rng.uniform(np.log(80), np.log(400)))
+        dr, dc = rng.uniform(-0.5, 0.5, 2)
+        share = np.outer(np.diff(ndtr((edges - dr) / sigma)), np.diff(ndtr((edges - dc) / sigma)))
+        expected[r0 - 10 : r0 + 11, c0 - 10 : c0 + 11] += flux * share
+        spots.append((r0 + dr, c0 + dc))
+    frame = rng.poisson(expected).astype(np.float32)
+    # tracks of 3-4 pixels (I, L, S, a line of 3, an L of 3) at 6-12 x the noise, each pixel 0.6-1 x the event's level
+    shapes = [[(0, 0), (0, 1), (0, 2), (0, 3)], [(0, 0), (1, 0), (2, 0), (2, 1)], [(0, 1), (0, 2), (1, 0), (1, 1)],
+              [(0, 0), (1, 0), (2, 0)], [(0, 0), (0, 1), (1, 1)]]
+    chains = []
+    for k, (r0, c0) in enumerate(cells[n : 2 * n]):
+        pix = np.array(shapes[k % len(shapes)])
+        if rng.random() < 0.5:
+            pix = pix[:, ::-1]
+        level = np.exp(rng.uniform(np.log(6), np.log(12))) * np.sqrt(background)
+        frame[r0 + pix[:, 0], c0 + pix[:, 1]] += np.rint(level * rng.uniform(0.6, 1.0, len(pix)))
+        chains.append((r0 + pix[:, 0].mean(), c0 + pix[:, 1].mean()))
+    return frame, np.array(spots), np.array(chains)
+
+
+def _with_a_peak(table, places, within=2.0):
+    d = np.hypot(table["row"].to_numpy()[None] - places[:, :1], table["col"].to_numpy()[None] - places[:, 1:])
+    return int((d <= within).any(axis=1).sum())
+
+
+def test_shape_test_drops_chain_zingers_and_keeps_faint_spots(monkeypatch):
+    from braggflow.find import spot_shape
+
+    spots_found, chains_kept, chains_kept_by_ring = [0, 0], 0, 0
+    for seed in range(3):
+        frame, spots, chains = _spots_and_chains(seed)
+        on = find_peaks(frame).table
+        off = find_peaks(frame, config=FindConfig(zingers=False)).table
+        with monkeypatch.context() as m:
+            m.setattr(spot_shape, "SHAPE_CHI2", None)  # the ring test alone
+            ring_only = find_peaks(frame).table
+        spots_found[0] += _with_a_peak(on, spots)
+        spots_found[1] += _with_a_peak(off, spots)
+        chains_kept += _with_a_peak(on, chains)
+        chains_kept_by_ring += _with_a_peak(ring_only, chains)
+        assert _with_a_peak(off, chains) >= 40  # the finder sees the tracks
+    print(f"faint spots found {spots_found[0]} (zinger tests off: {spots_found[1]}); of 150 tracks {chains_kept} leave "
+          f"a peak ({chains_kept_by_ring} with the ring test alone)")
+    assert spots_found[0] == spots_found[1]  # no faint spot taken for a zinger
+    assert chains_kept <= 6
+    assert chains_kept <= chains_kept_by_ring / 3
+
+
+def test_an_l_shaped_track_is_a_zinger_by_its_shape(monkeypatch):
+    # a zinger of the simulated artefacts (4 pixels at 6-10 x the noise on 20 counts/px, an L) whose ring alone
+    # cannot tell it from a faint spot's
+    from braggflow.find import spot_shape
+
+    frame = np.random.default_rng(3).poisson(20.0, (128, 128)).astype(np.float32)
+    frame[60:67, 40:46] = [[25, 18, 18, 15, 18, 18],
+                           [25, 28, 20, 20, 18, 21],
+                           [22, 23, 66, 51, 22, 20],
+                           [18, 20, 19, 64, 29, 23],
+                           [17, 19, 16, 56, 24, 19],
+                           [24, 24, 25, 24, 23, 22],
+                           [19, 23, 27, 24, 25, 22]]
+
+    def near(found):
+        return bool((np.hypot(found.table["row"] - 63, found.table["col"] - 43) < 3).any())
+
+    found = find_peaks(frame)
+    assert not near(found)
+    assert found.zingers >= 1
+    monkeypatch.setattr(spot_shape, "SHAPE_CHI2", None)
+    assert near(find_peaks(frame))  # the ring test alone keeps it

@@ -26,6 +26,13 @@ the significance test.  A real spot of exactly ``min_sigma`` in the least
 favourable sub-pixel position is thus taken for a zinger at most 16 % of the
 time when it is that faint, and wider or brighter spots far more rarely.
 
+An event this test leaves undecided is then weighed by its shape
+(:mod:`braggflow.find.spot_shape`): it is a zinger when the best spot of width
+at least ``min_sigma`` fits its pixels and ring worse than a zinger does by more
+than ``SHAPE_CHI2`` in chi2 (a chain of pixels, an S, an L, a line with dark
+flanks, which no blurred spot draws).  That test reads the pixels around the
+event and is made on frames with a background only.
+
 On a frame thresholded upstream a ring pixel that was not stored counts as the
 storage threshold (the most it can have held).  The decision uses the frame
 alone, as the zinger filters of ImageD11 and MIDAS do (a pixel far above its
@@ -38,6 +45,8 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage, special
+
+from braggflow.find import spot_shape
 
 __all__ = ["least_ring_ratio", "zinger_regions", "zinger_regions_at", "MAX_ZINGER_PIXELS"]
 
@@ -86,7 +95,7 @@ def least_ring_ratio(k: int, min_sigma: float) -> float:
 
 def zinger_regions(frame: np.ndarray, mask: np.ndarray | None, flat_index: np.ndarray, region_of: np.ndarray,
                    candidates: np.ndarray, npix: np.ndarray, signal: np.ndarray, level_at, noise_at, *,
-                   min_sigma: float, unstored: float | None = None) -> np.ndarray:
+                   min_sigma: float, unstored: float | None = None, gain: float = 1.0) -> np.ndarray:
     """Which candidate regions are zingers (see the module's test).
 
     :func:`zinger_regions_at` with the pixel values and the mask read from the frame.
@@ -97,7 +106,7 @@ def zinger_regions(frame: np.ndarray, mask: np.ndarray | None, flat_index: np.nd
         Corrected frame, counts.
     mask : (H, W) ndarray of bool or None
         True = bad pixel (left out of the ring).
-    flat_index, region_of, candidates, npix, signal, level_at, noise_at, min_sigma, unstored
+    flat_index, region_of, candidates, npix, signal, level_at, noise_at, min_sigma, unstored, gain
         As :func:`zinger_regions_at`.
 
     Returns
@@ -108,12 +117,12 @@ def zinger_regions(frame: np.ndarray, mask: np.ndarray | None, flat_index: np.nd
     bad = mask.ravel() if mask is not None else None
     return zinger_regions_at(frame.shape, flat.__getitem__, None if bad is None else bad.__getitem__, flat_index,
                              region_of, candidates, npix, signal, level_at, noise_at, min_sigma=min_sigma,
-                             unstored=unstored)
+                             unstored=unstored, gain=gain)
 
 
 def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.ndarray, region_of: np.ndarray,
                       candidates: np.ndarray, npix: np.ndarray, signal: np.ndarray, level_at, noise_at, *,
-                      min_sigma: float, unstored=None) -> np.ndarray:
+                      min_sigma: float, unstored=None, gain: float = 1.0) -> np.ndarray:
     """Which candidate regions are zingers (see the module's test), with the pixels read through functions.
 
     Parameters
@@ -142,6 +151,9 @@ def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.n
         that was not stored (0) may have held anything below it, so it counts
         as this value, the most a real spot could have put there.  A callable
         gives it per pixel (frames of a block with thresholds of their own).
+    gain : float
+        Counts per photon: the Poisson variance of the counts above background
+        in the shape test.
 
     Returns
     -------
@@ -203,4 +215,14 @@ def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.n
     ring_sd = np.sqrt(np.bincount(reg, weights=var, minlength=size))[candidates]
     ratio = np.array([least_ring_ratio(int(k), float(min_sigma)) for k in n_event])
     half = 0.5 * ratio * e_event
-    return (ring < half) & (half >= DECISIVE_SD * ring_sd)
+    zinger = (ring < half) & (half >= DECISIVE_SD * ring_sd)
+    rest = np.flatnonzero(~zinger)
+    if unstored is None and rest.size and spot_shape.SHAPE_CHI2 is not None:
+        # the events the ring leaves undecided, by their shape (not on thresholded frames: no values around them)
+        event_of = np.full(size, -1, dtype=np.int64)
+        event_of[candidates[rest]] = np.arange(rest.size)
+        k = event_of[ev_reg]
+        d = spot_shape.shape_statistic(shape, value_at, bad_at, k[k >= 0], ev_flat[k >= 0], level_at, noise_at,
+                                       n_events=rest.size, min_sigma=min_sigma, gain=gain)
+        zinger[rest] = d > spot_shape.SHAPE_CHI2
+    return zinger
