@@ -324,7 +324,7 @@ def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: flo
         if small.size:
             zinger = zinger_regions(frame, mask, flat_index, final, reg_ids[small], npix, signal,
                                     bg.at, lambda r, c: bg.at(r, c, values=bg.noise), min_sigma=config.min_sigma,
-                                    unstored=stored_threshold)
+                                    unstored=stored_threshold, gain=gain)
             n_zingers = int((zinger & good[small]).sum())
             good[small[zinger]] = False
             occupied_region[reg_ids[small[zinger]]] = True
