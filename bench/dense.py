@@ -7,7 +7,9 @@ flux 50-5,000 photons log-uniform, new places in every frame; smooth background
 
 For each spot count it prints, on one core, measured in the same run:
 
-* the time per frame of ``braggflow.find.find_peaks`` (on the corrected frame,
+* the CPU time per frame (``time.process_time``: on one core of a quiet machine the
+  wall-clock time, and far less changed by other jobs on a busy one) of
+  ``braggflow.find.find_peaks`` (on the corrected frame,
   with the pipeline's mask: the detector's gaps found from the frame shape) and of
   ``braggflow.pipeline.process_frame`` (correct, find, locate, integrate; the
   default config), after one warm-up frame;
@@ -72,16 +74,16 @@ def bench(n_spots: int, n_frames: int, seed: int, method: str | None) -> dict:
     find_peaks(corrected[0][0], mask=corrected[0][1], config=config.find)  # warm-up
     found, t_find = [], 0.0
     for i, (c, m) in enumerate(corrected):
-        a = time.perf_counter()
+        a = time.process_time()
         table = find_peaks(c, mask=m, config=config.find).table
-        t_find += time.perf_counter() - a
+        t_find += time.process_time() - a
         found.append(table.assign(frame=i))
     process_frame(frames[0], config=config, context=ctx, frame_index=0)  # warm-up
     tables, t_proc = [], 0.0
     for i, f in enumerate(frames):
-        a = time.perf_counter()
+        a = time.process_time()
         tables.append(process_frame(f, config=config, context=ctx, frame_index=i))
-        t_proc += time.perf_counter() - a
+        t_proc += time.process_time() - a
     # the pipeline's stages one by one on the same frames (the breakdown of process_frame)
     from braggflow.integrate import integrate
     from braggflow.locate import locate
@@ -89,16 +91,16 @@ def bench(n_spots: int, n_frames: int, seed: int, method: str | None) -> dict:
     stages = dict(correct=0.0, find=0.0, locate=0.0, integrate=0.0)
     lc = config.locate
     for f in frames:
-        a = time.perf_counter()
+        a = time.process_time()
         c, m = correct_frame(f, mask=ctx.mask, config=config.correct)
-        b = time.perf_counter()
+        b = time.process_time()
         fp = find_peaks(c, mask=m, config=config.find)
-        d = time.perf_counter()
+        d = time.process_time()
         t = locate(c, fp.table, method=lc.method, mask=m, labels=fp.labels, regions=fp.regions,
                    patch_size=lc.patch_size, model=lc.model)
-        e = time.perf_counter()
+        e = time.process_time()
         integrate(c, t, mask=m, labels=fp.labels, regions=fp.regions)
-        g = time.perf_counter()
+        g = time.process_time()
         for k, v in (("correct", b - a), ("find", d - b), ("locate", e - d), ("integrate", g - e)):
             stages[k] += v / n_frames
     r_find, rb_find, p_find = scores(pd.concat(found, ignore_index=True), sim.truth)
@@ -124,7 +126,7 @@ def main() -> None:
         pass
     rows = [bench(n, args.frames, args.seed + k, args.method) for k, n in enumerate(args.spots)]
     print(f"dense stills, Pilatus 6M (2527 x 2463), {args.frames} frames per spot count, 1 core, "
-          f"locate.method {rows[0]['method']}; match within {MATCH_PX} px")
+          f"locate.method {rows[0]['method']}; match within {MATCH_PX} px; times are CPU time per frame")
     print(f"| spots/frame | in gaps | find_peaks ms/frame | process_frame ms/frame | found/frame "
           f"| finder recall (>= {BRIGHT:.0f} photons) | finder precision | pipeline recall (>= {BRIGHT:.0f} photons) "
           f"| pipeline precision |")
