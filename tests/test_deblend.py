@@ -82,3 +82,19 @@ def test_several_blends_in_one_frame_each_keep_their_own_members():
     assert len(members) == 6
     for t in truth:
         assert np.hypot(members["row"] - t["row"], members["col"] - t["col"]).min() < 0.25
+
+
+def test_screen_sends_the_pairs_the_test_splits_and_few_single_peaks():
+    """The screen (one Gaussian's deviance excess and residual bump) sends on every pair 2-5 px apart that the
+    full test splits, and only a minority of single round Gaussian peaks."""
+    pairs = simulate_patches(150, kind="neighbour", seed=781, neighbour_distance=(2.0, 5.0),
+                             neighbour_ratio=(0.1, 1.0), intensity=(2000.0, 50000.0), background=(20.0, 80.0))
+    full = find_blends(pairs.data, pairs.mask, screen=False)
+    screened = find_blends(pairs.data, pairs.mask)
+    assert full.blended.sum() > 75
+    assert screened.screened[full.blended].mean() >= 0.97
+    both = screened.screened & full.blended
+    assert np.array_equal(screened.blended[both], full.blended[both])  # the same test where sent on
+    single = simulate_patches(300, kind="isotropic", seed=782, pvoigt_fraction=0.0, intensity=(2000.0, 50000.0),
+                              background=(20.0, 80.0))
+    assert find_blends(single.data, single.mask).screened.mean() < 0.25

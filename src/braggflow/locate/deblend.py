@@ -11,6 +11,14 @@ fitted twice by Poisson maximum likelihood, all patches at once
   background), started from the patch's second moments (two centres
   ``+-sqrt(lambda_max - lambda_min)`` along the major axis).
 
+Only likely blends have the two fits: a screen fits one axis-aligned
+Gaussian to every patch (the cheapest model) and sends on the patches whose
+deviance exceeds its degrees of freedom by more than :data:`SCREEN_EXCESS`
+standard deviations, or whose residual holds a bump (the residual correlated
+with the fitted Gaussian, a matched filter) above :data:`SCREEN_BUMP` standard
+deviations (:func:`screen_statistics`); ``bench/deblend.py --parts screen``
+measures how many of the blends the test would split it sends on.
+
 The region is a blend when the two-component fit lowers the Poisson deviance
 by more than :data:`DEBLEND_THRESHOLD` (a likelihood-ratio test; the two
 models are not nested, so the threshold is calibrated on simulated single
@@ -36,16 +44,22 @@ import pandas as pd
 from braggflow.locate.batchfit import fit_with_start
 from braggflow.locate.centroid import as_patch_arrays
 from braggflow.locate.patches import check_patch_inputs, patches_at
-from braggflow.profiles.fitting import BatchFit, fit_profiles
+from braggflow.profiles.fitting import BatchFit, evaluate, fit_profiles, start_parameters
 from braggflow.schema import Flag, conform
 
-__all__ = ["DEBLEND_THRESHOLD", "BlendTest", "find_blends", "deblend"]
+__all__ = ["DEBLEND_THRESHOLD", "SCREEN_EXCESS", "SCREEN_BUMP", "BlendTest", "find_blends", "deblend",
+           "screen_statistics"]
 
 #: Deviance drop (one component minus two) above which a region is split: the 99.5th percentile over single
 #: round Gaussian, pseudo-Voigt and elongated rotated peaks (2,000 simulated, seeds 9100-9102, flux 500-50,000
 #: photons, background 5-100 photons/px), so that <= 1 % of single peaks are split.  ``bench/deblend.py
 #: --calibrate`` measures it.
 DEBLEND_THRESHOLD = 12.0
+#: Deviance excess of the one-Gaussian fit (:func:`screen_statistics`) above which a patch is sent to the two
+#: fits of the test.
+SCREEN_EXCESS = 3.0
+#: Residual bump significance (:func:`screen_statistics`) above which a patch is sent to the two fits.
+SCREEN_BUMP = 3.0
 _MIN_SEPARATION = 1.0  # px
 _NEIGHBOUR_DISTANCE = 2.5  # px: a second member this close to another peak of the table is that peak
 
@@ -61,10 +75,13 @@ class BlendTest:
         Deviance of ``single`` minus that of ``pair`` (NaN where a fit failed).
     blended : (N,) ndarray of bool
         The patches split into two peaks.
+    screened : (N,) ndarray of bool
+        The patches the screen sent to the two fits (the others have NaN fits and drop).
     """
 
-    def __init__(self, single: BatchFit, pair: BatchFit, drop: np.ndarray, blended: np.ndarray):
-        self.single, self.pair, self.drop, self.blended = single, pair, drop, blended
+    def __init__(self, single: BatchFit, pair: BatchFit, drop: np.ndarray, blended: np.ndarray,
+                 screened: np.ndarray):
+        self.single, self.pair, self.drop, self.blended, self.screened = single, pair, drop, blended, screened
 
 
 def _pair_start(data, mask, single: BatchFit) -> np.ndarray:
@@ -91,7 +108,62 @@ def _pair_start(data, mask, single: BatchFit) -> np.ndarray:
     return np.stack([r0 - dr, c0 - dc, r0 + dr, c0 + dc, sig, sig, half, half, np.maximum(bg, 0.0)], axis=1)
 
 
-def find_blends(data, mask=None, *, gain: float = 1.0, threshold: float = DEBLEND_THRESHOLD) -> BlendTest:
+def screen_statistics(data, mask, *, gain: float = 1.0, start=None):
+    """The screen's statistics of each patch from one axis-aligned Gaussian fit: the deviance excess and the
+    largest matched-filter significance of the residual.
+
+    ``excess = (D - dof) / sqrt(2 dof)``: the Poisson deviance ``D`` of the
+    Gaussian fit against its degrees of freedom (about N(0, 1) for a single
+    Gaussian peak); ``bump``: the residual ``y - mu`` correlated with the
+    fitted Gaussian centred on each pixel, over its standard deviation
+    (``sqrt(sum g^2 mu)``), the largest over the patch (a second peak the
+    fit left out; about 2-3 for a single peak, the largest of ~100
+    correlated normal deviates).
+
+    Parameters
+    ----------
+    data : (N, s, s) ndarray
+        Patches, counts.
+    mask : (N, s, s) ndarray of bool
+        True = pixel left out.
+    gain : float
+        Counts (ADU) per photon.
+    start : (N, 6) ndarray, optional
+        Where the Gaussian fit starts (row, col, sigma_row, sigma_col in patch px, intensity, background in
+        counts; a located peak's values); default: the patch's moments.
+
+    Returns
+    -------
+    excess, bump : (N,) ndarray
+        NaN where the Gaussian fit failed.
+    fit : braggflow.profiles.fitting.BatchFit
+        The Gaussian fit (patch coordinates; counts).
+    """
+    n, s = data.shape[0], data.shape[-1]
+    if start is None:
+        fit, _ = fit_with_start(data, mask, gain=gain, profile="gauss")
+    else:
+        fit = fit_profiles(data, ~mask, start, model="gauss", gain=gain)
+    p = np.nan_to_num(fit.params).copy()
+    p[:, 4:] /= gain
+    mu = np.maximum(evaluate("gauss", p, s, jac=False)[0].reshape(n, s, s), 1e-9)
+    resid = np.where(mask, 0.0, np.maximum(data, 0.0) / gain - mu)
+    var = np.where(mask, 0.0, mu)
+    idx = np.arange(s, dtype=float)
+    dist2 = (idx[:, None] - idx[None, :]) ** 2
+    kr = np.exp(-0.5 * dist2[None] / np.clip(p[:, 2], 0.5, s / 4)[:, None, None] ** 2)
+    kc = np.exp(-0.5 * dist2[None] / np.clip(p[:, 3], 0.5, s / 4)[:, None, None] ** 2)
+    num = kr @ resid @ kc.transpose(0, 2, 1)
+    den = (kr * kr) @ var @ (kc * kc).transpose(0, 2, 1)
+    bump = (num / np.sqrt(np.maximum(den, 1e-12))).reshape(n, -1).max(axis=1)
+    dof = np.maximum(fit.npix - 6, 1)
+    excess = (fit.deviance - dof) / np.sqrt(2.0 * dof)
+    bad = ~fit.ok
+    return np.where(bad, np.nan, excess), np.where(bad, np.nan, bump), fit
+
+
+def find_blends(data, mask=None, *, gain: float = 1.0, threshold: float = DEBLEND_THRESHOLD,
+                screen: bool = True, start=None) -> BlendTest:
     """Fit one and two components to each patch and decide which patches hold a blend.
 
     Parameters
@@ -104,26 +176,98 @@ def find_blends(data, mask=None, *, gain: float = 1.0, threshold: float = DEBLEN
         Counts (ADU) per photon.
     threshold : float
         Deviance drop above which a patch is a blend.
+    screen : bool
+        Fit the two models only to the patches that the screen
+        (:func:`screen_statistics`) sends: deviance excess above
+        :data:`SCREEN_EXCESS` or residual bump above :data:`SCREEN_BUMP`; the
+        others are single peaks (NaN drop).  False: every patch.
+    start : (N, 6) ndarray, optional
+        Start of the screen's Gaussian fit (see :func:`screen_statistics`).
 
     Returns
     -------
     test : BlendTest
+        ``screened`` (N,) bool: the patches that had the two fits.
     """
     data, mask = as_patch_arrays(data, mask)
-    s = data.shape[-1]
-    single, _ = fit_with_start(data, mask, gain=gain, profile="pvoigt")
-    pair = fit_profiles(data, ~mask, _pair_start(data, mask, single), model="gauss2", gain=gain)
+    n, s = data.shape[0], data.shape[-1]
+    if screen and n:
+        excess, bump, gfit = screen_statistics(data, mask, gain=gain, start=start)
+        sent = np.flatnonzero(~((excess <= SCREEN_EXCESS) & (bump <= SCREEN_BUMP)))  # NaN (failed fit): sent
+        g = gfit.params[sent]
+        ok = gfit.ok[sent]
+    else:
+        sent = np.arange(n)
+        ok = np.zeros(n, dtype=bool)
+        g = np.zeros((n, 6))
+    # the pseudo-Voigt starts from the screen's Gaussian where that converged, else from the moments
+    single = fit_profiles(data[sent[ok]], ~mask[sent[ok]], start_parameters("pvoigt", *g[ok].T), model="pvoigt",
+                          gain=gain)
+    if not ok.all():
+        rest, _ = fit_with_start(data[sent[~ok]], mask[sent[~ok]], gain=gain, profile="pvoigt")
+        order = np.argsort(np.concatenate([np.flatnonzero(ok), np.flatnonzero(~ok)]))
+        single = _take(_join(single, rest), order)
+    pair = fit_profiles(data[sent], ~mask[sent], _pair_start(data[sent], mask[sent], single), model="gauss2",
+                        gain=gain)
     drop = np.where(single.ok & pair.ok, single.deviance - pair.deviance, np.nan)
     p = pair.params
     inside = np.all((p[:, :4] > -0.5) & (p[:, :4] < s - 0.5), axis=1)
     apart = np.hypot(p[:, 0] - p[:, 2], p[:, 1] - p[:, 3]) >= _MIN_SEPARATION
     blended = (drop > threshold) & inside & apart & (p[:, 6] > 0) & (p[:, 7] > 0)
-    return BlendTest(single, pair, drop, np.asarray(blended, dtype=bool))
+    screened = np.zeros(n, dtype=bool)
+    screened[sent] = True
+    return BlendTest(_scatter(single, sent, n), _scatter(pair, sent, n), _spread(drop, sent, n, np.nan),
+                     _spread(np.asarray(blended, dtype=bool), sent, n, False), screened)
+
+
+def _spread(values, rows, n, fill):
+    """(n,) array of ``fill`` with ``values`` at ``rows``."""
+    out = np.full(n, fill, dtype=np.asarray(values).dtype)
+    out[rows] = values
+    return out
+
+
+def _join(a: BatchFit, b: BatchFit) -> BatchFit:
+    """The patches of ``a`` then those of ``b`` (same model)."""
+    return BatchFit(model=a.model, **{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in
+                                      ("params", "cov", "deviance", "npix", "iterations", "ok", "converged")})
+
+
+def _take(fit: BatchFit, rows) -> BatchFit:
+    """The patches ``rows`` of ``fit``."""
+    return BatchFit(model=fit.model, **{k: getattr(fit, k)[rows] for k in
+                                        ("params", "cov", "deviance", "npix", "iterations", "ok", "converged")})
+
+
+def _scatter(fit: BatchFit, rows, n) -> BatchFit:
+    """A BatchFit of ``n`` patches holding ``fit`` at ``rows`` (NaN parameters, not ok elsewhere)."""
+    npar = fit.params.shape[1]
+    params = np.full((n, npar), np.nan)
+    cov = np.full((n, npar, npar), np.nan)
+    params[rows], cov[rows] = fit.params, fit.cov
+    return BatchFit(model=fit.model, params=params, cov=cov, deviance=_spread(fit.deviance, rows, n, np.nan),
+                    npix=_spread(fit.npix, rows, n, 0), iterations=_spread(fit.iterations, rows, n, 0),
+                    ok=_spread(fit.ok, rows, n, False), converged=_spread(fit.converged, rows, n, False))
+
+
+def _located_start(table, patches, rows, cols) -> np.ndarray:
+    """The screen's Gaussian start from a located table, (N, 6): centre and widths (1 px where unknown) in patch
+    px, the patch's sum above the table's background (or the patch's median) and that background, counts."""
+    origin = patches.origin.astype(float)
+    sr, sc, bg = (table[k].to_numpy(dtype=float) if k in table.columns else np.full(len(rows), np.nan)
+                  for k in ("sigma_row", "sigma_col", "background"))
+    data, good = patches.data, ~patches.mask
+    level = np.where(np.isfinite(bg), bg, np.median(data.reshape(len(rows), -1), axis=1))
+    level = np.maximum(level, 0.0)
+    inten = np.maximum(np.where(good, data - level[:, None, None], 0.0).sum(axis=(1, 2)), 1.0)
+    size = data.shape[-1]
+    width = (np.clip(np.nan_to_num(w, nan=1.0), 0.3, size / 2) for w in (sr, sc))
+    return start_parameters("gauss", rows - origin[:, 0], cols - origin[:, 1], *width, inten, level)
 
 
 def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None = None,
             labels: np.ndarray | None = None, patch_size: int = 11, gain: float = 1.0,
-            threshold: float = DEBLEND_THRESHOLD) -> pd.DataFrame:
+            threshold: float = DEBLEND_THRESHOLD, screen: bool = True) -> pd.DataFrame:
     """Split the peaks of ``table`` whose patch holds two peaks into two rows.
 
     Parameters
@@ -144,6 +288,8 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
         Counts (ADU) per photon.
     threshold : float
         Deviance drop above which a region is split (:data:`DEBLEND_THRESHOLD`).
+    screen : bool
+        Test only the peaks the screen sends (see :func:`find_blends`); False: every peak.
 
     Returns
     -------
@@ -174,7 +320,8 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
         relabel[1:] = len(out) + 1
         relabel[placed + 1] = np.arange(1, placed.size + 1, dtype=np.int32)
     patches = patches_at(frame, rows, cols, size=size, mask=mask, labels=labels, relabel=relabel)
-    test = find_blends(patches.data, patches.mask, gain=gain, threshold=threshold)
+    test = find_blends(patches.data, patches.mask, gain=gain, threshold=threshold, screen=screen,
+                       start=_located_start(out.iloc[placed], patches, rows, cols))
     local = np.flatnonzero(test.blended)
     if local.size == 0:
         return out

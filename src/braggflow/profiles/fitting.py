@@ -169,7 +169,7 @@ def _gauss_axis(size, row, col, sr, sc, jac):
     fr, dfr, dsr = _gauss_1d(edges, row, sr)
     fc, dfc, dsc = _gauss_1d(edges, col, sc)
     n = len(row)
-    prof = (fr[:, :, None] * fc[:, None, :]).reshape(n, -1)
+    prof = (fr[:, :, None] * fc[:, None, :]).reshape(n, size * size)
     if not jac:
         return prof, None
     d = np.empty((n, size, size, 4))
@@ -590,8 +590,8 @@ def _fit_compiled(model, data, good, start, gain, supersample, hold, background_
     """The compiled iteration (:func:`._kernels.lm_fit`): params, cov, deviance, iterations, converged, alive,
     npix (photons), as the NumPy iteration gives them."""
     n, s = data.shape[0], data.shape[-1]
-    y = np.ascontiguousarray(np.maximum(data.reshape(n, -1), 0.0) / gain)
-    good = np.ascontiguousarray(np.asarray(good, dtype=bool).reshape(n, -1))
+    y = np.ascontiguousarray(np.maximum(data.reshape(n, s * s), 0.0) / gain)
+    good = np.ascontiguousarray(np.asarray(good, dtype=bool).reshape(n, s * s))
     prior_b, prior_w = _background_weights(background_prior, n, gain)
     lo, hi = _bounds(model)
     k = supersample if model in ROTATED else 1
@@ -641,8 +641,8 @@ def information(model: str, photons, good, params, *, supersample: int = 2, back
     if model not in PARAMETERS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     n, s = photons.shape[0], photons.shape[-1]
-    y = np.ascontiguousarray(np.maximum(np.asarray(photons, dtype=float).reshape(n, -1), 0.0))
-    good = np.ascontiguousarray(np.asarray(good, dtype=bool).reshape(n, -1))
+    y = np.ascontiguousarray(np.maximum(np.asarray(photons, dtype=float).reshape(n, s * s), 0.0))
+    good = np.ascontiguousarray(np.asarray(good, dtype=bool).reshape(n, s * s))
     weight = np.zeros(n) if background_weight is None else np.broadcast_to(
         np.nan_to_num(np.asarray(background_weight, dtype=float)), (n,)).copy()
     params = np.ascontiguousarray(params, dtype=float)
@@ -676,8 +676,8 @@ class _Problem:
         n, s = data.shape[0], data.shape[-1]
         self.model, self.size, self.supersample, self.hold = model, s, supersample, hold
         self.npar = len(PARAMETERS[model])
-        self.y = np.maximum(data.reshape(n, -1), 0.0) / gain
-        self.good = np.asarray(good, dtype=bool).reshape(n, -1)
+        self.y = np.maximum(data.reshape(n, s * s), 0.0) / gain
+        self.good = np.asarray(good, dtype=bool).reshape(n, s * s)
         self.grid = _Grid.make(s, supersample) if model in ROTATED else None
         self.prior_b, self.prior_w = _background_weights(background_prior, n, gain)  # weight: 1 / variance
         self.mu = np.zeros((n, s * s))
