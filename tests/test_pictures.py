@@ -267,14 +267,16 @@ def _collections_by_colour(ax) -> dict:
 
 def test_plot_frame_draws_learned_features_as_their_extents_on_the_detector(learned):
     frame, table, geometry = learned
-    fig = plot_frame(frame, table, frame_index=0, geometry=geometry, output=None, figsize=(4.5, 4), dpi=80)
+    mask = np.zeros(frame.shape, bool)
+    mask[:, 120:125] = True
+    fig = plot_frame(frame, table, frame_index=0, geometry=geometry, mask=mask, output=None, figsize=(4.5, 4), dpi=80)
     _check_layout(fig)
     ax = fig.axes[0]
     _labels_have_units(ax, "px", "px")
     drawn = _collections_by_colour(ax)
     assert set(drawn) == set(style.FEATURE_COLOURS.values())
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["ring (1)", "arc (1)", "spot (1)"]
+    assert labels == ["masked", "ring (1)", "arc (1)", "spot (1)"]
     assert ax.get_title() == "3 learned features, frame 0"
     # the spot's outline, taken back through the geometry, is the edge of its (q, chi) extent
     (outline,) = drawn[style.FEATURE_COLOURS["spot"]].get_segments()

@@ -112,7 +112,9 @@ def plot_frame(
         ax.scatter(ref["col"].to_numpy(dtype=float), ref["row"].to_numpy(dtype=float), s=30, marker="+",
                    c=_draw.REFERENCE_COLOUR, linewidths=0.8)
     handles = _draw.legend_handles(mask is not None and bool(mask.any()), ref is not None,
-                                   flags=_draw.flag_names(peaks)) if len(peaks) or not len(features) else []
+                                   flags=_draw.flag_names(peaks))
+    if len(features) and not len(peaks):  # learned features only: no entries for peak circles
+        handles = handles[2:]
     if len(features):
         handles += _draw.feature_handles(_draw_features(ax, features, unboxed, geometry))
     ax.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.6)
