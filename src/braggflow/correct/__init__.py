@@ -303,7 +303,7 @@ def correct_frame(
         np.divide(out, flat / norm, out=out, where=good_flat)
     if config.minval is not None:
         out[out < config.minval] = 0.0
-    out[bad] = 0.0
+    np.copyto(out, np.float32(0.0), where=bad)  # one pass; boolean indexing counts the pixels first
     if bad.all():
         raise BraggflowError(f"{name}: every pixel is masked")
     if config.binning == 2:

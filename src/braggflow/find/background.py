@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from braggflow._stats import MAD_TO_SIGMA, median_last, nanmedian_last
 from braggflow.errors import BraggflowError
@@ -134,13 +133,29 @@ def estimate_background(
         if bad.any():
             values[bad] = np.median(values[~bad]) if not bad.all() else 0.0
     if min(ty, tx) >= 3:
-        maps = ndimage.median_filter(maps, size=(1, 3, 3), mode="nearest")
+        maps = _median3x3(maps)
     level, noise, mean, variance = maps
     noise = np.maximum(noise, np.sqrt(gain * np.clip(level, 0, None)))
     noise = np.maximum(noise, gain)
     variance = np.maximum(variance, gain * np.clip(mean, 0, None))
     level, noise, mean, variance = (a.astype(np.float64) for a in (level, noise, mean, variance))
     return Background(level=level, noise=noise, tile=tile, shape=(h, w), mean=mean, variance=variance)
+
+
+def _median3x3(maps: np.ndarray) -> np.ndarray:
+    """Median over 3 x 3 tiles of each (TY, TX) map of a stack, edges repeated.
+
+    The values of ``ndimage.median_filter(maps, size=(1, 3, 3), mode="nearest")``
+    (the median of 9 values is one of them), from one partition of the nine
+    shifted maps stacked along the last axis (a few times cheaper on tile maps).
+    """
+    k, ty, tx = maps.shape
+    padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    shifted = np.empty((k, ty, tx, 9), dtype=maps.dtype)
+    for i in range(3):
+        for j in range(3):
+            shifted[..., 3 * i + j] = padded[:, i : i + ty, j : j + tx]
+    return np.partition(shifted, 4, axis=-1)[..., 4]
 
 
 def _tile_medians(blocks: np.ndarray, partial: np.ndarray, nan_median) -> tuple[np.ndarray, np.ndarray]:
