@@ -107,22 +107,50 @@ def train_detector_command(
     n_train: int = typer.Option(1600, "--n-train", help="simulated training frames"),
     n_val: int = typer.Option(100, "--n-val", help="simulated validation frames"),
     epochs: int = typer.Option(5, "--epochs"),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    lr: float = typer.Option(3e-3, "--lr", help="peak learning rate"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="frames per step (default 16; with --labels: 4)"),
+    lr: float | None = typer.Option(None, "--lr", help="peak learning rate (default 3e-3; with --labels: 3e-4)"),
     width: int = typer.Option(8, "--width", help="network width (channels of the first stage)"),
     seed: int = typer.Option(0, "--seed", help="seed of the weights and batch order"),
     sim_seed: int = typer.Option(1, "--sim-seed", help="seed of the simulated frames (validation: +1)"),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads"),
     max_seconds: float | None = typer.Option(None, "--max-seconds", help="stop after the epoch passing this time"),
     onnx: Path | None = typer.Option(None, "--onnx", help="also export the network to this ONNX file"),
-    init: str | None = typer.Option(None, "--init", help="detector file (.pt) to start from (fine-tuning)"),
+    init: str | None = typer.Option(
+        None, "--init", help="shipped detector name or detector file (.pt) to start from (fine-tuning)"),
     class_balanced: bool = typer.Option(
         False, "--class-balanced", help="normalise the heat-map loss per class (else over all classes)",
     ),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="label file (docs/detector.md): fine-tune on the labelled --frames instead of "
+                               "simulated frames"),
+    frames: list[Path] = typer.Option([], "--frames", help="labelled frame file (repeat for more; with --labels)"),
+    patience: int = typer.Option(3, "--patience", help="with --labels: stop after this many epochs without a lower "
+                                                       "validation loss"),
+    mask: Path | None = typer.Option(None, "--mask", help="with --labels: mask file of the frames (nonzero = bad)"),
+    poni: Poni = None,
+    distance: Distance = None,
+    beam_row: BeamRow = None,
+    beam_col: BeamCol = None,
+    pixel: PixelSize = None,
+    wavelength: Wavelength = None,
+    energy: Energy = None,
 ) -> None:
-    """Train the grazing-incidence detector on simulated polar frames (the defaults give the shipped model)."""
+    """Train the grazing-incidence detector on simulated polar frames (the defaults give the shipped model), or
+    fine-tune it on a user's labelled frames (--labels FILE --frames FRAME ... --init MODEL and the geometry)."""
     from braggflow.training.detector import DetectorTrainConfig, export_detector_onnx, train_detector
 
+    if labels is not None:
+        net = _fine_tune_on_labels(labels, frames, out, init=init, epochs=epochs,
+                                   batch_size=4 if batch_size is None else batch_size,
+                                   lr=3e-4 if lr is None else lr, patience=patience, seed=seed, threads=threads,
+                                   max_seconds=max_seconds, mask=mask,
+                                   geometry=_geometry(poni, distance, beam_row, beam_col, pixel, wavelength, energy,
+                                                      None, None))
+        if onnx is not None:
+            export_detector_onnx(net, onnx)
+            console.print(f"ONNX export written to {onnx}")
+        return
+    lr, batch_size = 3e-3 if lr is None else lr, 16 if batch_size is None else batch_size
     config = DetectorTrainConfig(n_train=n_train, n_val=n_val, epochs=epochs, batch_size=batch_size, lr=lr,
                                  width=width, seed=seed, sim_seed=sim_seed, threads=threads, max_seconds=max_seconds,
                                  class_balanced=class_balanced, init=init)
@@ -133,6 +161,42 @@ def train_detector_command(
     if onnx is not None:
         export_detector_onnx(net, onnx)
         console.print(f"ONNX export written to {onnx}")
+
+
+def _fine_tune_on_labels(labels: Path, frames: list[Path], out: Path, *, init, epochs, batch_size, lr, patience, seed,
+                         threads, max_seconds, mask, geometry):
+    """``train-detector --labels``: fine-tune a detector on labelled frames; returns the network."""
+    from braggflow.cli.phases import _read_mask
+    from braggflow.errors import ConfigError, InputFileError
+    from braggflow.training.labels import fine_tune_detector, labelled_frame, read_labels
+
+    if not frames:
+        raise ConfigError("--labels needs the labelled frames: give --frames FILE (once per frame)")
+    if geometry is None:
+        raise ConfigError("--labels needs the geometry of the frames: give --poni FILE or --distance, --beam-row, "
+                          "--beam-col, --pixel-size and --wavelength (or --energy)")
+    table = read_labels(labels, geometry=geometry)
+    named = set(table["frame"]) - {""}
+    if not named and len(frames) > 1:
+        raise InputFileError(f"{labels}: no frame column, so it labels one frame, but {len(frames)} --frames are given")
+    unknown = named - {f.name for f in frames}
+    if unknown:
+        raise InputFileError(f"{labels}: labels frame(s) {', '.join(sorted(unknown))} not given with --frames")
+    items = []
+    for path in frames:
+        if not path.is_file():
+            raise InputFileError(f"--frames {path}: no such file")
+        image = _read_frame(str(path))
+        rows = table[table["frame"] == path.name] if named else table
+        bad = _read_mask(mask, image.shape) if mask is not None else None
+        items.append(labelled_frame(image, geometry, rows.reset_index(drop=True), mask=bad, name=path.name))
+        console.print(f"{path.name}: {len(rows)} labelled features")
+    detector, metrics = fine_tune_detector(init, items, out, epochs=epochs, lr=lr, batch_size=batch_size,
+                                           patience=patience, seed=seed, threads=threads, max_seconds=max_seconds,
+                                           log=lambda line: console.print(line))
+    console.print(f"wrote {out}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, loss on the "
+                  f"labelled frames {metrics['initial_val_loss']:.4f} -> {metrics['best_val_loss']:.4f}")
+    return detector.network
 
 
 @commands.command("detectors")
