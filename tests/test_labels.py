@@ -192,3 +192,36 @@ def test_learned_finder_covers_the_pilatus_hand_labels(shared_data):
     assert learned["n_true"] == 6
     assert learned["found"] >= 5
     assert learned["inside"] / learned["n_pred"] >= 0.5
+
+
+def test_train_detector_command_fine_tunes_on_labelled_frames(frames, setup, tmp_path):
+    """braggflow train-detector --labels: simulated frames drawn on their detector, their truth as one label file."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from braggflow.cli import app
+    from braggflow.nn.detector import list_detectors
+    from braggflow.simulate.gixd import detector_image
+
+    if not list_detectors():
+        pytest.skip("no shipped detector in the MANIFEST")
+    names, tables = [], []
+    for i, fr in enumerate(frames[:2]):
+        image, _ = detector_image(fr, setup.shape)
+        names.append(tmp_path / f"sim_{i}.npy")
+        np.save(names[-1], image[None].astype(np.float32))
+        tables.append(labels_from_truth(fr.truth, frame=names[-1].name))
+    write_labels(pd.concat(tables), tmp_path / "labels.csv")
+    geo = ["--distance", "300", "--beam-row", "1000", "--beam-col", "500", "--pixel-size", "0.172", "--wavelength",
+           "1.0"]
+    runner = CliRunner()
+    args = ["train-detector", "--labels", str(tmp_path / "labels.csv"), "-o", str(tmp_path / "t.pt"), "--epochs", "2",
+            *geo]
+    result = runner.invoke(app, [*args, "--frames", str(names[0]), "--frames", str(names[1])])
+    assert result.exit_code == 0, result.output
+    assert "sim_0.npy: " in result.output and "loss on the labelled frames" in result.output
+    assert (tmp_path / "t.pt").is_file()
+    result = runner.invoke(app, [*args, "--frames", str(names[0])])
+    assert result.exit_code != 0 and "sim_1.npy not given with --frames" in result.output
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and "--labels needs the labelled frames" in result.output
