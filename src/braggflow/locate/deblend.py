@@ -307,13 +307,13 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     BraggflowError
         If the inputs are inconsistent (see :func:`braggflow.locate.extract_patches`).
     """
-    out = conform(table.copy())
+    out = conform(table)
     if len(out) == 0:
         return out
     placed = np.flatnonzero(np.isfinite(out["row"].to_numpy(dtype=float))
                             & np.isfinite(out["col"].to_numpy(dtype=float)))
-    frame, rows, cols, size = check_patch_inputs(frame, out.iloc[placed], size=patch_size, mask=mask,
-                                                 labels=labels)
+    sub = out if placed.size == len(out) else out.iloc[placed]
+    frame, rows, cols, size = check_patch_inputs(frame, sub, size=patch_size, mask=mask, labels=labels)
     relabel = None
     if labels is not None and placed.size < len(out):  # label k + 1 is row k of the whole table
         relabel = np.zeros(len(out) + 1, dtype=np.int32)
@@ -321,7 +321,7 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
         relabel[placed + 1] = np.arange(1, placed.size + 1, dtype=np.int32)
     patches = patches_at(frame, rows, cols, size=size, mask=mask, labels=labels, relabel=relabel)
     test = find_blends(patches.data, patches.mask, gain=gain, threshold=threshold, screen=screen,
-                       start=_located_start(out.iloc[placed], patches, rows, cols))
+                       start=_located_start(sub, patches, rows, cols))
     local = np.flatnonzero(test.blended)
     if local.size == 0:
         return out
@@ -361,17 +361,19 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
             row_err=np.sqrt(cov[take, r_i, r_i]), col_err=np.sqrt(cov[take, c_i, c_i]), rc_cov=cov[take, r_i, c_i],
             sigma_row=p[:, 4], sigma_col=p[:, 5], intensity=p[take, i_i], intensity_err=np.sqrt(cov[take, i_i, i_i]),
             background=p[:, 8]))
-    out = out.reset_index(drop=True)
     members[0]["snr"] = members[0]["intensity"] / members[0]["intensity_err"]
     members[1]["snr"] = members[1]["intensity"] / members[1]["intensity_err"]
-    for name, values in members[0].items():
-        column = out[name].to_numpy(dtype=float).copy()
-        column[hit] = values
-        out[name] = column
-    flags = out["flags"].to_numpy(dtype=np.uint32).copy()
+    # the table with the new members' rows appended, column by column (one take of each column's array)
+    n = len(out)
+    order = np.concatenate([np.arange(n), hit])
+    columns = {name: out[name].array.take(order) for name in out.columns}
+    for name in members[0]:
+        column = out[name].to_numpy(dtype=float)[order]
+        column[hit] = members[0][name]
+        column[n:] = members[1][name]
+        columns[name] = column
+    flags = out["flags"].to_numpy(dtype=np.uint32)[order]
     flags[hit] |= np.uint32(Flag.BLENDED)
-    out["flags"] = flags
-    extra = out.iloc[hit].copy()
-    for name, values in members[1].items():
-        extra[name] = np.asarray(values, dtype=float)
-    return conform(pd.concat([out, extra], ignore_index=True))
+    flags[n:] |= np.uint32(Flag.BLENDED)
+    columns["flags"] = flags
+    return conform(pd.DataFrame(columns))
