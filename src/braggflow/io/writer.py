@@ -50,8 +50,8 @@ from braggflow.io.store import (
     read_process,
     read_status,
 )
-from braggflow.io.tables import _read_group_obj, _restore_group, _table_from_npz, _table_to_npz_dict, write_table
-from braggflow.schema import COLUMNS, conform, empty_peak_table, frames_table
+from braggflow.io.tables import _read_group_obj, _restore_group, _table_from_npz, write_table
+from braggflow.schema import COLUMNS, FRAME_COLUMNS, conform, empty_peak_table, frames_table
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +213,7 @@ class ResultsWriter:
         self.extra_process = dict(extra_process or {})
         self.journal = _journal_dir(self.path)
         self._buffer: list[pd.DataFrame] = []
+        self._buffer_sizes: list[tuple[int, int]] = []  # (frame, peaks) of each buffered table
         self._buffer_frames: list[int] = []
         self._frame_rows: list[dict] = []
         self._frames_parts: list[pd.DataFrame] = []  # the frames table: one row per frame, small
@@ -362,7 +363,10 @@ class ResultsWriter:
         ----------
         frame_index : int
         table : pandas.DataFrame
-            Peaks of that frame (its ``frame`` column is set to ``frame_index``).
+            Peaks of that frame (journaled with its ``frame`` column set to
+            ``frame_index``).  It is kept as it is, not copied, until its batch
+            is journaled (after at most ``flush_frames`` frames or
+            ``flush_seconds``): the caller must not change it in place meanwhile.
         frame_row : dict, optional
             The frame's row of the frames table (:data:`braggflow.schema.FRAME_COLUMNS`).
         """
@@ -376,15 +380,9 @@ class ResultsWriter:
                 frame_row["hit"] = hit
             if self.veto_empty and not hit:
                 table = table.iloc[:0]
-        if len(table):
-            table = table.copy(deep=False)  # columns set below are new arrays; the caller's table is not changed
-            table["frame"] = np.int64(frame_index)
-            if self.origins is not None:
-                self.origins.fill(table)
-            self._buffer.append(table)
-        if frame_row is not None and self.origins is not None:
-            source_file, frame_in_file = self.origins.lookup([frame_index])
-            frame_row.update(source_file=source_file[0], frame_in_file=int(frame_in_file[0]))
+        if len(table):  # its frame column and its origin are set on the whole batch, at flush
+            self._buffer.append(table)  # never changed here: its frame and origin columns are set as it is journaled
+            self._buffer_sizes.append((int(frame_index), len(table)))
         self._buffer_frames.append(int(frame_index))
         if frame_row is not None:
             self._frame_rows.append(frame_row)
@@ -442,6 +440,7 @@ class ResultsWriter:
         if frames.size == 0:
             return
         table = conform(table)
+        table["frame"] = table["frame"].to_numpy(dtype=np.int64)
         if self.hit_min_peaks is not None:
             counts = (rows["n_peaks"].to_numpy() if rows is not None else
                       np.array([np.count_nonzero(table["frame"].to_numpy() == f) for f in frames]))
@@ -451,10 +450,8 @@ class ResultsWriter:
             if self.veto_empty and len(table):
                 hit_frames = (rows["frame"].to_numpy() if rows is not None else frames)[hits]
                 table = conform(table[np.isin(table["frame"].to_numpy(), hit_frames)])
-        if self.origins is not None:
-            self.origins.fill(table)
-            if rows is not None:
-                self.origins.fill(rows)
+        if self.origins is not None and rows is not None:
+            self.origins.fill(rows)
         self._journal_batch(table, frames, rows)
         self.done_frames.update(frames.tolist())
         self.frames_added += int(frames.size)
@@ -465,17 +462,33 @@ class ResultsWriter:
         """Write buffered frames to the journal (atomic rename of one batch file)."""
         if not self._buffer_frames:
             return
-        table = conform(pd.concat(self._buffer, ignore_index=True)) if self._buffer else empty_peak_table()
-        rows = frames_table(self._frame_rows) if self._frame_rows else None
-        self._journal_batch(table, np.asarray(self._buffer_frames, dtype=np.int64), rows)
-        self._buffer, self._buffer_frames, self._frame_rows = [], [], []
+        frames = np.asarray(self._buffer_frames, dtype=np.int64)
+        sizes = np.asarray(self._buffer_sizes, dtype=np.int64).reshape(-1, 2)
+        peak_frames = np.repeat(sizes[:, 0], sizes[:, 1])
+        rows = None
+        if self._frame_rows:
+            rows = frames_table(self._frame_rows)
+            if self.origins is not None:
+                self.origins.fill(rows)
+        self._journal_batch(self._buffer, frames, rows, peak_frames=peak_frames)
+        self._buffer, self._buffer_sizes, self._buffer_frames, self._frame_rows = [], [], [], []
 
-    def _journal_batch(self, table: pd.DataFrame, frames: np.ndarray, rows: pd.DataFrame | None) -> None:
-        """One journal batch: the frames-table rows (first, so that a batch never lacks them), then the peaks."""
-        arrays = _table_to_npz_dict(table)
+    def _journal_batch(self, tables: pd.DataFrame | list[pd.DataFrame], frames: np.ndarray, rows: pd.DataFrame | None,
+                       *, peak_frames: np.ndarray | None = None) -> None:
+        """One journal batch: the frames-table rows (first, so that a batch never lacks them), then the peaks.
+
+        ``tables`` is the batch's peak table, or the peak tables of its frames
+        (conforming) with ``peak_frames`` (the frame of each of their rows, in
+        order), written as one without being joined into one table first.
+        """
+        tables = [tables] if isinstance(tables, pd.DataFrame) else list(tables)
+        if peak_frames is None:
+            peak_frames = np.concatenate([t["frame"].to_numpy() for t in tables]) if tables else np.zeros(0, np.int64)
+        origin = self.origins.lookup(peak_frames) if self.origins is not None and peak_frames.size else None
+        arrays = _journal_arrays(tables, COLUMNS, frame=peak_frames, origin=origin)
         arrays["frames_done"] = frames
         if rows is not None and len(rows):
-            self._write_journal_file(f"frames_{self._batch:08d}", _table_to_npz_dict(rows))
+            self._write_journal_file(f"frames_{self._batch:08d}", _journal_arrays([rows], FRAME_COLUMNS))
             self._frames_parts.append(rows)
         self._write_journal_file(f"batch_{self._batch:08d}", arrays)
         self._batch += 1
@@ -976,6 +989,97 @@ class _PeakSink:
         if self.finite["two_theta"] and "eta" in self.columns:
             return "two_theta", "eta"
         return "col", "row"
+
+
+def _journal_arrays(tables: list[pd.DataFrame], schema: dict, *, frame: np.ndarray | None = None,
+                    origin: tuple | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a journal batch for ``tables`` written one after the other, as one table.
+
+    The layout of :func:`braggflow.io.tables._table_to_npz_dict` (``v:``
+    values, ``s:`` text of categories and strings, ``x:`` nullable integers,
+    ``n:`` masks of missing values), made column by column from the parts
+    without joining them into one DataFrame first.  A column of ``schema``
+    whose values are all its default is left out: the readers conform what
+    they read to the schema, which puts the default back.
+
+    Parameters
+    ----------
+    tables : list of pandas.DataFrame
+        With the same columns (else they are joined with :func:`pandas.concat` first).
+    schema : dict of str to braggflow.schema.Column
+        :data:`braggflow.schema.COLUMNS` or :data:`braggflow.schema.FRAME_COLUMNS`.
+    frame : (N,) ndarray of int64, optional
+        The ``frame`` column (set whatever the tables hold).
+    origin : (pandas.Categorical, ndarray), optional
+        ``source_file`` and ``frame_in_file`` of every row (:meth:`braggflow.io.frames.FrameOrigins.lookup`).
+
+    Returns
+    -------
+    arrays : dict of str to ndarray
+    """
+    tables = [t for t in tables if len(t)] or tables[:1]
+    if len({tuple(t.columns) for t in tables}) > 1:
+        tables = [pd.concat(tables, ignore_index=True)]
+    columns = [str(c) for c in tables[0].columns] if tables else []
+    given: dict[str, Any] = {}
+    if frame is not None:
+        given["frame"] = np.asarray(frame, dtype=np.int64)
+    if origin is not None:
+        given["source_file"], given["frame_in_file"] = origin
+    by_table = [_column_arrays(t) for t in tables]
+    out: dict[str, np.ndarray] = {}
+    for k, name in enumerate(columns + [c for c in given if c not in columns]):
+        parts = [given[name]] if name in given else [arrays[k] for arrays in by_table]
+        _encode_column(out, name, parts, schema.get(name))
+    return out
+
+
+def _column_arrays(table: pd.DataFrame) -> list:
+    """The columns of ``table`` as arrays (NumPy or pandas extension arrays), in order, without making Series."""
+    get = getattr(table, "_get_column_array", None)  # pandas' own accessor, ~20x cheaper than table[name]
+    if get is not None:
+        return [get(i) for i in range(table.shape[1])]
+    return [table.iloc[:, i].array for i in range(table.shape[1])]
+
+
+def _encode_column(out: dict[str, np.ndarray], name: str, parts: list, col) -> None:
+    """Add one column, given as parts, to journal arrays (see :func:`_journal_arrays`); all-default columns of the
+    schema (``col``) are left out, ``frame`` never."""
+    dtype = getattr(parts[0], "dtype", np.dtype(float))
+    keep = col is None or name == "frame"
+    if isinstance(dtype, pd.CategoricalDtype) and all(isinstance(p, pd.Categorical) for p in parts):
+        codes = [np.asarray(p.codes) for p in parts]
+        missing = np.concatenate([c < 0 for c in codes])
+        if not keep and col.default is None and missing.all():
+            return
+        text = [np.asarray([str(v) for v in p.categories] + [""], dtype=str)[c] for p, c in zip(parts, codes)]
+        out[f"s:{name}"], out[f"n:{name}"] = np.concatenate(text), missing
+    elif isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind in "iu":
+        missing = np.concatenate([np.asarray(pd.isna(p)) for p in parts])
+        if not keep and missing.all():
+            return
+        out[f"x:{name}"] = np.concatenate([np.asarray(p.to_numpy(dtype=np.int64, na_value=0)) for p in parts])
+        out[f"n:{name}"] = missing
+    elif isinstance(dtype, pd.api.extensions.ExtensionDtype) or dtype is np.dtype(object):
+        values = [v for p in parts for v in p]
+        missing = np.array([bool(pd.isna(v)) if np.ndim(v) == 0 else False for v in values], dtype=bool)
+        out[f"s:{name}"] = np.array(["" if m else str(v) for v, m in zip(values, missing)], dtype=str)
+        out[f"n:{name}"] = missing
+    else:
+        values = np.concatenate([np.asarray(p) for p in parts]) if len(parts) > 1 else np.asarray(parts[0])
+        if not keep and values.size and _all_default(values, col.default):
+            return
+        out[f"v:{name}"] = values
+
+
+def _all_default(values: np.ndarray, default) -> bool:
+    """Whether every value is the column's default (NaN for a NaN default)."""
+    if isinstance(default, float) and np.isnan(default):
+        return values.dtype.kind == "f" and bool(np.isnan(values).all())
+    try:
+        return bool(np.all(values == default))
+    except (TypeError, ValueError):
+        return False
 
 
 def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
