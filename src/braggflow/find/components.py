@@ -126,9 +126,35 @@ def sparse_components(flat_index: np.ndarray, width: int) -> tuple[np.ndarray, i
 def local_maxima(values: np.ndarray, flat_index: np.ndarray, frame: np.ndarray) -> np.ndarray:
     """Boolean: pixel (of the list) is >= its 8 neighbours (outside the frame counts as -inf)."""
     h, w = frame.shape
-    rows, cols = np.divmod(flat_index, w)
-    is_max = np.ones(len(values), dtype=bool)
+    flat_index = np.asarray(flat_index)
     flat = frame.ravel()
+    rows, cols = np.divmod(flat_index, w)
+    # pixels off the frame's border have all 8 neighbours inside: read them without bounds checks
+    border = (rows == 0) | (rows == h - 1) | (cols == 0) | (cols == w - 1)
+    edge = np.flatnonzero(border)
+    inner = np.flatnonzero(~border) if edge.size else slice(None)
+    is_max = np.ones(len(values), dtype=bool)
+    inner_index, inner_values, inner_max = flat_index[inner], values[inner], is_max[inner]
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == 0 and dc == 0:
+                continue
+            nb = flat[inner_index + (dr * w + dc)]
+            # strict for "earlier" neighbours breaks ties on plateaus: one maximum per plateau
+            if (dr, dc) < (0, 0):
+                inner_max &= inner_values > nb
+            else:
+                inner_max &= inner_values >= nb
+    is_max[inner] = inner_max
+    if edge.size:
+        is_max[edge] = _edge_maxima(values[edge], rows[edge], cols[edge], flat, h, w)
+    return is_max
+
+
+def _edge_maxima(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, flat: np.ndarray, h: int,
+                 w: int) -> np.ndarray:
+    """:func:`local_maxima` of pixels on the frame's border (neighbours outside the frame count as -inf)."""
+    is_max = np.ones(len(values), dtype=bool)
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
             if dr == 0 and dc == 0:
@@ -137,7 +163,6 @@ def local_maxima(values: np.ndarray, flat_index: np.ndarray, frame: np.ndarray) 
             inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
             nb = np.full(len(values), -np.inf, dtype=np.float64)
             nb[inside] = flat[r[inside] * w + c[inside]]
-            # strict for "earlier" neighbours breaks ties on plateaus: one maximum per plateau
             if (dr, dc) < (0, 0):
                 is_max &= values > nb
             else:
