@@ -31,10 +31,15 @@ frame's truth as a label file.
 :func:`fine_tune_detector` trains a detector (``braggflow train-detector
 --labels FILE --frames FRAME ... --init MODEL``) on labelled frames: the
 CenterNet targets and loss of :mod:`braggflow.training.detector`, AdamW at a
-constant learning rate, the loss on held-back frames (or on the training frames
-when none are held back) checked after every epoch, the best weights written as
-a checkpoint when they improve, and early stopping after ``patience`` epochs
-without improvement.
+constant learning rate with the batch-normalisation statistics of the
+simulated training kept, the loss on held-back frames (or on the training
+frames when none are held back) checked after every epoch, the best weights
+written as a checkpoint when they improve, and early stopping after
+``patience`` epochs without improvement.  The score thresholds are the initial
+model's: on a handful of labels the heat maps fall overall as the loss falls,
+so check the fine-tuned model's detections (``bench/detect_pilatus.py
+--fine-tune`` shows the case of three labelled Pilatus frames) and lower
+``--threshold`` where needed.
 """
 
 from __future__ import annotations
@@ -329,13 +334,25 @@ def _batch_loss(torch, net, arrays: dict, idx) -> object:
 
 
 def _mean_loss(torch, net, arrays: dict) -> float:
-    """Mean loss per frame, network in eval mode (restored to train mode after)."""
+    """Mean loss per frame, network in eval mode (back to fine-tuning mode after, when it was training)."""
     was_training = net.training
     net.eval()
     with torch.no_grad():
         total = sum(float(_batch_loss(torch, net, arrays, np.array([i]))) for i in range(len(arrays["planes"])))
-    net.train(was_training)
+    if was_training:
+        _tuning_mode(net)
     return total / len(arrays["planes"])
+
+
+def _tuning_mode(net) -> None:
+    """Train mode with the batch-normalisation layers frozen (their running statistics from the simulated training
+    kept: a few real frames in small batches would move them away from what the later layers learned)."""
+    import torch
+
+    net.train()
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def detector_loss(detector, frames: Sequence[LabelledFrame]) -> float:
@@ -453,7 +470,7 @@ def fine_tune_detector(init, frames: Sequence[LabelledFrame], out: str | Path | 
     best_epoch, history, waited, epoch = 0, [], 0, 0
     log(f"fine-tuning {detector.name} on {n} labelled frame(s): validation loss {initial:.4f} before")
     start = time.perf_counter()
-    net.train()
+    _tuning_mode(net)
     for epoch in range(1, epochs + 1):
         order = gen.permutation(n)
         total = 0.0
