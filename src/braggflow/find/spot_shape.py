@@ -24,8 +24,9 @@ parameters as a 4-pixel zinger (amplitude, centre, shape), so ``D`` is near 0
 or negative for a spot and large for an event no blurred spot can draw.  An
 event is a zinger when ``D > SHAPE_CHI2``.  Calibrated on simulated faint
 round spots (width 0.7-1.5 px, 20-1000 photons, backgrounds of 1-20
-photons/px, Poisson; 1,275 spots whose region has at most four pixels), 0.3 %
-of them reach ``D > 8``; of the 500 zinger events of ``bench/artefacts.py``
+photons/px, Poisson; 4,222 tested events of at most four pixels at such spots,
+``bench/artefacts.py --shape-calibration``), 0.2 % (0.5 % of those narrower
+than 0.85 px) of them reach ``D > 8``; of the 500 zinger events of ``bench/artefacts.py``
 (1-4 pixels at 5-100 x the noise) 9 leave a false peak with the ring test alone
 and 4 with this test as well: events at 5-6 x the noise in a 2 x 2 square, a
 T, an S, an L of three pixels, which within the noise are what a faint spot
