@@ -66,6 +66,8 @@ _LONG = (2.0, 3.5)
 _ANGLES_DEG = (0.0, 45.0, 90.0, 135.0)
 #: sub-samples per pixel side in the pixel integration of the templates
 _SUB = 7
+#: events whose fits are computed together (bounds the (events x templates) arrays to ~7 MB each)
+_CHUNK = 1024
 _WIN_DR, _WIN_DC = (a.ravel() for a in np.mgrid[-_HALF : _HALF + 1, -_HALF : _HALF + 1])
 
 
@@ -168,8 +170,11 @@ def shape_statistic(shape: tuple[int, int], value_at, bad_at, event_of: np.ndarr
     x[use] = np.asarray(value_at(flat), dtype=np.float64) - level_at(r, c)
     inv_var[use] = 1.0 / (noise_at(r, c) ** 2 + gain * np.clip(x[use], 0.0, None))
     templates, squares = spot_templates(float(min_sigma))
-    cross = (x * inv_var) @ templates
-    norm = inv_var @ squares
-    best = np.max(np.clip(cross, 0.0, None) ** 2 / np.maximum(norm, 1e-300), axis=1)  # A >= 0
+    best = np.empty(n_events)
+    for start in range(0, n_events, _CHUNK):  # (events x templates) arrays of bounded size
+        part = slice(start, start + _CHUNK)
+        cross = (x[part] * inv_var[part]) @ templates
+        norm = inv_var[part] @ squares
+        best[part] = np.max(np.clip(cross, 0.0, None) ** 2 / np.maximum(norm, 1e-300), axis=1)  # A >= 0
     event_chi2 = np.einsum("ij,ij->i", np.where(event, x * x, 0.0), inv_var)
     return event_chi2 - best
