@@ -173,3 +173,47 @@ def test_plot_frame_region(series, tmp_path):
     np.testing.assert_allclose(fig.axes[0].collections[1].get_offsets()[:, 1], truth[truth["frame"] == 0]["row"])
     with pytest.raises(BraggflowError, match="region"):
         plot_frame(frames[0], table, region=(50, 40, 0, 10), output=None)
+
+
+def test_plot_frame_command_draws_the_learned_features_of_a_run(tmp_path):
+    """braggflow run --finder learned, then plot frame: the features' extents outlined in their kinds' colours with
+    the run's geometry; --no-features marks them with circles at their centres (far fewer pixels of those colours)."""
+    import tifffile
+    from typer.testing import CliRunner
+
+    from braggflow.cli import app
+    from braggflow.cli.series import _stored_geometry
+    from braggflow.geometry import Geometry
+    from braggflow.io.results import read_peaks
+    from braggflow.nn.detector import list_detectors
+    from braggflow.simulate.gixd import detector_image, detector_setup, simulate_gixd_frame
+    from braggflow.viz import style
+
+    if not list_detectors():
+        pytest.skip("no shipped detector in the MANIFEST")
+    geometry = dict(distance_mm=250.0, beam_center_row=1000.5, beam_center_col=300.0, pixel_size_mm=0.2,
+                    wavelength_A=1.0, incidence_angle_deg=0.3)
+    setup = detector_setup(Geometry.from_config(geometry), (1024, 1024))
+    image, mask = detector_image(simulate_gixd_frame(34, setup), (1024, 1024))  # a ring, arcs and spots
+    tifffile.imwrite(tmp_path / "frame.tif", image.astype(np.float32))
+    tifffile.imwrite(tmp_path / "mask.tif", mask.astype(np.uint8))
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", str(tmp_path / "frame.tif"), "-o", str(tmp_path / "out.h5"), "--finder",
+                              "learned", "--mask", str(tmp_path / "mask.tif"), "--distance", "250", "--beam-row",
+                              "1000.5", "--beam-col", "300", "--pixel-size", "0.2", "--wavelength", "1.0",
+                              "--incidence-angle", "0.3"])
+    assert res.exit_code == 0, res.output
+    stored = _stored_geometry(tmp_path / "out.h5")
+    assert stored is not None and stored.incidence_angle_deg == pytest.approx(0.3)
+    kinds = read_peaks(tmp_path / "out.h5")["kind"].astype(str).value_counts()
+    fig = plot_frame(image, read_peaks(tmp_path / "out.h5"), frame_index=0, geometry=stored, output=None)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert [x for x in legend if "(" in x] == [f"{k} ({kinds[k]})" for k in ("ring", "arc", "spot") if k in kinds]
+    coloured = {}
+    for flag in ("--features", "--no-features"):
+        out = tmp_path / f"{flag}.png"
+        res = runner.invoke(app, ["plot", "frame", str(tmp_path / "out.h5"), "-o", str(out), flag, "--dpi", "60"])
+        assert res.exit_code == 0, res.output
+        target = np.array([int(style.FEATURE_COLOURS["arc"][i:i + 2], 16) for i in (1, 3, 5)])
+        coloured[flag] = int((np.abs(_pixels(out).astype(int) - target).max(axis=-1) <= 12).sum())
+    assert coloured["--features"] > 3 * coloured["--no-features"] > 0

@@ -308,7 +308,8 @@ def plot_frame_command(
     dpi: float = typer.Option(100, "--dpi", help="pixels per inch (the figure is 7 x 6 inches)"),
     features: bool = typer.Option(
         True, "--features/--no-features",
-        help="draw the learned finder's features as the outlines of their extents (needs the run's geometry)",
+        help="draw the learned finder's features as the outlines of their extents, with the run's geometry "
+             "(--no-features: circles at their centres)",
     ),
 ) -> None:
     """One frame on a log colour scale with its peaks (masked pixels in blue) and learned features by kind."""
