@@ -17,6 +17,11 @@ One run, on one core:
   apart from every benchmark's), whose 99.5th percentile sets
   ``braggflow.locate.deblend.DEBLEND_THRESHOLD``, and the fraction split at
   the threshold in use.
+* ``screen``: the deblending screen (:func:`braggflow.locate.deblend.screen_statistics`)
+  against the full test of every peak, on the close-pair frames below, the 24
+  pinned benchmark frames and the calibration's single peaks: of the peaks the
+  full test splits, the fraction the screen sends on (its recall), the peaks
+  sent, false splits, and deblend's CPU time per peak both ways.
 * ``pairs``: pairs of round Gaussian peaks 2, 3, 4, 5 and 6 px apart (the
   pinned frames' population: sigma 0.8-2.0 px, flux 2,000-50,000 each,
   background 50), on a grid 40 px apart, seeds 7000+: recall (true peaks
@@ -177,6 +182,79 @@ def pairs(seed: int = 7000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def screen(n_frames: int = 24) -> pd.DataFrame:
+    """The deblending screen against the full test (every peak tested): of the peaks the full test splits,
+    the fraction the screen sends on (its recall), the fraction of all peaks sent (its cost), and the single
+    peaks split with the screen (false alarms); on the close-pair frames, the pinned frames and the simulated
+    single peaks of the threshold's calibration (seeds 9100-9102)."""
+    from braggflow.correct import correct_frame
+    from braggflow.find import find_peaks
+    from braggflow.locate import locate
+    from braggflow.locate.deblend import deblend, find_blends
+    from braggflow.pipeline import Config, prepare
+    from braggflow.schema import Flag
+    from braggflow.simulate.frames import benchmark_series
+    from braggflow.simulate.patches import simulate_patches
+
+    rows = []
+
+    def compare(frame, table, labels, regions, mask=None):
+        """BLENDED rows of the located table deblended with every peak tested and with the screen; seconds."""
+        located = locate(frame, table, method="gauss", mask=mask, labels=labels, regions=regions)
+        split, seconds = {}, {}
+        for screened in (False, True):
+            t0 = time.process_time()
+            out = deblend(frame, located, mask=mask, labels=labels, screen=screened)
+            seconds[screened] = time.process_time() - t0
+            split[screened] = (out["flags"].to_numpy()[:len(located)] & Flag.BLENDED) != 0
+        return split, seconds, len(located)
+
+    acc = {}
+
+    def add(name, split, seconds, n):
+        a = acc.setdefault(name, {"peaks": 0, "split_full": 0, "split_both": 0, "split_screen_only": 0,
+                                  "s_full": 0.0, "s_screen": 0.0})
+        a["peaks"] += n
+        a["split_full"] += int(split[False].sum())
+        a["split_both"] += int((split[False] & split[True]).sum())
+        a["split_screen_only"] += int((split[True] & ~split[False]).sum())
+        a["s_full"] += seconds[False]
+        a["s_screen"] += seconds[True]
+
+    for i, sep in enumerate((None, *SEPARATIONS)):
+        frame, _ = grid_frame("gaussian", 7000 + i, sigma=(0.8, 2.0), separation=sep)
+        found = find_peaks(frame)
+        split, seconds, n = compare(frame, found.table, found.labels, found.regions)
+        add("single peaks (frame)" if sep is None else f"pairs {sep:g} px", split, seconds, n)
+    series = benchmark_series(n_frames)
+    config = Config()
+    ctx = prepare(config, shape=series.frames.shape[1:], dtype=series.frames.dtype)
+    for i in range(n_frames):
+        frame, mask = correct_frame(series.frames[i], mask=ctx.mask, config=config.correct)
+        found = find_peaks(frame, mask=mask, config=config.find)
+        split, seconds, n = compare(frame, found.table, found.labels, found.regions, mask)
+        add(f"pinned frames ({n_frames})", split, seconds, n)
+    for name, a in acc.items():
+        rows.append({"set": name, "peaks": a["peaks"], "split (full test)": a["split_full"],
+                     "screen recall": a["split_both"] / max(a["split_full"], 1),
+                     "split by the screened only": a["split_screen_only"],
+                     "ms/peak full": 1e3 * a["s_full"] / a["peaks"],
+                     "ms/peak screened": 1e3 * a["s_screen"] / a["peaks"]})
+    cases = (("round Gaussian", "isotropic", {"pvoigt_fraction": 0.0}),
+             ("pseudo-Voigt", "isotropic", {"pvoigt_fraction": 1.0}), ("elongated", "elongated", {}))
+    for i, (name, kind, kw) in enumerate(cases):
+        ps = simulate_patches(700, kind=kind, seed=9100 + i, intensity=(500.0, 50000.0), background=(5.0, 100.0),
+                              **kw)
+        full = find_blends(ps.data, ps.mask, screen=False)
+        scr = find_blends(ps.data, ps.mask)
+        rows.append({"set": f"single {name} patches", "peaks": len(ps.data),
+                     "split (full test)": int(full.blended.sum()),
+                     "screen recall": (scr.screened & full.blended).sum() / max(full.blended.sum(), 1),
+                     "split by the screened only": int((scr.blended & ~full.blended).sum()),
+                     "sent": scr.screened.mean(), "split (screened)": scr.blended.mean()})
+    return pd.DataFrame(rows)
+
+
 def frames(n_frames: int = 12) -> pd.DataFrame:
     """Frames per second of the default run with summation and with profile integration (see the docstring)."""
     from braggflow.integrate import integrate
@@ -254,8 +332,8 @@ def pinned(n_frames: int = 24) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["intensities", "calibrate", "pairs", "pinned", "frames"],
-                        choices=["intensities", "calibrate", "pairs", "pinned", "frames"])
+    parts = ["intensities", "calibrate", "screen", "pairs", "pinned", "frames"]
+    parser.add_argument("--parts", nargs="+", default=parts, choices=parts)
     parser.add_argument("--frames", type=int, default=12, help="pinned frames for the per-frame cost")
     args = parser.parse_args(argv)
     fmt = {"float_format": lambda v: f"{v:.4g}", "index": False}
@@ -266,6 +344,9 @@ def main(argv=None) -> None:
         if "calibrate" in args.parts:
             print("deblending threshold: deviance drop of single peaks (one component minus two):")
             print(calibrate().to_string(**fmt))
+        if "screen" in args.parts:
+            print("deblending screen against the full test (CPU time of deblend on located peaks):")
+            print(screen().to_string(**fmt))
         if "pairs" in args.parts:
             print("close pairs (round Gaussians), default locate and with deblend=True:")
             print(pairs().to_string(**fmt))

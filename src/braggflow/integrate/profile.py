@@ -12,11 +12,12 @@ of :mod:`braggflow.profiles.fitting` (``"pvmoffat"``),
 exponent beta from 1.5 to 10 (``beta = 1.5`` is the pseudo-Voigt's
 Lorentzian, the heaviest wing allowed; ``eta = 0`` a Gaussian; ``eta = 1``,
 ``beta = 2.5`` a Moffat peak; rotation and two widths an elongated peak).
-Each peak is fitted in a square window around its located centre (21 x 21
-px, larger for regions that do not fit) with the pixels of other peaks
-(grown by one pixel), masked and saturated pixels left out.  The background
-is a free parameter of the fit, started at the table's level: the window
-reaches far enough from the peak (10 px) for its outer pixels to measure it.
+Each peak is fitted in a square window around its located centre (15 x 15
+px, larger for regions that do not fit: :data:`WINDOW_HALVES`) with the
+pixels of other peaks (grown by one pixel), masked and saturated pixels left
+out.  The background is a free parameter of the fit, started at the table's
+level: the window reaches far enough from the peak (7 px) for its outer
+pixels to measure it.  The fits run compiled (:mod:`braggflow.profiles`).
 
 How much wing a peak has is decided as profile fitting in crystallography
 decides it (Kabsch 2010; DIALS): from the strong peaks, whose data can tell,
@@ -25,9 +26,13 @@ for the weak ones, whose data cannot.
 1. Every peak is fitted by the rotated Gaussian (the profile with ``eta = 0``),
    started from the table's centre, widths, summed intensity and background.
 2. A *strong* peak (signal-to-noise ratio of that fit above
-   :data:`STRONG_SNR`) whose data may show a wing (Rao's score statistic
-   for eta at the Gaussian's solution above :data:`WING_SCORE`, well below
-   the likelihood-ratio threshold; the others get no wing without a fit)
+   :data:`STRONG_SNR`, and no other peak's pixels within
+   :data:`CROWDED_RADIUS` of its centre: a neighbour's light looks like a
+   wing; crowded peaks count as weak unless fewer than
+   :data:`REFERENCE_PEAKS` strong peaks are uncrowded) whose data may show a
+   wing (Rao's score statistic for eta at the Gaussian's solution above
+   :data:`WING_SCORE`, below the likelihood-ratio threshold; the others get
+   no wing without a fit)
    is fitted by the full profile as well, from the first
    of :data:`WING_STARTS` and, when it has a wing, from the others too (the
    likelihood of a wing has several minima: one broad Moffat can take core
@@ -74,12 +79,12 @@ from braggflow.profiles.fitting import fit_profiles, information, start_paramete
 from braggflow.windows import cut_windows
 
 __all__ = ["PROFILE_MODEL", "WINDOW_HALVES", "WING_THRESHOLD", "WING_SCORE", "WING_STARTS", "STRONG_SNR",
-           "REFERENCE_PEAKS", "profile_intensities"]
+           "REFERENCE_PEAKS", "CROWDED_RADIUS", "profile_intensities"]
 
 #: The profile fitted to every peak (see :mod:`braggflow.profiles.fitting`).
 PROFILE_MODEL = "pvmoffat"
 #: Half-sizes of the fit windows, px: a peak's region must lie inside, one pixel from the edge.
-WINDOW_HALVES = (10, 16, 24, 32)
+WINDOW_HALVES = (7, 10, 16, 24, 32)
 _MAX_SHIFT = 2.0  # px, largest move of the centre from the located one
 _DEVIANCE_SIGMAS = 6.0
 _SUPERSAMPLE = 1  # pixel centres with the box-convolved precision
@@ -90,12 +95,16 @@ WING_THRESHOLD = 6.0
 #: pseudo-Voigt's Lorentzian.
 WING_STARTS = ((0.3, 0.5), (0.5, 2.0 / 3.0))
 #: Rao's score statistic for a wing at the rotated Gaussian's solution below which a strong peak is given no
-#: wing without fitting one (the likelihood-ratio test's threshold corresponds to a score of about 2.4).
-WING_SCORE = 1.0
+#: wing without fitting one (the likelihood-ratio test's threshold corresponds to a score of about 2.4; a
+#: Gaussian peak's score exceeds 2 in ~2 % of cases).
+WING_SCORE = 2.0
 #: Signal-to-noise ratio (of the Gaussian fit's intensity) of a strong peak, whose own fit gives its shape.
 STRONG_SNR = 50.0
 #: Strong peaks needed for a reference shape.
 REFERENCE_PEAKS = 5
+#: Distance (px) from a peak's centre within which another peak's pixels (grown by one) make it crowded: a strong
+#: crowded peak does not give the reference shape and is fitted with it (when enough strong peaks are not crowded).
+CROWDED_RADIUS = 6.0
 
 
 def profile_intensities(frame, rows, cols, *, ids, sigma_row, sigma_col, summed, background, background_var=None,
@@ -133,7 +142,8 @@ def profile_intensities(frame, rows, cols, *, ids, sigma_row, sigma_col, summed,
         ``described`` (bool: the profile describes the peak), ``eta``, ``beta``
         (the wing fraction and exponent of the fit used; beta NaN without a
         wing), ``strong`` (bool: signal-to-noise ratio above
-        :data:`STRONG_SNR`), ``reference`` (bool: fitted with the reference
+        :data:`STRONG_SNR` and not crowded: the peaks whose own fit gives
+        their shape), ``reference`` (bool: fitted with the reference
         wing exponent), ``drop`` (the deviance drop of the wing, NaN where
         not tested), ``t``, ``eta_err``, ``t_err`` (1 / beta and the own fit's
         errors).
@@ -173,8 +183,14 @@ def profile_intensities(frame, rows, cols, *, ids, sigma_row, sigma_col, summed,
             levels.append(_Level.cut(frame, here, ri, ci, rows, cols, half, lab, ids, sigma_row, sigma_col, summed,
                                      background, background_var, mask, saturated, gain))
         todo = todo_next
-    for lv in levels:  # the rotated Gaussian of every peak; the free profile of the strong ones that may have a wing
+    for lv in levels:  # the rotated Gaussian of every peak
         lv.fit_gaussian(gain)
+    # the strong peaks without a close neighbour give the shape (a neighbour's light looks like a wing), unless
+    # fewer than REFERENCE_PEAKS are such
+    if sum(int((lv.strong & ~lv.crowded).sum()) for lv in levels) >= REFERENCE_PEAKS:
+        for lv in levels:
+            lv.strong = lv.strong & ~lv.crowded
+    for lv in levels:  # the free profile of the strong ones that may have a wing
         out["strong"][lv.here] = lv.strong
         screen = np.zeros(len(lv.here), dtype=bool)
         strong = np.flatnonzero(lv.strong)
@@ -270,8 +286,13 @@ class _Level:
             cc = ci[here][:, None, None] + offs[None, None, :]
             bad = (rr < 0) | (rr >= frame.shape[0]) | (cc < 0) | (cc >= frame.shape[1])
         bad = bad | ~np.isfinite(win)
+        lv.crowded = np.zeros(len(here), dtype=bool)
         if lab is not None:
-            bad |= _grow((lab > 0) & (lab != ids[here][:, None, None])) & (lab != ids[here][:, None, None])
+            others = _grow((lab > 0) & (lab != ids[here][:, None, None])) & (lab != ids[here][:, None, None])
+            bad |= others
+            offs = np.arange(-half, half + 1) ** 2
+            near = (offs[:, None] + offs[None, :]) <= CROWDED_RADIUS**2
+            lv.crowded = (others & near).any(axis=(1, 2))
         if saturated is not None:
             bad |= cut_windows(saturated, ri[here], ci[here], half, False)
         lv.here, lv.win, lv.good = here, np.where(bad, 0.0, win), ~bad
@@ -388,9 +409,10 @@ class _Level:
                 start[:, _T] = shape[1]
                 fit = self._fit(sel, start, gain, held=held)
             err = fit.error("intensity")
-            grad = _shape_sensitivity(fit, self.win[sel], self.good[sel], gain, self._prior(sel), held)
             cov = shape_cov[np.ix_([h - _ETA for h in held], [h - _ETA for h in held])]
-            err = np.sqrt(err * err + np.einsum("ni,ij,nj->n", grad, cov, grad))
+            if np.any(cov != 0):
+                grad = _shape_sensitivity(fit, self.win[sel], self.good[sel], gain, self._prior(sel), held)
+                err = np.sqrt(err * err + np.einsum("ni,ij,nj->n", grad, cov, grad))
             self._write(sel, fit, 9 - len(held), out, err=err)
             idx = self.here[sel]
             out["eta"][idx] = fit.column("eta")
