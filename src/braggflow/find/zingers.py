@@ -56,7 +56,9 @@ DECISIVE_SD = 1.0
 _GROW_SIGMA = 3.0
 #: regions with more pixels above threshold than this are never zingers
 MAX_ZINGER_PIXELS = 4
-_OFFSETS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
+#: row and column offsets of the 8 neighbours of a pixel
+_RING_DR = np.array([-1, -1, -1, 0, 0, 1, 1, 1])
+_RING_DC = np.array([-1, 0, 1, -1, 1, -1, 0, 1])
 
 
 @lru_cache(maxsize=16)
@@ -171,13 +173,11 @@ def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.n
     def ring_of(ev_reg, ev_flat):
         """Region id, flat index, excess, variance and 'measured' (not an unstored 0) of the ring pixels of events."""
         rows, cols = np.divmod(ev_flat, w)
-        nb_flat, nb_reg = [], []
-        for dr, dc in _OFFSETS:
-            r, c = rows + dr, cols + dc
-            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-            nb_flat.append(r[inside] * w + c[inside])
-            nb_reg.append(ev_reg[inside])
-        key = np.setdiff1d(np.concatenate(nb_reg) * (h * w) + np.concatenate(nb_flat), ev_reg * (h * w) + ev_flat)
+        r, c = rows[:, None] + _RING_DR, cols[:, None] + _RING_DC
+        inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+        key = np.unique((ev_reg[:, None] * (h * w) + r * w + c)[inside])  # (event, neighbour), sorted
+        own = np.sort(ev_reg * (h * w) + ev_flat)  # the events' own pixels are not their ring
+        key = key[own[np.minimum(np.searchsorted(own, key), own.size - 1)] != key]
         reg, pix = np.divmod(key, h * w)
         if bad_at is not None:
             good = ~bad_at(pix)
@@ -199,7 +199,8 @@ def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.n
     growing = np.zeros(size, dtype=bool)
     growing[candidates] = True
     for _ in range(MAX_ZINGER_PIXELS - 1):
-        reg, pix, excess, var, measured = ring_of(ev_reg, ev_flat)
+        now = growing[ev_reg]
+        reg, pix, excess, var, measured = ring_of(ev_reg[now], ev_flat[now])
         strong = measured & (excess > _GROW_SIGMA * np.sqrt(var)) & growing[reg]
         n_grown = np.bincount(reg[strong], minlength=size)
         growing &= (n_grown > 0) & (n_ev + n_grown <= MAX_ZINGER_PIXELS)  # else: the event as it is
