@@ -36,34 +36,34 @@ def test_close_writes_the_peaks_one_part_at_a_time(tmp_path, monkeypatch):
     in slices of at most CHUNK_ROWS rows; what it writes is every peak, sorted by frame."""
     monkeypatch.setattr(writer_module, "CHUNK_ROWS", 64)
     appended, sliced, batches = [], [], []
-    real_append, real_rows, real_npz = writer_module._PeakSink.append, writer_module._read_rows, \
-        writer_module._table_from_npz
+    real_write, real_rows, real_batch = writer_module._PeakSink._write_pending, writer_module._read_rows, \
+        writer_module._batch_arrays
 
-    def append(self, table):
-        appended.append(len(table))
-        return real_append(self, table)
+    def write_pending(self):
+        appended.append(self._held)  # rows held in memory when they are written
+        return real_write(self)
 
     def rows(group, start, stop):
         sliced.append(stop - start)
         return real_rows(group, start, stop)
 
-    def from_npz(npz):
-        table = real_npz(npz)
-        batches.append(len(table))
-        return table
+    def batch(npz):
+        arrays = real_batch(npz)
+        batches.append(len(arrays["v:frame"]))
+        return arrays
 
-    monkeypatch.setattr(writer_module._PeakSink, "append", append)
+    monkeypatch.setattr(writer_module._PeakSink, "_write_pending", write_pending)
     monkeypatch.setattr(writer_module, "_read_rows", rows)
-    monkeypatch.setattr(writer_module, "_table_from_npz", from_npz)
+    monkeypatch.setattr(writer_module, "_batch_arrays", batch)
     path = tmp_path / "r.h5"
-    first = ResultsWriter(path, sources=[], flush_frames=2)
+    first = ResultsWriter(path, sources=[], flush_frames=2, flush_seconds=1e9)
     for f in range(10, 40):  # 30 frames of 20 peaks: 15 batches of 40 rows
         first.add(f, peaks(f, 20), {"n_peaks": 20})
     first.close(complete=False)
     assert len(batches) == 15 and max(batches) == 40
     assert sum(appended) == 600 and max(appended) <= 64 + 40
     appended.clear(), batches.clear()
-    resumed = ResultsWriter(path, sources=[], resume=True, flush_frames=2)
+    resumed = ResultsWriter(path, sources=[], resume=True, flush_frames=2, flush_seconds=1e9)
     for f in range(0, 10):  # frames before those the file holds: the rows are sorted again at close
         resumed.add(f, peaks(f, 20), {"n_peaks": 20})
     resumed.close()
@@ -89,7 +89,7 @@ def test_a_snapshot_reads_no_peak_of_the_run(tmp_path, monkeypatch):
         raise AssertionError("a snapshot read peaks")
 
     writer = ResultsWriter(path, sources=[], snapshot_seconds=0.0, flush_frames=1)
-    monkeypatch.setattr(writer_module, "_table_from_npz", refuse)
+    monkeypatch.setattr(writer_module, "_batch_arrays", refuse)
     monkeypatch.setattr(writer_module, "_read_rows", refuse)
     for f in range(6):
         writer.add(f, peaks(f, 5), {"n_peaks": 5})  # a snapshot after every frame

@@ -50,7 +50,7 @@ from braggflow.io.store import (
     read_process,
     read_status,
 )
-from braggflow.io.tables import _read_group_obj, _restore_group, _table_from_npz, write_table
+from braggflow.io.tables import _read_group_obj, _restore_group, write_table
 from braggflow.schema import COLUMNS, FRAME_COLUMNS, conform, empty_peak_table, frames_table
 
 log = logging.getLogger(__name__)
@@ -676,9 +676,10 @@ class ResultsWriter:
 
         The parts: the peaks the file held when the writer started (read
         :data:`CHUNK_ROWS` rows at a time), then each journal batch whose frames
-        are not written yet, in batch order; parts are gathered up to
-        :data:`CHUNK_ROWS` rows before they are appended.  A journal batch that
-        was never completely written is left out.
+        are not written yet, in batch order, as its arrays (no DataFrame is
+        made of it); parts are gathered up to :data:`CHUNK_ROWS` rows before
+        they are written.  A journal batch that was never completely written
+        is left out.
         """
         import h5py
 
@@ -690,33 +691,26 @@ class ResultsWriter:
                     group = src["entry/peaks"]
                     n = int(group.attrs.get("nrows", len(group["frame"])))
                     for start in range(0, n, CHUNK_ROWS):
-                        sink.append(conform(_read_rows(group, start, min(start + CHUNK_ROWS, n))))
+                        part = conform(_read_rows(group, start, min(start + CHUNK_ROWS, n)))
+                        sink.append(_journal_arrays([part], COLUMNS))
                 written |= self._base_frames
             except (OSError, KeyError):
                 log.warning("%s: the HDF5 snapshot cannot be read; its frames are taken from the journal", self.path)
-        pending: list[pd.DataFrame] = []
-        held = 0
         for p in sorted(self.journal.glob("batch_*.npz")) if self.journal.exists() else []:
             try:
                 with np.load(p) as npz:
                     frames = set(npz["frames_done"].tolist())
                     if frames <= written:
                         continue
-                    part = _table_from_npz(npz)
+                    part = _batch_arrays(npz)
             except (OSError, ValueError, KeyError):
                 continue  # a batch that was never completely written is ignored
-            if written:
-                part = part[~part["frame"].isin(written)]
+            if written and "v:frame" in part:
+                keep = ~np.isin(part["v:frame"], list(written))
+                part = {key: values[keep] for key, values in part.items()}
             written |= frames
-            if len(part):
-                pending.append(part)
-                held += len(part)
-            if held >= CHUNK_ROWS:
-                sink.append(_joined(pending))
-                pending, held = [], 0
-        if pending:
-            sink.append(_joined(pending))
-        sink.finish(empty_peak_table())
+            sink.append(part)
+        sink.finish()
         x, y = sink.scatter_axes()
         set_nxdata(sink.group, "intensity", [x], indices={y: 0}, title=f"Bragg peaks: intensity against {x} (and {y})")
         write_peak_map_columns(entry, sink.group, x, y, frame_shape=self.extra_process.get("frame_shape"))
@@ -786,16 +780,19 @@ class _WriteGuard(io.RawIOBase):
     """A file open for HDF5 (h5py's file-object driver) whose failed writes are kept, not raised into HDF5.
 
     HDF5 does not recover from a write that fails (a full disk, the file size
-    limit) and may crash the process at its next flush; here a failed write
-    is recorded in :attr:`error` and every later write is skipped, so HDF5
-    finishes normally and the caller raises the error once the file is closed
-    (the temporary file is then removed).
+    limit) and may crash the process at its next flush; here the first
+    failed operation is recorded in :attr:`error` and no call ever raises:
+    later writes are skipped (the position still moves on), reads of what
+    was not written give zeros.  HDF5 finishes normally and the caller raises
+    the error once the file is closed (and removes the temporary file).
     """
 
     def __init__(self, fh):
         super().__init__()
         self.fh = fh
         self.error: OSError | None = None
+        self.pos = 0
+        self.end = 0  # the file's size as HDF5 sees it
 
     def readable(self) -> bool:
         return True
@@ -807,34 +804,46 @@ class _WriteGuard(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self.fh.seek(offset, whence)
+        self.pos = {0: 0, 1: self.pos, 2: self.end}[whence] + offset
+        return self.pos
 
     def tell(self) -> int:
-        return self.fh.tell()
+        return self.pos
 
     def readinto(self, buffer) -> int:
-        n = self.fh.readinto(buffer)
         view = memoryview(buffer).cast("B")
+        n = 0
+        if self.error is None:
+            try:
+                self.fh.seek(self.pos)
+                n = self.fh.readinto(view) or 0
+            except OSError as exc:
+                self.error = exc
         view[n:] = b"\0" * (len(view) - n)  # what a failed write left out reads as zeros
+        self.pos += len(view)
         return len(view)
 
     def write(self, data) -> int:
         size = memoryview(data).nbytes
         if self.error is None:
             try:
-                return self.fh.write(data)
+                self.fh.seek(self.pos)
+                self.fh.write(data)
             except OSError as exc:
                 self.error = exc
-        self.fh.seek(size, 1)
+        self.pos += size
+        self.end = max(self.end, self.pos)
         return size
 
     def truncate(self, size: int | None = None) -> int:
+        size = self.pos if size is None else size
         if self.error is None:
             try:
-                return self.fh.truncate(size)
+                self.fh.truncate(size)
             except OSError as exc:
                 self.error = exc
-        return self.fh.tell() if size is None else size
+        self.end = size
+        return size
 
     def flush(self) -> None:
         if self.error is None:
@@ -849,9 +858,13 @@ class _PeakSink:
 
     The layout of :func:`braggflow.io.tables.write_table` (categories as int32
     codes with their labels, nullable integers and text with a
-    ``<name>__missing`` mask, units), grown with each :meth:`append`; the
-    category labels of all parts are gathered as they come.  Only the part
-    being appended is held in memory.
+    ``<name>__missing`` mask, units), grown part by part.  A part is given as
+    the arrays of a journal batch (:func:`_journal_arrays`' layout: ``v:``,
+    ``s:``, ``x:`` and ``n:`` arrays), so journal batches are written without
+    being made into DataFrames; columns a part lacks take their schema
+    default (the datasets' fill value).  Parts are gathered up to
+    :data:`CHUNK_ROWS` rows before they are written; only those are held in
+    memory.
 
     Parameters
     ----------
@@ -861,14 +874,74 @@ class _PeakSink:
 
     def __init__(self, group):
         self.group = group
-        self.rows = 0
-        self.columns: list[str] = []
+        self.rows = 0  # rows written
         self._kinds: dict[str, str] = {}
+        self._dtypes: dict[str, np.dtype] = {}
+        self._order: list[str] = []
         self._labels: dict[str, dict[str, int]] = {}
+        self._pending: list[tuple[dict[str, np.ndarray], int]] = []
+        self._held = 0
         self.monotonic = True  # frames never decrease from one row to the next
         self._last_frame = -np.inf
         self.frames: set[int] = set()  # frames with at least one peak
         self.finite: dict[str, bool] = {"q_xy": False, "two_theta": False}
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns: those of the schema in its order, then the others in the order first seen."""
+        return [c for c in COLUMNS if c in self._kinds] + [c for c in self._order if c not in COLUMNS]
+
+    def append(self, arrays: dict[str, np.ndarray]) -> None:
+        """Add the rows of one part (journal-batch arrays; bookkeeping arrays such as ``frames_done`` are ignored).
+
+        Raises
+        ------
+        ValueError
+            If the part has no ``frame`` column while it has rows.
+        """
+        part = {key: arrays[key] for key in arrays if ":" in key}
+        lengths = {len(v) for k, v in part.items() if k[0] in "vsx"}
+        n = lengths.pop() if lengths else 0
+        if n == 0:
+            return
+        if "v:frame" not in part:
+            raise ValueError("a part of the peak table without its frame column")
+        self._pending.append((part, n))
+        self._held += n
+        if self._held >= CHUNK_ROWS:
+            self._write_pending()
+
+    def _kind_of(self, key: str, values: np.ndarray) -> str:
+        """The stored kind of a column from its journal key (``v:``, ``s:``, ``x:``) and the schema."""
+        name = key[2:]
+        col = COLUMNS.get(name)
+        if key[0] == "s":
+            return "category" if col is None or col.dtype == "category" else "string"
+        return "nullable" if key[0] == "x" else "plain"
+
+    def _add_column(self, name: str, kind: str, dtype) -> None:
+        """Create the datasets of a column first seen now (the rows before it take its default)."""
+        import h5py
+
+        col = COLUMNS.get(name)
+        if kind == "category":
+            self._dataset(name, np.int32, "category", fill=-1)
+            self._labels[name] = {}
+        elif kind == "nullable":
+            stored = np.dtype(pd.api.types.pandas_dtype(col.dtype).numpy_dtype) if col is not None else np.int64
+            label = col.dtype if col is not None else "Int64"
+            self._dataset(name, stored, f"nullable:{label}", fill=0)
+            self._dataset(f"{name}__missing", bool, "", fill=True, units=False)
+        elif kind == "string":
+            self._dataset(name, h5py.string_dtype(), "string", units=False)
+            self._dataset(f"{name}__missing", bool, "", fill=True, units=False)
+        else:
+            dtype = np.dtype(col.dtype) if col is not None else np.dtype(dtype)
+            fill = col.default if col is not None else (np.nan if dtype.kind == "f" else 0)
+            self._dataset(name, dtype, "", fill=fill)
+            self._dtypes[name] = dtype
+        self._kinds[name] = kind
+        self._order.append(name)
 
     def _dataset(self, name: str, dtype, kind: str, fill=None, *, units: bool = True):
         ds = self.group.create_dataset(name, shape=(self.rows,), maxshape=(None,), dtype=dtype,
@@ -881,95 +954,99 @@ class _PeakSink:
             ds.attrs["units"] = unit
         return ds
 
-    def _add_column(self, name: str, s: pd.Series) -> None:
-        """Create the datasets of a column first seen now (the rows before it take its missing value)."""
-        import h5py
-
-        schema = COLUMNS.get(name)
-        if isinstance(s.dtype, pd.CategoricalDtype) or (schema is not None and schema.dtype == "category"):
-            self._dataset(name, np.int32, "category", fill=-1)
-            self._labels[name] = {}
-            self._kinds[name] = "category"
-        elif isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iu":
-            self._dataset(name, s.dtype.numpy_dtype, f"nullable:{s.dtype.name}", fill=0)
-            self._dataset(f"{name}__missing", bool, "", fill=True, units=False)
-            self._kinds[name] = "nullable"
-        elif s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-            self._dataset(name, h5py.string_dtype(), "string", units=False)
-            self._dataset(f"{name}__missing", bool, "", fill=True, units=False)
-            self._kinds[name] = "string"
-        else:
-            dtype = np.dtype(s.dtype)
-            self._dataset(name, dtype, "", fill=np.nan if dtype.kind == "f" else 0)
-            self._kinds[name] = "plain"
-        self.columns.append(name)
-
-    def _codes(self, name: str, s: pd.Series) -> np.ndarray:
-        """A categorical part's codes in the labels gathered so far (new labels added; -1 = missing)."""
+    def _codes(self, name: str, text: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """Text of a category column as codes in the labels gathered so far (new labels added; -1 = missing)."""
         labels = self._labels[name]
-        part = s.cat.categories
-        mapping = np.empty(len(part) + 1, dtype=np.int32)
-        mapping[-1] = -1
-        for k, label in enumerate(part):
-            mapping[k] = labels.setdefault(str(label), len(labels))
-        return mapping[s.cat.codes.to_numpy()]
+        unique, inverse = np.unique(text, return_inverse=True)
+        mapping = np.array([labels.setdefault(str(u), len(labels)) for u in unique], dtype=np.int32)
+        codes = mapping[inverse.reshape(-1)] if unique.size else np.zeros(text.size, np.int32)
+        codes[missing] = -1
+        return codes
 
-    def append(self, table: pd.DataFrame) -> None:
-        """Add the rows of ``table`` (a conforming peak table; columns it lacks take their missing values)."""
-        n = len(table)
-        if n == 0:
+    def _write_pending(self) -> None:
+        """Write the parts gathered: one resize and one write per dataset."""
+        if not self._pending:
             return
-        for name in table.columns:
-            if str(name) not in self._kinds:
-                self._add_column(str(name), table[name])
+        parts, self._pending, self._held = self._pending, [], 0
+        n = sum(size for _, size in parts)
+        for part, _ in parts:
+            for key, values in part.items():
+                if key[0] in "vsx" and key[2:] not in self._kinds:
+                    self._add_column(key[2:], self._kind_of(key, values), values.dtype)
         start, stop = self.rows, self.rows + n
-        for name in self.columns:
+        for name in self._order:
             kind = self._kinds[name]
+            prefix = {"category": "s", "string": "s", "nullable": "x", "plain": "v"}[kind]
+            pieces, masks, given = [], [], False
+            for part, size in parts:
+                values = part.get(f"{prefix}:{name}")
+                if values is None:
+                    pieces.append(None)
+                    masks.append(np.ones(size, bool))
+                    continue
+                given = True
+                pieces.append(values)
+                masks.append(part.get(f"n:{name}", np.zeros(size, bool)))
             ds = self.group[name]
             ds.resize((stop,))
             if kind in ("nullable", "string"):
                 self.group[f"{name}__missing"].resize((stop,))
-            if name not in table:
-                continue  # the fill value: missing
-            s = table[name]
+            if not given:
+                continue  # the fill value throughout: the default
+            filled = self._filled(name, kind, pieces, [size for _, size in parts])
+            missing = np.concatenate(masks)
             if kind == "category":
-                values = self._codes(name, s.astype("category") if not isinstance(s.dtype, pd.CategoricalDtype)
-                                     else s)
-            elif kind == "nullable":
-                missing = s.isna().to_numpy()
+                ds[start:stop] = self._codes(name, filled, missing)
+            elif kind in ("nullable", "string"):
+                ds[start:stop] = filled.astype(object) if kind == "string" else filled
                 self.group[f"{name}__missing"][start:stop] = missing
-                values = s.fillna(0).to_numpy().astype(ds.dtype)
-            elif kind == "string":
-                missing = s.isna().to_numpy()
-                self.group[f"{name}__missing"][start:stop] = missing
-                values = np.array(["" if m else str(v) for v, m in zip(s, missing)], dtype=object)
             else:
-                values = s.to_numpy()
-            ds[start:stop] = values
-        frames = table["frame"].to_numpy()
-        if frames[0] < self._last_frame or (n > 1 and np.any(np.diff(frames) < 0)):
+                ds[start:stop] = filled
+        self._track(parts)
+        self.rows = stop
+
+    def _track(self, parts: list[tuple[dict[str, np.ndarray], int]]) -> None:
+        """Note the frames of the parts written (their order, those with peaks) and whether they have q or angles."""
+        frames = np.concatenate([part["v:frame"] for part, _ in parts])
+        if frames[0] < self._last_frame or np.any(np.diff(frames) < 0):
             self.monotonic = False
         self._last_frame = max(self._last_frame, frames.max())
         self.frames.update(np.unique(frames).tolist())
         for name in self.finite:
-            if not self.finite[name] and name in table and np.isfinite(table[name].to_numpy(dtype=float)).any():
-                self.finite[name] = True
-        self.rows = stop
+            for part, _ in parts:
+                values = part.get(f"v:{name}")
+                if not self.finite[name] and values is not None and np.isfinite(values).any():
+                    self.finite[name] = True
 
-    def finish(self, template: pd.DataFrame) -> None:
-        """Set the table's attributes (columns, nrows, category labels); sort the rows by frame if they are not.
+    def _filled(self, name: str, kind: str, pieces: list, sizes: list[int]) -> np.ndarray:
+        """One column of the parts, those without it given its default."""
+        if all(p is not None for p in pieces):
+            return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        out = []
+        for p, size in zip(pieces, sizes):
+            if p is not None:
+                out.append(p)
+            elif kind in ("category", "string"):
+                out.append(np.full(size, "", dtype=str))
+            elif kind == "nullable":
+                out.append(np.zeros(size, np.int64))
+            else:
+                col = COLUMNS.get(name)
+                out.append(np.full(size, col.default if col is not None else np.nan, dtype=self._dtypes[name]))
+        return np.concatenate(out)
+
+    def finish(self) -> None:
+        """Write what is gathered; set the table's attributes (columns, nrows, category labels); give every schema
+        column a dataset; sort the rows by frame if they are not.
 
         Sorting reads one column at a time (the ``frame`` column, then each
         column in turn, reordered in place).
-
-        Parameters
-        ----------
-        template : pandas.DataFrame
-            An empty table whose columns a table without rows gets.
         """
-        for name in template.columns:
-            if str(name) not in self._kinds:
-                self._add_column(str(name), template[name])
+        self._write_pending()
+        for name, col in COLUMNS.items():
+            if name not in self._kinds:
+                kind = {"category": "category", "Int32": "nullable"}.get(col.dtype, "plain")
+                self._add_column(name, kind, col.dtype if kind == "plain" else None)
         self.group.attrs["columns"] = json.dumps(self.columns)
         self.group.attrs["nrows"] = self.rows
         for name, labels in self._labels.items():
@@ -984,9 +1061,9 @@ class _PeakSink:
 
     def scatter_axes(self) -> tuple[str, str]:
         """The two columns to plot the peaks against (as :func:`braggflow.io.nexus.write_peaks_data` chooses)."""
-        if self.finite["q_xy"] and "q_z" in self.columns:
+        if self.finite["q_xy"]:
             return "q_xy", "q_z"
-        if self.finite["two_theta"] and "eta" in self.columns:
+        if self.finite["two_theta"]:
             return "two_theta", "eta"
         return "col", "row"
 
@@ -1082,9 +1159,15 @@ def _all_default(values: np.ndarray, default) -> bool:
         return False
 
 
-def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """Peak tables as one (the first as it is when it is alone)."""
-    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+def _batch_arrays(npz) -> dict[str, np.ndarray]:
+    """The peak columns of a journal batch as its arrays (``v:``, ``s:``, ``x:``, ``n:``), read in full.
+
+    Raises
+    ------
+    KeyError, ValueError, OSError
+        For a batch that cannot be read.
+    """
+    return {key: npz[key] for key in npz.files if ":" in key}
 
 
 def scicat_path(path) -> Path:
