@@ -296,19 +296,23 @@ def _damped_step(fisher, grad, lam, pinned, step, a, rhs, scale):
 
 @_jit
 def _step(mid, p, fisher, grad, lam, hold_i, lo, hi, size, sigma_min, work, trial):
-    """A damped step from ``p`` into ``trial`` (projected onto the bounds, held parameters kept); False when it
-    cannot be taken (not positive definite, not finite, or not a valid parameter set)."""
+    """A damped step from ``p`` into ``trial`` (projected onto the bounds, held parameters kept): 0 when it
+    cannot be computed (not positive definite, not finite), 1 when the trial is not a valid parameter set, 2 when
+    it may be evaluated; and the quadratic model's decrease of the deviance, ``-grad . step``."""
     npar = p.shape[0]
     pinned, step, a, rhs, scale = work
     for q in range(npar):
         pinned[q] = hold_i[q] or (p[q] <= lo[q] and grad[q] > 0) or (p[q] >= hi[q] and grad[q] < 0)
     if not _damped_step(fisher, grad, lam, pinned > 0, step, a, rhs, scale):
-        return False
+        return 0, 0.0
+    pred = 0.0
     for q in range(npar):
         if not math.isfinite(step[q]):
-            return False
+            return 0, 0.0
+        if not pinned[q] > 0:
+            pred -= grad[q] * step[q]
         trial[q] = p[q] if hold_i[q] else min(max(p[q] + step[q], lo[q]), hi[q])
-    return _valid(mid, trial, size, lo, hi, sigma_min)
+    return (2 if _valid(mid, trial, size, lo, hi, sigma_min) else 1), pred
 
 
 @_jit
@@ -360,6 +364,7 @@ def lm_fit(mid, y, good, start, hold, lo, hi, prior_b, prior_w, size, k, k2, max
     p = np.empty(npar)
     work = (np.zeros(npar), np.empty(npar), np.empty((npar, npar)), np.empty(npar), np.empty(npar))
     w = np.empty((6, size))
+    lam_start = 1e-3
     for i in range(n):
         yi, gi = y[i], good[i]
         for q in range(npar):
@@ -369,13 +374,17 @@ def lm_fit(mid, y, good, start, hold, lo, hi, prior_b, prior_w, size, k, k2, max
         alive[i] = True
         _evaluate(mid, p, size, k, k2, mu, jac, w[0], w[1], w[2], w[3], w[4], w[5])
         dev = _deviance(yi, gi, mu, prior_b[i], prior_w[i], p[npar - 1])
-        lam = 1e-3
+        lam = lam_start
         for _ in range(max_iter):
             iters[i] += 1
             _information(yi, gi, mu, jac, prior_w[i], fisher, grad)
             grad[npar - 1] += prior_w[i] * (p[npar - 1] - prior_b[i])
             new_dev = np.inf
-            if _step(mid, p, fisher, grad, lam, hold[i], lo, hi, size, sigma_min, work, trial):
+            code, pred = _step(mid, p, fisher, grad, lam, hold[i], lo, hi, size, sigma_min, work, trial)
+            if code > 0 and lam <= lam_start and pred < tol:  # at the minimum: the step would gain < tol
+                conv[i] = True
+                break
+            if code == 2:
                 _evaluate(mid, trial, size, k, k2, t_mu, t_jac, w[0], w[1], w[2], w[3], w[4], w[5])
                 new_dev = _deviance(yi, gi, t_mu, prior_b[i], prior_w[i], trial[npar - 1])
             if new_dev <= dev:

@@ -92,6 +92,7 @@ ROTATED = ("pvoigt", "moffat", "pvmoffat", "rgauss")
 
 _NDERIV = {"pvoigt": 6, "moffat": 6, "pvmoffat": 7, "rgauss": 5}  # profile derivatives of the rotated models
 _MU_FLOOR = 1e-9  # photons
+_LAM_START = 1e-3  # the damping a fit starts with
 _SIGMA_MIN = 0.2  # px
 _T_RANGE = (0.01, 0.8)  # Moffat 1 / beta: beta from 1.25 to 100
 _T_RANGE_PVM = (0.1, 2.0 / 3.0)  # the pseudo-Voigt-Moffat's wing exponent 1 / beta: beta from 1.5 (Lorentzian) to 10
@@ -508,8 +509,10 @@ def fit_profiles(data, good, start, *, model: str = "gauss", gain: float = 1.0, 
         Most Levenberg-Marquardt iterations.
     tol : float
         A patch stops when an accepted step lowers its deviance by less than
-        ``tol`` (a change of 1 is one standard deviation of one parameter), or
-        when no step lowers it (damping above 1e10).
+        ``tol`` (a change of 1 is one standard deviation of one parameter),
+        when the next step (damping not raised) is predicted to lower it by
+        less than ``tol`` (``-grad . step`` of the quadratic model; the step is
+        then not taken), or when no step lowers it (damping above 1e10).
     hold : (N, P) or (P,) array_like of bool, optional
         Parameters kept at their ``start`` values (known, such as a
         background measured elsewhere): not fitted, zero variance.
@@ -708,7 +711,7 @@ class _Problem:
         p = np.where(self.hold, start, _project(model, start))
         self.alive = _valid(model, p, self.size) & (self.good.sum(axis=1) > self.npar)
         params = np.where(self.alive[:, None], p, np.nan)
-        lam = np.full(n, 1e-3)
+        lam = np.full(n, _LAM_START)
         iters = np.zeros(n, dtype=np.int64)
         conv = np.zeros(n, dtype=bool)
         active = np.flatnonzero(self.alive)
@@ -719,21 +722,23 @@ class _Problem:
             if active.size == 0:
                 break
             iters[active] += 1
-            trial, new_dev, t_mu, t_j = self._trial(active, params, lam)
-            better = new_dev <= self.dev[active]
+            trial, new_dev, t_mu, t_j, near = self._trial(active, params, lam, tol)
+            better = (new_dev <= self.dev[active]) & ~near
             acc = active[better]
-            done = better & (self.dev[active] - new_dev < tol)
+            done = near | (better & (self.dev[active] - new_dev < tol))
             params[acc] = trial[better]
             self.mu[acc], self.jac[acc], self.dev[acc] = t_mu[better], t_j[better], new_dev[better]
             lam[acc] = np.maximum(lam[acc] / 5.0, 1e-9)
-            lam[active[~better]] *= 10.0
-            stuck = ~better & (lam[active] > 1e10)  # no step lowers the deviance: at a minimum
+            lam[active[~better & ~near]] *= 10.0
+            stuck = ~better & ~near & (lam[active] > 1e10)  # no step lowers the deviance: at a minimum
             conv[active[done | stuck]] = True
             active = active[~(done | stuck)]
         return params, iters, conv
 
-    def _trial(self, active, params, lam):
-        """One damped Fisher-scoring step of the ``active`` patches: trial parameters, deviance, mu, Jacobian."""
+    def _trial(self, active, params, lam, tol):
+        """One damped Fisher-scoring step of the ``active`` patches: trial parameters, deviance, mu, Jacobian, and
+        the patches already at their minimum (undamped step predicted to lower the deviance by less than ``tol``:
+        not evaluated)."""
         model, npar = self.model, self.npar
         ya, ga, mua, ja = self.y[active], self.good[active], self.mu[active], self.jac[active]
         fisher = self.information(active)
@@ -747,14 +752,17 @@ class _Problem:
             grad = grad * keep
         step = _solve(fisher, grad, lam[active])
         trial = np.where(self.hold[active], params[active], _project(model, params[active] + step))
-        ok = _valid(model, trial, self.size) & np.all(np.isfinite(step), axis=1)
+        finite = np.all(np.isfinite(step), axis=1)
+        # the quadratic model's decrease of the deviance, -grad . step (grad: of the deviance / 2)
+        near = finite & (lam[active] <= _LAM_START) & (-np.sum(grad * np.nan_to_num(step), axis=1) < tol)
+        ok = _valid(model, trial, self.size) & finite & ~near
         new_dev = np.full(len(active), np.inf)
         t_mu = np.zeros_like(mua)
         t_j = np.zeros_like(ja)
         if ok.any():
             t_mu[ok], t_j[ok] = self.evaluate(trial[ok])
             new_dev[ok] = self.deviance(active[ok], t_mu[ok], trial[ok])
-        return trial, new_dev, t_mu, t_j
+        return trial, new_dev, t_mu, t_j, near
 
     def covariance(self, params):
         """Inverse Fisher information at ``params`` (held parameters: zero rows and columns), (N, P, P)."""
