@@ -162,3 +162,19 @@ def test_watch_records_each_frames_latency(tmp_path):
     assert latency.shape == (3,) and np.all(np.isfinite(latency)) and np.all(latency >= 0)
     record = json.loads(CliRunner().invoke(app, ["summary", str(out), "--json", "-"]).output)
     assert record["latency_median_s"] == pytest.approx(float(np.median(latency)))
+
+
+def test_a_journal_batch_holds_its_peaks_and_its_frames_rows_together(tmp_path):
+    """One file per batch (one write, one sync): readers find the rows of the frames journaled since the snapshot."""
+    path = tmp_path / "r.h5"
+    writer = ResultsWriter(path, sources=[], flush_frames=2, flush_seconds=1e9, snapshot_seconds=1e9)
+    for f in range(4):
+        writer.add(f, peaks(f, f + 1), {"n_peaks": f + 1, "noise": 0.5 * f})
+    journal = tmp_path / "r.h5.journal"
+    assert sorted(p.name for p in journal.glob("*.npz")) == ["batch_00000000.npz", "batch_00000001.npz"]
+    frames = read_frames(path)  # the snapshot holds none of them: all from the journal
+    assert frames["frame"].tolist() == [0, 1, 2, 3] and frames["n_peaks"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(frames["noise"], [0.0, 0.5, 1.0, 1.5])
+    assert len(read_peaks(path)) == 10
+    writer.close()
+    assert read_frames(path)["n_peaks"].tolist() == [1, 2, 3, 4] and not journal.exists()

@@ -290,8 +290,23 @@ def count_peaks(path) -> int:
     return total
 
 
+class _RowArrays:
+    """The frames-table rows of a journal batch (its ``f``-prefixed arrays) with the keys of a table's arrays."""
+
+    def __init__(self, npz):
+        self.npz = npz
+        self.files = [key[1:] for key in npz.files if key.startswith("f") and ":" in key]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.npz[f"f{key}"]
+
+
 def _read_frames_table(path: Path) -> pd.DataFrame:
-    """The frames table: the snapshot's ``/entry/frames`` plus the journal's ``frames_*.npz`` (later rows win)."""
+    """The frames table: the snapshot's ``/entry/frames`` plus the journal's rows (later rows win).
+
+    A journal batch holds its rows under ``f``-prefixed keys (``fv:n_peaks``, ...); a journal written by an
+    earlier version holds them in ``frames_*.npz`` files of their own.
+    """
     import h5py
 
     parts = []
@@ -305,10 +320,14 @@ def _read_frames_table(path: Path) -> pd.DataFrame:
         except OSError:
             pass  # a damaged snapshot: the journal still holds its frames
     journal = _journal_dir(path)
-    for p in sorted(journal.glob("frames_*.npz")) if journal.exists() else []:
+    files = sorted(journal.glob("frames_*.npz")) + sorted(journal.glob("batch_*.npz")) if journal.exists() else []
+    for p in files:
         try:
             with np.load(p) as npz:
-                parts.append(_npz_columns(npz))
+                if p.name.startswith("frames_"):
+                    parts.append(_npz_columns(npz))
+                elif any(key.startswith("f") and ":" in key for key in npz.files):
+                    parts.append(_npz_columns(_RowArrays(npz)))
         except (OSError, ValueError, KeyError):
             continue
     if not parts:

@@ -399,7 +399,7 @@ class ResultsWriter:
 
         Frames buffered by :meth:`add` are journaled first, so that batches keep
         the order in which frames were recorded.  The batch has the layout of
-        :meth:`flush` (``frames_*.npz`` written before ``batch_*.npz``).
+        :meth:`flush` (one ``batch_*.npz`` with the peaks and the frames-table rows).
 
         Parameters
         ----------
@@ -475,7 +475,8 @@ class ResultsWriter:
 
     def _journal_batch(self, tables: pd.DataFrame | list[pd.DataFrame], frames: np.ndarray, rows: pd.DataFrame | None,
                        *, peak_frames: np.ndarray | None = None) -> None:
-        """One journal batch: the frames-table rows (first, so that a batch never lacks them), then the peaks.
+        """One journal batch: the peaks and the frames-table rows in one file (``f``-prefixed keys for the rows), so
+        that a batch is there with both or not at all; one write and one sync.
 
         ``tables`` is the batch's peak table, or the peak tables of its frames
         (conforming) with ``peak_frames`` (the frame of each of their rows, in
@@ -488,7 +489,7 @@ class ResultsWriter:
         arrays = _journal_arrays(tables, COLUMNS, frame=peak_frames, origin=origin)
         arrays["frames_done"] = frames
         if rows is not None and len(rows):
-            self._write_journal_file(f"frames_{self._batch:08d}", _journal_arrays([rows], FRAME_COLUMNS))
+            arrays.update({f"f{key}": values for key, values in _journal_arrays([rows], FRAME_COLUMNS).items()})
             self._frames_parts.append(rows)
         self._write_journal_file(f"batch_{self._batch:08d}", arrays)
         self._batch += 1
@@ -899,7 +900,7 @@ class _PeakSink:
         ValueError
             If the part has no ``frame`` column while it has rows.
         """
-        part = {key: arrays[key] for key in arrays if ":" in key}
+        part = {key: arrays[key] for key in arrays if key[1:2] == ":"}
         lengths = {len(v) for k, v in part.items() if k[0] in "vsx"}
         n = lengths.pop() if lengths else 0
         if n == 0:
@@ -1167,7 +1168,7 @@ def _batch_arrays(npz) -> dict[str, np.ndarray]:
     KeyError, ValueError, OSError
         For a batch that cannot be read.
     """
-    return {key: npz[key] for key in npz.files if ":" in key}
+    return {key: npz[key] for key in npz.files if key[1:2] == ":"}  # not the rows' f-prefixed arrays
 
 
 def scicat_path(path) -> Path:
