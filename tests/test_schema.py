@@ -59,3 +59,38 @@ def test_conform_adds_missing_and_keeps_extra_columns():
     t = conform(pd.DataFrame({"row": [1, 2], "myextra": ["a", "b"]}))
     assert t["row"].dtype == np.float64 and t["myextra"].tolist() == ["a", "b"] and "col" in t
     assert describe_flags(int(Flag.EDGE | Flag.SATURATED)) == ["edge", "saturated"]
+
+
+def test_new_table_equals_the_plain_pandas_construction_and_columns_replace_independently():
+    """The table built from blocks is the one pd.DataFrame builds from the same columns, defaults included."""
+    n = 5
+    t = new_peak_table(n, row=np.arange(n, dtype=float), npix=np.arange(n), method=["com"] * n)
+    plain = {}
+    for name, col in COLUMNS.items():
+        if name == "row":
+            plain[name] = np.arange(n, dtype=float)
+        elif name == "npix":
+            plain[name] = np.arange(n, dtype=np.int64)
+        elif name == "method":
+            plain[name] = pd.Categorical(["com"] * n)
+        elif col.dtype == "category":
+            plain[name] = pd.Categorical([None] * n)
+        elif col.dtype == "Int32":
+            plain[name] = pd.array([pd.NA] * n, dtype="Int32")
+        else:
+            plain[name] = np.full(n, col.default, dtype=col.dtype)
+    pd.testing.assert_frame_equal(t, pd.DataFrame(plain))
+    # a conformed copy takes new columns without touching the table it came from
+    c = conform(t)
+    c["row"] = np.full(n, -1.0)
+    c["flags"] = np.full(n, int(Flag.EDGE), dtype=np.uint32)
+    assert t["row"].tolist() == list(range(n)) and (t["flags"] == 0).all()
+    assert (c["row"] == -1.0).all() and conform(c)["flags"].dtype == np.uint32
+
+
+def test_conform_rebuilds_a_table_whose_column_has_another_dtype():
+    t = new_peak_table(3)
+    t["npix"] = np.array([1.0, 2.0, 3.0])  # float where the schema says int64
+    c = conform(t)
+    assert c["npix"].dtype == np.int64 and c["npix"].tolist() == [1, 2, 3]
+    assert [str(c[name].dtype) for name in COLUMNS] == [col.dtype for col in COLUMNS.values()]

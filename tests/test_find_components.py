@@ -1,0 +1,58 @@
+"""The finder's pixel-list primitives: the threshold comparison in the frame's type, local maxima, tile medians."""
+
+import numpy as np
+from scipy import ndimage
+
+from braggflow.find.background import _median3x3
+from braggflow.find.components import local_maxima, same_comparison
+
+
+def test_float32_thresholds_split_float32_values_as_the_float64_ones_do():
+    rng = np.random.default_rng(0)
+    thresholds = np.concatenate([rng.normal(50, 20, 300), [0.1, 1 / 3, 2.0**-30, 1e30, 7.0]])
+    values = rng.normal(50, 20, 20_000).astype(np.float32)
+    # the float32 values next to each threshold, where rounding the threshold could go wrong
+    near = thresholds.astype(np.float32)
+    values = np.concatenate([values, near, np.nextafter(near, np.float32(np.inf)),
+                             np.nextafter(near, np.float32(-np.inf))])
+    for t in thresholds:
+        narrow = same_comparison(np.float64(t), np.float32)
+        assert narrow.dtype == np.float32
+        assert np.array_equal(values > narrow, values > np.float64(t))
+    block = values[: 300 * 60].reshape(60, 300)
+    assert np.array_equal(block > same_comparison(thresholds[:300], np.float32), block > thresholds[:300])
+    assert same_comparison(thresholds, np.float64) is thresholds  # other frame types: unchanged
+
+
+def _brute_force_maxima(frame: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """>= every 8-neighbour, > the earlier ones in raster order (one maximum per plateau); outside: -inf."""
+    h, w = frame.shape
+    out = []
+    for k in index:
+        r, c = divmod(int(k), w)
+        ok = True
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                if (dr, dc) == (0, 0) or not (0 <= r + dr < h and 0 <= c + dc < w):
+                    continue
+                nb = frame[r + dr, c + dc]
+                ok &= bool(frame[r, c] > nb) if (dr, dc) < (0, 0) else bool(frame[r, c] >= nb)
+        out.append(ok)
+    return np.array(out, dtype=bool)
+
+
+def test_local_maxima_on_the_border_and_on_plateaus():
+    rng = np.random.default_rng(1)
+    for h, w in ((1, 7), (3, 3), (9, 13), (20, 5)):
+        frame = rng.integers(0, 4, (h, w)).astype(np.float32)  # many ties: plateaus
+        index = np.flatnonzero(rng.random(h * w) < 0.7)
+        values = frame.ravel()[index].astype(np.float64)
+        assert np.array_equal(local_maxima(values, index, frame), _brute_force_maxima(frame, index))
+
+
+def test_tile_median_filter_is_scipys():
+    rng = np.random.default_rng(2)
+    for shape in ((4, 3, 3), (4, 32, 32), (2, 7, 11)):
+        maps = np.round(rng.normal(size=shape) * 3).astype(np.float32)  # ties
+        expected = ndimage.median_filter(maps, size=(1, 3, 3), mode="nearest")
+        assert np.array_equal(_median3x3(maps), expected)
