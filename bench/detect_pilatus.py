@@ -23,8 +23,9 @@ side, its chi range); a detection is inside when it lies in some labelled
 feature's extent.
 
 ``--fine-tune``: for each labelled frame, the shipped detector is fine-tuned
-(:func:`braggflow.training.labels.fine_tune_detector`, lr 3e-4, batch 2) on the
-other two frames' labels and scored on the held-out frame (``detect_frame``
+(:func:`braggflow.training.labels.fine_tune_detector`, lr 3e-4, batch 2, score
+thresholds chosen again on the training labels) on the other two frames' labels
+and scored on the held-out frame (``detect_frame``
 with the torch backend, before and after), with the training loss on the
 held-out frame.
 """
@@ -208,8 +209,9 @@ def fine_tune_leave_one_out(epochs: int) -> None:
         labelled[name] = labelled_frame(frame, geometry(name), read_labels(LABELS, frame=name), mask=mask, name=name)
     print(f"\n## leave-one-out fine-tuning on the hand labels ({epochs} epochs at most, lr 3e-4, batch 2, patience 3)")
     print("| held-out frame | shipped: labels found | shipped: detections inside | fine-tuned: labels found | "
-          "fine-tuned: detections inside | loss on the held-out frame, shipped -> fine-tuned |")
-    print("|---|---|---|---|---|---|")
+          "fine-tuned: detections inside | loss on the held-out frame, shipped -> fine-tuned | thresholds chosen "
+          "(ring, arc, spot) |")
+    print("|---|---|---|---|---|---|---|")
     for held in FRAMES:
         torch.manual_seed(0)
         shipped = load_detector(backend="torch")
@@ -224,7 +226,9 @@ def fine_tune_leave_one_out(epochs: int) -> None:
             found, n_true, inside, n_pred = coverage_counts(detect_frame(frame, geometry(held), det, mask=mask), truth)
             cells += [f"{found} of {n_true}", f"{inside} of {n_pred}"]
         losses = [detector_loss(d, [labelled[held]]) for d in (shipped, tuned)]
-        print(f"| {held} | {' | '.join(cells)} | {losses[0]:.3f} -> {losses[1]:.3f} |")
+        th = tuned.thresholds
+        print(f"| {held} | {' | '.join(cells)} | {losses[0]:.3f} -> {losses[1]:.3f} | {th['ring']}, {th['arc']}, "
+              f"{th['spot']} |")
 
 
 def main() -> None:

@@ -15,11 +15,14 @@ from braggflow.errors import ConfigError, InputFileError
 from braggflow.geometry import Geometry
 from braggflow.simulate.gixd import detector_setup, simulate_gixd_frame
 from braggflow.training.labels import (
+    COVERAGE_SLACK,
     LabelledFrame,
+    coverage_counts,
     detector_loss,
     fine_tune_detector,
     labels_from_truth,
     read_labels,
+    tune_label_thresholds,
     write_labels,
 )
 
@@ -132,8 +135,47 @@ def test_fine_tuning_on_labelled_frames_lowers_their_loss(frames, tmp_path):
     assert metrics["initial_val_loss"] == pytest.approx(before, rel=1e-3)
     assert after < 0.9 * before
     assert metrics["best_val_loss"] == pytest.approx(after, rel=1e-3)
+    assert metrics["thresholds"] == detector.thresholds and 0 <= metrics["coverage_f1"] <= 1
     reloaded = load_detector(str(out))  # the checkpoint holds the best weights
     assert detector_loss(reloaded, labelled) == pytest.approx(after, rel=1e-3)
+
+
+def test_coverage_counts_of_known_detections(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_text("kind,q,chi,q_width,chi_width,visible\n"
+                    "ring,1.0,-100,0.1,120,true\n"
+                    "spot,2.0,-90,0.04,10,true\n"
+                    "arc,3.0,-90,0.1,20,false\n")
+    truth = read_labels(path)
+    pred = pd.DataFrame(dict(q=[1.0, 1.05 + COVERAGE_SLACK - 1e-6, 1.0, 2.5, 3.0],
+                             eta=[-100.0, -150.0, -30.0, -90.0, -90.0]))
+    # the ring found twice (the second inside its widened q range), one detection outside the ring's chi range,
+    # one on nothing, one only on a feature too weak to count; the spot not found
+    assert coverage_counts(pred, truth) == (1, 2, 2, 4)
+
+
+def test_tuned_thresholds_do_not_lower_the_coverage_f1(frames):
+    pytest.importorskip("torch")
+    from braggflow.nn.detector import contrast_image, decode, list_detectors, load_detector
+
+    if not list_detectors():
+        pytest.skip("no shipped detector in the MANIFEST")
+    detector = load_detector()
+    labelled = [LabelledFrame(image=fr.image, q=fr.grid.q, chi=fr.grid.chi, truth=fr.truth) for fr in frames]
+
+    def f1(thresholds):
+        total = np.zeros(4)
+        for fr in labelled:
+            out = detector.raw(contrast_image(fr.image)[None])[0]
+            total += coverage_counts(decode(out, np.isfinite(fr.image), fr.q, fr.chi, thresholds), fr.truth)
+        p, r = total[2] / max(total[3], 1), total[0] / max(total[1], 1)
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+    start = {"ring": 0.4, "arc": 0.15, "spot": 0.15}
+    thresholds, best = tune_label_thresholds(detector, labelled, start=start)
+    assert best == pytest.approx(f1(thresholds))
+    assert best >= f1(start)
+    assert set(thresholds) == {"ring", "arc", "spot"}
 
 
 def test_fine_tuning_refuses_bad_options():

@@ -35,11 +35,11 @@ constant learning rate with the batch-normalisation statistics of the
 simulated training kept, the loss on held-back frames (or on the training
 frames when none are held back) checked after every epoch, the best weights
 written as a checkpoint when they improve, and early stopping after
-``patience`` epochs without improvement.  The score thresholds are the initial
-model's: on a handful of labels the heat maps fall overall as the loss falls,
-so check the fine-tuned model's detections (``bench/detect_pilatus.py
---fine-tune`` shows the case of three labelled Pilatus frames) and lower
-``--threshold`` where needed.
+``patience`` epochs without improvement.  On a handful of labels the heat maps
+fall overall as the loss falls, below the initial model's score thresholds, so
+the thresholds are then chosen again per class for the best coverage F1 on the
+labelled frames (:func:`tune_label_thresholds`; ``bench/detect_pilatus.py
+--fine-tune`` shows the case of three labelled Pilatus frames).
 """
 
 from __future__ import annotations
@@ -56,13 +56,18 @@ import pandas as pd
 
 from braggflow.errors import ConfigError, InputFileError
 
-__all__ = ["KINDS", "LABEL_COLUMNS", "LabelledFrame", "read_labels", "write_labels", "labels_from_truth",
-           "labelled_frame", "detector_loss", "fine_tune_detector"]
+__all__ = ["KINDS", "LABEL_COLUMNS", "COVERAGE_SLACK", "LabelledFrame", "read_labels", "write_labels",
+           "labels_from_truth", "labelled_frame", "coverage_counts", "tune_label_thresholds", "detector_loss",
+           "fine_tune_detector"]
 
 KINDS = ("ring", "arc", "spot")
 """Feature kinds a label may have."""
 LABEL_COLUMNS = ("frame", "kind", "q", "chi", "row", "col", "q_width", "chi_width", "visible", "note")
 """Columns a label file may have (header names; any order)."""
+COVERAGE_SLACK = 0.02
+"""1/Å by which a feature's q range is widened when a detection is tested against it (``bench/detect.py``'s)."""
+THRESHOLD_GRID = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+"""Score thresholds :func:`tune_label_thresholds` tries, per class."""
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -355,6 +360,86 @@ def _tuning_mode(net) -> None:
             module.eval()
 
 
+def coverage_counts(pred: pd.DataFrame, truth: pd.DataFrame) -> tuple[int, int, int, int]:
+    """Coverage counts of one frame (the measure of ``bench/detect.py``).
+
+    A labelled feature is found when a detection's centre (``q``, and ``eta``
+    or ``chi``) lies inside its extent, its q range widened by
+    :data:`COVERAGE_SLACK` either side; a detection is inside when it lies in
+    some visible feature's extent; a detection inside only features marked
+    not visible counts neither way.
+
+    Parameters
+    ----------
+    pred : pandas.DataFrame
+        Detections: ``q`` (1/Å) and ``eta`` or ``chi`` (deg).
+    truth : pandas.DataFrame
+        Labels as :func:`read_labels` returns them.
+
+    Returns
+    -------
+    found, n_true, inside, n_pred : int
+        Visible labels found, visible labels, detections inside one, detections counted.
+    """
+    vis = truth[truth["visible"].to_numpy(dtype=bool)]
+    weak = truth[~truth["visible"].to_numpy(dtype=bool)]
+    q = pred["q"].to_numpy(dtype=float)
+    chi = pred["eta" if "eta" in pred.columns else "chi"].to_numpy(dtype=float)
+
+    def inside(t):
+        if not len(t) or not len(q):
+            return np.zeros((len(q), len(t)), dtype=bool)
+        return ((q[:, None] >= t["q_lo"].to_numpy()[None] - COVERAGE_SLACK)
+                & (q[:, None] <= t["q_hi"].to_numpy()[None] + COVERAGE_SLACK)
+                & (chi[:, None] >= t["chi_lo"].to_numpy()[None]) & (chi[:, None] <= t["chi_hi"].to_numpy()[None]))
+
+    on_vis, on_weak = inside(vis), inside(weak)
+    counted = on_vis.any(1) | ~on_weak.any(1)
+    return int(on_vis.any(0).sum()), len(vis), int(on_vis.any(1).sum()), int(counted.sum())
+
+
+def tune_label_thresholds(detector, frames: Sequence[LabelledFrame], *, grid: Sequence[float] = THRESHOLD_GRID,
+                          start: dict | None = None) -> tuple[dict, float]:
+    """Per-class score thresholds with the best coverage F1 on labelled frames.
+
+    Each class's threshold is chosen in turn from ``grid`` with the others
+    held (two rounds over the classes; ties go to the higher threshold).  The
+    detections are the network's decoded boxes (:func:`braggflow.nn.detector.decode`).
+
+    Parameters
+    ----------
+    detector : GixdDetector
+    frames : sequence of LabelledFrame
+    grid : sequence of float
+    start : dict, optional
+        Thresholds to start from; default: the detector's.
+
+    Returns
+    -------
+    thresholds : dict
+        Per class (``ring``, ``arc``, ``spot``).
+    f1 : float
+        Coverage F1 over the frames at those thresholds.
+    """
+    from braggflow.nn.detector import CLASSES, contrast_image, decode
+
+    outs = [detector.raw(contrast_image(fr.image)[None])[0] for fr in frames]
+
+    def f1(thresholds: dict) -> float:
+        total = np.zeros(4)
+        for out, fr in zip(outs, frames):
+            total += coverage_counts(decode(out, np.isfinite(fr.image), fr.q, fr.chi, thresholds), fr.truth)
+        p = total[2] / total[3] if total[3] else 0.0
+        r = total[0] / total[1] if total[1] else 0.0
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+    thresholds = dict(start or detector.thresholds)
+    for _ in range(2):
+        for cls in CLASSES:
+            thresholds[cls] = float(max(grid, key=lambda t: (f1({**thresholds, cls: t}), t)))
+    return thresholds, f1(thresholds)
+
+
 def detector_loss(detector, frames: Sequence[LabelledFrame]) -> float:
     """The training loss of a detector on labelled frames (mean over frames; lower is better).
 
@@ -402,7 +487,8 @@ def _check_options(frames, *, lr: float, **counts: int) -> None:
 def fine_tune_detector(init, frames: Sequence[LabelledFrame], out: str | Path | None = None, *,
                        val_frames: Sequence[LabelledFrame] | None = None, epochs: int = 20, lr: float = 3e-4,
                        batch_size: int = 4, patience: int = 3, seed: int = 0, threads: int = 1,
-                       max_seconds: float | None = None, log: Callable[[str], None] = print) -> tuple[object, dict]:
+                       max_seconds: float | None = None, retune: bool = True,
+                       log: Callable[[str], None] = print) -> tuple[object, dict]:
     """Fine-tune a detector on labelled frames, with checkpoints and early stopping.
 
     Parameters
@@ -428,6 +514,10 @@ def fine_tune_detector(init, frames: Sequence[LabelledFrame], out: str | Path | 
         torch CPU threads.
     max_seconds : float, optional
         Stop after the epoch during which this much time has passed.
+    retune : bool
+        After training, choose the score thresholds per class for the best
+        coverage F1 on the validation frames (:func:`tune_label_thresholds`);
+        else keep the initial model's.
     log : callable
         Receives one line per epoch (training and validation loss).
 
@@ -437,7 +527,8 @@ def fine_tune_detector(init, frames: Sequence[LabelledFrame], out: str | Path | 
         With the best weights (torch backend, eval mode).
     metrics : dict
         ``initial_val_loss``, ``best_val_loss``, ``best_epoch``, ``epochs_run``,
-        ``train_seconds``, ``history`` (one dict per epoch).
+        ``train_seconds``, ``history`` (one dict per epoch), and with
+        ``retune`` the ``thresholds`` and their ``coverage_f1``.
 
     Raises
     ------
@@ -502,6 +593,10 @@ def fine_tune_detector(init, frames: Sequence[LabelledFrame], out: str | Path | 
     net.eval()
     metrics = dict(initial_val_loss=initial, best_val_loss=best, best_epoch=best_epoch, epochs_run=epoch,
                    train_seconds=round(time.perf_counter() - start, 1), history=history)
+    if retune:
+        detector.thresholds, metrics["coverage_f1"] = tune_label_thresholds(detector, val_frames or frames)
+        metrics["thresholds"] = dict(detector.thresholds)
+        log(f"score thresholds {detector.thresholds}: coverage F1 {metrics['coverage_f1']:.3f} on the labelled frames")
     if out is not None:
         save_detector(net, out, config=config, metrics={k: v for k, v in metrics.items() if k != "history"},
                       thresholds=detector.thresholds)
