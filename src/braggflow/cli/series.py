@@ -61,6 +61,11 @@ def _open_source(results: Path, source: str | None):
         raise InputFileError(f"{exc} (the input recorded in {results}); give the frames with --source") from None
 
 
+def _has_learned(table) -> bool:
+    """Whether a peak table holds features of the learned finder (a kind: ring, arc or spot)."""
+    return "kind" in table.columns and bool(table["kind"].astype(object).isin(("ring", "arc", "spot")).any())
+
+
 def _stored_geometry(results: Path):
     """The geometry a results file records (None when the run had none)."""
     from braggflow.geometry import Geometry
@@ -324,7 +329,7 @@ def plot_frame_command(
     plot_frame(series[frame], table, frame_index=frame, mask=_static_mask(results, series), output=output,
                size_by=None if size_by == "none" else size_by, region=_parse_region(region),
                reference=_read_reference(reference) if reference is not None else None, dpi=dpi,
-               geometry=_stored_geometry(results) if features else None)
+               geometry=_stored_geometry(results) if features and _has_learned(table) else None)
     console.print(f"frame {frame}: {int((table['frame'] == frame).sum())} peaks -> {output}")
 
 
