@@ -12,6 +12,10 @@ same invocation.  The peak counts of the runs must agree.
 Run from the repository root on a quiet machine (``uptime`` below ~1)::
 
     python bench/scale.py --frames 600 --workers 2 --repeat 3
+
+``--compare SRC`` adds a serial run of another source tree (``PYTHONPATH=SRC``,
+e.g. ``git archive COMMIT src | tar -x -C /tmp/before``) to each repeat, so
+that two versions' serial frames/s are measured alternately in one invocation.
 """
 
 from __future__ import annotations
@@ -56,16 +60,20 @@ def make_input(folder: Path, frames: int, distinct: int = 10, shape: int = 1024,
     return path
 
 
-def timed_run(source: Path, out: Path, extra: list[str]) -> tuple[float, float, int]:
-    """Wall seconds of one whole ``braggflow run`` process, the CPU seconds of it and its workers, its peaks."""
+def timed_run(source: Path, out: Path, extra: list[str], src: Path | None = None) -> tuple[float, float, int]:
+    """Wall seconds of one whole ``braggflow run`` process, the CPU seconds of it and its workers, its peaks.
+
+    ``src``: a source tree to run instead of the installed braggflow (``PYTHONPATH``).
+    """
     import resource
 
     from braggflow.io.results import read_frames
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=str(src)) if src is not None else None
     subprocess.run([sys.executable, "-m", "braggflow", "run", str(source), "-o", str(out), "--overwrite", *extra],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=env)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -78,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="folder for the input and results (default: a temporary one)")
+    parser.add_argument("--compare", type=Path, help="source tree of another version: a serial run of it too")
     args = parser.parse_args(argv)
     folder = args.keep or Path(tempfile.mkdtemp(prefix="braggflow-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,12 +96,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"input: {args.frames} frames of 1024 x 1024, ~50 peaks each, {size / args.frames / 1e6:.2f} MB/frame "
               f"stored (bitshuffle-LZ4); {os.cpu_count()} cores; load before: {os.getloadavg()[0]:.2f}")
         configs = [("serial", [])] + [(f"--workers {n}", ["--workers", str(n)]) for n in args.workers]
+        if args.compare is not None:
+            configs.append(("serial other", []))
         times: dict[str, list[float]] = {name: [] for name, _ in configs}
         cpus: dict[str, list[float]] = {name: [] for name, _ in configs}
         peaks: dict[str, set[int]] = {name: set() for name, _ in configs}
         for rep in range(args.repeat):
             for name, extra in configs:
-                seconds, cpu, n = timed_run(source, folder / "R.h5", extra)
+                seconds, cpu, n = timed_run(source, folder / "R.h5", extra,
+                                            args.compare if name == "serial other" else None)
                 times[name].append(seconds)
                 cpus[name].append(cpu)
                 peaks[name].add(n)
@@ -110,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         for name, _ in configs:
             c = float(np.median(cpus[name]))
             print(f"  {name:14s} {c:7.1f} s CPU, {c / args.frames * 1e3:.1f} ms per frame")
+        if args.compare is not None:
+            print(f"serial other: {args.compare}")
         counts = set().union(*peaks.values())
         print(f"peaks written: {sorted(counts)} ({'the same in every run' if len(counts) == 1 else 'DIFFERENT'})")
     finally:

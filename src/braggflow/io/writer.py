@@ -615,7 +615,8 @@ class ResultsWriter:
                 # HDF5 writes through a guard that keeps a failed write (a full disk, the file size limit) from
                 # HDF5, which does not recover from one; the error is raised once the file is closed.
                 guard = _WriteGuard(fh)
-                with h5py.File(guard, "w") as h5:
+                # a chunk cache of two chunks per dataset: columns are appended in order, a full chunk is done
+                with h5py.File(guard, "w", rdcc_nbytes=2 * CHUNK_ROWS * 8, rdcc_w0=1.0) as h5:
                     entry = _new_entry(h5, status, name=self.path.name, start_time=self.start_time)
                     stored = self._write_all_peaks(entry) if final else self._copy_base_peaks(entry)
                     entry.create_dataset("frames_done", data=np.array(sorted(stored["frames"]), dtype=np.int64))
