@@ -184,16 +184,17 @@ def coverage_counts(pred: pd.DataFrame, truth: pd.DataFrame) -> tuple[int, int, 
     return int(on_vis.any(0).sum()), len(vis), int(on_vis.any(1).sum()), int(counted.sum())
 
 
-def coverage(n: int) -> None:
+def coverage(n: int, detector=None) -> None:
     """Coverage precision, recall and F1 of the classical and the learned finder on held-out simulated frames.
 
     Each simulated polar frame is drawn on its detector
     (:func:`braggflow.simulate.gixd.detector_image`) and goes through
     ``braggflow run``'s per-frame pipeline (:func:`braggflow.pipeline.process_frame`)
     with ``find.method`` components (the default) and learned, on the same frame
-    in the same run.
+    in the same run.  ``detector`` (a loaded model) replaces the shipped one in
+    the learned finder.
     """
-    from braggflow.pipeline import prepare, process_frame
+    from braggflow.pipeline import learned, prepare, process_frame
     from braggflow.pipeline.config import Config
     from braggflow.simulate.gixd import detector_image, random_setups, simulate_gixd_frame
 
@@ -212,6 +213,10 @@ def coverage(n: int) -> None:
             if key not in contexts:
                 contexts[key] = prepare(config, shape=setup.shape, mask=mask)  # pixels of bins the setup does not see
                 contexts[key].geometry = setup.geometry
+                if detector is not None and name == "learned":
+                    contexts[key].learned = learned.LearnedFinder(
+                        learned.PolarLookup.build(setup.geometry, setup.shape, mask), learned.QxyQz(setup.geometry),
+                        setup.geometry.replace(incidence_angle_deg=None), detector)
             start = time.perf_counter()
             table = process_frame(image.astype(np.float32), config=config, context=contexts[key])
             seconds[name].append(time.perf_counter() - start)
@@ -283,19 +288,19 @@ def main() -> None:
                         help="repeats of the real frame for the speed table (0: none)")
     parser.add_argument("--only", choices=["all", "coverage", "speed"], default="all")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     if args.only == "coverage":
-        coverage(args.n_coverage)
+        coverage(args.n_coverage, load_detector(args.model) if args.model else None)
         return
     if args.only == "speed":
         speed(args.n_speed)
         return
-    torch.set_num_threads(1)
     detector = load_detector(args.model)
     print(f"detector {detector.name} ({detector.path.name if detector.path else ''}), "
           f"backend {'onnxruntime' if detector.session is not None else 'torch'}")
     simulated(args.n_sim, detector)
     if args.n_coverage:
-        coverage(args.n_coverage)
+        coverage(args.n_coverage, detector if args.model else None)
     if not args.no_real:
         real(detector)
         if args.n_speed:

@@ -14,7 +14,7 @@ from braggflow.geometry import Geometry
 from braggflow.nn.detector import DEFAULT_DETECTOR, list_detectors
 from braggflow.pipeline import prepare, process_frame
 from braggflow.pipeline.config import Config
-from braggflow.pipeline.learned import PolarLookup, QxyQz, band_intensity
+from braggflow.pipeline.learned import PolarLookup, QxyQz, band_intensity, learned_peaks
 from braggflow.simulate.gixd import detector_image, detector_setup, simulate_gixd_frame
 
 GEOMETRY = dict(distance_mm=250.0, beam_center_row=1000.5, beam_center_col=300.0, pixel_size_mm=0.2,
@@ -82,6 +82,23 @@ def test_learned_finder_finds_nothing_on_frames_without_features(config):
     assert len(table) == 0
     flat = np.random.default_rng(1).poisson(50.0, SHAPE).astype(np.float32)
     assert len(process_frame(flat, config=config, context=prepare(config, shape=SHAPE))) == 0
+    # the frame's learned class: empty, for the simulated frame and for flat noise
+    for img, msk in ((image.astype(np.float32), mask), (flat, None)):
+        row = {}
+        table = learned_peaks(img, mask=msk, context=prepare(config, shape=SHAPE, mask=msk), config=config,
+                              frame_row=row)
+        assert len(table) == 0 and row["frame_class"] == "empty", row
+        assert row["p_empty"] > 0.5 and max(row["p_spots"], row["p_arcs"], row["p_rings"]) < 0.5, row
+
+
+def test_frame_class_of_a_frame_with_rings_arcs_and_spots(simulated, config):
+    frame, image, mask = simulated
+    kinds = set(frame.truth.loc[frame.truth["visible"], "kind"])
+    assert kinds == {"ring", "arc", "spot"}
+    row = {}
+    learned_peaks(image, mask=mask, context=prepare(config, shape=SHAPE, mask=mask), config=config, frame_row=row)
+    assert row["frame_class"] in ("spots", "arcs", "rings") and row["p_empty"] < 0.5, row
+    assert min(row["p_spots"], row["p_arcs"], row["p_rings"]) > 0.5, row
 
 
 def test_polar_lookup_matches_the_remap(simulated):

@@ -39,7 +39,8 @@ from braggflow.nn.files import MANIFEST_PATH, WEIGHTS_DIR, file_sha256, read_man
 
 __all__ = ["CLASSES", "FRAME_CLASSES", "INPUT_SHAPE", "STRIDE", "FEATURE_COLUMNS", "GixdDetector", "contrast_image",
            "build_network", "list_detectors", "load_detector", "decode", "refine_q", "detect_polar",
-           "polar_image", "detect_frame", "frame_class", "match_detections", "detection_scores", "DEFAULT_DETECTOR"]
+           "polar_image", "detect_frame", "frame_class", "frame_probabilities", "match_detections",
+           "detection_scores", "DEFAULT_DETECTOR"]
 
 CLASSES = ("ring", "arc", "spot")
 """Feature classes, in the order of the network's heat-map channels."""
@@ -236,8 +237,11 @@ class GixdDetector:
         out : (N, 7, 128, 128) ndarray of float32
             Heat maps (after the sigmoid), log half-sizes, offsets.
         frame_probs : (N, 4) ndarray of float
-            Probability of each of :data:`FRAME_CLASSES` (independent sigmoids);
-            NaN for a model without the frame-class head.
+            The frame-class head's probability of each of :data:`FRAME_CLASSES`
+            (independent sigmoids); NaN for a model without the head.  The
+            frame classes braggflow reports come from the heat maps
+            (:func:`frame_probabilities`), which are right more often on
+            simulated frames.
         """
         planes = np.ascontiguousarray(planes, dtype=np.float32)
         if self.session is not None:
@@ -368,6 +372,46 @@ def _load_shipped(entry: dict, backend: str) -> GixdDetector:
     if use_onnx:
         det.frame_head = len(det.session.get_outputs()) > 1
     return det
+
+
+def frame_probabilities(out: np.ndarray, valid: np.ndarray, thresholds: dict | None = None) -> np.ndarray:
+    """Frame-class probabilities from the feature heat maps of one image.
+
+    For each feature class, the largest heat-map value over the seen bins (for
+    rings: of the ring map averaged down each column, as :func:`decode` finds
+    rings), mapped by ``p = m ** (ln 0.5 / ln t)`` so that the class's score
+    threshold ``t`` gives 0.5: a frame has spots (``p_spots >= 0.5``) exactly when
+    a spot is detected.  ``p_empty = 1 - max(p_spots, p_arcs, p_rings)``.
+
+    Parameters
+    ----------
+    out : (7, h, w) ndarray
+        :meth:`GixdDetector.raw` for one image.
+    valid : (n_chi, n_q) ndarray of bool
+        Finite bins of the polar image.
+    thresholds : dict, optional
+        Score threshold per feature class (default 0.3 each).
+
+    Returns
+    -------
+    probs : (4,) ndarray
+        Probabilities of :data:`FRAME_CLASSES` (empty, spots, arcs, rings).
+    """
+    from skimage.measure import block_reduce
+
+    thresholds = {**{c: 0.3 for c in CLASSES}, **(thresholds or {})}
+    valid_out = block_reduce(valid, (STRIDE, STRIDE), np.mean) > 0.25
+    if not valid_out.any():
+        return np.array([1.0, 0.0, 0.0, 0.0])
+    rows = valid_out.sum(0)
+    ring_profile = np.where(rows > 0, (out[0] * valid_out).sum(0) / np.maximum(rows, 1), 0.0)
+    peak = {"ring": float(ring_profile.max()), "arc": float(out[1][valid_out].max()),
+            "spot": float(out[2][valid_out].max())}
+    p = {}
+    for c, m in peak.items():
+        t = float(np.clip(thresholds[c], 1e-3, 1 - 1e-3))
+        p[c] = float(np.clip(m, 0.0, 1.0) ** (np.log(0.5) / np.log(t)))
+    return np.array([1.0 - max(p.values()), p["spot"], p["arc"], p["ring"]])
 
 
 def frame_class(probs) -> tuple[str | None, dict[str, float]]:
@@ -629,7 +673,7 @@ def detect_polar(image: np.ndarray, q: np.ndarray, chi: np.ndarray, detector: Gi
     features : pandas.DataFrame
         Columns :data:`FEATURE_COLUMNS`; ``features.attrs`` holds the frame's
         class (``frame_class``, see :func:`frame_class`) and ``p_empty``,
-        ``p_spots``, ``p_arcs``, ``p_rings``.
+        ``p_spots``, ``p_arcs``, ``p_rings`` (:func:`frame_probabilities`).
 
     Raises
     ------
@@ -643,11 +687,11 @@ def detect_polar(image: np.ndarray, q: np.ndarray, chi: np.ndarray, detector: Gi
         raise ConfigError(f"axes of {len(chi)} chi and {len(q)} q bins do not match the image {image.shape}")
     detector = detector or load_detector()
     planes = contrast_image(image)
-    out, probs = detector.run(planes[None])
-    feats = decode(out[0], np.isfinite(image), np.asarray(q), np.asarray(chi),
-                   thresholds=thresholds or detector.thresholds)
+    out = detector.raw(planes[None])[0]
+    thresholds = thresholds or detector.thresholds
+    feats = decode(out, np.isfinite(image), np.asarray(q), np.asarray(chi), thresholds=thresholds)
     feats = refine_q(feats, image, np.asarray(q), np.asarray(chi))[list(FEATURE_COLUMNS)]
-    label, values = frame_class(probs[0])
+    label, values = frame_class(frame_probabilities(out, np.isfinite(image), thresholds))
     feats.attrs["frame_class"] = label
     feats.attrs.update(values)
     return feats

@@ -347,7 +347,7 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
     frame_row : dict, optional
         Receives the frame's learned class for the frames table: ``frame_class``
         (empty, spots, arcs or rings: the most probable) and ``p_empty``,
-        ``p_spots``, ``p_arcs``, ``p_rings`` (:func:`braggflow.nn.detector.frame_class`).
+        ``p_spots``, ``p_arcs``, ``p_rings`` (:func:`braggflow.nn.detector.frame_probabilities`).
 
     Returns
     -------
@@ -378,13 +378,12 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
     image, counts, npix = lookup.rebin(corrected, bad)
     if np.count_nonzero(np.isfinite(image)) < 64:
         return empty_peak_table()
-    from braggflow.nn.detector import contrast_image, frame_class
+    from braggflow.nn.detector import contrast_image, frame_class, frame_probabilities
 
     detector = finder.get_detector()
-    out, probs = detector.run(contrast_image(image)[None])
-    out = out[0]
+    out = detector.raw(contrast_image(image)[None])[0]
     if frame_row is not None:
-        label, values = frame_class(probs[0])
+        label, values = frame_class(frame_probabilities(out, np.isfinite(image), detector.thresholds))
         frame_row.update(values, frame_class=label)
     feats = decode(out, np.isfinite(image), lookup.q, lookup.chi, thresholds=detector.thresholds)
     if not len(feats):

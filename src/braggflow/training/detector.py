@@ -69,6 +69,8 @@ class DetectorTrainConfig:
         Visibility threshold of the labels.
     max_seconds : float or None
         Stop after the epoch during which this much training time has passed.
+    stop_epoch : int or None
+        Stop after this epoch (the learning-rate schedule still spans ``epochs``).
     class_balanced : bool
         Normalise the heat-map loss of each class by its own number of centre
         pixels (else by all classes' together, where the many pixels of the
@@ -93,6 +95,7 @@ class DetectorTrainConfig:
     threads: int = 1
     min_snr: float = 8.0
     max_seconds: float | None = None
+    stop_epoch: int | None = None
     class_balanced: bool = False
     init: str | None = None
     spot_weight: float = 1.0
@@ -339,6 +342,8 @@ def train_detector(config: DetectorTrainConfig | None = None, out: str | Path | 
             if out is not None:
                 save_detector(net, out, config=config, metrics=metrics, thresholds=thresholds)
         if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+            break
+        if config.stop_epoch is not None and epoch >= config.stop_epoch:
             break
     net.load_state_dict(best_state)
     net.eval()
