@@ -26,7 +26,9 @@ peaks rather than taken from a chi^2 table: ``bench/deblend.py
 --calibrate``), both components lie in the patch, at least 1 px apart, with
 positive intensities, and the new member is not within 2.5 px of another peak of
 the table (a neighbour the finder already separated leaves its wings in the
-patch: they are not a second peak).  Both members then get their own centre, errors (inverse
+patch: they are not a second peak; the peak's row then takes the centre and
+errors of the joint fit's own member, which the neighbour's wings do not pull
+as they pull a single fit).  Both members then get their own centre, errors (inverse
 Fisher information of the joint fit), intensity and error, and the flag
 ``BLENDED``; the second member is a new row of the table.
 
@@ -250,6 +252,22 @@ def _scatter(fit: BatchFit, rows, n) -> BatchFit:
                     ok=_spread(fit.ok, rows, n, False), converged=_spread(fit.converged, rows, n, False))
 
 
+def _neighbour_refit(out, rows, p, cov, origin, first):
+    """``out`` with the ``rows`` whose second component is another peak's remainder given the centre and errors
+    of their first component (the joint fit took the neighbour's wings, which bias a single fit)."""
+    m = first
+    r_i, c_i = 2 * m, 2 * m + 1
+    idx = np.arange(len(rows))
+    values = dict(row=p[idx, r_i] + origin[:, 0], col=p[idx, c_i] + origin[:, 1],
+                  row_err=np.sqrt(cov[idx, r_i, r_i]), col_err=np.sqrt(cov[idx, c_i, c_i]), rc_cov=cov[idx, r_i, c_i])
+    columns = {}
+    for name, v in values.items():
+        column = out[name].to_numpy(dtype=float).copy()
+        column[rows] = v
+        columns[name] = column
+    return out.assign(**columns)
+
+
 def _located_start(table, patches, rows, cols) -> np.ndarray:
     """The screen's Gaussian start from a located table, (N, 6): centre and widths (1 px where unknown) in patch
     px, the patch's sum above the table's background (or the patch's median) and that background, counts."""
@@ -299,8 +317,10 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
         blends) the other: ``row``, ``col``, ``row_err``, ``col_err``,
         ``rc_cov``, ``sigma_row``, ``sigma_col`` (px), ``intensity``,
         ``intensity_err``, ``background`` (counts) from the joint fit, and
-        the flag ``BLENDED``.  Other rows are unchanged.  The appended rows
-        have no region in ``labels``.
+        the flag ``BLENDED``.  A row whose second component is another
+        peak's remainder (within 2.5 px of it) takes the joint fit's centre
+        and errors of its own member, without a flag.  Other rows are
+        unchanged.  The appended rows have no region in ``labels``.
 
     Raises
     ------
@@ -349,6 +369,8 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
         own = finite[nearest[:, 0]] == hit
         d_other = np.where(own, dist[:, 1], dist[:, 0])
         keep = ~(d_other < _NEIGHBOUR_DISTANCE)
+        if not keep.all():  # the joint fit took the neighbour's light: its first member is the better centre
+            out = _neighbour_refit(out, hit[~keep], p[~keep], cov[~keep], origin[~keep], first[~keep])
         hit, local, p, cov, origin, first, take = (hit[keep], local[keep], p[keep], cov[keep], origin[keep],
                                                    first[keep], np.arange(int(keep.sum())))
         if hit.size == 0:
