@@ -352,9 +352,9 @@ def test_add_frames_journals_one_batch_frames_file_first_and_survives_a_crash(tm
     writer.add(0, peaks_of([0]).iloc[:0], {"n_peaks": 0})  # buffered by add: journaled before the bulk batch
     writer.add_frames([1, 2, 3], peaks_of([1, 1, 3]), {"n_peaks": [2, 0, 1], "noise": [2.0, 2.0, 2.1]})
     journal = sorted(p.name for p in writer.journal.iterdir() if p.suffix == ".npz")
-    assert journal == ["batch_00000000.npz", "batch_00000001.npz", "frames_00000000.npz", "frames_00000001.npz"]
+    assert journal == ["batch_00000000.npz", "batch_00000001.npz"]  # the frames-table rows inside each batch
     with np.load(writer.journal / "batch_00000001.npz") as npz:
-        assert npz["frames_done"].tolist() == [1, 2, 3]
+        assert npz["frames_done"].tolist() == [1, 2, 3] and npz["fv:n_peaks"].tolist() == [2, 0, 1]
     assert writer.done_frames == {0, 1, 2, 3} and writer.frames_added == 4
     # no close: the journal holds the frames
     assert read_peaks(out)["frame"].tolist() == [1, 1, 3]
