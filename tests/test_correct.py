@@ -102,3 +102,17 @@ def test_frames_that_are_not_real_numbers_are_refused(dtype):
     frame = np.ones((8, 8)).astype(dtype)
     with pytest.raises(BraggflowError, match="is not a real number type"):
         correct_frame(frame, name="frame 3")
+
+
+def test_correct_frame_zeroes_masked_pixels_and_refuses_a_frame_with_none_left():
+    frame = np.arange(1, 17, dtype=np.int32).reshape(4, 4)
+    frame[0, 1] = -2  # a flag value: masked in this frame only
+    static = np.zeros((4, 4), bool)
+    static[3, 3] = True
+    out, bad = correct_frame(frame, mask=static)
+    assert bad.sum() == 2 and bad[0, 1] and bad[3, 3] and out[0, 1] == 0 and out[3, 3] == 0
+    assert out[~bad].tolist() == frame[~bad].astype(np.float32).tolist() and not static[0, 1]
+    out, bad = correct_frame(frame.astype(np.uint16), mask=None)  # nothing to mask: the frame as it is
+    assert not bad.any() and out.tolist() == frame.astype(np.uint16).astype(np.float32).tolist()
+    with pytest.raises(BraggflowError, match="every pixel is masked"):
+        correct_frame(frame, mask=np.ones((4, 4), bool))

@@ -303,9 +303,10 @@ def correct_frame(
         np.divide(out, flat / norm, out=out, where=good_flat)
     if config.minval is not None:
         out[out < config.minval] = 0.0
-    np.copyto(out, np.float32(0.0), where=bad)  # one pass; boolean indexing counts the pixels first
-    if bad.all():
-        raise BraggflowError(f"{name}: every pixel is masked")
+    if bad.any():  # stops at the first bad pixel
+        np.copyto(out, np.float32(0.0), where=bad)  # one pass; boolean indexing counts the pixels first
+        if bad.all():
+            raise BraggflowError(f"{name}: every pixel is masked")
     if config.binning == 2:
         out, bad = bin2x2(out, bad)
     return out, bad

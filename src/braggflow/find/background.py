@@ -97,7 +97,7 @@ def estimate_background(
     step = max(1, tile // samples)
     per = tile // step  # samples per tile side
     sub = frame[::step, ::step].astype(np.float32)
-    if mask is not None:
+    if mask is not None and mask.any():  # a contiguous pass, cheaper than the strided one when nothing is masked
         masked = mask[::step, ::step]
         if masked.any():
             sub[masked] = np.nan
