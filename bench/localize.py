@@ -28,6 +28,9 @@ the same run.  It writes ``localize.csv`` and ``localize_vs_snr.png`` (median
 error vs SNR with the CRLB reference) to ``--out``.  Then, inside the
 pipeline (simulated frames -> find_peaks -> locate, patches centred by the
 finder), the median radial error per peak kind (``localize_pipeline.csv``).
+Before the methods, the blends recognised by the fits' model selection
+(``find_blends``: one component or two) on every set: detection on the
+unresolved neighbours, false alarms on single peaks (``localize_blends.csv``).
 First, the speed of each method through ``locate()`` as a user calls it, on
 the same ~600 candidate peaks of one frame (``localize_locate_speed.csv``):
 the speed ratios to quote.
@@ -37,6 +40,7 @@ Run::
     python bench/localize.py --out bench/results/localize
     python bench/localize.py --n 300 --out /tmp/quick           # quick look
     python bench/localize.py --only-locate-speed                 # the locate() speed table only
+    python bench/localize.py --only-blends --locate-peaks 0      # the blend detection table only
     python bench/localize.py --published-weights fc16_8_4_2-sz11.pth
 """
 
@@ -86,6 +90,29 @@ def neighbour_subsets(ps) -> dict:
     sep = np.hypot(p["neighbour_row"] - ps.row, p["neighbour_col"] - ps.col).to_numpy()
     resolved = sep >= 2 * np.maximum(p["sigma_row"], p["neighbour_sigma"]).to_numpy()
     return {"neighbour-resolved": resolved, "neighbour-unresolved": ~resolved}
+
+
+def blend_detection_table(sets: dict) -> pd.DataFrame:
+    """Blends recognised by the fits' model selection (:func:`braggflow.locate.deblend.find_blends`: one
+    component or two, with and without the screen) on every set: on the neighbour set's unresolved pairs the
+    detection rate, on the single-peak sets the false alarms."""
+    from braggflow.locate.deblend import find_blends
+
+    rows = []
+    named = dict(sets)
+    if "neighbour" in sets:
+        for sub_name, sel in neighbour_subsets(sets["neighbour"]).items():
+            named[sub_name] = sets["neighbour"][np.flatnonzero(sel)]
+    for name, ps in named.items():
+        row = {"set": name, "patches": len(ps)}
+        for screen in (False, True):
+            t0 = time.process_time()
+            test = find_blends(ps.data, ps.mask, screen=screen)
+            key = "screened" if screen else "full test"
+            row[f"blended ({key})"] = float(test.blended.mean())
+            row[f"ms/patch ({key})"] = 1e3 * (time.process_time() - t0) / max(len(ps), 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def classical_methods() -> dict:
@@ -292,6 +319,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--locate-peaks", type=int, default=600,
                         help="peaks of the frame on which locate() is timed per method (0: skip)")
     parser.add_argument("--only-locate-speed", action="store_true", help="run only the locate() speed table")
+    parser.add_argument("--only-blends", action="store_true",
+                        help="run only the blend detection table (with --locate-peaks 0 to skip the speed table)")
     parser.add_argument("--pipeline-frames", type=int, default=4,
                         help="simulated 512 x 512 frames (150 peaks each) for the in-pipeline comparison (0: skip)")
     return parser.parse_args(argv)
@@ -413,6 +442,13 @@ def main(argv=None) -> pd.DataFrame:
     sets = make_sets(args.n, args.seed)
     print(f"simulated {sum(len(s) for s in sets.values())} patches in {time.perf_counter() - t0:.1f} s: "
           + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+    blends = blend_detection_table(sets)
+    blends.to_csv(args.out / "localize_blends.csv", index=False, float_format="%.5g")
+    print("blends recognised by model selection (one component or two; detection on neighbour-unresolved, false "
+          "alarms on single peaks):")
+    print(blends.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.only_blends:
+        return blends
 
     methods, is_network, names = collect_methods(args)
     rows, clean_results, speed = run_methods(args, methods, is_network, sets)
