@@ -112,14 +112,14 @@ def estimate_background(
     # medians: a partition for the tiles with every sample, a sort (NaN last) for those with masked samples
     partial = np.isnan(blocks).any(axis=1)
     if mask is None and complete:  # a NaN in the frame itself makes its tile's values NaN, filled below
-        level, mad = _tile_medians(blocks, partial, lambda v: np.full(v.shape[0], np.nan, dtype=v.dtype))
+        level, mad, dev, distance = _tile_medians(blocks, partial,
+                                                  lambda v: np.full(v.shape[0], np.nan, dtype=v.dtype))
     else:
-        level, mad = _tile_medians(blocks, partial, nanmedian_last)
+        level, mad, dev, distance = _tile_medians(blocks, partial, nanmedian_last)
     noise = MAD_TO_SIGMA * mad
     # sigma-clipped moments around the level (masked samples, NaN, are outside too)
     with np.errstate(invalid="ignore"):
-        dev = blocks - level[:, None]
-        outside = ~(np.abs(dev) <= (CLIP_SIGMA * np.maximum(noise, gain)).astype(np.float32)[:, None])
+        outside = ~(distance <= (CLIP_SIGMA * np.maximum(noise, gain)).astype(np.float32)[:, None])
     if outside.any():
         dev[outside] = 0.0
     n_in = dev.shape[1] - np.count_nonzero(outside, axis=1)
@@ -158,19 +158,23 @@ def _median3x3(maps: np.ndarray) -> np.ndarray:
     return np.partition(shifted, 4, axis=-1)[..., 4]
 
 
-def _tile_medians(blocks: np.ndarray, partial: np.ndarray, nan_median) -> tuple[np.ndarray, np.ndarray]:
-    """Median and median absolute deviation of each row of ``blocks``; rows flagged ``partial`` by ``nan_median``."""
+def _tile_medians(blocks: np.ndarray, partial: np.ndarray,
+                  nan_median) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Median and median absolute deviation of each row of ``blocks``; rows flagged ``partial`` by ``nan_median``.
+
+    Also returns the deviations from the median and their absolute values
+    (the clipping of the tile moments uses them too), each (rows, samples).
+    """
     level = np.empty(blocks.shape[0], dtype=blocks.dtype)
     mad = np.empty(blocks.shape[0], dtype=blocks.dtype)
-    for rows, median in ((~partial, median_last), (partial, nan_median)):
-        if rows.all():
-            level[:] = median(blocks)
-            mad[:] = median(np.abs(blocks - level[:, None]))
-        elif rows.any():
-            part = blocks[rows]
-            level[rows] = lev = median(part)
-            mad[rows] = median(np.abs(part - lev[:, None]))
-    return level, mad
+    groups = [(rows, median) for rows, median in ((~partial, median_last), (partial, nan_median)) if rows.any()]
+    for rows, median in groups:
+        level[rows] = median(blocks if rows.all() else blocks[rows])
+    dev = blocks - level[:, None]
+    distance = np.abs(dev)
+    for rows, median in groups:
+        mad[rows] = median(distance if rows.all() else distance[rows])
+    return level, mad, dev, distance
 
 
 def is_sparse(frame: np.ndarray, mask: np.ndarray | None = None, *, fraction: float = 0.5,
