@@ -94,3 +94,12 @@ def test_conform_rebuilds_a_table_whose_column_has_another_dtype():
     c = conform(t)
     assert c["npix"].dtype == np.int64 and c["npix"].tolist() == [1, 2, 3]
     assert [str(c[name].dtype) for name in COLUMNS] == [col.dtype for col in COLUMNS.values()]
+
+
+def test_new_table_without_the_block_constructor_is_the_same(monkeypatch):
+    """pandas before 2.3 has no ``create_dataframe_from_blocks``: the table comes from pd.DataFrame, unchanged."""
+    import braggflow.schema as schema
+
+    fast = new_peak_table(3, row=[1.0, 2.0, 3.0], method=["com", "nn", "com"])
+    monkeypatch.setattr(schema, "_from_blocks", None)
+    pd.testing.assert_frame_equal(new_peak_table(3, row=[1.0, 2.0, 3.0], method=["com", "nn", "com"]), fast)

@@ -196,6 +196,7 @@ def _schema_dtype_matches(dtype, expected: str) -> bool:
 
 @functools.lru_cache(maxsize=32)
 def _numpy_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a schema dtype string (made once)."""
     return np.dtype(name)
 
 
