@@ -45,7 +45,7 @@ class LocateConfig(OptionSection):
     )
     deblend: bool = Field(
         False, description="try each peak with one and with two profile components and split blends (flag "
-        "BLENDED; braggflow.locate.deblend; ~7 ms a peak)")
+        "BLENDED; braggflow.locate.deblend; ~0.3 ms of CPU a peak with numba)")
 
 
     @field_validator("method", mode="before")
