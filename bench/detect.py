@@ -298,7 +298,8 @@ def main() -> None:
     detector = load_detector(args.model)
     print(f"detector {detector.name} ({detector.path.name if detector.path else ''}), "
           f"backend {'onnxruntime' if detector.session is not None else 'torch'}")
-    simulated(args.n_sim, detector)
+    if args.n_sim:
+        simulated(args.n_sim, detector)
     if args.n_coverage:
         coverage(args.n_coverage, detector if args.model else None)
     if not args.no_real:

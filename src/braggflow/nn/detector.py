@@ -475,6 +475,15 @@ def _peak_candidates(out: np.ndarray, channel: int, threshold: float, top_k: int
             for y, x in zip(ys[order], xs[order])]
 
 
+def _circular_mean(angles_deg: np.ndarray) -> float:
+    """Circular mean of angles (deg), in (-180, 180]; the arithmetic mean when they cancel out."""
+    a = np.radians(angles_deg)
+    s, c = np.sin(a).sum(), np.cos(a).sum()
+    if np.hypot(s, c) < 1e-6 * len(a):
+        return float(np.mean(angles_deg))
+    return float(np.degrees(np.arctan2(s, c)))
+
+
 def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
            thresholds: dict | None = None) -> pd.DataFrame:
     """Features from the network's outputs for one polar image.
@@ -495,7 +504,9 @@ def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
     features : pandas.DataFrame
         ``kind``, ``score`` (0-1), ``q``, ``chi`` (centre; 1/Å, deg), ``q_lo``,
         ``q_hi``, ``chi_lo``, ``chi_hi`` (box), sorted by decreasing score.  A
-        ring's chi range is the range of valid bins in its column.
+        ring's chi range is the range of valid bins in its column, its ``chi``
+        the circular mean of those bins (a point of the ring the detector sees,
+        also when the seen arc crosses +-180 deg).
     """
     from skimage.measure import block_reduce
 
@@ -513,11 +524,13 @@ def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
         if c["kind"] == "ring":
             seen = np.flatnonzero(valid[:, min(valid.shape[1] - 1, max(0, int(round(xq))))])
             lo, hi = (chi[seen[0]] - dchi / 2, chi[seen[-1]] + dchi / 2) if len(seen) else (chi[0], chi[-1])
+            cc = _circular_mean(chi[seen]) if len(seen) else 0.5 * (lo + hi)
         else:
             cc = chi[0] + _to_input(c["y"]) * dchi
             hh = max(c["hh"], 0.5) * dchi
             lo, hi = max(cc - hh, -180.0), min(cc + hh, 180.0)
-        rows.append(dict(kind=c["kind"], score=c["score"], q=qc, chi=0.5 * (lo + hi), q_lo=qc - hw, q_hi=qc + hw,
+            cc = 0.5 * (lo + hi)
+        rows.append(dict(kind=c["kind"], score=c["score"], q=qc, chi=cc, q_lo=qc - hw, q_hi=qc + hw,
                          chi_lo=lo, chi_hi=hi))
     cols = ["kind", "score", "q", "chi", "q_lo", "q_hi", "chi_lo", "chi_hi"]
     if not rows:
@@ -638,8 +651,13 @@ def _vertex(prof: np.ndarray, qs: np.ndarray, qc: float, q_lo: float, q_hi: floa
     inner = (qs >= q_lo - dq) & (qs <= q_hi + dq)
     if not inner.any():
         return qc, dq, np.nan, np.nan
-    i = int(np.flatnonzero(inner)[np.argmax(net[inner])])
     area = float(np.sum(net[inner]) * n_rows)
+    # the maximum is looked for near the network's centre (half the box, at least 1.5 bins): a wide box can
+    # reach a stronger feature beside it
+    near = np.abs(qs - qc) <= max(0.25 * (q_hi - q_lo), 1.5 * dq)
+    if not near.any():
+        return qc, dq, area, np.nan
+    i = int(np.flatnonzero(near)[np.argmax(net[near])])
     sigma = _gauss_sigma(net, i, dq)
     if 0 < i < n - 1:
         a, b, c = net[i - 1], net[i], net[i + 1]
