@@ -205,10 +205,12 @@ def test_smoke_training_writes_a_detector_that_loads_and_exports(tmp_path):
     onnx = export_detector_onnx(net, tmp_path / "tiny.onnx")
     fr = simulate_gixd_frame(1, random_setups(1, 3)[0])
     x = contrast_image(fr.image)[None]
-    ref = det.raw(x)
-    got = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref, ref_frame = det.run(x)
+    got, got_frame = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     got[:, :3] = 1 / (1 + np.exp(-got[:, :3]))
     np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert got_frame.shape == (1, 4)
+    np.testing.assert_allclose(1 / (1 + np.exp(-got_frame)), ref_frame, atol=1e-5)  # the frame-class head
 
 
 def test_bad_input_is_refused(setup):
