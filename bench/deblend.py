@@ -17,6 +17,14 @@ One run, on one core:
   apart from every benchmark's), whose 99.5th percentile sets
   ``braggflow.locate.deblend.DEBLEND_THRESHOLD``, and the fraction split at
   the threshold in use.
+* ``recognise``: the deviance drop of simulated single peaks of the
+  localization benchmark's population (``simulate_patches`` defaults: flux
+  500-50,000, background 1-200 photons/px, sigma 0.5-3 px; round Gaussian
+  and pseudo-Voigt of seed 9200, elongated 9300, broad 9400, edge 9600,
+  apart from every benchmark's): its 99th percentile per kind, whose largest
+  over round, pseudo-Voigt and elongated sets
+  ``braggflow.locate.deblend.RECOGNITION_THRESHOLD``, and the fraction
+  recognised as probable blends at the threshold in use (false alarms).
 * ``screen``: the deblending screen (:func:`braggflow.locate.deblend.screen_statistics`)
   against the full test of every peak, on the close-pair frames below, the 24
   pinned benchmark frames and the calibration's single peaks: of the peaks the
@@ -160,6 +168,26 @@ def calibrate(n: int = 700) -> pd.DataFrame:
                  "split_at_threshold": np.nanmean(all_drops > DEBLEND_THRESHOLD),
                  "split_with_screen": float(np.mean(screened))})
     print(f"threshold in use: {DEBLEND_THRESHOLD}")
+    return pd.DataFrame(rows)
+
+
+def recognise(n: int = 1000) -> pd.DataFrame:
+    """False alarms of the blend recognition on single peaks, per kind (see the module docstring)."""
+    from braggflow.locate.deblend import RECOGNITION_THRESHOLD, recognise_blends
+    from braggflow.simulate.patches import simulate_patches
+
+    iso = simulate_patches(3 * n, kind="isotropic", seed=9200)
+    eta = iso.params["eta"].to_numpy()
+    cases = {"round Gaussian": iso[np.flatnonzero(eta == 0)], "pseudo-Voigt": iso[np.flatnonzero(eta > 0)]}
+    for kind, seed in (("elongated", 9300), ("broad", 9400), ("edge", 9600)):
+        cases[kind] = simulate_patches(n, kind=kind, seed=seed)
+    rows = []
+    for name, ps in cases.items():
+        probable, drop = recognise_blends(ps.data, ps.mask)
+        drop = np.nan_to_num(drop, nan=-np.inf)
+        rows.append({"single peaks": name, "n": len(ps), "p99": np.percentile(drop, 99),
+                     "p99.5": np.percentile(drop, 99.5), "recognised": probable.mean()})
+    print(f"recognition threshold in use: {RECOGNITION_THRESHOLD}")
     return pd.DataFrame(rows)
 
 
@@ -338,7 +366,7 @@ def pinned(n_frames: int = 24) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parts = ["intensities", "calibrate", "screen", "pairs", "pinned", "frames"]
+    parts = ["intensities", "calibrate", "recognise", "screen", "pairs", "pinned", "frames"]
     parser.add_argument("--parts", nargs="+", default=parts, choices=parts)
     parser.add_argument("--frames", type=int, default=12, help="pinned frames for the per-frame cost")
     args = parser.parse_args(argv)
@@ -350,6 +378,9 @@ def main(argv=None) -> None:
         if "calibrate" in args.parts:
             print("deblending threshold: deviance drop of single peaks (one component minus two):")
             print(calibrate().to_string(**fmt))
+        if "recognise" in args.parts:
+            print("blend recognition: deviance drop of single peaks (one component minus two), false alarms:")
+            print(recognise().to_string(**fmt))
         if "screen" in args.parts:
             print("deblending screen against the full test (CPU time of deblend on located peaks):")
             print(screen().to_string(**fmt))

@@ -79,40 +79,92 @@ def make_sets(n: int, seed: int) -> dict:
     return sets
 
 
-def neighbour_subsets(ps) -> dict:
+def neighbour_subsets(ps, recognised=None) -> dict:
     """The neighbour set split at the Sparrow limit: name -> boolean selection.
 
     The sum of two Gaussian peaks has a dip between them only when their
     separation exceeds 2 sigma (here of the wider peak): ``neighbour-resolved``
-    pairs show two maxima, ``neighbour-unresolved`` ones a single blob.
+    pairs show two maxima, ``neighbour-unresolved`` ones a single blob (the
+    blend set).  With ``recognised`` ((N,) bool, :func:`braggflow.locate.deblend.recognise_blends`)
+    the blend set is also split into ``blends-recognised`` and ``blends-not-recognised``.
     """
     p = ps.params
     sep = np.hypot(p["neighbour_row"] - ps.row, p["neighbour_col"] - ps.col).to_numpy()
     resolved = sep >= 2 * np.maximum(p["sigma_row"], p["neighbour_sigma"]).to_numpy()
-    return {"neighbour-resolved": resolved, "neighbour-unresolved": ~resolved}
+    out = {"neighbour-resolved": resolved, "neighbour-unresolved": ~resolved}
+    if recognised is not None:
+        out.update({"blends-recognised": ~resolved & recognised, "blends-not-recognised": ~resolved & ~recognised})
+    return out
 
 
-def blend_detection_table(sets: dict) -> pd.DataFrame:
-    """Blends recognised by the fits' model selection (:func:`braggflow.locate.deblend.find_blends`: one
-    component or two, with and without the screen) on every set: on the neighbour set's unresolved pairs the
-    detection rate, on the single-peak sets the false alarms."""
-    from braggflow.locate.deblend import find_blends
+def single_peak_kinds(sets: dict) -> dict:
+    """The clean sets' round Gaussian and pseudo-Voigt peaks apart: name -> PatchSet (the other single-peak
+    kinds have sets of their own)."""
+    from braggflow.simulate.patches import PatchSet
+
+    clean = [sets[k] for k in SNR_BINS if k in sets]
+    out = {}
+    if clean:
+        eta = np.concatenate([c.params["eta"].to_numpy() for c in clean])
+        both = PatchSet(np.concatenate([c.data for c in clean]), np.concatenate([c.mask for c in clean]),
+                        np.concatenate([c.row for c in clean]), np.concatenate([c.col for c in clean]),
+                        pd.concat([c.params for c in clean], ignore_index=True))
+        out["single round Gaussian"] = both[np.flatnonzero(eta == 0)]
+        out["single pseudo-Voigt"] = both[np.flatnonzero(eta > 0)]
+    return out
+
+
+def blend_detection_table(sets: dict, seed: int | None = None) -> pd.DataFrame:
+    """Blends recognised and split by the fits' model selection on every set.
+
+    Columns: ``recognised`` (:func:`braggflow.locate.deblend.recognise_blends`: deviance drop of two
+    components over one above ``RECOGNITION_THRESHOLD``, every patch tested), ``split`` (``find_blends``, the
+    split decision, with and without the screen), and for the blend set (the neighbour set's unresolved pairs)
+    the fraction whose noiseless patch (same seed, ``noise=False``) one pseudo-Voigt leaves a deviance above 2
+    and above 10 (the test's non-centrality: what any test against one elliptical winged peak can see), when
+    ``seed`` (the benchmark's) is given.  On the blend set the fractions are detections, on single peaks false
+    alarms.
+    """
+    from braggflow.locate.deblend import RECOGNITION_THRESHOLD, find_blends, recognise_blends
 
     rows = []
     named = dict(sets)
+    named.update(single_peak_kinds(sets))
     if "neighbour" in sets:
         for sub_name, sel in neighbour_subsets(sets["neighbour"]).items():
             named[sub_name] = sets["neighbour"][np.flatnonzero(sel)]
     for name, ps in named.items():
         row = {"set": name, "patches": len(ps)}
+        t0 = time.process_time()
+        probable, drop = recognise_blends(ps.data, ps.mask)
+        row[f"recognised (drop > {RECOGNITION_THRESHOLD:g})"] = float(probable.mean())
+        row["ms/patch (recognised)"] = 1e3 * (time.process_time() - t0) / max(len(ps), 1)
         for screen in (False, True):
             t0 = time.process_time()
             test = find_blends(ps.data, ps.mask, screen=screen)
             key = "screened" if screen else "full test"
-            row[f"blended ({key})"] = float(test.blended.mean())
+            row[f"split ({key})"] = float(test.blended.mean())
             row[f"ms/patch ({key})"] = 1e3 * (time.process_time() - t0) / max(len(ps), 1)
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if seed is not None and "neighbour" in sets:
+        table = table.assign(**{"non-centrality > 2": np.nan, "non-centrality > 10": np.nan})
+        lam = blend_noncentrality(len(sets["neighbour"]), seed + 100 * (OTHER_SETS.index("neighbour") + 1))
+        sel = neighbour_subsets(sets["neighbour"])["neighbour-unresolved"]
+        at = table["set"] == "neighbour-unresolved"
+        table.loc[at, "non-centrality > 2"] = float(np.mean(lam[sel] > 2))
+        table.loc[at, "non-centrality > 10"] = float(np.mean(lam[sel] > 10))
+    return table
+
+
+def blend_noncentrality(n: int, seed: int) -> np.ndarray:
+    """(n,) deviance of one pseudo-Voigt fitted to the noiseless patches of the neighbour set (``seed``): the
+    non-centrality of the likelihood-ratio test of one peak against two, NaN where the fit failed."""
+    from braggflow.locate.deblend import find_blends
+    from braggflow.simulate.patches import simulate_patches
+
+    ps = simulate_patches(n, kind="neighbour", seed=seed, noise=False)
+    return find_blends(ps.data, ps.mask, threshold=np.inf, screen=False).single.deviance
 
 
 def classical_methods() -> dict:
@@ -366,21 +418,30 @@ def method_speed(args, method: str, run_seconds: float, is_network: bool, all_d,
     return speed
 
 
-def set_rows(method: str, sets: dict, per_set: dict) -> list[dict]:
-    """Score rows of one method: one per set, and the neighbour set's Sparrow subsets."""
+def set_rows(method: str, sets: dict, per_set: dict, recognised=None) -> list[dict]:
+    """Score rows of one method: one per set, and the neighbour set's Sparrow subsets (with ``recognised``,
+    the neighbour set's probable blends, also the blend set's recognised and not recognised pairs apart)."""
     rows = []
     for set_name, ps in sets.items():
         rows.append({"method": method, "set": set_name, **score(ps, per_set[set_name])})
         if set_name == "neighbour":
-            for sub_name, sel in neighbour_subsets(ps).items():
+            for sub_name, sel in neighbour_subsets(ps, recognised).items():
                 sub = {k: np.asarray(v)[sel] for k, v in per_set[set_name].items()}
                 rows.append({"method": method, "set": sub_name, **score(ps[np.flatnonzero(sel)], sub)})
     return rows
 
 
 def run_methods(args, methods: dict, is_network: dict, sets: dict) -> tuple[list, dict, dict]:
-    """Every method on every set: score rows, clean-set centres per method, and speed per method."""
+    """Every method on every set: score rows, clean-set centres per method, and speed per method.
+
+    The calibration on the blend set (the neighbour set's unresolved pairs) is also scored apart for the pairs
+    :func:`braggflow.locate.deblend.recognise_blends` recognises (they go to the joint fit) and the others
+    (whose one-peak errors stand).
+    """
+    from braggflow.locate.deblend import recognise_blends
+
     rows, clean_results = [], {}
+    recognised = recognise_blends(sets["neighbour"].data, sets["neighbour"].mask)[0] if "neighbour" in sets else None
     all_d = np.concatenate([s.data for s in sets.values()])
     all_m = np.concatenate([s.mask for s in sets.values()])
     speed = {}
@@ -392,7 +453,7 @@ def run_methods(args, methods: dict, is_network: dict, sets: dict) -> tuple[list
             per_set[set_name] = run(ps.data, ps.mask)
             seconds += time.perf_counter() - start
         speed[method] = method_speed(args, method, seconds, bool(is_network.get(method)), all_d, all_m)
-        rows.extend(set_rows(method, sets, per_set))
+        rows.extend(set_rows(method, sets, per_set, recognised))
         clean_keys = list(SNR_BINS)
         clean_results[method] = {
             k: np.concatenate([np.asarray(per_set[s][k], float) for s in clean_keys]) for k in ("row", "col")
@@ -442,10 +503,10 @@ def main(argv=None) -> pd.DataFrame:
     sets = make_sets(args.n, args.seed)
     print(f"simulated {sum(len(s) for s in sets.values())} patches in {time.perf_counter() - t0:.1f} s: "
           + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
-    blends = blend_detection_table(sets)
+    blends = blend_detection_table(sets, seed=args.seed)
     blends.to_csv(args.out / "localize_blends.csv", index=False, float_format="%.5g")
-    print("blends recognised by model selection (one component or two; detection on neighbour-unresolved, false "
-          "alarms on single peaks):")
+    print("blends recognised and split by model selection (one component or two; detection on neighbour-unresolved, "
+          "false alarms on single peaks):")
     print(blends.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.only_blends:
         return blends
