@@ -9,7 +9,7 @@ installed braggflow), so that two commits can be compared in one invocation:
    ``--frames``; each run is the only child of a fresh Python process, which
    reports ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` (the run's peak
    resident set, kB on Linux).  The growth from the smallest to the largest N
-   is what bounded memory keeps small (the issue's limit: 40 MB from 300 to
+   is what bounded memory keeps small (the target: at most 40 MB from 300 to
    3,000 frames).
 2. **Snapshot time against the file's size.**  A
    :class:`braggflow.io.results.ResultsWriter` is fed synthetic frames of
@@ -21,7 +21,8 @@ installed braggflow), so that two commits can be compared in one invocation:
 Run from the repository root (``uptime`` below ~1 for the times)::
 
     python bench/memory.py --frames 300 3000
-    git worktree add /tmp/before <commit> && python bench/memory.py --src /tmp/before/src   # the same, before
+    mkdir /tmp/other && git archive COMMIT src | tar -x -C /tmp/other
+    python bench/memory.py --src /tmp/other/src   # the same for another commit
 """
 
 from __future__ import annotations

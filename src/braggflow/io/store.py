@@ -304,8 +304,8 @@ class _RowArrays:
 def _read_frames_table(path: Path) -> pd.DataFrame:
     """The frames table: the snapshot's ``/entry/frames`` plus the journal's rows (later rows win).
 
-    A journal batch holds its rows under ``f``-prefixed keys (``fv:n_peaks``, ...); a journal written by an
-    earlier version holds them in ``frames_*.npz`` files of their own.
+    A journal batch holds its rows under ``f``-prefixed keys (``fv:n_peaks``, ...); rows kept in
+    ``frames_*.npz`` files of their own are read too.
     """
     import h5py
 
