@@ -4,7 +4,7 @@ import numpy as np
 from scipy import ndimage
 
 from braggflow.find.background import _median3x3
-from braggflow.find.components import local_maxima, same_comparison
+from braggflow.find.components import local_maxima, neighbour_positions, same_comparison
 
 
 def test_float32_thresholds_split_float32_values_as_the_float64_ones_do():
@@ -56,3 +56,19 @@ def test_tile_median_filter_is_scipys():
         maps = np.round(rng.normal(size=shape) * 3).astype(np.float32)  # ties
         expected = ndimage.median_filter(maps, size=(1, 3, 3), mode="nearest")
         assert np.array_equal(_median3x3(maps), expected)
+
+
+def test_neighbour_positions_find_every_neighbour_a_binary_search_finds():
+    rng = np.random.default_rng(4)
+    for h, w in ((1, 1), (1, 9), (6, 2), (15, 17)):
+        index = np.flatnonzero(rng.random(h * w) < 0.5)
+        if not index.size:
+            continue
+        positions = neighbour_positions(index, w)
+        assert len(positions) == 8
+        for (dr, dc), pos in positions.items():
+            target = index + dr * w + dc
+            expected = np.minimum(np.searchsorted(index, target), index.size - 1)
+            hit = index[expected] == target
+            assert np.array_equal(index[pos] == target, hit)
+            assert np.array_equal(pos[hit], expected[hit])

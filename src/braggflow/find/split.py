@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from braggflow.find.components import neighbour_positions
 from braggflow.find.options import FindConfig
 
 __all__ = ["split_components", "split_pixel_components", "dip_rule", "steepest_ascent_basins"]
@@ -168,9 +169,10 @@ def steepest_ascent_basins(width: int, flat_index: np.ndarray, values: np.ndarra
     cols = flat_index % width
     best = np.arange(m)
     best_rank = rank.copy()
+    positions = neighbour_positions(flat_index, width)
     for dr, dc in _OFFSETS:
         target = flat_index + (dr * width + dc)
-        pos = np.minimum(np.searchsorted(flat_index, target), m - 1)
+        pos = positions[dr, dc]
         hit = (flat_index[pos] == target) & (cols + dc >= 0) & (cols + dc < width) & (comp_of[pos] == comp_of)
         better = hit & (rank[pos] > best_rank)
         best[better] = pos[better]
@@ -216,12 +218,12 @@ def _separated(width: int, flat: np.ndarray, peak: np.ndarray, comp: np.ndarray,
 def _basin_saddles(width: int, flat: np.ndarray, values: np.ndarray, comp: np.ndarray,
                    basin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The highest saddle of each pair of adjacent basins: (lower basin index, higher index, saddle value)."""
-    m = flat.size
     cols = flat % width
     lo_l, hi_l, s_l = [], [], []
+    positions = neighbour_positions(flat, width, rows=(0, 1))
     for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):  # each adjacent pair once
         target = flat + (dr * width + dc)
-        pos = np.minimum(np.searchsorted(flat, target), m - 1)
+        pos = positions[dr, dc]
         hit = (flat[pos] == target) & (cols + dc >= 0) & (cols + dc < width) & (comp[pos] == comp)
         hit &= basin[pos] != basin
         a, b = basin[hit], basin[pos[hit]]
