@@ -28,9 +28,15 @@ the same run.  It writes ``localize.csv`` and ``localize_vs_snr.png`` (median
 error vs SNR with the CRLB reference) to ``--out``.  Then, inside the
 pipeline (simulated frames -> find_peaks -> locate, patches centred by the
 finder), the median radial error per peak kind (``localize_pipeline.csv``).
-Before the methods, the blends recognised by the fits' model selection
-(``find_blends``: one component or two) on every set: detection on the
-unresolved neighbours, false alarms on single peaks (``localize_blends.csv``).
+Before the methods, the blends recognised (``recognise_blends``, a probable
+blend) and split (``find_blends``) by the fits' model selection (one
+component or two) on every set, the clean sets' round Gaussian and
+pseudo-Voigt peaks also apart: detection on the unresolved neighbours, false
+alarms on single peaks, and the fraction of the blends that one pseudo-Voigt
+fitted without noise leaves a deviance above 2 and 10 (what any test can
+see; ``localize_blends.csv``).  The methods' calibration is also scored on
+the blends recognised and on those not (``blends-recognised``,
+``blends-not-recognised``).
 First, the speed of each method through ``locate()`` as a user calls it, on
 the same ~600 candidate peaks of one frame (``localize_locate_speed.csv``):
 the speed ratios to quote.
