@@ -119,6 +119,11 @@ def test_hits_by_the_rule_and_the_peaks_of_non_hits_counted_not_stored(tmp_path)
     assert sorted(table["frame"].unique().tolist()) == [0, 3, 5]
     np.testing.assert_array_equal(table["row"].to_numpy(), expected_rows([0], 12).tolist() +
                                   expected_rows([3], 10).tolist() + expected_rows([5], 11).tolist())
+    from braggflow.cli.dashboard import summary_record
+
+    record = summary_record(path)  # the writer's rule, recorded in /entry/process
+    assert (record["hit_min_peaks"], record["hits"], record["veto_empty"]) == (10, 3, True)
+    assert (record["peaks_found"], record["peaks_stored"]) == (sum(everything.values()), 12 + 10 + 11)
     with pytest.raises(ValueError, match="veto_empty needs hit_min_peaks"):
         ResultsWriter(tmp_path / "s.h5", sources=[], veto_empty=True)
 

@@ -185,6 +185,9 @@ def summary_record(results: Path, *, hit_peaks: int | None = None) -> dict:
     process = stored_process(results)
     status = read_status(results) if results.exists() else process["_status"]
     stored = (yaml.safe_load(process.get("config") or "") or {}).get("frames") or {}
+    for key in ("hit_min_peaks", "veto_empty"):  # the writer's own record of the rule, where it keeps one
+        if key in process:
+            stored[key] = int(process[key])
     rule = hit_peaks or int(stored.get("hit_min_peaks", HIT_MIN_PEAKS))
     counts = frames["n_peaks"].to_numpy()
     n = len(frames)

@@ -772,6 +772,9 @@ class ResultsWriter:
         for key, value in self.extra_process.items():
             proc.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
         proc.attrs["frames_processed"] = self.frames_added
+        if self.hit_min_peaks is not None:  # the rule of the frames table's hit column
+            proc.attrs["hit_min_peaks"] = self.hit_min_peaks
+            proc.attrs["veto_empty"] = int(self.veto_empty)
 
 
 #: rows per HDF5 chunk of a peak-table column (and per slice read when copying one)
