@@ -32,6 +32,11 @@ as they pull a single fit).  Both members then get their own centre, errors (inv
 Fisher information of the joint fit), intensity and error, and the flag
 ``BLENDED``; the second member is a new row of the table.
 
+A weaker decision, :func:`recognise_blends`, says which patches probably
+hold a blend (their one-peak errors not to be trusted) at the false-alarm
+rate of 1 % per single-peak kind (:data:`RECOGNITION_THRESHOLD`), every patch
+tested, without the split's geometric conditions.
+
 References
 ----------
 Stetson, PASP 99, 191 (1987) (DAOPHOT: grouping and simultaneous fits);
