@@ -183,3 +183,20 @@ def test_a_journal_batch_holds_its_peaks_and_its_frames_rows_together(tmp_path):
     assert len(read_peaks(path)) == 10
     writer.close()
     assert read_frames(path)["n_peaks"].tolist() == [1, 2, 3, 4] and not journal.exists()
+
+
+def test_watch_veto_empty_counts_the_peaks_of_non_hits_without_storing_them(tmp_path):
+    from braggflow.simulate.frames import simulate_series
+
+    folder = tmp_path / "detector"
+    folder.mkdir()
+    sim = simulate_series(2, shape=(128, 128), n_peaks=15, seed=4)
+    for k, frame in enumerate(sim.frames):
+        np.save(folder / f"f_{k}.npy", frame.astype(np.float32))
+    out = tmp_path / "live.h5"
+    result = CliRunner().invoke(app, ["watch", str(folder), "-o", str(out), "--idle-timeout", "0.5", "--poll", "0.02",
+                                      "--veto-empty", "--set", "frames.hit_min_peaks=1000"])
+    assert result.exit_code == 0, result.output
+    frames = read_frames(out)
+    assert len(frames) == 2 and frames["n_peaks"].min() >= 10 and not frames["hit"].any()
+    assert len(read_peaks(out)) == 0
