@@ -93,12 +93,12 @@ def test_learned_finder_finds_nothing_on_frames_without_features(config):
 
 def test_frame_class_of_a_frame_with_rings_arcs_and_spots(simulated, config):
     frame, image, mask = simulated
-    kinds = set(frame.truth.loc[frame.truth["visible"], "kind"])
-    assert kinds == {"ring", "arc", "spot"}
+    kinds = frame.truth.loc[frame.truth["visible"], "kind"].value_counts()
+    assert set(kinds.index) == {"ring", "arc", "spot"} and kinds["spot"] > kinds["arc"] + kinds["ring"]
     row = {}
     learned_peaks(image, mask=mask, context=prepare(config, shape=SHAPE, mask=mask), config=config, frame_row=row)
-    assert row["frame_class"] in ("spots", "arcs", "rings") and row["p_empty"] < 0.5, row
-    assert min(row["p_spots"], row["p_arcs"], row["p_rings"]) > 0.5, row
+    # mostly spots (16 of its 20 labelled features; one weak ring, three arcs): the spot class, not empty
+    assert row["frame_class"] == "spots" and row["p_spots"] > 0.5 and row["p_empty"] < 0.5, row
 
 
 def test_polar_lookup_matches_the_remap(simulated):

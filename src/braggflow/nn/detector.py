@@ -209,6 +209,9 @@ class GixdDetector:
         For the ONNX backend.
     thresholds : dict
         Smallest score kept per class (``ring``, ``arc``, ``spot``).
+    frame_thresholds : dict or None
+        Heat-map maximum per class at which a frame is said to hold that class
+        (:func:`frame_probabilities`); None: ``thresholds``.
     train_config, metrics : dict
     path : Path or None
     frame_head : bool
@@ -220,6 +223,7 @@ class GixdDetector:
     network: Any = None
     session: Any = None
     thresholds: dict = field(default_factory=lambda: {"ring": 0.3, "arc": 0.3, "spot": 0.3})
+    frame_thresholds: dict | None = None
     train_config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     path: Path | None = None
@@ -332,6 +336,7 @@ def load_detector(model: str | Path | None = None, *, backend: str = "auto") -> 
         raise InputFileError(f"{name}: neither a shipped detector ({', '.join(entries) or 'none'}) nor a file")
     payload = _read_pt(path)
     det = GixdDetector(name=path.stem, width=int(payload["width"]), thresholds=dict(payload["thresholds"]),
+                       frame_thresholds=dict(payload["frame_thresholds"]) if "frame_thresholds" in payload else None,
                        train_config=payload.get("train_config", {}), metrics=payload.get("metrics", {}), path=path)
     det.network, det.frame_head = _network_from(payload, path)
     return det
@@ -351,6 +356,7 @@ def _network_from(payload: dict, path: Path):
 
 def _load_shipped(entry: dict, backend: str) -> GixdDetector:
     det = GixdDetector(name=entry["name"], width=int(entry["width"]), thresholds=dict(entry["thresholds"]),
+                       frame_thresholds=dict(entry["frame_thresholds"]) if "frame_thresholds" in entry else None,
                        train_config=entry.get("train_config", {}), metrics=entry.get("metrics", {}))
     use_onnx = backend in ("auto", "onnx")
     key = "onnx" if use_onnx else "pt"
@@ -379,9 +385,9 @@ def frame_probabilities(out: np.ndarray, valid: np.ndarray, thresholds: dict | N
 
     For each feature class, the largest heat-map value over the seen bins (for
     rings: of the ring map averaged down each column, as :func:`decode` finds
-    rings), mapped by ``p = m ** (ln 0.5 / ln t)`` so that the class's score
-    threshold ``t`` gives 0.5: a frame has spots (``p_spots >= 0.5``) exactly when
-    a spot is detected.  ``p_empty = 1 - max(p_spots, p_arcs, p_rings)``.
+    rings), mapped by ``p = m ** (ln 0.5 / ln t)`` so that the class's frame
+    threshold ``t`` gives 0.5: a frame has spots (``p_spots >= 0.5``) when its
+    strongest spot reaches ``t``.  ``p_empty = 1 - max(p_spots, p_arcs, p_rings)``.
 
     Parameters
     ----------
@@ -390,7 +396,8 @@ def frame_probabilities(out: np.ndarray, valid: np.ndarray, thresholds: dict | N
     valid : (n_chi, n_q) ndarray of bool
         Finite bins of the polar image.
     thresholds : dict, optional
-        Score threshold per feature class (default 0.3 each).
+        Frame threshold per feature class (default 0.3 each): a model's
+        ``frame_thresholds`` (tuned for the frame classes), else its score thresholds.
 
     Returns
     -------
@@ -706,10 +713,11 @@ def detect_polar(image: np.ndarray, q: np.ndarray, chi: np.ndarray, detector: Gi
     detector = detector or load_detector()
     planes = contrast_image(image)
     out = detector.raw(planes[None])[0]
-    thresholds = thresholds or detector.thresholds
-    feats = decode(out, np.isfinite(image), np.asarray(q), np.asarray(chi), thresholds=thresholds)
+    feats = decode(out, np.isfinite(image), np.asarray(q), np.asarray(chi),
+                   thresholds=thresholds or detector.thresholds)
     feats = refine_q(feats, image, np.asarray(q), np.asarray(chi))[list(FEATURE_COLUMNS)]
-    label, values = frame_class(frame_probabilities(out, np.isfinite(image), thresholds))
+    label, values = frame_class(frame_probabilities(out, np.isfinite(image),
+                                                    detector.frame_thresholds or detector.thresholds))
     feats.attrs["frame_class"] = label
     feats.attrs.update(values)
     return feats

@@ -383,7 +383,8 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
     detector = finder.get_detector()
     out = detector.raw(contrast_image(image)[None])[0]
     if frame_row is not None:
-        label, values = frame_class(frame_probabilities(out, np.isfinite(image), detector.thresholds))
+        label, values = frame_class(frame_probabilities(out, np.isfinite(image),
+                                                        detector.frame_thresholds or detector.thresholds))
         frame_row.update(values, frame_class=label)
     feats = decode(out, np.isfinite(image), lookup.q, lookup.chi, thresholds=detector.thresholds)
     if not len(feats):

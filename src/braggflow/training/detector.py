@@ -40,7 +40,7 @@ from braggflow.nn.detector import (
 from braggflow.simulate.gixd import simulate_gixd_set
 
 __all__ = ["DetectorTrainConfig", "detector_targets", "frame_class_targets", "train_detector", "save_detector",
-           "export_detector_onnx", "ship_detector", "tune_thresholds"]
+           "export_detector_onnx", "ship_detector", "tune_thresholds", "tune_frame_thresholds"]
 
 
 @dataclass
@@ -384,6 +384,45 @@ def tune_thresholds(detector, frames, *, grid=(0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 
     return best_t, best_f1
 
 
+def tune_frame_thresholds(detector, frames, *, grid=(0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)) -> tuple[dict, dict]:
+    """Frame thresholds per feature class (:func:`braggflow.nn.detector.frame_probabilities`) that make the
+    frame classes right most often on simulated frames.
+
+    Every combination of the grid's values for ring, arc and spot is tried; the
+    score is the mean, over the four frame classes, of the share of frames whose
+    class is right (probability >= 0.5 against :func:`frame_class_targets`).
+
+    Parameters
+    ----------
+    detector : braggflow.nn.detector.GixdDetector
+    frames : list of GixdFrame
+        Frames not used in training (their truth is used).
+    grid : sequence of float
+        Thresholds tried for each class.
+
+    Returns
+    -------
+    thresholds : dict
+        Best frame threshold per feature class (``ring``, ``arc``, ``spot``).
+    accuracy : dict
+        Share of frames right per frame class at those thresholds.
+    """
+    import itertools
+
+    from braggflow.nn.detector import frame_probabilities
+
+    outs = [(detector.raw(contrast_image(fr.image)[None])[0], np.isfinite(fr.image)) for fr in frames]
+    labels = np.array([frame_class_targets(fr.truth) for fr in frames]) > 0.5
+    best, best_acc = None, None
+    for t_ring, t_arc, t_spot in itertools.product(grid, grid, grid):
+        t = {"ring": t_ring, "arc": t_arc, "spot": t_spot}
+        probs = np.array([frame_probabilities(o, v, t) for o, v in outs])
+        acc = ((probs >= 0.5) == labels).mean(0)
+        if best_acc is None or acc.mean() > best_acc.mean():
+            best, best_acc = t, acc
+    return {k: float(v) for k, v in best.items()}, {c: float(a) for c, a in zip(FRAME_CLASSES, best_acc)}
+
+
 def save_detector(network, path: str | Path, *, config: DetectorTrainConfig, metrics: dict,
                   thresholds: dict) -> Path:
     """Write a detector file (``torch.save`` of a plain dict; loads with ``weights_only=True``).
@@ -443,7 +482,7 @@ def export_detector_onnx(network, path: str | Path) -> Path:
 
 
 def ship_detector(pt_file: str | Path, name: str, *, onnx_file: str | Path | None = None,
-                  thresholds: dict | None = None) -> dict:
+                  thresholds: dict | None = None, frame_thresholds: dict | None = None) -> dict:
     """Copy a detector file (and its ONNX export) into the shipped weights and list it in the MANIFEST.
 
     Parameters
@@ -457,6 +496,9 @@ def ship_detector(pt_file: str | Path, name: str, *, onnx_file: str | Path | Non
     thresholds : dict, optional
         Score thresholds per class to ship (e.g. from :func:`tune_thresholds`);
         default: those of the file.
+    frame_thresholds : dict, optional
+        Frame thresholds per class (e.g. from :func:`tune_frame_thresholds`);
+        default: none (the score thresholds serve).
 
     Returns
     -------
@@ -485,6 +527,7 @@ def ship_detector(pt_file: str | Path, name: str, *, onnx_file: str | Path | Non
                       "size_bytes": onnx_dest.stat().st_size, "opset": 20},
              "arch": "gixd-centernet", "width": int(payload["width"]), "params": n_params,
              "thresholds": dict(thresholds or payload["thresholds"]), "train_config": payload["train_config"],
+             **({"frame_thresholds": dict(frame_thresholds)} if frame_thresholds else {}),
              "metrics": {k: v for k, v in payload["metrics"].items() if k != "history"}}
     manifest = read_manifest()
     manifest.setdefault("detectors", {})[name] = entry
