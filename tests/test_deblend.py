@@ -163,3 +163,35 @@ def test_recognition_false_alarms_on_single_gaussians():
     probable, drop = recognise_blends(ps.data, ps.mask)
     assert probable.mean() <= 0.01
     assert np.isfinite(drop).mean() > 0.95  # the fits ran
+
+
+def test_deblend_flags_probable_blends_it_does_not_split():
+    """With the split's threshold out of reach, the unresolved pair of the 3 px test is flagged PROBABLE_BLEND
+    (not BLENDED, no row added); single peaks and pairs the finder separated (a neighbour's remainder) are not."""
+    from braggflow.locate.deblend import deblend
+
+    truth = [dict(row=40.3, col=40.6, sr=1.6, sc=1.6, flux=20000.0), dict(row=41.9, col=43.1, sr=1.6, sc=1.6,
+                                                                           flux=14000.0),
+             dict(row=20.2, col=70.7, sr=1.2, sc=1.2, flux=30000.0),
+             dict(row=70.5, col=70.1, sr=3.0, sc=1.1, angle=0.7, flux=40000.0)]
+    frame = _frame(truth, seed=1)
+    found = find_peaks(frame)
+    out = deblend(frame, found.table, labels=found.labels, threshold=np.inf, screen=False)
+    assert len(out) == len(found.table)
+    f = out["flags"].to_numpy()
+    assert not ((f & Flag.BLENDED) != 0).any()
+    probable = (f & Flag.PROBABLE_BLEND) != 0
+    pair = np.hypot(out["row"] - 41, out["col"] - 42).to_numpy() < 4
+    assert probable[pair].all() and not probable[~pair].any()
+
+    rng = np.random.default_rng(9)
+    peaks = []
+    for k in range(16):
+        r, c = 30 + 50 * (k // 4), 30 + 50 * (k % 4)
+        a, d = rng.uniform(0, np.pi), rng.uniform(4.5, 5.5)
+        peaks += [dict(row=r, col=c, sr=1.1, sc=1.1, flux=40000.0),
+                  dict(row=r + d * np.cos(a), col=c + d * np.sin(a), sr=1.1, sc=1.1, flux=12000.0)]
+    frame = _frame(peaks, shape=(220, 220), seed=10)
+    found = find_peaks(frame)
+    out = deblend(frame, found.table, labels=found.labels, threshold=np.inf, screen=False)
+    assert ((out["flags"].to_numpy() & Flag.PROBABLE_BLEND) != 0).mean() <= 0.1

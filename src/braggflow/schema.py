@@ -60,6 +60,10 @@ class Flag(enum.IntFlag):
     SUMMED = 1 << 9
     """Profile integration was asked for but the profile did not describe the peak (fit failed, poor fit, or a
     region larger than the fit's window): ``intensity`` is the background-subtracted sum."""
+    PROBABLE_BLEND = 1 << 10
+    """Probably two unresolved peaks, not split: two components lower the Poisson deviance by more than
+    ``braggflow.locate.deblend.RECOGNITION_THRESHOLD`` (<= 1 % of single peaks of each kind) but not by the
+    split's threshold, or not placed to be split; the one-peak centre and errors are not to be trusted."""
 
 
 @dataclass(frozen=True)

@@ -344,6 +344,28 @@ def _located_start(table, patches, rows, cols) -> np.ndarray:
     return start_parameters("gauss", rows - origin[:, 0], cols - origin[:, 1], *width, inten, level)
 
 
+def _flag_probable(out, test: BlendTest, placed, origin, rows, cols) -> pd.DataFrame:
+    """``out`` with ``PROBABLE_BLEND`` on the peaks whose drop exceeds :data:`RECOGNITION_THRESHOLD` but which
+    are not split, unless the pair's component farther from the peak is within 2.5 px of another peak of the
+    table (that peak's remainder, not a blend)."""
+    local = np.flatnonzero((np.nan_to_num(test.drop, nan=-np.inf) > RECOGNITION_THRESHOLD) & ~test.blended)
+    if local.size == 0:
+        return out
+    p = test.pair.params[local]
+    o = origin[local].astype(float)
+    centre = np.stack([rows[local], cols[local]], axis=1) - o
+    far = np.where(np.hypot(p[:, 0] - centre[:, 0], p[:, 1] - centre[:, 1])
+                   > np.hypot(p[:, 2] - centre[:, 0], p[:, 3] - centre[:, 1]), 0, 1)
+    pos = np.stack([p[np.arange(local.size), 2 * far], p[np.arange(local.size), 2 * far + 1]], axis=1) + o
+    others = np.stack([out["row"].to_numpy(dtype=float), out["col"].to_numpy(dtype=float)], axis=1)
+    d = np.hypot(pos[:, None, 0] - others[None, :, 0], pos[:, None, 1] - others[None, :, 1])
+    d[np.arange(local.size), placed[local]] = np.inf  # the peak itself
+    keep = ~(np.nanmin(d, axis=1) < _NEIGHBOUR_DISTANCE) if len(out) > 1 else np.ones(local.size, dtype=bool)
+    flags = out["flags"].to_numpy(dtype=np.uint32).copy()
+    flags[placed[local[keep]]] |= np.uint32(Flag.PROBABLE_BLEND)
+    return out.assign(flags=flags)
+
+
 def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None = None,
             labels: np.ndarray | None = None, patch_size: int = 11, gain: float = 1.0,
             threshold: float = DEBLEND_THRESHOLD, screen: bool = True) -> pd.DataFrame:
@@ -403,6 +425,7 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     patches = patches_at(frame, rows, cols, size=size, mask=mask, labels=labels, relabel=relabel)
     test = find_blends(patches.data, patches.mask, gain=gain, threshold=threshold, screen=screen,
                        start=_located_start(sub, patches, rows, cols))
+    out = _flag_probable(out, test, placed, patches.origin, rows, cols)
     local = np.flatnonzero(test.blended)
     if local.size == 0:
         return out
