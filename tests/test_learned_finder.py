@@ -179,7 +179,7 @@ def test_learned_finder_needs_an_incidence_angle(simulated):
 def test_run_finder_learned_writes_the_features(simulated, tmp_path):
     import tifffile
 
-    from braggflow.io.results import read_peaks
+    from braggflow.io.results import read_frames, read_peaks
 
     _, image, mask = simulated
     tifffile.imwrite(tmp_path / "frame.tif", image)
@@ -196,6 +196,11 @@ def test_run_finder_learned_writes_the_features(simulated, tmp_path):
     peaks = read_peaks(tmp_path / "out.h5")
     assert set(peaks["kind"].astype(str)) == {"ring", "arc", "spot"}
     assert np.isfinite(peaks["q_width"]).all() and np.isfinite(peaks["confidence"]).all()
+    # the frame's learned class reaches the frames table (a mostly-spot frame: see the frame-class test)
+    frames = read_frames(tmp_path / "out.h5")
+    assert frames["frame_class"].astype(str).tolist() == ["spots"]
+    p = frames[["p_empty", "p_spots", "p_arcs", "p_rings"]].to_numpy()
+    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all() and frames["p_spots"].iloc[0] > 0.5
 
 
 def test_identify_chooses_ring_or_spot_matching_from_the_learned_frame_class():

@@ -350,11 +350,13 @@ def analyse_frame(
     c, lc, ic = config.correct, config.locate, config.integrate
     corrected, mask = correct_frame(frame, mask=context.mask, dark=context.dark, flat=context.flat, config=c, name=name)
     saturated = saturated_pixels(frame, context.saturation, binning=c.binning)
+    learned_row: dict = {}  # the frame's learned class (find.method learned)
     if config.find.method == "learned":
         from braggflow.pipeline.learned import learned_peaks
 
         found = None
-        table = learned_peaks(corrected, mask=mask, context=context, config=config, saturated=saturated)
+        table = learned_peaks(corrected, mask=mask, context=context, config=config, saturated=saturated,
+                              frame_row=learned_row)
     else:
         found = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain,
                            threshold_noise=context.threshold_noise)
@@ -393,6 +395,7 @@ def analyse_frame(
         "hot_pixels": int(np.count_nonzero(context.hot_pixels)) if context.hot_pixels is not None else 0,
         "time": time.perf_counter() - start,
         "hit": len(table) >= config.frames.hit_min_peaks,
+        **learned_row,
     }
     return FrameResult(conform(table), row)
 
