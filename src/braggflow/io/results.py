@@ -29,10 +29,12 @@ Crash safety.  HDF5 files can be damaged by a kill in the middle of a write,
 so the results file is never written in place while a run goes on.  Each
 batch of finished frames is appended to a journal (``RESULTS.h5.journal/``:
 one ``.npz`` per batch, written to a temporary name and renamed, which is
-atomic), and the HDF5 file is rewritten from time to time as a whole into a
-temporary file that replaces the old one atomically.  After a crash the file
-holds an earlier snapshot with ``status != "complete"`` and the journal holds
-every finished batch; :func:`read_peaks` merges both, and
+atomic), and the HDF5 file is rewritten from time to time into a temporary
+file that replaces the old one atomically (a snapshot: the status, the frames
+table, the peaks the file held when the run started; the final file, with
+every peak, when the run ends).  After a crash the file holds a snapshot with
+``status != "complete"`` and the journal holds every finished batch;
+:func:`read_peaks` merges both, and
 ``ResultsWriter(resume=True)`` continues from their union.
 ``ResultsWriter(append=True)`` also continues a file closed as complete (an
 open-ended run such as ``braggflow watch``).

@@ -1,8 +1,12 @@
 """Writing a results file during a run: :class:`ResultsWriter`, with its journal and snapshots.
 
-Finished frames are journaled in ``.npz`` batches and the HDF5 snapshot is
-rewritten as a whole into a temporary file that replaces the old one (see
-:mod:`braggflow.io.results` for the layout and the crash safety).  Also
+Finished frames are journaled in ``.npz`` batches (peaks and frames-table
+rows in one file); the HDF5 file is written into a temporary file that
+replaces the old one: during the run a snapshot of the status, the frames
+table and the peaks the file held at the start, and at the end the final
+file, written part by part into chunked, resizable datasets, so that memory
+stays bounded whatever the number of peaks (see :mod:`braggflow.io.results`
+for the layout and the crash safety).  Also
 :func:`file_provenance`, the names, sizes and SHA-256 of the input files
 recorded in ``/entry/process``.
 """
