@@ -9,7 +9,14 @@ Usage::
    precision, recall and F1 of the boxes per class (a detection matches a true
    feature of its class when their IoU is >= 0.3 or its centre lies in the true
    box, one to one; detections on features too weak to be labelled are not
-   counted), and the time per polar image.
+   counted), and the time per polar image.  Then the one-to-one metrics of
+   :mod:`braggflow.training.metrics` on the same frames: Hungarian matching on
+   (q, chi) within ``max(q_width / 2, 0.01)`` 1/Å and ``max(chi_width / 2, 2)``
+   deg of the true feature (a ring: the gap between chi ranges), precision,
+   recall, F1 and false positives per frame at the model's score thresholds,
+   average precision (all-point interpolation) over the heat-map score from
+   detections down to 0.05, and recall by visibility (tertiles of the true
+   features' integrated SNR) and kind.
 2. The real MAPbBr3 GIWAXS frame (``../shared/data/gixd_mapbbr3``; geometry of its
    README): the 12 powder lines its own I(q) shows above 8 sigma (cubic
    MAPbBr3: 100, 110, 200, 210, 211, 220, 221/300, 222, 320, 321, 322/410, 420;
@@ -47,12 +54,14 @@ def simulated(n: int, detector) -> None:
     from braggflow.training.detector import frame_class_targets
 
     frames = simulate_gixd_set(n, SIM_SEED, n_setups=16)
-    pairs, seconds, probs, labels = [], [], [], []
+    pairs, seconds, probs, labels, low = [], [], [], [], []
     for fr in frames:
         start = time.perf_counter()
         pred = detect_polar(fr.image, fr.grid.q, fr.grid.chi, detector)
         seconds.append(time.perf_counter() - start)
         pairs.append((pred, fr.truth))
+        low.append((detect_polar(fr.image, fr.grid.q, fr.grid.chi, detector,
+                                 thresholds={c: AP_FLOOR for c in detector.thresholds}), fr.truth))
         probs.append([pred.attrs.get(f"p_{c}", np.nan) for c in FRAME_CLASSES])
         labels.append(frame_class_targets(fr.truth))
     scores = detection_scores(pairs)
@@ -76,6 +85,63 @@ def simulated(n: int, detector) -> None:
                   f"{tp / max(have.sum(), 1):.3f} | {np.mean(have == said):.3f} |")
     else:
         print("(the model has no frame-class head)")
+    one_to_one(pairs, low, detector.thresholds)
+
+
+AP_FLOOR = 0.05  # smallest heat-map score of the detections behind the precision-recall curve
+
+
+def one_to_one(pairs: list, low: list, thresholds: dict) -> None:
+    """The one-to-one metrics of :mod:`braggflow.training.metrics` on the held-out simulated frames.
+
+    ``pairs`` holds the detections at the model's score thresholds, ``low`` those of
+    the same frames down to :data:`AP_FLOOR` (for average precision), each with the
+    frame's truth.
+    """
+    from braggflow.training.metrics import CHI_TOL_MIN, Q_TOL_MIN, detection_metrics, recall_by, visibility_classes
+
+    same = detection_metrics(low, threshold=thresholds)
+    anyk = detection_metrics(low, threshold=thresholds, same_kind=False)
+    greedy = detection_metrics(pairs, method="greedy")
+    n_frames = len(pairs)
+    print(f"\n## one-to-one metrics on the same {n_frames} frames: Hungarian matching on (q, chi); a match "
+          f"needs |dq| <= max(q_width / 2, {Q_TOL_MIN}) 1/Å and dchi <= max(chi_width / 2, {CHI_TOL_MIN}) deg "
+          "(a ring: the gap between chi ranges), the same kind unless said; AP: all-point interpolated area "
+          f"under the precision-recall curve over the heat-map score, detections down to {AP_FLOOR}")
+    shown = ", ".join(f"{k} {v}" for k, v in thresholds.items())
+    n_kept = sum(int(np.sum(p["score"].to_numpy() >= p["kind"].map(thresholds).to_numpy())) for p, _ in low)
+    n_low, n_shipped = sum(len(p) for p, _ in low), sum(len(p) for p, _ in pairs)
+    print(f"precision, recall, F1 at the model's score thresholds ({shown}; {n_kept} detections, "
+          f"{n_shipped} from the detector at those thresholds), AP from {n_low}")
+    print("| class | true | matched | false | precision | recall | F1 | false per frame | AP |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = [*((c, same.loc[c]) for c in same.index), ("all, any kind", anyk.loc["all"])]
+    for name, r in rows:
+        print(f"| {name} | {int(r.true)} | {int(r.tp)} | {int(r.fp)} | {r.precision:.3f} | {r.recall:.3f} | "
+              f"{r.f1:.3f} | {r.fp_per_frame:.2f} | {r.ap:.3f} |")
+    classes = [c for c in same.index if c != "all"]
+    print(f"mean AP over the classes: {np.nanmean(same.loc[classes, 'ap']):.3f}; greedy matching instead "
+          f"(by decreasing score, each detection the nearest free feature): {int(greedy.loc['all', 'tp'])} matched, "
+          f"F1 {greedy.loc['all', 'f1']:.3f} (Hungarian {int(same.loc['all', 'tp'])}, {same.loc['all', 'f1']:.3f})")
+    snr = np.concatenate([t.loc[t["visible"].to_numpy(dtype=bool), "snr"].to_numpy(dtype=float) for _, t in pairs])
+    _, edges = visibility_classes(snr)
+    tagged = [(p, t.assign(visibility=visibility_classes(t["snr"].to_numpy(dtype=float), edges)[0],
+                           vis_kind=lambda d: d["visibility"] + "/" + d["kind"])) for p, t in pairs]
+    by_vis = recall_by(tagged, "visibility")
+    by_both = recall_by(tagged, "vis_kind")
+    print(f"\nrecall by visibility (tertiles of the visible true features' integrated SNR, the truth's ``snr``: "
+          f"weak < {edges[0]:.1f} <= medium < {edges[1]:.1f} <= strong) and kind, at the model's thresholds")
+    print("| visibility | SNR | true | found | recall | ring | arc | spot |")
+    print("|---|---|---|---|---|---|---|---|")
+    bounds = {"weak": f"8-{edges[0]:.0f}", "medium": f"{edges[0]:.0f}-{edges[1]:.0f}", "strong": f">= {edges[1]:.0f}"}
+    for v in ("strong", "medium", "weak"):
+        r = by_vis.loc[v]
+        cells = []
+        for c in classes:
+            key = f"{v}/{c}"
+            cells.append(f"{by_both.loc[key, 'recall']:.2f} ({int(by_both.loc[key, 'true'])})" if key in by_both.index
+                         else "-")
+        print(f"| {v} | {bounds[v]} | {int(r.true)} | {int(r.found)} | {r.recall:.3f} | {' | '.join(cells)} |")
 
 
 def line_positions(frame: np.ndarray, geometry) -> tuple[dict, float]:

@@ -6,8 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braggflow.training.metrics import (average_precision, detection_metrics, match_costs, match_features,
-                                        precision_recall_curve, recall_by, visibility_classes)
+from braggflow.training.metrics import (
+    average_precision,
+    detection_metrics,
+    match_costs,
+    match_features,
+    precision_recall_curve,
+    recall_by,
+    visibility_classes,
+)
 
 
 def truth_table(rows):
