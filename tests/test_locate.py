@@ -300,3 +300,28 @@ def test_unknown_hand_over_policies_are_refused():
         locate(frame, new_peak_table(1, row=5, col=5), saturated_peaks="fitt")
     with pytest.raises(BraggflowError, match="extended_peaks must be one of 'region', 'patch'"):
         locate(frame, new_peak_table(1, row=5, col=5), extended_peaks="streak")
+
+
+def test_central_component_labels_are_each_patchs_own_components():
+    """Labels of all patches at once: per patch, the 8-connected components of a 2D labelling of that patch alone
+    (no component spans two patches, even where regions touch the patch edges), numbered apart; the kept one
+    holds the centre pixel when it is in the region."""
+    from scipy import ndimage
+
+    from braggflow.locate.patches import select_central_component
+
+    rng = np.random.default_rng(11)
+    region = rng.random((60, 7, 7)) < 0.45
+    region[:, -1, :] = region[:, 0, :] = True  # full first and last rows: stacked patches would touch
+    keep, labels, keep_label = select_central_component(region)
+    seen = set()
+    for k in range(len(region)):
+        own, count = ndimage.label(region[k], structure=np.ones((3, 3), dtype=bool))
+        ids = np.unique(labels[k][region[k]])
+        assert ids.size == count and not seen & set(ids.tolist())  # as many components, labels not shared
+        seen |= set(ids.tolist())
+        for i in ids:  # each label is exactly one of the patch's own components
+            assert np.unique(own[labels[k] == i]).size == 1
+        if region[k, 3, 3]:
+            assert keep_label[k] == labels[k, 3, 3] and np.array_equal(keep[k], labels[k] == labels[k, 3, 3])
+    assert np.array_equal(labels > 0, region)

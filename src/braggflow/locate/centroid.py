@@ -179,7 +179,8 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0) -> LocateResult:
     bg = patch_background(data, mask)
     region = peak_region(data, mask, bg, gain=gain)
     w = np.where(region, np.maximum(data - bg[:, None, None], 0.0), 0.0).reshape(n, -1)
-    var0 = np.where(region, gain * np.maximum(np.nan_to_num(data), 0.0), 0.0).reshape(n, -1)
+    # the region holds usable (finite) pixels only: the others are 0 by the where
+    var0 = np.where(region, gain * np.maximum(data, 0.0), 0.0).reshape(n, -1)
     rr, cc = (g.reshape(-1).astype(float) for g in np.indices((s, s)))
     flat_mask = mask.reshape(n, -1)
     total = w.sum(axis=1)

@@ -25,6 +25,8 @@ __all__ = ["Patches", "extract_patches", "patch_background", "remove_other_peaks
 # 8-connectivity inside each patch, none across the patch axis.
 _STRUCTURE_2D = np.zeros((3, 3, 3), dtype=bool)
 _STRUCTURE_2D[1] = True
+# 8-connectivity in a 2D image.
+_STRUCTURE_8 = np.ones((3, 3), dtype=bool)
 
 
 @dataclass
@@ -94,12 +96,17 @@ def select_central_component(region: np.ndarray) -> tuple[np.ndarray, np.ndarray
         Label of the kept component, 0 when none.
     """
     n, s = region.shape[0], region.shape[-1]
-    labels, _ = ndimage.label(region, structure=_STRUCTURE_2D)
+    # the patches stacked into one (N (s + 1), s) image, an empty row between patches: 8-connected 2D labels
+    # (the same components, numbered in the same raster order, as a 3D labelling without links across patches)
+    stacked = np.zeros((n, s + 1, s), dtype=bool)
+    stacked[:, :s] = region
+    stacked_labels = ndimage.label(stacked.reshape(n * (s + 1), s), structure=_STRUCTURE_8)[0].reshape(n, (s + 1) * s)
+    labels = stacked_labels.reshape(n, s + 1, s)[:, :s]
     h = s // 2
     rr, cc = np.indices((s, s))
     dist2 = ((rr - h) ** 2 + (cc - h) ** 2).reshape(-1)
     nearest = np.argmin(np.where(region.reshape(n, -1), dist2, np.iinfo(np.int64).max), axis=1)
-    keep_label = labels.reshape(n, -1)[np.arange(n), nearest].astype(np.int64)
+    keep_label = stacked_labels[np.arange(n), nearest].astype(np.int64)  # a patch's pixels lead its stacked rows
     keep = (labels == keep_label[:, None, None]) & region
     return keep, labels, keep_label
 
