@@ -110,22 +110,32 @@ def _mirror_sources(w0: np.ndarray, flat_mask: np.ndarray, rr: np.ndarray, cc: n
     base = (np.arange(m) * size)[:, None]
     axis = np.arange(s, dtype=float)
     pixel = np.arange(size)
-    source = pixel
-    w = w0
+    w = w0.copy()
+    total, row, col = np.empty(m), np.empty(m), np.empty(m)
+    source = np.broadcast_to(pixel, (m, size)).copy()
+    # a patch whose sources stay the same is done: the next step would give it the same weights and centre
+    active = np.arange(m)
     for step in range(5):
-        if step:
-            w = w0.reshape(-1)[base + source]
-        total = w.sum(axis=1)
-        total = np.where(~(total > 0), np.nan, total)
-        row = (w * rr).sum(axis=1) / total
-        col = (w * cc).sum(axis=1) / total
+        wa = w0[active] if step == 0 else w0.reshape(-1)[base[active] + source[active]]
+        ta = wa.sum(axis=1)
+        ta = np.where(~(ta > 0), np.nan, ta)
+        ra = (wa * rr).sum(axis=1) / ta
+        ca = (wa * cc).sum(axis=1) / ta
+        w[active], total[active], row[active], col[active] = wa, ta, ra, ca
         # the mirror of pixel (i, j) through the centre is (2 row - i, 2 col - j), rounded; separable in i and j
-        mr = np.rint(2 * np.nan_to_num(row, nan=s // 2)[:, None] - axis).astype(np.int64)
-        mc = np.rint(2 * np.nan_to_num(col, nan=s // 2)[:, None] - axis).astype(np.int64)
-        inside = (((mr >= 0) & (mr < s))[:, :, None] & ((mc >= 0) & (mc < s))[:, None, :]).reshape(m, size)
-        mirror = np.where(inside, (mr[:, :, None] * s + mc[:, None, :]).reshape(m, size), 0)
-        usable = inside & ~flat_mask.reshape(-1)[base + mirror]
-        source = np.where(flat_mask & usable, mirror, pixel)
+        mr = np.rint(2 * np.nan_to_num(ra, nan=s // 2)[:, None] - axis).astype(np.int64)
+        mc = np.rint(2 * np.nan_to_num(ca, nan=s // 2)[:, None] - axis).astype(np.int64)
+        k = len(active)
+        inside = (((mr >= 0) & (mr < s))[:, :, None] & ((mc >= 0) & (mc < s))[:, None, :]).reshape(k, size)
+        mirror = np.where(inside, (mr[:, :, None] * s + mc[:, None, :]).reshape(k, size), 0)
+        fm = flat_mask[active]
+        usable = inside & ~fm.reshape(-1)[base[:k] + mirror]
+        new = np.where(fm & usable, mirror, pixel)
+        changed = (new != source[active]).any(axis=1)
+        source[active] = new
+        active = active[changed]
+        if not active.size:
+            break
     return w, total, row, col, source
 
 
