@@ -139,6 +139,14 @@ def test_invisible_features_are_neither_found_nor_false():
     assert (m.loc["all", "true"], m.loc["all", "tp"], m.loc["all", "fp"]) == (1, 1, 1)
 
 
+def test_ignored_top_detection_costs_no_ap():
+    truth = pd.concat([TRUE4, truth_table([("spot", 3.0, 40, 0.04, 10, False)])], ignore_index=True)
+    pred = pd.concat([perfect(), detections([("spot", 3.0, 40, 0.99)])], ignore_index=True)
+    m = detection_metrics([(pred, truth)])
+    assert m.loc["all", "fp"] == 0 and m.loc["all", "true"] == 4
+    assert m.loc["all", "ap"] == pytest.approx(1.0)
+
+
 def test_kinds_must_agree_unless_asked():
     truth = truth_table([("arc", 1.0, -80, 0.04, 20)])
     pred = detections([("spot", 1.0, -80, 0.9)])

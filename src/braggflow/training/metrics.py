@@ -35,9 +35,10 @@ any recall >= r) and integrated over recall at every point where recall changes
 Comput. Vis. 88, 303 (2010)).  Recall that the detections never reach adds
 nothing, so AP is at most the recall of the whole detection set.
 
-The one-to-one metrics of grazing-incidence detectors (Hungarian matching,
-precision, recall, AP) follow mlgid's evaluation (mlgidDETECT; Starostin, Pithan
-et al., npj Comput. Mater. 8, 101 (2022) for the detection task).
+The measures (one-to-one precision, recall, F1, AP) are those reported for
+grazing-incidence feature detectors (mlgidDETECT; the task: Starostin, Pithan et
+al., npj Comput. Mater. 8, 101 (2022)); the tolerances and the ring rule above
+are braggflow's own, so figures from other matchings are not directly comparable.
 """
 
 from __future__ import annotations
