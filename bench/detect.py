@@ -120,6 +120,8 @@ def one_to_one(pairs: list, low: list, thresholds: dict) -> None:
         print(f"| {name} | {int(r.true)} | {int(r.tp)} | {int(r.fp)} | {r.precision:.3f} | {r.recall:.3f} | "
               f"{r.f1:.3f} | {r.fp_per_frame:.2f} | {r.ap:.3f} |")
     classes = [c for c in same.index if c != "all"]
+    print("kind not required to agree, recall by true kind: "
+          + ", ".join(f"{c} {anyk.loc[c, 'recall']:.3f}" for c in classes))
     print(f"mean AP over the classes: {np.nanmean(same.loc[classes, 'ap']):.3f}; greedy matching instead "
           f"(by decreasing score, each detection the nearest free feature): {int(greedy.loc['all', 'tp'])} matched, "
           f"F1 {greedy.loc['all', 'f1']:.3f} (Hungarian {int(same.loc['all', 'tp'])}, {same.loc['all', 'f1']:.3f})")

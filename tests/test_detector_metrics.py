@@ -181,3 +181,26 @@ def test_bad_input_is_named():
         visibility_classes([1.0, 2.0], edges=[3.0, 1.0])
     empty = precision_recall_curve([(perfect(), TRUE4.iloc[:0])])
     assert np.isnan(average_precision(empty))
+
+
+def test_simulated_truth_as_detections_scores_perfectly():
+    from braggflow.simulate.gixd import random_setups, simulate_gixd_frame
+
+    setup = random_setups(1, 5)[0]
+    frames = [simulate_gixd_frame(np.random.default_rng([5, i]), setup) for i in range(3)]
+    pairs = []
+    for fr in frames:
+        vis = fr.truth[fr.truth["visible"].to_numpy(dtype=bool)]
+        pairs.append((vis.assign(score=vis["snr"] / (1 + vis["snr"])), fr.truth))
+    n_true = sum(len(p) for p, _ in pairs)
+    assert n_true > 0
+    m = detection_metrics(pairs)
+    assert (m.loc["all", "true"], m.loc["all", "tp"], m.loc["all", "fp"]) == (n_true, n_true, 0)
+    assert m.loc["all", "ap"] == pytest.approx(1.0)
+    # a detection moved by more than its feature's q tolerance no longer matches that feature
+    for p, t in pairs:
+        own = t.index.get_indexer(p.index)
+        mt = match_features(p.assign(q=p["q"] + np.maximum((p["q_hi"] - p["q_lo"]) / 2, 0.01) + 0.001), t)
+        assert not np.any(mt.truth_index == own)
+        assert match_features(p.assign(q=p["q"] + 0.5 * np.minimum((p["q_hi"] - p["q_lo"]) / 2, 0.01)),
+                              t).tp == len(p)
