@@ -72,3 +72,18 @@ def test_neighbour_positions_find_every_neighbour_a_binary_search_finds():
             hit = index[expected] == target
             assert np.array_equal(index[pos] == target, hit)
             assert np.array_equal(pos[hit], expected[hit])
+
+
+def test_region_statistics_brightest_is_first_highest_pixel_of_each_region():
+    """Per region id (those with pixels, in id order): the list position of the highest value, the first one on a
+    tie; counts, net signal and noise from the pixels' excess over the tile level."""
+    from braggflow.find.peaks import _region_statistics
+
+    final = np.array([2, 0, 2, 2, 0, 4, 4, 0])
+    values = np.array([5.0, 3.0, 7.0, 7.0, 3.0, 1.0, 2.0, 2.5])
+    level = np.full(final.size, 1.0)
+    stats = _region_statistics(final, 5, values, level, np.full(final.size, 2.0), 1.0)
+    np.testing.assert_array_equal(stats["brightest"], [1, 2, 6])  # regions 0, 2, 4; regions 1 and 3 are empty
+    np.testing.assert_array_equal(stats["npix"], [3, 0, 3, 0, 2])
+    np.testing.assert_allclose(stats["signal"], [2 + 2 + 1.5, 0, 4 + 6 + 6, 0, 0 + 1])
+    np.testing.assert_allclose(stats["noise"] ** 2, [3 * 4 + 5.5, 0, 3 * 4 + 16, 0, 2 * 4 + 1])

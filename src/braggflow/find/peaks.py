@@ -342,16 +342,21 @@ def _region_statistics(final, nreg, values, tile_level, tile_noise, gain) -> dic
 
     ``signal`` sums the counts above the tile level; ``noise`` is the square root
     of the summed variances (tile noise squared plus Poisson ``gain x excess``).
-    ``brightest`` is ordered by region id.
+    ``brightest`` is ordered by region id (regions with pixels only; the first
+    list position among equal highest values).
     """
     npix = np.bincount(final, minlength=nreg)
     excess = values - tile_level
     var = tile_noise**2 + gain * np.clip(excess, 0, None)
     signal = np.bincount(final, weights=excess, minlength=nreg)
     noise = np.sqrt(np.bincount(final, weights=var, minlength=nreg))
-    order = np.lexsort((-values, final))
-    first = np.r_[True, final[order][1:] != final[order][:-1]]
-    return {"npix": npix, "signal": signal, "noise": noise, "brightest": order[first]}
+    # each region's highest value, then the first list position holding it (no sort of the pixel list)
+    top = np.full(nreg, -np.inf)
+    np.maximum.at(top, final, values)
+    at_top = np.flatnonzero(values == top[final])
+    brightest = np.full(nreg, final.size)
+    np.minimum.at(brightest, final[at_top], at_top)
+    return {"npix": npix, "signal": signal, "noise": noise, "brightest": brightest[brightest < final.size]}
 
 
 def _pass_against_ring(frame, mask, weak, reg_ids, peak_r, peak_c, peak_value, stats, boxes, *, bg: Background,
