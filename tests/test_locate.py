@@ -325,3 +325,25 @@ def test_central_component_labels_are_each_patchs_own_components():
         if region[k, 3, 3]:
             assert keep_label[k] == labels[k, 3, 3] and np.array_equal(keep[k], labels[k] == labels[k, 3, 3])
     assert np.array_equal(labels > 0, region)
+
+
+@pytest.mark.parametrize("with_labels", [True, False])
+def test_centroid_with_the_patches_background_is_the_same(with_labels):
+    """The patches' own background (their masked pixels hold it) given to the centroid: every result column is
+    the same as the centroid's own border median; a background of another length is refused."""
+    from braggflow.correct import correct_frame
+    from braggflow.find import find_peaks
+    from braggflow.simulate.frames import simulate_series
+
+    sim = simulate_series(1, n_peaks=80, seed=4, shape=(256, 256))
+    frame, mask = correct_frame(sim.frames[0])
+    found = find_peaks(frame, mask=mask)
+    patches = extract_patches(frame, found.table, mask=mask, labels=found.labels if with_labels else None)
+    assert len(patches) > 20 and patches.mask.any()
+    own = centroid_patches(patches.data, patches.mask, gain=1.5)
+    given = centroid_patches(patches.data, patches.mask, gain=1.5, background=patches.background)
+    for name in ("row", "col", "row_err", "col_err", "rc_cov", "sigma_row", "sigma_col", "failed", "intensity",
+                 "background"):
+        np.testing.assert_array_equal(getattr(given, name), getattr(own, name), err_msg=name)
+    with pytest.raises(BraggflowError, match="background"):
+        centroid_patches(patches.data, patches.mask, background=patches.background[:-1])

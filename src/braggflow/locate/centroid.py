@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from braggflow.errors import BraggflowError
 from braggflow.locate.patches import patch_background, select_central_component
 from braggflow.windows import check_patch_stack
 
@@ -146,7 +147,7 @@ def _moments(w, var0, dr, dc, lever_r, lever_c, total) -> tuple[np.ndarray, ...]
             (w * dc * dc).sum(axis=1) / total)
 
 
-def centroid_patches(data, mask=None, *, gain: float = 1.0) -> LocateResult:
+def centroid_patches(data, mask=None, *, gain: float = 1.0, background=None) -> LocateResult:
     """Background-subtracted centre of mass of each patch.
 
     The background is the median of the usable border pixels
@@ -171,11 +172,21 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0) -> LocateResult:
         True = unusable pixel.
     gain : float
         Detector gain, counts (ADU) per photon.
+    background : (N,) array_like of float, optional
+        Each patch's border median when already known, counts/px (the
+        ``background`` of :func:`~braggflow.locate.patches.extract_patches`,
+        whose masked pixels hold it): it is then not taken again.
 
     Returns
     -------
     result : LocateResult
         Patch coordinates; ``failed`` where no positive signal is left (row, col NaN).
+
+    Raises
+    ------
+    BraggflowError
+        If the patches are not an (N, s, s) stack, ``mask`` has another shape
+        or ``background`` is not one value per patch.
 
     Notes
     -----
@@ -186,7 +197,12 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0) -> LocateResult:
     n, s = data.shape[0], data.shape[-1]
     if n == 0:
         return LocateResult.empty(0)
-    bg = patch_background(data, mask)
+    if background is None:
+        bg = patch_background(data, mask)
+    else:
+        bg = np.array(background, dtype=np.float64)  # a copy: the result holds it
+        if bg.shape != (n,):
+            raise BraggflowError(f"background has shape {bg.shape}, expected one value per patch ({n},)")
     region = peak_region(data, mask, bg, gain=gain)
     w = np.where(region, np.maximum(data - bg[:, None, None], 0.0), 0.0).reshape(n, -1)
     # the region holds usable (finite) pixels only: the others are 0 by the where
