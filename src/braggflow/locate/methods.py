@@ -29,7 +29,8 @@ def _check_method(method) -> str:
 
 
 def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, model=None, backend: str = "auto",
-                   device: str = "cpu", batch_size: int = 1024, fit_engine: str = "batch") -> LocateResult:
+                   device: str = "cpu", batch_size: int = 1024, fit_engine: str = "batch",
+                   background=None) -> LocateResult:
     """Run one localization method on patches.
 
     Parameters
@@ -47,6 +48,8 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
     fit_engine : {"batch", "scipy"}
         "gauss" and "pvoigt": every patch in one vectorised fit, or one
         :func:`scipy.optimize.least_squares` per patch (the reference).
+    background : (N,) array_like of float, optional
+        "com": each patch's border median when known (:attr:`Patches.background`).
 
     Returns
     -------
@@ -62,7 +65,7 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
     if fit_engine not in ("batch", "scipy"):
         raise BraggflowError(f"fit_engine must be 'batch' or 'scipy', got {fit_engine!r}")
     if method == "com":
-        return centroid_patches(data, mask, gain=gain)
+        return centroid_patches(data, mask, gain=gain, background=background)
     if method == "gauss":
         from braggflow.locate.fit import fit_gaussian_patches
 
@@ -130,7 +133,7 @@ def locate_at(frame, rows, cols, method, *, mask, labels, patch_size, gain, satu
     if saturation is not None and method in ("gauss", "pvoigt"):
         fit_mask = fit_mask | (patches.data >= saturation)
     res = locate_patches(patches.data, fit_mask, method=method, gain=gain, model=model, backend=backend,
-                         device=device, batch_size=batch_size, fit_engine=fit_engine)
+                         device=device, batch_size=batch_size, fit_engine=fit_engine, background=patches.background)
     origin = patches.origin.astype(float)
     flags = patches.flags.copy()
     flags[np.asarray(res.failed, dtype=bool)] |= np.uint32(Flag.FIT_FAILED)
