@@ -173,8 +173,9 @@ def shape_statistic(shape: tuple[int, int], value_at, bad_at, event_of: np.ndarr
     best = np.empty(n_events)
     for start in range(0, n_events, _CHUNK):  # (events x templates) arrays of bounded size
         part = slice(start, start + _CHUNK)
-        cross = (x[part] * inv_var[part]) @ templates
-        norm = inv_var[part] @ squares
+        # einsum, not a BLAS product: OpenBLAS's threads would spin on the second core after every frame
+        cross = np.einsum("ij,jk->ik", x[part] * inv_var[part], templates)
+        norm = np.einsum("ij,jk->ik", inv_var[part], squares)
         best[part] = np.max(np.clip(cross, 0.0, None) ** 2 / np.maximum(norm, 1e-300), axis=1)  # A >= 0
     event_chi2 = np.einsum("ij,ij->i", np.where(event, x * x, 0.0), inv_var)
     return event_chi2 - best
