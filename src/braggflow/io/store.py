@@ -144,24 +144,32 @@ def frames_done(path) -> set[int]:
     return {int(f) for f in done}
 
 
-def _journal_tables(path: Path, done: set) -> list[pd.DataFrame]:
-    """The peaks of journal batches of frames not in ``done``, in batch order; their frames are added to ``done``."""
-    tables = []
+def _journal_batches(path: Path, done: set, read):
+    """What ``read(npz)`` takes from each journal batch holding a frame not in ``done``, in batch order.
+
+    A batch's frames are added to ``done`` once the caller has taken what it
+    yields, so at each step ``done`` holds the frames of the snapshot and of
+    the earlier batches (the rows the caller must leave out: later rows of a
+    frame never replace earlier ones). A batch that was never completely
+    written is ignored.
+    """
     journal = _journal_dir(path)
-    if not journal.exists():
-        return tables
-    for p in sorted(journal.glob("batch_*.npz")):
+    for p in sorted(journal.glob("batch_*.npz")) if journal.exists() else []:
         try:
             with np.load(p) as npz:
                 frames = set(npz["frames_done"].tolist())
                 if frames <= done:
                     continue
-                t = _table_from_npz(npz)
+                payload = read(npz)
         except (OSError, ValueError, KeyError):
-            continue  # a batch that was never completely written is ignored
-        tables.append(t[~t["frame"].isin(done)])
+            continue
+        yield payload
         done |= frames
-    return tables
+
+
+def _journal_tables(path: Path, done: set) -> list[pd.DataFrame]:
+    """The peaks of journal batches of frames not in ``done``, in batch order; their frames are added to ``done``."""
+    return [t[~t["frame"].isin(done)] for t in _journal_batches(path, done, _table_from_npz)]
 
 
 def read_process(path) -> dict[str, Any]:
@@ -275,18 +283,11 @@ def count_peaks(path) -> int:
         except InputFileError:
             if not journal_has_batches(path):
                 raise
-    journal = _journal_dir(path)
-    for p in sorted(journal.glob("batch_*.npz")) if journal.exists() else []:
-        try:
-            with np.load(p) as npz:
-                frames = set(npz["frames_done"].tolist())
-                if frames <= done:
-                    continue
-                peak_frames = npz["v:frame"] if "v:frame" in npz.files else np.zeros(0, np.int64)
-        except (OSError, ValueError, KeyError):
-            continue
-        total += int(np.count_nonzero(~np.isin(peak_frames, list(done)))) if done else len(peak_frames)
-        done |= frames
+    def peak_frames(npz) -> np.ndarray:
+        return npz["v:frame"] if "v:frame" in npz.files else np.zeros(0, np.int64)
+
+    for frames in _journal_batches(path, done, peak_frames):
+        total += int(np.count_nonzero(~np.isin(frames, list(done)))) if done else len(frames)
     return total
 
 

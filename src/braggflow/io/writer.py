@@ -44,6 +44,7 @@ from braggflow.io.nexus import (
 from braggflow.io.store import (
     _RESERVED,
     STATUS_COMPLETE,
+    _journal_batches,
     _journal_dir,
     _read_all,
     _read_frames_table,
@@ -702,19 +703,10 @@ class ResultsWriter:
                 written |= self._base_frames
             except (OSError, KeyError):
                 log.warning("%s: the HDF5 snapshot cannot be read; its frames are taken from the journal", self.path)
-        for p in sorted(self.journal.glob("batch_*.npz")) if self.journal.exists() else []:
-            try:
-                with np.load(p) as npz:
-                    frames = set(npz["frames_done"].tolist())
-                    if frames <= written:
-                        continue
-                    part = _batch_arrays(npz)
-            except (OSError, ValueError, KeyError):
-                continue  # a batch that was never completely written is ignored
+        for part in _journal_batches(self.path, written, _batch_arrays):
             if written and "v:frame" in part:
                 keep = ~np.isin(part["v:frame"], list(written))
                 part = {key: values[keep] for key, values in part.items()}
-            written |= frames
             sink.append(part)
         sink.finish()
         x, y = sink.scatter_axes()
