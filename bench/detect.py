@@ -35,7 +35,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+
+# coverage of one frame: a true feature is found when a detection (its q, eta) lies inside its extent
+# widened by COVERAGE_SLACK (0.02 1/Å) in q; the same measure scores hand labels
+from braggflow.training.labels import COVERAGE_SLACK, coverage_counts
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gixd_mapbbr3"
 FRAME = "S123_MABr_A2_00865-00000.tif"
@@ -222,34 +225,6 @@ def real(detector) -> None:
         print(f"|   lines: {', '.join(f['covered'])} | | | | | | |")
     kinds = learned["kind"].value_counts().to_dict()
     print(f"learned features by kind: {kinds}")
-
-
-COVERAGE_SLACK = 0.02  # 1/Å beyond a true feature's radial half-width
-
-
-def coverage_counts(pred: pd.DataFrame, truth: pd.DataFrame) -> tuple[int, int, int, int]:
-    """Coverage counts of one frame: (true features found, visible true features, detections inside, detections).
-
-    A true feature is found when a detection (its ``q``, ``eta``) lies inside its
-    extent: ``q_lo - 0.02 <= q <= q_hi + 0.02`` (the radial half-width plus
-    0.02 1/Å) and ``chi_lo <= eta <= chi_hi``.  A detection counts as inside when
-    it lies in some visible true feature's extent; a detection inside only
-    features too weak to be labelled (``visible`` False) counts neither way.
-    """
-    vis = truth[truth["visible"].to_numpy(dtype=bool)]
-    weak = truth[~truth["visible"].to_numpy(dtype=bool)]
-    q, eta = pred["q"].to_numpy(dtype=float), pred["eta"].to_numpy(dtype=float)
-
-    def inside(t):
-        if not len(t) or not len(q):
-            return np.zeros((len(q), len(t)), dtype=bool)
-        return ((q[:, None] >= t["q_lo"].to_numpy()[None] - COVERAGE_SLACK)
-                & (q[:, None] <= t["q_hi"].to_numpy()[None] + COVERAGE_SLACK)
-                & (eta[:, None] >= t["chi_lo"].to_numpy()[None]) & (eta[:, None] <= t["chi_hi"].to_numpy()[None]))
-
-    on_vis, on_weak = inside(vis), inside(weak)
-    counted = on_vis.any(1) | ~on_weak.any(1)
-    return int(on_vis.any(0).sum()), len(vis), int(on_vis.any(1).sum()), int(counted.sum())
 
 
 def coverage(n: int, detector=None) -> None:

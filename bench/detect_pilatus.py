@@ -146,12 +146,8 @@ def coverage_table() -> dict:
         Finder name -> dict with ``found``, ``n_true``, ``inside``, ``n_pred``
         (int), ``seconds`` (list, per frame) and ``found_by_kind`` ({kind: (found, n)}).
     """
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from detect import coverage_counts
-
-    from braggflow.training.labels import read_labels
+    from braggflow.training.labels import coverage_counts, read_labels
 
     sums = {}
     for name in FRAMES:
@@ -192,15 +188,17 @@ def print_coverage(sums: dict) -> None:
 
 def fine_tune_leave_one_out(epochs: int) -> None:
     """Fine-tune on two labelled frames, score on the third; each frame held out once."""
-    import sys
 
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from detect import coverage_counts
-
     from braggflow.nn.detector import detect_frame, load_detector
-    from braggflow.training.labels import detector_loss, fine_tune_detector, labelled_frame, read_labels
+    from braggflow.training.labels import (
+        coverage_counts,
+        detector_loss,
+        fine_tune_detector,
+        labelled_frame,
+        read_labels,
+    )
 
     torch.set_num_threads(1)
     labelled = {}
