@@ -28,6 +28,7 @@ __all__ = [
     "validate_peak_table",
     "describe_flags",
     "FRAME_COLUMNS",
+    "HIT_MIN_PEAKS",
     "frames_table",
 ]
 
@@ -366,6 +367,10 @@ def describe_flags(flags: int) -> list[str]:
     """
     return [f.name.lower() for f in Flag if int(flags) & int(f)]
 
+
+#: Default of the hit rule (the frames table's ``hit``: at least this many peaks; config ``frames.hit_min_peaks``):
+#: OM's example monitors (LCLS CXI, Pilatus files) set min_num_peaks_for_hit 10.
+HIT_MIN_PEAKS = 10
 
 #: Columns of the frames table (``/entry/frames`` of a results file): one row per processed frame.
 FRAME_COLUMNS: dict[str, Column] = {

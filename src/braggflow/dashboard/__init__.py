@@ -36,12 +36,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from braggflow.schema import HIT_MIN_PEAKS
+
 __all__ = ["ResultsView", "DashboardServer", "serve", "make_document", "DEFAULT_PORT", "HIT_PEAKS"]
 
 #: port of ``braggflow dashboard`` and ``watch --dashboard`` unless --port is given
 DEFAULT_PORT = 8050
-#: a frame with at least this many peaks is a hit (OM's rule: a minimum peak count)
-HIT_PEAKS = 10
+#: a frame with at least this many peaks is a hit (OM's rule: a minimum peak count), as the frames table's default
+HIT_PEAKS = HIT_MIN_PEAKS
 #: frames in the moving window of the hit rate
 HIT_WINDOW = 50
 

@@ -22,6 +22,7 @@ from braggflow.geometry.config import GeometryConfig
 from braggflow.integrate.options import IntegrateConfig
 from braggflow.io.options import SeriesConfig
 from braggflow.locate.options import LocateConfig
+from braggflow.schema import HIT_MIN_PEAKS
 
 CONFIG_VERSION = 1
 
@@ -65,10 +66,6 @@ class FindOptions(FindConfig):
         if self.d_min is not None and self.d_max is not None and not self.d_min < self.d_max:
             raise ValueError(f"d_min {self.d_min} must be below d_max {self.d_max} (Å)")
         return self
-
-
-#: default of ``frames.hit_min_peaks``: OM's example monitors (LCLS CXI, Pilatus files) set min_num_peaks_for_hit 10
-HIT_MIN_PEAKS = 10
 
 
 class FramesConfig(BaseModel):
