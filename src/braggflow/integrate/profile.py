@@ -72,6 +72,8 @@ Camb. Phil. Soc. 44, 50 (1948) (the score test).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from braggflow.integrate import _grow
@@ -215,13 +217,7 @@ def _spread(values: np.ndarray) -> float:
 def _better(a, b):
     """Per patch, the fit of ``a`` and ``b`` (same model and patches) with the lower deviance among the usable."""
     use_b = b.ok & (~a.ok | (b.deviance < a.deviance))
-
-    def pick(x, y):
-        return np.where(use_b.reshape((-1,) + (1,) * (x.ndim - 1)), y, x)
-
-    return type(a)(model=a.model, params=pick(a.params, b.params), cov=pick(a.cov, b.cov),
-                   deviance=pick(a.deviance, b.deviance), npix=a.npix, iterations=a.iterations + b.iterations,
-                   ok=pick(a.ok, b.ok), converged=pick(a.converged, b.converged))
+    return dataclasses.replace(_choose(~use_b, a, b), iterations=a.iterations + b.iterations)
 
 
 def _reference_shape(out):
