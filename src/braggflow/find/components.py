@@ -102,6 +102,20 @@ def sparse_components(flat_index: np.ndarray, width: int) -> tuple[np.ndarray, i
     Works on the sorted flat indices of the pixels above threshold, so the cost
     grows with their number, not with the frame size (a full-frame
     ``ndimage.label`` costs ~20 ms on 2048 x 2048).
+
+    Parameters
+    ----------
+    flat_index : (K,) ndarray of int
+        Sorted flat indices (``row * width + col``) of the pixels.
+    width : int
+        Frame width, px.
+
+    Returns
+    -------
+    component : (K,) ndarray of int
+        Component id (1..n) of each pixel.
+    n : int
+        Number of components.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -166,7 +180,21 @@ def neighbour_positions(flat_index: np.ndarray, width: int,
 
 
 def local_maxima(values: np.ndarray, flat_index: np.ndarray, frame: np.ndarray) -> np.ndarray:
-    """Boolean: pixel (of the list) is >= its 8 neighbours (outside the frame counts as -inf)."""
+    """Which pixels of a list are >= their 8 neighbours (outside the frame counts as -inf).
+
+    Parameters
+    ----------
+    values : (K,) ndarray
+        The pixels' values (``frame.ravel()[flat_index]``), counts.
+    flat_index : (K,) ndarray of int
+        Flat indices (``row * width + col``) of the pixels in ``frame``.
+    frame : (H, W) ndarray
+        The frame the neighbours are read from, counts.
+
+    Returns
+    -------
+    is_max : (K,) ndarray of bool
+    """
     h, w = frame.shape
     flat_index = np.asarray(flat_index)
     flat = frame.ravel()

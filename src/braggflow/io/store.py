@@ -252,6 +252,15 @@ def _read_rows(group, start: int, stop: int) -> pd.DataFrame:
 def stored_peak_count(path) -> int:
     """Rows of ``/entry/peaks`` in a results file's HDF5 snapshot, read from its attributes (no peak is read).
 
+    Parameters
+    ----------
+    path : str or Path
+        The results file.
+
+    Returns
+    -------
+    rows : int
+
     Raises
     ------
     InputFileError
@@ -269,6 +278,15 @@ def count_peaks(path) -> int:
 
     The snapshot's rows come from its attributes; a journal batch is counted
     by its ``frame`` column, less the rows of frames the snapshot holds.
+
+    Parameters
+    ----------
+    path : str or Path
+        The results file (its journal beside it is counted too).
+
+    Returns
+    -------
+    peaks : int
 
     Raises
     ------
