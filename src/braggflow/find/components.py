@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from braggflow.find._kernels import list_local_maxima, sparse_component_labels
 from braggflow.find.background import Background
 
 __all__ = ["pixels_above_threshold", "sparse_components", "local_maxima", "same_comparison", "neighbour_positions"]
@@ -101,7 +102,9 @@ def sparse_components(flat_index: np.ndarray, width: int) -> tuple[np.ndarray, i
 
     Works on the sorted flat indices of the pixels above threshold, so the cost
     grows with their number, not with the frame size (a full-frame
-    ``ndimage.label`` costs ~20 ms on 2048 x 2048).
+    ``ndimage.label`` costs ~20 ms on 2048 x 2048): one compiled union-find
+    pass over the list (:func:`braggflow.find._kernels.sparse_component_labels`),
+    ids numbered as ``scipy.sparse.csgraph.connected_components`` numbers them.
 
     Parameters
     ----------
@@ -117,23 +120,8 @@ def sparse_components(flat_index: np.ndarray, width: int) -> tuple[np.ndarray, i
     n : int
         Number of components.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = flat_index.size
-    cols = flat_index % width
-    src, dst = [], []
-    # neighbours "after" each pixel in raster order: right, down-left, down, down-right
-    positions = neighbour_positions(flat_index, width, rows=(0, 1))
-    for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):
-        pos = positions[dr, dc]
-        hit = (flat_index[pos] == flat_index + (dr * width + dc)) & (cols + dc >= 0) & (cols + dc < width)
-        src.append(np.flatnonzero(hit))
-        dst.append(pos[hit])
-    src, dst = np.concatenate(src), np.concatenate(dst)
-    graph = coo_matrix((np.ones(src.size, dtype=np.int8), (src, dst)), shape=(n, n))
-    ncomp, labels = connected_components(graph, directed=False)
-    return labels.astype(np.int64) + 1, int(ncomp)
+    component, n = sparse_component_labels(np.ascontiguousarray(flat_index, dtype=np.int64), int(width))
+    return component, int(n)
 
 
 def neighbour_positions(flat_index: np.ndarray, width: int,
@@ -195,46 +183,5 @@ def local_maxima(values: np.ndarray, flat_index: np.ndarray, frame: np.ndarray) 
     -------
     is_max : (K,) ndarray of bool
     """
-    h, w = frame.shape
-    flat_index = np.asarray(flat_index)
-    flat = frame.ravel()
-    rows, cols = np.divmod(flat_index, w)
-    # pixels off the frame's border have all 8 neighbours inside: read them without bounds checks
-    border = (rows == 0) | (rows == h - 1) | (cols == 0) | (cols == w - 1)
-    edge = np.flatnonzero(border)
-    inner = np.flatnonzero(~border) if edge.size else slice(None)
-    is_max = np.ones(len(values), dtype=bool)
-    inner_index, inner_values, inner_max = flat_index[inner], values[inner], is_max[inner]
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            if dr == 0 and dc == 0:
-                continue
-            nb = flat[inner_index + (dr * w + dc)]
-            # strict for "earlier" neighbours breaks ties on plateaus: one maximum per plateau
-            if (dr, dc) < (0, 0):
-                inner_max &= inner_values > nb
-            else:
-                inner_max &= inner_values >= nb
-    is_max[inner] = inner_max
-    if edge.size:
-        is_max[edge] = _edge_maxima(values[edge], rows[edge], cols[edge], flat, h, w)
-    return is_max
-
-
-def _edge_maxima(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, flat: np.ndarray, h: int,
-                 w: int) -> np.ndarray:
-    """:func:`local_maxima` of pixels on the frame's border (neighbours outside the frame count as -inf)."""
-    is_max = np.ones(len(values), dtype=bool)
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            if dr == 0 and dc == 0:
-                continue
-            r, c = rows + dr, cols + dc
-            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-            nb = np.full(len(values), -np.inf, dtype=np.float64)
-            nb[inside] = flat[r[inside] * w + c[inside]]
-            if (dr, dc) < (0, 0):
-                is_max &= values > nb
-            else:
-                is_max &= values >= nb
-    return is_max
+    return list_local_maxima(np.ascontiguousarray(values, dtype=np.float64),
+                             np.ascontiguousarray(flat_index, dtype=np.int64), np.ascontiguousarray(frame))

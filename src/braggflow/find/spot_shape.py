@@ -50,6 +50,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from braggflow.find._kernels import best_spot_fits
+
 __all__ = ["SHAPE_CHI2", "WINDOW", "spot_templates", "shape_statistic"]
 
 #: an event is a zinger when chi2 of the best spot exceeds chi2 of the zinger by more than this (None: no shape test)
@@ -66,8 +68,6 @@ _LONG = (2.0, 3.5)
 _ANGLES_DEG = (0.0, 45.0, 90.0, 135.0)
 #: sub-samples per pixel side in the pixel integration of the templates
 _SUB = 7
-#: events whose fits are computed together (bounds the (events x templates) arrays to ~7 MB each)
-_CHUNK = 1024
 _WIN_DR, _WIN_DC = (a.ravel() for a in np.mgrid[-_HALF : _HALF + 1, -_HALF : _HALF + 1])
 
 
@@ -170,12 +170,6 @@ def shape_statistic(shape: tuple[int, int], value_at, bad_at, event_of: np.ndarr
     x[use] = np.asarray(value_at(flat), dtype=np.float64) - level_at(r, c)
     inv_var[use] = 1.0 / (noise_at(r, c) ** 2 + gain * np.clip(x[use], 0.0, None))
     templates, squares = spot_templates(float(min_sigma))
-    best = np.empty(n_events)
-    for start in range(0, n_events, _CHUNK):  # (events x templates) arrays of bounded size
-        part = slice(start, start + _CHUNK)
-        # einsum, not a BLAS product: OpenBLAS's threads would spin on the second core after every frame
-        cross = np.einsum("ij,jk->ik", x[part] * inv_var[part], templates)
-        norm = np.einsum("ij,jk->ik", inv_var[part], squares)
-        best[part] = np.max(np.clip(cross, 0.0, None) ** 2 / np.maximum(norm, 1e-300), axis=1)  # A >= 0
+    best = best_spot_fits(x * inv_var, inv_var, templates, squares)  # the event's window pixels only, A >= 0
     event_chi2 = np.einsum("ij,ij->i", np.where(event, x * x, 0.0), inv_var)
     return event_chi2 - best

@@ -1,0 +1,192 @@
+"""Compiled per-pixel and per-event loops of the finder, in numba.
+
+Each kernel computes what a NumPy formulation of the finder computes, as one
+pass over a sparse pixel list or over the finder's small events instead of
+many whole-array NumPy calls (each of which reads its arrays from memory
+again):
+
+* :func:`sparse_component_labels`: 8-connected components of a sorted list of
+  flat pixel indices (a union-find over the list, the row below followed by a
+  pointer that only moves forward), numbered as
+  ``scipy.sparse.csgraph.connected_components`` numbers them (in the order of
+  each component's first pixel in the list);
+* :func:`list_local_maxima`: the pixels of a list that are at least their 8
+  neighbours in the frame, earlier neighbours (raster order) strictly (one
+  maximum per plateau), outside the frame ``-inf``;
+* :func:`best_spot_fits`: the largest ``(sum_j a_j g_jt)^2 / sum_j v_j g_jt^2``
+  over the templates ``t`` of each event, reading only the event's own
+  window pixels (the others carry weight 0).
+
+The functions are compiled on first use and cached on disk (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits"]
+
+
+def _jit(fn):
+    return njit(cache=True, nogil=True)(fn)
+
+
+@_jit
+def _root(parent, i):
+    """Root of ``i`` in a union-find forest, halving the path on the way."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@_jit
+def _join(parent, a, b):
+    """Union of the trees of ``a`` and ``b``; the smaller root becomes the root."""
+    ra, rb = _root(parent, a), _root(parent, b)
+    if ra < rb:
+        parent[rb] = ra
+    elif rb < ra:
+        parent[ra] = rb
+
+
+@_jit
+def sparse_component_labels(flat_index, width):
+    """8-connected components of a sorted list of flat pixel indices.
+
+    Parameters
+    ----------
+    flat_index : (K,) ndarray of int64
+        Flat indices ``row x width + col``, strictly ascending.
+    width : int
+        Row length, px.
+
+    Returns
+    -------
+    component : (K,) ndarray of int64
+        Component id (1..n) of each pixel, ids in the order of each
+        component's first pixel in the list.
+    n : int
+        Number of components.
+    """
+    m = flat_index.size
+    parent = np.arange(m)
+    below = 0  # first list position at or after the row below's left neighbour of pixel k
+    for k in range(m):
+        f = flat_index[k]
+        c = f % width
+        if k + 1 < m and flat_index[k + 1] == f + 1 and c + 1 < width:
+            _join(parent, k, k + 1)
+        target = f + width - 1
+        while below < m and flat_index[below] < target:
+            below += 1
+        j = below
+        while j < m and flat_index[j] <= f + width + 1:
+            dc = flat_index[j] - (f + width)
+            if c + dc >= 0 and c + dc < width:
+                _join(parent, k, j)
+            j += 1
+    component = np.empty(m, dtype=np.int64)
+    n = 0
+    for k in range(m):
+        r = _root(parent, k)
+        if r == k:
+            n += 1
+            component[k] = n
+        else:
+            component[k] = component[r]
+    return component, n
+
+
+@_jit
+def list_local_maxima(values, flat_index, frame):
+    """Which pixels of a list are >= their 8 neighbours in ``frame`` (outside the frame counts as -inf).
+
+    Parameters
+    ----------
+    values : (K,) ndarray of float64
+        The pixels' values, ``frame[flat_index]``.
+    flat_index : (K,) ndarray of int64
+        Flat indices of the pixels.
+    frame : (H, W) ndarray
+        The frame the neighbours are read from.
+
+    Returns
+    -------
+    is_max : (K,) ndarray of bool
+        Earlier neighbours (raster order) must be strictly lower, later ones
+        at most equal: one maximum per plateau.
+    """
+    h, w = frame.shape
+    m = flat_index.size
+    is_max = np.ones(m, dtype=np.bool_)
+    for k in range(m):
+        r, c = flat_index[k] // w, flat_index[k] % w
+        v = values[k]
+        for dr in range(-1, 2):
+            rr = r + dr
+            if rr < 0 or rr >= h:
+                continue
+            for dc in range(-1, 2):
+                cc = c + dc
+                if (dr == 0 and dc == 0) or cc < 0 or cc >= w:
+                    continue
+                nb = frame[rr, cc]
+                if dr < 0 or (dr == 0 and dc < 0):
+                    if not v > nb:
+                        is_max[k] = False
+                elif not v >= nb:
+                    is_max[k] = False
+            if not is_max[k]:
+                break
+    return is_max
+
+
+@_jit
+def best_spot_fits(weighted, inv_var, templates, squares):
+    """Largest squared projection of each event on the spot templates, amplitudes >= 0.
+
+    ``max_t max(sum_j a_j g_jt, 0)^2 / max(sum_j v_j g_jt^2, 1e-300)`` with
+    ``a = x / var`` and ``v = 1 / var`` over the window pixels ``j`` of one
+    event (pixels with ``v == 0`` are left out of both sums: they add 0).
+
+    Parameters
+    ----------
+    weighted : (N, P) ndarray of float64
+        ``a``: counts above background over variance, per event and window pixel.
+    inv_var : (N, P) ndarray of float64
+        ``v``: inverse variances (0 for a pixel left out).
+    templates, squares : (P, T) ndarray of float64
+        Templates ``g`` and their squares.
+
+    Returns
+    -------
+    best : (N,) ndarray of float64
+    """
+    n, p = weighted.shape
+    t = templates.shape[1]
+    best = np.empty(n)
+    cross = np.empty(t)
+    norm = np.empty(t)
+    for i in range(n):
+        cross[:] = 0.0
+        norm[:] = 0.0
+        for j in range(p):
+            v = inv_var[i, j]
+            if v == 0.0:
+                continue
+            a = weighted[i, j]
+            for k in range(t):
+                cross[k] += a * templates[j, k]
+                norm[k] += v * squares[j, k]
+        top = 0.0
+        for k in range(t):
+            c = cross[k] if cross[k] > 0.0 else 0.0
+            q = c * c / max(norm[k], 1e-300)
+            if k == 0 or q > top or q != q:
+                top = q
+            if top != top:  # NaN, as a maximum over the array would give
+                break
+        best[i] = top
+    return best
