@@ -217,18 +217,29 @@ def watch_command(
     veto_empty: bool = typer.Option(
         False, "--veto-empty", help="frames.veto_empty: store the peaks of hits only (frames with at least "
         "frames.hit_min_peaks peaks, default 10); other frames' peaks are counted, not stored"),
+    finder: str | None = typer.Option(
+        None, "--finder", help="find.method: components (default), persistence, or learned (the grazing-incidence "
+        "detector network: rings, arcs, spots; needs --incidence-angle)"),
+    skip_empty: bool = typer.Option(
+        False, "--skip-empty", help="frames.skip_empty (with --finder learned): skip the frames whose learned "
+        "p_empty reaches 0.9 (or --p-empty P): their frames-table row is kept (n_peaks 0), their features are not "
+        "localized, integrated or stored"),
+    p_empty: float | None = typer.Option(
+        None, "--p-empty", help="the p_empty from which --skip-empty skips a frame (0-1; implies --skip-empty)"),
 ) -> None:
     """Process frames while the detector writes them; stop after --idle-timeout or with Ctrl-C."""
     import numpy as np
 
     from braggflow.cli.core import build_config, check_watch_options, watch_summary
     from braggflow.pipeline import check_workers
+    from braggflow.pipeline.learned import SKIP_EMPTY_DEFAULT
     from braggflow.pipeline.watch import watch
 
+    skip = p_empty if p_empty is not None else SKIP_EMPTY_DEFAULT if skip_empty else None
     overrides = {"locate.method": method, "locate.model": model, "locate.backend": backend, "correct.mask": mask,
-                 "correct.dark": dark, "correct.flat": flat, "correct.gain": gain,
+                 "correct.dark": dark, "correct.flat": flat, "correct.gain": gain, "find.method": finder,
                  "find.threshold_sigma": threshold_sigma, "find.max_size": max_size, "find.d_min": d_min,
-                 "find.d_max": d_max, "frames.veto_empty": True if veto_empty else None,
+                 "find.d_max": d_max, "frames.veto_empty": True if veto_empty else None, "frames.skip_empty": skip,
                  **geometry_overrides(poni, distance, beam_row, beam_col, pixel, wavelength, energy, incidence_angle)}
     config = build_config(config_file, overrides, sets)
     check_results_name(output)
@@ -267,6 +278,9 @@ def watch_command(
         if server is not None:
             server.stop()
     console.print(watch_summary(output, result), markup=False, soft_wrap=True)
+    if config.frames.skip_empty is not None:
+        console.print(f"{result.n_skipped} of {result.n_frames} frames skipped as empty (learned p_empty >= "
+                      f"{config.frames.skip_empty:g}; in the frames table with n_peaks 0)", markup=False)
     if csv is not None:
         from braggflow.io.results import read_peaks
 

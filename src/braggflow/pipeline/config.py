@@ -87,6 +87,11 @@ class FramesConfig(BaseModel):
     veto_empty: bool = Field(
         False, description="store the peaks of hits only: the peaks of other frames are counted (n_peaks), not "
         "stored (OM's veto of non-hits)")
+    skip_empty: float | None = Field(
+        None, gt=0, le=1, description="with find.method learned: a frame whose learned p_empty reaches this is "
+        "skipped (its frames-table row kept, n_peaks 0; its features not localized, integrated or stored); null: "
+        "every frame processed (braggflow watch --skip-empty: 0.9, which skips <= 1 % of simulated frames with "
+        "features; docs/detector.md)")
 
 
 class Config(BaseModel):
@@ -105,6 +110,13 @@ class Config(BaseModel):
     integrate: IntegrateConfig = Field(default_factory=IntegrateConfig)
     frames: FramesConfig = Field(default_factory=FramesConfig)
     geometry: GeometryConfig | None = Field(None, description="detector geometry (see 'geometry' keys), or null")
+
+    @model_validator(mode="after")
+    def _skip_needs_learned(self):
+        if self.frames.skip_empty is not None and self.find.method != "learned":
+            raise ValueError(f"frames.skip_empty needs find.method 'learned' (the learned p_empty), not "
+                             f"{self.find.method!r}")
+        return self
 
     def to_yaml(self) -> str:
         """The config as YAML text (round-trips through :func:`load_config`)."""

@@ -24,6 +24,15 @@ heat-map value, 0-1), ``kind`` (ring, arc, spot), ``score`` (the feature's
 integrated signal-to-noise ratio), ``method`` (the detector's name).  The frame's
 learned class and its probabilities go to the frames table (``frame_class``,
 ``p_empty``, ``p_spots``, ``p_arcs``, ``p_rings``) through ``frame_row``.
+
+With ``frames.skip_empty`` P, a frame whose ``p_empty`` reaches P is skipped
+(:func:`skips_frame`): the network runs on it (for its class), but its features
+are not decoded, localized or integrated, and its peak table is empty; its
+frames-table row keeps its class and probabilities, with ``n_peaks`` 0.  Data
+reduction at the source for live mode (``braggflow watch --skip-empty``), after
+the frame classes of gixi's pipeline (Starostin, Pithan et al., npj Comput.
+Mater. 8, 101 (2022)).  :data:`SKIP_EMPTY_DEFAULT` is the P of ``--skip-empty``
+given without a value.
 """
 
 from __future__ import annotations
@@ -39,8 +48,15 @@ from braggflow.schema import conform, empty_peak_table, new_peak_table
 
 SPOT_RADIUS = 3.0
 """Integration radius of a spot, px, when ``integrate.radius`` is null (the learned finder has no regions)."""
+SKIP_EMPTY_DEFAULT = 0.9
+"""``frames.skip_empty`` of ``--skip-empty`` given without a value: the p_empty from which a frame is skipped.
 
-__all__ = ["SPOT_RADIUS", "PolarLookup", "QxyQz", "LearnedFinder", "band_intensity", "learned_peaks", "check_learned"]
+Chosen on simulated validation frames (``bench/detect.py --only skip``: seed 22, the shipped model's
+validation seed) as the smallest P at which at most 1 % of the frames with a labelled feature are
+skipped; docs/detector.md gives the figures."""
+
+__all__ = ["SPOT_RADIUS", "SKIP_EMPTY_DEFAULT", "PolarLookup", "QxyQz", "LearnedFinder", "band_intensity",
+           "learned_peaks", "check_learned", "skips_frame"]
 
 
 @dataclass
@@ -261,6 +277,24 @@ def check_learned(geometry, binning: int = 1) -> None:
         raise ConfigError(f"find.method 'learned' works on unbinned frames: correct.binning must be 1, got {binning}")
 
 
+def skips_frame(p_empty: float, skip_empty: float | None) -> bool:
+    """Whether ``frames.skip_empty`` skips a frame of learned empty probability ``p_empty``.
+
+    Parameters
+    ----------
+    p_empty : float
+        The frame's ``p_empty`` (:func:`braggflow.nn.detector.frame_probabilities`); NaN without one.
+    skip_empty : float or None
+        ``frames.skip_empty`` (0-1); None: no frame is skipped.
+
+    Returns
+    -------
+    skipped : bool
+        True when ``p_empty >= skip_empty`` (never for a NaN ``p_empty``).
+    """
+    return skip_empty is not None and bool(np.isfinite(p_empty)) and float(p_empty) >= float(skip_empty)
+
+
 def band_intensity(counts: np.ndarray, npix: np.ndarray, q: np.ndarray, chi: np.ndarray, boxes: pd.DataFrame,
                    *, gain: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Net counts of features over their (q, chi) boxes, with a background from bands beside them.
@@ -341,7 +375,8 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
         Its geometry (with an incidence angle); its ``learned`` slot keeps the
         :class:`LearnedFinder` between frames.
     config : braggflow.pipeline.config.Config
-        ``locate`` and ``integrate`` options for the spots, ``correct.gain``.
+        ``locate`` and ``integrate`` options for the spots, ``correct.gain``;
+        ``frames.skip_empty`` (:func:`skips_frame`).
     saturated : (H, W) ndarray of bool, optional
         Saturated pixels (for the spots' localizer).
     frame_row : dict, optional
@@ -353,7 +388,8 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
     -------
     table : pandas.DataFrame
         Peak table (schema of :mod:`braggflow.schema`), rings and arcs first,
-        then spots, each by decreasing confidence.
+        then spots, each by decreasing confidence; empty for a frame
+        ``frames.skip_empty`` skips.
 
     Raises
     ------
@@ -382,10 +418,14 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
 
     detector = finder.get_detector()
     out = detector.raw(contrast_image(image)[None])[0]
-    if frame_row is not None:
+    skip_empty = config.frames.skip_empty
+    if frame_row is not None or skip_empty is not None:
         label, values = frame_class(frame_probabilities(out, np.isfinite(image),
                                                         detector.frame_thresholds or detector.thresholds))
-        frame_row.update(values, frame_class=label)
+        if frame_row is not None:
+            frame_row.update(values, frame_class=label)
+        if skips_frame(values["p_empty"], skip_empty):
+            return empty_peak_table()
     feats = decode(out, np.isfinite(image), lookup.q, lookup.chi, thresholds=detector.thresholds)
     if not len(feats):
         return empty_peak_table()

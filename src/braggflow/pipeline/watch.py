@@ -41,6 +41,13 @@ watch is started again.  In an SWMR file the index is the frame's index in the
 dataset.  Every peak and every row of the frames table names its file
 (``source_file``) and the frame's index in it (``frame_in_file``).
 
+With the learned finder and ``frames.skip_empty`` P (``braggflow watch
+--finder learned --skip-empty [P]``), a frame whose learned ``p_empty``
+reaches P is skipped: its row of the frames table is written (``frame_class``,
+``p_empty``, ... and ``n_peaks`` 0: a row with ``p_empty >= P`` and no peaks
+is a skipped frame), its features are not localized, integrated or stored, and
+the watch log marks it (``skipped``; :attr:`WatchResult.n_skipped` counts them).
+
 This module holds :func:`watch` and its :class:`WatchResult`.  The sources
 and their completeness checks are in :mod:`braggflow.pipeline.watch_sources`,
 the session (reader thread, processing, journal writer, :class:`FrameRecord`)
@@ -107,6 +114,11 @@ class WatchResult:
     def n_frames(self) -> int:
         """Frames processed in this session."""
         return len(self.frames)
+
+    @property
+    def n_skipped(self) -> int:
+        """Frames of this session skipped as empty (``frames.skip_empty``; counted in :attr:`n_frames`)."""
+        return int(self.frames["skipped"].sum()) if "skipped" in self.frames else 0
 
 
 def _check_same_source(output: Path, source) -> None:
@@ -181,7 +193,8 @@ def watch(
         Results file (HDF5).  If it exists from an earlier watch or run of the
         same source and config, frames already in it are not processed again.
     config : Config, optional
-        Pipeline options (default: ``Config()``).
+        Pipeline options (default: ``Config()``); with ``find.method`` learned,
+        ``frames.skip_empty`` skips the frames the detector calls empty.
     idle_timeout : float or None, optional
         Stop after this many seconds without a new frame, s; ``None``: never
         (stop with ``stop`` or Ctrl-C).
@@ -319,6 +332,7 @@ def _watch_group(source, frames_log: pd.DataFrame, previous: dict[str, pd.DataFr
     """
     previous_log = previous.get("frames")
     full_log = frames_log if previous_log is None else pd.concat([previous_log, frames_log], ignore_index=True)
+    full_log["skipped"] = full_log["skipped"].fillna(False).astype(bool)  # rows of logs written without the column
     reasons = {}
     old = previous.get("skipped")
     if old is not None and len(old):

@@ -48,6 +48,10 @@ class FrameRecord:
         Seconds spent reading and processing the frame.
     backlog : int
         Complete frames still waiting when this one was written.
+    skipped : bool
+        The frame was skipped as empty (``frames.skip_empty``: its learned
+        p_empty reached the threshold); its features were not localized,
+        integrated or stored, and ``n_peaks`` is 0.
     """
 
     frame: int
@@ -57,6 +61,7 @@ class FrameRecord:
     n_peaks: int
     process_s: float
     backlog: int
+    skipped: bool = False
 
     @property
     def latency(self) -> float:
@@ -295,7 +300,17 @@ class _Session:
         self.writer.add(index, table, {**result.row, "source_file": file, "frame_in_file": int(in_file),
                                        "latency": time.time() - t_complete})
         return FrameRecord(index, path, t_complete, time.time(), len(table), seconds,
-                           self.reader.frames.qsize() + len(self.inflight) + self.reader.backlog)
+                           self.reader.frames.qsize() + len(self.inflight) + self.reader.backlog,
+                           skipped=self._skipped(result.row))
+
+    def _skipped(self, row: dict) -> bool:
+        """Whether ``frames.skip_empty`` skipped the frame of this frames-table row (its learned p_empty)."""
+        skip_empty = self.config.frames.skip_empty
+        if skip_empty is None:
+            return False
+        from braggflow.pipeline.learned import skips_frame
+
+        return skips_frame(float(row.get("p_empty", float("nan"))), skip_empty)
 
     def _collect(self, block: bool) -> None:
         """Hand processed frames to the journal thread and report written ones, in the order taken."""
