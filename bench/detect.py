@@ -278,6 +278,44 @@ def coverage(n: int, detector=None) -> None:
               f"{np.median(seconds[name]):.2f} s |")
 
 
+VAL_SEED = 22  # the shipped model's validation frames (stage 3 of its training; its training frames: seed 21)
+VAL_SETUPS = 48
+
+
+def skip_threshold(n: int, detector) -> None:
+    """p_empty of simulated validation frames: what ``frames.skip_empty`` P skips, with and without features.
+
+    Frames of :func:`braggflow.simulate.gixd.simulate_gixd_set` (seed :data:`VAL_SEED`,
+    :data:`VAL_SETUPS` setups: the shipped model's validation frames, never its
+    training frames, nor the held-out seed), their polar images as simulated;
+    a frame has features when one of its labelled features is visible.
+    """
+    from braggflow.nn.detector import detect_polar
+    from braggflow.simulate.gixd import random_setups, simulate_gixd_frame
+
+    setups = random_setups(VAL_SETUPS, VAL_SEED)
+    p_empty, has, n_det = [], [], []
+    for i in range(n):
+        fr = simulate_gixd_frame(np.random.default_rng([VAL_SEED, i, 1]), setups[i % len(setups)])
+        found = detect_polar(fr.image, fr.grid.q, fr.grid.chi, detector)
+        p_empty.append(found.attrs["p_empty"])
+        has.append(bool(fr.truth["visible"].any()) if len(fr.truth) else False)
+        n_det.append(len(found))
+    p_empty, has, n_det = np.array(p_empty), np.array(has), np.array(n_det)
+    print(f"\n## frames.skip_empty on {n} validation frames (seed {VAL_SEED}): {int(has.sum())} with features, "
+          f"{int((~has).sum())} without")
+    print("| P | frames with features skipped | frames without skipped | their detections dropped |")
+    print("|---|---|---|---|")
+    for level in (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9):
+        skip = p_empty >= level
+        print(f"| {level:g} | {int(np.sum(skip & has))} ({100 * np.mean(skip[has]):.1f} %) | "
+              f"{int(np.sum(skip & ~has))} ({100 * np.mean(skip[~has]):.1f} %) | {int(n_det[skip & ~has].sum())} of "
+              f"{int(n_det[~has].sum())} |")
+    low = np.sort(p_empty[has])[::-1]
+    k = int(np.floor(0.01 * has.sum()))  # at most this many frames with features may be skipped
+    print(f"smallest P skipping <= 1 % of the frames with features: just above {low[k]:.3f}")
+
+
 def speed(n_frames: int) -> None:
     """``braggflow run`` on the MAPbBr3 frame repeated ``n_frames`` times, learned and classical finders."""
     import os
@@ -329,7 +367,8 @@ def main() -> None:
     parser.add_argument("--n-coverage", type=int, default=32, help="simulated frames for the coverage table (0: none)")
     parser.add_argument("--n-speed", type=int, default=10,
                         help="repeats of the real frame for the speed table (0: none)")
-    parser.add_argument("--only", choices=["all", "coverage", "speed"], default="all")
+    parser.add_argument("--only", choices=["all", "coverage", "speed", "skip"], default="all")
+    parser.add_argument("--n-skip", type=int, default=400, help="validation frames for --only skip")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.only == "coverage":
@@ -337,6 +376,9 @@ def main() -> None:
         return
     if args.only == "speed":
         speed(args.n_speed)
+        return
+    if args.only == "skip":
+        skip_threshold(args.n_skip, load_detector(args.model))
         return
     detector = load_detector(args.model)
     print(f"detector {detector.name} ({detector.path.name if detector.path else ''}), "

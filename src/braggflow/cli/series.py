@@ -222,7 +222,7 @@ def watch_command(
         "detector network: rings, arcs, spots; needs --incidence-angle)"),
     skip_empty: bool = typer.Option(
         False, "--skip-empty", help="frames.skip_empty (with --finder learned): skip the frames whose learned "
-        "p_empty reaches 0.9 (or --p-empty P): their frames-table row is kept (n_peaks 0), their features are not "
+        "p_empty reaches 0.7 (or --p-empty P): their frames-table row is kept (n_peaks 0), their features are not "
         "localized, integrated or stored"),
     p_empty: float | None = typer.Option(
         None, "--p-empty", help="the p_empty from which --skip-empty skips a frame (0-1; implies --skip-empty)"),

@@ -90,7 +90,7 @@ class FramesConfig(BaseModel):
     skip_empty: float | None = Field(
         None, gt=0, le=1, description="with find.method learned: a frame whose learned p_empty reaches this is "
         "skipped (its frames-table row kept, n_peaks 0; its features not localized, integrated or stored); null: "
-        "every frame processed (braggflow watch --skip-empty: 0.9, which skips <= 1 % of simulated frames with "
+        "every frame processed (braggflow watch --skip-empty: 0.7, which skips <= 1 % of simulated frames with "
         "features; docs/detector.md)")
 
 

@@ -48,7 +48,7 @@ from braggflow.schema import conform, empty_peak_table, new_peak_table
 
 SPOT_RADIUS = 3.0
 """Integration radius of a spot, px, when ``integrate.radius`` is null (the learned finder has no regions)."""
-SKIP_EMPTY_DEFAULT = 0.9
+SKIP_EMPTY_DEFAULT = 0.7
 """``frames.skip_empty`` of ``--skip-empty`` given without a value: the p_empty from which a frame is skipped.
 
 Chosen on simulated validation frames (``bench/detect.py --only skip``: seed 22, the shipped model's
