@@ -15,7 +15,10 @@ again):
   maximum per plateau), outside the frame ``-inf``;
 * :func:`best_spot_fits`: the largest ``(sum_j a_j g_jt)^2 / sum_j v_j g_jt^2``
   over the templates ``t`` of each event, reading only the event's own
-  window pixels (the others carry weight 0).
+  window pixels (the others carry weight 0);
+* :func:`event_ring_keys`: the ring pixels of the zinger test's events
+  (8-neighbours of an event's pixels, not its own), sorted by event and
+  pixel, each once (``np.unique`` of all neighbour keys).
 
 The functions are compiled on first use and cached on disk (``cache=True``).
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits"]
+__all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "event_ring_keys"]
 
 
 def _jit(fn):
@@ -190,3 +193,69 @@ def best_spot_fits(weighted, inv_var, templates, squares):
                 break
         best[i] = top
     return best
+
+
+@_jit
+def event_ring_keys(event_of, event_flat, height, width):
+    """The ring pixels of events: ``event x (height x width) + flat index``, sorted, each once.
+
+    The ring of an event is the set of pixels inside the image that touch one
+    of its pixels (8-neighbours) and are not its own.
+
+    Parameters
+    ----------
+    event_of : (M,) ndarray of int64
+        Event id (>= 0) of each event pixel.
+    event_flat : (M,) ndarray of int64
+        Flat index ``row x width + col`` of each event pixel.
+    height, width : int
+        Image shape, px.
+
+    Returns
+    -------
+    keys : (R,) ndarray of int64
+        Ascending: by event, then by flat index (``np.unique`` of the keys).
+    """
+    m = event_of.size
+    size = height * width
+    order = np.argsort(event_of * size + event_flat)
+    out = np.empty(8 * m, dtype=np.int64)
+    n = 0
+    i = 0
+    while i < m:
+        event = event_of[order[i]]
+        j = i
+        while j < m and event_of[order[j]] == event:
+            j += 1
+        start = n
+        for q in range(i, j):
+            f = event_flat[order[q]]
+            r, c = f // width, f % width
+            for dr in range(-1, 2):
+                rr = r + dr
+                if rr < 0 or rr >= height:
+                    continue
+                for dc in range(-1, 2):
+                    cc = c + dc
+                    if (dr == 0 and dc == 0) or cc < 0 or cc >= width:
+                        continue
+                    p = rr * width + cc
+                    own = False
+                    for q2 in range(i, j):
+                        if event_flat[order[q2]] == p:
+                            own = True
+                            break
+                    if not own:
+                        out[n] = event * size + p
+                        n += 1
+        if n > start:  # this event's keys ascending, each once
+            seg = np.sort(out[start:n])
+            kept = 1
+            out[start] = seg[0]
+            for q in range(1, seg.size):
+                if seg[q] != seg[q - 1]:
+                    out[start + kept] = seg[q]
+                    kept += 1
+            n = start + kept
+        i = j
+    return out[:n].copy()

@@ -47,6 +47,7 @@ import numpy as np
 from scipy import ndimage, special
 
 from braggflow.find import spot_shape
+from braggflow.find._kernels import event_ring_keys
 
 __all__ = ["least_ring_ratio", "zinger_regions", "zinger_regions_at", "MAX_ZINGER_PIXELS"]
 
@@ -56,9 +57,6 @@ DECISIVE_SD = 1.0
 _GROW_SIGMA = 3.0
 #: regions with more pixels above threshold than this are never zingers
 MAX_ZINGER_PIXELS = 4
-#: row and column offsets of the 8 neighbours of a pixel
-_RING_DR = np.array([-1, -1, -1, 0, 0, 1, 1, 1])
-_RING_DC = np.array([-1, 0, 1, -1, 1, -1, 0, 1])
 
 
 @lru_cache(maxsize=16)
@@ -172,12 +170,9 @@ def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.n
 
     def ring_of(ev_reg, ev_flat):
         """Region id, flat index, excess, variance and 'measured' (not an unstored 0) of the ring pixels of events."""
-        rows, cols = np.divmod(ev_flat, w)
-        r, c = rows[:, None] + _RING_DR, cols[:, None] + _RING_DC
-        inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-        key = np.unique((ev_reg[:, None] * (h * w) + r * w + c)[inside])  # (event, neighbour), sorted
-        own = np.sort(ev_reg * (h * w) + ev_flat)  # the events' own pixels are not their ring
-        key = key[own[np.minimum(np.searchsorted(own, key), own.size - 1)] != key]
+        # (event, neighbour) keys sorted, each once, the events' own pixels left out
+        key = event_ring_keys(np.ascontiguousarray(ev_reg, dtype=np.int64),
+                              np.ascontiguousarray(ev_flat, dtype=np.int64), h, w)
         reg, pix = np.divmod(key, h * w)
         if bad_at is not None:
             good = ~bad_at(pix)
