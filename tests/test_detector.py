@@ -80,6 +80,40 @@ def test_powder_ring_spans_the_seen_chi_range_of_its_column(setup):
         assert r.chi_hi == pytest.approx(setup.grid.chi[rows[-1]] + setup.grid.dchi / 2)
 
 
+def _synthetic_outputs(rings=(), arcs=(), spots=()):
+    """Network outputs (7, 128, 128) with full-column rings and single-pixel arc and spot maxima, box half-sizes
+    of one input bin and no offsets; (col, value) per ring, (row, col, value) per arc or spot."""
+    out = np.zeros((7, 128, 128), dtype=np.float32)
+    for col, value in rings:
+        out[0, :, col] = value
+    for channel, points in ((1, arcs), (2, spots)):
+        for row, col, value in points:
+            out[channel, row, col] = value
+    return out, np.ones((256, 256), dtype=bool), np.linspace(0.5, 3.0, 256), np.linspace(-179.3, 179.3, 256)
+
+
+def test_decoding_options_close_rings_nms_ring_segments_and_box_size():
+    out, valid, q, chi = _synthetic_outputs(rings=[(40, 0.8), (43, 0.6)], arcs=[(20, 40, 0.7), (60, 80, 0.7)],
+                                            spots=[(50, 100, 0.9), (50, 102, 0.7)])
+    dq = q[1] - q[0]
+    plain = decode(out, valid, q, chi)
+    assert plain["kind"].value_counts().to_dict() == {"ring": 2, "arc": 2, "spot": 2}
+    # input bin of output pixel j: 2 j + 0.5
+    np.testing.assert_allclose(np.sort(plain.loc[plain["kind"] == "ring", "q"]), q[0] + dq * np.array([80.5, 86.5]))
+    close = decode(out, valid, q, chi, ring_gap=4)  # rings 3 output pixels apart: the weaker one dropped
+    rings = close[close["kind"] == "ring"]
+    assert len(rings) == 1 and rings["score"].iloc[0] == pytest.approx(0.8)
+    merged = decode(out, valid, q, chi, merge_rings=True)  # the arc at the ring's q is a segment of it
+    arcs = merged[merged["kind"] == "arc"]
+    assert len(arcs) == 1 and arcs["q"].iloc[0] == pytest.approx(q[0] + dq * 160.5)
+    wide = decode(out, valid, q, chi, nms_size=5)  # spots 2 output pixels apart: one maximum in a 5 x 5 square
+    spots = wide[wide["kind"] == "spot"]
+    assert len(spots) == 1 and spots["score"].iloc[0] == pytest.approx(0.9)
+    assert (plain["q_hi"] - plain["q_lo"]).to_numpy() == pytest.approx(2 * dq)  # half-size 1 bin from the network
+    big = decode(out, valid, q, chi, min_half_bins=3.0)
+    assert (big["q_hi"] - big["q_lo"]).to_numpy() == pytest.approx(6 * dq)
+
+
 def test_perfect_network_outputs_decode_to_the_true_boxes():
     """Targets -> decoding: the heat maps and regressions a perfect network would give recover every feature."""
     from braggflow.training.detector import detector_targets

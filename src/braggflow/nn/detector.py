@@ -470,11 +470,12 @@ def _ring_candidates(out: np.ndarray, valid_out: np.ndarray, threshold: float) -
     return found
 
 
-def _peak_candidates(out: np.ndarray, channel: int, threshold: float, top_k: int = 300) -> list[dict]:
+def _peak_candidates(out: np.ndarray, channel: int, threshold: float, top_k: int = 300, nms_size: int = 3
+                     ) -> list[dict]:
     from scipy.ndimage import maximum_filter
 
     heat = out[channel]
-    peaks = (heat == maximum_filter(heat, size=3, mode="constant")) & (heat >= threshold)
+    peaks = (heat == maximum_filter(heat, size=nms_size, mode="constant")) & (heat >= threshold)
     ys, xs = np.nonzero(peaks)
     order = np.argsort(-heat[ys, xs])[:top_k]
     return [dict(kind=CLASSES[channel], score=float(heat[y, x]), x=x + float(out[5, y, x]),
@@ -492,7 +493,8 @@ def _circular_mean(angles_deg: np.ndarray) -> float:
 
 
 def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
-           thresholds: dict | None = None) -> pd.DataFrame:
+           thresholds: dict | None = None, *, nms_size: int = 3, ring_gap: float = 1.0,
+           merge_rings: bool = False, min_half_bins: float = 0.5) -> pd.DataFrame:
     """Features from the network's outputs for one polar image.
 
     Parameters
@@ -505,6 +507,18 @@ def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
         Bin centres of the polar image (1/Å, deg; evenly spaced).
     thresholds : dict, optional
         Smallest score per class; default 0.3 each.
+    nms_size : int
+        Side of the square (output pixels, odd) in which an arc or spot must be
+        the heat map's maximum (non-maximum suppression).
+    ring_gap : float
+        Smallest distance in q between two rings, output pixels: of two ring
+        maxima closer than this the weaker is dropped (1: every maximum of the
+        chi-averaged profile is a ring).
+    merge_rings : bool
+        Merge ring segments into their ring: an arc whose q centre lies in a
+        ring's q box is dropped (one feature per ring).
+    min_half_bins : float
+        Smallest half-size of a box, input bins (in q and in chi).
 
     Returns
     -------
@@ -519,22 +533,22 @@ def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
 
     thresholds = {**{c: 0.3 for c in CLASSES}, **(thresholds or {})}
     valid_out = block_reduce(valid, (STRIDE, STRIDE), np.mean) > 0.25
-    cands = _ring_candidates(out, valid_out, thresholds["ring"])
+    cands = _drop_close_rings(_ring_candidates(out, valid_out, thresholds["ring"]), ring_gap)
     for c in (1, 2):
-        cands += _peak_candidates(out, c, thresholds[CLASSES[c]])
+        cands += _peak_candidates(out, c, thresholds[CLASSES[c]], nms_size=nms_size)
     dq, dchi = q[1] - q[0], chi[1] - chi[0]
     rows = []
     for c in cands:
         xq = _to_input(c["x"])
         qc = q[0] + xq * dq
-        hw = max(c["hw"], 0.5) * dq
+        hw = max(c["hw"], min_half_bins) * dq
         if c["kind"] == "ring":
             seen = np.flatnonzero(valid[:, min(valid.shape[1] - 1, max(0, int(round(xq))))])
             lo, hi = (chi[seen[0]] - dchi / 2, chi[seen[-1]] + dchi / 2) if len(seen) else (chi[0], chi[-1])
             cc = _circular_mean(chi[seen]) if len(seen) else 0.5 * (lo + hi)
         else:
             cc = chi[0] + _to_input(c["y"]) * dchi
-            hh = max(c["hh"], 0.5) * dchi
+            hh = max(c["hh"], min_half_bins) * dchi
             lo, hi = max(cc - hh, -180.0), min(cc + hh, 180.0)
             cc = 0.5 * (lo + hi)
         rows.append(dict(kind=c["kind"], score=c["score"], q=qc, chi=cc, q_lo=qc - hw, q_hi=qc + hw,
@@ -542,7 +556,33 @@ def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
     cols = ["kind", "score", "q", "chi", "q_lo", "q_hi", "chi_lo", "chi_hi"]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object if c == "kind" else float) for c in cols})
-    return pd.DataFrame(rows, columns=cols).sort_values("score", ascending=False).reset_index(drop=True)
+    table = pd.DataFrame(rows, columns=cols)
+    if merge_rings:
+        table = _merge_ring_segments(table)
+    return table.sort_values("score", ascending=False).reset_index(drop=True)
+
+
+def _drop_close_rings(rings: list[dict], gap: float) -> list[dict]:
+    """Ring candidates with the weaker of any two closer than ``gap`` output pixels in q dropped (strongest first)."""
+    if gap <= 1 or len(rings) < 2:
+        return rings
+    kept: list[dict] = []
+    for r in sorted(rings, key=lambda r: -r["score"]):
+        if all(abs(r["x"] - k["x"]) >= gap for k in kept):
+            kept.append(r)
+    return sorted(kept, key=lambda r: r["x"])
+
+
+def _merge_ring_segments(table: pd.DataFrame) -> pd.DataFrame:
+    """The features without the arcs whose q centre lies in a ring's q box (segments of that ring)."""
+    ring = table["kind"].to_numpy() == "ring"
+    arc = table["kind"].to_numpy() == "arc"
+    if not ring.any() or not arc.any():
+        return table
+    q = table["q"].to_numpy()
+    lo, hi = table.loc[ring, "q_lo"].to_numpy(), table.loc[ring, "q_hi"].to_numpy()
+    on_ring = ((q[:, None] >= lo[None]) & (q[:, None] <= hi[None])).any(1)
+    return table[~(arc & on_ring)]
 
 
 def refine_q(features: pd.DataFrame, image: np.ndarray, q: np.ndarray, chi: np.ndarray) -> pd.DataFrame:
