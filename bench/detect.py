@@ -304,13 +304,14 @@ def skip_threshold(n: int, detector) -> None:
     p_empty, has, n_det = np.array(p_empty), np.array(has), np.array(n_det)
     print(f"\n## frames.skip_empty on {n} validation frames (seed {VAL_SEED}): {int(has.sum())} with features, "
           f"{int((~has).sum())} without")
-    print("| P | frames with features skipped | frames without skipped | their detections dropped |")
-    print("|---|---|---|---|")
+    print("| P | frames with features skipped | their detections lost | frames without skipped | their false "
+          "detections dropped |")
+    print("|---|---|---|---|---|")
     for level in (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9):
         skip = p_empty >= level
         print(f"| {level:g} | {int(np.sum(skip & has))} ({100 * np.mean(skip[has]):.1f} %) | "
-              f"{int(np.sum(skip & ~has))} ({100 * np.mean(skip[~has]):.1f} %) | {int(n_det[skip & ~has].sum())} of "
-              f"{int(n_det[~has].sum())} |")
+              f"{int(n_det[skip & has].sum())} | {int(np.sum(skip & ~has))} ({100 * np.mean(skip[~has]):.1f} %) | "
+              f"{int(n_det[skip & ~has].sum())} of {int(n_det[~has].sum())} |")
     low = np.sort(p_empty[has])[::-1]
     k = int(np.floor(0.01 * has.sum()))  # at most this many frames with features may be skipped
     print(f"smallest P skipping <= 1 % of the frames with features: just above {low[k]:.3f}")
