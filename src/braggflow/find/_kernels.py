@@ -18,7 +18,9 @@ again):
   window pixels (the others carry weight 0);
 * :func:`event_ring_keys`: the ring pixels of the zinger test's events
   (8-neighbours of an event's pixels, not its own), sorted by event and
-  pixel, each once (``np.unique`` of all neighbour keys).
+  pixel, each once (``np.unique`` of all neighbour keys);
+* :func:`list_neighbours`, :func:`ascent_roots`, :func:`basin_contacts`: the
+  split's steepest-ascent basins and the contacts between them.
 
 The functions are compiled on first use and cached on disk (``cache=True``).
 """
@@ -28,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "event_ring_keys"]
+__all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "event_ring_keys", "list_neighbours",
+           "ascent_roots", "basin_contacts"]
 
 
 def _jit(fn):
@@ -259,3 +262,129 @@ def event_ring_keys(event_of, event_flat, height, width):
             n = start + kept
         i = j
     return out[:n].copy()
+
+
+@_jit
+def list_neighbours(flat_index, width):
+    """List positions of each pixel's 8-neighbours in a sorted list of flat pixel indices.
+
+    Parameters
+    ----------
+    flat_index : (M,) ndarray of int64
+        Flat indices ``row x width + col``, strictly ascending.
+    width : int
+        Row length, px.
+
+    Returns
+    -------
+    neighbours : (M, 8) ndarray of int64
+        Column ``q`` for the offset ``(drow, dcol)`` in the order (-1, -1),
+        (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1): the list
+        position of that neighbour, -1 where the list does not hold it (or it
+        lies across the row's ends).
+    """
+    m = flat_index.size
+    out = np.full((m, 8), -1, dtype=np.int64)
+    above = 0
+    below = 0
+    for k in range(m):
+        f = flat_index[k]
+        c = f % width
+        while above < m and flat_index[above] < f - width - 1:
+            above += 1
+        j = above
+        while j < m and flat_index[j] <= f - width + 1:
+            dc = flat_index[j] - (f - width)
+            if c + dc >= 0 and c + dc < width:
+                out[k, 1 + dc] = j
+            j += 1
+        if k > 0 and flat_index[k - 1] == f - 1 and c >= 1:
+            out[k, 3] = k - 1
+        if k + 1 < m and flat_index[k + 1] == f + 1 and c + 1 < width:
+            out[k, 4] = k + 1
+        while below < m and flat_index[below] < f + width - 1:
+            below += 1
+        j = below
+        while j < m and flat_index[j] <= f + width + 1:
+            dc = flat_index[j] - (f + width)
+            if c + dc >= 0 and c + dc < width:
+                out[k, 6 + dc] = j
+            j += 1
+    return out
+
+
+@_jit
+def ascent_roots(neighbours, rank, comp_of):
+    """The list position of the maximum that a steepest ascent reaches from each pixel.
+
+    Each pixel steps to its neighbour (in the list and in its component) of
+    the highest rank when that is above its own, until none is.
+
+    Parameters
+    ----------
+    neighbours : (M, 8) ndarray of int64
+        :func:`list_neighbours` of the pixels.
+    rank : (M,) ndarray of int64
+        A permutation of 0..M-1: the ascent order (higher: higher up).
+    comp_of : (M,) ndarray of int64
+        Component of each pixel.
+
+    Returns
+    -------
+    root : (M,) ndarray of int64
+    """
+    m = rank.size
+    step = np.empty(m, dtype=np.int64)
+    for k in range(m):
+        best, best_rank = k, rank[k]
+        for q in range(8):
+            j = neighbours[k, q]
+            if j >= 0 and comp_of[j] == comp_of[k] and rank[j] > best_rank:
+                best, best_rank = j, rank[j]
+        step[k] = best
+    by_rank = np.empty(m, dtype=np.int64)
+    for k in range(m):
+        by_rank[rank[k]] = k
+    root = np.empty(m, dtype=np.int64)
+    for r in range(m - 1, -1, -1):  # descending rank: a pixel's step is higher, its root already known
+        k = by_rank[r]
+        root[k] = k if step[k] == k else root[step[k]]
+    return root
+
+
+@_jit
+def basin_contacts(neighbours, values, comp_of, basin):
+    """Every pair of 8-adjacent pixels of one component in two basins: (lower basin, higher basin, lower value).
+
+    Each adjacent pair is taken once (the neighbour to the right and the three below).
+
+    Parameters
+    ----------
+    neighbours : (M, 8) ndarray of int64
+        :func:`list_neighbours` of the pixels.
+    values : (M,) ndarray of float64
+        The pixels' values.
+    comp_of, basin : (M,) ndarray of int64
+        Component and basin of each pixel.
+
+    Returns
+    -------
+    lo, hi : (P,) ndarray of int64
+        The two basins, ``lo < hi``.
+    saddle : (P,) ndarray of float64
+        The lower of the two pixels' values.
+    """
+    m = values.size
+    lo = np.empty(4 * m, dtype=np.int64)
+    hi = np.empty(4 * m, dtype=np.int64)
+    saddle = np.empty(4 * m)
+    n = 0
+    for k in range(m):
+        for q in range(4, 8):
+            j = neighbours[k, q]
+            if j < 0 or comp_of[j] != comp_of[k] or basin[j] == basin[k]:
+                continue
+            lo[n], hi[n] = min(basin[k], basin[j]), max(basin[k], basin[j])
+            saddle[n] = min(values[k], values[j])
+            n += 1
+    return lo[:n].copy(), hi[:n].copy(), saddle[:n].copy()

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from braggflow.find.components import neighbour_positions
+from braggflow.find._kernels import ascent_roots, basin_contacts, list_neighbours
 from braggflow.find.options import FindConfig
 
 __all__ = ["split_components", "split_pixel_components", "dip_rule", "steepest_ascent_basins"]
 
-#: neighbour offsets (drow, dcol) of the 8-neighbourhood
-_OFFSETS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
 
 
 def split_components(frame: np.ndarray, flat_index: np.ndarray, values: np.ndarray, comp_of: np.ndarray,
@@ -106,7 +104,8 @@ def split_pixel_components(width: int, flat_index: np.ndarray, values: np.ndarra
         return final, ncomp + 1, {}
     members = np.flatnonzero(multi[comp_of])  # list positions of the pixels of multi-maximum components
     sub_flat, sub_val, sub_comp = flat_index[members], values[members], comp_of[members]
-    root = steepest_ascent_basins(width, sub_flat, sub_val, sub_comp)
+    neighbours = list_neighbours(np.ascontiguousarray(sub_flat, dtype=np.int64), int(width))
+    root = _ascent_roots(neighbours, sub_flat, sub_val, sub_comp)
     roots, basin = np.unique(root, return_inverse=True)  # basin index of each member pixel, roots ascending
     nb = roots.size
     peak = sub_val[roots]
@@ -122,7 +121,7 @@ def split_pixel_components(width: int, flat_index: np.ndarray, values: np.ndarra
     top = top_of_comp[basin_comp]
     level = tile_level[members[roots[top]]]
     noise = tile_noise[members[roots[top]]]
-    lo, hi, saddle = _basin_saddles(width, sub_flat, sub_val, sub_comp, basin)
+    lo, hi, saddle = _basin_saddles(neighbours, sub_val, sub_comp, basin)
     owner, persistence = _elder_rule(nb, lo, hi, saddle, elder_value, level, noise, config, gain)
     # region ids: the component's highest marker keeps the component id, the other survivors get new ones in
     # order of component, then descending peak
@@ -144,8 +143,9 @@ def steepest_ascent_basins(width: int, flat_index: np.ndarray, values: np.ndarra
     Each pixel steps to its highest 8-neighbour in the list and in its
     component, when that is higher than itself; pixels are ordered by value,
     and equal values by the smaller flat index (the tie rule of the finder's
-    local maxima), so every ascent ends at one maximum.  Pointer jumping
-    follows all ascents at once in ``log2`` of their length passes.
+    local maxima), so every ascent ends at one maximum.  One compiled pass
+    over the pixels in descending order gives each the root of the pixel it
+    steps to (:func:`~braggflow.find._kernels.ascent_roots`).
 
     Parameters
     ----------
@@ -163,26 +163,17 @@ def steepest_ascent_basins(width: int, flat_index: np.ndarray, values: np.ndarra
     root : (M,) ndarray of int
         List position of the maximum each pixel ascends to (its own position for a maximum).
     """
+    flat_index = np.ascontiguousarray(flat_index, dtype=np.int64)
+    return _ascent_roots(list_neighbours(flat_index, int(width)), flat_index, values, comp_of)
+
+
+def _ascent_roots(neighbours: np.ndarray, flat_index: np.ndarray, values: np.ndarray,
+                  comp_of: np.ndarray) -> np.ndarray:
+    """:func:`steepest_ascent_basins` from the pixels' neighbour table (``_kernels.list_neighbours``)."""
     m = flat_index.size
     rank = np.empty(m, dtype=np.int64)
     rank[np.lexsort((-flat_index, values))] = np.arange(m)  # higher rank: higher in the ascent order
-    cols = flat_index % width
-    best = np.arange(m)
-    best_rank = rank.copy()
-    positions = neighbour_positions(flat_index, width)
-    for dr, dc in _OFFSETS:
-        target = flat_index + (dr * width + dc)
-        pos = positions[dr, dc]
-        hit = (flat_index[pos] == target) & (cols + dc >= 0) & (cols + dc < width) & (comp_of[pos] == comp_of)
-        better = hit & (rank[pos] > best_rank)
-        best[better] = pos[better]
-        best_rank[better] = rank[pos[better]]
-    root = best
-    while True:
-        nxt = root[root]
-        if np.array_equal(nxt, root):
-            return root
-        root = nxt
+    return ascent_roots(neighbours, rank, np.ascontiguousarray(comp_of, dtype=np.int64))
 
 
 def _separated(width: int, flat: np.ndarray, peak: np.ndarray, comp: np.ndarray, marker: np.ndarray,
@@ -215,24 +206,14 @@ def _separated(width: int, flat: np.ndarray, peak: np.ndarray, comp: np.ndarray,
     return keep
 
 
-def _basin_saddles(width: int, flat: np.ndarray, values: np.ndarray, comp: np.ndarray,
+def _basin_saddles(neighbours: np.ndarray, values: np.ndarray, comp: np.ndarray,
                    basin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The highest saddle of each pair of adjacent basins: (lower basin index, higher index, saddle value)."""
-    cols = flat % width
-    lo_l, hi_l, s_l = [], [], []
-    positions = neighbour_positions(flat, width, rows=(0, 1))
-    for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):  # each adjacent pair once
-        target = flat + (dr * width + dc)
-        pos = positions[dr, dc]
-        hit = (flat[pos] == target) & (cols + dc >= 0) & (cols + dc < width) & (comp[pos] == comp)
-        hit &= basin[pos] != basin
-        a, b = basin[hit], basin[pos[hit]]
-        lo_l.append(np.minimum(a, b))
-        hi_l.append(np.maximum(a, b))
-        s_l.append(np.minimum(values[hit], values[pos[hit]]))
-    lo, hi, sad = np.concatenate(lo_l), np.concatenate(hi_l), np.concatenate(s_l)
+    as_int = np.ascontiguousarray
+    lo, hi, sad = basin_contacts(neighbours, as_int(values, dtype=np.float64), as_int(comp, dtype=np.int64),
+                                 as_int(basin, dtype=np.int64))
     key = lo * (int(basin.max()) + 1) + hi
-    order = np.lexsort((-sad, key))
+    order = np.lexsort((-sad, key))  # rows equal in key and saddle are equal: their order is no matter
     key, sad, lo, hi = key[order], sad[order], lo[order], hi[order]
     first = np.r_[True, key[1:] != key[:-1]] if key.size else np.zeros(0, dtype=bool)
     return lo[first], hi[first], sad[first]
