@@ -1,0 +1,210 @@
+"""The finder's compiled kernels against the NumPy/SciPy formulations they stand for, and known answers."""
+
+import numpy as np
+import pytest
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from braggflow.find._kernels import (
+    ascent_roots,
+    basin_contacts,
+    best_spot_fits,
+    event_ring_keys,
+    list_local_maxima,
+    list_neighbours,
+    sparse_component_labels,
+)
+from braggflow.find.components import neighbour_positions
+
+OFFSETS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
+
+
+def random_pixels(rng, h, w, fraction):
+    """Sorted flat indices of a random set of pixels, with the first and last columns well represented."""
+    img = rng.random((h, w)) < fraction
+    img[:, 0] |= rng.random(h) < 0.5  # pixels at the row ends: a neighbour across the end is no neighbour
+    img[:, -1] |= rng.random(h) < 0.5
+    return np.flatnonzero(img).astype(np.int64)
+
+
+def scipy_components(flat, w):
+    """Components of the 8-neighbour graph by scipy: the numbering the kernel must reproduce."""
+    h = int(flat.max()) // w + 1
+    img = np.zeros((h, w), dtype=bool)
+    img.ravel()[flat] = True
+    pos = np.full(h * w, -1)
+    pos[flat] = np.arange(flat.size)
+    src, dst = [], []
+    r, c = np.divmod(flat, w)
+    for dr, dc in OFFSETS:
+        rr, cc = r + dr, c + dc
+        ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        ok[ok] = img[rr[ok], cc[ok]]
+        src.append(np.flatnonzero(ok))
+        dst.append(pos[rr[ok] * w + cc[ok]])
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    graph = coo_matrix((np.ones(src.size), (src, dst)), shape=(flat.size, flat.size))
+    n, labels = connected_components(graph, directed=False)
+    return labels + 1, n
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6])
+def test_components_number_as_scipy_does(fraction):
+    rng = np.random.default_rng(int(fraction * 100))
+    for _ in range(5):
+        h, w = rng.integers(3, 40, size=2)
+        flat = random_pixels(rng, h, w, fraction)
+        labels, n = sparse_component_labels(flat, int(w))
+        want, n_want = scipy_components(flat, int(w))
+        assert n == n_want
+        np.testing.assert_array_equal(labels, want)
+
+
+def test_components_known_answer():
+    w = 5
+    # (0, 4) and (1, 0) follow each other in the list but lie at opposite ends of their rows: not neighbours;
+    # (1, 0) and (2, 1) touch at a corner: one component; (4, 4) alone
+    flat = np.array([0 * w + 4, 1 * w + 0, 2 * w + 1, 4 * w + 4], dtype=np.int64)
+    labels, n = sparse_component_labels(flat, w)
+    assert n == 3
+    np.testing.assert_array_equal(labels, [1, 2, 2, 3])
+
+
+def numpy_local_maxima(values, flat, frame):
+    """>= every later neighbour, > every earlier one; outside the frame -inf."""
+    h, w = frame.shape
+    padded = np.full((h + 2, w + 2), -np.inf)
+    padded[1:-1, 1:-1] = frame
+    r, c = np.divmod(flat, w)
+    is_max = np.ones(flat.size, dtype=bool)
+    for dr, dc in OFFSETS:
+        nb = padded[r + 1 + dr, c + 1 + dc]
+        is_max &= values > nb if (dr, dc) < (0, 0) else values >= nb
+    return is_max
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_local_maxima_match_the_neighbour_comparisons(dtype):
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        frame = rng.integers(0, 4, size=rng.integers(2, 30, size=2)).astype(dtype)  # many plateaus
+        flat = random_pixels(rng, *frame.shape, 0.5)
+        values = frame.ravel()[flat].astype(np.float64)
+        np.testing.assert_array_equal(list_local_maxima(values, flat, frame), numpy_local_maxima(values, flat, frame))
+
+
+def test_local_maxima_one_per_plateau_at_its_first_pixel():
+    frame = np.zeros((4, 5), dtype=np.float32)
+    frame[1, 1:3] = 7.0  # a plateau of two pixels
+    frame[3, 4] = 2.0  # a maximum in the frame's corner
+    flat = np.array([6, 7, 19], dtype=np.int64)
+    np.testing.assert_array_equal(list_local_maxima(frame.ravel()[flat].astype(np.float64), flat, frame),
+                                  [True, False, True])
+
+
+def test_best_spot_fits_match_the_dense_products():
+    rng = np.random.default_rng(5)
+    n, p, t = 40, 49, 30
+    templates = rng.random((p, t))
+    x = rng.normal(0.0, 3.0, size=(n, p))
+    inv_var = rng.random((n, p)) * (rng.random((n, p)) < 0.4)  # most window pixels left out (weight 0)
+    cross = (x * inv_var) @ templates
+    norm = inv_var @ templates**2
+    want = np.max(np.clip(cross, 0.0, None) ** 2 / np.maximum(norm, 1e-300), axis=1)
+    np.testing.assert_allclose(best_spot_fits(x * inv_var, inv_var, templates, templates**2), want, rtol=1e-12)
+
+
+def test_best_spot_fit_of_a_template_itself_is_its_chi2():
+    # the data equal to 5 x template k, unit variances: the best projection is 25 sum g_k^2 (a perfect fit)
+    rng = np.random.default_rng(6)
+    templates = rng.random((9, 4))
+    x = 5.0 * templates[:, 2]
+    inv_var = np.ones((1, 9))
+    best = best_spot_fits(x[None, :], inv_var, templates, templates**2)
+    assert best[0] >= 25.0 * (templates[:, 2] ** 2).sum() * (1 - 1e-12)
+    assert best[0] <= (x**2).sum() * (1 + 1e-12)  # no projection exceeds the data's own chi2 (Cauchy-Schwarz)
+
+
+def numpy_ring_keys(ev_reg, ev_flat, h, w):
+    r, c = np.divmod(ev_flat, w)
+    rr = r[:, None] + np.array([dr for dr, _ in OFFSETS])
+    cc = c[:, None] + np.array([dc for _, dc in OFFSETS])
+    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    key = np.unique((ev_reg[:, None] * (h * w) + rr * w + cc)[inside])
+    own = ev_reg * (h * w) + ev_flat
+    return key[~np.isin(key, own)]
+
+
+def test_event_ring_keys_are_the_unique_neighbours_outside_the_events():
+    rng = np.random.default_rng(7)
+    h, w = 12, 9
+    for _ in range(20):
+        n_ev = rng.integers(1, 6)
+        ev_reg = np.repeat(rng.choice(50, n_ev, replace=False), rng.integers(1, 5, n_ev)).astype(np.int64)
+        start = rng.integers(0, h * w, size=ev_reg.size)
+        ev_flat = np.clip(start, 0, h * w - 1).astype(np.int64)
+        order = rng.permutation(ev_reg.size)  # any order of the event pixels
+        got = event_ring_keys(ev_reg[order], ev_flat[order], h, w)
+        np.testing.assert_array_equal(got, numpy_ring_keys(ev_reg, ev_flat, h, w))
+
+
+def test_event_ring_of_a_corner_pixel_has_three_pixels():
+    h, w = 4, 4
+    keys = event_ring_keys(np.array([2], dtype=np.int64), np.array([0], dtype=np.int64), h, w)
+    np.testing.assert_array_equal(keys, 2 * h * w + np.array([1, 4, 5]))
+
+
+def test_list_neighbours_agree_with_binary_searches():
+    rng = np.random.default_rng(8)
+    for _ in range(5):
+        h, w = rng.integers(3, 30, size=2)
+        flat = random_pixels(rng, h, w, 0.4)
+        table = list_neighbours(flat, int(w))
+        positions = neighbour_positions(flat, int(w))
+        cols = flat % w
+        for q, (dr, dc) in enumerate(OFFSETS):
+            pos = positions[dr, dc]
+            hit = (flat[pos] == flat + dr * w + dc) & (cols + dc >= 0) & (cols + dc < w)
+            np.testing.assert_array_equal(table[:, q], np.where(hit, pos, -1))
+
+
+def numpy_ascent(table, rank, comp):
+    best = np.arange(rank.size)
+    for k in range(rank.size):
+        cand = [j for j in table[k] if j >= 0 and comp[j] == comp[k]] + [k]
+        best[k] = max(cand, key=lambda j: rank[j])
+    root = best
+    while not np.array_equal(root[root], root):
+        root = root[root]
+    return root
+
+
+def test_ascent_roots_follow_the_highest_neighbour_to_a_maximum():
+    rng = np.random.default_rng(9)
+    for _ in range(5):
+        h, w = rng.integers(3, 25, size=2)
+        flat = random_pixels(rng, h, w, 0.6)
+        values = rng.integers(0, 5, flat.size).astype(np.float64)
+        rank = np.empty(flat.size, dtype=np.int64)
+        rank[np.lexsort((-flat, values))] = np.arange(flat.size)
+        comp, _ = sparse_component_labels(flat, int(w))
+        table = list_neighbours(flat, int(w))
+        root = ascent_roots(table, rank, comp)
+        np.testing.assert_array_equal(root, numpy_ascent(table, rank, comp))
+        # a root is a maximum of its component's neighbourhood and shares the pixel's component
+        assert (comp[root] == comp).all()
+        assert (root[root] == root).all()
+
+
+def test_basin_contacts_list_each_touching_pair_once():
+    w = 6
+    # one component of two basins: rows 0 (basin 0) and 1 (basin 1), columns 0-2
+    flat = np.array([0, 1, 2, 6, 7, 8], dtype=np.int64)
+    values = np.array([5.0, 4.0, 3.0, 1.0, 2.0, 6.0])
+    basin = np.array([0, 0, 0, 1, 1, 1], dtype=np.int64)
+    comp = np.ones(6, dtype=np.int64)
+    lo, hi, saddle = basin_contacts(list_neighbours(flat, w), values, comp, basin)
+    # the 7 touching pairs across the rows: (0,6) (0,7) (1,6) (1,7) (1,8) (2,7) (2,8)
+    assert lo.size == 7
+    assert (lo == 0).all() and (hi == 1).all()
+    np.testing.assert_array_equal(np.sort(saddle), np.sort([1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 3.0]))
