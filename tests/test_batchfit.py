@@ -182,3 +182,33 @@ def test_information_and_score_by_both_engines(model):
     z = score[free][:, cols] / np.sqrt(np.einsum("npp->np", fisher[free]))[:, cols]
     assert free.mean() > 0.9
     assert np.abs(z).max() < 1e-2
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+def test_amplitudes_are_the_fit_with_the_shape_held(engine):
+    """fit_amplitudes gives the Poisson maximum of intensity and background that the full iteration reaches with
+    the centre and widths held, from a start far off, and its deviance."""
+    from braggflow.profiles import _kernels
+    from braggflow.profiles.fitting import fit_amplitudes
+
+    if engine == "numba" and not _kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(23)
+    n, size, gain = 200, 11, 2.0
+    truth = np.column_stack([5 + rng.uniform(-1, 1, n), 5 + rng.uniform(-1, 1, n), rng.uniform(0.8, 2.0, n),
+                             rng.uniform(0.8, 2.0, n), np.exp(rng.uniform(np.log(200), np.log(5e4), n)),
+                             rng.uniform(1, 100, n)])
+    mu, _ = evaluate("gauss", truth, size, jac=False)
+    data = gain * rng.poisson(mu).reshape(n, size, size).astype(float)
+    good = rng.random(data.shape) > 0.05
+    start = truth.copy()
+    start[:, 4:] *= gain * np.array([0.6, 1.5])  # counts, far from the truth
+    hold = np.array([True, True, True, True, False, False])
+    ref = fit_profiles(data, good, start, model="gauss", gain=gain, hold=hold, tol=1e-9)
+    inten, bg, dev = fit_amplitudes(data, good, start, gain=gain, engine=engine)
+    np.testing.assert_allclose(inten, ref.column("intensity"), rtol=1e-5)
+    np.testing.assert_allclose(bg, ref.column("background"), rtol=1e-4, atol=1e-3 * gain)
+    np.testing.assert_allclose(dev, ref.deviance, atol=1e-6)
+    # and the truth within the errors of the held fit
+    z = (inten - truth[:, 4] * gain) / ref.error("intensity")
+    assert abs(np.mean(z)) < 0.25 and 0.8 < np.std(z) < 1.2

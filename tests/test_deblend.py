@@ -195,3 +195,31 @@ def test_deblend_flags_probable_blends_it_does_not_split():
     found = find_peaks(frame)
     out = deblend(frame, found.table, labels=found.labels, threshold=np.inf, screen=False)
     assert ((out["flags"].to_numpy() & Flag.PROBABLE_BLEND) != 0).mean() <= 0.1
+
+
+def test_joint_fit_errors_match_the_scatter_of_the_members():
+    """The joint fit's centre errors (square roots of the diagonal of the inverse Fisher information of all nine
+    parameters: marginal, the correlation of the two centres included) equal the scatter of the fitted centres
+    over repeated noise on a blend of the fit's own model (two Gaussians of one shape, 2.6 px apart)."""
+    from braggflow.profiles.fitting import evaluate
+
+    rng = np.random.default_rng(41)
+    n, size = 500, 11
+    truth = np.array([[4.2, 4.6, 5.4, 6.9, 1.3, 1.3, 20000.0, 9000.0, 50.0]])
+    mu, _ = evaluate("gauss2", truth, size, jac=False)
+    data = rng.poisson(np.repeat(mu, n, axis=0)).reshape(n, size, size).astype(float)
+    test = find_blends(data, threshold=-np.inf, screen=False)
+    p, ok = test.pair.params, test.pair.ok & test.pair.converged
+    swapped = np.hypot(p[:, 0] - truth[0, 0], p[:, 1] - truth[0, 1]) > np.hypot(p[:, 2] - truth[0, 0],
+                                                                               p[:, 3] - truth[0, 1])
+    good = ok & ~swapped
+    assert good.mean() > 0.95
+    cov = test.pair.cov[good]
+    for k in range(4):  # row1, col1, row2, col2
+        scatter = np.std(p[good, k])
+        reported = np.sqrt(np.median(cov[:, k, k]))
+        assert abs(scatter / reported - 1) < 0.15, (k, scatter, reported)
+    # the conditional errors (1 / sqrt(F_ii)), which leave out the other parameters' uncertainty, are too small
+    # for the pair's centres: they are not what the fit reports
+    fisher_row1 = 1.0 / np.linalg.inv(cov)[:, 0, 0]
+    assert np.median(np.sqrt(fisher_row1)) < 0.9 * np.sqrt(np.median(cov[:, 0, 0]))
