@@ -388,3 +388,79 @@ def basin_contacts(neighbours, values, comp_of, basin):
             saddle[n] = min(values[k], values[j])
             n += 1
     return lo[:n].copy(), hi[:n].copy(), saddle[:n].copy()
+
+
+@_jit
+def window_excess(frame, bad, seed_rows, seed_cols, mean, half):
+    """Counts above ``mean`` in the square window around each seed, and which window pixels count.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Corrected frame, counts.
+    bad : (H, W) ndarray of bool
+        True = bad pixel, left out (a (0, 0) array: none).
+    seed_rows, seed_cols : (K,) ndarray of int64
+        The windows' centres, px.
+    mean : (K,) ndarray of float64
+        The background mean subtracted in each window, counts/px.
+    half : int
+        Half the window's side: the window is ``2 half + 1`` px square.
+
+    Returns
+    -------
+    excess : (K, (2 half + 1)**2) ndarray of float64
+        ``frame - mean``, row-major over the window; 0 where left out.
+    good : (K, (2 half + 1)**2) ndarray of bool
+        False for pixels outside the frame or bad.
+    """
+    h, w = frame.shape
+    side = 2 * half + 1
+    k = seed_rows.size
+    use_bad = bad.shape[0] > 0
+    excess = np.zeros((k, side * side))
+    good = np.zeros((k, side * side), dtype=np.bool_)
+    for i in range(k):
+        for a in range(side):
+            r = seed_rows[i] + a - half
+            if r < 0 or r >= h:
+                continue
+            for b in range(side):
+                c = seed_cols[i] + b - half
+                if c < 0 or c >= w or (use_bad and bad[r, c]):
+                    continue
+                good[i, a * side + b] = True
+                excess[i, a * side + b] = frame[r, c] - mean[i]
+    return excess, good
+
+
+@_jit
+def clear_of(occupied, rows, cols, height, width, reach):
+    """Whether no pixel of a sorted list lies within ``reach`` px (Chebyshev) of each position.
+
+    Parameters
+    ----------
+    occupied : (M,) ndarray of int64
+        Flat indices ``row x width + col``, ascending.
+    rows, cols : (K,) ndarray of int64
+        Positions, px.
+    height, width : int
+        Frame shape, px.
+    reach : int
+        Half-side of the square searched, px.
+
+    Returns
+    -------
+    clear : (K,) ndarray of bool
+    """
+    k = rows.size
+    m = occupied.size
+    clear = np.ones(k, dtype=np.bool_)
+    for i in range(k):
+        c0, c1 = max(cols[i] - reach, 0), min(cols[i] + reach, width - 1)
+        for r in range(max(rows[i] - reach, 0), min(rows[i] + reach, height - 1) + 1):
+            pos = np.searchsorted(occupied, r * width + c0)
+            if pos < m and occupied[pos] <= r * width + c1:
+                clear[i] = False
+                break
+    return clear

@@ -51,6 +51,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
+from braggflow.find._kernels import clear_of, window_excess
 from braggflow.find.background import Background
 from braggflow.find.regions import LOCAL_RING_MARGIN, ring_means
 
@@ -72,6 +73,7 @@ _W_HALF = _WINDOW // 2
 _SCREEN_MARGIN = 0.5
 _WIN_DR, _WIN_DC = (a.ravel() for a in np.mgrid[-_W_HALF : _W_HALF + 1, -_W_HALF : _W_HALF + 1])
 _OFFSETS = [(dr, dc) for dr in range(-_HALF, _HALF + 1) for dc in range(-_HALF, _HALF + 1)]
+_NO_MASK = np.zeros((0, 0), dtype=bool)
 
 
 def matched_weights(sigma: float = MATCHED_SIGMA) -> np.ndarray:
@@ -235,33 +237,18 @@ def aperture_peaks(frame: np.ndarray, mask: np.ndarray | None, seeds: np.ndarray
         pos = np.minimum(np.searchsorted(occupied, seeds), occupied.size - 1)
         seeds = seeds[occupied[pos] != seeds]
     rows, cols = np.divmod(seeds, w)
-    flat = frame.ravel()
     bad = mask.ravel() if mask is not None else None
-    # the 5 x 5 window around each seed; pixels outside the frame or masked are left out
-    idx = seeds[:, None] + (_WIN_DR * w + _WIN_DC)
-    good = np.ones(idx.shape, dtype=bool)
-    edge = np.flatnonzero((rows < _W_HALF) | (rows >= h - _W_HALF) | (cols < _W_HALF) | (cols >= w - _W_HALF))
-    if edge.size:
-        r, c = rows[edge, None] + _WIN_DR, cols[edge, None] + _WIN_DC
-        good[edge] = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-        idx[edge] = np.where(good[edge], idx[edge], 0)
-    if bad is not None:
-        good &= ~bad[idx]
     mean_map = bg.mean if bg.mean is not None else bg.level
     var_map = bg.variance if bg.variance is not None else bg.noise**2
     mean, var = bg.at(rows, cols, values=mean_map), bg.at(rows, cols, values=var_map)
-    excess = np.where(good, flat[idx] - mean[:, None], 0.0)  # counts above the tile mean
+    # the 5 x 5 window around each seed, counts above the tile mean; pixels outside the frame or masked are left out
+    excess, good = window_excess(np.ascontiguousarray(frame), _NO_MASK if mask is None else np.ascontiguousarray(mask),
+                                 rows, cols, np.ascontiguousarray(mean, dtype=np.float64), _W_HALF)
     z = _significance(excess, good, var, gain, sigma)
     keep = np.flatnonzero(z >= sigma)
     z = z[keep]
     if keep.size and occupied.size:  # clear of the peaks found otherwise: no aperture pixel within 1 px of them
-        clear = np.ones(keep.size, dtype=bool)
-        for dr in range(-2, 3):
-            for dc in range(-2, 3):
-                r, c = rows[keep] + dr, cols[keep] + dc
-                target = np.where((r >= 0) & (r < h) & (c >= 0) & (c < w), r * w + c, -1)
-                pos = np.minimum(np.searchsorted(occupied, target), occupied.size - 1)
-                clear &= occupied[pos] != target
+        clear = clear_of(occupied.astype(np.int64, copy=False), rows[keep], cols[keep], h, w, 2)
         keep, z = keep[clear], z[clear]
     if keep.size:
         # against the mean of the ring around the aperture where it is higher than the tile mean
@@ -275,8 +262,10 @@ def aperture_peaks(frame: np.ndarray, mask: np.ndarray | None, seeds: np.ndarray
                                       var[k] + gain * lift[lifted], gain, sigma)
         keep, z = keep[z >= sigma], z[z >= sigma]
     box = (np.abs(_WIN_DR) <= _HALF) & (np.abs(_WIN_DC) <= _HALF)
-    n_pix = good[:, box].sum(axis=1)
-    signal = excess[:, box].sum(axis=1)
+    n_pix = np.zeros(seeds.size, dtype=np.int64)
+    signal = np.zeros(seeds.size)
+    n_pix[keep] = good[keep][:, box].sum(axis=1)
+    signal[keep] = excess[keep][:, box].sum(axis=1)
     # one spot per cluster of significant apertures: the most significant, apertures apart
     order = np.argsort(-z, kind="stable")
     keep, z = keep[order], z[order]
