@@ -9,10 +9,12 @@ from braggflow.find._kernels import (
     ascent_roots,
     basin_contacts,
     best_spot_fits,
+    clear_of,
     event_ring_keys,
     list_local_maxima,
     list_neighbours,
     sparse_component_labels,
+    window_excess,
 )
 from braggflow.find.components import neighbour_positions
 
@@ -208,3 +210,36 @@ def test_basin_contacts_list_each_touching_pair_once():
     assert lo.size == 7
     assert (lo == 0).all() and (hi == 1).all()
     np.testing.assert_array_equal(np.sort(saddle), np.sort([1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 3.0]))
+
+
+def test_window_excess_is_the_frame_minus_the_mean_inside_the_frame_and_off_the_mask():
+    rng = np.random.default_rng(10)
+    frame = rng.normal(5.0, 2.0, size=(9, 11)).astype(np.float32)
+    mask = rng.random(frame.shape) < 0.2
+    rows = np.array([0, 4, 8, 2], dtype=np.int64)  # at the frame's edges and inside
+    cols = np.array([0, 5, 10, 9], dtype=np.int64)
+    mean = np.array([1.0, 2.0, 3.0, 4.5])
+    excess, good = window_excess(frame, mask, rows, cols, mean, 2)
+    padded = np.full((13, 15), np.nan)
+    padded[2:-2, 2:-2] = np.where(mask, np.nan, frame.astype(np.float64))
+    for i, (r, c) in enumerate(zip(rows, cols)):
+        window = padded[r : r + 5, c : c + 5].ravel()
+        np.testing.assert_array_equal(good[i], np.isfinite(window))
+        np.testing.assert_array_equal(excess[i], np.where(np.isfinite(window), window - mean[i], 0.0))
+    _, no_mask = window_excess(frame, np.zeros((0, 0), dtype=bool), rows, cols, mean, 2)
+    assert no_mask[1].all() and no_mask[0].sum() == 9  # a corner keeps the 3 x 3 pixels inside the frame
+
+
+def test_clear_of_finds_a_pixel_within_reach():
+    h, w = 20, 20
+    occupied = np.array([5 * w + 5, 12 * w + 19], dtype=np.int64)
+    rows = np.array([7, 8, 5, 14, 10], dtype=np.int64)
+    cols = np.array([7, 5, 2, 17, 17], dtype=np.int64)
+    # Chebyshev distances to the nearest occupied pixel: 2, 3, 3, 2, 2
+    np.testing.assert_array_equal(clear_of(occupied, rows, cols, h, w, 2), [False, True, True, False, False])
+    rng = np.random.default_rng(11)
+    occupied = np.unique(rng.integers(0, h * w, 15)).astype(np.int64)
+    r, c = rng.integers(0, h, 50).astype(np.int64), rng.integers(0, w, 50).astype(np.int64)
+    orow, ocol = np.divmod(occupied, w)
+    near = (np.abs(r[:, None] - orow) <= 2) & (np.abs(c[:, None] - ocol) <= 2)
+    np.testing.assert_array_equal(clear_of(occupied, r, c, h, w, 2), ~near.any(axis=1))

@@ -20,7 +20,9 @@ again):
   (8-neighbours of an event's pixels, not its own), sorted by event and
   pixel, each once (``np.unique`` of all neighbour keys);
 * :func:`list_neighbours`, :func:`ascent_roots`, :func:`basin_contacts`: the
-  split's steepest-ascent basins and the contacts between them.
+  split's steepest-ascent basins and the contacts between them;
+* :func:`window_excess`, :func:`clear_of`: the aperture test's windows
+  around its seeds, and the seeds clear of the peaks found otherwise.
 
 The functions are compiled on first use and cached on disk (``cache=True``).
 """
@@ -31,7 +33,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "event_ring_keys", "list_neighbours",
-           "ascent_roots", "basin_contacts"]
+           "ascent_roots", "basin_contacts", "window_excess", "clear_of"]
 
 
 def _jit(fn):
