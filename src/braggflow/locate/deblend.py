@@ -396,7 +396,10 @@ def _located_start(table, patches, rows, cols) -> np.ndarray:
     sr, sc, bg = (table[k].to_numpy(dtype=float) if k in table.columns else np.full(len(rows), np.nan)
                   for k in ("sigma_row", "sigma_col", "background"))
     data, good = patches.data, ~patches.mask
-    level = np.where(np.isfinite(bg), bg, np.median(data.reshape(len(rows), -1), axis=1))
+    level = bg.copy()
+    unknown = ~np.isfinite(level)
+    if unknown.any():
+        level[unknown] = np.median(data[unknown].reshape(int(unknown.sum()), -1), axis=1)
     level = np.maximum(level, 0.0)
     inten = np.maximum(np.where(good, data - level[:, None, None], 0.0).sum(axis=(1, 2)), 1.0)
     size = data.shape[-1]
