@@ -12,12 +12,18 @@ fitted twice by Poisson maximum likelihood, all patches at once
   ``+-sqrt(lambda_max - lambda_min)`` along the major axis).
 
 Only likely blends have the two fits: a screen fits one axis-aligned
-Gaussian to every patch (the cheapest model) and sends on the patches whose
-deviance exceeds its degrees of freedom by more than :data:`SCREEN_EXCESS`
-standard deviations, or whose residual holds a bump (the residual correlated
-with the fitted Gaussian, a matched filter) above :data:`SCREEN_BUMP` standard
-deviations (:func:`screen_statistics`); ``bench/deblend.py --parts screen``
-measures how many of the blends the test would split it sends on.
+Gaussian to every patch (the cheapest model; for a peak located by the
+Gaussian fit, whose centre and widths are already that fit's, only its
+intensity and background, :func:`~braggflow.profiles.fitting.fit_amplitudes`)
+and sends on the patches whose deviance exceeds its degrees of freedom by
+more than :data:`SCREEN_EXCESS` standard deviations, or whose residual holds
+a bump (the residual correlated with the fitted Gaussian, a matched filter)
+above :data:`SCREEN_BUMP` standard deviations (:func:`screen_statistics`);
+``bench/deblend.py --parts screen`` measures how many of the blends the test
+would split it sends on.  Of those, the two-component fit runs first, and
+the one-component fit only where the pair lowers the screen Gaussian's
+deviance by enough to pass (the pseudo-Voigt holds that Gaussian, so its
+drop can only be smaller).
 
 The region is a blend when the two-component fit lowers the Poisson deviance
 by more than :data:`DEBLEND_THRESHOLD` (a likelihood-ratio test; the two
