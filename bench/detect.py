@@ -48,6 +48,8 @@ LINES = {"100": 1, "110": 2, "200": 4, "210": 5, "211": 6, "220": 8, "221/300": 
          "321": 14, "322/410": 17, "420": 20}
 TOLERANCE = 0.03  # 1/Å
 SIM_SEED = 9001
+VAL_SEED = 22  # the shipped model's validation frames (stage 3 of its training; its training frames: seed 21)
+VAL_SETUPS = 48
 
 
 def simulated(n: int, detector) -> None:
@@ -227,7 +229,7 @@ def real(detector) -> None:
     print(f"learned features by kind: {kinds}")
 
 
-def coverage(n: int, detector=None) -> None:
+def coverage(n: int, detector=None, *, validation: bool = False) -> None:
     """Coverage precision, recall and F1 of the classical and the learned finder on held-out simulated frames.
 
     Each simulated polar frame is drawn on its detector
@@ -235,13 +237,17 @@ def coverage(n: int, detector=None) -> None:
     ``braggflow run``'s per-frame pipeline (:func:`braggflow.pipeline.process_frame`)
     with ``find.method`` components (the default) and learned, on the same frame
     in the same run.  ``detector`` (a loaded model) replaces the shipped one in
-    the learned finder.
+    the learned finder.  With ``validation`` the frames are the validation
+    frames (seed :data:`VAL_SEED`, :data:`VAL_SETUPS` setups, as
+    :func:`braggflow.simulate.gixd.simulate_gixd_set` draws them), on which
+    the decoding is tuned, instead of the held-out ones.
     """
     from braggflow.pipeline import learned, prepare, process_frame
     from braggflow.pipeline.config import Config
     from braggflow.simulate.gixd import detector_image, random_setups, simulate_gixd_frame
 
-    setups = random_setups(16, SIM_SEED)
+    seed = VAL_SEED if validation else SIM_SEED
+    setups = random_setups(min(VAL_SETUPS, n), VAL_SEED) if validation else random_setups(16, SIM_SEED)
     finders = {"classical (components)": Config(), "learned": Config(find={"method": "learned"})}
     sums = {k: np.zeros(4, dtype=int) for k in finders}
     seconds = {k: [] for k in finders}
@@ -249,7 +255,7 @@ def coverage(n: int, detector=None) -> None:
     for i in range(n):
         k_setup = i % len(setups)
         setup = setups[k_setup]
-        frame = simulate_gixd_frame(np.random.default_rng([SIM_SEED, 1, i]), setup)
+        frame = simulate_gixd_frame(np.random.default_rng([VAL_SEED, i, 1] if validation else [SIM_SEED, 1, i]), setup)
         image, mask = detector_image(frame, setup.shape)
         for name, config in finders.items():
             key = (name, k_setup)
@@ -264,7 +270,8 @@ def coverage(n: int, detector=None) -> None:
             table = process_frame(image.astype(np.float32), config=config, context=contexts[key])
             seconds[name].append(time.perf_counter() - start)
             sums[name] += coverage_counts(table, frame.truth)
-    print(f"\n## coverage on held-out simulated frames: {n} frames (seed {SIM_SEED}), {sums['learned'][1]} visible "
+    print(f"\n## coverage on {'validation' if validation else 'held-out'} simulated frames: {n} frames (seed {seed}), "
+          f"{sums['learned'][1]} visible "
           f"true features; found = a detection within the feature's extent (radial half-width + {COVERAGE_SLACK} "
           "1/Å, its chi range)")
     print("| finder | detections | inside a true feature | precision | true found | recall | coverage F1 | "
@@ -276,10 +283,6 @@ def coverage(n: int, detector=None) -> None:
         f1 = 2 * p * r / (p + r) if p + r > 0 else float("nan")
         print(f"| {name} | {n_pred} | {good} | {p:.3f} | {found} of {n_true} | {r:.3f} | **{f1:.3f}** | "
               f"{np.median(seconds[name]):.2f} s |")
-
-
-VAL_SEED = 22  # the shipped model's validation frames (stage 3 of its training; its training frames: seed 21)
-VAL_SETUPS = 48
 
 
 def skip_threshold(n: int, detector) -> None:
@@ -315,6 +318,76 @@ def skip_threshold(n: int, detector) -> None:
     low = np.sort(p_empty[has])[::-1]
     k = int(np.floor(0.01 * has.sum()))  # at most this many frames with features may be skipped
     print(f"smallest P skipping <= 1 % of the frames with features: just above {low[k]:.3f}")
+
+
+DECODING_SETTINGS = {
+    "shipped": {},
+    "nms 5 x 5": {"nms_size": 5},
+    "nms 7 x 7": {"nms_size": 7},
+    "rings >= 3 px apart": {"ring_gap": 3},
+    "ring segments merged": {"merge_rings": True},
+    "boxes >= 1 bin": {"min_half_bins": 1.0},
+    "ring threshold 0.2": {"thresholds": {"ring": 0.2}},
+    "ring threshold 0.35": {"thresholds": {"ring": 0.35}},
+    "arc threshold 0.15": {"thresholds": {"arc": 0.15}},
+    "arc threshold 0.2": {"thresholds": {"arc": 0.2}},
+    "arc threshold 0.3": {"thresholds": {"arc": 0.3}},
+    "spot threshold 0.2": {"thresholds": {"spot": 0.2}},
+    "spot threshold 0.3": {"thresholds": {"spot": 0.3}},
+    "arc hysteresis 0.15": {"low": {"arc": 0.15}},
+    "arc and spot hysteresis 0.15": {"low": {"arc": 0.15, "spot": 0.15}},
+}
+"""Decoding options compared by :func:`decoding` (keyword options of :func:`braggflow.nn.detector.decode`; thresholds
+replace the model's for the classes named)."""
+
+
+def decoding(n: int, detector) -> None:
+    """Coverage and one-to-one figures of each of :data:`DECODING_SETTINGS` on validation frames.
+
+    The validation frames (seed :data:`VAL_SEED`, :data:`VAL_SETUPS` setups) are
+    drawn on their detectors and rebinned as ``find.method: learned`` does
+    (:class:`braggflow.pipeline.learned.PolarLookup`); the network runs once per
+    frame, and each setting decodes its outputs (:func:`~braggflow.nn.detector.decode`,
+    :func:`~braggflow.nn.detector.refine_q`; spots are not relocated on the
+    detector as the pipeline does).  One-to-one figures are those of every
+    detection the setting returns (no score cut).
+    """
+    from braggflow.nn.detector import contrast_image, decode, refine_q
+    from braggflow.pipeline.learned import PolarLookup
+    from braggflow.simulate.gixd import detector_image, random_setups, simulate_gixd_frame
+    from braggflow.training.metrics import detection_metrics
+
+    setups = random_setups(min(VAL_SETUPS, n), VAL_SEED)
+    lookups, frames = {}, []
+    for i in range(n):
+        k = i % len(setups)
+        fr = simulate_gixd_frame(np.random.default_rng([VAL_SEED, i, 1]), setups[k])
+        image, mask = detector_image(fr, setups[k].shape)
+        if k not in lookups:
+            lookups[k] = PolarLookup.build(setups[k].geometry, setups[k].shape, mask)
+        polar = lookups[k].rebin(image.astype(np.float32))[0]
+        out = detector.raw(contrast_image(polar)[None])[0]
+        frames.append((out, polar, lookups[k], fr.truth))
+    print(f"\n## decoding on {n} validation frames (seed {VAL_SEED}): coverage and one-to-one (every detection)")
+    print("| decoding | detections | coverage precision | coverage recall | coverage F1 | one-to-one precision | "
+          "recall | F1 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, options in DECODING_SETTINGS.items():
+        options = dict(options)
+        thresholds = {**detector.thresholds, **options.pop("thresholds", {})}
+        sums, pairs = np.zeros(4, dtype=int), []
+        for out, polar, lookup, truth in frames:
+            found = decode(out, np.isfinite(polar), lookup.q, lookup.chi, thresholds=thresholds,
+                           **{**detector.decoding, **options})
+            if len(found):
+                found = refine_q(found, polar, lookup.q, lookup.chi)
+            sums += coverage_counts(found, truth)
+            pairs.append((found, truth))
+        hit, n_true, good, n_pred = sums
+        p, r = good / max(n_pred, 1), hit / max(n_true, 1)
+        m = detection_metrics(pairs).loc["all"]
+        print(f"| {name} | {n_pred} | {p:.3f} | {r:.3f} | {2 * p * r / max(p + r, 1e-12):.3f} | "
+              f"{m.precision:.3f} | {m.recall:.3f} | {m.f1:.3f} |")
 
 
 def speed(n_frames: int) -> None:
@@ -368,18 +441,24 @@ def main() -> None:
     parser.add_argument("--n-coverage", type=int, default=32, help="simulated frames for the coverage table (0: none)")
     parser.add_argument("--n-speed", type=int, default=10,
                         help="repeats of the real frame for the speed table (0: none)")
-    parser.add_argument("--only", choices=["all", "coverage", "speed", "skip"], default="all")
+    parser.add_argument("--only", choices=["all", "coverage", "speed", "skip", "decoding"], default="all")
+    parser.add_argument("--n-decoding", type=int, default=64, help="validation frames for --only decoding")
     parser.add_argument("--n-skip", type=int, default=400, help="validation frames for --only skip")
+    parser.add_argument("--validation", action="store_true",
+                        help="--only coverage on the validation frames (seed 22) instead of the held-out ones")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.only == "coverage":
-        coverage(args.n_coverage, load_detector(args.model) if args.model else None)
+        coverage(args.n_coverage, load_detector(args.model) if args.model else None, validation=args.validation)
         return
     if args.only == "speed":
         speed(args.n_speed)
         return
     if args.only == "skip":
         skip_threshold(args.n_skip, load_detector(args.model))
+        return
+    if args.only == "decoding":
+        decoding(args.n_decoding, load_detector(args.model))
         return
     detector = load_detector(args.model)
     print(f"detector {detector.name} ({detector.path.name if detector.path else ''}), "

@@ -114,6 +114,21 @@ def test_decoding_options_close_rings_nms_ring_segments_and_box_size():
     assert (big["q_hi"] - big["q_lo"]).to_numpy() == pytest.approx(6 * dq)
 
 
+def test_decoding_hysteresis_and_box_suppression():
+    out, valid, q, chi = _synthetic_outputs(arcs=[(20, 40, 0.7), (23, 40, 0.5), (90, 100, 0.2)])
+    out[1, 21:23, 40] = 0.2  # joins the arc at row 20 to the one at row 23 above 0.15
+    out[1, 60, 70], out[1, 61, 70] = 0.2, 0.18  # a weak region of its own (one maximum)
+    plain = decode(out, valid, q, chi, {"arc": 0.3})
+    assert sorted(plain["score"].round(3)) == [0.5, 0.7]
+    weak = decode(out, valid, q, chi, {"arc": 0.3}, low={"arc": 0.15})
+    # one more feature per region above 0.15 holding no maximum above 0.3: the two lone 0.2 regions
+    assert sorted(weak["score"].round(3)) == [0.2, 0.2, 0.5, 0.7]
+    assert weak["chi"].round(1).tolist().count(round(float(chi[0] + (2 * 60 + 0.5) * (chi[1] - chi[0])), 1)) == 1
+    out[4, 20, 40] = np.log(8.0)  # the strong arc's box: 8 input bins either side in chi, holding the other's centre
+    boxed = decode(out, valid, q, chi, {"arc": 0.3}, box_nms=True)
+    assert boxed["score"].round(3).tolist() == [0.7]
+
+
 def test_perfect_network_outputs_decode_to_the_true_boxes():
     """Targets -> decoding: the heat maps and regressions a perfect network would give recover every feature."""
     from braggflow.training.detector import detector_targets

@@ -40,7 +40,7 @@ from braggflow.nn.files import MANIFEST_PATH, WEIGHTS_DIR, file_sha256, read_man
 __all__ = ["CLASSES", "FRAME_CLASSES", "INPUT_SHAPE", "STRIDE", "FEATURE_COLUMNS", "GixdDetector", "contrast_image",
            "build_network", "list_detectors", "load_detector", "decode", "refine_q", "detect_polar",
            "polar_image", "detect_frame", "frame_class", "frame_probabilities", "match_detections",
-           "detection_scores", "DEFAULT_DETECTOR"]
+           "detection_scores", "DEFAULT_DETECTOR", "DECODING"]
 
 CLASSES = ("ring", "arc", "spot")
 """Feature classes, in the order of the network's heat-map channels."""
@@ -55,6 +55,9 @@ DEFAULT_DETECTOR = "gixd-centernet-sim"
 FORMAT = "braggflow-detector"
 FEATURE_COLUMNS = ("kind", "score", "q", "q_err", "chi", "q_lo", "q_hi", "chi_lo", "chi_hi", "q_width",
                    "chi_width", "intensity")
+DECODING = {"nms_size": 3, "ring_gap": 1.0, "merge_rings": False, "min_half_bins": 0.5}
+"""Options of :func:`decode` a loaded detector uses (:attr:`GixdDetector.decoding`), chosen on simulated
+validation frames (docs/detector.md, "Decoding")."""
 
 
 # ---------------------------------------------------------------- input
@@ -216,6 +219,8 @@ class GixdDetector:
     path : Path or None
     frame_head : bool
         Whether the model's frame-class head was trained (files of format version 1 have none).
+    decoding : dict
+        Keyword options of :func:`decode` (default :data:`DECODING`).
     """
 
     name: str
@@ -228,6 +233,7 @@ class GixdDetector:
     metrics: dict = field(default_factory=dict)
     path: Path | None = None
     frame_head: bool = True
+    decoding: dict = field(default_factory=lambda: dict(DECODING))
 
     def run(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network outputs for input planes: feature maps and frame-class probabilities.
@@ -470,17 +476,30 @@ def _ring_candidates(out: np.ndarray, valid_out: np.ndarray, threshold: float) -
     return found
 
 
-def _peak_candidates(out: np.ndarray, channel: int, threshold: float, top_k: int = 300, nms_size: int = 3
-                     ) -> list[dict]:
-    from scipy.ndimage import maximum_filter
+def _peak_candidates(out: np.ndarray, channel: int, threshold: float, top_k: int = 300, nms_size: int = 3,
+                     low: float | None = None) -> list[dict]:
+    from scipy.ndimage import find_objects, label, maximum_filter
 
     heat = out[channel]
     peaks = (heat == maximum_filter(heat, size=nms_size, mode="constant")) & (heat >= threshold)
     ys, xs = np.nonzero(peaks)
     order = np.argsort(-heat[ys, xs])[:top_k]
+    ys, xs = ys[order], xs[order]
+    if low is not None and low < threshold:  # hysteresis: one maximum per region above ``low`` holding no peak
+        labels, _ = label(heat >= low, structure=np.ones((3, 3), dtype=bool))
+        held = set(labels[ys, xs].tolist())
+        extra_y, extra_x = [], []
+        for k, box in enumerate(find_objects(labels), start=1):
+            if box is None or k in held:
+                continue
+            region = np.where(labels[box] == k, heat[box], -1.0)
+            dy, dx = np.unravel_index(int(np.argmax(region)), region.shape)
+            extra_y.append(box[0].start + int(dy))
+            extra_x.append(box[1].start + int(dx))
+        ys, xs = np.r_[ys, np.asarray(extra_y, dtype=ys.dtype)], np.r_[xs, np.asarray(extra_x, dtype=xs.dtype)]
     return [dict(kind=CLASSES[channel], score=float(heat[y, x]), x=x + float(out[5, y, x]),
                  y=y + float(out[6, y, x]), hw=float(np.exp(out[3, y, x])), hh=float(np.exp(out[4, y, x])))
-            for y, x in zip(ys[order], xs[order])]
+            for y, x in zip(ys, xs)]
 
 
 def _circular_mean(angles_deg: np.ndarray) -> float:
@@ -494,7 +513,8 @@ def _circular_mean(angles_deg: np.ndarray) -> float:
 
 def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
            thresholds: dict | None = None, *, nms_size: int = 3, ring_gap: float = 1.0,
-           merge_rings: bool = False, min_half_bins: float = 0.5) -> pd.DataFrame:
+           merge_rings: bool = False, min_half_bins: float = 0.5, low: dict | None = None,
+           box_nms: bool = False) -> pd.DataFrame:
     """Features from the network's outputs for one polar image.
 
     Parameters
@@ -519,6 +539,15 @@ def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
         ring's q box is dropped (one feature per ring).
     min_half_bins : float
         Smallest half-size of a box, input bins (in q and in chi).
+    low : dict, optional
+        Hysteresis for arcs and spots (``arc``, ``spot``: a score below the
+        class's threshold): each 8-connected region of the class's heat map at
+        or above it that holds no maximum above the threshold gives one more
+        feature, at its maximum (weak features, one detection each).
+    box_nms : bool
+        Box suppression for arcs and spots: taken by decreasing score, a feature
+        whose centre lies in the box of a stronger one of its kind is dropped
+        (several maxima along one arc give one feature).
 
     Returns
     -------
@@ -535,7 +564,8 @@ def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
     valid_out = block_reduce(valid, (STRIDE, STRIDE), np.mean) > 0.25
     cands = _drop_close_rings(_ring_candidates(out, valid_out, thresholds["ring"]), ring_gap)
     for c in (1, 2):
-        cands += _peak_candidates(out, c, thresholds[CLASSES[c]], nms_size=nms_size)
+        cands += _peak_candidates(out, c, thresholds[CLASSES[c]], nms_size=nms_size,
+                                  low=(low or {}).get(CLASSES[c]))
     dq, dchi = q[1] - q[0], chi[1] - chi[0]
     rows = []
     for c in cands:
@@ -556,10 +586,30 @@ def decode(out: np.ndarray, valid: np.ndarray, q: np.ndarray, chi: np.ndarray,
     cols = ["kind", "score", "q", "chi", "q_lo", "q_hi", "chi_lo", "chi_hi"]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object if c == "kind" else float) for c in cols})
-    table = pd.DataFrame(rows, columns=cols)
+    table = pd.DataFrame(rows, columns=cols).sort_values("score", ascending=False)
     if merge_rings:
         table = _merge_ring_segments(table)
-    return table.sort_values("score", ascending=False).reset_index(drop=True)
+    if box_nms:
+        table = _suppress_inside_boxes(table)
+    return table.reset_index(drop=True)
+
+
+def _suppress_inside_boxes(table: pd.DataFrame) -> pd.DataFrame:
+    """Arcs and spots (sorted by decreasing score) without those whose centre lies in a stronger one's box."""
+    keep = np.ones(len(table), dtype=bool)
+    kind = table["kind"].to_numpy()
+    q, chi = table["q"].to_numpy(), table["chi"].to_numpy()
+    q_lo, q_hi = table["q_lo"].to_numpy(), table["q_hi"].to_numpy()
+    c_lo, c_hi = table["chi_lo"].to_numpy(), table["chi_hi"].to_numpy()
+    for k in ("arc", "spot"):
+        kept: list[int] = []
+        for i in np.flatnonzero(kind == k):
+            j = np.asarray(kept, dtype=int)
+            if len(j) and np.any((q[i] >= q_lo[j]) & (q[i] <= q_hi[j]) & (chi[i] >= c_lo[j]) & (chi[i] <= c_hi[j])):
+                keep[i] = False
+            else:
+                kept.append(i)
+    return table[keep]
 
 
 def _drop_close_rings(rings: list[dict], gap: float) -> list[dict]:
@@ -754,7 +804,7 @@ def detect_polar(image: np.ndarray, q: np.ndarray, chi: np.ndarray, detector: Gi
     planes = contrast_image(image)
     out = detector.raw(planes[None])[0]
     feats = decode(out, np.isfinite(image), np.asarray(q), np.asarray(chi),
-                   thresholds=thresholds or detector.thresholds)
+                   thresholds=thresholds or detector.thresholds, **detector.decoding)
     feats = refine_q(feats, image, np.asarray(q), np.asarray(chi))[list(FEATURE_COLUMNS)]
     label, values = frame_class(frame_probabilities(out, np.isfinite(image),
                                                     detector.frame_thresholds or detector.thresholds))

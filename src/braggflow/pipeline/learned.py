@@ -426,7 +426,8 @@ def learned_peaks(corrected: np.ndarray, *, mask: np.ndarray | None, context, co
             frame_row.update(values, frame_class=label)
         if skips_frame(values["p_empty"], skip_empty):
             return empty_peak_table()
-    feats = decode(out, np.isfinite(image), lookup.q, lookup.chi, thresholds=detector.thresholds)
+    feats = decode(out, np.isfinite(image), lookup.q, lookup.chi, thresholds=detector.thresholds,
+                   **detector.decoding)
     if not len(feats):
         return empty_peak_table()
     feats = refine_q(feats, image, lookup.q, lookup.chi)
