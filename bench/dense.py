@@ -21,9 +21,11 @@ For each spot count it prints, on one core, measured in the same run:
   spots of at least 500 photons;
 
 then the time of each stage (correct, find, locate, integrate) called one by one
-on the same frames, and the ratio of the times at 1,000 and at 100 spots.
+on the same frames, and the ratio of the times at 1,000 and at 100 spots.  With
+``--repeats N`` every timed pass runs N times and the figures are the medians
+over the passes (on a busy machine single passes scatter by tens of per cent).
 
-    OMP_NUM_THREADS=1 python bench/dense.py [--frames 4] [--spots 100 1000] [--method com]
+    OMP_NUM_THREADS=1 python bench/dense.py [--frames 4] [--spots 100 1000] [--method com] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def scores(found: pd.DataFrame, truth: pd.DataFrame) -> tuple[float, float, floa
     return hit[visible].mean(), hit[bright].mean(), hit.sum() / max(len(found), 1)
 
 
-def bench(n_spots: int, n_frames: int, seed: int, method: str | None) -> dict:
+def bench(n_spots: int, n_frames: int, seed: int, method: str | None, repeats: int = 1) -> dict:
     from braggflow.correct import correct_frame
     from braggflow.find import find_peaks
     from braggflow.pipeline import prepare, process_frame
@@ -75,36 +77,43 @@ def bench(n_spots: int, n_frames: int, seed: int, method: str | None) -> dict:
     # warm-up (heap growth to its working size, first calls) and the spot counts compare alike in any order
     for f in frames:
         process_frame(f, config=config, context=ctx, frame_index=0)
-    found, t_find = [], 0.0
-    for i, (c, m) in enumerate(corrected):
-        a = time.process_time()
-        table = find_peaks(c, mask=m, config=config.find).table
-        t_find += time.process_time() - a
-        found.append(table.assign(frame=i))
-    tables, t_proc = [], 0.0
-    for i, f in enumerate(frames):
-        a = time.process_time()
-        tables.append(process_frame(f, config=config, context=ctx, frame_index=i))
-        t_proc += time.process_time() - a
-    # the pipeline's stages one by one on the same frames (the breakdown of process_frame)
+    # the timed passes, each ``repeats`` times: the medians over the repeats (a busy machine slows some passes)
     from braggflow.integrate import integrate
     from braggflow.locate import locate
 
-    stages = dict(correct=0.0, find=0.0, locate=0.0, integrate=0.0)
     lc = config.locate
-    for f in frames:
-        a = time.process_time()
-        c, m = correct_frame(f, mask=ctx.mask, config=config.correct)
-        b = time.process_time()
-        fp = find_peaks(c, mask=m, config=config.find)
-        d = time.process_time()
-        t = locate(c, fp.table, method=lc.method, mask=m, labels=fp.labels, regions=fp.regions,
-                   patch_size=lc.patch_size, model=lc.model)
-        e = time.process_time()
-        integrate(c, t, mask=m, labels=fp.labels, regions=fp.regions)
-        g = time.process_time()
-        for k, v in (("correct", b - a), ("find", d - b), ("locate", e - d), ("integrate", g - e)):
-            stages[k] += v / n_frames
+    runs = []
+    for _ in range(repeats):
+        found, t_find = [], 0.0
+        for i, (c, m) in enumerate(corrected):
+            a = time.process_time()
+            table = find_peaks(c, mask=m, config=config.find).table
+            t_find += time.process_time() - a
+            found.append(table.assign(frame=i))
+        tables, t_proc = [], 0.0
+        for i, f in enumerate(frames):
+            a = time.process_time()
+            tables.append(process_frame(f, config=config, context=ctx, frame_index=i))
+            t_proc += time.process_time() - a
+        # the pipeline's stages one by one on the same frames (the breakdown of process_frame)
+        stages = dict(correct=0.0, find=0.0, locate=0.0, integrate=0.0)
+        for f in frames:
+            a = time.process_time()
+            c, m = correct_frame(f, mask=ctx.mask, config=config.correct)
+            b = time.process_time()
+            fp = find_peaks(c, mask=m, config=config.find)
+            d = time.process_time()
+            t = locate(c, fp.table, method=lc.method, mask=m, labels=fp.labels, regions=fp.regions,
+                       patch_size=lc.patch_size, model=lc.model)
+            e = time.process_time()
+            integrate(c, t, mask=m, labels=fp.labels, regions=fp.regions)
+            g = time.process_time()
+            for k, v in (("correct", b - a), ("find", d - b), ("locate", e - d), ("integrate", g - e)):
+                stages[k] += v / n_frames
+        runs.append((t_find, t_proc, stages))
+    t_find = float(np.median([r[0] for r in runs]))
+    t_proc = float(np.median([r[1] for r in runs]))
+    stages = {k: float(np.median([r[2][k] for r in runs])) for k in runs[0][2]}
     r_find, rb_find, p_find = scores(pd.concat(found, ignore_index=True), sim.truth)
     r_proc, rb_proc, p_proc = scores(pd.concat(tables, ignore_index=True), sim.truth)
     return dict(spots=n_spots, in_gaps=sim.truth["masked"].mean(), t_sim=t_sim / n_frames,
@@ -119,6 +128,8 @@ def main() -> None:
     parser.add_argument("--spots", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--method", default=None, help="locate.method of process_frame (default: the config's)")
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed passes over the frames; the figures are the medians over the passes")
     args = parser.parse_args()
     try:
         import torch
@@ -126,8 +137,9 @@ def main() -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
-    rows = [bench(n, args.frames, args.seed + k, args.method) for k, n in enumerate(args.spots)]
+    rows = [bench(n, args.frames, args.seed + k, args.method, args.repeats) for k, n in enumerate(args.spots)]
     print(f"dense stills, Pilatus 6M (2527 x 2463), {args.frames} frames per spot count, 1 core, "
+          f"median of {args.repeats} timed pass(es), "
           f"locate.method {rows[0]['method']}; match within {MATCH_PX} px; times are CPU time per frame")
     print(f"| spots/frame | in gaps | find_peaks ms/frame | process_frame ms/frame | found/frame "
           f"| finder recall (>= {BRIGHT:.0f} photons) | finder precision | pipeline recall (>= {BRIGHT:.0f} photons) "
