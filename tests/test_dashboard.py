@@ -67,8 +67,12 @@ def test_results_view_counts_hits_and_follows_a_file_being_written(tmp_path):
     np.testing.assert_array_equal(view.hits(), [True, False, False, True, True, False])
     np.testing.assert_allclose(view.hit_rate(window=2), [1, 0.5, 0, 0.5, 1, 0.5])
     assert view.latest_frame() == 5 and len(view.latest_peaks()) == 9
-    r, label = view.radial()  # no geometry: distance from the centre of the frame
-    assert "px" in label and r.size == sum(counts)
+    hist, edges, label = view.radial()  # no geometry: distance from the centre of the frame
+    assert "px" in label and hist.sum() == sum(counts)
+    from braggflow.io.results import read_peaks
+
+    peaks = read_peaks(out)  # no frame shape recorded: the distance from (0, 0)
+    np.testing.assert_array_equal(hist, np.histogram(np.hypot(peaks["row"], peaks["col"]), bins=edges)[0])
     from braggflow.cli.dashboard import summary_text
 
     text = summary_text(view)
@@ -76,14 +80,126 @@ def test_results_view_counts_hits_and_follows_a_file_being_written(tmp_path):
     assert "hits (>= 10 peaks): 3 of 6, hit rate 0.500" in text
 
 
-def test_phase_per_frame_is_the_most_common_label(tmp_path):
-    from braggflow.dashboard import ResultsView
+def test_phase_per_frame_is_the_most_common_label():
+    from braggflow.dashboard import PhaseCounts, frame_phases
 
-    view = ResultsView(tmp_path / "none.h5")
-    view.peaks = pd.DataFrame({"frame": [0, 0, 0, 1, 1], "phase": ["Zr", "Zr", "ZrO2", None, "ZrO2"]})
-    phases = view.phases()
-    assert phases["phase"].tolist() == ["Zr", "ZrO2"]
+    peaks = pd.DataFrame({"frame": [0, 0, 0, 1, 1, 2], "phase": ["Zr", "Zr", "ZrO2", None, "ZrO2", ""]})
+    phases = frame_phases(peaks)
+    assert phases["frame"].tolist() == [0, 1] and phases["phase"].tolist() == ["Zr", "ZrO2"]
     np.testing.assert_allclose(phases["fraction"], [2 / 3, 1 / 2])
+    counts = PhaseCounts()  # the same from the table in parts that split frame 0
+    for part in (peaks.iloc[:2], peaks.iloc[2:4], peaks.iloc[4:]):
+        counts.add(part)
+    pd.testing.assert_frame_equal(counts.table(), phases)
+
+
+def test_radial_histogram_widens_by_merging_bins_and_keeps_every_count():
+    """Values added in batches of growing range: the counts are np.histogram's of all of them on the final edges."""
+    from braggflow.dashboard import RadialHistogram
+
+    rng = np.random.default_rng(5)
+    hist, seen = RadialHistogram(bins=60), []
+    for top in (0.8, 0.9, 3.5, 2.0, 40.0, 7.0):
+        values = rng.uniform(0, top, 500)
+        hist.add(np.concatenate([values, [np.nan, -1.0]]))  # left out
+        seen.append(values)
+    every = np.concatenate(seen)
+    edges = hist.edges
+    assert edges.size == 61 and edges[0] == 0 and edges[-1] > every.max()
+    assert edges[-1] <= 2 * every.max() * 60 / 59  # the range widened only as far as needed
+    np.testing.assert_array_equal(hist.counts, np.histogram(every, bins=edges)[0])
+
+
+def test_results_view_holds_no_more_peaks_as_the_file_grows(tmp_path, monkeypatch):
+    """A view following a run reads only the new frames' peaks at each update, and what it holds stays the same size.
+
+    Truth: the peaks written (q, phase known); the histogram, the latest peaks and the phases are compared with
+    what the whole peak table gives, read once at the end.
+    """
+    import braggflow.io.results as results
+    import braggflow.io.store as store
+    from braggflow.dashboard import ResultsView, frame_phases
+
+    rng = np.random.default_rng(8)
+    out = tmp_path / "R.h5"
+    writer = ResultsWriter(out, sources=[], overwrite=True, flush_frames=1)
+    view = ResultsView(out, hit_peaks=10)
+    real_parts = store.read_peak_parts
+    read_rows: list[int] = []
+
+    def counted(*args, **kwargs):
+        for part, covered in real_parts(*args, **kwargs):
+            read_rows[-1] += len(part)
+            yield part, covered
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the view read the whole peak table")
+
+    monkeypatch.setattr(store, "read_peak_parts", counted)
+    monkeypatch.setattr(store, "_read_all", refuse)
+    monkeypatch.setattr(results, "read_peaks", refuse)
+    held, frame = [], 0
+    for step in range(8):
+        added = 0
+        for _ in range(10):
+            n = int(rng.integers(0, 30))
+            table = _peaks_table(frame, n, rng)
+            table["q"] = rng.uniform(0.5, 1.0 + step, n)  # the range grows as the run goes on
+            table["phase"] = rng.choice(["Zr", "ZrO2", None], n)
+            writer.add(frame, table, {"n_peaks": n})
+            frame, added = frame + 1, added + n
+        writer.flush()
+        read_rows.append(0)
+        assert view.update() and view.n_frames == frame
+        assert read_rows[-1] == added  # the peaks of the frames added since the last update, no others
+        held.append((view.histogram.counts.nbytes, len(view.latest)))
+        assert view.latest_frame() == frame - 1
+    assert len({nbytes for nbytes, _ in held}) == 1  # the histogram's memory does not grow
+    read_rows.append(0)
+    assert not view.update() and read_rows[-1] == 0  # nothing new: no peak read
+    writer.close()
+    monkeypatch.undo()
+    peaks = results.read_peaks(out)
+    hist, edges, label = view.radial()
+    assert label.startswith("q") and hist.sum() == len(peaks)
+    np.testing.assert_array_equal(hist, np.histogram(peaks["q"], bins=edges)[0])
+    last = peaks[peaks["frame"] == frame - 1]
+    np.testing.assert_allclose(view.latest_peaks()["row"], last["row"])
+    np.testing.assert_allclose(view.latest_peaks()["q"], last["q"])
+    pd.testing.assert_frame_equal(view.phases(), frame_phases(peaks))
+    fresh = ResultsView(out)  # the finished file in one update: the snapshot read in parts
+    monkeypatch.setattr(store, "PART_ROWS", 37)
+    assert fresh.update()
+    np.testing.assert_array_equal(fresh.radial()[0].sum(), len(peaks))
+    np.testing.assert_allclose(fresh.latest_peaks()["row"], last["row"])
+    pd.testing.assert_frame_equal(fresh.phases(), frame_phases(peaks))
+
+
+def test_peak_parts_are_the_peak_table_of_the_frames_asked(tmp_path):
+    """Snapshot (in parts) and journal together give read_peaks' rows of the frames asked, each frame once."""
+    from braggflow.io.results import read_peaks
+    from braggflow.io.store import read_peak_parts
+
+    rng = np.random.default_rng(2)
+    out = tmp_path / "R.h5"
+    writer = ResultsWriter(out, sources=[], overwrite=True, flush_frames=1)
+    for i in range(6):
+        writer.add(i, _peaks_table(i, 7 + i, rng), {"n_peaks": 7 + i})
+    writer.close(complete=False)  # the snapshot holds frames 0-5
+    writer = ResultsWriter(out, sources=[], resume=True, flush_frames=1)
+    for i in range(6, 9):
+        writer.add(i, _peaks_table(i, 5, rng), {"n_peaks": 5})
+    writer.flush()  # frames 6-8 in the journal only
+    every = read_peaks(out)
+    assert not list(read_peak_parts(out, {20}))  # a frame the file does not hold
+    for asked in (None, {1, 4, 7}, {8}):
+        parts = list(read_peak_parts(out, asked, columns=("row", "col"), part_rows=10))
+        got = pd.concat([p for p, _ in parts], ignore_index=True).sort_values(["frame", "row"]).reset_index(drop=True)
+        truth = every if asked is None else every[every["frame"].isin(asked)]
+        truth = truth[["frame", "row", "col"]].sort_values(["frame", "row"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, truth, check_dtype=False)
+        assert set().union(*(c for _, c in parts)) == (set(range(9)) if asked is None else asked)
+    writer.close()
 
 
 def test_other_address_needs_host_and_warns(tmp_path):

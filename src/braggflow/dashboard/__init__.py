@@ -38,7 +38,8 @@ import pandas as pd
 
 from braggflow.schema import HIT_MIN_PEAKS
 
-__all__ = ["ResultsView", "DashboardServer", "serve", "make_document", "DEFAULT_PORT", "HIT_PEAKS"]
+__all__ = ["ResultsView", "RadialHistogram", "PhaseCounts", "frame_phases", "DashboardServer", "serve", "make_document",
+           "DEFAULT_PORT", "HIT_PEAKS", "RADIAL_BINS"]
 
 #: port of ``braggflow dashboard`` and ``watch --dashboard`` unless --port is given
 DEFAULT_PORT = 8050
@@ -48,9 +49,131 @@ HIT_PEAKS = HIT_MIN_PEAKS
 HIT_WINDOW = 50
 
 
+#: bins of the radial histogram
+RADIAL_BINS = 60
+#: columns of the peak table the dashboard reads
+VIEW_COLUMNS = ("frame", "row", "col", "q", "phase")
+
+
+class RadialHistogram:
+    """A histogram of values >= 0 in a fixed number of bins from 0, widened as larger values come.
+
+    The bins are ``[k w, (k + 1) w)`` for ``k < bins``.  The first values set
+    ``w`` so that the largest of them falls in the last bin; a later value
+    beyond ``bins * w`` doubles ``w`` (adjacent bins merged pairwise, which
+    keeps every count exact) until it fits.  Memory is ``bins`` counts, however
+    many values are added.
+
+    Parameters
+    ----------
+    bins : int
+        Number of bins (even).
+    """
+
+    def __init__(self, bins: int = RADIAL_BINS):
+        if bins < 2 or bins % 2:
+            raise ValueError(f"bins: an even number >= 2 is needed, got {bins}")
+        self.counts = np.zeros(bins, dtype=np.int64)
+        self.width = float("nan")
+
+    def add(self, values) -> None:
+        """Count ``values`` (non-finite and negative values are left out).
+
+        Parameters
+        ----------
+        values : (N,) array_like of float
+        """
+        v = np.asarray(values, dtype=float).reshape(-1)
+        v = v[np.isfinite(v) & (v >= 0)]
+        if not v.size:
+            return
+        bins = self.counts.size
+        top = float(v.max())
+        if not np.isfinite(self.width):
+            self.width = top / (bins - 1) if top > 0 else 1.0
+        while top >= bins * self.width:
+            self.counts = np.concatenate([self.counts[0::2] + self.counts[1::2], np.zeros(bins // 2, np.int64)])
+            self.width *= 2
+        index = np.minimum((v / self.width).astype(np.int64), bins - 1)
+        self.counts += np.bincount(index, minlength=bins)
+
+    @property
+    def edges(self) -> np.ndarray:
+        """(bins + 1,) bin edges (empty before any value)."""
+        if not np.isfinite(self.width):
+            return np.zeros(0)
+        return np.arange(self.counts.size + 1) * self.width
+
+
+class PhaseCounts:
+    """Peaks per frame and labelled peaks per (frame, phase), counted part by part.
+
+    Memory grows with the frames and phases counted, not with their peaks.
+    """
+
+    def __init__(self):
+        self.totals: dict[int, int] = {}
+        self.labelled: dict[tuple[int, str], int] = {}
+
+    def add(self, peaks: pd.DataFrame) -> None:
+        """Count a part of the peak table (``frame``, and ``phase`` when stored)."""
+        if not len(peaks):
+            return
+        frames, n = np.unique(peaks["frame"].to_numpy(np.int64), return_counts=True)
+        for f, k in zip(frames.tolist(), n.tolist()):
+            self.totals[f] = self.totals.get(f, 0) + k
+        if "phase" not in peaks:
+            return
+        phase = peaks["phase"]
+        keep = phase.notna().to_numpy() & (phase.astype(str).to_numpy() != "")
+        if not keep.any():
+            return
+        pairs = pd.DataFrame({"frame": peaks["frame"].to_numpy(np.int64)[keep],
+                              "phase": phase.astype(str).to_numpy()[keep]}).value_counts()
+        for (f, name), k in pairs.items():
+            self.labelled[(int(f), name)] = self.labelled.get((int(f), name), 0) + int(k)
+
+    def table(self) -> pd.DataFrame:
+        """``frame``, ``phase``, ``fraction``: each frame's most common phase (ties: the first name) and its share."""
+        best: dict[int, tuple[int, str]] = {}
+        for (f, name), k in self.labelled.items():
+            if f not in best or (-k, name) < (-best[f][0], best[f][1]):
+                best[f] = (k, name)
+        frames = sorted(best)
+        return pd.DataFrame({"frame": np.asarray(frames, dtype=np.int64),
+                             "phase": np.asarray([best[f][1] for f in frames], dtype=object),
+                             "fraction": np.asarray([best[f][0] / self.totals[f] for f in frames], dtype=float)})
+
+
+def frame_phases(peaks: pd.DataFrame) -> pd.DataFrame:
+    """Per frame, the most common ``phase`` of its labelled peaks and its share of the frame's peaks.
+
+    Parameters
+    ----------
+    peaks : pandas.DataFrame
+        ``frame`` and ``phase`` columns: all the peaks of each frame in it.
+
+    Returns
+    -------
+    phases : pandas.DataFrame
+        ``frame``, ``phase`` (str), ``fraction`` (of all the frame's peaks), one row per frame
+        with a labelled peak, by frame (a tie goes to the first phase name); empty when none is labelled.
+    """
+    counts = PhaseCounts()
+    counts.add(peaks)
+    return counts.table()
+
+
 @dataclass
 class ResultsView:
     """What the dashboard shows of one results file, refreshed by :meth:`update`.
+
+    It holds the frames table and, of the peaks, only what it draws: the
+    latest frame's peaks, a :class:`RadialHistogram` of all peaks, and each
+    frame's most common phase.  An update reads the peaks of the frames it has
+    not seen yet (:func:`braggflow.io.store.read_peak_parts`, part by part), so
+    neither its memory nor the time of an update grows with the peaks already
+    in the file.
 
     Parameters
     ----------
@@ -63,8 +186,10 @@ class ResultsView:
     ----------
     frames : pandas.DataFrame
         The frames table (:data:`braggflow.schema.FRAME_COLUMNS`) as last read.
-    peaks : pandas.DataFrame
-        The peak table as last read.
+    latest : pandas.DataFrame
+        The peaks (``frame``, ``row``, ``col``, ``q``, ``phase`` where stored) of :meth:`latest_frame`.
+    histogram : RadialHistogram
+        The peaks' q (1/angstrom) when the file's peaks have q, else their distance from the frame centre (px).
     arrivals : list of (float, int)
         (time.monotonic(), frames in the file) at each update that saw new frames.
     """
@@ -72,34 +197,74 @@ class ResultsView:
     path: Path
     hit_peaks: int = HIT_PEAKS
     frames: pd.DataFrame = field(default_factory=pd.DataFrame)
-    peaks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    latest: pd.DataFrame = field(default_factory=pd.DataFrame)
+    histogram: RadialHistogram = field(default_factory=RadialHistogram)
     arrivals: list[tuple[float, int]] = field(default_factory=list)
     error: str = ""
     live_latency: Any = None
     _series: dict[str, Any] = field(default_factory=dict)
+    _seen: set = field(default_factory=set)
+    _radial: str = ""
+    _phases: list = field(default_factory=list)
 
     def update(self) -> bool:
-        """Read the file again; True when it holds frames it did not hold before.
+        """Read the frames table again, and the peaks of frames not seen yet; True when there are new frames.
 
         A file that does not exist yet, or cannot be read at this moment, leaves
         the view as it was (:attr:`error` says why).
         """
         from braggflow.errors import BraggflowError
-        from braggflow.io.results import read_frames, read_peaks
+        from braggflow.io.results import read_frames
 
         try:
             frames = read_frames(self.path)
-            peaks = read_peaks(self.path) if len(frames) != len(self.frames) or not len(self.peaks) else self.peaks
+            fresh = set(frames["frame"].astype(int).tolist()) - self._seen if len(frames) else set()
+            if fresh:
+                self._take_peaks(fresh, int(frames["frame"].max()))
         except (BraggflowError, OSError) as exc:
             self.error = str(exc)
             return False
         self.error = ""
         new = len(frames) != len(self.frames)
-        self.frames, self.peaks = frames, peaks
+        self.frames = frames
         if new:
             self.arrivals.append((time.monotonic(), len(frames)))
             del self.arrivals[:-20]
         return new
+
+    def _take_peaks(self, fresh: set, latest: int) -> None:
+        """Add the peaks of the frames ``fresh`` to the histogram and the phases; keep those of ``latest``."""
+        from braggflow.io.store import read_peak_parts
+
+        latest_parts, counts, covered = [], PhaseCounts(), set()
+        for part, held in read_peak_parts(self.path, fresh, columns=VIEW_COLUMNS):
+            covered |= held
+            if not len(part):
+                continue
+            self.histogram.add(self._radial_values(part))
+            counts.add(part)
+            if latest in held:
+                latest_parts.append(part[part["frame"].to_numpy() == latest])
+        phases = counts.table()
+        if len(phases):
+            self._phases.append(phases)
+            if len(self._phases) > 64:  # one table again, so that the list stays short
+                self._phases = [pd.concat(self._phases, ignore_index=True)]
+        if latest in covered:
+            self.latest = (pd.concat(latest_parts, ignore_index=True) if latest_parts
+                           else pd.DataFrame({c: [] for c in ("frame", "row", "col")}))
+        self._seen |= covered
+
+    def _radial_values(self, part: pd.DataFrame) -> np.ndarray:
+        """The values of ``part`` the histogram counts: q when the file's peaks have it, else the radius."""
+        if not self._radial:
+            has_q = "q" in part and np.isfinite(part["q"].to_numpy(float)).any()
+            self._radial = "q" if has_q else "radius"
+        if self._radial == "q":
+            return part["q"].to_numpy(float) if "q" in part else np.zeros(0)
+        shape = self._frame_shape()
+        r0, c0 = ((shape[0] - 1) / 2, (shape[1] - 1) / 2) if shape else (0.0, 0.0)
+        return np.hypot(part["row"].to_numpy(float) - r0, part["col"].to_numpy(float) - c0)
 
     @property
     def n_frames(self) -> int:
@@ -132,37 +297,30 @@ class ResultsView:
         return int(self.frames["frame"].max()) if len(self.frames) else None
 
     def latest_peaks(self) -> pd.DataFrame:
-        """Peaks of :meth:`latest_frame`."""
-        latest = self.latest_frame()
-        if latest is None or not len(self.peaks):
-            return self.peaks.iloc[:0]
-        return self.peaks[self.peaks["frame"] == latest]
+        """Peaks of :meth:`latest_frame` (``frame``, ``row``, ``col``, and ``q``, ``phase`` where stored)."""
+        return self.latest
 
-    def radial(self) -> tuple[np.ndarray, str]:
-        """The peaks' q (1/angstrom) when known, else their distance from the frame centre (px); and its label."""
-        if not len(self.peaks):
-            return np.zeros(0), "q (1/Å)"
-        if "q" in self.peaks and np.isfinite(self.peaks["q"].to_numpy(float)).any():
-            q = self.peaks["q"].to_numpy(float)
-            return q[np.isfinite(q)], "q (1/Å)"
-        shape = self._frame_shape()
-        r0, c0 = ((shape[0] - 1) / 2, (shape[1] - 1) / 2) if shape else (0.0, 0.0)
-        r = np.hypot(self.peaks["row"].to_numpy(float) - r0, self.peaks["col"].to_numpy(float) - c0)
-        return r[np.isfinite(r)], "distance from the frame centre (px)"
+    def radial(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """The histogram of the peaks' q (1/angstrom) when known, else of their distance from the frame centre (px).
+
+        Returns
+        -------
+        counts : (B,) ndarray of int64
+            Peaks per bin (empty before any peak).
+        edges : (B + 1,) ndarray of float
+            Bin edges, in the unit of ``label``.
+        label : str
+            What is counted.
+        """
+        label = "q (1/Å)" if self._radial != "radius" else "distance from the frame centre (px)"
+        edges = self.histogram.edges
+        return (self.histogram.counts.copy() if edges.size else np.zeros(0, np.int64)), edges, label
 
     def phases(self) -> pd.DataFrame:
         """Per frame, the most common ``phase`` of its labelled peaks (frame, phase, fraction); empty when none."""
-        if not len(self.peaks) or "phase" not in self.peaks:
-            return pd.DataFrame({"frame": [], "phase": [], "fraction": []})
-        labelled = self.peaks.dropna(subset=["phase"])
-        labelled = labelled[labelled["phase"].astype(str) != ""]
-        if not len(labelled):
-            return pd.DataFrame({"frame": [], "phase": [], "fraction": []})
-        counts = labelled.groupby(["frame", "phase"], observed=True).size().rename("n").reset_index()
-        top = counts.sort_values("n", ascending=False).drop_duplicates("frame").sort_values("frame")
-        totals = self.peaks.groupby("frame").size()
-        top["fraction"] = top["n"].to_numpy() / totals.reindex(top["frame"]).to_numpy()
-        return top[["frame", "phase", "fraction"]].reset_index(drop=True)
+        if not self._phases:
+            return frame_phases(pd.DataFrame())
+        return pd.concat(self._phases, ignore_index=True).sort_values("frame", kind="stable").reset_index(drop=True)
 
     def latency(self) -> np.ndarray:
         """Latencies (s, frame complete -> journaled): of a watch in this process, else as the file records them
@@ -313,9 +471,8 @@ class _Page:
         self.trend_src.data = {"frame": frames["frame"].to_numpy(), "n_peaks": frames["n_peaks"].to_numpy(),
                                "hit_rate": view.hit_rate()}
         self._draw_frame(view.latest_frame())
-        values, label = view.radial()
-        if values.size:
-            counts, edges = np.histogram(values, bins=60)
+        counts, edges, label = view.radial()
+        if counts.size:
             self.hist_src.data = {"left": edges[:-1], "right": edges[1:], "count": counts}
             self.hist.xaxis.axis_label = label
         phases = view.phases()

@@ -21,11 +21,13 @@ from braggflow.errors import InputFileError
 from braggflow.io.tables import _npz_columns, _read_table, _table_from_npz
 from braggflow.schema import conform, empty_peak_table, frames_table
 
-__all__ = ["read_status", "read_process"]
+__all__ = ["read_status", "read_process", "read_peak_parts", "PART_ROWS"]
 
 log = logging.getLogger(__name__)
 
 STATUS_COMPLETE = "complete"
+#: peaks read at a time from the HDF5 snapshot by :func:`read_peak_parts`
+PART_ROWS = 262_144
 
 _RESERVED = {"peaks", "process", "frames_done", "frames", "instrument", "sample", "title", "start_time", "end_time",
              "program_name", "peak_map"}
@@ -211,7 +213,7 @@ def _snapshot_frames(path: Path) -> set[int]:
         return set()
 
 
-def _read_rows(group, start: int, stop: int) -> pd.DataFrame:
+def _read_rows(group, start: int, stop: int, columns: list[str] | None = None) -> pd.DataFrame:
     """Rows ``start:stop`` of a table group (the layout of :func:`braggflow.io.tables.write_table`).
 
     Parameters
@@ -219,14 +221,17 @@ def _read_rows(group, start: int, stop: int) -> pd.DataFrame:
     group : h5py.Group
     start, stop : int
         Row range, as a slice.
+    columns : list of str, optional
+        Read only these of the group's columns (those it lacks are left out); default: all.
 
     Returns
     -------
     table : pandas.DataFrame
         Those rows, with categories, nullable integers and missing text restored.
     """
-    columns = json.loads(group.attrs["columns"]) if "columns" in group.attrs else [
+    stored = json.loads(group.attrs["columns"]) if "columns" in group.attrs else [
         k for k in group if not k.endswith("__missing")]
+    columns = stored if columns is None else [c for c in stored if c in columns]
     data = {}
     for name in columns:
         ds = group[name]
@@ -354,3 +359,94 @@ def _read_frames_table(path: Path) -> pd.DataFrame:
     table = pd.concat([frames_table(t) for t in parts], ignore_index=True)
     table = table.drop_duplicates("frame", keep="last").sort_values("frame", kind="stable").reset_index(drop=True)
     return frames_table(table)  # the files of the parts as one category again
+
+
+def _batch_columns(npz, columns) -> pd.DataFrame:
+    """The peak columns ``columns`` of a journal batch that it stores (left-out all-default columns stay out)."""
+    data = {}
+    for name in columns:
+        if f"v:{name}" in npz.files:
+            data[name] = npz[f"v:{name}"]
+        elif f"s:{name}" in npz.files:
+            values = npz[f"s:{name}"].astype(object)
+            values[npz[f"n:{name}"]] = None
+            data[name] = values
+        elif f"x:{name}" in npz.files:
+            values = pd.array(npz[f"x:{name}"], dtype="Int64")
+            values[npz[f"n:{name}"]] = pd.NA
+            data[name] = values
+    frames = data.get("frame")
+    size = len(frames) if frames is not None else len(npz["v:frame"]) if "v:frame" in npz.files else 0
+    return pd.DataFrame(data, index=pd.RangeIndex(size))
+
+
+def read_peak_parts(path, frames=None, *, columns=("frame", "row", "col", "q", "phase"), part_rows: int = PART_ROWS):
+    """The peaks of some frames of a results file, part by part, as :func:`braggflow.io.results.read_peaks` merges them.
+
+    The HDF5 snapshot is read ``part_rows`` rows at a time and each journal
+    batch on its own, so memory holds one part whatever the file's size; a
+    frame's peaks come from the snapshot when it holds the frame, else from the
+    first batch that does (the rule of :func:`_read_all`).
+
+    Parameters
+    ----------
+    path : str or Path
+        The results file (its journal beside it is read too).
+    frames : iterable of int, optional
+        Frames whose peaks to read; default: all.
+    columns : sequence of str
+        Peak-table columns to read (``frame`` is always read); a column the
+        file does not store (a journal batch leaves out the columns whose values
+        are all the default) is absent from a part.
+    part_rows : int
+        Snapshot rows read at a time.
+
+    Yields
+    ------
+    peaks : pandas.DataFrame
+        Rows of the frames asked for, in the file's order; may be empty.
+    covered : set of int
+        The frames asked for whose peaks this part's source (the snapshot, or one
+        batch) holds; a frame whose peaks are split over snapshot parts is in the
+        set of each.
+
+    Raises
+    ------
+    InputFileError
+        If the snapshot cannot be read and there is no journal.
+    """
+    path = Path(path)
+    wanted = None if frames is None else {int(f) for f in frames}
+    columns = list(dict.fromkeys(["frame", *columns]))
+    done: set[int] = set()
+    if path.exists():
+        try:
+            with _open_results(path) as h5:
+                if "entry/peaks" not in h5:
+                    raise InputFileError(f"{path}: not a braggflow results file (no /entry/peaks)")
+                group = h5["entry/peaks"]
+                done = ({int(f) for f in h5["entry/frames_done"][()]} if "entry/frames_done" in h5 else
+                        {int(f) for f in np.unique(group["frame"][()])} if "frame" in group else set())
+                covered = done if wanted is None else done & wanted
+                rows = int(group.attrs.get("nrows", len(group["frame"]) if "frame" in group else 0))
+                for start in range(0, rows if covered else 0, max(1, int(part_rows))):
+                    part = _read_rows(group, start, min(rows, start + part_rows), columns)
+                    if wanted is not None:
+                        part = part[np.isin(part["frame"].to_numpy(), list(covered))]
+                    yield part.reset_index(drop=True), covered
+        except InputFileError:
+            if not journal_has_batches(path):
+                raise
+            log.warning("%s: the HDF5 snapshot cannot be read; using the frames of its journal", path)
+            done = set()
+
+    def batch(npz):
+        return _batch_columns(npz, columns), {int(f) for f in npz["frames_done"]}
+
+    for part, held in _journal_batches(path, done, batch):
+        new = held - done
+        if wanted is not None:
+            new &= wanted
+        if not new:
+            continue
+        yield part[np.isin(part["frame"].to_numpy(), list(new))].reset_index(drop=True), new
