@@ -154,6 +154,9 @@ def _integrate_level(frame, d_row, d_col, ri, ci, ids, placed, core, background_
     """
     n = len(ri)
     half = core + int(np.ceil(background_width))
+    if radius is None and frame.dtype in _COMPILED_DTYPES and half <= _COMPILED_HALF:
+        return _integrate_level_compiled(frame, d_row, d_col, ri, ci, ids, placed, core, half, mask=mask,
+                                         labels=labels, gain=gain, saturated=saturated, last=last)
     lab = None if labels is None else cut_windows(labels, ri, ci, half, 0)
     own = None
     larger = np.zeros(n, dtype=bool)
@@ -176,6 +179,58 @@ def _integrate_level(frame, d_row, d_col, ri, ci, ids, placed, core, background_
                         d_col[done], ri[done], ci[done], ids[done], half, mask=mask, gain=gain, radius=radius,
                         saturated=saturated)
     return done, larger, boxed, sums
+
+
+#: Frame dtypes integrated by the compiled kernel (:mod:`braggflow.integrate._kernels`) with labels.
+_COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Largest window half-size of the kernel (a window row is one 64-bit word of pixel flags).
+_COMPILED_HALF = 31
+
+
+def _integrate_level_compiled(frame, d_row, d_col, ri, ci, ids, placed, core, half, *, mask, labels, gain, saturated,
+                              last: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """:func:`_integrate_level` with the finder's regions (no ``radius``) by the compiled window kernel.
+
+    :func:`braggflow.integrate._kernels.label_window_sums` reads every window
+    from the images once and sums it; windows holding a non-finite or huge
+    value are summed again by the array path (:func:`_window_sums`), which
+    gives the same values for the others.
+    """
+    from braggflow.integrate._kernels import label_window_sums
+
+    n = len(ri)
+    use_mask, use_saturated = mask is not None, saturated is not None
+    no_image = np.zeros((1, 1), dtype=bool)
+    intensity, positive, b, s2, npix, n_b, peak_value, sat, own, truncated, large, _ = label_window_sums(
+        frame, np.asarray(mask, dtype=bool) if use_mask else no_image, use_mask, labels,
+        np.asarray(saturated, dtype=bool) if use_saturated else no_image, use_saturated, ri, ci, ids, half, core,
+        float(gain), _plan((2 * half + 1) ** 2))
+    boxed = ~own
+    if last:
+        boxed |= truncated
+    boxed &= placed
+    larger = truncated & ~boxed if not last else np.zeros(n, dtype=bool)
+    done = np.flatnonzero(~(larger | boxed))
+    sums = _finish_sums(intensity[done], positive[done], b[done], s2[done], npix[done], n_b[done], peak_value[done],
+                        sat[done], finite=True)
+    sums["overlap"] = np.zeros(done.size, dtype=bool)
+    again = np.flatnonzero(large[done])
+    if again.size:
+        k = done[again]
+        lab = cut_windows(labels, ri[k], ci[k], half, 0)
+        redone = _window_sums(frame, lab, lab == ids[k][:, None, None], d_row[k], d_col[k], ri[k], ci[k], ids[k],
+                              half, mask=mask, gain=gain, radius=None, saturated=saturated)
+        for name, values in redone.items():
+            sums[name][again] = values
+    return done, larger, boxed, sums
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(count: int) -> np.ndarray:
+    """The pairwise summation plan of ``count`` values (:func:`~braggflow.integrate._kernels.pairwise_plan`), kept."""
+    from braggflow.integrate._kernels import pairwise_plan
+
+    return pairwise_plan(count)
 
 
 def _signal_pixels(lab, own, ids, d_row, d_col, half, radius) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -254,13 +309,25 @@ def _pixel_sums(win, bad, signal, background_px, *, gain, saturated) -> dict[str
     np.maximum(excess, 0.0, out=excess)
     if gain != 1.0:
         excess *= gain
+    sat = np.zeros(n, dtype=bool) if saturated is None else (saturated & signal).any(axis=1)
+    return _finish_sums(intensity, excess.sum(axis=1), b, s2, npix, n_b, peak_value, sat, finite=finite)
+
+
+def _finish_sums(intensity, positive, b, s2, npix, n_b, peak_value, sat, *, finite: bool) -> dict[str, np.ndarray]:
+    """Errors and signal-to-noise ratios from each window's sums (the formula of the module docstring).
+
+    ``positive`` is ``gain`` times the sum of the positive excesses over the
+    signal pixels, ``s2`` the background variance (NaN: fewer than 2
+    background pixels, counted as 0), ``peak_value`` the highest signal pixel
+    (any value where ``npix`` is 0).  Returns the dict of :func:`_window_sums`
+    without ``overlap``.
+    """
     s2 = np.where(np.isnan(s2), 0.0, s2) if finite else np.nan_to_num(s2)
-    var_pix = excess.sum(axis=1) + npix * s2
+    var_pix = positive + npix * s2
     var_bg = npix**2 * (np.pi / 2) * s2 / np.maximum(n_b, 1)  # 0 where n_b = 0: s2 is then 0
     err = np.sqrt(var_pix + var_bg)
-    snr = np.divide(intensity, err, out=np.full(n, np.nan), where=err > 0)
+    snr = np.divide(intensity, err, out=np.full(len(intensity), np.nan), where=err > 0)
     peak_value = np.where(npix > 0, peak_value.astype(np.float64), np.nan)
-    sat = np.zeros(n, dtype=bool) if saturated is None else (saturated & signal).any(axis=1)
     return dict(intensity=intensity, err=err, b=b, snr=snr, npix=npix, n_b=n_b, peak_value=peak_value, sat=sat)
 
 
