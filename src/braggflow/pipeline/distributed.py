@@ -23,9 +23,17 @@ How the work is split, and why:
   process busy for at most :data:`MAIN_SHARE` of the time, while every worker
   still gets several tasks, so that the last ones end together.
 
-A local cluster (:func:`braggflow.pipeline.cluster.local_cluster`) forks its
-workers from the main process where the platform allows, so they start with
-the pipeline imported.
+- **Local workers start warm.**  A local cluster
+  (:func:`braggflow.pipeline.cluster.local_cluster`) forks its workers from
+  the main process where the platform allows, so they start with the pipeline
+  imported; the main process analyses (and journals) the run's first frame
+  before it starts them, so that they also inherit what a first frame loads
+  (the compiled kernels read from numba's cache, the modules imported on first
+  use) instead of each loading it again.
+- **A worker that dies is an error of the run.**  Its tasks and the series and
+  context sent to it are lost; the run stops with a
+  :class:`~braggflow.errors.BraggflowError` naming the cause, after the frames
+  already finished are journaled (a resumed run goes on from them).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ChunkResult", "process_chunk", "run_distributed", "run_on_workers", "task_frames",
-           "worker_series", "PROBE_FRAMES", "TASK_SECONDS", "MAIN_SHARE"]
+           "worker_series", "warm_up", "PROBE_FRAMES", "TASK_SECONDS", "MAIN_SHARE"]
 
 #: frames in the first task of each worker, whose timing sets the size of the others
 PROBE_FRAMES = 2
@@ -49,6 +57,8 @@ TASK_SECONDS = 0.75
 MAIN_SHARE = 0.1
 #: tasks in flight per worker (one running, one waiting, so a worker never waits for the main process)
 IN_FLIGHT = 2
+#: seconds between two looks at the scheduler's worker count (a round trip to the scheduler each)
+WORKERS_REFRESH = 1.0
 
 
 @dataclass
@@ -133,6 +143,15 @@ def process_chunk(series, indices, config, context) -> ChunkResult:
     return ChunkResult(np.asarray(done, dtype=np.int64), peaks, row_columns, time.perf_counter() - start, error)
 
 
+def _lost_worker_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a task's future raises when its worker died (or the data sent to it was lost)."""
+    from concurrent.futures import CancelledError  # distributed's FutureCancelledError is one
+
+    from distributed.scheduler import KilledWorker
+
+    return (CancelledError, KilledWorker)
+
+
 def task_frames(seconds_per_frame: float, *, frames_left: int, workers: int, target: float = TASK_SECONDS,
                 record_seconds: float = 0.0) -> int:
     """Frames per task, from measured times: long enough for the main process, short enough to share the rest.
@@ -186,7 +205,7 @@ def worker_series(series):
 
 
 def run_distributed(series, indices, config, context, *, client,
-                    record: Callable[[np.ndarray, pd.DataFrame, pd.DataFrame], None],
+                    record: Callable[[np.ndarray, pd.DataFrame, dict[str, np.ndarray]], None],
                     wait_workers: float = 0.0) -> None:
     """Process frames ``indices`` of ``series`` on the workers of ``client``; ``record`` each task's results.
 
@@ -201,7 +220,7 @@ def run_distributed(series, indices, config, context, *, client,
     record : callable(frames, peaks, rows)
         Called in this process for every finished task, in the order tasks
         finish: ``frames`` (F,) int64, ``peaks`` a peak table, ``rows`` the
-        frames-table rows of those frames.
+        frames-table rows of those frames (a dict of (F,) arrays).
     wait_workers : float
         Seconds to wait for at least one worker to join (workers of a batch
         system start when their jobs do); 0: do not wait.
@@ -214,6 +233,9 @@ def run_distributed(series, indices, config, context, *, client,
     """
     from dask.distributed import as_completed
 
+    from braggflow.errors import BraggflowError
+
+    _LOST_WORKER = _lost_worker_errors()
     if wait_workers > 0:
         client.wait_for_workers(1, timeout=wait_workers)
     n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
@@ -237,24 +259,65 @@ def run_distributed(series, indices, config, context, *, client,
     for _ in range(IN_FLIGHT * n_workers):
         submit(PROBE_FRAMES)
     error: BaseException | None = None
+    counted = time.monotonic()
     for future in pending:
-        result: ChunkResult = future.result()
-        future.release()
+        try:
+            result: ChunkResult = future.result()
+        except _LOST_WORKER as exc:
+            error = error or BraggflowError(
+                f"a Dask worker was lost during the run ({type(exc).__name__}: {exc}); the frames finished before "
+                "are kept in the results file (run again with --resume to go on)")
+            continue
+        finally:
+            future.release()
         if len(result.frames):
             start = time.perf_counter()
-            record(result.frames, result.peak_table(), result.frame_rows())
+            record(result.frames, result.peak_table(), result.rows)
             recording.append(time.perf_counter() - start)
             per_frame.append(result.seconds / len(result.frames))
         if result.error is not None:
             error = error or result.error
             continue
         if error is None:
-            n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+            if time.monotonic() - counted > WORKERS_REFRESH:
+                n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+                counted = time.monotonic()
             spf = float(np.median(per_frame[-20:])) if per_frame else float("nan")
             rec = float(np.median(recording[-20:])) if recording else 0.0
             submit(task_frames(spf, frames_left=len(todo) - position, workers=n_workers, record_seconds=rec))
     if error is not None:
         raise error
+
+
+def warm_up(series, index: int, *, config, context, record: Callable[[np.ndarray, pd.DataFrame, dict], None]) -> None:
+    """Analyse frame ``index`` in this process and ``record`` it, before a local cluster forks its workers.
+
+    The first frame a process analyses loads what later frames reuse (the
+    compiled kernels from numba's on-disk cache, modules imported on first
+    use); workers forked after it inherit all of it, so none of them loads it
+    again, and the frame's result is the run's like any other.
+
+    Parameters
+    ----------
+    series : FrameSeries
+    index : int
+        The frame to analyse.
+    config : braggflow.pipeline.config.Config
+    context : braggflow.pipeline.Context
+    record : callable(frames, peaks, rows)
+        As :func:`run_distributed`'s: called with (1,) int64 frames, the frame's peak table and its frames-table row.
+
+    Raises
+    ------
+    BraggflowError
+        What the frame raised (nothing is recorded).
+    """
+    from braggflow.pipeline import analyse_frame
+
+    i = int(index)
+    result = analyse_frame(series[i], config=config, context=context, frame_index=i, omega=series.omega_centre(i),
+                           name=series.describe_frame(i))
+    record(np.asarray([i], dtype=np.int64), result.table, {k: np.asarray([v]) for k, v in result.row.items()})
 
 
 def run_on_workers(series, indices, *, config, context, writer=None, progress=None, workers: int = 0,
@@ -294,7 +357,7 @@ def run_on_workers(series, indices, *, config, context, writer=None, progress=No
         return collected
     counts = {"done": 0, "peaks": 0}
 
-    def record(frames: np.ndarray, table: pd.DataFrame, rows: pd.DataFrame) -> None:
+    def record(frames: np.ndarray, table: pd.DataFrame, rows: dict[str, np.ndarray]) -> None:
         if writer is not None:
             writer.add_frames(frames, table, rows)
         else:
@@ -304,9 +367,15 @@ def run_on_workers(series, indices, *, config, context, writer=None, progress=No
         if progress is not None:
             progress(counts["done"], len(indices), counts["peaks"])
 
+    todo = [int(i) for i in indices]
+    if workers and not scheduler_address and cluster is None:
+        todo = todo[1:]
+        warm_up(series, indices[0], config=config, context=context, record=record)
+        if not todo:
+            return collected
     starter = start_cluster(workers=workers, scheduler_address=scheduler_address, cluster=cluster, local=local)
     try:
-        run_distributed(series, indices, config, context, client=starter.client(), record=record,
+        run_distributed(series, todo, config, context, client=starter.client(), record=record,
                         wait_workers=starter.wait)
     finally:
         starter.close()
