@@ -120,3 +120,33 @@ def test_pbs_and_sge_job_scripts_carry_the_options():
     finally:
         sge.close()
     assert "#$ -q short" in script and "#$ -P mx123" in script and "h_rt=01:30:00" in script, script
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_that_dies_ends_the_run_with_an_error_and_the_finished_frames_kept(tmp_path, monkeypatch):
+    """A worker process that exits in the middle of frame 4: BraggflowError, frames before it in the file."""
+    import multiprocessing
+    import os
+
+    pytest.importorskip("distributed")
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the workers must be forked from this process to inherit the failing frame function")
+    import braggflow.pipeline as pipeline
+    from braggflow.io.results import read_frames_done, read_status
+
+    source = tmp_path / "sim.h5"
+    write_nexus(source, simulate_series(8, shape=(96, 96), n_peaks=5, seed=6))
+    main, real = os.getpid(), pipeline.analyse_frame
+
+    def dies_on_frame_4(frame, **kwargs):
+        if kwargs.get("frame_index") == 4 and os.getpid() != main:
+            os._exit(3)  # the worker process ends, as a crash in compiled code would end it
+        return real(frame, **kwargs)
+
+    monkeypatch.setattr(pipeline, "analyse_frame", dies_on_frame_4)  # the forked workers inherit it
+    out = tmp_path / "R.h5"
+    with pytest.raises(BraggflowError, match="worker was lost"):
+        pipeline.run(str(source), output=out, workers=1, return_table=False)
+    assert read_status(out) == "incomplete"
+    done = read_frames_done(out)
+    assert 0 in done and 4 not in done  # the first frame (analysed before the workers start) is kept
