@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -147,6 +148,31 @@ def _moments(w, var0, dr, dc, lever_r, lever_c, total) -> tuple[np.ndarray, ...]
             (w * dc * dc).sum(axis=1) / total)
 
 
+#: Threshold of the central peak region, Poisson sigma of the background.
+_NSIGMA = 2.0
+#: Whether :func:`centroid_patches` runs the compiled kernel (:mod:`braggflow.locate._kernels`); the array
+#: path (the reference of the tests) otherwise.
+_COMPILED = True
+
+
+@functools.lru_cache(maxsize=8)
+def _plan(count: int) -> np.ndarray:
+    """The pairwise summation plan of ``count`` values (:func:`~braggflow.integrate._kernels.pairwise_plan`), kept."""
+    from braggflow.integrate._kernels import pairwise_plan
+
+    return pairwise_plan(count)
+
+
+def _weights(data: np.ndarray, region: np.ndarray, background: np.ndarray, gain: float) -> tuple[np.ndarray, ...]:
+    """Centroid weights ``max(data - background, 0)`` and pixel variances ``gain * max(data, 0)`` over
+    ``region`` (0 elsewhere), as (N, s * s) arrays."""
+    n = len(data)
+    w = np.where(region, np.maximum(data - background[:, None, None], 0.0), 0.0).reshape(n, -1)
+    # the region holds usable (finite) pixels only: the others are 0 by the where
+    var0 = np.where(region, gain * np.maximum(data, 0.0), 0.0).reshape(n, -1)
+    return w, var0
+
+
 def centroid_patches(data, mask=None, *, gain: float = 1.0, background=None) -> LocateResult:
     """Background-subtracted centre of mass of each patch.
 
@@ -190,8 +216,10 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0, background=None) -> 
 
     Notes
     -----
-    Vectorised over patches; the symmetric completion runs on the patches
-    that have masked pixels only, the others' centres are one weighted sum.
+    A compiled loop over patches (:func:`braggflow.locate._kernels.centroid_windows`,
+    the same values as the array path bit for bit) takes every patch's region,
+    centre and moments; the symmetric completion (vectorised) then runs on
+    the patches that have masked pixels only.
     """
     data, mask = as_patch_arrays(data, mask)
     n, s = data.shape[0], data.shape[-1]
@@ -203,29 +231,34 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0, background=None) -> 
         bg = np.array(background, dtype=np.float64)  # a copy: the result holds it
         if bg.shape != (n,):
             raise BraggflowError(f"background has shape {bg.shape}, expected one value per patch ({n},)")
-    region = peak_region(data, mask, bg, gain=gain)
-    w = np.where(region, np.maximum(data - bg[:, None, None], 0.0), 0.0).reshape(n, -1)
-    # the region holds usable (finite) pixels only: the others are 0 by the where
-    var0 = np.where(region, gain * np.maximum(data, 0.0), 0.0).reshape(n, -1)
-    rr, cc = (g.reshape(-1).astype(float) for g in np.indices((s, s)))
     flat_mask = mask.reshape(n, -1)
-    total = w.sum(axis=1)
-    total = np.where(~(total > 0), np.nan, total)
-    row = (w * rr).sum(axis=1) / total
-    col = (w * cc).sum(axis=1) / total
+    rr, cc = (g.reshape(-1).astype(float) for g in np.indices((s, s)))
+    if _COMPILED:
+        from braggflow.locate._kernels import centroid_windows
+
+        region, total, row, col, row_var, col_var, rc_cov, m2r, m2c = centroid_windows(
+            np.ascontiguousarray(data), np.ascontiguousarray(mask), bg, float(gain), _NSIGMA, _plan(s * s))
+    else:
+        region = peak_region(data, mask, bg, gain=gain, nsigma=_NSIGMA)
+        w, var0 = _weights(data, region, bg, gain)
+        total = w.sum(axis=1)
+        total = np.where(~(total > 0), np.nan, total)
+        row = (w * rr).sum(axis=1) / total
+        col = (w * cc).sum(axis=1) / total
+        dr = rr[None, :] - row[:, None]
+        dc = cc[None, :] - col[:, None]
+        row_var, col_var, rc_cov, m2r, m2c = _moments(w, var0, dr, dc, dr, dc, total)
     masked = np.flatnonzero(flat_mask.any(axis=1))
-    if masked.size:
-        wm, total[masked], row[masked], col[masked], source = _mirror_sources(w[masked], flat_mask[masked], rr, cc, s)
-    dr = rr[None, :] - row[:, None]
-    dc = cc[None, :] - col[:, None]
-    # a pixel's lever arm is its distance from the centre, plus those of the masked pixels that copy it
-    row_var, col_var, rc_cov, m2r, m2c = _moments(w, var0, dr, dc, dr, dc, total)
-    if masked.size:
-        drm, dcm = dr[masked], dc[masked]
+    if masked.size:  # symmetric completion: centres and moments of the patches with masked pixels again
+        w, var0 = _weights(data[masked], region[masked], bg[masked], gain)
+        wm, total[masked], row[masked], col[masked], source = _mirror_sources(w, flat_mask[masked], rr, cc, s)
+        drm = rr[None, :] - row[masked][:, None]
+        dcm = cc[None, :] - col[masked][:, None]
+        # a pixel's lever arm is its distance from the centre, plus those of the masked pixels that copy it
         into = (np.arange(masked.size)[:, None] * (s * s) + source).reshape(-1)
         lever_r = np.bincount(into, weights=drm.reshape(-1), minlength=into.size).reshape(-1, s * s)
         lever_c = np.bincount(into, weights=dcm.reshape(-1), minlength=into.size).reshape(-1, s * s)
-        moments = _moments(wm, var0[masked], drm, dcm, lever_r, lever_c, total[masked])
+        moments = _moments(wm, var0, drm, dcm, lever_r, lever_c, total[masked])
         for full, part in zip((row_var, col_var, rc_cov, m2r, m2c), moments):
             full[masked] = part
     failed = np.isnan(total)

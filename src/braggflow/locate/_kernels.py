@@ -1,0 +1,182 @@
+"""Compiled background-subtracted centroids of :func:`braggflow.locate.centroid.centroid_patches`, in numba.
+
+One patch at a time: the central peak region (pixels above background +
+``nsigma`` Poisson sigma, the 8-connected component nearest the centre,
+grown by one pixel), its centre of mass, the centre's variances and the
+second moments.  Every sum is NumPy's pairwise summation over the whole
+patch in the same order (:func:`braggflow.integrate._kernels.pairwise_sum`)
+and every product is taken in the array path's order, so the values equal
+those of the array path bit for bit.
+
+Compiled on first use and cached on disk (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from braggflow.integrate._kernels import pairwise_sum
+
+__all__ = ["centroid_windows"]
+
+
+@njit(cache=True, nogil=True)
+def _central_region(values, unusable, background, threshold, side, keep, stack, region):  # pragma: no cover
+    """The central peak region of one flat patch, into ``region`` (0 or 1).
+
+    Pixels above ``background + threshold`` (usable) form 8-connected
+    components; the one holding the pixel nearest the centre (the first in
+    raster order among equals) is kept and grown by one pixel (8-neighbours),
+    usable pixels only.  Without any such pixel every usable pixel is taken.
+    ``keep`` and ``stack`` are work spaces of ``side * side``.
+    """
+    m = side * side
+    h = side // 2
+    seed = -1
+    nearest = side * side * 4
+    for i in range(side):
+        for j in range(side):
+            p = i * side + j
+            keep[p] = 0
+            d2 = (i - h) * (i - h) + (j - h) * (j - h)
+            closer = (values[p] - background > threshold) & ~unusable[p] & (d2 < nearest)
+            nearest = d2 if closer else nearest
+            seed = p if closer else seed
+    if seed < 0:
+        for p in range(m):
+            region[p] = not unusable[p]
+        return
+    # the seed's component: depth-first over the pixels above threshold
+    keep[seed] = 1
+    stack[0] = seed
+    top = 1
+    while top:
+        top -= 1
+        p = stack[top]
+        i, j = p // side, p % side
+        for a in range(max(i - 1, 0), min(i + 2, side)):
+            for b in range(max(j - 1, 0), min(j + 2, side)):
+                q = a * side + b
+                if not keep[q] and values[q] - background > threshold and not unusable[q]:
+                    keep[q] = 1
+                    stack[top] = q
+                    top += 1
+    # grown by one pixel: a 3 x 3 OR, rows then columns
+    for p in range(m):
+        stack[p] = keep[p]
+    for p in range(side, m):
+        stack[p] |= keep[p - side]
+    for p in range(m - side):
+        stack[p] |= keep[p + side]
+    for i in range(side):
+        base = i * side
+        for j in range(side):
+            g = stack[base + j]
+            g |= stack[base + max(j - 1, 0)]
+            g |= stack[base + min(j + 1, side - 1)]
+            region[base + j] = (g != 0) & ~unusable[base + j]
+
+
+@njit(cache=True, nogil=True)
+def centroid_windows(data, mask, background, gain, nsigma, plan):  # pragma: no cover - compiled
+    """Central peak region, centre of mass, its variances and the second moments of each patch.
+
+    Parameters
+    ----------
+    data : (N, s, s) ndarray of float64
+        Patches, counts.
+    mask : (N, s, s) ndarray of bool
+        True = unusable pixel.
+    background : (N,) ndarray of float64
+        Each patch's background, counts/px.
+    gain : float
+        Detector gain, counts per photon.
+    nsigma : float
+        Region threshold in Poisson sigma of the background.
+    plan : (K, 2) ndarray of int64
+        :func:`braggflow.integrate._kernels.pairwise_plan` of s * s.
+
+    Returns
+    -------
+    region : (N, s, s) ndarray of bool
+        Each patch's central peak region.
+    total : (N,) ndarray of float64
+        Sum of the weights ``max(data - background, 0)`` over the region,
+        counts; NaN where not positive.
+    row, col : (N,) ndarray of float64
+        Centre of mass, patch px.
+    row_var, col_var, rc_cov : (N,) ndarray of float64
+        Its Poisson variances and covariance (variance of a pixel ``gain *
+        max(data, 0)``), px^2.
+    m2r, m2c : (N,) ndarray of float64
+        Weighted second moments about the centre, px^2.
+
+    Notes
+    -----
+    Masked pixels are not completed here: the caller takes the patches with
+    masked pixels through the symmetric completion of the array path.
+    """
+    n, side = data.shape[0], data.shape[1]
+    m = side * side
+    region = np.zeros((n, m), dtype=np.bool_)
+    total = np.empty(n)
+    row = np.empty(n)
+    col = np.empty(n)
+    row_var = np.empty(n)
+    col_var = np.empty(n)
+    rc_cov = np.empty(n)
+    m2r = np.empty(n)
+    m2c = np.empty(n)
+    keep = np.zeros(m, dtype=np.int64)
+    stack = np.empty(m, dtype=np.int64)
+    rr = np.empty(m)  # each pixel's row and column, px
+    cc = np.empty(m)
+    for p in range(m):
+        rr[p] = p // side
+        cc[p] = p % side
+    w = np.empty(m)
+    var0 = np.empty(m)
+    work = np.empty(m)
+    partial = np.empty(plan.shape[0])
+    flat_data = data.reshape(n, m)
+    flat_mask = mask.reshape(n, m)
+    for k in range(n):
+        values = flat_data[k]
+        bg = background[k]
+        inside = region[k]
+        _central_region(values, flat_mask[k], bg, nsigma * np.sqrt(gain * max(bg, gain)), side, keep, stack, inside)
+        for p in range(m):
+            w[p] = max(values[p] - bg, 0.0) if inside[p] else 0.0
+            var0[p] = gain * max(values[p], 0.0) if inside[p] else 0.0
+        t = pairwise_sum(w, plan, partial)
+        if not t > 0:
+            t = np.nan
+        for p in range(m):
+            work[p] = w[p] * rr[p]
+        r = pairwise_sum(work, plan, partial) / t
+        for p in range(m):
+            work[p] = w[p] * cc[p]
+        c = pairwise_sum(work, plan, partial) / t
+        t2 = t * t
+        for p in range(m):
+            dr = rr[p] - r
+            work[p] = var0[p] * (dr * dr)
+        row_var[k] = pairwise_sum(work, plan, partial) / t2
+        for p in range(m):
+            dc = cc[p] - c
+            work[p] = var0[p] * (dc * dc)
+        col_var[k] = pairwise_sum(work, plan, partial) / t2
+        for p in range(m):
+            work[p] = var0[p] * (rr[p] - r) * (cc[p] - c)
+        rc_cov[k] = pairwise_sum(work, plan, partial) / t2
+        for p in range(m):
+            dr = rr[p] - r
+            work[p] = w[p] * dr * dr
+        m2r[k] = pairwise_sum(work, plan, partial) / t
+        for p in range(m):
+            dc = cc[p] - c
+            work[p] = w[p] * dc * dc
+        m2c[k] = pairwise_sum(work, plan, partial) / t
+        total[k], row[k], col[k] = t, r, c
+    return region.reshape(n, side, side), total, row, col, row_var, col_var, rc_cov, m2r, m2c

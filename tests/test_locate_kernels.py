@@ -1,0 +1,102 @@
+"""The compiled centroids (braggflow.locate._kernels) against the array path and known answers."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from braggflow.locate._kernels import centroid_windows
+
+# the module itself, for its switch between the compiled and the array path
+centroid = importlib.import_module("braggflow.locate.centroid")
+
+
+def _patches(size: int, n: int = 300, seed: int = 0):
+    """Poisson patches of Gaussian spots (flux 50-5,000, sigma 0.7-2 px, off-centre by up to 1.5 px) on a
+    background of 1-50, some with a neighbour, masked pixels, a masked column or a NaN pixel, some flat."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.indices((size, size))
+    h = size // 2
+    data = np.empty((n, size, size))
+    for k in range(n):
+        r0, c0 = h + rng.uniform(-1.5, 1.5, 2)
+        sigma = rng.uniform(0.7, 2.0)
+        flux = 0.0 if k % 17 == 0 else 10 ** rng.uniform(1.7, 3.7)
+        model = rng.uniform(1, 50) + flux / (2 * np.pi * sigma**2) * np.exp(
+            -((rr - r0) ** 2 + (cc - c0) ** 2) / (2 * sigma**2))
+        if k % 5 == 0:  # a neighbour in the corner
+            model += 300.0 * np.exp(-((rr - 1) ** 2 + (cc - size + 2) ** 2) / 2.0)
+        data[k] = rng.poisson(model) if flux else 10.0  # flat: no signal left, the centroid fails
+    mask = np.zeros(data.shape, dtype=bool)
+    mask[::4, 0, :] = True  # the patch's top row masked
+    mask[1::7, :, h + 2] = True  # a gap column beside the peak
+    mask[2::9] |= rng.random((len(mask[2::9]), size, size)) < 0.05
+    data[3::11, h, h - 1] = np.nan
+    return data, mask
+
+
+def _array_path(monkeypatch, *args, **kwargs):
+    with monkeypatch.context() as patch:
+        patch.setattr(centroid, "_COMPILED", False)
+        return centroid.centroid_patches(*args, **kwargs)
+
+
+@pytest.mark.parametrize("size", [7, 11, 15])
+@pytest.mark.parametrize("gain", [1.0, 3.0])
+def test_compiled_centroids_equal_the_array_path(monkeypatch, size, gain):
+    data, mask = _patches(size)
+    compiled = centroid.centroid_patches(data, mask, gain=gain)
+    arrays = _array_path(monkeypatch, data, mask, gain=gain)
+    for name in ("row", "col", "row_err", "col_err", "rc_cov", "sigma_row", "sigma_col", "failed", "intensity",
+                 "background"):
+        np.testing.assert_array_equal(getattr(compiled, name), getattr(arrays, name), err_msg=name)
+    assert compiled.failed.any() and not compiled.failed.all()  # the empty patches fail, the others do not
+
+
+def test_compiled_centroids_of_float32_patches_with_a_given_background(monkeypatch):
+    data, mask = _patches(11, seed=4)
+    data = data.astype(np.float32)
+    background = np.full(len(data), 20.0)
+    compiled = centroid.centroid_patches(data, mask, background=background)
+    arrays = _array_path(monkeypatch, data, mask, background=background)
+    np.testing.assert_array_equal(compiled.row, arrays.row)
+    np.testing.assert_array_equal(compiled.col_err, arrays.col_err)
+    np.testing.assert_array_equal(compiled.sigma_row, arrays.sigma_row)
+
+
+def test_region_is_the_central_component_grown_by_one_pixel():
+    """Two separate blobs: the region holds the one at the centre, grown by one pixel, not the other."""
+    data = np.full((1, 11, 11), 10.0)
+    data[0, 4:7, 4:7] = 200.0  # the central peak, 3 x 3
+    data[0, 0:2, 9:11] = 300.0  # a brighter one in the corner
+    mask = np.zeros(data.shape, dtype=bool)
+    mask[0, 3, 3] = True  # unusable: not in the grown region
+    plan = centroid._plan(121)
+    region, total, row, col, *_ = centroid_windows(data, mask, np.array([10.0]), 1.0, 2.0, plan)
+    expected = np.zeros((11, 11), dtype=bool)
+    expected[3:8, 3:8] = True
+    expected[3, 3] = False
+    np.testing.assert_array_equal(region[0], expected)
+    assert total[0] == 9 * 190.0
+    assert row[0] == 5.0 and col[0] == 5.0
+
+
+def test_symmetric_spot_known_centre_and_width():
+    """A noiseless Gaussian sampled at pixel centres about (5, 5): the centroid is
+    the centre and the second moment that of the kept pixels."""
+    rr, cc = np.indices((11, 11))
+    sigma = 1.2
+    spot = 1000.0 * np.exp(-((rr - 5.0) ** 2 + (cc - 5.0) ** 2) / (2 * sigma**2))
+    data = (5.0 + spot)[None]
+    result = centroid.centroid_patches(data, gain=1.0, background=[5.0])
+    assert result.row[0] == pytest.approx(5.0, abs=1e-12)
+    assert result.col[0] == pytest.approx(5.0, abs=1e-12)
+    region = spot > 2.0 * np.sqrt(5.0)
+    from scipy import ndimage
+
+    region = ndimage.binary_dilation(region, structure=np.ones((3, 3), bool))
+    w = np.where(region, spot, 0.0)
+    m2 = (w * (rr - 5.0) ** 2).sum() / w.sum()
+    assert result.sigma_row[0] == pytest.approx(np.sqrt(m2 - 1.0 / 12.0), rel=1e-12)
