@@ -223,3 +223,28 @@ def test_joint_fit_errors_match_the_scatter_of_the_members():
     # for the pair's centres: they are not what the fit reports
     fisher_row1 = 1.0 / np.linalg.inv(cov)[:, 0, 0]
     assert np.median(np.sqrt(fisher_row1)) < 0.9 * np.sqrt(np.median(cov[:, 0, 0]))
+
+
+def test_screen_of_gauss_located_peaks_fits_only_the_amplitudes():
+    """Where the start is the patch's own Gaussian fit, the screen's amplitude-only fit gives the statistics of
+    the full Gaussian fit started from the same shape (intensity and background far off), and sends on the same
+    patches (the few others: blends whose full fit moved to another maximum)."""
+    from braggflow.locate.batchfit import fit_with_start
+    from braggflow.locate.deblend import SCREEN_BUMP, SCREEN_EXCESS, screen_statistics
+
+    ps = simulate_patches(300, kind="neighbour", seed=57)
+    fit, _ = fit_with_start(ps.data, ps.mask, gain=1.0, profile="gauss")
+    ok = fit.ok & fit.converged
+    start = fit.params[ok]
+    start[:, 4] *= 0.5  # intensity and background far from the fit's
+    start[:, 5] = np.maximum(start[:, 5] * 1.5, 1.0)
+    data, mask = ps.data[ok].astype(float), ps.mask[ok]
+    full = screen_statistics(data, mask, start=start)
+    held = screen_statistics(data, mask, start=start, shape_fitted=np.ones(len(start), dtype=bool))
+    same = np.abs(held[0] - full[0]) < 2e-3  # deviance excess
+    assert same.mean() > 0.9
+    np.testing.assert_allclose(held[1][same], full[1][same], atol=0.25)  # bump: widths within the tolerance
+    sent_full = ~((full[0] <= SCREEN_EXCESS) & (full[1] <= SCREEN_BUMP))
+    sent_held = ~((held[0] <= SCREEN_EXCESS) & (held[1] <= SCREEN_BUMP))
+    assert np.array_equal(sent_full[same], sent_held[same]) and np.mean(sent_full == sent_held) > 0.98
+    assert 0 < sent_held.sum() < len(sent_held)
