@@ -9,6 +9,7 @@ from braggflow.find._kernels import (
     ascent_roots,
     basin_contacts,
     best_spot_fits,
+    box_rings,
     clear_of,
     event_ring_keys,
     list_local_maxima,
@@ -243,3 +244,44 @@ def test_clear_of_finds_a_pixel_within_reach():
     orow, ocol = np.divmod(occupied, w)
     near = (np.abs(r[:, None] - orow) <= 2) & (np.abs(c[:, None] - ocol) <= 2)
     np.testing.assert_array_equal(clear_of(occupied, r, c, h, w, 2), ~near.any(axis=1))
+
+
+def numpy_ring_values(frame, mask, top, left, height, width, margin):
+    """Each box's ring pixels by a direct loop: the border of the grown box, clipped to the frame, unmasked."""
+    h, w = frame.shape
+    out = []
+    for t, lf, ht, wd in zip(top, left, height, width):
+        r0, r1 = max(t - margin, 0), min(t + ht + margin, h)
+        c0, c1 = max(lf - margin, 0), min(lf + wd + margin, w)
+        ring = np.zeros((h, w), dtype=bool)
+        ring[r0:r1, c0:c1] = True
+        ring[r0 + 1 : r1 - 1, c0 + 1 : c1 - 1] = False
+        if mask is not None:
+            ring &= ~mask
+        out.append(frame[ring].astype(np.float64))
+    return out
+
+
+def test_box_rings_median_and_mean_of_the_ring_pixels():
+    rng = np.random.default_rng(12)
+    frame = rng.normal(10.0, 3.0, size=(30, 25)).astype(np.float32)
+    mask = rng.random(frame.shape) < 0.1
+    top = rng.integers(0, 30, 40).astype(np.int64)
+    left = rng.integers(0, 25, 40).astype(np.int64)
+    height = rng.integers(1, 6, 40).astype(np.int64)
+    width = rng.integers(1, 6, 40).astype(np.int64)
+    for margin in (0, 1, 3):
+        for m in (mask, None):
+            bad = np.zeros((0, 0), dtype=bool) if m is None else m
+            rings = numpy_ring_values(frame, m, top, left, height, width, margin)
+            medians = box_rings(frame, bad, top, left, height, width, margin, True)
+            means = box_rings(frame, bad, top, left, height, width, margin, False)
+            np.testing.assert_array_equal(medians, [np.median(v) if v.size else np.nan for v in rings])
+            np.testing.assert_allclose(means, [v.mean() if v.size else np.nan for v in rings], rtol=1e-12)
+
+
+def test_box_ring_of_a_pixel_with_margin_one_is_its_eight_neighbours():
+    frame = np.arange(25, dtype=np.float32).reshape(5, 5)
+    one = np.array([2], dtype=np.int64)
+    median = box_rings(frame, np.zeros((0, 0), dtype=bool), one, one, one // 2, one // 2, 1, True)
+    assert median[0] == 12.0  # the neighbours of 12: 6 7 8 11 13 16 17 18, median (11 + 13) / 2

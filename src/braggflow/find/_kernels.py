@@ -22,7 +22,9 @@ again):
 * :func:`list_neighbours`, :func:`ascent_roots`, :func:`basin_contacts`: the
   split's steepest-ascent basins and the contacts between them;
 * :func:`window_excess`, :func:`clear_of`: the aperture test's windows
-  around its seeds, and the seeds clear of the peaks found otherwise.
+  around its seeds, and the seeds clear of the peaks found otherwise;
+* :func:`box_rings`: the median or mean of the ring of pixels around boxes
+  (the local background of weak regions and of the aperture test).
 
 The functions are compiled on first use and cached on disk (``cache=True``).
 """
@@ -33,7 +35,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "event_ring_keys", "list_neighbours",
-           "ascent_roots", "basin_contacts", "window_excess", "clear_of"]
+           "ascent_roots", "basin_contacts", "window_excess", "clear_of", "box_rings"]
 
 
 def _jit(fn):
@@ -466,3 +468,68 @@ def clear_of(occupied, rows, cols, height, width, reach):
                 clear[i] = False
                 break
     return clear
+
+
+@_jit
+def box_rings(frame, bad, top, left, height, width, margin, median):
+    """Median or mean of the good pixels on the border of each box grown by ``margin`` px (NaN: none).
+
+    The border of a box clipped to the frame is its first and last row
+    (every column), then its first and last column (the rows between); a box
+    one row or one column thick is its own border.  The mean sums the pixels
+    in that order.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Corrected frame, counts.
+    bad : (H, W) ndarray of bool
+        True = bad pixel, left out (a (0, 0) array: none).
+    top, left, height, width : (K,) ndarray of int64
+        Boxes, px.
+    margin : int
+        Distance of the ring from each box, px.
+    median : bool
+        The median (else the mean).
+
+    Returns
+    -------
+    values : (K,) ndarray of float64
+        Counts per pixel.
+    """
+    h, w = frame.shape
+    use_bad = bad.shape[0] > 0
+    k = top.size
+    out = np.full(k, np.nan)
+    for i in range(k):
+        r0, r1 = max(top[i] - margin, 0), min(top[i] + height[i] + margin, h)
+        c0, c1 = max(left[i] - margin, 0), min(left[i] + width[i] + margin, w)
+        nr, nc = r1 - r0, c1 - c0
+        if nr < 1 or nc < 1:
+            continue
+        buf = np.empty(2 * (nr + nc))
+        n = 0
+        for side in range(2 if nr >= 2 else 1):
+            r = r0 if side == 0 else r1 - 1
+            for c in range(c0, c1):
+                if not (use_bad and bad[r, c]):
+                    buf[n] = frame[r, c]
+                    n += 1
+        if nr >= 3:
+            for side in range(2 if nc >= 2 else 1):
+                c = c0 if side == 0 else c1 - 1
+                for r in range(r0 + 1, r1 - 1):
+                    if not (use_bad and bad[r, c]):
+                        buf[n] = frame[r, c]
+                        n += 1
+        if n == 0:
+            continue
+        if median:
+            v = np.sort(buf[:n])
+            out[i] = 0.5 * (v[(n - 1) // 2] + v[n // 2])
+        else:
+            total = 0.0
+            for q in range(n):
+                total += buf[q]
+            out[i] = total / n
+    return out

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from braggflow.find._kernels import box_rings
 from braggflow.find.background import Background
 
 __all__ = ["Regions", "region_boxes", "ring_medians", "ring_means", "region_centroids", "LOCAL_RING_MARGIN"]
@@ -70,19 +71,7 @@ def ring_medians(frame: np.ndarray, mask: np.ndarray | None, top, left, height, 
     ``top, left, height, width`` are (K,) integer arrays (a region's bounding
     box); the ring is clipped to the frame.
     """
-    owner, values, k = _ring_values(frame, mask, top, left, height, width, margin)
-    out = np.full(k, np.nan)
-    if not owner.size:
-        return out
-    order = np.lexsort((values, owner))
-    owner, values = owner[order], values[order]
-    counts = np.bincount(owner, minlength=k)
-    start = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    has = counts > 0
-    lo = start[has] + (counts[has] - 1) // 2
-    hi = start[has] + counts[has] // 2
-    out[has] = 0.5 * (values[lo] + values[hi])
-    return out
+    return _box_rings(frame, mask, top, left, height, width, margin, True)
 
 
 def ring_means(frame: np.ndarray, mask: np.ndarray | None, top, left, height, width, margin: int) -> np.ndarray:
@@ -107,51 +96,14 @@ def ring_means(frame: np.ndarray, mask: np.ndarray | None, top, left, height, wi
     means : (N,) ndarray of float
         Counts per pixel.
     """
-    owner, values, k = _ring_values(frame, mask, top, left, height, width, margin)
-    counts = np.bincount(owner, minlength=k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.bincount(owner, weights=values, minlength=k) / counts
+    return _box_rings(frame, mask, top, left, height, width, margin, False)
 
 
-def _ring_values(frame, mask, top, left, height, width, margin):
-    """Owner (box index) and value of each unmasked pixel on the border of each box grown by ``margin``."""
-    h, w = frame.shape
-    top, left = np.asarray(top, dtype=np.int64), np.asarray(left, dtype=np.int64)
-    height, width = np.asarray(height, dtype=np.int64), np.asarray(width, dtype=np.int64)
-    if top.size == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0), 0
-    r0, r1 = np.maximum(top - margin, 0), np.minimum(top + height + margin, h)  # half-open
-    c0, c1 = np.maximum(left - margin, 0), np.minimum(left + width + margin, w)
-    nr, nc = r1 - r0, c1 - c0
-    # the border of each clipped box: its first and last row (every column), then its first and last column
-    # (the rows between); a box one row or one column thick is its own border
-    rows, cols, owner = [], [], []
-    for edge_row, keep in ((r0, nr >= 1), (r1 - 1, nr >= 2)):
-        k = np.flatnonzero(keep)
-        n = nc[k]
-        rows.append(np.repeat(edge_row[k], n))
-        cols.append(np.repeat(c0[k], n) + _ramp(n))
-        owner.append(np.repeat(k, n))
-    for edge_col, keep in ((c0, nr >= 3), (c1 - 1, (nr >= 3) & (nc >= 2))):
-        k = np.flatnonzero(keep)
-        n = nr[k] - 2
-        rows.append(np.repeat(r0[k] + 1, n) + _ramp(n))
-        cols.append(np.repeat(edge_col[k], n))
-        owner.append(np.repeat(k, n))
-    rows, cols, owner = np.concatenate(rows), np.concatenate(cols), np.concatenate(owner)
-    if mask is not None:
-        good = ~mask[rows, cols]
-        rows, cols, owner = rows[good], cols[good], owner[good]
-    return owner, frame[rows, cols].astype(np.float64), top.size
-
-
-def _ramp(counts: np.ndarray) -> np.ndarray:
-    """0, 1, ..., n - 1 for each n of ``counts``, concatenated."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    return np.arange(total, dtype=np.int64) - starts
+def _box_rings(frame, mask, top, left, height, width, margin, median: bool) -> np.ndarray:
+    """:func:`~braggflow.find._kernels.box_rings` on any box arrays and mask (None: no bad pixel)."""
+    as_int = [np.ascontiguousarray(np.asarray(a), dtype=np.int64) for a in (top, left, height, width)]
+    bad = np.zeros((0, 0), dtype=bool) if mask is None else np.ascontiguousarray(mask, dtype=bool)
+    return box_rings(np.ascontiguousarray(frame), bad, *as_int, int(margin), median)
 
 
 def region_centroids(

@@ -209,7 +209,8 @@ def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.n
     reg, pix, excess, var, _ = ring_of(ev_reg, ev_flat)
     ring = np.bincount(reg, weights=excess, minlength=size)[candidates]
     ring_sd = np.sqrt(np.bincount(reg, weights=var, minlength=size))[candidates]
-    ratio = np.array([least_ring_ratio(int(k), float(min_sigma)) for k in n_event])
+    ratios = np.array([least_ring_ratio(k, float(min_sigma)) for k in range(1, MAX_ZINGER_PIXELS + 1)])
+    ratio = ratios[n_event - 1]  # events of 1 to MAX_ZINGER_PIXELS pixels
     half = 0.5 * ratio * e_event
     zinger = (ring < half) & (half >= DECISIVE_SD * ring_sd)
     rest = np.flatnonzero(~zinger)
