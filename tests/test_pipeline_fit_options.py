@@ -51,7 +51,7 @@ def test_locate_deblend_splits_a_close_pair_in_the_pipeline():
     for row, col, flux in ((40.3, 40.6, 20000.0), (41.9, 43.1, 14000.0)):  # 3 px apart, sigma 1.6: one region
         expected += flux * peak_profile(rr, rr, row=row, col=col, sigma_row=1.6, sigma_col=1.6)
     frame = rng.poisson(expected).astype(np.float32)
-    plain = process_frame(frame, config=Config())
+    plain = process_frame(frame, config=apply_overrides(Config(), ["locate.deblend=false"]))
     split = process_frame(frame, config=apply_overrides(Config(), ["locate.deblend=true"]))
     assert len(plain) == 1 and not (plain["flags"].to_numpy() & Flag.BLENDED).any()
     assert len(split) == 2 and ((split["flags"].to_numpy() & Flag.BLENDED) != 0).all()
