@@ -124,12 +124,13 @@ class PhaseCounts:
             self.totals[f] = self.totals.get(f, 0) + k
         if "phase" not in peaks:
             return
-        phase = peaks["phase"]
-        keep = phase.notna().to_numpy() & (phase.astype(str).to_numpy() != "")
-        if not keep.any():
+        given = peaks["phase"].notna().to_numpy()
+        if not given.any():
             return
-        pairs = pd.DataFrame({"frame": peaks["frame"].to_numpy(np.int64)[keep],
-                              "phase": phase.astype(str).to_numpy()[keep]}).value_counts()
+        names = peaks["phase"][given].astype(str).to_numpy()  # the labelled rows only
+        keep = names != ""
+        pairs = pd.DataFrame({"frame": peaks["frame"].to_numpy(np.int64)[given][keep],
+                              "phase": names[keep]}).value_counts()
         for (f, name), k in pairs.items():
             self.labelled[(int(f), name)] = self.labelled.get((int(f), name), 0) + int(k)
 
