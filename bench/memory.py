@@ -18,6 +18,13 @@ installed braggflow), so that two commits can be compared in one invocation:
    (CPU seconds of this process, ``time.process_time``, median of 3) and the
    final close too.
 
+3. **The dashboard's view of a results file.**  Results files of N frames
+   of 50 peaks (q known; ``--view-frames``) are written with this tree, then a
+   fresh process of the tree measured makes a
+   :class:`braggflow.dashboard.ResultsView` and updates it once (all frames new)
+   and once more (no new frame): the memory Python allocated at the peak of the
+   update and still held after it (``tracemalloc``), and the CPU seconds.
+
 Run from the repository root (``uptime`` below ~1 for the times)::
 
     python bench/memory.py --frames 300 3000
@@ -99,6 +106,48 @@ def snapshot_times(folder: Path, marks: list[int], peaks: int = 30, repeat: int 
     return rows
 
 
+def write_results(path: Path, frames: int, peaks: int = 50, batch: int = 200) -> None:
+    """A finished results file: ``frames`` frames of ``peaks`` peaks (row, col, q uniform), journaled by batch."""
+    import pandas as pd
+
+    from braggflow.io.results import ResultsWriter
+    from braggflow.schema import conform
+
+    rng = np.random.default_rng(1)
+    writer = ResultsWriter(path, sources=[], overwrite=True)
+    for start in range(0, frames, batch):
+        indices = np.arange(start, min(frames, start + batch))
+        n = peaks * indices.size
+        table = conform(pd.DataFrame({"frame": np.repeat(indices, peaks), "row": rng.uniform(0, 1023, n),
+                                      "col": rng.uniform(0, 1023, n), "intensity": rng.uniform(1, 100, n),
+                                      "q": rng.uniform(0.2, 4.0, n)}))
+        writer.add_frames(indices, table, {"n_peaks": np.full(indices.size, peaks)})
+    writer.close()
+
+
+def view_memory(path: Path) -> dict:
+    """Peak and held memory (tracemalloc, MB) and CPU seconds of a dashboard view's first and second update."""
+    import tracemalloc
+
+    import braggflow.io.results  # noqa: F401  (imported before the measurement)
+    from braggflow.dashboard import ResultsView
+
+    view = ResultsView(path)
+    tracemalloc.start()
+    t0 = time.process_time()
+    view.update()
+    first_s = time.process_time() - t0
+    held, peak = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    t0 = time.process_time()
+    view.update()
+    again_s = time.process_time() - t0
+    again_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"first_s": first_s, "peak_MB": peak / 1e6, "held_MB": held / 1e6, "again_s": again_s,
+            "again_peak_MB": again_peak / 1e6}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[300, 3000])
@@ -106,8 +155,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="frames held at each timed snapshot")
     parser.add_argument("--src", type=Path, help="source tree to measure (PYTHONPATH), e.g. a git worktree's src")
     parser.add_argument("--keep", type=Path, help="folder for the input and results (default: a temporary one)")
+    parser.add_argument("--view-frames", type=int, nargs="+", default=[2000, 20000],
+                        help="frames of 50 peaks in the results files the dashboard's view reads")
     parser.add_argument("--snapshots-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--view-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.view_only is not None:  # in a process of the tree measured
+        print(json.dumps(view_memory(args.view_only)))
+        return
     folder = args.keep or Path(tempfile.mkdtemp(prefix="braggflow-memory-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -145,6 +200,16 @@ def main(argv: list[str] | None = None) -> None:
         first, last = rows[0], rows[-2]
         print(f"snapshot time ratio {last['frames']} / {first['frames']} frames: "
               f"{last['snapshot_s'] / max(first['snapshot_s'], 1e-9):.2f}")
+        print(f"\n{'frames':>7s} {'peaks':>9s} {'peak MB':>8s} {'held MB':>8s} {'CPU s':>6s} {'again s':>8s} "
+              f"{'again peak MB':>14s}  (dashboard ResultsView.update, tracemalloc)")
+        for n in args.view_frames:
+            path = folder / f"view{n}.h5"
+            write_results(path, n)
+            done = subprocess.run([sys.executable, __file__, "--view-only", str(path)], check=True,
+                                  capture_output=True, text=True, env=_env(args.src))
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{n:7d} {n * 50:9d} {r['peak_MB']:8.1f} {r['held_MB']:8.1f} {r['first_s']:6.2f} "
+                  f"{r['again_s']:8.3f} {r['again_peak_MB']:14.1f}", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
