@@ -545,7 +545,13 @@ def _gauss_located(table) -> np.ndarray | None:
     """The rows located by the Gaussian fit (finite widths): their centre and widths are that fit's, (N,) bool."""
     if "method" not in table.columns:
         return None
-    return ((table["method"].to_numpy() == "gauss") & np.isfinite(table["sigma_row"].to_numpy(dtype=float))
+    method = table["method"]
+    if isinstance(method.dtype, pd.CategoricalDtype):  # the codes, not an object array of names
+        categories = list(method.cat.categories)
+        gauss = (method.cat.codes.to_numpy() == categories.index("gauss")) if "gauss" in categories else False
+    else:
+        gauss = method.to_numpy() == "gauss"
+    return (gauss & np.isfinite(table["sigma_row"].to_numpy(dtype=float))
             & np.isfinite(table["sigma_col"].to_numpy(dtype=float)))
 
 
