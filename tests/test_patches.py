@@ -174,3 +174,24 @@ def test_saturation_and_slope():
 def test_invalid_arguments(bad):
     with pytest.raises(BraggflowError):
         simulate_patches(5, **bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.uint16, np.int64, bool])
+@pytest.mark.parametrize("half", [0, 2, 5, 40])
+def test_cut_windows_equals_slices_of_the_padded_frame(dtype, half):
+    """Windows inside, across the edges and wholly outside the frame: the slices of the frame padded with ``fill``."""
+    from braggflow.windows import cut_windows
+
+    rng = np.random.default_rng(half)
+    frame = (rng.random((50, 60)) * 100).astype(dtype)
+    rows, cols = rng.integers(-50, 100, 400), rng.integers(-50, 110, 400)
+    fill = dtype(1) if dtype is not bool else True
+    pad = half + 60
+    padded = np.pad(frame, pad, constant_values=fill)
+    side = 2 * half + 1
+    expected = np.stack([padded[r + pad - half:r + pad - half + side, c + pad - half:c + pad - half + side]
+                         for r, c in zip(rows, cols)])
+    for array in (frame, frame.astype(frame.dtype.newbyteorder()), np.asfortranarray(frame)):
+        out = cut_windows(array, rows, cols, half, fill)
+        assert out.dtype == array.dtype and out.shape == (400, side, side)
+        np.testing.assert_array_equal(out, expected)
