@@ -268,7 +268,7 @@ def find_blends(data, mask=None, *, gain: float = 1.0, threshold: float = DEBLEN
     # starts the pair
     moments = np.flatnonzero(~ok)
     rest = (fit_with_start(data[sent[moments]], mask[sent[moments]], gain=gain, profile="pvoigt")[0]
-            if moments.size else _scatter(_empty_fit("pvoigt"), [], 0))
+            if moments.size else _empty_fit("pvoigt"))
     level, inten = (np.full(len(sent), np.nan) if g is None else g.column(k).copy() for k in ("background",
                                                                                            "intensity"))
     level[moments], inten[moments] = rest.column("background"), rest.column("intensity")
