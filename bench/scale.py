@@ -13,9 +13,10 @@ Run from the repository root on a quiet machine (``uptime`` below ~1)::
 
     python bench/scale.py --frames 600 --workers 2 --repeat 3
 
-``--compare SRC`` adds a serial run of another source tree (``PYTHONPATH=SRC``,
-e.g. ``git archive COMMIT src | tar -x -C /tmp/before``) to each repeat, so
-that two versions' serial frames/s are measured alternately in one invocation.
+``--compare SRC`` adds runs of another source tree (``PYTHONPATH=SRC``,
+e.g. ``git archive COMMIT src | tar -x -C /tmp/before``) to each repeat, a
+serial one and one for each ``--workers`` N, so that two versions are measured
+alternately in one invocation.
 """
 
 from __future__ import annotations
@@ -97,14 +98,14 @@ def main(argv: list[str] | None = None) -> None:
               f"stored (bitshuffle-LZ4); {os.cpu_count()} cores; load before: {os.getloadavg()[0]:.2f}")
         configs = [("serial", [])] + [(f"--workers {n}", ["--workers", str(n)]) for n in args.workers]
         if args.compare is not None:
-            configs.append(("serial other", []))
+            configs += [("serial other", [])] + [(f"-w {n} other", ["--workers", str(n)]) for n in args.workers]
         times: dict[str, list[float]] = {name: [] for name, _ in configs}
         cpus: dict[str, list[float]] = {name: [] for name, _ in configs}
         peaks: dict[str, set[int]] = {name: set() for name, _ in configs}
         for rep in range(args.repeat):
             for name, extra in configs:
                 seconds, cpu, n = timed_run(source, folder / "R.h5", extra,
-                                            args.compare if name == "serial other" else None)
+                                            args.compare if name.endswith(" other") else None)
                 times[name].append(seconds)
                 cpus[name].append(cpu)
                 peaks[name].add(n)
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             c = float(np.median(cpus[name]))
             print(f"  {name:14s} {c:7.1f} s CPU, {c / args.frames * 1e3:.1f} ms per frame")
         if args.compare is not None:
-            print(f"serial other: {args.compare}")
+            print(f"other: {args.compare}")
         counts = set().union(*peaks.values())
         print(f"peaks written: {sorted(counts)} ({'the same in every run' if len(counts) == 1 else 'DIFFERENT'})")
     finally:
