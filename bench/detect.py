@@ -88,6 +88,13 @@ def simulated(n: int, detector) -> None:
             tp = int(np.sum(have & said))
             print(f"| {c} | {int(have.sum())} | {int(said.sum())} | {tp} | {tp / max(said.sum(), 1):.3f} | "
                   f"{tp / max(have.sum(), 1):.3f} | {np.mean(have == said):.3f} |")
+        from braggflow.pipeline.learned import SKIP_EMPTY_DEFAULT
+
+        has = np.array([bool(t["visible"].any()) if len(t) else False for _, t in pairs])
+        skip = probs[:, 0] >= SKIP_EMPTY_DEFAULT
+        print(f"frames.skip_empty {SKIP_EMPTY_DEFAULT} (watch --skip-empty) skips {int(np.sum(skip & has))} of "
+              f"{int(has.sum())} frames with a labelled feature and {int(np.sum(skip & ~has))} of {int((~has).sum())} "
+              "without")
     else:
         print("(the model has no frame-class head)")
     one_to_one(pairs, low, detector.thresholds)
