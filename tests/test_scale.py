@@ -150,3 +150,42 @@ def test_a_worker_that_dies_ends_the_run_with_an_error_and_the_finished_frames_k
     assert read_status(out) == "incomplete"
     done = read_frames_done(out)
     assert 0 in done and 4 not in done  # the first frame (analysed before the workers start) is kept
+
+
+def test_gap_mask_of_a_shape_without_gapped_detector_needs_no_pyfai_once_the_shapes_are_cached(tmp_path):
+    """The first run imports pyFAI's registry and caches its gapped shapes; the next ones answer from the cache."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import json, sys; from braggflow.correct import detector_gap_mask; "
+             "a = detector_gap_mask((1024, 1024), 'auto'); imported = 'pyFAI.detectors' in sys.modules; "
+             "p = detector_gap_mask((1043, 981), 'auto'); "
+             "print(json.dumps([a is None, imported, int(p.sum()), list(p.shape)]))")
+    env = dict(os.environ, BRAGGFLOW_CACHE_DIR=str(tmp_path / "cache"))
+
+    def ask(**extra):
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                              env={**env, **extra}, timeout=120)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    import pyFAI.detectors
+
+    truth = pyFAI.detectors.Pilatus1M().calc_mask()  # the one gapped layout of 1043 x 981
+    first = ask()
+    cache = tmp_path / "cache" / "gap_detector_shapes.json"
+    assert first[0] and first[1] and cache.is_file()  # no gaps at 1024 x 1024; the registry was imported
+    assert first[2] == int(truth.sum()) > 0 and first[3] == list(truth.shape)
+    stored = json.loads(cache.read_text())
+    assert [1043, 981] in stored["shapes"] and [1024, 1024] not in stored["shapes"]
+    again = ask()
+    assert again[0] and not again[1]  # answered from the cache: pyFAI not imported for 1024 x 1024
+    assert again[2:] == first[2:]  # the Pilatus frame still gets pyFAI's own mask
+    cache.write_text(json.dumps({"pyFAI": "0.0", "shapes": []}))  # another pyFAI's cache is not believed
+    stale = ask()
+    assert stale[1] and stale[2:] == first[2:] and json.loads(cache.read_text())["pyFAI"] != "0.0"
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a cache folder that cannot be made: the registry every time, no error
+    unwritable = ask(BRAGGFLOW_CACHE_DIR=str(blocked / "cache"))
+    assert unwritable[0] and unwritable[1] and unwritable[2:] == first[2:]

@@ -9,8 +9,11 @@ data (photon-counting zeros, dark-subtracted noise) and are never masked.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +31,71 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def _cache_dir() -> Path:
+    """Where braggflow keeps what it derives once per installation: ``$BRAGGFLOW_CACHE_DIR``, else the user's cache."""
+    if os.environ.get("BRAGGFLOW_CACHE_DIR"):
+        return Path(os.environ["BRAGGFLOW_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "braggflow"
+
+
+def _gap_detector_shapes(*, load: bool) -> set[tuple[int, int]]:
+    """The frame shapes (H, W) of pyFAI's detectors with module gaps, from a cache kept per pyFAI version.
+
+    Importing pyFAI's detector registry costs about 1.5 s of CPU; the shapes it
+    holds are written to ``gap_detector_shapes.json`` in :func:`_cache_dir` with
+    the version of pyFAI they came from, so that a run whose frames have none of
+    these shapes does not import it (a detector without gaps gives no mask).
+
+    Parameters
+    ----------
+    load : bool
+        Import pyFAI's registry when the cache is missing, unreadable or of
+        another pyFAI version, and write the cache (best effort: a cache that
+        cannot be written is not an error).  False: never import pyFAI; every
+        shape is then possible (the set of all shapes) unless the cache says
+        otherwise.
+
+    Returns
+    -------
+    shapes : set of (int, int)
+        A set that contains every shape when nothing is known without importing pyFAI.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pyfai = version("pyFAI")
+    except PackageNotFoundError:
+        pyfai = ""
+    path = _cache_dir() / "gap_detector_shapes.json"
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("pyFAI") == pyfai and pyfai:
+            return {(int(h), int(w)) for h, w in cached["shapes"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if not load:
+        return _AnyShape()
+    import pyFAI.detectors
+
+    shapes = sorted({tuple(int(v) for v in cls.MAX_SHAPE) for cls in pyFAI.detectors.ALL_DETECTORS.values()
+                     if getattr(cls, "MODULE_GAP", None) and getattr(cls, "MAX_SHAPE", None)})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"pyFAI": pyfai, "shapes": [list(s) for s in shapes]}))
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.debug("cannot write %s (%s); pyFAI's detectors are imported again next time", path, exc)
+    return set(shapes)
+
+
+class _AnyShape(set):
+    """A set that holds every shape (nothing is known of the shapes)."""
+
+    def __contains__(self, item) -> bool:
+        return True
 
 
 def detector_gap_mask(shape: tuple[int, int], detector: str | None = "auto") -> np.ndarray | None:
@@ -51,12 +119,21 @@ def detector_gap_mask(shape: tuple[int, int], detector: str | None = "auto") -> 
     ------
     ConfigError
         If ``detector`` is not a pyFAI detector name or its shape differs from ``shape``.
+
+    Notes
+    -----
+    With ``"auto"``, a shape that no pyFAI detector with module gaps has is
+    answered from the shapes of pyFAI's registry cached per pyFAI version
+    (:func:`_gap_detector_shapes`), without importing pyFAI.
     """
     if detector is None:
         return None
+    if detector == "auto" and tuple(int(v) for v in shape) not in _gap_detector_shapes(load=False):
+        return None  # no pyFAI detector with module gaps has this shape (the registry's shapes, cached)
     import pyFAI.detectors
 
     if detector == "auto":
+        _gap_detector_shapes(load=True)  # a cache that was missing or of another pyFAI is written
         # detectors with module gaps and this shape, grouped by gap layout (Pilatus1M and
         # PilatusCdTe1M share one): use it only when the layout is unambiguous
         layouts = {}
