@@ -29,10 +29,8 @@ With ``frames.skip_empty`` P, a frame whose ``p_empty`` reaches P is skipped
 (:func:`skips_frame`): the network runs on it (for its class), but its features
 are not decoded, localized or integrated, and its peak table is empty; its
 frames-table row keeps its class and probabilities, with ``n_peaks`` 0.  Data
-reduction at the source for live mode (``braggflow watch --skip-empty``), after
-the frame classes of gixi's pipeline (Starostin, Pithan et al., npj Comput.
-Mater. 8, 101 (2022)).  :data:`SKIP_EMPTY_DEFAULT` is the P of ``--skip-empty``
-given without a value.
+reduction at the source for live mode (``braggflow watch --skip-empty``).
+:data:`SKIP_EMPTY_DEFAULT` is the P of ``--skip-empty`` without ``--p-empty``.
 """
 
 from __future__ import annotations
@@ -49,7 +47,7 @@ from braggflow.schema import conform, empty_peak_table, new_peak_table
 SPOT_RADIUS = 3.0
 """Integration radius of a spot, px, when ``integrate.radius`` is null (the learned finder has no regions)."""
 SKIP_EMPTY_DEFAULT = 0.7
-"""``frames.skip_empty`` of ``--skip-empty`` given without a value: the p_empty from which a frame is skipped.
+"""``frames.skip_empty`` of ``watch --skip-empty`` without ``--p-empty``: the p_empty from which a frame is skipped.
 
 Chosen on simulated validation frames (``bench/detect.py --only skip``: seed 22, the shipped model's
 validation seed) as the smallest P at which at most 1 % of the frames with a labelled feature are
