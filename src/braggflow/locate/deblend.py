@@ -379,9 +379,10 @@ def _scatter(fit: BatchFit, rows, n) -> BatchFit:
                     ok=_spread(fit.ok, rows, n, False), converged=_spread(fit.converged, rows, n, False))
 
 
-def _neighbour_refit(out, rows, p, cov, origin, first):
-    """``out`` with the ``rows`` whose second component is another peak's remainder given the centre and errors
-    of their first component (the joint fit took the neighbour's wings, which bias a single fit)."""
+def _neighbour_refit(out, rows, p, cov, origin, first) -> dict[str, np.ndarray]:
+    """The position columns of ``out`` with the ``rows`` whose second component is another peak's remainder
+    given the centre and errors of their first component (the joint fit took the neighbour's wings, which bias a
+    single fit)."""
     m = first
     r_i, c_i = 2 * m, 2 * m + 1
     idx = np.arange(len(rows))
@@ -392,7 +393,7 @@ def _neighbour_refit(out, rows, p, cov, origin, first):
         column = out[name].to_numpy(dtype=float).copy()
         column[rows] = v
         columns[name] = column
-    return out.assign(**columns)
+    return columns
 
 
 def _located_start(table, patches, rows, cols) -> np.ndarray:
@@ -413,13 +414,14 @@ def _located_start(table, patches, rows, cols) -> np.ndarray:
     return start_parameters("gauss", rows - origin[:, 0], cols - origin[:, 1], *width, inten, level)
 
 
-def _flag_probable(out, test: BlendTest, placed, origin, rows, cols) -> pd.DataFrame:
-    """``out`` with ``PROBABLE_BLEND`` on the peaks whose drop exceeds :data:`RECOGNITION_THRESHOLD` but which
-    are not split, unless the pair's component farther from the peak is within 2.5 px of another peak of the
-    table (that peak's remainder, not a blend)."""
+def _flag_probable(out, test: BlendTest, placed, origin, rows, cols) -> np.ndarray:
+    """The ``flags`` of ``out`` (a copy) with ``PROBABLE_BLEND`` on the peaks whose drop exceeds
+    :data:`RECOGNITION_THRESHOLD` but which are not split, unless the pair's component farther from the peak is
+    within 2.5 px of another peak of the table (that peak's remainder, not a blend)."""
     local = np.flatnonzero((np.nan_to_num(test.drop, nan=-np.inf) > RECOGNITION_THRESHOLD) & ~test.blended)
+    flags = out["flags"].to_numpy(dtype=np.uint32).copy()
     if local.size == 0:
-        return out
+        return flags
     p = test.pair.params[local]
     o = origin[local].astype(float)
     centre = np.stack([rows[local], cols[local]], axis=1) - o
@@ -430,9 +432,8 @@ def _flag_probable(out, test: BlendTest, placed, origin, rows, cols) -> pd.DataF
     d = np.hypot(pos[:, None, 0] - others[None, :, 0], pos[:, None, 1] - others[None, :, 1])
     d[np.arange(local.size), placed[local]] = np.inf  # the peak itself
     keep = ~(np.nanmin(d, axis=1) < _NEIGHBOUR_DISTANCE) if len(out) > 1 else np.ones(local.size, dtype=bool)
-    flags = out["flags"].to_numpy(dtype=np.uint32).copy()
     flags[placed[local[keep]]] |= np.uint32(Flag.PROBABLE_BLEND)
-    return out.assign(flags=flags)
+    return flags
 
 
 def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None = None,
@@ -494,10 +495,11 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     patches = patches_at(frame, rows, cols, size=size, mask=mask, labels=labels, relabel=relabel)
     test = find_blends(patches.data, patches.mask, gain=gain, threshold=threshold, screen=screen,
                        start=_located_start(sub, patches, rows, cols), shape_fitted=_gauss_located(sub))
-    out = _flag_probable(out, test, placed, patches.origin, rows, cols)
+    flags = _flag_probable(out, test, placed, patches.origin, rows, cols)
+    changed = {"flags": flags}  # the columns written (one copy of the table at the end)
     local = np.flatnonzero(test.blended)
     if local.size == 0:
-        return out
+        return out.assign(**changed)
     hit = placed[local]
     p, cov = test.pair.params[local], test.pair.cov[local]
     origin = patches.origin[local].astype(float)
@@ -523,11 +525,11 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
         d_other = np.where(own, dist[:, 1], dist[:, 0])
         keep = ~(d_other < _NEIGHBOUR_DISTANCE)
         if not keep.all():  # the joint fit took the neighbour's light: its first member is the better centre
-            out = _neighbour_refit(out, hit[~keep], p[~keep], cov[~keep], origin[~keep], first[~keep])
+            changed.update(_neighbour_refit(out, hit[~keep], p[~keep], cov[~keep], origin[~keep], first[~keep]))
         hit, local, p, cov, origin, first, take = (hit[keep], local[keep], p[keep], cov[keep], origin[keep],
                                                    first[keep], np.arange(int(keep.sum())))
         if hit.size == 0:
-            return out
+            return out.assign(**changed)
     for k in (0, 1):
         m = np.where(first == 0, k, 1 - k)  # member index: 0 keeps the row, 1 the new row
         r_i, c_i, i_i = 2 * m, 2 * m + 1, 6 + m
@@ -538,7 +540,7 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
             background=p[:, 8]))
     members[0]["snr"] = members[0]["intensity"] / members[0]["intensity_err"]
     members[1]["snr"] = members[1]["intensity"] / members[1]["intensity_err"]
-    return _append_members(out, hit, members)
+    return _append_members(out, hit, members, changed)
 
 
 def _gauss_located(table) -> np.ndarray | None:
@@ -555,18 +557,19 @@ def _gauss_located(table) -> np.ndarray | None:
             & np.isfinite(table["sigma_col"].to_numpy(dtype=float)))
 
 
-def _append_members(out, hit, members) -> pd.DataFrame:
-    """``out`` with the rows ``hit`` given the columns of ``members[0]`` and the rows of ``members[1]`` appended
-    (one take of the whole table), all flagged ``BLENDED``."""
+def _append_members(out, hit, members, changed) -> pd.DataFrame:
+    """``out`` with the ``changed`` columns (name to (N,) array; ``flags`` among them), the rows ``hit`` given the
+    columns of ``members[0]`` and the rows of ``members[1]`` appended (one take of the whole table), all flagged
+    ``BLENDED``."""
     n = len(out)
     order = np.concatenate([np.arange(n), hit])
-    columns = {}
+    columns = {name: np.asarray(column)[order] for name, column in changed.items()}
     for name in members[0]:
-        column = out[name].to_numpy(dtype=float)[order]
+        column = columns[name] if name in columns else out[name].to_numpy(dtype=float)[order]
         column[hit] = members[0][name]
         column[n:] = members[1][name]
         columns[name] = column
-    flags = out["flags"].to_numpy(dtype=np.uint32)[order]
+    flags = columns["flags"]
     flags[hit] |= np.uint32(Flag.BLENDED)
     flags[n:] |= np.uint32(Flag.BLENDED)
     columns["flags"] = flags
