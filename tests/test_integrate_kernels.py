@@ -101,6 +101,7 @@ def test_compiled_windows_equal_the_array_path(monkeypatch, dtype, gain, with_ma
     assert (compiled["flags"].to_numpy() != table["flags"].to_numpy()).any()  # SATURATED, LOW_SNR ... were set
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the NaN window
 def test_window_with_a_non_finite_pixel_equals_the_array_path(monkeypatch):
     frame, labels, mask, saturated, table = _frame()
     frame[31, 38] = np.nan  # in the background of spots 1 and 2
