@@ -100,3 +100,20 @@ def test_symmetric_spot_known_centre_and_width():
     w = np.where(region, spot, 0.0)
     m2 = (w * (rr - 5.0) ** 2).sum() / w.sum()
     assert result.sigma_row[0] == pytest.approx(np.sqrt(m2 - 1.0 / 12.0), rel=1e-12)
+
+
+def test_compiled_symmetric_completion_equals_the_array_loop():
+    """Weights, centres and the pixel each weight is read from, for patches with masked pixels."""
+    from braggflow.locate._kernels import mirror_sources
+
+    data, mask = _patches(11, seed=7)
+    data = np.where(mask, 0.0, np.nan_to_num(data))
+    keep = mask.reshape(len(mask), -1).any(axis=1)
+    w0 = np.maximum(data - 20.0, 0.0).reshape(len(data), -1)[keep]
+    flat_mask = mask.reshape(len(mask), -1)[keep]
+    rr, cc = (g.reshape(-1).astype(float) for g in np.indices((11, 11)))
+    expected = centroid._mirror_sources(w0, flat_mask, rr, cc, 11)
+    got = mirror_sources(w0, flat_mask, 11, centroid._plan(121))
+    for e, g, name in zip(expected, got, ("w", "total", "row", "col", "source")):
+        np.testing.assert_array_equal(g, e, err_msg=name)
+    assert (got[4] != np.arange(121)).any(axis=1).mean() > 0.5  # most masked pixels took a mirror's weight

@@ -180,3 +180,82 @@ def centroid_windows(data, mask, background, gain, nsigma, plan):  # pragma: no 
         m2c[k] = pairwise_sum(work, plan, partial) / t
         total[k], row[k], col[k] = t, r, c
     return region.reshape(n, side, side), total, row, col, row_var, col_var, rc_cov, m2r, m2c
+
+
+@njit(cache=True, nogil=True)
+def mirror_sources(w0, flat_mask, side, plan):  # pragma: no cover - compiled
+    """Symmetric completion of patches with masked pixels, one patch at a time.
+
+    The loop of :func:`braggflow.locate.centroid._mirror_sources` (which
+    stays the reference): up to five times a masked pixel takes the weight
+    of its mirror pixel through the current centre when that one is usable;
+    a patch whose sources stay the same is done.
+
+    Parameters
+    ----------
+    w0 : (M, s * s) ndarray of float64
+        Weights of each patch's pixels.
+    flat_mask : (M, s * s) ndarray of bool
+        True = unusable pixel.
+    side : int
+        Patch side s, px.
+    plan : (K, 2) ndarray of int64
+        :func:`braggflow.integrate._kernels.pairwise_plan` of s * s.
+
+    Returns
+    -------
+    w : (M, s * s) ndarray of float64
+        The weights after the last centre taken.
+    total, row, col : (M,) ndarray of float64
+        Their sum (NaN where not positive) and centre, patch px.
+    source : (M, s * s) ndarray of int64
+        The pixel each weight is read from after the last centre.
+    """
+    n, m = w0.shape
+    w = np.empty((n, m))
+    total = np.empty(n)
+    row = np.empty(n)
+    col = np.empty(n)
+    source = np.empty((n, m), dtype=np.int64)
+    new = np.empty(m, dtype=np.int64)
+    mr = np.empty(side, dtype=np.int64)
+    mc = np.empty(side, dtype=np.int64)
+    work = np.empty(m)
+    partial = np.empty(plan.shape[0])
+    centre = side // 2
+    for k in range(n):
+        for p in range(m):
+            source[k, p] = p
+        for _ in range(5):
+            for p in range(m):
+                w[k, p] = w0[k, source[k, p]]
+            t = pairwise_sum(w[k], plan, partial)
+            if not t > 0:
+                t = np.nan
+            for p in range(m):
+                work[p] = w[k, p] * np.float64(p // side)
+            r = pairwise_sum(work, plan, partial) / t
+            for p in range(m):
+                work[p] = w[k, p] * np.float64(p % side)
+            c = pairwise_sum(work, plan, partial) / t
+            total[k], row[k], col[k] = t, r, c
+            # the mirror of pixel (i, j) through the centre is (2 row - i, 2 col - j), rounded
+            r2 = 2 * (centre if np.isnan(r) else r)
+            c2 = 2 * (centre if np.isnan(c) else c)
+            for i in range(side):
+                mr[i] = np.int64(np.rint(r2 - np.float64(i)))
+                mc[i] = np.int64(np.rint(c2 - np.float64(i)))
+            changed = False
+            for p in range(m):
+                q = p
+                if flat_mask[k, p]:
+                    a, b = mr[p // side], mc[p % side]
+                    if 0 <= a < side and 0 <= b < side and not flat_mask[k, a * side + b]:
+                        q = a * side + b
+                changed |= q != source[k, p]
+                new[p] = q
+            for p in range(m):
+                source[k, p] = new[p]
+            if not changed:
+                break
+    return w, total, row, col, source

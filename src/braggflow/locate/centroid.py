@@ -251,7 +251,13 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0, background=None) -> 
     masked = np.flatnonzero(flat_mask.any(axis=1))
     if masked.size:  # symmetric completion: centres and moments of the patches with masked pixels again
         w, var0 = _weights(data[masked], region[masked], bg[masked], gain)
-        wm, total[masked], row[masked], col[masked], source = _mirror_sources(w, flat_mask[masked], rr, cc, s)
+        if _COMPILED:
+            from braggflow.locate._kernels import mirror_sources
+
+            wm, total[masked], row[masked], col[masked], source = mirror_sources(
+                w, np.ascontiguousarray(flat_mask[masked]), s, _plan(s * s))
+        else:
+            wm, total[masked], row[masked], col[masked], source = _mirror_sources(w, flat_mask[masked], rr, cc, s)
         drm = rr[None, :] - row[masked][:, None]
         dcm = cc[None, :] - col[masked][:, None]
         # a pixel's lever arm is its distance from the centre, plus those of the masked pixels that copy it
