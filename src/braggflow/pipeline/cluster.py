@@ -136,18 +136,29 @@ def local_cluster(workers: int):
     from this one, so they start with the pipeline already imported (a spawned
     worker spends seconds importing it before its first frame).  Call it when
     no other thread of this process is reading files (the runner does), as a
-    forked process inherits the locks held at that moment.
+    forked process inherits the locks held at that moment.  The objects of this
+    process are frozen out of the garbage collector while it forks
+    (:func:`gc.freeze`, as Python's documentation advises before a fork), so
+    that a worker's collections do not walk, and copy the memory pages of, the
+    objects it inherited (a run of 300 frames on two workers: 18.5 against
+    19.2 s of CPU, medians of five alternated runs whose ranges overlap).
     """
+    import gc
+
     import dask
     from dask.distributed import LocalCluster
 
     settings = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": [], **QUIET_WORKERS}
     if "fork" in multiprocessing.get_all_start_methods():
         settings["distributed.worker.multiprocessing-method"] = "fork"
-    with dask.config.set(settings):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                            host="127.0.0.1",
-                            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+    gc.freeze()
+    try:
+        with dask.config.set(settings):
+            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                host="127.0.0.1",
+                                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+    finally:
+        gc.unfreeze()  # this process collects them again
 
 
 def jobqueue_class(config: ClusterConfig):
