@@ -7,6 +7,7 @@ import importlib
 import numpy as np
 import pytest
 
+from braggflow.integrate._kernels import pairwise_plan
 from braggflow.locate._kernels import centroid_windows
 
 # the module itself, for its switch between the compiled and the array path
@@ -73,7 +74,7 @@ def test_region_is_the_central_component_grown_by_one_pixel():
     data[0, 0:2, 9:11] = 300.0  # a brighter one in the corner
     mask = np.zeros(data.shape, dtype=bool)
     mask[0, 3, 3] = True  # unusable: not in the grown region
-    plan = centroid._plan(121)
+    plan = pairwise_plan(121)
     region, total, row, col, *_ = centroid_windows(data, mask, np.array([10.0]), 1.0, 2.0, plan)
     expected = np.zeros((11, 11), dtype=bool)
     expected[3:8, 3:8] = True
@@ -113,7 +114,7 @@ def test_compiled_symmetric_completion_equals_the_array_loop():
     flat_mask = mask.reshape(len(mask), -1)[keep]
     rr, cc = (g.reshape(-1).astype(float) for g in np.indices((11, 11)))
     expected = centroid._mirror_sources(w0, flat_mask, rr, cc, 11)
-    got = mirror_sources(w0, flat_mask, 11, centroid._plan(121))
+    got = mirror_sources(w0, flat_mask, 11, pairwise_plan(121))
     for e, g, name in zip(expected, got, ("w", "total", "row", "col", "source")):
         np.testing.assert_array_equal(g, e, err_msg=name)
     assert (got[4] != np.arange(121)).any(axis=1).mean() > 0.5  # most masked pixels took a mirror's weight

@@ -196,7 +196,7 @@ def _integrate_level_compiled(frame, d_row, d_col, ri, ci, ids, placed, core, ha
     value are summed again by the array path (:func:`_window_sums`), which
     gives the same values for the others.
     """
-    from braggflow.integrate._kernels import label_window_sums
+    from braggflow.integrate._kernels import label_window_sums, pairwise_plan
 
     n = len(ri)
     use_mask, use_saturated = mask is not None, saturated is not None
@@ -204,7 +204,7 @@ def _integrate_level_compiled(frame, d_row, d_col, ri, ci, ids, placed, core, ha
     intensity, positive, b, s2, npix, n_b, peak_value, sat, own, truncated, large, _ = label_window_sums(
         frame, np.asarray(mask, dtype=bool) if use_mask else no_image, use_mask, labels,
         np.asarray(saturated, dtype=bool) if use_saturated else no_image, use_saturated, ri, ci, ids, half, core,
-        float(gain), _plan((2 * half + 1) ** 2))
+        float(gain), pairwise_plan((2 * half + 1) ** 2))
     boxed = ~own
     if last:
         boxed |= truncated
@@ -223,14 +223,6 @@ def _integrate_level_compiled(frame, d_row, d_col, ri, ci, ids, placed, core, ha
         for name, values in redone.items():
             sums[name][again] = values
     return done, larger, boxed, sums
-
-
-@functools.lru_cache(maxsize=16)
-def _plan(count: int) -> np.ndarray:
-    """The pairwise summation plan of ``count`` values (:func:`~braggflow.integrate._kernels.pairwise_plan`), kept."""
-    from braggflow.integrate._kernels import pairwise_plan
-
-    return pairwise_plan(count)
 
 
 def _signal_pixels(lab, own, ids, d_row, d_col, half, radius) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,6 +14,8 @@ Compiled on first use and cached on disk (``cache=True``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -23,13 +25,15 @@ __all__ = ["label_window_sums", "pairwise_plan", "pairwise_sum"]
 _LARGE = 5e29
 
 
+@functools.lru_cache(maxsize=16)
 def pairwise_plan(count: int) -> np.ndarray:
     """The order of NumPy's pairwise summation of ``count`` values, as a program for :func:`pairwise_sum`.
 
     NumPy's ``add.reduce`` over a contiguous axis sums up to 128 values in
     one block (fewer than 8 one by one, else in eight interleaved partial
     sums) and splits longer runs in two at a multiple of 8, adding the two
-    halves' sums.  The same order gives the same rounding.
+    halves' sums.  The same order gives the same rounding.  The plan of each
+    count is made once and the same array returned after (not to be changed).
 
     Parameters
     ----------

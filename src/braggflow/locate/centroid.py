@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -155,14 +154,6 @@ _NSIGMA = 2.0
 _COMPILED = True
 
 
-@functools.lru_cache(maxsize=8)
-def _plan(count: int) -> np.ndarray:
-    """The pairwise summation plan of ``count`` values (:func:`~braggflow.integrate._kernels.pairwise_plan`), kept."""
-    from braggflow.integrate._kernels import pairwise_plan
-
-    return pairwise_plan(count)
-
-
 def _weights(data: np.ndarray, region: np.ndarray, background: np.ndarray, gain: float) -> tuple[np.ndarray, ...]:
     """Centroid weights ``max(data - background, 0)`` and pixel variances ``gain * max(data, 0)`` over
     ``region`` (0 elsewhere), as (N, s * s) arrays."""
@@ -234,10 +225,11 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0, background=None) -> 
     flat_mask = mask.reshape(n, -1)
     rr, cc = (g.reshape(-1).astype(float) for g in np.indices((s, s)))
     if _COMPILED:
+        from braggflow.integrate._kernels import pairwise_plan
         from braggflow.locate._kernels import centroid_windows
 
         region, total, row, col, row_var, col_var, rc_cov, m2r, m2c = centroid_windows(
-            np.ascontiguousarray(data), np.ascontiguousarray(mask), bg, float(gain), _NSIGMA, _plan(s * s))
+            np.ascontiguousarray(data), np.ascontiguousarray(mask), bg, float(gain), _NSIGMA, pairwise_plan(s * s))
     else:
         region = peak_region(data, mask, bg, gain=gain, nsigma=_NSIGMA)
         w, var0 = _weights(data, region, bg, gain)
@@ -252,10 +244,11 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0, background=None) -> 
     if masked.size:  # symmetric completion: centres and moments of the patches with masked pixels again
         w, var0 = _weights(data[masked], region[masked], bg[masked], gain)
         if _COMPILED:
+            from braggflow.integrate._kernels import pairwise_plan
             from braggflow.locate._kernels import mirror_sources
 
             wm, total[masked], row[masked], col[masked], source = mirror_sources(
-                w, np.ascontiguousarray(flat_mask[masked]), s, _plan(s * s))
+                w, np.ascontiguousarray(flat_mask[masked]), s, pairwise_plan(s * s))
         else:
             wm, total[masked], row[masked], col[masked], source = _mirror_sources(w, flat_mask[masked], rr, cc, s)
         drm = rr[None, :] - row[masked][:, None]
