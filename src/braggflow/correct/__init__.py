@@ -40,46 +40,49 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "braggflow"
 
 
-def _gap_detector_shapes(*, load: bool) -> set[tuple[int, int]]:
-    """The frame shapes (H, W) of pyFAI's detectors with module gaps, from a cache kept per pyFAI version.
-
-    Importing pyFAI's detector registry costs about 1.5 s of CPU; the shapes it
-    holds are written to ``gap_detector_shapes.json`` in :func:`_cache_dir` with
-    the version of pyFAI they came from, so that a run whose frames have none of
-    these shapes does not import it (a detector without gaps gives no mask).
-
-    Parameters
-    ----------
-    load : bool
-        Import pyFAI's registry when the cache is missing, unreadable or of
-        another pyFAI version, and write the cache (best effort: a cache that
-        cannot be written is not an error).  False: never import pyFAI; every
-        shape is then possible (the set of all shapes) unless the cache says
-        otherwise.
-
-    Returns
-    -------
-    shapes : set of (int, int)
-        A set that contains every shape when nothing is known without importing pyFAI.
-    """
+def _gap_shapes_file() -> tuple[Path, str]:
+    """The cache file of the gapped detectors' shapes and the installed pyFAI's version ("" if none)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         pyfai = version("pyFAI")
     except PackageNotFoundError:
         pyfai = ""
-    path = _cache_dir() / "gap_detector_shapes.json"
+    return _cache_dir() / "gap_detector_shapes.json", pyfai
+
+
+def _cached_gap_detector_shapes() -> set[tuple[int, int]] | None:
+    """The frame shapes (H, W) of pyFAI's detectors with module gaps, from the cache, without importing pyFAI.
+
+    Importing pyFAI's detector registry costs about 1.5 s of CPU; the shapes it
+    holds are kept in ``gap_detector_shapes.json`` in :func:`_cache_dir` with
+    the version of pyFAI they came from (:func:`_write_gap_detector_shapes`),
+    so that a run whose frames have none of these shapes does not import it (a
+    detector without gaps gives no mask).
+
+    Returns
+    -------
+    shapes : set of (int, int) or None
+        None when the cache is missing, unreadable or of another pyFAI version.
+    """
+    path, pyfai = _gap_shapes_file()
     try:
         cached = json.loads(path.read_text())
         if cached.get("pyFAI") == pyfai and pyfai:
             return {(int(h), int(w)) for h, w in cached["shapes"]}
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    if not load:
-        return _AnyShape()
-    import pyFAI.detectors
+    return None
 
-    shapes = sorted({tuple(int(v) for v in cls.MAX_SHAPE) for cls in pyFAI.detectors.ALL_DETECTORS.values()
+
+def _write_gap_detector_shapes(detectors) -> None:
+    """Write the cache of :func:`_cached_gap_detector_shapes` from pyFAI's registry (``pyFAI.detectors``).
+
+    Best effort: a cache that cannot be written is not an error (the registry
+    is imported again next time).
+    """
+    path, pyfai = _gap_shapes_file()
+    shapes = sorted({tuple(int(v) for v in cls.MAX_SHAPE) for cls in detectors.ALL_DETECTORS.values()
                      if getattr(cls, "MODULE_GAP", None) and getattr(cls, "MAX_SHAPE", None)})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,14 +91,6 @@ def _gap_detector_shapes(*, load: bool) -> set[tuple[int, int]]:
         os.replace(temporary, path)
     except OSError as exc:
         log.debug("cannot write %s (%s); pyFAI's detectors are imported again next time", path, exc)
-    return set(shapes)
-
-
-class _AnyShape(set):
-    """A set that holds every shape (nothing is known of the shapes)."""
-
-    def __contains__(self, item) -> bool:
-        return True
 
 
 def detector_gap_mask(shape: tuple[int, int], detector: str | None = "auto") -> np.ndarray | None:
@@ -124,16 +119,18 @@ def detector_gap_mask(shape: tuple[int, int], detector: str | None = "auto") -> 
     -----
     With ``"auto"``, a shape that no pyFAI detector with module gaps has is
     answered from the shapes of pyFAI's registry cached per pyFAI version
-    (:func:`_gap_detector_shapes`), without importing pyFAI.
+    (:func:`_cached_gap_detector_shapes`), without importing pyFAI.
     """
     if detector is None:
         return None
-    if detector == "auto" and tuple(int(v) for v in shape) not in _gap_detector_shapes(load=False):
+    known = _cached_gap_detector_shapes() if detector == "auto" else None
+    if known is not None and tuple(int(v) for v in shape) not in known:
         return None  # no pyFAI detector with module gaps has this shape (the registry's shapes, cached)
     import pyFAI.detectors
 
     if detector == "auto":
-        _gap_detector_shapes(load=True)  # a cache that was missing or of another pyFAI is written
+        if known is None:  # the cache was missing or of another pyFAI
+            _write_gap_detector_shapes(pyFAI.detectors)
         # detectors with module gaps and this shape, grouped by gap layout (Pilatus1M and
         # PilatusCdTe1M share one): use it only when the layout is unambiguous
         layouts = {}
