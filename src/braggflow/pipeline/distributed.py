@@ -312,12 +312,10 @@ def warm_up(series, index: int, *, config, context, record: Callable[[np.ndarray
     BraggflowError
         What the frame raised (nothing is recorded).
     """
-    from braggflow.pipeline import analyse_frame
-
-    i = int(index)
-    result = analyse_frame(series[i], config=config, context=context, frame_index=i, omega=series.omega_centre(i),
-                           name=series.describe_frame(i))
-    record(np.asarray([i], dtype=np.int64), result.table, {k: np.asarray([v]) for k, v in result.row.items()})
+    result = process_chunk(series, [int(index)], config, context)  # a worker's task of one frame, run here
+    if result.error is not None:
+        raise result.error
+    record(result.frames, result.peak_table(), result.rows)
 
 
 def run_on_workers(series, indices, *, config, context, writer=None, progress=None, workers: int = 0,
