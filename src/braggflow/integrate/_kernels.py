@@ -228,20 +228,25 @@ def _read_window(frame, mask, use_mask, labels, saturated, use_saturated, top, l
         unusable = outside_cols
         hot = np.uint64(0)
         base = i * side
-        if 0 <= r < height:
-            for j in range(first, stop):
-                c = left + j
-                v = frame[r, c]
-                win[base + j] = v
+        if 0 <= r < height:  # the row's pixels as 1D views: no 2D index arithmetic per pixel
+            frame_row = frame[r, left + first:left + stop]
+            label_row = labels[r, left + first:left + stop]
+            for j in range(stop - first):
+                v = frame_row[j]
+                win[base + first + j] = v
                 finite &= abs(v) < _LARGE
-                lab = labels[r, c]
-                bit = np.uint64(j)
+                lab = label_row[j]
+                bit = np.uint64(first + j)
                 anyone |= np.uint64(lab > 0) << bit
                 mine |= np.uint64(lab == peak) << bit
-                if use_mask:
-                    unusable |= np.uint64(mask[r, c]) << bit
-                if use_saturated:
-                    hot |= np.uint64(saturated[r, c]) << bit
+            if use_mask:
+                mask_row = mask[r, left + first:left + stop]
+                for j in range(stop - first):
+                    unusable |= np.uint64(mask_row[j]) << np.uint64(first + j)
+            if use_saturated:
+                saturated_row = saturated[r, left + first:left + stop]
+                for j in range(stop - first):
+                    hot |= np.uint64(saturated_row[j]) << np.uint64(first + j)
         else:
             unusable = full
         rows_flags[0, i] = anyone
