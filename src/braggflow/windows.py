@@ -95,9 +95,11 @@ def _gather_windows(array, top, left, out, fill):  # pragma: no cover - compiled
                 read_ahead += np.float64(array[r, first]) + np.float64(array[r, last])
         t, c = top[k], left[k]
         if t >= 0 and c >= 0 and t + side <= h and c + side <= w:
-            for i in range(side):
+            for i in range(side):  # row by row through 1D views: no 2D index arithmetic per pixel
+                source = array[t + i, c:c + side]
+                target = out[k, i]
                 for j in range(side):
-                    out[k, i, j] = array[t + i, c + j]
+                    target[j] = source[j]
         else:
             for i in range(side):
                 r = t + i

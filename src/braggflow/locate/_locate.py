@@ -7,13 +7,12 @@ import pandas as pd
 
 from braggflow.errors import BraggflowError
 from braggflow.locate.handover import centre_extended_peaks, fit_saturated_peaks
-from braggflow.locate.methods import METHODS, _check_method, locate_at, locate_patches, method_column
+from braggflow.locate.methods import METHODS, _check_method, locate_cut, locate_patches, method_column
 from braggflow.locate.patches import check_patch_inputs
 from braggflow.schema import conform
 from braggflow.windows import cut_windows
 
 __all__ = ["METHODS", "locate", "locate_patches"]
-
 
 
 def locate(
@@ -144,9 +143,9 @@ def locate(
     fit_mask = mask if saturated is None else (saturated if mask is None else mask | saturated)
     frame, rows, cols, patch_size = check_patch_inputs(frame, out, size=patch_size, mask=mask, labels=labels)
     brightest = np.stack([rows, cols], axis=1).astype(np.intp)
-    columns = locate_at(frame, rows, cols, method, mask=fit_mask if fits else mask, labels=labels,
-                        patch_size=patch_size, gain=gain, saturation=saturation, model=model, backend=backend,
-                        device=device, batch_size=batch_size, fit_engine=fit_engine)
+    columns, patches = locate_cut(frame, rows, cols, method, mask=fit_mask if fits else mask, labels=labels,
+                                  patch_size=patch_size, gain=gain, saturation=saturation, model=model,
+                                  backend=backend, device=device, batch_size=batch_size, fit_engine=fit_engine)
     flags = out["flags"].to_numpy(dtype=np.uint32) | columns.pop("flags")
     categories = list(METHODS)
     codes = np.full(len(out), categories.index(method), dtype=np.int8)
@@ -154,8 +153,11 @@ def locate(
     extend = regions is not None and extended_peaks == "region"
     if labels is not None and (refit or extend):
         half = patch_size // 2  # each peak's own pixels in its patch, for both hand-overs
-        ids = np.arange(1, len(out) + 1)[:, None, None]
-        own = cut_windows(labels, brightest[:, 0], brightest[:, 1], half, 0) == ids
+        if np.array_equal(patches.origin + half, brightest):  # the patches were cut around the same pixels
+            own = patches.own
+        else:  # a centre off the pixel grid: its patch is centred on the nearest pixel, the hand-overs' on the floor
+            ids = np.arange(1, len(out) + 1)[:, None, None]
+            own = cut_windows(labels, brightest[:, 0], brightest[:, 1], half, 0) == ids
         if refit:
             hit, fitted = fit_saturated_peaks(frame, saturated, fit_mask, labels, brightest, own, gain)
             if hit.size:

@@ -10,10 +10,11 @@ import pandas as pd
 
 from braggflow.errors import BraggflowError
 from braggflow.locate.centroid import LocateResult, centroid_patches
-from braggflow.locate.patches import check_patch_inputs, patches_at
+from braggflow.locate.patches import Patches, check_patch_inputs, patches_at
 from braggflow.schema import Flag
 
-__all__ = ["METHODS", "LOCATED_COLUMNS", "locate_patches", "locate_at", "locate_peaks_in_patches", "method_column"]
+__all__ = ["METHODS", "LOCATED_COLUMNS", "locate_patches", "locate_at", "locate_cut", "locate_peaks_in_patches",
+           "method_column"]
 
 METHODS = ("com", "gauss", "pvoigt", "nn")
 
@@ -127,6 +128,25 @@ def locate_at(frame, rows, cols, method, *, mask, labels, patch_size, gain, satu
         :data:`LOCATED_COLUMNS` (px) and ``flags`` (uint32): the patches' flags,
         with FIT_FAILED where the method failed.
     """
+    return locate_cut(frame, rows, cols, method, mask=mask, labels=labels, patch_size=patch_size, gain=gain,
+                      saturation=saturation, model=model, backend=backend, device=device, batch_size=batch_size,
+                      relabel=relabel, fit_engine=fit_engine)[0]
+
+
+def locate_cut(frame, rows, cols, method, *, mask, labels, patch_size, gain, saturation, model=None, backend="auto",
+               device="cpu", batch_size=1024, relabel=None,
+               fit_engine="batch") -> tuple[dict[str, np.ndarray], Patches]:
+    """:func:`locate_at`, also handing back the patches it cut (their ``own`` pixels serve the hand-overs).
+
+    Parameters are those of :func:`locate_at`.
+
+    Returns
+    -------
+    columns : dict of (N,) ndarray
+        As :func:`locate_at` returns them.
+    patches : Patches
+        The patches located (:func:`~braggflow.locate.patches.patches_at`).
+    """
     patches = patches_at(frame, rows, cols, size=patch_size, mask=mask, labels=labels, relabel=relabel,
                          saturation=saturation)
     fit_mask = patches.mask
@@ -138,7 +158,7 @@ def locate_at(frame, rows, cols, method, *, mask, labels, patch_size, gain, satu
     flags = patches.flags.copy()
     flags[np.asarray(res.failed, dtype=bool)] |= np.uint32(Flag.FIT_FAILED)
     return dict(row=res.row + origin[:, 0], col=res.col + origin[:, 1], row_err=res.row_err, col_err=res.col_err,
-                rc_cov=res.rc_cov, sigma_row=res.sigma_row, sigma_col=res.sigma_col, flags=flags)
+                rc_cov=res.rc_cov, sigma_row=res.sigma_row, sigma_col=res.sigma_col, flags=flags), patches
 
 
 def method_column(codes: np.ndarray, categories) -> pd.Categorical:

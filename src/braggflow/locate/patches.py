@@ -49,6 +49,10 @@ class Patches:
         SATURATED, BAD_BACKGROUND.
     background : (N,) ndarray of float64
         The local background estimate used for the replaced pixels, counts/px.
+    own : (N, s, s) ndarray of bool or None
+        With the finder's labels: the pixels of each patch's own label (patch k
+        is label k + 1, after ``relabel``), inside the frame or not; None without
+        labels.
     """
 
     data: np.ndarray
@@ -56,6 +60,7 @@ class Patches:
     origin: np.ndarray
     flags: np.ndarray
     background: np.ndarray | None = None
+    own: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -388,12 +393,13 @@ def patches_at(
         bad |= cut_windows(np.asarray(mask, dtype=bool), r0, c0, h, False)
     masked = bad & inside
     flags[masked.any(axis=(1, 2))] |= np.uint32(Flag.MASKED_NEIGHBOUR)
+    own = None
     if n and labels is not None:
         lab = cut_windows(np.asarray(labels), r0, c0, h, 0)
         if relabel is not None:
             lab = relabel[lab]
-        own = np.arange(1, n + 1)[:, None, None]
-        other = (lab != 0) & (lab != own) & inside & ~bad
+        own = lab == np.arange(1, n + 1)[:, None, None]
+        other = (lab != 0) & ~own & inside & ~bad
         background = None
     elif n:
         background = patch_background(data, bad)
@@ -415,4 +421,4 @@ def patches_at(
     flags[no_bg] |= np.uint32(Flag.BAD_BACKGROUND)
     data = np.where(removed, background[:, None, None].astype(np.float32), data)
     origin = np.stack([r0 - h, c0 - h], axis=1).astype(np.int64) if n else np.zeros((0, 2), dtype=np.int64)
-    return Patches(data=data, mask=removed, origin=origin, flags=flags, background=background)
+    return Patches(data=data, mask=removed, origin=origin, flags=flags, background=background, own=own)
