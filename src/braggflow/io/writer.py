@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from braggflow import __version__
-from braggflow.checksum import file_sha256
+from braggflow.checksum import BackgroundChecksums, file_sha256
 from braggflow.errors import BraggflowError, InputFileError
 from braggflow.io.lock import results_lock
 from braggflow.io.nexus import (
@@ -234,6 +234,10 @@ class ResultsWriter:
         self._lock = contextlib.ExitStack()
         check_output_path(self.path)
         self._lock.enter_context(results_lock(self.path))
+        # the inputs' SHA-256 (recorded at a complete close) are hashed while the run goes on
+        hashed = self.sources if self._inputs is None else [r["name"] for r in self._inputs if r.get("size", -1) >= 0]
+        self._checksums = BackgroundChecksums(hashed)
+        self._lock.callback(self._checksums.stop)
         try:
             exists = self.path.exists() or self.journal.exists()
             if (resume or append) and exists:
@@ -300,15 +304,21 @@ class ResultsWriter:
         self.sources.append(name)
 
     def _input_records(self, *, provenance: bool) -> list[dict]:
-        """The inputs for ``/entry/process/inputs``: with sizes and SHA-256 when ``provenance``, else names."""
+        """The inputs for ``/entry/process/inputs``: with sizes and SHA-256 when ``provenance``, else names.
+
+        The SHA-256 are those hashed in the background since the writer started
+        (:class:`braggflow.checksum.BackgroundChecksums`), for files unchanged since.
+        """
         if self._inputs is None:
-            return file_provenance(self.sources) if provenance else [
-                {"name": s, "size": -1, "sha256": ""} for s in self.sources]
+            if not provenance:
+                return [{"name": s, "size": -1, "sha256": ""} for s in self.sources]
+            return [{"name": os.path.abspath(s), "size": os.path.getsize(s), "sha256": self._checksums.sha256(s)}
+                    if os.path.isfile(s) else {"name": s, "size": -1, "sha256": ""} for s in self.sources]
         if provenance:
             for record in self._inputs:
                 name, size = record["name"], record.get("size", -1)
                 if not record.get("sha256") and size >= 0 and os.path.isfile(name) and os.path.getsize(name) == size:
-                    record["sha256"] = file_sha256(name)
+                    record["sha256"] = self._checksums.sha256(name)
         return [dict(r) for r in self._inputs]
 
     def _write_journal_process(self) -> None:

@@ -127,9 +127,11 @@ def process_chunk(series, indices, config, context) -> ChunkResult:
 
     start = time.perf_counter()
     tables, rows, done, error = [], [], [], None
+    frame = None  # one raw-frame buffer, read into again for each frame (analyse_frame keeps no reference)
     for i in indices:
         try:
-            result = analyse_frame(series[int(i)], config=config, context=context, frame_index=int(i),
+            frame = series.read(int(i), out=frame)
+            result = analyse_frame(frame, config=config, context=context, frame_index=int(i),
                                    omega=series.omega_centre(int(i)), name=series.describe_frame(int(i)))
         except BraggflowError as exc:
             error = exc
