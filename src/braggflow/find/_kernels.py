@@ -34,6 +34,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from braggflow.windows import prefetch
+
 __all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "event_ring_keys", "list_neighbours",
            "ascent_roots", "basin_contacts", "window_excess", "clear_of", "box_rings"]
 
@@ -109,6 +111,10 @@ def sparse_component_labels(flat_index, width):
     return component, n
 
 
+#: How many pixels ahead :func:`list_local_maxima` asks the memory for the rows around a pixel of its list.
+_AHEAD = 24
+
+
 @_jit
 def list_local_maxima(values, flat_index, frame):
     """Which pixels of a list are >= their 8 neighbours in ``frame`` (outside the frame counts as -inf).
@@ -118,7 +124,7 @@ def list_local_maxima(values, flat_index, frame):
     values : (K,) ndarray of float64
         The pixels' values, ``frame[flat_index]``.
     flat_index : (K,) ndarray of int64
-        Flat indices of the pixels.
+        Flat indices of the pixels (ascending makes it fastest).
     frame : (H, W) ndarray
         The frame the neighbours are read from.
 
@@ -127,13 +133,41 @@ def list_local_maxima(values, flat_index, frame):
     is_max : (K,) ndarray of bool
         Earlier neighbours (raster order) must be strictly lower, later ones
         at most equal: one maximum per plateau.
+
+    Notes
+    -----
+    Pixels away from the frame's edge compare with their 8 neighbours
+    without branches (three row views); the rows above and below the pixel
+    :data:`_AHEAD` places on in the list are asked for ahead
+    (:func:`braggflow.windows.prefetch`): the pixels above a threshold are
+    scattered over a frame larger than the cache.
     """
     h, w = frame.shape
     m = flat_index.size
     is_max = np.ones(m, dtype=np.bool_)
+    r = -1
+    row_start = 0
     for k in range(m):
-        r, c = flat_index[k] // w, flat_index[k] % w
+        if k + _AHEAD < m:
+            g = flat_index[k + _AHEAD]
+            gr = g // w
+            gc = g - gr * w
+            if 0 < gr < h - 1:
+                prefetch(frame, gr - 1, gc)
+                prefetch(frame, gr + 1, gc)
+        f = flat_index[k]
+        if r < 0 or f < row_start or f >= row_start + w:  # a new row (the list is mostly ascending)
+            r = f // w
+            row_start = r * w
+        c = f - row_start
         v = values[k]
+        if 0 < r < h - 1 and 0 < c < w - 1:
+            above = frame[r - 1]
+            here = frame[r]
+            below = frame[r + 1]
+            up = (v > above[c - 1]) & (v > above[c]) & (v > above[c + 1]) & (v > here[c - 1])
+            is_max[k] = up & (v >= here[c + 1]) & (v >= below[c - 1]) & (v >= below[c]) & (v >= below[c + 1])
+            continue
         for dr in range(-1, 2):
             rr = r + dr
             if rr < 0 or rr >= h:
@@ -148,8 +182,6 @@ def list_local_maxima(values, flat_index, frame):
                         is_max[k] = False
                 elif not v >= nb:
                     is_max[k] = False
-            if not is_max[k]:
-                break
     return is_max
 
 
