@@ -77,7 +77,7 @@ import dataclasses
 import numpy as np
 
 from braggflow.integrate import _grow
-from braggflow.profiles.fitting import fit_profiles, information, start_parameters
+from braggflow.profiles.fitting import fit_profiles, information, start_parameters, wing_scores
 from braggflow.windows import cut_windows
 
 __all__ = ["PROFILE_MODEL", "WINDOW_HALVES", "WING_THRESHOLD", "WING_SCORE", "WING_STARTS", "STRONG_SNR",
@@ -329,25 +329,11 @@ class _Level:
         N(0, 1) for a Gaussian peak, large for a peak with a wing (Rao, Proc. Camb. Phil. Soc. 44, 50, 1948)."""
         p = np.nan_to_num(self.gfit.params[sel].copy())
         p[:, -2:] /= gain
-        photons = self.win[sel] / gain
-        others = [i for i in range(p.shape[1]) if i not in (_ETA, _T)]
         weight = None if self.prior is None else _prior_weight(self.prior[1][sel], gain)
-        best = np.full(len(p), -np.inf)
-        for t in sorted({t for _, t in WING_STARTS}):
-            p[:, _ETA], p[:, _T] = 0.0, t
-            fisher, score = information(PROFILE_MODEL, photons, self.good[sel], p, supersample=_SUPERSAMPLE,
-                                        background_weight=weight)
-            j = others + [_ETA]
-            fisher = fisher[:, j][:, :, j]
-            k = len(others)
-            ok = self.gfit.ok[sel] & np.all(np.isfinite(fisher), axis=(1, 2))
-            info = np.full(len(p), np.nan)
-            if ok.any():
-                x = np.linalg.solve(fisher[ok, :k, :k] + 1e-12 * np.eye(k), fisher[ok, :k, k:])
-                info[ok] = fisher[ok, k, k] - np.einsum("ni,ni->n", fisher[ok, k, :k], x[:, :, 0])
-            z = np.where(ok & (info > 0), score[:, _ETA] / np.sqrt(np.where(info > 0, info, 1.0)), np.inf)
-            best = np.maximum(best, z)
-        return best
+        z, finite = wing_scores(self.win[sel] / gain, self.good[sel], p, sorted({t for _, t in WING_STARTS}),
+                                supersample=_SUPERSAMPLE, background_weight=weight)
+        ok = self.gfit.ok[sel] & finite
+        return np.where(ok, z.max(axis=1), np.inf) if len(p) else np.zeros(0)
 
     def no_wing(self, mask, out) -> None:
         """The rotated Gaussian's intensity for the selected peaks (no wing)."""

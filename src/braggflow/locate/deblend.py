@@ -84,6 +84,10 @@ SCREEN_EXCESS = 3.0
 SCREEN_BUMP = 3.0
 _MIN_SEPARATION = 1.0  # px
 _NEIGHBOUR_DISTANCE = 2.5  # px: a second member this close to another peak of the table is that peak
+#: px: two blends' second members this close are one peak that the finder left in both their regions (fitted from
+#: its wings in the patch where its core is the other region, masked, such a member lies 2.5-3.5 px from the one
+#: fitted to its core on simulate_series frames)
+_DUPLICATE_DISTANCE = 4.0
 #: Deviance below the decision's threshold at which the screen's Gaussian, against the two components, leaves out
 #: the one-component fit (the pseudo-Voigt's deviance exceeded that Gaussian's by at most 0.05 on the 1,101
 #: peaks of 12 pinned frames: the margin covers the two models' pixel integrals).
@@ -510,22 +514,23 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     members = []
     take = np.arange(hit.size)
     # a second member next to another peak of the table is that peak's remainder (its region removed from the
-    # patch, its wings not), not a blend
+    # patch, its wings not), not a blend; and a peak the finder left in two peaks' regions is the second member
+    # of both blends: the better located of the two is kept
     second = np.where(first == 0, 1, 0)
     new_pos = np.stack([p[take, 2 * second], p[take, 2 * second + 1]], axis=1) + origin
     others = np.stack([out["row"].to_numpy(dtype=float), out["col"].to_numpy(dtype=float)], axis=1)
     finite = np.flatnonzero(np.all(np.isfinite(others), axis=1))
+    keep = np.ones(hit.size, dtype=bool)
     if finite.size > 1:
         from scipy.spatial import cKDTree
 
-        tree = cKDTree(others[finite])
-        dist, nearest = tree.query(new_pos, k=2)
-        # the nearest peak other than the blend's own row
-        own = finite[nearest[:, 0]] == hit
-        d_other = np.where(own, dist[:, 1], dist[:, 0])
-        keep = ~(d_other < _NEIGHBOUR_DISTANCE)
-        if not keep.all():  # the joint fit took the neighbour's light: its first member is the better centre
-            changed.update(_neighbour_refit(out, hit[~keep], p[~keep], cov[~keep], origin[~keep], first[~keep]))
+        dist, nearest = cKDTree(others[finite]).query(new_pos, k=2)
+        own = finite[nearest[:, 0]] == hit  # the nearest peak other than the blend's own row
+        keep = ~(np.where(own, dist[:, 1], dist[:, 0]) < _NEIGHBOUR_DISTANCE)
+    variance = cov[take, 2 * second, 2 * second] + cov[take, 2 * second + 1, 2 * second + 1]
+    keep &= _distinct_members(new_pos, variance, keep)
+    if not keep.all():  # the joint fit took another peak's light: its first member is the better centre
+        changed.update(_neighbour_refit(out, hit[~keep], p[~keep], cov[~keep], origin[~keep], first[~keep]))
         hit, local, p, cov, origin, first, take = (hit[keep], local[keep], p[keep], cov[keep], origin[keep],
                                                    first[keep], np.arange(int(keep.sum())))
         if hit.size == 0:
@@ -541,6 +546,30 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     members[0]["snr"] = members[0]["intensity"] / members[0]["intensity_err"]
     members[1]["snr"] = members[1]["intensity"] / members[1]["intensity_err"]
     return _append_members(out, hit, members, changed)
+
+
+def _distinct_members(position, variance, candidate) -> np.ndarray:
+    """Which ``candidate`` new members are not within :data:`_DUPLICATE_DISTANCE` of a better-located candidate,
+    (N,) bool.
+
+    ``position`` is (N, 2) frame px, ``variance`` (N,) the member's ``row_err**2 + col_err**2`` (px^2; NaN
+    counts as the worst).  A peak that the finder left inside two found peaks' regions is the second member
+    of both their blends: from the patch that holds its core it is located well, from the other (its core
+    masked as the first peak's region) it is a fit of its wings, placed 2.5-3.5 px off and with an error
+    ten times larger.  Greedy in order of the error: a candidate is kept unless a kept one lies within the distance.
+    """
+    distinct = np.zeros(len(position), dtype=bool)
+    index = np.flatnonzero(candidate)
+    if index.size < 2:
+        distinct[index] = True
+        return distinct
+    order = index[np.argsort(np.nan_to_num(variance[index], nan=np.inf), kind="stable")]
+    kept: list[int] = []
+    for i in order:
+        if not kept or np.min(np.hypot(*(position[kept] - position[i]).T)) >= _DUPLICATE_DISTANCE:
+            kept.append(i)
+    distinct[kept] = True
+    return distinct
 
 
 def _gauss_located(table) -> np.ndarray | None:

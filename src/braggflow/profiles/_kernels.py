@@ -22,7 +22,7 @@ try:  # pragma: no cover - the import itself
 except ImportError:  # pragma: no cover - without numba the NumPy iteration runs
     njit = None
 
-__all__ = ["AVAILABLE", "MODEL_IDS", "lm_fit", "information_at", "gauss_amplitudes"]
+__all__ = ["AVAILABLE", "MODEL_IDS", "lm_fit", "information_at", "gauss_amplitudes", "held_covariance", "wing_scores"]
 
 #: Whether the compiled iteration can run (numba imported).
 AVAILABLE = njit is not None
@@ -66,12 +66,17 @@ def _shape(mid, u2, eta, t, norm_g, norm_l, norm_m, k2):
     elif mid == 3:
         g = math.exp(-0.5 * u2) * norm_g
         v1 = 1.0 + u2 / k2
-        lv = math.log(v1)
-        mm = norm_m * math.exp(-lv / t)
+        if t == 0.5:  # the wing exponents the wing score tries, without a logarithm
+            mm = norm_m / (v1 * v1)
+        elif t == 2.0 / 3.0:
+            mm = norm_m / (v1 * math.sqrt(v1))
+        else:
+            mm = norm_m * math.exp(-math.log(v1) / t)
         v = (1.0 - eta) * g + eta * mm
         dv = -0.5 * (1.0 - eta) * g - eta * mm / (t * k2 * v1)
         d5 = mm - g
-        d6 = eta * mm * (-1.0 / (1.0 - t) - 1.0 / t + lv / (t * t))
+        if eta != 0.0:
+            d6 = eta * mm * (-1.0 / (1.0 - t) - 1.0 / t + math.log(v1) / (t * t))
     elif mid == 4:
         g = math.exp(-0.5 * u2) * norm_g
         qq = 1.0 + u2 / k2
@@ -104,31 +109,39 @@ def _rotated(mid, p, size, k, k2, mu, jac):
     norm_l = sdet / (2.0 * math.pi * k2)
     norm_m = sdet * (1.0 - t) / (math.pi * k2 * t) if mid == 3 else 0.0
     inv_kk = 1.0 / (k * k)
-    d = np.empty(7)
+    half_det = 0.5 / det
     m = 0
     for r in range(size):
         for cc in range(size):
             value = 0.0
-            d[:] = 0.0
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = 0.0
             for sa in range(k):
                 dr = r + (sa + 0.5) / k - 0.5 - row
                 for sb in range(k):
                     dc = cc + (sb + 0.5) / k - 0.5 - col
                     u2 = a * dr * dr + 2.0 * b * dr * dc + c * dc * dc
                     v, dv, d5, d6 = _shape(mid, u2, eta, t, norm_g, norm_l, norm_m, k2)
-                    hod = 0.5 * v / det
                     value += v
-                    d[0] += -2.0 * dv * (a * dr + b * dc)
-                    d[1] += -2.0 * dv * (b * dr + c * dc)
-                    d[2] += hod * c + dv * dr * dr
-                    d[3] += -2.0 * hod * b + dv * 2.0 * dr * dc
-                    d[4] += hod * a + dv * dc * dc
-                    d[5] += d5
-                    d[6] += d6
+                    s0 += dv * (a * dr + b * dc)
+                    s1 += dv * (b * dr + c * dc)
+                    s2 += dv * dr * dr
+                    s3 += dv * dr * dc
+                    s4 += dv * dc * dc
+                    s5 += d5
+                    s6 += d6
+            hod = value * half_det  # the sum of 0.5 v / det over the samples
+            scale = inten * inv_kk
             value *= inv_kk
             mu[m] = inten * value + bg
-            for q in range(nd):
-                jac[m, q] = inten * d[q] * inv_kk
+            jac[m, 0] = -2.0 * s0 * scale
+            jac[m, 1] = -2.0 * s1 * scale
+            jac[m, 2] = (hod * c + s2) * scale
+            jac[m, 3] = (-2.0 * hod * b + 2.0 * s3) * scale
+            jac[m, 4] = (hod * a + s4) * scale
+            if nd > 5:
+                jac[m, 5] = s5 * scale
+            if nd > 6:
+                jac[m, 6] = s6 * scale
             jac[m, nd] = value
             jac[m, nd + 1] = 1.0
             m += 1
@@ -375,9 +388,11 @@ def lm_fit(mid, y, good, start, hold, lo, hi, prior_b, prior_w, size, k, k2, max
         _evaluate(mid, p, size, k, k2, mu, jac, w[0], w[1], w[2], w[3], w[4], w[5])
         dev = _deviance(yi, gi, mu, prior_b[i], prior_w[i], p[npar - 1])
         lam = lam_start
+        current = False  # whether fisher is the information at p
         for _ in range(max_iter):
             iters[i] += 1
             _information(yi, gi, mu, jac, prior_w[i], fisher, grad)
+            current = True
             grad[npar - 1] += prior_w[i] * (p[npar - 1] - prior_b[i])
             new_dev = np.inf
             code, pred = _step(mid, p, fisher, grad, lam, hold[i], lo, hi, size, sigma_min, work, trial)
@@ -394,13 +409,15 @@ def lm_fit(mid, y, good, start, hold, lo, hi, prior_b, prior_w, size, k, k2, max
                 jac, t_jac = t_jac, jac
                 dev = new_dev
                 lam = max(lam / 5.0, 1e-9)
+                current = False
             else:
                 lam *= 10.0
                 done = lam > 1e10  # no step lowers the deviance: at a minimum
             if done:
                 conv[i] = True
                 break
-        _information(yi, gi, mu, jac, prior_w[i], fisher, grad)
+        if not current:
+            _information(yi, gi, mu, jac, prior_w[i], fisher, grad)
         params[i] = p
         fisher_out[i] = fisher
         dev_out[i] = dev
@@ -507,3 +524,291 @@ def gauss_amplitudes(y, good, shape, size, iterations):
                 dev += term
         inten_out[i], bg_out[i], dev_out[i] = inten, bg, 2.0 * dev
     return inten_out, bg_out, dev_out
+
+
+@_jit
+def _cholesky(a):
+    """Lower Cholesky factor of the symmetric (P, P) ``a``, in place (its lower triangle); False if not positive
+    definite."""
+    npar = a.shape[0]
+    for j in range(npar):
+        s = a[j, j]
+        for q in range(j):
+            s -= a[j, q] * a[j, q]
+        if not s > 0:
+            return False
+        s = math.sqrt(s)
+        a[j, j] = s
+        for r in range(j + 1, npar):
+            v = a[r, j]
+            for q in range(j):
+                v -= a[r, q] * a[j, q]
+            a[r, j] = v / s
+    return True
+
+
+@_jit
+def _held_parameters(mid, p, hold_i, t_lo, t_hi, fixed):
+    """``fixed`` (P,) := the held parameters of one fit (see :func:`held_covariance`)."""
+    for q in range(p.shape[0]):
+        fixed[q] = hold_i[q]
+    if mid == 3 or mid == 4:
+        fixed[5] = fixed[5] or p[5] <= 0.0
+    if mid == 3:
+        fixed[6] = fixed[6] or p[5] < 1e-3 or p[6] <= t_lo or p[6] >= t_hi
+
+
+@_jit
+def _scaled_free_block(fisher_i, fixed, scale, a):
+    """``a`` := the Jacobi-scaled information with held rows and columns those of the identity, ``scale`` its
+    scale; returns whether it is finite and its squared Frobenius norm."""
+    npar = a.shape[0]
+    for q in range(npar):
+        d = fisher_i[q, q] if not fixed[q] else 1.0
+        scale[q] = math.sqrt(d) if d > 0 else 1.0
+    finite = True
+    norm = 0.0
+    for q in range(npar):
+        for r in range(npar):
+            if fixed[q] or fixed[r]:
+                v = 1.0 if q == r else 0.0
+            else:
+                v = fisher_i[q, r] / (scale[q] * scale[r])
+            finite = finite and math.isfinite(v)
+            a[q, r] = v
+            norm += v * v
+    return finite, norm
+
+
+@_jit
+def _inverse_from_cholesky(a, fixed, scale, inv, cov_i):
+    """``cov_i`` := the inverse of the matrix whose Cholesky factor is ``a``, unscaled by ``scale``, held rows
+    and columns zero; returns the squared Frobenius norm of the scaled inverse."""
+    npar = a.shape[0]
+    for j in range(npar):  # L^-1, lower
+        for r in range(npar):
+            inv[r, j] = 0.0
+        inv[j, j] = 1.0 / a[j, j]
+        for r in range(j + 1, npar):
+            v = 0.0
+            for q in range(j, r):
+                v -= a[r, q] * inv[q, j]
+            inv[r, j] = v / a[r, r]
+    norm = 0.0
+    for q in range(npar):  # (L^-1)^T L^-1
+        for r in range(q + 1):
+            v = 0.0
+            for m in range(q, npar):
+                v += inv[m, q] * inv[m, r]
+            out = 0.0 if (fixed[q] or fixed[r]) else v / (scale[q] * scale[r])
+            cov_i[q, r] = out
+            cov_i[r, q] = out
+            norm += v * v if q == r else 2.0 * v * v
+    return norm
+
+
+@_jit
+def held_covariance(mid, fisher, params, hold, alive, t_lo, t_hi):
+    """Inverse Fisher information of N fits with their held parameters known (zero rows and columns).
+
+    Held: the parameters of ``hold`` and, as :func:`braggflow.profiles.fitting._held` says, a pseudo-Voigt's or
+    pseudo-Voigt-Moffat's eta on its limit 0, and the pseudo-Voigt-Moffat's exponent ``t`` without a wing
+    (eta < 1e-3) or on a limit of its range (``t_lo``, ``t_hi``).  The free block is Jacobi-scaled and inverted
+    by Cholesky; NaN where it is not positive definite, not finite, or its condition number (estimated by the
+    Frobenius norms of the scaled matrix and its inverse, an upper bound) reaches 1e13.
+
+    Parameters
+    ----------
+    mid : int
+        Model number (:data:`MODEL_IDS`).
+    fisher : (N, P, P) float64
+    params : (N, P) float64
+    hold : (N, P) bool
+    alive : (N,) bool
+        The fits to invert (the others stay NaN).
+    t_lo, t_hi : float
+        The pseudo-Voigt-Moffat's range of ``t``.
+
+    Returns
+    -------
+    cov : (N, P, P) float64
+    """
+    n, npar = params.shape
+    cov = np.full((n, npar, npar), np.nan)
+    fixed = np.zeros(npar, dtype=np.bool_)
+    a = np.empty((npar, npar))
+    inv = np.empty((npar, npar))
+    scale = np.empty(npar)
+    for i in range(n):
+        if not alive[i]:
+            continue
+        _held_parameters(mid, params[i], hold[i], t_lo, t_hi, fixed)
+        finite, norm = _scaled_free_block(fisher[i], fixed, scale, a)
+        if not (finite and _cholesky(a)):
+            continue
+        norm_inv = _inverse_from_cholesky(a, fixed, scale, inv, cov[i])
+        if not math.sqrt(norm) * math.sqrt(norm_inv) < 1e13:
+            cov[i, :, :] = np.nan
+    return cov
+
+
+@_jit
+def _wing_pass(y_i, good_i, p, size, k, k2, exponents, norm_m, f, foe, fee, score, jo, mt):
+    """One window's pass of :func:`wing_scores`: ``f`` (7, 7, lower triangle) the rotated Gaussian's
+    information, ``foe`` (T, 7), ``fee`` (T,) and ``score`` (T,) those of eta at each exponent."""
+    row, col, a, b, c = p[0], p[1], p[2], p[3], p[4]
+    inten, bg = p[7], p[8]
+    det = a * c - b * b
+    norm_g = math.sqrt(det) / (2.0 * math.pi)
+    inv_kk = 1.0 / (k * k)
+    half_det = 0.5 / det
+    nt = exponents.shape[0]
+    f[:, :] = 0.0
+    foe[:, :] = 0.0
+    fee[:] = 0.0
+    score[:] = 0.0
+    m = -1
+    for r in range(size):
+        for cc in range(size):
+            m += 1
+            if not good_i[m]:
+                continue
+            value = s0 = s1 = s2 = s3 = s4 = 0.0
+            mt[:] = 0.0
+            for sa in range(k):
+                dr = r + (sa + 0.5) / k - 0.5 - row
+                for sb in range(k):
+                    dc = cc + (sb + 0.5) / k - 0.5 - col
+                    u2 = a * dr * dr + 2.0 * b * dr * dc + c * dc * dc
+                    g = math.exp(-0.5 * u2) * norm_g
+                    value += g
+                    s0 += g * (a * dr + b * dc)
+                    s1 += g * (b * dr + c * dc)
+                    s2 += g * dr * dr
+                    s3 += g * dr * dc
+                    s4 += g * dc * dc
+                    v1 = 1.0 + u2 / k2
+                    for q in range(nt):
+                        mt[q] += _wing(exponents[q], v1) * norm_m[q]
+            hod = value * half_det
+            scale = inten * inv_kk
+            value *= inv_kk
+            mu = max(inten * value + bg, 1e-9)
+            jo[0] = s0 * scale  # d value / d u2 = -g / 2
+            jo[1] = s1 * scale
+            jo[2] = (hod * c - 0.5 * s2) * scale
+            jo[3] = (-2.0 * hod * b - s3) * scale
+            jo[4] = (hod * a - 0.5 * s4) * scale
+            jo[5] = value
+            jo[6] = 1.0
+            w = 1.0 / mu
+            res = y_i[m] * w - 1.0
+            for p_ in range(7):
+                wj = w * jo[p_]
+                for q in range(p_ + 1):
+                    f[p_, q] += wj * jo[q]
+            for q in range(nt):
+                h = inten * (mt[q] * inv_kk - value)
+                fee[q] += w * h * h
+                score[q] += res * h
+                for p_ in range(7):
+                    foe[q, p_] += w * h * jo[p_]
+
+
+@_jit
+def _wing(t, v1):
+    """``v1 ** (-1 / t)``, the Moffat wing's falloff (exact powers for the exponents the score tries)."""
+    if t == 0.5:
+        return 1.0 / (v1 * v1)
+    if t == 2.0 / 3.0:
+        return 1.0 / (v1 * math.sqrt(v1))
+    return math.exp(-math.log(v1) / t)
+
+
+@_jit
+def _all_finite(f, foe, fee, score):
+    ok = True
+    for p_ in range(f.shape[0]):
+        for q in range(p_ + 1):
+            ok = ok and math.isfinite(f[p_, q])
+    for q in range(fee.shape[0]):
+        ok = ok and math.isfinite(fee[q]) and math.isfinite(score[q])
+        for p_ in range(f.shape[0]):
+            ok = ok and math.isfinite(foe[q, p_])
+    return ok
+
+
+@_jit
+def wing_scores(y, good, params, prior_w, size, k, k2, exponents):
+    """Rao's score statistic for the wing fraction eta at eta = 0 of the pseudo-Voigt-Moffat, at each exponent.
+
+    At ``eta = 0`` the profile is the rotated Gaussian ``G`` of ``params`` and the derivative of the expected
+    counts by eta is ``I (M_t - G)`` with ``M_t`` the Moffat wing of exponent ``t``: one pass over the pixels
+    gives the Gaussian's Fisher information ``F_oo`` (the background prior's weight included) and, for every
+    ``t``, ``F_oe``, ``F_ee`` and the score ``U = sum (y / mu - 1) I (M_t - G)``.  The statistic is
+    ``U / sqrt(F_ee - F_eo F_oo^-1 F_oe)`` (the efficient information, the other parameters free).
+
+    Parameters
+    ----------
+    y : (N, M) float64
+        Photons.
+    good : (N, M) bool
+    params : (N, 9) float64
+        Pseudo-Voigt-Moffat parameters (photons; eta and t are ignored), finite.
+    prior_w : (N,) float64
+        Background prior's weight (photons^-2; 0: none).
+    size, k : int
+        Window side and sub-pixels per axis.
+    k2 : float
+        The squared Lorentzian width per sigma.
+    exponents : (T,) float64
+        The wing exponents ``t = 1 / beta``.
+
+    Returns
+    -------
+    z : (N, T) float64
+        The statistic; +inf where the efficient information is not positive.
+    finite : (N,) bool
+        Whether the information was finite (the statistic is meaningful).
+    """
+    n = y.shape[0]
+    nt = exponents.shape[0]
+    z = np.full((n, nt), np.inf)
+    finite = np.zeros(n, dtype=np.bool_)
+    f = np.empty((7, 7))
+    foe = np.empty((nt, 7))
+    fee = np.empty(nt)
+    score = np.empty(nt)
+    jo = np.empty(7)
+    mt = np.empty(nt)
+    norm_m = np.empty(nt)
+    x = np.empty(7)
+    for i in range(n):
+        det = params[i, 2] * params[i, 4] - params[i, 3] * params[i, 3]
+        if not det > 0:
+            continue
+        for q in range(nt):
+            norm_m[q] = math.sqrt(det) * (1.0 - exponents[q]) / (math.pi * k2 * exponents[q])
+        _wing_pass(y[i], good[i], params[i], size, k, k2, exponents, norm_m, f, foe, fee, score, jo, mt)
+        f[6, 6] += prior_w[i]
+        if not _all_finite(f, foe, fee, score):
+            continue
+        finite[i] = True
+        for p_ in range(7):
+            f[p_, p_] += 1e-12
+            for q in range(p_ + 1, 7):
+                f[p_, q] = f[q, p_]
+        if not _cholesky(f):
+            continue
+        for q in range(nt):  # x = L^-1 F_oe: the quadratic form F_eo F_oo^-1 F_oe is |x|^2
+            quad = 0.0
+            for j in range(7):
+                v = foe[q, j]
+                for r in range(j):
+                    v -= f[j, r] * x[r]
+                x[j] = v / f[j, j]
+                quad += x[j] * x[j]
+            info = fee[q] - quad
+            if info > 0:
+                z[i, q] = score[q] / math.sqrt(info)
+    return z, finite

@@ -76,7 +76,7 @@ from braggflow.profiles import _kernels
 from braggflow.profiles.render import LORENTZ_GAMMA_PER_SIGMA
 
 __all__ = ["MODELS", "ENGINES", "BatchFit", "fit_profiles", "fit_amplitudes", "evaluate", "information", "widths",
-           "start_parameters", "PARAMETERS"]
+           "start_parameters", "wing_scores", "PARAMETERS"]
 
 #: Parameter names of each model, in order.
 PARAMETERS = {
@@ -602,10 +602,7 @@ def _fit_compiled(model, data, good, start, gain, supersample, hold, background_
     params, fisher, dev, iters, conv, alive = _kernels.lm_fit(
         _kernels.MODEL_IDS[model], y, good, np.ascontiguousarray(start), np.ascontiguousarray(hold), lo, hi,
         prior_b, prior_w, s, int(k), float(_K2), int(max_iter), float(tol), float(_SIGMA_MIN))
-    cov = np.full(fisher.shape, np.nan)
-    idx = np.flatnonzero(alive)
-    if idx.size:
-        cov[idx] = _held_inverse(model, fisher[idx], params[idx], hold[idx])
+    cov = _kernels.held_covariance(_kernels.MODEL_IDS[model], fisher, params, hold, alive, *_T_RANGE_PVM)
     return params, cov, dev, iters, conv, alive, good.sum(axis=1)
 
 
@@ -662,6 +659,80 @@ def information(model: str, photons, good, params, *, supersample: int = 2, back
     k = supersample if model in ROTATED else 1
     fisher, grad = _kernels.information_at(_kernels.MODEL_IDS[model], y, good, params, weight, s, int(k), float(_K2))
     return fisher, -grad
+
+
+def wing_scores(photons, good, params, exponents, *, supersample: int = 1, background_weight=None,
+                engine: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Rao's score statistic for a wing at a rotated Gaussian's solution, for each wing exponent.
+
+    The pseudo-Voigt-Moffat (``"pvmoffat"``) at ``eta = 0`` is the rotated
+    Gaussian of its other parameters; the statistic is the derivative of
+    the Poisson log-likelihood by ``eta`` there over its standard deviation,
+    the efficient information ``F_ee - F_eo F_oo^-1 F_oe`` (the other
+    parameters free, ``t`` held at the exponent): about N(0, 1) for a
+    Gaussian peak, large for a peak with a wing (Rao, Proc. Camb. Phil. Soc.
+    44, 50, 1948).
+
+    Parameters
+    ----------
+    photons : (N, s, s) ndarray
+        Windows, photons.
+    good : (N, s, s) ndarray of bool
+        Pixels used.
+    params : (N, 9) ndarray
+        ``"pvmoffat"`` parameters (intensity and background in photons; eta and t are not used), finite.
+    exponents : sequence of float
+        Wing exponents ``t = 1 / beta`` tried.
+    supersample : int
+        Sub-pixels per axis.
+    background_weight : (N,) array_like, optional
+        1 / variance of a background prior (photons^-2).
+    engine : {"auto", "numba", "numpy"}
+        As :func:`fit_profiles`.
+
+    Returns
+    -------
+    z : (N, T) ndarray
+        The statistic at each exponent; +inf where the efficient information is not positive.
+    finite : (N,) ndarray of bool
+        Whether the Fisher information was finite.
+
+    Raises
+    ------
+    ValueError
+        If ``engine`` is unknown or ``params`` is not (N, 9).
+    """
+    n, s = photons.shape[0], photons.shape[-1]
+    params = np.ascontiguousarray(params, dtype=float)
+    if params.shape != (n, len(PARAMETERS["pvmoffat"])):
+        raise ValueError(f"params must be (N, 9) for {n} windows, got {params.shape}")
+    exponents = np.asarray(exponents, dtype=float)
+    weight = np.zeros(n) if background_weight is None else np.broadcast_to(
+        np.nan_to_num(np.asarray(background_weight, dtype=float)), (n,)).copy()
+    if _check_engine(engine) != "numpy" and _kernels.AVAILABLE:
+        y = np.ascontiguousarray(np.maximum(np.asarray(photons, dtype=float).reshape(n, s * s), 0.0))
+        good = np.ascontiguousarray(np.asarray(good, dtype=bool).reshape(n, s * s))
+        return _kernels.wing_scores(y, good, params, weight, s, int(supersample), float(_K2), exponents)
+    eta, t_col = PARAMETERS["pvmoffat"].index("eta"), PARAMETERS["pvmoffat"].index("t")
+    others = [i for i in range(params.shape[1]) if i not in (eta, t_col)]
+    j = others + [eta]
+    k = len(others)
+    z = np.full((n, exponents.size), np.inf)
+    finite = np.ones(n, dtype=bool)
+    p = params.copy()
+    for q, t in enumerate(exponents):
+        p[:, eta], p[:, t_col] = 0.0, t
+        fisher, score = information("pvmoffat", photons, good, p, supersample=supersample,
+                                    background_weight=weight, engine="numpy")
+        fisher = fisher[:, j][:, :, j]
+        finite &= np.all(np.isfinite(fisher), axis=(1, 2))
+        ok = np.all(np.isfinite(fisher), axis=(1, 2))
+        info = np.full(n, np.nan)
+        if ok.any():
+            x = np.linalg.solve(fisher[ok, :k, :k] + 1e-12 * np.eye(k), fisher[ok, :k, k:])
+            info[ok] = fisher[ok, k, k] - np.einsum("ni,ni->n", fisher[ok, k, :k], x[:, :, 0])
+        z[:, q] = np.where(ok & (info > 0), score[:, eta] / np.sqrt(np.where(info > 0, info, 1.0)), np.inf)
+    return z, finite
 
 
 def fit_amplitudes(data, good, start, *, gain: float = 1.0, iterations: int = 6,
