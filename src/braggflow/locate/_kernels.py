@@ -22,60 +22,59 @@ __all__ = ["centroid_windows"]
 
 
 @njit(cache=True, nogil=True)
-def _central_region(values, unusable, background, threshold, side, keep, stack, region):  # pragma: no cover
+def _central_region(values, unusable, background, threshold, side, above, stack, region):  # pragma: no cover
     """The central peak region of one flat patch, into ``region`` (0 or 1).
 
     Pixels above ``background + threshold`` (usable) form 8-connected
     components; the one holding the pixel nearest the centre (the first in
     raster order among equals) is kept and grown by one pixel (8-neighbours),
     usable pixels only.  Without any such pixel every usable pixel is taken.
-    ``keep`` and ``stack`` are work spaces of ``side * side``.
+    ``above`` is a work space of ``(side + 2)^2`` (uint8, its border 0: the
+    patch padded by one pixel, so that no neighbour needs a bounds check),
+    ``stack`` one of ``side * side``.
     """
     m = side * side
     h = side // 2
+    padded = side + 2
     seed = -1
-    nearest = side * side * 4
-    for i in range(side):
+    nearest = m * 4
+    for i in range(side):  # 1 in ``above``: above the threshold and usable
+        base = (i + 1) * padded + 1
+        di = (i - h) * (i - h)
         for j in range(side):
             p = i * side + j
-            keep[p] = 0
-            d2 = (i - h) * (i - h) + (j - h) * (j - h)
-            closer = (values[p] - background > threshold) & ~unusable[p] & (d2 < nearest)
+            a = (values[p] - background > threshold) & ~unusable[p]
+            above[base + j] = a
+            d2 = di + (j - h) * (j - h)
+            closer = a & (d2 < nearest)
             nearest = d2 if closer else nearest
             seed = p if closer else seed
     if seed < 0:
         for p in range(m):
             region[p] = not unusable[p]
         return
-    # the seed's component: depth-first over the pixels above threshold
-    keep[seed] = 1
-    stack[0] = seed
+    # the seed's component: depth-first over the pixels above threshold, each taken marked 2
+    start = (seed // side + 1) * padded + seed % side + 1
+    above[start] = 2
+    stack[0] = start
     top = 1
     while top:
         top -= 1
-        p = stack[top]
-        i, j = p // side, p % side
-        for a in range(max(i - 1, 0), min(i + 2, side)):
-            for b in range(max(j - 1, 0), min(j + 2, side)):
-                q = a * side + b
-                if not keep[q] and values[q] - background > threshold and not unusable[q]:
-                    keep[q] = 1
-                    stack[top] = q
-                    top += 1
-    # grown by one pixel: a 3 x 3 OR, rows then columns
-    for p in range(m):
-        stack[p] = keep[p]
-    for p in range(side, m):
-        stack[p] |= keep[p - side]
-    for p in range(m - side):
-        stack[p] |= keep[p + side]
+        q = stack[top]
+        for d in (-padded - 1, -padded, -padded + 1, -1, 1, padded - 1, padded, padded + 1):
+            t = q + d
+            if above[t] == 1:
+                above[t] = 2
+                stack[top] = t
+                top += 1
+    # grown by one pixel: the component's pixels and their 8-neighbours, usable pixels only
     for i in range(side):
-        base = i * side
+        base = (i + 1) * padded + 1
         for j in range(side):
-            g = stack[base + j]
-            g |= stack[base + max(j - 1, 0)]
-            g |= stack[base + min(j + 1, side - 1)]
-            region[base + j] = (g != 0) & ~unusable[base + j]
+            q = base + j
+            g = (above[q - padded - 1] | above[q - padded] | above[q - padded + 1] | above[q - 1] | above[q]
+                 | above[q + 1] | above[q + padded - 1] | above[q + padded] | above[q + padded + 1]) >> 1
+            region[i * side + j] = (g != 0) & ~unusable[i * side + j]
 
 
 @njit(cache=True, nogil=True)
@@ -128,7 +127,7 @@ def centroid_windows(data, mask, background, gain, nsigma, plan):  # pragma: no 
     rc_cov = np.empty(n)
     m2r = np.empty(n)
     m2c = np.empty(n)
-    keep = np.zeros(m, dtype=np.int64)
+    above = np.zeros((side + 2) * (side + 2), dtype=np.uint8)  # its border stays 0
     stack = np.empty(m, dtype=np.int64)
     rr = np.empty(m)  # each pixel's row and column, px
     cc = np.empty(m)
@@ -145,7 +144,7 @@ def centroid_windows(data, mask, background, gain, nsigma, plan):  # pragma: no 
         values = flat_data[k]
         bg = background[k]
         inside = region[k]
-        _central_region(values, flat_mask[k], bg, nsigma * np.sqrt(gain * max(bg, gain)), side, keep, stack, inside)
+        _central_region(values, flat_mask[k], bg, nsigma * np.sqrt(gain * max(bg, gain)), side, above, stack, inside)
         for p in range(m):
             w[p] = max(values[p] - bg, 0.0) if inside[p] else 0.0
             var0[p] = gain * max(values[p], 0.0) if inside[p] else 0.0
