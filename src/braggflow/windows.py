@@ -11,54 +11,12 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 from numpy.lib.stride_tricks import as_strided
 
 from braggflow.errors import BraggflowError
 
-__all__ = ["cut_windows", "cut_box", "check_patch_size", "check_patch_stack", "patch_background", "prefetch"]
-
-
-@intrinsic
-def prefetch(typingctx, array, row, col):
-    """Ask the memory for the cache line of ``array[row, col]`` ahead of use (numba code only; no effect on values).
-
-    A hint (the processor's prefetch instruction, LLVM ``llvm.prefetch``):
-    nothing is read into the program and a position outside the array is
-    never touched by the caller's loads, so callers pass positions inside
-    the array.  Loops that read scattered pixels of a frame larger than the
-    cache ask for the pixels of a later iteration while they work on the
-    current one.
-
-    Parameters
-    ----------
-    array : (H, W) ndarray
-    row, col : int
-        Position inside ``array``.
-    """
-    if not isinstance(array, types.Array) or array.ndim != 2:
-        return None
-    sig = types.void(array, row, col)
-
-    def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        view = context.make_array(array_type)(context, builder, args[0])
-        index = [context.cast(builder, args[1], signature.args[1], types.intp),
-                 context.cast(builder, args[2], signature.args[2], types.intp)]
-        pointer = cgutils.get_item_pointer(context, builder, array_type, view, index, wraparound=False)
-        byte_pointer = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), "llvm.prefetch.p0")
-        # read (0), keep in all cache levels (3), data cache (1)
-        builder.call(function, [builder.bitcast(pointer, byte_pointer), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                                ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
+__all__ = ["cut_windows", "cut_box", "check_patch_size", "check_patch_stack", "patch_background"]
 
 
 def cut_windows(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int, fill) -> np.ndarray:
@@ -83,12 +41,13 @@ def cut_windows(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int
     -----
     Arrays of booleans and native-order numbers are copied window by
     window by a compiled loop (:func:`_gather_windows`) that asks the memory
-    for the rows of a window a few places on while it copies the current
-    one: when the frame is not in the cache (a frame of several megapixels
-    after the finder) most of the time goes into waiting for those rows.
-    Other arrays are gathered at once from a strided (sliding-window) view,
-    block by block, with their corners clipped into the frame; the few
-    windows that reach past the frame's edge are then cut again with padding.
+    for the next window's rows while it copies the current one: when the
+    frame is not in the cache (a frame of several megapixels after the
+    finder) most of the time goes into waiting for those rows, and this
+    about halves it.  Other arrays are gathered at once from a strided
+    (sliding-window) view, block by block, with their corners clipped into
+    the frame; the few windows that reach past the frame's edge are then cut
+    again with padding.
     """
     h, w = array.shape
     side = 2 * half + 1
@@ -117,28 +76,23 @@ def cut_windows(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int
     return out
 
 
-#: How many windows ahead :func:`_gather_windows` asks the memory for a window's rows.
-_AHEAD = 4
-
-
 @njit(cache=True, nogil=True)
 def _gather_windows(array, top, left, out, fill):  # pragma: no cover - compiled
     """Copy the windows whose first pixels are (``top``, ``left``) into ``out`` (N, s, s), ``fill`` outside.
 
     Before each window is copied, the first and last pixel of every row of
-    the window :data:`_AHEAD` places on are asked for (:func:`prefetch`):
-    the memory then fetches those rows while this window is copied.
+    the next one are read (their sum is returned, so that the reads are
+    kept): the memory then fetches those rows while this window is copied.
     """
     h, w = array.shape
     n, side = out.shape[0], out.shape[1]
+    read_ahead = 0.0
     for k in range(n):
-        q = k + _AHEAD
-        if q < n:
-            first = min(max(left[q], 0), w - 1)
-            last = min(max(left[q] + side - 1, 0), w - 1)
-            for r in range(max(top[q], 0), min(top[q] + side, h)):
-                prefetch(array, r, first)
-                prefetch(array, r, last)
+        if k + 1 < n:
+            first = min(max(left[k + 1], 0), w - 1)
+            last = min(max(left[k + 1] + side - 1, 0), w - 1)
+            for r in range(max(top[k + 1], 0), min(top[k + 1] + side, h)):
+                read_ahead += np.float64(array[r, first]) + np.float64(array[r, last])
         t, c = top[k], left[k]
         if t >= 0 and c >= 0 and t + side <= h and c + side <= w:
             for i in range(side):  # row by row through 1D views: no 2D index arithmetic per pixel
@@ -151,6 +105,7 @@ def _gather_windows(array, top, left, out, fill):  # pragma: no cover - compiled
                 r = t + i
                 for j in range(side):
                     out[k, i, j] = array[r, c + j] if 0 <= r < h and 0 <= c + j < w else fill
+    return read_ahead
 
 
 def _fill_edge_windows(out: np.ndarray, index: np.ndarray, array: np.ndarray, top: np.ndarray, left: np.ndarray,

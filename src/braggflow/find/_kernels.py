@@ -34,8 +34,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from braggflow.windows import prefetch
-
 __all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "event_ring_keys", "list_neighbours",
            "ascent_roots", "basin_contacts", "window_excess", "clear_of", "box_rings"]
 
@@ -111,10 +109,6 @@ def sparse_component_labels(flat_index, width):
     return component, n
 
 
-#: How many pixels ahead :func:`list_local_maxima` asks the memory for the rows around a pixel of its list.
-_AHEAD = 24
-
-
 @_jit
 def list_local_maxima(values, flat_index, frame):
     """Which pixels of a list are >= their 8 neighbours in ``frame`` (outside the frame counts as -inf).
@@ -137,10 +131,8 @@ def list_local_maxima(values, flat_index, frame):
     Notes
     -----
     Pixels away from the frame's edge compare with their 8 neighbours
-    without branches (three row views); the rows above and below the pixel
-    :data:`_AHEAD` places on in the list are asked for ahead
-    (:func:`braggflow.windows.prefetch`): the pixels above a threshold are
-    scattered over a frame larger than the cache.
+    without branches, through three row views (the pixels' order in the
+    frame is data, so branches on the comparisons are mispredicted).
     """
     h, w = frame.shape
     m = flat_index.size
@@ -148,13 +140,6 @@ def list_local_maxima(values, flat_index, frame):
     r = -1
     row_start = 0
     for k in range(m):
-        if k + _AHEAD < m:
-            g = flat_index[k + _AHEAD]
-            gr = g // w
-            gc = g - gr * w
-            if 0 < gr < h - 1:
-                prefetch(frame, gr - 1, gc)
-                prefetch(frame, gr + 1, gc)
         f = flat_index[k]
         if r < 0 or f < row_start or f >= row_start + w:  # a new row (the list is mostly ascending)
             r = f // w
