@@ -212,3 +212,67 @@ def test_amplitudes_are_the_fit_with_the_shape_held(engine):
     # and the truth within the errors of the held fit
     z = (inten - truth[:, 4] * gain) / ref.error("intensity")
     assert abs(np.mean(z)) < 0.25 and 0.8 < np.std(z) < 1.2
+
+
+def test_wing_score_is_normal_on_gaussians_and_large_with_a_wing():
+    """``wing_scores`` at the rotated Gaussian's fit: about N(0, 1) on rotated Gaussian peaks (Rao's score
+    statistic under the null), large on pseudo-Voigt-Moffat peaks with a wing, the same by both engines."""
+    from braggflow.profiles import _kernels
+    from braggflow.profiles.fitting import wing_scores
+
+    rng = np.random.default_rng(41)
+    n, size = 300, 15
+    truth = np.array([[7.1, 6.8, 0.8, 0.1, 0.6, 0.0, 0.5, 5000.0, 30.0]]).repeat(n, axis=0)
+    truth[:, :2] += rng.uniform(-0.5, 0.5, (n, 2))
+    winged = truth.copy()
+    winged[:, 5] = 0.4
+    scores = []
+    for params in (truth, winged):
+        mu, _ = evaluate("pvmoffat", params, size, supersample=1, jac=False)
+        data = rng.poisson(mu).reshape(n, size, size).astype(float)
+        good = np.ones(data.shape, dtype=bool)
+        start = np.delete(params, [5, 6], axis=1)
+        fit = fit_profiles(data, good, start, model="rgauss", supersample=1, tol=1e-8)
+        p = np.insert(fit.params, [5, 5], [0.0, 0.5], axis=1)
+        engines = ("numba", "numpy") if _kernels.AVAILABLE else ("numpy",)
+        res = [wing_scores(data, good, p, (0.5, 2.0 / 3.0), engine=e) for e in engines]
+        for z, finite in res[1:]:
+            np.testing.assert_allclose(z, res[0][0], rtol=1e-7)
+            np.testing.assert_array_equal(finite, res[0][1])
+        assert res[0][1][fit.ok].all()
+        scores.append(res[0][0][fit.ok])
+    null, wing = scores
+    assert abs(np.mean(null[:, 0])) < 0.2 and 0.8 < np.std(null[:, 0]) < 1.25
+    assert (wing.max(axis=1) > 2).mean() > 0.9 and np.median(wing.max(axis=1)) > 3.5
+
+
+def test_residual_bump_of_a_second_peak():
+    """``residual_bumps``: the residual of a patch from its own Gaussian has no bump (a few sigma at most); a
+    second peak left out of the model shows (the same by both engines)."""
+    from braggflow.profiles import _kernels
+    from braggflow.profiles.fitting import residual_bumps
+
+    rng = np.random.default_rng(42)
+    n, size = 200, 11
+    truth = np.column_stack([5 + rng.uniform(-0.5, 0.5, n), 5 + rng.uniform(-0.5, 0.5, n), np.full(n, 1.2),
+                             np.full(n, 1.2), np.full(n, 8000.0), np.full(n, 40.0)])
+    second = truth.copy()
+    second[:, 0] += 3.0
+    second[:, 4:] = [2000.0, 0.0]
+    mu = evaluate("gauss", truth, size, jac=False)[0]
+    extra = evaluate("gauss", second, size, jac=False)[0]
+    good = np.ones((n, size * size), dtype=bool)
+    good[:, ::17] = False
+    bumps = []
+    for expected in (mu, mu + extra):
+        y = rng.poisson(expected).astype(float)
+        engines = ("numba", "numpy") if _kernels.AVAILABLE else ("numpy",)
+        res = [residual_bumps(y, good, truth, size, 0.5, size / 4, engine=e) for e in engines]
+        for b in res[1:]:
+            np.testing.assert_allclose(b, res[0], rtol=1e-9, atol=1e-9)
+        bumps.append(res[0])
+    assert np.percentile(bumps[0], 99) < 4.5
+    assert np.median(bumps[1]) > 8
+    bad = truth.copy()
+    bad[0, 2] = np.nan
+    assert np.isnan(residual_bumps(np.ones((1, size * size)), good[:1], bad[:1], size, 0.5, 3.0))

@@ -57,7 +57,14 @@ import pandas as pd
 from braggflow.locate.batchfit import fit_with_start
 from braggflow.locate.centroid import as_patch_arrays
 from braggflow.locate.patches import check_patch_inputs, patches_at
-from braggflow.profiles.fitting import PARAMETERS, BatchFit, evaluate, fit_amplitudes, fit_profiles, start_parameters
+from braggflow.profiles.fitting import (
+    PARAMETERS,
+    BatchFit,
+    fit_amplitudes,
+    fit_profiles,
+    residual_bumps,
+    start_parameters,
+)
 from braggflow.schema import Flag, conform
 
 __all__ = ["DEBLEND_THRESHOLD", "RECOGNITION_THRESHOLD", "SCREEN_EXCESS", "SCREEN_BUMP", "BlendTest", "find_blends",
@@ -92,6 +99,7 @@ _DUPLICATE_DISTANCE = 4.0
 #: the one-component fit (the pseudo-Voigt's deviance exceeded that Gaussian's by at most 0.05 on the 1,101
 #: peaks of 12 pinned frames: the margin covers the two models' pixel integrals).
 _SKIP_MARGIN = 1.0
+_SINGLE_SUPERSAMPLE = 2  # sub-pixels per axis of the one-component fit (the thresholds were calibrated with it)
 
 
 class BlendTest:
@@ -207,16 +215,9 @@ def screen_statistics(data, mask, *, gain: float = 1.0, start=None, shape_fitted
             fit = _take(_join(fit, rest), order)
     p = np.nan_to_num(fit.params).copy()
     p[:, 4:] /= gain
-    mu = np.maximum(evaluate("gauss", p, s, jac=False)[0].reshape(n, s, s), 1e-9)
-    resid = np.where(mask, 0.0, np.maximum(data, 0.0) / gain - mu)
-    var = np.where(mask, 0.0, mu)
-    idx = np.arange(s, dtype=float)
-    dist2 = (idx[:, None] - idx[None, :]) ** 2
-    kr = np.exp(-0.5 * dist2[None] / np.clip(p[:, 2], 0.5, s / 4)[:, None, None] ** 2)
-    kc = np.exp(-0.5 * dist2[None] / np.clip(p[:, 3], 0.5, s / 4)[:, None, None] ** 2)
-    num = kr @ resid @ kc.transpose(0, 2, 1)
-    den = (kr * kr) @ var @ (kc * kc).transpose(0, 2, 1)
-    bump = (num / np.sqrt(np.maximum(den, 1e-12))).reshape(n, -1).max(axis=1)
+    y = np.ascontiguousarray(np.maximum(data, 0.0).reshape(n, s * s) / gain)
+    good = np.ascontiguousarray(~mask.reshape(n, s * s))
+    bump = residual_bumps(y, good, p, s, 0.5, s / 4)
     dof = np.maximum(fit.npix - 6, 1)
     excess = (fit.deviance - dof) / np.sqrt(2.0 * dof)
     bad = ~fit.ok
@@ -271,7 +272,8 @@ def find_blends(data, mask=None, *, gain: float = 1.0, threshold: float = DEBLEN
     # where the screen's Gaussian failed (or without the screen), the pseudo-Voigt from the moments, which then
     # starts the pair
     moments = np.flatnonzero(~ok)
-    rest = (fit_with_start(data[sent[moments]], mask[sent[moments]], gain=gain, profile="pvoigt")[0]
+    rest = (fit_with_start(data[sent[moments]], mask[sent[moments]], gain=gain, profile="pvoigt",
+                           supersample=_SINGLE_SUPERSAMPLE)[0]
             if moments.size else _empty_fit("pvoigt"))
     level, inten = (np.full(len(sent), np.nan) if g is None else g.column(k).copy() for k in ("background",
                                                                                            "intensity"))
@@ -283,8 +285,9 @@ def find_blends(data, mask=None, *, gain: float = 1.0, threshold: float = DEBLEN
         # the pseudo-Voigt from the screen's Gaussian, left out where even the Gaussian's drop cannot pass
         bound = np.where(pair.ok, g.deviance - pair.deviance, np.inf)
         need = np.flatnonzero(ok & ~(bound <= min(threshold, RECOGNITION_THRESHOLD) - _SKIP_MARGIN))
-        fitted = fit_profiles(data[sent[need]], ~mask[sent[need]], start_parameters("pvoigt", *g.params[need].T),
-                              model="pvoigt", gain=gain)
+        fitted = fit_profiles(data[sent[need]], ~mask[sent[need]],
+                              start_parameters("pvoigt", *g.params[need].T, supersample=_SINGLE_SUPERSAMPLE),
+                              model="pvoigt", gain=gain, supersample=_SINGLE_SUPERSAMPLE)
         for name in ("params", "cov", "deviance", "npix", "iterations", "ok", "converged"):
             getattr(single, name)[need] = getattr(fitted, name)
     drop = np.where(single.ok & pair.ok, single.deviance - pair.deviance, np.nan)
@@ -578,8 +581,9 @@ def _gauss_located(table) -> np.ndarray | None:
         return None
     method = table["method"]
     if isinstance(method.dtype, pd.CategoricalDtype):  # the codes, not an object array of names
-        categories = list(method.cat.categories)
-        gauss = (method.cat.codes.to_numpy() == categories.index("gauss")) if "gauss" in categories else False
+        values = method.array
+        code = values.categories.get_indexer(["gauss"])[0]
+        gauss = (values.codes == code) if code >= 0 else False
     else:
         gauss = method.to_numpy() == "gauss"
     return (gauss & np.isfinite(table["sigma_row"].to_numpy(dtype=float))
