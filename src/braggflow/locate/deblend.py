@@ -582,8 +582,8 @@ def _gauss_located(table) -> np.ndarray | None:
     method = table["method"]
     if isinstance(method.dtype, pd.CategoricalDtype):  # the codes, not an object array of names
         values = method.array
-        code = values.categories.get_indexer(["gauss"])[0]
-        gauss = (values.codes == code) if code >= 0 else False
+        categories = values.categories
+        gauss = (values.codes == categories.get_loc("gauss")) if "gauss" in categories else False
     else:
         gauss = method.to_numpy() == "gauss"
     return (gauss & np.isfinite(table["sigma_row"].to_numpy(dtype=float))
