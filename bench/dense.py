@@ -21,9 +21,13 @@ For each spot count it prints, on one core, measured in the same run:
   spots of at least 500 photons;
 
 then the time of each stage (correct, find, locate, integrate) called one by one
-on the same frames, and the ratio of the times at 1,000 and at 100 spots.  With
-``--repeats N`` every timed pass runs N times and the figures are the medians
-over the passes (on a busy machine single passes scatter by tens of per cent).
+on the same frames, and the ratio of the times at 1,000 and at 100 spots.  Every
+spot count's frames are simulated and processed once untimed first; then
+``--repeats N`` rounds each run one timed pass per spot count, the spot counts
+in turn (a change of the machine's load weighs on all alike), and the figures
+are given twice: the medians and the minima over the N passes (on a busy
+machine single passes scatter by tens of per cent; the minimum is the pass
+least slowed by other jobs).
 
     OMP_NUM_THREADS=1 python bench/dense.py [--frames 4] [--spots 100 1000] [--method com] [--repeats 3]
 """
@@ -59,9 +63,9 @@ def scores(found: pd.DataFrame, truth: pd.DataFrame) -> tuple[float, float, floa
     return hit[visible].mean(), hit[bright].mean(), hit.sum() / max(len(found), 1)
 
 
-def bench(n_spots: int, n_frames: int, seed: int, method: str | None, repeats: int = 1) -> dict:
+def prepare_set(n_spots: int, n_frames: int, seed: int, method: str | None) -> dict:
+    """The simulated frames of one spot count, their corrected frames, and one untimed pass over them."""
     from braggflow.correct import correct_frame
-    from braggflow.find import find_peaks
     from braggflow.pipeline import prepare, process_frame
     from braggflow.pipeline.config import Config
     from braggflow.simulate.dense import simulate_dense_series
@@ -73,74 +77,86 @@ def bench(n_spots: int, n_frames: int, seed: int, method: str | None, repeats: i
     config = Config(locate={"method": method}) if method else Config()
     ctx = prepare(config, shape=frames.shape[1:], dtype=frames.dtype)
     corrected = [correct_frame(f, mask=ctx.mask, config=config.correct) for f in frames]
-    # warm-up: every frame once untimed, so that the first spot count measured does not pay the process's
-    # warm-up (heap growth to its working size, first calls) and the spot counts compare alike in any order
+    # warm-up: every frame once untimed (heap growth to its working size, first calls)
     for f in frames:
         process_frame(f, config=config, context=ctx, frame_index=0)
-    # the timed passes, each ``repeats`` times: the medians over the repeats (a busy machine slows some passes)
+    return dict(spots=n_spots, sim=sim, t_sim=t_sim, config=config, ctx=ctx, corrected=corrected)
+
+
+def timed_pass(s: dict) -> tuple[float, float, dict, list, list]:
+    """One timed pass over the frames of a set: CPU s per frame of find_peaks, process_frame and each stage."""
+    from braggflow.correct import correct_frame
+    from braggflow.find import find_peaks
     from braggflow.integrate import integrate
     from braggflow.locate import locate
+    from braggflow.pipeline import process_frame
 
+    config, ctx, frames = s["config"], s["ctx"], s["sim"].frames
+    n_frames = len(frames)
     lc = config.locate
-    runs = []
-    for _ in range(repeats):
-        found, t_find = [], 0.0
-        for i, (c, m) in enumerate(corrected):
-            a = time.process_time()
-            table = find_peaks(c, mask=m, config=config.find).table
-            t_find += time.process_time() - a
-            found.append(table.assign(frame=i))
-        tables, t_proc = [], 0.0
-        for i, f in enumerate(frames):
-            a = time.process_time()
-            tables.append(process_frame(f, config=config, context=ctx, frame_index=i))
-            t_proc += time.process_time() - a
-        # the pipeline's stages one by one on the same frames (the breakdown of process_frame)
-        stages = dict(correct=0.0, find=0.0, locate=0.0, integrate=0.0)
-        for f in frames:
-            a = time.process_time()
-            c, m = correct_frame(f, mask=ctx.mask, config=config.correct)
-            b = time.process_time()
-            fp = find_peaks(c, mask=m, config=config.find)
-            d = time.process_time()
-            t = locate(c, fp.table, method=lc.method, mask=m, labels=fp.labels, regions=fp.regions,
-                       patch_size=lc.patch_size, model=lc.model)
-            e = time.process_time()
-            integrate(c, t, mask=m, labels=fp.labels, regions=fp.regions)
-            g = time.process_time()
-            for k, v in (("correct", b - a), ("find", d - b), ("locate", e - d), ("integrate", g - e)):
-                stages[k] += v / n_frames
-        runs.append((t_find, t_proc, stages))
-    t_find = float(np.median([r[0] for r in runs]))
-    t_proc = float(np.median([r[1] for r in runs]))
-    stages = {k: float(np.median([r[2][k] for r in runs])) for k in runs[0][2]}
+    found, t_find = [], 0.0
+    for i, (c, m) in enumerate(s["corrected"]):
+        a = time.process_time()
+        table = find_peaks(c, mask=m, config=config.find).table
+        t_find += time.process_time() - a
+        found.append(table.assign(frame=i))
+    tables, t_proc = [], 0.0
+    for i, f in enumerate(frames):
+        a = time.process_time()
+        tables.append(process_frame(f, config=config, context=ctx, frame_index=i))
+        t_proc += time.process_time() - a
+    # the pipeline's stages one by one on the same frames (the breakdown of process_frame)
+    stages = dict(correct=0.0, find=0.0, locate=0.0, integrate=0.0)
+    for f in frames:
+        a = time.process_time()
+        c, m = correct_frame(f, mask=ctx.mask, config=config.correct)
+        b = time.process_time()
+        fp = find_peaks(c, mask=m, config=config.find)
+        d = time.process_time()
+        t = locate(c, fp.table, method=lc.method, mask=m, labels=fp.labels, regions=fp.regions,
+                   patch_size=lc.patch_size, model=lc.model)
+        e = time.process_time()
+        integrate(c, t, mask=m, labels=fp.labels, regions=fp.regions)
+        g = time.process_time()
+        for k, v in (("correct", b - a), ("find", d - b), ("locate", e - d), ("integrate", g - e)):
+            stages[k] += v / n_frames
+    return t_find / n_frames, t_proc / n_frames, stages, found, tables
+
+
+def summary(s: dict, runs: list, statistic) -> dict:
+    """The figures of one spot count: ``statistic`` (median or min) over its timed passes, and the scores."""
+    sim = s["sim"]
+    found, tables = runs[-1][3], runs[-1][4]
     r_find, rb_find, p_find = scores(pd.concat(found, ignore_index=True), sim.truth)
     r_proc, rb_proc, p_proc = scores(pd.concat(tables, ignore_index=True), sim.truth)
-    return dict(spots=n_spots, in_gaps=sim.truth["masked"].mean(), t_sim=t_sim / n_frames,
-                find=t_find / n_frames, process=t_proc / n_frames, found=sum(len(t) for t in found) / n_frames,
+    return dict(spots=s["spots"], in_gaps=sim.truth["masked"].mean(), t_sim=s["t_sim"] / len(sim.frames),
+                find=float(statistic([r[0] for r in runs])), process=float(statistic([r[1] for r in runs])),
+                found=sum(len(t) for t in found) / len(sim.frames),
                 r_find=r_find, rb_find=rb_find, p_find=p_find, r_proc=r_proc, rb_proc=rb_proc, p_proc=p_proc,
-                method=config.locate.method, stages=stages)
+                method=s["config"].locate.method,
+                stages={k: float(statistic([r[2][k] for r in runs])) for k in runs[0][2]})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=4, help="frames per spot count")
-    parser.add_argument("--spots", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--method", default=None, help="locate.method of process_frame (default: the config's)")
-    parser.add_argument("--seed", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="timed passes over the frames; the figures are the medians over the passes")
-    args = parser.parse_args()
-    try:
-        import torch
+def bench_all(spots: list[int], n_frames: int, seed: int, method: str | None,
+              repeats: int = 1) -> tuple[list[dict], list[dict]]:
+    """Every spot count's frames prepared first, then ``repeats`` rounds of one timed pass per spot count.
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
-    rows = [bench(n, args.frames, args.seed + k, args.method, args.repeats) for k, n in enumerate(args.spots)]
-    print(f"dense stills, Pilatus 6M (2527 x 2463), {args.frames} frames per spot count, 1 core, "
-          f"median of {args.repeats} timed pass(es), "
-          f"locate.method {rows[0]['method']}; match within {MATCH_PX} px; times are CPU time per frame")
+    The spot counts take turns pass by pass, so that a change of the
+    machine's load during the run weighs on all of them alike.  Returns the
+    figures with the medians and with the minima over the passes.
+    """
+    sets = [prepare_set(n, n_frames, seed + k, method) for k, n in enumerate(spots)]
+    runs = [[] for _ in sets]
+    for _ in range(repeats):
+        for k, s in enumerate(sets):
+            runs[k].append(timed_pass(s))
+    return ([summary(s, r, np.median) for s, r in zip(sets, runs)],
+            [summary(s, r, np.min) for s, r in zip(sets, runs)])
+
+
+def report(rows: list[dict], what: str) -> None:
+    """Print the table, the stage breakdown and the ratios of one statistic's figures."""
+    print(f"{what}:")
     print(f"| spots/frame | in gaps | find_peaks ms/frame | process_frame ms/frame | found/frame "
           f"| finder recall (>= {BRIGHT:.0f} photons) | finder precision | pipeline recall (>= {BRIGHT:.0f} photons) "
           f"| pipeline precision |")
@@ -150,13 +166,38 @@ def main() -> None:
               f"| {r['found']:.0f} | {r['r_find']:.3f} ({r['rb_find']:.3f}) | {r['p_find']:.3f} "
               f"| {r['r_proc']:.3f} ({r['rb_proc']:.3f}) | {r['p_proc']:.3f} |")
     for r in rows:
-        parts = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r["stages"].items())
+        parts = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in r["stages"].items())
         print(f"{r['spots']} spots, stage by stage: {parts}")
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
         print(f"ratio {b['spots']}/{a['spots']} spots: find_peaks {b['find'] / a['find']:.2f}, "
               f"process_frame {b['process'] / a['process']:.2f}; "
               + ", ".join(f"{k} {b['stages'][k] / a['stages'][k]:.2f}" for k in a["stages"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=4, help="frames per spot count")
+    parser.add_argument("--spots", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--method", default=None, help="locate.method of process_frame (default: the config's)")
+    parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed passes over the frames of each spot count, the spot counts in turn; the "
+                             "figures are given as the medians and as the minima over the passes")
+    args = parser.parse_args()
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    medians, minima = bench_all(args.spots, args.frames, args.seed, args.method, args.repeats)
+    print(f"dense stills, Pilatus 6M (2527 x 2463), {args.frames} frames per spot count, 1 core, "
+          f"{args.repeats} timed pass(es) per spot count, the spot counts in turn, "
+          f"locate.method {medians[0]['method']}; match within {MATCH_PX} px; times are CPU time per frame")
+    report(medians, f"medians over the {args.repeats} passes")
+    report(minima, f"minima over the {args.repeats} passes")
+    rows = medians
     print(f"simulation: {np.mean([r['t_sim'] for r in rows]):.2f} s/frame (not part of the timings); "
           f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
