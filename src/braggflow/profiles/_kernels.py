@@ -392,9 +392,10 @@ def lm_fit(mid, y, good, start, hold, lo, hi, prior_b, prior_w, size, k, k2, max
         current = False  # whether fisher is the information at p
         for _ in range(max_iter):
             iters[i] += 1
-            _information(yi, gi, mu, jac, prior_w[i], fisher, grad)
-            current = True
-            grad[npar - 1] += prior_w[i] * (p[npar - 1] - prior_b[i])
+            if not current:  # after a rejected step p, and so the information and gradient, are unchanged
+                _information(yi, gi, mu, jac, prior_w[i], fisher, grad)
+                grad[npar - 1] += prior_w[i] * (p[npar - 1] - prior_b[i])
+                current = True
             new_dev = np.inf
             code, pred = _step(mid, p, fisher, grad, lam, hold[i], lo, hi, size, sigma_min, work, trial)
             if code > 0 and lam <= lam_start and pred < tol:  # at the minimum: the step would gain < tol
