@@ -9,6 +9,7 @@ from braggflow.find._kernels import (
     ascent_roots,
     basin_contacts,
     best_spot_fits,
+    best_spot_fits_until,
     box_rings,
     clear_of,
     event_ring_keys,
@@ -115,6 +116,27 @@ def test_best_spot_fits_match_the_dense_products():
     norm = inv_var @ templates**2
     want = np.max(np.clip(cross, 0.0, None) ** 2 / np.maximum(norm, 1e-300), axis=1)
     np.testing.assert_allclose(best_spot_fits(x * inv_var, inv_var, templates, templates**2), want, rtol=1e-12)
+
+
+def test_best_spot_fits_until_decides_as_the_full_search():
+    # events whose chi2 - best exceeds the limit get the full search's value bit for bit; the others a value
+    # between the full search's and the one that brings chi2 - best to the limit
+    rng = np.random.default_rng(7)
+    n, p, t = 200, 49, 90
+    templates = rng.random((p, t))
+    x = rng.normal(0.0, 3.0, size=(n, p))
+    x[: n // 2] += 8.0 * templates[:, rng.integers(0, t, n // 2)].T  # half of them drawn by a template
+    inv_var = rng.random((n, p)) * (rng.random((n, p)) < 0.5)
+    chi2 = (x * x * inv_var).sum(axis=1) * rng.uniform(0.5, 1.0, n)
+    limit = 8.0
+    full = best_spot_fits(x * inv_var, inv_var, templates, templates**2)
+    for block in (1, 7, 30, 90, 200):
+        fast = best_spot_fits_until(x * inv_var, inv_var, templates, templates**2, chi2, limit, block)
+        undecided = chi2 - full > limit
+        np.testing.assert_array_equal(chi2 - fast > limit, undecided)
+        np.testing.assert_array_equal(fast[undecided], full[undecided])
+        assert np.all(fast <= full) and np.all(chi2[~undecided] - fast[~undecided] <= limit)
+    assert 0 < undecided.sum() < n  # both kinds of event occur
 
 
 def test_best_spot_fit_of_a_template_itself_is_its_chi2():

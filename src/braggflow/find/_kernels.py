@@ -15,7 +15,8 @@ again):
   maximum per plateau), outside the frame ``-inf``;
 * :func:`best_spot_fits`: the largest ``(sum_j a_j g_jt)^2 / sum_j v_j g_jt^2``
   over the templates ``t`` of each event, reading only the event's own
-  window pixels (the others carry weight 0);
+  window pixels (the others carry weight 0); :func:`best_spot_fits_until`
+  stops an event's search once its test is decided;
 * :func:`event_ring_keys`: the ring pixels of the zinger test's events
   (8-neighbours of an event's pixels, not its own), sorted by event and
   pixel, each once (``np.unique`` of all neighbour keys);
@@ -34,8 +35,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "event_ring_keys", "list_neighbours",
-           "ascent_roots", "basin_contacts", "window_excess", "clear_of", "box_rings"]
+__all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "best_spot_fits_until",
+           "event_ring_keys", "list_neighbours", "ascent_roots", "basin_contacts", "window_excess", "clear_of",
+           "box_rings"]
 
 
 def _jit(fn):
@@ -214,6 +216,67 @@ def best_spot_fits(weighted, inv_var, templates, squares):
             if k == 0 or q > top or q != q:
                 top = q
             if top != top:  # NaN, as a maximum over the array would give
+                break
+        best[i] = top
+    return best
+
+
+@_jit
+def best_spot_fits_until(weighted, inv_var, templates, squares, chi2, limit, block):
+    """:func:`best_spot_fits`, stopping an event's search once ``chi2 - best`` is at most ``limit``.
+
+    The templates are taken ``block`` at a time (in their order); after each
+    block, an event whose best projection so far already brings ``chi2 -
+    best`` to ``limit`` or below is done: its value is that best so far (at
+    most the true maximum, so ``chi2 - best`` still tells ``> limit`` exactly
+    as the full search does).  Events that never get there are searched over
+    every template and get the value of :func:`best_spot_fits` bit for bit
+    (each projection's sums run over the pixels in the same order).
+
+    Parameters
+    ----------
+    weighted, inv_var, templates, squares
+        As :func:`best_spot_fits`.
+    chi2 : (N,) ndarray of float64
+        Each event's own chi2 (``sum_E x^2 / v``).
+    limit : float
+        The value of ``chi2 - best`` at or below which an event is decided.
+    block : int
+        Templates per step (>= 1).
+
+    Returns
+    -------
+    best : (N,) ndarray of float64
+    """
+    n, p = weighted.shape
+    t = templates.shape[1]
+    best = np.empty(n)
+    cross = np.empty(block)
+    norm = np.empty(block)
+    for i in range(n):
+        top = 0.0
+        for start in range(0, t, block):
+            width = min(block, t - start)
+            cross[:width] = 0.0
+            norm[:width] = 0.0
+            for j in range(p):
+                v = inv_var[i, j]
+                if v == 0.0:
+                    continue
+                a = weighted[i, j]
+                template_row = templates[j, start:start + width]
+                square_row = squares[j, start:start + width]
+                for k in range(width):
+                    cross[k] += a * template_row[k]
+                    norm[k] += v * square_row[k]
+            for k in range(width):
+                c = cross[k] if cross[k] > 0.0 else 0.0
+                q = c * c / max(norm[k], 1e-300)
+                if (start == 0 and k == 0) or q > top or q != q:
+                    top = q
+                if top != top:  # NaN, as a maximum over the array would give
+                    break
+            if top != top or not chi2[i] - top > limit:
                 break
         best[i] = top
     return best

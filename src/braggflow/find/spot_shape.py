@@ -50,7 +50,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from braggflow.find._kernels import best_spot_fits
+from braggflow.find._kernels import best_spot_fits, best_spot_fits_until
 
 __all__ = ["SHAPE_CHI2", "WINDOW", "spot_templates", "shape_statistic"]
 
@@ -109,7 +109,8 @@ def spot_templates(min_sigma: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def shape_statistic(shape: tuple[int, int], value_at, bad_at, event_of: np.ndarray, event_flat: np.ndarray,
-                    level_at, noise_at, *, n_events: int, min_sigma: float, gain: float = 1.0) -> np.ndarray:
+                    level_at, noise_at, *, n_events: int, min_sigma: float, gain: float = 1.0,
+                    decided_at: float | None = None) -> np.ndarray:
     """``D = chi2_spot - chi2_zinger`` of events over their pixels and ring (the module's statistic).
 
     Parameters
@@ -134,6 +135,12 @@ def shape_statistic(shape: tuple[int, int], value_at, bad_at, event_of: np.ndarr
         Width of the narrowest real spot, px.
     gain : float
         Counts per photon (Poisson variance of the counts above background).
+    decided_at : float, optional
+        Only whether ``D > decided_at`` is wanted: an event's search over the
+        templates (one shape's centres at a time) stops once a template
+        brings ``D`` to ``decided_at`` or below (a spot), and such an event
+        gets a ``D`` between its own and ``decided_at``; the others get their
+        own ``D`` (:func:`braggflow.find._kernels.best_spot_fits_until`).
 
     Returns
     -------
@@ -170,6 +177,10 @@ def shape_statistic(shape: tuple[int, int], value_at, bad_at, event_of: np.ndarr
     x[use] = np.asarray(value_at(flat), dtype=np.float64) - level_at(r, c)
     inv_var[use] = 1.0 / (noise_at(r, c) ** 2 + gain * np.clip(x[use], 0.0, None))
     templates, squares = spot_templates(float(min_sigma))
-    best = best_spot_fits(x * inv_var, inv_var, templates, squares)  # the event's window pixels only, A >= 0
     event_chi2 = np.einsum("ij,ij->i", np.where(event, x * x, 0.0), inv_var)
+    if decided_at is None:
+        best = best_spot_fits(x * inv_var, inv_var, templates, squares)  # the event's window pixels only, A >= 0
+    else:
+        best = best_spot_fits_until(x * inv_var, inv_var, templates, squares, event_chi2, float(decided_at),
+                                    _CENTRES.size**2)
     return event_chi2 - best

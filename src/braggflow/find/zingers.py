@@ -220,6 +220,7 @@ def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.n
         event_of[candidates[rest]] = np.arange(rest.size)
         k = event_of[ev_reg]
         d = spot_shape.shape_statistic(shape, value_at, bad_at, k[k >= 0], ev_flat[k >= 0], level_at, noise_at,
-                                       n_events=rest.size, min_sigma=min_sigma, gain=gain)
+                                       n_events=rest.size, min_sigma=min_sigma, gain=gain,
+                                       decided_at=spot_shape.SHAPE_CHI2)
         zinger[rest] = d > spot_shape.SHAPE_CHI2
     return zinger
