@@ -140,22 +140,26 @@ def find_peaks(
         threshold_tiles = np.where(bg.level < threshold_noise.threshold, np.minimum(threshold_tiles, stored),
                                    threshold_tiles)
     aperture = config.method == "components" and not sparse and config.aperture_sigma is not None
+    is_max = None
     if aperture:
-        # one pass at the seeds' level: the pixels above threshold are those of them above their tile's threshold
+        # one pass at the seeds' level: the pixels above threshold are those of them above their tile's threshold;
+        # the local maxima of both lists in one pass over the pixels of either
         seed_tiles = seed_levels(bg)
         low_index = pixels_above_threshold(frame, bg, np.minimum(threshold_tiles, seed_tiles), mask)
         rows, cols = np.divmod(low_index, frame.shape[1])
         low_values = frame.ravel()[low_index]
-        flat_index = low_index[low_values > threshold_tiles[rows // bg.tile, cols // bg.tile]]
+        low_max = local_maxima(low_values.astype(np.float64), low_index, frame)
+        above = low_values > threshold_tiles[rows // bg.tile, cols // bg.tile]
+        flat_index, is_max = low_index[above], low_max[above]
     else:
         flat_index = pixels_above_threshold(frame, bg, threshold_tiles, mask)
     strong = _peaks_from_pixels(frame, flat_index, mask=mask, config=config, gain=gain, bg=bg,
-                                level_sigma=level_sigma, stored_threshold=threshold_noise.threshold if sparse else None)
+                                level_sigma=level_sigma, stored_threshold=threshold_noise.threshold if sparse else None,
+                                is_max=is_max)
     weak = None
     if aperture and low_index.size:
         above_seed = low_values > seed_tiles[rows // bg.tile, cols // bg.tile]
-        seeds = low_index[above_seed]
-        seeds = seeds[local_maxima(low_values[above_seed].astype(np.float64), seeds, frame)]
+        seeds = low_index[above_seed & low_max]
         weak = aperture_peaks(frame, mask, seeds, strong.occupied, bg, sigma=config.aperture_sigma, gain=gain)
     found = _assemble(frame, strong, weak, bg=bg, config=config)
     found = replace(found, threshold_noise=threshold_noise if sparse else None, background=bg)
@@ -268,10 +272,11 @@ def _with_noise_floor(bg: Background, sigma: float) -> Background:
 
 
 def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: float, bg: Background,
-                       level_sigma: float, stored_threshold: float | None) -> _Strong:
+                       level_sigma: float, stored_threshold: float | None, is_max: np.ndarray | None = None) -> _Strong:
     """Regions, scores and the selection of peaks from the list of pixels above threshold.
 
-    ``stored_threshold`` is the storage threshold of a frame thresholded upstream, None for other frames.
+    ``stored_threshold`` is the storage threshold of a frame thresholded upstream, None for other frames;
+    ``is_max``, optional, the pixels' :func:`~braggflow.find.components.local_maxima` when already known.
     """
     if flat_index.size == 0:
         return _Strong.empty()
@@ -279,7 +284,8 @@ def _peaks_from_pixels(frame, flat_index, *, mask, config: FindConfig, gain: flo
     h, w = frame.shape
     comp_of, ncomp = sparse_components(flat_index, w)
     values = frame.ravel()[flat_index].astype(np.float64)
-    is_max = local_maxima(values, flat_index, frame)
+    if is_max is None:
+        is_max = local_maxima(values, flat_index, frame)
     pix_rows, pix_cols = np.divmod(flat_index, w)
     tile_noise = bg.at(pix_rows, pix_cols, values=bg.noise)
     tile_level = bg.at(pix_rows, pix_cols)
