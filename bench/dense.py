@@ -25,9 +25,9 @@ on the same frames, and the ratio of the times at 1,000 and at 100 spots.  Every
 spot count's frames are simulated and processed once untimed first; then
 ``--repeats N`` rounds each run one timed pass per spot count, the spot counts
 in turn (a change of the machine's load weighs on all alike), and the figures
-are given twice: the medians and the minima over the N passes (on a busy
-machine single passes scatter by tens of per cent; the minimum is the pass
-least slowed by other jobs).
+are given twice: each frame's median and each frame's minimum over the N
+passes, averaged over the frames (on a busy machine single passes scatter by
+tens of per cent; a frame's minimum is its time least slowed by other jobs).
 
     OMP_NUM_THREADS=1 python bench/dense.py [--frames 4] [--spots 100 1000] [--method com] [--repeats 3]
 """
@@ -83,8 +83,8 @@ def prepare_set(n_spots: int, n_frames: int, seed: int, method: str | None) -> d
     return dict(spots=n_spots, sim=sim, t_sim=t_sim, config=config, ctx=ctx, corrected=corrected)
 
 
-def timed_pass(s: dict) -> tuple[float, float, dict, list, list]:
-    """One timed pass over the frames of a set: CPU s per frame of find_peaks, process_frame and each stage."""
+def timed_pass(s: dict) -> tuple[np.ndarray, np.ndarray, dict, list, list]:
+    """One timed pass over the frames of a set: CPU s of find_peaks, process_frame and each stage, frame by frame."""
     from braggflow.correct import correct_frame
     from braggflow.find import find_peaks
     from braggflow.integrate import integrate
@@ -94,20 +94,20 @@ def timed_pass(s: dict) -> tuple[float, float, dict, list, list]:
     config, ctx, frames = s["config"], s["ctx"], s["sim"].frames
     n_frames = len(frames)
     lc = config.locate
-    found, t_find = [], 0.0
+    found, t_find = [], np.zeros(n_frames)
     for i, (c, m) in enumerate(s["corrected"]):
         a = time.process_time()
         table = find_peaks(c, mask=m, config=config.find).table
-        t_find += time.process_time() - a
+        t_find[i] = time.process_time() - a
         found.append(table.assign(frame=i))
-    tables, t_proc = [], 0.0
+    tables, t_proc = [], np.zeros(n_frames)
     for i, f in enumerate(frames):
         a = time.process_time()
         tables.append(process_frame(f, config=config, context=ctx, frame_index=i))
-        t_proc += time.process_time() - a
+        t_proc[i] = time.process_time() - a
     # the pipeline's stages one by one on the same frames (the breakdown of process_frame)
-    stages = dict(correct=0.0, find=0.0, locate=0.0, integrate=0.0)
-    for f in frames:
+    stages = {k: np.zeros(n_frames) for k in ("correct", "find", "locate", "integrate")}
+    for i, f in enumerate(frames):
         a = time.process_time()
         c, m = correct_frame(f, mask=ctx.mask, config=config.correct)
         b = time.process_time()
@@ -119,22 +119,27 @@ def timed_pass(s: dict) -> tuple[float, float, dict, list, list]:
         integrate(c, t, mask=m, labels=fp.labels, regions=fp.regions)
         g = time.process_time()
         for k, v in (("correct", b - a), ("find", d - b), ("locate", e - d), ("integrate", g - e)):
-            stages[k] += v / n_frames
-    return t_find / n_frames, t_proc / n_frames, stages, found, tables
+            stages[k][i] = v
+    return t_find, t_proc, stages, found, tables
 
 
 def summary(s: dict, runs: list, statistic) -> dict:
-    """The figures of one spot count: ``statistic`` (median or min) over its timed passes, and the scores."""
+    """The figures of one spot count: ``statistic`` (median or min) of each frame's times over the timed passes,
+    averaged over the frames, and the scores."""
     sim = s["sim"]
     found, tables = runs[-1][3], runs[-1][4]
     r_find, rb_find, p_find = scores(pd.concat(found, ignore_index=True), sim.truth)
     r_proc, rb_proc, p_proc = scores(pd.concat(tables, ignore_index=True), sim.truth)
+
+    def per_frame(times: list[np.ndarray]) -> float:
+        return float(np.mean(statistic(np.stack(times), axis=0)))
+
     return dict(spots=s["spots"], in_gaps=sim.truth["masked"].mean(), t_sim=s["t_sim"] / len(sim.frames),
-                find=float(statistic([r[0] for r in runs])), process=float(statistic([r[1] for r in runs])),
+                find=per_frame([r[0] for r in runs]), process=per_frame([r[1] for r in runs]),
                 found=sum(len(t) for t in found) / len(sim.frames),
                 r_find=r_find, rb_find=rb_find, p_find=p_find, r_proc=r_proc, rb_proc=rb_proc, p_proc=p_proc,
                 method=s["config"].locate.method,
-                stages={k: float(statistic([r[2][k] for r in runs])) for k in runs[0][2]})
+                stages={k: per_frame([r[2][k] for r in runs]) for k in runs[0][2]})
 
 
 def bench_all(spots: list[int], n_frames: int, seed: int, method: str | None,
@@ -143,7 +148,8 @@ def bench_all(spots: list[int], n_frames: int, seed: int, method: str | None,
 
     The spot counts take turns pass by pass, so that a change of the
     machine's load during the run weighs on all of them alike.  Returns the
-    figures with the medians and with the minima over the passes.
+    figures with each frame's median and with each frame's minimum over the
+    passes.
     """
     sets = [prepare_set(n, n_frames, seed + k, method) for k, n in enumerate(spots)]
     runs = [[] for _ in sets]
@@ -183,7 +189,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=1,
                         help="timed passes over the frames of each spot count, the spot counts in turn; the "
-                             "figures are given as the medians and as the minima over the passes")
+                             "figures: each frame's median and minimum over the passes, averaged over the frames")
     args = parser.parse_args()
     try:
         import torch
@@ -195,8 +201,8 @@ def main() -> None:
     print(f"dense stills, Pilatus 6M (2527 x 2463), {args.frames} frames per spot count, 1 core, "
           f"{args.repeats} timed pass(es) per spot count, the spot counts in turn, "
           f"locate.method {medians[0]['method']}; match within {MATCH_PX} px; times are CPU time per frame")
-    report(medians, f"medians over the {args.repeats} passes")
-    report(minima, f"minima over the {args.repeats} passes")
+    report(medians, f"each frame's median over the {args.repeats} passes, averaged over the frames")
+    report(minima, f"each frame's minimum over the {args.repeats} passes, averaged over the frames")
     rows = medians
     print(f"simulation: {np.mean([r['t_sim'] for r in rows]):.2f} s/frame (not part of the timings); "
           f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
