@@ -34,8 +34,12 @@ positive intensities, and the new member is not within 2.5 px of another peak of
 the table (a neighbour the finder already separated leaves its wings in the
 patch: they are not a second peak; the peak's row then takes the centre and
 errors of the joint fit's own member, which the neighbour's wings do not pull
-as they pull a single fit).  Both members then get their own centre, errors (inverse
-Fisher information of the joint fit), intensity and error, and the flag
+as they pull a single fit), nor within 4 px of a better-located new member of
+another blend (a peak that the finder left inside two found peaks' regions is
+the second member of both blends, fitted from its wings where its core is
+masked; the other blend's row is then treated as a neighbour's remainder).
+Both members then get their own centre, errors (inverse Fisher information of
+the joint fit), intensity and error, and the flag
 ``BLENDED``; the second member is a new row of the table.
 
 A weaker decision, :func:`recognise_blends`, says which patches probably
@@ -478,8 +482,9 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
         ``rc_cov``, ``sigma_row``, ``sigma_col`` (px), ``intensity``,
         ``intensity_err``, ``background`` (counts) from the joint fit, and
         the flag ``BLENDED``.  A row whose second component is another
-        peak's remainder (within 2.5 px of it) takes the joint fit's centre
-        and errors of its own member, without a flag.  Other rows are
+        peak's remainder (within 2.5 px of it, or within 4 px of a better-located
+        second member of another blend) takes the joint fit's centre and errors
+        of its own member, without a flag.  Other rows are
         unchanged.  The appended rows have no region in ``labels``.
 
     Raises
