@@ -270,3 +270,34 @@ def test_a_peak_inside_two_regions_is_split_off_once():
         d = np.hypot(pos[:, None, 0] - [p["row"] for p in truth], pos[:, None, 1] - [p["col"] for p in truth])
         assert (d.min(axis=1) < 1.5).all(), out[["row", "col", "flags"]]
         assert len(set(d.argmin(axis=1))) == len(out)
+
+
+def test_deblend_with_the_located_patches_gives_the_same_table():
+    """deblend(patches=...) with the patches the peaks were located in (those centred on the located pixel taken,
+    the others cut again) gives the table that cutting every patch again gives; a row without a position too."""
+    from braggflow.locate.deblend import deblend
+    from braggflow.locate.methods import locate_cut
+
+    rng = np.random.default_rng(12)
+    peaks = []
+    for k in range(12):
+        r, c = 20 + 30 * (k // 4), 20 + 30 * (k % 4)
+        peaks.append(dict(row=r + rng.uniform(-0.5, 0.5), col=c + rng.uniform(-0.5, 0.5), sr=1.4, sc=1.4,
+                          flux=20000.0))
+        if k % 2:  # a pair member 3 px away, inside the first's region
+            peaks.append(dict(row=r + 3.0, col=c + 0.5, sr=1.4, sc=1.4, flux=9000.0))
+    frame = _frame(peaks, shape=(110, 130), seed=13)
+    found = find_peaks(frame)
+    table = found.table
+    located = locate(frame, table, method="gauss", labels=found.labels)
+    _, patches = locate_cut(frame, table["row"].to_numpy(float), table["col"].to_numpy(float), "gauss", mask=None,
+                            labels=found.labels, patch_size=11, gain=1.0, saturation=None)
+    centre = np.stack([np.rint(located["row"]), np.rint(located["col"])], axis=1)
+    assert 0 < np.any(patches.origin + 5 != centre, axis=1).sum() < len(located)  # both ways are exercised
+    again = deblend(frame, located, labels=found.labels)
+    reused = deblend(frame, located, labels=found.labels, patches=patches)
+    assert ((again["flags"].to_numpy() & Flag.BLENDED) != 0).sum() >= 6
+    assert reused.equals(again)
+    located.loc[3, ["row", "col"]] = np.nan
+    assert deblend(frame, located, labels=found.labels, patches=patches).equals(
+        deblend(frame, located, labels=found.labels))

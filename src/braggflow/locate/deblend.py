@@ -60,7 +60,7 @@ import pandas as pd
 
 from braggflow.locate.batchfit import fit_with_start
 from braggflow.locate.centroid import as_patch_arrays
-from braggflow.locate.patches import check_patch_inputs, patches_at
+from braggflow.locate.patches import Patches, check_patch_inputs, patches_at
 from braggflow.profiles.fitting import (
     PARAMETERS,
     BatchFit,
@@ -449,7 +449,7 @@ def _flag_probable(out, test: BlendTest, placed, origin, rows, cols) -> np.ndarr
 
 def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None = None,
             labels: np.ndarray | None = None, patch_size: int = 11, gain: float = 1.0,
-            threshold: float = DEBLEND_THRESHOLD, screen: bool = True) -> pd.DataFrame:
+            threshold: float = DEBLEND_THRESHOLD, screen: bool = True, patches=None) -> pd.DataFrame:
     """Split the peaks of ``table`` whose patch holds two peaks into two rows.
 
     Parameters
@@ -472,6 +472,12 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
         Deviance drop above which a region is split (:data:`DEBLEND_THRESHOLD`).
     screen : bool
         Test only the peaks the screen sends (see :func:`find_blends`); False: every peak.
+    patches : braggflow.locate.patches.Patches, optional
+        Patches of the rows of ``table`` already cut with the same ``frame``,
+        ``mask``, ``labels`` and ``patch_size`` (row k's patch for label k + 1;
+        those :func:`braggflow.locate.locate` located the peaks in): a row
+        whose ``row``, ``col`` round to its patch's centre pixel uses it, the
+        others are cut again.
 
     Returns
     -------
@@ -504,7 +510,7 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
         relabel = np.zeros(len(out) + 1, dtype=np.int32)
         relabel[1:] = len(out) + 1
         relabel[placed + 1] = np.arange(1, placed.size + 1, dtype=np.int32)
-    patches = patches_at(frame, rows, cols, size=size, mask=mask, labels=labels, relabel=relabel)
+    patches = _patches(frame, rows, cols, placed, len(out), size, mask, labels, relabel, patches)
     test = find_blends(patches.data, patches.mask, gain=gain, threshold=threshold, screen=screen,
                        start=_located_start(sub, patches, rows, cols), shape_fitted=_gauss_located(sub))
     flags = _flag_probable(out, test, placed, patches.origin, rows, cols)
@@ -554,6 +560,26 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     members[0]["snr"] = members[0]["intensity"] / members[0]["intensity_err"]
     members[1]["snr"] = members[1]["intensity"] / members[1]["intensity_err"]
     return _append_members(out, hit, members, changed)
+
+
+def _patches(frame, rows, cols, placed, n, size, mask, labels, relabel, given):
+    """The patches of the ``placed`` rows (of ``n``) centred on ``rint(rows, cols)``: those of ``given`` (the
+    patches of all ``n`` rows, or None) where centred on the same pixel, the others cut (:func:`patches_at`)."""
+    if given is None or len(given.data) != n or given.data.shape[-1] != size:
+        return patches_at(frame, rows, cols, size=size, mask=mask, labels=labels, relabel=relabel)
+    h = size // 2
+    centre = np.stack([np.rint(rows), np.rint(cols)], axis=1).astype(np.int64)
+    recut = np.flatnonzero(np.any(given.origin[placed] + h != centre, axis=1))
+    data, removed, origin = given.data[placed], given.mask[placed], given.origin[placed]
+    if recut.size:
+        lut = None
+        if labels is not None:  # the recut rows are labels 1..m, every other peak one shared label
+            lut = np.full(n + 1, n + 1, dtype=np.int32)
+            lut[0] = 0
+            lut[placed[recut] + 1] = np.arange(1, recut.size + 1, dtype=np.int32)
+        cut = patches_at(frame, rows[recut], cols[recut], size=size, mask=mask, labels=labels, relabel=lut)
+        data[recut], removed[recut], origin[recut] = cut.data, cut.mask, cut.origin
+    return Patches(data=data, mask=removed, origin=origin, flags=given.flags[placed])
 
 
 def _distinct_members(position, variance, candidate) -> np.ndarray:
