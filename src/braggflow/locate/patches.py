@@ -382,16 +382,23 @@ def patches_at(
     offs = np.arange(size) - h
     r0 = np.rint(rows).astype(np.int64)
     c0 = np.rint(cols).astype(np.int64)
-    rr = r0[:, None] + offs  # (N, s)
-    cc = c0[:, None] + offs
-    inside = ((rr >= 0) & (rr < height))[:, :, None] & ((cc >= 0) & (cc < width))[:, None, :]
+    edge = (r0 < h) | (r0 + h >= height) | (c0 < h) | (c0 + h >= width)  # the patch reaches past the frame
+    inside = None  # every pixel of every patch inside the frame
+    if edge.any():  # the pixels inside, set patch by patch for those at the edge only
+        at = np.flatnonzero(edge)
+        rr = r0[at, None] + offs  # (E, s)
+        cc = c0[at, None] + offs
+        inside = np.ones((n, size, size), dtype=bool)
+        inside[at] = ((rr >= 0) & (rr < height))[:, :, None] & ((cc >= 0) & (cc < width))[:, None, :]
     data = cut_windows(frame, r0, c0, h, 0).astype(np.float32, copy=False)
     flags = np.zeros(n, dtype=np.uint32)
-    flags[~inside.all(axis=(1, 2))] |= np.uint32(Flag.EDGE)
-    bad = ~inside | ~np.isfinite(data)
+    flags[edge] |= np.uint32(Flag.EDGE)
+    bad = ~np.isfinite(data)
+    if inside is not None:
+        bad |= ~inside
     if mask is not None:
         bad |= cut_windows(np.asarray(mask, dtype=bool), r0, c0, h, False)
-    masked = bad & inside
+    masked = bad if inside is None else bad & inside
     flags[masked.any(axis=(1, 2))] |= np.uint32(Flag.MASKED_NEIGHBOUR)
     own = None
     if n and labels is not None:
@@ -399,7 +406,7 @@ def patches_at(
         if relabel is not None:
             lab = relabel[lab]
         own = lab == np.arange(1, n + 1)[:, None, None]
-        other = (lab != 0) & ~own & inside & ~bad
+        other = (lab != 0) & ~own & ~bad  # the pixels outside the frame are bad
         background = None
     elif n:
         background = patch_background(data, bad)
