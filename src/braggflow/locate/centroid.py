@@ -210,9 +210,15 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0, background=None) -> 
     A compiled loop over patches (:func:`braggflow.locate._kernels.centroid_windows`,
     the same values as the array path bit for bit) takes every patch's region,
     centre and moments; the symmetric completion (vectorised) then runs on
-    the patches that have masked pixels only.
+    the patches that have masked pixels only.  float32 patches with their
+    ``background`` given are read as they are (each value taken to float64
+    where it is used), not copied to float64.
     """
-    data, mask = as_patch_arrays(data, mask)
+    # float32 patches with their background known (the locate stage's): the compiled loop reads them as they are
+    # (each value taken to float64 as it is used, the same values) instead of a float64 copy
+    narrow = (_COMPILED and background is not None and isinstance(data, np.ndarray) and data.dtype == np.float32
+              and data.flags.c_contiguous)
+    data, mask = check_patch_stack(data, mask, dtype=np.float32) if narrow else as_patch_arrays(data, mask)
     n, s = data.shape[0], data.shape[-1]
     if n == 0:
         return LocateResult.empty(0)
@@ -242,7 +248,7 @@ def centroid_patches(data, mask=None, *, gain: float = 1.0, background=None) -> 
         row_var, col_var, rc_cov, m2r, m2c = _moments(w, var0, dr, dc, dr, dc, total)
     masked = np.flatnonzero(flat_mask.any(axis=1))
     if masked.size:  # symmetric completion: centres and moments of the patches with masked pixels again
-        w, var0 = _weights(data[masked], region[masked], bg[masked], gain)
+        w, var0 = _weights(data[masked].astype(np.float64, copy=False), region[masked], bg[masked], gain)
         if _COMPILED:
             from braggflow.integrate._kernels import pairwise_plan
             from braggflow.locate._kernels import mirror_sources
