@@ -176,7 +176,9 @@ def locate(
     if deblend:
         from braggflow.locate.deblend import deblend as split
 
-        out = split(frame, out, mask=fit_mask, labels=labels, patch_size=patch_size, gain=gain)
+        # the located patches serve deblending where they were cut with its mask (the fits')
+        out = split(frame, out, mask=fit_mask, labels=labels, patch_size=patch_size, gain=gain,
+                    patches=patches if fits or saturated is None else None)
     return out
 
 
