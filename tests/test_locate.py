@@ -105,6 +105,14 @@ def test_extract_patches_origin_edge_and_mask():
         extract_patches(frame, table, size=4)
 
 
+def test_extract_patches_of_an_empty_table():
+    frame = np.ones((30, 30), dtype=np.float32)
+    for labels in (None, np.zeros(frame.shape, dtype=np.int32)):
+        p = extract_patches(frame, new_peak_table(0), size=7, labels=labels)
+        assert len(p) == 0 and p.data.shape == (0, 7, 7) and p.mask.shape == (0, 7, 7)
+        assert p.origin.shape == (0, 2) and p.flags.shape == (0,) and p.background.shape == (0,)
+
+
 def _two_peak_frame(rng, separation=4.0):
     rows, cols = np.arange(32), np.arange(32)
     truth = [(15.3, 14.8), (15.6, 14.8 + separation)]

@@ -424,7 +424,7 @@ def patches_at(
         background = patch_background(data, removed)
     elif overlapping.any():
         background[overlapping] = patch_background(data[overlapping], removed[overlapping])
-    no_bg = removed.reshape(n, -1)[:, _border_index(size)].all(axis=1)
+    no_bg = removed.reshape(n, size * size)[:, _border_index(size)].all(axis=1)
     flags[no_bg] |= np.uint32(Flag.BAD_BACKGROUND)
     data = np.where(removed, background[:, None, None].astype(np.float32), data)
     origin = np.stack([r0 - h, c0 - h], axis=1).astype(np.int64) if n else np.zeros((0, 2), dtype=np.int64)
