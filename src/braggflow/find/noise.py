@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from braggflow.errors import BraggflowError
 
@@ -110,6 +110,8 @@ def fit_threshold_noise(values: np.ndarray, *, integer: bool | None = None) -> T
     BraggflowError
         If fewer than :data:`MIN_ISOLATED` values are given, or the threshold is not above 0.
     """
+    from scipy import optimize  # only thresholded frames need it (an import of ~0.2 s kept off every run)
+
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size < MIN_ISOLATED:
