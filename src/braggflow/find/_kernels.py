@@ -172,7 +172,6 @@ def list_local_maxima(values, flat_index, frame):
     return is_max
 
 
-@_jit
 def best_spot_fits(weighted, inv_var, templates, squares):
     """Largest squared projection of each event on the spot templates, amplitudes >= 0.
 
@@ -193,32 +192,10 @@ def best_spot_fits(weighted, inv_var, templates, squares):
     -------
     best : (N,) ndarray of float64
     """
-    n, p = weighted.shape
-    t = templates.shape[1]
-    best = np.empty(n)
-    cross = np.empty(t)
-    norm = np.empty(t)
-    for i in range(n):
-        cross[:] = 0.0
-        norm[:] = 0.0
-        for j in range(p):
-            v = inv_var[i, j]
-            if v == 0.0:
-                continue
-            a = weighted[i, j]
-            for k in range(t):
-                cross[k] += a * templates[j, k]
-                norm[k] += v * squares[j, k]
-        top = 0.0
-        for k in range(t):
-            c = cross[k] if cross[k] > 0.0 else 0.0
-            q = c * c / max(norm[k], 1e-300)
-            if k == 0 or q > top or q != q:
-                top = q
-            if top != top:  # NaN, as a maximum over the array would give
-                break
-        best[i] = top
-    return best
+    n = weighted.shape[0]
+    # the search that stops early, never stopping: every template, the same sums in the same order
+    return best_spot_fits_until(weighted, inv_var, templates, squares, np.zeros(n), -np.inf,
+                                max(templates.shape[1], 1))
 
 
 @_jit

@@ -280,19 +280,8 @@ def _damped_step(fisher, grad, lam, pinned, step, a, rhs, scale):
         di = fisher[i, i] if not pinned[i] else 1.0
         a[i, i] += (lam if di > 0 else 0.0) + 1e-12
         rhs[i] = 0.0 if pinned[i] else -grad[i] / scale[i]
-    for j in range(npar):  # Cholesky, in place (lower triangle)
-        s = a[j, j]
-        for q in range(j):
-            s -= a[j, q] * a[j, q]
-        if not s > 0:
-            return False
-        s = math.sqrt(s)
-        a[j, j] = s
-        for i in range(j + 1, npar):
-            v = a[i, j]
-            for q in range(j):
-                v -= a[i, q] * a[j, q]
-            a[i, j] = v / s
+    if not _cholesky(a):
+        return False
     for i in range(npar):
         v = rhs[i]
         for q in range(i):
