@@ -64,23 +64,31 @@ __all__ = ["ResultsWriter", "CHUNK_ROWS", "file_provenance", "stored_process", "
            "scicat_path", "write_scicat"]
 
 
-def file_provenance(paths: Iterable[str]) -> list[dict[str, Any]]:
+def file_provenance(paths: Iterable[str], *, sha256=file_sha256) -> list[dict[str, Any]]:
     """Name, size (bytes) and SHA-256 of each input file.
 
     Parameters
     ----------
     paths : iterable of str
+    sha256 : callable(path) -> str
+        What gives a file's SHA-256 (default: hash it now; the results
+        writer passes its background hashes, :class:`braggflow.checksum.BackgroundChecksums`).
 
     Returns
     -------
     records : list of dict
         ``{"name", "size", "sha256"}``; files that do not exist get size -1.
+
+    Raises
+    ------
+    OSError
+        If a file cannot be read.
     """
     out = []
     for p in paths:
         p = str(p)
         if os.path.isfile(p):
-            out.append({"name": os.path.abspath(p), "size": os.path.getsize(p), "sha256": file_sha256(p)})
+            out.append({"name": os.path.abspath(p), "size": os.path.getsize(p), "sha256": sha256(p)})
         else:
             out.append({"name": p, "size": -1, "sha256": ""})
     return out
@@ -310,10 +318,8 @@ class ResultsWriter:
         (:class:`braggflow.checksum.BackgroundChecksums`), for files unchanged since.
         """
         if self._inputs is None:
-            if not provenance:
-                return [{"name": s, "size": -1, "sha256": ""} for s in self.sources]
-            return [{"name": os.path.abspath(s), "size": os.path.getsize(s), "sha256": self._checksums.sha256(s)}
-                    if os.path.isfile(s) else {"name": s, "size": -1, "sha256": ""} for s in self.sources]
+            return file_provenance(self.sources, sha256=self._checksums.sha256) if provenance else [
+                {"name": s, "size": -1, "sha256": ""} for s in self.sources]
         if provenance:
             for record in self._inputs:
                 name, size = record["name"], record.get("size", -1)
