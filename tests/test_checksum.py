@@ -10,16 +10,12 @@ import pytest
 from braggflow.checksum import BackgroundChecksums, file_sha256
 
 
-def _write(path, data: bytes) -> None:
-    path.write_bytes(data)
-
-
 def test_background_digests_equal_hashlib(tmp_path, monkeypatch):
     block = BackgroundChecksums.BLOCK
     files = []
     for k, size in enumerate([0, 1, block - 1, block, 3 * block + 17]):
         path = tmp_path / f"f{k}.bin"
-        _write(path, os.urandom(size))
+        path.write_bytes(os.urandom(size))
         files.append(path)
     expected = [file_sha256(path) for path in files]
     checksums = BackgroundChecksums(files)
@@ -34,10 +30,10 @@ def test_background_digests_equal_hashlib(tmp_path, monkeypatch):
 
 def test_file_changed_after_hashing_is_hashed_again(tmp_path):
     path = tmp_path / "frames.bin"
-    _write(path, b"a" * 1000)
+    path.write_bytes(b"a" * 1000)
     checksums = BackgroundChecksums([path])
     first = checksums.sha256(path)
-    _write(path, b"b" * 1000)  # same size, new content and modification time
+    path.write_bytes(b"b" * 1000)  # same size, new content and modification time
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert checksums.sha256(path) == hashlib.sha256(b"b" * 1000).hexdigest() != first
@@ -45,8 +41,8 @@ def test_file_changed_after_hashing_is_hashed_again(tmp_path):
 
 def test_stopped_or_unlisted_files_are_hashed_when_asked(tmp_path):
     listed, other = tmp_path / "listed.bin", tmp_path / "other.bin"
-    _write(listed, os.urandom(5 * BackgroundChecksums.BLOCK))
-    _write(other, b"xyz")
+    listed.write_bytes(os.urandom(5 * BackgroundChecksums.BLOCK))
+    other.write_bytes(b"xyz")
     checksums = BackgroundChecksums([listed])
     checksums.stop()
     assert checksums.sha256(listed) == file_sha256(listed)
