@@ -725,8 +725,8 @@ def wing_scores(photons, good, params, exponents, *, supersample: int = 1, backg
         fisher, score = information("pvmoffat", photons, good, p, supersample=supersample,
                                     background_weight=weight, engine="numpy")
         fisher = fisher[:, j][:, :, j]
-        finite &= np.all(np.isfinite(fisher), axis=(1, 2))
         ok = np.all(np.isfinite(fisher), axis=(1, 2))
+        finite &= ok
         info = np.full(n, np.nan)
         if ok.any():
             x = np.linalg.solve(fisher[ok, :k, :k] + 1e-12 * np.eye(k), fisher[ok, :k, k:])
@@ -764,6 +764,11 @@ def residual_bumps(photons, good, params, size: int, width_min: float, width_max
     -------
     bump : (N,) ndarray
         NaN where ``params`` is not finite or a width not positive.
+
+    Raises
+    ------
+    ValueError
+        If ``engine`` is unknown.
     """
     params = np.ascontiguousarray(params, dtype=float)
     n = len(params)
