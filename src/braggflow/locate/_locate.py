@@ -8,8 +8,8 @@ import pandas as pd
 from braggflow.errors import BraggflowError
 from braggflow.locate.handover import centre_extended_peaks, fit_saturated_peaks
 from braggflow.locate.methods import METHODS, _check_method, locate_cut, locate_patches, method_column
-from braggflow.locate.patches import check_patch_inputs
-from braggflow.schema import conform
+from braggflow.locate.patches import check_patch_arrays
+from braggflow.schema import conform, conformed_columns, table_from_columns
 from braggflow.windows import cut_windows
 
 __all__ = ["METHODS", "locate", "locate_patches"]
@@ -134,21 +134,24 @@ def locate(
                                  ("extended_peaks", extended_peaks, ("region", "patch"))):
         if value not in allowed:
             raise BraggflowError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    out = conform(table)  # a new frame (columns are replaced below, never written into)
-    if len(out) == 0:
+    n = len(table)
+    if n == 0:
+        out = conform(table)
         out["method"] = pd.Categorical([], categories=list(METHODS))
         return out
+    given = conformed_columns(table)  # read only: the result is built once, from new arrays where changed
     fits = method in ("gauss", "pvoigt")
     # saturated pixels do not measure the profile: fits leave them out (integration keeps them)
     fit_mask = mask if saturated is None else (saturated if mask is None else mask | saturated)
-    frame, rows, cols, patch_size = check_patch_inputs(frame, out, size=patch_size, mask=mask, labels=labels)
+    frame, rows, cols, patch_size = check_patch_arrays(frame, given["row"], given["col"], size=patch_size, mask=mask,
+                                                       labels=labels)
     brightest = np.stack([rows, cols], axis=1).astype(np.intp)
     columns, patches = locate_cut(frame, rows, cols, method, mask=fit_mask if fits else mask, labels=labels,
                                   patch_size=patch_size, gain=gain, saturation=saturation, model=model,
                                   backend=backend, device=device, batch_size=batch_size, fit_engine=fit_engine)
-    flags = out["flags"].to_numpy(dtype=np.uint32) | columns.pop("flags")
+    flags = given["flags"] | columns.pop("flags")
     categories = list(METHODS)
-    codes = np.full(len(out), categories.index(method), dtype=np.int8)
+    codes = np.full(n, categories.index(method), dtype=np.int8)
     refit = saturated is not None and not fits and saturated_peaks == "fit"
     extend = regions is not None and extended_peaks == "region"
     if labels is not None and (refit or extend):
@@ -156,7 +159,7 @@ def locate(
         if np.array_equal(patches.origin + half, brightest):  # the patches were cut around the same pixels
             own = patches.own
         else:  # a centre off the pixel grid: its patch is centred on the nearest pixel, the hand-overs' on the floor
-            ids = np.arange(1, len(out) + 1)[:, None, None]
+            ids = np.arange(1, n + 1)[:, None, None]
             own = cut_windows(labels, brightest[:, 0], brightest[:, 1], half, 0) == ids
         if refit:
             hit, fitted = fit_saturated_peaks(frame, saturated, fit_mask, labels, brightest, own, gain)
@@ -164,22 +167,20 @@ def locate(
                 flags[hit] |= fitted.pop("flags")
                 _replace(columns, codes, hit, fitted, categories.index("gauss"))
         if extend:
-            background = out["background"].to_numpy()  # the finder's tile level
+            background = given["background"]  # the finder's tile level
             index, centroids = centre_extended_peaks(regions, frame, background, brightest, own, labels, mask, gain)
             if index.size:
                 categories.append("region")
                 _replace(columns, codes, index, centroids, categories.index("region"))
-    for name, values in columns.items():
-        out[name] = values
-    out["method"] = method_column(codes, categories)
-    out["flags"] = flags
+    columns.update(method=method_column(codes, categories), flags=flags)
+    columns = {name: columns.get(name, values) for name, values in given.items()}
     if deblend:
-        from braggflow.locate.deblend import deblend as split
+        from braggflow.locate.deblend import deblend_columns
 
         # the located patches serve deblending where they were cut with its mask (the fits')
-        out = split(frame, out, mask=fit_mask, labels=labels, patch_size=patch_size, gain=gain,
-                    patches=patches if fits or saturated is None else None)
-    return out
+        columns, n = deblend_columns(frame, columns, n, mask=fit_mask, labels=labels, patch_size=patch_size,
+                                     gain=gain, patches=patches if fits or saturated is None else None)
+    return table_from_columns(columns, n)
 
 
 def _replace(columns: dict[str, np.ndarray], codes: np.ndarray, rows: np.ndarray, values: dict[str, np.ndarray],

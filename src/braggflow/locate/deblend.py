@@ -60,7 +60,7 @@ import pandas as pd
 
 from braggflow.locate.batchfit import fit_with_start
 from braggflow.locate.centroid import as_patch_arrays
-from braggflow.locate.patches import Patches, check_patch_inputs, patches_at
+from braggflow.locate.patches import Patches, check_patch_arrays, patches_at
 from braggflow.profiles.fitting import (
     PARAMETERS,
     BatchFit,
@@ -69,10 +69,10 @@ from braggflow.profiles.fitting import (
     residual_bumps,
     start_parameters,
 )
-from braggflow.schema import Flag, conform
+from braggflow.schema import Flag, conform, conformed_columns, table_from_columns
 
 __all__ = ["DEBLEND_THRESHOLD", "RECOGNITION_THRESHOLD", "SCREEN_EXCESS", "SCREEN_BUMP", "BlendTest", "find_blends",
-           "deblend", "recognise_blends", "screen_statistics"]
+           "deblend", "deblend_columns", "recognise_blends", "screen_statistics"]
 
 #: Deviance drop (one component minus two) above which a region is split: the 99.5th percentile over single
 #: round Gaussian, pseudo-Voigt and elongated rotated peaks (2,000 simulated, seeds 9100-9102, flux 500-50,000
@@ -390,47 +390,46 @@ def _scatter(fit: BatchFit, rows, n) -> BatchFit:
                     ok=_spread(fit.ok, rows, n, False), converged=_spread(fit.converged, rows, n, False))
 
 
-def _neighbour_refit(out, rows, p, cov, origin, first) -> dict[str, np.ndarray]:
-    """The position columns of ``out`` with the ``rows`` whose second component is another peak's remainder
-    given the centre and errors of their first component (the joint fit took the neighbour's wings, which bias a
-    single fit)."""
+def _neighbour_refit(columns, rows, p, cov, origin, first) -> dict[str, np.ndarray]:
+    """The position columns of the table ``columns`` (name to (N,) array) with the ``rows`` whose second
+    component is another peak's remainder given the centre and errors of their first component (the joint fit
+    took the neighbour's wings, which bias a single fit); new arrays."""
     m = first
     r_i, c_i = 2 * m, 2 * m + 1
     idx = np.arange(len(rows))
     values = dict(row=p[idx, r_i] + origin[:, 0], col=p[idx, c_i] + origin[:, 1],
                   row_err=np.sqrt(cov[idx, r_i, r_i]), col_err=np.sqrt(cov[idx, c_i, c_i]), rc_cov=cov[idx, r_i, c_i])
-    columns = {}
+    changed = {}
     for name, v in values.items():
-        column = out[name].to_numpy(dtype=float).copy()
+        column = np.array(columns[name], dtype=float)
         column[rows] = v
-        columns[name] = column
-    return columns
+        changed[name] = column
+    return changed
 
 
-def _located_start(table, patches, rows, cols) -> np.ndarray:
-    """The screen's Gaussian start from a located table, (N, 6): centre and widths (1 px where unknown) in patch
-    px, the patch's sum above the table's background (or the patch's median) and that background, counts."""
+def _located_start(sigma_row, sigma_col, background, patches, rows, cols) -> np.ndarray:
+    """The screen's Gaussian start from located peaks' ``sigma_row``, ``sigma_col`` (px) and ``background``
+    (counts; (N,) each, NaN where unknown), (N, 6): centre and widths (1 px where unknown) in patch px, the patch's
+    sum above that background (or the patch's median) and that background, counts."""
     origin = patches.origin.astype(float)
-    sr, sc, bg = (table[k].to_numpy(dtype=float) if k in table.columns else np.full(len(rows), np.nan)
-                  for k in ("sigma_row", "sigma_col", "background"))
     data, good = patches.data, ~patches.mask
-    level = bg.copy()
+    level = np.array(background, dtype=float)
     unknown = ~np.isfinite(level)
     if unknown.any():
         level[unknown] = np.median(data[unknown].reshape(int(unknown.sum()), -1), axis=1)
     level = np.maximum(level, 0.0)
     inten = np.maximum(np.where(good, data - level[:, None, None], 0.0).sum(axis=(1, 2)), 1.0)
     size = data.shape[-1]
-    width = (np.clip(np.nan_to_num(w, nan=1.0), 0.3, size / 2) for w in (sr, sc))
+    width = (np.clip(np.nan_to_num(np.asarray(w, dtype=float), nan=1.0), 0.3, size / 2) for w in (sigma_row, sigma_col))
     return start_parameters("gauss", rows - origin[:, 0], cols - origin[:, 1], *width, inten, level)
 
 
-def _flag_probable(out, test: BlendTest, placed, origin, rows, cols) -> np.ndarray:
-    """The ``flags`` of ``out`` (a copy) with ``PROBABLE_BLEND`` on the peaks whose drop exceeds
+def _flag_probable(columns, test: BlendTest, placed, origin, rows, cols) -> np.ndarray:
+    """The ``flags`` of the table ``columns`` (a copy) with ``PROBABLE_BLEND`` on the peaks whose drop exceeds
     :data:`RECOGNITION_THRESHOLD` but which are not split, unless the pair's component farther from the peak is
     within 2.5 px of another peak of the table (that peak's remainder, not a blend)."""
     local = np.flatnonzero((np.nan_to_num(test.drop, nan=-np.inf) > RECOGNITION_THRESHOLD) & ~test.blended)
-    flags = out["flags"].to_numpy(dtype=np.uint32).copy()
+    flags = np.array(columns["flags"], dtype=np.uint32)
     if local.size == 0:
         return flags
     p = test.pair.params[local]
@@ -439,10 +438,10 @@ def _flag_probable(out, test: BlendTest, placed, origin, rows, cols) -> np.ndarr
     far = np.where(np.hypot(p[:, 0] - centre[:, 0], p[:, 1] - centre[:, 1])
                    > np.hypot(p[:, 2] - centre[:, 0], p[:, 3] - centre[:, 1]), 0, 1)
     pos = np.stack([p[np.arange(local.size), 2 * far], p[np.arange(local.size), 2 * far + 1]], axis=1) + o
-    others = np.stack([out["row"].to_numpy(dtype=float), out["col"].to_numpy(dtype=float)], axis=1)
+    others = np.stack([columns["row"], columns["col"]], axis=1)
     d = np.hypot(pos[:, None, 0] - others[None, :, 0], pos[:, None, 1] - others[None, :, 1])
     d[np.arange(local.size), placed[local]] = np.inf  # the peak itself
-    keep = ~(np.nanmin(d, axis=1) < _NEIGHBOUR_DISTANCE) if len(out) > 1 else np.ones(local.size, dtype=bool)
+    keep = ~(np.nanmin(d, axis=1) < _NEIGHBOUR_DISTANCE) if len(others) > 1 else np.ones(local.size, dtype=bool)
     flags[placed[local[keep]]] |= np.uint32(Flag.PROBABLE_BLEND)
     return flags
 
@@ -498,26 +497,71 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     BraggflowError
         If the inputs are inconsistent (see :func:`braggflow.locate.extract_patches`).
     """
-    out = conform(table)
-    if len(out) == 0:
-        return out
-    placed = np.flatnonzero(np.isfinite(out["row"].to_numpy(dtype=float))
-                            & np.isfinite(out["col"].to_numpy(dtype=float)))
-    sub = out if placed.size == len(out) else out.iloc[placed]
-    frame, rows, cols, size = check_patch_inputs(frame, sub, size=patch_size, mask=mask, labels=labels)
+
+    n = len(table)
+    if n == 0:
+        return conform(table)
+    columns, n = deblend_columns(frame, conformed_columns(table), n, mask=mask, labels=labels, patch_size=patch_size,
+                                 gain=gain, threshold=threshold, screen=screen, patches=patches)
+    return table_from_columns(columns, n)
+
+
+def deblend_columns(frame: np.ndarray, columns: dict, n: int, *, mask: np.ndarray | None = None,
+                    labels: np.ndarray | None = None, patch_size: int = 11, gain: float = 1.0,
+                    threshold: float = DEBLEND_THRESHOLD, screen: bool = True, patches=None) -> tuple[dict, int]:
+    """:func:`deblend` on a peak table given as column arrays (a stage that builds its table once).
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Corrected frame, counts.
+    columns : dict of str to array
+        The table's columns as :func:`braggflow.schema.conformed_columns` returns them (every schema column with
+        its dtype, then any extra columns), ``n`` values each; read, never written.
+    n : int
+        Rows of the table, >= 1.
+    mask, labels, patch_size, gain, threshold, screen, patches
+        As :func:`deblend` takes them.
+
+    Returns
+    -------
+    columns : dict of str to array
+        The columns of the table :func:`deblend` returns, in the same order (for
+        :func:`braggflow.schema.table_from_columns`): new arrays where changed or grown, the given arrays where
+        unchanged.
+    n : int
+        Its rows: ``n`` plus one per blend split.
+
+    Raises
+    ------
+    BraggflowError
+        If the inputs are inconsistent (see :func:`braggflow.locate.extract_patches`).
+    """
+    row, col = columns["row"], columns["col"]
+    placed = np.flatnonzero(np.isfinite(row) & np.isfinite(col))
+    whole = placed.size == n
+
+    def located(name):
+        """The column ``name`` of the placed rows."""
+        return columns[name] if whole else columns[name][placed]
+
+    frame, rows, cols, size = check_patch_arrays(frame, located("row"), located("col"), size=patch_size, mask=mask,
+                                                 labels=labels)
     relabel = None
-    if labels is not None and placed.size < len(out):  # label k + 1 is row k of the whole table
-        relabel = np.zeros(len(out) + 1, dtype=np.int32)
-        relabel[1:] = len(out) + 1
+    if labels is not None and not whole:  # label k + 1 is row k of the whole table
+        relabel = np.zeros(n + 1, dtype=np.int32)
+        relabel[1:] = n + 1
         relabel[placed + 1] = np.arange(1, placed.size + 1, dtype=np.int32)
-    patches = _patches(frame, rows, cols, placed, len(out), size, mask, labels, relabel, patches)
+    patches = _patches(frame, rows, cols, placed, n, size, mask, labels, relabel, patches)
     test = find_blends(patches.data, patches.mask, gain=gain, threshold=threshold, screen=screen,
-                       start=_located_start(sub, patches, rows, cols), shape_fitted=_gauss_located(sub))
-    flags = _flag_probable(out, test, placed, patches.origin, rows, cols)
-    changed = {"flags": flags}  # the columns written (one copy of the table at the end)
+                       start=_located_start(located("sigma_row"), located("sigma_col"), located("background"),
+                                            patches, rows, cols),
+                       shape_fitted=_gauss_located(located("method"), located("sigma_row"), located("sigma_col")))
+    flags = _flag_probable(columns, test, placed, patches.origin, rows, cols)
+    changed = {"flags": flags}  # the columns written
     local = np.flatnonzero(test.blended)
     if local.size == 0:
-        return out.assign(**changed)
+        return {**columns, **changed}, n
     hit = placed[local]
     p, cov = test.pair.params[local], test.pair.cov[local]
     origin = patches.origin[local].astype(float)
@@ -532,7 +576,7 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     # of both blends: the better located of the two is kept
     second = np.where(first == 0, 1, 0)
     new_pos = np.stack([p[take, 2 * second], p[take, 2 * second + 1]], axis=1) + origin
-    others = np.stack([out["row"].to_numpy(dtype=float), out["col"].to_numpy(dtype=float)], axis=1)
+    others = np.stack([row, col], axis=1)
     finite = np.flatnonzero(np.all(np.isfinite(others), axis=1))
     keep = np.ones(hit.size, dtype=bool)
     if finite.size > 1:
@@ -544,11 +588,11 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     variance = cov[take, 2 * second, 2 * second] + cov[take, 2 * second + 1, 2 * second + 1]
     keep &= _distinct_members(new_pos, variance, keep)
     if not keep.all():  # the joint fit took another peak's light: its first member is the better centre
-        changed.update(_neighbour_refit(out, hit[~keep], p[~keep], cov[~keep], origin[~keep], first[~keep]))
+        changed.update(_neighbour_refit(columns, hit[~keep], p[~keep], cov[~keep], origin[~keep], first[~keep]))
         hit, local, p, cov, origin, first, take = (hit[keep], local[keep], p[keep], cov[keep], origin[keep],
                                                    first[keep], np.arange(int(keep.sum())))
         if hit.size == 0:
-            return out.assign(**changed)
+            return {**columns, **changed}, n
     for k in (0, 1):
         m = np.where(first == 0, k, 1 - k)  # member index: 0 keeps the row, 1 the new row
         r_i, c_i, i_i = 2 * m, 2 * m + 1, 6 + m
@@ -559,7 +603,7 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
             background=p[:, 8]))
     members[0]["snr"] = members[0]["intensity"] / members[0]["intensity_err"]
     members[1]["snr"] = members[1]["intensity"] / members[1]["intensity_err"]
-    return _append_members(out, hit, members, changed)
+    return _append_members(columns, n, hit, members, changed)
 
 
 def _patches(frame, rows, cols, placed, n, size, mask, labels, relabel, given):
@@ -606,39 +650,35 @@ def _distinct_members(position, variance, candidate) -> np.ndarray:
     return distinct
 
 
-def _gauss_located(table) -> np.ndarray | None:
-    """The rows located by the Gaussian fit (finite widths): their centre and widths are that fit's, (N,) bool."""
-    if "method" not in table.columns:
-        return None
-    method = table["method"]
+def _gauss_located(method, sigma_row, sigma_col) -> np.ndarray:
+    """The peaks located by the Gaussian fit (their ``method`` "gauss", finite widths): their centre and widths
+    are that fit's, (N,) bool."""
     if isinstance(method.dtype, pd.CategoricalDtype):  # the codes, not an object array of names
-        values = method.array
-        categories = values.categories
-        gauss = (values.codes == categories.get_loc("gauss")) if "gauss" in categories else False
+        categories = method.categories
+        gauss = (method.codes == categories.get_loc("gauss")) if "gauss" in categories else False
     else:
-        gauss = method.to_numpy() == "gauss"
-    return (gauss & np.isfinite(table["sigma_row"].to_numpy(dtype=float))
-            & np.isfinite(table["sigma_col"].to_numpy(dtype=float)))
+        gauss = np.asarray(method) == "gauss"
+    return gauss & np.isfinite(sigma_row) & np.isfinite(sigma_col)
 
 
-def _append_members(out, hit, members, changed) -> pd.DataFrame:
-    """``out`` with the ``changed`` columns (name to (N,) array; ``flags`` among them), the rows ``hit`` given the
-    columns of ``members[0]`` and the rows of ``members[1]`` appended (one take of the whole table), all flagged
-    ``BLENDED``."""
-    n = len(out)
+def _append_members(columns, n, hit, members, changed) -> tuple[dict, int]:
+    """The table ``columns`` (``n`` rows) with the ``changed`` columns (name to (n,) array; ``flags`` among them),
+    the rows ``hit`` given the columns of ``members[0]`` and the rows of ``members[1]`` appended (each new row
+    otherwise a copy of its blend's row), all flagged ``BLENDED``; and its rows."""
     order = np.concatenate([np.arange(n), hit])
-    columns = {name: np.asarray(column)[order] for name, column in changed.items()}
+    grown = {name: np.asarray(column)[order] for name, column in changed.items()}
     for name in members[0]:
-        column = columns[name] if name in columns else out[name].to_numpy(dtype=float)[order]
+        column = grown[name] if name in grown else np.asarray(columns[name], dtype=float)[order]
         column[hit] = members[0][name]
         column[n:] = members[1][name]
-        columns[name] = column
-    flags = columns["flags"]
+        grown[name] = column
+    flags = grown["flags"]
     flags[hit] |= np.uint32(Flag.BLENDED)
     flags[n:] |= np.uint32(Flag.BLENDED)
-    columns["flags"] = flags
-    grown = out.take(order)
-    grown.index = pd.RangeIndex(len(order))
-    for name, column in columns.items():
-        grown[name] = column
-    return grown
+    return {name: grown[name] if name in grown else _take_rows(values, order)
+            for name, values in columns.items()}, len(order)
+
+
+def _take_rows(values, order):
+    """The entries ``order`` of a column (NumPy or pandas extension array)."""
+    return values[order] if isinstance(values, np.ndarray) else values.take(order)

@@ -343,6 +343,41 @@ def check_patch_inputs(frame, table: pd.DataFrame, *, size, mask=None, labels=No
     BraggflowError
         As :func:`extract_patches` says.
     """
+    frame, size = _check_frame(frame, size, mask, labels)
+    if "row" not in table.columns or "col" not in table.columns:
+        raise BraggflowError("table must have 'row' and 'col' columns (peak positions, px)")
+    return _checked_positions(frame, table["row"].to_numpy(dtype=float), table["col"].to_numpy(dtype=float), size)
+
+
+def check_patch_arrays(frame, rows, cols, *, size, mask=None, labels=None):
+    """:func:`check_patch_inputs` for peak positions given as arrays (a table's ``row`` and ``col``).
+
+    Parameters
+    ----------
+    frame : (H, W) array_like
+    rows, cols : (N,) array_like of float
+        Peak positions, px.
+    size : int
+        Patch side, odd, px.
+    mask, labels : (H, W) array_like, optional
+
+    Returns
+    -------
+    frame : (H, W) ndarray
+    rows, cols : (N,) ndarray of float64
+    size : int
+
+    Raises
+    ------
+    BraggflowError
+        As :func:`extract_patches` says.
+    """
+    frame, size = _check_frame(frame, size, mask, labels)
+    return _checked_positions(frame, np.asarray(rows, dtype=float), np.asarray(cols, dtype=float), size)
+
+
+def _check_frame(frame, size, mask, labels):
+    """The checked patch ``size`` and a 2D ``frame`` whose shape ``mask`` and ``labels`` share."""
     size = check_patch_size(size)
     frame = np.asarray(frame)
     if frame.ndim != 2:
@@ -350,10 +385,11 @@ def check_patch_inputs(frame, table: pd.DataFrame, *, size, mask=None, labels=No
     for name, arr in (("mask", mask), ("labels", labels)):
         if arr is not None and np.shape(arr) != frame.shape:
             raise BraggflowError(f"{name} has shape {np.shape(arr)}, expected the frame's shape {frame.shape}")
-    if "row" not in table.columns or "col" not in table.columns:
-        raise BraggflowError("table must have 'row' and 'col' columns (peak positions, px)")
-    rows = table["row"].to_numpy(dtype=float)
-    cols = table["col"].to_numpy(dtype=float)
+    return frame, size
+
+
+def _checked_positions(frame, rows, cols, size):
+    """``check_patch_inputs``'s result, after checking that the positions are finite."""
     if not (np.isfinite(rows).all() and np.isfinite(cols).all()):
         raise BraggflowError("table row/col must be finite to cut patches")
     return frame, rows, cols, size
