@@ -72,6 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     from braggflow.io.frames import open_frames
     from braggflow.io.results import read_group, read_peaks
+    from braggflow.schema import Flag
 
     folder = args.data / "hexrd_zr_ge2"
     series = open_frames(str(folder / CACHE))
@@ -88,14 +89,17 @@ def main() -> None:
         subprocess.run([BRAGGFLOW, "link", str(out), "--omega"], check=True)
         table = read_peaks(out)
         spots = read_group(out, "link")[0]["spots"]
-    dist = distances_in_own_frame(reference, table)
+    placed = np.isfinite(table["row"].to_numpy(dtype=float)) & np.isfinite(table["col"].to_numpy(dtype=float))
+    blended = (table["flags"].to_numpy() & int(Flag.BLENDED)) > 0
+    dist = distances_in_own_frame(reference, table[placed])
     within = dist < 2.0
     per_frame = table.groupby("frame").size().reindex(range(len(series)), fill_value=0)
     single = (table["npix"] == 1).mean() if len(table) else 0.0
     print(f"braggflow run {' '.join(args.run_options)}: {len(table)} peaks in {len(series)} frames, "
           f"{t_run:.1f} s whole process")
     print(f"detections per frame: mean {per_frame.mean():.0f}, max {per_frame.max()}; single-pixel regions "
-          f"{single:.1%}; median score {table['score'].median():.2f}")
+          f"{single:.1%}; median score {table['score'].median():.2f}; rows without a position {(~placed).sum()}; "
+          f"BLENDED rows {blended.sum()}")
     print(f"reference spots with 5x5 sum >= 50 counts: {signal.sum()} of {len(reference)}")
     print(f"  found within 2 px in own frame: {within[signal].mean():.1%}, median distance "
           f"{np.median(dist[signal & within]):.3f} px")

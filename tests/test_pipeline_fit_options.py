@@ -55,3 +55,43 @@ def test_locate_deblend_splits_a_close_pair_in_the_pipeline():
     split = process_frame(frame, config=apply_overrides(Config(), ["locate.deblend=true"]))
     assert len(plain) == 1 and not (plain["flags"].to_numpy() & Flag.BLENDED).any()
     assert len(split) == 2 and ((split["flags"].to_numpy() & Flag.BLENDED) != 0).all()
+
+
+def _single_spots(seed: int, *, thresholded: bool) -> np.ndarray:
+    """Five single round Gaussian spots (sigma 1.2 px, 600 photons) on 256 x 256 px.
+
+    ``thresholded``: on dark-subtracted normal noise (sigma 2 counts) stored only at or above 6 counts, as a frame
+    cache stores it; else on a Poisson background of 4 photons/px, every pixel kept.
+    """
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[:256, :256]
+    spots = np.zeros((256, 256))
+    for r, c in ((60.3, 60.6), (60.4, 180.2), (180.7, 60.1), (180.2, 180.5), (120.5, 120.5)):
+        spots += 600 * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * 1.2**2)) / (2 * np.pi * 1.2**2)
+    if not thresholded:
+        return rng.poisson(spots + 4.0).astype(np.float32)
+    counts = np.round(rng.normal(0.0, 2.0, spots.shape)) + rng.poisson(spots)
+    return np.where(counts >= 6, counts, 0).astype(np.float32)
+
+
+def test_a_frame_thresholded_upstream_is_not_deblended():
+    from braggflow.find import find_peaks
+    from braggflow.locate import locate
+
+    def splits(frame):
+        found = find_peaks(frame)
+        table = locate(frame, found.table, method="gauss", labels=found.labels, regions=found.regions, deblend=True)
+        return int(((table["flags"].to_numpy() & Flag.BLENDED) != 0).sum() // 2), found
+
+    # the Poisson likelihood ratio takes the censored zeros around a thresholded spot for counts: it splits single
+    # spots there, and none of the same spots on a kept background
+    censored = [splits(_single_spots(seed, thresholded=True)) for seed in range(4)]
+    assert all(found.threshold_noise is not None for _, found in censored)
+    assert sum(n for n, _ in censored) >= 2
+    assert sum(splits(_single_spots(seed, thresholded=False))[0] for seed in range(4)) == 0
+    for seed in range(4):  # so the pipeline leaves deblending out there: the table is the one without it
+        frame = _single_spots(seed, thresholded=True)
+        with_deblend = process_frame(frame, config=apply_overrides(Config(), ["locate.deblend=true"]))
+        without = process_frame(frame, config=apply_overrides(Config(), ["locate.deblend=false"]))
+        assert len(with_deblend) == 5
+        pd.testing.assert_frame_equal(with_deblend, without)

@@ -363,10 +363,13 @@ def analyse_frame(
     if found is None:
         pass
     elif len(found.table):
+        # deblending's likelihood-ratio test is one of Poisson counts over a background: on a frame thresholded
+        # upstream the zeros are censored values, not counts, and the test splits single spots (docs/locate.md)
+        deblend = lc.deblend and found.threshold_noise is None
         table = locate(corrected, found.table, method=lc.method, mask=mask, labels=found.labels,
                        regions=found.regions, saturated=saturated, saturated_peaks=lc.saturated,
                        extended_peaks=lc.extended, patch_size=lc.patch_size, gain=c.gain, model=lc.model,
-                       backend=lc.backend, device=lc.device, batch_size=lc.batch_size, deblend=lc.deblend)
+                       backend=lc.backend, device=lc.device, batch_size=lc.batch_size, deblend=deblend)
         table = integrate(corrected, table, mask=mask, labels=found.labels, regions=found.regions, gain=c.gain,
                           radius=ic.radius, background_width=ic.background_width, saturated=saturated,
                           method=ic.method)
