@@ -1,0 +1,59 @@
+"""The compiled kernels' specialised forms give the values of their general loops, bit for bit."""
+
+import numpy as np
+import pytest
+
+from braggflow.profiles import _kernels
+from braggflow.profiles.fitting import MODELS, PARAMETERS
+
+
+def _rotated_gaussian_params(rng, n, size):
+    """Rotated Gaussians within 0.5 px of the window's centre: precision from widths 0.5-1.2 px at any angle, I
+    and B in photons."""
+    params = np.empty((n, 7))
+    for i in range(n):
+        s1, s2 = rng.uniform(0.5, 1.2, 2)
+        angle = rng.uniform(0, np.pi)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        q = rot @ np.diag([1 / s1**2, 1 / s2**2]) @ rot.T
+        centre = (size - 1) / 2 + rng.uniform(-0.5, 0.5, 2)
+        params[i] = [*centre, q[0, 0], q[0, 1], q[1, 1], rng.uniform(50, 5e4), rng.uniform(0, 100)]
+    return params
+
+
+@pytest.mark.parametrize("size", [7, 15])
+def test_rotated_gaussian_at_pixel_centres_is_the_sample_loop(size):
+    """One sample a pixel, the rotated Gaussian's expected counts and derivatives equal the general loop's."""
+    rng = np.random.default_rng(3)
+    npix = size * size
+    for p in _rotated_gaussian_params(rng, 40, size):
+        mu, jac = np.empty(npix), np.zeros((npix, 7))
+        mu_ref, jac_ref = np.empty(npix), np.zeros((npix, 7))
+        _kernels._rgauss_centres(p, size, mu, jac)
+        _kernels._rotated(_kernels.MODEL_IDS["rgauss"], p, size, 1, 1.0, mu_ref, jac_ref)
+        assert np.array_equal(mu, mu_ref)
+        assert np.array_equal(jac, jac_ref)
+        assert np.isclose(mu.sum() - p[6] * npix, p[5], rtol=0.02)  # the peak inside the window (2.5 sigma or more)
+
+
+@pytest.mark.parametrize("npar", sorted({len(PARAMETERS[m]) for m in MODELS}))
+def test_unrolled_information_is_the_loop(npar):
+    """The information and gradient of every model's parameter count equal the loop's, masked pixels and the
+    background prior included; the information is J^T diag(1 / mu) J."""
+    rng = np.random.default_rng(npar)
+    npix = 121
+    for prior_w in (0.0, 0.25):
+        y = rng.poisson(20.0, npix).astype(float)
+        good = rng.random(npix) > 0.2
+        mu = rng.uniform(0.5, 60.0, npix)
+        jac = rng.normal(size=(npix, npar))
+        fisher, grad = np.empty((npar, npar)), np.empty(npar)
+        fisher_ref, grad_ref = np.empty((npar, npar)), np.empty(npar)
+        _kernels._information(y, good, mu, jac, prior_w, fisher, grad)
+        _kernels._information_loop(y, good, mu, jac, prior_w, fisher_ref, grad_ref)
+        assert np.array_equal(fisher, fisher_ref)
+        assert np.array_equal(grad, grad_ref)
+        expected = (jac[good] / mu[good, None]).T @ jac[good]
+        expected[-1, -1] += prior_w
+        np.testing.assert_allclose(fisher, expected, rtol=1e-10)
+        np.testing.assert_allclose(grad, jac[good].T @ (1.0 - y[good] / mu[good]), rtol=1e-10, atol=1e-9)
