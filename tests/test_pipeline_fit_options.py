@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from braggflow.pipeline import process_frame
+from braggflow.pipeline import analyse_frame, process_frame
 from braggflow.pipeline.config import Config, apply_overrides
 from braggflow.profiles.render import moffat_profile
 from braggflow.schema import Flag
@@ -91,7 +91,9 @@ def test_a_frame_thresholded_upstream_is_not_deblended():
     assert sum(splits(_single_spots(seed, thresholded=False))[0] for seed in range(4)) == 0
     for seed in range(4):  # so the pipeline leaves deblending out there: the table is the one without it
         frame = _single_spots(seed, thresholded=True)
-        with_deblend = process_frame(frame, config=apply_overrides(Config(), ["locate.deblend=true"]))
+        with_deblend = analyse_frame(frame, config=apply_overrides(Config(), ["locate.deblend=true"]))
         without = process_frame(frame, config=apply_overrides(Config(), ["locate.deblend=false"]))
-        assert len(with_deblend) == 5
-        pd.testing.assert_frame_equal(with_deblend, without)
+        assert len(with_deblend.table) == 5 and with_deblend.row["thresholded"]
+        pd.testing.assert_frame_equal(with_deblend.table, without)
+    kept = analyse_frame(_single_spots(0, thresholded=False), config=apply_overrides(Config(), ["locate.deblend=true"]))
+    assert not kept.row["thresholded"]

@@ -482,6 +482,9 @@ FRAME_COLUMNS: dict[str, Column] = {
         Column("saturated", "int64", "", "pixels at or above the saturation level", 0),
         Column("zingers", "int64", "", "candidate regions dropped as zingers", 0),
         Column("hot_pixels", "int64", "", "hot pixels masked (the series' hot-pixel map)", 0),
+        Column("thresholded", "bool", "",
+               "the finder took the frame for thresholded upstream (a frame cache, a sparse file): its noise comes "
+               "from the storage threshold, and locate.deblend leaves it out", False),
         Column("time", "float64", "s", "processing time of the frame (correct to integrate)", _NAN),
         Column("hit", "bool", "", "the frame is a hit: n_peaks >= the hit rule's minimum (frames.hit_min_peaks)",
                False),

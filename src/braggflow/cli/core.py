@@ -224,6 +224,10 @@ def run_summary(output: Path, seconds: float, steady: float, *, total: int) -> s
         line += (f"\n{hot} hot pixel{'' if hot == 1 else 's'} masked, {int(frames['zingers'].sum())} zingers dropped, "
                  f"{int((frames['saturated'] > 0).sum())} frames with saturated pixels; median noise "
                  f"{frames['noise'].median():.3g} counts (frames table: {output}:/entry/frames)")
+        thresholded = int(frames["thresholded"].sum()) if "thresholded" in frames else 0
+        if thresholded:
+            line += (f"\n{thresholded} of {len(frames)} frames thresholded upstream (noise from the storage threshold; "
+                     "not deblended)")
     if process.get("geometry_source"):
         line += f"\ngeometry from {process['geometry_source']}"
     return line

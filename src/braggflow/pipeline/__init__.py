@@ -331,8 +331,9 @@ def analyse_frame(
     -------
     result : FrameResult
         ``result.table`` (the peak table) and ``result.row`` (frame, omega,
-        n_peaks, background, noise, saturated, zingers, hot_pixels, time, and
-        hit: at least ``config.frames.hit_min_peaks`` peaks).
+        n_peaks, background, noise, saturated, zingers, hot_pixels,
+        thresholded, time, and hit: at least ``config.frames.hit_min_peaks``
+        peaks).
     """
     from braggflow.correct import correct_frame, saturated_pixels, unbin_positions
     from braggflow.find import find_peaks
@@ -396,6 +397,7 @@ def analyse_frame(
         "saturated": int(np.count_nonzero(saturated)) if saturated is not None else 0,
         "zingers": int(found.zingers) if found is not None else 0,
         "hot_pixels": int(np.count_nonzero(context.hot_pixels)) if context.hot_pixels is not None else 0,
+        "thresholded": found is not None and found.threshold_noise is not None,
         "time": time.perf_counter() - start,
         "hit": len(table) >= config.frames.hit_min_peaks,
         **learned_row,

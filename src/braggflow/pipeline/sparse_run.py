@@ -233,7 +233,8 @@ def _block_results(series, found, context, hot: int, seconds: float) -> tuple[pd
         "frame": frames, "omega": _omega(series, frames), "n_peaks": found.n_peaks[decided],
         "background": found.background[decided], "noise": found.noise[decided],
         "saturated": found.saturated[decided], "zingers": found.zingers[decided],
-        "hot_pixels": np.full(frames.size, hot), "time": np.full(frames.size, seconds / max(frames.size, 1)),
+        "hot_pixels": np.full(frames.size, hot), "thresholded": np.ones(frames.size, dtype=bool),
+        "time": np.full(frames.size, seconds / max(frames.size, 1)),
     }))
     return table, rows
 
