@@ -500,18 +500,19 @@ def integrate(
     ci = np.where(ok, np.rint(np.nan_to_num(cols)), 0).astype(np.intp)
     ids = np.arange(1, n + 1)
     # members of a blend keep the intensities of their joint fit (braggflow.locate.deblend): the region is shared
-    joint = ok & ((table["flags"].to_numpy().astype(np.uint32) & np.uint32(Flag.BLENDED)) != 0)
-    joint &= np.isfinite(table["intensity"].to_numpy(dtype=float))
+    flags = table["flags"].to_numpy().astype(np.uint32)
+    joint = ok & ((flags & np.uint32(Flag.BLENDED)) != 0)
+    joint_intensity = table["intensity"].to_numpy(dtype=float)
+    joint &= np.isfinite(joint_intensity)
     res = _integrate_all(frame, rows - ri, cols - ci, ri, ci, ids, ok & ~joint, background_width, mask=mask,
                          labels=labels, regions=regions, gain=gain, radius=radius, saturated=saturated)
     intensity, err, b, snr, npix, n_b = (res[k] for k in ("intensity", "err", "b", "snr", "npix", "n_b"))
     peak_value, sat, overlap = res["peak_value"], res["sat"], res["overlap"]
     if joint.any():
-        intensity = np.where(joint, table["intensity"].to_numpy(dtype=float), intensity)
+        intensity = np.where(joint, joint_intensity, intensity)
         err = np.where(joint, table["intensity_err"].to_numpy(dtype=float), err)
         snr = np.divide(intensity, err, out=np.full(n, np.nan), where=err > 0)
 
-    flags = table["flags"].to_numpy().astype(np.uint32)
     flags |= np.where(~(snr >= 3), np.uint32(Flag.LOW_SNR), np.uint32(0))
     flags |= np.where(n_b < 5, np.uint32(Flag.BAD_BACKGROUND), np.uint32(0))
     flags |= np.where(sat, np.uint32(Flag.SATURATED), np.uint32(0))

@@ -421,9 +421,10 @@ def _as_profile_params(p: np.ndarray) -> np.ndarray:
 
 def _as_profile(fit):
     """A rotated-Gaussian BatchFit as the profile's with eta = 0 and t held (zero variance)."""
-    cols = [0, 1, 2, 3, 4, _INTENSITY, _INTENSITY + 1]
     cov = np.zeros((len(fit), 9, 9))
-    cov[np.ix_(np.arange(len(fit)), cols, cols)] = fit.cov
+    for rows, from_rows in ((slice(0, 5), slice(0, 5)), (slice(_INTENSITY, 9), slice(5, 7))):
+        cov[:, rows, :5] = fit.cov[:, from_rows, :5]
+        cov[:, rows, _INTENSITY:] = fit.cov[:, from_rows, 5:]
     return type(fit)(model=PROFILE_MODEL, params=_as_profile_params(fit.params), cov=cov, deviance=fit.deviance,
                      npix=fit.npix, iterations=fit.iterations, ok=fit.ok, converged=fit.converged)
 
