@@ -9,7 +9,7 @@ from braggflow.errors import BraggflowError
 from braggflow.locate.handover import centre_extended_peaks, fit_saturated_peaks
 from braggflow.locate.methods import METHODS, _check_method, locate_cut, locate_patches, method_column
 from braggflow.locate.patches import check_patch_arrays
-from braggflow.schema import conform, conformed_columns, table_from_columns
+from braggflow.schema import Flag, conform, conformed_columns, table_from_columns
 from braggflow.windows import cut_windows
 
 __all__ = ["METHODS", "locate", "locate_patches"]
@@ -115,8 +115,10 @@ def locate(
         A copy of ``table`` (conformed to the schema) with ``row``, ``col``,
         ``row_err``, ``col_err``, ``rc_cov``, ``sigma_row``, ``sigma_col``
         (frame px), ``method`` and ``flags`` (OR-ed with EDGE, MASKED_NEIGHBOUR,
-        OVERLAPPING, SATURATED, BAD_BACKGROUND, FIT_FAILED) filled.  Failed
-        peaks have NaN positions and FIT_FAILED.
+        OVERLAPPING, SATURATED, BAD_BACKGROUND, FIT_FAILED) filled.  A peak
+        whose fit or network failed keeps FIT_FAILED and takes the centre of
+        mass of its patch (method ``com``): every peak the finder found keeps a
+        position; NaN only where the centroid fails too (no usable pixel).
 
     Raises
     ------
@@ -149,9 +151,14 @@ def locate(
     columns, patches = locate_cut(frame, rows, cols, method, mask=fit_mask if fits else mask, labels=labels,
                                   patch_size=patch_size, gain=gain, saturation=saturation, model=model,
                                   backend=backend, device=device, batch_size=batch_size, fit_engine=fit_engine)
-    flags = given["flags"] | columns.pop("flags")
+    located_flags = columns.pop("flags")
+    flags = given["flags"] | located_flags
     categories = list(METHODS)
     codes = np.full(n, categories.index(method), dtype=np.int8)
+    if method != "com":
+        failed = np.flatnonzero(located_flags & np.uint32(Flag.FIT_FAILED))
+        if failed.size:  # the centroid of the same patch: the peak stays in the table with a position
+            _replace(columns, codes, failed, _patch_centroids(patches, failed, gain), categories.index("com"))
     refit = saturated is not None and not fits and saturated_peaks == "fit"
     extend = regions is not None and extended_peaks == "region"
     if labels is not None and (refit or extend):
@@ -181,6 +188,16 @@ def locate(
         columns, n = deblend_columns(frame, columns, n, mask=fit_mask, labels=labels, patch_size=patch_size,
                                      gain=gain, patches=patches if fits or saturated is None else None)
     return table_from_columns(columns, n)
+
+
+def _patch_centroids(patches, rows: np.ndarray, gain: float) -> dict[str, np.ndarray]:
+    """The centre of mass of the patches ``rows`` (:func:`~braggflow.locate.centroid.centroid_patches`), as the
+    located columns in frame px."""
+    background = None if patches.background is None else patches.background[rows]
+    res = locate_patches(patches.data[rows], patches.mask[rows], method="com", gain=gain, background=background)
+    origin = patches.origin[rows].astype(float)
+    return dict(row=res.row + origin[:, 0], col=res.col + origin[:, 1], row_err=res.row_err, col_err=res.col_err,
+                rc_cov=res.rc_cov, sigma_row=res.sigma_row, sigma_col=res.sigma_col)
 
 
 def _replace(columns: dict[str, np.ndarray], codes: np.ndarray, rows: np.ndarray, values: dict[str, np.ndarray],

@@ -29,7 +29,7 @@ BATCH_PROFILES = ("gauss", "pvoigt", "moffat")
 
 
 def fit_patches_batched(data, mask=None, *, gain: float = 1.0, profile: str = "gauss",
-                        supersample: int = 2) -> LocateResult:
+                        supersample: int = 2, background=None) -> LocateResult:
     """Poisson maximum-likelihood fit of a peak profile to every patch at once.
 
     Parameters
@@ -45,6 +45,10 @@ def fit_patches_batched(data, mask=None, *, gain: float = 1.0, profile: str = "g
         elliptical Moffat (see :mod:`braggflow.profiles.fitting`).
     supersample : int
         Sub-pixels per axis for the rotated profiles.
+    background : (N,) array_like of float, optional
+        Each patch's border median over the pixels not in ``mask`` when already known, counts/px
+        (:attr:`~braggflow.locate.patches.Patches.background`): the moments that start the fit do not take it
+        again.
 
     Returns
     -------
@@ -72,11 +76,11 @@ def fit_patches_batched(data, mask=None, *, gain: float = 1.0, profile: str = "g
     result = LocateResult.empty(n)
     if n == 0:
         return result
-    fit, _ = fit_with_start(data, mask, gain=gain, profile=profile, supersample=supersample)
+    fit, _ = fit_with_start(data, mask, gain=gain, profile=profile, supersample=supersample, background=background)
     return result_from_fit(fit, s, supersample=supersample)
 
 
-def fit_with_start(data, mask, *, gain, profile, supersample=2):
+def fit_with_start(data, mask, *, gain, profile, supersample=2, background=None):
     """Start from the patches' moments (:func:`centroid_patches`) and fit a profile to every patch at once.
 
     Parameters
@@ -91,6 +95,9 @@ def fit_with_start(data, mask, *, gain, profile, supersample=2):
         Model of :func:`braggflow.profiles.fitting.fit_profiles` (``"gauss"``, ``"pvoigt"``, ...).
     supersample : int
         Sub-pixel samples per axis of the fitted model.
+    background : (N,) array_like of float, optional
+        Each patch's border median over the pixels not in ``mask`` when already known, counts/px (passed to
+        :func:`centroid_patches`, which otherwise takes it).
 
     Returns
     -------
@@ -101,7 +108,7 @@ def fit_with_start(data, mask, *, gain, profile, supersample=2):
     """
     s = data.shape[-1]
     h = s // 2
-    start = centroid_patches(data, mask, gain=gain)
+    start = centroid_patches(data, mask, gain=gain, background=background)
     y = np.where(mask, 0.0, data)
     bg0 = np.maximum(np.nan_to_num(start.background, nan=0.0), 0.0)
     inten0 = np.where(np.isfinite(start.intensity), start.intensity,

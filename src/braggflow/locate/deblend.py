@@ -642,11 +642,14 @@ def _distinct_members(position, variance, candidate) -> np.ndarray:
         distinct[index] = True
         return distinct
     order = index[np.argsort(np.nan_to_num(variance[index], nan=np.inf), kind="stable")]
-    kept: list[int] = []
-    for i in order:
-        if not kept or np.min(np.hypot(*(position[kept] - position[i]).T)) >= _DUPLICATE_DISTANCE:
-            kept.append(i)
-    distinct[kept] = True
+    p = position[order]
+    # apart[i, j]: candidate j (in that order) is at least the distance from candidate i (False where NaN)
+    apart = np.hypot(p[None, :, 0] - p[:, None, 0], p[None, :, 1] - p[:, None, 1]) >= _DUPLICATE_DISTANCE
+    kept = np.zeros(order.size, dtype=bool)
+    kept[0] = True
+    for i in range(1, order.size):
+        kept[i] = apart[i, kept].all()
+    distinct[order[kept]] = True
     return distinct
 
 

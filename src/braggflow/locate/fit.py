@@ -112,7 +112,8 @@ class _PatchModel:
         return jmu * factor[:, None]
 
 
-def fit_patches(data, mask=None, *, gain: float = 1.0, profile: str = "gauss", max_nfev: int = 200) -> LocateResult:
+def fit_patches(data, mask=None, *, gain: float = 1.0, profile: str = "gauss", max_nfev: int = 200,
+                background=None) -> LocateResult:
     """Poisson maximum-likelihood fit of an axis-aligned peak model to each patch.
 
     Parameters
@@ -127,6 +128,10 @@ def fit_patches(data, mask=None, *, gain: float = 1.0, profile: str = "gauss", m
         Model: 2D Gaussian (6 parameters) or pseudo-Voigt (7, with eta).
     max_nfev : int
         Most model evaluations per patch.
+    background : (N,) array_like of float, optional
+        Each patch's border median over the pixels not in ``mask`` when already known, counts/px
+        (:attr:`~braggflow.locate.patches.Patches.background`): the moments that start the fit do not take it
+        again.
 
     Returns
     -------
@@ -143,7 +148,7 @@ def fit_patches(data, mask=None, *, gain: float = 1.0, profile: str = "gauss", m
     if n == 0:
         return result
     with_eta = profile == "pvoigt"
-    start = centroid_patches(data, mask, gain=gain)
+    start = centroid_patches(data, mask, gain=gain, background=background)
     y_all = np.maximum(np.where(mask, 0.0, data), 0.0) / gain
     h = s // 2
     lo = [-0.5, -0.5, _SIGMA_MIN, _SIGMA_MIN] + ([0.0] if with_eta else []) + [0.0, 0.0]
@@ -197,7 +202,8 @@ def fit_patches(data, mask=None, *, gain: float = 1.0, profile: str = "gauss", m
     return result
 
 
-def fit_gaussian_patches(data, mask=None, *, gain: float = 1.0, engine: str = "batch") -> LocateResult:
+def fit_gaussian_patches(data, mask=None, *, gain: float = 1.0, engine: str = "batch",
+                         background=None) -> LocateResult:
     """Fit a pixel-integrated axis-aligned 2D Gaussian plus background to each patch.
 
     Poisson maximum likelihood (see :mod:`braggflow.locate.fit`), 6 parameters:
@@ -217,6 +223,10 @@ def fit_gaussian_patches(data, mask=None, *, gain: float = 1.0, engine: str = "b
         Counts (ADU) per photon.
     engine : {"batch", "scipy"}
         All patches at once, or one :func:`scipy.optimize.least_squares` per patch.
+    background : (N,) array_like of float, optional
+        Each patch's border median over the pixels not in ``mask`` when already known, counts/px
+        (:attr:`~braggflow.locate.patches.Patches.background`): the moments that start the fit do not take it
+        again.
 
     Returns
     -------
@@ -235,8 +245,8 @@ def fit_gaussian_patches(data, mask=None, *, gain: float = 1.0, engine: str = "b
     if _check_engine(engine) == "batch":
         from braggflow.locate.batchfit import fit_patches_batched
 
-        return fit_patches_batched(data, mask, gain=gain, profile="gauss")
-    return fit_patches(data, mask, gain=gain, profile="gauss")
+        return fit_patches_batched(data, mask, gain=gain, profile="gauss", background=background)
+    return fit_patches(data, mask, gain=gain, profile="gauss", background=background)
 
 
 ENGINES = ("batch", "scipy")
@@ -248,7 +258,8 @@ def _check_engine(engine: str) -> str:
     return engine
 
 
-def fit_pvoigt_patches(data, mask=None, *, gain: float = 1.0, engine: str = "batch") -> LocateResult:
+def fit_pvoigt_patches(data, mask=None, *, gain: float = 1.0, engine: str = "batch",
+                       background=None) -> LocateResult:
     """Fit a pixel-integrated 2D pseudo-Voigt plus background to each patch.
 
     The profile is that of :func:`braggflow.profiles.render.peak_profile`:
@@ -271,6 +282,10 @@ def fit_pvoigt_patches(data, mask=None, *, gain: float = 1.0, engine: str = "bat
         Counts (ADU) per photon.
     engine : {"batch", "scipy"}
         All patches at once, or one :func:`scipy.optimize.least_squares` per patch.
+    background : (N,) array_like of float, optional
+        Each patch's border median over the pixels not in ``mask`` when already known, counts/px
+        (:attr:`~braggflow.locate.patches.Patches.background`): the moments that start the fit do not take it
+        again.
 
     Returns
     -------
@@ -290,5 +305,5 @@ def fit_pvoigt_patches(data, mask=None, *, gain: float = 1.0, engine: str = "bat
     if _check_engine(engine) == "batch":
         from braggflow.locate.batchfit import fit_patches_batched
 
-        return fit_patches_batched(data, mask, gain=gain, profile="pvoigt")
-    return fit_patches(data, mask, gain=gain, profile="pvoigt")
+        return fit_patches_batched(data, mask, gain=gain, profile="pvoigt", background=background)
+    return fit_patches(data, mask, gain=gain, profile="pvoigt", background=background)

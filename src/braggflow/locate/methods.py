@@ -50,7 +50,8 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
         "gauss" and "pvoigt": every patch in one vectorised fit, or one
         :func:`scipy.optimize.least_squares` per patch (the reference).
     background : (N,) array_like of float, optional
-        "com": each patch's border median when known (:attr:`Patches.background`).
+        Each patch's border median over the pixels not in ``mask`` when known (:attr:`Patches.background`): the
+        centre of mass ("com") and the moments that start the fits ("gauss", "pvoigt") do not take it again.
 
     Returns
     -------
@@ -70,11 +71,11 @@ def locate_patches(data, mask=None, *, method: str = "com", gain: float = 1.0, m
     if method == "gauss":
         from braggflow.locate.fit import fit_gaussian_patches
 
-        return fit_gaussian_patches(data, mask, gain=gain, engine=fit_engine)
+        return fit_gaussian_patches(data, mask, gain=gain, engine=fit_engine, background=background)
     if method == "pvoigt":
         from braggflow.locate.fit import fit_pvoigt_patches
 
-        return fit_pvoigt_patches(data, mask, gain=gain, engine=fit_engine)
+        return fit_pvoigt_patches(data, mask, gain=gain, engine=fit_engine, background=background)
     from braggflow.nn.inference import predict_patches
 
     data = np.asarray(data, dtype=np.float32)
@@ -152,8 +153,10 @@ def locate_cut(frame, rows, cols, method, *, mask, labels, patch_size, gain, sat
     fit_mask = patches.mask
     if saturation is not None and method in ("gauss", "pvoigt"):
         fit_mask = fit_mask | (patches.data >= saturation)
+    # the patches' border median is the one over the pixels they removed: it serves where those are the pixels left out
+    background = patches.background if fit_mask is patches.mask else None
     res = locate_patches(patches.data, fit_mask, method=method, gain=gain, model=model, backend=backend,
-                         device=device, batch_size=batch_size, fit_engine=fit_engine, background=patches.background)
+                         device=device, batch_size=batch_size, fit_engine=fit_engine, background=background)
     origin = patches.origin.astype(float)
     flags = patches.flags.copy()
     flags[np.asarray(res.failed, dtype=bool)] |= np.uint32(Flag.FIT_FAILED)
