@@ -97,6 +97,11 @@ _SIGMA_MIN = 0.2  # px
 _T_RANGE = (0.01, 0.8)  # Moffat 1 / beta: beta from 1.25 to 100
 _T_RANGE_PVM = (0.1, 2.0 / 3.0)  # the pseudo-Voigt-Moffat's wing exponent 1 / beta: beta from 1.5 (Lorentzian) to 10
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+#: Columns in photons (intensities and background) of each model's parameters.
+_PHOTONS = {model: [i for i, name in enumerate(names) if name.startswith(("intensity", "background"))]
+            for model, names in PARAMETERS.items()}
+#: The models with a wing fraction, which :func:`_held` may hold (the others: none).
+_WINGED = ("pvoigt", "pvmoffat")
 _K2 = LORENTZ_GAMMA_PER_SIGMA ** 2
 
 
@@ -545,8 +550,9 @@ def fit_profiles(data, good, start, *, model: str = "gauss", gain: float = 1.0, 
     start = np.array(start, dtype=float, copy=True)
     if start.shape != (n, npar) or np.shape(good) != data.shape:
         raise ValueError(f"start must be (N, {npar}) and good (N, s, s) for data {data.shape}")
-    photons = [i for i, name in enumerate(PARAMETERS[model]) if name.startswith(("intensity", "background"))]
-    start[:, photons] /= gain
+    photons = _PHOTONS[model]
+    if gain != 1.0:  # x / 1 and x * 1 are x
+        start[:, photons] /= gain
     # a writable copy: a read-only (broadcast) array would be another signature of the compiled iteration
     hold = np.zeros((n, npar), dtype=bool) if hold is None else np.broadcast_to(np.asarray(hold, dtype=bool),
                                                                                  (n, npar)).copy()
@@ -559,11 +565,12 @@ def fit_profiles(data, good, start, *, model: str = "gauss", gain: float = 1.0, 
         params, cov, dev, iters, conv, alive, npix = _fit_compiled(model, data, good, start, gain, supersample,
                                                                    hold, background_prior, max_iter, tol)
     diag = np.einsum("nii->ni", cov)
-    held = _held(model, np.nan_to_num(params)) | hold
+    held = _held(model, np.nan_to_num(params)) | hold if model in _WINGED else hold
     ok = alive & np.all(np.isfinite(params), axis=1) & np.all((diag > 0) | held, axis=1)
-    params[:, photons] *= gain
-    cov[:, photons, :] *= gain
-    cov[:, :, photons] *= gain
+    if gain != 1.0:
+        params[:, photons] *= gain
+        cov[:, photons, :] *= gain
+        cov[:, :, photons] *= gain
     return BatchFit(model=model, params=params, cov=cov, deviance=dev, npix=npix, iterations=iters, ok=ok,
                     converged=conv)
 
@@ -594,7 +601,9 @@ def _fit_compiled(model, data, good, start, gain, supersample, hold, background_
     """The compiled iteration (:func:`._kernels.lm_fit`): params, cov, deviance, iterations, converged, alive,
     npix (photons), as the NumPy iteration gives them."""
     n, s = data.shape[0], data.shape[-1]
-    y = np.ascontiguousarray(np.maximum(data.reshape(n, s * s), 0.0) / gain)
+    y = np.ascontiguousarray(np.maximum(data.reshape(n, s * s), 0.0))  # a new array
+    if gain != 1.0:
+        y /= gain
     good = np.ascontiguousarray(np.asarray(good, dtype=bool).reshape(n, s * s))
     prior_b, prior_w = _background_weights(background_prior, n, gain)
     lo, hi = _bounds(model)
