@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from braggflow.find import find_peaks
 from braggflow.integrate import integrate
@@ -301,3 +302,29 @@ def test_deblend_with_the_located_patches_gives_the_same_table():
     located.loc[3, ["row", "col"]] = np.nan
     assert deblend(frame, located, labels=found.labels, patches=patches).equals(
         deblend(frame, located, labels=found.labels))
+
+
+def test_a_split_row_keeps_the_other_columns_of_its_peak_and_the_input_table_is_left_alone():
+    """The new member of a blend carries its peak's columns that the split does not set (file, frame, extra
+    columns); locate's deblending is deblend() of its located table; the table given is not written."""
+    from braggflow.locate.deblend import deblend
+
+    truth = [dict(row=40.3, col=40.6, sr=1.6, sc=1.6, flux=20000.0),
+             dict(row=41.9, col=43.1, sr=1.6, sc=1.6, flux=14000.0),
+             dict(row=20.2, col=70.7, sr=1.2, sc=1.2, flux=30000.0)]
+    frame = _frame(truth, seed=1)
+    found = find_peaks(frame)
+    table = found.table.assign(frame_in_file=np.arange(len(found.table)) + 7, source_file="run_01.h5",
+                               note=[f"peak {k}" for k in range(len(found.table))])
+    before = table.copy()
+    out = locate(frame, table, method="gauss", labels=found.labels, deblend=True)
+    pd.testing.assert_frame_equal(table, before)
+    assert len(out) == len(table) + 1
+    blended = np.flatnonzero((out["flags"].to_numpy() & Flag.BLENDED) != 0)
+    assert blended.size == 2 and blended[-1] == len(table)
+    peak = blended[0]
+    for name in ("frame_in_file", "source_file", "note", "npix", "score", "method"):
+        assert out[name].iloc[-1] == out[name].iloc[peak], name
+    assert out["source_file"].dtype == "category" and out["note"].tolist()[-1] == f"peak {peak}"
+    located = locate(frame, table, method="gauss", labels=found.labels)
+    pd.testing.assert_frame_equal(deblend(frame, located, labels=found.labels), out)
