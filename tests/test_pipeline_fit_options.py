@@ -97,3 +97,32 @@ def test_a_frame_thresholded_upstream_is_not_deblended():
         pd.testing.assert_frame_equal(with_deblend.table, without)
     kept = analyse_frame(_single_spots(0, thresholded=False), config=apply_overrides(Config(), ["locate.deblend=true"]))
     assert not kept.row["thresholded"]
+
+
+def test_a_failed_fit_keeps_the_peak_at_its_patch_centroid():
+    from braggflow.locate import locate
+    from braggflow.schema import new_peak_table
+
+    rng = np.random.default_rng(0)
+    rr, cc = np.mgrid[:100, :100]
+    # the spot lies 6 px from the table's pixel, outside its 11 x 11 patch: the Gaussian fit fails there
+    expected = 5000 * np.exp(-((rr - 50.3) ** 2 + (cc - 56.0) ** 2) / (2 * 1.2**2)) / (2 * np.pi * 1.2**2) + 10
+    frame = rng.poisson(expected).astype(np.float32)
+    table = new_peak_table(1, row=[50.0], col=[50.0])
+    fitted, centroid = locate(frame, table, method="gauss"), locate(frame, table, method="com")
+    assert fitted["flags"].iloc[0] & Flag.FIT_FAILED and fitted["method"].iloc[0] == "com"
+    for name in ("row", "col", "row_err", "col_err", "sigma_row", "sigma_col"):
+        assert fitted[name].iloc[0] == centroid[name].iloc[0] and np.isfinite(fitted[name].iloc[0])
+
+
+def test_fits_on_a_real_giwaxs_frame_report_every_peak_with_a_position(shared_data):
+    from braggflow.io.frames import open_frames
+
+    frame = open_frames(str(shared_data / "gixd_mapbbr3" / "S123_MABr_A2_00865-00000.tif")).read(0)
+    plain = process_frame(frame)
+    for method in ("gauss", "pvoigt"):  # arcs and rings: no spot profile fits many of them
+        table = process_frame(frame, config=apply_overrides(Config(), [f"locate.method={method}"]))
+        failed = (table["flags"].to_numpy() & Flag.FIT_FAILED) != 0
+        assert len(table) == len(plain) and failed.sum() >= 10
+        assert table["method"][failed].isin(["com", "region"]).all()  # region: a peak larger than its patch
+        assert np.isfinite(table[["row", "col", "intensity"]].to_numpy(float)).all() and (table["npix"] > 0).all()

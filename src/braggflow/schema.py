@@ -50,7 +50,8 @@ class Flag(enum.IntFlag):
     OVERLAPPING = 1 << 3
     """Pixels of another peak were inside the patch and were removed."""
     FIT_FAILED = 1 << 4
-    """The localizer did not converge; positions are NaN or the detection guess."""
+    """The localizer's fit or network failed; ``locate`` gives the position of the patch's centre of mass (method
+    ``com``), NaN only where that fails too."""
     LOW_SNR = 1 << 5
     """Integrated intensity below three times its error."""
     BAD_BACKGROUND = 1 << 6
