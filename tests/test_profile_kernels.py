@@ -57,3 +57,21 @@ def test_unrolled_information_is_the_loop(npar):
         expected[-1, -1] += prior_w
         np.testing.assert_allclose(fisher, expected, rtol=1e-10)
         np.testing.assert_allclose(grad, jac[good].T @ (1.0 - y[good] / mu[good]), rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_pseudo_voigt_samples_are_the_general_loop(k):
+    """The pseudo-Voigt's own sample loop gives the general loop's expected counts and derivatives, sub-pixels or
+    not, from a Gaussian (eta 0) to a Lorentzian (eta 1)."""
+    rng = np.random.default_rng(10 + k)
+    size, npix = 11, 121
+    k2 = 2.0 * np.log(2.0)
+    for p in _rotated_gaussian_params(rng, 30, size):
+        p = np.insert(p, 5, rng.choice([0.0, rng.uniform(0, 1), 1.0]))
+        mu, jac = np.empty(npix), np.zeros((npix, 8))
+        mu_ref, jac_ref = np.empty(npix), np.zeros((npix, 8))
+        _kernels._pvoigt_samples(p, size, k, k2, mu, jac)
+        _kernels._rotated(_kernels.MODEL_IDS["pvoigt"], p, size, k, k2, mu_ref, jac_ref)
+        assert np.array_equal(mu, mu_ref)
+        assert np.array_equal(jac, jac_ref)
+        assert np.all(mu >= p[7]) and np.all(jac[:, 6] >= 0) and mu.max() > p[7] + 0.01 * p[6]  # a peak over B
