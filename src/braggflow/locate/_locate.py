@@ -164,10 +164,10 @@ def locate(
     if labels is not None and (refit or extend):
         half = patch_size // 2  # each peak's own pixels in its patch, for both hand-overs
         if np.array_equal(patches.origin + half, brightest):  # the patches were cut around the same pixels
-            own = patches.own
+            own, counts = patches.own, patches.counts
         else:  # a centre off the pixel grid: its patch is centred on the nearest pixel, the hand-overs' on the floor
             ids = np.arange(1, n + 1)[:, None, None]
-            own = cut_windows(labels, brightest[:, 0], brightest[:, 1], half, 0) == ids
+            own, counts = cut_windows(labels, brightest[:, 0], brightest[:, 1], half, 0) == ids, None
         if refit:
             hit, fitted = fit_saturated_peaks(frame, saturated, fit_mask, labels, brightest, own, gain)
             if hit.size:
@@ -175,7 +175,8 @@ def locate(
                 _replace(columns, codes, hit, fitted, categories.index("gauss"))
         if extend:
             background = given["background"]  # the finder's tile level
-            index, centroids = centre_extended_peaks(regions, frame, background, brightest, own, labels, mask, gain)
+            index, centroids = centre_extended_peaks(regions, frame, background, brightest, own, labels, mask, gain,
+                                                     counts=counts)
             if index.size:
                 categories.append("region")
                 _replace(columns, codes, index, centroids, categories.index("region"))

@@ -160,9 +160,10 @@ def _linear_fit(data, mask, start, gain, iterations: int = 6) -> BatchFit:
     p = np.array(start, dtype=float, copy=True)
     valid = np.all(np.isfinite(p), axis=1) & (p[:, 2] > 0) & (p[:, 3] > 0)
     p[~valid] = [data.shape[-1] // 2, data.shape[-1] // 2, 1.0, 1.0, 1.0, 0.0]
-    inten, bg, deviance = fit_amplitudes(data, ~mask, p, gain=gain, iterations=iterations)
+    good = ~mask
+    inten, bg, deviance = fit_amplitudes(data, good, p, gain=gain, iterations=iterations)
     params = np.column_stack([p[:, :4], inten, bg])
-    npix = (~mask).reshape(n, -1).sum(axis=1)
+    npix = good.reshape(n, -1).sum(axis=1)
     ok = valid & np.isfinite(deviance) & (inten > 1e-9 * gain) & (npix > 6)
     params[~ok] = np.nan
     return BatchFit(model="gauss", params=params, cov=np.full((n, 6, 6), np.nan), deviance=deviance,
@@ -212,8 +213,10 @@ def screen_statistics(data, mask, *, gain: float = 1.0, start=None, shape_fitted
         fit = fit_profiles(data, ~mask, start, model="gauss", gain=gain)
     else:
         known = np.asarray(shape_fitted, dtype=bool)
-        fit = _linear_fit(data[known], mask[known], start[known], gain)
-        if not known.all():
+        every = known.all()
+        fit = (_linear_fit(data, mask, start, gain) if every
+               else _linear_fit(data[known], mask[known], start[known], gain))
+        if not every:
             rest = fit_profiles(data[~known], ~mask[~known], start[~known], model="gauss", gain=gain)
             order = np.argsort(np.concatenate([np.flatnonzero(known), np.flatnonzero(~known)]))
             fit = _take(_join(fit, rest), order)
@@ -282,14 +285,16 @@ def find_blends(data, mask=None, *, gain: float = 1.0, threshold: float = DEBLEN
     level, inten = (np.full(len(sent), np.nan) if g is None else g.column(k).copy() for k in ("background",
                                                                                            "intensity"))
     level[moments], inten[moments] = rest.column("background"), rest.column("intensity")
-    pair = fit_profiles(data[sent], ~mask[sent], _pair_start(data[sent], mask[sent], level, inten), model="gauss2",
+    sent_data, sent_mask = data[sent], mask[sent]
+    sent_good = ~sent_mask
+    pair = fit_profiles(sent_data, sent_good, _pair_start(sent_data, sent_mask, level, inten), model="gauss2",
                         gain=gain)
     single = _scatter(rest, moments, len(sent))
     if g is not None and ok.any():
         # the pseudo-Voigt from the screen's Gaussian, left out where even the Gaussian's drop cannot pass
         bound = np.where(pair.ok, g.deviance - pair.deviance, np.inf)
         need = np.flatnonzero(ok & ~(bound <= min(threshold, RECOGNITION_THRESHOLD) - _SKIP_MARGIN))
-        fitted = fit_profiles(data[sent[need]], ~mask[sent[need]],
+        fitted = fit_profiles(sent_data[need], sent_good[need],
                               start_parameters("pvoigt", *g.params[need].T, supersample=_SINGLE_SUPERSAMPLE),
                               model="pvoigt", gain=gain, supersample=_SINGLE_SUPERSAMPLE)
         for name in ("params", "cov", "deviance", "npix", "iterations", "ok", "converged"):

@@ -62,7 +62,7 @@ def fit_saturated_peaks(frame: np.ndarray, saturated: np.ndarray, fit_mask: np.n
 
 def centre_extended_peaks(regions, frame: np.ndarray, background: np.ndarray, brightest: np.ndarray,
                           own: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
-                          gain: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                          gain: float, counts: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The centroids of their whole regions for the peaks that their patch cannot hold.
 
     A patch-based localizer sees only the part of a streak or large spot that
@@ -77,7 +77,9 @@ def centre_extended_peaks(regions, frame: np.ndarray, background: np.ndarray, br
     ``background`` is the (N,) finder's background level of each peak
     (counts/px), ``brightest`` the (N, 2) integer brightest pixel of each peak
     (the patch centres), ``own`` the (N, s, s) pixels of each peak's own label
-    in its patch; row k of the table is label k + 1 of ``labels``.
+    in its patch; row k of the table is label k + 1 of ``labels``; ``counts``, optional, the (N, s, s) frame
+    pixels of those patches as cut (0 outside the frame; :attr:`~braggflow.locate.patches.Patches.counts`), which
+    are otherwise cut again.
 
     Returns
     -------
@@ -87,7 +89,9 @@ def centre_extended_peaks(regions, frame: np.ndarray, background: np.ndarray, br
     columns : dict of (M,) ndarray
         Their new :data:`~braggflow.locate.methods.LOCATED_COLUMNS`.
     """
-    counts = cut_windows(frame, brightest[:, 0], brightest[:, 1], own.shape[-1] // 2, 0).astype(np.float64)
+    if counts is None:
+        counts = cut_windows(frame, brightest[:, 0], brightest[:, 1], own.shape[-1] // 2, 0)
+    counts = counts.astype(np.float64)
     inside = np.where(own, counts - background[:, None, None], 0.0).sum(axis=(1, 2))
     extended = np.flatnonzero(inside < EXTENDED_PATCH_FRACTION * regions.signal)
     if not extended.size:

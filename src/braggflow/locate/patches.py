@@ -53,6 +53,9 @@ class Patches:
         With the finder's labels: the pixels of each patch's own label (patch k
         is label k + 1, after ``relabel``), inside the frame or not; None without
         labels.
+    counts : (N, s, s) ndarray or None
+        The frame's pixels as cut, before any was replaced (the frame's dtype,
+        0 outside the frame); None where not kept.
     """
 
     data: np.ndarray
@@ -61,6 +64,7 @@ class Patches:
     flags: np.ndarray
     background: np.ndarray | None = None
     own: np.ndarray | None = None
+    counts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -426,7 +430,8 @@ def patches_at(
         cc = c0[at, None] + offs
         inside = np.ones((n, size, size), dtype=bool)
         inside[at] = ((rr >= 0) & (rr < height))[:, :, None] & ((cc >= 0) & (cc < width))[:, None, :]
-    data = cut_windows(frame, r0, c0, h, 0).astype(np.float32, copy=False)
+    counts = cut_windows(frame, r0, c0, h, 0)
+    data = counts.astype(np.float32, copy=False)
     flags = np.zeros(n, dtype=np.uint32)
     flags[edge] |= np.uint32(Flag.EDGE)
     bad = ~np.isfinite(data)
@@ -464,4 +469,5 @@ def patches_at(
     flags[no_bg] |= np.uint32(Flag.BAD_BACKGROUND)
     data = np.where(removed, background[:, None, None].astype(np.float32), data)
     origin = np.stack([r0 - h, c0 - h], axis=1).astype(np.int64) if n else np.zeros((0, 2), dtype=np.int64)
-    return Patches(data=data, mask=removed, origin=origin, flags=flags, background=background, own=own)
+    return Patches(data=data, mask=removed, origin=origin, flags=flags, background=background, own=own,
+                   counts=counts)
