@@ -75,3 +75,26 @@ def test_pseudo_voigt_samples_are_the_general_loop(k):
         assert np.array_equal(mu, mu_ref)
         assert np.array_equal(jac, jac_ref)
         assert np.all(mu >= p[7]) and np.all(jac[:, 6] >= 0) and mu.max() > p[7] + 0.01 * p[6]  # a peak over B
+
+
+def test_wing_score_of_two_exponents_is_that_of_the_general_pass():
+    """The wing score's pass for two exponents gives, to the last bit, the general pass's statistics at those
+    exponents (a third one sends the windows through the general pass); Gaussian peaks score around 0."""
+    rng = np.random.default_rng(5)
+    size, n = 15, 40
+    params = np.zeros((n, 9))
+    params[:, [0, 1, 2, 3, 4, 5, 6]] = np.column_stack([_rotated_gaussian_params(rng, n, size)[:, :5],
+                                                         np.zeros(n), np.full(n, 0.5)])
+    params[:, 7], params[:, 8] = rng.uniform(500, 5000, n), rng.uniform(5, 50, n)
+    mu = np.empty((n, size * size))
+    for i in range(n):
+        rg = np.r_[params[i, :5], params[i, 7:]]
+        _kernels._rotated(_kernels.MODEL_IDS["rgauss"], rg, size, 1, 1.0, mu[i], np.zeros((size * size, 7)))
+    y = rng.poisson(mu).astype(float)
+    good = rng.random(y.shape) > 0.05
+    k2 = 2.0 * np.log(2.0)
+    two = np.array([0.5, 2.0 / 3.0])
+    z2, finite2 = _kernels.wing_scores(y, good, params, np.zeros(n), size, 1, k2, two)
+    z3, finite3 = _kernels.wing_scores(y, good, params, np.zeros(n), size, 1, k2, np.r_[two, 0.4])
+    assert np.array_equal(z2, z3[:, :2]) and np.array_equal(finite2, finite3)
+    assert finite2.all() and np.abs(np.median(z2, axis=0)).max() < 1.0  # no wing: centred on 0
