@@ -109,10 +109,12 @@ def fit_with_start(data, mask, *, gain, profile, supersample=2, background=None)
     s = data.shape[-1]
     h = s // 2
     start = centroid_patches(data, mask, gain=gain, background=background)
-    y = np.where(mask, 0.0, data)
     bg0 = np.maximum(np.nan_to_num(start.background, nan=0.0), 0.0)
-    inten0 = np.where(np.isfinite(start.intensity), start.intensity,
-                      (y - bg0[:, None, None] * ~mask).sum(axis=(1, 2)))
+    inten0 = np.array(start.intensity, dtype=float)
+    unknown = np.flatnonzero(~np.isfinite(inten0))
+    if unknown.size:  # the patch's sum above the background
+        y, m = np.where(mask[unknown], 0.0, data[unknown]), mask[unknown]
+        inten0[unknown] = (y - bg0[unknown, None, None] * ~m).sum(axis=(1, 2))
     r0 = np.where(np.isfinite(start.row), start.row, h)
     c0 = np.where(np.isfinite(start.col), start.col, h)
     sr0 = np.clip(np.nan_to_num(start.sigma_row, nan=1.0), 0.3, s / 2)

@@ -137,9 +137,10 @@ def _pair_start(data, mask, background, intensity) -> np.ndarray:
     rr, cc = np.indices((s, s), dtype=float)
     r0 = (w * rr).sum(axis=(1, 2)) / total
     c0 = (w * cc).sum(axis=(1, 2)) / total
-    vrr = (w * (rr - r0[:, None, None]) ** 2).sum(axis=(1, 2)) / total
-    vcc = (w * (cc - c0[:, None, None]) ** 2).sum(axis=(1, 2)) / total
-    vrc = (w * (rr - r0[:, None, None]) * (cc - c0[:, None, None])).sum(axis=(1, 2)) / total
+    off_r, off_c = rr - r0[:, None, None], cc - c0[:, None, None]  # each pixel from the centroid
+    vrr = (w * off_r**2).sum(axis=(1, 2)) / total
+    vcc = (w * off_c**2).sum(axis=(1, 2)) / total
+    vrc = (w * off_r * off_c).sum(axis=(1, 2)) / total
     half_diff = np.sqrt(0.25 * (vrr - vcc) ** 2 + vrc**2)
     lam_max = 0.5 * (vrr + vcc) + half_diff
     lam_min = np.maximum(0.5 * (vrr + vcc) - half_diff, 0.09)
