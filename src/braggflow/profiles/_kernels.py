@@ -562,8 +562,9 @@ def lm_fit(mid, y, good, start, hold, lo, hi, prior_b, prior_w, size, k, k2, max
 
     Returns
     -------
-    params : (N, P), fisher : (N, P, P), dev : (N,), iters : (N,) int64, conv : (N,) bool, alive : (N,) bool
-        NaN parameters and infinite deviance where a start was not valid.
+    params : (N, P), fisher : (N, P, P), dev : (N,), iters : (N,) int64, conv : (N,) bool, alive : (N,) bool,
+    npix : (N,) int64
+        NaN parameters and infinite deviance where a start was not valid; ``npix`` the good pixels.
     """
     n, npix = y.shape
     npar = start.shape[1]
@@ -572,7 +573,7 @@ def lm_fit(mid, y, good, start, hold, lo, hi, prior_b, prior_w, size, k, k2, max
     dev_out = np.full(n, np.inf)
     iters = np.zeros(n, dtype=np.int64)
     conv = np.zeros(n, dtype=np.bool_)
-    alive = np.zeros(n, dtype=np.bool_)
+    alive, npix_out = np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.int64)
     mu, t_mu = np.empty(npix), np.empty(npix)
     jac, t_jac = np.zeros((npix, npar)), np.zeros((npix, npar))
     fisher = np.empty((npar, npar))
@@ -586,7 +587,8 @@ def lm_fit(mid, y, good, start, hold, lo, hi, prior_b, prior_w, size, k, k2, max
         yi, gi = y[i], good[i]
         for q in range(npar):
             p[q] = start[i, q] if hold[i, q] else min(max(start[i, q], lo[q]), hi[q])
-        if not (_valid(mid, p, size, lo, hi, sigma_min) and gi.sum() > npar):
+        npix_out[i] = gi.sum()
+        if not (_valid(mid, p, size, lo, hi, sigma_min) and npix_out[i] > npar):
             continue
         alive[i] = True
         _evaluate(mid, p, size, k, k2, mu, jac, w[0], w[1], w[2], w[3], w[4], w[5])
@@ -626,7 +628,7 @@ def lm_fit(mid, y, good, start, hold, lo, hi, prior_b, prior_w, size, k, k2, max
         params[i] = p
         fisher_out[i] = fisher
         dev_out[i] = dev
-    return params, fisher_out, dev_out, iters, conv, alive
+    return params, fisher_out, dev_out, iters, conv, alive, npix_out
 
 
 @_jit
@@ -837,9 +839,13 @@ def held_covariance(mid, fisher, params, hold, alive, t_lo, t_hi):
     Returns
     -------
     cov : (N, P, P) float64
+    ok : (N,) bool
+        Alive, finite parameters, and a positive variance of every parameter not held (the fit's ``ok`` of
+        :class:`braggflow.profiles.fitting.BatchFit`).
     """
     n, npar = params.shape
     cov = np.full((n, npar, npar), np.nan)
+    ok = np.zeros(n, dtype=np.bool_)
     fixed = np.zeros(npar, dtype=np.bool_)
     a = np.empty((npar, npar))
     inv = np.empty((npar, npar))
@@ -854,7 +860,12 @@ def held_covariance(mid, fisher, params, hold, alive, t_lo, t_hi):
         norm_inv = _inverse_from_cholesky(a, fixed, scale, inv, cov[i])
         if not math.sqrt(norm) * math.sqrt(norm_inv) < 1e13:
             cov[i, :, :] = np.nan
-    return cov
+            continue
+        usable = True
+        for q in range(npar):
+            usable = usable and math.isfinite(params[i, q]) and (cov[i, q, q] > 0 or fixed[q])
+        ok[i] = usable
+    return cov, ok
 
 
 @_jit

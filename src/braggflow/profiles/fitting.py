@@ -100,8 +100,6 @@ _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 #: Columns in photons (intensities and background) of each model's parameters.
 _PHOTONS = {model: [i for i, name in enumerate(names) if name.startswith(("intensity", "background"))]
             for model, names in PARAMETERS.items()}
-#: The models with a wing fraction, which :func:`_held` may hold (the others: none).
-_WINGED = ("pvoigt", "pvmoffat")
 _K2 = LORENTZ_GAMMA_PER_SIGMA ** 2
 
 
@@ -560,13 +558,13 @@ def fit_profiles(data, good, start, *, model: str = "gauss", gain: float = 1.0, 
         prob = _Problem(model, data, good, gain, supersample, hold, background_prior)
         params, iters, conv = prob.iterate(start, max_iter, tol)
         cov = prob.covariance(params)
-        alive, dev, npix = prob.alive, prob.dev, prob.good.sum(axis=1)
+        dev, npix = prob.dev, prob.good.sum(axis=1)
+        diag = np.einsum("nii->ni", cov)
+        held = _held(model, np.nan_to_num(params)) | hold
+        ok = prob.alive & np.all(np.isfinite(params), axis=1) & np.all((diag > 0) | held, axis=1)
     else:
-        params, cov, dev, iters, conv, alive, npix = _fit_compiled(model, data, good, start, gain, supersample,
-                                                                   hold, background_prior, max_iter, tol)
-    diag = np.einsum("nii->ni", cov)
-    held = _held(model, np.nan_to_num(params)) | hold if model in _WINGED else hold
-    ok = alive & np.all(np.isfinite(params), axis=1) & np.all((diag > 0) | held, axis=1)
+        params, cov, dev, iters, conv, ok, npix = _fit_compiled(model, data, good, start, gain, supersample, hold,
+                                                                background_prior, max_iter, tol)
     if gain != 1.0:
         params[:, photons] *= gain
         cov[:, photons, :] *= gain
@@ -598,7 +596,7 @@ def _background_weights(background_prior, n: int, gain: float) -> tuple[np.ndarr
 
 
 def _fit_compiled(model, data, good, start, gain, supersample, hold, background_prior, max_iter, tol):
-    """The compiled iteration (:func:`._kernels.lm_fit`): params, cov, deviance, iterations, converged, alive,
+    """The compiled iteration (:func:`._kernels.lm_fit`): params, cov, deviance, iterations, converged, ok,
     npix (photons), as the NumPy iteration gives them."""
     n, s = data.shape[0], data.shape[-1]
     y = np.ascontiguousarray(np.maximum(data.reshape(n, s * s), 0.0))  # a new array
@@ -608,11 +606,11 @@ def _fit_compiled(model, data, good, start, gain, supersample, hold, background_
     prior_b, prior_w = _background_weights(background_prior, n, gain)
     lo, hi = _bounds(model)
     k = supersample if model in ROTATED else 1
-    params, fisher, dev, iters, conv, alive = _kernels.lm_fit(
+    params, fisher, dev, iters, conv, alive, npix = _kernels.lm_fit(
         _kernels.MODEL_IDS[model], y, good, np.ascontiguousarray(start), np.ascontiguousarray(hold), lo, hi,
         prior_b, prior_w, s, int(k), float(_K2), int(max_iter), float(tol), float(_SIGMA_MIN))
-    cov = _kernels.held_covariance(_kernels.MODEL_IDS[model], fisher, params, hold, alive, *_T_RANGE_PVM)
-    return params, cov, dev, iters, conv, alive, good.sum(axis=1)
+    cov, ok = _kernels.held_covariance(_kernels.MODEL_IDS[model], fisher, params, hold, alive, *_T_RANGE_PVM)
+    return params, cov, dev, iters, conv, ok, npix
 
 
 def information(model: str, photons, good, params, *, supersample: int = 2, background_weight=None,
