@@ -76,3 +76,17 @@ def test_fits_given_the_patches_border_median_are_the_fits_that_take_it(method):
         assert np.array_equal(getattr(given, name), getattr(plain, name), equal_nan=name != "failed"), name
     shifted = locate_patches(data, ps.mask, method=method, background=level + 5.0)
     assert not np.array_equal(shifted.row, plain.row, equal_nan=True)
+
+
+def test_columns_without_pandas_column_accessor_are_the_same_arrays(monkeypatch):
+    """Without pandas' private column accessor the columns come through iloc: NumPy arrays for the numeric
+    columns, extension arrays for the others, the same values."""
+    table = new_peak_table(3, row=[1.0, 2.0, 3.0], npix=[4, 5, 6], method=["com", "gauss", "com"])
+    fast = conformed_columns(table)
+    monkeypatch.delattr(pd.DataFrame, "_get_column_array")
+    slow = conformed_columns(table)
+    assert list(slow) == list(fast)
+    for name, values in slow.items():
+        assert type(values) is type(fast[name]) and values.dtype == fast[name].dtype, name
+    assert isinstance(slow["row"], np.ndarray) and slow["npix"].tolist() == [4, 5, 6]
+    pd.testing.assert_frame_equal(table_from_columns(slow, 3), table)

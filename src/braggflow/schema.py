@@ -367,7 +367,8 @@ def _column_arrays(table: pd.DataFrame) -> list:
     get = getattr(table, "_get_column_array", None)  # pandas' own accessor, ~20x cheaper than table[name]
     if get is not None:
         return [get(i) for i in range(table.shape[1])]
-    return [table.iloc[:, i].array for i in range(table.shape[1])]
+    columns = (table.iloc[:, i] for i in range(table.shape[1]))
+    return [c.to_numpy() if isinstance(c.dtype, np.dtype) else c.array for c in columns]
 
 
 def table_from_columns(columns: dict, n: int) -> pd.DataFrame:
