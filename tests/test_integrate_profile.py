@@ -164,3 +164,20 @@ def test_crowded_strong_peaks_take_the_reference_shape():
     described = np.isfinite(ratio)  # the others (a poor fit: the neighbour's light) keep the sum, flagged SUMMED
     assert described.mean() >= 0.5
     assert np.all(np.abs(ratio[described] - 1) < 0.06)
+
+
+def test_median_of_the_reference_shape_is_numpys():
+    """The reference shape's median is NumPy's, to the last bit and the sign of zero, for odd and even counts,
+    ties, zeros of both signs and NaN."""
+    from braggflow.integrate.profile import _median
+
+    rng = np.random.default_rng(4)
+    cases = [np.array([-0.0]), np.array([-0.0, -0.0]), np.array([0.0, -0.0, 1.0]), np.array([1.0, np.nan, 2.0]),
+             np.array([0.3, 0.3, 0.3, 0.3])]
+    cases += [rng.choice([0.0, -0.0, 0.25, 0.5], size=n) for n in range(1, 9)]
+    cases += [rng.normal(size=n) * 10.0 ** rng.uniform(-8, 8) for n in range(1, 80)]
+    for values in cases:
+        expected = np.median(values)
+        got = _median(values)
+        assert (np.isnan(expected) and np.isnan(got)) or (got == expected and np.signbit(got) == np.signbit(expected))
+    assert _median(np.array([3.0, 1.0, 2.0])) == 2.0 and _median(np.array([4.0, 1.0, 2.0, 3.0])) == 2.5

@@ -73,6 +73,7 @@ Camb. Phil. Soc. 44, 50 (1948) (the score test).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -168,9 +169,7 @@ def profile_intensities(frame, rows, cols, *, ids, sigma_row, sigma_col, summed,
         lab = None if labels is None else cut_windows(labels, ri[todo], ci[todo], half, 0)
         if lab is not None:
             own = lab == ids[todo][:, None, None]
-            edge = np.zeros(own.shape[1:], dtype=bool)
-            edge[[0, -1], :] = edge[:, [0, -1]] = True
-            larger = (own & edge).any(axis=(1, 2))
+            larger = (own & _window_masks(half)[0]).any(axis=(1, 2))
             if larger.any() and not last:
                 here = todo[~larger]
                 lab = lab[~larger]
@@ -209,6 +208,27 @@ def profile_intensities(frame, rows, cols, *, ids, sigma_row, sigma_col, summed,
     return out
 
 
+@functools.lru_cache(maxsize=len(WINDOW_HALVES))
+def _window_masks(half: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (w, w) pixels of a window of half-size ``half`` on its edge, and those within :data:`CROWDED_RADIUS`
+    of its centre (made once per size; not to be changed)."""
+    edge = np.zeros((2 * half + 1, 2 * half + 1), dtype=bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    offs = np.arange(-half, half + 1) ** 2
+    return edge, (offs[:, None] + offs[None, :]) <= CROWDED_RADIUS**2
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1D array by one sort, without its overhead: the middle value, or the two middle ones'
+    sum over 2, each sum started at 0.0 as NumPy's mean starts it (so that -0.0 gives 0.0); NaN for an empty
+    array or one holding a NaN."""
+    ordered = np.sort(values)
+    if ordered.size == 0 or np.isnan(ordered[-1]):
+        return float("nan")
+    h = ordered.size // 2
+    return float(0.0 + ordered[h]) if ordered.size % 2 else float((0.0 + ordered[h - 1] + ordered[h]) / 2.0)
+
+
 def _spread(values: np.ndarray) -> float:
     """Half the 16-84 % range (a standard deviation robust to outliers); 0 for fewer than two values."""
     return float(np.diff(np.percentile(values, [16, 84]))[0] / 2) if values.size > 1 else 0.0
@@ -230,8 +250,8 @@ def _reference_shape(out):
     eta = out["eta"][strong]
     winged = strong & (out["eta"] > 0)
     t = out["t"][winged]
-    shape = (float(np.median(eta)), float(np.median(t)) if t.size else 0.5)
-    var_eta = max(_spread(eta) ** 2 - float(np.median(out["eta_err"][strong] ** 2)), 0.0)
+    shape = (_median(eta), _median(t) if t.size else 0.5)
+    var_eta = max(_spread(eta) ** 2 - _median(out["eta_err"][strong] ** 2), 0.0)
     return shape, np.diag([var_eta, 0.0])
 
 
@@ -286,9 +306,7 @@ class _Level:
         if lab is not None:
             others = _grow((lab > 0) & (lab != ids[here][:, None, None])) & (lab != ids[here][:, None, None])
             bad |= others
-            offs = np.arange(-half, half + 1) ** 2
-            near = (offs[:, None] + offs[None, :]) <= CROWDED_RADIUS**2
-            lv.crowded = (others & near).any(axis=(1, 2))
+            lv.crowded = (others & _window_masks(half)[1]).any(axis=(1, 2))
         if saturated is not None:
             bad |= cut_windows(saturated, ri[here], ci[here], half, False)
         lv.here, lv.win, lv.good = here, np.where(bad, 0.0, win), ~bad
