@@ -428,7 +428,9 @@ def _unrolled_information(npar: int):
     """:func:`_information_loop` of ``npar`` parameters compiled from :func:`_information_source` (this file is
     its source file, so that numba caches it with the others)."""
     namespace: dict = {}
-    exec(compile(_information_source(npar), __file__, "exec"), {}, namespace)
+    # globals with this module's name: the function's __module__ is this module, which numba's disk cache
+    # imports again when it loads the kernel into a caller compiled in a later process (None fails there)
+    exec(compile(_information_source(npar), __file__, "exec"), {"__name__": __name__}, namespace)
     return _jit(namespace[f"_information{npar}"])
 
 
