@@ -98,3 +98,21 @@ def test_mapbbr3_default_run_has_no_row_without_pixels(shared_data):
     assert (table["npix"] >= 1).all()
     assert np.isfinite(table["intensity"]).all() and np.isfinite(table["peak_value"]).all()
     assert (table["method"] == "region").any()  # the arcs located by their region's centroid are among them
+
+
+def test_integrate_returns_a_new_table_of_schema_dtypes_and_leaves_its_input():
+    """The written columns keep their schema dtypes, the other columns their values, and the input table is not
+    changed (the output is a copy)."""
+    from braggflow.schema import COLUMNS
+
+    frame, labels, table, _ = _arc_frame()
+    table["score"] = [0.25, 0.75]
+    before = table.copy(deep=True)
+    out = integrate(frame, table, labels=labels)
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(table, before, check_exact=True)
+    for name in ("intensity", "intensity_err", "background", "snr", "peak_value", "npix", "flags"):
+        assert str(out[name].dtype) == COLUMNS[name].dtype
+    assert out["score"].tolist() == [0.25, 0.75] and out["row"].tolist() == table["row"].tolist()
+    assert out.loc[1, "npix"] == 25 and out.loc[1, "peak_value"] == frame[100, 400]  # the 3 x 3 spot grown by one
+    assert (out["intensity"] > 0).all() and (out["background"] == BACKGROUND).all()
