@@ -3,8 +3,8 @@
 import numpy as np
 from scipy import ndimage
 
-from braggflow.find.background import _median3x3
-from braggflow.find.components import local_maxima, neighbour_positions, same_comparison
+from braggflow.find.background import Background, _median3x3
+from braggflow.find.components import local_maxima, neighbour_positions, pixels_above_threshold, same_comparison
 
 
 def test_float32_thresholds_split_float32_values_as_the_float64_ones_do():
@@ -22,6 +22,28 @@ def test_float32_thresholds_split_float32_values_as_the_float64_ones_do():
     block = values[: 300 * 60].reshape(60, 300)
     assert np.array_equal(block > same_comparison(thresholds[:300], np.float32), block > thresholds[:300])
     assert same_comparison(thresholds, np.float64) is thresholds  # other frame types: unchanged
+
+
+def test_pixels_above_threshold_are_those_above_their_tiles_threshold():
+    rng = np.random.default_rng(3)
+    for (h, w), tile, dtype in (((64, 96), 16, np.float32), ((37, 53), 8, np.float64), ((10, 70), 64, np.float32),
+                                ((33, 33), 5, np.int32)):
+        frame = rng.normal(50, 10, (h, w)).astype(dtype)
+        if frame.dtype.kind == "f":
+            frame[rng.random((h, w)) < 0.01] = np.nan  # never above
+        mask = rng.random((h, w)) < 0.05
+        ty, tx = -(-h // tile), -(-w // tile)
+        thresholds = rng.normal(60, 5, (ty, tx))
+        # some thresholds exactly at pixel values (the comparison is strict) and a tile with every pixel above
+        thresholds[0, 0] = float(frame[0, 0]) if np.isfinite(frame[0, 0]) else 60.0
+        thresholds[-1, -1] = -np.inf
+        bg = Background(level=np.zeros((ty, tx)), noise=np.ones((ty, tx)), tile=tile, shape=(h, w))
+        expanded = np.repeat(np.repeat(thresholds, tile, axis=0), tile, axis=1)[:h, :w]
+        for m in (None, mask):
+            above = frame > expanded if m is None else (frame > expanded) & ~m
+            found = pixels_above_threshold(frame, bg, thresholds, m)
+            assert found.dtype == np.int64
+            assert np.array_equal(found, np.flatnonzero(above))
 
 
 def _brute_force_maxima(frame: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -25,7 +25,10 @@ again):
 * :func:`window_excess`, :func:`clear_of`: the aperture test's windows
   around its seeds, and the seeds clear of the peaks found otherwise;
 * :func:`box_rings`: the median or mean of the ring of pixels around boxes
-  (the local background of weak regions and of the aperture test).
+  (the local background of weak regions and of the aperture test);
+* :func:`pixels_above_tiles`: the pixels above a per-tile threshold, one
+  read of the frame (a row segment of one tile is first tested as a whole,
+  a branch-free pass, and its pixels are listed only when one of them passes).
 
 The functions are compiled on first use and cached on disk (``cache=True``).
 """
@@ -37,7 +40,7 @@ from numba import njit
 
 __all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "best_spot_fits_until",
            "event_ring_keys", "list_neighbours", "ascent_roots", "basin_contacts", "window_excess", "clear_of",
-           "box_rings"]
+           "box_rings", "pixels_above_tiles"]
 
 
 def _jit(fn):
@@ -590,3 +593,54 @@ def box_rings(frame, bad, top, left, height, width, margin, median):
                 total += buf[q]
             out[i] = total / n
     return out
+
+
+@_jit
+def pixels_above_tiles(frame, thresholds, tile, bad):
+    """Flat indices of the good pixels above their tile's threshold, ascending.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray of float32 or float64
+        Corrected frame, counts.
+    thresholds : (TY, TX) ndarray of the frame's type
+        Threshold of each ``tile x tile`` block (TY = ceil(H / tile), TX = ceil(W / tile)), counts.
+    tile : int
+        Tile side, px.
+    bad : (H, W) ndarray of bool
+        True = bad pixel, never listed (a (0, 0) array: none).
+
+    Returns
+    -------
+    flat_index : (M,) ndarray of int64
+        ``row x W + col`` of every pixel with ``frame > threshold`` of its
+        tile (NaN never passes) and not bad, ascending.
+    """
+    h, w = frame.shape
+    use_bad = bad.shape[0] > 0
+    capacity = 4096
+    out = np.empty(capacity, dtype=np.int64)
+    n = 0
+    for r in range(h):
+        row = frame[r]
+        row_thresholds = thresholds[r // tile]
+        for j in range(row_thresholds.size):
+            t = row_thresholds[j]
+            c0 = j * tile
+            c1 = min(c0 + tile, w)
+            segment = row[c0:c1]
+            hit = np.uint8(0)
+            for k in range(segment.size):  # no branch, indices from 0: vectorised
+                hit |= np.uint8(segment[k] > t)
+            if hit == 0:
+                continue
+            if n + (c1 - c0) > capacity:
+                capacity = max(2 * capacity, n + (c1 - c0))
+                grown = np.empty(capacity, dtype=np.int64)
+                grown[:n] = out[:n]
+                out = grown
+            for c in range(c0, c1):
+                if row[c] > t and not (use_bad and bad[r, c]):
+                    out[n] = r * w + c
+                    n += 1
+    return out[:n].copy()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from braggflow.find._kernels import list_local_maxima, sparse_component_labels
+from braggflow.find._kernels import list_local_maxima, pixels_above_tiles, sparse_component_labels
 from braggflow.find.background import Background
 
 __all__ = ["pixels_above_threshold", "sparse_components", "local_maxima", "same_comparison", "neighbour_positions"]
+
+_NO_MASK = np.zeros((0, 0), dtype=bool)  # "no bad pixel" for the compiled kernels
 
 
 def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_tiles: np.ndarray,
@@ -32,10 +34,19 @@ def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_
     """
     h, w = frame.shape
     tile = background.tile
+    if (frame.dtype in (np.float32, np.float64) and (mask is None or mask.dtype == np.bool_)
+            and np.shape(threshold_tiles) == (-(-h // tile), -(-w // tile))):
+        # one compiled read of the frame (the thresholds of the frame's own type give the same comparisons)
+        thresholds = np.ascontiguousarray(same_comparison(np.asarray(threshold_tiles, dtype=np.float64), frame.dtype),
+                                          dtype=frame.dtype)
+        above = pixels_above_tiles(frame, thresholds, int(tile), _NO_MASK if mask is None else mask)
+        # NumPy's own int64 type: a compiled function's result carries an equal type object of its own, with which
+        # the arrays computed from it are slow in ufunc.at (region_boxes: ~15 x)
+        return above.view(np.int64)
     flat = frame.ravel()
-    # one contiguous pass against the lowest tile threshold; when few pixels pass it (peaks on a flat background:
-    # a few thousand of 4 M) they are checked against their own tile's threshold (with more, picking them out
-    # costs more than comparing every row of tiles with its own thresholds)
+    # other frames: one contiguous pass against the lowest tile threshold; when few pixels pass it (peaks on a
+    # flat background: a few thousand of 4 M) they are checked against their own tile's threshold (with more,
+    # picking them out costs more than comparing every row of tiles with its own thresholds)
     lowest = threshold_tiles.min()
     if _few_above(background, lowest):
         candidates = np.flatnonzero(flat > same_comparison(lowest, frame.dtype))
