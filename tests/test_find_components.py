@@ -74,10 +74,20 @@ def test_local_maxima_on_the_border_and_on_plateaus():
 
 def test_tile_median_filter_is_scipys():
     rng = np.random.default_rng(2)
-    for shape in ((4, 3, 3), (4, 32, 32), (2, 7, 11)):
-        maps = np.round(rng.normal(size=shape) * 3).astype(np.float32)  # ties
+    shapes = [(4, 3, 3), (4, 32, 32), (2, 7, 11), (1, 1, 5), (3, 2, 2)]
+    shapes += [(int(rng.integers(1, 5)), int(rng.integers(1, 20)), int(rng.integers(1, 20))) for _ in range(50)]
+    for n, shape in enumerate(shapes):
+        scale = (0.5, 3.0, 1e4)[n % 3]  # from many ties to none
+        maps = np.round(rng.normal(size=shape) * scale).astype((np.float32, np.float64)[n % 2])
         expected = ndimage.median_filter(maps, size=(1, 3, 3), mode="nearest")
         assert np.array_equal(_median3x3(maps), expected)
+    # maps with NaN: the fifth of the nine with NaN sorted last
+    maps = np.round(rng.normal(size=(2, 6, 5)) * 3).astype(np.float32)
+    maps[0, 2, 2] = maps[1, 0, :] = np.nan
+    padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    for m, r, c in np.ndindex(maps.shape):
+        nine = np.sort(padded[m, r : r + 3, c : c + 3].ravel())
+        assert np.array_equal(_median3x3(maps)[m, r, c], nine[4], equal_nan=True)
 
 
 def test_neighbour_positions_find_every_neighbour_a_binary_search_finds():
