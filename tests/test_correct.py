@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from braggflow.correct import bin2x2, build_static_mask, correct_frame, detector_gap_mask, saturation_level
+from braggflow.correct import (
+    bin2x2,
+    build_static_mask,
+    correct_frame,
+    correct_frame_saturation,
+    detector_gap_mask,
+    saturation_level,
+)
 from braggflow.errors import BraggflowError, InputFileError
 from braggflow.pipeline.config import CorrectConfig
 
@@ -116,3 +123,34 @@ def test_correct_frame_zeroes_masked_pixels_and_refuses_a_frame_with_none_left()
     assert not bad.any() and out.tolist() == frame.astype(np.uint16).astype(np.float32).tolist()
     with pytest.raises(BraggflowError, match="every pixel is masked"):
         correct_frame(frame, mask=np.ones((4, 4), bool))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.uint32, np.int64, np.float32])
+@pytest.mark.parametrize("binning", [1, 2])
+def test_correct_frame_saturation_is_correct_frame_and_saturated_pixels(dtype, binning):
+    """One read of the frame (integer frames) gives what the two functions give; other frames go through them."""
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 1000, (6, 8)).astype(dtype)
+    top = np.iinfo(dtype).max if np.dtype(dtype).kind in "iu" else 3000.0
+    frame[2, 5] = top  # saturated
+    if np.dtype(dtype).kind == "i":
+        frame[1, 1], frame[4, 6] = -1, -2  # Pilatus flags
+    static = np.zeros(frame.shape, bool)
+    static[5, 0] = True
+    level = saturation_level(frame.dtype, None if np.dtype(dtype).kind in "iu" else 3000.0)
+    config = CorrectConfig(detector=None, binning=binning)
+    out, bad, saturated = correct_frame_saturation(frame, saturation=level, mask=static, config=config)
+    expected_bad = static | (frame == -1) | (frame == -2)
+    expected_out = np.where(expected_bad, 0, frame).astype(np.float32)
+    expected_saturated = frame >= level
+    if binning == 2:
+        expected_out, expected_bad = bin2x2(expected_out, expected_bad)
+        expected_saturated = expected_saturated.reshape(3, 2, 4, 2).any(axis=(1, 3))
+    assert out.dtype == np.float32 and np.array_equal(out, expected_out) and np.array_equal(bad, expected_bad)
+    assert np.array_equal(saturated, expected_saturated) and saturated.sum() == 1
+    assert not static[1, 1]  # the static mask is left as it was
+    # below the saturation level, or without one: none
+    assert correct_frame_saturation(frame, saturation=2.0 * float(top), mask=static, config=config)[2] is None
+    assert correct_frame_saturation(frame, saturation=np.inf, mask=static, config=config)[2] is None
+    with pytest.raises(BraggflowError, match="frame 7: every pixel is masked"):
+        correct_frame_saturation(frame, saturation=level, mask=np.ones(frame.shape, bool), name="frame 7")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from braggflow.correct._kernels import integer_frame_float32
 from braggflow.correct.options import CorrectConfig
 from braggflow.errors import BraggflowError, ConfigError, InputFileError
 
@@ -24,6 +25,7 @@ __all__ = [
     "build_static_mask",
     "detector_gap_mask",
     "correct_frame",
+    "correct_frame_saturation",
     "bin2x2",
     "saturation_level",
     "saturated_pixels",
@@ -247,7 +249,16 @@ def saturated_pixels(frame: np.ndarray, level: float, *, binning: int = 1) -> np
     saturated : (H', W') ndarray of bool or None
         None when no pixel is saturated (the common case, decided by one ``max()``).
     """
-    if not math.isfinite(level) or frame.max() < level:  # max() costs a third of the map
+    return _saturated_pixels(frame, level, binning, None)
+
+
+def _saturated_pixels(frame: np.ndarray, level: float, binning: int, top) -> np.ndarray | None:
+    """:func:`saturated_pixels`, with the frame's largest value ``top`` when known (None: read here)."""
+    if not math.isfinite(level):
+        return None
+    if top is None:
+        top = frame.max()  # max() costs a third of the map
+    if top < level:
         return None
     saturated = frame >= level
     if binning == 2:
@@ -345,17 +356,119 @@ def correct_frame(
         If a frame is not 2D, has no finite pixel, or an auxiliary array has
         another shape; the message names ``name`` or the array.
     """
+    out, bad, _ = _corrected(frame, mask, dark, flat, config or CorrectConfig(), name, read_max=False)
+    return out, bad
+
+
+def correct_frame_saturation(
+    frame: np.ndarray,
+    *,
+    saturation: float,
+    mask: np.ndarray | None = None,
+    dark: np.ndarray | None = None,
+    flat: np.ndarray | None = None,
+    config: CorrectConfig | None = None,
+    name: str = "frame",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`correct_frame` and :func:`saturated_pixels` of one raw frame, reading it once where it can.
+
+    An integer frame without dark, flat or ``minval`` (with at most two flag
+    values it can hold) is converted, masked and searched for its largest
+    value in one compiled pass (:func:`braggflow.correct._kernels.integer_frame_float32`);
+    other frames as the two functions do.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Raw counts (ADU).
+    saturation : float
+        Saturation level, ADU (:func:`saturation_level`; ``inf``: never).
+    mask, dark, flat, config, name
+        As :func:`correct_frame`.
+
+    Returns
+    -------
+    frame : (H', W') ndarray of float32
+        Corrected counts, as :func:`correct_frame`.
+    mask : (H', W') ndarray of bool
+        True = bad pixel, as :func:`correct_frame`.
+    saturated : (H', W') ndarray of bool or None
+        :func:`saturated_pixels` of the raw frame with ``config.binning``.
+
+    Raises
+    ------
+    BraggflowError
+        As :func:`correct_frame`.
+    """
     config = config or CorrectConfig()
+    out, bad, top = _corrected(frame, mask, dark, flat, config, name, read_max=math.isfinite(saturation))
+    return out, bad, _saturated_pixels(np.asarray(frame), saturation, config.binning, top)
+
+
+def _integer_flags(dtype: np.dtype, flag_values) -> list[int] | None:
+    """The flag values an integer frame type can hold, as integers; None when a flag's test cannot be exact.
+
+    A flag that is not an integer or lies outside the type's range matches no
+    pixel (NumPy's comparison in float64); beyond 2**53 the float64
+    comparison rounds the pixels, which integers do not.
+    """
+    info = np.iinfo(dtype)
+    out = []
+    for value in flag_values:
+        value = float(value)
+        if not math.isfinite(value) or value != int(value) or not info.min <= value <= info.max:
+            continue
+        if abs(value) > 2.0**53:
+            return None
+        out.append(int(value))
+    return sorted(set(out))
+
+
+def _integer_frame_pass(frame: np.ndarray, mask, config: CorrectConfig, name: str):
+    """``(out, bad, top)`` of :func:`_corrected` for an integer frame without dark, flat or minval, in one pass.
+
+    None when the frame can hold more than two of the flag values (then NumPy's passes do it).
+    """
+    flags = _integer_flags(frame.dtype, config.flag_values)
+    if flags is None or len(flags) > 2:
+        return None
+    static = np.zeros(frame.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    flag_a, flag_b = (flags + flags[:1])[:2] if flags else (0, 0)
+    out, bad, any_bad, top = integer_frame_float32(np.ascontiguousarray(frame), np.ascontiguousarray(static),
+                                                   bool(flags), frame.dtype.type(flag_a), frame.dtype.type(flag_b))
+    if any_bad and bad.all():
+        raise BraggflowError(f"{name}: every pixel is masked")
+    if config.binning == 2:
+        out, bad = bin2x2(out, bad)
+    return out, bad, frame.dtype.type(top)
+
+
+def _checked_frame(frame, mask, dark, flat, name: str) -> np.ndarray:
+    """The raw frame as an array, checked: 2D, of a real number type, and the auxiliary arrays of its shape."""
     frame = np.asarray(frame)
     if frame.ndim != 2:
         raise BraggflowError(f"{name}: expected a 2D frame, got shape {frame.shape}")
     if frame.dtype.kind not in "uifb":
         raise BraggflowError(f"{name}: pixel type {frame.dtype} is not a real number type (integer or float "
                              "counts expected)")
-    shape = frame.shape
     for what, arr in (("mask", mask), ("dark", dark), ("flat", flat)):
-        if arr is not None and np.shape(arr) != shape:
-            raise InputFileError(f"{what} has shape {np.shape(arr)}, expected the frame shape {shape}")
+        if arr is not None and np.shape(arr) != frame.shape:
+            raise InputFileError(f"{what} has shape {np.shape(arr)}, expected the frame shape {frame.shape}")
+    return frame
+
+
+def _corrected(frame, mask, dark, flat, config: CorrectConfig, name: str, *, read_max: bool):
+    """:func:`correct_frame`, and the raw frame's largest value when ``read_max`` and the compiled pass applies.
+
+    Returns ``(out, bad, top)``: ``top`` the frame's maximum (a scalar of its
+    type) or None when it was not read.
+    """
+    frame = _checked_frame(frame, mask, dark, flat, name)
+    shape = frame.shape
+    if read_max and frame.dtype.kind in "iu" and dark is None and flat is None and config.minval is None:
+        compiled = _integer_frame_pass(frame, mask, config, name)
+        if compiled is not None:
+            return compiled
     out = frame.astype(np.float32, copy=True)
     bad = np.zeros(shape, dtype=bool) if mask is None else np.array(mask, dtype=bool, copy=True)
     if np.issubdtype(frame.dtype, np.floating):
@@ -383,4 +496,4 @@ def correct_frame(
             raise BraggflowError(f"{name}: every pixel is masked")
     if config.binning == 2:
         out, bad = bin2x2(out, bad)
-    return out, bad
+    return out, bad, None
