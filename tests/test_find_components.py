@@ -119,3 +119,20 @@ def test_region_statistics_brightest_is_first_highest_pixel_of_each_region():
     np.testing.assert_array_equal(stats["npix"], [3, 0, 3, 0, 2])
     np.testing.assert_allclose(stats["signal"], [2 + 2 + 1.5, 0, 4 + 6 + 6, 0, 0 + 1])
     np.testing.assert_allclose(stats["noise"] ** 2, [3 * 4 + 5.5, 0, 3 * 4 + 16, 0, 2 * 4 + 1])
+
+
+def test_a_thresholded_frame_is_told_by_its_good_pixels():
+    """The zeros under the mask do not count: a dense frame with a masked band of zeros is not thresholded."""
+    from braggflow.find.background import is_sparse
+
+    rng = np.random.default_rng(5)
+    frame = rng.normal(20.0, 3.0, (140, 210)).astype(np.float32)
+    frame[:, :150] = 0  # 5/7 of the frame stored as 0
+    band = np.zeros(frame.shape, bool)
+    band[:, :150] = True
+    assert is_sparse(frame) and is_sparse(frame, np.zeros(frame.shape, bool))
+    assert not is_sparse(frame, band)  # only data left
+    assert is_sparse(frame, ~band)  # only zeros left: nothing stored above a threshold
+    assert not is_sparse(frame, np.ones(frame.shape, bool))  # no good pixel
+    assert not is_sparse(frame, fraction=0.75) and is_sparse(frame, fraction=0.7)  # zeros: 5/7 of the sample
+    assert is_sparse(frame.astype(np.int32)) and not is_sparse(np.where(frame > 0, 1.0, 0.0).astype(np.float32))

@@ -26,6 +26,8 @@ again):
   around its seeds, and the seeds clear of the peaks found otherwise;
 * :func:`box_rings`: the median or mean of the ring of pixels around boxes
   (the local background of weak regions and of the aperture test);
+* :func:`sampled_zeros`: the good pixels and the zeros among them on a
+  sampling grid (the test for frames thresholded upstream);
 * :func:`median3x3_tiles`: the median filter of the background's tile maps
   (a fixed network of compare-exchanges);
 * :func:`pixels_above_tiles`: the pixels above a per-tile threshold, one
@@ -42,7 +44,7 @@ from numba import njit
 
 __all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "best_spot_fits_until",
            "event_ring_keys", "list_neighbours", "ascent_roots", "basin_contacts", "window_excess", "clear_of",
-           "box_rings", "pixels_above_tiles", "median3x3_tiles"]
+           "box_rings", "pixels_above_tiles", "median3x3_tiles", "sampled_zeros"]
 
 
 def _jit(fn):
@@ -695,3 +697,35 @@ def median3x3_tiles(maps):
                 p4 = max(p6, p4)
                 out[m, r, c] = min(p4, p2)
     return out
+
+
+@_jit
+def sampled_zeros(frame, bad, step):
+    """Good pixels, and those exactly 0, among every ``step``-th pixel of every ``step``-th row.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Corrected frame, counts.
+    bad : (H, W) ndarray of bool
+        True = bad pixel, not counted (a (0, 0) array: none).
+    step : int
+        Sampling step, px.
+
+    Returns
+    -------
+    n_good, n_zero : int
+        ``frame[::step, ::step]`` pixels not bad, and those of them equal to 0.
+    """
+    h, w = frame.shape
+    use_bad = bad.shape[0] > 0
+    n_good = 0
+    n_zero = 0
+    for r in range(0, h, step):
+        row = frame[r]
+        for c in range(0, w, step):
+            if use_bad and bad[r, c]:
+                continue
+            n_good += 1
+            n_zero += row[c] == 0
+    return n_good, n_zero
