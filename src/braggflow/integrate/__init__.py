@@ -522,24 +522,13 @@ def integrate(
         intensity, err, snr, summed = _profile(frame, table, rows, cols, ids, valid & ~joint, intensity, err, res,
                                                mask=mask, labels=labels, saturated=saturated, gain=gain)
         flags |= np.where(summed, np.uint32(Flag.SUMMED), np.uint32(0))
-    return _with_columns(table, {"intensity": np.where(valid, intensity, np.nan),
-                                 "intensity_err": np.where(valid, err, np.nan),
-                                 "background": np.where(n_b > 0, b, np.nan), "snr": np.where(valid, snr, np.nan),
-                                 "peak_value": peak_value}, npix=npix.astype(np.int64), flags=flags)
-
-
-def _with_columns(table, floats: dict[str, np.ndarray], **others: np.ndarray):
-    """A copy of the conformed ``table`` with the float64 columns ``floats`` and the columns ``others`` (each of
-    its schema dtype) replaced by those values.
-
-    The copy's columns are written in place (the float ones in one assignment): cheaper than replacing each
-    column of a table that shares its blocks (pandas splits a block for each).
-    """
-    table = table.copy()
-    columns = table.columns
-    table.iloc[:, [columns.get_loc(name) for name in floats]] = np.column_stack(list(floats.values()))
-    for name, values in others.items():
-        table.iloc[:, columns.get_loc(name)] = values
+    table["intensity"] = np.where(valid, intensity, np.nan)
+    table["intensity_err"] = np.where(valid, err, np.nan)
+    table["background"] = np.where(n_b > 0, b, np.nan)
+    table["snr"] = np.where(valid, snr, np.nan)
+    table["peak_value"] = peak_value
+    table["npix"] = npix.astype(np.int64)
+    table["flags"] = flags
     return table
 
 
