@@ -50,28 +50,47 @@ class SeriesStatistics:
         self._values: list[np.ndarray] = []
         self._n_values = 0
 
-    def add(self, corrected: np.ndarray) -> None:
+    def add(self, corrected: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Take one corrected frame into the statistics.
 
         Parameters
         ----------
         corrected : (H, W) ndarray
-            A frame as :func:`braggflow.correct.correct_frame` returns it, counts.
+            A frame as :func:`braggflow.correct.correct_frame` returns it with ``correct.binning`` 1, counts: hot
+            pixels are pixels of the detector, found on its own grid. With ``correct.binning`` 2 the decision
+            whether the series is thresholded, and its noise, are taken on the frame binned as the finder
+            sees it.
+        mask : (H, W) ndarray of bool, optional
+            Its mask as ``correct_frame`` returns it (default: the base context's static mask).
+
+        Raises
+        ------
+        ValueError
+            If ``mask`` and ``corrected`` differ in shape.
         """
+        from braggflow.correct import bin2x2
         from braggflow.correct.outliers import outlier_pixels
         from braggflow.find.background import is_sparse
         from braggflow.find.noise import fitted_threshold_noise, isolated_pixel_values
 
         c, fc = self.config.correct, self.config.find
-        mask = self.base.mask
+        mask = self.base.mask if mask is None else mask
+        if mask is not None and mask.shape != corrected.shape:
+            raise ValueError(f"the mask has shape {mask.shape}, the corrected frame {corrected.shape}")
+        seen, seen_mask = corrected, mask  # the frame as the finder sees it
+        if c.binning == 2:
+            seen, seen_mask = bin2x2(corrected, np.zeros(corrected.shape, bool) if mask is None else mask)
         if self.sparse is None:
-            self.sparse = fc.sparse == "yes" or (fc.sparse == "auto" and is_sparse(corrected, mask, gain=c.gain))
+            self.sparse = fc.sparse == "yes" or (fc.sparse == "auto" and is_sparse(seen, seen_mask, gain=c.gain))
         floor = None
         if self.sparse:
-            values = isolated_pixel_values(corrected, mask)
-            if fc.noise is not None:
+            values = isolated_pixel_values(seen, seen_mask)
+            # the outlier test's noise floor is that of the detector's pixels: find.noise describes the frames
+            # the finder sees, binned ones too, so on binned frames the floor is fitted to the unbinned pixels
+            pixel_values = values if seen is corrected else isolated_pixel_values(corrected, mask)
+            if fc.noise is not None and seen is corrected:
                 floor = fc.noise
-            elif (fitted := fitted_threshold_noise(values)) is not None:
+            elif (fitted := fitted_threshold_noise(pixel_values)) is not None:
                 floor = fitted.sigma
             self._keep_values(values)
         if c.hot_pixels:
@@ -99,12 +118,13 @@ class SeriesStatistics:
         from braggflow.correct import correct_frame
         from braggflow.errors import BraggflowError
 
+        unbinned = self.config.correct.model_copy(update={"binning": 1})  # hot pixels: on the detector's grid
         try:
-            corrected, _ = correct_frame(frame, mask=self.base.mask, dark=self.base.dark, flat=self.base.flat,
-                                         config=self.config.correct, name=name or "frame")
+            corrected, bad = correct_frame(frame, mask=self.base.mask, dark=self.base.dark, flat=self.base.flat,
+                                           config=unbinned, name=name or "frame")
         except BraggflowError:
             return False
-        self.add(corrected)
+        self.add(corrected, bad)
         return True
 
     def _keep_values(self, values: np.ndarray) -> None:
