@@ -12,9 +12,11 @@ from braggflow.find._kernels import (
     best_spot_fits_until,
     box_rings,
     clear_of,
+    clip_deviations,
     event_ring_keys,
     list_local_maxima,
     list_neighbours,
+    sampled_zeros,
     sparse_component_labels,
     window_excess,
 )
@@ -307,3 +309,29 @@ def test_box_ring_of_a_pixel_with_margin_one_is_its_eight_neighbours():
     one = np.array([2], dtype=np.int64)
     median = box_rings(frame, np.zeros((0, 0), dtype=bool), one, one, one // 2, one // 2, 1, True)
     assert median[0] == 12.0  # the neighbours of 12: 6 7 8 11 13 16 17 18, median (11 + 13) / 2
+
+
+def test_clip_deviations_zeroes_the_samples_beyond_each_limit():
+    rng = np.random.default_rng(8)
+    dev = rng.normal(0, 4, (50, 64)).astype(np.float32)
+    dev[3, :10] = np.nan  # missing samples: always outside
+    distance = np.abs(dev)
+    limit = rng.uniform(2, 8, 50).astype(np.float32)
+    limit[7] = distance[7, 5]  # a sample exactly at the limit stays
+    with np.errstate(invalid="ignore"):
+        outside = ~(distance <= limit[:, None])
+    expected = np.where(outside, np.float32(0), dev)
+    n_in = clip_deviations(dev, distance, limit)
+    assert np.array_equal(dev, expected) and np.array_equal(n_in, 64 - outside.sum(axis=1))
+    assert dev[7, 5] != 0 and n_in[3] <= 54
+
+
+def test_sampled_zeros_counts_the_good_pixels_of_the_grid():
+    rng = np.random.default_rng(9)
+    for h, w, step in ((20, 30, 7), (7, 7, 7), (15, 4, 2), (1, 9, 3)):
+        frame = np.where(rng.random((h, w)) < 0.6, 0.0, rng.normal(5, 1, (h, w)))
+        bad = rng.random((h, w)) < 0.3
+        good = ~bad[::step, ::step]
+        assert sampled_zeros(frame, bad, step) == (good.sum(), (frame[::step, ::step][good] == 0).sum())
+        assert sampled_zeros(frame, np.zeros((0, 0), bool), step) == (frame[::step, ::step].size,
+                                                                      (frame[::step, ::step] == 0).sum())

@@ -26,6 +26,8 @@ again):
   around its seeds, and the seeds clear of the peaks found otherwise;
 * :func:`box_rings`: the median or mean of the ring of pixels around boxes
   (the local background of weak regions and of the aperture test);
+* :func:`clip_deviations`: the samples of each tile within a clipping
+  distance of its level (the tiles' sigma-clipped moments);
 * :func:`sampled_zeros`: the good pixels and the zeros among them on a
   sampling grid (the test for frames thresholded upstream);
 * :func:`median3x3_tiles`: the median filter of the background's tile maps
@@ -44,7 +46,7 @@ from numba import njit
 
 __all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "best_spot_fits_until",
            "event_ring_keys", "list_neighbours", "ascent_roots", "basin_contacts", "window_excess", "clear_of",
-           "box_rings", "pixels_above_tiles", "median3x3_tiles", "sampled_zeros"]
+           "box_rings", "pixels_above_tiles", "median3x3_tiles", "sampled_zeros", "clip_deviations"]
 
 
 def _jit(fn):
@@ -729,3 +731,36 @@ def sampled_zeros(frame, bad, step):
             n_good += 1
             n_zero += row[c] == 0
     return n_good, n_zero
+
+
+@_jit
+def clip_deviations(dev, distance, limit):
+    """Set to 0 the deviations whose distance is not within each row's limit, and count those left.
+
+    Parameters
+    ----------
+    dev : (N, M) ndarray of float32
+        Deviations of each tile's samples from its level, counts (changed in place).
+    distance : (N, M) ndarray of float32
+        Their absolute values (NaN: a missing sample).
+    limit : (N,) ndarray of float32
+        Clipping distance of each tile, counts.
+
+    Returns
+    -------
+    n_in : (N,) ndarray of int64
+        Samples with ``distance <= limit`` per tile (the others, NaN among
+        them, are now 0 in ``dev``).
+    """
+    n, m = dev.shape
+    n_in = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        lim = limit[i]
+        count = 0
+        for q in range(m):
+            if distance[i, q] <= lim:
+                count += 1
+            else:
+                dev[i, q] = 0.0
+        n_in[i] = count
+    return n_in

@@ -8,7 +8,7 @@ import numpy as np
 
 from braggflow._stats import MAD_TO_SIGMA, median_last, nanmedian_last
 from braggflow.errors import BraggflowError
-from braggflow.find._kernels import median3x3_tiles, sampled_zeros
+from braggflow.find._kernels import clip_deviations, median3x3_tiles, sampled_zeros
 
 __all__ = ["Background", "estimate_background", "is_sparse", "CLIP_SIGMA"]
 
@@ -121,11 +121,7 @@ def estimate_background(
         level, mad, dev, distance = _tile_medians(blocks, partial, nanmedian_last)
     noise = MAD_TO_SIGMA * mad
     # sigma-clipped moments around the level (masked samples, NaN, are outside too)
-    with np.errstate(invalid="ignore"):
-        outside = ~(distance <= (CLIP_SIGMA * np.maximum(noise, gain)).astype(np.float32)[:, None])
-    if outside.any():
-        dev[outside] = 0.0
-    n_in = dev.shape[1] - np.count_nonzero(outside, axis=1)
+    n_in = clip_deviations(dev, distance, (CLIP_SIGMA * np.maximum(noise, gain)).astype(np.float32)).view(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         shift = np.add.reduce(dev, axis=1, dtype=np.float64) / n_in
         variance = np.einsum("ij,ij->i", dev, dev) / n_in - shift * shift
