@@ -304,6 +304,19 @@ def test_a_frame_range_that_selects_nothing_is_refused():
             parse_frame_range(text, 20)
 
 
+def test_a_frame_range_takes_a_step():
+    from braggflow.errors import ConfigError
+    from braggflow.pipeline import parse_frame_range
+
+    assert list(parse_frame_range("::5", 20)) == [0, 5, 10, 15]
+    assert list(parse_frame_range("3:12:4", 20)) == [3, 7, 11]
+    assert list(parse_frame_range("-6::2", 20)) == [14, 16, 18]
+    for text, message in (("0:10:0", "STEP must be a positive"), ("10:0:-1", "STEP must be a positive"),
+                          ("0:10:x", "must be integers"), ("0:1:2:3", "expected START:STOP")):
+        with pytest.raises(ConfigError, match=message):
+            parse_frame_range(text, 20)
+
+
 def test_local_workers_are_bounded_by_the_cores():
     import os
 

@@ -106,7 +106,7 @@ def run_command(
     config_file: Path | None = typer.Option(
         None, "-c", "--config", help="YAML config (see 'braggflow config --default')",
     ),
-    frames: str | None = typer.Option(None, "--frames", help="frame range START:STOP (Python slice)"),
+    frames: str | None = typer.Option(None, "--frames", help="frames START:STOP[:STEP] (a Python slice)"),
     method: str | None = typer.Option(None, "--method", help="localization: " + METHOD_HELP),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP),

@@ -353,7 +353,7 @@ def plot_animate_command(
     results: Path = _RESULTS,
     output: Path = typer.Option(Path("series.gif"), "-o", "--output", help=".gif, or .mp4 (needs ffmpeg)"),
     source: str | None = _SOURCE,
-    frames: str | None = typer.Option(None, "--frames", help="frame range START:STOP (Python slice)"),
+    frames: str | None = typer.Option(None, "--frames", help="frames START:STOP[:STEP] (a Python slice)"),
     step: int = typer.Option(1, "--step", help="show every STEP-th frame"),
     fps: float = typer.Option(5.0, "--fps", help="animation frames per second"),
     size_by: str = typer.Option(

@@ -459,24 +459,37 @@ def check_workers(workers: int) -> None:
 
 
 def parse_frame_range(text: str | None, n: int) -> range:
-    """Parse ``START:STOP`` (Python slice semantics, either may be empty) into a range of frame indices.
+    """Parse ``START:STOP[:STEP]`` (Python slice semantics, each may be empty) into a range of frame indices.
+
+    Parameters
+    ----------
+    text : str or None
+        E.g. ``"0:100"``, ``"100:"``, ``"::10"`` (every tenth frame); None or empty: every frame.
+    n : int
+        Frames in the series.
+
+    Returns
+    -------
+    frames : range
+        Increasing frame indices.
 
     Raises
     ------
     ConfigError
-        If the text is not ``START:STOP`` with integers, or selects no frame.
+        If the text is not ``START:STOP[:STEP]`` with integers and a positive STEP, or selects no frame.
     """
     if text is None or text == "":
         return range(n)
-    if ":" not in text:
-        raise ConfigError(f"--frames {text!r}: expected START:STOP (for example 0:100)")
-    a, b = text.split(":", 1)
+    if ":" not in text or text.count(":") > 2:
+        raise ConfigError(f"--frames {text!r}: expected START:STOP or START:STOP:STEP (for example 0:100 or 0:100:5)")
+    parts = text.split(":")
     try:
-        start = int(a) if a.strip() else None
-        stop = int(b) if b.strip() else None
+        start, stop, step = (int(p) if p.strip() else None for p in parts + [""] * (3 - len(parts)))
     except ValueError:
-        raise ConfigError(f"--frames {text!r}: START and STOP must be integers") from None
-    frames = range(*slice(start, stop).indices(n))
+        raise ConfigError(f"--frames {text!r}: START, STOP and STEP must be integers") from None
+    if step is not None and step <= 0:
+        raise ConfigError(f"--frames {text!r}: STEP must be a positive number of frames, got {step}")
+    frames = range(*slice(start, stop, step).indices(n))
     if not frames:
         raise ConfigError(f"--frames {text!r}: selects no frame of a series of {n}")
     return frames
