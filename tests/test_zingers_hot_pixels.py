@@ -229,3 +229,23 @@ def test_an_l_shaped_track_is_a_zinger_by_its_shape(monkeypatch):
     assert found.zingers >= 1
     monkeypatch.setattr(spot_shape, "SHAPE_CHI2", None)
     assert near(find_peaks(frame))  # the ring test alone keeps it
+
+
+def test_the_shape_test_is_prepared_with_the_types_it_runs_with():
+    """prepare_shape_test loads the template search that shape_statistic then calls, and changes no answer."""
+    from braggflow.find import spot_shape
+    from braggflow.find._kernels import best_spot_fits_until
+
+    spot_shape.prepare_shape_test(0.83)
+    signatures = list(best_spot_fits_until.signatures)
+    # a one-pixel zinger and a blurred spot on a flat background of 10 counts
+    frame = np.full((32, 32), 10.0, dtype=np.float32)
+    frame[8, 8] += 400.0
+    rr, cc = np.mgrid[0:32, 0:32]
+    frame += (400.0 * np.exp(-((rr - 20) ** 2 + (cc - 20) ** 2) / (2 * 1.2**2))).astype(np.float32)
+    event_flat = np.array([8 * 32 + 8, 20 * 32 + 20])
+    d = spot_shape.shape_statistic((32, 32), frame.ravel().__getitem__, None, np.array([0, 1]), event_flat,
+                                   lambda r, c: np.full(np.shape(r), 10.0), lambda r, c: np.full(np.shape(r), 3.0),
+                                   n_events=2, min_sigma=0.83, decided_at=spot_shape.SHAPE_CHI2)
+    assert list(best_spot_fits_until.signatures) == signatures  # nothing compiled or loaded in the frame's test
+    assert d[0] > spot_shape.SHAPE_CHI2 >= d[1]  # the zinger, then the spot

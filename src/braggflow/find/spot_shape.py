@@ -52,7 +52,7 @@ import numpy as np
 
 from braggflow.find._kernels import best_spot_fits, best_spot_fits_until
 
-__all__ = ["SHAPE_CHI2", "WINDOW", "spot_templates", "shape_statistic"]
+__all__ = ["SHAPE_CHI2", "WINDOW", "spot_templates", "shape_statistic", "prepare_shape_test"]
 
 #: an event is a zinger when chi2 of the best spot exceeds chi2 of the zinger by more than this (None: no shape test)
 SHAPE_CHI2: float | None = 8.0
@@ -106,6 +106,26 @@ def spot_templates(min_sigma: float) -> tuple[np.ndarray, np.ndarray]:
                 columns.append(g.mean(axis=(2, 3)).ravel())
     templates = np.ascontiguousarray(np.asarray(columns).T)
     return templates, templates**2
+
+
+@lru_cache(maxsize=8)
+def prepare_shape_test(min_sigma: float) -> None:
+    """Build the templates of ``min_sigma`` and load the compiled template search, once per process.
+
+    The first event the ring test leaves undecided would otherwise pay for
+    both (~80 ms on a 2048 x 2048 series: the templates, and the search read
+    from numba's cache) in the middle of a series; the finder calls this on
+    the first frame with zinger candidates instead.
+
+    Parameters
+    ----------
+    min_sigma : float
+        Width of the narrowest real spot, px.
+    """
+    templates, squares = spot_templates(float(min_sigma))
+    p = templates.shape[0]
+    # one event with no usable pixel: the search's types as shape_statistic calls it, nothing to search
+    best_spot_fits_until(np.zeros((1, p)), np.zeros((1, p)), templates, squares, np.zeros(1), 0.0, _CENTRES.size**2)
 
 
 def shape_statistic(shape: tuple[int, int], value_at, bad_at, event_of: np.ndarray, event_flat: np.ndarray,

@@ -162,6 +162,8 @@ def zinger_regions_at(shape: tuple[int, int], value_at, bad_at, flat_index: np.n
     candidates = np.asarray(candidates, dtype=np.int64)
     if candidates.size == 0:
         return np.zeros(0, dtype=bool)
+    if unstored is None and spot_shape.SHAPE_CHI2 is not None:
+        spot_shape.prepare_shape_test(float(min_sigma))  # once: on the first frame, not on a later one
     h, w = shape
     is_cand = np.zeros(int(region_of.max()) + 1, dtype=bool)
     is_cand[candidates] = True
