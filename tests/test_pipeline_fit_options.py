@@ -55,6 +55,9 @@ def test_locate_deblend_splits_a_close_pair_in_the_pipeline():
     split = process_frame(frame, config=apply_overrides(Config(), ["locate.deblend=true"]))
     assert len(plain) == 1 and not (plain["flags"].to_numpy() & Flag.BLENDED).any()
     assert len(split) == 2 and ((split["flags"].to_numpy() & Flag.BLENDED) != 0).all()
+    # the two members share the one region: its pixel count and highest pixel, the unsplit peak's
+    assert split["npix"].tolist() == [plain["npix"].iloc[0]] * 2
+    assert split["peak_value"].tolist() == [plain["peak_value"].iloc[0]] * 2
 
 
 def _single_spots(seed: int, *, thresholded: bool) -> np.ndarray:

@@ -473,7 +473,9 @@ def integrate(
         peak's pixels were left out of the disk), ``SUMMED`` (``"profile"``
         only: the sum kept).  Peaks flagged ``BLENDED`` (two peaks of one
         region, split by :func:`braggflow.locate.deblend.deblend`) keep the
-        ``intensity`` and ``intensity_err`` of their joint fit.
+        ``intensity`` and ``intensity_err`` of their joint fit; the member the
+        split added shares its partner's region, and its ``npix`` and
+        ``peak_value`` are that region's.
 
     Raises
     ------
@@ -512,6 +514,20 @@ def integrate(
         intensity = np.where(joint, joint_intensity, intensity)
         err = np.where(joint, table["intensity_err"].to_numpy(dtype=float), err)
         snr = np.divide(intensity, err, out=np.full(n, np.nan), where=err > 0)
+        # the member a split added has no region of its own: it shares the region it lies in (its partner's,
+        # integrated above); off every region, the values the finder gave the partner (deblending copies its row)
+        shared = np.flatnonzero(joint & (npix == 0))
+        if shared.size:
+            npix, peak_value = npix.copy(), peak_value.astype(float, copy=True)
+            owner = np.full(shared.size, -1, dtype=np.intp)
+            if labels is not None:
+                r, c = ri[shared], ci[shared]
+                on = (r >= 0) & (r < labels.shape[0]) & (c >= 0) & (c < labels.shape[1])
+                owner[on] = labels[r[on], c[on]].astype(np.intp) - 1
+            inside = (owner >= 0) & (owner < n)
+            npix[shared] = np.where(inside, npix[np.where(inside, owner, 0)], table["npix"].to_numpy()[shared])
+            peak_value[shared] = np.where(inside, peak_value[np.where(inside, owner, 0)],
+                                          table["peak_value"].to_numpy(dtype=float)[shared])
 
     flags |= np.where(~(snr >= 3), np.uint32(Flag.LOW_SNR), np.uint32(0))
     flags |= np.where(n_b < 5, np.uint32(Flag.BAD_BACKGROUND), np.uint32(0))
