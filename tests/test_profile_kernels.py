@@ -77,9 +77,9 @@ def test_pseudo_voigt_samples_are_the_general_loop(k):
         assert np.all(mu >= p[7]) and np.all(jac[:, 6] >= 0) and mu.max() > p[7] + 0.01 * p[6]  # a peak over B
 
 
-def test_wing_score_of_two_exponents_is_that_of_the_general_pass():
-    """The wing score's pass for two exponents gives, to the last bit, the general pass's statistics at those
-    exponents (a third one sends the windows through the general pass); Gaussian peaks score around 0."""
+def test_wing_score_of_each_exponent_does_not_depend_on_the_others():
+    """The wing score at two exponents is, to the last bit, the score at those exponents among three; Gaussian
+    peaks score around 0."""
     rng = np.random.default_rng(5)
     size, n = 15, 40
     params = np.zeros((n, 9))

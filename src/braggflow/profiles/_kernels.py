@@ -934,72 +934,6 @@ def _wing_pass(y_i, good_i, p, size, k, k2, exponents, norm_m, f, foe, fee, scor
 
 
 @_jit
-def _wing_pass_two(y_i, good_i, p, size, k, k2, exponents, norm_m, f, foe, fee, score, jo):
-    """:func:`_wing_pass` for two exponents, the wings' sums in local variables: the same operations in the
-    same order, the same values."""
-    row, col, a, b, c = p[0], p[1], p[2], p[3], p[4]
-    inten, bg = p[7], p[8]
-    det = a * c - b * b
-    norm_g = math.sqrt(det) / (2.0 * math.pi)
-    inv_kk = 1.0 / (k * k)
-    half_det = 0.5 / det
-    t0, t1, norm0, norm1 = exponents[0], exponents[1], norm_m[0], norm_m[1]
-    f[:, :] = 0.0
-    foe[:, :] = 0.0
-    fee0 = fee1 = score0 = score1 = 0.0
-    m = -1
-    for r in range(size):
-        for cc in range(size):
-            m += 1
-            if not good_i[m]:
-                continue
-            value = s0 = s1 = s2 = s3 = s4 = mt0 = mt1 = 0.0
-            for sa in range(k):
-                dr = r + (sa + 0.5) / k - 0.5 - row
-                for sb in range(k):
-                    dc = cc + (sb + 0.5) / k - 0.5 - col
-                    u2 = a * dr * dr + 2.0 * b * dr * dc + c * dc * dc
-                    g = math.exp(-0.5 * u2) * norm_g
-                    value += g
-                    s0 += g * (a * dr + b * dc)
-                    s1 += g * (b * dr + c * dc)
-                    s2 += g * dr * dr
-                    s3 += g * dr * dc
-                    s4 += g * dc * dc
-                    v1 = 1.0 + u2 / k2
-                    mt0 += _wing(t0, v1) * norm0
-                    mt1 += _wing(t1, v1) * norm1
-            hod = value * half_det
-            scale = inten * inv_kk
-            value *= inv_kk
-            mu = max(inten * value + bg, 1e-9)
-            jo[0] = s0 * scale  # d value / d u2 = -g / 2
-            jo[1] = s1 * scale
-            jo[2] = (hod * c - 0.5 * s2) * scale
-            jo[3] = (-2.0 * hod * b - s3) * scale
-            jo[4] = (hod * a - 0.5 * s4) * scale
-            jo[5] = value
-            jo[6] = 1.0
-            w = 1.0 / mu
-            res = y_i[m] * w - 1.0
-            for p_ in range(7):
-                wj = w * jo[p_]
-                for q in range(p_ + 1):
-                    f[p_, q] += wj * jo[q]
-            h = inten * (mt0 * inv_kk - value)
-            fee0 += w * h * h
-            score0 += res * h
-            for p_ in range(7):
-                foe[0, p_] += w * h * jo[p_]
-            h = inten * (mt1 * inv_kk - value)
-            fee1 += w * h * h
-            score1 += res * h
-            for p_ in range(7):
-                foe[1, p_] += w * h * jo[p_]
-    fee[0], fee[1], score[0], score[1] = fee0, fee1, score0, score1
-
-
-@_jit
 def _wing(t, v1):
     """``v1 ** (-1 / t)``, the Moffat wing's falloff (exact powers for the exponents the score tries)."""
     if t == 0.5:
@@ -1073,10 +1007,7 @@ def wing_scores(y, good, params, prior_w, size, k, k2, exponents):
             continue
         for q in range(nt):
             norm_m[q] = math.sqrt(det) * (1.0 - exponents[q]) / (math.pi * k2 * exponents[q])
-        if nt == 2:
-            _wing_pass_two(y[i], good[i], params[i], size, k, k2, exponents, norm_m, f, foe, fee, score, jo)
-        else:
-            _wing_pass(y[i], good[i], params[i], size, k, k2, exponents, norm_m, f, foe, fee, score, jo, mt)
+        _wing_pass(y[i], good[i], params[i], size, k, k2, exponents, norm_m, f, foe, fee, score, jo, mt)
         f[6, 6] += prior_w[i]
         if not _all_finite(f, foe, fee, score):
             continue
