@@ -79,8 +79,12 @@ def test_tile_median_filter_is_scipys():
     for n, shape in enumerate(shapes):
         scale = (0.5, 3.0, 1e4)[n % 3]  # from many ties to none
         maps = np.round(rng.normal(size=shape) * scale).astype((np.float32, np.float64)[n % 2])
+        if n % 4 < 2:
+            maps += 0.0  # no -0.0: the compiled network
         expected = ndimage.median_filter(maps, size=(1, 3, 3), mode="nearest")
-        assert np.array_equal(_median3x3(maps), expected)
+        got = _median3x3(maps)
+        assert np.array_equal(got, expected)
+        assert n % 4 >= 2 or not np.signbit(got[got == 0]).any()  # no -0.0 made up
     # maps with NaN: the fifth of the nine with NaN sorted last
     maps = np.round(rng.normal(size=(2, 6, 5)) * 3).astype(np.float32)
     maps[0, 2, 2] = maps[1, 0, :] = np.nan

@@ -5,6 +5,7 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from braggflow._stats import median_last
 from braggflow.find._kernels import (
     ascent_roots,
     basin_contacts,
@@ -13,6 +14,7 @@ from braggflow.find._kernels import (
     box_rings,
     clear_of,
     clip_deviations,
+    counted_medians,
     event_ring_keys,
     list_local_maxima,
     list_neighbours,
@@ -335,3 +337,25 @@ def test_sampled_zeros_counts_the_good_pixels_of_the_grid():
         assert sampled_zeros(frame, bad, step) == (good.sum(), (frame[::step, ::step][good] == 0).sum())
         assert sampled_zeros(frame, np.zeros((0, 0), bool), step) == (frame[::step, ::step].size,
                                                                       (frame[::step, ::step] == 0).sum())
+
+
+def test_counted_medians_are_the_partitions_medians_on_whole_counts():
+    rng = np.random.default_rng(10)
+    for m in (256, 255, 16, 3, 2, 1):
+        blocks = np.concatenate([
+            rng.poisson(rng.uniform(0.1, 80, (40, 1)), (40, m)),  # counts, many ties
+            rng.integers(-60, 60, (10, m)),  # dark-subtracted counts
+            np.where(rng.random((10, m)) < 0.05, 30000, rng.poisson(4, (10, m))),  # a bright peak in the tile
+            rng.integers(-(2**21), 2**21, (5, m)),
+        ]).astype(np.float32)
+        level, mad, ok = counted_medians(blocks)
+        wide = blocks.max(axis=1) - blocks.min(axis=1) > 32767
+        assert np.array_equal(ok, ~wide)
+        expected = median_last(blocks)
+        spread = median_last(np.abs(blocks - expected[:, None]))
+        assert np.array_equal(level[ok], expected[ok]) and np.array_equal(mad[ok], spread[ok])
+        assert level.dtype == mad.dtype == np.float32
+    # rows that are not whole counts below 2**22 are left to the partition
+    odd = np.array([[1.0, 2.5, 3.0], [1.0, np.nan, 2.0], [0.0, -0.0, 1.0], [2.0**22, 1.0, 2.0], [1.0, 2.0, 2.0]],
+                   dtype=np.float32)
+    assert counted_medians(odd)[2].tolist() == [False, False, False, False, True]

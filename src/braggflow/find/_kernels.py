@@ -26,6 +26,9 @@ again):
   around its seeds, and the seeds clear of the peaks found otherwise;
 * :func:`box_rings`: the median or mean of the ring of pixels around boxes
   (the local background of weak regions and of the aperture test);
+* :func:`counted_medians`: the median and median absolute deviation of
+  tiles of whole counts, from a histogram of each tile's samples (the
+  order statistics a partition finds);
 * :func:`clip_deviations`: the samples of each tile within a clipping
   distance of its level (the tiles' sigma-clipped moments);
 * :func:`sampled_zeros`: the good pixels and the zeros among them on a
@@ -41,12 +44,14 @@ The functions are compiled on first use and cached on disk (``cache=True``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
 __all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "best_spot_fits_until",
            "event_ring_keys", "list_neighbours", "ascent_roots", "basin_contacts", "window_excess", "clear_of",
-           "box_rings", "pixels_above_tiles", "median3x3_tiles", "sampled_zeros", "clip_deviations"]
+           "box_rings", "pixels_above_tiles", "median3x3_tiles", "sampled_zeros", "clip_deviations", "counted_medians"]
 
 
 def _jit(fn):
@@ -764,3 +769,124 @@ def clip_deviations(dev, distance, limit):
                 dev[i, q] = 0.0
         n_in[i] = count
     return n_in
+
+
+#: the widest range of whole counts (largest - smallest sample) a tile's histogram covers
+COUNTED_RANGE = 32767
+
+
+@_jit
+def _middle_pair(hist, offset, size, k):
+    """The k-1-th and k-th smallest (0-based) of the values counted in ``hist[:size]`` (value = index + offset)."""
+    seen = 0
+    below = offset
+    for q in range(size):
+        seen += hist[q]
+        if seen >= k:  # the k-1-th smallest is here (k >= 1)
+            below = q + offset
+            break
+    if seen >= k + 1:
+        return below, below
+    for q2 in range(below - offset + 1, size):
+        if hist[q2] > 0:
+            return below, q2 + offset
+    return below, below
+
+
+@_jit
+def _clear(hist, values, offset, size):
+    """Zero the histogram bins of ``values`` (bin = value - offset): the first ``size`` bins, or the values' own."""
+    if size <= values.size:
+        hist[:size] = 0
+    else:
+        for q in range(values.size):
+            hist[values[q] - offset] = 0
+
+
+@_jit
+def _whole_counts(row, whole):
+    """Whether every value of ``row`` is a whole number below 2**22 in magnitude (not -0.0), with them in ``whole``.
+
+    Returns ``(good, smallest, largest)``.
+    """
+    outside = np.uint8(0)
+    for q in range(row.size):  # no branch: vectorised
+        v = row[q]
+        outside |= np.uint8(not (abs(v) < 4194304.0))  # 2**22 (NaN is outside too)
+    if outside:
+        return False, 0, 0
+    lo = np.int64(row[0])
+    hi = lo
+    mismatch = np.uint8(0)
+    for q in range(row.size):
+        v = row[q]
+        w = np.int64(v)
+        whole[q] = w
+        mismatch |= np.uint8(np.float32(w) != v) | np.uint8((w == 0) & (math.copysign(1.0, v) < 0))
+        lo = min(lo, w)
+        hi = max(hi, w)
+    return mismatch == 0, lo, hi
+
+
+@_jit
+def counted_medians(blocks):
+    """Median and median absolute deviation of each row of float32 samples that are all whole counts.
+
+    Parameters
+    ----------
+    blocks : (N, M) ndarray of float32
+        Samples of each tile, counts.
+
+    Returns
+    -------
+    level, mad : (N,) ndarray of float32
+        ``median_last`` of each row and of its absolute deviations from that
+        median, for the rows marked ``ok`` (their order statistics are the
+        same values; the middle two averaged as ``(a + b) / 2`` in float32).
+    ok : (N,) ndarray of bool
+        Rows whose samples are all whole numbers below 2**22 in magnitude
+        spanning at most :data:`COUNTED_RANGE` (NaN and -0.0: not ok); other
+        rows are left to a partition.
+    """
+    n, m = blocks.shape
+    level = np.zeros(n, dtype=np.float32)
+    mad = np.zeros(n, dtype=np.float32)
+    ok = np.zeros(n, dtype=np.bool_)
+    if m == 0:
+        return level, mad, ok
+    k = m // 2
+    hist = np.zeros(2 * COUNTED_RANGE + 2, dtype=np.int32)
+    whole = np.empty(m, dtype=np.int64)
+    for i in range(n):
+        good, lo, hi = _whole_counts(blocks[i], whole)
+        if not good or hi - lo > COUNTED_RANGE:
+            continue
+        for q in range(m):
+            hist[whole[q] - lo] += 1
+        a, b = _middle_pair(hist, lo, hi - lo + 1, k)
+        _clear(hist, whole, lo, hi - lo + 1)
+        if m % 2:
+            med = np.float32(b)
+            twice = 2 * b
+        else:
+            med = (np.float32(a) + np.float32(b)) / np.float32(2.0)
+            twice = a + b
+        # |sample - median| = |2 sample - (a + b)| / 2, a whole number of half counts
+        top = 0
+        for q in range(m):
+            t = abs(2 * whole[q] - twice)
+            whole[q] = t
+            if t > top:
+                top = t
+        for q in range(m):
+            hist[whole[q]] += 1
+        a2, b2 = _middle_pair(hist, 0, top + 1, k)
+        _clear(hist, whole, 0, top + 1)
+        if m % 2:
+            spread = np.float32(b2) / np.float32(2.0)
+        else:
+            spread = (np.float32(a2) / np.float32(2.0) + np.float32(b2) / np.float32(2.0)) / np.float32(2.0)
+        level[i] = med
+        mad[i] = spread
+        ok[i] = True
+    return level, mad, ok

@@ -8,7 +8,7 @@ import numpy as np
 
 from braggflow._stats import MAD_TO_SIGMA, median_last, nanmedian_last
 from braggflow.errors import BraggflowError
-from braggflow.find._kernels import clip_deviations, median3x3_tiles, sampled_zeros
+from braggflow.find._kernels import clip_deviations, counted_medians, median3x3_tiles, sampled_zeros
 
 __all__ = ["Background", "estimate_background", "is_sparse", "CLIP_SIGMA"]
 
@@ -145,12 +145,12 @@ def _median3x3(maps: np.ndarray) -> np.ndarray:
     """Median over 3 x 3 tiles of each (TY, TX) map of a stack, edges repeated.
 
     The values of ``ndimage.median_filter(maps, size=(1, 3, 3), mode="nearest")``
-    (the median of 9 values is one of them): for finite maps a compiled
-    network of compare-exchanges (:func:`braggflow.find._kernels.median3x3_tiles`),
+    (the median of 9 values is one of them): for finite maps without -0.0 a
+    compiled network of compare-exchanges (:func:`braggflow.find._kernels.median3x3_tiles`),
     else one partition of the nine shifted maps stacked along the last axis.
     """
-    if maps.dtype in (np.float32, np.float64) and np.isfinite(maps).all():
-        return median3x3_tiles(np.ascontiguousarray(maps))
+    if maps.dtype in (np.float32, np.float64) and np.isfinite(maps).all() and not np.signbit(maps[maps == 0]).any():
+        return median3x3_tiles(np.ascontiguousarray(maps))  # (which of -0.0 and 0.0 is picked is the partition's)
     k, ty, tx = maps.shape
     padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)), mode="edge")
     shifted = np.empty((k, ty, tx, 9), dtype=maps.dtype)
@@ -169,7 +169,13 @@ def _tile_medians(blocks: np.ndarray, partial: np.ndarray,
     """
     level = np.empty(blocks.shape[0], dtype=blocks.dtype)
     mad = np.empty(blocks.shape[0], dtype=blocks.dtype)
-    groups = [(rows, median) for rows, median in ((~partial, median_last), (partial, nan_median)) if rows.any()]
+    counted = np.zeros(blocks.shape[0], dtype=bool)
+    if blocks.dtype == np.float32:
+        # tiles of whole counts (the common case: integer frames): both medians from each tile's histogram
+        counted_level, counted_mad, counted = counted_medians(np.ascontiguousarray(blocks))
+        level[counted], mad[counted] = counted_level[counted], counted_mad[counted]
+    groups = [(rows, median) for rows, median in ((~partial & ~counted, median_last), (partial & ~counted, nan_median))
+              if rows.any()]
     for rows, median in groups:
         level[rows] = median(blocks if rows.all() else blocks[rows])
     dev = blocks - level[:, None]
