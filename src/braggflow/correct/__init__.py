@@ -465,7 +465,7 @@ def _corrected(frame, mask, dark, flat, config: CorrectConfig, name: str, *, rea
     """
     frame = _checked_frame(frame, mask, dark, flat, name)
     shape = frame.shape
-    if read_max and frame.dtype.kind in "iu" and dark is None and flat is None and config.minval is None:
+    if read_max and frame.size and frame.dtype.kind in "iu" and dark is None and flat is None and config.minval is None:
         compiled = _integer_frame_pass(frame, mask, config, name)
         if compiled is not None:
             return compiled

@@ -762,11 +762,12 @@ def clip_deviations(dev, distance, limit):
     for i in range(n):
         lim = limit[i]
         count = 0
-        for q in range(m):
-            if distance[i, q] <= lim:
-                count += 1
-            else:
-                dev[i, q] = 0.0
+        row = dev[i]
+        far = distance[i]
+        for q in range(m):  # no branch: vectorised
+            inside = far[q] <= lim
+            count += np.int64(inside)
+            row[q] = row[q] if inside else np.float32(0.0)
         n_in[i] = count
     return n_in
 
