@@ -438,6 +438,9 @@ def _integer_frame_pass(frame: np.ndarray, mask, config: CorrectConfig, name: st
                                                    bool(flags), frame.dtype.type(flag_a), frame.dtype.type(flag_b))
     if any_bad and bad.all():
         raise BraggflowError(f"{name}: every pixel is masked")
+    # NumPy's own types: the compiled function's arrays carry equal type objects of their own, with which ufunc.at
+    # on their values takes its slow path (~20 x)
+    out, bad = out.view(np.float32), bad.view(np.bool_)
     if config.binning == 2:
         out, bad = bin2x2(out, bad)
     return out, bad, frame.dtype.type(top)

@@ -150,7 +150,8 @@ def _median3x3(maps: np.ndarray) -> np.ndarray:
     else one partition of the nine shifted maps stacked along the last axis.
     """
     if maps.dtype in (np.float32, np.float64) and np.isfinite(maps).all() and not np.signbit(maps[maps == 0]).any():
-        return median3x3_tiles(np.ascontiguousarray(maps))  # (which of -0.0 and 0.0 is picked is the partition's)
+        # (which of -0.0 and 0.0 is picked is the partition's); the view: NumPy's own type object (see components)
+        return median3x3_tiles(np.ascontiguousarray(maps)).view(maps.dtype)
     k, ty, tx = maps.shape
     padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)), mode="edge")
     shifted = np.empty((k, ty, tx, 9), dtype=maps.dtype)
