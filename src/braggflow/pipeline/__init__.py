@@ -335,7 +335,7 @@ def analyse_frame(
         thresholded, time, and hit: at least ``config.frames.hit_min_peaks``
         peaks).
     """
-    from braggflow.correct import correct_frame, saturated_pixels, unbin_positions
+    from braggflow.correct import correct_frame_saturation, unbin_positions
     from braggflow.find import find_peaks
     from braggflow.integrate import integrate
     from braggflow.locate import locate
@@ -349,8 +349,8 @@ def analyse_frame(
     if context.shape is not None and frame.shape != context.shape:
         raise BraggflowError(f"{name}: shape {frame.shape}, expected {context.shape}")
     c, lc, ic = config.correct, config.locate, config.integrate
-    corrected, mask = correct_frame(frame, mask=context.mask, dark=context.dark, flat=context.flat, config=c, name=name)
-    saturated = saturated_pixels(frame, context.saturation, binning=c.binning)
+    corrected, mask, saturated = correct_frame_saturation(frame, saturation=context.saturation, mask=context.mask,
+                                                          dark=context.dark, flat=context.flat, config=c, name=name)
     learned_row: dict = {}  # the frame's learned class (find.method learned)
     if config.find.method == "learned":
         from braggflow.pipeline.learned import learned_peaks
