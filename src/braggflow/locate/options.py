@@ -45,7 +45,8 @@ class LocateConfig(OptionSection):
     )
     deblend: bool = Field(
         False, description="try each peak with one and with two profile components and split blends (flag "
-        "BLENDED; braggflow.locate.deblend; ~0.3 ms of CPU a peak with numba)")
+        "BLENDED; braggflow.locate.deblend; ~0.3 ms of CPU a peak with numba); not on frames thresholded upstream "
+        "(frames table: thresholded), where the test does not hold")
 
 
     @field_validator("method", mode="before")
