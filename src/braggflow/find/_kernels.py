@@ -51,7 +51,11 @@ from numba import njit
 
 __all__ = ["sparse_component_labels", "list_local_maxima", "best_spot_fits", "best_spot_fits_until",
            "event_ring_keys", "list_neighbours", "ascent_roots", "basin_contacts", "window_excess", "clear_of",
-           "box_rings", "pixels_above_tiles", "median3x3_tiles", "sampled_zeros", "clip_deviations", "counted_medians"]
+           "box_rings", "pixels_above_tiles", "median3x3_tiles", "sampled_zeros", "clip_deviations", "counted_medians",
+           "NO_MASK"]
+
+#: the ``bad`` argument of the kernels for "no bad pixel": a (0, 0) array (a frame-sized one would be read)
+NO_MASK = np.zeros((0, 0), dtype=bool)
 
 
 def _jit(fn):

@@ -51,7 +51,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from braggflow.find._kernels import clear_of, window_excess
+from braggflow.find._kernels import NO_MASK, clear_of, window_excess
 from braggflow.find.background import Background
 from braggflow.find.regions import LOCAL_RING_MARGIN, ring_means
 
@@ -73,7 +73,6 @@ _W_HALF = _WINDOW // 2
 _SCREEN_MARGIN = 0.5
 _WIN_DR, _WIN_DC = (a.ravel() for a in np.mgrid[-_W_HALF : _W_HALF + 1, -_W_HALF : _W_HALF + 1])
 _OFFSETS = [(dr, dc) for dr in range(-_HALF, _HALF + 1) for dc in range(-_HALF, _HALF + 1)]
-_NO_MASK = np.zeros((0, 0), dtype=bool)
 
 
 def matched_weights(sigma: float = MATCHED_SIGMA) -> np.ndarray:
@@ -242,7 +241,7 @@ def aperture_peaks(frame: np.ndarray, mask: np.ndarray | None, seeds: np.ndarray
     var_map = bg.variance if bg.variance is not None else bg.noise**2
     mean, var = bg.at(rows, cols, values=mean_map), bg.at(rows, cols, values=var_map)
     # the 5 x 5 window around each seed, counts above the tile mean; pixels outside the frame or masked are left out
-    excess, good = window_excess(np.ascontiguousarray(frame), _NO_MASK if mask is None else np.ascontiguousarray(mask),
+    excess, good = window_excess(np.ascontiguousarray(frame), NO_MASK if mask is None else np.ascontiguousarray(mask),
                                  rows, cols, np.ascontiguousarray(mean, dtype=np.float64), _W_HALF)
     z = _significance(excess, good, var, gain, sigma)
     keep = np.flatnonzero(z >= sigma)

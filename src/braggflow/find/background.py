@@ -8,11 +8,9 @@ import numpy as np
 
 from braggflow._stats import MAD_TO_SIGMA, median_last, nanmedian_last
 from braggflow.errors import BraggflowError
-from braggflow.find._kernels import clip_deviations, counted_medians, median3x3_tiles, sampled_zeros
+from braggflow.find._kernels import NO_MASK, clip_deviations, counted_medians, median3x3_tiles, sampled_zeros
 
 __all__ = ["Background", "estimate_background", "is_sparse", "CLIP_SIGMA"]
-
-_NO_MASK = np.zeros((0, 0), dtype=bool)  # "no bad pixel" for the compiled kernels
 
 #: samples farther than this many noise sigma from a tile's level are left out of its mean and variance
 CLIP_SIGMA = 5.0
@@ -217,7 +215,7 @@ def is_sparse(frame: np.ndarray, mask: np.ndarray | None = None, *, fraction: fl
     """
     if frame.dtype.kind in "uif" and (mask is None or mask.dtype == np.bool_):
         # the common answer (not thresholded) from one compiled pass over the sample, without copies
-        n_good, n_zero = sampled_zeros(frame, _NO_MASK if mask is None else mask, 7)
+        n_good, n_zero = sampled_zeros(frame, NO_MASK if mask is None else mask, 7)
         if n_good == 0 or n_zero <= fraction * n_good:
             return False
     sub = frame[::7, ::7]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from braggflow.find._kernels import list_local_maxima, pixels_above_tiles, sparse_component_labels
+from braggflow.find._kernels import NO_MASK, list_local_maxima, pixels_above_tiles, sparse_component_labels
 from braggflow.find.background import Background
 
 __all__ = ["pixels_above_threshold", "sparse_components", "local_maxima", "same_comparison", "neighbour_positions"]
-
-_NO_MASK = np.zeros((0, 0), dtype=bool)  # "no bad pixel" for the compiled kernels
 
 
 def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_tiles: np.ndarray,
@@ -39,7 +37,7 @@ def pixels_above_threshold(frame: np.ndarray, background: Background, threshold_
         # one compiled read of the frame (the thresholds of the frame's own type give the same comparisons)
         thresholds = np.ascontiguousarray(same_comparison(np.asarray(threshold_tiles, dtype=np.float64), frame.dtype),
                                           dtype=frame.dtype)
-        above = pixels_above_tiles(frame, thresholds, int(tile), _NO_MASK if mask is None else mask)
+        above = pixels_above_tiles(frame, thresholds, int(tile), NO_MASK if mask is None else mask)
         # NumPy's own int64 type: a compiled function's result carries an equal type object of its own, with which
         # the arrays computed from it are slow in ufunc.at (region_boxes: ~15 x)
         return above.view(np.int64)

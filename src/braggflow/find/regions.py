@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from braggflow.find._kernels import box_rings
+from braggflow.find._kernels import NO_MASK, box_rings
 from braggflow.find.background import Background
 
 __all__ = ["Regions", "region_boxes", "ring_medians", "ring_means", "region_centroids", "LOCAL_RING_MARGIN"]
@@ -102,7 +102,7 @@ def ring_means(frame: np.ndarray, mask: np.ndarray | None, top, left, height, wi
 def _box_rings(frame, mask, top, left, height, width, margin, median: bool) -> np.ndarray:
     """:func:`~braggflow.find._kernels.box_rings` on any box arrays and mask (None: no bad pixel)."""
     as_int = [np.ascontiguousarray(np.asarray(a), dtype=np.int64) for a in (top, left, height, width)]
-    bad = np.zeros((0, 0), dtype=bool) if mask is None else np.ascontiguousarray(mask, dtype=bool)
+    bad = NO_MASK if mask is None else np.ascontiguousarray(mask, dtype=bool)
     return box_rings(np.ascontiguousarray(frame), bad, *as_int, int(margin), median)
 
 

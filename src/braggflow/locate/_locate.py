@@ -7,7 +7,7 @@ import pandas as pd
 
 from braggflow.errors import BraggflowError
 from braggflow.locate.handover import centre_extended_peaks, fit_saturated_peaks
-from braggflow.locate.methods import METHODS, _check_method, locate_cut, locate_patches, method_column
+from braggflow.locate.methods import METHODS, _check_method, locate_cut, locate_patches, located_columns, method_column
 from braggflow.locate.patches import check_patch_arrays
 from braggflow.schema import Flag, conform, conformed_columns, table_from_columns
 from braggflow.windows import cut_windows
@@ -196,9 +196,7 @@ def _patch_centroids(patches, rows: np.ndarray, gain: float) -> dict[str, np.nda
     located columns in frame px."""
     background = None if patches.background is None else patches.background[rows]
     res = locate_patches(patches.data[rows], patches.mask[rows], method="com", gain=gain, background=background)
-    origin = patches.origin[rows].astype(float)
-    return dict(row=res.row + origin[:, 0], col=res.col + origin[:, 1], row_err=res.row_err, col_err=res.col_err,
-                rc_cov=res.rc_cov, sigma_row=res.sigma_row, sigma_col=res.sigma_col)
+    return located_columns(res, patches.origin[rows])
 
 
 def _replace(columns: dict[str, np.ndarray], codes: np.ndarray, rows: np.ndarray, values: dict[str, np.ndarray],

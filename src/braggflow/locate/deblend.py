@@ -503,7 +503,6 @@ def deblend(frame: np.ndarray, table: pd.DataFrame, *, mask: np.ndarray | None =
     BraggflowError
         If the inputs are inconsistent (see :func:`braggflow.locate.extract_patches`).
     """
-
     n = len(table)
     if n == 0:
         return conform(table)

@@ -13,8 +13,8 @@ from braggflow.locate.centroid import LocateResult, centroid_patches
 from braggflow.locate.patches import Patches, check_patch_inputs, patches_at
 from braggflow.schema import Flag
 
-__all__ = ["METHODS", "LOCATED_COLUMNS", "locate_patches", "locate_at", "locate_cut", "locate_peaks_in_patches",
-           "method_column"]
+__all__ = ["METHODS", "LOCATED_COLUMNS", "locate_patches", "locate_at", "locate_cut", "located_columns",
+           "locate_peaks_in_patches", "method_column"]
 
 METHODS = ("com", "gauss", "pvoigt", "nn")
 
@@ -157,11 +157,29 @@ def locate_cut(frame, rows, cols, method, *, mask, labels, patch_size, gain, sat
     background = patches.background if fit_mask is patches.mask else None
     res = locate_patches(patches.data, fit_mask, method=method, gain=gain, model=model, backend=backend,
                          device=device, batch_size=batch_size, fit_engine=fit_engine, background=background)
-    origin = patches.origin.astype(float)
     flags = patches.flags.copy()
     flags[np.asarray(res.failed, dtype=bool)] |= np.uint32(Flag.FIT_FAILED)
+    return dict(located_columns(res, patches.origin), flags=flags), patches
+
+
+def located_columns(res: LocateResult, origin: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`LOCATED_COLUMNS` of patches located by one method, in frame coordinates.
+
+    Parameters
+    ----------
+    res : LocateResult
+        Results in patch coordinates, (N,) each.
+    origin : (N, 2) ndarray of int
+        Frame (row, col) of each patch's pixel [0, 0].
+
+    Returns
+    -------
+    columns : dict of (N,) ndarray
+        ``row``, ``col`` (frame px) and the errors, covariance and widths (px) as ``res`` gives them.
+    """
+    origin = np.asarray(origin, dtype=float)
     return dict(row=res.row + origin[:, 0], col=res.col + origin[:, 1], row_err=res.row_err, col_err=res.col_err,
-                rc_cov=res.rc_cov, sigma_row=res.sigma_row, sigma_col=res.sigma_col, flags=flags), patches
+                rc_cov=res.rc_cov, sigma_row=res.sigma_row, sigma_col=res.sigma_col)
 
 
 def method_column(codes: np.ndarray, categories) -> pd.Categorical:
