@@ -9,6 +9,8 @@ the stages; commands only parse options, call them and print.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import sys
 
@@ -62,6 +64,12 @@ def build_app() -> typer.Typer:
 
 
 app = build_app()
+
+# At exit the interpreter's last garbage collections traverse every object still alive (the
+# imported modules above all: ~185,000 objects with pandas, numba and dask), ~0.5 s a
+# process; frozen out of the collector by the last exit handler, they are not traversed
+# (the files are closed and flushed by then: exit handlers run in reverse order).
+atexit.register(gc.freeze)
 
 
 def main(argv: list[str] | None = None) -> None:
