@@ -230,8 +230,28 @@ def _median(values: np.ndarray) -> float:
 
 
 def _spread(values: np.ndarray) -> float:
-    """Half the 16-84 % range (a standard deviation robust to outliers); 0 for fewer than two values."""
-    return float(np.diff(np.percentile(values, [16, 84]))[0] / 2) if values.size > 1 else 0.0
+    """Half the 16-84 % range (a standard deviation robust to outliers); 0 for fewer than two values, NaN for
+    values holding a NaN.  The percentiles are ``np.percentile``'s (linear interpolation) by one sort, without
+    its overhead: the same values to the last bit."""
+    if values.size < 2:
+        return 0.0
+    ordered = np.sort(values)
+    if np.isnan(ordered[-1]):
+        return float("nan")
+    return float((_sorted_quantile(ordered, 84 / 100) - _sorted_quantile(ordered, 16 / 100)) / 2)
+
+
+def _sorted_quantile(ordered: np.ndarray, q: float) -> float:
+    """The quantile ``q`` (0-1) of the sorted values ``ordered`` (no NaN) as ``np.quantile`` interpolates it
+    (method "linear": ``a + (b - a) g``, or ``b - (b - a) (1 - g)`` for a fraction ``g >= 0.5``)."""
+    at = (ordered.size - 1) * q
+    if at >= ordered.size - 1:
+        return ordered[-1]
+    below = np.floor(at)
+    gamma = at - below
+    a, b = ordered[int(below)], ordered[int(below) + 1]
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
 def _better(a, b):

@@ -689,6 +689,7 @@ def gauss_amplitudes(y, good, shape, size, iterations):
     bg_out = np.empty(n)
     dev_out = np.empty(n)
     prof = np.empty(npix)
+    expected = np.empty(npix)
     w = np.empty((6, size))
     for i in range(n):
         _axis(size, shape[i, 0], shape[i, 2], w[0], w[1], w[2])
@@ -704,6 +705,7 @@ def gauss_amplitudes(y, good, shape, size, iterations):
                 if not good[i, m]:
                     continue
                 mu = max(inten * prof[m] + bg, 1e-9)
+                expected[m] = mu  # the step's length below reads it
                 wm = 1.0 / mu
                 res = wm * (y[i, m] - mu)
                 g_i += res * prof[m]
@@ -717,10 +719,9 @@ def gauss_amplitudes(y, good, shape, size, iterations):
             frac = 1.0
             for m in range(npix):
                 if good[i, m]:
-                    mu = max(inten * prof[m] + bg, 1e-9)
                     d_mu = d_i * prof[m] + d_b
-                    if d_mu < 0 and -0.9 * mu / d_mu < frac:
-                        frac = -0.9 * mu / d_mu
+                    if d_mu < 0 and -0.9 * expected[m] / d_mu < frac:
+                        frac = -0.9 * expected[m] / d_mu
             inten = max(inten + frac * d_i, 1e-9)
             bg = max(bg + frac * d_b, 0.0)
         dev = 0.0
@@ -1094,6 +1095,8 @@ def residual_bumps(y, good, params, size, width_min, width_max):
     kc = np.empty((size, size))
     tmp = np.empty((size, size))
     tmp2 = np.empty((size, size))
+    er = np.empty(size)
+    ec = np.empty(size)
     for i in range(n):
         p = params[i]
         finite = True
@@ -1116,10 +1119,13 @@ def residual_bumps(y, good, params, size, width_min, width_max):
                 m += 1
         wr = min(max(p[2], width_min), width_max)
         wc = min(max(p[3], width_min), width_max)
+        for d in range(size):  # the kernels are Toeplitz: one exponential per distance |a - b| (the same value)
+            er[d] = math.exp(-0.5 * d * d / (wr * wr))
+            ec[d] = math.exp(-0.5 * d * d / (wc * wc))
         for a in range(size):
             for b in range(size):
-                kr[a, b] = math.exp(-0.5 * (a - b) * (a - b) / (wr * wr))
-                kc[a, b] = math.exp(-0.5 * (a - b) * (a - b) / (wc * wc))
+                kr[a, b] = er[abs(a - b)]
+                kc[a, b] = ec[abs(a - b)]
         best = _filtered_max(resid, var, kr, kc, tmp, tmp2)
         bump[i] = best
     return bump

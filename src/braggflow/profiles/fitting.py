@@ -406,7 +406,20 @@ def _valid(model: str, p: np.ndarray, size: int) -> np.ndarray:
 
 
 def _bounds(model: str) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper limits of the parameters that a step is projected onto (background >= 0, eta, t, sigmas)."""
+    """Lower and upper limits of the parameters that a step is projected onto (background >= 0, eta, t, sigmas);
+    made once per model (:data:`_BOUNDS`), not to be changed."""
+    bounds = _BOUNDS.get(model)
+    if bounds is None:
+        bounds = _BOUNDS[model] = _make_bounds(model)
+    return bounds
+
+
+#: The bounds of each model (:func:`_bounds`), made on first use.
+_BOUNDS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _make_bounds(model: str) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays of :func:`_bounds`."""
     npar = len(PARAMETERS[model])
     lo, hi = np.full(npar, -np.inf), np.full(npar, np.inf)
     lo[-1] = 0.0
@@ -1016,17 +1029,28 @@ def start_parameters(model: str, row, col, sigma_row, sigma_col, intensity, back
     ValueError
         If ``model`` has no start from moments (unknown, or ``"gauss2"``).
     """
-    row, col, sr, sc, inten, bg = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in
-                                                       (row, col, sigma_row, sigma_col, intensity, background)))
+    values = [np.asarray(v, dtype=float) for v in (row, col, sigma_row, sigma_col, intensity, background)]
+    if any(v.shape != values[0].shape for v in values[1:]):
+        values = np.broadcast_arrays(*values)
+    row, col, sr, sc, inten, bg = values
     if model == "gauss":
-        return np.stack([row, col, sr, sc, inten, bg], axis=1)
+        return _columns(row.shape, (row, col, sr, sc, inten, bg))
     if model not in ROTATED:
         raise ValueError(f"no moment start for model {model!r}")
     box = 1.0 / (12.0 * supersample * supersample)
     a = 1.0 / (sr * sr + box)
     c = 1.0 / (sc * sc + box)
-    shp = np.full(row.shape, 0.3 if shape is None else shape)
     if model == "rgauss":
-        return np.stack([row, col, a, np.zeros_like(a), c, inten, bg], axis=1)
-    extra = [np.full(row.shape, 0.5)] if model == "pvmoffat" else []  # beta = 2
-    return np.stack([row, col, a, np.zeros_like(a), c, shp, *extra, inten, bg], axis=1)
+        return _columns(row.shape, (row, col, a, 0.0, c, inten, bg))
+    shp = 0.3 if shape is None else float(shape)
+    extra = (0.5,) if model == "pvmoffat" else ()  # beta = 2
+    return _columns(row.shape, (row, col, a, 0.0, c, shp, *extra, inten, bg))
+
+
+def _columns(shape: tuple[int, ...], values) -> np.ndarray:
+    """The arrays (of ``shape``) or numbers ``values`` as the columns of one float array, ``shape + (P,)`` (what
+    ``np.stack(..., axis=-1)`` of the broadcast values gives)."""
+    out = np.empty(shape + (len(values),))
+    for j, v in enumerate(values):
+        out[..., j] = v
+    return out
