@@ -22,4 +22,6 @@ class IntegrateConfig(OptionSection):
     method: Literal["sum", "profile"] = Field(
         "sum", description="'sum': background-subtracted sum over the peak's region; 'profile': the integral of a "
         "pseudo-Voigt-Moffat profile fitted to each peak (wings beyond the region included), the sum kept and "
-        "flagged SUMMED where the profile does not describe the peak")
+        "flagged SUMMED where the profile does not describe the peak; on frames thresholded upstream (frames "
+        "table: thresholded) a Gaussian fitted by the censored likelihood (braggflow.integrate.censored), which "
+        "counts the part of a spot below the storage threshold")

@@ -1,0 +1,345 @@
+"""Intensities on frames thresholded upstream: a Gaussian fitted by the censored (Tobit) likelihood.
+
+A frame cache that stores only the pixels at or above a threshold ``t``
+(HEXRD's frame caches, ImageD11's sparse scans) keeps a weak spot's core and
+drops its wings: summation over the stored pixels loses the part of the spot
+below ``t`` (~11 % of a 150-600 photon Gaussian spot of sigma 1.2 px at
+``t`` = 3 noise sigmas), and a fit that takes the zeros for counts learns
+nothing from them.  A zero is not a count of 0 but the statement "this pixel
+was below ``t``"; the censored likelihood (Tobin 1958) gives each pixel the
+probability of what was stored:
+
+- a stored value ``y``: the normal density ``phi((y - mu) / s) / s``;
+- a zero: the probability of a value below the threshold,
+  ``Phi((t - 1/2 - mu) / s)`` (counts are whole numbers: the largest value
+  not stored is ``t - 1``);
+
+with ``mu = b + I g(row, col, w)`` the background ``b`` (the finder's level,
+held) plus a round Gaussian of integral ``I`` integrated over each pixel, and
+``s^2 = sigma^2 + gain I g`` the noise of the frame's background pixels (the
+finder's fit to the isolated stored pixels,
+:class:`braggflow.find.noise.ThresholdNoise`) plus the photon noise of the
+spot.  ``I``, the centre and the width ``w`` are fitted by damped Newton
+scoring steps on all windows at once (the analytic gradient, the expected
+information of each pixel as the curvature, Levenberg-Marquardt damping); the
+error of ``I`` is from the observed information at the optimum (the
+analytic gradient's central differences).
+
+On simulated thresholded frames (round Gaussian spots of sigma 1.2 px,
+150-5,000 photons, normal noise of 2 counts stored from 6) the fitted
+intensities are 1.003 / 0.990 / 0.997 of the truth (medians; 150-600 /
+600-1,500 / 1,500-5,000 photons) where summation gives 0.889 / 0.957 /
+0.982, and ``(I - I_true) / intensity_err`` has a standard deviation of
+1.17 / 1.01 / 0.97 (summation: 1.75 / 1.19 / 1.04); ``docs/benchmarks.md``.
+A Gaussian core does not describe wings: Moffat spots keep ~0.86-0.93.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.special import erfcx, log_ndtr, ndtr
+
+__all__ = ["censored_gaussian_fits", "censored_intensities", "CENSORED_HALF"]
+
+#: half-size of the fitted window, px (15 x 15 px, as the profile fit's)
+CENSORED_HALF = 7
+_PARAMS = 4  # log I, row offset, col offset, log width
+_SQRT_2PI = np.sqrt(2.0 * np.pi)
+_LOG_WIDTH = (np.log(0.3), np.log(5.0))  # the width's bounds, px
+_MOVE = 2.0  # the centre stays within this distance of its start, px (either axis)
+_LOG_GROWTH = np.log(1e3)  # the intensity stays below 1,000 x its start (and above 1 count)
+
+
+def _model(p: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each window's pixel-integrated Gaussian and its derivatives by the parameters.
+
+    ``p`` (N, 4): log I, row and col of the centre (from the window's centre
+    pixel), log width; ``offsets`` (m,) the pixel offsets of a window side.
+    Returns ``g`` (N, m, m), the Gaussian of integral 1 on the pixels, and
+    ``d`` (4, N, m, m), the derivatives of ``I g``.
+    """
+    intensity, width = np.exp(p[:, 0]), np.exp(p[:, 3])
+    w = width[:, None]
+    low_r, high_r = (offsets[None, :] - 0.5 - p[:, 1:2]) / w, (offsets[None, :] + 0.5 - p[:, 1:2]) / w
+    low_c, high_c = (offsets[None, :] - 0.5 - p[:, 2:3]) / w, (offsets[None, :] + 0.5 - p[:, 2:3]) / w
+    f_r, f_c = ndtr(high_r) - ndtr(low_r), ndtr(high_c) - ndtr(low_c)  # (N, m) each
+    pl_r, ph_r = np.exp(-0.5 * low_r**2) / _SQRT_2PI, np.exp(-0.5 * high_r**2) / _SQRT_2PI
+    pl_c, ph_c = np.exp(-0.5 * low_c**2) / _SQRT_2PI, np.exp(-0.5 * high_c**2) / _SQRT_2PI
+    df_r, df_c = -(ph_r - pl_r) / w, -(ph_c - pl_c) / w  # by the centre
+    dw_r, dw_c = -(ph_r * high_r - pl_r * low_r), -(ph_c * high_c - pl_c * low_c)  # by log width
+    g = f_r[:, :, None] * f_c[:, None, :]
+    scale = intensity[:, None, None]
+    d = np.stack([scale * g, scale * df_r[:, :, None] * f_c[:, None, :], scale * f_r[:, :, None] * df_c[:, None, :],
+                  scale * (dw_r[:, :, None] * f_c[:, None, :] + f_r[:, :, None] * dw_c[:, None, :])])
+    return g, d
+
+
+def _terms(p, offsets, values, stored, used, background, threshold, variance, gain, *, information=False):
+    """Each window's negative censored log-likelihood (N,), its gradient (N, 4) and, if asked, the Fisher metric.
+
+    The metric (N, 4, 4) is ``J^T W J`` with ``W`` each pixel's expected
+    information about its mean for a censored normal of fixed width
+    (``(phi(a)^2 / Phi(a) + a phi(a) + 1 - Phi(a)) / s^2``, ``a`` the
+    threshold in standard units): the scoring steps' curvature.
+    """
+    g, d = _model(p, offsets)
+    signal = np.exp(p[:, 0])[:, None, None] * g
+    mu = background[:, None, None] + signal
+    var = variance + gain * signal
+    s = np.sqrt(var)
+    z = (threshold - 0.5 - mu) / s
+    log_below = log_ndtr(z)
+    mills = np.sqrt(2.0 / np.pi) / erfcx(-z / np.sqrt(2.0))  # phi(z) / Phi(z), stable far in both tails
+    resid = values - mu
+    # d var / d(I g) = gain: the spot's photon noise moves with the model
+    grad_below = mills * (-1.0 / s - 0.5 * gain * (threshold - 0.5 - mu) / (var * s))
+    grad_stored = resid / var + 0.5 * gain * (resid**2 / var**2 - 1.0 / var)
+    ll = np.where(stored, -0.5 * resid**2 / var - 0.5 * np.log(var), log_below) * used
+    dll = np.where(stored, grad_stored, grad_below) * used
+    out = (-ll.sum(axis=(1, 2)), -np.einsum("knij,nij->nk", d, dll))
+    if not information:
+        return out
+    below = np.exp(log_below)
+    pdf = np.exp(-0.5 * z**2) / _SQRT_2PI
+    weight = (pdf * mills + z * pdf + 1.0 - below) / var * used
+    return (*out, np.einsum("knij,lnij,nij->nkl", d, d, weight))
+
+
+def _hessian(p, args, step=1e-4) -> np.ndarray:
+    """Each window's observed information (N, 4, 4): central differences of the analytic gradient, symmetrised."""
+    h = np.empty((p.shape[0], _PARAMS, _PARAMS))
+    for k in range(_PARAMS):
+        dp = np.zeros_like(p)
+        dp[:, k] = step
+        h[:, :, k] = (_terms(p + dp, *args)[1] - _terms(p - dp, *args)[1]) / (2 * step)
+    return 0.5 * (h + np.transpose(h, (0, 2, 1)))
+
+
+def _bounded(p: np.ndarray, start: np.ndarray) -> np.ndarray:
+    p[:, 0] = np.clip(p[:, 0], 0.0, start[:, 0] + _LOG_GROWTH)
+    p[:, 1:3] = np.clip(p[:, 1:3], start[:, 1:3] - _MOVE, start[:, 1:3] + _MOVE)
+    p[:, 3] = np.clip(p[:, 3], *_LOG_WIDTH)
+    return p
+
+
+def _windows(frame, centre_r, centre_c, half, *, labels, mask):
+    """Each peak's window (N, m, m) of values, the pixels the fit uses, and whether its region ends inside it."""
+    h, w = frame.shape
+    n = centre_r.size
+    rr = centre_r[:, None, None] + np.arange(-half, half + 1)[None, :, None]
+    cc = centre_c[:, None, None] + np.arange(-half, half + 1)[None, None, :]
+    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    rr_c, cc_c = np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)
+    values = np.where(inside, frame[rr_c, cc_c], 0).astype(float)
+    used = inside.copy()
+    described = np.ones(n, dtype=bool)
+    if mask is not None:
+        used &= ~np.asarray(mask, dtype=bool)[rr_c, cc_c]
+    if labels is not None:
+        labels = np.asarray(labels)
+        own = labels[np.clip(centre_r, 0, h - 1), np.clip(centre_c, 0, w - 1)][:, None, None]
+        other = labels[rr_c, cc_c]
+        used &= (other == 0) | (other == own)
+        ring = np.ones((2 * half + 1, 2 * half + 1), dtype=bool)
+        ring[1:-1, 1:-1] = False
+        described &= ~((other == own) & (own > 0) & ring).any(axis=(1, 2))
+    return values, used, described
+
+
+def _scoring(start: np.ndarray, args: tuple, max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Damped scoring steps from ``start`` (N, 4) for every window at once; the parameters and the still moving."""
+    offsets, values, stored, used, bg = args[:5]
+    n = start.shape[0]
+    p = _bounded(start.copy(), start)
+    damping = np.full(n, 1e-3)
+    active = np.ones(n, dtype=bool)
+    for _ in range(max_iterations):
+        idx = np.flatnonzero(active)
+        if not idx.size:
+            break
+        sub = (offsets, values[idx], stored[idx], used[idx], bg[idx], *args[5:])
+        f, grad, info = _terms(p[idx], *sub, information=True)
+        diag = np.einsum("nii->ni", info)
+        lhs = info + (damping[idx, None] * np.maximum(diag, 1e-12))[:, :, None] * np.eye(_PARAMS)[None]
+        lhs[~np.isfinite(lhs).all(axis=(1, 2))] = np.eye(_PARAMS)
+        step = -np.linalg.solve(lhs, np.nan_to_num(grad)[:, :, None])[:, :, 0]
+        trial = _bounded(p[idx] + step, start[idx])
+        f_trial = _terms(trial, *sub)[0]
+        better = np.isfinite(f_trial) & (f_trial <= f)
+        p[idx[better]] = trial[better]
+        damping[idx[better]] = np.maximum(damping[idx[better]] / 5.0, 1e-7)
+        damping[idx[~better]] *= 10.0
+        done = (better & ((f - f_trial) < 1e-6)) | (~better & (damping[idx] > 1e6))
+        active[idx[done]] = False
+    return p, active
+
+
+def _variance_of_log_intensity(hess: np.ndarray) -> np.ndarray:
+    """The (log I, log I) element of the inverse observed information (N,); NaN where it is not positive definite."""
+    out = np.full(hess.shape[0], np.nan)
+    ok = np.flatnonzero(np.all(np.isfinite(hess), axis=(1, 2)))
+    if ok.size:
+        definite = ok[np.linalg.eigvalsh(hess[ok]).min(axis=1) > 0]
+        if definite.size:
+            out[definite] = np.linalg.inv(hess[definite])[:, 0, 0]
+    return out
+
+
+def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, threshold: float,
+                           sigma: float, gain: float = 1.0, background: np.ndarray | None = None,
+                           intensity: np.ndarray | None = None, width: float = 1.0,
+                           labels: np.ndarray | None = None, mask: np.ndarray | None = None,
+                           half: int = CENSORED_HALF,
+                           max_iterations: int = 100) -> dict[str, np.ndarray]:
+    """Fit a round Gaussian to each peak of a thresholded frame by the censored likelihood.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        The frame as stored, counts: 0 where a pixel was below ``threshold``.
+    rows, cols : (N,) ndarray of float
+        Starting centres, px (the located peaks).
+    threshold : float
+        The storage threshold, counts (the smallest stored value).
+    sigma : float
+        Noise of one background pixel, counts (before thresholding).
+    gain : float
+        Counts per photon (the spot's photon noise is ``gain`` x its counts).
+    background : (N,) ndarray, optional
+        Background level under each peak, counts/px, held (default 0: a
+        dark-subtracted cache).
+    intensity : (N,) ndarray, optional
+        Starting intensities, counts (default: the window's sum).
+    width : float
+        Starting width (Gaussian sigma), px.
+    labels : (H, W) ndarray of int, optional
+        The finder's label image: in each window, the pixels of another peak
+        than the one at the starting pixel are left out.
+    mask : (H, W) ndarray of bool, optional
+        True = bad pixel, left out.
+    half : int
+        Window half-size, px: the window is (2 half + 1)^2 px.
+    max_iterations : int
+        Scoring steps at most; a fit still moving after them is not converged.
+
+    Returns
+    -------
+    fits : dict of str to (N,) ndarray
+        ``intensity`` (counts) and ``intensity_err`` (its standard error from
+        the observed information), ``row``, ``col`` (px), ``width`` (px),
+        ``converged`` (bool: finite, the step small at the end, the
+        information positive definite), ``described`` (bool: the peak's own
+        region, with ``labels``, ends inside the window: a streak or a large
+        spot that reaches its edge is not a round Gaussian of this window).
+        Windows cut by the frame's edge use the pixels inside it.
+
+    Raises
+    ------
+    ValueError
+        If ``threshold`` or ``sigma`` is not positive and finite, or the
+        arrays' shapes disagree.
+
+    References
+    ----------
+    Tobin, J. (1958). Estimation of relationships for limited dependent
+    variables. Econometrica 26, 24-36 (the censored normal likelihood).
+    """
+    frame = np.asarray(frame)
+    rows, cols = np.asarray(rows, dtype=float), np.asarray(cols, dtype=float)
+    if not (np.isfinite(threshold) and threshold > 0 and np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"censored fit: threshold and sigma must be positive, got {threshold!r} and {sigma!r}")
+    if rows.shape != cols.shape or rows.ndim != 1:
+        raise ValueError(f"censored fit: rows and cols must be (N,) arrays of one shape, got {rows.shape} "
+                         f"and {cols.shape}")
+    n = rows.size
+    empty = {k: np.full(n, np.nan) for k in ("intensity", "intensity_err", "row", "col", "width")}
+    empty["converged"] = np.zeros(n, dtype=bool)
+    empty["described"] = np.zeros(n, dtype=bool)
+    if n == 0:
+        return empty
+    bg = np.zeros(n) if background is None else np.nan_to_num(np.asarray(background, dtype=float))
+    if bg.shape != (n,):
+        raise ValueError(f"censored fit: background must be ({n},), got {bg.shape}")
+    centre_r, centre_c = np.rint(rows).astype(np.int64), np.rint(cols).astype(np.int64)
+    values, used, described = _windows(frame, centre_r, centre_c, half, labels=labels, mask=mask)
+    start_i = np.maximum(values.sum(axis=(1, 2)) - bg * used.sum(axis=(1, 2)), 1.0) if intensity is None else (
+        np.maximum(np.nan_to_num(np.asarray(intensity, dtype=float), nan=1.0), 1.0))
+    start = np.column_stack([np.log(start_i), rows - centre_r, cols - centre_c, np.full(n, np.log(width))])
+    args = (np.arange(-half, half + 1, dtype=float), values, values > 0, used, bg, float(threshold),
+            float(sigma) ** 2, float(gain))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        p, moving = _scoring(start, args, max_iterations)
+        nll = _terms(p, *args)[0]
+        variance_log_i = _variance_of_log_intensity(_hessian(p, args))
+    intensity_fit = np.exp(p[:, 0])
+    converged = np.isfinite(variance_log_i) & np.isfinite(nll) & ~moving
+    return {
+        "intensity": intensity_fit,
+        "intensity_err": intensity_fit * np.sqrt(variance_log_i),
+        "row": centre_r + p[:, 1],
+        "col": centre_c + p[:, 2],
+        "width": np.exp(p[:, 3]),
+        "converged": converged,
+        "described": described,
+    }
+
+
+def censored_intensities(frame: np.ndarray, table: pd.DataFrame, *, threshold: float, sigma: float,
+                         gain: float = 1.0, labels: np.ndarray | None = None,
+                         mask: np.ndarray | None = None) -> pd.DataFrame:
+    """A peak table's intensities measured again by :func:`censored_gaussian_fits` (frames thresholded upstream).
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        The corrected frame, counts, 0 below the storage threshold.
+    table : pandas.DataFrame
+        Located and summed peaks (:mod:`braggflow.schema`): ``row``, ``col``,
+        ``intensity``, ``background``, ``flags``.
+    threshold, sigma : float
+        The frames' storage threshold and background noise, counts
+        (:class:`braggflow.find.noise.ThresholdNoise`).
+    gain : float
+        Counts per photon.
+    labels, mask : (H, W) ndarray, optional
+        The finder's label image and the bad pixels (as :func:`censored_gaussian_fits`).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        A copy with ``intensity``, ``intensity_err`` and ``snr`` from the fit;
+        a peak whose fit did not converge (or without a position) keeps its
+        sum and gets the flag ``SUMMED``, as does one whose region reaches
+        the window's edge.  Positions are the table's.
+
+    Raises
+    ------
+    ValueError
+        As :func:`censored_gaussian_fits`.
+    """
+    from braggflow.schema import Flag
+
+    out = table.copy()
+    if not len(out):
+        return out
+    rows, cols = out["row"].to_numpy(dtype=float), out["col"].to_numpy(dtype=float)
+    placed = np.flatnonzero(np.isfinite(rows) & np.isfinite(cols))
+    fitted = np.zeros(len(out), dtype=bool)
+    intensity = out["intensity"].to_numpy(dtype=float).copy()
+    err = out["intensity_err"].to_numpy(dtype=float).copy()
+    if placed.size:
+        background = out["background"].to_numpy(dtype=float)[placed] if "background" in out.columns else None
+        fits = censored_gaussian_fits(frame, rows[placed], cols[placed], threshold=threshold, sigma=sigma, gain=gain,
+                                      background=background, intensity=intensity[placed], labels=labels, mask=mask)
+        ok = fits["converged"] & fits["described"]
+        fitted[placed[ok]] = True
+        intensity[placed[ok]] = fits["intensity"][ok]
+        err[placed[ok]] = fits["intensity_err"][ok]
+    out["intensity"] = intensity
+    out["intensity_err"] = err
+    out["snr"] = np.divide(intensity, err, out=np.full(len(out), np.nan), where=err > 0)
+    flags = out["flags"].to_numpy().copy()
+    flags[~fitted] |= flags.dtype.type(Flag.SUMMED)
+    out["flags"] = flags
+    return out

@@ -1,0 +1,126 @@
+"""Intensities on frames thresholded upstream: the censored-likelihood Gaussian fit against simulated truth."""
+
+import numpy as np
+import pytest
+
+from braggflow.find import find_peaks
+from braggflow.integrate import integrate
+from braggflow.integrate.censored import censored_gaussian_fits, censored_intensities
+from braggflow.locate import locate
+from braggflow.pipeline import analyse_frame
+from braggflow.pipeline.config import Config, apply_overrides
+from braggflow.schema import Flag
+
+THRESHOLD, NOISE, WIDTH = 6, 2.0, 1.2
+
+
+def thresholded_spots(seed: int, *, side: int = 6, flux=(150.0, 600.0), width: float = WIDTH):
+    """Round Gaussian spots (sigma 1.2 px) on dark-subtracted normal noise stored from 6 counts, and their truth.
+
+    The frame a frame cache stores: whole counts (noise of 2 counts rounded plus the spots' Poisson photons,
+    gain 1), 0 wherever the value is below the threshold. Spots 64 px apart, flux log-uniform in ``flux``.
+    """
+    rng = np.random.default_rng(seed)
+    size = 64 * side + 16
+    rr, cc = np.mgrid[:size, :size]
+    spots, truth = np.zeros((size, size)), []
+    for i in range(side):
+        for j in range(side):
+            r, c = 40 + 64 * i + rng.uniform(-0.5, 0.5), 40 + 64 * j + rng.uniform(-0.5, 0.5)
+            f = float(np.exp(rng.uniform(*np.log(flux))))
+            spots += f * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * width**2)) / (2 * np.pi * width**2)
+            truth.append((r, c, f))
+    counts = np.round(rng.normal(0.0, NOISE, spots.shape)) + rng.poisson(spots)
+    return np.where(counts >= THRESHOLD, counts, 0).astype(np.float32), np.array(truth)
+
+
+def _matched(table, truth):
+    """Index of the table's peak within 2 px of each true spot (-1: none)."""
+    d = np.hypot(table["row"].to_numpy()[None, :] - truth[:, :1], table["col"].to_numpy()[None, :] - truth[:, 1:2])
+    return np.where(d.min(axis=1) < 2, d.argmin(axis=1), -1)
+
+
+def test_weak_thresholded_spots_keep_their_whole_intensity_and_honest_errors():
+    ratio_fit, ratio_sum, z = [], [], []
+    for seed in range(4):
+        frame, truth = thresholded_spots(seed)
+        found = find_peaks(frame)
+        assert found.threshold_noise is not None  # the finder takes it for thresholded
+        table = integrate(frame, locate(frame, found.table, labels=found.labels, regions=found.regions),
+                          labels=found.labels, regions=found.regions)
+        k = _matched(table, truth)
+        assert (k >= 0).mean() > 0.9
+        hit, flux = k[k >= 0], truth[k >= 0, 2]
+        fits = censored_gaussian_fits(frame, table["row"].to_numpy()[hit], table["col"].to_numpy()[hit],
+                                      threshold=found.threshold_noise.threshold, sigma=found.threshold_noise.sigma,
+                                      labels=found.labels)
+        assert fits["converged"].all()
+        assert np.median(np.abs(fits["width"] - WIDTH)) < 0.15
+        ratio_fit += list(fits["intensity"] / flux)
+        ratio_sum += list(table["intensity"].to_numpy()[hit] / flux)
+        z += list((fits["intensity"] - flux) / fits["intensity_err"])
+    # summation over the stored pixels loses the wings below the threshold; the censored fit does not
+    assert np.median(ratio_sum) < 0.92
+    assert 0.97 < np.median(ratio_fit) < 1.03
+    assert 0.8 < np.std(z) < 1.3
+
+
+def test_the_fit_is_exact_without_noise_on_a_spot_far_above_the_threshold():
+    # noiseless: the stored values are the pixel integrals themselves, the zeros lie far below the threshold
+    rr, cc = np.mgrid[:31, :31]
+    from scipy.special import ndtr
+
+    def pixel_gauss(r0, c0, s):
+        fr = ndtr((rr + 0.5 - r0) / s) - ndtr((rr - 0.5 - r0) / s)
+        fc = ndtr((cc + 0.5 - c0) / s) - ndtr((cc - 0.5 - c0) / s)
+        return fr * fc
+
+    frame = 1e6 * pixel_gauss(15.3, 14.8, 1.1)
+    frame = np.where(frame >= THRESHOLD, frame, 0.0)
+    fits = censored_gaussian_fits(frame, np.array([15.0]), np.array([15.0]), threshold=THRESHOLD, sigma=0.05,
+                                  gain=0.0)
+    assert fits["converged"][0]
+    assert fits["intensity"][0] == pytest.approx(1e6, rel=1e-4)
+    assert fits["row"][0] == pytest.approx(15.3, abs=1e-4) and fits["col"][0] == pytest.approx(14.8, abs=1e-4)
+    assert fits["width"][0] == pytest.approx(1.1, abs=1e-4)
+
+
+def test_profile_integration_on_a_thresholded_frame_is_the_censored_fit():
+    frame, truth = thresholded_spots(11)
+    config = apply_overrides(Config(), ["integrate.method=profile"])
+    result = analyse_frame(frame, config=config)
+    plain = analyse_frame(frame, config=Config())
+    assert result.row["thresholded"]
+    k, k_sum = _matched(result.table, truth), _matched(plain.table, truth)
+    assert (k >= 0).all() and (k_sum >= 0).all()
+    ratio = result.table["intensity"].to_numpy()[k] / truth[:, 2]
+    ratio_sum = plain.table["intensity"].to_numpy()[k_sum] / truth[:, 2]
+    assert np.median(ratio_sum) < 0.92 and 0.96 < np.median(ratio) < 1.04
+    assert not (result.table["flags"].to_numpy() & Flag.SUMMED).any()
+    # the positions are the located ones
+    np.testing.assert_array_equal(result.table["row"].to_numpy(), plain.table["row"].to_numpy())
+
+
+def test_binned_thresholded_frames_keep_their_sums_flagged():
+    frame, _ = thresholded_spots(12, side=3)
+    config = apply_overrides(Config(), ["integrate.method=profile", "correct.binning=2"])
+    table = analyse_frame(frame, config=config).table
+    assert len(table) and (table["flags"].to_numpy() & Flag.SUMMED).all()
+
+
+def test_a_peak_without_a_position_keeps_its_sum():
+    frame, _ = thresholded_spots(13, side=2)
+    found = find_peaks(frame)
+    table = integrate(frame, locate(frame, found.table, labels=found.labels, regions=found.regions),
+                      labels=found.labels, regions=found.regions)
+    table.loc[0, "row"] = np.nan
+    out = censored_intensities(frame, table, threshold=THRESHOLD, sigma=NOISE, labels=found.labels)
+    assert out["intensity"].iloc[0] == table["intensity"].iloc[0] and out["flags"].iloc[0] & Flag.SUMMED
+    assert not (out["flags"].to_numpy()[1:] & Flag.SUMMED).any()
+
+
+@pytest.mark.parametrize(("threshold", "sigma"), [(0.0, 2.0), (6.0, np.nan), (6.0, -1.0)])
+def test_an_invalid_noise_model_is_refused(threshold, sigma):
+    with pytest.raises(ValueError, match="threshold and sigma"):
+        censored_gaussian_fits(np.zeros((20, 20)), np.array([10.0]), np.array([10.0]), threshold=threshold,
+                               sigma=sigma)
