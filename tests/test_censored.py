@@ -10,28 +10,15 @@ from braggflow.locate import locate
 from braggflow.pipeline import analyse_frame
 from braggflow.pipeline.config import Config, apply_overrides
 from braggflow.schema import Flag
+from braggflow.simulate.thresholded import simulate_thresholded_frame
 
 THRESHOLD, NOISE, WIDTH = 6, 2.0, 1.2
 
 
 def thresholded_spots(seed: int, *, side: int = 6, flux=(150.0, 600.0), width: float = WIDTH):
-    """Round Gaussian spots (sigma 1.2 px) on dark-subtracted normal noise stored from 6 counts, and their truth.
-
-    The frame a frame cache stores: whole counts (noise of 2 counts rounded plus the spots' Poisson photons,
-    gain 1), 0 wherever the value is below the threshold. Spots 64 px apart, flux log-uniform in ``flux``.
-    """
-    rng = np.random.default_rng(seed)
-    size = 64 * side + 16
-    rr, cc = np.mgrid[:size, :size]
-    spots, truth = np.zeros((size, size)), []
-    for i in range(side):
-        for j in range(side):
-            r, c = 40 + 64 * i + rng.uniform(-0.5, 0.5), 40 + 64 * j + rng.uniform(-0.5, 0.5)
-            f = float(np.exp(rng.uniform(*np.log(flux))))
-            spots += f * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * width**2)) / (2 * np.pi * width**2)
-            truth.append((r, c, f))
-    counts = np.round(rng.normal(0.0, NOISE, spots.shape)) + rng.poisson(spots)
-    return np.where(counts >= THRESHOLD, counts, 0).astype(np.float32), np.array(truth)
+    """Round Gaussian spots on noise of 2 counts stored from 6 counts, and their truth (row, col, flux)."""
+    sim = simulate_thresholded_frame(seed, side=side, flux=flux, width=width, threshold=THRESHOLD, noise=NOISE)
+    return sim.frame, sim.truth
 
 
 def _matched(table, truth):
