@@ -84,6 +84,34 @@ def test_region_is_the_central_component_grown_by_one_pixel():
     assert row[0] == 5.0 and col[0] == 5.0
 
 
+@pytest.mark.parametrize("side", [11, 67])  # rows of flag words, and the flood fill beyond 64 px
+def test_region_follows_a_winding_component(side):
+    """A spiral above the threshold from the centre outwards, its turns one pixel apart (8-connected only
+    along the spiral), is taken whole, grown by one pixel."""
+    h = side // 2
+    data = np.full((1, side, side), 10.0)
+    spiral = np.zeros((side, side), dtype=bool)
+    r, c = h, h
+    spiral[r, c] = True
+    step = 1
+    for k in range(2 * h):  # right, down, left, up, ... with arms of 2, 2, 4, 4, ... px, two px apart
+        dr, dc = ((0, 1), (1, 0), (0, -1), (-1, 0))[k % 4]
+        for _ in range(2 * step):
+            if 0 < r + dr < side - 1 and 0 < c + dc < side - 1:
+                r, c = r + dr, c + dc
+                spiral[r, c] = True
+        step += k % 2
+    data[0][spiral] = 100.0
+    assert spiral.sum() > side  # it winds: the turns hold more pixels than a straight line across
+    mask = np.zeros(data.shape, dtype=bool)
+    region, total, *_ = centroid_windows(data, mask, np.array([10.0]), 1.0, 2.0, pairwise_plan(side * side))
+    from scipy import ndimage
+
+    expected = ndimage.binary_dilation(spiral, structure=np.ones((3, 3), bool))
+    np.testing.assert_array_equal(region[0], expected)
+    assert total[0] == 90.0 * spiral.sum()
+
+
 def test_symmetric_spot_known_centre_and_width():
     """A noiseless Gaussian sampled at pixel centres about (5, 5): the centroid is
     the centre and the second moment that of the kept pixels."""

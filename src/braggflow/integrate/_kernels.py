@@ -68,31 +68,37 @@ _BLOCK = 128
 
 @njit(cache=True, nogil=True)
 def _block_sum(values, start, count):  # pragma: no cover - compiled
-    """One block of NumPy's pairwise summation (``count`` <= 128 values from ``start``)."""
+    """One block of NumPy's pairwise summation (``count`` <= 128 values from ``start``).
+
+    The indices are unsigned: no negative-index wraparound test per read
+    (a signed index computed from ``start`` costs one each).
+    """
     if count < 8:
         total = 0.0
         for i in range(count):
             total += values[start + i]
         return total
-    r0, r1, r2, r3 = values[start], values[start + 1], values[start + 2], values[start + 3]
-    r4, r5, r6, r7 = values[start + 4], values[start + 5], values[start + 6], values[start + 7]
-    i = 8
-    stop = count - count % 8
-    while i < stop:
-        k = start + i
+    one = np.uint64(1)
+    s = np.uint64(start)
+    r0, r1, r2, r3 = values[s], values[s + one], values[s + np.uint64(2)], values[s + np.uint64(3)]
+    r4, r5 = values[s + np.uint64(4)], values[s + np.uint64(5)]
+    r6, r7 = values[s + np.uint64(6)], values[s + np.uint64(7)]
+    end = s + np.uint64(count - count % 8)
+    k = s + np.uint64(8)
+    while k < end:
         r0 += values[k]
-        r1 += values[k + 1]
-        r2 += values[k + 2]
-        r3 += values[k + 3]
-        r4 += values[k + 4]
-        r5 += values[k + 5]
-        r6 += values[k + 6]
-        r7 += values[k + 7]
-        i += 8
+        r1 += values[k + one]
+        r2 += values[k + np.uint64(2)]
+        r3 += values[k + np.uint64(3)]
+        r4 += values[k + np.uint64(4)]
+        r5 += values[k + np.uint64(5)]
+        r6 += values[k + np.uint64(6)]
+        r7 += values[k + np.uint64(7)]
+        k += np.uint64(8)
     total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < count:
-        total += values[start + i]
-        i += 1
+    while k < s + np.uint64(count):
+        total += values[k]
+        k += one
     return total
 
 

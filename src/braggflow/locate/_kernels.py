@@ -77,6 +77,72 @@ def _central_region(values, unusable, background, threshold, side, above, stack,
             region[i * side + j] = (g != 0) & ~unusable[i * side + j]
 
 
+#: Widest patch whose rows :func:`_central_region_bits` holds as 64-bit words.
+_BITS_SIDE = 64
+
+
+@njit(cache=True, nogil=True)
+def _central_region_bits(values, unusable, background, threshold, side, above, component, region):  # pragma: no cover
+    """:func:`_central_region` for patches of up to 64 px a side, one 64-bit word of pixel flags a row.
+
+    The seed's component grows one pixel (8-neighbours) at a time inside the
+    pixels above the threshold until it stops changing, every row at once
+    (no branch per pixel); it is the same set of pixels as the depth-first
+    search finds.  ``above`` and ``component`` are work spaces of ``side``
+    words.
+    """
+    h = side // 2
+    one = np.uint64(1)
+    full = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64(64 - side)
+    seed = -1
+    nearest = side * side * 4
+    for i in range(side):  # bit j of ``above[i]``: pixel (i, j) above the threshold and usable
+        di = (i - h) * (i - h)
+        row_values = values[i * side:(i + 1) * side]
+        row_unusable = unusable[i * side:(i + 1) * side]
+        bits = np.uint64(0)
+        for j in range(side):
+            a = (row_values[j] - background > threshold) & ~row_unusable[j]
+            bits |= np.uint64(a) << np.uint64(j)
+            d2 = di + (j - h) * (j - h)
+            closer = a & (d2 < nearest)
+            nearest = d2 if closer else nearest
+            seed = i * side + j if closer else seed
+        above[i] = bits
+    if seed < 0:
+        for p in range(side * side):
+            region[p] = not unusable[p]
+        return
+    for i in range(side):
+        component[i] = 0
+    component[seed // side] = one << np.uint64(seed % side)
+    changed = True
+    while changed:  # grown by one pixel inside ``above`` until it stops changing
+        changed = False
+        for i in range(side):
+            g = component[i]
+            if i > 0:
+                g |= component[i - 1]
+            if i < side - 1:
+                g |= component[i + 1]
+            g = (g | (g << one) | (g >> one)) & above[i]
+            if g != component[i]:
+                component[i] = g
+                changed = True
+    # grown by one pixel: the component's pixels and their 8-neighbours, usable pixels only
+    for i in range(side):
+        g = component[i]
+        if i > 0:
+            g |= component[i - 1]
+        if i < side - 1:
+            g |= component[i + 1]
+        g = (g | (g << one) | (g >> one)) & full
+        row_unusable = unusable[i * side:(i + 1) * side]
+        row_region = region[i * side:(i + 1) * side]
+        for j in range(side):
+            row_region[j] = ((g >> np.uint64(j)) & one) != 0 and not row_unusable[j]
+
+
 @njit(cache=True, nogil=True)
 def centroid_windows(data, mask, background, gain, nsigma, plan):  # pragma: no cover - compiled
     """Central peak region, centre of mass, its variances and the second moments of each patch.
@@ -129,6 +195,8 @@ def centroid_windows(data, mask, background, gain, nsigma, plan):  # pragma: no 
     m2c = np.empty(n)
     above = np.zeros((side + 2) * (side + 2), dtype=np.uint8)  # its border stays 0
     stack = np.empty(m, dtype=np.int64)
+    above_bits = np.zeros(side, dtype=np.uint64)
+    component = np.zeros(side, dtype=np.uint64)
     rr = np.empty(m)  # each pixel's row and column, px
     cc = np.empty(m)
     for p in range(m):
@@ -144,7 +212,11 @@ def centroid_windows(data, mask, background, gain, nsigma, plan):  # pragma: no 
         values = flat_data[k]
         bg = background[k]
         inside = region[k]
-        _central_region(values, flat_mask[k], bg, nsigma * np.sqrt(gain * max(bg, gain)), side, above, stack, inside)
+        threshold = nsigma * np.sqrt(gain * max(bg, gain))
+        if side <= _BITS_SIDE:
+            _central_region_bits(values, flat_mask[k], bg, threshold, side, above_bits, component, inside)
+        else:
+            _central_region(values, flat_mask[k], bg, threshold, side, above, stack, inside)
         for p in range(m):
             w[p] = max(values[p] - bg, 0.0) if inside[p] else 0.0
             var0[p] = gain * max(values[p], 0.0) if inside[p] else 0.0
