@@ -78,6 +78,7 @@ import functools
 import numpy as np
 
 from braggflow.integrate import _grow
+from braggflow.profiles._arrays import nan_to_num
 from braggflow.profiles.fitting import fit_profiles, information, start_parameters, wing_scores
 from braggflow.windows import cut_windows
 
@@ -332,10 +333,10 @@ class _Level:
         lv.here, lv.win, lv.good = here, np.where(bad, 0.0, win), ~bad
         lv.r0 = rows[here] - ri[here] + half
         lv.c0 = cols[here] - ci[here] + half
-        lv.sr = np.clip(np.nan_to_num(sigma_row[here], nan=1.0), 0.4, half / 2)
-        lv.sc = np.clip(np.nan_to_num(sigma_col[here], nan=1.0), 0.4, half / 2)
-        lv.b0 = np.maximum(np.nan_to_num(background[here], nan=0.0), 0.0)
-        lv.i0 = np.maximum(np.nan_to_num(summed[here], nan=0.0), 10.0 * gain)
+        lv.sr = np.minimum(np.maximum(nan_to_num(sigma_row[here], nan=1.0), 0.4), half / 2)  # np.clip's values
+        lv.sc = np.minimum(np.maximum(nan_to_num(sigma_col[here], nan=1.0), 0.4), half / 2)
+        lv.b0 = np.maximum(nan_to_num(background[here], nan=0.0), 0.0)
+        lv.i0 = np.maximum(nan_to_num(summed[here], nan=0.0), 10.0 * gain)
         lv.prior = None if background_var is None else (lv.b0, background_var[here])
         return lv
 
@@ -365,7 +366,7 @@ class _Level:
         the derivative of the log-likelihood by eta at eta = 0 over its standard deviation (the efficient
         information, the other parameters free), the largest over the exponents of :data:`WING_STARTS`; about
         N(0, 1) for a Gaussian peak, large for a peak with a wing (Rao, Proc. Camb. Phil. Soc. 44, 50, 1948)."""
-        p = np.nan_to_num(self.gfit.params[sel].copy())
+        p = nan_to_num(self.gfit.params[sel])
         p[:, -2:] /= gain
         weight = None if self.prior is None else _prior_weight(self.prior[1][sel], gain)
         z, finite = wing_scores(self.win[sel] / gain, self.good[sel], p, sorted({t for _, t in WING_STARTS}),

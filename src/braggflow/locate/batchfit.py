@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from braggflow.locate.centroid import LocateResult, as_patch_arrays, centroid_patches
+from braggflow.profiles._arrays import nan_to_num
 from braggflow.profiles.fitting import fit_profiles, start_parameters, widths
 
 __all__ = ["fit_patches_batched", "BATCH_PROFILES"]
@@ -109,7 +110,7 @@ def fit_with_start(data, mask, *, gain, profile, supersample=2, background=None)
     s = data.shape[-1]
     h = s // 2
     start = centroid_patches(data, mask, gain=gain, background=background)
-    bg0 = np.maximum(np.nan_to_num(start.background, nan=0.0), 0.0)
+    bg0 = np.maximum(nan_to_num(start.background, nan=0.0), 0.0)
     inten0 = np.array(start.intensity, dtype=float)
     unknown = np.flatnonzero(~np.isfinite(inten0))
     if unknown.size:  # the patch's sum above the background
@@ -117,8 +118,8 @@ def fit_with_start(data, mask, *, gain, profile, supersample=2, background=None)
         inten0[unknown] = (y - bg0[unknown, None, None] * ~m).sum(axis=(1, 2))
     r0 = np.where(np.isfinite(start.row), start.row, h)
     c0 = np.where(np.isfinite(start.col), start.col, h)
-    sr0 = np.clip(np.nan_to_num(start.sigma_row, nan=1.0), 0.3, s / 2)
-    sc0 = np.clip(np.nan_to_num(start.sigma_col, nan=1.0), 0.3, s / 2)
+    sr0 = np.minimum(np.maximum(nan_to_num(start.sigma_row, nan=1.0), 0.3), s / 2)  # np.clip's values
+    sc0 = np.minimum(np.maximum(nan_to_num(start.sigma_col, nan=1.0), 0.3), s / 2)
     p0 = start_parameters(profile, r0, c0, sr0, sc0, inten0, bg0, supersample=supersample)
     fit = fit_profiles(data, ~mask, p0, model=profile, gain=gain, supersample=supersample)
     return fit, start

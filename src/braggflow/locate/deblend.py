@@ -61,6 +61,7 @@ import pandas as pd
 from braggflow.locate.batchfit import fit_with_start
 from braggflow.locate.centroid import as_patch_arrays
 from braggflow.locate.patches import Patches, check_patch_arrays, patches_at
+from braggflow.profiles._arrays import nan_to_num
 from braggflow.profiles.fitting import (
     PARAMETERS,
     BatchFit,
@@ -130,8 +131,8 @@ def _pair_start(data, mask, background, intensity) -> np.ndarray:
     """Two-Gaussian starts from the second moments of each patch above the one-peak fit's ``background``, the
     fit's ``intensity`` shared (counts; (N,) each), (N, 9)."""
     s = data.shape[-1]
-    bg = np.nan_to_num(background, nan=0.0)
-    inten = np.nan_to_num(intensity, nan=0.0)
+    bg = nan_to_num(background, nan=0.0)
+    inten = nan_to_num(intensity, nan=0.0)
     w = np.where(mask, 0.0, np.maximum(data - bg[:, None, None], 0.0))
     total = np.maximum(w.sum(axis=(1, 2)), 1e-9)
     rr, cc = np.indices((s, s), dtype=float)
@@ -221,7 +222,7 @@ def screen_statistics(data, mask, *, gain: float = 1.0, start=None, shape_fitted
             rest = fit_profiles(data[~known], ~mask[~known], start[~known], model="gauss", gain=gain)
             order = np.argsort(np.concatenate([np.flatnonzero(known), np.flatnonzero(~known)]))
             fit = _take(_join(fit, rest), order)
-    p = np.nan_to_num(fit.params).copy()
+    p = nan_to_num(fit.params)
     p[:, 4:] /= gain
     y = np.ascontiguousarray(np.maximum(data, 0.0).reshape(n, s * s) / gain)
     good = np.ascontiguousarray(~mask.reshape(n, s * s))
@@ -355,7 +356,7 @@ def recognise_blends(data, mask=None, *, gain: float = 1.0, threshold: float = R
     """
     test = find_blends(data, mask, gain=gain, threshold=np.inf, screen=False)
     drop = test.drop
-    return np.nan_to_num(drop, nan=-np.inf) > threshold, drop
+    return drop > threshold, drop  # NaN: False
 
 
 def _spread(values, rows, n, fill):
@@ -426,7 +427,8 @@ def _located_start(sigma_row, sigma_col, background, patches, rows, cols) -> np.
     level = np.maximum(level, 0.0)
     inten = np.maximum(np.where(good, data - level[:, None, None], 0.0).sum(axis=(1, 2)), 1.0)
     size = data.shape[-1]
-    width = (np.clip(np.nan_to_num(np.asarray(w, dtype=float), nan=1.0), 0.3, size / 2) for w in (sigma_row, sigma_col))
+    width = (np.minimum(np.maximum(nan_to_num(np.asarray(w, dtype=float), nan=1.0), 0.3), size / 2)  # np.clip
+             for w in (sigma_row, sigma_col))
     return start_parameters("gauss", rows - origin[:, 0], cols - origin[:, 1], *width, inten, level)
 
 
@@ -434,7 +436,7 @@ def _flag_probable(columns, test: BlendTest, placed, origin, rows, cols) -> np.n
     """The ``flags`` of the table ``columns`` (a copy) with ``PROBABLE_BLEND`` on the peaks whose drop exceeds
     :data:`RECOGNITION_THRESHOLD` but which are not split, unless the pair's component farther from the peak is
     within 2.5 px of another peak of the table (that peak's remainder, not a blend)."""
-    local = np.flatnonzero((np.nan_to_num(test.drop, nan=-np.inf) > RECOGNITION_THRESHOLD) & ~test.blended)
+    local = np.flatnonzero((test.drop > RECOGNITION_THRESHOLD) & ~test.blended)  # NaN: False
     flags = np.array(columns["flags"], dtype=np.uint32)
     if local.size == 0:
         return flags
@@ -581,15 +583,7 @@ def deblend_columns(frame: np.ndarray, columns: dict, n: int, *, mask: np.ndarra
     # of both blends: the better located of the two is kept
     second = np.where(first == 0, 1, 0)
     new_pos = np.stack([p[take, 2 * second], p[take, 2 * second + 1]], axis=1) + origin
-    others = np.stack([row, col], axis=1)
-    finite = np.flatnonzero(np.all(np.isfinite(others), axis=1))
-    keep = np.ones(hit.size, dtype=bool)
-    if finite.size > 1:
-        from scipy.spatial import cKDTree
-
-        dist, nearest = cKDTree(others[finite]).query(new_pos, k=2)
-        own = finite[nearest[:, 0]] == hit  # the nearest peak other than the blend's own row
-        keep = ~(np.where(own, dist[:, 1], dist[:, 0]) < _NEIGHBOUR_DISTANCE)
+    keep = ~(_nearest_other(new_pos, row, col, hit) < _NEIGHBOUR_DISTANCE)
     variance = cov[take, 2 * second, 2 * second] + cov[take, 2 * second + 1, 2 * second + 1]
     keep &= _distinct_members(new_pos, variance, keep)
     if not keep.all():  # the joint fit took another peak's light: its first member is the better centre
@@ -631,6 +625,18 @@ def _patches(frame, rows, cols, placed, n, size, mask, labels, relabel, given):
     return Patches(data=data, mask=removed, origin=origin, flags=given.flags[placed])
 
 
+def _nearest_other(position, row, col, own) -> np.ndarray:
+    """The distance from each ``position`` (M, 2; frame px) to the nearest peak of the table (``row``, ``col``,
+    (N,) px; the finite ones) other than its own row ``own`` (M,), px; inf where there is none.  The Euclidean
+    distance as a k-d tree measures it (the root of the summed squares)."""
+    finite = np.flatnonzero(np.isfinite(row) & np.isfinite(col))
+    dr = position[:, 0, None] - row[finite]
+    dc = position[:, 1, None] - col[finite]
+    dist = np.sqrt(dr * dr + dc * dc)
+    dist[finite[None, :] == own[:, None]] = np.inf
+    return dist.min(axis=1, initial=np.inf)
+
+
 def _distinct_members(position, variance, candidate) -> np.ndarray:
     """Which ``candidate`` new members are not within :data:`_DUPLICATE_DISTANCE` of a better-located candidate,
     (N,) bool.
@@ -646,7 +652,7 @@ def _distinct_members(position, variance, candidate) -> np.ndarray:
     if index.size < 2:
         distinct[index] = True
         return distinct
-    order = index[np.argsort(np.nan_to_num(variance[index], nan=np.inf), kind="stable")]
+    order = index[np.argsort(nan_to_num(variance[index], nan=np.inf), kind="stable")]
     p = position[order]
     # apart[i, j]: candidate j (in that order) is at least the distance from candidate i (False where NaN)
     apart = np.hypot(p[None, :, 0] - p[:, None, 0], p[None, :, 1] - p[:, None, 1]) >= _DUPLICATE_DISTANCE
