@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from braggflow.integrate import integrate
-from braggflow.integrate._kernels import _median, pairwise_plan, pairwise_sum
+from braggflow.integrate._kernels import COUNTED_SPAN, _median, pairwise_plan, pairwise_sum
 from braggflow.schema import new_peak_table
 
 # the module (its name ``integrate`` is also the function's)
@@ -38,16 +38,29 @@ def test_pairwise_plan_covers_every_value_once():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_median_equals_the_mean_of_the_sorted_middle_values(dtype):
+    """Counts (counted), counts spanning more than the bins, negative integers, one value many times
+    (all counted), and non-integers (selected)."""
     rng = np.random.default_rng(3)
-    for trial in range(500):
+    bins = np.empty((4, COUNTED_SPAN), dtype=np.int64)
+    for trial in range(1000):
         count = int(rng.integers(1, 300))
-        values = (rng.poisson(rng.uniform(0.1, 30.0), count) if trial % 2 else rng.standard_normal(count))
+        kind = trial % 5
+        if kind == 0:
+            values = rng.standard_normal(count)
+        elif kind == 1:
+            values = rng.poisson(rng.uniform(0.1, 30.0), count)
+        elif kind == 2:  # just inside and beyond the counted span
+            values = rng.integers(0, COUNTED_SPAN + int(rng.integers(-2, 3)), count) + 1e6
+        elif kind == 3:
+            values = rng.integers(-40, 3, count)
+        else:
+            values = np.full(count, -7.0)
         values = values.astype(dtype)
         kept = values.copy()
         lower, upper = np.empty(count, dtype), np.empty(count, dtype)
         ordered = np.sort(values)
         expected = 0.5 * (np.float64(ordered[(count - 1) // 2]) + np.float64(ordered[count // 2]))
-        assert _median(values, count, lower, upper) == expected
+        assert _median(values, count, lower, upper, bins) == expected
         np.testing.assert_array_equal(values, kept)  # the values are left as they are
 
 

@@ -137,21 +137,23 @@ def _select(values, count, k, lower, upper):  # pragma: no cover - compiled
     Quickselect without branches in its inner loop: each value is written to
     both ``lower`` and ``upper`` (work spaces of ``count`` values) and only
     the counts of those below and above the pivot (median of three) move on;
-    the side holding rank ``k`` is taken on in place.
+    the side holding rank ``k`` is taken on in place.  The counts are
+    unsigned: no negative-index test per write.
     """
     source = values
-    n = count
+    n = np.uint64(count)
+    k = np.uint64(k)
     while True:
-        a, b, c = source[0], source[n // 2], source[n - 1]
+        a, b, c = source[0], source[n // np.uint64(2)], source[n - np.uint64(1)]
         pivot = max(min(a, b), min(max(a, b), c))
-        below = 0
-        above = 0
+        below = np.uint64(0)
+        above = np.uint64(0)
         for i in range(n):  # writes never pass the read in the same buffer
             v = source[i]
             lower[below] = v
             upper[above] = v
-            below += v < pivot
-            above += v > pivot
+            below += np.uint64(v < pivot)
+            above += np.uint64(v > pivot)
         if k < below:
             source = lower
             n = below
@@ -163,13 +165,60 @@ def _select(values, count, k, lower, upper):  # pragma: no cover - compiled
             n = above
 
 
+#: Integer values spanning fewer than this many steps have their median counted (:func:`_counted_median`).
+COUNTED_SPAN = 256
+
+
 @njit(cache=True, nogil=True)
-def _median(values, count, lower, upper):  # pragma: no cover - compiled
+def _counted_median(values, count, smallest, width, bins):  # pragma: no cover - compiled
+    """Median of ``values[:count]``, integers from ``smallest`` to ``smallest + width - 1``, by counting them.
+
+    Four interleaved histograms (``bins``, (4, >= ``width``) int64 work
+    space), so that equal values in a row do not wait on one counter; the
+    two middle ranks are then found in one walk over the bins.
+    """
+    for b in range(4):
+        for i in range(width):
+            bins[b, i] = 0
+    base = np.float64(smallest)
+    for i in range(count):
+        bins[i & 3, np.int64(np.float64(values[i]) - base)] += 1
+    lo = (count - 1) // 2
+    hi = count // 2
+    seen = 0
+    low = -1
+    high = width - 1
+    for i in range(width):
+        seen += (bins[0, i] + bins[1, i]) + (bins[2, i] + bins[3, i])
+        if low < 0 and seen > lo:
+            low = i
+        if seen > hi:
+            high = i
+            break
+    return 0.5 * ((base + low) + (base + high))
+
+
+@njit(cache=True, nogil=True)
+def _median(values, count, lower, upper, bins):  # pragma: no cover - compiled
     """Median of the finite ``values[:count]`` (``count`` >= 1), float64: the mean of the two middle values.
 
     The same value as ``0.5 * (sorted[(count - 1) // 2] + sorted[count // 2])``
-    with both middle values taken in the values' type.
+    with both middle values taken in the values' type.  Integer values
+    (counts) spanning fewer than ``bins.shape[1]`` steps are counted
+    (:func:`_counted_median`), others selected (:func:`_select`; ``lower``
+    and ``upper`` are its work spaces).
     """
+    smallest = values[0]
+    largest = values[0]
+    integral = True
+    for i in range(count):
+        v = values[i]
+        smallest = min(smallest, v)
+        largest = max(largest, v)
+        integral &= v == np.floor(v)
+    if integral and np.float64(largest) - np.float64(smallest) < bins.shape[1]:
+        return _counted_median(values, count, smallest, np.int64(np.float64(largest) - np.float64(smallest)) + 1,
+                               bins)
     lo = (count - 1) // 2
     low = _select(values, count, lo, lower, upper)
     high = low
@@ -237,9 +286,10 @@ def _read_window(frame, mask, use_mask, labels, saturated, use_saturated, top, l
         if 0 <= r < height:  # the row's pixels as 1D views: no 2D index arithmetic per pixel
             frame_row = frame[r, left + first:left + stop]
             label_row = labels[r, left + first:left + stop]
+            win_row = win[base + first:base + stop]
             for j in range(stop - first):
                 v = frame_row[j]
-                win[base + first + j] = v
+                win_row[j] = v
                 finite &= abs(v) < _LARGE
                 lab = label_row[j]
                 bit = np.uint64(first + j)
@@ -292,26 +342,28 @@ def _flag_pixels(rows_flags, side, quiet, signal):  # pragma: no cover - compile
         sig = near_mine & ~(rows_flags[0, i] & ~rows_flags[1, i]) & usable
         q = ~near_any & usable
         hit |= (sig & rows_flags[3, i]) != 0
-        base = i * side
+        quiet_row = quiet[i * side:(i + 1) * side]
+        signal_row = signal[i * side:(i + 1) * side]
         for j in range(side):
-            quiet[base + j] = (q >> np.uint64(j)) & one
-            signal[base + j] = (sig >> np.uint64(j)) & one
+            quiet_row[j] = (q >> np.uint64(j)) & one
+            signal_row[j] = (sig >> np.uint64(j)) & one
     return hit
 
 
 @njit(cache=True, nogil=True)
-def _background(win, quiet, background, lower, upper, work, plan, partial):  # pragma: no cover - compiled
+def _background(win, quiet, background, lower, upper, bins, work, plan, partial):  # pragma: no cover - compiled
     """Count, median and variance (ddof 1; NaN with fewer than 2) of a window's background pixels.
 
     The variance as the array path takes it: the window's values masked,
     their mean removed, masked again, squared and summed pairwise.
     """
     m = win.size
-    count = 0
+    kept = np.uint64(0)
     for p in range(m):  # written always, kept when quiet
-        background[count] = win[p]
-        count += quiet[p]
-    level = _median(background, count, lower, upper) if count > 0 else 0.0
+        background[kept] = win[p]
+        kept += np.uint64(quiet[p])
+    count = np.int64(kept)
+    level = _median(background, count, lower, upper, bins) if count > 0 else 0.0
     for p in range(m):
         work[p] = np.float64(win[p]) * quiet[p]
     mean = pairwise_sum(work, plan, partial) / max(count, 1)
@@ -417,6 +469,7 @@ def label_window_sums(frame, mask, use_mask, labels, saturated, use_saturated, r
     background = np.empty(m, dtype=frame.dtype)
     lower = np.empty(m, dtype=frame.dtype)
     upper = np.empty(m, dtype=frame.dtype)
+    bins = np.empty((4, COUNTED_SPAN), dtype=np.int64)
     work = np.empty(m)
     partial = np.empty(plan.shape[0])
     rows_flags = np.zeros((4, side), dtype=np.uint64)  # any peak's, this peak's, unusable, saturated pixels
@@ -435,7 +488,7 @@ def label_window_sums(frame, mask, use_mask, labels, saturated, use_saturated, r
             large[k] = True
             continue
         sat[k] = _flag_pixels(rows_flags, side, quiet, signal)
-        n_b[k], level[k], spread[k] = _background(win, quiet, background, lower, upper, work, plan, partial)
+        n_b[k], level[k], spread[k] = _background(win, quiet, background, lower, upper, bins, work, plan, partial)
         npix[k], top_value, intensity[k], positive[k] = _signal_sums(win, signal, level[k], gain, work, plan,
                                                                      partial)
         if npix[k] > 0:
