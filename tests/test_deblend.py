@@ -328,3 +328,27 @@ def test_a_split_row_keeps_the_other_columns_of_its_peak_and_the_input_table_is_
     assert out["source_file"].dtype == "category" and out["note"].tolist()[-1] == f"peak {peak}"
     located = locate(frame, table, method="gauss", labels=found.labels)
     pd.testing.assert_frame_equal(deblend(frame, located, labels=found.labels), out)
+
+
+def test_nearest_other_peak_is_the_k_d_trees():
+    """A new member's distance to the nearest peak other than its own row is the one a k-d tree's two nearest
+    neighbours give (the second where the first is the own row), the table's NaN rows left out."""
+    from scipy.spatial import cKDTree
+
+    from braggflow.locate.deblend import _nearest_other
+
+    rng = np.random.default_rng(21)
+    for _ in range(200):
+        n = int(rng.integers(2, 60))
+        row, col = rng.uniform(0, 100, n), rng.uniform(0, 100, n)
+        row[rng.random(n) < 0.1] = np.nan
+        finite = np.flatnonzero(np.isfinite(row))
+        if finite.size < 2:
+            continue
+        own = rng.choice(finite, size=int(rng.integers(1, 5)))
+        position = np.stack([row[own], col[own]], axis=1) + rng.normal(0, 2, (own.size, 2))
+        dist, nearest = cKDTree(np.stack([row[finite], col[finite]], axis=1)).query(position, k=2)
+        expected = np.where(finite[nearest[:, 0]] == own, dist[:, 1], dist[:, 0])
+        np.testing.assert_allclose(_nearest_other(position, row, col, own), expected, rtol=1e-12)
+    assert _nearest_other(np.array([[1.0, 1.0]]), np.array([1.0, np.nan]), np.array([1.0, 5.0]),
+                          np.array([0])) == np.inf

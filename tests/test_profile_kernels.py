@@ -98,3 +98,27 @@ def test_wing_score_of_each_exponent_does_not_depend_on_the_others():
     z3, finite3 = _kernels.wing_scores(y, good, params, np.zeros(n), size, 1, k2, np.r_[two, 0.4])
     assert np.array_equal(z2, z3[:, :2]) and np.array_equal(finite2, finite3)
     assert finite2.all() and np.abs(np.median(z2, axis=0)).max() < 1.0  # no wing: centred on 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_nan_to_num_is_numpys(dtype):
+    """The fitting stages' ``nan_to_num`` gives ``np.nan_to_num``'s values, dtype and signs: NaN replaced (by any
+    value, +-inf included, which then stay), +-inf made the dtype's extremes, the input left alone."""
+    from braggflow.profiles._arrays import nan_to_num
+
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        x = rng.normal(size=(int(rng.integers(0, 30)), 3)).astype(dtype)
+        for value, frac in ((np.nan, 0.2), (np.inf, 0.1), (-np.inf, 0.1), (-0.0, 0.1)):
+            if trial % 4 or value is np.nan:
+                x[rng.random(x.shape) < frac] = value
+        given = x.copy()
+        for nan in (0.0, 1.0, -np.inf, np.inf):
+            ours, numpys = nan_to_num(x, nan=nan), np.nan_to_num(x, nan=nan)
+            assert ours.dtype == numpys.dtype
+            assert np.array_equal(ours, numpys) and np.array_equal(np.signbit(ours), np.signbit(numpys))
+            assert ours is not x
+        assert np.array_equal(x, given, equal_nan=True)
+    for scalar in (np.nan, np.inf, 2.5, np.float32(np.nan)):
+        ours, numpys = nan_to_num(scalar, nan=-1.0), np.nan_to_num(scalar, nan=-1.0)
+        assert ours == numpys and type(ours) is type(numpys)

@@ -325,7 +325,8 @@ class _Level:
         bad = bad | ~np.isfinite(win)
         lv.crowded = np.zeros(len(here), dtype=bool)
         if lab is not None:
-            others = _grow((lab > 0) & (lab != ids[here][:, None, None])) & (lab != ids[here][:, None, None])
+            not_own = lab != ids[here][:, None, None]
+            others = _grow((lab > 0) & not_own) & not_own
             bad |= others
             lv.crowded = (others & _window_masks(half)[1]).any(axis=(1, 2))
         if saturated is not None:
@@ -430,7 +431,8 @@ class _Level:
                 start[:, _T] = shape[1]
                 fit = self._fit(sel, start, gain, held=held)
             err = fit.error("intensity")
-            cov = shape_cov[np.ix_([h - _ETA for h in held], [h - _ETA for h in held])]
+            index = [h - _ETA for h in held]
+            cov = shape_cov[index][:, index]
             if np.any(cov != 0):
                 grad = _shape_sensitivity(fit, self.win[sel], self.good[sel], gain, self._prior(sel), held)
                 err = np.sqrt(err * err + np.einsum("ni,ij,nj->n", grad, cov, grad))
