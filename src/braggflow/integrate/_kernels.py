@@ -199,6 +199,28 @@ def _counted_median(values, count, smallest, width, bins):  # pragma: no cover -
 
 
 @njit(cache=True, nogil=True)
+def _extent(values, count):  # pragma: no cover - compiled
+    """Smallest and largest of ``values[:count]`` (``count`` >= 1) and whether all are integers.
+
+    Four running minima and maxima (their order does not change them): no
+    chain of ``count`` dependent steps.
+    """
+    lo0 = lo1 = lo2 = lo3 = hi0 = hi1 = hi2 = hi3 = values[0]
+    integral = True
+    stop = count - count % 4
+    for i in range(0, stop, 4):
+        v0, v1, v2, v3 = values[i], values[i + 1], values[i + 2], values[i + 3]
+        lo0, lo1, lo2, lo3 = min(lo0, v0), min(lo1, v1), min(lo2, v2), min(lo3, v3)
+        hi0, hi1, hi2, hi3 = max(hi0, v0), max(hi1, v1), max(hi2, v2), max(hi3, v3)
+        integral &= (v0 == np.floor(v0)) & (v1 == np.floor(v1)) & (v2 == np.floor(v2)) & (v3 == np.floor(v3))
+    for i in range(stop, count):
+        v = values[i]
+        lo0, hi0 = min(lo0, v), max(hi0, v)
+        integral &= v == np.floor(v)
+    return min(min(lo0, lo1), min(lo2, lo3)), max(max(hi0, hi1), max(hi2, hi3)), integral
+
+
+@njit(cache=True, nogil=True)
 def _median(values, count, lower, upper, bins):  # pragma: no cover - compiled
     """Median of the finite ``values[:count]`` (``count`` >= 1), float64: the mean of the two middle values.
 
@@ -208,14 +230,7 @@ def _median(values, count, lower, upper, bins):  # pragma: no cover - compiled
     (:func:`_counted_median`), others selected (:func:`_select`; ``lower``
     and ``upper`` are its work spaces).
     """
-    smallest = values[0]
-    largest = values[0]
-    integral = True
-    for i in range(count):
-        v = values[i]
-        smallest = min(smallest, v)
-        largest = max(largest, v)
-        integral &= v == np.floor(v)
+    smallest, largest, integral = _extent(values, count)
     if integral and np.float64(largest) - np.float64(smallest) < bins.shape[1]:
         return _counted_median(values, count, smallest, np.int64(np.float64(largest) - np.float64(smallest)) + 1,
                                bins)
@@ -380,11 +395,20 @@ def _signal_sums(win, signal, level, gain, work, plan, partial):  # pragma: no c
     m = win.size
     far = 2 * _LARGE  # pushes the pixels outside the signal below every signal pixel
     n_signal = 0
-    top_value = -far
     for p in range(m):
         n_signal += signal[p]
         work[p] = (np.float64(win[p]) - level) * signal[p]
-        top_value = max(top_value, win[p] - far * (1 - signal[p]))
+    # the highest value in four running maxima (a maximum does not depend on the order): no chain of m steps
+    top0 = top1 = top2 = top3 = -far
+    stop = m - m % 4
+    for p in range(0, stop, 4):
+        top0 = max(top0, win[p] - far * (1 - signal[p]))
+        top1 = max(top1, win[p + 1] - far * (1 - signal[p + 1]))
+        top2 = max(top2, win[p + 2] - far * (1 - signal[p + 2]))
+        top3 = max(top3, win[p + 3] - far * (1 - signal[p + 3]))
+    for p in range(stop, m):
+        top0 = max(top0, win[p] - far * (1 - signal[p]))
+    top_value = max(max(top0, top1), max(top2, top3))
     intensity = pairwise_sum(work, plan, partial)
     for p in range(m):
         work[p] = max(work[p], 0.0) * gain
