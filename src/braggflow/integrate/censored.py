@@ -20,10 +20,11 @@ held) plus a round Gaussian of integral ``I`` integrated over each pixel, and
 finder's fit to the isolated stored pixels,
 :class:`braggflow.find.noise.ThresholdNoise`) plus the photon noise of the
 spot.  ``I``, the centre and the width ``w`` are fitted by damped Newton
-scoring steps on all windows at once (the analytic gradient, the expected
-information of each pixel as the curvature, Levenberg-Marquardt damping); the
-error of ``I`` is from the observed information at the optimum (the
-analytic gradient's central differences).
+scoring steps, compiled, one window at a time
+(:mod:`braggflow.integrate._censored_kernels`: the analytic gradient, the
+expected information of each pixel as the curvature, Levenberg-Marquardt
+damping); the error of ``I`` is from the expected (Fisher) information at
+the optimum, that of the censored normal (Tobin 1958; Amemiya 1973).
 
 On simulated thresholded frames (round Gaussian spots of sigma 1.2 px,
 150-5,000 photons, normal noise of 2 counts stored from 6) the fitted
@@ -38,89 +39,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.special import erfcx, log_ndtr, ndtr
+
+from braggflow.integrate._censored_kernels import fit_windows
 
 __all__ = ["censored_gaussian_fits", "censored_intensities", "CENSORED_HALF"]
 
 #: half-size of the fitted window, px (15 x 15 px, as the profile fit's)
 CENSORED_HALF = 7
-_PARAMS = 4  # log I, row offset, col offset, log width
-_SQRT_2PI = np.sqrt(2.0 * np.pi)
-_LOG_WIDTH = (np.log(0.3), np.log(5.0))  # the width's bounds, px
+_LOG_WIDTH = (float(np.log(0.3)), float(np.log(5.0)))  # the width's bounds, px
 _MOVE = 2.0  # the centre stays within this distance of its start, px (either axis)
-_LOG_GROWTH = np.log(1e3)  # the intensity stays below 1,000 x its start (and above 1 count)
-
-
-def _model(p: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each window's pixel-integrated Gaussian and its derivatives by the parameters.
-
-    ``p`` (N, 4): log I, row and col of the centre (from the window's centre
-    pixel), log width; ``offsets`` (m,) the pixel offsets of a window side.
-    Returns ``g`` (N, m, m), the Gaussian of integral 1 on the pixels, and
-    ``d`` (4, N, m, m), the derivatives of ``I g``.
-    """
-    intensity, width = np.exp(p[:, 0]), np.exp(p[:, 3])
-    w = width[:, None]
-    low_r, high_r = (offsets[None, :] - 0.5 - p[:, 1:2]) / w, (offsets[None, :] + 0.5 - p[:, 1:2]) / w
-    low_c, high_c = (offsets[None, :] - 0.5 - p[:, 2:3]) / w, (offsets[None, :] + 0.5 - p[:, 2:3]) / w
-    f_r, f_c = ndtr(high_r) - ndtr(low_r), ndtr(high_c) - ndtr(low_c)  # (N, m) each
-    pl_r, ph_r = np.exp(-0.5 * low_r**2) / _SQRT_2PI, np.exp(-0.5 * high_r**2) / _SQRT_2PI
-    pl_c, ph_c = np.exp(-0.5 * low_c**2) / _SQRT_2PI, np.exp(-0.5 * high_c**2) / _SQRT_2PI
-    df_r, df_c = -(ph_r - pl_r) / w, -(ph_c - pl_c) / w  # by the centre
-    dw_r, dw_c = -(ph_r * high_r - pl_r * low_r), -(ph_c * high_c - pl_c * low_c)  # by log width
-    g = f_r[:, :, None] * f_c[:, None, :]
-    scale = intensity[:, None, None]
-    d = np.stack([scale * g, scale * df_r[:, :, None] * f_c[:, None, :], scale * f_r[:, :, None] * df_c[:, None, :],
-                  scale * (dw_r[:, :, None] * f_c[:, None, :] + f_r[:, :, None] * dw_c[:, None, :])])
-    return g, d
-
-
-def _terms(p, offsets, values, stored, used, background, threshold, variance, gain, *, information=False):
-    """Each window's negative censored log-likelihood (N,), its gradient (N, 4) and, if asked, the Fisher metric.
-
-    The metric (N, 4, 4) is ``J^T W J`` with ``W`` each pixel's expected
-    information about its mean for a censored normal of fixed width
-    (``(phi(a)^2 / Phi(a) + a phi(a) + 1 - Phi(a)) / s^2``, ``a`` the
-    threshold in standard units): the scoring steps' curvature.
-    """
-    g, d = _model(p, offsets)
-    signal = np.exp(p[:, 0])[:, None, None] * g
-    mu = background[:, None, None] + signal
-    var = variance + gain * signal
-    s = np.sqrt(var)
-    z = (threshold - 0.5 - mu) / s
-    log_below = log_ndtr(z)
-    mills = np.sqrt(2.0 / np.pi) / erfcx(-z / np.sqrt(2.0))  # phi(z) / Phi(z), stable far in both tails
-    resid = values - mu
-    # d var / d(I g) = gain: the spot's photon noise moves with the model
-    grad_below = mills * (-1.0 / s - 0.5 * gain * (threshold - 0.5 - mu) / (var * s))
-    grad_stored = resid / var + 0.5 * gain * (resid**2 / var**2 - 1.0 / var)
-    ll = np.where(stored, -0.5 * resid**2 / var - 0.5 * np.log(var), log_below) * used
-    dll = np.where(stored, grad_stored, grad_below) * used
-    out = (-ll.sum(axis=(1, 2)), -np.einsum("knij,nij->nk", d, dll))
-    if not information:
-        return out
-    below = np.exp(log_below)
-    pdf = np.exp(-0.5 * z**2) / _SQRT_2PI
-    weight = (pdf * mills + z * pdf + 1.0 - below) / var * used
-    return (*out, np.einsum("knij,lnij,nij->nkl", d, d, weight))
-
-
-def _hessian(p, args, step=1e-4) -> np.ndarray:
-    """Each window's observed information (N, 4, 4): central differences of the analytic gradient, symmetrised."""
-    h = np.empty((p.shape[0], _PARAMS, _PARAMS))
-    for k in range(_PARAMS):
-        dp = np.zeros_like(p)
-        dp[:, k] = step
-        h[:, :, k] = (_terms(p + dp, *args)[1] - _terms(p - dp, *args)[1]) / (2 * step)
-    return 0.5 * (h + np.transpose(h, (0, 2, 1)))
-
-
-def _bounded(p: np.ndarray, start: np.ndarray) -> np.ndarray:
-    p[:, 0] = np.clip(p[:, 0], 0.0, start[:, 0] + _LOG_GROWTH)
-    p[:, 1:3] = np.clip(p[:, 1:3], start[:, 1:3] - _MOVE, start[:, 1:3] + _MOVE)
-    p[:, 3] = np.clip(p[:, 3], *_LOG_WIDTH)
-    return p
+_LOG_GROWTH = float(np.log(1e3))  # the intensity stays below 1,000 x its start (and above 1 count)
 
 
 def _windows(frame, centre_r, centre_c, half, *, labels, mask):
@@ -147,42 +75,14 @@ def _windows(frame, centre_r, centre_c, half, *, labels, mask):
     return values, used, described
 
 
-def _scoring(start: np.ndarray, args: tuple, max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
-    """Damped scoring steps from ``start`` (N, 4) for every window at once; the parameters and the still moving."""
-    offsets, values, stored, used, bg = args[:5]
-    n = start.shape[0]
-    p = _bounded(start.copy(), start)
-    damping = np.full(n, 1e-3)
-    active = np.ones(n, dtype=bool)
-    for _ in range(max_iterations):
-        idx = np.flatnonzero(active)
-        if not idx.size:
-            break
-        sub = (offsets, values[idx], stored[idx], used[idx], bg[idx], *args[5:])
-        f, grad, info = _terms(p[idx], *sub, information=True)
-        diag = np.einsum("nii->ni", info)
-        lhs = info + (damping[idx, None] * np.maximum(diag, 1e-12))[:, :, None] * np.eye(_PARAMS)[None]
-        lhs[~np.isfinite(lhs).all(axis=(1, 2))] = np.eye(_PARAMS)
-        step = -np.linalg.solve(lhs, np.nan_to_num(grad)[:, :, None])[:, :, 0]
-        trial = _bounded(p[idx] + step, start[idx])
-        f_trial = _terms(trial, *sub)[0]
-        better = np.isfinite(f_trial) & (f_trial <= f)
-        p[idx[better]] = trial[better]
-        damping[idx[better]] = np.maximum(damping[idx[better]] / 5.0, 1e-7)
-        damping[idx[~better]] *= 10.0
-        done = (better & ((f - f_trial) < 1e-6)) | (~better & (damping[idx] > 1e6))
-        active[idx[done]] = False
-    return p, active
-
-
-def _variance_of_log_intensity(hess: np.ndarray) -> np.ndarray:
-    """The (log I, log I) element of the inverse observed information (N,); NaN where it is not positive definite."""
-    out = np.full(hess.shape[0], np.nan)
-    ok = np.flatnonzero(np.all(np.isfinite(hess), axis=(1, 2)))
+def _variance_of_log_intensity(information: np.ndarray) -> np.ndarray:
+    """The (log I, log I) element of the inverse information (N,); NaN where it is not positive definite."""
+    out = np.full(information.shape[0], np.nan)
+    ok = np.flatnonzero(np.all(np.isfinite(information), axis=(1, 2)))
     if ok.size:
-        definite = ok[np.linalg.eigvalsh(hess[ok]).min(axis=1) > 0]
+        definite = ok[np.linalg.eigvalsh(information[ok]).min(axis=1) > 0]
         if definite.size:
-            out[definite] = np.linalg.inv(hess[definite])[:, 0, 0]
+            out[definite] = np.linalg.inv(information[definite])[:, 0, 0]
     return out
 
 
@@ -227,9 +127,9 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
     -------
     fits : dict of str to (N,) ndarray
         ``intensity`` (counts) and ``intensity_err`` (its standard error from
-        the observed information), ``row``, ``col`` (px), ``width`` (px),
-        ``converged`` (bool: finite, the step small at the end, the
-        information positive definite), ``described`` (bool: the peak's own
+        the expected information), ``row``, ``col`` (px), ``width`` (px),
+        ``converged`` (bool: finite, the step small at the end, no parameter
+        at a bound, the information positive definite), ``described`` (bool: the peak's own
         region, with ``labels``, ends inside the window: a streak or a large
         spot that reaches its edge is not a round Gaussian of this window).
         Windows cut by the frame's edge use the pixels inside it.
@@ -266,14 +166,16 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
     start_i = np.maximum(values.sum(axis=(1, 2)) - bg * used.sum(axis=(1, 2)), 1.0) if intensity is None else (
         np.maximum(np.nan_to_num(np.asarray(intensity, dtype=float), nan=1.0), 1.0))
     start = np.column_stack([np.log(start_i), rows - centre_r, cols - centre_c, np.full(n, np.log(width))])
-    args = (np.arange(-half, half + 1, dtype=float), values, values > 0, used, bg, float(threshold),
-            float(sigma) ** 2, float(gain))
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        p, moving = _scoring(start, args, max_iterations)
-        nll = _terms(p, *args)[0]
-        variance_log_i = _variance_of_log_intensity(_hessian(p, args))
+    p, information, moving, nll = fit_windows(values, used, bg, start, np.arange(-half, half + 1, dtype=float),
+                                          float(threshold), float(sigma) ** 2, float(gain), int(max_iterations),
+                                          _LOG_GROWTH, _MOVE, *_LOG_WIDTH)
+    variance_log_i = _variance_of_log_intensity(information)
     intensity_fit = np.exp(p[:, 0])
-    converged = np.isfinite(variance_log_i) & np.isfinite(nll) & ~moving
+    # a fit held at a bound has not found its optimum (a one-pixel spot runs to the smallest width)
+    at_bound = ((p[:, 0] <= 1e-9) | (p[:, 0] >= start[:, 0] + _LOG_GROWTH - 1e-9)
+                | (np.abs(p[:, 1:3] - start[:, 1:3]) >= _MOVE - 1e-9).any(axis=1)
+                | (p[:, 3] <= _LOG_WIDTH[0] + 1e-9) | (p[:, 3] >= _LOG_WIDTH[1] - 1e-9))
+    converged = np.isfinite(variance_log_i) & np.isfinite(nll) & ~moving & ~at_bound
     return {
         "intensity": intensity_fit,
         "intensity_err": intensity_fit * np.sqrt(variance_log_i),
