@@ -111,3 +111,34 @@ def test_an_invalid_noise_model_is_refused(threshold, sigma):
     with pytest.raises(ValueError, match="threshold and sigma"):
         censored_gaussian_fits(np.zeros((20, 20)), np.array([10.0]), np.array([10.0]), threshold=threshold,
                                sigma=sigma)
+
+
+def test_the_compiled_gradient_is_the_likelihoods_derivative():
+    from braggflow.integrate._censored_kernels import window_terms
+
+    rng = np.random.default_rng(3)
+    offsets = np.arange(-7, 8, dtype=float)
+    values = np.where(rng.random((15, 15)) < 0.3, rng.integers(6, 40, (15, 15)), 0).astype(float)
+    used = rng.random((15, 15)) > 0.1
+    work, info = np.empty((6, 15)), np.empty((4, 4))
+
+    def nll(p):
+        return window_terms(p, offsets, values, used, 0.5, 6.0, 4.0, 1.0, np.empty(4), np.empty((4, 4)), False, work)
+
+    p = np.array([np.log(300.0), 0.3, -0.2, np.log(1.4)])
+    grad = np.empty(4)
+    window_terms(p, offsets, values, used, 0.5, 6.0, 4.0, 1.0, grad, info, True, work)
+    numeric = [(nll(p + e) - nll(p - e)) / 2e-6 for e in np.eye(4) * 1e-6]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
+    assert np.linalg.eigvalsh(info).min() > 0  # the scoring metric is positive definite
+
+
+def test_the_censored_tail_terms_match_scipy_far_below_the_threshold():
+    from scipy.special import log_ndtr
+
+    from braggflow.integrate._censored_kernels import _log_ndtr_and_mills
+
+    for z in (-60.0, -25.0, -20.5, -19.5, -5.0, 0.0, 3.0, 9.0):
+        log_cdf, mills = _log_ndtr_and_mills(z)
+        assert log_cdf == pytest.approx(log_ndtr(z), rel=1e-9, abs=1e-12)
+        assert mills == pytest.approx(np.exp(-0.5 * z * z - 0.5 * np.log(2 * np.pi) - log_ndtr(z)), rel=1e-8)
