@@ -120,7 +120,7 @@ def test_the_compiled_gradient_is_the_likelihoods_derivative():
     offsets = np.arange(-7, 8, dtype=float)
     values = np.where(rng.random((15, 15)) < 0.3, rng.integers(6, 40, (15, 15)), 0).astype(float)
     used = rng.random((15, 15)) > 0.1
-    work, info = np.empty((6, 15)), np.empty((4, 4))
+    work, info = np.empty((6, 15)), np.empty((4, 4))  # one component
 
     def nll(p):
         return window_terms(p, offsets, values, used, 0.5, 6.0, 4.0, 1.0, np.empty(4), np.empty((4, 4)), False, work)

@@ -2,7 +2,10 @@
 
 :func:`fit_windows` runs the damped scoring iteration of every window and
 returns the parameters, the expected information at the end and whether the
-fit still moved.
+fit still moved. A window's model is ``K`` round Gaussians of one width over
+a held background; its parameters are, for each component, log intensity,
+row and col of the centre (from the window's centre pixel), then the log
+width: ``3 K + 1`` in all (``K`` is 1 for a peak, 2 for a pair).
 Compiled on first use and cached on disk (``cache=True``).
 """
 
@@ -13,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["fit_windows", "window_terms"]
+__all__ = ["at_bound", "fit_windows", "window_terms"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _SQRT_HALF = math.sqrt(0.5)
@@ -54,41 +57,46 @@ def _axis(offsets, centre, width, f, df, dw):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def window_terms(p, offsets, values, used, background, threshold, variance, gain, grad, info, want_info,
                  work):  # pragma: no cover - compiled
-    """One window's negative censored log-likelihood; its gradient into ``grad`` (4,), the metric into ``info``.
+    """One window's negative censored log-likelihood; its gradient into ``grad``, the metric into ``info``.
 
-    ``p``: log I, row and col of the centre (from the window's centre pixel),
-    log width. ``values`` (m, m) as stored (0: below ``threshold``), ``used``
-    (m, m) the pixels the fit uses. ``info`` (4, 4) gets ``J^T W J`` with
-    ``W`` each pixel's expected information about its mean (a censored
-    normal of fixed width) when ``want_info``. ``work`` (6, m) scratch.
+    ``p`` (3 K + 1,): the components' log I, row, col, then log width.
+    ``values`` (m, m) as stored (0: below ``threshold``), ``used`` (m, m)
+    the pixels the fit uses. ``info`` (3 K + 1, 3 K + 1) gets ``J^T W J``
+    with ``W`` each pixel's expected information about its mean (a censored
+    normal of fixed width) when ``want_info``. ``work`` (6 K, m) scratch.
     """
+    npar = p.size
+    n_comp = (npar - 1) // 3
     m = offsets.size
-    intensity = math.exp(p[0])
-    width = math.exp(p[3])
-    f_r, df_r, dw_r = work[0], work[1], work[2]
-    f_c, df_c, dw_c = work[3], work[4], work[5]
-    _axis(offsets, p[1], width, f_r, df_r, dw_r)
-    _axis(offsets, p[2], width, f_c, df_c, dw_c)
-    for a in range(4):
-        grad[a] = 0.0
-        for b in range(4):
-            info[a, b] = 0.0
+    width = math.exp(p[npar - 1])
+    scale = np.empty(n_comp)
+    for k in range(n_comp):
+        scale[k] = math.exp(p[3 * k])
+        _axis(offsets, p[3 * k + 1], width, work[6 * k], work[6 * k + 1], work[6 * k + 2])
+        _axis(offsets, p[3 * k + 2], width, work[6 * k + 3], work[6 * k + 4], work[6 * k + 5])
+    grad[:] = 0.0
+    info[:, :] = 0.0
     nll = 0.0
     cut = threshold - 0.5
-    d = np.empty(4)
+    d = np.empty(npar)
     for i in range(m):
         for j in range(m):
             if not used[i, j]:
                 continue
-            g = f_r[i] * f_c[j]
-            signal = intensity * g
+            signal = 0.0
+            d[npar - 1] = 0.0
+            for k in range(n_comp):
+                f_r, df_r, dw_r = work[6 * k, i], work[6 * k + 1, i], work[6 * k + 2, i]
+                f_c, df_c, dw_c = work[6 * k + 3, j], work[6 * k + 4, j], work[6 * k + 5, j]
+                part = scale[k] * f_r * f_c
+                signal += part
+                d[3 * k] = part
+                d[3 * k + 1] = scale[k] * df_r * f_c
+                d[3 * k + 2] = scale[k] * f_r * df_c
+                d[npar - 1] += scale[k] * (dw_r * f_c + f_r * dw_c)
             mu = background + signal
             var = variance + gain * signal
             s = math.sqrt(var)
-            d[0] = signal
-            d[1] = intensity * df_r[i] * f_c[j]
-            d[2] = intensity * f_r[i] * df_c[j]
-            d[3] = intensity * (dw_r[i] * f_c[j] + f_r[i] * dw_c[j])
             y = values[i, j]
             z = (cut - mu) / s
             stored = y > 0.0
@@ -101,95 +109,109 @@ def window_terms(p, offsets, values, used, background, threshold, variance, gain
             else:
                 nll -= log_cdf
                 dll = mills * (-1.0 / s - 0.5 * gain * (cut - mu) / (var * s))
-            for a in range(4):
+            for a in range(npar):
                 grad[a] -= d[a] * dll
             if want_info:
                 pdf = math.exp(-0.5 * z * z - _LOG_SQRT_2PI)
                 weight = (pdf * mills + z * pdf + 1.0 - math.exp(log_cdf)) / var
-                for a in range(4):
+                for a in range(npar):
                     for b in range(a + 1):
                         info[a, b] += d[a] * d[b] * weight
     if want_info:
-        for a in range(4):
+        for a in range(npar):
             for b in range(a):
                 info[b, a] = info[a, b]
     return nll
 
 
 @njit(cache=True, nogil=True)
-def _solve4(a, b, x):  # pragma: no cover - compiled
-    """x = a^-1 b for a (4, 4) by Gaussian elimination with partial pivoting (``a`` overwritten); False if singular."""
+def _solve(a, b, x):  # pragma: no cover - compiled
+    """x = a^-1 b by Gaussian elimination with partial pivoting (``a`` overwritten); False if singular."""
+    n = b.size
     rhs = b.copy()
-    for col in range(4):
+    for col in range(n):
         pivot = col
-        for r in range(col + 1, 4):
+        for r in range(col + 1, n):
             if abs(a[r, col]) > abs(a[pivot, col]):
                 pivot = r
         if not abs(a[pivot, col]) > 0.0:
             return False
         if pivot != col:
-            for c in range(4):
+            for c in range(n):
                 a[col, c], a[pivot, c] = a[pivot, c], a[col, c]
             rhs[col], rhs[pivot] = rhs[pivot], rhs[col]
-        for r in range(col + 1, 4):
+        for r in range(col + 1, n):
             factor = a[r, col] / a[col, col]
-            for c in range(col, 4):
+            for c in range(col, n):
                 a[r, c] -= factor * a[col, c]
             rhs[r] -= factor * rhs[col]
-    for r in range(3, -1, -1):
+    for r in range(n - 1, -1, -1):
         total = rhs[r]
-        for c in range(r + 1, 4):
+        for c in range(r + 1, n):
             total -= a[r, c] * x[c]
         x[r] = total / a[r, r]
     return True
 
 
 @njit(cache=True, nogil=True)
-def _bounded(p, start, log_growth, move, log_width_low, log_width_high):  # pragma: no cover - compiled
-    p[0] = min(max(p[0], 0.0), start[0] + log_growth)
-    for k in (1, 2):
-        p[k] = min(max(p[k], start[k] - move), start[k] + move)
-    p[3] = min(max(p[3], log_width_low), log_width_high)
+def _bounded(p, start, bounds):  # pragma: no cover - compiled
+    """``p`` held in the box: each log I in [0, start + growth], each centre within ``move`` of its start."""
+    log_growth, move, log_width_low, log_width_high = bounds[0], bounds[1], bounds[2], bounds[3]
+    npar = p.size
+    for k in range((npar - 1) // 3):
+        p[3 * k] = min(max(p[3 * k], 0.0), start[3 * k] + log_growth)
+        for a in (3 * k + 1, 3 * k + 2):
+            p[a] = min(max(p[a], start[a] - move), start[a] + move)
+    p[npar - 1] = min(max(p[npar - 1], log_width_low), log_width_high)
 
 
 @njit(cache=True, nogil=True)
-def _at_bound(p, start, log_growth, move, log_width_low, log_width_high):  # pragma: no cover - compiled
-    if p[0] <= 0.0 or p[0] >= start[0] + log_growth or p[3] <= log_width_low or p[3] >= log_width_high:
+def at_bound(p, start, bounds):  # pragma: no cover - compiled
+    """True when a parameter of ``p`` sits on its bound (see :func:`fit_windows`)."""
+    log_growth, move, log_width_low, log_width_high = bounds[0], bounds[1], bounds[2], bounds[3]
+    npar = p.size
+    if p[npar - 1] <= log_width_low or p[npar - 1] >= log_width_high:
         return True
-    return abs(p[1] - start[1]) >= move or abs(p[2] - start[2]) >= move
+    for k in range((npar - 1) // 3):
+        if p[3 * k] <= 0.0 or p[3 * k] >= start[3 * k] + log_growth:
+            return True
+        if abs(p[3 * k + 1] - start[3 * k + 1]) >= move or abs(p[3 * k + 2] - start[3 * k + 2]) >= move:
+            return True
+    return False
 
 
 @njit(cache=True, nogil=True)
-def _iterate(p, start, offsets, values, used, background, threshold, variance, gain, max_iterations, log_growth,
-             move, log_width_low, log_width_high, work):  # pragma: no cover - compiled
+def _iterate(p, start, offsets, values, used, background, threshold, variance, gain, max_iterations, bounds,
+             work):  # pragma: no cover - compiled
     """Damped scoring steps on one window from ``p`` (changed in place); True if it still moved at the end."""
-    grad, grad2, step, neg, trial = np.empty(4), np.empty(4), np.zeros(4), np.empty(4), np.empty(4)
-    info, lhs, scratch = np.empty((4, 4)), np.empty((4, 4)), np.empty((4, 4))
+    npar = p.size
+    grad, grad2, step, neg, trial = np.empty(npar), np.empty(npar), np.zeros(npar), np.empty(npar), np.empty(npar)
+    info, lhs, scratch = np.empty((npar, npar)), np.empty((npar, npar)), np.empty((npar, npar))
     damping = 1e-3
     held = 0  # accepted steps in a row that ended at a bound
     for _ in range(max_iterations):
         f = window_terms(p, offsets, values, used, background, threshold, variance, gain, grad, info, True, work)
         finite = True
-        for a in range(4):
+        for a in range(npar):
             grad[a] = grad[a] if math.isfinite(grad[a]) else 0.0
             neg[a] = -grad[a]
-            for b in range(4):
+            for b in range(npar):
                 lhs[a, b] = info[a, b]
                 finite &= math.isfinite(info[a, b])
             lhs[a, a] += damping * max(info[a, a], 1e-12)
         if not finite:
-            lhs[:, :] = np.eye(4)
+            lhs[:, :] = np.eye(npar)
         f_trial = np.inf
-        if _solve4(lhs, neg, step):
-            for a in range(4):
+        if _solve(lhs, neg, step):
+            for a in range(npar):
                 trial[a] = p[a] + step[a]
-            _bounded(trial, start, log_growth, move, log_width_low, log_width_high)
+            _bounded(trial, start, bounds)
             f_trial = window_terms(trial, offsets, values, used, background, threshold, variance, gain, grad2,
                                    scratch, False, work)
         if math.isfinite(f_trial) and f_trial <= f:
             p[:] = trial
             damping = max(damping / 5.0, 1e-7)
-            held = held + 1 if _at_bound(p, start, log_growth, move, log_width_low, log_width_high) else 0
+            held = held + 1 if at_bound(p, start, bounds) else 0
             if f - f_trial < 1e-6 or held >= 3:
                 return False  # converged, or held at a bound (no optimum inside: the caller tells by the bounds)
         else:
@@ -200,8 +222,8 @@ def _iterate(p, start, offsets, values, used, background, threshold, variance, g
 
 
 @njit(cache=True, nogil=True)
-def fit_windows(values, used, background, start, offsets, threshold, variance, gain, max_iterations, log_growth,
-                move, log_width_low, log_width_high):  # pragma: no cover - compiled
+def fit_windows(values, used, background, start, offsets, threshold, variance, gain, max_iterations,
+                bounds):  # pragma: no cover - compiled
     """Damped scoring fits of every window; the parameters, their expected information and the still moving.
 
     Parameters
@@ -210,42 +232,43 @@ def fit_windows(values, used, background, start, offsets, threshold, variance, g
         Windows as stored and the pixels each fit uses.
     background : (N,) ndarray of float64
         Held background of each window, counts/px.
-    start : (N, 4) ndarray of float64
-        Starting log I, centre row and col (from the window's centre pixel), log width.
+    start : (N, 3 K + 1) ndarray of float64
+        Starting parameters: each component's log I, centre row and col (from
+        the window's centre pixel), then log width.
     offsets : (m,) ndarray of float64
         Pixel offsets of a window side.
     threshold, variance, gain : float
         Storage threshold (counts), background noise variance (counts^2), counts per photon.
     max_iterations : int
-    log_growth, move, log_width_low, log_width_high : float
-        Bounds: log I at most ``start + log_growth`` (and at least 0), the
-        centre within ``move`` px of its start, log width within the two.
+    bounds : (4,) ndarray of float64
+        log_growth, move, log_width_low, log_width_high: each log I at most
+        ``start + log_growth`` (and at least 0), each centre within ``move``
+        px of its start, log width within the last two.
 
     Returns
     -------
-    p : (N, 4) ndarray of float64
-    information : (N, 4, 4) ndarray of float64
+    p : (N, 3 K + 1) ndarray of float64
+    information : (N, 3 K + 1, 3 K + 1) ndarray of float64
         Expected (Fisher) information at ``p``, the metric of the steps.
     moving : (N,) ndarray of bool
         The fit had not stopped after ``max_iterations`` steps.
     nll : (N,) ndarray of float64
         Negative log-likelihood at ``p``.
     """
-    n, m = values.shape[0], offsets.size
-    p_out = np.empty((n, 4))
-    hess = np.empty((n, 4, 4))
+    n, npar, m = values.shape[0], start.shape[1], offsets.size
+    p_out = np.empty((n, npar))
+    information = np.empty((n, npar, npar))
     moving = np.zeros(n, dtype=np.bool_)
     nll_out = np.empty(n)
-    grad = np.empty(4)
-    work = np.empty((6, m))
-    p = np.empty(4)
+    grad = np.empty(npar)
+    work = np.empty((6 * ((npar - 1) // 3), m))
+    p = np.empty(npar)
     for k in range(n):
-        for a in range(4):
-            p[a] = start[k, a]
-        _bounded(p, start[k], log_growth, move, log_width_low, log_width_high)
+        p[:] = start[k]
+        _bounded(p, start[k], bounds)
         moving[k] = _iterate(p, start[k], offsets, values[k], used[k], background[k], threshold, variance, gain,
-                             max_iterations, log_growth, move, log_width_low, log_width_high, work)
+                             max_iterations, bounds, work)
         p_out[k] = p
         nll_out[k] = window_terms(p, offsets, values[k], used[k], background[k], threshold, variance, gain, grad,
-                                  hess[k], True, work)
-    return p_out, hess, moving, nll_out
+                                  information[k], True, work)
+    return p_out, information, moving, nll_out

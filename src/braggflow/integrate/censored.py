@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from braggflow.integrate._censored_kernels import fit_windows
+from braggflow.integrate._censored_kernels import at_bound, fit_windows
 
 __all__ = ["censored_gaussian_fits", "censored_intensities", "CENSORED_HALF"]
 
@@ -49,6 +49,7 @@ CENSORED_HALF = 7
 _LOG_WIDTH = (float(np.log(0.3)), float(np.log(5.0)))  # the width's bounds, px
 _MOVE = 2.0  # the centre stays within this distance of its start, px (either axis)
 _LOG_GROWTH = float(np.log(1e3))  # the intensity stays below 1,000 x its start (and above 1 count)
+_BOUNDS = np.array([_LOG_GROWTH, _MOVE, *_LOG_WIDTH])
 
 
 def _windows(frame, centre_r, centre_c, half, *, labels, mask):
@@ -167,15 +168,13 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
         np.maximum(np.nan_to_num(np.asarray(intensity, dtype=float), nan=1.0), 1.0))
     start = np.column_stack([np.log(start_i), rows - centre_r, cols - centre_c, np.full(n, np.log(width))])
     p, information, moving, nll = fit_windows(values, used, bg, start, np.arange(-half, half + 1, dtype=float),
-                                          float(threshold), float(sigma) ** 2, float(gain), int(max_iterations),
-                                          _LOG_GROWTH, _MOVE, *_LOG_WIDTH)
+                                              float(threshold), float(sigma) ** 2, float(gain), int(max_iterations),
+                                              _BOUNDS)
     variance_log_i = _variance_of_log_intensity(information)
     intensity_fit = np.exp(p[:, 0])
     # a fit held at a bound has not found its optimum (a one-pixel spot runs to the smallest width)
-    at_bound = ((p[:, 0] <= 1e-9) | (p[:, 0] >= start[:, 0] + _LOG_GROWTH - 1e-9)
-                | (np.abs(p[:, 1:3] - start[:, 1:3]) >= _MOVE - 1e-9).any(axis=1)
-                | (p[:, 3] <= _LOG_WIDTH[0] + 1e-9) | (p[:, 3] >= _LOG_WIDTH[1] - 1e-9))
-    converged = np.isfinite(variance_log_i) & np.isfinite(nll) & ~moving & ~at_bound
+    held = np.array([at_bound(p[k], start[k], _BOUNDS) for k in range(n)], dtype=bool)
+    converged = np.isfinite(variance_log_i) & np.isfinite(nll) & ~moving & ~held
     return {
         "intensity": intensity_fit,
         "intensity_err": intensity_fit * np.sqrt(variance_log_i),
