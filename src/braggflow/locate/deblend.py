@@ -220,11 +220,13 @@ def screen_statistics(data, mask, *, gain: float = 1.0, start=None, shape_fitted
                else _linear_fit(data[known], mask[known], start[known], gain))
         if not every:
             rest = fit_profiles(data[~known], ~mask[~known], start[~known], model="gauss", gain=gain)
-            order = np.argsort(np.concatenate([np.flatnonzero(known), np.flatnonzero(~known)]))
-            fit = _take(_join(fit, rest), order)
+            fit = _interleave(fit, known, rest)
     p = nan_to_num(fit.params)
-    p[:, 4:] /= gain
-    y = np.ascontiguousarray(np.maximum(data, 0.0).reshape(n, s * s) / gain)
+    y = np.maximum(data, 0.0).reshape(n, s * s)
+    if gain != 1.0:  # x / 1 is x
+        p[:, 4:] /= gain
+        y = y / gain
+    y = np.ascontiguousarray(y)
     good = np.ascontiguousarray(~mask.reshape(n, s * s))
     bump = residual_bumps(y, good, p, s, 0.5, s / 4)
     dof = np.maximum(fit.npix - 6, 1)
@@ -374,10 +376,17 @@ def _empty_fit(model: str) -> BatchFit:
                     ok=np.zeros(0, dtype=bool), converged=np.zeros(0, dtype=bool))
 
 
-def _join(a: BatchFit, b: BatchFit) -> BatchFit:
-    """The patches of ``a`` then those of ``b`` (same model)."""
-    return BatchFit(model=a.model, **{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in
-                                      ("params", "cov", "deviance", "npix", "iterations", "ok", "converged")})
+def _interleave(a: BatchFit, where_a: np.ndarray, b: BatchFit) -> BatchFit:
+    """One BatchFit of N patches: those of ``a`` where ``where_a`` (N,) bool, those of ``b`` elsewhere, each in
+    its order (same model)."""
+    where_b = ~where_a
+    fields = {}
+    for k in ("params", "cov", "deviance", "npix", "iterations", "ok", "converged"):
+        va, vb = getattr(a, k), getattr(b, k)
+        out = np.empty((where_a.size,) + va.shape[1:], dtype=np.result_type(va, vb))
+        out[where_a], out[where_b] = va, vb
+        fields[k] = out
+    return BatchFit(model=a.model, **fields)
 
 
 def _take(fit: BatchFit, rows) -> BatchFit:
