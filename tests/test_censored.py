@@ -113,24 +113,35 @@ def test_an_invalid_noise_model_is_refused(threshold, sigma):
                                sigma=sigma)
 
 
-def test_the_compiled_gradient_is_the_likelihoods_derivative():
+@pytest.mark.parametrize("p", [[np.log(300.0), 0.3, -0.2, np.log(1.4)],  # one spot
+                               [np.log(200.0), -1.1, 0.4, np.log(150.0), 1.2, -0.3, np.log(1.1)]])  # two
+def test_the_compiled_gradient_is_the_likelihoods_derivative(p):
     from braggflow.integrate._censored_kernels import window_terms
 
     rng = np.random.default_rng(3)
+    p = np.array(p)
+    npar = p.size
     offsets = np.arange(-7, 8, dtype=float)
     values = np.where(rng.random((15, 15)) < 0.3, rng.integers(6, 40, (15, 15)), 0).astype(float)
     used = rng.random((15, 15)) > 0.1
-    work, info = np.empty((6, 15)), np.empty((4, 4))  # one component
+    work = np.empty((6 * (npar // 3), 15))
 
-    def nll(p):
-        return window_terms(p, offsets, values, used, 0.5, 6.0, 4.0, 1.0, np.empty(4), np.empty((4, 4)), False, work)
+    def nll(q):
+        return window_terms(q, offsets, values, used, 0.5, 6.0, 4.0, 1.0, np.empty(npar), np.empty((npar, npar)),
+                            False, work)
 
-    p = np.array([np.log(300.0), 0.3, -0.2, np.log(1.4)])
-    grad = np.empty(4)
+    grad, info = np.empty(npar), np.empty((npar, npar))
     window_terms(p, offsets, values, used, 0.5, 6.0, 4.0, 1.0, grad, info, True, work)
-    numeric = [(nll(p + e) - nll(p - e)) / 2e-6 for e in np.eye(4) * 1e-6]
+    numeric = [(nll(p + e) - nll(p - e)) / 2e-6 for e in np.eye(npar) * 1e-6]
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
     assert np.linalg.eigvalsh(info).min() > 0  # the scoring metric is positive definite
+
+
+def test_simulated_pairs_lie_at_their_separation():
+    sim = simulate_thresholded_frame(5, side=3, pairs=(2.0, 4.0))
+    pair = sim.truth.reshape(-1, 2, 3)
+    gaps = np.hypot(*(pair[:, 1, :2] - pair[:, 0, :2]).T)
+    assert len(pair) == 9 and ((gaps >= 2.0) & (gaps <= 4.0)).all()
 
 
 def test_the_censored_tail_terms_match_scipy_far_below_the_threshold():

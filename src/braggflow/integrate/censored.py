@@ -132,7 +132,8 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
         ``converged`` (bool: finite, the step small at the end, no parameter
         at a bound, the information positive definite), ``described`` (bool: the peak's own
         region, with ``labels``, ends inside the window: a streak or a large
-        spot that reaches its edge is not a round Gaussian of this window).
+        spot that reaches its edge is not a round Gaussian of this window),
+        ``nll`` (the negative log-likelihood at the fit).
         Windows cut by the frame's edge use the pixels inside it.
 
     Raises
@@ -183,6 +184,7 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
         "width": np.exp(p[:, 3]),
         "converged": converged,
         "described": described,
+        "nll": nll,
     }
 
 

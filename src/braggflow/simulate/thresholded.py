@@ -27,7 +27,8 @@ class ThresholdedFrame:
     frame : (H, W) ndarray of float32
         Whole counts (gain 1: one count a photon) at or above ``threshold``, 0 elsewhere.
     truth : (N, 3) ndarray of float64
-        Each spot's row and col (px) and flux (photons = counts).
+        Each spot's row and col (px) and flux (photons = counts); a pair's
+        two spots follow each other.
     threshold : float
         The storage threshold, counts.
     noise : float
@@ -43,7 +44,8 @@ class ThresholdedFrame:
 def simulate_thresholded_frame(seed: int, *, side: int = 6, spacing: int = 64,
                                flux: tuple[float, float] = (150.0, 600.0), width: float = 1.2,
                                profile: str = "gauss", beta: float = 2.5,
-                               threshold: float = 6.0, noise: float = 2.0) -> ThresholdedFrame:
+                               threshold: float = 6.0, noise: float = 2.0,
+                               pairs: tuple[float, float] | None = None) -> ThresholdedFrame:
     """A grid of round spots on dark-subtracted normal noise, stored only at or above ``threshold``.
 
     Parameters
@@ -69,6 +71,9 @@ def simulate_thresholded_frame(seed: int, *, side: int = 6, spacing: int = 64,
     noise : float
         Standard deviation of the background's counts before thresholding
         (rounded normal noise around 0: a dark-subtracted detector).
+    pairs : (float, float), optional
+        Give every spot a partner this many px away (uniform in the range, in
+        a random direction; its own flux from ``flux``): close pairs to split.
 
     Returns
     -------
@@ -92,18 +97,24 @@ def simulate_thresholded_frame(seed: int, *, side: int = 6, spacing: int = 64,
     expected, truth = np.zeros((size, size)), []
     for i in range(side):
         for j in range(side):
-            r = spacing * i + 40 + rng.uniform(-0.5, 0.5)
-            c = spacing * j + 40 + rng.uniform(-0.5, 0.5)
-            f = float(np.exp(rng.uniform(*np.log(flux))))
-            rows = np.arange(max(int(r) - reach, 0), min(int(r) + reach + 1, size))
-            cols = np.arange(max(int(c) - reach, 0), min(int(c) + reach + 1, size))
-            if profile == "gauss":
-                shape = np.exp(-((rows[:, None] - r) ** 2 + (cols[None, :] - c) ** 2) / (2 * width**2)) / (
-                    2 * np.pi * width**2)
-            else:
-                shape = moffat_profile(rows, cols, row=r, col=c, sigma_row=width, sigma_col=width, beta=beta)
-            expected[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] += f * shape
-            truth.append((r, c, f))
+            r0 = spacing * i + 40 + rng.uniform(-0.5, 0.5)
+            c0 = spacing * j + 40 + rng.uniform(-0.5, 0.5)
+            spots = [(r0, c0)]
+            if pairs is not None:
+                gap, angle = rng.uniform(*pairs), rng.uniform(0.0, np.pi)
+                spots = [(r0 - 0.5 * gap * np.sin(angle), c0 - 0.5 * gap * np.cos(angle)),
+                         (r0 + 0.5 * gap * np.sin(angle), c0 + 0.5 * gap * np.cos(angle))]
+            for r, c in spots:
+                f = float(np.exp(rng.uniform(*np.log(flux))))
+                rows = np.arange(max(int(r) - reach, 0), min(int(r) + reach + 1, size))
+                cols = np.arange(max(int(c) - reach, 0), min(int(c) + reach + 1, size))
+                if profile == "gauss":
+                    shape = np.exp(-((rows[:, None] - r) ** 2 + (cols[None, :] - c) ** 2) / (2 * width**2)) / (
+                        2 * np.pi * width**2)
+                else:
+                    shape = moffat_profile(rows, cols, row=r, col=c, sigma_row=width, sigma_col=width, beta=beta)
+                expected[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] += f * shape
+                truth.append((r, c, f))
     counts = np.round(rng.normal(0.0, noise, expected.shape)) + rng.poisson(expected)
     frame = np.where(counts >= threshold, counts, 0).astype(np.float32)
     return ThresholdedFrame(frame, np.array(truth), float(threshold), float(noise))
