@@ -98,6 +98,7 @@ WING_THRESHOLD = 6.0
 #: Starting wing fraction and exponent 1 / beta of the full fit (each tried, the best kept): beta 2 and the
 #: pseudo-Voigt's Lorentzian.
 WING_STARTS = ((0.3, 0.5), (0.5, 2.0 / 3.0))
+_WING_EXPONENTS = sorted({t for _, t in WING_STARTS})  # the exponents the wing score tries
 #: Rao's score statistic for a wing at the rotated Gaussian's solution below which a strong peak is given no
 #: wing without fitting one (the likelihood-ratio test's threshold corresponds to a score of about 2.4; a
 #: Gaussian peak's score exceeds 2 in ~2 % of cases).
@@ -368,10 +369,13 @@ class _Level:
         information, the other parameters free), the largest over the exponents of :data:`WING_STARTS`; about
         N(0, 1) for a Gaussian peak, large for a peak with a wing (Rao, Proc. Camb. Phil. Soc. 44, 50, 1948)."""
         p = nan_to_num(self.gfit.params[sel])
-        p[:, -2:] /= gain
+        photons = self.win[sel]
+        if gain != 1.0:  # x / 1 is x
+            p[:, -2:] /= gain
+            photons = photons / gain
         weight = None if self.prior is None else _prior_weight(self.prior[1][sel], gain)
-        z, finite = wing_scores(self.win[sel] / gain, self.good[sel], p, sorted({t for _, t in WING_STARTS}),
-                                supersample=_SUPERSAMPLE, background_weight=weight)
+        z, finite = wing_scores(photons, self.good[sel], p, _WING_EXPONENTS, supersample=_SUPERSAMPLE,
+                                background_weight=weight)
         ok = self.gfit.ok[sel] & finite
         return np.where(ok, z.max(axis=1), np.inf) if len(p) else np.zeros(0)
 
