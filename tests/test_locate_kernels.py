@@ -9,6 +9,7 @@ import pytest
 
 from braggflow.integrate._kernels import pairwise_plan
 from braggflow.locate._kernels import centroid_windows
+from braggflow.schema import Flag
 
 # the module itself, for its switch between the compiled and the array path
 centroid = importlib.import_module("braggflow.locate.centroid")
@@ -146,3 +147,59 @@ def test_compiled_symmetric_completion_equals_the_array_loop():
     for e, g, name in zip(expected, got, ("w", "total", "row", "col", "source")):
         np.testing.assert_array_equal(g, e, err_msg=name)
     assert (got[4] != np.arange(121)).any(axis=1).mean() > 0.5  # most masked pixels took a mirror's weight
+
+
+patches_module = importlib.import_module("braggflow.locate.patches")
+
+
+def _labelled_frame(dtype, seed=0):
+    """A Poisson frame with spots (some touching, at the edges and corners, under masked pixels, over a NaN,
+    saturated), their labels and the centres; one spot ringed by masked pixels (no usable border pixel),
+    one with only two usable border pixels."""
+    rng = np.random.default_rng(seed)
+    shape = (70, 90)
+    rr, cc = np.indices(shape)
+    centres = [(20, 30), (22, 34), (1, 45), (35, 0), (69, 89), (50, 60), (10, 75), (60, 20), (40, 40)]
+    expected = np.full(shape, 12.0)
+    for r, c in centres:
+        expected += 900.0 * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * 1.2**2))
+    frame = rng.poisson(expected).astype(dtype)
+    labels = np.zeros(shape, dtype=np.int32)
+    for k, (r, c) in enumerate(centres):
+        near = (rr - r) ** 2 + (cc - c) ** 2 <= 2.3**2
+        labels[near & (labels == 0)] = k + 1
+    mask = np.zeros(shape, dtype=bool)
+    mask[48:53, 58] = True  # through spot 6
+    mask[:, 70] = True  # a gap column
+    ring = (np.abs(rr - 10) == 5) & (np.abs(cc - 75) <= 5) | (np.abs(cc - 75) == 5) & (np.abs(rr - 10) <= 5)
+    mask |= ring  # spot 7: no usable border pixel of its 11 x 11 patch
+    border = (np.maximum(np.abs(rr - 60), np.abs(cc - 20)) == 5)
+    mask |= border & ~((rr == 55) & (cc <= 16))  # spot 8: two usable border pixels (55, 15), (55, 16)
+    if frame.dtype.kind == "f":
+        frame[21, 28] = np.nan
+    return frame, mask, labels, np.array(centres, dtype=float)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+@pytest.mark.parametrize("with_mask", [True, False])
+@pytest.mark.parametrize("saturation", [None, 700, np.float64(700.3)])
+def test_compiled_patches_equal_the_array_path(monkeypatch, dtype, with_mask, saturation):
+    frame, mask, labels, centres = _labelled_frame(dtype)
+    relabels = [None, np.array([0, 2, 1, 3, 4, 5, 6, 7, 8, 9])]  # the first two peaks' labels swapped
+    for relabel in relabels:
+        kwargs = dict(size=11, mask=mask if with_mask else None, labels=labels, relabel=relabel, saturation=saturation)
+        compiled = patches_module.patches_at(frame, centres[:, 0], centres[:, 1], **kwargs)
+        with monkeypatch.context() as patch:
+            patch.setattr(patches_module, "_COMPILED", False)
+            arrays = patches_module.patches_at(frame, centres[:, 0], centres[:, 1], **kwargs)
+        for name in ("data", "mask", "origin", "flags", "background", "own", "counts"):
+            got, want = getattr(compiled, name), getattr(arrays, name)
+            assert got.dtype == want.dtype, name
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    flags = compiled.flags
+    for bit in (Flag.EDGE, Flag.OVERLAPPING):
+        assert (flags & np.uint32(bit)).any() and not (flags & np.uint32(bit)).all()
+    if with_mask:
+        assert flags[6] & np.uint32(Flag.BAD_BACKGROUND)  # the masked ring: no border pixel left
+    if saturation is not None:
+        assert (flags & np.uint32(Flag.SATURATED)).any()

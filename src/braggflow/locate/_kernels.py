@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from braggflow.integrate._kernels import pairwise_sum
+from braggflow.integrate._kernels import COUNTED_SPAN, _median, _select, pairwise_sum
 
-__all__ = ["centroid_windows"]
+__all__ = ["centroid_windows", "cut_patches"]
 
 
 @njit(cache=True, nogil=True)
@@ -330,3 +330,181 @@ def mirror_sources(w0, flat_mask, side, plan):  # pragma: no cover - compiled
             if not changed:
                 break
     return w, total, row, col, source
+
+
+@njit(cache=True, nogil=True)
+def _touch_patch(frame, mask, use_mask, labels, top, left, size):  # pragma: no cover - compiled
+    """Read the first and last pixel of each row of a patch, so that the memory fetches them ahead of use.
+
+    Returns their sum (kept by the caller, so that the reads are not dropped).
+    """
+    height, width = frame.shape
+    first = min(max(left, 0), width - 1)
+    last = min(max(left + size - 1, 0), width - 1)
+    total = 0.0
+    for r in range(max(top, 0), min(top + size, height)):
+        total += np.float64(frame[r, first]) + np.float64(frame[r, last]) + labels[r, first] + labels[r, last]
+        if use_mask:
+            total += mask[r, first] + mask[r, last]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _cut_patch(frame, mask, use_mask, labels, relabel, use_relabel, top, left, peak, saturation, use_saturation,
+               counts, data, removed, own):  # pragma: no cover - compiled
+    """Cut one patch (first pixel ``top``, ``left``) into ``counts``, ``data``, ``removed`` and ``own`` (s, s).
+
+    Returns whether a pixel inside the frame is unusable (masked or not
+    finite), another peak's usable pixel is there, and a usable pixel is
+    saturated.
+    """
+    height, width = frame.shape
+    size = counts.shape[0]
+    zero = np.zeros(1, dtype=frame.dtype)[0]
+    fill = np.zeros(1, dtype=labels.dtype)[0]
+    masked = False
+    other_any = False
+    hot = False
+    for i in range(size):
+        r = top + i
+        row_in = 0 <= r < height
+        for j in range(size):
+            c = left + j
+            inside = row_in and 0 <= c < width
+            if inside:
+                count = frame[r, c]
+                lab = labels[r, c]
+                bad = use_mask and mask[r, c]
+            else:
+                count = zero
+                lab = fill
+                bad = True
+            if use_relabel:
+                lab = relabel[lab]
+            v = np.float32(count)
+            bad = bad or not np.isfinite(v)
+            mine = lab == peak
+            other = lab != 0 and not mine and not bad
+            masked |= bad and inside
+            other_any |= other
+            gone = bad or other
+            if use_saturation:
+                hot |= np.float64(v) >= saturation and not gone
+            counts[i, j] = count
+            data[i, j] = v
+            removed[i, j] = gone
+            own[i, j] = mine
+    return masked, other_any, hot
+
+
+@njit(cache=True, nogil=True)
+def _patch_level(data, removed, values, lower, upper, bins):  # pragma: no cover - compiled
+    """The border-median background of one cut patch (see :func:`cut_patches`) and its usable border pixels."""
+    size = data.shape[0]
+    n_border = 0
+    for i in range(size):  # the border's usable pixels
+        step = 1 if i == 0 or i == size - 1 else size - 1
+        for j in range(0, size, step):
+            if not removed[i, j]:
+                values[n_border] = data[i, j]
+                n_border += 1
+    if n_border >= 3:
+        return _median(values, n_border, lower, upper, bins), n_border
+    count = 0  # the lower quartile of all usable pixels
+    for i in range(size):
+        for j in range(size):
+            if not removed[i, j]:
+                values[count] = data[i, j]
+                count += 1
+    return (np.float64(_select(values, count, count // 4, lower, upper)) if count else 0.0), n_border
+
+
+@njit(cache=True, nogil=True)
+def cut_patches(frame, mask, use_mask, labels, relabel, use_relabel, r0, c0, size, saturation, use_saturation,
+                flag_bits):  # pragma: no cover - compiled
+    """Patches, their unusable pixels, own pixels, flags and border-median background, one patch at a time.
+
+    The values of :func:`braggflow.locate.patches.patches_at` with the
+    finder's labels, read from the frame, mask and label images in one pass
+    per patch (while one patch is cut, the rows of the next are fetched).
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray of numbers
+        Counts.
+    mask : (H, W) ndarray of bool
+        True = bad pixel (read only when ``use_mask``).
+    use_mask : bool
+    labels : (H, W) ndarray of int
+        The finder's label image.
+    relabel : (L,) ndarray of int64
+        Label map ``relabel[labels]`` (read only when ``use_relabel``).
+    use_relabel : bool
+    r0, c0 : (N,) ndarray of int64
+        Patch centres, px.
+    size : int
+        Patch side s (odd), px.
+    saturation : float
+        Counts at or above which a usable pixel is saturated (when
+        ``use_saturation``), compared with the float32 values in float64.
+    use_saturation : bool
+    flag_bits : (5,) ndarray of uint32
+        The Flag bits EDGE, MASKED_NEIGHBOUR, OVERLAPPING, SATURATED, BAD_BACKGROUND.
+
+    Returns
+    -------
+    counts : (N, s, s) ndarray, the frame's dtype
+        The pixels as cut, 0 outside the frame.
+    data : (N, s, s) ndarray of float32
+        The pixels, the unusable ones replaced by the background.
+    removed : (N, s, s) ndarray of bool
+        Unusable: outside the frame, masked, not finite, or another peak's.
+    own : (N, s, s) ndarray of bool
+        The pixels of label k + 1 (after ``relabel``).
+    flags : (N,) ndarray of uint32
+    background : (N,) ndarray of float64
+        Median of the usable border pixels (taken in float32, the two middle
+        values averaged in float64); with fewer than 3 of them the lower
+        quartile (sorted position count // 4) of all usable pixels, 0 without any.
+    """
+    n = r0.size
+    height, width = frame.shape
+    half = size // 2
+    m = size * size
+    counts = np.empty((n, size, size), dtype=frame.dtype)
+    data = np.empty((n, size, size), dtype=np.float32)
+    removed = np.empty((n, size, size), dtype=np.bool_)
+    own = np.empty((n, size, size), dtype=np.bool_)
+    flags = np.zeros(n, dtype=np.uint32)
+    background = np.empty(n)
+    values = np.empty(m, dtype=np.float32)
+    lower = np.empty(m, dtype=np.float32)
+    upper = np.empty(m, dtype=np.float32)
+    bins = np.empty((4, COUNTED_SPAN), dtype=np.int64)
+    read_ahead = 0.0
+    for k in range(n):
+        if k + 1 < n:
+            read_ahead += _touch_patch(frame, mask, use_mask, labels, r0[k + 1] - half, c0[k + 1] - half, size)
+        top, left = r0[k] - half, c0[k] - half
+        masked, other, hot = _cut_patch(frame, mask, use_mask, labels, relabel, use_relabel, top, left, k + 1,
+                                        saturation, use_saturation, counts[k], data[k], removed[k], own[k])
+        level, n_border = _patch_level(data[k], removed[k], values, lower, upper, bins)
+        flag = np.uint32(0)
+        if top < 0 or left < 0 or top + size > height or left + size > width:
+            flag |= flag_bits[0]
+        if masked:
+            flag |= flag_bits[1]
+        if other:
+            flag |= flag_bits[2]
+        if hot:
+            flag |= flag_bits[3]
+        if n_border == 0:
+            flag |= flag_bits[4]
+        flags[k] = flag
+        background[k] = level
+        fill_value = np.float32(level)
+        for i in range(size):
+            for j in range(size):
+                if removed[k, i, j]:
+                    data[k, i, j] = fill_value
+    return counts, data, removed, own, flags, background, read_ahead

@@ -422,6 +422,8 @@ def patches_at(
     offs = np.arange(size) - h
     r0 = np.rint(rows).astype(np.int64)
     c0 = np.rint(cols).astype(np.int64)
+    if n and labels is not None and _compiled_patches(frame, labels):
+        return _patches_compiled(frame, r0, c0, size, mask, labels, relabel, saturation)
     edge = (r0 < h) | (r0 + h >= height) | (c0 < h) | (c0 + h >= width)  # the patch reaches past the frame
     inside = None  # every pixel of every patch inside the frame
     if edge.any():  # the pixels inside, set patch by patch for those at the edge only
@@ -471,3 +473,45 @@ def patches_at(
     origin = np.stack([r0 - h, c0 - h], axis=1).astype(np.int64) if n else np.zeros((0, 2), dtype=np.int64)
     return Patches(data=data, mask=removed, origin=origin, flags=flags, background=background, own=own,
                    counts=counts)
+
+
+#: Cut patches with labels by the compiled loop (:func:`braggflow.locate._kernels.cut_patches`).
+_COMPILED = True
+
+
+def _compiled_patches(frame: np.ndarray, labels) -> bool:
+    """Whether :func:`patches_at` takes ``frame`` and ``labels`` through the compiled loop."""
+    return (_COMPILED and isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.dtype.isnative
+            and frame.dtype.kind in "iuf" and frame.dtype.isnative)
+
+
+def _patches_compiled(frame, r0, c0, size, mask, labels, relabel, saturation) -> Patches:
+    """:func:`patches_at` with the finder's labels by :func:`braggflow.locate._kernels.cut_patches`: the same
+    values, each patch read from the frame, mask and label images once."""
+    from braggflow.locate._kernels import cut_patches
+
+    h = size // 2
+    use_mask, use_relabel = mask is not None, relabel is not None
+    bits = np.array([Flag.EDGE, Flag.MASKED_NEIGHBOUR, Flag.OVERLAPPING, Flag.SATURATED, Flag.BAD_BACKGROUND],
+                    dtype=np.uint32)
+    counts, data, removed, own, flags, background, _ = cut_patches(
+        frame, np.asarray(mask, dtype=bool) if use_mask else _NO_IMAGE, use_mask, labels,
+        np.asarray(relabel, dtype=np.int64) if use_relabel else _NO_RELABEL, use_relabel, r0, c0, size,
+        _saturation_level(saturation), saturation is not None, bits)
+    origin = np.stack([r0 - h, c0 - h], axis=1).astype(np.int64)
+    return Patches(data=data, mask=removed, origin=origin, flags=flags, background=background, own=own,
+                   counts=counts)
+
+
+def _saturation_level(saturation) -> float:
+    """The level that float32 patch values, taken to float64, are compared with as NumPy compares them with
+    ``saturation`` (a Python number in float32, a NumPy float64 in float64); 0 for None."""
+    if saturation is None:
+        return 0.0
+    if np.result_type(np.float32, saturation) == np.float32:
+        return float(np.float32(saturation))
+    return float(saturation)
+
+
+_NO_IMAGE = np.zeros((1, 1), dtype=bool)
+_NO_RELABEL = np.zeros(1, dtype=np.int64)
