@@ -3,7 +3,8 @@
 Frames: :func:`braggflow.simulate.thresholded.simulate_thresholded_frame`
 (36 round spots a frame on a grid 64 px apart, whole counts of gain 1, normal
 background noise of 2 counts, only the pixels at or above 6 counts stored),
-for several spot widths, flux ranges and profiles. Each frame goes through
+for several spot widths, flux ranges and profiles (round Gaussian, Moffat,
+elongated Gaussian). Each frame goes through
 the default pipeline (``braggflow.pipeline.analyse_frame``) twice, as a user
 runs it: ``integrate.method: sum`` (the default) and ``profile`` (on these
 frames the censored fit of :mod:`braggflow.integrate.censored`). Found peaks
@@ -32,7 +33,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-SETS = [  # (profile, width px, flux range photons)
+SETS = [  # (profile, width px, flux range photons, aspect)
     ("gauss", 1.2, (150, 600)),
     ("gauss", 1.2, (600, 1500)),
     ("gauss", 1.2, (1500, 5000)),
@@ -42,10 +43,12 @@ SETS = [  # (profile, width px, flux range photons)
     ("gauss", 2.2, (150, 600)),
     ("moffat", 1.2, (150, 600)),
     ("moffat", 1.2, (1500, 5000)),
+    ("gauss", 1.0, (150, 600), 2.5),
+    ("gauss", 1.0, (600, 5000), 2.5),
 ]
 
 
-def run_set(profile: str, width: float, flux: tuple[float, float], frames: int) -> dict:
+def run_set(profile: str, width: float, flux: tuple[float, float], frames: int, aspect: float = 1.0) -> dict:
     """Both methods on ``frames`` simulated frames of one set; the figures of the table row."""
     from braggflow.pipeline import analyse_frame
     from braggflow.pipeline.config import Config, apply_overrides
@@ -57,11 +60,11 @@ def run_set(profile: str, width: float, flux: tuple[float, float], frames: int) 
     z = {k: [] for k in configs}
     cpu = dict.fromkeys(configs, 0.0)
     fit_ratio, fit_z, kept = [], [], []
-    warm = simulate_thresholded_frame(999, side=2, flux=flux, width=width, profile=profile).frame
+    warm = simulate_thresholded_frame(999, side=2, flux=flux, width=width, profile=profile, aspect=aspect).frame
     for config in configs.values():
         analyse_frame(warm, config=config)
     for seed in range(frames):
-        sim = simulate_thresholded_frame(1000 + seed, flux=flux, width=width, profile=profile)
+        sim = simulate_thresholded_frame(1000 + seed, flux=flux, width=width, profile=profile, aspect=aspect)
         for name, config in configs.items():
             start = time.process_time()
             table = analyse_frame(sim.frame, config=config).table
@@ -94,9 +97,10 @@ def main() -> None:
     print("| spots | sigma px | flux photons | found | I/true: sum | profile | fitted | I/true of the fitted | "
           "std z: sum | fitted | CPU ms/frame: sum | profile |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for profile, width, flux in SETS:
-        r = run_set(profile, width, flux, args.frames)
-        print(f"| {profile} | {width} | {flux[0]:,}-{flux[1]:,} | {r['found']:.2f} | {r['ratio']['sum']:.3f} | "
+    for profile, width, flux, *aspect in SETS:
+        r = run_set(profile, width, flux, args.frames, *aspect)
+        kind = f"{profile} {aspect[0]} x 1, any angle" if aspect else profile
+        print(f"| {kind} | {width} | {flux[0]:,}-{flux[1]:,} | {r['found']:.2f} | {r['ratio']['sum']:.3f} | "
               f"{r['ratio']['profile']:.3f} | {r['kept']:.2f} | {r['fit_ratio']:.3f} | {r['std_z_sum']:.2f} | "
               f"{r['std_z_fit']:.2f} | {r['ms']['sum']:.0f} | {r['ms']['profile']:.0f} |", flush=True)
 

@@ -2,10 +2,11 @@
 
 :func:`fit_windows` runs the damped scoring iteration of every window and
 returns the parameters, the expected information at the end and whether the
-fit still moved. A window's model is ``K`` round Gaussians of one width over
-a held background; its parameters are, for each component, log intensity,
-row and col of the centre (from the window's centre pixel), then the log
-width: ``3 K + 1`` in all (``K`` is 1 for a peak, 2 for a pair).
+fit still moved. A window's model is ``K`` elliptical Gaussians of one shape
+over a held background; its parameters are, for each component, log
+intensity, row and col of the centre (from the window's centre pixel), then
+the shape (log sigma_row, log sigma_col, atanh of the correlation):
+``3 K + 3`` in all (``K`` is 1 for a peak).
 Compiled on first use and cached on disk (``cache=True``).
 """
 
@@ -40,18 +41,45 @@ def _log_ndtr_and_mills(z):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _axis(offsets, centre, width, f, df, dw):  # pragma: no cover - compiled
-    """One axis of the pixel-integrated Gaussian: values, derivatives by the centre and by log width."""
-    inv = 1.0 / width
-    c = 1.0 / math.sqrt(2.0 * math.pi)
-    for k in range(offsets.size):
-        lo = (offsets[k] - 0.5 - centre) * inv
-        hi = (offsets[k] + 0.5 - centre) * inv
-        plo = math.exp(-0.5 * lo * lo) * c
-        phi = math.exp(-0.5 * hi * hi) * c
-        f[k] = _ndtr(hi) - _ndtr(lo)
-        df[k] = -(phi - plo) * inv
-        dw[k] = -(phi * hi - plo * lo)
+def _shape(p, npar, box):  # pragma: no cover - compiled
+    """Covariance (with the pixel's box variance), its inverse and the derivatives of the covariance by the shape.
+
+    The shape parameters are the last three of ``p``: log sigma_row, log
+    sigma_col, atanh of the correlation.  Returns the inverse ``(a, b, c)``
+    (``[[a, b], [b, c]]``), ``log det`` and ``dsig`` (3, 3): each parameter's
+    derivative of ``(S_rr, S_rc, S_cc)``.
+    """
+    s_r, s_c = math.exp(p[npar - 3]), math.exp(p[npar - 2])
+    rho = math.tanh(p[npar - 1])
+    cov_rr, cov_cc, cov_rc = s_r * s_r + box, s_c * s_c + box, rho * s_r * s_c
+    det = cov_rr * cov_cc - cov_rc * cov_rc
+    dsig = np.empty((3, 3))
+    dsig[0, 0], dsig[0, 1], dsig[0, 2] = 2.0 * s_r * s_r, cov_rc, 0.0
+    dsig[1, 0], dsig[1, 1], dsig[1, 2] = 0.0, cov_rc, 2.0 * s_c * s_c
+    dsig[2, 0], dsig[2, 1], dsig[2, 2] = 0.0, (1.0 - rho * rho) * s_r * s_c, 0.0
+    return cov_cc / det, -cov_rc / det, cov_rr / det, math.log(det), dsig
+
+
+@njit(cache=True, nogil=True)
+def _signal_at(p, n_comp, row, col, inv_a, inv_b, inv_c, norm, dsig, d):  # pragma: no cover - compiled
+    """The components' signal at pixel (``row``, ``col``) of the window; its derivatives by ``p`` into ``d``."""
+    npar = p.size
+    signal = 0.0
+    for t in range(3):
+        d[npar - 3 + t] = 0.0
+    for k in range(n_comp):
+        x, y = row - p[3 * k + 1], col - p[3 * k + 2]
+        u_r, u_c = inv_a * x + inv_b * y, inv_b * x + inv_c * y  # inverse covariance times (x, y)
+        part = math.exp(p[3 * k] - 0.5 * (x * u_r + y * u_c)) * norm
+        signal += part
+        d[3 * k] = part
+        d[3 * k + 1] = part * u_r
+        d[3 * k + 2] = part * u_c
+        for t in range(3):  # d g / d shape = g (u^T dS u - tr(S^-1 dS)) / 2
+            quad = u_r * u_r * dsig[t, 0] + 2.0 * u_r * u_c * dsig[t, 1] + u_c * u_c * dsig[t, 2]
+            trace = inv_a * dsig[t, 0] + 2.0 * inv_b * dsig[t, 1] + inv_c * dsig[t, 2]
+            d[npar - 3 + t] += 0.5 * part * (quad - trace)
+    return signal
 
 
 @njit(cache=True, nogil=True)
@@ -59,51 +87,41 @@ def window_terms(p, offsets, values, used, background, threshold, variance, gain
                  work):  # pragma: no cover - compiled
     """One window's negative censored log-likelihood; its gradient into ``grad``, the metric into ``info``.
 
-    ``p`` (3 K + 1,): the components' log I, row, col, then log width.
-    ``values`` (m, m) as stored (0: below ``threshold``), ``used`` (m, m)
-    the pixels the fit uses. ``info`` (3 K + 1, 3 K + 1) gets ``J^T W J``
-    with ``W`` each pixel's expected information about its mean (a censored
-    normal of fixed width) when ``want_info``. ``work`` (6 K, m) scratch.
+    ``p`` (3 K + 3,): each component's log I, row, col (from the window's
+    centre pixel), then the shared shape: log sigma_row, log sigma_col and
+    atanh of the correlation of an elliptical Gaussian, sampled at the pixel
+    centres with the pixel's box variance (1/12 px^2) added to its
+    covariance.  ``values`` (m, m) as stored (0: below ``threshold``),
+    ``used`` (m, m) the pixels the fit uses. ``info`` (3 K + 3, 3 K + 3)
+    gets ``J^T W J`` with ``W`` each pixel's expected information about its
+    mean (a censored normal of fixed width) when ``want_info``. ``work``
+    (3 K + 3,) scratch.
     """
     npar = p.size
-    n_comp = (npar - 1) // 3
+    n_comp = (npar - 3) // 3
     m = offsets.size
-    width = math.exp(p[npar - 1])
-    scale = np.empty(n_comp)
-    for k in range(n_comp):
-        scale[k] = math.exp(p[3 * k])
-        _axis(offsets, p[3 * k + 1], width, work[6 * k], work[6 * k + 1], work[6 * k + 2])
-        _axis(offsets, p[3 * k + 2], width, work[6 * k + 3], work[6 * k + 4], work[6 * k + 5])
+    inv_a, inv_b, inv_c, log_det, dsig = _shape(p, npar, 1.0 / 12.0)
+    norm = math.exp(-0.5 * log_det) / (2.0 * math.pi)
     grad[:] = 0.0
     info[:, :] = 0.0
     nll = 0.0
     cut = threshold - 0.5
-    d = np.empty(npar)
+    d = work
     for i in range(m):
         for j in range(m):
             if not used[i, j]:
                 continue
-            signal = 0.0
-            d[npar - 1] = 0.0
-            for k in range(n_comp):
-                f_r, df_r, dw_r = work[6 * k, i], work[6 * k + 1, i], work[6 * k + 2, i]
-                f_c, df_c, dw_c = work[6 * k + 3, j], work[6 * k + 4, j], work[6 * k + 5, j]
-                part = scale[k] * f_r * f_c
-                signal += part
-                d[3 * k] = part
-                d[3 * k + 1] = scale[k] * df_r * f_c
-                d[3 * k + 2] = scale[k] * f_r * df_c
-                d[npar - 1] += scale[k] * (dw_r * f_c + f_r * dw_c)
+            signal = _signal_at(p, n_comp, offsets[i], offsets[j], inv_a, inv_b, inv_c, norm, dsig, d)
             mu = background + signal
             var = variance + gain * signal
             s = math.sqrt(var)
-            y = values[i, j]
+            stored_value = values[i, j]
             z = (cut - mu) / s
-            stored = y > 0.0
+            stored = stored_value > 0.0
             if want_info or not stored:
                 log_cdf, mills = _log_ndtr_and_mills(z)
             if stored:
-                r = y - mu
+                r = stored_value - mu
                 nll += 0.5 * r * r / var + 0.5 * math.log(var)
                 dll = r / var + 0.5 * gain * (r * r / (var * var) - 1.0 / var)
             else:
@@ -155,24 +173,29 @@ def _solve(a, b, x):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _bounded(p, start, bounds):  # pragma: no cover - compiled
-    """``p`` held in the box: each log I in [0, start + growth], each centre within ``move`` of its start."""
-    log_growth, move, log_width_low, log_width_high = bounds[0], bounds[1], bounds[2], bounds[3]
+    """``p`` held in the box of ``bounds`` (see :func:`fit_windows`)."""
+    log_growth, move, log_width_low, log_width_high, max_atanh = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4]
     npar = p.size
-    for k in range((npar - 1) // 3):
+    for k in range((npar - 3) // 3):
         p[3 * k] = min(max(p[3 * k], 0.0), start[3 * k] + log_growth)
         for a in (3 * k + 1, 3 * k + 2):
             p[a] = min(max(p[a], start[a] - move), start[a] + move)
-    p[npar - 1] = min(max(p[npar - 1], log_width_low), log_width_high)
+    for a in (npar - 3, npar - 2):
+        p[a] = min(max(p[a], log_width_low), log_width_high)
+    p[npar - 1] = min(max(p[npar - 1], -max_atanh), max_atanh)
 
 
 @njit(cache=True, nogil=True)
 def at_bound(p, start, bounds):  # pragma: no cover - compiled
     """True when a parameter of ``p`` sits on its bound (see :func:`fit_windows`)."""
-    log_growth, move, log_width_low, log_width_high = bounds[0], bounds[1], bounds[2], bounds[3]
+    log_growth, move, log_width_low, log_width_high, max_atanh = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4]
     npar = p.size
-    if p[npar - 1] <= log_width_low or p[npar - 1] >= log_width_high:
+    for a in (npar - 3, npar - 2):
+        if p[a] <= log_width_low or p[a] >= log_width_high:
+            return True
+    if abs(p[npar - 1]) >= max_atanh:
         return True
-    for k in range((npar - 1) // 3):
+    for k in range((npar - 3) // 3):
         if p[3 * k] <= 0.0 or p[3 * k] >= start[3 * k] + log_growth:
             return True
         if abs(p[3 * k + 1] - start[3 * k + 1]) >= move or abs(p[3 * k + 2] - start[3 * k + 2]) >= move:
@@ -232,36 +255,38 @@ def fit_windows(values, used, background, start, offsets, threshold, variance, g
         Windows as stored and the pixels each fit uses.
     background : (N,) ndarray of float64
         Held background of each window, counts/px.
-    start : (N, 3 K + 1) ndarray of float64
+    start : (N, 3 K + 3) ndarray of float64
         Starting parameters: each component's log I, centre row and col (from
-        the window's centre pixel), then log width.
+        the window's centre pixel), then log sigma_row, log sigma_col and
+        atanh of the correlation.
     offsets : (m,) ndarray of float64
         Pixel offsets of a window side.
     threshold, variance, gain : float
         Storage threshold (counts), background noise variance (counts^2), counts per photon.
     max_iterations : int
-    bounds : (4,) ndarray of float64
-        log_growth, move, log_width_low, log_width_high: each log I at most
-        ``start + log_growth`` (and at least 0), each centre within ``move``
-        px of its start, log width within the last two.
+    bounds : (5,) ndarray of float64
+        log_growth, move, log_width_low, log_width_high, max_atanh: each log I
+        at most ``start + log_growth`` (and at least 0), each centre within
+        ``move`` px of its start, each log sigma within the next two, the
+        correlation's atanh within +-``max_atanh``.
 
     Returns
     -------
-    p : (N, 3 K + 1) ndarray of float64
-    information : (N, 3 K + 1, 3 K + 1) ndarray of float64
+    p : (N, 3 K + 3) ndarray of float64
+    information : (N, 3 K + 3, 3 K + 3) ndarray of float64
         Expected (Fisher) information at ``p``, the metric of the steps.
     moving : (N,) ndarray of bool
         The fit had not stopped after ``max_iterations`` steps.
     nll : (N,) ndarray of float64
         Negative log-likelihood at ``p``.
     """
-    n, npar, m = values.shape[0], start.shape[1], offsets.size
+    n, npar = values.shape[0], start.shape[1]
     p_out = np.empty((n, npar))
     information = np.empty((n, npar, npar))
     moving = np.zeros(n, dtype=np.bool_)
     nll_out = np.empty(n)
     grad = np.empty(npar)
-    work = np.empty((6 * ((npar - 1) // 3), m))
+    work = np.empty(npar)
     p = np.empty(npar)
     for k in range(n):
         p[:] = start[k]

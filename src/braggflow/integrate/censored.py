@@ -14,25 +14,28 @@ probability of what was stored:
   ``Phi((t - 1/2 - mu) / s)`` (counts are whole numbers: the largest value
   not stored is ``t - 1``);
 
-with ``mu = b + I g(row, col, w)`` the background ``b`` (the finder's level,
-held) plus a round Gaussian of integral ``I`` integrated over each pixel, and
-``s^2 = sigma^2 + gain I g`` the noise of the frame's background pixels (the
-finder's fit to the isolated stored pixels,
+with ``mu = b + I g`` the background ``b`` (the finder's level, held) plus
+an elliptical Gaussian ``g`` of integral 1 (centre, two sigmas and their
+correlation: spots of deformed grains are elongated in any direction),
+sampled at the pixel centres with the pixel's box variance (1/12 px^2) added
+to its covariance, and ``s^2 = sigma^2 + gain I g`` the noise of the frame's
+background pixels (the finder's fit to the isolated stored pixels,
 :class:`braggflow.find.noise.ThresholdNoise`) plus the photon noise of the
-spot.  ``I``, the centre and the width ``w`` are fitted by damped Newton
-scoring steps, compiled, one window at a time
-(:mod:`braggflow.integrate._censored_kernels`: the analytic gradient, the
-expected information of each pixel as the curvature, Levenberg-Marquardt
-damping); the error of ``I`` is from the expected (Fisher) information at
-the optimum, that of the censored normal (Tobin 1958; Amemiya 1973).
+spot.  The six parameters are fitted by damped scoring steps, compiled, one
+window at a time (:mod:`braggflow.integrate._censored_kernels`: the analytic
+gradient, the expected information of each pixel as the curvature,
+Levenberg-Marquardt damping); the error of ``I`` is from the expected
+(Fisher) information of the censored normal at the optimum (Tobin 1958;
+Amemiya 1973).
 
-On simulated thresholded frames (round Gaussian spots of sigma 1.2 px,
-150-5,000 photons, normal noise of 2 counts stored from 6) the fitted
-intensities are 1.003 / 0.990 / 0.997 of the truth (medians; 150-600 /
-600-1,500 / 1,500-5,000 photons) where summation gives 0.889 / 0.957 /
-0.982, and ``(I - I_true) / intensity_err`` has a standard deviation of
-1.17 / 1.01 / 0.97 (summation: 1.75 / 1.19 / 1.04); ``docs/benchmarks.md``.
-A Gaussian core does not describe wings: Moffat spots keep ~0.86-0.93.
+On simulated thresholded frames (noise of 2 counts, stored from 6; gain 1)
+the fitted intensities of round Gaussian spots of sigma 1.2 px are 0.988 /
+0.999 / 0.998 of the truth (medians; 150-600 / 600-1,500 / 1,500-5,000
+photons) where summation gives 0.880 / 0.961 / 0.986, and those of spots
+elongated 2.5 : 1 0.981 / 0.997 where summation gives 0.758 / 0.957; the
+standard deviation of ``(I - I_true) / intensity_err`` is 0.98-1.15 (the
+sums': 1.05-2.76).  A Gaussian does not describe Moffat wings (0.80-0.91).
+``bench/thresholded.py``, ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ __all__ = ["censored_gaussian_fits", "censored_intensities", "CENSORED_HALF"]
 
 #: half-size of the fitted window, px (15 x 15 px, as the profile fit's)
 CENSORED_HALF = 7
-_LOG_WIDTH = (float(np.log(0.3)), float(np.log(5.0)))  # the width's bounds, px
+_LOG_WIDTH = (float(np.log(0.3)), float(np.log(5.0)))  # each sigma's bounds, px
 _MOVE = 2.0  # the centre stays within this distance of its start, px (either axis)
 _LOG_GROWTH = float(np.log(1e3))  # the intensity stays below 1,000 x its start (and above 1 count)
-_BOUNDS = np.array([_LOG_GROWTH, _MOVE, *_LOG_WIDTH])
+_MAX_ATANH = 3.0  # |correlation| <= tanh(3) = 0.995 (a streak beyond that is not a Gaussian spot)
+_BOUNDS = np.array([_LOG_GROWTH, _MOVE, *_LOG_WIDTH, _MAX_ATANH])
 
 
 def _windows(frame, centre_r, centre_c, half, *, labels, mask):
@@ -93,7 +97,7 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
                            labels: np.ndarray | None = None, mask: np.ndarray | None = None,
                            half: int = CENSORED_HALF,
                            max_iterations: int = 100) -> dict[str, np.ndarray]:
-    """Fit a round Gaussian to each peak of a thresholded frame by the censored likelihood.
+    """Fit an elliptical Gaussian to each peak of a thresholded frame by the censored likelihood.
 
     Parameters
     ----------
@@ -113,7 +117,7 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
     intensity : (N,) ndarray, optional
         Starting intensities, counts (default: the window's sum).
     width : float
-        Starting width (Gaussian sigma), px.
+        Starting sigma of both axes, px (round, no correlation).
     labels : (H, W) ndarray of int, optional
         The finder's label image: in each window, the pixels of another peak
         than the one at the starting pixel are left out.
@@ -128,11 +132,12 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
     -------
     fits : dict of str to (N,) ndarray
         ``intensity`` (counts) and ``intensity_err`` (its standard error from
-        the expected information), ``row``, ``col`` (px), ``width`` (px),
+        the expected information), ``row``, ``col`` (px), ``sigma_row``,
+        ``sigma_col`` (px) and ``correlation`` of the Gaussian,
         ``converged`` (bool: finite, the step small at the end, no parameter
         at a bound, the information positive definite), ``described`` (bool: the peak's own
         region, with ``labels``, ends inside the window: a streak or a large
-        spot that reaches its edge is not a round Gaussian of this window),
+        spot that reaches its edge is not a Gaussian of this window),
         ``nll`` (the negative log-likelihood at the fit).
         Windows cut by the frame's edge use the pixels inside it.
 
@@ -155,7 +160,8 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
         raise ValueError(f"censored fit: rows and cols must be (N,) arrays of one shape, got {rows.shape} "
                          f"and {cols.shape}")
     n = rows.size
-    empty = {k: np.full(n, np.nan) for k in ("intensity", "intensity_err", "row", "col", "width")}
+    empty = {k: np.full(n, np.nan) for k in ("intensity", "intensity_err", "row", "col", "sigma_row", "sigma_col",
+                                             "correlation")}
     empty["converged"] = np.zeros(n, dtype=bool)
     empty["described"] = np.zeros(n, dtype=bool)
     if n == 0:
@@ -167,13 +173,15 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
     values, used, described = _windows(frame, centre_r, centre_c, half, labels=labels, mask=mask)
     start_i = np.maximum(values.sum(axis=(1, 2)) - bg * used.sum(axis=(1, 2)), 1.0) if intensity is None else (
         np.maximum(np.nan_to_num(np.asarray(intensity, dtype=float), nan=1.0), 1.0))
-    start = np.column_stack([np.log(start_i), rows - centre_r, cols - centre_c, np.full(n, np.log(width))])
+    start = np.column_stack([np.log(start_i), rows - centre_r, cols - centre_c, np.full(n, np.log(width)),
+                             np.full(n, np.log(width)), np.zeros(n)])
     p, information, moving, nll = fit_windows(values, used, bg, start, np.arange(-half, half + 1, dtype=float),
                                               float(threshold), float(sigma) ** 2, float(gain), int(max_iterations),
                                               _BOUNDS)
     variance_log_i = _variance_of_log_intensity(information)
     intensity_fit = np.exp(p[:, 0])
-    # a fit held at a bound has not found its optimum (a one-pixel spot runs to the smallest width)
+    # a fit held at a bound has not found its optimum (a spot one pixel wide runs to the smallest sigma, a
+    # streak to the largest correlation)
     held = np.array([at_bound(p[k], start[k], _BOUNDS) for k in range(n)], dtype=bool)
     converged = np.isfinite(variance_log_i) & np.isfinite(nll) & ~moving & ~held
     return {
@@ -181,7 +189,9 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
         "intensity_err": intensity_fit * np.sqrt(variance_log_i),
         "row": centre_r + p[:, 1],
         "col": centre_c + p[:, 2],
-        "width": np.exp(p[:, 3]),
+        "sigma_row": np.exp(p[:, 3]),
+        "sigma_col": np.exp(p[:, 4]),
+        "correlation": np.tanh(p[:, 5]),
         "converged": converged,
         "described": described,
         "nll": nll,

@@ -45,7 +45,7 @@ def simulate_thresholded_frame(seed: int, *, side: int = 6, spacing: int = 64,
                                flux: tuple[float, float] = (150.0, 600.0), width: float = 1.2,
                                profile: str = "gauss", beta: float = 2.5,
                                threshold: float = 6.0, noise: float = 2.0,
-                               pairs: tuple[float, float] | None = None) -> ThresholdedFrame:
+                               pairs: tuple[float, float] | None = None, aspect: float = 1.0) -> ThresholdedFrame:
     """A grid of round spots on dark-subtracted normal noise, stored only at or above ``threshold``.
 
     Parameters
@@ -71,6 +71,9 @@ def simulate_thresholded_frame(seed: int, *, side: int = 6, spacing: int = 64,
     noise : float
         Standard deviation of the background's counts before thresholding
         (rounded normal noise around 0: a dark-subtracted detector).
+    aspect : float
+        Gaussian spots only: the long axis' sigma is ``aspect x width``, in a
+        random direction for each spot (1: round).
     pairs : (float, float), optional
         Give every spot a partner this many px away (uniform in the range, in
         a random direction; its own flux from ``flux``): close pairs to split.
@@ -82,13 +85,14 @@ def simulate_thresholded_frame(seed: int, *, side: int = 6, spacing: int = 64,
     Raises
     ------
     BraggflowError
-        For a ``profile`` other than the two, or non-positive ``width``, ``noise`` or ``threshold``.
+        For a ``profile`` other than the two, non-positive ``width``, ``noise`` or
+        ``threshold``, or ``aspect`` below 1.
     """
     if profile not in ("gauss", "moffat"):
         raise BraggflowError(f"simulate_thresholded_frame: profile must be 'gauss' or 'moffat', got {profile!r}")
-    if not (width > 0 and noise > 0 and threshold > 0):
+    if not (width > 0 and noise > 0 and threshold > 0 and aspect >= 1):
         raise BraggflowError(f"simulate_thresholded_frame: width, noise and threshold must be positive, got "
-                             f"{width}, {noise}, {threshold}")
+                             f"{width}, {noise}, {threshold} (and aspect >= 1, got {aspect})")
     from braggflow.profiles.render import moffat_profile
 
     rng = np.random.default_rng(seed)
@@ -109,8 +113,8 @@ def simulate_thresholded_frame(seed: int, *, side: int = 6, spacing: int = 64,
                 rows = np.arange(max(int(r) - reach, 0), min(int(r) + reach + 1, size))
                 cols = np.arange(max(int(c) - reach, 0), min(int(c) + reach + 1, size))
                 if profile == "gauss":
-                    shape = np.exp(-((rows[:, None] - r) ** 2 + (cols[None, :] - c) ** 2) / (2 * width**2)) / (
-                        2 * np.pi * width**2)
+                    angle = rng.uniform(0.0, np.pi) if aspect != 1 else 0.0
+                    shape = _gaussian(rows - r, cols - c, width, aspect, angle)
                 else:
                     shape = moffat_profile(rows, cols, row=r, col=c, sigma_row=width, sigma_col=width, beta=beta)
                 expected[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] += f * shape
@@ -118,3 +122,11 @@ def simulate_thresholded_frame(seed: int, *, side: int = 6, spacing: int = 64,
     counts = np.round(rng.normal(0.0, noise, expected.shape)) + rng.poisson(expected)
     frame = np.where(counts >= threshold, counts, 0).astype(np.float32)
     return ThresholdedFrame(frame, np.array(truth), float(threshold), float(noise))
+
+
+def _gaussian(dr: np.ndarray, dc: np.ndarray, width: float, aspect: float, angle: float) -> np.ndarray:
+    """A unit-integral elliptical Gaussian at the pixel centres ``dr`` (H,) x ``dc`` (W,) from its centre, px."""
+    u = dr[:, None] * np.cos(angle) + dc[None, :] * np.sin(angle)
+    v = -dr[:, None] * np.sin(angle) + dc[None, :] * np.cos(angle)
+    long = aspect * width
+    return np.exp(-0.5 * (u**2 / long**2 + v**2 / width**2)) / (2 * np.pi * long * width)
