@@ -18,6 +18,7 @@ from braggflow.find._kernels import (
     event_ring_keys,
     list_local_maxima,
     list_neighbours,
+    listed_tile_tests,
     sampled_zeros,
     sparse_component_labels,
     window_excess,
@@ -359,3 +360,28 @@ def test_counted_medians_are_the_partitions_medians_on_whole_counts():
     odd = np.array([[1.0, 2.5, 3.0], [1.0, np.nan, 2.0], [0.0, -0.0, 1.0], [2.0**22, 1.0, 2.0], [1.0, 2.0, 2.0]],
                    dtype=np.float32)
     assert counted_medians(odd)[2].tolist() == [False, False, False, False, True]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+@pytest.mark.parametrize("ascending", [True, False])
+def test_listed_tile_tests_equal_numpy(dtype, ascending):
+    """Values and both tile comparisons of listed pixels (tiles of 7 px over a 40 x 53 frame, the last tile
+    row and column partial; values equal to a threshold; a NaN) against NumPy's gather and comparisons."""
+    rng = np.random.default_rng(5)
+    h, w, tile = 40, 53, 7
+    frame = rng.integers(0, 30, (h, w)).astype(dtype)
+    first = rng.integers(5, 25, (-(-h // tile), -(-w // tile))).astype(np.float64)
+    second = first + rng.choice([-0.5, 0.0, 2.0], first.shape)
+    if frame.dtype.kind == "f":
+        frame[3, 4] = np.nan
+    flat = random_pixels(rng, h, w, 0.4)
+    flat = np.append(flat, 3 * w + 4)  # the NaN pixel, out of order
+    if not ascending:
+        flat = rng.permutation(flat)
+    values, above_first, above_second = listed_tile_tests(frame, flat, tile, first, second)
+    rows, cols = np.divmod(flat, w)
+    expected = frame.ravel()[flat]
+    np.testing.assert_array_equal(values, expected.astype(np.float64))
+    np.testing.assert_array_equal(above_first, expected > first[rows // tile, cols // tile])
+    np.testing.assert_array_equal(above_second, expected > second[rows // tile, cols // tile])
+    assert above_first.any() and not above_first.all()

@@ -37,7 +37,9 @@ again):
   (a fixed network of compare-exchanges);
 * :func:`pixels_above_tiles`: the pixels above a per-tile threshold, one
   read of the frame (a row segment of one tile is first tested as a whole,
-  a branch-free pass, and its pixels are listed only when one of them passes).
+  a branch-free pass, and its pixels are listed only when one of them passes);
+* :func:`listed_tile_tests`: the listed pixels' values and their tests against
+  two tile maps (the threshold and the aperture test's seed level), one pass.
 
 The functions are compiled on first use and cached on disk (``cache=True``).
 """
@@ -659,6 +661,67 @@ def pixels_above_tiles(frame, thresholds, tile, bad):
                     out[n] = r * w + c
                     n += 1
     return out[:n].copy()
+
+
+@_jit
+def listed_tile_tests(frame, flat_index, tile, first, second):
+    """The values of listed pixels and whether each is above its tile's value in two tile maps, in one pass.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Corrected frame, counts.
+    flat_index : (M,) ndarray of int64
+        Flat indices ``row x W + col`` of the pixels, ascending.
+    tile : int
+        Tile side, px.
+    first, second : (TY, TX) ndarray of float64
+        Tile maps, counts.
+
+    Returns
+    -------
+    values : (M,) ndarray of float64
+        ``frame.ravel()[flat_index]``.
+    above_first, above_second : (M,) ndarray of bool
+        ``values > first[row // tile, col // tile]`` and the same for ``second``
+        (compared in float64; NaN is above nothing).
+
+    Notes
+    -----
+    The list is ascending, so a pixel's tile is followed from the last one
+    (a new row: the tile row and first tile column again; along a row: the
+    next tile columns) instead of two integer divisions per pixel.
+    """
+    h, w = frame.shape
+    m = flat_index.size
+    values = np.empty(m)
+    above_first = np.empty(m, dtype=np.bool_)
+    above_second = np.empty(m, dtype=np.bool_)
+    row_start = -1
+    r = 0
+    ty = 0
+    tx = 0
+    tile_end = 0
+    for k in range(m):
+        f = flat_index[k]
+        if row_start < 0 or f < row_start or f >= row_start + w:
+            r = f // w
+            row_start = r * w
+            ty = r // tile
+            tx = 0
+            tile_end = tile
+        c = f - row_start
+        if c < tile_end - tile:  # a step back along the row (the list not ascending): the tile column again
+            tx = c // tile
+            tile_end = (tx + 1) * tile
+        while c >= tile_end:
+            tx += 1
+            tile_end += tile
+        v = frame[r, c]
+        values[k] = v
+        above_first[k] = v > first[ty, tx]
+        above_second[k] = v > second[ty, tx]
+    return values, above_first, above_second
 
 
 @_jit

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from braggflow.errors import BraggflowError
+from braggflow.find._kernels import listed_tile_tests
 from braggflow.find.aperture import aperture_peaks, seed_levels
 from braggflow.find.background import Background, estimate_background, is_sparse
 from braggflow.find.components import local_maxima, pixels_above_threshold, sparse_components
@@ -146,10 +147,11 @@ def find_peaks(
         # the local maxima of both lists in one pass over the pixels of either
         seed_tiles = seed_levels(bg)
         low_index = pixels_above_threshold(frame, bg, np.minimum(threshold_tiles, seed_tiles), mask)
-        rows, cols = np.divmod(low_index, frame.shape[1])
-        low_values = frame.ravel()[low_index]
-        low_max = local_maxima(low_values.astype(np.float64), low_index, frame)
-        above = low_values > threshold_tiles[rows // bg.tile, cols // bg.tile]
+        # each pixel's value and its tests against both tile maps in one pass over the list
+        low_values, above, above_seed = listed_tile_tests(
+            np.ascontiguousarray(frame), np.ascontiguousarray(low_index, dtype=np.int64), int(bg.tile),
+            np.ascontiguousarray(threshold_tiles, dtype=np.float64), np.ascontiguousarray(seed_tiles, dtype=np.float64))
+        low_max = local_maxima(low_values, low_index, frame)
         flat_index, is_max = low_index[above], low_max[above]
     else:
         flat_index = pixels_above_threshold(frame, bg, threshold_tiles, mask)
@@ -158,7 +160,6 @@ def find_peaks(
                                 is_max=is_max)
     weak = None
     if aperture and low_index.size:
-        above_seed = low_values > seed_tiles[rows // bg.tile, cols // bg.tile]
         seeds = low_index[above_seed & low_max]
         weak = aperture_peaks(frame, mask, seeds, strong.occupied, bg, sigma=config.aperture_sigma, gain=gain)
     found = _assemble(frame, strong, weak, bg=bg, config=config)
