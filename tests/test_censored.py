@@ -154,3 +154,13 @@ def test_the_censored_tail_terms_match_scipy_far_below_the_threshold():
         log_cdf, mills = _log_ndtr_and_mills(z)
         assert log_cdf == pytest.approx(log_ndtr(z), rel=1e-9, abs=1e-12)
         assert mills == pytest.approx(np.exp(-0.5 * z * z - 0.5 * np.log(2 * np.pi) - log_ndtr(z)), rel=1e-8)
+
+
+def test_a_centre_outside_its_region_keeps_its_sum():
+    frame, truth = thresholded_spots(14, side=2)
+    found = find_peaks(frame)
+    table = integrate(frame, locate(frame, found.table, labels=found.labels, regions=found.regions),
+                      labels=found.labels, regions=found.regions)
+    table.loc[0, "row"] += 6.0  # a centroid that fell outside its region (as a ring's does)
+    out = censored_intensities(frame, table, threshold=THRESHOLD, sigma=NOISE, labels=found.labels)
+    assert out["flags"].iloc[0] & Flag.SUMMED and out["intensity"].iloc[0] == table["intensity"].iloc[0]

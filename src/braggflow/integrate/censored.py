@@ -76,7 +76,8 @@ def _windows(frame, centre_r, centre_c, half, *, labels, mask):
         used &= (other == 0) | (other == own)
         ring = np.ones((2 * half + 1, 2 * half + 1), dtype=bool)
         ring[1:-1, 1:-1] = False
-        described &= ~((other == own) & (own > 0) & ring).any(axis=(1, 2))
+        # a centre outside its region (a ring or arc's centroid) cannot tell which pixels are its own
+        described &= (own[:, 0, 0] > 0) & ~((other == own) & ring).any(axis=(1, 2))
     return values, used, described
 
 
@@ -135,9 +136,10 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
         the expected information), ``row``, ``col`` (px), ``sigma_row``,
         ``sigma_col`` (px) and ``correlation`` of the Gaussian,
         ``converged`` (bool: finite, the step small at the end, no parameter
-        at a bound, the information positive definite), ``described`` (bool: the peak's own
-        region, with ``labels``, ends inside the window: a streak or a large
-        spot that reaches its edge is not a Gaussian of this window),
+        at a bound, the information positive definite), ``described``
+        (bool, with ``labels``: the starting pixel belongs to a region, and
+        that region ends inside the window: a streak or a large spot that
+        reaches its edge is not a Gaussian of this window),
         ``nll`` (the negative log-likelihood at the fit).
         Windows cut by the frame's edge use the pixels inside it.
 
