@@ -5,7 +5,7 @@ import pytest
 
 from braggflow.find import find_peaks
 from braggflow.integrate import integrate
-from braggflow.integrate.censored import censored_gaussian_fits, censored_intensities
+from braggflow.integrate.censored import censored_gaussian_fits
 from braggflow.locate import locate
 from braggflow.pipeline import analyse_frame
 from braggflow.pipeline.config import Config, apply_overrides
@@ -99,11 +99,11 @@ def test_binned_thresholded_frames_keep_their_sums_flagged():
 def test_a_peak_without_a_position_keeps_its_sum():
     frame, _ = thresholded_spots(13, side=2)
     found = find_peaks(frame)
-    table = integrate(frame, locate(frame, found.table, labels=found.labels, regions=found.regions),
-                      labels=found.labels, regions=found.regions)
+    table = locate(frame, found.table, labels=found.labels, regions=found.regions)
     table.loc[0, "row"] = np.nan
-    out = censored_intensities(frame, table, threshold=THRESHOLD, sigma=NOISE, labels=found.labels)
-    assert out["intensity"].iloc[0] == table["intensity"].iloc[0] and out["flags"].iloc[0] & Flag.SUMMED
+    out = integrate(frame, table, labels=found.labels, regions=found.regions, method="profile",
+                    threshold_noise=found.threshold_noise)
+    assert np.isnan(out["intensity"].iloc[0])  # no position, no window: as summation leaves it
     assert not (out["flags"].to_numpy()[1:] & Flag.SUMMED).any()
 
 
@@ -159,8 +159,12 @@ def test_the_censored_tail_terms_match_scipy_far_below_the_threshold():
 def test_a_centre_outside_its_region_keeps_its_sum():
     frame, truth = thresholded_spots(14, side=2)
     found = find_peaks(frame)
-    table = integrate(frame, locate(frame, found.table, labels=found.labels, regions=found.regions),
-                      labels=found.labels, regions=found.regions)
+    table = locate(frame, found.table, labels=found.labels, regions=found.regions)
+    summed = integrate(frame, table, labels=found.labels, regions=found.regions)
     table.loc[0, "row"] += 6.0  # a centroid that fell outside its region (as a ring's does)
-    out = censored_intensities(frame, table, threshold=THRESHOLD, sigma=NOISE, labels=found.labels)
-    assert out["flags"].iloc[0] & Flag.SUMMED and out["intensity"].iloc[0] == table["intensity"].iloc[0]
+    out = integrate(frame, table, labels=found.labels, regions=found.regions, method="profile",
+                    threshold_noise=found.threshold_noise)
+    moved = integrate(frame, table, labels=found.labels, regions=found.regions)
+    assert out["flags"].iloc[0] & Flag.SUMMED and out["intensity"].iloc[0] == moved["intensity"].iloc[0]
+    assert not (out["flags"].to_numpy()[1:] & Flag.SUMMED).any()
+    assert (out["intensity"].to_numpy()[1:] > summed["intensity"].to_numpy()[1:]).mean() > 0.5

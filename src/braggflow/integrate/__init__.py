@@ -417,6 +417,7 @@ def integrate(
     background_width: float = 3.0,
     saturated: np.ndarray | None = None,
     method: str = "sum",
+    threshold_noise=None,
 ):
     """Integrate the peaks of one frame.
 
@@ -462,6 +463,13 @@ def integrate(
         peak (:mod:`braggflow.integrate.profile`; the table's ``sigma_row``,
         ``sigma_col`` and ``background`` start it); peaks the profile does not
         describe keep the sum and are flagged ``SUMMED``.
+    threshold_noise : braggflow.find.noise.ThresholdNoise, optional
+        The frame was thresholded upstream (``find_peaks(...).threshold_noise``:
+        its storage threshold and noise): with ``"profile"`` each peak gets an
+        elliptical Gaussian fitted by the censored likelihood instead
+        (:mod:`braggflow.integrate.censored`; a stored 0 means "below the
+        threshold", not a count), the sum kept and flagged ``SUMMED`` where
+        it does not describe the peak.
 
     Returns
     -------
@@ -534,7 +542,12 @@ def integrate(
     flags |= np.where(sat, np.uint32(Flag.SATURATED), np.uint32(0))
     flags |= np.where(overlap, np.uint32(Flag.OVERLAPPING), np.uint32(0))
     valid = ok & ((npix > 0) | joint)
-    if method == "profile":
+    if method == "profile" and threshold_noise is not None:
+        intensity, err, snr, summed = _censored(frame, rows, cols, valid & ~joint, intensity, err, res["b"],
+                                                threshold_noise, mask=mask, labels=labels, saturated=saturated,
+                                                gain=gain)
+        flags |= np.where(summed, np.uint32(Flag.SUMMED), np.uint32(0))
+    elif method == "profile":
         intensity, err, snr, summed = _profile(frame, table, rows, cols, ids, valid & ~joint, intensity, err, res,
                                                mask=mask, labels=labels, saturated=saturated, gain=gain)
         flags |= np.where(summed, np.uint32(Flag.SUMMED), np.uint32(0))
@@ -546,6 +559,26 @@ def integrate(
     table["npix"] = npix.astype(np.int64)
     table["flags"] = flags
     return table
+
+
+def _censored(frame, rows, cols, valid, intensity, err, level, noise, *, mask, labels, saturated, gain):
+    """Censored-likelihood intensities of the ``valid`` peaks of a thresholded frame
+    (:func:`~braggflow.integrate.censored.censored_gaussian_fits`), the sums kept where the fit does not describe
+    a peak; returns intensity, err, snr and the SUMMED mask."""
+    from braggflow.integrate.censored import censored_gaussian_fits
+
+    n = len(rows)
+    sel = np.flatnonzero(valid)
+    bad = mask if saturated is None else (saturated if mask is None else mask | saturated)
+    fits = censored_gaussian_fits(frame, rows[sel], cols[sel], threshold=noise.threshold, sigma=noise.sigma,
+                                  gain=gain, background=level[sel], intensity=intensity[sel], labels=labels, mask=bad)
+    fitted = np.zeros(n, dtype=bool)
+    fitted[sel] = fits["converged"] & fits["described"]
+    intensity, err = intensity.copy(), err.copy()
+    intensity[fitted] = fits["intensity"][fitted[sel]]
+    err[fitted] = fits["intensity_err"][fitted[sel]]
+    snr = np.divide(intensity, err, out=np.full(n, np.nan), where=err > 0)
+    return intensity, err, snr, valid & ~fitted
 
 
 def _profile(frame, table, rows, cols, ids, valid, intensity, err, res, *, mask, labels, saturated, gain):

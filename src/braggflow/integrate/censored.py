@@ -41,11 +41,10 @@ sums': 1.05-2.76).  A Gaussian does not describe Moffat wings (0.80-0.91).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from braggflow.integrate._censored_kernels import at_bound, fit_windows
 
-__all__ = ["censored_gaussian_fits", "censored_intensities", "CENSORED_HALF"]
+__all__ = ["censored_gaussian_fits", "CENSORED_HALF"]
 
 #: half-size of the fitted window, px (15 x 15 px, as the profile fit's)
 CENSORED_HALF = 7
@@ -198,63 +197,3 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
         "described": described,
         "nll": nll,
     }
-
-
-def censored_intensities(frame: np.ndarray, table: pd.DataFrame, *, threshold: float, sigma: float,
-                         gain: float = 1.0, labels: np.ndarray | None = None,
-                         mask: np.ndarray | None = None) -> pd.DataFrame:
-    """A peak table's intensities measured again by :func:`censored_gaussian_fits` (frames thresholded upstream).
-
-    Parameters
-    ----------
-    frame : (H, W) ndarray
-        The corrected frame, counts, 0 below the storage threshold.
-    table : pandas.DataFrame
-        Located and summed peaks (:mod:`braggflow.schema`): ``row``, ``col``,
-        ``intensity``, ``background``, ``flags``.
-    threshold, sigma : float
-        The frames' storage threshold and background noise, counts
-        (:class:`braggflow.find.noise.ThresholdNoise`).
-    gain : float
-        Counts per photon.
-    labels, mask : (H, W) ndarray, optional
-        The finder's label image and the bad pixels (as :func:`censored_gaussian_fits`).
-
-    Returns
-    -------
-    table : pandas.DataFrame
-        A copy with ``intensity``, ``intensity_err`` and ``snr`` from the fit;
-        a peak whose fit did not converge (or without a position) keeps its
-        sum and gets the flag ``SUMMED``, as does one whose region reaches
-        the window's edge.  Positions are the table's.
-
-    Raises
-    ------
-    ValueError
-        As :func:`censored_gaussian_fits`.
-    """
-    from braggflow.schema import Flag
-
-    out = table.copy()
-    if not len(out):
-        return out
-    rows, cols = out["row"].to_numpy(dtype=float), out["col"].to_numpy(dtype=float)
-    placed = np.flatnonzero(np.isfinite(rows) & np.isfinite(cols))
-    fitted = np.zeros(len(out), dtype=bool)
-    intensity = out["intensity"].to_numpy(dtype=float).copy()
-    err = out["intensity_err"].to_numpy(dtype=float).copy()
-    if placed.size:
-        background = out["background"].to_numpy(dtype=float)[placed] if "background" in out.columns else None
-        fits = censored_gaussian_fits(frame, rows[placed], cols[placed], threshold=threshold, sigma=sigma, gain=gain,
-                                      background=background, intensity=intensity[placed], labels=labels, mask=mask)
-        ok = fits["converged"] & fits["described"]
-        fitted[placed[ok]] = True
-        intensity[placed[ok]] = fits["intensity"][ok]
-        err[placed[ok]] = fits["intensity_err"][ok]
-    out["intensity"] = intensity
-    out["intensity_err"] = err
-    out["snr"] = np.divide(intensity, err, out=np.full(len(out), np.nan), where=err > 0)
-    flags = out["flags"].to_numpy().copy()
-    flags[~fitted] |= flags.dtype.type(Flag.SUMMED)
-    out["flags"] = flags
-    return out

@@ -25,7 +25,7 @@ import pandas as pd
 from braggflow.errors import BraggflowError, ConfigError
 from braggflow.pipeline.config import Config, with_input_geometry
 from braggflow.pipeline.statistics import MIN_HOT_PIXEL_FRAMES, SeriesStatistics
-from braggflow.schema import conform, empty_peak_table
+from braggflow.schema import Flag, conform, empty_peak_table
 
 __all__ = ["Context", "FrameResult", "SeriesStatistics", "prepare", "measure_series", "analyse_frame",
            "process_frame", "run", "parse_frame_range", "check_workers", "MIN_HOT_PIXEL_FRAMES", "frames_text",
@@ -371,15 +371,14 @@ def analyse_frame(
                        regions=found.regions, saturated=saturated, saturated_peaks=lc.saturated,
                        extended_peaks=lc.extended, patch_size=lc.patch_size, gain=c.gain, model=lc.model,
                        backend=lc.backend, device=lc.device, batch_size=lc.batch_size, deblend=deblend)
-        # the profile fit's Poisson likelihood takes the stored zeros of a thresholded frame for counts too: there
-        # the profile is a Gaussian fitted by the censored likelihood (braggflow.integrate.censored)
-        censored = ic.method == "profile" and found.threshold_noise is not None
+        # on a thresholded frame the profile is a Gaussian fitted by the censored likelihood (a stored 0 means
+        # "below the threshold"); a binned pixel sums censored ones, which that likelihood does not describe
+        binned_censored = ic.method == "profile" and found.threshold_noise is not None and c.binning != 1
         table = integrate(corrected, table, mask=mask, labels=found.labels, regions=found.regions, gain=c.gain,
                           radius=ic.radius, background_width=ic.background_width, saturated=saturated,
-                          method="sum" if censored else ic.method)
-        if censored:
-            table = _censored_profile(corrected, table, found, mask=mask if saturated is None else (
-                saturated if mask is None else mask | saturated), gain=c.gain, binning=c.binning)
+                          method="sum" if binned_censored else ic.method, threshold_noise=found.threshold_noise)
+        if binned_censored:
+            table["flags"] = table["flags"].to_numpy() | table["flags"].dtype.type(Flag.SUMMED)
         table = unbin_positions(table, c.binning)
         if context.geometry is not None:
             from braggflow.geometry import add_geometry_columns
@@ -409,25 +408,6 @@ def analyse_frame(
         **learned_row,
     }
     return FrameResult(conform(table), row)
-
-
-def _censored_profile(corrected: np.ndarray, table: pd.DataFrame, found, *, mask, gain: float,
-                      binning: int) -> pd.DataFrame:
-    """Profile intensities of a thresholded frame: the censored Gaussian fit, or the sums flagged SUMMED.
-
-    A binned pixel sums several censored ones, which the censored likelihood
-    of one stored pixel does not describe: binned frames keep their sums.
-    """
-    from braggflow.integrate.censored import censored_intensities
-    from braggflow.schema import Flag
-
-    if binning == 1:
-        noise = found.threshold_noise
-        return censored_intensities(corrected, table, threshold=noise.threshold, sigma=noise.sigma, gain=gain,
-                                    labels=found.labels, mask=mask)
-    table = table.copy()
-    table["flags"] = table["flags"].to_numpy() | table["flags"].dtype.type(Flag.SUMMED)
-    return table
 
 
 def resolve_device(config: Config) -> Config:
