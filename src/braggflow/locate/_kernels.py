@@ -82,6 +82,17 @@ _BITS_SIDE = 64
 
 
 @njit(cache=True, nogil=True)
+def _grown_row(component, i, side, one):  # pragma: no cover - compiled
+    """Row ``i`` of a row-word component grown by one pixel: its pixels and their 8-neighbours (unmasked)."""
+    g = component[i]
+    if i > 0:
+        g |= component[i - 1]
+    if i < side - 1:
+        g |= component[i + 1]
+    return g | (g << one) | (g >> one)
+
+
+@njit(cache=True, nogil=True)
 def _central_region_bits(values, unusable, background, threshold, side, above, component, region):  # pragma: no cover
     """:func:`_central_region` for patches of up to 64 px a side, one 64-bit word of pixel flags a row.
 
@@ -120,23 +131,13 @@ def _central_region_bits(values, unusable, background, threshold, side, above, c
     while changed:  # grown by one pixel inside ``above`` until it stops changing
         changed = False
         for i in range(side):
-            g = component[i]
-            if i > 0:
-                g |= component[i - 1]
-            if i < side - 1:
-                g |= component[i + 1]
-            g = (g | (g << one) | (g >> one)) & above[i]
+            g = _grown_row(component, i, side, one) & above[i]
             if g != component[i]:
                 component[i] = g
                 changed = True
     # grown by one pixel: the component's pixels and their 8-neighbours, usable pixels only
     for i in range(side):
-        g = component[i]
-        if i > 0:
-            g |= component[i - 1]
-        if i < side - 1:
-            g |= component[i + 1]
-        g = (g | (g << one) | (g >> one)) & full
+        g = _grown_row(component, i, side, one) & full
         row_unusable = unusable[i * side:(i + 1) * side]
         row_region = region[i * side:(i + 1) * side]
         for j in range(side):
