@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["at_bound", "fit_windows", "window_terms"]
+__all__ = ["fit_windows", "window_terms"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _SQRT_HALF = math.sqrt(0.5)
@@ -186,7 +186,7 @@ def _bounded(p, start, bounds):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def at_bound(p, start, bounds):  # pragma: no cover - compiled
+def _at_bound(p, start, bounds):  # pragma: no cover - compiled
     """True when a parameter of ``p`` sits on its bound (see :func:`fit_windows`)."""
     log_growth, move, log_width_low, log_width_high, max_atanh = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4]
     npar = p.size
@@ -234,7 +234,7 @@ def _iterate(p, start, offsets, values, used, background, threshold, variance, g
         if math.isfinite(f_trial) and f_trial <= f:
             p[:] = trial
             damping = max(damping / 5.0, 1e-7)
-            held = held + 1 if at_bound(p, start, bounds) else 0
+            held = held + 1 if _at_bound(p, start, bounds) else 0
             if f - f_trial < 1e-6 or held >= 3:
                 return False  # converged, or held at a bound (no optimum inside: the caller tells by the bounds)
         else:
@@ -247,7 +247,7 @@ def _iterate(p, start, offsets, values, used, background, threshold, variance, g
 @njit(cache=True, nogil=True)
 def fit_windows(values, used, background, start, offsets, threshold, variance, gain, max_iterations,
                 bounds):  # pragma: no cover - compiled
-    """Damped scoring fits of every window; the parameters, their expected information and the still moving.
+    """Damped scoring fits of every window; the parameters, their expected information, the still moving and held.
 
     Parameters
     ----------
@@ -277,6 +277,8 @@ def fit_windows(values, used, background, start, offsets, threshold, variance, g
         Expected (Fisher) information at ``p``, the metric of the steps.
     moving : (N,) ndarray of bool
         The fit had not stopped after ``max_iterations`` steps.
+    held : (N,) ndarray of bool
+        A parameter ended on its bound (:func:`_at_bound`).
     nll : (N,) ndarray of float64
         Negative log-likelihood at ``p``.
     """
@@ -284,6 +286,7 @@ def fit_windows(values, used, background, start, offsets, threshold, variance, g
     p_out = np.empty((n, npar))
     information = np.empty((n, npar, npar))
     moving = np.zeros(n, dtype=np.bool_)
+    held = np.zeros(n, dtype=np.bool_)
     nll_out = np.empty(n)
     grad = np.empty(npar)
     work = np.empty(npar)
@@ -294,6 +297,7 @@ def fit_windows(values, used, background, start, offsets, threshold, variance, g
         moving[k] = _iterate(p, start[k], offsets, values[k], used[k], background[k], threshold, variance, gain,
                              max_iterations, bounds, work)
         p_out[k] = p
+        held[k] = _at_bound(p, start[k], bounds)
         nll_out[k] = window_terms(p, offsets, values[k], used[k], background[k], threshold, variance, gain, grad,
                                   information[k], True, work)
-    return p_out, information, moving, nll_out
+    return p_out, information, moving, held, nll_out

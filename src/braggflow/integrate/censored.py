@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from braggflow.integrate._censored_kernels import at_bound, fit_windows
+from braggflow.integrate._censored_kernels import fit_windows
+from braggflow.windows import cut_windows
 
 __all__ = ["censored_gaussian_fits", "CENSORED_HALF"]
 
@@ -58,20 +59,18 @@ _BOUNDS = np.array([_LOG_GROWTH, _MOVE, *_LOG_WIDTH, _MAX_ATANH])
 def _windows(frame, centre_r, centre_c, half, *, labels, mask):
     """Each peak's window (N, m, m) of values, the pixels the fit uses, and whether its region ends inside it."""
     h, w = frame.shape
-    n = centre_r.size
-    rr = centre_r[:, None, None] + np.arange(-half, half + 1)[None, :, None]
-    cc = centre_c[:, None, None] + np.arange(-half, half + 1)[None, None, :]
-    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-    rr_c, cc_c = np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)
-    values = np.where(inside, frame[rr_c, cc_c], 0).astype(float)
+    offsets = np.arange(-half, half + 1)
+    inside = (((centre_r[:, None] + offsets >= 0) & (centre_r[:, None] + offsets < h))[:, :, None]
+              & ((centre_c[:, None] + offsets >= 0) & (centre_c[:, None] + offsets < w))[:, None, :])
+    values = cut_windows(frame, centre_r, centre_c, half, 0).astype(float)
     used = inside.copy()
-    described = np.ones(n, dtype=bool)
+    described = np.ones(centre_r.size, dtype=bool)
     if mask is not None:
-        used &= ~np.asarray(mask, dtype=bool)[rr_c, cc_c]
+        used &= ~cut_windows(np.asarray(mask, dtype=bool), centre_r, centre_c, half, True)
     if labels is not None:
         labels = np.asarray(labels)
         own = labels[np.clip(centre_r, 0, h - 1), np.clip(centre_c, 0, w - 1)][:, None, None]
-        other = labels[rr_c, cc_c]
+        other = cut_windows(labels, centre_r, centre_c, half, 0)
         used &= (other == 0) | (other == own)
         ring = np.ones((2 * half + 1, 2 * half + 1), dtype=bool)
         ring[1:-1, 1:-1] = False
@@ -161,12 +160,10 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
         raise ValueError(f"censored fit: rows and cols must be (N,) arrays of one shape, got {rows.shape} "
                          f"and {cols.shape}")
     n = rows.size
-    empty = {k: np.full(n, np.nan) for k in ("intensity", "intensity_err", "row", "col", "sigma_row", "sigma_col",
-                                             "correlation")}
-    empty["converged"] = np.zeros(n, dtype=bool)
-    empty["described"] = np.zeros(n, dtype=bool)
     if n == 0:
-        return empty
+        empty = {k: np.zeros(0) for k in ("intensity", "intensity_err", "row", "col", "sigma_row", "sigma_col",
+                                          "correlation", "nll")}
+        return {**empty, "converged": np.zeros(0, dtype=bool), "described": np.zeros(0, dtype=bool)}
     bg = np.zeros(n) if background is None else np.nan_to_num(np.asarray(background, dtype=float))
     if bg.shape != (n,):
         raise ValueError(f"censored fit: background must be ({n},), got {bg.shape}")
@@ -176,14 +173,13 @@ def censored_gaussian_fits(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray
         np.maximum(np.nan_to_num(np.asarray(intensity, dtype=float), nan=1.0), 1.0))
     start = np.column_stack([np.log(start_i), rows - centre_r, cols - centre_c, np.full(n, np.log(width)),
                              np.full(n, np.log(width)), np.zeros(n)])
-    p, information, moving, nll = fit_windows(values, used, bg, start, np.arange(-half, half + 1, dtype=float),
-                                              float(threshold), float(sigma) ** 2, float(gain), int(max_iterations),
-                                              _BOUNDS)
+    p, information, moving, held, nll = fit_windows(values, used, bg, start,
+                                                    np.arange(-half, half + 1, dtype=float), float(threshold),
+                                                    float(sigma) ** 2, float(gain), int(max_iterations), _BOUNDS)
     variance_log_i = _variance_of_log_intensity(information)
     intensity_fit = np.exp(p[:, 0])
     # a fit held at a bound has not found its optimum (a spot one pixel wide runs to the smallest sigma, a
     # streak to the largest correlation)
-    held = np.array([at_bound(p[k], start[k], _BOUNDS) for k in range(n)], dtype=bool)
     converged = np.isfinite(variance_log_i) & np.isfinite(nll) & ~moving & ~held
     return {
         "intensity": intensity_fit,
