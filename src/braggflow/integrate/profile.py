@@ -78,7 +78,7 @@ import functools
 import numpy as np
 
 from braggflow.integrate import _grow
-from braggflow.profiles._arrays import nan_to_num
+from braggflow.profiles._arrays import nan_to_num, starting_widths
 from braggflow.profiles.fitting import fit_profiles, information, start_parameters, wing_scores
 from braggflow.windows import cut_windows
 
@@ -335,8 +335,8 @@ class _Level:
         lv.here, lv.win, lv.good = here, np.where(bad, 0.0, win), ~bad
         lv.r0 = rows[here] - ri[here] + half
         lv.c0 = cols[here] - ci[here] + half
-        lv.sr = np.minimum(np.maximum(nan_to_num(sigma_row[here], nan=1.0), 0.4), half / 2)  # np.clip's values
-        lv.sc = np.minimum(np.maximum(nan_to_num(sigma_col[here], nan=1.0), 0.4), half / 2)
+        lv.sr = starting_widths(sigma_row[here], 0.4, half / 2)
+        lv.sc = starting_widths(sigma_col[here], 0.4, half / 2)
         lv.b0 = np.maximum(nan_to_num(background[here], nan=0.0), 0.0)
         lv.i0 = np.maximum(nan_to_num(summed[here], nan=0.0), 10.0 * gain)
         lv.prior = None if background_var is None else (lv.b0, background_var[here])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from braggflow.locate.centroid import LocateResult, as_patch_arrays, centroid_patches
-from braggflow.profiles._arrays import nan_to_num
+from braggflow.profiles._arrays import nan_to_num, starting_widths
 from braggflow.profiles.fitting import fit_profiles, start_parameters, widths
 
 __all__ = ["fit_patches_batched", "BATCH_PROFILES"]
@@ -118,8 +118,8 @@ def fit_with_start(data, mask, *, gain, profile, supersample=2, background=None)
         inten0[unknown] = (y - bg0[unknown, None, None] * ~m).sum(axis=(1, 2))
     r0 = np.where(np.isfinite(start.row), start.row, h)
     c0 = np.where(np.isfinite(start.col), start.col, h)
-    sr0 = np.minimum(np.maximum(nan_to_num(start.sigma_row, nan=1.0), 0.3), s / 2)  # np.clip's values
-    sc0 = np.minimum(np.maximum(nan_to_num(start.sigma_col, nan=1.0), 0.3), s / 2)
+    sr0 = starting_widths(start.sigma_row, 0.3, s / 2)
+    sc0 = starting_widths(start.sigma_col, 0.3, s / 2)
     p0 = start_parameters(profile, r0, c0, sr0, sc0, inten0, bg0, supersample=supersample)
     fit = fit_profiles(data, ~mask, p0, model=profile, gain=gain, supersample=supersample)
     return fit, start

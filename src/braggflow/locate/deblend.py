@@ -61,7 +61,7 @@ import pandas as pd
 from braggflow.locate.batchfit import fit_with_start
 from braggflow.locate.centroid import as_patch_arrays
 from braggflow.locate.patches import Patches, check_patch_arrays, patches_at
-from braggflow.profiles._arrays import nan_to_num
+from braggflow.profiles._arrays import nan_to_num, starting_widths
 from braggflow.profiles.fitting import (
     PARAMETERS,
     BatchFit,
@@ -436,8 +436,7 @@ def _located_start(sigma_row, sigma_col, background, patches, rows, cols) -> np.
     level = np.maximum(level, 0.0)
     inten = np.maximum(np.where(good, data - level[:, None, None], 0.0).sum(axis=(1, 2)), 1.0)
     size = data.shape[-1]
-    width = (np.minimum(np.maximum(nan_to_num(np.asarray(w, dtype=float), nan=1.0), 0.3), size / 2)  # np.clip
-             for w in (sigma_row, sigma_col))
+    width = (starting_widths(np.asarray(w, dtype=float), 0.3, size / 2) for w in (sigma_row, sigma_col))
     return start_parameters("gauss", rows - origin[:, 0], cols - origin[:, 1], *width, inten, level)
 
 

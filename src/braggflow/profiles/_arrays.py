@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["nan_to_num"]
+__all__ = ["nan_to_num", "starting_widths"]
 
 
 def nan_to_num(x, nan: float = 0.0) -> np.ndarray:
@@ -36,3 +36,22 @@ def nan_to_num(x, nan: float = 0.0) -> np.ndarray:
             np.copyto(out, np.where(out > 0, info.max, info.min), where=infinite)
         np.copyto(out, nan, where=missing)
     return out
+
+
+def starting_widths(sigma, low: float, high: float) -> np.ndarray:
+    """Starting Gaussian widths of a fit: ``sigma`` with NaN made 1 px, held within [``low``, ``high``] px.
+
+    ``np.clip(np.nan_to_num(sigma, nan=1.0), low, high)``'s values without its per-call overhead.
+
+    Parameters
+    ----------
+    sigma : (N,) array_like of float
+        Widths from moments or an earlier fit, px (NaN: unknown).
+    low, high : float
+        Bounds, px.
+
+    Returns
+    -------
+    widths : (N,) ndarray of float
+    """
+    return np.minimum(np.maximum(nan_to_num(sigma, nan=1.0), low), high)
