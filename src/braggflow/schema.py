@@ -27,6 +27,7 @@ __all__ = [
     "conform",
     "conformed_columns",
     "table_from_columns",
+    "cast_columns",
     "validate_peak_table",
     "describe_flags",
     "FRAME_COLUMNS",
@@ -155,7 +156,8 @@ def _column_values(col: Column, n: int):
     """Default values of one column for ``n`` rows (a NumPy or pandas array)."""
     if col.dtype == "category":
         # the dtype of pd.Categorical([None] * n): no categories (float64 ones when n > 0), every value missing
-        return pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), dtype=_empty_categorical_dtype(n > 0))
+        return pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), dtype=_empty_categorical_dtype(n > 0),
+                                         validate=False)  # every code -1 (missing): nothing to check
     if col.dtype == "Int32":
         return pd.arrays.IntegerArray(np.ones(n, dtype=np.int32), np.ones(n, dtype=bool))  # all missing
     return np.full(n, col.default, dtype=col.dtype)
@@ -184,8 +186,32 @@ def _cast_values(col: Column, values):
 
 
 _NAMES = tuple(COLUMNS)
-#: the position of each schema column, as the block placement of a frame built here
-_PLACEMENTS = [np.array([i], dtype=np.intp) for i in range(len(COLUMNS))]
+
+
+def _block_layout(columns: dict[str, Column]) -> tuple[list, list]:
+    """How a frame of ``columns`` is built from blocks: one 2D block per NumPy dtype, one per extension column.
+
+    Returns ``numpy_blocks``, a list of (dtype, placement, names, defaults)
+    (placement: the columns' positions; defaults: their default values, of
+    that dtype), and ``extension_blocks``, a list of (name, placement).
+    """
+    numpy_blocks: dict[str, list[tuple[int, str]]] = {}
+    extension_blocks = []
+    for i, (name, col) in enumerate(columns.items()):
+        if col.dtype in ("category", "Int32"):
+            extension_blocks.append((name, np.array([i], dtype=np.intp)))
+        else:
+            numpy_blocks.setdefault(col.dtype, []).append((i, name))
+    layout = []
+    for dtype, members in numpy_blocks.items():
+        names = tuple(name for _, name in members)
+        defaults = np.array([columns[name].default for name in names], dtype=dtype)
+        layout.append((np.dtype(dtype), np.array([i for i, _ in members], dtype=np.intp), names, defaults))
+    return layout, extension_blocks
+
+
+#: the blocks of a frame built here (:func:`_frame_from_columns`)
+_NUMPY_BLOCKS, _EXTENSION_BLOCKS = _block_layout(COLUMNS)
 
 try:  # pandas >= 2.3: a frame from its blocks, without the per-column checks of pd.DataFrame(dict) (~5 x faster)
     from pandas.api.internals import create_dataframe_from_blocks as _from_blocks
@@ -209,17 +235,28 @@ def _numpy_dtype(name: str) -> np.dtype:
 
 
 def _frame_from_columns(data: dict, n: int) -> pd.DataFrame:
-    """A DataFrame of the schema's columns, in order, from ``data`` ({name: array of length n}, every column)."""
+    """A DataFrame of the schema's columns, in order, from ``data`` ({name: array of length n}).
+
+    Every extension column (``category``, ``Int32``) must be in ``data``, as
+    the array the table keeps; a NumPy column missing from ``data`` takes its
+    default.  The NumPy columns are copied (cast to the schema dtype) into one
+    2D block per dtype: ~10 blocks instead of one per column, which is what a
+    frame costs to build.
+    """
     if _from_blocks is None:
-        return pd.DataFrame(data)
-    # one block per column: the stages after the finder replace whole columns, which then costs no split of a
-    # block shared by several columns
+        return pd.DataFrame({name: data[name] if name in data else _column_values(col, n)
+                             for name, col in COLUMNS.items()})
     blocks = []
-    for i, (name, col) in enumerate(COLUMNS.items()):
-        values = data[name]
-        if isinstance(values, np.ndarray):
-            values = np.array(values, dtype=col.dtype, copy=True).reshape(1, n)  # a copy, as pd.DataFrame makes
-        blocks.append((values, _PLACEMENTS[i]))
+    for dtype, placement, names, defaults in _NUMPY_BLOCKS:
+        values = np.empty((len(names), n), dtype=dtype)
+        given = [(k, data[name]) for k, name in enumerate(names) if name in data]
+        if len(given) < len(names):
+            values[...] = defaults[:, None]
+        for k, column in given:
+            values[k] = column  # a copy, as pd.DataFrame makes
+        blocks.append((values, placement))
+    for name, placement in _EXTENSION_BLOCKS:
+        blocks.append((data[name], placement))
     return _from_blocks(blocks, index=pd.RangeIndex(n), columns=_column_index())
 
 
@@ -254,16 +291,15 @@ def new_peak_table(n: int = 0, **values) -> pd.DataFrame:
         if name not in COLUMNS:
             raise KeyError(f"{name!r} is not a peak-table column; known: {', '.join(COLUMNS)}")
     data = {}
-    for name, col in COLUMNS.items():
-        if name in values:
-            v = values[name]
-            if np.ndim(v) == 0:
-                v = [v] * n
-            if len(v) != n:
-                raise ValueError(f"column {name!r} has {len(v)} values, expected {n}")
-            data[name] = _cast_values(col, v)
-        else:
-            data[name] = _column_values(col, n)
+    for name, v in values.items():
+        if np.ndim(v) == 0:
+            v = [v] * n
+        if len(v) != n:
+            raise ValueError(f"column {name!r} has {len(v)} values, expected {n}")
+        data[name] = _cast_values(COLUMNS[name], v)
+    for name, _ in _EXTENSION_BLOCKS:  # the NumPy columns not given take their defaults as the table is built
+        if name not in data:
+            data[name] = _column_values(COLUMNS[name], n)
     return _frame_from_columns(data, n)
 
 
@@ -394,8 +430,43 @@ def table_from_columns(columns: dict, n: int) -> pd.DataFrame:
     ValueError
         If the schema columns are missing or out of order, or a column's length is not ``n``.
     """
-    names = tuple(columns)
-    if names[:len(COLUMNS)] != _NAMES:
+    data = cast_columns(columns, n)
+    for name, values in data.items():
+        if values is columns[name] and not isinstance(values, np.ndarray):
+            data[name] = values.copy()  # the table must not share an extension array with its source
+    if len(data) == len(COLUMNS):
+        return _frame_from_columns(data, n)
+    return pd.DataFrame(data, index=pd.RangeIndex(n))
+
+
+def cast_columns(columns: dict, n: int) -> dict:
+    """Column arrays with every schema column cast to its dtype, as :func:`table_from_columns` stores them.
+
+    A stage that hands its columns to the next one without building a table
+    (:func:`braggflow.locate.locate_columns`, :func:`braggflow.integrate.integrate_columns`)
+    passes them through here, so that the next stage reads the values a table would hold.
+
+    Parameters
+    ----------
+    columns : dict of str to array
+        Every schema column, in the order of :data:`COLUMNS`, then any extra
+        columns; each of length ``n``.
+    n : int
+        Number of rows.
+
+    Returns
+    -------
+    columns : dict of str to array
+        A new dict: the arrays whose dtype is the schema's as given (not
+        copied), the others cast.
+
+    Raises
+    ------
+    ValueError
+        If the schema columns are missing or out of order, a column's length
+        is not ``n``, or a column cannot be cast to its schema dtype.
+    """
+    if tuple(columns)[:len(COLUMNS)] != _NAMES:
         raise ValueError("columns must start with every peak-table column, in the schema's order")
     data = {}
     for name, values in columns.items():
@@ -404,12 +475,8 @@ def table_from_columns(columns: dict, n: int) -> pd.DataFrame:
         col = COLUMNS.get(name)
         if col is not None and not _schema_dtype_matches(values.dtype, col.dtype):
             values = _cast_values(col, values)
-        elif not isinstance(values, np.ndarray):  # the table must not share an extension array with its source
-            values = values.copy()
         data[name] = values
-    if len(names) == len(COLUMNS):
-        return _frame_from_columns(data, n)
-    return pd.DataFrame(data, index=pd.RangeIndex(n))
+    return data
 
 
 def _conforms(table: pd.DataFrame) -> bool:
@@ -517,6 +584,9 @@ def frames_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     -------
     table : pandas.DataFrame
     """
+    fast = _frames_table_of_rows(rows) if isinstance(rows, list) else None
+    if fast is not None:
+        return fast
     df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
     n = len(df)
     out = {}
@@ -528,3 +598,39 @@ def frames_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
         else:
             out[name] = df[name].to_numpy(dtype=col.dtype)
     return pd.DataFrame(out)
+
+
+def _frames_table_of_rows(rows: list) -> pd.DataFrame | None:
+    """:func:`frames_table` of dicts with the same keys and no categorical value, without ``pd.DataFrame(rows)``.
+
+    Each column is made as ``pd.DataFrame(rows)[name].to_numpy(dtype=...)``
+    makes it from such rows; None where the rows are not such dicts, or a
+    value does not convert (the general path then decides, and raises the
+    same errors).
+    """
+    if not rows or not all(type(r) is dict for r in rows):
+        return None
+    keys = rows[0].keys()
+    if any(r.keys() != keys for r in rows):
+        return None
+    n = len(rows)
+    out = {}
+    try:
+        for name, col in FRAME_COLUMNS.items():
+            if name not in keys:
+                out[name] = _column_values(col, n)
+            elif col.dtype == "category":
+                return None
+            else:
+                values = [r[name] for r in rows]
+                if not all(type(v) in _PLAIN_SCALARS for v in values):
+                    return None
+                out[name] = np.array(values, dtype=col.dtype)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return pd.DataFrame(out)
+
+
+#: Value types that a column of ``pd.DataFrame(rows)`` holds as NumPy values (``float``, ``int``, ``bool``, NumPy
+#: numbers): converting them with ``np.array(values, dtype)`` gives what ``to_numpy(dtype)`` gives.
+_PLAIN_SCALARS = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.int32, np.bool_})

@@ -23,10 +23,10 @@ import functools
 import numpy as np
 
 from braggflow.errors import BraggflowError
-from braggflow.schema import Flag, conform, validate_peak_table
+from braggflow.schema import Flag, cast_columns, conform, conformed_columns, table_from_columns, validate_peak_table
 from braggflow.windows import cut_box, cut_windows
 
-__all__ = ["integrate", "windows"]
+__all__ = ["integrate", "integrate_columns", "windows"]
 
 #: Kept under its old name; the function is :func:`braggflow.windows.cut_windows`.
 windows = cut_windows
@@ -494,25 +494,87 @@ def integrate(
     if method not in ("sum", "profile"):
         raise BraggflowError(f"integrate method must be 'sum' or 'profile', got {method!r}")
     validate_peak_table(table, required=("row", "col"))
-    table = conform(table)
-    if len(table) == 0:
-        return table
+    n = len(table)
+    if n == 0:
+        return conform(table)
+    columns = _integrate_columns(frame, conformed_columns(table), n, mask=mask, labels=labels, regions=regions,
+                                 gain=gain, radius=radius, background_width=background_width, saturated=saturated,
+                                 method=method, threshold_noise=threshold_noise)
+    return table_from_columns(columns, n)
+
+
+def integrate_columns(
+    frame: np.ndarray,
+    columns: dict,
+    n: int,
+    *,
+    mask: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    regions=None,
+    gain: float = 1.0,
+    radius: float | None = None,
+    background_width: float = 3.0,
+    saturated: np.ndarray | None = None,
+    method: str = "sum",
+    threshold_noise=None,
+) -> dict:
+    """:func:`integrate` on the columns of a peak table, giving columns: no table is built.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray of float
+        Corrected frame, counts (ADU).
+    columns : dict of str to array
+        The columns of a conformed peak table (:func:`braggflow.schema.conformed_columns`,
+        :func:`braggflow.locate.locate_columns`): every schema column in order, then any extra columns, each of
+        length ``n``; read, never written into.
+    n : int
+        Number of peaks (rows).
+    mask, labels, regions, gain, radius, background_width, saturated, method, threshold_noise
+        As :func:`integrate`.
+
+    Returns
+    -------
+    columns : dict of str to array
+        The columns of the table :func:`integrate` returns, cast to the schema's dtypes
+        (:func:`braggflow.schema.cast_columns`); the columns it does not fill are the arrays given.
+
+    Raises
+    ------
+    BraggflowError
+        As :func:`integrate`.
+    ValueError
+        If the schema columns are missing or out of order, or a column's length is not ``n``.
+    """
+    if method not in ("sum", "profile"):
+        raise BraggflowError(f"integrate method must be 'sum' or 'profile', got {method!r}")
+    columns = cast_columns(columns, n)
+    if n == 0:
+        return columns
+    return cast_columns(_integrate_columns(frame, columns, n, mask=mask, labels=labels, regions=regions, gain=gain,
+                                           radius=radius, background_width=background_width, saturated=saturated,
+                                           method=method, threshold_noise=threshold_noise), n)
+
+
+def _integrate_columns(frame, columns: dict, n: int, *, mask, labels, regions, gain, radius, background_width,
+                       saturated, method, threshold_noise) -> dict:
+    """The integrated columns of the conformed ``columns`` (n >= 1 rows, read only): :func:`integrate_columns`,
+    without the checks of the method and the cast."""
     if labels is None and radius is None:
         raise BraggflowError("integrate needs the finder's labels or an integration radius")
     for name, arr in (("mask", mask), ("labels", labels), ("saturated", saturated)):
         if arr is not None and arr.shape != frame.shape:
             raise BraggflowError(f"{name} has shape {arr.shape}, expected the frame shape {frame.shape}")
-    n = len(table)
-    rows = table["row"].to_numpy()
-    cols = table["col"].to_numpy()
+    rows = columns["row"]
+    cols = columns["col"]
     ok = np.isfinite(rows) & np.isfinite(cols)
     ri = np.where(ok, np.rint(np.nan_to_num(rows)), 0).astype(np.intp)
     ci = np.where(ok, np.rint(np.nan_to_num(cols)), 0).astype(np.intp)
     ids = np.arange(1, n + 1)
     # members of a blend keep the intensities of their joint fit (braggflow.locate.deblend): the region is shared
-    flags = table["flags"].to_numpy().astype(np.uint32)
+    flags = columns["flags"].astype(np.uint32)
     joint = ok & ((flags & np.uint32(Flag.BLENDED)) != 0)
-    joint_intensity = table["intensity"].to_numpy(dtype=float)
+    joint_intensity = np.asarray(columns["intensity"], dtype=float)
     joint &= np.isfinite(joint_intensity)
     res = _integrate_all(frame, rows - ri, cols - ci, ri, ci, ids, ok & ~joint, background_width, mask=mask,
                          labels=labels, regions=regions, gain=gain, radius=radius, saturated=saturated)
@@ -520,7 +582,7 @@ def integrate(
     peak_value, sat, overlap = res["peak_value"], res["sat"], res["overlap"]
     if joint.any():
         intensity = np.where(joint, joint_intensity, intensity)
-        err = np.where(joint, table["intensity_err"].to_numpy(dtype=float), err)
+        err = np.where(joint, np.asarray(columns["intensity_err"], dtype=float), err)
         snr = np.divide(intensity, err, out=np.full(n, np.nan), where=err > 0)
         # the member a split added has no region of its own: it shares the region it lies in (its partner's,
         # integrated above); off every region, the values the finder gave the partner (deblending copies its row)
@@ -533,9 +595,9 @@ def integrate(
                 on = (r >= 0) & (r < labels.shape[0]) & (c >= 0) & (c < labels.shape[1])
                 owner[on] = labels[r[on], c[on]].astype(np.intp) - 1
             inside = (owner >= 0) & (owner < n)
-            npix[shared] = np.where(inside, npix[np.where(inside, owner, 0)], table["npix"].to_numpy()[shared])
+            npix[shared] = np.where(inside, npix[np.where(inside, owner, 0)], columns["npix"][shared])
             peak_value[shared] = np.where(inside, peak_value[np.where(inside, owner, 0)],
-                                          table["peak_value"].to_numpy(dtype=float)[shared])
+                                          np.asarray(columns["peak_value"], dtype=float)[shared])
 
     flags |= np.where(~(snr >= 3), np.uint32(Flag.LOW_SNR), np.uint32(0))
     flags |= np.where(n_b < 5, np.uint32(Flag.BAD_BACKGROUND), np.uint32(0))
@@ -548,17 +610,14 @@ def integrate(
                                                 gain=gain)
         flags |= np.where(summed, np.uint32(Flag.SUMMED), np.uint32(0))
     elif method == "profile":
-        intensity, err, snr, summed = _profile(frame, table, rows, cols, ids, valid & ~joint, intensity, err, res,
+        intensity, err, snr, summed = _profile(frame, columns, rows, cols, ids, valid & ~joint, intensity, err, res,
                                                mask=mask, labels=labels, saturated=saturated, gain=gain)
         flags |= np.where(summed, np.uint32(Flag.SUMMED), np.uint32(0))
-    table["intensity"] = np.where(valid, intensity, np.nan)
-    table["intensity_err"] = np.where(valid, err, np.nan)
-    table["background"] = np.where(n_b > 0, b, np.nan)
-    table["snr"] = np.where(valid, snr, np.nan)
-    table["peak_value"] = peak_value
-    table["npix"] = npix.astype(np.int64)
-    table["flags"] = flags
-    return table
+    columns = dict(columns)
+    columns.update(intensity=np.where(valid, intensity, np.nan), intensity_err=np.where(valid, err, np.nan),
+                   background=np.where(n_b > 0, b, np.nan), snr=np.where(valid, snr, np.nan), peak_value=peak_value,
+                   npix=npix.astype(np.int64), flags=flags)
+    return columns
 
 
 def _censored(frame, rows, cols, valid, intensity, err, level, noise, *, mask, labels, saturated, gain):
@@ -581,16 +640,16 @@ def _censored(frame, rows, cols, valid, intensity, err, level, noise, *, mask, l
     return intensity, err, snr, valid & ~fitted
 
 
-def _profile(frame, table, rows, cols, ids, valid, intensity, err, res, *, mask, labels, saturated, gain):
+def _profile(frame, columns, rows, cols, ids, valid, intensity, err, res, *, mask, labels, saturated, gain):
     """Profile-fitted intensities of the ``valid`` peaks (:func:`~braggflow.integrate.profile.profile_intensities`),
     the sums kept where the profile does not describe a peak; returns intensity, err, snr and the SUMMED mask."""
     from braggflow.integrate.profile import profile_intensities
 
     n = len(rows)
-    level = table["background"].to_numpy(dtype=float) if "background" in table.columns else np.full(n, np.nan)
+    level = np.asarray(columns["background"], dtype=float) if "background" in columns else np.full(n, np.nan)
     level = np.where(np.isfinite(level), level, res["b"])
     sel = np.flatnonzero(valid)
-    sigma = [table[name].to_numpy(dtype=float)[sel] if name in table.columns else np.full(sel.size, np.nan)
+    sigma = [np.asarray(columns[name], dtype=float)[sel] if name in columns else np.full(sel.size, np.nan)
              for name in ("sigma_row", "sigma_col")]
     fitted = profile_intensities(frame, rows[sel], cols[sel], ids=ids[sel], sigma_row=sigma[0], sigma_col=sigma[1],
                                  summed=intensity[sel], background=level[sel], mask=mask, labels=labels,

@@ -1112,8 +1112,8 @@ def _journal_arrays(tables: list[pd.DataFrame], schema: dict, *, frame: np.ndarr
     arrays : dict of str to ndarray
     """
     tables = [t for t in tables if len(t)] or tables[:1]
-    if len({tuple(t.columns) for t in tables}) > 1:
-        tables = [pd.concat(tables, ignore_index=True)]
+    if any(t.columns is not tables[0].columns for t in tables) and len({tuple(t.columns) for t in tables}) > 1:
+        tables = [pd.concat(tables, ignore_index=True)]  # (the tables built by braggflow.schema share one Index)
     columns = [str(c) for c in tables[0].columns] if tables else []
     given: dict[str, Any] = {}
     if frame is not None:
@@ -1122,9 +1122,10 @@ def _journal_arrays(tables: list[pd.DataFrame], schema: dict, *, frame: np.ndarr
         given["source_file"], given["frame_in_file"] = origin
     by_table = [_column_arrays(t) for t in tables]
     out: dict[str, np.ndarray] = {}
+    texts: dict[int, tuple] = {}  # the text of each categories Index met, by its id (the parts often share one)
     for k, name in enumerate(columns + [c for c in given if c not in columns]):
         parts = [given[name]] if name in given else [arrays[k] for arrays in by_table]
-        _encode_column(out, name, parts, schema.get(name))
+        _encode_column(out, name, parts, schema.get(name), texts)
     return out
 
 
@@ -1136,9 +1137,10 @@ def _column_arrays(table: pd.DataFrame) -> list:
     return [table.iloc[:, i].array for i in range(table.shape[1])]
 
 
-def _encode_column(out: dict[str, np.ndarray], name: str, parts: list, col) -> None:
+def _encode_column(out: dict[str, np.ndarray], name: str, parts: list, col, texts: dict | None = None) -> None:
     """Add one column, given as parts, to journal arrays (see :func:`_journal_arrays`); all-default columns of the
-    schema (``col``) are left out, ``frame`` never."""
+    schema (``col``) are left out, ``frame`` never.  ``texts`` keeps the text of the categories met (by the id of
+    their Index, which it holds) for the next parts and columns."""
     dtype = getattr(parts[0], "dtype", np.dtype(float))
     keep = col is None or name == "frame"
     if isinstance(dtype, pd.CategoricalDtype) and all(isinstance(p, pd.Categorical) for p in parts):
@@ -1146,7 +1148,8 @@ def _encode_column(out: dict[str, np.ndarray], name: str, parts: list, col) -> N
         missing = np.concatenate([c < 0 for c in codes])
         if not keep and col.default is None and missing.all():
             return
-        text = [np.asarray([str(v) for v in p.categories] + [""], dtype=str)[c] for p, c in zip(parts, codes)]
+        texts = {} if texts is None else texts
+        text = [_category_text(p.categories, texts)[c] for p, c in zip(parts, codes)]
         out[f"s:{name}"], out[f"n:{name}"] = np.concatenate(text), missing
     elif isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind in "iu":
         missing = np.concatenate([np.asarray(pd.isna(p)) for p in parts])
@@ -1164,6 +1167,14 @@ def _encode_column(out: dict[str, np.ndarray], name: str, parts: list, col) -> N
         if not keep and values.size and _all_default(values, col.default):
             return
         out[f"v:{name}"] = values
+
+
+def _category_text(categories: pd.Index, texts: dict) -> np.ndarray:
+    """The categories as text with ``""`` (code -1, missing) last; made once per Index object in ``texts``."""
+    known = texts.get(id(categories))
+    if known is None or known[0] is not categories:
+        known = texts[id(categories)] = (categories, np.asarray([str(v) for v in categories] + [""], dtype=str))
+    return known[1]
 
 
 def _all_default(values: np.ndarray, default) -> bool:

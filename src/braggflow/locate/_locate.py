@@ -9,10 +9,10 @@ from braggflow.errors import BraggflowError
 from braggflow.locate.handover import centre_extended_peaks, fit_saturated_peaks
 from braggflow.locate.methods import METHODS, _check_method, locate_cut, locate_patches, located_columns, method_column
 from braggflow.locate.patches import check_patch_arrays
-from braggflow.schema import Flag, conform, conformed_columns, table_from_columns
+from braggflow.schema import Flag, cast_columns, conform, conformed_columns, table_from_columns
 from braggflow.windows import cut_windows
 
-__all__ = ["METHODS", "locate", "locate_patches"]
+__all__ = ["METHODS", "locate", "locate_columns", "locate_patches"]
 
 
 def locate(
@@ -131,17 +131,109 @@ def locate(
     Mortensen et al., Nat. Methods 7, 377 (2010) (localization precision);
     Liu et al., IUCrJ 9, 104 (2022) (BraggNN, the ``braggnn-sim`` model).
     """
-    method = _check_method(method)
-    for name, value, allowed in (("saturated_peaks", saturated_peaks, ("fit", "method")),
-                                 ("extended_peaks", extended_peaks, ("region", "patch"))):
-        if value not in allowed:
-            raise BraggflowError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    method = _check_options(method, saturated_peaks, extended_peaks)
     n = len(table)
     if n == 0:
         out = conform(table)
         out["method"] = pd.Categorical([], categories=list(METHODS))
         return out
-    given = conformed_columns(table)  # read only: the result is built once, from new arrays where changed
+    columns, n = _locate_columns(frame, conformed_columns(table), n, method=method, mask=mask, labels=labels,
+                                 regions=regions, saturated=saturated, saturated_peaks=saturated_peaks,
+                                 extended_peaks=extended_peaks, patch_size=patch_size, gain=gain,
+                                 saturation=saturation, model=model, backend=backend, device=device,
+                                 batch_size=batch_size, fit_engine=fit_engine, deblend=deblend)
+    return table_from_columns(columns, n)
+
+
+def locate_columns(
+    frame: np.ndarray,
+    columns: dict,
+    n: int,
+    *,
+    method: str = "com",
+    mask: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    regions=None,
+    saturated: np.ndarray | None = None,
+    saturated_peaks: str = "fit",
+    extended_peaks: str = "region",
+    patch_size: int = 11,
+    gain: float = 1.0,
+    saturation: float | None = None,
+    model=None,
+    backend: str = "auto",
+    device: str = "cpu",
+    batch_size: int = 1024,
+    fit_engine: str = "batch",
+    deblend: bool = False,
+) -> tuple[dict, int]:
+    """:func:`locate` on the columns of a peak table, giving columns: no table is built.
+
+    The per-frame pipeline hands the finder's columns through locate and
+    integrate (:func:`braggflow.integrate.integrate_columns`) and builds the
+    frame's table once.
+
+    Parameters
+    ----------
+    frame : (H, W) ndarray
+        Corrected detector frame, counts.
+    columns : dict of str to array
+        The columns of a conformed peak table (:func:`braggflow.schema.conformed_columns`): every schema column in
+        order, then any extra columns, each of length ``n``; read, never written into.
+    n : int
+        Number of peaks (rows).
+    method, mask, labels, regions, saturated, saturated_peaks, extended_peaks
+        As :func:`locate`.
+    patch_size, gain, saturation, model, backend, device, batch_size, fit_engine, deblend
+        As :func:`locate`.
+
+    Returns
+    -------
+    columns : dict of str to array
+        The columns of the table :func:`locate` returns, cast to the schema's dtypes
+        (:func:`braggflow.schema.cast_columns`); unchanged columns are the arrays given.
+    n : int
+        Number of rows (more than given where ``deblend`` split blends).
+
+    Raises
+    ------
+    BraggflowError
+        As :func:`locate`.
+    """
+    method = _check_options(method, saturated_peaks, extended_peaks)
+    if n == 0:
+        columns = dict(columns)
+        columns["method"] = pd.Categorical([], categories=list(METHODS))
+        return cast_columns(columns, 0), 0
+    columns, n = _locate_columns(frame, columns, n, method=method, mask=mask, labels=labels, regions=regions,
+                                 saturated=saturated, saturated_peaks=saturated_peaks, extended_peaks=extended_peaks,
+                                 patch_size=patch_size, gain=gain, saturation=saturation, model=model,
+                                 backend=backend, device=device, batch_size=batch_size, fit_engine=fit_engine,
+                                 deblend=deblend)
+    return cast_columns(columns, n), n
+
+
+def _check_options(method: str, saturated_peaks: str, extended_peaks: str) -> str:
+    """The method (a deprecated name made its own) after checking the hand-over options.
+
+    Raises
+    ------
+    BraggflowError
+        If ``method``, ``saturated_peaks`` or ``extended_peaks`` is unknown.
+    """
+    method = _check_method(method, stacklevel=4)
+    for name, value, allowed in (("saturated_peaks", saturated_peaks, ("fit", "method")),
+                                 ("extended_peaks", extended_peaks, ("region", "patch"))):
+        if value not in allowed:
+            raise BraggflowError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return method
+
+
+def _locate_columns(frame, given: dict, n: int, *, method, mask, labels, regions, saturated, saturated_peaks,
+                    extended_peaks, patch_size, gain, saturation, model, backend, device, batch_size, fit_engine,
+                    deblend) -> tuple[dict, int]:
+    """The located columns of ``given`` (n >= 1 rows, read only: the result is built from new arrays where
+    changed), with the options checked: :func:`locate_columns`, without the cast."""
     fits = method in ("gauss", "pvoigt")
     # saturated pixels do not measure the profile: fits leave them out (integration keeps them)
     fit_mask = mask if saturated is None else (saturated if mask is None else mask | saturated)
@@ -188,7 +280,7 @@ def locate(
         # the located patches serve deblending where they were cut with its mask (the fits')
         columns, n = deblend_columns(frame, columns, n, mask=fit_mask, labels=labels, patch_size=patch_size,
                                      gain=gain, patches=patches if fits or saturated is None else None)
-    return table_from_columns(columns, n)
+    return columns, n
 
 
 def _patch_centroids(patches, rows: np.ndarray, gain: float) -> dict[str, np.ndarray]:

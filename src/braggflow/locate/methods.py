@@ -19,10 +19,11 @@ __all__ = ["METHODS", "LOCATED_COLUMNS", "locate_patches", "locate_at", "locate_
 METHODS = ("com", "gauss", "pvoigt", "nn")
 
 
-def _check_method(method) -> str:
+def _check_method(method, stacklevel: int = 3) -> str:
+    """``method`` checked, a deprecated name made its own (warned at the caller ``stacklevel`` frames up)."""
     if method == "braggnn":
         warnings.warn("method 'braggnn' is deprecated: it runs the default localizer network, which is not BraggNN; "
-                      "use 'nn' (same default model)", DeprecationWarning, stacklevel=3)
+                      "use 'nn' (same default model)", DeprecationWarning, stacklevel=stacklevel)
         return "nn"
     if method not in METHODS:
         raise BraggflowError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")

@@ -25,7 +25,7 @@ import pandas as pd
 from braggflow.errors import BraggflowError, ConfigError
 from braggflow.pipeline.config import Config, with_input_geometry
 from braggflow.pipeline.statistics import MIN_HOT_PIXEL_FRAMES, SeriesStatistics
-from braggflow.schema import Flag, conform, empty_peak_table
+from braggflow.schema import Flag, conform, conformed_columns, empty_peak_table, table_from_columns
 
 __all__ = ["Context", "FrameResult", "SeriesStatistics", "prepare", "measure_series", "analyse_frame",
            "process_frame", "run", "parse_frame_range", "check_workers", "MIN_HOT_PIXEL_FRAMES", "frames_text",
@@ -337,8 +337,8 @@ def analyse_frame(
     """
     from braggflow.correct import correct_frame_saturation, unbin_positions
     from braggflow.find import find_peaks
-    from braggflow.integrate import integrate
-    from braggflow.locate import locate
+    from braggflow.integrate import integrate_columns
+    from braggflow.locate._locate import locate_columns
 
     start = time.perf_counter()
     config = config or Config()
@@ -361,24 +361,31 @@ def analyse_frame(
     else:
         found = find_peaks(corrected, mask=mask, config=config.find, gain=c.gain,
                            threshold_noise=context.threshold_noise)
+    built = None  # the table built here from the stages' columns, with the schema's dtypes
     if found is None:
         pass
     elif len(found.table):
         # deblending's likelihood-ratio test is one of Poisson counts over a background: on a frame thresholded
         # upstream the zeros are censored values, not counts, and the test splits single spots (docs/locate.md)
         deblend = lc.deblend and found.threshold_noise is None
-        table = locate(corrected, found.table, method=lc.method, mask=mask, labels=found.labels,
-                       regions=found.regions, saturated=saturated, saturated_peaks=lc.saturated,
-                       extended_peaks=lc.extended, patch_size=lc.patch_size, gain=c.gain, model=lc.model,
-                       backend=lc.backend, device=lc.device, batch_size=lc.batch_size, deblend=deblend)
+        # the stages hand columns on; the frame's table is built once, at the end
+        columns, n = locate_columns(corrected, conformed_columns(found.table), len(found.table), method=lc.method,
+                                    mask=mask, labels=found.labels, regions=found.regions, saturated=saturated,
+                                    saturated_peaks=lc.saturated, extended_peaks=lc.extended,
+                                    patch_size=lc.patch_size, gain=c.gain, model=lc.model, backend=lc.backend,
+                                    device=lc.device, batch_size=lc.batch_size, deblend=deblend)
         # on a thresholded frame the profile is a Gaussian fitted by the censored likelihood (a stored 0 means
         # "below the threshold"); a binned pixel sums censored ones, which that likelihood does not describe
         binned_censored = ic.method == "profile" and found.threshold_noise is not None and c.binning != 1
-        table = integrate(corrected, table, mask=mask, labels=found.labels, regions=found.regions, gain=c.gain,
-                          radius=ic.radius, background_width=ic.background_width, saturated=saturated,
-                          method="sum" if binned_censored else ic.method, threshold_noise=found.threshold_noise)
+        columns = integrate_columns(corrected, columns, n, mask=mask, labels=found.labels, regions=found.regions,
+                                    gain=c.gain, radius=ic.radius, background_width=ic.background_width,
+                                    saturated=saturated, method="sum" if binned_censored else ic.method,
+                                    threshold_noise=found.threshold_noise)
         if binned_censored:
-            table["flags"] = table["flags"].to_numpy() | table["flags"].dtype.type(Flag.SUMMED)
+            columns["flags"] = columns["flags"] | columns["flags"].dtype.type(Flag.SUMMED)
+        columns["frame"] = np.full(n, frame_index, dtype=np.int64)
+        columns["omega"] = np.full(n, float(omega))
+        table = built = table_from_columns(columns, n)
         table = unbin_positions(table, c.binning)
         if context.geometry is not None:
             from braggflow.geometry import add_geometry_columns
@@ -389,9 +396,10 @@ def analyse_frame(
         check_selection(config.find, geometry_known=context.geometry is not None)
         table = select_peaks(table, config.find)  # find.max_size, find.d_min, find.d_max
     else:
-        table = empty_peak_table()
-    table["frame"] = np.int64(frame_index)
-    table["omega"] = float(omega)
+        table = built = empty_peak_table()
+    if table is not built:  # the learned finder's table, or one made anew by the geometry or the selection
+        table["frame"] = np.int64(frame_index)
+        table["omega"] = float(omega)
     bg = found.background if found is not None else None
     row = {
         "frame": int(frame_index),
@@ -407,7 +415,7 @@ def analyse_frame(
         "hit": len(table) >= config.frames.hit_min_peaks,
         **learned_row,
     }
-    return FrameResult(conform(table), row)
+    return FrameResult(table if table is built else conform(table), row)
 
 
 def resolve_device(config: Config) -> Config:
