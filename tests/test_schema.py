@@ -103,3 +103,66 @@ def test_new_table_without_the_block_constructor_is_the_same(monkeypatch):
     fast = new_peak_table(3, row=[1.0, 2.0, 3.0], method=["com", "nn", "com"])
     monkeypatch.setattr(schema, "_from_blocks", None)
     pd.testing.assert_frame_equal(new_peak_table(3, row=[1.0, 2.0, 3.0], method=["com", "nn", "com"]), fast)
+
+
+def _frames_table_by_pandas(rows) -> pd.DataFrame:
+    """The frames table as pd.DataFrame(rows) gives its columns, cast to the schema (the reference)."""
+    from braggflow.schema import _cast_values, _column_values
+
+    df = pd.DataFrame(rows)
+    out = {}
+    for name, col in FRAME_COLUMNS.items():
+        if name not in df:
+            out[name] = _column_values(col, len(df))
+        elif col.dtype == "category":
+            out[name] = _cast_values(col, df[name])
+        else:
+            out[name] = df[name].to_numpy(dtype=col.dtype)
+    return pd.DataFrame(out)
+
+
+def test_frames_table_of_row_dicts_is_the_table_pandas_builds_from_them():
+    """Rows as the pipeline gives them (Python and NumPy numbers, NaN, an unknown key), rows whose keys differ, rows
+    with a learned frame class: each the table of pd.DataFrame(rows), dtypes and values (NaN included)."""
+    plain = [{"frame": i, "omega": float("nan") if i % 2 else 0.5 * i, "n_peaks": 3 * i, "background": np.float32(1.25),
+              "noise": np.float64(2.0), "saturated": np.int64(i), "zingers": 0, "hot_pixels": 20, "thresholded": False,
+              "time": 0.01 * i, "hit": np.bool_(i > 2), "other": "x"} for i in range(6)]
+    uneven = [{"frame": 0, "n_peaks": 2}, {"frame": 1, "n_peaks": 5, "latency": 0.25}]
+    learned = [{"frame": 0, "frame_class": "spots", "p_spots": 0.9}, {"frame": 1, "frame_class": None, "p_spots": 0.1}]
+    mixed = [{"frame": 0, "thresholded": True, "background": 2}, {"frame": 1, "thresholded": 0, "background": 2.5}]
+    for rows in (plain, uneven, learned, mixed):
+        expected = _frames_table_by_pandas(rows)
+        pd.testing.assert_frame_equal(frames_table(rows), expected, check_exact=True)
+        pd.testing.assert_frame_equal(frames_table(pd.DataFrame(rows)), expected, check_exact=True)
+    with pytest.raises(ValueError, match="could not convert"):  # text is no noise level, either way
+        frames_table([{"frame": 0, "noise": "high"}])
+
+
+def test_cast_columns_cast_to_the_schema_and_keep_the_arrays_that_match():
+    from braggflow.schema import cast_columns, conformed_columns
+
+    n = 3
+    columns = conformed_columns(new_peak_table(n, row=[1.0, 2.0, 3.0]))
+    given = dict(columns, npix=np.array([1.0, 2.0, 3.0]), flags=np.array([1, 0, 2]), extra=np.arange(n))
+    cast = cast_columns(given, n)
+    assert list(cast) == list(given)
+    assert cast["npix"].dtype == np.int64 and cast["npix"].tolist() == [1, 2, 3]
+    assert cast["flags"].dtype == np.uint32 and cast["row"] is given["row"] and cast["extra"] is given["extra"]
+    assert cast["method"] is given["method"]  # an extension array of the schema's dtype is kept too
+    with pytest.raises(ValueError, match="schema's order"):
+        cast_columns(dict(reversed(list(columns.items()))), n)
+    with pytest.raises(ValueError, match="has 3 values, expected 2"):
+        cast_columns(columns, 2)
+
+
+def test_tables_built_here_hold_one_block_per_numpy_dtype_and_columns_replace_independently():
+    t = new_peak_table(4, row=np.arange(4.0))
+    numpy_dtypes = {col.dtype for col in COLUMNS.values() if col.dtype not in ("category", "Int32")}
+    extension = sum(col.dtype in ("category", "Int32") for col in COLUMNS.values())
+    assert t._mgr.nblocks == len(numpy_dtypes) + extension
+    c = t.copy(deep=False)
+    c["col"] = np.full(4, 7.0)
+    assert np.isnan(t["col"]).all() and t["row"].tolist() == [0.0, 1.0, 2.0, 3.0] and (c["col"] == 7.0).all()
+    f = frames_table([{"frame": 1}, {"frame": 2}])
+    f["n_peaks"] = [3, 4]
+    assert f["frame"].tolist() == [1, 2] and f["n_peaks"].tolist() == [3, 4]

@@ -24,6 +24,7 @@ __all__ = [
     "Flag",
     "empty_peak_table",
     "new_peak_table",
+    "new_peak_columns",
     "conform",
     "conformed_columns",
     "table_from_columns",
@@ -246,8 +247,13 @@ def _frame_from_columns(data: dict, n: int) -> pd.DataFrame:
     if _from_blocks is None:
         return pd.DataFrame({name: data[name] if name in data else _column_values(col, n)
                              for name, col in COLUMNS.items()})
+    return _from_layout(data, n, _NUMPY_BLOCKS, _EXTENSION_BLOCKS, _column_index())
+
+
+def _from_layout(data: dict, n: int, numpy_blocks: list, extension_blocks: list, columns: pd.Index) -> pd.DataFrame:
+    """A DataFrame of ``n`` rows built from the blocks of :func:`_block_layout` (see :func:`_frame_from_columns`)."""
     blocks = []
-    for dtype, placement, names, defaults in _NUMPY_BLOCKS:
+    for dtype, placement, names, defaults in numpy_blocks:
         values = np.empty((len(names), n), dtype=dtype)
         given = [(k, data[name]) for k, name in enumerate(names) if name in data]
         if len(given) < len(names):
@@ -255,9 +261,9 @@ def _frame_from_columns(data: dict, n: int) -> pd.DataFrame:
         for k, column in given:
             values[k] = column  # a copy, as pd.DataFrame makes
         blocks.append((values, placement))
-    for name, placement in _EXTENSION_BLOCKS:
+    for name, placement in extension_blocks:
         blocks.append((data[name], placement))
-    return _from_blocks(blocks, index=pd.RangeIndex(n), columns=_column_index())
+    return _from_blocks(blocks, index=pd.RangeIndex(n), columns=columns)
 
 
 @functools.lru_cache(maxsize=1)
@@ -287,6 +293,45 @@ def new_peak_table(n: int = 0, **values) -> pd.DataFrame:
     ValueError
         If a value's length is not ``n``.
     """
+    data = _given_columns(n, values)
+    for name, _ in _EXTENSION_BLOCKS:  # the NumPy columns not given take their defaults as the table is built
+        if name not in data:
+            data[name] = _column_values(COLUMNS[name], n)
+    return _frame_from_columns(data, n)
+
+
+def new_peak_columns(n: int = 0, **values) -> dict:
+    """The columns of ``new_peak_table(n, **values)`` as arrays, without building the table.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows.
+    **values : array_like of length n
+        Initial values for named columns; they are cast to the schema dtype.
+
+    Returns
+    -------
+    columns : dict of str to array
+        Every schema column, in order, with its dtype (NumPy arrays, and pandas
+        extension arrays for ``category`` and ``Int32``): the arrays
+        :func:`conformed_columns` gives for that table, which
+        :func:`table_from_columns` turns into it.  A value given as an array
+        of the schema's dtype is that array, not a copy.
+
+    Raises
+    ------
+    KeyError
+        If a keyword is not a column of the schema.
+    ValueError
+        If a value's length is not ``n``.
+    """
+    data = _given_columns(n, values)
+    return {name: data[name] if name in data else _column_values(col, n) for name, col in COLUMNS.items()}
+
+
+def _given_columns(n: int, values: dict) -> dict:
+    """The columns given to :func:`new_peak_table`, checked and cast to their schema dtypes."""
     for name in values:
         if name not in COLUMNS:
             raise KeyError(f"{name!r} is not a peak-table column; known: {', '.join(COLUMNS)}")
@@ -297,10 +342,7 @@ def new_peak_table(n: int = 0, **values) -> pd.DataFrame:
         if len(v) != n:
             raise ValueError(f"column {name!r} has {len(v)} values, expected {n}")
         data[name] = _cast_values(COLUMNS[name], v)
-    for name, _ in _EXTENSION_BLOCKS:  # the NumPy columns not given take their defaults as the table is built
-        if name not in data:
-            data[name] = _column_values(COLUMNS[name], n)
-    return _frame_from_columns(data, n)
+    return data
 
 
 def empty_peak_table() -> pd.DataFrame:
@@ -473,10 +515,16 @@ def cast_columns(columns: dict, n: int) -> dict:
         if len(values) != n:
             raise ValueError(f"column {name!r} has {len(values)} values, expected {n}")
         col = COLUMNS.get(name)
-        if col is not None and not _schema_dtype_matches(values.dtype, col.dtype):
+        # a NumPy dtype of the schema is the one instance NumPy keeps of it: identity says most columns match
+        if col is not None and values.dtype is not _NUMPY_DTYPES.get(name) and not _schema_dtype_matches(values.dtype,
+                                                                                                       col.dtype):
             values = _cast_values(col, values)
         data[name] = values
     return data
+
+
+#: The NumPy dtype of each schema column that has one.
+_NUMPY_DTYPES = {name: np.dtype(col.dtype) for name, col in COLUMNS.items() if col.dtype not in ("category", "Int32")}
 
 
 def _conforms(table: pd.DataFrame) -> bool:
@@ -597,7 +645,22 @@ def frames_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
             out[name] = _cast_values(col, df[name])
         else:
             out[name] = df[name].to_numpy(dtype=col.dtype)
-    return pd.DataFrame(out)
+    return _frames_frame(out, n)
+
+
+def _frames_frame(data: dict, n: int) -> pd.DataFrame:
+    """The frames table of ``data`` (every column of :data:`FRAME_COLUMNS`, in order, with its dtype), built from
+    one block per NumPy dtype as :func:`_frame_from_columns` builds a peak table; the same table as
+    ``pd.DataFrame(data)``."""
+    if _from_blocks is None:
+        return pd.DataFrame(data)
+    return _from_layout(data, n, *_frame_blocks())
+
+
+@functools.lru_cache(maxsize=1)
+def _frame_blocks() -> tuple[list, list, pd.Index]:
+    """The block layout of the frames table and its column names (shared by the tables built here)."""
+    return (*_block_layout(FRAME_COLUMNS), pd.Index(tuple(FRAME_COLUMNS)))
 
 
 def _frames_table_of_rows(rows: list) -> pd.DataFrame | None:
@@ -628,7 +691,7 @@ def _frames_table_of_rows(rows: list) -> pd.DataFrame | None:
                 out[name] = np.array(values, dtype=col.dtype)
     except (TypeError, ValueError, OverflowError):
         return None
-    return pd.DataFrame(out)
+    return _frames_frame(out, n)
 
 
 #: Value types that a column of ``pd.DataFrame(rows)`` holds as NumPy values (``float``, ``int``, ``bool``, NumPy

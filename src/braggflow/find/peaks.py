@@ -18,7 +18,7 @@ from braggflow.find.options import FindConfig
 from braggflow.find.regions import LOCAL_RING_MARGIN, Regions, region_boxes, ring_medians
 from braggflow.find.split import split_components
 from braggflow.find.zingers import MAX_ZINGER_PIXELS, zinger_regions
-from braggflow.schema import new_peak_table
+from braggflow.schema import conformed_columns, new_peak_columns, table_from_columns
 
 __all__ = ["FoundPeaks", "find_peaks", "frame_threshold_noise", "PERSISTENCE_BASE_SIGMA"]
 
@@ -56,9 +56,60 @@ class FoundPeaks:
     threshold_noise: ThresholdNoise | None = None
     background: Background | None = None
 
+    @classmethod
+    def from_columns(cls, columns: dict, n: int, labels: np.ndarray, regions: Regions, *, zingers: int = 0,
+                     threshold_noise: ThresholdNoise | None = None,
+                     background: Background | None = None) -> FoundPeaks:
+        """The peaks found, given as the columns of their table, which is built on first use of ``table``.
+
+        The per-frame pipeline reads the columns (:meth:`columns`) and hands
+        them on; the table is built only where ``table`` is read.
+
+        Parameters
+        ----------
+        columns : dict of str to array
+            Every peak-table column, in order, with its schema dtype
+            (:func:`braggflow.schema.new_peak_columns`), each of length ``n``; kept, not copied.
+        n : int
+            Number of peaks.
+        labels, regions, zingers, threshold_noise, background
+            As the attributes.
+
+        Returns
+        -------
+        found : FoundPeaks
+        """
+        found = object.__new__(cls)
+        for name, value in (("labels", labels), ("regions", regions), ("zingers", zingers),
+                            ("threshold_noise", threshold_noise), ("background", background),
+                            ("_columns", (columns, int(n)))):
+            object.__setattr__(found, name, value)
+        return found
+
+    def __getattr__(self, name: str):
+        """``table``, built from the columns of :meth:`from_columns` the first time it is read."""
+        given = self.__dict__.get("_columns")
+        if name != "table" or given is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        table = table_from_columns(*given)
+        object.__setattr__(self, "table", table)
+        return table
+
+    def columns(self) -> dict:
+        """The columns of the peak table (:func:`braggflow.schema.conformed_columns`), without building it.
+
+        Returns
+        -------
+        columns : dict of str to array
+            Every schema column in order, with its dtype; read them, never write into them.
+        """
+        given = self.__dict__.get("_columns")
+        return dict(given[0]) if given is not None else conformed_columns(self.table)
+
     def __len__(self) -> int:
         """Number of peaks found."""
-        return len(self.table)
+        given = self.__dict__.get("_columns")
+        return given[1] if given is not None else len(self.table)
 
 
 def find_peaks(
@@ -162,8 +213,7 @@ def find_peaks(
     if aperture and low_index.size:
         seeds = low_index[above_seed & low_max]
         weak = aperture_peaks(frame, mask, seeds, strong.occupied, bg, sigma=config.aperture_sigma, gain=gain)
-    found = _assemble(frame, strong, weak, bg=bg, config=config)
-    found = replace(found, threshold_noise=threshold_noise if sparse else None, background=bg)
+    found = _assemble(frame, strong, weak, bg=bg, config=config, threshold_noise=threshold_noise if sparse else None)
     if return_labels is None and return_regions is None:
         return found
     warnings.warn("find_peaks(return_labels=..., return_regions=...) is deprecated: find_peaks returns a FoundPeaks "
@@ -227,8 +277,8 @@ class _Strong:
         return cls(i, i, 1, i, i, f, f, i, f, {k: i for k in ("top", "left", "height", "width")}, 0, i)
 
 
-def _assemble(frame: np.ndarray, strong: _Strong, weak: dict | None, *, bg: Background,
-              config: FindConfig) -> FoundPeaks:
+def _assemble(frame: np.ndarray, strong: _Strong, weak: dict | None, *, bg: Background, config: FindConfig,
+              threshold_noise: ThresholdNoise | None) -> FoundPeaks:
     """The peak table, labels and regions of the kept regions and the aperture peaks, by descending score."""
     h, w = frame.shape
     peak_index, peak_value, score = strong.peak_index, strong.peak_value, strong.score
@@ -249,9 +299,9 @@ def _assemble(frame: np.ndarray, strong: _Strong, weak: dict | None, *, bg: Back
     if config.max_peaks is not None:
         sort = sort[: config.max_peaks]
     peak_r, peak_c = np.divmod(peak_index[sort], w)
-    table = new_peak_table(len(sort), row=peak_r.astype(float), col=peak_c.astype(float),
-                           peak_value=peak_value[sort], npix=npix[sort], score=score[sort],
-                           background=bg.at(peak_r, peak_c))
+    columns = new_peak_columns(len(sort), row=peak_r.astype(float), col=peak_c.astype(float),
+                               peak_value=peak_value[sort], npix=npix[sort], score=score[sort],
+                               background=bg.at(peak_r, peak_c))
     regions = Regions(**{k: v[sort] for k, v in boxes.items()}, signal=signal[sort],
                       noise=bg.at(peak_r, peak_c, values=bg.noise), background=bg)
     label_of = np.zeros(len(score), dtype=np.int32)  # label of each strong, then weak, peak (0: cut by max_peaks)
@@ -264,7 +314,8 @@ def _assemble(frame: np.ndarray, strong: _Strong, weak: dict | None, *, bg: Back
         labels.ravel()[strong.flat_index] = lut[strong.final]
     if n_weak:
         labels.ravel()[weak["pixels"]] = label_of[n_strong:][weak["owner"]]
-    return FoundPeaks(table, labels, regions, zingers=strong.zingers)
+    return FoundPeaks.from_columns(columns, len(sort), labels, regions, zingers=strong.zingers,
+                                   threshold_noise=threshold_noise, background=bg)
 
 
 def _with_noise_floor(bg: Background, sigma: float) -> Background:

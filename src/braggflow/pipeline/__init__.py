@@ -25,7 +25,7 @@ import pandas as pd
 from braggflow.errors import BraggflowError, ConfigError
 from braggflow.pipeline.config import Config, with_input_geometry
 from braggflow.pipeline.statistics import MIN_HOT_PIXEL_FRAMES, SeriesStatistics
-from braggflow.schema import Flag, conform, conformed_columns, empty_peak_table, table_from_columns
+from braggflow.schema import Flag, conform, empty_peak_table, table_from_columns
 
 __all__ = ["Context", "FrameResult", "SeriesStatistics", "prepare", "measure_series", "analyse_frame",
            "process_frame", "run", "parse_frame_range", "check_workers", "MIN_HOT_PIXEL_FRAMES", "frames_text",
@@ -364,12 +364,12 @@ def analyse_frame(
     built = None  # the table built here from the stages' columns, with the schema's dtypes
     if found is None:
         pass
-    elif len(found.table):
+    elif len(found):
         # deblending's likelihood-ratio test is one of Poisson counts over a background: on a frame thresholded
         # upstream the zeros are censored values, not counts, and the test splits single spots (docs/locate.md)
         deblend = lc.deblend and found.threshold_noise is None
         # the stages hand columns on; the frame's table is built once, at the end
-        columns, n = locate_columns(corrected, conformed_columns(found.table), len(found.table), method=lc.method,
+        columns, n = locate_columns(corrected, found.columns(), len(found), method=lc.method,
                                     mask=mask, labels=found.labels, regions=found.regions, saturated=saturated,
                                     saturated_peaks=lc.saturated, extended_peaks=lc.extended,
                                     patch_size=lc.patch_size, gain=c.gain, model=lc.model, backend=lc.backend,
