@@ -213,6 +213,8 @@ def _block_layout(columns: dict[str, Column]) -> tuple[list, list]:
 
 #: the blocks of a frame built here (:func:`_frame_from_columns`)
 _NUMPY_BLOCKS, _EXTENSION_BLOCKS = _block_layout(COLUMNS)
+#: the block and the row in it of each NumPy column
+_NUMPY_ROW = {name: (b, k) for b, (_, _, names, _) in enumerate(_NUMPY_BLOCKS) for k, name in enumerate(names)}
 
 try:  # pandas >= 2.3: a frame from its blocks, without the per-column checks of pd.DataFrame(dict) (~5 x faster)
     from pandas.api.internals import create_dataframe_from_blocks as _from_blocks
@@ -327,7 +329,18 @@ def new_peak_columns(n: int = 0, **values) -> dict:
         If a value's length is not ``n``.
     """
     data = _given_columns(n, values)
-    return {name: data[name] if name in data else _column_values(col, n) for name, col in COLUMNS.items()}
+    # the NumPy columns not given: rows of one array of defaults per dtype (three arrays, not thirty)
+    defaults = [np.repeat(block_defaults[:, None], n, axis=1) for _, _, _, block_defaults in _NUMPY_BLOCKS]
+    out = {}
+    for name, col in COLUMNS.items():
+        if name in data:
+            out[name] = data[name]
+        elif name in _NUMPY_ROW:
+            block, row = _NUMPY_ROW[name]
+            out[name] = defaults[block][row]
+        else:
+            out[name] = _column_values(col, n)
+    return out
 
 
 def _given_columns(n: int, values: dict) -> dict:
