@@ -166,3 +166,17 @@ def test_tables_built_here_hold_one_block_per_numpy_dtype_and_columns_replace_in
     f = frames_table([{"frame": 1}, {"frame": 2}])
     f["n_peaks"] = [3, 4]
     assert f["frame"].tolist() == [1, 2] and f["n_peaks"].tolist() == [3, 4]
+
+
+def test_frames_table_of_a_frames_table_is_that_table_and_of_other_tables_is_rebuilt():
+    t = frames_table([{"frame": 2, "n_peaks": 5}, {"frame": 3, "n_peaks": 0}])
+    t["source_file"] = pd.Categorical(["a.h5", "b.h5"])
+    same = frames_table(t)
+    assert same is not t
+    pd.testing.assert_frame_equal(same, t, check_exact=True)
+    same["n_peaks"] = [1, 1]
+    assert t["n_peaks"].tolist() == [5, 0]  # a new table: changing it leaves the one given
+    odd = t.assign(extra=1.0).iloc[::-1]  # an extra column and the index 1, 0
+    rebuilt = frames_table(odd)
+    assert list(rebuilt.columns) == list(FRAME_COLUMNS) and rebuilt.index.tolist() == [0, 1]
+    assert rebuilt["frame"].tolist() == [3, 2] and rebuilt["source_file"].tolist() == ["b.h5", "a.h5"]

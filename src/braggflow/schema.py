@@ -645,6 +645,8 @@ def frames_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     -------
     table : pandas.DataFrame
     """
+    if isinstance(rows, pd.DataFrame) and _is_frames_table(rows):  # already one: the same table, not rebuilt
+        return rows.copy(deep=False)
     fast = _frames_table_of_rows(rows) if isinstance(rows, list) else None
     if fast is not None:
         return fast
@@ -659,6 +661,19 @@ def frames_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
         else:
             out[name] = df[name].to_numpy(dtype=col.dtype)
     return _frames_frame(out, n)
+
+
+def _is_frames_table(table: pd.DataFrame) -> bool:
+    """Whether ``table`` is a frames table as :func:`frames_table` makes it: its columns in order, each with its
+    dtype, nothing else, and the index 0..n-1."""
+    index = table.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+        return False
+    names = _frame_blocks()[2]
+    if not (table.columns is names or table.columns.equals(names)):
+        return False
+    return all(_schema_dtype_matches(dtype, col.dtype) for dtype, col in zip(table.dtypes.tolist(),
+                                                                              FRAME_COLUMNS.values()))
 
 
 def _frames_frame(data: dict, n: int) -> pd.DataFrame:
