@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,20 +180,23 @@ def region_centroids(
             level, noise = background[j], regions.noise[k]
         else:
             tiles = regions.background
-            level, noise = tiles.at(rr + r0, cc + c0), tiles.at(rr + r0, cc + c0, values=tiles.noise)
+            rows, cols = rr + r0, cc + c0
+            level, noise = tiles.at(rows, cols), tiles.at(rows, cols, values=tiles.noise)
         excess = counts - level
         total = excess.sum()
         if not total > 0:
             continue
-        var = noise**2 + gain * np.clip(excess, 0, None)
+        # np.maximum, not np.clip: the same values once added to noise**2 (it differs only in the sign of a zero)
+        var = noise**2 + gain * np.maximum(excess, 0)
         row, col = (excess * rr).sum() / total, (excess * cc).sum() / total
         dr, dc = rr - row, cc - col
+        var_dr, excess_dr = var * dr, excess * dr  # the products are those of var * dr * dr, ... (left to right)
         out["row"][j], out["col"][j] = row + r0, col + c0
-        out["row_err"][j] = np.sqrt((var * dr * dr).sum()) / total
+        out["row_err"][j] = np.sqrt((var_dr * dr).sum()) / total
         out["col_err"][j] = np.sqrt((var * dc * dc).sum()) / total
-        out["rc_cov"][j] = (var * dr * dc).sum() / total**2
-        out["sigma_row"][j] = np.sqrt(max((excess * dr * dr).sum() / total, 0.0))
-        out["sigma_col"][j] = np.sqrt(max((excess * dc * dc).sum() / total, 0.0))
+        out["rc_cov"][j] = (var_dr * dc).sum() / total**2
+        out["sigma_row"][j] = math.sqrt(max((excess_dr * dr).sum() / total, 0.0))
+        out["sigma_col"][j] = math.sqrt(max((excess * dc * dc).sum() / total, 0.0))
     return out
 
 
