@@ -15,8 +15,10 @@ computes, so it is kept apart from the pipeline's :class:`~braggflow.pipeline.co
 it is not stored in the results file, and a run may be resumed on other
 workers (a cluster run killed half-way can go on with ``--workers 2``).
 
-:class:`ClusterStarter` starts the cluster in a background thread, so that
-the main process measures the series statistics while the workers start.
+:class:`ClusterStarter` submits batch jobs in a background thread, so that
+the main process goes on while they wait in the queue; a local cluster is
+started in the main thread, after the run's first frame, because it forks its
+workers (:func:`local_cluster`).
 """
 
 from __future__ import annotations
