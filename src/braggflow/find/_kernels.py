@@ -948,8 +948,8 @@ def counted_medians(blocks):
                 top = t
         for q in range(m):
             hist[whole[q]] += 1
-        a2, b2 = _middle_pair(hist, 0, top + 1, k)
-        _clear(hist, whole, 0, top + 1)
+        a2, b2 = _middle_pair(hist, np.int64(0), top + 1, k)
+        _clear(hist, whole, np.int64(0), top + 1)
         if m % 2:
             spread = np.float32(b2) / np.float32(2.0)
         else:

@@ -213,7 +213,8 @@ def _iterate(p, start, offsets, values, used, background, threshold, variance, g
     damping = 1e-3
     held = 0  # accepted steps in a row that ended at a bound
     for _ in range(max_iterations):
-        f = window_terms(p, offsets, values, used, background, threshold, variance, gain, grad, info, True, work)
+        f = window_terms(p, offsets, values, used, background, threshold, variance, gain, grad, info, np.bool_(True),
+                         work)
         finite = True
         for a in range(npar):
             grad[a] = grad[a] if math.isfinite(grad[a]) else 0.0
@@ -230,7 +231,7 @@ def _iterate(p, start, offsets, values, used, background, threshold, variance, g
                 trial[a] = p[a] + step[a]
             _bounded(trial, start, bounds)
             f_trial = window_terms(trial, offsets, values, used, background, threshold, variance, gain, grad2,
-                                   scratch, False, work)
+                                   scratch, np.bool_(False), work)
         if math.isfinite(f_trial) and f_trial <= f:
             p[:] = trial
             damping = max(damping / 5.0, 1e-7)
@@ -299,5 +300,5 @@ def fit_windows(values, used, background, start, offsets, threshold, variance, g
         p_out[k] = p
         held[k] = _at_bound(p, start[k], bounds)
         nll_out[k] = window_terms(p, offsets, values[k], used[k], background[k], threshold, variance, gain, grad,
-                                  information[k], True, work)
+                                  information[k], np.bool_(True), work)
     return p_out, information, moving, held, nll_out

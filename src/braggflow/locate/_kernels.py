@@ -402,7 +402,8 @@ def _cut_patch(frame, mask, use_mask, labels, relabel, use_relabel, top, left, p
 def _patch_level(data, removed, values, lower, upper, bins):  # pragma: no cover - compiled
     """The border-median background of one cut patch (see :func:`cut_patches`) and its usable border pixels."""
     size = data.shape[0]
-    n_border = 0
+    # counters typed int64: one starting as a literal 0 makes numba compile the callee once more, for Literal[int](0)
+    n_border = np.int64(0)
     for i in range(size):  # the border's usable pixels
         step = 1 if i == 0 or i == size - 1 else size - 1
         for j in range(0, size, step):
@@ -411,7 +412,7 @@ def _patch_level(data, removed, values, lower, upper, bins):  # pragma: no cover
                 n_border += 1
     if n_border >= 3:
         return _median(values, n_border, lower, upper, bins), n_border
-    count = 0  # the lower quartile of all usable pixels
+    count = np.int64(0)  # the lower quartile of all usable pixels
     for i in range(size):
         for j in range(size):
             if not removed[i, j]:
