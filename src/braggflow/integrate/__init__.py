@@ -201,10 +201,11 @@ def _integrate_level_compiled(frame, d_row, d_col, ri, ci, ids, placed, core, ha
     n = len(ri)
     use_mask, use_saturated = mask is not None, saturated is not None
     no_image = np.zeros((1, 1), dtype=bool)
+    # C-ordered images (a copy only of a view): one compiled version of the kernel serves every caller
     intensity, positive, b, s2, npix, n_b, peak_value, sat, own, truncated, large, _ = label_window_sums(
-        frame, np.asarray(mask, dtype=bool) if use_mask else no_image, use_mask, labels,
-        np.asarray(saturated, dtype=bool) if use_saturated else no_image, use_saturated, ri, ci, ids, half, core,
-        float(gain), pairwise_plan((2 * half + 1) ** 2))
+        np.ascontiguousarray(frame), np.ascontiguousarray(mask, dtype=bool) if use_mask else no_image, use_mask,
+        np.ascontiguousarray(labels), np.ascontiguousarray(saturated, dtype=bool) if use_saturated else no_image,
+        use_saturated, ri, ci, ids, half, core, float(gain), pairwise_plan((2 * half + 1) ** 2))
     boxed = ~own
     if last:
         boxed |= truncated
