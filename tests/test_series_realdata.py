@@ -15,18 +15,26 @@ FRAME_CACHE = "LT1_Ne_zr001_00000-fc_GE2.npz"
 def match_spots(reference: pd.DataFrame, spots: pd.DataFrame, *, max_px=2.0, max_deg=2.0) -> np.ndarray:
     """For each reference spot: omega difference (deg) to the closest-in-omega spot
     within ``max_px`` on the detector and ``max_deg`` in omega; NaN when none."""
+    return matched_spots(reference, spots, max_px=max_px, max_deg=max_deg)[1]
+
+
+def matched_spots(reference: pd.DataFrame, spots: pd.DataFrame, *, max_px=2.0,
+                  max_deg=2.0) -> tuple[np.ndarray, np.ndarray]:
+    """For each reference spot: the index of the closest-in-omega spot within ``max_px`` on the
+    detector and ``max_deg`` in omega (-1 when none), and their omega difference (deg; NaN when none)."""
     from scipy.spatial import cKDTree
 
     near = cKDTree(spots[["row", "col"]].to_numpy()).query_ball_point(reference[["row", "col"]].to_numpy(), r=max_px)
     omega = spots["omega"].to_numpy()
+    index = np.full(len(reference), -1)
     out = np.full(len(reference), np.nan)
     for k, cand in enumerate(near):
         if cand:
             d = omega[cand] - reference["omega"].iloc[k]
-            best = d[np.argmin(np.abs(d))]
-            if abs(best) <= max_deg:
-                out[k] = best
-    return out
+            best = int(np.argmin(np.abs(d)))
+            if abs(d[best]) <= max_deg:
+                index[k], out[k] = cand[best], d[best]
+    return index, out
 
 
 _CACHE: dict = {}
@@ -69,6 +77,41 @@ def test_zr_spots_match_hexrd(zr_spots):
     # measured: 89.4 %, median |d omega| 0.27 deg
     assert matched >= 0.88
     assert median <= 0.5
+
+
+def test_zr_hexrd_repeats_are_one_spot_of_two_grains(zr_spots, shared_data):
+    """HEXRD credits a measured spot to each grain predicting a reflection there: 40 measured spots
+    of this sample are listed by two grains (39 by grains 1 and 2; 28 of the 40 with the same hkl in
+    both); measured_spots_in_frames flags the second row of each, and no 3D spot is matched to two
+    distinct spots with signal."""
+    from braggflow.io.frames import open_frames
+    from braggflow.io.hexrd import measured_spots_in_frames, read_spots_file
+
+    _, spots, hexrd = zr_spots
+    files = sorted((shared_data / ZR).glob("spots_0000*.out"))
+    hkl = pd.concat([read_spots_file(p).dropna(subset=["meas_x", "meas_y", "meas_ome"])[["h", "k", "l"]]
+                     for p in files], ignore_index=True)
+    everything = measured_spots_in_frames(files, open_frames(shared_data / ZR / FRAME_CACHE), pixel_size_mm=0.2)
+    repeat = everything["repeat"].to_numpy()
+    assert repeat.sum() == 40
+    first = [int(np.flatnonzero(~repeat & (np.hypot(everything["row"] - r, everything["col"] - c) < 0.5)
+                                & (np.abs(everything["omega"] - o) <= 1.0))[0])
+             for r, c, o in everything.loc[repeat, ["row", "col", "omega"]].to_numpy()]
+    # each repeat is another grain's row of the same measured position (median 0.06 px apart, at most 0.36;
+    # omega 0.43 deg apart in the median)
+    assert (everything.loc[first, "grain"].to_numpy() < everything.loc[repeat, "grain"].to_numpy()).all()
+    apart = np.hypot(*(everything.loc[first, ["row", "col"]].to_numpy()
+                       - everything.loc[repeat, ["row", "col"]].to_numpy()).T)
+    assert np.median(apart) < 0.1
+    same_hkl = (hkl.loc[first].to_numpy() == hkl.loc[repeat].to_numpy()).all(axis=1)
+    print(f"\nHEXRD repeats: {repeat.sum()}, grains {sorted(set(everything.loc[repeat, 'grain']))}, "
+          f"same hkl {same_hkl.sum()}")
+    distinct = hexrd[~hexrd["repeat"]]
+    assert len(distinct) == 552  # 573 rows with signal, 21 of them repeats
+    index, _ = matched_spots(distinct, spots, max_deg=1.5)
+    assert np.bincount(index[index >= 0]).max() == 1
+    index, _ = matched_spots(hexrd, spots, max_deg=1.5)  # counting the rows, repeats pair up
+    assert np.bincount(index[index >= 0]).max() == 2
 
 
 def test_zr_matching_is_not_chance(zr_spots):

@@ -90,9 +90,16 @@ def measured_spots_in_frames(spot_files, series, *, pixel_size_mm: float) -> pd.
     Returns
     -------
     spots : pandas.DataFrame
-        One row per measured spot: ``frame`` (whose omega range holds the
-        measured omega), ``row``, ``col`` (px), ``omega`` (deg), ``sum5``
-        (sum of the 5 x 5 pixels around the spot in that frame, counts).
+        One row per measured spot of each file: ``grain`` (the file's place in
+        ``spot_files``), ``frame`` (whose omega range holds the measured
+        omega), ``row``, ``col`` (px), ``omega`` (deg), ``sum5`` (sum of the
+        5 x 5 pixels around the spot in that frame, counts) and ``repeat``:
+        True where an earlier row holds the same measured spot (within
+        :data:`REPEAT_PX` on the detector and :data:`REPEAT_DEG` of omega).
+        HEXRD's fit-grains credits a measured spot to every grain that
+        predicts a reflection there, so two grains of nearly the same
+        orientation list their common spots twice; count distinct spots with
+        ``spots[~spots["repeat"]]``.
 
     Raises
     ------
@@ -103,7 +110,7 @@ def measured_spots_in_frames(spot_files, series, *, pixel_size_mm: float) -> pd.
     if series.omega is None:
         raise InputFileError("measured_spots_in_frames: the series has no omega ranges")
     spots = pd.concat([spots_to_pixels(read_spots_file(p), pixel_size_mm=pixel_size_mm, shape=series.shape)
-                       for p in spot_files], ignore_index=True)
+                       .assign(grain=g) for g, p in enumerate(spot_files)], ignore_index=True)
     spots = spots.dropna(subset=["meas_x", "meas_y", "meas_ome"]).reset_index(drop=True)
     lo, hi = np.minimum(series.omega[:, 0], series.omega[:, 1]), np.maximum(series.omega[:, 0], series.omega[:, 1])
     frames = []
@@ -112,8 +119,8 @@ def measured_spots_in_frames(spot_files, series, *, pixel_size_mm: float) -> pd.
         if not hit.size:
             raise InputFileError(f"measured omega {o:.3f} deg lies outside every frame of the series")
         frames.append(int(hit[0]))
-    out = pd.DataFrame({"frame": frames, "row": spots["meas_row"], "col": spots["meas_col"],
-                        "omega": spots["meas_ome_deg"]})
+    out = pd.DataFrame({"grain": spots["grain"], "frame": frames, "row": spots["meas_row"],
+                        "col": spots["meas_col"], "omega": spots["meas_ome_deg"]})
     sums = np.zeros(len(out))
     for f, idx in out.groupby("frame").groups.items():
         frame = np.asarray(series[int(f)], dtype=np.float64)
@@ -121,4 +128,25 @@ def measured_spots_in_frames(spot_files, series, *, pixel_size_mm: float) -> pd.
             r, c = int(round(out.at[k, "row"])), int(round(out.at[k, "col"]))
             sums[k] = frame[max(r - 2, 0): r + 3, max(c - 2, 0): c + 3].sum()
     out["sum5"] = sums
+    out["repeat"] = _repeats(out)
+    return out
+
+
+#: Measured spots of two rows closer than this on the detector (px) ...
+REPEAT_PX = 0.5
+#: ... and in omega (deg) are one spot (:func:`measured_spots_in_frames`).
+REPEAT_DEG = 1.0
+
+
+def _repeats(spots: pd.DataFrame) -> np.ndarray:
+    """(N,) bool: the row's measured spot is an earlier row's (within REPEAT_PX and REPEAT_DEG)."""
+    from scipy.spatial import cKDTree
+
+    out = np.zeros(len(spots), dtype=bool)
+    if len(spots) < 2:
+        return out
+    omega = spots["omega"].to_numpy(dtype=float)
+    pairs = cKDTree(spots[["row", "col"]].to_numpy(dtype=float)).query_pairs(REPEAT_PX, output_type="ndarray")
+    pairs = pairs[np.abs(omega[pairs[:, 0]] - omega[pairs[:, 1]]) <= REPEAT_DEG]
+    out[pairs.max(axis=1)] = True
     return out
