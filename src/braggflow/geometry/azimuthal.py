@@ -255,7 +255,11 @@ def ring_positions(
     idx, props = find_peaks(net / noise, height=min_snr, prominence=min_snr)
     if len(idx) == 0:
         return empty
-    widths = peak_widths(net, idx, rel_height=0.5)[0]
+    with warnings.catch_warnings():
+        # a peak found in net / noise can have no prominence in net (a noisier stretch beside it): scipy warns
+        # and gives it width 0, which the loop below raises to 1.5 bins
+        warnings.filterwarnings("ignore", message="some peaks have a (prominence|width) of 0")
+        widths = peak_widths(net, idx, rel_height=0.5)[0]
     step = np.median(np.diff(x))
     rows = []
 
