@@ -89,9 +89,10 @@ def add_geometry_columns(table: pd.DataFrame, geometry: Geometry) -> pd.DataFram
     rc_cov = np.nan_to_num(rc_cov)
     for name in ("two_theta", "q", "d"):
         v = vals[name]
-        jr = (v[n:2 * n] - v[2 * n:3 * n]) / (2 * h)
-        jc = (v[3 * n:4 * n] - v[4 * n:]) / (2 * h)
-        var = jr ** 2 * row_err ** 2 + jc ** 2 * col_err ** 2 + 2 * jr * jc * rc_cov
+        with np.errstate(invalid="ignore"):  # d is infinite at q = 0 (the direct beam): its error is NaN there
+            jr = (v[n:2 * n] - v[2 * n:3 * n]) / (2 * h)
+            jc = (v[3 * n:4 * n] - v[4 * n:]) / (2 * h)
+            var = jr ** 2 * row_err ** 2 + jc ** 2 * col_err ** 2 + 2 * jr * jc * rc_cov
         out[f"{name}_err"] = np.sqrt(np.maximum(var, 0.0))
     bad = ~np.isfinite(centre["q"])
     if bad.any() and "flags" in out.columns:
