@@ -25,6 +25,7 @@ whatever its name), by :class:`HDF5Series` otherwise.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from dataclasses import dataclass
@@ -290,7 +291,12 @@ class FrameOrigins:
         if not self.names:
             return pd.Categorical([None] * frames.size), np.full(frames.size, -1, dtype=np.int64)
         k = np.searchsorted(self.first, frames, side="right") - 1
-        return pd.Categorical.from_codes(k, categories=list(self.names)), frames - self.first[k]
+        return pd.Categorical.from_codes(k, dtype=self._source_dtype), frames - self.first[k]
+
+    @functools.cached_property
+    def _source_dtype(self) -> pd.CategoricalDtype:
+        """The dtype of ``source_file`` (the file names as categories), made once: making one costs ~0.5 ms."""
+        return pd.CategoricalDtype(list(self.names))
 
     def fill(self, table: pd.DataFrame) -> pd.DataFrame:
         """``table`` with ``source_file`` and ``frame_in_file`` set from its ``frame`` column (in place)."""

@@ -13,7 +13,7 @@ Public API
   (the ``BLENDED`` flag).
 """
 
-from braggflow.locate._locate import METHODS, locate, locate_patches
+from braggflow.locate._locate import METHODS, locate, locate_columns, locate_patches
 from braggflow.locate.batchfit import fit_patches_batched
 from braggflow.locate.centroid import LocateResult, centroid_patches
 from braggflow.locate.crlb import crlb
@@ -29,6 +29,7 @@ __all__ = [
     "patch_background",
     "remove_other_peaks",
     "locate",
+    "locate_columns",
     "locate_patches",
     "centroid_patches",
     "fit_gaussian_patches",
