@@ -196,7 +196,38 @@ def run_command(
             table.to_csv(csv, index=False)
         if parquet is not None:
             table.to_parquet(parquet, index=False)
-    console.print(run_summary(output, seconds, steady, total=len(series)))
+    line = run_summary(output, seconds, steady, total=len(series))
+    compiled = kernels_compiled()
+    if compiled:
+        line += (f"\n{compiled} compiled kernel version{'' if compiled == 1 else 's'} built on first use (numba); "
+                 "cached beside the package, later runs load them")
+    console.print(line)
+
+
+def kernels_compiled() -> int:
+    """How many kernel versions this process compiled instead of loading them from numba's disk cache.
+
+    Counts the cache misses of every numba dispatcher in the braggflow modules
+    imported so far (one per argument-type signature compiled).  The first run
+    after an install or an update compiles them (tens of seconds), later runs
+    load them.
+    """
+    import sys
+
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:
+        return 0
+    seen: set[int] = set()
+    misses = 0
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("braggflow.") or module is None:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, Dispatcher) and id(value) not in seen:
+                seen.add(id(value))
+                misses += sum(value.stats.cache_misses.values())
+    return misses
 
 
 def run_summary(output: Path, seconds: float, steady: float, *, total: int) -> str:
