@@ -27,3 +27,4 @@ def _count(cache) -> int:
 def test_a_fresh_cache_compiles_one_version_and_the_next_process_loads_it(tmp_path):
     assert _count(tmp_path) == 1  # one kernel, one signature
     assert _count(tmp_path) == 0  # loaded from the cache written by the first process
+

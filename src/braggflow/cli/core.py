@@ -200,7 +200,7 @@ def run_command(
     compiled = kernels_compiled()
     if compiled:
         line += (f"\n{compiled} compiled kernel version{'' if compiled == 1 else 's'} built on first use (numba); "
-                 "cached beside the package, later runs load them")
+                 "cached on disk, later runs load them")
     console.print(line)
 
 
@@ -211,6 +211,11 @@ def kernels_compiled() -> int:
     imported so far (one per argument-type signature compiled).  The first run
     after an install or an update compiles them (tens of seconds), later runs
     load them.
+
+    Returns
+    -------
+    n : int
+        Kernel versions compiled by this process (0 without numba).
     """
     import sys
 
