@@ -144,6 +144,7 @@ def test_demo_writes_the_truth_and_the_command_time(tmp_path):
     assert {"frame", "row", "col"} <= set(truth.columns) and len(truth) >= 20
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["seconds_command"] >= report["seconds_pipeline"] > 0
+    assert report["kernels_compiled"] >= 0 and ("compiled" in report) == (report["kernels_compiled"] > 0)
     assert f"whole command {report['seconds_command']:.1f} s" in result.output
     assert "truth.csv" in result.output
 

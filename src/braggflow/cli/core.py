@@ -484,11 +484,15 @@ def demo_command(
         "results": f"{results}, {out / 'peaks.csv'}",
         "truth": f"{out / 'truth.csv'} (e.g. braggflow plot series {results} --reference {out / 'truth.csv'})",
     }
+    compiled = kernels_compiled()
+    if compiled:
+        report["compiled"] = (f"{compiled} kernel version{'' if compiled == 1 else 's'} built on first use (numba), "
+                              "in the whole command's time; cached on disk, later runs load them")
     if json_file is not None:
         from braggflow.cli.common import write_json
 
         write_json({"method": label, **report, "seconds_pipeline": seconds, "seconds_command": total_seconds,
-                    "frames_per_second": steady}, json_file)
+                    "frames_per_second": steady, "kernels_compiled": compiled}, json_file)
         if str(json_file) == "-":
             return
     console.print(f"braggflow demo ({label})", markup=False)
