@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from braggflow.find import find_peaks
 from braggflow.find.peaks import FoundPeaks
-from braggflow.find.regions import _dilated, region_centroids
+from braggflow.find.regions import region_centroids
 from braggflow.integrate import integrate, integrate_columns
 from braggflow.locate import locate
 from braggflow.locate._locate import locate_columns
@@ -167,13 +167,23 @@ def test_analyse_frame_table_is_the_one_the_table_stages_compose(scene, sections
 
 
 def test_grown_regions_are_scipy_binary_dilations():
-    """Regions grown by shifts are the binary dilation by a 3 x 3 square, at the image edges too."""
+    """Regions grown by shifts are the binary dilation by a 3 x 3 square, at the image edges too, image by image
+    in a stack; integer codes grow bit by bit."""
+    from braggflow.windows import grow8
+
     rng = np.random.default_rng(5)
     square = np.ones((3, 3), dtype=bool)
     for _ in range(300):
         h, w = rng.integers(1, 14, size=2)
         image = rng.random((h, w)) < rng.uniform(0.02, 0.5)
-        assert np.array_equal(_dilated(image), ndimage.binary_dilation(image, structure=square))
+        assert np.array_equal(grow8(image), ndimage.binary_dilation(image, structure=square))
+    stack = rng.random((4, 9, 7)) < 0.1
+    assert np.array_equal(grow8(stack), np.stack([ndimage.binary_dilation(p, structure=square) for p in stack]))
+    codes = stack.view(np.uint8) | ((rng.random((4, 9, 7)) < 0.1).view(np.uint8) << 1)
+    grown = grow8(codes)
+    for bit in (1, 2):
+        expected = np.stack([ndimage.binary_dilation((p & bit) > 0, structure=square) for p in codes])
+        assert np.array_equal((grown & bit) > 0, expected)
 
 
 def test_region_centroid_of_a_symmetric_spot_is_its_centre():

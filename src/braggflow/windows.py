@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from braggflow.errors import BraggflowError
 
-__all__ = ["cut_windows", "cut_box", "check_patch_size", "check_patch_stack", "patch_background"]
+__all__ = ["cut_windows", "cut_box", "check_patch_size", "check_patch_stack", "patch_background", "grow8"]
 
 
 def cut_windows(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int, fill) -> np.ndarray:
@@ -280,3 +280,31 @@ def check_patch_stack(data, mask=None, *, dtype=np.float64, odd: bool = False) -
         if mask.shape != data.shape:
             raise BraggflowError(f"patch mask has shape {mask.shape}, expected the patches' shape {data.shape}")
     return data, mask | ~np.isfinite(data)
+
+
+def grow8(image: np.ndarray) -> np.ndarray:
+    """Grow an image, or a stack of patches, by one pixel to its 8 neighbours (nothing beyond its edges).
+
+    Each pixel becomes the bitwise OR of itself and its 8 neighbours in the
+    last two axes: for booleans the binary dilation by a 3 x 3 square,
+    ``scipy.ndimage.binary_dilation(image, structure=np.ones((3, 3)))`` of
+    each 2D image, by four shifted ORs (rows, then columns); for integer
+    codes each bit is grown on its own.
+
+    Parameters
+    ----------
+    image : (..., H, W) ndarray of bool or integers
+        One image or a stack of them (patches, windows).
+
+    Returns
+    -------
+    grown : (..., H, W) ndarray, dtype of ``image``
+        A new array.
+    """
+    rows = image.copy()
+    rows[..., 1:, :] |= image[..., :-1, :]
+    rows[..., :-1, :] |= image[..., 1:, :]
+    grown = rows.copy()
+    grown[..., :, 1:] |= rows[..., :, :-1]
+    grown[..., :, :-1] |= rows[..., :, 1:]
+    return grown

@@ -9,6 +9,7 @@ import numpy as np
 
 from braggflow.find._kernels import NO_MASK, box_rings
 from braggflow.find.background import Background
+from braggflow.windows import grow8
 
 __all__ = ["Regions", "region_boxes", "ring_medians", "ring_means", "region_centroids", "LOCAL_RING_MARGIN"]
 
@@ -171,7 +172,7 @@ def region_centroids(
         c1 = min(int(regions.left[k] + regions.width[k]) + 1, w)
         lab = labels[r0:r1, c0:c1]
         own = lab == k + 1
-        grown = _dilated(own) & ((lab == 0) | own)
+        grown = grow8(own) & ((lab == 0) | own)
         if mask is not None:
             grown &= ~mask[r0:r1, c0:c1]
         rr, cc = np.nonzero(grown)
@@ -199,14 +200,3 @@ def region_centroids(
         out["sigma_col"][j] = math.sqrt(max((excess * dc * dc).sum() / total, 0.0))
     return out
 
-
-def _dilated(pixels: np.ndarray) -> np.ndarray:
-    """A 2D boolean image grown by one pixel (8-connected; nothing beyond its edges): the binary dilation by a
-    3 x 3 square, as ``scipy.ndimage.binary_dilation(pixels, structure=np.ones((3, 3)))`` gives it."""
-    rows = pixels.copy()
-    rows[1:, :] |= pixels[:-1, :]
-    rows[:-1, :] |= pixels[1:, :]
-    grown = rows.copy()
-    grown[:, 1:] |= rows[:, :-1]
-    grown[:, :-1] |= rows[:, 1:]
-    return grown

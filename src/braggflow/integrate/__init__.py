@@ -24,23 +24,12 @@ import numpy as np
 
 from braggflow.errors import BraggflowError
 from braggflow.schema import Flag, cast_columns, conform, conformed_columns, table_from_columns, validate_peak_table
-from braggflow.windows import cut_box, cut_windows
+from braggflow.windows import cut_box, cut_windows, grow8
 
 __all__ = ["integrate", "integrate_columns", "windows"]
 
 #: Kept under its old name; the function is :func:`braggflow.windows.cut_windows`.
 windows = cut_windows
-
-
-def _grow(region: np.ndarray) -> np.ndarray:
-    """Grow (N, w, w) boolean regions by one pixel (8-connected)."""
-    out = region.copy()
-    out[:, 1:, :] |= region[:, :-1, :]
-    out[:, :-1, :] |= region[:, 1:, :]
-    grown = out.copy()
-    grown[:, :, 1:] |= out[:, :, :-1]
-    grown[:, :, :-1] |= out[:, :, 1:]
-    return grown
 
 
 #: Half-size limit (px) of the window grown for regions larger than the default one.
@@ -237,7 +226,7 @@ def _signal_pixels(lab, own, ids, d_row, d_col, half, radius) -> tuple[np.ndarra
     if radius is None:
         # bit 0: any peak's pixel, bit 1: this peak's; grown together by one pixel
         codes = (lab > 0).view(np.uint8) | (own.view(np.uint8) << 1)
-        grown = _grow(codes)
+        grown = grow8(codes)
         return (grown >= 2) & (codes != 1), grown == 0, overlap
     offs = np.arange(-half, half + 1)
     dr = offs[None, :, None] - d_row[:, None, None]

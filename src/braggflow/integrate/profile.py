@@ -77,10 +77,9 @@ import functools
 
 import numpy as np
 
-from braggflow.integrate import _grow
 from braggflow.profiles._arrays import nan_to_num, starting_widths
 from braggflow.profiles.fitting import fit_profiles, information, start_parameters, wing_scores
-from braggflow.windows import cut_windows
+from braggflow.windows import cut_windows, grow8
 
 __all__ = ["PROFILE_MODEL", "WINDOW_HALVES", "WING_THRESHOLD", "WING_SCORE", "WING_STARTS", "STRONG_SNR",
            "REFERENCE_PEAKS", "CROWDED_RADIUS", "profile_intensities"]
@@ -327,7 +326,7 @@ class _Level:
         lv.crowded = np.zeros(len(here), dtype=bool)
         if lab is not None:
             not_own = lab != ids[here][:, None, None]
-            others = _grow((lab > 0) & not_own) & not_own
+            others = grow8((lab > 0) & not_own) & not_own
             bad |= others
             lv.crowded = (others & _window_masks(half)[1]).any(axis=(1, 2))
         if saturated is not None:

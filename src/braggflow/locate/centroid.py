@@ -8,7 +8,7 @@ import numpy as np
 
 from braggflow.errors import BraggflowError
 from braggflow.locate.patches import patch_background, select_central_component
-from braggflow.windows import check_patch_stack
+from braggflow.windows import check_patch_stack, grow8
 
 __all__ = ["LocateResult", "centroid_patches", "as_patch_arrays"]
 
@@ -65,21 +65,6 @@ def as_patch_arrays(data, mask=None) -> tuple[np.ndarray, np.ndarray]:
     See :func:`braggflow.windows.check_patch_stack`.
     """
     return check_patch_stack(data, mask, dtype=float)
-
-
-def grow8(region: np.ndarray) -> np.ndarray:
-    """Grow (N, s, s) boolean regions by one pixel (8-neighbours), within each patch.
-
-    The same as ``ndimage.binary_dilation`` with an 8-connected structure per
-    patch, by four shifted ORs.
-    """
-    cols = region.copy()
-    cols[:, :, 1:] |= region[:, :, :-1]
-    cols[:, :, :-1] |= region[:, :, 1:]
-    out = cols.copy()
-    out[:, 1:] |= cols[:, :-1]
-    out[:, :-1] |= cols[:, 1:]
-    return out
 
 
 def peak_region(data: np.ndarray, mask: np.ndarray, background: np.ndarray, *, gain: float = 1.0,
