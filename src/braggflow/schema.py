@@ -296,7 +296,8 @@ def new_peak_table(n: int = 0, **values) -> pd.DataFrame:
         If a value's length is not ``n``.
     """
     data = _given_columns(n, values)
-    for name, _ in _EXTENSION_BLOCKS:  # the NumPy columns not given take their defaults as the table is built
+    # the extension columns not given are made here; the NumPy ones take their defaults as the table is built
+    for name, _ in _EXTENSION_BLOCKS:
         if name not in data:
             data[name] = _column_values(COLUMNS[name], n)
     return _frame_from_columns(data, n)
@@ -529,8 +530,8 @@ def cast_columns(columns: dict, n: int) -> dict:
             raise ValueError(f"column {name!r} has {len(values)} values, expected {n}")
         col = COLUMNS.get(name)
         # a NumPy dtype of the schema is the one instance NumPy keeps of it: identity says most columns match
-        if col is not None and values.dtype is not _NUMPY_DTYPES.get(name) and not _schema_dtype_matches(values.dtype,
-                                                                                                       col.dtype):
+        same = values.dtype is _NUMPY_DTYPES.get(name)
+        if col is not None and not same and not _schema_dtype_matches(values.dtype, col.dtype):
             values = _cast_values(col, values)
         data[name] = values
     return data

@@ -338,7 +338,7 @@ def analyse_frame(
     from braggflow.correct import correct_frame_saturation, unbin_positions
     from braggflow.find import find_peaks
     from braggflow.integrate import integrate_columns
-    from braggflow.locate._locate import locate_columns
+    from braggflow.locate import locate_columns
 
     start = time.perf_counter()
     config = config or Config()
