@@ -83,14 +83,17 @@ class _OpenFile:
     """An HDF5 file handle ``_h5`` kept open between reads, dropped when pickled (a Dask worker reopens it)."""
 
     _h5 = None
+    _open_datasets: dict | None = None  # name -> (h5py.Dataset, whether bitshuffle.read_frame_into reads its frames)
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_h5"] = None
+        state["_open_datasets"] = None
         return state
 
     def close(self) -> None:
         """Close the underlying file handle (reopened on the next read)."""
+        self._open_datasets = None
         if self._h5 is not None:
             self._h5.close()
             self._h5 = None
@@ -180,7 +183,7 @@ class HDF5Series(_OpenFile, FrameSeries):
         try:
             shapes = []
             for name in self.datasets:
-                dset = self._h5[name]
+                dset = self._h5[name] if name not in (self._open_datasets or {}) else self._open_datasets[name][0]
                 if self.swmr:
                     dset.refresh()
                 shapes.append(dset.shape)
@@ -240,26 +243,48 @@ class HDF5Series(_OpenFile, FrameSeries):
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
-    def _read(self, index: int) -> np.ndarray:
+    def _dataset(self, index: int):
+        """The open dataset holding frame ``index``, the frame's index in it, and whether its chunks are whole
+        bitshuffle-LZ4 frames (:mod:`braggflow.io.bitshuffle`); datasets are looked up once per open file."""
+        from braggflow.io.bitshuffle import whole_frame_chunks
+
         if self._h5 is None:
             self._h5 = _h5_open(self.path, swmr=self.swmr)
+        if self._open_datasets is None:
+            self._open_datasets = {}
         k = int(np.searchsorted(self._offsets, index, side="right") - 1)
-        dset = self._h5[self.datasets[k]]
+        name = self.datasets[k]
+        if name not in self._open_datasets:
+            dset = self._h5[name]
+            self._open_datasets[name] = (dset, whole_frame_chunks(dset))
+        dset, whole_frames = self._open_datasets[name]
+        return dset, int(index - self._offsets[k]), whole_frames
+
+    def _read(self, index: int) -> np.ndarray:
+        from braggflow.io.bitshuffle import read_frame_into
+
+        dset, local, whole_frames = self._dataset(index)
+        if whole_frames:
+            frame = np.empty(dset.shape[-2:], dtype=dset.dtype)
+            if read_frame_into(dset, local, frame):
+                return frame
         try:
-            return dset[()] if dset.ndim == 2 else dset[index - self._offsets[k]]
+            return dset[()] if dset.ndim == 2 else dset[local]
         except OSError as exc:
             raise InputFileError(f"{self.describe_frame(index)}: cannot read ({exc})") from None
 
     def _read_into(self, index: int, out: np.ndarray) -> bool:
-        """HDF5's read_direct into the caller's buffer (no new array, and its page faults, per frame)."""
-        if self._h5 is None:
-            self._h5 = _h5_open(self.path, swmr=self.swmr)
-        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
-        dset = self._h5[self.datasets[k]]
+        """Frame ``index`` into the caller's buffer (no new array, and its page faults, per frame): bitshuffle's
+        decompression straight into it where each chunk is a whole frame, else HDF5's read_direct."""
+        from braggflow.io.bitshuffle import read_frame_into
+
+        dset, local, whole_frames = self._dataset(index)
         if dset.dtype != out.dtype or tuple(dset.shape[-2:]) != out.shape:
             return False
+        if whole_frames and read_frame_into(dset, local, out):
+            return True
         try:
-            dset.read_direct(out, np.s_[()] if dset.ndim == 2 else np.s_[int(index - self._offsets[k])])
+            dset.read_direct(out, np.s_[()] if dset.ndim == 2 else np.s_[local])
         except OSError as exc:
             raise InputFileError(f"{self.describe_frame(index)}: cannot read ({exc})") from None
         return True
