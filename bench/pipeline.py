@@ -18,8 +18,10 @@ For each localization method it prints, all measured in the same run, on one cor
   ``OMP_NUM_THREADS=1``: frames/s after the first frame (printed by ``run``:
   reading the frames and writing the results included), the process's wall time
   (start-up included), and the ratio in-process / whole-process;
-* the time to read one frame of the NeXus file into a new array and into a reused
-  buffer (``FrameSeries.read(i, out=buffer)``, what ``braggflow run`` does);
+* the time to read one frame of the NeXus file into a new array, into a reused
+  buffer (``FrameSeries.read(i, out=buffer)``, what ``braggflow run`` does: the
+  bitshuffle-LZ4 chunks decompressed straight into it) and into the buffer
+  through HDF5's filter pipeline (h5py's ``read_direct``);
 * recall and precision of the peaks found against the truth (matched one to one
   within 1.5 px, ``match_peaks``), for all true peaks and for the members of close
   pairs, in-process and from the results file;
@@ -135,22 +137,33 @@ def in_process(frames: np.ndarray, entry: str, t_max: float) -> tuple[float, pd.
     return total, pd.concat(tables, ignore_index=True)
 
 
-def read_times(nexus: Path) -> tuple[float, float]:
-    """Seconds per frame to read the NeXus file's frames: into new arrays (``series[i]``), into one buffer."""
+def read_times(nexus: Path, rounds: int = 3) -> tuple[float, float, float]:
+    """Seconds per frame to read the NeXus file's frames: into new arrays (``series[i]``), into one buffer (the
+    chunks decompressed by bitshuffle straight into it), and into one buffer through HDF5's filter pipeline
+    (h5py's ``read_direct``); the least of ``rounds`` rounds, the three alternated in each."""
+    import h5py
+
     from braggflow.io.frames import open_frames
 
     series = open_frames(str(nexus))
-    series[0]
-    t0 = time.perf_counter()
-    for i in range(1, len(series)):
-        series[i]
-    fresh = (time.perf_counter() - t0) / (len(series) - 1)
     buffer = series.read(0)
-    t0 = time.perf_counter()
-    for i in range(1, len(series)):
-        buffer = series.read(i, out=buffer)
-    reused = (time.perf_counter() - t0) / (len(series) - 1)
-    return fresh, reused
+    fresh, reused, pipeline = [], [], []
+    with h5py.File(nexus, "r", locking=False) as h5:
+        data = h5["/entry/data/data"]
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for i in range(1, len(series)):
+                series[i]
+            fresh.append((time.perf_counter() - t0) / (len(series) - 1))
+            t0 = time.perf_counter()
+            for i in range(1, len(series)):
+                buffer = series.read(i, out=buffer)
+            reused.append((time.perf_counter() - t0) / (len(series) - 1))
+            t0 = time.perf_counter()
+            for i in range(1, len(series)):
+                data.read_direct(buffer, np.s_[i])
+            pipeline.append((time.perf_counter() - t0) / (len(series) - 1))
+    return min(fresh), min(reused), min(pipeline)
 
 
 def whole_process(nexus: Path, method: str, folder: Path) -> tuple[float, float, pd.DataFrame]:
@@ -210,9 +223,10 @@ def main() -> None:
             write_nexus(nexus, sim)
             print(f"wrote {nexus.name} ({nexus.stat().st_size / 2**20:.0f} MiB, bitshuffle-LZ4) "
                   f"in {time.perf_counter() - t0:.1f} s")
-            fresh, reused = read_times(nexus)
+            fresh, reused, pipeline = read_times(nexus)
             print(f"reading a frame: {fresh * 1e3:.1f} ms into a new array, {reused * 1e3:.1f} ms into one buffer "
-                  "(series.read(i, out=buffer), as braggflow run does)")
+                  f"(series.read(i, out=buffer), as braggflow run does), {pipeline * 1e3:.1f} ms through HDF5's "
+                  "filter pipeline (h5py read_direct into the buffer); least of 3 alternated rounds")
         for method in args.methods:
             print(f"{method}:")
             per_frame, table = in_process(frames, method, t_max)
