@@ -128,3 +128,26 @@ def test_bitshuffle_chunks_hdf5_must_read_are_left_to_it(rng, tmp_path):
         series.read(2, out=buffer)
     with pytest.raises(InputFileError, match=r"frames\.h5 frame 2: cannot read"):
         series[2]
+
+
+def test_virtual_frames_of_bitshuffle_files_are_read_by_hdf5(rng, tmp_path):
+    """A virtual dataset (Eiger 2 and Jungfrau master files) has no chunks of its own: HDF5 reads it, through its
+    sources' filters, and the frames are the sources'."""
+    import h5py
+    import hdf5plugin
+
+    from braggflow.io.bitshuffle import whole_frame_chunks
+
+    data = rng.poisson(5, size=(4, 32, 36)).astype(np.uint32)
+    _write(tmp_path / "source.h5", "data", data, chunks=(1, 32, 36), **hdf5plugin.Bitshuffle(cname="lz4"))
+    layout = h5py.VirtualLayout(shape=data.shape, dtype=data.dtype)
+    layout[:] = h5py.VirtualSource(str(tmp_path / "source.h5"), "data", shape=data.shape)
+    with h5py.File(tmp_path / "master.h5", "w") as h5:
+        h5.create_virtual_dataset("entry/data/data", layout)
+    with h5py.File(tmp_path / "master.h5", "r") as h5:
+        assert not whole_frame_chunks(h5["entry/data/data"])
+    series = open_frames(str(tmp_path / "master.h5"))
+    buffer = np.empty((32, 36), dtype=np.uint32)
+    for i in range(len(data)):
+        np.testing.assert_array_equal(series.read(i, out=buffer), data[i])
+        np.testing.assert_array_equal(series[i], data[i])
