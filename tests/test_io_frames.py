@@ -225,7 +225,8 @@ def test_fabio_series_decodes_each_file_once(stack, tmp_path, monkeypatch):
     monkeypatch.setattr(fabio, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
     series = open_frames(paths)
     frames = [series[i] for i in range(3)]
-    assert opened == paths  # the first file is opened once for its shape and its frame
+    # the first file is opened once for its shape and its frame; the other TIFF files' pixels are tifffile's
+    assert opened == paths[:1]
     for got, want in zip(frames, stack):
         np.testing.assert_array_equal(got, want)
     opened.clear()
@@ -282,3 +283,60 @@ def test_an_edf_whose_data_begins_with_a_line_feed_byte_is_complete(tmp_path):
     data = np.full((8, 8), 10, np.uint16)  # little-endian: the first data byte is 0x0a
     fabio.edfimage.EdfImage(data=data).write(str(tmp_path / "lf.edf"))
     np.testing.assert_array_equal(open_frames(str(tmp_path / "lf.edf"))[0], data)
+
+
+def test_tiff_pixels_are_tifffile_s_where_they_are_fabio_s(rng, tmp_path, monkeypatch):
+    """tifffile reads the pages of TIFF series (into the run's buffer too) and gives fabio's pixels; a page it
+    cannot give as fabio would (colour, a compression it cannot decode here, a damaged file) is read by fabio."""
+    import fabio
+    import tifffile
+
+    from braggflow.io import images
+
+    cases = {
+        "int32": (rng.poisson(20, size=(3, 37, 41)).astype(np.int32), {}),
+        "uint16": (rng.poisson(20, size=(3, 40, 40)).astype(np.uint16), {}),
+        "float32": (rng.normal(size=(3, 33, 35)).astype(np.float32), {}),
+        "deflate": (rng.poisson(20, size=(3, 40, 40)).astype(np.int32), {"compression": "zlib"}),
+    }
+    read_by = []
+    real = images.tiff_frame
+    monkeypatch.setattr(images, "tiff_frame",
+                        lambda *a, **k: read_by.append(real(*a, **k) is not None) or real(*a, **k))
+    for name, (stack, options) in cases.items():
+        paths = [str(tmp_path / f"{name}_{i}.tif") for i in range(len(stack))]
+        for path, frame in zip(paths, stack):
+            tifffile.imwrite(path, frame, **options)
+        series = open_frames(paths)
+        buffer = np.zeros(stack.shape[1:], dtype=series.dtype)
+        read_by.clear()
+        for i, path in enumerate(paths):
+            want = fabio.open(path).data
+            np.testing.assert_array_equal(series[i], want)
+            np.testing.assert_array_equal(series.read(i, out=buffer), want)
+        # file 0 by index is fabio's decode from opening the series (handed out, not kept), into the buffer
+        # tifffile's; files 1 and 2 tifffile's both times
+        assert read_by == [True] * 5, name
+    # a multi-page file: its pages, by tifffile, after the first (decoded by fabio when the series opened)
+    stack = rng.poisson(9, size=(3, 30, 30)).astype(np.uint16)
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as pages_file:
+        for frame in stack:
+            pages_file.write(frame, contiguous=False)  # one page (image file directory) a frame
+    pages = open_frames(str(tmp_path / "pages.tif"))
+    assert len(pages) == 3
+    for i in (2, 1, 0):
+        np.testing.assert_array_equal(pages[i], stack[i])
+    # a colour page among grey ones, and a damaged file: fabio reads them, and the series refuses them as before
+    grey = rng.integers(0, 255, size=(24, 24), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "g_0.tif", grey)
+    tifffile.imwrite(tmp_path / "g_1.tif", np.stack([grey] * 3, axis=-1), photometric="rgb")
+    mixed = open_frames([str(tmp_path / "g_0.tif"), str(tmp_path / "g_1.tif")])
+    read_by.clear()
+    with pytest.raises(InputFileError, match=r"g_1\.tif: frame has shape \(24, 24, 3\), expected \(24, 24\)"):
+        mixed[1]  # fabio's colour frame, refused as before
+    assert read_by == [False]
+    whole = (tmp_path / "int32_2.tif").read_bytes()
+    (tmp_path / "int32_2.tif").write_bytes(whole[: len(whole) // 2])
+    damaged = open_frames([str(tmp_path / f"int32_{i}.tif") for i in range(3)])
+    with pytest.raises(InputFileError, match="int32_2.tif"):
+        damaged[2]
