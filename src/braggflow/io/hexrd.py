@@ -93,13 +93,18 @@ def measured_spots_in_frames(spot_files, series, *, pixel_size_mm: float) -> pd.
         One row per measured spot of each file: ``grain`` (the file's place in
         ``spot_files``), ``frame`` (whose omega range holds the measured
         omega), ``row``, ``col`` (px), ``omega`` (deg), ``sum5`` (sum of the
-        5 x 5 pixels around the spot in that frame, counts) and ``repeat``:
-        True where an earlier row holds the same measured spot (within
-        :data:`REPEAT_PX` on the detector and :data:`REPEAT_DEG` of omega).
-        HEXRD's fit-grains credits a measured spot to every grain that
-        predicts a reflection there, so two grains of nearly the same
-        orientation list their common spots twice; count distinct spots with
-        ``spots[~spots["repeat"]]``.
+        5 x 5 pixels around the spot in that frame, counts), ``pred_offset``
+        (px on the detector between the measured position and the one HEXRD
+        predicted for the reflection) and ``repeat``: True where an earlier
+        row holds the same measured spot (within :data:`REPEAT_PX` on the
+        detector and :data:`REPEAT_DEG` of omega).  HEXRD's fit-grains credits
+        a measured spot to every grain that predicts a reflection there, so
+        two grains of nearly the same orientation list their common spots
+        twice; count distinct spots with ``spots[~spots["repeat"]]``.  HEXRD
+        measures a spot's centroid inside a window of angles centred on its
+        predicted position, so a spot that lies far from its prediction
+        (a large ``pred_offset``) can be cut by the window's edge and its
+        measured centroid pulled toward the prediction.
 
     Raises
     ------
@@ -120,7 +125,9 @@ def measured_spots_in_frames(spot_files, series, *, pixel_size_mm: float) -> pd.
             raise InputFileError(f"measured omega {o:.3f} deg lies outside every frame of the series")
         frames.append(int(hit[0]))
     out = pd.DataFrame({"grain": spots["grain"], "frame": frames, "row": spots["meas_row"],
-                        "col": spots["meas_col"], "omega": spots["meas_ome_deg"]})
+                        "col": spots["meas_col"], "omega": spots["meas_ome_deg"],
+                        "pred_offset": np.hypot(spots["meas_row"] - spots["pred_row"],
+                                                spots["meas_col"] - spots["pred_col"])})
     sums = np.zeros(len(out))
     for f, idx in out.groupby("frame").groups.items():
         frame = np.asarray(series[int(f)], dtype=np.float64)
