@@ -17,7 +17,7 @@ for three indexed grains (``spots_0000{0,1,2}.out``):
   another grain's spot, 21 of them with signal);
 - those figures apart for the spots HEXRD measured within 2 px of its own
   prediction and for the others: HEXRD takes a spot's centroid in a window
-  centred on the predicted position, which cuts a spot lying far from it.
+  centred on the predicted position, which can cut a spot lying far from it.
 
     python bench/real_zr.py [--data ../shared/data] [--keep DIR] [-- extra run options]
 """
@@ -154,7 +154,7 @@ def main() -> None:
     print(f"  median distance of the matched 3D spots: {np.median(d3):.3f} px (spanning >= 2 frames "
           f"{np.median(d3[several]):.3f}, one frame {np.median(d3[~several]):.3f}), against "
           f"{np.median(dist[distinct & within]):.3f} px for the peaks in their own frame")
-    # HEXRD measures a centroid in a window centred on the predicted position: far from it, the window cuts the spot
+    # HEXRD measures a centroid in a window centred on the predicted position: far from it, the window can cut the spot
     offset = reference["pred_offset"].to_numpy()
     for label, part in (("< 2 px", offset < 2.0), (">= 2 px", offset >= 2.0)):
         sel = distinct & part

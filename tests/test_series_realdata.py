@@ -120,7 +120,7 @@ def test_zr_hexrd_repeats_are_one_spot_of_two_grains(zr_spots, shared_data):
 
 
 def test_zr_hexrd_positions_far_from_their_prediction_are_the_ones_missed(zr_spots):
-    """HEXRD takes a spot's centroid in a window centred on the predicted position, which cuts a spot lying far
+    """HEXRD takes a spot's centroid in a window centred on the predicted position, which can cut a spot lying far
     from its prediction.  Of the distinct spots with signal, those measured within 2 px of their prediction are
     matched by a 3D spot far more often (measured 92.5 % of 456) than the others (72.9 % of 96)."""
     _, spots, hexrd = zr_spots
