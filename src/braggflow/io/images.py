@@ -156,10 +156,9 @@ def tiff_frame(path: str, page: int, shape: tuple[int, ...], dtype, out: np.ndar
 
     tifffile reads a page's strips in one pass (a Pilatus 6M frame of int32 in
     ~7 ms, where fabio's own TIFF reader takes 35-75 ms).  A page of another
-    shape or dtype than the series' (a colour page, which fabio would turn
-    into grey), a compression tifffile cannot decode here, or a damaged file
-    gives None: the caller reads that file with fabio, which reports what is
-    wrong in its own words.
+    shape or dtype than the series' (a colour page), a compression tifffile
+    cannot decode here, or a damaged file gives None: the caller reads that
+    file with fabio, as before, and the series reports what is wrong.
 
     Parameters
     ----------
