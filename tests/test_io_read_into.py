@@ -151,3 +151,19 @@ def test_virtual_frames_of_bitshuffle_files_are_read_by_hdf5(rng, tmp_path):
     for i in range(len(data)):
         np.testing.assert_array_equal(series.read(i, out=buffer), data[i])
         np.testing.assert_array_equal(series[i], data[i])
+
+
+def test_several_hdf5_files_read_into_one_buffer(rng, tmp_path):
+    """A list of HDF5 files is one series whose frames are each read into the run's buffer by their file."""
+    import hdf5plugin
+
+    first = rng.poisson(20, size=(2, 32, 40)).astype(np.uint32)
+    second = rng.poisson(20, size=(3, 32, 40)).astype(np.uint32)
+    _write(tmp_path / "a.h5", "entry/data/data", first, chunks=(1, 32, 40), **hdf5plugin.Bitshuffle(cname="lz4"))
+    _write(tmp_path / "b.h5", "entry/data/data", second)  # contiguous, no filter: HDF5's read_direct
+    series = open_frames([str(tmp_path / "a.h5"), str(tmp_path / "b.h5")])
+    frames = np.concatenate([first, second])
+    buffer = np.empty((32, 40), dtype=np.uint32)
+    for i in range(len(frames)):
+        assert series.read(i, out=buffer) is buffer
+        np.testing.assert_array_equal(buffer, frames[i])

@@ -320,6 +320,10 @@ class _ConcatSeries(FrameSeries):
         k = int(np.searchsorted(self._offsets, index, side="right") - 1)
         return self.parts[k][index - int(self._offsets[k])]
 
+    def _read_into(self, index: int, out: np.ndarray) -> bool:
+        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        return self.parts[k]._read_into(index - int(self._offsets[k]), out)
+
     def describe_frame(self, index: int) -> str:
         k = int(np.searchsorted(self._offsets, index, side="right") - 1)
         return self.parts[k].describe_frame(index - int(self._offsets[k]))
