@@ -200,9 +200,9 @@ class FabioSeries(FrameSeries):
     is opened; pixel data is read on access.  The file opened last is kept
     (one file), so the first file, which is decoded to learn the frame shape,
     is not decoded again when its frame is read, and the frames of a
-    multi-frame file are taken from one opened file.  The pixels of TIFF
-    files are read by tifffile (:func:`tiff_frame`), fabio's reader for the
-    pages tifffile cannot give as fabio would.
+    multi-frame file are taken from one opened file.  The pixels of one-page
+    TIFF files are read by tifffile (:func:`tiff_frame`), by fabio where
+    tifffile cannot give them as fabio would.
 
     Parameters
     ----------
@@ -270,22 +270,24 @@ class FabioSeries(FrameSeries):
         k = int(np.searchsorted(self._offsets, index, side="right") - 1)
         return self.paths[k], index - int(self._offsets[k])
 
-    def _tiff_read(self, path: str, sub: int, out: np.ndarray | None = None):
-        """The TIFF page by tifffile, or None (not a TIFF file, fabio's decoded copy at hand, or not readable so)."""
-        last = self._last
-        if not path.lower().endswith(TIFF_SUFFIXES) or (last is not None and last[0] == path):
+    def _tiff_read(self, index: int, out: np.ndarray | None = None):
+        """Frame ``index`` by tifffile when its file is a one-page TIFF, else None: another format, a multi-page
+        file (its pages come from the one fabio image kept open: tifffile would walk the pages to each), fabio's
+        decoded copy at hand, or a page tifffile cannot give as fabio would."""
+        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        path, last = self.paths[k], self._last
+        if not path.lower().endswith(TIFF_SUFFIXES) or self.counts[k] != 1 or (last is not None and last[0] == path):
             return None
         if not os.path.exists(path):
             raise InputFileError(f"{path}: {missing_file_reason(path)}")
-        return tiff_frame(path, sub, self.shape, self.dtype, out=out)
+        return tiff_frame(path, 0, self.shape, self.dtype, out=out)
 
     def _read_into(self, index: int, out: np.ndarray) -> bool:
-        path, sub = self._locate(index)
-        return self._tiff_read(path, sub, out=out) is not None
+        return self._tiff_read(index, out=out) is not None
 
     def _read(self, index: int) -> np.ndarray:
         path, sub = self._locate(index)
-        frame = self._tiff_read(path, sub)
+        frame = self._tiff_read(index)
         if frame is not None:
             return frame
         img = self._open_cached(path)
