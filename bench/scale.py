@@ -7,7 +7,12 @@ bitshuffle-LZ4 file).  Each configuration is run as its own ``braggflow run``
 process, timed from start to exit (imports, start-up, series statistics,
 results file and all), alternating serial and parallel runs ``--repeat``
 times; the figures are the medians, and the ratios are of runs made in the
-same invocation.  The peak counts of the runs must agree.
+same invocation.  The peak counts of the runs must agree.  It also prints
+what bounds the ratio: the part of a serial run that is not frames (its wall
+time less the frames after the first at the rate the run printed) and the
+local cluster's own start (measured in a fresh process that has imported the
+pipeline); with those and the frames split evenly over the workers, the ratio
+cannot exceed the printed bound.
 
 Run from the repository root on a quiet machine (``uptime`` below ~1)::
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,8 +67,10 @@ def make_input(folder: Path, frames: int, distinct: int = 10, shape: int = 1024,
     return path
 
 
-def timed_run(source: Path, out: Path, extra: list[str], src: Path | None = None) -> tuple[float, float, int]:
-    """Wall seconds of one whole ``braggflow run`` process, the CPU seconds of it and its workers, its peaks.
+def timed_run(source: Path, out: Path, extra: list[str],
+              src: Path | None = None) -> tuple[float, float, int, float]:
+    """Wall seconds of one whole ``braggflow run`` process, the CPU seconds of it and its workers, its peaks, and
+    the frames/s after the first frame it printed (NaN where it printed none: runs on workers).
 
     ``src``: a source tree to run instead of the installed braggflow (``PYTHONPATH``).
     """
@@ -73,12 +81,31 @@ def timed_run(source: Path, out: Path, extra: list[str], src: Path | None = None
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=str(src)) if src is not None else None
-    subprocess.run([sys.executable, "-m", "braggflow", "run", str(source), "-o", str(out), "--overwrite", *extra],
-                   check=True, capture_output=True, env=env)
+    done = subprocess.run([sys.executable, "-m", "braggflow", "run", str(source), "-o", str(out), "--overwrite",
+                           *extra], check=True, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return seconds, cpu, int(read_frames(out)["n_peaks"].sum())
+    steady = re.search(r"([0-9.]+) after the first frame", done.stdout + done.stderr)
+    return seconds, cpu, int(read_frames(out)["n_peaks"].sum()), float(steady.group(1)) if steady else float("nan")
+
+
+def cluster_start_seconds(workers: int) -> float:
+    """Seconds a fresh process that has imported the pipeline takes to import Dask's distributed, start the
+    local cluster of ``workers`` processes the runs use and get a first task's result (median of 3)."""
+    code = ("import time, braggflow.pipeline\n"
+            "from braggflow.pipeline.cluster import local_cluster\n"
+            "if __name__ == '__main__':\n"
+            "    t = time.perf_counter()\n"
+            f"    cluster = local_cluster({workers})\n"
+            "    from dask.distributed import Client\n"
+            "    client = Client(cluster)\n"
+            "    client.submit(abs, -1).result()\n"
+            "    print(time.perf_counter() - t)\n"
+            "    client.close(); cluster.close()\n")
+    runs = [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+                  .stdout.split()[-1]) for _ in range(3)]
+    return float(np.median(runs))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,10 +129,13 @@ def main(argv: list[str] | None = None) -> None:
         times: dict[str, list[float]] = {name: [] for name, _ in configs}
         cpus: dict[str, list[float]] = {name: [] for name, _ in configs}
         peaks: dict[str, set[int]] = {name: set() for name, _ in configs}
+        steady: list[float] = []  # the serial runs' frames/s after the first frame
         for rep in range(args.repeat):
             for name, extra in configs:
-                seconds, cpu, n = timed_run(source, folder / "R.h5", extra,
-                                            args.compare if name.endswith(" other") else None)
+                seconds, cpu, n, rate = timed_run(source, folder / "R.h5", extra,
+                                                  args.compare if name.endswith(" other") else None)
+                if name == "serial":
+                    steady.append(rate)
                 times[name].append(seconds)
                 cpus[name].append(cpu)
                 peaks[name].add(n)
@@ -125,6 +155,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {name:14s} {c:7.1f} s CPU, {c / args.frames * 1e3:.1f} ms per frame")
         if args.compare is not None:
             print(f"other: {args.compare}")
+        # what bounds the ratio: the part of a serial run that is not frames, and the cluster's own start
+        t_frame = 1.0 / float(np.median(steady))
+        fixed = serial - (args.frames - 1) * t_frame
+        print(f"serial run: {t_frame * 1e3:.1f} ms a frame after the first (median of its printed rates), the "
+              f"rest {fixed:.2f} s (imports, numba's start, statistics, first frame, file, exit)")
+        for n in args.workers:
+            start = cluster_start_seconds(n)
+            bound = serial / (fixed + start + (args.frames - 1) * t_frame / n)
+            print(f"  --workers {n}: the local cluster starts in {start:.2f} s; with the serial run's rest and frames "
+                  f"split evenly, no other cost, the ratio is at most {bound:.2f}")
         counts = set().union(*peaks.values())
         print(f"peaks written: {sorted(counts)} ({'the same in every run' if len(counts) == 1 else 'DIFFERENT'})")
     finally:
