@@ -266,15 +266,15 @@ class FabioSeries(FrameSeries):
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
-    def _locate(self, index: int) -> tuple[str, int]:
+    def _locate(self, index: int) -> tuple[int, int]:
+        """The file holding frame ``index`` (its place in ``paths``) and the frame's place in that file."""
         k = int(np.searchsorted(self._offsets, index, side="right") - 1)
-        return self.paths[k], index - int(self._offsets[k])
+        return k, index - int(self._offsets[k])
 
-    def _tiff_read(self, index: int, out: np.ndarray | None = None):
-        """Frame ``index`` by tifffile when its file is a one-page TIFF, else None: another format, a multi-page
+    def _tiff_read(self, k: int, out: np.ndarray | None = None):
+        """The frame of file ``k`` by tifffile when it is a one-page TIFF, else None: another format, a multi-page
         file (its pages come from the one fabio image kept open: tifffile would walk the pages to each), fabio's
         decoded copy at hand, or a page tifffile cannot give as fabio would."""
-        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
         path, last = self.paths[k], self._last
         if not path.lower().endswith(TIFF_SUFFIXES) or self.counts[k] != 1 or (last is not None and last[0] == path):
             return None
@@ -283,11 +283,12 @@ class FabioSeries(FrameSeries):
         return tiff_frame(path, 0, self.shape, self.dtype, out=out)
 
     def _read_into(self, index: int, out: np.ndarray) -> bool:
-        return self._tiff_read(index, out=out) is not None
+        return self._tiff_read(self._locate(index)[0], out=out) is not None
 
     def _read(self, index: int) -> np.ndarray:
-        path, sub = self._locate(index)
-        frame = self._tiff_read(index)
+        k, sub = self._locate(index)
+        path = self.paths[k]
+        frame = self._tiff_read(k)
         if frame is not None:
             return frame
         img = self._open_cached(path)
@@ -302,5 +303,5 @@ class FabioSeries(FrameSeries):
         return data
 
     def describe_frame(self, index: int) -> str:
-        path, sub = self._locate(index)
-        return f"{path}" + (f" frame {sub}" if self.counts[self.paths.index(path)] > 1 else "")
+        k, sub = self._locate(index)
+        return f"{self.paths[k]}" + (f" frame {sub}" if self.counts[k] > 1 else "")
